@@ -1,0 +1,188 @@
+#pragma once
+// The engine's narrow API (modelled on llama.h): opaque handles, *_default_params(),
+// create/free pairs. Nothing of the tensors is visible to callers; the worker and the
+// rbee-engine tool use only this header.
+//
+// Errors: functions that take untrusted input (model files, prompts) throw engine_error
+// with a code; invariants broken by the caller assert.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rbee::engine {
+
+using token_id = int32_t;
+
+enum class error_code {
+  file_not_found,
+  file_corrupt,            // malformed GGUF (message names the field)
+  unsupported_architecture,
+  unsupported_tensor_type,
+  backend_unavailable,     // message lists the backends/devices that exist
+  out_of_memory,           // host RAM or device VRAM (message says which)
+  context_overflow,        // prompt + generation longer than the context
+  invalid_argument,
+  chat_template_unknown,
+};
+std::string_view to_string(error_code code);
+
+struct engine_error : std::runtime_error {
+  engine_error(error_code code, const std::string& message)
+      : std::runtime_error(message), code(code) {}
+  error_code code;
+};
+
+enum class backend_kind { cpu, cuda };
+
+struct load_progress {
+  int tensors_loaded = 0;
+  int tensors_total = 0;
+  int layers_loaded = 0;
+  int layers_total = 0;
+  uint64_t bytes_loaded = 0;
+  uint64_t bytes_total = 0;
+};
+
+struct model_params {
+  backend_kind backend = backend_kind::cpu;
+  int device = 0;     // CUDA device index
+  int n_threads = 0;  // 0: one per physical core
+  std::function<void(const load_progress&)> on_progress;  // called from the loading thread
+};
+model_params model_default_params();
+
+// What the hive shows in its catalog and the worker in `info`.
+struct model_info {
+  std::string architecture;  // "llama", "qwen2"
+  std::string name;
+  std::string quantization;  // dominant weight type, e.g. "Q4_K_M", "Q8_0", "F16"
+  uint64_t n_params = 0;
+  uint64_t size_bytes = 0;
+  int n_ctx_train = 0;
+  int n_vocab = 0;
+  int n_embd = 0;
+  int n_layer = 0;
+  int n_head = 0;
+  int n_head_kv = 0;
+  int n_ff = 0;
+  token_id bos = -1;
+  token_id eos = -1;
+  std::string chat_template;  // the GGUF's template text, may be empty
+};
+
+// Reads only the header (no weights): for catalogs and preflight checks.
+model_info read_model_info(const std::string& path);
+
+// Bytes of host or device memory a model needs with a given context and slot count
+// (weights + KV cache + scratch), for the hive's RAM/VRAM preflight.
+uint64_t estimate_memory_bytes(const model_info& info, int n_ctx, int n_seq);
+
+struct model;
+struct model_deleter {
+  void operator()(model* m) const;
+};
+using model_ptr = std::unique_ptr<model, model_deleter>;
+
+model_ptr model_load(const std::string& path, const model_params& params);
+const model_info& model_get_info(const model& m);
+
+// ---- tokens and text ----
+// parse_special: recognise special-token text such as "<|im_start|>" in the input.
+std::vector<token_id> tokenize(const model& m, std::string_view text, bool add_bos,
+                               bool parse_special = false);
+// Raw bytes of one token's piece (may be an incomplete UTF-8 sequence).
+std::string token_to_piece(const model& m, token_id token);
+bool token_is_end_of_generation(const model& m, token_id token);
+
+// Turns a token stream into text that is always valid UTF-8: bytes of a character split
+// across tokens are held back until the character is complete.
+class detokenizer {
+ public:
+  explicit detokenizer(const model& m);
+  std::string push(token_id token);  // text ready to emit, possibly empty
+  std::string flush();               // whatever is left (invalid bytes become U+FFFD)
+
+ private:
+  const model* model_;
+  std::string pending_;
+  bool first_ = true;
+};
+
+struct chat_message {
+  std::string role;  // "system", "user", "assistant"
+  std::string content;
+};
+// Renders messages with the model's template (recognised from tokenizer.chat_template),
+// or with `template_override` (a family name: "llama2", "llama3", "chatml", "mistral",
+// "zephyr", "phi3"). Unknown template → engine_error(chat_template_unknown).
+std::string apply_chat_template(const model& m, std::span<const chat_message> messages,
+                                bool add_assistant_prompt,
+                                std::string_view template_override = {});
+
+// ---- contexts: KV cache + batched decode of several sequences ----
+struct context_params {
+  int n_ctx = 2048;   // positions per sequence
+  int n_seq = 1;      // independent sequences (the worker's slots)
+  int n_batch = 512;  // max tokens per decode call
+  int n_threads = 0;  // 0: model's default
+  bool kv_f16 = true;
+};
+context_params context_default_params();
+
+struct context;
+struct context_deleter {
+  void operator()(context* c) const;
+};
+using context_ptr = std::unique_ptr<context, context_deleter>;
+
+context_ptr context_create(model& m, const context_params& params);
+
+// One token of a batch: sequence `seq` gets `token` at position `pos`; logits are kept
+// only for entries with want_logits.
+struct batch_entry {
+  token_id token;
+  int32_t pos;
+  int32_t seq;
+  bool want_logits;
+};
+
+// Runs the forward pass for all entries (any mix of prefill and decode across sequences).
+// Positions of a sequence must continue its cache (asserted); pos >= n_ctx throws
+// engine_error(context_overflow). Does not allocate after the first call of a given size.
+void decode(context& ctx, std::span<const batch_entry> batch);
+// Logits (n_vocab floats) of the i-th entry of the last batch that had want_logits set.
+std::span<const float> logits(const context& ctx, int batch_index);
+// Forgets sequence `seq` (its positions restart at 0).
+void sequence_clear(context& ctx, int seq);
+int context_n_ctx(const context& ctx);
+
+// ---- sampling ----
+struct sampling_params {
+  float temperature = 0.8f;  // 0 → greedy
+  int top_k = 40;            // 0 → off
+  float top_p = 0.95f;       // 1 → off
+  float min_p = 0.05f;       // 0 → off
+  float repeat_penalty = 1.1f;  // 1 → off
+  int repeat_last_n = 64;
+  uint64_t seed = 0xFFFFFFFF;  // same seed + same inputs → same tokens
+};
+sampling_params sampling_default_params();
+
+class sampler {
+ public:
+  sampler(const sampling_params& params, int n_vocab);
+  // Picks the next token from logits (not modified), given the sequence so far.
+  token_id sample(std::span<const float> logits, std::span<const token_id> history);
+
+ private:
+  sampling_params params_;
+  uint64_t rng_state_;
+  std::vector<std::pair<float, token_id>> candidates_;  // reused: no allocation per token
+};
+
+}  // namespace rbee::engine
