@@ -28,8 +28,11 @@ struct format_error : std::runtime_error {
 
 inline constexpr uint64_t default_alignment = 32;
 inline constexpr int max_dims = 4;
-inline constexpr int max_array_depth = 8;  // nested arrays deeper than this are rejected
+inline constexpr int max_array_depth = 8;      // nested arrays deeper than this are rejected
 inline constexpr size_t max_tensor_name = 63;  // llama.cpp's GGML_MAX_NAME - 1 (writer limit)
+// What a parsed file may hold in memory (metadata and tensor infos); real vocabularies
+// take tens of MiB.
+inline constexpr uint64_t max_metadata_memory = uint64_t{256} << 20;
 
 // GGUF metadata value type ids.
 enum class value_type : uint32_t {
@@ -122,6 +125,8 @@ class file {
 // insertion order, tensors in the order added, each tensor's data aligned to
 // `general.alignment` (set it as uint32, a power of two; default 32). Misuse (wrong value for a
 // type, bad shape, duplicate tensor, wrong data size) throws std::invalid_argument.
+// The layout is the one llama.cpp requires: tensor data contiguous in info order, each tensor
+// padded to the alignment. llama.cpp rejects nested arrays, so model files should not use them.
 class writer {
  public:
   // Sets a key; setting an existing key replaces its value and type in place. Integer types
@@ -158,7 +163,7 @@ class writer {
     tensor_type type;
     std::vector<int64_t> shape;
     uint64_t n_bytes = 0;
-    std::vector<uint8_t> data;                       // add_tensor
+    std::vector<uint8_t> data;                     // add_tensor
     std::function<void(std::span<uint8_t>)> fill;  // add_tensor_lazy
   };
   std::vector<pending_tensor> tensors_;
