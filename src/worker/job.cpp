@@ -1,0 +1,53 @@
+#include "worker/job.h"
+
+#include <cassert>
+#include <utility>
+
+namespace rbee::worker {
+
+std::string_view to_string(stop_reason reason) {
+  switch (reason) {
+    case stop_reason::max_tokens:
+      return "max_tokens";
+    case stop_reason::eos:
+      return "eos";
+    case stop_reason::stop_sequence:
+      return "stop_sequence";
+    case stop_reason::cancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+job::job(std::string id, std::vector<engine::token_id> prompt_tokens, int max_tokens,
+         engine::sampling_params sampling, std::vector<std::string> stop)
+    : prompt_tokens(std::move(prompt_tokens)),
+      max_tokens(max_tokens),
+      sampling(sampling),
+      stop(std::move(stop)),
+      id_(std::move(id)) {}
+
+std::optional<job_event> job::next_event(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); })) return std::nullopt;
+  job_event event = std::move(events_.front());
+  events_.pop_front();
+  return event;
+}
+
+void job::push(job_event event) {
+  {
+    std::lock_guard lock(mutex_);
+    assert(!finished_ && "job: event pushed after the stream ended");
+    if (!std::holds_alternative<token_event>(event)) finished_ = true;
+    events_.push_back(std::move(event));
+  }
+  cv_.notify_all();
+}
+
+bool job::finished() const {
+  std::lock_guard lock(mutex_);
+  return finished_;
+}
+
+}  // namespace rbee::worker

@@ -1,0 +1,78 @@
+#pragma once
+// One inference job as the HTTP layer and the inference thread share it: the inference
+// thread pushes events, the SSE handler pops them. Cancellation is a flag the inference
+// thread reads once per decode step.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace rbee::worker {
+
+enum class stop_reason { max_tokens, eos, stop_sequence, cancelled };
+std::string_view to_string(stop_reason reason);
+
+struct token_event {
+  std::string text;  // whole UTF-8 characters, never part of a stop string
+  int index = 0;     // 0-based index of the generated token that completed this text
+};
+
+struct end_event {
+  int tokens_in = 0;
+  int tokens_out = 0;
+  double prompt_ms = 0;  // admission to first sampled token (prefill)
+  double decode_ms = 0;  // first sampled token to the end
+  double tokens_per_sec = 0;
+  stop_reason reason = stop_reason::max_tokens;
+};
+
+struct error_event {
+  std::string code;
+  std::string message;
+};
+
+// The stream always ends with exactly one end_event or error_event.
+using job_event = std::variant<token_event, end_event, error_event>;
+
+class job {
+ public:
+  job(std::string id, std::vector<engine::token_id> prompt_tokens, int max_tokens,
+      engine::sampling_params sampling, std::vector<std::string> stop);
+
+  const std::string& id() const { return id_; }
+
+  // ---- consumer side (HTTP handler) ----
+  // Waits up to `timeout` for the next event; nullopt on timeout.
+  std::optional<job_event> next_event(std::chrono::milliseconds timeout);
+  void cancel() { cancelled_.store(true); }
+
+  // ---- producer side (inference thread) ----
+  bool cancelled() const { return cancelled_.load(); }
+  void push(job_event event);
+  bool finished() const;  // an end or error event was pushed
+
+  // What the inference thread needs to run the job (read-only after construction).
+  const std::vector<engine::token_id> prompt_tokens;
+  const int max_tokens;
+  const engine::sampling_params sampling;
+  const std::vector<std::string> stop;
+
+ private:
+  std::string id_;
+  std::atomic<bool> cancelled_{false};
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<job_event> events_;
+  bool finished_ = false;
+};
+
+}  // namespace rbee::worker
