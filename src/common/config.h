@@ -1,0 +1,105 @@
+#pragma once
+// The one module that owns every config key and environment variable (like Ollama's envconfig).
+// Precedence: CLI flag (overrides) > env > config file > default.
+// Config file: $RBEE_CONFIG, else ~/.config/rbee/config.toml, else /etc/rbee/config.toml (the
+// first that exists). Its format is a TOML subset: `key = "string"`, numbers, booleans, arrays
+// of strings, `[section]` (keys become `section.key`) and `#` comments.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rbee::common {
+
+struct config_key {
+  std::string_view name;           // "queen.url" (the file key; also the override key)
+  std::string_view env_var;        // "RBEE_QUEEN_URL"; "" when there is none
+  std::string_view default_value;  // "" = unset
+  std::string_view doc;            // one line for `--help` and docs
+};
+
+// Every key rbee knows, in documentation order.
+std::span<const config_key> config_keys();
+const config_key* find_config_key(std::string_view name);
+
+// A config file could not be read or parsed; what() names the file and line.
+class config_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Parses the TOML subset; values are kept as strings (arrays joined with ','). `origin` names
+// the file in errors. Throws config_error("<origin>:<line>: ...").
+std::map<std::string, std::string> parse_config_text(std::string_view text,
+                                                     std::string_view origin);
+
+// Where config::load looks; every field is injectable for tests.
+struct config_sources {
+  // Lookup for environment variables; default reads the process environment.
+  std::function<std::optional<std::string>(std::string_view)> getenv{};
+  std::optional<std::filesystem::path> home_dir{};  // default: paths.h home_dir()
+  std::filesystem::path system_config = "/etc/rbee/config.toml";
+};
+
+enum class config_source { flag, env, file, default_value, unset };
+std::string_view to_string(config_source s);
+
+class config {
+ public:
+  // overrides: key name -> value from CLI flags. Unknown keys (in overrides or the file) are a
+  // config_error; so are values that fail their getter's parse when read.
+  static config load(const std::map<std::string, std::string>& overrides = {},
+                     const config_sources& sources = {});
+
+  // Raw lookup by key name; nullopt when unset at every level. Throws std::out_of_range for
+  // names not in config_keys() (a programming error).
+  std::optional<std::string> get(std::string_view name) const;
+  std::string get_or(std::string_view name, std::string_view fallback) const;
+  int64_t get_int(std::string_view name) const;  // throws config_error if unset or not an int
+  double get_double(std::string_view name) const;
+  bool get_bool(std::string_view name) const;
+  config_source source(std::string_view name) const;
+  // The config file that was read; empty when none existed.
+  const std::filesystem::path& file() const { return file_; }
+
+  std::string queen_url() const;                // queen.url / RBEE_QUEEN_URL
+  std::optional<std::string> api_key() const;   // api_key / RBEE_API_KEY (sent by the CLI)
+  std::vector<std::string> api_keys() const;    // queen.api_keys + api_key (accepted by queen)
+  std::filesystem::path rbee_home() const;      // home / RBEE_HOME, user-expanded
+  std::string hf_endpoint() const;              // hf.endpoint / HF_ENDPOINT
+  std::optional<std::string> hf_token() const;  // hf.token / HF_TOKEN
+  std::string queen_host() const;
+  int queen_port() const;
+  std::string hive_host() const;
+  int hive_port() const;
+  int worker_port_start() const;
+  std::chrono::seconds worker_idle_timeout() const;
+  std::chrono::seconds hive_health_interval() const;
+  int hive_health_failures() const;
+  std::chrono::seconds loading_timeout() const;
+  int queue_size() const;
+  std::optional<uint64_t> ram_limit_bytes() const;   // overrides detected free RAM
+  std::optional<uint64_t> vram_limit_bytes() const;  // overrides detected free VRAM
+  std::string log_level() const;                     // log / RBEE_LOG
+
+ private:
+  struct entry {
+    std::string value;
+    config_source source;
+  };
+  std::map<std::string, entry, std::less<>> values_;
+  std::filesystem::path file_;
+};
+
+// Which file config::load would read (nullopt when none exists).
+std::optional<std::filesystem::path> find_config_file(const config_sources& sources);
+
+}  // namespace rbee::common

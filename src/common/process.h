@@ -1,0 +1,87 @@
+#pragma once
+// Child processes without a shell (fork/exec), for the queen starting hives and the hive
+// starting workers. Tests inject a process_launcher to control spawning.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace rbee::common {
+
+struct process_spec {
+  std::string executable{};                  // path; a bare name is looked up in $PATH
+  std::vector<std::string> args{};           // argv[1..]
+  std::map<std::string, std::string> env{};  // added to (overriding) the parent's environment
+  std::string log_path{};                    // stdout+stderr appended here; empty = inherit
+  std::string working_dir{};                 // empty = inherit
+  // PR_SET_PDEATHSIG SIGTERM in the child. Linux sends it when the *thread* that spawned the
+  // child exits, so spawn from a long-lived thread (or set false and use a watchdog).
+  bool kill_with_parent = true;
+  // Written to the child's stdin, then closed (for secrets); empty = /dev/null.
+  std::string stdin_data{};
+};
+
+// Spawning failed (exec error, bad log path, ...). what() names the executable and the cause.
+class spawn_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Owns one child: reaps it on wait/stop. Movable; destruction of a still-running child stops
+// it (SIGTERM, 5 s grace, SIGKILL) so no orphan outlives its owner.
+class child_process {
+ public:
+  child_process() = default;
+  static child_process spawn(const process_spec& spec);
+  ~child_process();
+  child_process(child_process&& other) noexcept;
+  child_process& operator=(child_process&& other) noexcept;
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool valid() const { return pid_ > 0; }
+  bool running();
+  // Exit code, or 128+signal when killed by a signal; nullopt while still running.
+  std::optional<int> try_wait();
+  int wait();
+  // SIGTERM, wait up to grace, then SIGKILL; returns the exit status as try_wait() does.
+  int stop(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
+  void kill(int sig);
+  // Gives up ownership without stopping (the child keeps running, e.g. a persistent daemon).
+  void detach();
+
+ private:
+  explicit child_process(pid_t pid) : pid_(pid) {}
+  pid_t pid_ = -1;
+  std::optional<int> exit_status_;
+};
+
+struct process_launcher {
+  virtual ~process_launcher();
+  virtual child_process spawn(const process_spec& spec) = 0;
+};
+
+struct real_process_launcher : process_launcher {
+  child_process spawn(const process_spec& spec) override { return child_process::spawn(spec); }
+};
+
+// For a child daemon (worker): exit when the parent dies. Sets PR_SET_PDEATHSIG(SIGTERM) and
+// starts a watchdog thread that polls getppid() (the fallback when the signal is missed, e.g.
+// the parent died before prctl); the watchdog raises SIGTERM in this process.
+void exit_when_parent_dies(
+    std::chrono::milliseconds poll_interval = std::chrono::milliseconds(1000));
+
+// Directory of the running executable (/proc/self/exe), to find sibling binaries.
+std::string self_executable_dir();
+std::string self_executable_path();
+
+// Exit status from a waitpid() status word: code, or 128+signal.
+int decode_wait_status(int status);
+
+}  // namespace rbee::common

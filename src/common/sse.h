@@ -1,0 +1,78 @@
+#pragma once
+// Server-Sent Events, shared by worker, hive and queen (SPEC §3: each event `data: <json>`,
+// the stream ends with `data: [DONE]`). Producers write through an sse_sink; a client
+// disconnect makes send() return false and connected() false, which producers treat as cancel.
+// A disconnect is noticed on the next write, so a producer that may sit silent for long (queued,
+// loading) sends send_comment("keep-alive") every second or so.
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+namespace rbee::common {
+
+std::string sse_frame(const nlohmann::json& data);  // "data: <json>\n\n"
+std::string sse_frame(std::string_view event,
+                      const nlohmann::json& data);     // "event: e\ndata: ..\n\n"
+std::string sse_done_frame();                          // "data: [DONE]\n\n"
+std::string sse_comment_frame(std::string_view text);  // ": text\n\n" (keep-alive)
+
+class sse_sink {
+ public:
+  // write returns false once the peer is gone; after that every send is a no-op returning false.
+  // is_writable (optional) lets connected() notice a gone peer between sends.
+  explicit sse_sink(std::function<bool(std::string_view frame)> write,
+                    std::function<bool()> is_writable = {});
+
+  bool send(const nlohmann::json& data);
+  bool send_event(std::string_view event, const nlohmann::json& data);
+  bool send_done();
+  bool send_comment(std::string_view text);
+  bool send_raw(std::string_view frame);
+  bool connected() const;
+  bool done_sent() const { return done_sent_; }
+
+ private:
+  std::function<bool(std::string_view)> write_;
+  std::function<bool()> is_writable_;
+  std::atomic<bool> connected_{true};
+  bool done_sent_ = false;
+};
+
+// Turns res into a text/event-stream response whose body is produced by `producer`, which runs
+// on the server's connection thread after the handler returns. An exception escaping the producer
+// becomes {"type":"error","code","message"}; [DONE] is sent afterwards if the producer did not.
+void serve_sse(httplib::Response& res, std::function<void(sse_sink&)> producer);
+
+struct sse_event {
+  std::string event{};  // "" when the stream gave no `event:` line
+  std::string data{};   // multi-line data joined with '\n'
+  std::string id{};
+  bool is_done() const { return data == "[DONE]"; }
+  // Parses data as JSON; throws nlohmann::json::parse_error.
+  nlohmann::json json() const;
+};
+
+// Incremental parser: feed arbitrary chunks; complete events are delivered in order.
+// Handles \n, \r\n and \r line endings, events split across chunks, several events per
+// chunk, multi-line data, comments and `event:` names.
+class sse_parser {
+ public:
+  void feed(std::string_view chunk, const std::function<void(const sse_event&)>& on_event);
+  // Bytes held for the incomplete line and event, to bound memory against hostile peers.
+  size_t buffered() const { return line_.size() + current_.data.size(); }
+
+ private:
+  void process_line(std::string_view line, const std::function<void(const sse_event&)>& on_event);
+
+  std::string line_;
+  bool last_was_cr_ = false;
+  sse_event current_;
+  bool has_data_ = false;
+};
+
+}  // namespace rbee::common

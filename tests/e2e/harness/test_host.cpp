@@ -1,0 +1,171 @@
+#include "harness/test_host.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <stdexcept>
+#include <thread>
+
+#include "common/process.h"
+
+namespace rbee::e2e {
+namespace fs = std::filesystem;
+namespace {
+
+// Owner pid files of live test namespaces, so a later run can clean up after a crash.
+const fs::path owners_dir = "/run/rbee-test-hosts";
+constexpr int first_index = 1;
+constexpr int last_index = 250;
+
+int run(const std::vector<std::string>& argv, const std::string& log_path = {}) {
+  common::process_spec spec;
+  spec.executable = argv.front();
+  spec.args.assign(argv.begin() + 1, argv.end());
+  spec.log_path = log_path.empty() ? "/dev/null" : log_path;
+  spec.kill_with_parent = false;
+  return common::child_process::spawn(spec).wait();
+}
+
+void run_checked(const std::vector<std::string>& argv) {
+  if (int rc = run(argv); rc != 0) {
+    std::string cmd;
+    for (const auto& a : argv) cmd += a + " ";
+    throw std::runtime_error("test host setup failed (exit " + std::to_string(rc) + "): " + cmd);
+  }
+}
+
+std::string netns_name(int index) {
+  return "rbee-t" + std::to_string(index);
+}
+
+bool pid_alive(pid_t pid) {
+  return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+void delete_namespace(int index) {
+  run({"/usr/sbin/ip", "link", "del", "rbv" + std::to_string(index) + "h"});
+  run({"/usr/sbin/ip", "netns", "del", netns_name(index)});
+  std::error_code ignored;
+  fs::remove(owners_dir / std::to_string(index), ignored);
+}
+
+}  // namespace
+
+ssh_identity ssh_identity::generate(const fs::path& dir, const std::string& name) {
+  ssh_identity id{dir / name, dir / (name + ".pub")};
+  fs::remove(id.private_key);
+  fs::remove(id.public_key);
+  run_checked({"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rbee-test", "-f",
+               id.private_key.string()});
+  return id;
+}
+
+std::string ssh_test_host::unavailable_reason() {
+  if (geteuid() != 0) return "test hosts need root (network namespaces and sshd)";
+  for (const char* tool : {"/usr/sbin/sshd", "/usr/sbin/ip", "/usr/bin/ssh", "/usr/bin/ssh-keygen"})
+    if (access(tool, X_OK) != 0) return std::string("test hosts need ") + tool;
+  return {};
+}
+
+void remove_stale_test_hosts() {
+  std::error_code ec;
+  if (!fs::is_directory(owners_dir, ec)) return;
+  for (const auto& entry : fs::directory_iterator(owners_dir, ec)) {
+    std::ifstream in(entry.path());
+    pid_t owner = 0;
+    in >> owner;
+    if (!pid_alive(owner)) delete_namespace(std::stoi(entry.path().filename().string()));
+  }
+}
+
+ssh_test_host::ssh_test_host(std::string name, const fs::path& work_dir,
+                             const ssh_identity& authorized)
+    : name_(std::move(name)), work_dir_(work_dir) {
+  fs::create_directories(work_dir_);
+  fs::create_directories(owners_dir);
+  // `ip netns add` fails when the name exists, which makes picking a free index atomic
+  // even with test binaries running in parallel.
+  for (int i = first_index; i <= last_index && index_ == 0; ++i)
+    if (run({"/usr/sbin/ip", "netns", "add", netns_name(i)}) == 0) index_ = i;
+  if (index_ == 0) throw std::runtime_error("no free test network namespace index");
+  netns_ = netns_name(index_);
+  std::ofstream(owners_dir / std::to_string(index_)) << getpid() << "\n";
+
+  const std::string idx = std::to_string(index_);
+  const std::string host_if = "rbv" + idx + "h", node_if = "rbv" + idx + "n";
+  run_checked({"/usr/sbin/ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if});
+  run_checked({"/usr/sbin/ip", "link", "set", node_if, "netns", netns_});
+  run_checked({"/usr/sbin/ip", "addr", "add", peer_address() + "/24", "dev", host_if});
+  run_checked({"/usr/sbin/ip", "link", "set", host_if, "up"});
+  exec({"/usr/sbin/ip", "link", "set", "lo", "up"});
+  if (exec({"/usr/sbin/ip", "addr", "add", address() + "/24", "dev", node_if}) != 0 ||
+      exec({"/usr/sbin/ip", "link", "set", node_if, "up"}) != 0)
+    throw std::runtime_error("cannot configure " + node_if + " in " + netns_);
+
+  // sshd refuses to start without its privilege separation directory.
+  fs::create_directories("/run/sshd");
+  const fs::path host_key = work_dir_ / "ssh_host_ed25519_key";
+  fs::remove(host_key);
+  run_checked({"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key.string()});
+  fs::copy_file(authorized.public_key, work_dir_ / "authorized_keys",
+                fs::copy_options::overwrite_existing);
+  const fs::path config = work_dir_ / "sshd_config";
+  std::ofstream(config) << "Port 22\n"
+                        << "ListenAddress " << address() << "\n"
+                        << "HostKey " << host_key.string() << "\n"
+                        << "AuthorizedKeysFile " << (work_dir_ / "authorized_keys").string() << "\n"
+                        << "PidFile " << (work_dir_ / "sshd.pid").string() << "\n"
+                        << "PermitRootLogin prohibit-password\n"
+                        << "PasswordAuthentication no\n"
+                        << "KbdInteractiveAuthentication no\n"
+                        << "UsePAM no\n"
+                        << "StrictModes no\n"
+                        << "AcceptEnv RBEE_*\n";
+
+  common::process_spec spec;
+  spec.executable = "/usr/sbin/ip";
+  spec.args = {"netns", "exec", netns_, "/usr/sbin/sshd", "-D", "-e", "-f", config.string()};
+  spec.log_path = (work_dir_ / "sshd.log").string();
+  spec.kill_with_parent = true;
+  sshd_ = common::child_process::spawn(spec);
+
+  // sshd is ready when its port accepts connections inside the namespace.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (exec({"/usr/bin/bash", "-c", "exec 3<>/dev/tcp/" + address() + "/22"}) != 0) {
+    if (std::chrono::steady_clock::now() > deadline)
+      throw std::runtime_error("sshd did not start in " + netns_ + "; see " + spec.log_path);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+ssh_test_host::~ssh_test_host() {
+  stop_sshd();
+  // Whatever was started over ssh inside the namespace (hives, workers) goes with it.
+  run({"/usr/sbin/ip", "netns", "pids", netns_}, (work_dir_ / "netns-pids").string());
+  std::ifstream pids(work_dir_ / "netns-pids");
+  for (pid_t pid; pids >> pid;) kill(pid, SIGKILL);
+  delete_namespace(index_);
+}
+
+std::string ssh_test_host::address() const {
+  return "10.200." + std::to_string(index_) + ".2";
+}
+std::string ssh_test_host::peer_address() const {
+  return "10.200." + std::to_string(index_) + ".1";
+}
+
+int ssh_test_host::exec(const std::vector<std::string>& argv) const {
+  std::vector<std::string> full = {"/usr/sbin/ip", "netns", "exec", netns_};
+  full.insert(full.end(), argv.begin(), argv.end());
+  return run(full);
+}
+
+void ssh_test_host::stop_sshd() {
+  if (!sshd_) return;
+  sshd_->stop(std::chrono::seconds(5));
+  sshd_.reset();
+}
+
+}  // namespace rbee::e2e
