@@ -122,7 +122,8 @@ ssh_test_host::ssh_test_host(std::string name, const fs::path& work_dir,
                         << "KbdInteractiveAuthentication no\n"
                         << "UsePAM no\n"
                         << "StrictModes no\n"
-                        << "AcceptEnv RBEE_*\n";
+                        << "AcceptEnv RBEE_*\n"
+                        << "Subsystem sftp /usr/lib/openssh/sftp-server\n";
 
   common::process_spec spec;
   spec.executable = "/usr/sbin/ip";

@@ -1,0 +1,41 @@
+#pragma once
+// What the CLI prints: narration lines and progress bars on stderr, errors with the server's
+// hint, and tables for listings.
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/errors.h"
+
+namespace rbee::cli {
+
+// One line per phase; download/loading progress as a bar redrawn in place when stderr is a
+// terminal, plain lines otherwise.
+class narration_printer {
+ public:
+  explicit narration_printer(std::FILE* out, bool tty);
+  void print(const nlohmann::json& event);
+  // Ends an open progress bar line (before printing anything else to out).
+  void close_bar();
+
+ private:
+  std::FILE* out_;
+  bool tty_;
+  bool bar_open_ = false;
+};
+
+// "[#####.....] 42%"
+std::string progress_bar(double fraction, int width = 30);
+
+// "Error: <message>" and, when the server gave one, "Hint: <hint>".
+void print_error(std::FILE* out, const std::string& message, const nlohmann::json& details);
+void print_error(std::FILE* out, const common::http_error& e);
+
+// Fixed-width table (columns sized to their widest cell).
+std::string format_table(const std::vector<std::string>& header,
+                         const std::vector<std::vector<std::string>>& rows);
+
+}  // namespace rbee::cli

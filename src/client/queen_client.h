@@ -1,0 +1,86 @@
+#pragma once
+// The one way the CLI (and the tests) talk to queen-rbee: typed calls over its HTTP API.
+// HTTP error statuses throw common::http_error (with the server's code, message, details and
+// Retry-After); an unreachable queen throws common::connection_error.
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/errors.h"
+#include "common/http_client.h"
+
+namespace rbee::client {
+
+struct client_config {
+  std::string queen_url = "http://127.0.0.1:8080";
+  std::optional<std::string> api_key;
+  std::chrono::milliseconds connect_timeout{3000};
+  std::chrono::milliseconds read_timeout{std::chrono::minutes(10)};
+};
+
+struct node_spec {
+  std::string node_name;
+  std::string ssh_host;
+  int ssh_port = 22;
+  std::string ssh_user;
+  std::string ssh_key_path;
+  std::string install_path;
+  std::string git_repo_url;
+  std::string git_branch;
+};
+
+// Called for each event of a stream; return false to stop reading (the server sees a cancel).
+using event_fn = std::function<bool(const nlohmann::json& event)>;
+
+class queen_client {
+ public:
+  explicit queen_client(client_config config);
+
+  const client_config& config() const { return config_; }
+
+  nlohmann::json health();                          // GET /health
+  bool healthy(std::chrono::milliseconds timeout);  // true when /health answers 200
+
+  nlohmann::json add_node(const node_spec& node);  // {node, message}
+  nlohmann::json list_nodes();                     // {"nodes":[...]}
+  nlohmann::json remove_node(const std::string& node_name);
+  void install(const std::string& node_name, const event_fn& on_event);
+
+  nlohmann::json list_workers();
+  nlohmann::json workers_health(const std::string& node);
+  nlohmann::json shutdown_worker(const std::string& worker_id);
+
+  // POST /v2/tasks: events (narration, token, end, error) until [DONE].
+  void run_task(const nlohmann::json& request, const event_fn& on_event);
+  void cancel_task(const std::string& task_id);  // DELETE /v2/tasks/{id}
+
+  void download_model(const std::string& node, const std::string& model, const event_fn& on_event);
+  nlohmann::json list_models(const std::string& node);
+  nlohmann::json remove_model(const std::string& node, const std::string& model);
+
+  void logs(const std::string& node, const std::string& worker, bool follow,
+            const event_fn& on_event);
+
+  nlohmann::json start_hive(const std::string& node);
+  nlohmann::json stop_hive(const std::string& node);
+  nlohmann::json hive_status(const std::string& node);
+
+  void shutdown_queen();  // POST /v2/admin/shutdown
+
+ private:
+  common::http_client client(std::chrono::milliseconds read_timeout) const;
+  nlohmann::json expect_json(const common::http_response& res) const;
+  void stream(const std::string& method, const std::string& path, const nlohmann::json& body,
+              const event_fn& on_event);
+
+  client_config config_;
+};
+
+// Query-string encoding of one value.
+std::string url_encode(std::string_view value);
+
+}  // namespace rbee::client

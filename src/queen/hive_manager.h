@@ -1,0 +1,135 @@
+#pragma once
+// The queen's side of every hive: starting it (a local child for `localhost`, `rbee-hive daemon`
+// over SSH for remote nodes), health and version checks on every (re)connect, the live worker
+// view from hive reports and on-demand lists, and stopping the hives it started.
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/clock.h"
+#include "common/http_client.h"
+#include "common/process.h"
+#include "queen/narration.h"
+#include "queen/registry.h"
+#include "queen/scheduler.h"
+#include "queen/ssh.h"
+
+namespace rbee::queen {
+
+struct hive_manager_options {
+  std::filesystem::path rbee_home;
+  std::string bin_dir;         // where rbee-hive / llm-worker-rbee live (the queen's own dir)
+  int local_hive_port = 9200;  // hive of the built-in node, on loopback
+  int remote_hive_port = 9200;
+  std::string queen_url;  // what hives use to report back
+  std::chrono::milliseconds health_timeout{std::chrono::seconds(30)};  // wait after a start
+  std::chrono::seconds report_stale_after{std::chrono::seconds(90)};
+  std::chrono::milliseconds monitor_interval{std::chrono::seconds(10)};
+  ssh_options ssh;
+};
+
+// Where a hive answers and how to authenticate to it.
+struct hive_endpoint {
+  std::string node;
+  std::string base_url;
+  std::string token;
+  std::string version;
+};
+
+// Parses one worker of a hive's list/report (lenient about missing fields).
+worker_info parse_hive_worker(const nlohmann::json& j, const std::string& node);
+// The VERSION_MISMATCH error for a hive version string (nullopt when compatible).
+std::optional<common::http_error> version_mismatch(const std::string& node,
+                                                   const std::string& hive_version);
+
+class hive_manager {
+ public:
+  hive_manager(hive_manager_options options, registry& nodes, scheduler& sched,
+               common::process_launcher& launcher, ssh_runner& ssh, const common::clock& clock);
+  ~hive_manager();  // stop_monitor(); does not stop hives (see stop_started_hives)
+
+  // Makes sure node's hive answers (starting it when needed) and is version-compatible.
+  // Narrates each phase through on_event. Throws http_error (NODE_UNREACHABLE,
+  // VERSION_MISMATCH, ...).
+  hive_endpoint ensure_hive(const node_record& node, const event_fn& on_event = {});
+  // The endpoint if the hive answered before (no probing); nullopt otherwise.
+  std::optional<hive_endpoint> known_endpoint(const std::string& node);
+  // The version of node's hive if one answers at its address (no start, no token check).
+  std::optional<std::string> hive_version(const node_record& node) const;
+  std::string hive_url(const node_record& node) const { return base_url_for(node); }
+  const hive_manager_options& options() const { return options_; }
+  // Where hives report to; set once the queen's port is bound, before any hive starts.
+  void set_queen_url(std::string url) { options_.queen_url = std::move(url); }
+  // Stops node's hive (admin shutdown over HTTP; the child or the remote pid as fallback).
+  // Returns false when no hive answered.
+  bool stop_hive(const node_record& node);
+  // Stops every hive this queen started (SIGTERM cascade), in parallel, bounded.
+  void stop_started_hives(std::chrono::milliseconds budget);
+
+  // Fetches node's workers from its hive and updates the scheduler.
+  std::vector<worker_info> refresh_workers(const std::string& node);
+  // Free memory etc. from the hive's /v1/capabilities (also stored in the registry).
+  nlohmann::json refresh_capabilities(const std::string& node);
+
+  // A hive's POST /v2/hives/report: the bearer token identifies the node. Throws http_error
+  // 401 for unknown tokens, 400 for malformed payloads.
+  void handle_report(const std::string& bearer_token, const nlohmann::json& report);
+
+  // A client for node's hive (its token as bearer).
+  common::http_client hive_client(
+      const hive_endpoint& endpoint,
+      std::chrono::milliseconds read_timeout = std::chrono::seconds(30)) const;
+
+  // Periodically marks hives that stopped reporting (and do not answer) unreachable.
+  void start_monitor();
+  void stop_monitor();
+
+  // The per-node token (created on first use, kept 0600 under $RBEE_HOME/secrets).
+  std::string node_token(const std::string& node);
+
+ private:
+  struct hive_state {
+    std::mutex mutex;                       // serialises starts/stops of this node's hive
+    std::optional<hive_endpoint> endpoint;  // guarded by hive_manager::mutex_, like last_seen
+    common::child_process child;            // the local hive, when this queen started it
+    bool started_remote = false;
+    std::chrono::steady_clock::time_point last_seen{};
+  };
+  hive_state& state_for(const std::string& node);
+  void set_endpoint(hive_state& st, std::optional<hive_endpoint> ep);
+  void touch(const std::string& node);  // a sign of life from node's hive
+  std::string base_url_for(const node_record& node) const;
+  ssh_target target_for(const node_record& node) const;
+  // GET /v1/health; the version string, or nullopt when nothing answers.
+  std::optional<std::string> probe(const std::string& base_url,
+                                   std::chrono::milliseconds timeout) const;
+  void start_local(const node_record& node, hive_state& st, const std::string& token);
+  void start_remote(const node_record& node, const std::string& token, const event_fn& on_event);
+  void monitor_loop();
+
+  hive_manager_options options_;
+  registry& nodes_;
+  scheduler& scheduler_;
+  common::process_launcher& launcher_;
+  ssh_runner& ssh_;
+  const common::clock& clock_;
+  std::mutex mutex_;
+  std::map<std::string, std::unique_ptr<hive_state>> hives_;
+  std::map<std::string, std::string> tokens_;  // node -> token (cache of the secret files)
+  std::atomic<bool> monitor_stop_{false};
+  std::thread monitor_;
+  std::mutex monitor_mutex_;
+  std::condition_variable monitor_cv_;
+};
+
+}  // namespace rbee::queen

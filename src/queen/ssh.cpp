@@ -1,0 +1,411 @@
+#include "queen/ssh.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+extern char** environ;
+
+namespace rbee::queen {
+
+namespace {
+
+bool safe_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '-' || c == '_';
+}
+
+bool contains(std::string_view haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string_view::npos;
+}
+
+std::string first_line(std::string_view text) {
+  while (!text.empty() && (text.front() == '\n' || text.front() == '\r')) text.remove_prefix(1);
+  auto end = text.find_first_of("\r\n");
+  return std::string(text.substr(0, end));
+}
+
+// Last non-empty stderr line: ssh prints its own diagnosis last.
+std::string last_line(std::string_view text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
+  auto start = text.find_last_of("\r\n");
+  return std::string(start == std::string_view::npos ? text : text.substr(start + 1));
+}
+
+}  // namespace
+
+bool is_safe_ssh_host(std::string_view host) {
+  if (host.empty() || host.size() > 253 || host.front() == '-') return false;
+  for (char c : host) {
+    if (!safe_name_char(c) && c != ':') return false;
+  }
+  return true;
+}
+
+bool is_safe_ssh_user(std::string_view user) {
+  if (user.empty() || user.size() > 64 || user.front() == '-') return false;
+  for (char c : user) {
+    if (!safe_name_char(c)) return false;
+  }
+  return true;
+}
+
+void validate_ssh_target(const ssh_target& target) {
+  if (!is_safe_ssh_host(target.host)) {
+    throw std::invalid_argument("ssh_host '" + target.host +
+                                "' is not a valid host name (letters, digits, '.', '-', '_', ':' "
+                                "only, not starting with '-')");
+  }
+  if (!is_safe_ssh_user(target.user)) {
+    throw std::invalid_argument("ssh_user '" + target.user +
+                                "' is not a valid user name (letters, digits, '.', '-', '_' only, "
+                                "not starting with '-')");
+  }
+  if (target.port < 1 || target.port > 65535) {
+    throw std::invalid_argument("ssh_port " + std::to_string(target.port) +
+                                " is out of range (1-65535)");
+  }
+  if (!target.key_path.empty() &&
+      (target.key_path.front() == '-' || target.key_path.find('\0') != std::string::npos)) {
+    throw std::invalid_argument("ssh_key_path must be a path, not an option");
+  }
+}
+
+std::string shell_quote(std::string_view arg) {
+  std::string out = "'";
+  for (char c : arg) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  out += '\'';
+  return out;
+}
+
+std::string remote_command(const std::vector<std::string>& argv) {
+  std::string out;
+  for (const auto& arg : argv) {
+    if (!out.empty()) out += ' ';
+    out += shell_quote(arg);
+  }
+  return out;
+}
+
+namespace {
+
+std::vector<std::string> common_options(const ssh_target& target, const ssh_options& options,
+                                        const char* port_flag) {
+  std::vector<std::string> argv = {
+      "-o", "BatchMode=yes", "-o", "ConnectTimeout=" + std::to_string(options.connect_timeout_s),
+      "-o", "StrictHostKeyChecking=accept-new", "-o",
+      "UserKnownHostsFile=" + (options.rbee_home / "known_hosts").string(),
+      // Reuse one connection per node for the many short commands of install/start.
+      "-o", "ControlMaster=auto", "-o",
+      "ControlPath=" + (options.rbee_home / "ssh" / "cm-%C").string(), "-o", "ControlPersist=60",
+      port_flag, std::to_string(target.port)};
+  if (!target.key_path.empty()) {
+    argv.push_back("-i");
+    argv.push_back(target.key_path);
+  }
+  return argv;
+}
+
+}  // namespace
+
+std::vector<std::string> ssh_argv(const ssh_target& target, const ssh_options& options,
+                                  const std::string& command) {
+  std::vector<std::string> argv = {"ssh"};
+  auto opts = common_options(target, options, "-p");
+  argv.insert(argv.end(), opts.begin(), opts.end());
+  argv.push_back("-l");
+  argv.push_back(target.user);
+  // "--" ends ssh's options: the host can never be read as one.
+  argv.push_back("--");
+  argv.push_back(target.host);
+  argv.push_back(command);
+  return argv;
+}
+
+std::vector<std::string> scp_argv(const ssh_target& target, const ssh_options& options,
+                                  const std::string& local_path, const std::string& remote_path) {
+  std::vector<std::string> argv = {"scp", "-q"};
+  auto opts = common_options(target, options, "-P");
+  argv.insert(argv.end(), opts.begin(), opts.end());
+  std::string host =
+      target.host.find(':') != std::string::npos ? "[" + target.host + "]" : target.host;
+  argv.push_back("--");
+  argv.push_back(local_path);
+  argv.push_back(target.user + "@" + host + ":" + remote_path);
+  return argv;
+}
+
+std::string_view to_string(ssh_failure f) {
+  switch (f) {
+    case ssh_failure::none:
+      return "none";
+    case ssh_failure::timeout:
+      return "timeout";
+    case ssh_failure::unreachable:
+      return "unreachable";
+    case ssh_failure::auth:
+      return "auth";
+    case ssh_failure::host_key_changed:
+      return "host_key_changed";
+    case ssh_failure::command_not_found:
+      return "command_not_found";
+    case ssh_failure::other:
+      return "other";
+  }
+  return "other";
+}
+
+ssh_diagnosis diagnose_ssh(const ssh_result& result, const ssh_target& target) {
+  ssh_diagnosis d;
+  if (result.ok()) return d;
+  const std::string where = target.host + ":" + std::to_string(target.port);
+  const std::string& err = result.err;
+  // Exit 255 is ssh itself failing; anything else came from the remote command.
+  const bool ssh_failed = result.exit_code == 255;
+  if (ssh_failed && (contains(err, "REMOTE HOST IDENTIFICATION HAS CHANGED") ||
+                     contains(err, "Host key verification failed"))) {
+    d.kind = ssh_failure::host_key_changed;
+    d.message = "SSH host key of " + where + " has changed (or cannot be verified)";
+    d.hint = "if the node was reinstalled, remove its old key: ssh-keygen -R " + target.host +
+             " -f <RBEE_HOME>/known_hosts";
+  } else if (ssh_failed && contains(err, "Permission denied")) {
+    d.kind = ssh_failure::auth;
+    d.message = "SSH authentication failed: Permission denied (" + target.user + "@" + where + ")";
+    d.hint =
+        "check the key path and that the key file is readable only by you (chmod 600), and "
+        "that its public key is in ~/.ssh/authorized_keys on the node";
+  } else if (result.exit_code == 124 || contains(err, "timed out")) {
+    d.kind = ssh_failure::timeout;
+    d.message = "SSH connection to " + where + " timed out";
+    d.hint =
+        "check that the host is up and reachable from this machine and that sshd listens on "
+        "port " +
+        std::to_string(target.port);
+  } else if (ssh_failed &&
+             (contains(err, "Connection refused") || contains(err, "No route to host") ||
+              contains(err, "Could not resolve hostname") ||
+              contains(err, "Network is unreachable") || contains(err, "Connection closed by") ||
+              contains(err, "Connection reset"))) {
+    d.kind = ssh_failure::unreachable;
+    d.message = "Cannot connect to " + where + ": " + last_line(err);
+    d.hint = "check the host name and port, and that sshd runs on the node";
+  } else if (result.exit_code == 127 || contains(err, "command not found") ||
+             contains(err, ": not found")) {
+    d.kind = ssh_failure::command_not_found;
+    d.message = "Command not found on " + target.host + ": " + first_line(err);
+    d.hint = "install rbee on the node: rbee setup install --node <name>";
+  } else {
+    d.kind = ssh_failure::other;
+    d.message = (result.exit_code == 255 ? "SSH to " + where + " failed: "
+                                         : "Remote command on " + target.host + " failed (exit " +
+                                               std::to_string(result.exit_code) + "): ") +
+                (err.empty() ? first_line(result.out) : last_line(err));
+  }
+  return d;
+}
+
+bool is_transient(ssh_failure kind) {
+  return kind == ssh_failure::timeout || kind == ssh_failure::unreachable;
+}
+
+ssh_result run_process(const std::vector<std::string>& argv, const std::string& stdin_data,
+                       std::chrono::milliseconds timeout) {
+  ssh_result result;
+  if (argv.empty()) throw std::invalid_argument("run_process: empty argv");
+  std::array<int, 2> in_pipe{}, out_pipe{}, err_pipe{};
+  if (pipe2(in_pipe.data(), O_CLOEXEC) != 0 || pipe2(out_pipe.data(), O_CLOEXEC) != 0 ||
+      pipe2(err_pipe.data(), O_CLOEXEC) != 0) {
+    throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, in_pipe[0], 0);
+  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // Its own process group, so a timeout kills ssh and anything it started; and a clean signal
+  // mask (daemons block SIGTERM/SIGINT for sigwait).
+  sigset_t no_signals;
+  sigemptyset(&no_signals);
+  posix_spawnattr_setsigmask(&attr, &no_signals);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setpgroup(&attr, 0);
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  close(in_pipe[0]);
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  if (rc != 0) {
+    close(in_pipe[1]);
+    close(out_pipe[0]);
+    close(err_pipe[0]);
+    result.exit_code = 127;
+    result.err = argv[0] + ": " + std::strerror(rc);
+    return result;
+  }
+  // The child may not read its stdin at all: a write error (EPIPE) is fine, but its SIGPIPE
+  // must not kill us, so it is blocked for this thread and consumed if raised.
+  if (!stdin_data.empty()) {
+    sigset_t pipe_set, old_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
+    size_t off = 0;
+    bool broken = false;
+    while (off < stdin_data.size()) {
+      ssize_t n = write(in_pipe[1], stdin_data.data() + off, stdin_data.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        broken = errno == EPIPE;
+        break;
+      }
+      off += static_cast<size_t>(n);
+    }
+    if (broken) {
+      timespec zero{0, 0};
+      sigtimedwait(&pipe_set, nullptr, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
+  }
+  close(in_pipe[1]);
+
+  // Read until the child exits, not until EOF: ssh's ControlPersist master lives on in the
+  // background holding our pipes open.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::array<pollfd, 2> fds{pollfd{out_pipe[0], POLLIN, 0}, pollfd{err_pipe[0], POLLIN, 0}};
+  for (auto& f : fds) fcntl(f.fd, F_SETFL, fcntl(f.fd, F_GETFL) | O_NONBLOCK);
+  char buf[4096];
+  auto drain = [&] {
+    for (size_t i = 0; i < fds.size(); ++i) {
+      while (fds[i].fd >= 0) {
+        ssize_t got = read(fds[i].fd, buf, sizeof buf);
+        if (got > 0) {
+          (i == 0 ? result.out : result.err).append(buf, static_cast<size_t>(got));
+          continue;
+        }
+        if (got == 0) {
+          close(fds[i].fd);
+          fds[i].fd = -1;
+        }
+        break;  // EAGAIN: nothing more for now
+      }
+    }
+  };
+  int status = 0;
+  bool exited = false;
+  bool timed_out = false;
+  while (!exited) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    int wait_ms = static_cast<int>(std::min<int64_t>(left.count(), 50));
+    if (fds[0].fd >= 0 || fds[1].fd >= 0) {
+      poll(fds.data(), fds.size(), wait_ms);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+    }
+    drain();
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    exited = r == pid || (r < 0 && errno != EINTR);
+  }
+  if (timed_out) {
+    kill(-pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  drain();
+  for (auto& f : fds) {
+    if (f.fd >= 0) close(f.fd);
+  }
+  if (timed_out) {
+    result.exit_code = 124;
+  } else if (WIFEXITED(status)) {
+    result.exit_code = WEXITSTATUS(status);
+  } else {
+    result.exit_code = 128 + WTERMSIG(status);
+  }
+  return result;
+}
+
+openssh_runner::openssh_runner(ssh_options options, std::string ssh_binary, std::string scp_binary)
+    : options_(std::move(options)),
+      ssh_binary_(std::move(ssh_binary)),
+      scp_binary_(std::move(scp_binary)) {
+  std::error_code ec;
+  std::filesystem::create_directories(options_.rbee_home / "ssh", ec);
+  std::filesystem::permissions(options_.rbee_home / "ssh", std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
+}
+
+ssh_result openssh_runner::run(const ssh_target& target, const std::string& command,
+                               const std::string& stdin_data) {
+  auto argv = ssh_argv(target, options_, command);
+  argv[0] = ssh_binary_;
+  return run_process(argv, stdin_data, options_.command_timeout);
+}
+
+ssh_result openssh_runner::copy(const ssh_target& target, const std::string& local_path,
+                                const std::string& remote_path) {
+  auto argv = scp_argv(target, options_, local_path, remote_path);
+  argv[0] = scp_binary_;
+  auto result = run_process(argv, "", options_.command_timeout);
+  // scp speaks SFTP by default since OpenSSH 9; nodes without the sftp subsystem only take
+  // the legacy protocol (-O).
+  if (!result.ok() && (result.err.find("Connection closed") != std::string::npos ||
+                       result.err.find("subsystem") != std::string::npos)) {
+    argv.insert(argv.begin() + 1, "-O");
+    result = run_process(argv, "", options_.command_timeout);
+  }
+  return result;
+}
+
+ssh_result run_ssh(ssh_runner& runner, const ssh_target& target, const ssh_options& options,
+                   const std::string& command, const std::string& stdin_data,
+                   const std::function<void(int attempt, const ssh_diagnosis&)>& on_retry,
+                   const ssh_sleep_fn& sleep) {
+  validate_ssh_target(target);
+  auto backoff = options.initial_backoff;
+  for (int attempt = 1;; ++attempt) {
+    ssh_result result = runner.run(target, command, stdin_data);
+    if (result.ok()) return result;
+    ssh_diagnosis d = diagnose_ssh(result, target);
+    if (!is_transient(d.kind) || attempt >= options.attempts) {
+      if (is_transient(d.kind) && options.attempts > 1) {
+        d.message += " after " + std::to_string(attempt) + " attempts";
+      }
+      throw ssh_error(std::move(d));
+    }
+    if (on_retry) on_retry(attempt, d);
+    if (sleep) {
+      sleep(backoff);
+    } else {
+      std::this_thread::sleep_for(backoff);
+    }
+    backoff *= 2;
+  }
+}
+
+}  // namespace rbee::queen

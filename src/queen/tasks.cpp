@@ -1,0 +1,639 @@
+#include "queen/tasks.h"
+
+#include <limits>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "common/errors.h"
+#include "common/http_client.h"
+#include "common/json.h"
+#include "common/secrets.h"
+
+namespace rbee::queen {
+
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+constexpr size_t max_model_ref = 2048;
+constexpr size_t max_prompt_bytes = 1 << 20;
+
+bool present(const json& body, const char* field) {
+  return body.contains(field) && !body[field].is_null();
+}
+
+std::optional<double> optional_number(const json& body, const char* field, double min, double max) {
+  if (!present(body, field)) return std::nullopt;
+  return common::number_in_range(body, field, 0, min, max);
+}
+
+std::string device_string(const json& body) {
+  if (!present(body, "device")) return "";
+  const auto& d = body["device"];
+  if (d.is_number_integer() && d.get<int64_t>() >= 0) return std::to_string(d.get<int64_t>());
+  return common::require_string(body, "device", 64);
+}
+
+int64_t ms_since(steady::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t).count();
+}
+
+// Raised from the relay when a worker could not take the task and no token was sent yet.
+struct dispatch_retry {
+  std::string reason;
+};
+
+// Gives back a cold-start reservation unless the start completed.
+class cold_guard {
+ public:
+  cold_guard(scheduler& s, std::string id) : scheduler_(s), id_(std::move(id)) {}
+  ~cold_guard() {
+    if (!id_.empty()) scheduler_.cold_failed(id_);
+  }
+  void set(std::string id) { id_ = std::move(id); }
+  void dismiss() { id_.clear(); }
+
+ private:
+  scheduler& scheduler_;
+  std::string id_;
+};
+
+json error_event(const common::http_error& e) {
+  json ev = {{"type", "error"}, {"code", e.code}, {"message", e.message}};
+  if (!e.details.is_null()) ev["details"] = e.details;
+  return ev;
+}
+
+}  // namespace
+
+std::string flatten_messages(const json& messages) {
+  std::string out;
+  for (const auto& m : messages) {
+    out += m.value("role", "user") + ": " + m.value("content", "") + "\n";
+  }
+  out += "assistant:";
+  return out;
+}
+
+task_request parse_task_request(const json& body) {
+  task_request r;
+  r.task_id = "task-" + common::random_token(8);
+  r.model = common::require_string(body, "model", max_model_ref);
+  if (r.model.empty()) throw common::invalid_request("model", "model must not be empty");
+  if (auto node = common::optional_string(body, "node", 64)) {
+    if (node->empty()) throw common::invalid_request("node", "node must not be empty");
+    r.node = *node;
+  }
+  if (present(body, "messages")) {
+    const auto& messages = common::require_array(body, "messages");
+    if (messages.empty()) throw common::invalid_request("messages", "messages must not be empty");
+    for (const auto& m : messages) {
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+          !m.contains("content") || !m["content"].is_string()) {
+        throw common::invalid_request("messages",
+                                      "each message must be {\"role\": string, \"content\": "
+                                      "string}");
+      }
+    }
+    r.messages = messages;
+  } else {
+    r.prompt = common::require_string(body, "prompt", max_prompt_bytes);
+    if (r.prompt.empty()) throw common::invalid_request("prompt", "prompt must not be empty");
+  }
+  r.max_tokens = static_cast<int>(common::int_in_range(body, "max_tokens", 256, 1, 32768));
+  r.temperature = optional_number(body, "temperature", 0.0, 2.0);
+  r.top_p = optional_number(body, "top_p", 0.0, 1.0);
+  r.top_k = common::optional_int(body, "top_k", 0, 1'000'000);
+  r.min_p = optional_number(body, "min_p", 0.0, 1.0);
+  r.repeat_penalty = optional_number(body, "repeat_penalty", 0.0, 10.0);
+  r.seed = common::optional_int(body, "seed", std::numeric_limits<int64_t>::min(),
+                                std::numeric_limits<int64_t>::max());
+  r.stop = common::string_array(body, "stop", 4, 100);
+  r.backend = common::string_or(body, "backend", "", 16);
+  if (!r.backend.empty() && r.backend != "cpu" && r.backend != "cuda") {
+    throw common::invalid_request("backend", "backend must be \"cpu\" or \"cuda\"");
+  }
+  r.device = device_string(body);
+  return r;
+}
+
+json worker_inference_body(const task_request& r) {
+  json body = {{"job_id", r.task_id}, {"max_tokens", r.max_tokens}, {"stop", r.stop}};
+  if (r.messages.is_array()) {
+    body["messages"] = r.messages;
+    body["prompt"] = flatten_messages(r.messages);
+  } else {
+    body["prompt"] = r.prompt;
+  }
+  if (r.temperature) body["temperature"] = *r.temperature;
+  if (r.top_p) body["top_p"] = *r.top_p;
+  if (r.top_k) body["top_k"] = *r.top_k;
+  if (r.min_p) body["min_p"] = *r.min_p;
+  if (r.repeat_penalty) body["repeat_penalty"] = *r.repeat_penalty;
+  if (r.seed) body["seed"] = *r.seed;
+  return body;
+}
+
+task_runner::task_runner(task_runner_options options, registry& nodes, hive_manager& hives,
+                         scheduler& sched, common::metrics_registry& metrics)
+    : options_(options), nodes_(nodes), hives_(hives), scheduler_(sched), metrics_(metrics) {
+  metrics_.histogram_define("rbee_queen_time_to_first_token_seconds",
+                            "Time from task accepted to first token",
+                            {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120});
+  metrics_.histogram_define("rbee_queen_tokens_per_second", "Decode speed reported by workers",
+                            {1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000});
+}
+
+task_key task_runner::key_for(const task_request& r) const {
+  return task_key{
+      .model = r.model, .node = r.node, .backend = r.backend, .device = r.device, .model_bytes = 0};
+}
+
+void task_runner::refresh_view(const task_request& request) {
+  std::vector<node_capacity> capacity;
+  for (const auto& n : nodes_.list()) {
+    node_capacity c{.node = n.node_name,
+                    .reachable = n.is_local() || n.status == "reachable" || n.status == "running",
+                    .ram_free_bytes = std::nullopt};
+    for (const auto& d : n.devices) {
+      if (d.is_object() && d.value("backend", "") == "cpu" && d.contains("ram_free_bytes") &&
+          d["ram_free_bytes"].is_number_unsigned()) {
+        c.ram_free_bytes = d["ram_free_bytes"].get<uint64_t>();
+      }
+    }
+    // Without a request for a node, prefer the built-in one when memory is unknown.
+    if (n.is_local()) {
+      capacity.insert(capacity.begin(), c);
+    } else {
+      capacity.push_back(c);
+    }
+    if (request.node && *request.node != n.node_name) continue;
+    if (!hives_.known_endpoint(n.node_name)) continue;
+    try {
+      hives_.refresh_workers(n.node_name);
+    } catch (const std::exception& e) {
+      spdlog::warn("refreshing workers of {}: {}", n.node_name, e.what());
+    }
+  }
+  scheduler_.set_nodes(std::move(capacity));
+}
+
+admission task_runner::admit(const task_request& request) {
+  if (request.node && !nodes_.get(*request.node)) {
+    throw common::not_found(
+        common::codes::NODE_NOT_FOUND, "Node '" + *request.node + "' not found",
+        {{"node", *request.node},
+         {"hint", "add it first: rbee setup add-node --name " + *request.node +
+                      " --ssh-host <host> --ssh-user <user> --install-path <path>"}});
+  }
+  refresh_view(request);
+  auto a = scheduler_.admit(key_for(request));
+  spdlog::debug("task {}: {} (workers known: {}, queue depth {})", request.task_id,
+                a.placed ? to_string(a.placed->kind) : "queued", scheduler_.workers().size(),
+                scheduler_.queue_depth());
+  return a;
+}
+
+size_t task_runner::active() const {
+  std::lock_guard lock(mutex_);
+  return tasks_.size();
+}
+
+bool task_runner::cancel(const std::string& task_id) {
+  std::shared_ptr<active_task> task;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = tasks_.find(task_id);
+    if (it == tasks_.end()) return false;
+    task = it->second;
+  }
+  task->cancelled = true;
+  cancel_on_worker(*task);
+  return true;
+}
+
+void task_runner::cancel_all(std::chrono::milliseconds budget) {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, t] : tasks_) ids.push_back(id);
+  }
+  for (const auto& id : ids) cancel(id);
+  auto deadline = steady::now() + budget;
+  while (active() > 0 && steady::now() < deadline) std::this_thread::sleep_for(20ms);
+}
+
+void task_runner::cancel_on_worker(active_task& task) {
+  std::string url, token, job;
+  {
+    std::lock_guard lock(task.mutex);
+    url = task.worker_url;
+    token = task.worker_token;
+    job = task.job_id;
+  }
+  if (url.empty()) return;
+  try {
+    common::client_options o;
+    o.connect_timeout = 2s;
+    o.read_timeout = 5s;
+    o.bearer_token = token;
+    common::http_client(url, o).del("/v1/inference/" + job);
+  } catch (const std::exception& e) {
+    spdlog::warn("cancelling {} on {}: {}", job, url, e.what());
+  }
+}
+
+void task_runner::run(const task_request& request, admission admitted, const task_sink& sink) {
+  auto task = std::make_shared<active_task>();
+  {
+    std::lock_guard lock(mutex_);
+    tasks_[request.task_id] = task;
+  }
+  struct unregister {
+    task_runner* self;
+    const std::string& id;
+    ~unregister() {
+      std::lock_guard lock(self->mutex_);
+      self->tasks_.erase(id);
+    }
+  } unregister_guard{this, request.task_id};
+
+  const auto accepted_at = steady::now();
+  auto send = [&](const json& event) -> bool {
+    if (!task->cancelled && !sink(event)) {
+      task->cancelled = true;
+      cancel_on_worker(*task);
+    }
+    return !task->cancelled;
+  };
+  auto cancelled = [&] { return task->cancelled.load(); };
+
+  send(narration("queen-rbee", "task_accepted",
+                 "Task " + request.task_id + ": " + request.model +
+                     (request.node ? " on node '" + *request.node + "'" : ""),
+                 {{"task_id", request.task_id},
+                  {"model", request.model},
+                  {"node", request.node ? json(*request.node) : json()}}));
+  try {
+    if (!admitted.placed && admitted.ticket) {
+      send(narration(
+          "queen-rbee", "queued",
+          "All slots busy: waiting in queue (position " + std::to_string(admitted.position) + ")",
+          {{"queue_position", admitted.position}}));
+    }
+    // While queued nothing else is sent; a periodic note tells the client how long it has
+    // waited and lets a disconnected client be noticed (the send fails) and leave the queue.
+    auto next_note = accepted_at + 2s;
+    auto still_waiting = [&] {
+      if (!cancelled() && steady::now() >= next_note) {
+        next_note = steady::now() + 2s;
+        send(narration(
+            "queen-rbee", "queue_wait",
+            "Still waiting for a slot (" + std::to_string(ms_since(accepted_at) / 1000) + " s)",
+            {{"waited_ms", ms_since(accepted_at)}}));
+      }
+      return cancelled();
+    };
+    std::optional<lease> l = scheduler_.wait(admitted, still_waiting);
+    if (!l) return;
+    for (int attempt = 1;; ++attempt) {
+      worker_info w;
+      if (l->kind == decision_kind::cold) {
+        auto started = cold_start(request, *l, *task, send);
+        if (!started) return;
+        w = *started;
+      } else {
+        w = l->worker;
+        send(narration("queen-rbee", "worker_selected",
+                       "Using idle worker " + w.worker_id + " on node '" + w.node + "' (warm)",
+                       {{"worker_id", w.worker_id}, {"node", w.node}, {"warm", true}}));
+      }
+      std::optional<dispatch_retry> retry;
+      {
+        std::lock_guard lock(task->mutex);
+        task->worker_url = w.url;
+        task->worker_token = w.token;
+        task->job_id = request.task_id;
+      }
+      common::client_options o;
+      o.connect_timeout = 5s;
+      o.read_timeout = 300s;  // longest silence: prompt processing on a slow CPU
+      o.bearer_token = w.token;
+      bool any_token = false;
+      bool ended = false;
+      common::http_response error_response;
+      int status = 0;
+      try {
+        common::http_client client(w.url, o);
+        status = client.post_sse(
+            "/v1/inference", worker_inference_body(request),
+            [&](const common::sse_event& ev) {
+              if (ev.is_done()) return false;
+              auto e = json::parse(ev.data, nullptr, false);
+              if (!e.is_object()) return !cancelled();
+              std::string type = e.value("type", "");
+              if (type == "token" && !any_token) {
+                any_token = true;
+                metrics_.histogram_observe("rbee_queen_time_to_first_token_seconds", "",
+                                           ms_since(accepted_at) / 1000.0);
+              } else if (type == "end") {
+                ended = true;
+                if (e.contains("tokens_per_sec") && e["tokens_per_sec"].is_number()) {
+                  metrics_.histogram_observe("rbee_queen_tokens_per_second", "",
+                                             e["tokens_per_sec"].get<double>());
+                }
+              } else if (type == "error") {
+                ended = true;
+              }
+              send(e);
+              return !cancelled();
+            },
+            &error_response);
+      } catch (const common::connection_error& e) {
+        if (!any_token && !cancelled()) {
+          retry = dispatch_retry{std::string("worker unreachable: ") + e.what()};
+        } else if (!cancelled()) {
+          scheduler_.release(w.worker_id);
+          scheduler_.mark_unavailable(w.worker_id);
+          throw common::internal_error("Worker " + w.worker_id + " stopped mid-stream: " + e.what(),
+                                       {{"worker_id", w.worker_id}, {"node", w.node}});
+        }
+      }
+      {
+        std::lock_guard lock(task->mutex);
+        task->worker_url.clear();
+      }
+      if (!retry && status != 0 && status != 200) {
+        auto err = error_response.to_http_error();
+        if (err.code == common::codes::ALL_SLOTS_BUSY || status == 503) {
+          retry = dispatch_retry{err.message};
+        } else {
+          scheduler_.release(w.worker_id);
+          throw err;
+        }
+      }
+      scheduler_.release(w.worker_id);
+      if (retry) {
+        scheduler_.mark_unavailable(w.worker_id);
+        if (attempt >= options_.max_dispatch_attempts) {
+          throw common::unavailable(common::codes::ALL_SLOTS_BUSY,
+                                    "No worker could take the task: " + retry->reason, 2);
+        }
+        send(narration("queen-rbee", "dispatch_retry",
+                       "Worker " + w.worker_id + " could not take the task (" + retry->reason +
+                           "); trying another",
+                       {{"worker_id", w.worker_id}}));
+        l = scheduler_.acquire(key_for(request), cancelled);
+        if (!l) return;
+        continue;
+      }
+      if (cancelled()) {
+        metrics_.counter_add("rbee_queen_tasks_total", "Tasks by outcome", 1,
+                             {{"outcome", "cancelled"}});
+        return;
+      }
+      if (!ended) {
+        throw common::internal_error("Worker " + w.worker_id +
+                                     " ended the stream without an end event");
+      }
+      metrics_.counter_add("rbee_queen_tasks_total", "Tasks by outcome", 1, {{"outcome", "ok"}});
+      return;
+    }
+  } catch (const common::http_error& e) {
+    metrics_.counter_add("rbee_queen_tasks_total", "Tasks by outcome", 1, {{"outcome", "error"}});
+    send(error_event(e));
+  } catch (const std::exception& e) {
+    metrics_.counter_add("rbee_queen_tasks_total", "Tasks by outcome", 1, {{"outcome", "error"}});
+    spdlog::error("task {} failed: {}", request.task_id, e.what());
+    send(error_event(common::internal_error(e.what())));
+  }
+}
+
+std::optional<worker_info> task_runner::cold_start(const task_request& request, const lease& l,
+                                                   active_task& task, const task_sink& sink) {
+  cold_guard guard(scheduler_, l.placeholder_id);
+  auto node = nodes_.get(l.node);
+  if (!node) {
+    throw common::not_found(common::codes::NODE_NOT_FOUND, "Node '" + l.node + "' not found",
+                            {{"node", l.node}});
+  }
+  sink(narration("queen-rbee", "cold_start",
+                 "No idle worker for " + request.model + ": cold start on node '" + l.node + "'",
+                 {{"node", l.node}}));
+  auto ep = hives_.ensure_hive(*node, sink);
+  try {
+    hives_.refresh_capabilities(l.node);
+  } catch (const std::exception& e) {
+    spdlog::warn("capabilities of {}: {}", l.node, e.what());
+  }
+  if (task.cancelled) return std::nullopt;
+  ensure_model(ep, request.model, sink);
+  if (task.cancelled) return std::nullopt;
+
+  std::string backend = request.backend.empty() ? "cpu" : request.backend;
+  json spawn = {{"model_ref", request.model}, {"backend", backend}};
+  if (!request.device.empty()) {
+    bool numeric = request.device.find_first_not_of("0123456789") == std::string::npos;
+    spawn["device"] = numeric ? json(std::stoi(request.device)) : json(request.device);
+  } else {
+    spawn["device"] = 0;
+  }
+  sink(narration("rbee-hive", "worker_spawn",
+                 "Starting a worker for " + request.model + " on '" + l.node + "' (" + backend +
+                     (request.device.empty() ? "" : ":" + request.device) + ")",
+                 {{"node", l.node}, {"backend", backend}}));
+  auto started = steady::now();
+  auto client = hives_.hive_client(ep, 600s);  // spawn may download first
+  auto res = [&] {
+    try {
+      return client.post_json("/v1/workers/spawn", spawn);
+    } catch (const common::connection_error& e) {
+      throw common::unavailable(common::codes::NODE_UNREACHABLE,
+                                "Lost rbee-hive on '" + l.node + "': " + e.what(), 5,
+                                {{"node", l.node}});
+    }
+  }();
+  res.throw_if_error();
+  auto body = res.json_body();
+  worker_info w = parse_hive_worker(body, l.node);
+  if (w.model_ref.empty()) w.model_ref = request.model;
+  w.backend = backend;
+  w.device = request.device;
+  scheduler_.cold_spawned(l.placeholder_id, w);
+  guard.set(w.worker_id);
+  w = wait_ready(ep, w, task, sink);
+  if (task.cancelled) return std::nullopt;
+  scheduler_.cold_ready(w);
+  guard.dismiss();
+  sink(narration(
+      "llm-worker-rbee", "worker_ready",
+      "Worker " + w.worker_id + " ready on '" + l.node + "' (" + std::to_string(ms_since(started)) +
+          " ms)",
+      {{"worker_id", w.worker_id}, {"node", l.node}, {"duration_ms", ms_since(started)}}));
+  return w;
+}
+
+void task_runner::ensure_model(const hive_endpoint& ep, const std::string& model,
+                               const task_sink& sink) {
+  // Local files need no download: the hive registers them when the worker is spawned.
+  if (model.rfind("file:", 0) == 0) return;
+  auto client = hives_.hive_client(ep, 120s);
+  auto list = client.get("/v1/models/list");
+  if (list.ok()) {
+    auto body = json::parse(list.body, nullptr, false);
+    const json& models = body.is_object() && body.contains("models") ? body["models"] : body;
+    if (models.is_array()) {
+      for (const auto& m : models) {
+        if (!m.is_object()) continue;
+        if (m.value("reference", "") == model || m.value("id", "") == model ||
+            m.value("model_ref", "") == model) {
+          sink(narration("rbee-hive", "model_cached",
+                         "Model " + model + " is in the catalog of '" + ep.node + "'",
+                         {{"node", ep.node}}));
+          return;
+        }
+      }
+    }
+  }
+  sink(narration("rbee-hive", "download_start", "Downloading " + model + " on '" + ep.node + "'",
+                 {{"node", ep.node}}));
+  auto res = client.post_json("/v1/models/download", {{"model_ref", model}});
+  res.throw_if_error();
+  std::string id = res.json_body().value("download_id", "");
+  if (id.empty()) throw common::internal_error("hive returned no download_id");
+  std::optional<common::http_error> failure;
+  bool complete = false;
+  int last_percent = -1;
+  common::http_response err;
+  int status = client.get_sse(
+      "/v1/models/download/progress?id=" + id,
+      [&](const common::sse_event& ev) {
+        if (ev.is_done()) return false;
+        auto e = json::parse(ev.data, nullptr, false);
+        if (!e.is_object()) return true;
+        std::string stage = e.value("stage", "");
+        if (stage == "downloading") {
+          double done = e.value("bytes_downloaded", 0.0), total = e.value("bytes_total", 0.0);
+          int percent = total > 0 ? static_cast<int>(100.0 * done / total) : 0;
+          if (percent != last_percent) {
+            last_percent = percent;
+            json extra = e;
+            extra["node"] = ep.node;
+            extra["percent"] = percent;
+            extra.erase("stage");
+            sink(narration("rbee-hive", "download_progress",
+                           "Downloading " + model + ": " + std::to_string(percent) + "%", extra));
+          }
+        } else if (stage == "complete") {
+          complete = true;
+          sink(narration("rbee-hive", "download_complete",
+                         "Downloaded " + model + " to " + e.value("local_path", ""),
+                         {{"node", ep.node}, {"local_path", e.value("local_path", "")}}));
+          return false;
+        } else if (stage == "error") {
+          std::string code = e.value("code", std::string(common::codes::DOWNLOAD_FAILED));
+          failure = common::http_error(common::status_for_code(code), code,
+                                       e.value("message", "download failed"),
+                                       {{"node", ep.node}, {"model", model}});
+          return false;
+        }
+        return true;
+      },
+      &err);
+  if (status != 200) throw err.to_http_error();
+  if (failure) throw *failure;
+  if (!complete) throw common::internal_error("download progress stream ended early");
+}
+
+worker_info task_runner::wait_ready(const hive_endpoint& ep, const worker_info& spawned,
+                                    active_task& task, const task_sink& sink) {
+  auto deadline = steady::now() + options_.loading_timeout;
+  auto client = hives_.hive_client(ep, 10s);
+  bool progress_streamed = false;
+  int misses = 0;
+  while (!task.cancelled) {
+    auto res = client.get("/v1/workers/list");
+    res.throw_if_error();
+    auto body = res.json_body();
+    std::optional<worker_info> found;
+    std::string failure;
+    if (body.contains("workers") && body["workers"].is_array()) {
+      for (const auto& j : body["workers"]) {
+        if (j.is_object() && j.value("worker_id", "") == spawned.worker_id) {
+          found = parse_hive_worker(j, ep.node);
+          if (j.contains("error")) failure = j["error"].dump();
+        }
+      }
+    }
+    if (found) {
+      misses = 0;
+      if (found->model_ref.empty()) found->model_ref = spawned.model_ref;
+      if (accepts_tasks(found->state) && !found->url.empty()) return *found;
+      if (found->state == worker_state::error || found->state == worker_state::stopped) {
+        throw common::internal_error("Worker " + spawned.worker_id + " failed to load " +
+                                         spawned.model_ref +
+                                         (failure.empty() ? "" : ": " + failure),
+                                     {{"worker_id", spawned.worker_id}, {"node", ep.node}});
+      }
+      if (!progress_streamed && !found->url.empty()) {
+        progress_streamed = true;
+        common::client_options o;
+        o.connect_timeout = 2s;
+        o.read_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::max<steady::duration>(deadline - steady::now(), 1s));
+        o.bearer_token = found->token;
+        int last_layers = -1;
+        try {
+          common::http_client(found->url, o)
+              .get_sse("/v1/loading/progress", [&](const common::sse_event& ev) {
+                if (ev.is_done() || task.cancelled) return false;
+                auto e = json::parse(ev.data, nullptr, false);
+                if (!e.is_object()) return true;
+                if (e.value("stage", "") == "loading") {
+                  int layers = e.value("layers_loaded", 0);
+                  if (layers != last_layers) {
+                    last_layers = layers;
+                    json extra = e;
+                    extra.erase("stage");
+                    extra["node"] = ep.node;
+                    extra["worker_id"] = spawned.worker_id;
+                    sink(narration("llm-worker-rbee", "loading_progress",
+                                   "Loading " + spawned.model_ref + ": layer " +
+                                       std::to_string(layers) + "/" +
+                                       std::to_string(e.value("layers_total", 0)),
+                                   extra));
+                  }
+                  return true;
+                }
+                return e.value("stage", "") != "ready" && e.value("stage", "") != "error";
+              });
+        } catch (const common::connection_error& e) {
+          spdlog::debug("loading progress of {}: {}", spawned.worker_id, e.what());
+        }
+        continue;
+      }
+    } else if (++misses > 50) {
+      throw common::internal_error("Worker " + spawned.worker_id + " disappeared while loading",
+                                   {{"worker_id", spawned.worker_id}, {"node", ep.node}});
+    }
+    if (steady::now() >= deadline) {
+      try {
+        client.post_json("/v1/workers/shutdown", {{"worker_id", spawned.worker_id}});
+      } catch (const common::connection_error& e) {
+        spdlog::warn("stopping {} after its loading timeout: {}", spawned.worker_id, e.what());
+      }
+      throw common::gateway_timeout(
+          common::codes::LOADING_TIMEOUT,
+          "Worker " + spawned.worker_id + " did not finish loading within " +
+              std::to_string(options_.loading_timeout.count() / 1000) + " s",
+          {{"worker_id", spawned.worker_id}, {"node", ep.node}});
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  return spawned;
+}
+
+}  // namespace rbee::queen

@@ -1,0 +1,105 @@
+#pragma once
+// The task path (SPEC §2): POST /v2/tasks and the OpenAI routes both end here. A task is
+// validated, its node checked, admitted by the scheduler (503 QUEUE_FULL before any stream),
+// then run: hive start, model download, worker spawn and loading for a cold start, and the
+// worker's token stream relayed event by event. Every phase is narrated.
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/metrics.h"
+#include "queen/hive_manager.h"
+#include "queen/registry.h"
+#include "queen/scheduler.h"
+
+namespace rbee::queen {
+
+struct task_request {
+  std::string task_id;
+  std::optional<std::string> node;
+  std::string model;
+  std::string prompt;                          // "" when messages are given
+  nlohmann::json messages = nlohmann::json();  // null, or [{role, content}, ...]
+  int max_tokens = 256;
+  std::optional<double> temperature;
+  std::optional<double> top_p;
+  std::optional<int64_t> top_k;
+  std::optional<double> min_p;
+  std::optional<double> repeat_penalty;
+  std::optional<int64_t> seed;
+  std::vector<std::string> stop;
+  std::string backend;  // "" = any
+  std::string device;   // "" = any
+};
+
+// Validates a /v2/tasks body (400 INVALID_REQUEST naming the field) and assigns a task id.
+task_request parse_task_request(const nlohmann::json& body);
+// The worker's POST /v1/inference body. Chat messages are sent as `messages` (the worker
+// applies the model's chat template) together with a plain-text `prompt` fallback.
+nlohmann::json worker_inference_body(const task_request& request);
+// "role: content" lines: the prompt fallback for workers that take no messages.
+std::string flatten_messages(const nlohmann::json& messages);
+
+struct task_runner_options {
+  std::chrono::milliseconds loading_timeout{std::chrono::minutes(5)};
+  int max_dispatch_attempts = 3;  // a dispatch that failed before any token moves on
+};
+
+// Returns false when the consumer is gone (the task is then cancelled).
+using task_sink = std::function<bool(const nlohmann::json& event)>;
+
+class task_runner {
+ public:
+  task_runner(task_runner_options options, registry& nodes, hive_manager& hives, scheduler& sched,
+              common::metrics_registry& metrics);
+
+  // Before any stream starts: unknown node -> 404 NODE_NOT_FOUND (+hint); admission
+  // (503 QUEUE_FULL / NODE_UNREACHABLE). The admission is consumed by run().
+  admission admit(const task_request& request);
+  // Runs an admitted task, sending narration and the worker's events to sink (errors become
+  // {"type":"error","code","message","details"} events). Does not send [DONE].
+  void run(const task_request& request, admission admitted, const task_sink& sink);
+  // Cancels a running task (idempotent; false when it is unknown or finished).
+  bool cancel(const std::string& task_id);
+  // Cancels every task (queen shutdown) and waits up to budget for them to end.
+  void cancel_all(std::chrono::milliseconds budget);
+  size_t active() const;
+  // Makes sure the model is in the catalog of ep's node, downloading it with progress
+  // narration when it is not (file: references are left to the hive).
+  void ensure_model(const hive_endpoint& ep, const std::string& model, const task_sink& sink);
+
+ private:
+  struct active_task {
+    std::atomic<bool> cancelled{false};
+    std::mutex mutex;
+    std::string worker_url;  // set while dispatched
+    std::string worker_token;
+    std::string job_id;
+  };
+  std::optional<worker_info> cold_start(const task_request& request, const lease& l,
+                                        active_task& task, const task_sink& sink);
+  worker_info wait_ready(const hive_endpoint& ep, const worker_info& spawned, active_task& task,
+                         const task_sink& sink);
+  void cancel_on_worker(active_task& task);
+  task_key key_for(const task_request& request) const;
+  void refresh_view(const task_request& request);
+
+  task_runner_options options_;
+  registry& nodes_;
+  hive_manager& hives_;
+  scheduler& scheduler_;
+  common::metrics_registry& metrics_;
+  mutable std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<active_task>> tasks_;
+};
+
+}  // namespace rbee::queen

@@ -1,0 +1,102 @@
+#include "queen/tasks.h"
+
+#include <gtest/gtest.h>
+
+#include "common/errors.h"
+
+namespace rbee::queen {
+namespace {
+
+using nlohmann::json;
+
+std::string rejected_field(const json& body) {
+  try {
+    parse_task_request(body);
+  } catch (const common::http_error& e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.code, "INVALID_REQUEST");
+    return e.details.value("field", "");
+  }
+  return "<accepted>";
+}
+
+TEST(TaskRequest, ParsesEveryField) {
+  auto r = parse_task_request({{"node", "localhost"},
+                               {"model", "file:/m.gguf"},
+                               {"prompt", "Once upon a time"},
+                               {"max_tokens", 20},
+                               {"temperature", 0.0},
+                               {"top_p", 0.9},
+                               {"top_k", 40},
+                               {"min_p", 0.05},
+                               {"repeat_penalty", 1.1},
+                               {"seed", 7},
+                               {"stop", {".", "!"}},
+                               {"backend", "cuda"},
+                               {"device", 1}});
+  EXPECT_EQ(*r.node, "localhost");
+  EXPECT_EQ(r.max_tokens, 20);
+  EXPECT_EQ(*r.top_k, 40);
+  EXPECT_EQ(*r.seed, 7);
+  EXPECT_EQ(r.backend, "cuda");
+  EXPECT_EQ(r.device, "1");
+  EXPECT_EQ(r.task_id.rfind("task-", 0), 0u);
+  auto body = worker_inference_body(r);
+  EXPECT_EQ(body["job_id"], r.task_id);
+  EXPECT_EQ(body["prompt"], "Once upon a time");
+  EXPECT_EQ(body["max_tokens"], 20);
+  EXPECT_EQ(body["temperature"], 0.0);
+  EXPECT_EQ(body["stop"], json({".", "!"}));
+  EXPECT_FALSE(body.contains("messages"));
+}
+
+TEST(TaskRequest, OptionalSamplingFieldsStayUnsetSoTheWorkerDefaultsApply) {
+  auto r = parse_task_request({{"model", "m"}, {"prompt", "x"}});
+  EXPECT_FALSE(r.node);
+  EXPECT_EQ(r.max_tokens, 256);
+  auto body = worker_inference_body(r);
+  EXPECT_FALSE(body.contains("temperature"));
+  EXPECT_FALSE(body.contains("seed"));
+}
+
+TEST(TaskRequest, InvalidFieldsAreNamed) {
+  EXPECT_EQ(rejected_field({{"prompt", "x"}}), "model");
+  EXPECT_EQ(rejected_field({{"model", ""}, {"prompt", "x"}}), "model");
+  EXPECT_EQ(rejected_field({{"model", "m"}}), "prompt");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", ""}}), "prompt");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"max_tokens", 0}}), "max_tokens");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"max_tokens", 10'000'000}}),
+            "max_tokens");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"temperature", -1}}), "temperature");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"top_p", "high"}}), "top_p");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"backend", "tpu"}}), "backend");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"stop", {1, 2}}}), "stop");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"messages", json::array()}}), "messages");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"messages", {{{"role", "user"}}}}}), "messages");
+  EXPECT_EQ(rejected_field({{"model", 3}, {"prompt", "x"}}), "model");
+}
+
+TEST(TaskRequest, MessagesAreFlattenedForWorkersWithoutTemplates) {
+  json messages = {{{"role", "user"}, {"content", "Hi"}}};
+  EXPECT_EQ(flatten_messages(messages), "user: Hi\nassistant:");
+}
+
+}  // namespace
+}  // namespace rbee::queen
+
+namespace rbee::queen {
+namespace {
+
+TEST(Narration, ExtraFieldsNeverOverrideItsOwn) {
+  auto e = narration("rbee-hive", "download_progress", "Downloading: 40%",
+                     {{"type", "downloading"}, {"percent", 40}, {"node", "n"}});
+  EXPECT_EQ(e["type"], "narration");
+  EXPECT_EQ(e["actor"], "rbee-hive");
+  EXPECT_EQ(e["action"], "download_progress");
+  EXPECT_EQ(e["human"], "Downloading: 40%");
+  EXPECT_EQ(e["percent"], 40);
+  EXPECT_EQ(e["node"], "n");
+}
+
+}  // namespace
+}  // namespace rbee::queen
