@@ -1,0 +1,168 @@
+// Decode/prefill attention over the fp16 KV cache, split across blocks along the context
+// (flash-decoding): block (split, head, token) handles attention_split positions and writes
+// its partial max, sum and weighted values; a second kernel combines the splits. Blocks past
+// a token's position exit at once, so the grid depends only on n_ctx (graph-friendly).
+#include <cassert>
+#include <cmath>
+
+#include "engine/cuda/check.h"
+#include "engine/cuda/common.cuh"
+
+namespace rbee::engine::cuda {
+
+namespace {
+
+constexpr int threads = 128;
+constexpr int warps = threads / 32;
+
+int n_splits(int n_ctx) {
+  return (n_ctx + attention_split - 1) / attention_split;
+}
+
+__global__ void __launch_bounds__(threads)
+    split_kernel(const float* __restrict__ q, const __half* __restrict__ k_cache,
+                 const __half* __restrict__ v_cache, const int32_t* __restrict__ pos,
+                 const int32_t* __restrict__ seq, int n_head, int n_head_kv, int hd, int n_ctx,
+                 float scale, float* __restrict__ part) {
+  extern __shared__ float dyn[];  // q (hd,), then per-warp partial outputs (warps, hd)
+  float* q_s = dyn;
+  float* o_s = dyn + hd;
+  __shared__ float scores[attention_split];
+  __shared__ float red[32];
+  const int sp = blockIdx.x, h = blockIdx.y, t = blockIdx.z, nsp = gridDim.x;
+  const int n_kv = pos[t] + 1, start = sp * attention_split;
+  const int len = min(attention_split, n_kv - start);
+  float* out = part + ((static_cast<size_t>(t) * n_head + h) * nsp + sp) * (hd + 2);
+  if (len <= 0) {
+    for (int d = threadIdx.x; d < hd; d += threads) out[d] = 0.0f;
+    if (threadIdx.x == 0) {
+      out[hd] = -INFINITY;
+      out[hd + 1] = 0.0f;
+    }
+    return;
+  }
+  const int kvh = h / (n_head / n_head_kv);
+  const size_t head_base =
+      ((static_cast<size_t>(seq[t]) * n_head_kv + kvh) * n_ctx + start) * static_cast<size_t>(hd);
+  const __half* keys = k_cache + head_base;
+  const __half* values = v_cache + head_base;
+  const float* qt = q + (static_cast<size_t>(t) * n_head + h) * hd;
+  for (int d = threadIdx.x; d < hd; d += threads) q_s[d] = qt[d];
+  __syncthreads();
+  // Scores: one position per thread, the key read in 16-byte vectors where rows allow.
+  float m = -INFINITY;
+  for (int i = threadIdx.x; i < len; i += threads) {
+    const __half* key = keys + static_cast<size_t>(i) * hd;
+    float dot = 0.0f;
+    if (hd % 8 == 0) {
+      for (int d = 0; d < hd; d += 8) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(key + d);
+        const __half2* k2 = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float2 kf = __half22float2(k2[j]);
+          dot += q_s[d + 2 * j] * kf.x + q_s[d + 2 * j + 1] * kf.y;
+        }
+      }
+    } else {
+      for (int d = 0; d < hd; ++d) dot += q_s[d] * __half2float(key[d]);
+    }
+    scores[i] = dot * scale;
+    m = fmaxf(m, dot * scale);
+  }
+  m = block_max(m, red);
+  float l = 0.0f;
+  for (int i = threadIdx.x; i < len; i += threads) {
+    const float p = expf(scores[i] - m);
+    scores[i] = p;
+    l += p;
+  }
+  l = block_sum(l, red);  // its barriers also publish scores
+  // Weighted values: warps split the positions, lanes the dimensions (coalesced rows).
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  constexpr int max_per_lane = 8;  // head_dim up to 256
+  float acc[max_per_lane];
+#pragma unroll
+  for (int j = 0; j < max_per_lane; ++j) acc[j] = 0.0f;
+#pragma unroll 4
+  for (int i = warp; i < len; i += warps) {
+    const __half* row = values + static_cast<size_t>(i) * hd;
+    const float p = scores[i];
+#pragma unroll
+    for (int j = 0; j < max_per_lane; ++j) {
+      const int d = lane + 32 * j;
+      if (d < hd) acc[j] += p * __half2float(row[d]);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < max_per_lane; ++j) {
+    const int d = lane + 32 * j;
+    if (d < hd) o_s[warp * hd + d] = acc[j];
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < hd; d += threads) {
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < warps; ++w) o += o_s[w * hd + d];
+    out[d] = o;
+  }
+  if (threadIdx.x == 0) {
+    out[hd] = m;
+    out[hd + 1] = l;
+  }
+}
+
+__global__ void __launch_bounds__(threads)
+    combine_kernel(const float* __restrict__ part, int n_head, int hd, int nsp,
+                   float* __restrict__ out, q8_blocks out_q) {
+  const int h = blockIdx.x, t = blockIdx.y;
+  const float* p = part + (static_cast<size_t>(t) * n_head + h) * nsp * (hd + 2);
+  float m = -INFINITY;
+  for (int s = 0; s < nsp; ++s) m = fmaxf(m, p[s * (hd + 2) + hd]);
+  float l = 0.0f;
+  for (int s = 0; s < nsp; ++s) {
+    const float* ps = p + s * (hd + 2);
+    if (ps[hd + 1] > 0.0f) l += ps[hd + 1] * expf(ps[hd] - m);
+  }
+  const float inv_l = 1.0f / l;
+  float* o = out + (static_cast<size_t>(t) * n_head + h) * hd;
+  // Whole warps walk 32-element blocks so that each can quantize its block (hd % 32 == 0
+  // when out_q is set).
+  for (int base = threadIdx.x / 32 * 32; base < hd; base += threads) {
+    const int d = base + threadIdx.x % 32;
+    float v = 0.0f;
+    if (d < hd) {
+      for (int s = 0; s < nsp; ++s) {
+        const float* ps = p + s * (hd + 2);
+        if (ps[hd + 1] > 0.0f) v += ps[d] * expf(ps[hd] - m);
+      }
+      v *= inv_l;
+      o[d] = v;
+    }
+    if (out_q) store_q8(v, out_q, ((static_cast<size_t>(t) * n_head + h) * hd + base) / 32);
+  }
+}
+
+}  // namespace
+
+size_t attention_scratch_floats(int n_tok, int n_head, int head_dim, int n_ctx) {
+  return static_cast<size_t>(n_tok) * n_head * n_splits(n_ctx) * (head_dim + 2);
+}
+
+void attention(const float* q, const __half* k_cache, const __half* v_cache, const int32_t* pos,
+               const int32_t* seq, int n_tok, int n_head, int n_head_kv, int head_dim, int n_ctx,
+               float* scratch, float* out, q8_blocks out_q, cudaStream_t stream) {
+  assert(head_dim <= 256 && "attention: head_dim above 256");
+  const int nsp = n_splits(n_ctx);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const dim3 grid(static_cast<unsigned>(nsp), static_cast<unsigned>(n_head),
+                  static_cast<unsigned>(n_tok));
+  split_kernel<<<grid, threads, (warps + 1) * head_dim * sizeof(float), stream>>>(
+      q, k_cache, v_cache, pos, seq, n_head, n_head_kv, head_dim, n_ctx, scale, scratch);
+  RBEE_CUDA_CHECK_LAUNCH();
+  combine_kernel<<<dim3(n_head, n_tok), threads, 0, stream>>>(scratch, n_head, head_dim, nsp, out,
+                                                              out_q);
+  RBEE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace rbee::engine::cuda

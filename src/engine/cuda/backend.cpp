@@ -1,0 +1,664 @@
+// The CUDA backend's host side: devices, weight upload, contexts and the forward pass, which
+// enqueues the kernels of ops.h on one stream. Single-token steps (up to max_matvec_tokens
+// tokens) are captured once per shape as CUDA graphs and replayed.
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <map>
+#include <tuple>
+#include <unordered_map>
+
+#include "engine/cuda/check.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/ops.h"
+
+namespace rbee::engine::cuda {
+
+void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line) {
+  const error_code code = err == cudaErrorMemoryAllocation ? error_code::out_of_memory
+                                                           : error_code::backend_unavailable;
+  throw engine_error(code, str("CUDA error ", cudaGetErrorName(err), " (", cudaGetErrorString(err),
+                               ") in ", call, " at ", file, ":", line));
+}
+
+void throw_cublas_error(cublasStatus_t st, const char* call, const char* file, int line) {
+  const error_code code = st == CUBLAS_STATUS_ALLOC_FAILED ? error_code::out_of_memory
+                                                           : error_code::backend_unavailable;
+  throw engine_error(code, str("cuBLAS error ", cublasGetStatusName(st), " (",
+                               cublasGetStatusString(st), ") in ", call, " at ", file, ":", line));
+}
+
+namespace {
+
+constexpr size_t alignment = 256;
+
+size_t align_up(size_t n) {
+  return (n + alignment - 1) / alignment * alignment;
+}
+
+// A weight in device memory, same packing as on the host.
+struct dweight {
+  tensor_type type = tensor_type::f32;
+  const uint8_t* data = nullptr;
+  int64_t n_cols = 0, n_rows = 0;
+  explicit operator bool() const { return data != nullptr; }
+  const float* f32() const { return reinterpret_cast<const float*>(data); }
+};
+
+struct dlayer {
+  dweight attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, ffn_gate, ffn_up, ffn_down;
+  // wq|wk|wv and ffn_gate|ffn_up as one matrix when they lie back to back in the same type:
+  // one product (one launch, one bigger grid) instead of three or two. Null otherwise.
+  dweight wqkv, ffn_gate_up;
+};
+
+// The rows of `parts` as one matrix, when they are consecutive in memory with one type.
+dweight stacked(std::initializer_list<const dweight*> parts) {
+  const dweight& first = **parts.begin();
+  dweight s = first;
+  s.n_rows = 0;
+  const uint8_t* next = first.data;
+  for (const dweight* p : parts) {
+    if (p->type != first.type || p->n_cols != first.n_cols || p->data != next) return {};
+    s.n_rows += p->n_rows;
+    next += row_size(p->type, p->n_cols) * static_cast<size_t>(p->n_rows);
+  }
+  return s;
+}
+
+void check_device(int device) {
+  if (device < 0 || device >= device_count())
+    throw engine_error(
+        error_code::backend_unavailable,
+        str("Device cuda:", device, " not available. Available: ", available_backends()));
+}
+
+uint64_t free_vram(int device) {
+  size_t free = 0, total = 0;
+  RBEE_CUDA_CHECK(cudaSetDevice(device));
+  RBEE_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return free;
+}
+
+void require_vram(uint64_t need, int device) {
+  const uint64_t avail = free_vram(device);
+  if (need > avail)
+    throw engine_error(error_code::out_of_memory,
+                       str("Not enough GPU memory: VRAM required ", need / (1024 * 1024),
+                           " MiB, available ", avail / (1024 * 1024), " MiB on cuda:", device));
+}
+
+bool supported(tensor_type t) {
+  switch (t) {
+    case tensor_type::f32:
+    case tensor_type::f16:
+    case tensor_type::bf16:
+    case tensor_type::q4_0:
+    case tensor_type::q4_1:
+    case tensor_type::q5_0:
+    case tensor_type::q5_1:
+    case tensor_type::q8_0:
+    case tensor_type::q4_k:
+    case tensor_type::q5_k:
+    case tensor_type::q6_k:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Every weight of a model with the layer it belongs to (-1: not in a layer).
+struct weight_ref {
+  const weight* host;
+  int layer;
+};
+std::vector<weight_ref> all_weights(const model_weights& w) {
+  std::vector<weight_ref> out{
+      {&w.tok_embd, -1}, {&w.output_norm, -1}, {&w.output, -1}, {&w.rope_freqs, -1}};
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const layer_weights& l = w.layers[i];
+    for (const weight* p : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv,
+                            &l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
+      out.push_back({p, static_cast<int>(i)});
+  }
+  return out;
+}
+
+uint64_t weight_bytes(const model_weights& w) {
+  uint64_t total = 0;
+  std::vector<const uint8_t*> seen;
+  for (const auto& r : all_weights(w)) {
+    if (!*r.host || std::find(seen.begin(), seen.end(), r.host->data) != seen.end()) continue;
+    seen.push_back(r.host->data);
+    total += align_up(r.host->row_bytes() * static_cast<size_t>(r.host->n_rows));
+  }
+  return total;
+}
+
+// Sizes of a context's device buffers (bytes, each aligned).
+struct context_layout {
+  size_t kv = 0;  // one of K or V
+  size_t x = 0, qkv = 0, q = 0, ff = 0, logits = 0, q8 = 0, att_scratch = 0, gemm = 0, ints = 0,
+         rope = 0;
+  size_t total() const {
+    return 2 * kv + 4 * x + qkv + 2 * q + 3 * ff + logits + q8 + att_scratch + gemm + ints + rope;
+  }
+};
+
+// q8 blocks of the widest activation rows of a decode-sized batch.
+size_t q8_blocks_max(const hparams& hp) {
+  const size_t widest =
+      std::max({static_cast<size_t>(hp.n_embd), static_cast<size_t>(hp.n_head) * hp.head_dim,
+                static_cast<size_t>(hp.n_ff)});
+  return static_cast<size_t>(max_matvec_tokens) * (widest / 32 + 1);
+}
+
+context_layout layout_of(const model_weights& w, int n_ctx, int n_seq, int n_batch) {
+  const hparams& hp = w.hp;
+  const size_t nb = static_cast<size_t>(n_batch);
+  const size_t q_dim = static_cast<size_t>(hp.n_head) * hp.head_dim;
+  const size_t kv_dim = static_cast<size_t>(hp.n_head_kv) * hp.head_dim;
+  context_layout c;
+  c.kv = align_up(static_cast<size_t>(hp.n_layer) * n_seq * n_ctx * kv_dim * 2);
+  c.x = align_up(nb * hp.n_embd * 4);
+  c.q = align_up(nb * q_dim * 4);
+  c.qkv = align_up(nb * (q_dim + 2 * kv_dim) * 4);
+  c.ff = align_up(nb * hp.n_ff * 4);
+  c.logits = align_up(nb * hp.n_vocab * 4);
+  c.q8 = align_up(q8_bytes(q8_blocks_max(hp)));
+  c.att_scratch =
+      align_up(attention_scratch_floats(n_batch, hp.n_head, hp.head_dim, n_ctx) * sizeof(float));
+  for (const auto& r : all_weights(w)) {
+    const weight& wt = *r.host;
+    if (wt && wt.n_rows > 1 && r.host != &w.tok_embd)
+      c.gemm = std::max(c.gemm, gemm_scratch_bytes(wt.type, wt.n_rows, wt.n_cols, n_batch));
+  }
+  // Stacked products (dlayer) are bigger than their parts.
+  for (const auto& l : w.layers) {
+    c.gemm = std::max(c.gemm, gemm_scratch_bytes(l.wq.type, l.wq.n_rows + l.wk.n_rows + l.wv.n_rows,
+                                                 l.wq.n_cols, n_batch));
+    c.gemm = std::max(c.gemm, gemm_scratch_bytes(l.ffn_gate.type, 2 * l.ffn_gate.n_rows,
+                                                 l.ffn_gate.n_cols, n_batch));
+  }
+  c.ints = align_up(4 * nb * sizeof(int32_t));
+  c.rope = align_up(static_cast<size_t>(hp.n_rot / 2) * sizeof(double));
+  return c;
+}
+
+// A device allocation freed at scope exit (temporary buffers).
+class device_buffer {
+ public:
+  explicit device_buffer(size_t bytes) {
+    if (bytes > 0) RBEE_CUDA_CHECK(cudaMalloc(&p_, bytes));
+  }
+  ~device_buffer() { cudaFree(p_); }
+  device_buffer(const device_buffer&) = delete;
+  device_buffer& operator=(const device_buffer&) = delete;
+  void* get() const { return p_; }
+
+ private:
+  void* p_ = nullptr;
+};
+
+// cuBLAS keeps a workspace and the runtime a context per device beyond our buffers.
+constexpr uint64_t runtime_margin = 256ull << 20;
+
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();  // a missing driver is an answer (0), not an error to keep
+    return 0;
+  }
+  return n;
+}
+
+std::vector<device_info> devices() {
+  std::vector<device_info> out;
+  const int n = device_count();
+  for (int i = 0; i < n; ++i) {
+    cudaDeviceProp prop{};
+    RBEE_CUDA_CHECK(cudaGetDeviceProperties(&prop, i));
+    size_t free = 0, total = 0;
+    RBEE_CUDA_CHECK(cudaSetDevice(i));
+    RBEE_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    out.push_back({i, prop.name, total, free});
+  }
+  return out;
+}
+
+std::string available_backends() {
+  std::string s = "cpu";
+  const int n = device_count();
+  for (int i = 0; i < n; ++i) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, i) == cudaSuccess)
+      s += str(", cuda:", i, " (", prop.name, ")");
+  }
+  return s;
+}
+
+model_weights weights_of(const model& m) {
+  return {m.hp, m.tok_embd, m.output_norm, m.output, m.rope_freqs, m.layers};
+}
+
+uint64_t vram_required(const model_weights& w, int n_ctx, int n_seq, int n_batch) {
+  return weight_bytes(w) + layout_of(w, n_ctx, n_seq, n_batch).total() + runtime_margin;
+}
+
+class device_model {
+ public:
+  device_model(const model_weights& w, int device) : w_(w), device_(device) {}
+  ~device_model() {
+    cudaSetDevice(device_);
+    cudaFree(arena_);
+  }
+  device_model(const device_model&) = delete;
+  device_model& operator=(const device_model&) = delete;
+
+  model_weights w_;  // host views: shapes and types for the context's layout
+  int device_;
+  void* arena_ = nullptr;
+  dweight tok_embd, output_norm, output, rope_freqs;
+  std::vector<dlayer> layers;
+};
+
+void device_model_deleter::operator()(device_model* m) const {
+  delete m;
+}
+
+device_model_ptr upload(const model& m, int device,
+                        const std::function<void(const load_progress&)>& progress) {
+  return upload(weights_of(m), device, progress);
+}
+
+device_model_ptr upload(const model_weights& w, int device,
+                        const std::function<void(const load_progress&)>& progress) {
+  check_device(device);
+  const auto refs = all_weights(w);
+  for (const auto& r : refs)
+    if (*r.host && !supported(r.host->type))
+      throw engine_error(
+          error_code::unsupported_tensor_type,
+          str("CUDA backend: tensor type ", to_string(r.host->type), " is not supported"));
+  const uint64_t total = weight_bytes(w);
+  require_vram(total + runtime_margin, device);
+  device_model_ptr dm(new device_model(w, device));
+  RBEE_CUDA_CHECK(cudaMalloc(&dm->arena_, std::max<uint64_t>(total, alignment)));
+
+  std::vector<dweight*> targets{&dm->tok_embd, &dm->output_norm, &dm->output, &dm->rope_freqs};
+  dm->layers.resize(w.layers.size());
+  for (auto& l : dm->layers)
+    for (dweight* p : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.ffn_norm,
+                       &l.ffn_gate, &l.ffn_up, &l.ffn_down})
+      targets.push_back(p);
+  assert(targets.size() == refs.size());
+
+  load_progress p;
+  p.layers_total = static_cast<int>(w.layers.size());
+  p.bytes_total = total;
+  for (const auto& r : refs) p.tensors_total += *r.host ? 1 : 0;
+  std::unordered_map<const uint8_t*, const uint8_t*> uploaded;  // tied weights share
+  auto* cursor = static_cast<uint8_t*>(dm->arena_);
+  // Repacked types go through a staging buffer into the device layout (ops.h: repack).
+  size_t staging_bytes = 0;
+  for (const auto& r : refs)
+    if (*r.host && repacked(r.host->type))
+      staging_bytes =
+          std::max(staging_bytes, r.host->row_bytes() * static_cast<size_t>(r.host->n_rows));
+  device_buffer staging(staging_bytes);
+  for (size_t i = 0; i < refs.size(); ++i) {
+    const weight& h = *refs[i].host;
+    if (!h) continue;
+    dweight& d = *targets[i];
+    d.type = h.type;
+    d.n_cols = h.n_cols;
+    d.n_rows = h.n_rows;
+    if (auto it = uploaded.find(h.data); it != uploaded.end()) {
+      d.data = it->second;
+    } else {
+      const size_t bytes = h.row_bytes() * static_cast<size_t>(h.n_rows);
+      if (repacked(h.type)) {
+        RBEE_CUDA_CHECK(cudaMemcpy(staging.get(), h.data, bytes, cudaMemcpyHostToDevice));
+        repack(h.type, staging.get(), cursor, h.n_rows, h.n_cols, nullptr);
+        RBEE_CUDA_CHECK(cudaDeviceSynchronize());
+      } else {
+        RBEE_CUDA_CHECK(cudaMemcpy(cursor, h.data, bytes, cudaMemcpyHostToDevice));
+      }
+      d.data = cursor;
+      uploaded.emplace(h.data, cursor);
+      cursor += align_up(bytes);
+      p.bytes_loaded += align_up(bytes);
+    }
+    ++p.tensors_loaded;
+    const bool last_of_layer =
+        refs[i].layer >= 0 && (i + 1 == refs.size() || refs[i + 1].layer != refs[i].layer);
+    if (last_of_layer) p.layers_loaded = refs[i].layer + 1;
+    if (progress) progress(p);
+  }
+  for (auto& l : dm->layers) {
+    l.wqkv = stacked({&l.wq, &l.wk, &l.wv});
+    l.ffn_gate_up = stacked({&l.ffn_gate, &l.ffn_up});
+  }
+  return dm;
+}
+
+class device_context {
+ public:
+  device_context(device_model& m, const context_params& p) : m_(m), params_(p) {}
+  ~device_context() {
+    cudaSetDevice(m_.device_);
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    if (cublas_) cublasDestroy(cublas_);
+    if (stream_) cudaStreamDestroy(stream_);
+    cudaFree(arena_);
+    cudaFreeHost(host_ints_);
+  }
+  device_context(const device_context&) = delete;
+  device_context& operator=(const device_context&) = delete;
+
+  void init();
+  void decode(std::span<const batch_entry> batch, float* logits_out);
+  void validate(std::span<const batch_entry> batch);
+  void forward(int n, int n_out, bool gather);
+  void mm(const dweight& w, const float* x, q8_blocks xq, int n, float* y);
+
+  device_model& m_;
+  context_params params_;
+  bool use_graphs_ = true;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  void* arena_ = nullptr;
+  int32_t* host_ints_ = nullptr;  // pinned staging of the batch arrays
+  std::vector<int> seq_len_, next_pos_;
+  std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs_;  // (n, n_out, gather)
+
+  // Device buffers (rows = tokens).
+  __half *k_cache_ = nullptr, *v_cache_ = nullptr;
+  float *x_ = nullptr, *xb_ = nullptr, *tmp_ = nullptr, *out_ = nullptr, *att_ = nullptr;
+  float *qkv_ = nullptr, *q_ = nullptr, *hb_ = nullptr, *hb2_ = nullptr;
+  float *logits_ = nullptr, *att_scratch_ = nullptr;
+  q8_blocks q8_;
+  void* gemm_scratch_ = nullptr;
+  int32_t *tokens_ = nullptr, *pos_ = nullptr, *seq_ = nullptr, *out_rows_ = nullptr;
+  double* inv_freq_ = nullptr;  // (n_rot/2,)
+};
+
+void device_context_deleter::operator()(device_context* c) const {
+  delete c;
+}
+
+void device_context::init() {
+  const model_weights& w = m_.w_;
+  const hparams& hp = w.hp;
+  if (hp.head_dim > 256)
+    throw engine_error(error_code::unsupported_architecture,
+                       str("CUDA backend: head_dim ", hp.head_dim, " above 256 is not supported"));
+  const context_layout lay = layout_of(w, params_.n_ctx, params_.n_seq, params_.n_batch);
+  require_vram(lay.total() + runtime_margin / 2, m_.device_);
+  RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
+  RBEE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  RBEE_CUBLAS_CHECK(cublasCreate(&cublas_));
+  RBEE_CUDA_CHECK(cudaMalloc(&arena_, lay.total()));
+  RBEE_CUDA_CHECK(cudaMallocHost(&host_ints_, lay.ints));
+  auto* cur = static_cast<uint8_t*>(arena_);
+  auto take = [&cur](size_t bytes) {
+    void* p = cur;
+    cur += bytes;
+    return p;
+  };
+  k_cache_ = static_cast<__half*>(take(lay.kv));
+  v_cache_ = static_cast<__half*>(take(lay.kv));
+  x_ = static_cast<float*>(take(lay.x));
+  xb_ = static_cast<float*>(take(lay.x));
+  tmp_ = static_cast<float*>(take(lay.x));
+  out_ = static_cast<float*>(take(lay.x));
+  qkv_ = static_cast<float*>(take(lay.qkv));
+  q_ = static_cast<float*>(take(lay.q));
+  att_ = static_cast<float*>(take(lay.q));
+  hb_ = static_cast<float*>(take(2 * lay.ff));
+  hb2_ = static_cast<float*>(take(lay.ff));
+  logits_ = static_cast<float*>(take(lay.logits));
+  q8_ = q8_view(take(lay.q8), q8_blocks_max(hp));
+  att_scratch_ = static_cast<float*>(take(lay.att_scratch));
+  gemm_scratch_ = take(lay.gemm);
+  const size_t nb = static_cast<size_t>(params_.n_batch);
+  tokens_ = static_cast<int32_t*>(take(lay.ints));
+  pos_ = tokens_ + nb;
+  seq_ = tokens_ + 2 * nb;
+  out_rows_ = tokens_ + 3 * nb;
+  inv_freq_ = static_cast<double*>(take(lay.rope));
+  assert(cur == static_cast<uint8_t*>(arena_) + lay.total());
+
+  // The rotation frequencies as the CPU path computes them (double), once.
+  std::vector<double> inv_freq(static_cast<size_t>(hp.n_rot / 2));
+  std::vector<float> factors;
+  if (w.rope_freqs) {
+    factors.resize(static_cast<size_t>(w.rope_freqs.n_cols));
+    RBEE_CUDA_CHECK(
+        cudaMemcpy(factors.data(), m_.rope_freqs.data, factors.size() * 4, cudaMemcpyDeviceToHost));
+  }
+  for (size_t j = 0; j < inv_freq.size(); ++j) {
+    inv_freq[j] =
+        std::pow(static_cast<double>(hp.rope_freq_base), -2.0 * static_cast<double>(j) / hp.n_rot);
+    if (!factors.empty()) inv_freq[j] /= factors[j];
+  }
+  if (!inv_freq.empty())
+    RBEE_CUDA_CHECK(cudaMemcpy(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(double),
+                               cudaMemcpyHostToDevice));
+  seq_len_.assign(static_cast<size_t>(params_.n_seq), 0);
+  next_pos_.assign(static_cast<size_t>(params_.n_seq), 0);
+}
+
+void device_context::validate(std::span<const batch_entry> batch) {
+  if (batch.empty()) throw engine_error(error_code::invalid_argument, "decode: empty batch");
+  if (static_cast<int>(batch.size()) > params_.n_batch)
+    throw engine_error(
+        error_code::invalid_argument,
+        str("decode: batch of ", batch.size(), " tokens exceeds n_batch ", params_.n_batch));
+  next_pos_ = seq_len_;
+  for (const auto& e : batch) {
+    if (e.seq < 0 || e.seq >= params_.n_seq)
+      throw engine_error(error_code::invalid_argument,
+                         str("decode: sequence ", e.seq, " out of range [0, ", params_.n_seq, ")"));
+    if (e.token < 0 || e.token >= m_.w_.hp.n_vocab)
+      throw engine_error(
+          error_code::invalid_argument,
+          str("decode: token ", e.token, " out of range [0, ", m_.w_.hp.n_vocab, ")"));
+    if (e.pos >= params_.n_ctx)
+      throw engine_error(error_code::context_overflow,
+                         str("position ", e.pos, " of sequence ", e.seq, " exceeds the context of ",
+                             params_.n_ctx, " tokens"));
+    int& expected = next_pos_[static_cast<size_t>(e.seq)];
+    if (e.pos != expected)
+      throw engine_error(
+          error_code::invalid_argument,
+          str("decode: sequence ", e.seq, " is at position ", expected, ", got ", e.pos));
+    ++expected;
+  }
+}
+
+// y (n, rows) = x (n, cols) @ W^T: packed matrix x vector for decode-sized batches, cuBLAS
+// for prefill.
+void device_context::mm(const dweight& w, const float* x, q8_blocks xq, int n, float* y) {
+  if (n <= max_matvec_tokens)
+    matvec(w.type, w.data, w.n_rows, w.n_cols, x, xq, n, y, stream_);
+  else
+    gemm(cublas_, w.type, w.data, w.n_rows, w.n_cols, x, n, y, gemm_scratch_, stream_);
+}
+
+// Enqueues the whole forward pass of the batch already on the device (tokens_, pos_, seq_,
+// out_rows_); no host synchronisation, so it can be captured into a graph.
+void device_context::forward(int n, int n_out, bool gather) {
+  const hparams& hp = m_.w_.hp;
+  const int d = hp.n_embd, hd = hp.head_dim, ff = hp.n_ff;
+  const int q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
+  const bool small = n <= max_matvec_tokens;
+  // q8 activations only where a matrix x vector product of an integer type reads them.
+  auto q8_for = [&](std::initializer_list<const dweight*> ws) -> q8_blocks {
+    if (!small) return {};
+    for (const dweight* w : ws)
+      if (uses_q8(w->type)) return q8_;
+    return {};
+  };
+  const size_t kv_layer =
+      static_cast<size_t>(params_.n_seq) * hp.n_head_kv * params_.n_ctx * static_cast<size_t>(hd);
+  const rope_args ra{hp.n_head,
+                     hp.n_head_kv,
+                     hd,
+                     hp.n_rot,
+                     hp.rope == rope_style::halves,
+                     hp.rope_freq_scale,
+                     inv_freq_,
+                     params_.n_ctx,
+                     params_.n_seq};
+
+  get_rows(m_.tok_embd.type, m_.tok_embd.data, d, tokens_, n, x_, stream_);
+  for (size_t li = 0; li < m_.layers.size(); ++li) {
+    const dlayer& l = m_.layers[li];
+    // The previous layer's FFN output joins the residual here, fused with this norm.
+    q8_blocks xq = q8_for({&l.wq, &l.wk, &l.wv});
+    add_rmsnorm(x_, li == 0 ? nullptr : tmp_, l.attn_norm.f32(), n, d, hp.rms_eps, xb_, xq,
+                stream_);
+    // Projections: one stacked product (rows of q|k|v per token) or three (q, k, v blocks).
+    const float *qp = qkv_, *kp, *vp;
+    int q_stride, kv_stride;
+    if (l.wqkv) {
+      mm(l.wqkv, xb_, xq, n, qkv_);
+      q_stride = kv_stride = q_dim + 2 * kv_dim;
+      kp = qkv_ + q_dim;
+      vp = kp + kv_dim;
+    } else {
+      float* k_out = qkv_ + static_cast<size_t>(n) * q_dim;
+      float* v_out = k_out + static_cast<size_t>(n) * kv_dim;
+      mm(l.wq, xb_, xq, n, qkv_);
+      mm(l.wk, xb_, xq, n, k_out);
+      mm(l.wv, xb_, xq, n, v_out);
+      q_stride = q_dim;
+      kv_stride = kv_dim;
+      kp = k_out;
+      vp = v_out;
+    }
+    rope_store(ra, qp, q_stride, kp, vp, kv_stride, l.bq ? l.bq.f32() : nullptr,
+               l.bk ? l.bk.f32() : nullptr, l.bv ? l.bv.f32() : nullptr, pos_, seq_, n, q_,
+               k_cache_ + li * kv_layer, v_cache_ + li * kv_layer, stream_);
+    q8_blocks aq = q8_for({&l.wo});
+    const bool fused_q = hd % 32 == 0;
+    attention(q_, k_cache_ + li * kv_layer, v_cache_ + li * kv_layer, pos_, seq_, n, hp.n_head,
+              hp.n_head_kv, hd, params_.n_ctx, att_scratch_, att_, fused_q ? aq : q8_blocks{},
+              stream_);
+    if (aq && !fused_q) quantize_q8(att_, n, hp.n_head * hd, aq, stream_);
+    mm(l.wo, att_, aq, n, tmp_);
+    q8_blocks fq = q8_for({&l.ffn_gate, &l.ffn_up});
+    add_rmsnorm(x_, tmp_, l.ffn_norm.f32(), n, d, hp.rms_eps, xb_, fq, stream_);
+    const float* up;
+    int ff_stride;
+    if (l.ffn_gate_up) {
+      mm(l.ffn_gate_up, xb_, fq, n, hb_);
+      up = hb_ + ff;
+      ff_stride = 2 * ff;
+    } else {
+      float* up_out = hb_ + static_cast<size_t>(n) * ff;
+      mm(l.ffn_gate, xb_, fq, n, hb_);
+      mm(l.ffn_up, xb_, fq, n, up_out);
+      up = up_out;
+      ff_stride = ff;
+    }
+    q8_blocks dq = q8_for({&l.ffn_down});
+    silu_mul(hb_, up, ff_stride, n, ff, hb2_, dq, stream_);
+    mm(l.ffn_down, hb2_, dq, n, tmp_);
+  }
+  add_rmsnorm(x_, tmp_, m_.output_norm.f32(), n, d, hp.rms_eps, xb_, {}, stream_);
+  if (n_out == 0) return;
+  const float* rows = xb_;
+  if (gather) {
+    gather_rows(xb_, out_rows_, n_out, d, out_, stream_);
+    rows = out_;
+  }
+  q8_blocks oq;
+  if (n_out <= max_matvec_tokens && uses_q8(m_.output.type)) {
+    oq = q8_;
+    quantize_q8(rows, n_out, d, oq, stream_);
+  }
+  mm(m_.output, rows, oq, n_out, logits_);
+}
+
+void device_context::decode(std::span<const batch_entry> batch, float* logits_out) {
+  validate(batch);
+  const int n = static_cast<int>(batch.size());
+  const size_t nb = static_cast<size_t>(params_.n_batch);
+  int n_out = 0;
+  bool identity = true;  // every entry wants logits: no gather needed
+  for (int i = 0; i < n; ++i) {
+    const batch_entry& e = batch[static_cast<size_t>(i)];
+    host_ints_[i] = e.token;
+    host_ints_[nb + static_cast<size_t>(i)] = e.pos;
+    host_ints_[2 * nb + static_cast<size_t>(i)] = e.seq;
+    if (e.want_logits) host_ints_[3 * nb + static_cast<size_t>(n_out++)] = i;
+    identity = identity && e.want_logits;
+  }
+  const bool gather = !identity;
+  RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
+  RBEE_CUDA_CHECK(cudaMemcpyAsync(tokens_, host_ints_, 4 * nb * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, stream_));
+  if (use_graphs_ && n <= max_matvec_tokens) {
+    const auto key = std::make_tuple(n, n_out, gather);
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) {
+      cudaGraph_t graph = nullptr;
+      RBEE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      try {
+        forward(n, n_out, gather);
+      } catch (const engine_error&) {
+        cudaStreamEndCapture(stream_, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        throw;
+      }
+      RBEE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      RBEE_CUDA_CHECK(err);
+      it = graphs_.emplace(key, exec).first;
+    }
+    RBEE_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+  } else {
+    forward(n, n_out, gather);
+  }
+  if (n_out > 0)
+    RBEE_CUDA_CHECK(cudaMemcpyAsync(logits_out, logits_,
+                                    static_cast<size_t>(n_out) * m_.w_.hp.n_vocab * sizeof(float),
+                                    cudaMemcpyDeviceToHost, stream_));
+  RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  seq_len_ = next_pos_;
+}
+
+device_context_ptr create_context(device_model& m, const context_params& p) {
+  if (p.n_ctx <= 0 || p.n_seq <= 0 || p.n_batch <= 0)
+    throw engine_error(error_code::invalid_argument,
+                       str("context: n_ctx ", p.n_ctx, ", n_seq ", p.n_seq, ", n_batch ", p.n_batch,
+                           " must be positive"));
+  device_context_ptr c(new device_context(m, p));
+  c->init();
+  return c;
+}
+
+void decode(device_context& c, std::span<const batch_entry> batch, float* logits_out) {
+  c.decode(batch, logits_out);
+}
+
+void sequence_clear(device_context& c, int seq) {
+  assert(seq >= 0 && seq < c.params_.n_seq && "sequence_clear: sequence out of range");
+  c.seq_len_[static_cast<size_t>(seq)] = 0;
+}
+
+int n_vocab(const device_context& c) {
+  return c.m_.w_.hp.n_vocab;
+}
+
+void set_use_graphs(device_context& c, bool on) {
+  c.use_graphs_ = on;
+}
+
+}  // namespace rbee::engine::cuda

@@ -1,0 +1,184 @@
+#pragma once
+// Unpacking of the integer block types, 32 elements (a "chunk") at a time, into signed 8-bit
+// integers and scales: element j of chunk u of a row is
+//   sc0 * q[j] + mn  (j < 16),  sc1 * q[j] + mn  (j >= 16),
+// with q[j] the j-th byte of the ints q[0..7]. Offsets (q - 8, q - 32, ...) are folded into
+// q, so a dot product with q8 activations is one dp4a sequence per half plus mn * sum(x).
+// Layouts are ggml's (tensor_types.h), except Q4_0, Q8_0 and Q6_K rows, which are repacked
+// on the device (ops.h: each field of all blocks together) for 16-byte loads.
+#include "engine/cuda/common.cuh"
+
+namespace rbee::engine::cuda {
+
+struct chunk {
+  int q[8];
+  float sc0, sc1, mn;
+};
+
+template <tensor_type T>
+struct block_traits;
+template <>
+struct block_traits<tensor_type::q4_0> {
+  static constexpr int bytes = 18, chunks = 1;
+};
+template <>
+struct block_traits<tensor_type::q4_1> {
+  static constexpr int bytes = 20, chunks = 1;
+};
+template <>
+struct block_traits<tensor_type::q5_0> {
+  static constexpr int bytes = 22, chunks = 1;
+};
+template <>
+struct block_traits<tensor_type::q5_1> {
+  static constexpr int bytes = 24, chunks = 1;
+};
+template <>
+struct block_traits<tensor_type::q8_0> {
+  static constexpr int bytes = 34, chunks = 1;
+};
+template <>
+struct block_traits<tensor_type::q4_k> {
+  static constexpr int bytes = 144, chunks = 8;
+};
+template <>
+struct block_traits<tensor_type::q5_k> {
+  static constexpr int bytes = 176, chunks = 8;
+};
+template <>
+struct block_traits<tensor_type::q6_k> {
+  static constexpr int bytes = 210, chunks = 8;
+};
+
+// The 5th bits of 4 elements (bits 0..3 of b) moved to bit 4 of each byte.
+__device__ __forceinline__ int spread_bit4(uint32_t b) {
+  return static_cast<int>(((b & 1u) << 4) | ((b & 2u) << 11) | ((b & 4u) << 18) | ((b & 8u) << 25));
+}
+
+// n bytes (a multiple of 16) at p into words: 16-byte loads when p is aligned (rows whose
+// size is a multiple of 16 bytes), else 2-byte loads.
+template <int N>
+__device__ __forceinline__ void load_words(const uint8_t* p, uint32_t (&w)[N / 4]) {
+  if ((reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+#pragma unroll
+    for (int i = 0; i < N / 16; ++i) {
+      const uint4 v = reinterpret_cast<const uint4*>(p)[i];
+      w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < N / 4; ++i) w[i] = load_u32_a2(p + 4 * i);
+  }
+}
+
+// Chunk u of a row of n_blocks chunks (n_blocks matters for the repacked types only).
+template <tensor_type T>
+__device__ __forceinline__ chunk decode_chunk(const uint8_t* row, int u, int n_blocks) {
+  chunk c;
+  constexpr int nb = block_traits<T>::bytes, nc = block_traits<T>::chunks;
+  const uint8_t* b = row + static_cast<size_t>(u / nc) * nb;
+  if constexpr (T == tensor_type::q4_0) {
+    uint32_t w[4];
+    load_words<16>(row + 16 * static_cast<size_t>(u), w);
+    c.sc0 = c.sc1 = h2f(load_u16(row + 16 * static_cast<size_t>(n_blocks) + 2 * u));
+    c.mn = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      c.q[i] = static_cast<int>(__vsub4(w[i] & 0x0F0F0F0Fu, 0x08080808u));
+      c.q[i + 4] = static_cast<int>(__vsub4((w[i] >> 4) & 0x0F0F0F0Fu, 0x08080808u));
+    }
+  } else if constexpr (T == tensor_type::q4_1) {
+    c.sc0 = c.sc1 = h2f(load_u16(b));
+    c.mn = h2f(load_u16(b + 2));
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t w = load_u32(b + 4 + 4 * i);
+      c.q[i] = static_cast<int>(w & 0x0F0F0F0Fu);
+      c.q[i + 4] = static_cast<int>((w >> 4) & 0x0F0F0F0Fu);
+    }
+  } else if constexpr (T == tensor_type::q5_0 || T == tensor_type::q5_1) {
+    constexpr bool has_min = T == tensor_type::q5_1;
+    const uint8_t* qh_at = b + (has_min ? 4 : 2);
+    const uint32_t qh = has_min ? load_u32(qh_at) : load_u32_a2(qh_at);
+    c.sc0 = c.sc1 = h2f(load_u16(b));
+    c.mn = has_min ? h2f(load_u16(b + 2)) : 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t w = has_min ? load_u32(qh_at + 4 + 4 * i) : load_u32_a2(qh_at + 4 + 4 * i);
+      uint32_t lo = (w & 0x0F0F0F0Fu) | spread_bit4((qh >> (4 * i)) & 0xF);
+      uint32_t hi = ((w >> 4) & 0x0F0F0F0Fu) | spread_bit4((qh >> (16 + 4 * i)) & 0xF);
+      if (!has_min) {
+        lo = __vsub4(lo, 0x10101010u);
+        hi = __vsub4(hi, 0x10101010u);
+      }
+      c.q[i] = static_cast<int>(lo);
+      c.q[i + 4] = static_cast<int>(hi);
+    }
+  } else if constexpr (T == tensor_type::q8_0) {
+    uint32_t w[8];
+    load_words<32>(row + 32 * static_cast<size_t>(u), w);
+    c.sc0 = c.sc1 = h2f(load_u16(row + 32 * static_cast<size_t>(n_blocks) + 2 * u));
+    c.mn = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) c.q[i] = static_cast<int>(w[i]);
+  } else if constexpr (T == tensor_type::q4_k || T == tensor_type::q5_k) {
+    // Sub-block s of 32: qs bytes 32*(s/2).., low nibbles for even s, high for odd.
+    constexpr bool five = T == tensor_type::q5_k;
+    const int s = u % 8;
+    // d, dmin and the 12 scale bytes in one 16-byte load; bytes picked by shifts (a
+    // runtime index into a register array would go through local memory).
+    uint32_t hw[4];
+    load_words<16>(b, hw);
+    const int shift = 8 * (s & 3);
+    const int b1 = (hw[1] >> shift) & 0xFF, b2 = (hw[2] >> shift) & 0xFF,
+              b3 = (hw[3] >> shift) & 0xFF;  // scales[s%4], [s%4 + 4], [s%4 + 8]
+    const int sc = s < 4 ? b1 & 63 : (b3 & 0xF) | ((b1 >> 6) << 4);
+    const int m = s < 4 ? b2 & 63 : (b3 >> 4) | ((b2 >> 6) << 4);
+    c.sc0 = c.sc1 = h2f(static_cast<uint16_t>(hw[0] & 0xFFFF)) * static_cast<float>(sc);
+    c.mn = -h2f(static_cast<uint16_t>(hw[0] >> 16)) * static_cast<float>(m);
+    // Super-blocks of 144 and 176 bytes keep the 32-byte runs 16-byte aligned.
+    const uint8_t* qs = b + (five ? 48 : 16) + 32 * (s / 2);
+    const int nibble = 4 * (s & 1);
+    uint32_t w[8];
+    load_words<32>(qs, w);
+    uint32_t h[8];
+    if constexpr (five) load_words<32>(b + 16, h);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      uint32_t v = (w[i] >> nibble) & 0x0F0F0F0Fu;
+      if constexpr (five) v |= ((h[i] >> s) & 0x01010101u) << 4;
+      c.q[i] = static_cast<int>(v);
+    }
+  } else if constexpr (T == tensor_type::q6_k) {
+    // Repacked rows (repack.cu): ql of every super-block, then qh, scales, d. Chunk ci of 32
+    // in a super-block: half h = ci/4 of 128, quarter k = ci%4 within it.
+    const int nsb = n_blocks / 8, sb = u / 8;
+    const int ci = u % 8, h = ci / 4, k = ci % 4;
+    const uint8_t* ql = row + 128 * static_cast<size_t>(sb) + h * 64 + (k & 1) * 32;
+    const uint8_t* qh = row + 128 * static_cast<size_t>(nsb) + 64 * sb + h * 32;
+    const uint16_t sc2 = load_u16(row + 192 * static_cast<size_t>(nsb) + 16 * sb + h * 8 + 2 * k);
+    const float d = h2f(load_u16(row + 208 * static_cast<size_t>(nsb) + 2 * sb));
+    c.sc0 = d * static_cast<float>(static_cast<int8_t>(sc2 & 0xFF));
+    c.sc1 = d * static_cast<float>(static_cast<int8_t>(sc2 >> 8));
+    c.mn = 0.0f;
+    const int lshift = 4 * (k >> 1), hshift = 2 * k;
+    uint32_t wl[8], wh[8];
+    load_words<32>(ql, wl);
+    load_words<32>(qh, wh);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t lo = (wl[i] >> lshift) & 0x0F0F0F0Fu;
+      const uint32_t hi = ((wh[i] >> hshift) & 0x03030303u) << 4;
+      c.q[i] = static_cast<int>(__vsub4(lo | hi, 0x20202020u));
+    }
+  }
+  return c;
+}
+
+// Element j (0..31) of a decoded chunk.
+__device__ __forceinline__ float chunk_value(const chunk& c, int j) {
+  const int8_t q = static_cast<int8_t>((c.q[j / 4] >> (8 * (j % 4))) & 0xFF);
+  return (j < 16 ? c.sc0 : c.sc1) * static_cast<float>(q) + c.mn;
+}
+
+}  // namespace rbee::engine::cuda

@@ -1,0 +1,81 @@
+#pragma once
+// The CUDA backend's host-side interface: plain C++, no CUDA types, so engine.cpp and the
+// tools compile without CUDA headers. The model's weights are uploaded once (packed, as in
+// the GGUF); a context holds the f16 KV cache of n_seq sequences and runs the whole forward
+// pass on the device, returning only the logits.
+//
+// Errors: a missing device throws engine_error(backend_unavailable) listing what exists; too
+// little VRAM throws engine_error(out_of_memory); a failing CUDA or cuBLAS call throws
+// engine_error(backend_unavailable) naming the call, file and line.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/model.h"
+
+namespace rbee::engine::cuda {
+
+struct device_info {
+  int index = 0;
+  std::string name;  // e.g. "NVIDIA H100 80GB HBM3"
+  uint64_t vram_total = 0;
+  uint64_t vram_free = 0;
+};
+
+// 0 when there is no driver or no GPU (never throws).
+int device_count();
+std::vector<device_info> devices();
+// "cpu, cuda:0 (NVIDIA H100 80GB HBM3)": the backends that exist, for error messages.
+std::string available_backends();
+
+// What the forward pass reads: hyperparameters and host views of the weights. A loaded
+// model gives one (weights_of); benchmarks may build one from synthetic host buffers.
+struct model_weights {
+  hparams hp;
+  weight tok_embd, output_norm, output, rope_freqs;
+  std::vector<layer_weights> layers;
+};
+model_weights weights_of(const model& m);
+
+// Device bytes for the weights, an n_seq x n_ctx f16 KV cache and the scratch of a context
+// with batches of up to n_batch tokens.
+uint64_t vram_required(const model_weights& w, int n_ctx, int n_seq, int n_batch = 512);
+
+class device_model;
+struct device_model_deleter {
+  void operator()(device_model* m) const;
+};
+using device_model_ptr = std::unique_ptr<device_model, device_model_deleter>;
+
+// Copies every weight to device `device`, reporting progress per tensor.
+device_model_ptr upload(const model_weights& w, int device,
+                        const std::function<void(const load_progress&)>& progress = {});
+device_model_ptr upload(const model& m, int device,
+                        const std::function<void(const load_progress&)>& progress = {});
+
+class device_context;
+struct device_context_deleter {
+  void operator()(device_context* c) const;
+};
+using device_context_ptr = std::unique_ptr<device_context, device_context_deleter>;
+
+// The context keeps a reference to the model: the model must outlive it.
+device_context_ptr create_context(device_model& m, const context_params& params);
+
+// Runs the forward pass of all entries (any mix of prefill and decode across sequences) and
+// writes n_vocab logits per entry with want_logits, in batch order, to `logits_out`.
+// Validation and errors as engine.h's decode.
+void decode(device_context& c, std::span<const batch_entry> batch, float* logits_out);
+// Forgets sequence `seq` (its positions restart at 0).
+void sequence_clear(device_context& c, int seq);
+int n_vocab(const device_context& c);
+
+// Single-token decode steps are recorded once per batch size as CUDA graphs and replayed;
+// off, every step launches its kernels (for comparison in tests and benchmarks).
+void set_use_graphs(device_context& c, bool on);
+
+}  // namespace rbee::engine::cuda

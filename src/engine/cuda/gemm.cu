@@ -1,0 +1,65 @@
+// Prefill products through cuBLAS: quantized and f16 weights as fp16 (the packed matrix is
+// dequantized whole into scratch), f32 and bf16 weights as fp32; fp32 accumulation always.
+#include "engine/cuda/check.h"
+#include "engine/cuda/common.cuh"
+
+namespace rbee::engine::cuda {
+
+namespace {
+
+__global__ void to_f16_kernel(const float* __restrict__ x, int64_t n, __half* __restrict__ out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __float2half(x[i]);
+}
+
+bool fp32_route(tensor_type type) {
+  return type == tensor_type::f32 || type == tensor_type::bf16;
+}
+
+size_t align256(size_t n) {
+  return (n + 255) / 256 * 256;
+}
+
+}  // namespace
+
+size_t gemm_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, int n_tok) {
+  const size_t elems = static_cast<size_t>(rows) * static_cast<size_t>(cols);
+  const size_t x_elems = static_cast<size_t>(n_tok) * static_cast<size_t>(cols);
+  if (type == tensor_type::f32) return 0;
+  if (type == tensor_type::bf16) return align256(elems * 4);
+  return align256(type == tensor_type::f16 ? 0 : elems * 2) + align256(x_elems * 2);
+}
+
+void gemm(cublasHandle_t handle, tensor_type type, const void* w, int64_t rows, int64_t cols,
+          const float* x, int n_tok, float* y, void* scratch, cudaStream_t stream) {
+  RBEE_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  const float one = 1.0f, zero = 0.0f;
+  const int m = static_cast<int>(rows), n = n_tok, k = static_cast<int>(cols);
+  // Column-major view: W (rows, cols) row-major is A^T with lda = cols; x likewise.
+  if (fp32_route(type)) {
+    const float* a = static_cast<const float*>(w);
+    if (type == tensor_type::bf16) {
+      dequantize(type, w, rows, cols, scratch, false, stream);
+      a = static_cast<const float*>(scratch);
+    }
+    RBEE_CUBLAS_CHECK(
+        cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, a, k, x, k, &zero, y, m));
+    return;
+  }
+  auto* base = static_cast<uint8_t*>(scratch);
+  const __half* a = static_cast<const __half*>(w);
+  if (type != tensor_type::f16) {
+    dequantize(type, w, rows, cols, base, true, stream);
+    a = reinterpret_cast<const __half*>(base);
+    base += align256(static_cast<size_t>(rows) * static_cast<size_t>(cols) * 2);
+  }
+  auto* xh = reinterpret_cast<__half*>(base);
+  const int64_t nx = static_cast<int64_t>(n_tok) * cols;
+  to_f16_kernel<<<static_cast<unsigned>((nx + 255) / 256), 256, 0, stream>>>(x, nx, xh);
+  RBEE_CUDA_CHECK_LAUNCH();
+  RBEE_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, a, CUDA_R_16F, k,
+                                 xh, CUDA_R_16F, k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace rbee::engine::cuda

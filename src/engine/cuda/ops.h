@@ -1,0 +1,112 @@
+#pragma once
+// Launchers of the device kernels (one op per .cu file). Pointers are device pointers;
+// matrices are row-major with rows = tokens of the batch unless said otherwise. Every
+// launcher checks its launch (RBEE_CUDA_CHECK_LAUNCH).
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "engine/tensor_types.h"
+
+namespace rbee::engine::cuda {
+
+// Activations quantized to int8 in blocks of 32 for the integer dot products of the quantized
+// weights: x[32*b + j] ~ d_b * qs[32*b + j], with (d_b, s_b = d_b * sum of the block's qs) at
+// ds[2*b], ds[2*b+1]. Two arrays so that a warp's loads are contiguous; floats, not halves,
+// so the activations' rounding stays below the weights'. Rows of n values take n/32 blocks.
+struct q8_blocks {
+  int8_t* qs = nullptr;
+  float* ds = nullptr;
+  __host__ __device__ explicit operator bool() const { return qs != nullptr; }
+};
+inline size_t q8_bytes(size_t n_blocks) {
+  return n_blocks * 32 + n_blocks * 2 * sizeof(float) + 16;
+}
+// Carves the two arrays out of q8_bytes(n_blocks) bytes at `mem` (16-byte aligned).
+inline q8_blocks q8_view(void* mem, size_t n_blocks) {
+  auto* p = static_cast<int8_t*>(mem);
+  return {p, reinterpret_cast<float*>(p + (n_blocks * 32 + 15) / 16 * 16)};
+}
+
+// Q4_0, Q8_0 and Q6_K rows live on the device with each field of all their blocks together
+// (quants, then scales; for Q6_K ql, qh, scales, d), 16-byte aligned where the row is; same
+// row size as in the file.
+bool repacked(tensor_type type);
+// src (rows, cols) in file layout -> dst in device layout (types with repacked(type) only).
+void repack(tensor_type type, const void* src, void* dst, int64_t rows, int64_t cols,
+            cudaStream_t stream);
+
+// Weight types whose matrix x vector kernel takes q8 activations (the integer types); the
+// others (f32, f16, bf16) take fp32 activations.
+bool uses_q8(tensor_type type);
+
+// The matrix x vector route handles up to this many tokens; bigger batches use cuBLAS.
+inline constexpr int max_matvec_tokens = 8;
+
+// y (n_tok, rows) = x (n_tok, cols) @ W^T with W (rows, cols) packed in `type`; x as fp32
+// rows (float types) or q8 blocks (n_tok, cols/32) (integer types).
+void matvec(tensor_type type, const void* w, int64_t rows, int64_t cols, const float* x,
+            q8_blocks xq, int n_tok, float* y, cudaStream_t stream);
+
+// x (n_rows, n) -> q8 blocks (n_rows, n/32); n a multiple of 32.
+void quantize_q8(const float* x, int n_rows, int n, q8_blocks out, cudaStream_t stream);
+
+// W (rows, cols) packed in `type` -> fp16 or fp32 (rows, cols).
+void dequantize(tensor_type type, const void* w, int64_t rows, int64_t cols, void* out,
+                bool out_f16, cudaStream_t stream);
+// out (n, cols) fp32 = W[rows[i]] (the token embedding lookup).
+void get_rows(tensor_type type, const void* w, int64_t cols, const int32_t* rows, int n, float* out,
+              cudaStream_t stream);
+
+// Scratch bytes the prefill product needs for W (rows, cols) and n_tok tokens.
+size_t gemm_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, int n_tok);
+// y (n_tok, rows) = x (n_tok, cols) @ W^T through cuBLAS: W dequantized whole into scratch
+// (fp16, or fp32 for f32/bf16 weights), fp32 accumulation.
+void gemm(cublasHandle_t handle, tensor_type type, const void* w, int64_t rows, int64_t cols,
+          const float* x, int n_tok, float* y, void* scratch, cudaStream_t stream);
+
+// x += y (when y is not null), then out = x / rms(x) * w per row of n; also writes out's q8
+// blocks when out_q is set (n a multiple of 32).
+void add_rmsnorm(float* x, const float* y, const float* w, int n_rows, int n, float eps, float* out,
+                 q8_blocks out_q, cudaStream_t stream);
+
+// out (n_rows, n) = silu(gate) * up elementwise, gate and up rows in_stride floats apart;
+// q8 blocks too when out_q is set.
+void silu_mul(const float* gate, const float* up, int in_stride, int n_rows, int n, float* out,
+              q8_blocks out_q, cudaStream_t stream);
+
+// out (n, cols) = x[rows[i]] (the rows that want logits).
+void gather_rows(const float* x, const int32_t* rows, int n, int cols, float* out,
+                 cudaStream_t stream);
+
+struct rope_args {
+  int n_head, n_head_kv, head_dim, n_rot;
+  bool halves;             // qwen2's NeoX style, else llama's adjacent pairs
+  float freq_scale;        // linear scaling
+  const double* inv_freq;  // (n_rot/2,) base^(-2i/n_rot) / rope_freqs[i]
+  int n_ctx;               // cache rows per (seq, kv head)
+  int n_seq;
+};
+// Per token i of the batch (position pos[i], sequence seq[i]): adds the biases (when not
+// null) to q, k, v, rotates q into q_out (n_tok, n_head*head_dim) and k, and stores k and v
+// into this layer's fp16 caches laid out [seq][kv_head][n_ctx][head_dim]. Rows of q are
+// q_stride floats apart, rows of k and v kv_stride.
+void rope_store(const rope_args& a, const float* q, int q_stride, const float* k, const float* v,
+                int kv_stride, const float* bq, const float* bk, const float* bv,
+                const int32_t* pos, const int32_t* seq, int n_tok, float* q_out, __half* k_cache,
+                __half* v_cache, cudaStream_t stream);
+
+// Positions of the cache handled by one block of the split attention.
+inline constexpr int attention_split = 128;
+// Scratch floats for partial results of n_tok tokens.
+size_t attention_scratch_floats(int n_tok, int n_head, int head_dim, int n_ctx);
+// out (n_tok, n_head*head_dim): causal attention of each token over its sequence's cached
+// positions 0..pos[i] (GQA), long contexts split across blocks, then combined; q8 blocks of
+// out too when out_q is set. head_dim at most 256.
+void attention(const float* q, const __half* k_cache, const __half* v_cache, const int32_t* pos,
+               const int32_t* seq, int n_tok, int n_head, int n_head_kv, int head_dim, int n_ctx,
+               float* scratch, float* out, q8_blocks out_q, cudaStream_t stream);
+
+}  // namespace rbee::engine::cuda

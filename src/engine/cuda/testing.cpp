@@ -1,0 +1,152 @@
+// Host wrappers of single ops for the kernel tests: plain allocations, synchronous copies.
+#include "engine/cuda/testing.h"
+
+#include <cmath>
+
+#include "engine/cuda/check.h"
+#include "engine/cuda/ops.h"
+
+namespace rbee::engine::cuda::testing {
+
+namespace {
+
+// A device allocation that frees itself.
+class buffer {
+ public:
+  explicit buffer(size_t bytes) { RBEE_CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(bytes, 256))); }
+  template <class T>
+  explicit buffer(std::span<const T> host) : buffer(host.size_bytes()) {
+    RBEE_CUDA_CHECK(cudaMemcpy(p_, host.data(), host.size_bytes(), cudaMemcpyHostToDevice));
+  }
+  ~buffer() { cudaFree(p_); }
+  buffer(const buffer&) = delete;
+  buffer& operator=(const buffer&) = delete;
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+  template <class T>
+  std::vector<T> download(size_t n) const {
+    std::vector<T> out(n);
+    RBEE_CUDA_CHECK(cudaDeviceSynchronize());
+    RBEE_CUDA_CHECK(cudaMemcpy(out.data(), p_, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return out;
+  }
+
+ private:
+  void* p_ = nullptr;
+};
+
+// The weights in their device layout, as upload() leaves them.
+class device_weights {
+ public:
+  device_weights(tensor_type type, std::span<const uint8_t> w, int64_t rows, int64_t cols)
+      : raw_(w), packed_(w.size()) {
+    if (repacked(type)) repack(type, raw_.as<void>(), packed_.as<void>(), rows, cols, 0);
+    data_ = repacked(type) ? packed_.as<uint8_t>() : raw_.as<uint8_t>();
+  }
+  const uint8_t* data() const { return data_; }
+
+ private:
+  buffer raw_, packed_;
+  const uint8_t* data_ = nullptr;
+};
+
+}  // namespace
+
+std::vector<float> matmul(tensor_type type, std::span<const uint8_t> w, int64_t rows, int64_t cols,
+                          std::span<const float> x, int n_tok, product_route route) {
+  device_weights dw(type, w, rows, cols);
+  buffer dx(x), dy(static_cast<size_t>(rows) * n_tok * sizeof(float));
+  if (route == product_route::matvec) {
+    const size_t n_blocks = static_cast<size_t>(n_tok) * (cols / 32 + 1);
+    buffer dq(q8_bytes(n_blocks));
+    const q8_blocks q = q8_view(dq.as<void>(), n_blocks);
+    if (uses_q8(type)) quantize_q8(dx.as<float>(), n_tok, static_cast<int>(cols), q, 0);
+    matvec(type, dw.data(), rows, cols, dx.as<float>(), q, n_tok, dy.as<float>(), 0);
+    return dy.download<float>(static_cast<size_t>(rows) * n_tok);
+  }
+  cublasHandle_t handle = nullptr;
+  RBEE_CUBLAS_CHECK(cublasCreate(&handle));
+  buffer scratch(gemm_scratch_bytes(type, rows, cols, n_tok));
+  gemm(handle, type, dw.data(), rows, cols, dx.as<float>(), n_tok, dy.as<float>(),
+       scratch.as<void>(), 0);
+  auto out = dy.download<float>(static_cast<size_t>(rows) * n_tok);
+  cublasDestroy(handle);
+  return out;
+}
+
+std::vector<float> dequantize(tensor_type type, std::span<const uint8_t> w, int64_t rows,
+                              int64_t cols, std::span<const int32_t> ids) {
+  device_weights dw(type, w, rows, cols);
+  if (!ids.empty()) {
+    buffer di(ids), out(ids.size() * static_cast<size_t>(cols) * sizeof(float));
+    get_rows(type, dw.data(), cols, di.as<int32_t>(), static_cast<int>(ids.size()), out.as<float>(),
+             0);
+    return out.download<float>(ids.size() * static_cast<size_t>(cols));
+  }
+  const size_t n = static_cast<size_t>(rows) * static_cast<size_t>(cols);
+  buffer out(n * 2);
+  cuda::dequantize(type, dw.data(), rows, cols, out.as<void>(), true, 0);
+  const auto halves = out.download<__half>(n);
+  std::vector<float> f(n);
+  for (size_t i = 0; i < n; ++i) f[i] = __half2float(halves[i]);
+  return f;
+}
+
+std::vector<float> add_rmsnorm(std::vector<float>& x, std::span<const float> y,
+                               std::span<const float> w, int n_rows, float eps) {
+  buffer dx{std::span<const float>(x)}, dy(y), dw(w), out(x.size() * sizeof(float));
+  cuda::add_rmsnorm(dx.as<float>(), y.empty() ? nullptr : dy.as<float>(), dw.as<float>(), n_rows,
+                    static_cast<int>(w.size()), eps, out.as<float>(), {}, 0);
+  x = dx.download<float>(x.size());
+  return out.download<float>(x.size());
+}
+
+std::vector<float> silu_mul(std::span<const float> gate, std::span<const float> up) {
+  buffer dg(gate), du(up), out(gate.size_bytes());
+  cuda::silu_mul(dg.as<float>(), du.as<float>(), static_cast<int>(gate.size()), 1,
+                 static_cast<int>(gate.size()), out.as<float>(), {}, 0);
+  return out.download<float>(gate.size());
+}
+
+std::vector<float> quantize_q8_roundtrip(std::span<const float> x) {
+  const size_t n_blocks = x.size() / 32;
+  buffer dx(x), dq(q8_bytes(n_blocks));
+  const q8_blocks q = q8_view(dq.as<void>(), n_blocks);
+  quantize_q8(dx.as<float>(), 1, static_cast<int>(x.size()), q, 0);
+  RBEE_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<int8_t> qs(x.size());
+  std::vector<float> ds(2 * n_blocks);
+  RBEE_CUDA_CHECK(cudaMemcpy(qs.data(), q.qs, qs.size(), cudaMemcpyDeviceToHost));
+  RBEE_CUDA_CHECK(cudaMemcpy(ds.data(), q.ds, ds.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  std::vector<float> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = ds[2 * (i / 32)] * qs[i];
+  return out;
+}
+
+std::vector<float> rope_attention(const attention_case& c, std::span<const float> q,
+                                  std::span<const float> k, std::span<const float> v, int n_tok) {
+  const int hd = c.head_dim, q_dim = c.n_head * hd, kv_dim = c.n_head_kv * hd;
+  std::vector<double> inv_freq(static_cast<size_t>(hd / 2));
+  for (size_t j = 0; j < inv_freq.size(); ++j)
+    inv_freq[j] = std::pow(static_cast<double>(c.freq_base), -2.0 * static_cast<double>(j) / hd);
+  std::vector<int32_t> pos(static_cast<size_t>(n_tok)), seq(static_cast<size_t>(n_tok), 0);
+  for (int i = 0; i < n_tok; ++i) pos[static_cast<size_t>(i)] = i;
+  buffer dq(q), dk(k), dv(v), df{std::span<const double>(inv_freq)},
+      dpos{std::span<const int32_t>(pos)}, dseq{std::span<const int32_t>(seq)};
+  const size_t cache = static_cast<size_t>(c.n_ctx) * kv_dim;
+  buffer kc(cache * 2), vc(cache * 2), out(static_cast<size_t>(n_tok) * q_dim * sizeof(float));
+  buffer scratch(attention_scratch_floats(n_tok, c.n_head, hd, c.n_ctx) * sizeof(float));
+  const rope_args ra{c.n_head, c.n_head_kv, hd, hd, c.halves, 1.0f, df.as<double>(), c.n_ctx, 1};
+  buffer q_out(q.size_bytes());
+  rope_store(ra, dq.as<float>(), q_dim, dk.as<float>(), dv.as<float>(), kv_dim, nullptr, nullptr,
+             nullptr, dpos.as<int32_t>(), dseq.as<int32_t>(), n_tok, q_out.as<float>(),
+             kc.as<__half>(), vc.as<__half>(), 0);
+  attention(q_out.as<float>(), kc.as<__half>(), vc.as<__half>(), dpos.as<int32_t>(),
+            dseq.as<int32_t>(), n_tok, c.n_head, c.n_head_kv, hd, c.n_ctx, scratch.as<float>(),
+            out.as<float>(), {}, 0);
+  return out.download<float>(static_cast<size_t>(n_tok) * q_dim);
+}
+
+}  // namespace rbee::engine::cuda::testing

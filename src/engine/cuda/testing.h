@@ -1,0 +1,43 @@
+#pragma once
+// Host wrappers that run one device op on host buffers (upload, launch, download) on the
+// current device: the kernel tests compare them with the CPU reference. Plain C++.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "engine/tensor_types.h"
+
+namespace rbee::engine::cuda::testing {
+
+enum class product_route { matvec, gemm };
+
+// y (n_tok, rows) = x (n_tok, cols) @ W^T, W (rows, cols) packed in `type`.
+std::vector<float> matmul(tensor_type type, std::span<const uint8_t> w, int64_t rows, int64_t cols,
+                          std::span<const float> x, int n_tok, product_route route);
+
+// Rows `ids` of W (rows, cols) as fp32 (the embedding lookup), or all rows as fp16 -> fp32
+// when ids is empty (the prefill dequantization).
+std::vector<float> dequantize(tensor_type type, std::span<const uint8_t> w, int64_t rows,
+                              int64_t cols, std::span<const int32_t> ids);
+
+// x += y (y may be empty), returns the normalised rows; x is updated in place.
+std::vector<float> add_rmsnorm(std::vector<float>& x, std::span<const float> y,
+                               std::span<const float> w, int n_rows, float eps);
+
+std::vector<float> silu_mul(std::span<const float> gate, std::span<const float> up);
+
+// Dequantized q8 blocks of x (n a multiple of 32).
+std::vector<float> quantize_q8_roundtrip(std::span<const float> x);
+
+// One layer's attention step of n_tok tokens of one sequence at positions pos0.. (q, k, v
+// rows as the projections give them; rope_freqs none, adjacent pairs or halves), starting
+// from an empty cache: returns the attention output (n_tok, n_head*head_dim).
+struct attention_case {
+  int n_head, n_head_kv, head_dim, n_ctx;
+  bool halves;
+  float freq_base;
+};
+std::vector<float> rope_attention(const attention_case& c, std::span<const float> q,
+                                  std::span<const float> k, std::span<const float> v, int n_tok);
+
+}  // namespace rbee::engine::cuda::testing

@@ -1,0 +1,262 @@
+// CUDA kernels against the CPU reference (engine/quant.h and plain loops): every weight type
+// through both product routes (packed matrix x vector for decode, cuBLAS for prefill), the
+// dequantizers, norm, SwiGLU, q8 activations and rope + split attention, on fresh random
+// inputs. Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/quant.h"
+
+#if RBEE_HAVE_CUDA
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/testing.h"
+
+namespace rbee::engine::cuda {
+namespace {
+
+#define RBEE_REQUIRE_GPU() \
+  if (device_count() == 0) GTEST_SKIP() << "no CUDA device"
+
+const tensor_type all_types[] = {tensor_type::f32,  tensor_type::f16,  tensor_type::bf16,
+                                 tensor_type::q4_0, tensor_type::q4_1, tensor_type::q5_0,
+                                 tensor_type::q5_1, tensor_type::q8_0, tensor_type::q4_k,
+                                 tensor_type::q5_k, tensor_type::q6_k};
+
+std::vector<float> normal(std::mt19937& rng, size_t n, float sigma) {
+  std::normal_distribution<float> dist(0.0f, sigma);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<uint8_t> quantized(tensor_type t, const std::vector<float>& values, int64_t rows,
+                               int64_t cols) {
+  std::vector<uint8_t> out(row_size(t, cols) * static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r)
+    quantize_row(t, values.data() + r * cols, out.data() + r * row_size(t, cols), cols);
+  return out;
+}
+
+double norm(const float* v, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(v[i]) * v[i];
+  return std::sqrt(s);
+}
+
+// Checks y (n_tok, rows) against dot_reference with an error bound relative to
+// |w_row| * |x| / sqrt(cols) (the size of a dot product of random vectors), so a layout
+// mistake (an error of the size of the result) always fails.
+void check_product(tensor_type t, int64_t rows, int64_t cols, int n_tok,
+                   testing::product_route route, std::mt19937& rng) {
+  const auto w = quantized(t, normal(rng, static_cast<size_t>(rows * cols), 0.02f), rows, cols);
+  const auto x = normal(rng, static_cast<size_t>(n_tok * cols), 1.0f);
+  const auto y = testing::matmul(t, w, rows, cols, x, n_tok, route);
+  ASSERT_EQ(y.size(), static_cast<size_t>(rows * n_tok));
+  const bool integer = t != tensor_type::f32 && t != tensor_type::f16 && t != tensor_type::bf16;
+  // q8 activations (decode) cost ~0.1 of a random dot's size at most; fp16 rounding of the
+  // activations and weights (prefill) less; float weights only summation order.
+  const double rel = route == testing::product_route::gemm ? 0.02 : (integer ? 0.05 : 1e-4);
+  std::vector<float> wrow(static_cast<size_t>(cols));
+  double worst = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    dequantize_row_reference(t, w.data() + r * row_size(t, cols), wrow.data(), cols);
+    const double wn = norm(wrow.data(), cols);
+    for (int tok = 0; tok < n_tok; ++tok) {
+      const float* xt = x.data() + tok * cols;
+      const double ref = dot_reference(t, w.data() + r * row_size(t, cols), xt, cols);
+      const double scale = wn * norm(xt, cols) / std::sqrt(static_cast<double>(cols));
+      const double err = std::abs(y[static_cast<size_t>(tok * rows + r)] - ref) / scale;
+      worst = std::max(worst, err);
+      ASSERT_LE(err, rel) << to_string(t) << " row " << r << " token " << tok << ": got "
+                          << y[static_cast<size_t>(tok * rows + r)] << ", want " << ref;
+    }
+  }
+  std::printf("  %-5s %-6s n_tok %2d: max error %.2e of a dot's size\n",
+              std::string(to_string(t)).c_str(),
+              route == testing::product_route::gemm ? "gemm" : "matvec", n_tok, worst);
+}
+
+TEST(cuda_kernels, matvec_matches_reference_for_every_type) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(1);
+  for (tensor_type t : all_types) {
+    for (int n_tok : {1, 2, 3, 5, 8})
+      check_product(t, 67, 512, n_tok, testing::product_route::matvec, rng);
+    // Rows of 2048 are 16-byte multiples in every type: the aligned vector loads.
+    for (int n_tok : {1, 4}) check_product(t, 37, 2048, n_tok, testing::product_route::matvec, rng);
+  }
+}
+
+TEST(cuda_kernels, gemm_matches_reference_for_every_type) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(2);
+  for (tensor_type t : all_types)
+    for (int n_tok : {9, 40}) check_product(t, 96, 768, n_tok, testing::product_route::gemm, rng);
+}
+
+// Rows whose length is not a multiple of 8 (stories260K's FFN of 172) take the scalar path.
+TEST(cuda_kernels, float_matvec_handles_odd_row_lengths) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(3);
+  for (tensor_type t : {tensor_type::f32, tensor_type::f16, tensor_type::bf16})
+    for (int n_tok : {1, 4}) check_product(t, 33, 172, n_tok, testing::product_route::matvec, rng);
+  check_product(tensor_type::f32, 33, 172, 12, testing::product_route::gemm, rng);
+}
+
+TEST(cuda_kernels, dequantize_matches_reference_for_every_type) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(4);
+  const int64_t rows = 7;
+  for (int64_t cols : {512, 2048})
+    for (tensor_type t : all_types) {
+      const auto w = quantized(t, normal(rng, rows * cols, 0.5f), rows, cols);
+      std::vector<float> ref(static_cast<size_t>(rows * cols));
+      for (int64_t r = 0; r < rows; ++r)
+        dequantize_row_reference(t, w.data() + r * row_size(t, cols), ref.data() + r * cols, cols);
+      // Embedding lookup (fp32, exact up to the fp32 multiply) of rows in any order.
+      const std::vector<int32_t> ids = {5, 0, 6, 5, 2};
+      const auto got = testing::dequantize(t, w, rows, cols, ids);
+      for (size_t i = 0; i < ids.size(); ++i)
+        for (int64_t j = 0; j < cols; ++j) {
+          const float want = ref[static_cast<size_t>(ids[i] * cols + j)];
+          ASSERT_NEAR(got[i * cols + static_cast<size_t>(j)], want, 1e-6f * (1 + std::abs(want)))
+              << to_string(t) << " row " << ids[i] << " col " << j;
+        }
+      // Whole matrix to fp16 (the prefill route): fp16 rounding only.
+      const auto all = testing::dequantize(t, w, rows, cols, {});
+      for (size_t i = 0; i < ref.size(); ++i)
+        ASSERT_NEAR(all[i], ref[i], 1e-3f * std::abs(ref[i]) + 1e-7f)
+            << to_string(t) << " at " << i;
+    }
+}
+
+TEST(cuda_kernels, add_rmsnorm_matches_reference) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(5);
+  for (int n : {64, 172, 4096}) {
+    const int rows = 3;
+    auto x = normal(rng, static_cast<size_t>(rows * n), 2.0f);
+    const auto y = normal(rng, x.size(), 1.0f);
+    const auto w = normal(rng, static_cast<size_t>(n), 1.0f);
+    std::vector<float> sum(x.size());
+    for (size_t i = 0; i < x.size(); ++i) sum[i] = x[i] + y[i];
+    const auto out = testing::add_rmsnorm(x, y, w, rows, 1e-5f);
+    for (int r = 0; r < rows; ++r) {
+      double ss = 0;
+      for (int i = 0; i < n; ++i) ss += static_cast<double>(sum[r * n + i]) * sum[r * n + i];
+      const double inv = 1.0 / std::sqrt(ss / n + 1e-5);
+      for (int i = 0; i < n; ++i) {
+        const size_t at = static_cast<size_t>(r * n + i);
+        ASSERT_FLOAT_EQ(x[at], sum[at]);
+        ASSERT_NEAR(out[at], sum[at] * inv * w[static_cast<size_t>(i)],
+                    1e-5 * (1 + std::abs(out[at])));
+      }
+    }
+  }
+}
+
+TEST(cuda_kernels, silu_mul_matches_reference) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(6);
+  const auto g = normal(rng, 1000, 3.0f), u = normal(rng, 1000, 1.0f);
+  const auto out = testing::silu_mul(g, u);
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double want = g[i] / (1.0 + std::exp(-static_cast<double>(g[i]))) * u[i];
+    ASSERT_NEAR(out[i], want, 1e-5 * (1 + std::abs(want)));
+  }
+}
+
+TEST(cuda_kernels, q8_activations_round_within_half_a_step) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(7);
+  const auto x = normal(rng, 32 * 20, 1.0f);
+  const auto q = testing::quantize_q8_roundtrip(x);
+  for (size_t b = 0; b < x.size() / 32; ++b) {
+    float amax = 0;
+    for (size_t j = 0; j < 32; ++j) amax = std::max(amax, std::abs(x[b * 32 + j]));
+    for (size_t j = 0; j < 32; ++j)
+      ASSERT_LE(std::abs(q[b * 32 + j] - x[b * 32 + j]), amax / 127 * 0.5001f);
+  }
+}
+
+// Plain causal attention with rope over positions 0..n_tok-1 of one sequence.
+std::vector<float> attention_reference(const testing::attention_case& c, std::vector<float> q,
+                                       std::vector<float> k, const std::vector<float>& v,
+                                       int n_tok) {
+  const int hd = c.head_dim, q_dim = c.n_head * hd, kv_dim = c.n_head_kv * hd;
+  auto rope = [&](float* head, int pos) {
+    for (int i = 0; i < hd / 2; ++i) {
+      const double theta = pos * std::pow(static_cast<double>(c.freq_base), -2.0 * i / hd);
+      const float cs = static_cast<float>(std::cos(theta)),
+                  sn = static_cast<float>(std::sin(theta));
+      const int a = c.halves ? i : 2 * i, b = c.halves ? i + hd / 2 : 2 * i + 1;
+      const float v0 = head[a], v1 = head[b];
+      head[a] = v0 * cs - v1 * sn;
+      head[b] = v0 * sn + v1 * cs;
+    }
+  };
+  for (int t = 0; t < n_tok; ++t) {
+    for (int h = 0; h < c.n_head; ++h) rope(&q[static_cast<size_t>(t * q_dim + h * hd)], t);
+    for (int h = 0; h < c.n_head_kv; ++h) rope(&k[static_cast<size_t>(t * kv_dim + h * hd)], t);
+  }
+  std::vector<float> out(static_cast<size_t>(n_tok * q_dim));
+  for (int t = 0; t < n_tok; ++t)
+    for (int h = 0; h < c.n_head; ++h) {
+      const int kvh = h / (c.n_head / c.n_head_kv);
+      std::vector<double> s(static_cast<size_t>(t + 1));
+      double mx = -1e300;
+      for (int p = 0; p <= t; ++p) {
+        double dot = 0;
+        for (int d = 0; d < hd; ++d)
+          dot += static_cast<double>(q[static_cast<size_t>(t * q_dim + h * hd + d)]) *
+                 k[static_cast<size_t>(p * kv_dim + kvh * hd + d)];
+        s[static_cast<size_t>(p)] = dot / std::sqrt(static_cast<double>(hd));
+        mx = std::max(mx, s[static_cast<size_t>(p)]);
+      }
+      double sum = 0;
+      for (auto& e : s) sum += (e = std::exp(e - mx));
+      for (int d = 0; d < hd; ++d) {
+        double o = 0;
+        for (int p = 0; p <= t; ++p)
+          o += s[static_cast<size_t>(p)] * v[static_cast<size_t>(p * kv_dim + kvh * hd + d)];
+        out[static_cast<size_t>(t * q_dim + h * hd + d)] = static_cast<float>(o / sum);
+      }
+    }
+  return out;
+}
+
+TEST(cuda_kernels, rope_and_split_attention_match_reference) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(8);
+  // Head sizes of stories260K (8), synth-tiny (32) and 7B (128); 600 positions span three
+  // splits of the context.
+  const testing::attention_case cases[] = {{8, 4, 8, 64, false, 10000.0f},
+                                           {8, 4, 32, 600, false, 10000.0f},
+                                           {4, 1, 128, 600, true, 1000000.0f},
+                                           {2, 2, 64, 300, true, 10000.0f}};
+  for (const auto& c : cases) {
+    const int n_tok = c.n_ctx;
+    const auto q = normal(rng, static_cast<size_t>(n_tok * c.n_head * c.head_dim), 1.0f);
+    const auto k = normal(rng, static_cast<size_t>(n_tok * c.n_head_kv * c.head_dim), 1.0f);
+    const auto v = normal(rng, k.size(), 1.0f);
+    const auto got = testing::rope_attention(c, q, k, v, n_tok);
+    const auto want = attention_reference(c, q, k, v, n_tok);
+    // K and V are stored as fp16 (relative rounding 2^-11).
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-2 * (1 + std::abs(want[i])))
+          << "head_dim " << c.head_dim << " at " << i;
+  }
+}
+
+}  // namespace
+}  // namespace rbee::engine::cuda
+
+#else
+TEST(cuda_kernels, skipped_without_cuda) {
+  GTEST_SKIP() << "built without the CUDA backend";
+}
+#endif
