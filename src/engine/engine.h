@@ -20,12 +20,12 @@ using token_id = int32_t;
 
 enum class error_code {
   file_not_found,
-  file_corrupt,            // malformed GGUF (message names the field)
+  file_corrupt,  // malformed GGUF (message names the field)
   unsupported_architecture,
   unsupported_tensor_type,
-  backend_unavailable,     // message lists the backends/devices that exist
-  out_of_memory,           // host RAM or device VRAM (message says which)
-  context_overflow,        // prompt + generation longer than the context
+  backend_unavailable,  // message lists the backends/devices that exist
+  out_of_memory,        // host RAM or device VRAM (message says which)
+  context_overflow,     // prompt + generation longer than the context
   invalid_argument,
   chat_template_unknown,
 };
@@ -50,8 +50,8 @@ struct load_progress {
 
 struct model_params {
   backend_kind backend = backend_kind::cpu;
-  int device = 0;     // CUDA device index
-  int n_threads = 0;  // 0: one per physical core
+  int device = 0;                                         // CUDA device index
+  int n_threads = 0;                                      // 0: one per physical core
   std::function<void(const load_progress&)> on_progress;  // called from the loading thread
 };
 model_params model_default_params();
@@ -92,7 +92,8 @@ model_ptr model_load(const std::string& path, const model_params& params);
 const model_info& model_get_info(const model& m);
 
 // ---- tokens and text ----
-// parse_special: recognise special-token text such as "<|im_start|>" in the input.
+// add_bos: prepend BOS if the vocabulary uses one (tokenizer.ggml.add_bos_token; Qwen2's does
+// not). parse_special: recognise special-token text such as "<|im_start|>" in the input.
 std::vector<token_id> tokenize(const model& m, std::string_view text, bool add_bos,
                                bool parse_special = false);
 // Raw bytes of one token's piece (may be an incomplete UTF-8 sequence).
@@ -109,8 +110,8 @@ class detokenizer {
 
  private:
   const model* model_;
-  std::string pending_;
-  bool first_ = true;
+  std::string pending_;       // bytes of a character not yet complete
+  bool strip_space_ = false;  // drop the space prefix of the piece after a BOS
 };
 
 struct chat_message {
@@ -121,8 +122,7 @@ struct chat_message {
 // or with `template_override` (a family name: "llama2", "llama3", "chatml", "mistral",
 // "zephyr", "phi3"). Unknown template → engine_error(chat_template_unknown).
 std::string apply_chat_template(const model& m, std::span<const chat_message> messages,
-                                bool add_assistant_prompt,
-                                std::string_view template_override = {});
+                                bool add_assistant_prompt, std::string_view template_override = {});
 
 // ---- contexts: KV cache + batched decode of several sequences ----
 struct context_params {
@@ -152,24 +152,30 @@ struct batch_entry {
 };
 
 // Runs the forward pass for all entries (any mix of prefill and decode across sequences).
-// Positions of a sequence must continue its cache (asserted); pos >= n_ctx throws
-// engine_error(context_overflow). Does not allocate after the first call of a given size.
+// The whole batch is checked before any work: pos >= n_ctx throws
+// engine_error(context_overflow); positions that do not continue their sequence's cache, an
+// unknown seq or token, or more than n_batch entries throw engine_error(invalid_argument).
+// Does not allocate after the first call with a given number of want_logits entries.
 void decode(context& ctx, std::span<const batch_entry> batch);
 // Logits (n_vocab floats) of the i-th entry of the last batch that had want_logits set.
 std::span<const float> logits(const context& ctx, int batch_index);
 // Forgets sequence `seq` (its positions restart at 0).
 void sequence_clear(context& ctx, int seq);
 int context_n_ctx(const context& ctx);
+int context_n_threads(const context& ctx);  // the resolved count (never 0)
 
 // ---- sampling ----
+// Applied in llama.cpp's order: repeat penalty (once per distinct token of the last
+// repeat_last_n), then argmax when temperature is 0, else top-k, top-p, min-p, temperature
+// and a draw from a seeded xoshiro256** generator.
 struct sampling_params {
-  float temperature = 0.8f;  // 0 → greedy
-  int top_k = 40;            // 0 → off
-  float top_p = 0.95f;       // 1 → off
-  float min_p = 0.05f;       // 0 → off
+  float temperature = 0.8f;     // 0 → greedy
+  int top_k = 40;               // 0 → off
+  float top_p = 0.95f;          // 1 → off
+  float min_p = 0.05f;          // 0 → off
   float repeat_penalty = 1.1f;  // 1 → off
-  int repeat_last_n = 64;
-  uint64_t seed = 0xFFFFFFFF;  // same seed + same inputs → same tokens
+  int repeat_last_n = 64;       // 0 → off, -1 → the whole history
+  uint64_t seed = 0xFFFFFFFF;   // same seed + same inputs → same tokens
 };
 sampling_params sampling_default_params();
 

@@ -3,6 +3,7 @@
 // weight views that point into the memory-mapped file (weights are used in place).
 #include <cstdint>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,10 @@
 #include "engine/vocab.h"
 
 namespace rbee::engine {
+
+namespace cuda {
+class device_model;  // cuda/cuda_backend.h
+}
 
 // A 2-D weight in ggml order: n_rows rows of n_cols contiguous elements (a 1-D tensor is
 // one row). `data` is null for an absent optional tensor.
@@ -55,6 +60,14 @@ struct layer_weights {
   weight ffn_norm, ffn_gate, ffn_up, ffn_down;
 };
 
+// Concatenates anything streamable: error messages without a formatting library.
+template <class... Args>
+std::string str(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
+
 // The architectures this engine runs, for error messages.
 inline constexpr std::string_view supported_architectures = "llama, qwen2";
 
@@ -77,6 +90,8 @@ std::string_view file_type_name(uint32_t file_type);
 
 // The opaque handle of engine.h.
 struct rbee::engine::model {
+  explicit model(gguf::file f) : file(std::move(f)) {}
+
   gguf::file file;
   model_info info;
   hparams hp;
@@ -85,4 +100,6 @@ struct rbee::engine::model {
   weight rope_freqs;  // optional per-dimension frequency factors (Llama 3.1)
   std::vector<layer_weights> layers;
   std::unique_ptr<engine::vocab> vocab;
+  // The weights on a GPU when loaded with backend_kind::cuda (null on the CPU backend).
+  std::shared_ptr<cuda::device_model> gpu;
 };

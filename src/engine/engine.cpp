@@ -1,0 +1,65 @@
+// The public API glue: error names, tokens and text. Model loading lives in model.cpp,
+// contexts and decode in model_llama.cpp, sampling in sampling.cpp.
+#include "engine/engine.h"
+
+#include "engine/chat_template.h"
+#include "engine/model.h"
+#include "engine/vocab.h"
+
+namespace rbee::engine {
+
+std::string_view to_string(error_code code) {
+  switch (code) {
+    case error_code::file_not_found:
+      return "FILE_NOT_FOUND";
+    case error_code::file_corrupt:
+      return "FILE_CORRUPT";
+    case error_code::unsupported_architecture:
+      return "UNSUPPORTED_ARCHITECTURE";
+    case error_code::unsupported_tensor_type:
+      return "UNSUPPORTED_TENSOR_TYPE";
+    case error_code::backend_unavailable:
+      return "BACKEND_UNAVAILABLE";
+    case error_code::out_of_memory:
+      return "OUT_OF_MEMORY";
+    case error_code::context_overflow:
+      return "CONTEXT_OVERFLOW";
+    case error_code::invalid_argument:
+      return "INVALID_ARGUMENT";
+    case error_code::chat_template_unknown:
+      return "CHAT_TEMPLATE_UNKNOWN";
+  }
+  return "UNKNOWN";
+}
+
+std::vector<token_id> tokenize(const model& m, std::string_view text, bool add_bos,
+                               bool parse_special) {
+  // Vocabularies that never take a BOS (Qwen2) say so; add_bos cannot force one on them.
+  return m.vocab->tokenize(text, add_bos && m.vocab->add_bos_default(), parse_special);
+}
+
+std::string token_to_piece(const model& m, token_id token) {
+  return m.vocab->token_to_piece(token);
+}
+
+bool token_is_end_of_generation(const model& m, token_id token) {
+  return m.vocab->is_eog(token);
+}
+
+detokenizer::detokenizer(const model& m) : model_(&m) {}
+
+std::string detokenizer::push(token_id token) {
+  return detokenize_push(*model_->vocab, token, pending_, strip_space_);
+}
+
+std::string detokenizer::flush() {
+  return detokenize_flush(pending_);
+}
+
+std::string apply_chat_template(const model& m, std::span<const chat_message> messages,
+                                bool add_assistant_prompt, std::string_view template_override) {
+  return render_chat_template(*m.vocab, m.info.chat_template, messages, add_assistant_prompt,
+                              template_override);
+}
+
+}  // namespace rbee::engine

@@ -1,0 +1,431 @@
+// Model loading: hyperparameters, weight views into the mapping, header-only info.
+#include "engine/model.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <system_error>
+#include <thread>
+
+#include "engine/kv_cache.h"
+#include "engine/vocab.h"
+#ifdef RBEE_HAVE_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
+
+namespace rbee::engine {
+
+namespace {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// Metadata lookups with the GGUF reader's type errors turned into engine errors.
+struct meta {
+  const gguf::file& file;
+  std::string arch;
+
+  uint64_t get_uint(const std::string& key, std::optional<uint64_t> fallback = {}) const {
+    std::optional<uint64_t> v;
+    try {
+      v = file.get_uint(key);
+    } catch (const gguf::format_error& e) {
+      throw engine_error(error_code::file_corrupt, str(key, ": ", e.what()));
+    }
+    if (!v && !fallback)
+      throw engine_error(error_code::file_corrupt, str("missing metadata key ", key));
+    return v ? *v : *fallback;
+  }
+  double get_float(const std::string& key, double fallback) const {
+    try {
+      return file.get_float(key).value_or(fallback);
+    } catch (const gguf::format_error& e) {
+      throw engine_error(error_code::file_corrupt, str(key, ": ", e.what()));
+    }
+  }
+  std::optional<std::string> get_string(const std::string& key) const {
+    try {
+      return file.get_string(key);
+    } catch (const gguf::format_error& e) {
+      throw engine_error(error_code::file_corrupt, str(key, ": ", e.what()));
+    }
+  }
+  std::string key(std::string_view suffix) const { return str(arch, ".", suffix); }
+};
+
+int int_in_range(uint64_t v, const std::string& key, uint64_t lo, uint64_t hi) {
+  if (v < lo || v > hi)
+    throw engine_error(error_code::file_corrupt,
+                       str(key, " = ", v, " is out of range [", lo, ", ", hi, "]"));
+  return static_cast<int>(v);
+}
+
+std::string architecture_of(const gguf::file& file) {
+  std::optional<std::string> arch;
+  try {
+    arch = file.get_string("general.architecture");
+  } catch (const gguf::format_error& e) {
+    throw engine_error(error_code::file_corrupt, str("general.architecture: ", e.what()));
+  }
+  if (!arch)
+    throw engine_error(error_code::file_corrupt, "missing metadata key general.architecture");
+  return *arch;
+}
+
+gguf::file open_file(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw engine_error(error_code::file_not_found, str("model file not found: ", path));
+  try {
+    return gguf::file::open(path);
+  } catch (const gguf::format_error& e) {
+    throw engine_error(error_code::file_corrupt, str(path, ": ", e.what()));
+  } catch (const std::system_error& e) {
+    throw engine_error(error_code::file_not_found, str(path, ": ", e.what()));
+  }
+}
+
+int physical_cores() {
+  // Distinct (package, core) pairs; SMT siblings share a core and slow matmuls down.
+  std::set<std::pair<std::string, std::string>> cores;
+  for (unsigned cpu = 0;; ++cpu) {
+    const std::string base = str("/sys/devices/system/cpu/cpu", cpu, "/topology/");
+    std::ifstream package(base + "physical_package_id"), core(base + "core_id");
+    if (!package || !core) break;
+    std::string p, c;
+    package >> p;
+    core >> c;
+    cores.emplace(p, c);
+  }
+  if (!cores.empty()) return static_cast<int>(cores.size());
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+}  // namespace
+
+std::string_view file_type_name(uint32_t file_type) {
+  switch (file_type) {
+    case 0:
+      return "F32";
+    case 1:
+      return "F16";
+    case 2:
+      return "Q4_0";
+    case 3:
+      return "Q4_1";
+    case 7:
+      return "Q8_0";
+    case 8:
+      return "Q5_0";
+    case 9:
+      return "Q5_1";
+    case 10:
+      return "Q2_K";
+    case 11:
+      return "Q3_K_S";
+    case 12:
+      return "Q3_K_M";
+    case 13:
+      return "Q3_K_L";
+    case 14:
+      return "Q4_K_S";
+    case 15:
+      return "Q4_K_M";
+    case 16:
+      return "Q5_K_S";
+    case 17:
+      return "Q5_K_M";
+    case 18:
+      return "Q6_K";
+    case 32:
+      return "BF16";
+    default:
+      return {};
+  }
+}
+
+hparams read_hparams(const gguf::file& file) {
+  hparams hp;
+  hp.architecture = architecture_of(file);
+  if (hp.architecture != "llama" && hp.architecture != "qwen2")
+    throw engine_error(error_code::unsupported_architecture,
+                       str("architecture '", hp.architecture,
+                           "' is not supported (supported: ", supported_architectures, ")"));
+  const meta m{file, hp.architecture};
+  constexpr uint64_t big = 1u << 20;
+  hp.n_embd =
+      int_in_range(m.get_uint(m.key("embedding_length")), m.key("embedding_length"), 1, big);
+  hp.n_layer = int_in_range(m.get_uint(m.key("block_count")), m.key("block_count"), 1, 4096);
+  hp.n_ff =
+      int_in_range(m.get_uint(m.key("feed_forward_length")), m.key("feed_forward_length"), 1, big);
+  hp.n_head = int_in_range(m.get_uint(m.key("attention.head_count")), m.key("attention.head_count"),
+                           1, 4096);
+  hp.n_head_kv =
+      int_in_range(m.get_uint(m.key("attention.head_count_kv"), hp.n_head),
+                   m.key("attention.head_count_kv"), 1, static_cast<uint64_t>(hp.n_head));
+  if (hp.n_head % hp.n_head_kv != 0)
+    throw engine_error(error_code::file_corrupt,
+                       str(m.key("attention.head_count_kv"), " = ", hp.n_head_kv,
+                           " does not divide ", m.key("attention.head_count"), " = ", hp.n_head));
+  hp.head_dim = int_in_range(
+      m.get_uint(m.key("attention.key_length"), static_cast<uint64_t>(hp.n_embd / hp.n_head)),
+      m.key("attention.key_length"), 1, 4096);
+  if (hp.head_dim % 2 != 0)
+    throw engine_error(error_code::file_corrupt, str("head dimension ", hp.head_dim, " is odd"));
+  hp.n_rot =
+      int_in_range(m.get_uint(m.key("rope.dimension_count"), static_cast<uint64_t>(hp.head_dim)),
+                   m.key("rope.dimension_count"), 2, static_cast<uint64_t>(hp.head_dim));
+  hp.n_rot &= ~1;
+  hp.n_ctx_train =
+      int_in_range(m.get_uint(m.key("context_length"), 2048), m.key("context_length"), 1, 1u << 24);
+  hp.rms_eps = static_cast<float>(m.get_float(m.key("attention.layer_norm_rms_epsilon"), 1e-5));
+  hp.rope_freq_base = static_cast<float>(m.get_float(m.key("rope.freq_base"), 10000.0));
+  if (!(hp.rope_freq_base > 0))
+    throw engine_error(error_code::file_corrupt, m.key("rope.freq_base") + " must be positive");
+  const auto scaling = m.get_string(m.key("rope.scaling.type"));
+  if (scaling && *scaling == "linear") {
+    const double factor = m.get_float(m.key("rope.scaling.factor"), 1.0);
+    if (!(factor > 0))
+      throw engine_error(error_code::file_corrupt,
+                         m.key("rope.scaling.factor") + " must be positive");
+    hp.rope_freq_scale = static_cast<float>(1.0 / factor);
+  } else if (scaling && *scaling != "none") {
+    throw engine_error(error_code::unsupported_architecture,
+                       str(m.key("rope.scaling.type"), " = '", *scaling,
+                           "' is not supported (supported: none, linear)"));
+  } else if (!scaling) {
+    // Some converters write only the factor (older ones as rope.scale_linear).
+    const double factor =
+        m.get_float(m.key("rope.scaling.factor"), m.get_float(m.key("rope.scale_linear"), 1.0));
+    if (factor > 0) hp.rope_freq_scale = static_cast<float>(1.0 / factor);
+  }
+  hp.rope = hp.architecture == "qwen2" ? rope_style::halves : rope_style::adjacent_pairs;
+  hp.has_qkv_bias = hp.architecture == "qwen2";
+
+  const gguf::tensor_info* embd = file.find_tensor("token_embd.weight");
+  if (!embd || embd->shape.size() != 2)
+    throw engine_error(error_code::file_corrupt, "tensor token_embd.weight is missing or not 2-D");
+  hp.n_vocab =
+      int_in_range(static_cast<uint64_t>(embd->shape[1]), "token_embd.weight rows", 1, 1u << 24);
+  return hp;
+}
+
+weight get_weight(const gguf::file& file, const std::string& name, std::vector<int64_t> shape,
+                  bool required) {
+  const gguf::tensor_info* t = file.find_tensor(name);
+  if (!t) {
+    if (!required) return {};
+    throw engine_error(error_code::file_corrupt, str("tensor ", name, " is missing"));
+  }
+  if (t->shape != shape)
+    throw engine_error(error_code::file_corrupt,
+                       str("tensor ", name, " has shape ", shape_string(t->shape), ", expected ",
+                           shape_string(shape)));
+  if (shape.size() > 1 && t->type == tensor_type::q8_k)
+    throw engine_error(
+        error_code::unsupported_tensor_type,
+        str("tensor ", name, " has type ", to_string(t->type), ", which is not a weight type"));
+  weight w;
+  w.type = t->type;
+  w.data = t->data;
+  w.n_cols = shape[0];
+  w.n_rows = shape.size() > 1 ? shape[1] : 1;
+  if (w.n_cols % traits_of(w.type).block_size != 0)
+    throw engine_error(error_code::file_corrupt,
+                       str("tensor ", name, " has rows of ", w.n_cols,
+                           " elements, not a multiple of the ", to_string(w.type), " block size"));
+  if (t->n_bytes < static_cast<uint64_t>(w.n_rows) * w.row_bytes())
+    throw engine_error(error_code::file_corrupt, str("tensor ", name, " data is truncated"));
+  return w;
+}
+
+model_info read_info(const gguf::file& file, const std::string& path) {
+  model_info info;
+  const hparams hp = read_hparams(file);
+  const meta m{file, hp.architecture};
+  info.architecture = hp.architecture;
+  info.name = m.get_string("general.name").value_or(std::filesystem::path(path).stem().string());
+  info.n_ctx_train = hp.n_ctx_train;
+  info.n_vocab = hp.n_vocab;
+  info.n_embd = hp.n_embd;
+  info.n_layer = hp.n_layer;
+  info.n_head = hp.n_head;
+  info.n_head_kv = hp.n_head_kv;
+  info.n_ff = hp.n_ff;
+  info.size_bytes = file.size_bytes();
+  std::map<tensor_type, uint64_t> bytes_by_type;
+  for (const auto& t : file.tensors()) {
+    info.n_params += static_cast<uint64_t>(t.n_elements());
+    if (t.shape.size() >= 2) bytes_by_type[t.type] += t.n_bytes;
+  }
+  const auto ft = m.get_uint("general.file_type", UINT64_MAX);
+  if (ft != UINT64_MAX) info.quantization = file_type_name(static_cast<uint32_t>(ft));
+  if (info.quantization.empty() && !bytes_by_type.empty()) {
+    const auto dominant = std::max_element(bytes_by_type.begin(), bytes_by_type.end(),
+                                           [](auto& a, auto& b) { return a.second < b.second; });
+    std::string label(to_string(dominant->first));
+    std::transform(label.begin(), label.end(), label.begin(), ::toupper);
+    if (dominant->first == tensor_type::q4_k || dominant->first == tensor_type::q5_k) label += "_M";
+    info.quantization = label;
+  }
+  const auto tok = [&](const char* key) -> token_id {
+    const auto v = m.get_uint(key, UINT64_MAX);
+    return v == UINT64_MAX || v >= static_cast<uint64_t>(hp.n_vocab) ? -1
+                                                                     : static_cast<token_id>(v);
+  };
+  info.bos = tok("tokenizer.ggml.bos_token_id");
+  info.eos = tok("tokenizer.ggml.eos_token_id");
+  info.chat_template = m.get_string("tokenizer.chat_template").value_or("");
+  return info;
+}
+
+model_info read_model_info(const std::string& path) {
+  const gguf::file file = open_file(path);
+  return read_info(file, path);
+}
+
+uint64_t estimate_memory_bytes(const model_info& info, int n_ctx, int n_seq) {
+  const int head_dim = info.n_head > 0 ? info.n_embd / info.n_head : 0;
+  const uint64_t kv = kv_cache::bytes_needed(info.n_layer, info.n_head_kv * head_dim, n_ctx, n_seq,
+                                             /*f16=*/true);
+  // Activations for a 512-token batch plus the logits of one output per sequence.
+  const uint64_t n_batch = 512;
+  const uint64_t scratch =
+      n_batch * sizeof(float) *
+          (3ull * info.n_embd + 2ull * info.n_ff + 2ull * info.n_head_kv * head_dim) +
+      static_cast<uint64_t>(std::max(n_seq, 1)) * info.n_vocab * sizeof(float);
+  return info.size_bytes + kv + scratch;
+}
+
+namespace {
+
+void load_weights(model& m, const model_params& params, bool touch_pages) {
+  const hparams& hp = m.hp;
+  const int64_t d = hp.n_embd, hd = hp.head_dim, nq = hp.n_head * hd, nkv = hp.n_head_kv * hd;
+  const gguf::file& f = m.file;
+
+  struct entry {
+    weight* w;
+    std::string name;
+    std::vector<int64_t> shape;
+    bool required;
+    int layer;  // -1 outside the blocks
+  };
+  std::vector<entry> entries;
+  entries.push_back({&m.tok_embd, "token_embd.weight", {d, hp.n_vocab}, true, -1});
+  m.layers.resize(static_cast<size_t>(hp.n_layer));
+  for (int i = 0; i < hp.n_layer; ++i) {
+    layer_weights& l = m.layers[static_cast<size_t>(i)];
+    const auto n = [i](const char* s) { return str("blk.", i, ".", s); };
+    entries.push_back({&l.attn_norm, n("attn_norm.weight"), {d}, true, i});
+    entries.push_back({&l.wq, n("attn_q.weight"), {d, nq}, true, i});
+    entries.push_back({&l.wk, n("attn_k.weight"), {d, nkv}, true, i});
+    entries.push_back({&l.wv, n("attn_v.weight"), {d, nkv}, true, i});
+    if (hp.has_qkv_bias) {
+      entries.push_back({&l.bq, n("attn_q.bias"), {nq}, true, i});
+      entries.push_back({&l.bk, n("attn_k.bias"), {nkv}, true, i});
+      entries.push_back({&l.bv, n("attn_v.bias"), {nkv}, true, i});
+    }
+    entries.push_back({&l.wo, n("attn_output.weight"), {nq, d}, true, i});
+    entries.push_back({&l.ffn_norm, n("ffn_norm.weight"), {d}, true, i});
+    entries.push_back({&l.ffn_gate, n("ffn_gate.weight"), {d, hp.n_ff}, true, i});
+    entries.push_back({&l.ffn_up, n("ffn_up.weight"), {d, hp.n_ff}, true, i});
+    entries.push_back({&l.ffn_down, n("ffn_down.weight"), {hp.n_ff, d}, true, i});
+  }
+  entries.push_back({&m.output_norm, "output_norm.weight", {d}, true, -1});
+  entries.push_back({&m.output, "output.weight", {d, hp.n_vocab}, false, -1});
+  entries.push_back({&m.rope_freqs, "rope_freqs.weight", {hp.n_rot / 2}, false, -1});
+
+  for (auto& e : entries) {
+    *e.w = get_weight(f, e.name, e.shape, e.required);
+    // Norms, biases and rope factors are read as floats by the forward pass.
+    if (e.shape.size() == 1 && *e.w && e.w->type != tensor_type::f32)
+      throw engine_error(
+          error_code::unsupported_tensor_type,
+          str("tensor ", e.name, " has type ", to_string(e.w->type), ", expected f32"));
+  }
+  if (!m.output) m.output = m.tok_embd;  // tied embeddings
+
+  load_progress progress;
+  progress.tensors_total = static_cast<int>(entries.size());
+  progress.layers_total = hp.n_layer;
+  for (const auto& e : entries)
+    if (*e.w) progress.bytes_total += static_cast<uint64_t>(e.w->n_rows) * e.w->row_bytes();
+  // Touch every page so the file is read now (with progress) rather than during the first
+  // decode; the pages stay in the mapping, shared with the page cache.
+  const long page = ::sysconf(_SC_PAGESIZE);
+  volatile uint8_t sink = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const weight& w = *entries[i].w;
+    if (w) {
+      const size_t n = static_cast<size_t>(w.n_rows) * w.row_bytes();
+      uint8_t acc = 0;
+      if (touch_pages)
+        for (size_t off = 0; off < n; off += static_cast<size_t>(page)) acc ^= w.data[off];
+      sink = sink ^ acc;
+      progress.bytes_loaded += n;
+    }
+    progress.tensors_loaded = static_cast<int>(i + 1);
+    const bool layer_done = entries[i].layer >= 0 &&
+                            (i + 1 == entries.size() || entries[i + 1].layer != entries[i].layer);
+    if (layer_done) progress.layers_loaded = entries[i].layer + 1;
+    if (params.on_progress) params.on_progress(progress);
+  }
+}
+
+}  // namespace
+
+model_params model_default_params() {
+  return {};
+}
+
+model_ptr model_load(const std::string& path, const model_params& params) {
+  if (params.n_threads < 0)
+    throw engine_error(error_code::invalid_argument, "n_threads must not be negative");
+#ifndef RBEE_HAVE_CUDA
+  if (params.backend == backend_kind::cuda)
+    throw engine_error(error_code::backend_unavailable,
+                       "this build has no CUDA backend (available backends: cpu)");
+#endif
+  model_ptr m(new model(open_file(path)));
+  m->hp = read_hparams(m->file);
+  m->info = read_info(m->file, path);
+  m->n_threads = params.n_threads > 0 ? params.n_threads : physical_cores();
+  // On the GPU the upload reports progress (and reads the pages once, for the copy).
+  model_params host = params;
+  if (params.backend == backend_kind::cuda) host.on_progress = nullptr;
+  load_weights(*m, host, /*touch_pages=*/params.backend == backend_kind::cpu);
+  m->vocab = std::make_unique<engine::vocab>(engine::vocab::from_gguf(m->file));
+  // Converters may pad the embedding beyond the tokenizer, never the other way round.
+  if (m->vocab->n_tokens() > m->hp.n_vocab)
+    throw engine_error(error_code::file_corrupt,
+                       str("tokenizer has ", m->vocab->n_tokens(),
+                           " tokens but token_embd.weight has ", m->hp.n_vocab, " rows"));
+#ifdef RBEE_HAVE_CUDA
+  if (params.backend == backend_kind::cuda) {
+    if (params.device < 0)
+      throw engine_error(error_code::invalid_argument, "CUDA device index must not be negative");
+    m->gpu = std::shared_ptr<cuda::device_model>(
+        cuda::upload(*m, params.device, params.on_progress).release(),
+        cuda::device_model_deleter{});
+  }
+#endif
+  return m;
+}
+
+void model_deleter::operator()(model* m) const {
+  delete m;
+}
+
+const model_info& model_get_info(const model& m) {
+  return m.info;
+}
+
+}  // namespace rbee::engine

@@ -1,0 +1,391 @@
+// The fast forward pass of the llama family (llama, qwen2), CPU: batched prefill and decode
+// of several sequences in one call. qwen2 differs from llama only in Q/K/V biases and in
+// rotating halves instead of adjacent pairs (both as ggml does for the architecture).
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+
+#include "engine/cpu/kernels.h"
+#include "engine/kv_cache.h"
+#include "engine/model.h"
+#ifdef RBEE_HAVE_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
+
+namespace rbee::engine {
+
+namespace cuda {
+class device_context;  // cuda/cuda_backend.h
+}
+
+namespace {
+
+// Each buffer's shape in comments: (rows, cols), rows are tokens of the batch.
+struct buffers {
+  std::vector<float> x;       // (n_batch, n_embd) residual stream
+  std::vector<float> xb;      // (n_batch, n_embd) normalised / projected
+  std::vector<float> q;       // (n_batch, n_head*head_dim)
+  std::vector<float> k;       // (n_batch, n_head_kv*head_dim)
+  std::vector<float> v;       // (n_batch, n_head_kv*head_dim)
+  std::vector<float> att;     // (n_batch, n_head*head_dim) attention output
+  std::vector<float> hb;      // (n_batch, n_ff) gate
+  std::vector<float> hb2;     // (n_batch, n_ff) up
+  std::vector<float> out;     // (n_batch, n_embd) final-normalised rows that want logits
+  std::vector<float> scores;  // (n_threads, n_ctx) attention scores of one (token, head)
+  std::vector<float> rope_cos, rope_sin;  // (n_batch, n_rot/2)
+  std::vector<int> next_pos;              // (n_seq,) validation of batch positions
+  std::vector<int> out_rows;              // (n_batch,) batch index of each logits row
+  std::vector<int> out_index;             // (n_batch,) logits row of each batch entry, -1 if none
+};
+
+}  // namespace
+
+}  // namespace rbee::engine
+
+struct rbee::engine::context {
+  model* m;
+  context_params params;
+  kv_cache cache;
+  cpu::thread_pool pool;
+  buffers buf;
+  std::vector<uint8_t> matmul_scratch;
+  std::vector<float> logits;  // (n_outputs, n_vocab), grows to the largest batch seen
+  // The KV cache and forward pass on the GPU (backend_kind::cuda); the CPU buffers stay empty.
+  std::shared_ptr<cuda::device_context> gpu;
+};
+
+namespace rbee::engine {
+
+namespace {
+
+// y (n_tokens, w.n_rows) = x (n_tokens, w.n_cols) @ W^T
+void matmul(context& c, const weight& w, const float* x, int n_tokens, float* y) {
+  // The kernels want 64-byte aligned scratch; the buffer has 64 bytes of slack for that.
+  auto addr = reinterpret_cast<uintptr_t>(c.matmul_scratch.data());
+  void* scratch = c.matmul_scratch.data() + ((64 - addr % 64) % 64);
+  cpu::matmul(c.pool, w.type, w.data, w.n_rows, w.n_cols, x, n_tokens, y, scratch);
+}
+
+// Rotates pairs of one head vector by the precomputed angles of its token.
+void apply_rope(float* vec, const float* cos_t, const float* sin_t, int n_rot, rope_style style) {
+  const int half = n_rot / 2;
+  if (style == rope_style::adjacent_pairs) {
+    for (int i = 0; i < half; ++i) {
+      const float v0 = vec[2 * i], v1 = vec[2 * i + 1];
+      vec[2 * i] = v0 * cos_t[i] - v1 * sin_t[i];
+      vec[2 * i + 1] = v0 * sin_t[i] + v1 * cos_t[i];
+    }
+  } else {
+    for (int i = 0; i < half; ++i) {
+      const float v0 = vec[i], v1 = vec[i + half];
+      vec[i] = v0 * cos_t[i] - v1 * sin_t[i];
+      vec[i + half] = v0 * sin_t[i] + v1 * cos_t[i];
+    }
+  }
+}
+
+void rmsnorm_rows(const float* x, const weight& w, int n_rows, int n, float eps, float* out) {
+  const float* g = reinterpret_cast<const float*>(w.data);
+  for (int r = 0; r < n_rows; ++r)
+    cpu::rmsnorm(x + static_cast<size_t>(r) * n, g, out + static_cast<size_t>(r) * n, n, eps);
+}
+
+void add_bias(float* y, const weight& b, int n_rows, int n) {
+  const float* bias = reinterpret_cast<const float*>(b.data);
+  for (int r = 0; r < n_rows; ++r)
+    for (int i = 0; i < n; ++i) y[static_cast<size_t>(r) * n + i] += bias[i];
+}
+
+void store_row(const kv_cache& cache, const float* src, int n, uint8_t* dst) {
+  if (cache.f16())
+    cpu::f32_to_f16(src, reinterpret_cast<fp16_t*>(dst), n);
+  else
+    std::copy_n(src, n, reinterpret_cast<float*>(dst));
+}
+
+// Attention of batch entry `i`, query head `h`, over its sequence's cached positions 0..pos.
+void attend(context& c, int layer, const batch_entry& e, int i, int h, int thread) {
+  const hparams& hp = c.m->hp;
+  const int hd = hp.head_dim, kvh = h / (hp.n_head / hp.n_head_kv);
+  const int q_dim = hp.n_head * hd;
+  buffers& b = c.buf;
+  const float* q = b.q.data() + static_cast<size_t>(i) * q_dim + static_cast<size_t>(h) * hd;
+  float* scores = b.scores.data() + static_cast<size_t>(thread) * c.params.n_ctx;
+  const size_t row_bytes = static_cast<size_t>(hd) * c.cache.element_bytes();
+  const uint8_t* keys = c.cache.k(layer, e.seq, kvh);
+  const uint8_t* values = c.cache.v(layer, e.seq, kvh);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const bool f16 = c.cache.f16();
+  const int n = e.pos + 1;
+  float max_score = -INFINITY;
+  for (int t = 0; t < n; ++t) {
+    const uint8_t* k = keys + static_cast<size_t>(t) * row_bytes;
+    scores[t] = (f16 ? cpu::dot_f16(reinterpret_cast<const fp16_t*>(k), q, hd)
+                     : cpu::dot_f32(reinterpret_cast<const float*>(k), q, hd)) *
+                scale;
+    max_score = std::max(max_score, scores[t]);
+  }
+  float sum = 0;
+  for (int t = 0; t < n; ++t) {
+    scores[t] = std::exp(scores[t] - max_score);
+    sum += scores[t];
+  }
+  float* out = b.att.data() + static_cast<size_t>(i) * q_dim + static_cast<size_t>(h) * hd;
+  std::fill_n(out, hd, 0.0f);
+  const float inv_sum = 1.0f / sum;
+  for (int t = 0; t < n; ++t) {
+    const uint8_t* v = values + static_cast<size_t>(t) * row_bytes;
+    const float p = scores[t] * inv_sum;
+    if (f16)
+      cpu::axpy_f16(p, reinterpret_cast<const fp16_t*>(v), out, hd);
+    else
+      cpu::axpy_f32(p, reinterpret_cast<const float*>(v), out, hd);
+  }
+}
+
+void prepare_rope(context& c, std::span<const batch_entry> batch) {
+  const hparams& hp = c.m->hp;
+  const int half = hp.n_rot / 2;
+  const float* factors = reinterpret_cast<const float*>(c.m->rope_freqs.data);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    for (int j = 0; j < half; ++j) {
+      double theta = static_cast<double>(hp.rope_freq_scale) * batch[i].pos *
+                     std::pow(static_cast<double>(hp.rope_freq_base), -2.0 * j / hp.n_rot);
+      if (factors) theta /= factors[j];
+      c.buf.rope_cos[i * half + static_cast<size_t>(j)] = static_cast<float>(std::cos(theta));
+      c.buf.rope_sin[i * half + static_cast<size_t>(j)] = static_cast<float>(std::sin(theta));
+    }
+  }
+}
+
+// Below this many multiply-adds per layer, attention runs without the thread pool.
+constexpr int64_t parallel_attention_work = 1 << 18;
+
+void validate(context& c, std::span<const batch_entry> batch) {
+  if (batch.empty()) throw engine_error(error_code::invalid_argument, "decode: empty batch");
+  if (static_cast<int>(batch.size()) > c.params.n_batch)
+    throw engine_error(
+        error_code::invalid_argument,
+        str("decode: batch of ", batch.size(), " tokens exceeds n_batch ", c.params.n_batch));
+  auto& next = c.buf.next_pos;
+  for (int s = 0; s < c.params.n_seq; ++s) next[static_cast<size_t>(s)] = c.cache.seq_len(s);
+  for (const auto& e : batch) {
+    if (e.seq < 0 || e.seq >= c.params.n_seq)
+      throw engine_error(
+          error_code::invalid_argument,
+          str("decode: sequence ", e.seq, " out of range [0, ", c.params.n_seq, ")"));
+    if (e.token < 0 || e.token >= c.m->hp.n_vocab)
+      throw engine_error(
+          error_code::invalid_argument,
+          str("decode: token ", e.token, " out of range [0, ", c.m->hp.n_vocab, ")"));
+    if (e.pos >= c.params.n_ctx)
+      throw engine_error(error_code::context_overflow,
+                         str("position ", e.pos, " of sequence ", e.seq, " exceeds the context of ",
+                             c.params.n_ctx, " tokens"));
+    int& expected = next[static_cast<size_t>(e.seq)];
+    if (e.pos != expected)
+      throw engine_error(
+          error_code::invalid_argument,
+          str("decode: sequence ", e.seq, " is at position ", expected, ", got ", e.pos));
+    ++expected;
+  }
+}
+
+void ensure_logits(context& c, int n_outputs) {
+  const size_t need = static_cast<size_t>(n_outputs) * static_cast<size_t>(c.m->hp.n_vocab);
+  if (c.logits.size() < need) c.logits.resize(need);
+}
+
+}  // namespace
+
+context_params context_default_params() {
+  return {};
+}
+
+context_ptr context_create(model& m, const context_params& p) {
+  if (p.n_ctx <= 0 || p.n_seq <= 0 || p.n_batch <= 0 || p.n_threads < 0)
+    throw engine_error(error_code::invalid_argument,
+                       str("context: n_ctx ", p.n_ctx, ", n_seq ", p.n_seq, ", n_batch ", p.n_batch,
+                           ", n_threads ", p.n_threads, " must be positive"));
+  const hparams& hp = m.hp;
+  context_params params = p;
+  params.n_threads = p.n_threads > 0 ? p.n_threads : m.n_threads;
+  const size_t nb = static_cast<size_t>(params.n_batch);
+  const size_t d = static_cast<size_t>(hp.n_embd), hd = static_cast<size_t>(hp.head_dim);
+  const size_t q_dim = static_cast<size_t>(hp.n_head) * hd;
+  const size_t kv_dim = static_cast<size_t>(hp.n_head_kv) * hd;
+  const size_t ff = static_cast<size_t>(hp.n_ff);
+  const size_t nt = static_cast<size_t>(params.n_threads);
+  const bool on_gpu = m.gpu != nullptr;
+  context_ptr c;
+  try {
+    // On the GPU the host keeps no KV cache: a zero-position one carries the bookkeeping.
+    c.reset(new context{
+        .m = &m,
+        .params = params,
+        .cache = kv_cache(hp.n_layer, hp.n_head_kv, hp.head_dim, on_gpu ? 0 : params.n_ctx,
+                          params.n_seq, params.kv_f16),
+        .pool = cpu::thread_pool(on_gpu ? 1 : params.n_threads),
+        .buf = {},
+        .matmul_scratch = {},
+        .logits = {},
+        .gpu = {},
+    });
+    buffers& b = c->buf;
+    b.next_pos.resize(static_cast<size_t>(params.n_seq));
+    b.out_rows.resize(nb);
+    b.out_index.resize(nb);
+    ensure_logits(*c, params.n_seq);
+    if (on_gpu) {
+#ifdef RBEE_HAVE_CUDA
+      c->gpu = std::shared_ptr<cuda::device_context>(cuda::create_context(*m.gpu, params).release(),
+                                                     cuda::device_context_deleter{});
+#endif
+      return c;
+    }
+    b.x.resize(nb * d);
+    b.xb.resize(nb * d);
+    b.q.resize(nb * q_dim);
+    b.k.resize(nb * kv_dim);
+    b.v.resize(nb * kv_dim);
+    b.att.resize(nb * q_dim);
+    b.hb.resize(nb * ff);
+    b.hb2.resize(nb * ff);
+    b.out.resize(nb * d);
+    b.scores.resize(nt * static_cast<size_t>(params.n_ctx));
+    b.rope_cos.resize(nb * static_cast<size_t>(hp.n_rot / 2));
+    b.rope_sin.resize(nb * static_cast<size_t>(hp.n_rot / 2));
+    size_t scratch = cpu::matmul_scratch_bytes(m.output.type, m.output.n_cols, nb);
+    for (const auto& l : m.layers)
+      for (const weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
+        scratch = std::max(scratch, cpu::matmul_scratch_bytes(w->type, w->n_cols, nb));
+    c->matmul_scratch.resize(scratch + 64);
+  } catch (const std::bad_alloc&) {
+    throw engine_error(error_code::out_of_memory,
+                       str("host RAM: cannot allocate a context of ", params.n_ctx, " positions x ",
+                           params.n_seq, " sequences"));
+  }
+  return c;
+}
+
+void context_deleter::operator()(context* c) const {
+  delete c;
+}
+
+int context_n_ctx(const context& ctx) {
+  return ctx.params.n_ctx;
+}
+
+int context_n_threads(const context& ctx) {
+  return ctx.params.n_threads;
+}
+
+void sequence_clear(context& ctx, int seq) {
+  assert(seq >= 0 && seq < ctx.params.n_seq && "sequence_clear: sequence out of range");
+  ctx.cache.set_seq_len(seq, 0);
+#ifdef RBEE_HAVE_CUDA
+  if (ctx.gpu) cuda::sequence_clear(*ctx.gpu, seq);
+#endif
+}
+
+std::span<const float> logits(const context& ctx, int batch_index) {
+  assert(batch_index >= 0 && batch_index < static_cast<int>(ctx.buf.out_index.size()));
+  const int row = ctx.buf.out_index[static_cast<size_t>(batch_index)];
+  assert(row >= 0 && "logits: that batch entry did not ask for logits");
+  const size_t n_vocab = static_cast<size_t>(ctx.m->hp.n_vocab);
+  return {ctx.logits.data() + static_cast<size_t>(row) * n_vocab, n_vocab};
+}
+
+void decode(context& c, std::span<const batch_entry> batch) {
+  validate(c, batch);
+  const model& m = *c.m;
+  const hparams& hp = m.hp;
+  buffers& b = c.buf;
+  const int n = static_cast<int>(batch.size());
+  const int d = hp.n_embd, hd = hp.head_dim, q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
+  const int ff = hp.n_ff, half = hp.n_rot / 2;
+
+  // Logit rows first: the only buffer that may grow (on the first batch of a given size).
+  int n_out = 0;
+  for (int i = 0; i < n; ++i) {
+    b.out_index[static_cast<size_t>(i)] = batch[static_cast<size_t>(i)].want_logits ? n_out : -1;
+    if (batch[static_cast<size_t>(i)].want_logits) b.out_rows[static_cast<size_t>(n_out++)] = i;
+  }
+  ensure_logits(c, n_out);
+#ifdef RBEE_HAVE_CUDA
+  if (c.gpu) {
+    cuda::decode(*c.gpu, batch, c.logits.data());
+    for (const auto& e : batch) c.cache.set_seq_len(e.seq, e.pos + 1);
+    return;
+  }
+#endif
+
+  // token_embd (n_vocab, d)[token] -> x (n, d)
+  for (int i = 0; i < n; ++i)
+    cpu::dequantize_row(m.tok_embd.type, m.tok_embd.row(batch[static_cast<size_t>(i)].token),
+                        b.x.data() + static_cast<size_t>(i) * d, d);
+  prepare_rope(c, batch);
+  // Multiply-adds of this batch's attention per layer: each entry reads pos + 1 cached rows.
+  int64_t attention_work = 0;
+  for (const auto& e : batch) attention_work += int64_t{e.pos + 1} * hp.n_head * hd * 2;
+
+  for (int l = 0; l < hp.n_layer; ++l) {
+    const layer_weights& w = m.layers[static_cast<size_t>(l)];
+    rmsnorm_rows(b.x.data(), w.attn_norm, n, d, hp.rms_eps, b.xb.data());
+    matmul(c, w.wq, b.xb.data(), n, b.q.data());
+    matmul(c, w.wk, b.xb.data(), n, b.k.data());
+    matmul(c, w.wv, b.xb.data(), n, b.v.data());
+    if (hp.has_qkv_bias) {
+      add_bias(b.q.data(), w.bq, n, q_dim);
+      add_bias(b.k.data(), w.bk, n, kv_dim);
+      add_bias(b.v.data(), w.bv, n, kv_dim);
+    }
+    // RoPE, then this layer's K/V of every entry into the cache before any attention, so
+    // entries of one sequence in this batch see each other causally.
+    for (int i = 0; i < n; ++i) {
+      const batch_entry& e = batch[static_cast<size_t>(i)];
+      const float* cs = b.rope_cos.data() + static_cast<size_t>(i) * half;
+      const float* sn = b.rope_sin.data() + static_cast<size_t>(i) * half;
+      for (int h = 0; h < hp.n_head; ++h)
+        apply_rope(b.q.data() + static_cast<size_t>(i) * q_dim + static_cast<size_t>(h) * hd, cs,
+                   sn, hp.n_rot, hp.rope);
+      for (int h = 0; h < hp.n_head_kv; ++h) {
+        float* k = b.k.data() + static_cast<size_t>(i) * kv_dim + static_cast<size_t>(h) * hd;
+        const float* v = b.v.data() + static_cast<size_t>(i) * kv_dim + static_cast<size_t>(h) * hd;
+        apply_rope(k, cs, sn, hp.n_rot, hp.rope);
+        const size_t off = static_cast<size_t>(e.pos) * hd * c.cache.element_bytes();
+        store_row(c.cache, k, hd, c.cache.k(l, e.seq, h) + off);
+        store_row(c.cache, v, hd, c.cache.v(l, e.seq, h) + off);
+      }
+    }
+    // Threads split (entry, head) pairs; short attention runs on this thread, since waking
+    // the pool would cost more than the work.
+    const auto attend_task = [&](int task, int thread) {
+      const int i = task / hp.n_head, h = task % hp.n_head;
+      attend(c, l, batch[static_cast<size_t>(i)], i, h, thread);
+    };
+    if (attention_work < parallel_attention_work) {
+      for (int task = 0; task < n * hp.n_head; ++task) attend_task(task, 0);
+    } else {
+      c.pool.run(n * hp.n_head, attend_task);
+    }
+    matmul(c, w.wo, b.att.data(), n, b.xb.data());
+    for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.xb[j];
+
+    rmsnorm_rows(b.x.data(), w.ffn_norm, n, d, hp.rms_eps, b.xb.data());
+    matmul(c, w.ffn_gate, b.xb.data(), n, b.hb.data());
+    matmul(c, w.ffn_up, b.xb.data(), n, b.hb2.data());
+    cpu::silu_mul(b.hb.data(), b.hb2.data(), b.hb.data(), static_cast<int64_t>(n) * ff);
+    matmul(c, w.ffn_down, b.hb.data(), n, b.xb.data());
+    for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.xb[j];
+  }
+  for (const auto& e : batch) c.cache.set_seq_len(e.seq, e.pos + 1);
+
+  if (n_out == 0) return;
+  for (int r = 0; r < n_out; ++r)
+    rmsnorm_rows(b.x.data() + static_cast<size_t>(b.out_rows[static_cast<size_t>(r)]) * d,
+                 m.output_norm, 1, d, hp.rms_eps, b.out.data() + static_cast<size_t>(r) * d);
+  matmul(c, m.output, b.out.data(), n_out, c.logits.data());
+}
+
+}  // namespace rbee::engine

@@ -1,0 +1,206 @@
+#include "engine/reference.h"
+
+#include <cmath>
+
+#include "engine/quant.h"
+
+namespace rbee::engine::reference {
+
+namespace {
+
+// Any weight as fp32, row-major (n_rows, n_cols).
+std::vector<float> load(const gguf::file& f, const std::string& name, std::vector<int64_t> shape,
+                        bool required = true) {
+  const weight w = get_weight(f, name, std::move(shape), required);
+  std::vector<float> out;
+  if (!w) return out;
+  out.resize(static_cast<size_t>(w.n_rows * w.n_cols));
+  for (int64_t r = 0; r < w.n_rows; ++r)
+    dequantize_row_reference(w.type, w.row(r), out.data() + r * w.n_cols, w.n_cols);
+  return out;
+}
+
+// W (d,n) @ x (n,) -> xout (d,)
+void matmul(float* xout, const float* x, const float* w, int n, int d) {
+  for (int i = 0; i < d; i++) {
+    double val = 0.0;
+    for (int j = 0; j < n; j++) val += static_cast<double>(w[i * n + j]) * x[j];
+    xout[i] = static_cast<float>(val);
+  }
+}
+
+// x (n,) normalised by its root mean square, times weight (n,) -> o (n,)
+void rmsnorm(float* o, const float* x, const float* weight, int n, float eps) {
+  double ss = 0.0;
+  for (int j = 0; j < n; j++) ss += static_cast<double>(x[j]) * x[j];
+  const float scale = static_cast<float>(1.0 / std::sqrt(ss / n + eps));
+  for (int j = 0; j < n; j++) o[j] = weight[j] * (scale * x[j]);
+}
+
+// x (n,) -> softmax in place
+void softmax(float* x, int n) {
+  float max_val = x[0];
+  for (int i = 1; i < n; i++)
+    if (x[i] > max_val) max_val = x[i];
+  double sum = 0.0;
+  for (int i = 0; i < n; i++) {
+    x[i] = std::exp(x[i] - max_val);
+    sum += x[i];
+  }
+  for (int i = 0; i < n; i++) x[i] = static_cast<float>(x[i] / sum);
+}
+
+// Rotates one head vec (head_dim,) at position pos. Llama rotates adjacent pairs (2i, 2i+1);
+// qwen2 rotates (i, i + n_rot/2). Pair i turns by pos * freq_scale * base^(-2i/n_rot) / factor_i.
+void rope(float* vec, const hparams& hp, const std::vector<float>& freq_factors, int pos) {
+  const int half = hp.n_rot / 2;
+  for (int i = 0; i < half; i++) {
+    double theta = hp.rope_freq_scale * pos *
+                   std::pow(static_cast<double>(hp.rope_freq_base), -2.0 * i / hp.n_rot);
+    if (!freq_factors.empty()) theta /= freq_factors[static_cast<size_t>(i)];
+    const double c = std::cos(theta), s = std::sin(theta);
+    const int a = hp.rope == rope_style::adjacent_pairs ? 2 * i : i;
+    const int b = hp.rope == rope_style::adjacent_pairs ? 2 * i + 1 : i + half;
+    const double v0 = vec[a], v1 = vec[b];
+    vec[a] = static_cast<float>(v0 * c - v1 * s);
+    vec[b] = static_cast<float>(v0 * s + v1 * c);
+  }
+}
+
+}  // namespace
+
+transformer::transformer(const std::string& path) {
+  const gguf::file f = gguf::file::open(path);
+  hp_ = read_hparams(f);
+  const int64_t dim = hp_.n_embd, hd = hp_.head_dim, q_dim = hp_.n_head * hd,
+                kv_dim = hp_.n_head_kv * hd, hidden = hp_.n_ff, vocab = hp_.n_vocab;
+  token_embedding_ = load(f, "token_embd.weight", {dim, vocab});
+  for (int i = 0; i < hp_.n_layer; i++) {
+    const auto n = [i](const char* s) { return "blk." + std::to_string(i) + "." + s; };
+    layer l;
+    l.attn_norm = load(f, n("attn_norm.weight"), {dim});
+    l.wq = load(f, n("attn_q.weight"), {dim, q_dim});
+    l.wk = load(f, n("attn_k.weight"), {dim, kv_dim});
+    l.wv = load(f, n("attn_v.weight"), {dim, kv_dim});
+    l.bq = load(f, n("attn_q.bias"), {q_dim}, hp_.has_qkv_bias);
+    l.bk = load(f, n("attn_k.bias"), {kv_dim}, hp_.has_qkv_bias);
+    l.bv = load(f, n("attn_v.bias"), {kv_dim}, hp_.has_qkv_bias);
+    l.wo = load(f, n("attn_output.weight"), {q_dim, dim});
+    l.ffn_norm = load(f, n("ffn_norm.weight"), {dim});
+    l.w1 = load(f, n("ffn_gate.weight"), {dim, hidden});
+    l.w3 = load(f, n("ffn_up.weight"), {dim, hidden});
+    l.w2 = load(f, n("ffn_down.weight"), {hidden, dim});
+    layers_.push_back(std::move(l));
+  }
+  final_norm_ = load(f, "output_norm.weight", {dim});
+  wcls_ = load(f, "output.weight", {dim, vocab}, false);
+  if (wcls_.empty()) wcls_ = token_embedding_;
+  rope_freqs_ = load(f, "rope_freqs.weight", {hp_.n_rot / 2}, false);
+
+  x_.resize(static_cast<size_t>(dim));
+  xb_.resize(static_cast<size_t>(dim));
+  q_.resize(static_cast<size_t>(q_dim));
+  k_.resize(static_cast<size_t>(kv_dim));
+  v_.resize(static_cast<size_t>(kv_dim));
+  att_out_.resize(static_cast<size_t>(q_dim));
+  hb_.resize(static_cast<size_t>(hidden));
+  hb2_.resize(static_cast<size_t>(hidden));
+  logits_.resize(static_cast<size_t>(vocab));
+}
+
+const std::vector<float>& transformer::forward(token_id token, int pos) {
+  const hparams& p = hp_;
+  const int dim = p.n_embd, hd = p.head_dim, q_dim = p.n_head * hd, kv_dim = p.n_head_kv * hd;
+  const int hidden = p.n_ff, kv_mul = p.n_head / p.n_head_kv;
+  if (pos != seq_len_) throw std::invalid_argument("reference: positions must come in order");
+  seq_len_ = pos + 1;
+  key_cache_.resize(static_cast<size_t>(p.n_layer) * seq_len_ * kv_dim);
+  value_cache_.resize(static_cast<size_t>(p.n_layer) * seq_len_ * kv_dim);
+  // Re-pack the caches for the longer sequence: (layer, seq_len, kv_dim).
+  for (int l = p.n_layer - 1; l >= 0; l--)
+    for (int t = pos - 1; t >= 0; t--)
+      for (int i = kv_dim - 1; i >= 0; i--) {
+        key_cache_[(static_cast<size_t>(l) * seq_len_ + t) * kv_dim + i] =
+            key_cache_[(static_cast<size_t>(l) * pos + t) * kv_dim + i];
+        value_cache_[(static_cast<size_t>(l) * seq_len_ + t) * kv_dim + i] =
+            value_cache_[(static_cast<size_t>(l) * pos + t) * kv_dim + i];
+      }
+
+  // token_embedding (vocab, dim)[token] -> x (dim,)
+  for (int i = 0; i < dim; i++) x_[i] = token_embedding_[static_cast<size_t>(token) * dim + i];
+
+  for (int l = 0; l < p.n_layer; l++) {
+    const layer& w = layers_[static_cast<size_t>(l)];
+    // x (dim,) -> xb (dim,)
+    rmsnorm(xb_.data(), x_.data(), w.attn_norm.data(), dim, p.rms_eps);
+
+    // wq (q_dim, dim) @ xb (dim,) -> q (q_dim,); likewise k, v (kv_dim,)
+    matmul(q_.data(), xb_.data(), w.wq.data(), dim, q_dim);
+    matmul(k_.data(), xb_.data(), w.wk.data(), dim, kv_dim);
+    matmul(v_.data(), xb_.data(), w.wv.data(), dim, kv_dim);
+    if (!w.bq.empty()) {
+      for (int i = 0; i < q_dim; i++) q_[i] += w.bq[i];
+      for (int i = 0; i < kv_dim; i++) k_[i] += w.bk[i];
+      for (int i = 0; i < kv_dim; i++) v_[i] += w.bv[i];
+    }
+
+    // rope on each head of q (n_head, head_dim) and k (n_head_kv, head_dim)
+    for (int h = 0; h < p.n_head; h++) rope(q_.data() + h * hd, p, rope_freqs_, pos);
+    for (int h = 0; h < p.n_head_kv; h++) rope(k_.data() + h * hd, p, rope_freqs_, pos);
+
+    // k, v (kv_dim,) -> caches (layer, seq_len, kv_dim)[l, pos]
+    const size_t loff = static_cast<size_t>(l) * seq_len_ * kv_dim;
+    for (int i = 0; i < kv_dim; i++) {
+      key_cache_[loff + static_cast<size_t>(pos) * kv_dim + i] = k_[i];
+      value_cache_[loff + static_cast<size_t>(pos) * kv_dim + i] = v_[i];
+    }
+
+    // attention per head: q_h (head_dim,) · k_t (head_dim,) for t <= pos -> att (pos+1,)
+    att_.resize(static_cast<size_t>(pos) + 1);
+    for (int h = 0; h < p.n_head; h++) {
+      const float* q = q_.data() + h * hd;
+      const int kvh = h / kv_mul;
+      for (int t = 0; t <= pos; t++) {
+        const float* k = key_cache_.data() + loff + static_cast<size_t>(t) * kv_dim + kvh * hd;
+        double score = 0.0;
+        for (int i = 0; i < hd; i++) score += static_cast<double>(q[i]) * k[i];
+        att_[t] = static_cast<float>(score / std::sqrt(static_cast<double>(hd)));
+      }
+      softmax(att_.data(), pos + 1);
+      // att (pos+1,) @ v_cache (pos+1, head_dim) -> att_out_h (head_dim,)
+      float* out = att_out_.data() + h * hd;
+      for (int i = 0; i < hd; i++) {
+        double acc = 0.0;
+        for (int t = 0; t <= pos; t++)
+          acc += static_cast<double>(att_[t]) *
+                 value_cache_[loff + static_cast<size_t>(t) * kv_dim + kvh * hd + i];
+        out[i] = static_cast<float>(acc);
+      }
+    }
+
+    // wo (dim, q_dim) @ att_out (q_dim,) -> xb (dim,); residual into x
+    matmul(xb_.data(), att_out_.data(), w.wo.data(), q_dim, dim);
+    for (int i = 0; i < dim; i++) x_[i] += xb_[i];
+
+    // x (dim,) -> xb (dim,)
+    rmsnorm(xb_.data(), x_.data(), w.ffn_norm.data(), dim, p.rms_eps);
+    // w1 (hidden, dim) @ xb -> hb (hidden,); w3 (hidden, dim) @ xb -> hb2 (hidden,)
+    matmul(hb_.data(), xb_.data(), w.w1.data(), dim, hidden);
+    matmul(hb2_.data(), xb_.data(), w.w3.data(), dim, hidden);
+    // SwiGLU: hb = silu(hb) * hb2
+    for (int i = 0; i < hidden; i++) {
+      const float g = hb_[i];
+      hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];
+    }
+    // w2 (dim, hidden) @ hb (hidden,) -> xb (dim,); residual into x
+    matmul(xb_.data(), hb_.data(), w.w2.data(), hidden, dim);
+    for (int i = 0; i < dim; i++) x_[i] += xb_[i];
+  }
+
+  // x (dim,) -> xb (dim,); wcls (vocab, dim) @ xb -> logits (vocab,)
+  rmsnorm(xb_.data(), x_.data(), final_norm_.data(), dim, p.rms_eps);
+  matmul(logits_.data(), xb_.data(), wcls_.data(), dim, p.n_vocab);
+  return logits_;
+}
+
+}  // namespace rbee::engine::reference

@@ -1,0 +1,61 @@
+#pragma once
+// The oracle: a plain, slow, obviously-correct fp32 forward pass of one sequence, in the style
+// of llama2.c's run.c (one loop per op, shapes on every buffer). All weights are dequantized
+// with the reference dequantizer up front. Tests compare the fast engine against it; nothing
+// else uses it.
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/model.h"
+
+namespace rbee::engine::reference {
+
+class transformer {
+ public:
+  // Reads the hyperparameters and dequantizes every weight of a GGUF file.
+  explicit transformer(const std::string& path);
+
+  // Runs `token` at position `pos` (0, 1, 2, ... in order) and returns the logits (n_vocab,).
+  const std::vector<float>& forward(token_id token, int pos);
+
+  const hparams& hp() const { return hp_; }
+
+ private:
+  struct layer {
+    std::vector<float> attn_norm;   // (dim,)
+    std::vector<float> wq;          // (n_head*head_dim, dim)
+    std::vector<float> wk;          // (kv_dim, dim)
+    std::vector<float> wv;          // (kv_dim, dim)
+    std::vector<float> bq, bk, bv;  // (n_head*head_dim,), (kv_dim,), (kv_dim,) or empty
+    std::vector<float> wo;          // (dim, n_head*head_dim)
+    std::vector<float> ffn_norm;    // (dim,)
+    std::vector<float> w1;          // gate (hidden, dim)
+    std::vector<float> w3;          // up (hidden, dim)
+    std::vector<float> w2;          // down (dim, hidden)
+  };
+
+  hparams hp_;
+  std::vector<float> token_embedding_;  // (vocab, dim)
+  std::vector<layer> layers_;
+  std::vector<float> final_norm_;  // (dim,)
+  std::vector<float> wcls_;        // (vocab, dim)
+  std::vector<float> rope_freqs_;  // (n_rot/2,) or empty
+
+  // Run state.
+  std::vector<float> x_;            // (dim,) activation at the current position
+  std::vector<float> xb_;           // (dim,) normalised x
+  std::vector<float> q_;            // (n_head*head_dim,)
+  std::vector<float> k_;            // (kv_dim,)
+  std::vector<float> v_;            // (kv_dim,)
+  std::vector<float> att_out_;      // (n_head*head_dim,)
+  std::vector<float> att_;          // (seq_len,) scores of one head
+  std::vector<float> hb_;           // (hidden,)
+  std::vector<float> hb2_;          // (hidden,)
+  std::vector<float> logits_;       // (vocab,)
+  std::vector<float> key_cache_;    // (layer, seq_len, kv_dim)
+  std::vector<float> value_cache_;  // (layer, seq_len, kv_dim)
+  int seq_len_ = 0;
+};
+
+}  // namespace rbee::engine::reference

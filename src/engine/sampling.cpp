@@ -1,0 +1,190 @@
+#include "engine/sampling.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <limits>
+
+#include "engine/engine.h"
+
+namespace rbee::engine {
+
+namespace {
+
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
+
+}  // namespace
+
+rng::rng(uint64_t seed) {
+  for (auto& s : s_) s = splitmix64(seed);
+}
+
+uint64_t rng::next() {
+  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return result;
+}
+
+double rng::uniform() {
+  return static_cast<double>(next() >> 11) * 0x1.0p-53;
+}
+
+sampling_params sampling_default_params() {
+  return {};
+}
+
+sampler::sampler(const sampling_params& params, int n_vocab)
+    : params_(params), rng_state_(params.seed) {
+  assert(n_vocab > 0 && "sampler needs a vocabulary");
+  candidates_.reserve(static_cast<size_t>(n_vocab));
+}
+
+token_id sampler::sample(std::span<const float> logits, std::span<const token_id> history) {
+  const int n_vocab = static_cast<int>(logits.size());
+  assert(static_cast<size_t>(n_vocab) <= candidates_.capacity() && "logits larger than vocab");
+  candidates_.clear();
+  for (int i = 0; i < n_vocab; ++i) candidates_.emplace_back(logits[i], i);
+
+  // Repeat penalty, once per distinct token of the last repeat_last_n (as llama.cpp does).
+  if (params_.repeat_penalty != 1.0f && params_.repeat_last_n != 0) {
+    const size_t n = params_.repeat_last_n < 0
+                         ? history.size()
+                         : std::min(history.size(), static_cast<size_t>(params_.repeat_last_n));
+    const auto window = history.subspan(history.size() - n);
+    for (size_t i = 0; i < window.size(); ++i) {
+      const token_id t = window[i];
+      if (t < 0 || t >= n_vocab) continue;
+      if (std::find(window.begin(), window.begin() + static_cast<ptrdiff_t>(i), t) !=
+          window.begin() + static_cast<ptrdiff_t>(i))
+        continue;
+      float& l = candidates_[static_cast<size_t>(t)].first;
+      l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+    }
+  }
+
+  if (params_.temperature <= 0.0f) {
+    // Greedy: the first of equal maxima, like argmax everywhere else.
+    size_t best = 0;
+    for (size_t i = 1; i < candidates_.size(); ++i)
+      if (candidates_[i].first > candidates_[best].first) best = i;
+    return candidates_[best].second;
+  }
+
+  const auto by_logit = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  size_t n = candidates_.size();
+  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
+    n = static_cast<size_t>(params_.top_k);
+    std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<ptrdiff_t>(n),
+                      candidates_.end(), by_logit);
+  } else {
+    std::sort(candidates_.begin(), candidates_.end(), by_logit);
+  }
+
+  // Softmax over the survivors (sorted, so the first is the maximum).
+  const float max_logit = candidates_[0].first;
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) {
+    candidates_[i].first = std::exp(candidates_[i].first - max_logit);
+    sum += candidates_[i].first;
+  }
+  for (size_t i = 0; i < n; ++i)
+    candidates_[i].first = static_cast<float>(candidates_[i].first / sum);
+
+  // Top-p: the smallest prefix whose mass reaches top_p.
+  if (params_.top_p < 1.0f) {
+    double cum = 0;
+    for (size_t i = 0; i < n; ++i) {
+      cum += candidates_[i].first;
+      if (cum >= params_.top_p) {
+        n = i + 1;
+        break;
+      }
+    }
+  }
+  // Min-p: drop tokens less likely than min_p times the most likely one.
+  if (params_.min_p > 0.0f) {
+    const float threshold = candidates_[0].first * params_.min_p;
+    size_t keep = 1;
+    while (keep < n && candidates_[keep].first >= threshold) ++keep;
+    n = keep;
+  }
+
+  // Temperature on the surviving distribution: p^(1/T) is softmax(logit / T) renormalised.
+  double total = 0;
+  const double inv_t = 1.0 / params_.temperature;
+  for (size_t i = 0; i < n; ++i) {
+    candidates_[i].first = static_cast<float>(std::pow(candidates_[i].first, inv_t));
+    total += candidates_[i].first;
+  }
+  rng gen(rng_state_);
+  rng_state_ = gen.next();
+  const double r = gen.uniform() * total;
+  double cum = 0;
+  for (size_t i = 0; i < n; ++i) {
+    cum += candidates_[i].first;
+    if (r < cum) return candidates_[i].second;
+  }
+  return candidates_[n - 1].second;
+}
+
+stop_matcher::stop_matcher(std::vector<std::string> stops) : stops_(std::move(stops)) {
+  std::erase_if(stops_, [](const std::string& s) { return s.empty(); });
+}
+
+std::string stop_matcher::push(std::string_view text) {
+  if (matched_) return {};
+  held_.append(text);
+  size_t first = std::string::npos;
+  for (const auto& stop : stops_) {
+    const size_t at = held_.find(stop);
+    if (at < first) {
+      first = at;
+      matched_stop_ = stop;
+    }
+  }
+  if (first != std::string::npos) {
+    matched_ = true;
+    std::string out = held_.substr(0, first);
+    held_.clear();
+    return out;
+  }
+  // Hold back the longest tail that is the start of some stop string.
+  size_t hold = 0;
+  for (const auto& stop : stops_) {
+    for (size_t len = std::min(stop.size() - 1, held_.size()); len > hold; --len) {
+      if (std::string_view(held_).substr(held_.size() - len) ==
+          std::string_view(stop).substr(0, len)) {
+        hold = len;
+        break;
+      }
+    }
+  }
+  std::string out = held_.substr(0, held_.size() - hold);
+  held_.erase(0, held_.size() - hold);
+  return out;
+}
+
+std::string stop_matcher::flush() {
+  std::string out;
+  out.swap(held_);
+  return out;
+}
+
+}  // namespace rbee::engine

@@ -1,0 +1,159 @@
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include <fmt/format.h>
+#include <fmt/ostream.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/sampling.h"
+#include "engine_tool/engine_tool.h"
+
+namespace rbee::engine_tool {
+
+namespace {
+
+struct result {
+  std::string test;  // "pp128", "tg64"
+  int n_prompt = 0;
+  int n_gen = 0;
+  std::vector<double> ns;  // one per repetition
+  double avg_ns() const { return std::accumulate(ns.begin(), ns.end(), 0.0) / ns.size(); }
+  std::vector<double> ts() const {
+    std::vector<double> out;
+    for (double t : ns) out.push_back((n_prompt + n_gen) * 1e9 / t);
+    return out;
+  }
+};
+
+std::pair<double, double> mean_sd(const std::vector<double>& v) {
+  const double mean = std::accumulate(v.begin(), v.end(), 0.0) / v.size();
+  double var = 0;
+  for (double x : v) var += (x - mean) * (x - mean);
+  return {mean, v.size() > 1 ? std::sqrt(var / (v.size() - 1)) : 0.0};
+}
+
+std::string human_size(uint64_t bytes) {
+  if (bytes >= (1ull << 30)) return fmt::format("{:.2f} GiB", bytes / double(1ull << 30));
+  return fmt::format("{:.2f} MiB", bytes / double(1ull << 20));
+}
+
+std::string human_params(uint64_t n) {
+  if (n >= 1000000000ull) return fmt::format("{:.2f} B", n / 1e9);
+  if (n >= 1000000ull) return fmt::format("{:.2f} M", n / 1e6);
+  return fmt::format("{:.2f} K", n / 1e3);
+}
+
+// Size label like llama.cpp's model type ("1B", "7B", "260K").
+std::string size_label(uint64_t n) {
+  if (n >= 1000000000ull) return fmt::format("{}B", (n + 500000000ull) / 1000000000ull);
+  if (n >= 1000000ull) return fmt::format("{}M", (n + 500000ull) / 1000000ull);
+  return fmt::format("{}K", (n + 500ull) / 1000ull);
+}
+
+}  // namespace
+
+int bench(const bench_options& opts, std::ostream& out, std::ostream& log) {
+  if (opts.n_prompt < 0 || opts.n_gen < 0 || opts.n_prompt + opts.n_gen == 0 ||
+      opts.repetitions < 1)
+    throw engine::engine_error(engine::error_code::invalid_argument,
+                               "bench needs -p >= 0, -n >= 0 (not both 0) and -r >= 1");
+  engine::model_params mp = engine::model_default_params();
+  mp.backend = opts.backend;
+  mp.device = opts.device;
+  mp.n_threads = opts.n_threads;
+  auto model = engine::model_load(opts.model, mp);
+  const auto& mi = engine::model_get_info(*model);
+
+  // Like llama-bench: the context holds exactly the tokens of the test.
+  engine::context_params cp = engine::context_default_params();
+  cp.n_ctx = opts.n_prompt + opts.n_gen;
+  cp.n_batch = std::max(opts.n_prompt, 1);
+  cp.n_threads = opts.n_threads;
+  auto ctx = engine::context_create(*model, cp);
+  const int n_threads = engine::context_n_threads(*ctx);
+
+  engine::rng gen(1234);
+  std::vector<engine::batch_entry> batch;
+  const auto random_token = [&] {
+    return static_cast<engine::token_id>(gen.next() % static_cast<uint64_t>(mi.n_vocab));
+  };
+  const auto prefill = [&](int n) {
+    batch.clear();
+    for (int i = 0; i < n; ++i) batch.push_back({random_token(), i, 0, i + 1 == n});
+    engine::sequence_clear(*ctx, 0);
+    engine::decode(*ctx, batch);
+  };
+  const auto generate = [&](int n) {
+    engine::sequence_clear(*ctx, 0);
+    for (int i = 0; i < n; ++i) {
+      const engine::batch_entry e{random_token(), i, 0, true};
+      engine::decode(*ctx, std::span(&e, 1));
+    }
+  };
+
+  std::vector<result> results;
+  if (opts.n_prompt > 0)
+    results.push_back({fmt::format("pp{}", opts.n_prompt), opts.n_prompt, 0, {}});
+  if (opts.n_gen > 0) results.push_back({fmt::format("tg{}", opts.n_gen), 0, opts.n_gen, {}});
+  for (auto& r : results) {
+    // Warm-up run, as llama-bench does: first-touch costs stay out of the numbers.
+    if (r.n_prompt > 0)
+      prefill(r.n_prompt);
+    else
+      generate(1);
+    for (int rep = 0; rep < opts.repetitions; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      if (r.n_prompt > 0)
+        prefill(r.n_prompt);
+      else
+        generate(r.n_gen);
+      const auto t1 = std::chrono::steady_clock::now();
+      r.ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count());
+    }
+    const auto [mean, sd] = mean_sd(r.ts());
+    fmt::print(log, "{}: {:.2f} ± {:.2f} t/s\n", r.test, mean, sd);
+  }
+
+  const std::string model_type =
+      fmt::format("{} {} {}", mi.architecture, size_label(mi.n_params), mi.quantization);
+  const std::string threads = std::to_string(n_threads);
+  if (opts.json) {
+    nlohmann::json arr = nlohmann::json::array();
+    for (const auto& r : results) {
+      const auto [mean, sd] = mean_sd(r.ts());
+      const auto [mean_ns, sd_ns] = mean_sd(r.ns);
+      arr.push_back({{"model_filename", opts.model},
+                     {"model_type", model_type},
+                     {"model_size", mi.size_bytes},
+                     {"model_n_params", mi.n_params},
+                     {"backends", opts.backend == engine::backend_kind::cpu ? "CPU" : "CUDA"},
+                     {"n_threads", n_threads},
+                     {"n_prompt", r.n_prompt},
+                     {"n_gen", r.n_gen},
+                     {"n_ctx", cp.n_ctx},
+                     {"test", r.test},
+                     {"avg_ns", static_cast<uint64_t>(mean_ns)},
+                     {"stddev_ns", static_cast<uint64_t>(sd_ns)},
+                     {"avg_ts", mean},
+                     {"stddev_ts", sd},
+                     {"samples_ts", r.ts()}});
+    }
+    out << arr.dump(2) << "\n";
+    return 0;
+  }
+  fmt::print(out, "| {:<30} | {:>10} | {:>10} | {:<10} | {:>7} | {:>13} | {:>20} |\n", "model",
+             "size", "params", "backend", "threads", "test", "t/s");
+  out << "| ------------------------------ | ---------: | ---------: | ---------- | ------: | "
+         "------------: | -------------------: |\n";
+  for (const auto& r : results) {
+    const auto [mean, sd] = mean_sd(r.ts());
+    fmt::print(out, "| {:<30} | {:>10} | {:>10} | {:<10} | {:>7} | {:>13} | {:>20} |\n", model_type,
+               human_size(mi.size_bytes), human_params(mi.n_params),
+               opts.backend == engine::backend_kind::cpu ? "CPU" : "CUDA", threads, r.test,
+               fmt::format("{:.2f} ± {:.2f}", mean, sd));
+  }
+  return 0;
+}
+
+}  // namespace rbee::engine_tool

@@ -1,0 +1,73 @@
+#pragma once
+// The commands of the `rbee-engine` developer tool, as functions. Results go to `out`
+// (stdout), logs and progress to `log` (stderr). Each returns the process exit code; errors
+// of the engine (engine_error) propagate to the caller, which prints them and exits 1.
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "engine/engine.h"
+
+namespace rbee::engine_tool {
+
+struct generate_options {
+  std::string model;
+  std::string prompt;
+  int n_predict = 64;
+  float temperature = 0.0f;  // greedy by default: reproducible output
+  uint64_t seed = 0xFFFFFFFF;
+  int top_k = 40;
+  float top_p = 0.95f;
+  float min_p = 0.05f;
+  float repeat_penalty = 1.0f;
+  int n_threads = 0;
+  int n_ctx = 0;  // 0: prompt + n_predict
+  engine::backend_kind backend = engine::backend_kind::cpu;
+  int device = 0;
+};
+// Prints only the continuation, flushed token by token; stops at end of generation.
+int generate(const generate_options& opts, std::ostream& out, std::ostream& log);
+
+struct tokenize_options {
+  std::string model;
+  std::string text;
+  bool add_bos = true;
+  bool parse_special = false;
+};
+// One line: the token ids separated by spaces.
+int tokenize(const tokenize_options& opts, std::ostream& out);
+
+struct bench_options {
+  std::string model;
+  int n_prompt = 128;
+  int n_gen = 64;
+  int n_threads = 0;
+  int repetitions = 3;
+  engine::backend_kind backend = engine::backend_kind::cpu;
+  int device = 0;
+  bool json = false;
+};
+// llama-bench's pp/tg tests: pp = one batched prefill of n_prompt tokens, tg = n_gen
+// single-token decodes. The context holds n_prompt + n_gen positions only, as llama-bench's.
+int bench(const bench_options& opts, std::ostream& out, std::ostream& log);
+
+// Architecture, hyperparameters, tensor type counts, vocabulary and chat template family.
+int info(const std::string& model_path, std::ostream& out);
+
+struct synth_options {
+  std::string shape = "tiny";  // tiny | tinyllama | llama7b
+  std::string type = "f16";    // f16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k
+  std::string output;
+  std::string vocab_from;  // GGUF whose tokenizer.* metadata to copy; empty: a byte-level vocab
+  uint64_t seed = 42;
+  int n_threads = 0;
+};
+// Writes a random-weight llama model, streaming one tensor at a time.
+int synth(const synth_options& opts, std::ostream& log);
+
+// Re-quantizes a GGUF model (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k, f16) with
+// llama.cpp's type mix, streaming one tensor at a time.
+int quantize(const std::string& input, const std::string& output, const std::string& type,
+             int n_threads, std::ostream& log);
+
+}  // namespace rbee::engine_tool

@@ -1,0 +1,53 @@
+#include <map>
+
+#include <fmt/format.h>
+#include <fmt/ostream.h>
+
+#include "engine/chat_template.h"
+#include "engine/gguf.h"
+#include "engine_tool/engine_tool.h"
+
+namespace rbee::engine_tool {
+
+int info(const std::string& model_path, std::ostream& out) {
+  const engine::model_info mi = engine::read_model_info(model_path);
+  // The header again, for what model_info leaves out (tensor types, tokenizer).
+  const auto file = engine::gguf::file::open(model_path);
+  std::map<std::string, int> type_counts;
+  for (const auto& t : file.tensors()) ++type_counts[std::string(engine::to_string(t.type))];
+
+  fmt::print(out, "file:           {}\n", model_path);
+  fmt::print(out, "name:           {}\n", mi.name);
+  fmt::print(out, "architecture:   {}\n", mi.architecture);
+  fmt::print(out, "quantization:   {}\n", mi.quantization);
+  fmt::print(out, "parameters:     {}\n", mi.n_params);
+  fmt::print(out, "size:           {} bytes\n", mi.size_bytes);
+  fmt::print(out, "context length: {}\n", mi.n_ctx_train);
+  fmt::print(out, "embedding:      {}\n", mi.n_embd);
+  fmt::print(out, "layers:         {}\n", mi.n_layer);
+  fmt::print(out, "heads:          {} (kv {})\n", mi.n_head, mi.n_head_kv);
+  fmt::print(out, "feed forward:   {}\n", mi.n_ff);
+  const auto key = [&](const std::string& k) { return mi.architecture + "." + k; };
+  if (auto v = file.get_float(key("rope.freq_base"))) fmt::print(out, "rope base:      {}\n", *v);
+  if (auto v = file.get_float(key("attention.layer_norm_rms_epsilon")))
+    fmt::print(out, "rms eps:        {:g}\n", *v);
+  std::string types;
+  for (const auto& [type, n] : type_counts)
+    types += fmt::format("{}{} x{}", types.empty() ? "" : ", ", type, n);
+  fmt::print(out, "tensors:        {} ({})\n", file.tensors().size(), types);
+  fmt::print(out, "vocab:          {} tokens ({}), bos {}, eos {}\n", mi.n_vocab,
+             file.get_string("tokenizer.ggml.model").value_or("?"), mi.bos, mi.eos);
+  std::string family = "none";
+  if (!mi.chat_template.empty()) {
+    try {
+      family =
+          std::string(engine::to_string(engine::detect_chat_template(mi.chat_template).family));
+    } catch (const engine::engine_error&) {
+      family = "unrecognised";
+    }
+  }
+  fmt::print(out, "chat template:  {}\n", family);
+  return 0;
+}
+
+}  // namespace rbee::engine_tool

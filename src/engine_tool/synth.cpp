@@ -1,0 +1,213 @@
+// `synth`: random-weight llama models of real shapes, for benchmarks and plumbing tests.
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include <fmt/format.h>
+#include <fmt/ostream.h>
+
+#include "engine/cpu/kernels.h"
+#include "engine/gguf.h"
+#include "engine/quant.h"
+#include "engine/sampling.h"
+#include "engine_tool/engine_tool.h"
+#include "engine_tool/type_mix.h"
+
+namespace rbee::engine_tool {
+
+using engine::tensor_type;
+namespace gguf = engine::gguf;
+
+namespace {
+
+struct shape {
+  std::string_view name;
+  int n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx, n_vocab;
+};
+
+constexpr std::array<shape, 3> shapes{{
+    {"tiny", 256, 4, 8, 4, 768, 2048, 512},
+    {"tinyllama", 2048, 22, 32, 4, 5632, 2048, 32000},
+    {"llama7b", 4096, 32, 32, 32, 11008, 4096, 32000},
+}};
+
+// Standard normal quantiles at 65536 evenly spaced probabilities: 16 random bits give one
+// N(0, 1) sample, four samples per 64-bit draw (the sampler's xoshiro).
+const std::array<float, 65536>& normal_table() {
+  static const auto table = [] {
+    std::array<float, 65536> t{};
+    for (size_t i = 0; i < t.size(); ++i) {
+      const double p = (static_cast<double>(i) + 0.5) / 65536.0;
+      // Inverse of Phi(x) = erfc(-x / sqrt 2) / 2 by bisection: exact enough, once.
+      double lo = -10, hi = 10;
+      for (int it = 0; it < 60; ++it) {
+        const double mid = (lo + hi) / 2;
+        (0.5 * std::erfc(-mid / std::sqrt(2.0)) < p ? lo : hi) = mid;
+      }
+      t[i] = static_cast<float>((lo + hi) / 2);
+    }
+    return t;
+  }();
+  return table;
+}
+
+void fill_normal(engine::rng& gen, float mean, float sd, float* out, int64_t n) {
+  const auto& table = normal_table();
+  for (int64_t i = 0; i < n; i += 4) {
+    uint64_t r = gen.next();
+    for (int64_t j = i; j < std::min(i + 4, n); ++j, r >>= 16)
+      out[j] = mean + sd * table[r & 0xFFFF];
+  }
+}
+
+// A llama-type (SentencePiece) vocabulary that needs no input file: <unk>, <s>, </s>, the
+// 256 byte tokens, then printable characters and generated letter pieces up to n_vocab.
+void write_byte_vocab(gguf::writer& w, int n_vocab) {
+  std::vector<std::string> tokens{"<unk>", "<s>", "</s>"};
+  std::vector<int64_t> types{2, 3, 3};
+  for (int b = 0; b < 256; ++b) {
+    tokens.push_back(fmt::format("<0x{:02X}>", b));
+    types.push_back(6);
+  }
+  std::vector<std::string> pieces{"\xe2\x96\x81"};  // "▁", the SentencePiece space
+  for (char c = 33; c < 127; ++c) {
+    pieces.emplace_back(1, c);
+    pieces.push_back("\xe2\x96\x81" + std::string(1, c));
+  }
+  for (char a = 'a'; a <= 'z'; ++a)
+    for (char b = 'a'; b <= 'z'; ++b) {
+      pieces.push_back(std::string{a, b});
+      pieces.push_back("\xe2\x96\x81" + std::string{a, b});
+    }
+  for (char a = 'a'; a <= 'z' && pieces.size() < static_cast<size_t>(n_vocab); ++a)
+    for (char b = 'a'; b <= 'z'; ++b)
+      for (char c = 'a'; c <= 'z'; ++c) {
+        pieces.push_back(std::string{a, b, c});
+        pieces.push_back("\xe2\x96\x81" + std::string{a, b, c});
+      }
+  gguf::array_value scores;
+  scores.element_type = gguf::value_type::float32;
+  for (size_t i = 0; tokens.size() < static_cast<size_t>(n_vocab); ++i) {
+    tokens.push_back(pieces.at(i));
+    types.push_back(1);
+  }
+  for (size_t i = 0; i < tokens.size(); ++i)
+    scores.floats.push_back(types[i] == 1 ? -static_cast<double>(i) : 0.0);
+  w.set_string("tokenizer.ggml.model", "llama");
+  w.set_string_array("tokenizer.ggml.tokens", std::move(tokens));
+  w.set_array("tokenizer.ggml.scores", std::move(scores));
+  gguf::array_value token_types;
+  token_types.element_type = gguf::value_type::int32;
+  token_types.ints = std::move(types);
+  w.set_array("tokenizer.ggml.token_type", std::move(token_types));
+  w.set_uint32("tokenizer.ggml.unknown_token_id", 0);
+  w.set_uint32("tokenizer.ggml.bos_token_id", 1);
+  w.set_uint32("tokenizer.ggml.eos_token_id", 2);
+  w.set_bool("tokenizer.ggml.add_bos_token", true);
+  w.set_bool("tokenizer.ggml.add_eos_token", false);
+}
+
+}  // namespace
+
+int synth(const synth_options& opts, std::ostream& log) {
+  const shape* sh = nullptr;
+  for (const auto& s : shapes)
+    if (s.name == opts.shape) sh = &s;
+  if (!sh)
+    throw engine::engine_error(
+        engine::error_code::invalid_argument,
+        fmt::format("unknown shape '{}' (tiny, tinyllama, llama7b)", opts.shape));
+  const auto kind = parse_file_kind(opts.type);
+  if (!kind)
+    throw engine::engine_error(engine::error_code::invalid_argument,
+                               fmt::format("unknown type '{}' ({})", opts.type, file_kind_names()));
+  if (opts.output.empty())
+    throw engine::engine_error(engine::error_code::invalid_argument, "synth needs -o OUT");
+
+  gguf::writer w;
+  w.set_string("general.architecture", "llama");
+  w.set_string("general.name", fmt::format("{} random weights (rbee synth)", sh->name));
+  w.set_uint32("general.file_type", kind->file_type);
+  w.set_uint32("general.quantization_version", 2);
+  w.set_uint32("llama.context_length", static_cast<uint32_t>(sh->n_ctx));
+  w.set_uint32("llama.embedding_length", static_cast<uint32_t>(sh->n_embd));
+  w.set_uint32("llama.block_count", static_cast<uint32_t>(sh->n_layer));
+  w.set_uint32("llama.feed_forward_length", static_cast<uint32_t>(sh->n_ff));
+  w.set_uint32("llama.attention.head_count", static_cast<uint32_t>(sh->n_head));
+  w.set_uint32("llama.attention.head_count_kv", static_cast<uint32_t>(sh->n_head_kv));
+  w.set_uint32("llama.rope.dimension_count", static_cast<uint32_t>(sh->n_embd / sh->n_head));
+  w.set_float32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  w.set_float32("llama.rope.freq_base", 10000.0f);
+
+  int n_vocab = sh->n_vocab;
+  if (!opts.vocab_from.empty()) {
+    const auto src = gguf::file::open(opts.vocab_from);
+    const auto* tokens = src.get_array("tokenizer.ggml.tokens");
+    if (!tokens || tokens->size() == 0)
+      throw engine::engine_error(engine::error_code::file_corrupt,
+                                 fmt::format("{} has no tokenizer.ggml.tokens", opts.vocab_from));
+    n_vocab = static_cast<int>(tokens->size());
+    for (const auto& e : src.metadata())
+      if (e.key.starts_with("tokenizer.")) w.set(e);
+  } else {
+    write_byte_vocab(w, n_vocab);
+  }
+  w.set_uint32("llama.vocab_size", static_cast<uint32_t>(n_vocab));
+
+  const int n_threads =
+      opts.n_threads > 0 ? opts.n_threads : static_cast<int>(std::thread::hardware_concurrency());
+  auto pool = std::make_shared<engine::cpu::thread_pool>(std::max(n_threads, 1));
+  const int64_t d = sh->n_embd, hd = sh->n_embd / sh->n_head, kv = hd * sh->n_head_kv;
+  uint64_t tensor_seed = opts.seed;
+  const auto add = [&](const std::string& name, std::vector<int64_t> shape, float mean, float sd,
+                       bool is_output) {
+    const tensor_type type = shape.size() == 1
+                                 ? tensor_type::f32
+                                 : tensor_type_for(*kind, name, sh->n_layer, shape[0], is_output);
+    const int64_t n_cols = shape[0], n_rows = shape.size() > 1 ? shape[1] : 1;
+    const uint64_t seed = ++tensor_seed;
+    w.add_tensor_lazy(name, type, shape, [=](std::span<uint8_t> out) {
+      // Rows in chunks across threads; each chunk has its own seeded generator.
+      constexpr int64_t rows_per_task = 16;
+      const int n_tasks = static_cast<int>((n_rows + rows_per_task - 1) / rows_per_task);
+      const size_t row_bytes = engine::row_size(type, n_cols);
+      std::vector<std::vector<float>> rows(static_cast<size_t>(pool->size()),
+                                           std::vector<float>(static_cast<size_t>(n_cols)));
+      pool->run(n_tasks, [&](int task, int thread) {
+        engine::rng gen(seed * 0x100000001B3ull + static_cast<uint64_t>(task));
+        float* row = rows[static_cast<size_t>(thread)].data();
+        for (int64_t r = task * rows_per_task; r < std::min(n_rows, (task + 1) * rows_per_task);
+             ++r) {
+          fill_normal(gen, mean, sd, row, n_cols);
+          engine::quantize_row(type, row, out.data() + static_cast<size_t>(r) * row_bytes, n_cols);
+        }
+      });
+    });
+  };
+  constexpr float sd = 0.02f;
+  add("token_embd.weight", {d, n_vocab}, 0, sd, false);
+  for (int i = 0; i < sh->n_layer; ++i) {
+    const auto n = [i](const char* s) { return fmt::format("blk.{}.{}", i, s); };
+    add(n("attn_norm.weight"), {d}, 1, sd, false);
+    add(n("attn_q.weight"), {d, d}, 0, sd, false);
+    add(n("attn_k.weight"), {d, kv}, 0, sd, false);
+    add(n("attn_v.weight"), {d, kv}, 0, sd, false);
+    add(n("attn_output.weight"), {d, d}, 0, sd, false);
+    add(n("ffn_norm.weight"), {d}, 1, sd, false);
+    add(n("ffn_gate.weight"), {d, sh->n_ff}, 0, sd, false);
+    add(n("ffn_up.weight"), {d, sh->n_ff}, 0, sd, false);
+    add(n("ffn_down.weight"), {sh->n_ff, d}, 0, sd, false);
+  }
+  add("output_norm.weight", {d}, 1, sd, false);
+  add("output.weight", {d, n_vocab}, 0, sd, true);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  w.write(opts.output);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  fmt::print(log, "wrote {} ({} {}, {} tokens) in {:.1f} s\n", opts.output, sh->name, kind->name,
+             n_vocab, s);
+  return 0;
+}
+
+}  // namespace rbee::engine_tool

@@ -1,0 +1,92 @@
+// The public API (engine.h) on the CUDA backend: model_load/context_create/decode dispatch
+// to the device and give the CPU engine's results. Skips where no CUDA device exists.
+#include <cmath>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/engine.h"
+
+namespace rbee::engine {
+namespace {
+
+std::string models_dir() {
+  const char* env = std::getenv("RBEE_SHARED_MODELS_DIR");
+  return env && *env ? env : RBEE_SHARED_MODELS_DIR;
+}
+
+// The model on device 0, or null (test skipped) when this build or machine has none.
+model_ptr load_on_gpu(const std::string& file) {
+  model_params mp = model_default_params();
+  mp.backend = backend_kind::cuda;
+  try {
+    return model_load(models_dir() + "/" + file, mp);
+  } catch (const engine_error& e) {
+    if (e.code == error_code::backend_unavailable) return nullptr;
+    throw;
+  }
+}
+
+TEST(engine_api_on_cuda, golden_greedy_text) {
+  auto m = load_on_gpu("stories260K.gguf");
+  if (!m) GTEST_SKIP() << "no CUDA device";
+  std::ifstream in(models_dir() + "/golden-stories260K.json");
+  ASSERT_TRUE(in);
+  const auto c = nlohmann::json::parse(in)["cases"].at(0);
+  const auto prompt = tokenize(*m, c["prompt"].get<std::string>(), true);
+  const int n_predict = c["n_predict"].get<int>();
+  context_params cp = context_default_params();
+  cp.n_ctx = static_cast<int>(prompt.size()) + n_predict;
+  auto ctx = context_create(*m, cp);
+  std::vector<batch_entry> batch;
+  for (size_t i = 0; i < prompt.size(); ++i)
+    batch.push_back({prompt[i], static_cast<int32_t>(i), 0, i + 1 == prompt.size()});
+  sampling_params sp = sampling_default_params();
+  sp.temperature = 0;
+  sp.repeat_penalty = 1;
+  sampler s(sp, model_get_info(*m).n_vocab);
+  detokenizer detok(*m);
+  std::vector<token_id> history = prompt;
+  std::string text;
+  for (int i = 0; i < n_predict; ++i) {
+    decode(*ctx, batch);
+    const token_id next = s.sample(logits(*ctx, static_cast<int>(batch.size()) - 1), history);
+    if (token_is_end_of_generation(*m, next)) break;
+    text += detok.push(next);
+    history.push_back(next);
+    batch.assign(1, {next, static_cast<int32_t>(history.size() - 1), 0, true});
+  }
+  EXPECT_EQ(text + detok.flush(), c["continuation"].get<std::string>());
+}
+
+TEST(engine_api_on_cuda, two_sequences_match_the_cpu) {
+  auto gpu = load_on_gpu("synth-tiny-Q8_0.gguf");
+  if (!gpu) GTEST_SKIP() << "no CUDA device";
+  auto cpu = model_load(models_dir() + "/synth-tiny-Q8_0.gguf", model_default_params());
+  context_params cp = context_default_params();
+  cp.n_ctx = 32;
+  cp.n_seq = 2;
+  auto gctx = context_create(*gpu, cp);
+  auto cctx = context_create(*cpu, cp);
+  const std::vector<batch_entry> batch{
+      {1, 0, 0, false}, {50, 1, 0, true}, {1, 0, 1, false}, {60, 1, 1, false}, {70, 2, 1, true}};
+  decode(*gctx, batch);
+  decode(*cctx, batch);
+  for (int i : {1, 4}) {
+    const auto a = logits(*gctx, i), b = logits(*cctx, i);
+    double num = 0, den = 0;
+    for (size_t j = 0; j < b.size(); ++j) {
+      num += (a[j] - b[j]) * (a[j] - b[j]);
+      den += b[j] * b[j];
+    }
+    EXPECT_LT(std::sqrt(num / den), 3e-2) << "entry " << i;
+  }
+  sequence_clear(*gctx, 1);
+  const batch_entry again{1, 0, 1, true};
+  decode(*gctx, std::span(&again, 1));
+  EXPECT_EQ(logits(*gctx, 0).size(), static_cast<size_t>(model_get_info(*gpu).n_vocab));
+}
+
+}  // namespace
+}  // namespace rbee::engine

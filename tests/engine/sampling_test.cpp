@@ -1,0 +1,165 @@
+// Sampling semantics on small hand-built logit vectors, and the stop-string matcher.
+#include <cmath>
+#include <map>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "engine/engine.h"
+#include "engine/sampling.h"
+
+namespace rbee::engine {
+namespace {
+
+sampling_params plain() {
+  sampling_params p = sampling_default_params();
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  p.repeat_penalty = 1.0f;
+  p.seed = 1;
+  return p;
+}
+
+// Logits whose softmax is exactly `probs`.
+std::vector<float> logits_of(std::vector<double> probs) {
+  std::vector<float> out;
+  for (double p : probs) out.push_back(static_cast<float>(std::log(p)));
+  return out;
+}
+
+std::map<token_id, int> histogram(const sampling_params& p, const std::vector<float>& logits,
+                                  int n) {
+  sampler s(p, static_cast<int>(logits.size()));
+  std::map<token_id, int> counts;
+  for (int i = 0; i < n; ++i) ++counts[s.sample(logits, {})];
+  return counts;
+}
+
+TEST(sampler, temperature_zero_is_argmax) {
+  sampling_params p = plain();
+  p.temperature = 0;
+  sampler s(p, 5);
+  const std::vector<float> logits{0.1f, 3.0f, -2.0f, 2.9f, 3.0f};
+  EXPECT_EQ(s.sample(logits, {}), 1);  // first of equal maxima
+}
+
+TEST(sampler, repeat_penalty_divides_positive_and_multiplies_negative_logits) {
+  sampling_params p = plain();
+  p.temperature = 0;
+  p.repeat_penalty = 1.1f;
+  p.repeat_last_n = 64;
+  sampler s(p, 2);
+  const std::vector<token_id> history{0};
+  // 2.0 / 1.1 = 1.82 < 1.9
+  EXPECT_EQ(s.sample(std::vector<float>{2.0f, 1.9f}, history), 1);
+  // -1.0 * 1.1 = -1.1 < -1.05
+  EXPECT_EQ(s.sample(std::vector<float>{-1.0f, -1.05f}, history), 1);
+  // Without the token in the window, no penalty.
+  EXPECT_EQ(s.sample(std::vector<float>{2.0f, 1.9f}, std::vector<token_id>{1}), 0);
+}
+
+TEST(sampler, repeat_penalty_applies_once_per_distinct_token_in_the_last_n) {
+  sampling_params p = plain();
+  p.temperature = 0;
+  p.repeat_penalty = 1.5f;
+  p.repeat_last_n = 2;
+  sampler s(p, 3);
+  // Token 0 repeated: penalised once (3.0 / 1.5 = 2.0 > 1.9), not twice (1.33).
+  EXPECT_EQ(s.sample(std::vector<float>{3.0f, 1.9f, 0.0f}, std::vector<token_id>{0, 0}), 0);
+  // Token 0 outside the last 2: no penalty at all.
+  EXPECT_EQ(s.sample(std::vector<float>{2.0f, 1.9f, 0.0f}, std::vector<token_id>{0, 2, 2}), 0);
+}
+
+TEST(sampler, top_k_keeps_only_the_k_most_likely) {
+  sampling_params p = plain();
+  p.top_k = 2;
+  const auto counts = histogram(p, logits_of({0.1, 0.4, 0.3, 0.2}), 2000);
+  EXPECT_EQ(counts.size(), 2u);
+  EXPECT_TRUE(counts.contains(1) && counts.contains(2));
+  // Renormalised 0.4 : 0.3.
+  EXPECT_NEAR(counts.at(1) / 2000.0, 4.0 / 7.0, 0.04);
+}
+
+TEST(sampler, top_p_keeps_the_smallest_prefix_reaching_p) {
+  sampling_params p = plain();
+  p.top_p = 0.7f;  // 0.5 + 0.3 reaches 0.7: tokens 0 and 1
+  const auto counts = histogram(p, logits_of({0.5, 0.3, 0.15, 0.05}), 2000);
+  EXPECT_EQ(counts.size(), 2u);
+  EXPECT_TRUE(counts.contains(0) && counts.contains(1));
+  EXPECT_NEAR(counts.at(0) / 2000.0, 0.5 / 0.8, 0.04);
+}
+
+TEST(sampler, min_p_drops_tokens_below_a_fraction_of_the_best) {
+  sampling_params p = plain();
+  p.min_p = 0.5f;  // threshold 0.25: keeps 0.5 and 0.3
+  const auto counts = histogram(p, logits_of({0.5, 0.3, 0.15, 0.05}), 2000);
+  EXPECT_EQ(counts.size(), 2u);
+  EXPECT_TRUE(counts.contains(0) && counts.contains(1));
+}
+
+TEST(sampler, unfiltered_draws_follow_the_softmax) {
+  const auto counts = histogram(plain(), logits_of({0.5, 0.25, 0.125, 0.125}), 8000);
+  EXPECT_NEAR(counts.at(0) / 8000.0, 0.5, 0.03);
+  EXPECT_NEAR(counts.at(1) / 8000.0, 0.25, 0.03);
+  EXPECT_NEAR(counts.at(3) / 8000.0, 0.125, 0.03);
+}
+
+TEST(sampler, low_temperature_sharpens_high_flattens) {
+  const auto logits = logits_of({0.6, 0.4});
+  sampling_params p = plain();
+  p.temperature = 0.25f;  // 0.6^4 : 0.4^4 = 0.835 : 0.165
+  EXPECT_NEAR(histogram(p, logits, 4000).at(0) / 4000.0, 0.835, 0.03);
+  p.temperature = 4.0f;  // 0.6^0.25 : 0.4^0.25 = 0.525 : 0.475
+  EXPECT_NEAR(histogram(p, logits, 4000).at(0) / 4000.0, 0.525, 0.03);
+}
+
+TEST(sampler, same_seed_same_tokens_other_seed_other_tokens) {
+  const auto logits = logits_of({0.2, 0.2, 0.2, 0.2, 0.2});
+  const auto draw = [&](uint64_t seed) {
+    sampling_params p = plain();
+    p.seed = seed;
+    sampler s(p, 5);
+    std::vector<token_id> out;
+    for (int i = 0; i < 64; ++i) out.push_back(s.sample(logits, {}));
+    return out;
+  };
+  EXPECT_EQ(draw(42), draw(42));
+  EXPECT_NE(draw(42), draw(43));
+}
+
+TEST(stop_matcher, holds_back_a_possible_prefix_and_drops_the_stop_text) {
+  stop_matcher m({"\nUser:"});
+  EXPECT_EQ(m.push("Hello"), "Hello");
+  EXPECT_EQ(m.push(" there\nUs"), " there");  // "\nUs" could start the stop string
+  EXPECT_FALSE(m.matched());
+  EXPECT_EQ(m.push("er: hi"), "");
+  EXPECT_TRUE(m.matched());
+  EXPECT_EQ(m.matched_stop(), "\nUser:");
+  EXPECT_EQ(m.push("more"), "");
+}
+
+TEST(stop_matcher, releases_held_text_when_it_stops_matching) {
+  stop_matcher m({"STOP"});
+  EXPECT_EQ(m.push("a ST"), "a ");
+  EXPECT_EQ(m.push("ART"), "START");
+  EXPECT_EQ(m.push("ST"), "");
+  EXPECT_EQ(m.flush(), "ST");
+  EXPECT_FALSE(m.matched());
+}
+
+TEST(stop_matcher, earliest_of_several_stops_wins) {
+  stop_matcher m({"world", "lo w"});
+  EXPECT_EQ(m.push("hello world"), "hel");
+  EXPECT_EQ(m.matched_stop(), "lo w");
+}
+
+TEST(stop_matcher, no_stops_passes_everything) {
+  stop_matcher m({});
+  EXPECT_EQ(m.push("anything"), "anything");
+  EXPECT_EQ(m.flush(), "");
+}
+
+}  // namespace
+}  // namespace rbee::engine
