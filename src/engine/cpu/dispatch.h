@@ -1,0 +1,117 @@
+#pragma once
+// Internal to cpu/: the per-instruction-set kernel tables and the activation formats the
+// quantized kernels read. kernels_scalar.cpp, kernels_avx2.cpp and kernels_avx512.cpp each
+// fill one table; a null entry falls back to the next lower level.
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/cpu/kernels.h"
+#include "engine/tensor_types.h"
+
+namespace rbee::engine::cpu {
+
+// How a weight type wants its activations.
+//  f32:   the fp32 row as given.
+//  q8_32: per token: int8 qs[n] | float d[n/32] | int32 sum[n/32]   (x ≈ qs * d per block of
+//         32; sum = Σ qs of the block, used for the offset of q4_0/q5_0 and the min of q4_1/q5_1)
+//  q8_k:  per token: int8 qs[n] | float d[n/256] | int16 bsums[n/16] (k-quant weights)
+// Each token gets act_row_bytes (a multiple of 64). That is the layout of the scalar and
+// AVX2 levels; a level may arrange a tile of tokens differently inside the same bytes (the
+// AVX-512 q8_32 kernels interleave tokens, see kernels_avx512.cpp): activations are only read
+// by kernels of the level that quantized them.
+enum class act_format { f32, q8_32, q8_k };
+
+act_format act_format_of(tensor_type t);
+size_t act_row_bytes(act_format f, int64_t n);
+
+struct act_q8_32 {
+  const int8_t* qs;
+  const float* d;
+  const int32_t* sum;
+};
+inline act_q8_32 view_q8_32(const uint8_t* row, int64_t n) {
+  const int8_t* qs = reinterpret_cast<const int8_t*>(row);
+  const float* d = reinterpret_cast<const float*>(row + n);
+  return {qs, d, reinterpret_cast<const int32_t*>(d + n / 32)};
+}
+
+struct act_q8_k {
+  const int8_t* qs;
+  const float* d;
+  const int16_t* bsums;
+};
+inline act_q8_k view_q8_k(const uint8_t* row, int64_t n) {
+  const int8_t* qs = reinterpret_cast<const int8_t*>(row);
+  const float* d = reinterpret_cast<const float*>(row + n);
+  return {qs, d, reinterpret_cast<const int16_t*>(d + n / qk_k)};
+}
+
+// The per-token-row layout above, for the levels that use it.
+template <void (*quantize_row)(const float*, uint8_t*, int64_t)>
+void quantize_token_rows(const float* x, int64_t n, int64_t tok, int64_t, uint8_t* act,
+                         size_t stride) {
+  quantize_row(x, act + tok * stride, n);
+}
+
+// One call computes y[tok * y_stride + row] for rows [0, n_rows) and tokens [0, n_tok) of the
+// given slices; activations are in the weight type's act_format.
+struct gemm_args {
+  const uint8_t* w;
+  size_t w_stride;
+  int64_t n_rows;
+  const uint8_t* x;
+  size_t x_stride;
+  int64_t n_tok;
+  float* y;
+  int64_t y_stride;
+  int64_t n;  // columns
+};
+using gemm_fn = void (*)(const gemm_args&);
+
+// Weight types matmul handles, as table slots.
+enum weight_slot {
+  slot_f32,
+  slot_f16,
+  slot_bf16,
+  slot_q4_0,
+  slot_q4_1,
+  slot_q5_0,
+  slot_q5_1,
+  slot_q8_0,
+  slot_q4_k,
+  slot_q5_k,
+  slot_q6_k,
+  n_weight_slots
+};
+int weight_slot_of(tensor_type t);  // -1 when matmul does not support t
+
+struct kernel_table {
+  gemm_fn gemm[n_weight_slots] = {};
+  // Token `tok` of n_tok (fp32 row x, n values) into `act`, act_row_bytes = stride per token.
+  using quantize_fn = void (*)(const float* x, int64_t n, int64_t tok, int64_t n_tok, uint8_t* act,
+                               size_t stride);
+  quantize_fn quantize_q8_32 = nullptr;
+  quantize_fn quantize_q8_k = nullptr;
+  void (*f16_to_f32)(const fp16_t* x, float* y, int64_t n) = nullptr;
+  void (*f32_to_f16)(const float* x, fp16_t* y, int64_t n) = nullptr;
+  float (*dot_f32)(const float* a, const float* b, int64_t n) = nullptr;
+  float (*dot_f16)(const fp16_t* a, const float* b, int64_t n) = nullptr;
+  void (*axpy_f32)(float a, const float* x, float* y, int64_t n) = nullptr;
+  void (*axpy_f16)(float a, const fp16_t* x, float* y, int64_t n) = nullptr;
+  void (*rmsnorm)(const float* x, const float* w, float* out, int64_t n, float eps) = nullptr;
+  void (*softmax)(float* x, int64_t n) = nullptr;
+  void (*silu_mul)(const float* g, const float* u, float* out, int64_t n) = nullptr;
+};
+
+// Each fills only what it accelerates; scalar fills everything.
+void fill_scalar_kernels(kernel_table& t);
+void fill_avx2_kernels(kernel_table& t);
+void fill_avx512_kernels(kernel_table& t);
+
+// The complete table of a level (lower levels filled in); level must be <= detected_isa().
+const kernel_table& kernels_for(isa level);
+inline const kernel_table& active_kernels() {
+  return kernels_for(active_isa());
+}
+
+}  // namespace rbee::engine::cpu

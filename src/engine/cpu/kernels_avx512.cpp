@@ -1,0 +1,441 @@
+// AVX-512 level (F/BW/VL/DQ + VNNI): 512-bit matmul kernels for every weight type; helpers
+// and the q8_k activation quantizer come from the shared 256-bit code (kernels_simd.inc).
+// The token tile is 8 (32 vector registers hold the accumulators); k-quants use 4.
+//
+// GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which its own
+// -W(maybe-)uninitialized then reports once inlined; the values are fully overwritten.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "engine/cpu/dispatch.h"
+
+#define RBEE_SIMD_AVX512 1
+#define RBEE_SIMD_TILE 8
+
+namespace rbee::engine::cpu {
+namespace avx512 {
+#include "engine/cpu/kernels_simd.inc"
+
+namespace {
+
+// Activations of the 32-element block types at this level. Two consecutive blocks of a row go
+// into one 512-bit register as signed bytes w = q - offset, so one vpdpbusd multiplies them
+// with 64 activation bytes. Activations are stored as unsigned u = x + 128, so
+// Σ u*w = Σ x*w + 128 Σ w, and the second term, which depends on the weights only, is
+// subtracted once per block pair for all tokens.
+//
+// Tokens are quantized in groups of max_tile (the last group may be smaller); a group of T
+// tokens starting at token t0 occupies the bytes of tokens t0..t0+T-1 and is laid out so the
+// kernel addresses every token of a tile from one pointer with constant offsets:
+//   u8    qs[np][T][64]     block pairs (np = ceil(nb / 2); an odd tail is padded with x = 0)
+//   float d[np][T][2]       scale of each block of the pair (0 for the padding)
+//   int32 sum[np][T][2]     Σ x of each block (for the min of q4_1/q5_1)
+struct group_view {
+  const uint8_t* qs;
+  const float* d;
+  const int32_t* sum;
+};
+inline group_view view_group(const uint8_t* base, int64_t n, int tile) {
+  const int64_t np = (n / 32 + 1) / 2;
+  const auto* d = reinterpret_cast<const float*>(base + tile * np * 64);
+  return {base, d, reinterpret_cast<const int32_t*>(d + tile * np * 2)};
+}
+
+void quantize_q8_32_grouped(const float* x, int64_t n, int64_t tok, int64_t n_tok, uint8_t* act,
+                            size_t stride) {
+  const int64_t t0 = tok / max_tile * max_tile;
+  const int tile = static_cast<int>(std::min<int64_t>(max_tile, n_tok - t0));
+  const int i = static_cast<int>(tok - t0);
+  uint8_t* base = act + t0 * stride;
+  const int64_t nb = n / 32, np = (nb + 1) / 2;
+  auto* d = reinterpret_cast<float*>(base + tile * np * 64);
+  auto* sum = reinterpret_cast<int32_t*>(d + tile * np * 2);
+  const __m256i flip = _mm256_set1_epi8(-128);
+  for (int64_t b = 0; b < np * 2; ++b) {
+    const int64_t slot = (b / 2 * tile + i) * 2 + b % 2;
+    uint8_t* qs = base + (b / 2 * tile + i) * 64 + (b % 2) * 32;
+    if (b == nb) {  // padding of an odd tail
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), flip);
+      d[slot] = 0;
+      sum[slot] = 0;
+      continue;
+    }
+    const float db = amax32(x + b * 32) / 127;
+    const float id = db ? 1 / db : 0;
+    const __m256i q = round_pack32(x + b * 32, _mm256_set1_ps(id));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), _mm256_xor_si256(q, flip));
+    d[slot] = db;
+    sum[slot] = sum_i8(q);
+  }
+}
+
+inline __m512i nibbles2(const uint8_t* qs0, const uint8_t* qs1) {
+  const __m256i v = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs1)),
+                                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs0)));
+  __m512i t = _mm512_zextsi256_si512(v);
+  t = _mm512_shuffle_i64x2(t, t, _MM_SHUFFLE(1, 1, 0, 0));  // 128-bit lanes: b0 b0 b1 b1
+  t = _mm512_mask_srli_epi16(t, 0xff00ff00, t, 4);          // lanes 1, 3: high nibbles
+  return _mm512_and_si512(t, _mm512_set1_epi8(0x0f));
+}
+
+// 0x10 in byte i where bit i of the two blocks' qh words is set.
+template <class Block>
+inline __m512i high_bits2(const Block& b0, const Block& b1) {
+  uint32_t h0, h1;
+  std::memcpy(&h0, b0.qh, 4);
+  std::memcpy(&h1, b1.qh, 4);
+  return _mm512_maskz_mov_epi8(h0 | (uint64_t{h1} << 32), _mm512_set1_epi8(0x10));
+}
+
+struct q4_0_w {
+  using block = block_q4_0;
+  static constexpr bool has_min = false;
+  static __m512i unpack2(const block& b0, const block& b1) {
+    return _mm512_sub_epi8(nibbles2(b0.qs, b1.qs), _mm512_set1_epi8(8));
+  }
+};
+struct q4_1_w {
+  using block = block_q4_1;
+  static constexpr bool has_min = true;
+  static __m512i unpack2(const block& b0, const block& b1) { return nibbles2(b0.qs, b1.qs); }
+};
+struct q5_0_w {
+  using block = block_q5_0;
+  static constexpr bool has_min = false;
+  static __m512i unpack2(const block& b0, const block& b1) {
+    const __m512i q = _mm512_or_si512(nibbles2(b0.qs, b1.qs), high_bits2(b0, b1));
+    return _mm512_sub_epi8(q, _mm512_set1_epi8(16));
+  }
+};
+struct q5_1_w {
+  using block = block_q5_1;
+  static constexpr bool has_min = true;
+  static __m512i unpack2(const block& b0, const block& b1) {
+    return _mm512_or_si512(nibbles2(b0.qs, b1.qs), high_bits2(b0, b1));
+  }
+};
+struct q8_0_w {
+  using block = block_q8_0;
+  static constexpr bool has_min = false;
+  static __m512i unpack2(const block& b0, const block& b1) {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0.qs));
+    const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1.qs));
+    return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
+  }
+};
+
+// A block pair of one row, ready to multiply: signed weights, the weights-only correction
+// -128 Σ w per lane, and each block's scale in the lanes of its block.
+struct weight_pair {
+  __m512i wv, neg_corr;
+  __m512 dw;
+};
+
+// Block pair p (blocks 2p, 2p+1; only 2p when `single`) of row w.
+template <class P, bool single>
+inline weight_pair unpack_pair(const typename P::block* w, int64_t p) {
+  const typename P::block& w0 = w[2 * p];
+  const typename P::block& w1 = single ? w0 : w[2 * p + 1];
+  const __m512i wv = P::unpack2(w0, w1);
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i neg_corr =
+      _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(-128), wv));
+  const __m128 dw2 = _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(w0.d), w1.d, 1));
+  const __m512i pick = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  return {wv, neg_corr, _mm512_permutexvar_ps(pick, _mm512_zextps128_ps512(dw2))};
+}
+
+// Activation scales of block pair p of token t (of a group of T): d of block 2p in the low 8
+// lanes, of block 2p+1 in the high 8 (0 for the padding of an odd tail).
+template <int T>
+inline __m512 act_scales(const group_view& g, int64_t p, int t) {
+  const float* xd = g.d + (p * T + t) * 2;
+  return _mm512_mask_broadcastss_ps(_mm512_set1_ps(xd[0]), 0xff00, _mm_load_ss(xd + 1));
+}
+
+// acc + Σ x*w of the pair, scaled by the weight and activation scales.
+inline __m512 pair_dot(const weight_pair& w, __m512i x, __m512 dx, __m512 acc) {
+  const __m512i dot = _mm512_dpbusd_epi32(w.neg_corr, x, w.wv);
+  return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), w.dw), dx, acc);
+}
+
+// Block pair p of one row against the T tokens of a group, into acc[t].
+template <class P, int T, bool single>
+inline void pair_step(const typename P::block* w, int64_t p, const group_view& g, __m512* acc) {
+  const weight_pair wp = unpack_pair<P, single>(w, p);
+  for (int t = 0; t < T; ++t) {
+    const __m512i x = _mm512_loadu_si512(g.qs + (p * T + t) * 64);
+    acc[t] = pair_dot(wp, x, act_scales<T>(g, p, t), acc[t]);
+  }
+}
+
+// q4_1/q5_1: x = q*d + m, so each block adds m * dx * Σ qx.
+template <class P, int T>
+inline void add_min_terms(const typename P::block* w, const group_view& g, int64_t nb, float* out) {
+  if constexpr (P::has_min) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const float m = _cvtsh_ss(w[b].m);
+      const int64_t slot = b / 2 * T * 2 + b % 2;
+      for (int t = 0; t < T; ++t) {
+        out[t] += m * g.d[slot + 2 * t] * static_cast<float>(g.sum[slot + 2 * t]);
+      }
+    }
+  }
+}
+
+// One weight row against a group of T tokens. With one or two tokens two accumulator sets
+// alternate between block pairs so decode is not limited by the FMA latency chain.
+template <class P, int T>
+void row_q8_32(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float* out) {
+  const auto* w = reinterpret_cast<const typename P::block*>(wr);
+  const group_view g = view_group(xs[0], n, T);
+  constexpr int n_sets = T <= 2 ? 2 : 1;
+  __m512 acc[n_sets][T];
+  for (auto& set : acc) {
+    for (auto& a : set) a = _mm512_setzero_ps();
+  }
+  const int64_t nb = n / 32, full_pairs = nb / 2;
+  int64_t p = 0;
+  for (; p + n_sets <= full_pairs; p += n_sets) {
+    for (int s = 0; s < n_sets; ++s) pair_step<P, T, false>(w, p + s, g, acc[s]);
+  }
+  for (; p < full_pairs; ++p) pair_step<P, T, false>(w, p, g, acc[0]);
+  if (nb % 2) pair_step<P, T, true>(w, full_pairs, g, acc[0]);
+  for (int t = 0; t < T; ++t) {
+    __m512 sum = acc[0][t];
+    if constexpr (n_sets == 2) sum = _mm512_add_ps(sum, acc[1][t]);
+    out[t] = _mm512_reduce_add_ps(sum);
+  }
+  add_min_terms<P, T>(w, g, nb, out);
+}
+
+// ---- k-quants: the same sub-block arithmetic as the 256-bit kernels, 64 elements at a time.
+
+// q4_k / q5_k: 64-element chunk c holds sub-blocks 2c (low nibbles) and 2c+1 (high nibbles).
+template <bool five, int T>
+void row_qk_affine_512(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float* out) {
+  using block = std::conditional_t<five, block_q5_k, block_q4_k>;
+  const auto* w = reinterpret_cast<const block*>(wr);
+  act_q8_k a[T];
+  for (int t = 0; t < T; ++t) a[t] = view_q8_k(xs[t], n);
+  __m512 acc[T];
+  __m256 corr[T];  // Σ dmin*dx*m_j*bsum_j, reduced at the end
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm512_setzero_ps();
+    corr[t] = _mm256_setzero_ps();
+  }
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  for (int64_t b = 0; b < n / qk_k; ++b) {
+    const block& wb = w[b];
+    const scales_mins sm = unpack_scale_min_k4(wb.scales);
+    const __m512i sc16 =
+        _mm512_zextsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<int64_t>(sm.sc))));
+    const __m256i m16 = mins_for_bsums(sm.m);
+
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
+    [[maybe_unused]] __m512i qh;
+    if constexpr (five) {
+      const __m256i h = load256(wb.qh);
+      qh = _mm512_inserti64x4(_mm512_zextsi256_si512(h), _mm256_srli_epi16(h, 1), 1);
+    }
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = load256(wb.qs + 32 * c);
+      __m512i v = _mm512_inserti64x4(_mm512_zextsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
+      v = _mm512_and_si512(v, m4);
+      if constexpr (five) {
+        v = _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(qh, _mm512_set1_epi8(1)), 4));
+        qh = _mm512_srli_epi16(qh, 2);
+      }
+      // Scale of sub-block 2c for the low 32 bytes, 2c + 1 for the high 32.
+      const __m512i pick = _mm512_mask_set1_epi16(_mm512_set1_epi16(static_cast<int16_t>(2 * c)),
+                                                  0xffff0000, static_cast<int16_t>(2 * c + 1));
+      const __m512i s16 = _mm512_permutexvar_epi16(pick, sc16);
+
+      for (int t = 0; t < T; ++t) {
+        const __m512i x = _mm512_loadu_si512(a[t].qs + b * qk_k + 64 * c);
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(_mm512_maddubs_epi16(v, x), s16));
+      }
+    }
+    const float d = _cvtsh_ss(wb.d), dmin = _cvtsh_ss(wb.dmin);
+    for (int t = 0; t < T; ++t) {
+      const float dx = a[t].d[b];
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_set1_ps(d * dx), acc[t]);
+      const __m256i mins = _mm256_madd_epi16(load256(a[t].bsums + b * 16), m16);
+      corr[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(dmin * dx), corr[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(acc[t]) - hsum(corr[t]);
+}
+
+// q6_k: each 128-element half is two registers of 64 (elements 0..63 and 64..127), with one
+// 8-bit scale per 16 elements.
+template <int T>
+void row_q6_k_512(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float* out) {
+  const auto* w = reinterpret_cast<const block_q6_k*>(wr);
+  act_q8_k a[T];
+  for (int t = 0; t < T; ++t) a[t] = view_q8_k(xs[t], n);
+  __m512 acc[T];
+  float corr[T];
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm512_setzero_ps();
+    corr[t] = 0;
+  }
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  const __m512i m3 = _mm512_set1_epi8(0x03);
+  // int16 lane i of a 64-element register belongs to scale i / 8 (set_epi16 lists lane 31 first).
+  const __m512i spread = _mm512_set_epi16(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1,
+                                          1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  for (int64_t b = 0; b < n / qk_k; ++b) {
+    const block_q6_k& wb = w[b];
+    const __m256i sc16_256 =
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales)));
+    const __m512i sc16 = _mm512_zextsi256_si512(sc16_256);
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
+    for (int half = 0; half < 2; ++half) {
+      const __m512i ql = _mm512_loadu_si512(wb.ql + 64 * half);
+      const __m256i h = load256(wb.qh + 32 * half);
+      const __m512i qh = _mm512_inserti64x4(_mm512_zextsi256_si512(h), _mm256_srli_epi16(h, 2), 1);
+      const __m512i lo =
+          _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_slli_epi16(_mm512_and_si512(qh, m3), 4));
+      const __m512i hi =
+          _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh, 4), m3), 4));
+      // Scales 8*half + 0..3 for elements 0..63, 8*half + 4..7 for 64..127.
+      const __m512i s_lo = _mm512_permutexvar_epi16(
+          _mm512_add_epi16(spread, _mm512_set1_epi16(static_cast<int16_t>(8 * half))), sc16);
+      const __m512i s_hi = _mm512_permutexvar_epi16(
+          _mm512_add_epi16(spread, _mm512_set1_epi16(static_cast<int16_t>(8 * half + 4))), sc16);
+      for (int t = 0; t < T; ++t) {
+        const int8_t* x = a[t].qs + b * qk_k + 128 * half;
+        const __m512i x0 = _mm512_loadu_si512(x), x1 = _mm512_loadu_si512(x + 64);
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(_mm512_maddubs_epi16(lo, x0), s_lo));
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(_mm512_maddubs_epi16(hi, x1), s_hi));
+      }
+    }
+    const float d = _cvtsh_ss(wb.d);
+
+    for (int t = 0; t < T; ++t) {
+      const float dx = a[t].d[b];
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_set1_ps(d * dx), acc[t]);
+      const int c = hsum_i32(_mm256_madd_epi16(load256(a[t].bsums + b * 16), sc16_256));
+      corr[t] += 32 * d * dx * static_cast<float>(c);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(acc[t]) - corr[t];
+}
+
+// ---- float weights, 16 at a time.
+
+struct f32_load512 {
+  static __m512 load(const uint8_t* w, int64_t i) {
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(w) + i);
+  }
+  using scalar = f32_load;
+};
+struct f16_load512 {
+  static __m512 load(const uint8_t* w, int64_t i) {
+    return _mm512_cvtph_ps(load256(reinterpret_cast<const fp16_t*>(w) + i));
+  }
+  using scalar = f16_load;
+};
+struct bf16_load512 {
+  static __m512 load(const uint8_t* w, int64_t i) {
+    const __m256i h = load256(reinterpret_cast<const bf16_t*>(w) + i);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  using scalar = bf16_load;
+};
+
+template <class L, int T>
+void row_float_512(const uint8_t* w, const uint8_t* const* xs, int64_t n, float* out) {
+  const float* x[T];
+  for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const float*>(xs[t]);
+  constexpr int n_sets = T <= 2 ? 2 : 1;  // independent FMA chains for decode
+  __m512 acc[n_sets][T];
+  for (auto& set : acc) {
+    for (auto& a : set) a = _mm512_setzero_ps();
+  }
+  int64_t i = 0;
+  for (; i + 16 * n_sets <= n; i += 16 * n_sets) {
+    for (int s = 0; s < n_sets; ++s) {
+      const __m512 wv = L::load(w, i + 16 * s);
+      for (int t = 0; t < T; ++t) {
+        acc[s][t] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x[t] + i + 16 * s), acc[s][t]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    __m512 sum = acc[0][t];
+    if constexpr (n_sets == 2) sum = _mm512_add_ps(sum, acc[1][t]);
+    float s = _mm512_reduce_add_ps(sum);
+    for (int64_t j = i; j < n; ++j) s += L::scalar::scalar(w, j) * x[t][j];
+    out[t] = s;
+  }
+}
+
+template <class L>
+struct float_rows_512 {
+  template <int T>
+  struct row {
+    static void run(const uint8_t* w, const uint8_t* const* xs, int64_t n, float* out) {
+      row_float_512<L, T>(w, xs, n, out);
+    }
+  };
+};
+
+template <bool five>
+struct qk_affine_rows_512 {
+  template <int T>
+  struct row {
+    static void run(const uint8_t* w, const uint8_t* const* xs, int64_t n, float* out) {
+      row_qk_affine_512<five, T>(w, xs, n, out);
+    }
+  };
+};
+template <int T>
+struct q6_k_row_512 {
+  static void run(const uint8_t* w, const uint8_t* const* xs, int64_t n, float* out) {
+    row_q6_k_512<T>(w, xs, n, out);
+  }
+};
+
+template <class P>
+struct rows_512 {
+  template <int T>
+  struct row {
+    static void run(const uint8_t* w, const uint8_t* const* xs, int64_t n, float* out) {
+      row_q8_32<P, T>(w, xs, n, out);
+    }
+  };
+};
+
+}  // namespace
+}  // namespace avx512
+
+void fill_avx512_kernels(kernel_table& t) {
+  avx512::fill_table(t);
+  t.quantize_q8_32 = avx512::quantize_q8_32_grouped;
+  t.gemm[slot_f32] = avx512::gemm_tiled<avx512::float_rows_512<avx512::f32_load512>::row>;
+  t.gemm[slot_f16] = avx512::gemm_tiled<avx512::float_rows_512<avx512::f16_load512>::row>;
+  t.gemm[slot_bf16] = avx512::gemm_tiled<avx512::float_rows_512<avx512::bf16_load512>::row>;
+
+  t.gemm[slot_q4_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q4_0_w>::row>;
+  t.gemm[slot_q4_1] = avx512::gemm_tiled<avx512::rows_512<avx512::q4_1_w>::row>;
+  t.gemm[slot_q5_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_0_w>::row>;
+  t.gemm[slot_q5_1] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_1_w>::row>;
+  t.gemm[slot_q8_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q8_0_w>::row>;
+  t.gemm[slot_q4_k] = avx512::gemm_tiled<avx512::qk_affine_rows_512<false>::row, 4>;
+  t.gemm[slot_q5_k] = avx512::gemm_tiled<avx512::qk_affine_rows_512<true>::row, 4>;
+  t.gemm[slot_q6_k] = avx512::gemm_tiled<avx512::q6_k_row_512, 4>;
+}
+
+}  // namespace rbee::engine::cpu

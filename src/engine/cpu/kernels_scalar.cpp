@@ -1,0 +1,319 @@
+// Portable kernels: the fallback level and the complete default table. Quantized weights are
+// multiplied with the same int8 activations as the SIMD levels, block by block.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/cpu/dispatch.h"
+#include "engine/quant.h"
+
+namespace rbee::engine::cpu {
+
+namespace {
+
+int nearest(float x) {
+  return static_cast<int>(std::lrintf(x));
+}
+
+void quantize_q8_32(const float* x, uint8_t* row, int64_t n) {
+  auto* qs = reinterpret_cast<int8_t*>(row);
+  auto* d = reinterpret_cast<float*>(row + n);
+  auto* sum = reinterpret_cast<int32_t*>(d + n / 32);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+    const float db = amax / 127;
+    const float id = db ? 1 / db : 0;
+    int s = 0;
+    for (int j = 0; j < 32; ++j) {
+      const int q = nearest(x[b * 32 + j] * id);
+      qs[b * 32 + j] = static_cast<int8_t>(q);
+      s += q;
+    }
+    d[b] = db;
+    sum[b] = s;
+  }
+}
+
+void quantize_q8_k(const float* x, uint8_t* row, int64_t n) {
+  auto* qs = reinterpret_cast<int8_t*>(row);
+  auto* d = reinterpret_cast<float*>(row + n);
+  auto* bsums = reinterpret_cast<int16_t*>(d + n / qk_k);
+  for (int64_t b = 0; b < n / qk_k; ++b) {
+    const float* xb = x + b * qk_k;
+    float amax = 0;
+    for (int j = 0; j < qk_k; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float db = amax / 127;
+    const float id = db ? 1 / db : 0;
+    for (int j = 0; j < qk_k; ++j) qs[b * qk_k + j] = static_cast<int8_t>(nearest(xb[j] * id));
+    d[b] = db;
+    for (int g = 0; g < qk_k / 16; ++g) {
+      int s = 0;
+      for (int j = 0; j < 16; ++j) s += qs[b * qk_k + g * 16 + j];
+      bsums[b * (qk_k / 16) + g] = static_cast<int16_t>(s);
+    }
+  }
+}
+
+// ---- one weight row · one activation row, per type
+
+float dot_q4_0(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const block_q4_0*>(wr);
+  const act_q8_32 a = view_q8_32(xr, n);
+  float sum = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int s = 0;
+    for (int j = 0; j < 16; ++j) {
+      s += (w[b].qs[j] & 0xf) * a.qs[b * 32 + j] + (w[b].qs[j] >> 4) * a.qs[b * 32 + j + 16];
+    }
+    sum += fp16_to_fp32(w[b].d) * a.d[b] * (s - 8 * a.sum[b]);
+  }
+  return sum;
+}
+
+float dot_q4_1(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const block_q4_1*>(wr);
+  const act_q8_32 a = view_q8_32(xr, n);
+  float sum = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int s = 0;
+    for (int j = 0; j < 16; ++j) {
+      s += (w[b].qs[j] & 0xf) * a.qs[b * 32 + j] + (w[b].qs[j] >> 4) * a.qs[b * 32 + j + 16];
+    }
+    sum += a.d[b] * (fp16_to_fp32(w[b].d) * s + fp16_to_fp32(w[b].m) * a.sum[b]);
+  }
+  return sum;
+}
+
+template <class Block>
+int dot_q5_block(const Block& w, const int8_t* x) {
+  uint32_t qh;
+  std::memcpy(&qh, w.qh, 4);
+  int s = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int lo = (w.qs[j] & 0xf) | (((qh >> j) & 1) << 4);
+    const int hi = (w.qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+    s += lo * x[j] + hi * x[j + 16];
+  }
+  return s;
+}
+
+float dot_q5_0(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const block_q5_0*>(wr);
+  const act_q8_32 a = view_q8_32(xr, n);
+  float sum = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const int s = dot_q5_block(w[b], a.qs + b * 32);
+    sum += fp16_to_fp32(w[b].d) * a.d[b] * (s - 16 * a.sum[b]);
+  }
+  return sum;
+}
+
+float dot_q5_1(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const block_q5_1*>(wr);
+  const act_q8_32 a = view_q8_32(xr, n);
+  float sum = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const int s = dot_q5_block(w[b], a.qs + b * 32);
+    sum += a.d[b] * (fp16_to_fp32(w[b].d) * s + fp16_to_fp32(w[b].m) * a.sum[b]);
+  }
+  return sum;
+}
+
+float dot_q8_0(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const block_q8_0*>(wr);
+  const act_q8_32 a = view_q8_32(xr, n);
+  float sum = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int s = 0;
+    for (int j = 0; j < 32; ++j) s += w[b].qs[j] * a.qs[b * 32 + j];
+    sum += fp16_to_fp32(w[b].d) * a.d[b] * s;
+  }
+  return sum;
+}
+
+void scale_min_k4(int j, const uint8_t* q, int& sc, int& m) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
+    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// q4_k and q5_k: sub-block j of 32 has value d*sc_j*q - dmin*m_j.
+template <bool five>
+float dot_qk_affine(const uint8_t* wr, size_t block_bytes, const uint8_t* xr, int64_t n) {
+  const act_q8_k a = view_q8_k(xr, n);
+  float sum = 0;
+  for (int64_t b = 0; b < n / qk_k; ++b) {
+    const uint8_t* blk = wr + b * block_bytes;
+    fp16_t d16, dmin16;
+    std::memcpy(&d16, blk, 2);
+    std::memcpy(&dmin16, blk + 2, 2);
+    const uint8_t* scales = blk + 4;
+    const uint8_t* qh = five ? blk + 4 + k_scale_size : nullptr;
+    const uint8_t* ql = blk + 4 + k_scale_size + (five ? qk_k / 8 : 0);
+    const int8_t* x = a.qs + b * qk_k;
+    const int16_t* bs = a.bsums + b * (qk_k / 16);
+    int isum = 0, msum = 0;
+    for (int j = 0; j < 8; ++j) {
+      int sc, m;
+      scale_min_k4(j, scales, sc, m);
+      const int shift = (j & 1) * 4;
+      int s = 0;
+      for (int l = 0; l < 32; ++l) {
+        int q = (ql[(j / 2) * 32 + l] >> shift) & 0xf;
+        if (five) q |= ((qh[l] >> j) & 1) << 4;
+        s += q * x[j * 32 + l];
+      }
+      isum += sc * s;
+      msum += m * (bs[2 * j] + bs[2 * j + 1]);
+    }
+    sum += a.d[b] * (fp16_to_fp32(d16) * isum - fp16_to_fp32(dmin16) * msum);
+  }
+  return sum;
+}
+
+float dot_q4_k(const uint8_t* w, const uint8_t* x, int64_t n) {
+  return dot_qk_affine<false>(w, sizeof(block_q4_k), x, n);
+}
+float dot_q5_k(const uint8_t* w, const uint8_t* x, int64_t n) {
+  return dot_qk_affine<true>(w, sizeof(block_q5_k), x, n);
+}
+
+float dot_q6_k(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const block_q6_k*>(wr);
+  const act_q8_k a = view_q8_k(xr, n);
+  float sum = 0;
+  for (int64_t b = 0; b < n / qk_k; ++b) {
+    const int8_t* x = a.qs + b * qk_k;
+    const int16_t* bs = a.bsums + b * (qk_k / 16);
+    int isum = 0;
+    for (int half = 0; half < 2; ++half) {
+      const uint8_t* ql = w[b].ql + half * 64;
+      const uint8_t* qh = w[b].qh + half * 32;
+      const int8_t* sc = w[b].scales + half * 8;
+      const int8_t* xh = x + half * 128;
+      for (int l = 0; l < 32; ++l) {
+        const int is = l / 16;
+        const int q1 = (ql[l] & 0xf) | ((qh[l] & 3) << 4);
+        const int q2 = (ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4);
+        const int q3 = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+        const int q4 = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+        isum += sc[is] * q1 * xh[l] + sc[is + 2] * q2 * xh[l + 32] + sc[is + 4] * q3 * xh[l + 64] +
+                sc[is + 6] * q4 * xh[l + 96];
+      }
+    }
+    int corr = 0;
+    for (int g = 0; g < qk_k / 16; ++g) corr += w[b].scales[g] * bs[g];
+    sum += fp16_to_fp32(w[b].d) * a.d[b] * (isum - 32 * corr);
+  }
+  return sum;
+}
+
+float dot_f32_row(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const float*>(wr);
+  const auto* x = reinterpret_cast<const float*>(xr);
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += w[i] * x[i];
+  return sum;
+}
+
+float dot_f16_row(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const fp16_t*>(wr);
+  const auto* x = reinterpret_cast<const float*>(xr);
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += fp16_to_fp32(w[i]) * x[i];
+  return sum;
+}
+
+float dot_bf16_row(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const bf16_t*>(wr);
+  const auto* x = reinterpret_cast<const float*>(xr);
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += bf16_to_fp32(w[i]) * x[i];
+  return sum;
+}
+
+template <float (*dot)(const uint8_t*, const uint8_t*, int64_t)>
+void gemm_rows(const gemm_args& a) {
+  for (int64_t r = 0; r < a.n_rows; ++r) {
+    for (int64_t t = 0; t < a.n_tok; ++t) {
+      a.y[t * a.y_stride + r] = dot(a.w + r * a.w_stride, a.x + t * a.x_stride, a.n);
+    }
+  }
+}
+
+void f16_to_f32_s(const fp16_t* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = fp16_to_fp32(x[i]);
+}
+void f32_to_f16_s(const float* x, fp16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(x[i]);
+}
+float dot_f32_s(const float* a, const float* b, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+float dot_f16_s(const fp16_t* a, const float* b, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += fp16_to_fp32(a[i]) * b[i];
+  return s;
+}
+void axpy_f32_s(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+void axpy_f16_s(float a, const fp16_t* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * fp16_to_fp32(x[i]);
+}
+void rmsnorm_s(const float* x, const float* w, float* out, int64_t n, float eps) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(ss / n + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
+}
+void softmax_s(float* x, int64_t n) {
+  float max = x[0];
+  for (int64_t i = 1; i < n; ++i) max = std::max(max, x[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+void silu_mul_s(const float* g, const float* u, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+}  // namespace
+
+void fill_scalar_kernels(kernel_table& t) {
+  t.gemm[slot_f32] = gemm_rows<dot_f32_row>;
+  t.gemm[slot_f16] = gemm_rows<dot_f16_row>;
+  t.gemm[slot_bf16] = gemm_rows<dot_bf16_row>;
+  t.gemm[slot_q4_0] = gemm_rows<dot_q4_0>;
+  t.gemm[slot_q4_1] = gemm_rows<dot_q4_1>;
+  t.gemm[slot_q5_0] = gemm_rows<dot_q5_0>;
+  t.gemm[slot_q5_1] = gemm_rows<dot_q5_1>;
+  t.gemm[slot_q8_0] = gemm_rows<dot_q8_0>;
+  t.gemm[slot_q4_k] = gemm_rows<dot_q4_k>;
+  t.gemm[slot_q5_k] = gemm_rows<dot_q5_k>;
+  t.gemm[slot_q6_k] = gemm_rows<dot_q6_k>;
+  t.quantize_q8_32 = quantize_token_rows<quantize_q8_32>;
+  t.quantize_q8_k = quantize_token_rows<quantize_q8_k>;
+  t.f16_to_f32 = f16_to_f32_s;
+  t.f32_to_f16 = f32_to_f16_s;
+  t.dot_f32 = dot_f32_s;
+  t.dot_f16 = dot_f16_s;
+  t.axpy_f32 = axpy_f32_s;
+  t.axpy_f16 = axpy_f16_s;
+  t.rmsnorm = rmsnorm_s;
+  t.softmax = softmax_s;
+  t.silu_mul = silu_mul_s;
+}
+
+}  // namespace rbee::engine::cpu

@@ -1,0 +1,693 @@
+#include "engine/quant.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace rbee::engine {
+
+namespace {
+
+uint32_t float_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+float bits_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Round to nearest, ties to even, for |x| < 2^22 (ggml's nearest_int: same results).
+int nearest_int(float x) {
+  const float v = x + 12582912.f;
+  return static_cast<int>(float_bits(v) & 0x007fffff) - 0x00400000;
+}
+
+// ---------------------------------------------------------------- 32-element blocks
+
+void quantize_q4_0(const float* x, block_q4_0* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk4_0) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < qk4_0; ++j) {
+      if (amax < std::fabs(x[j])) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    const float d = max / -8;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    for (int j = 0; j < qk4_0 / 2; ++j) {
+      const uint8_t lo = std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * id + 8.5f)));
+      const uint8_t hi = std::min(15, static_cast<int>(static_cast<int8_t>(x[j + 16] * id + 8.5f)));
+      y[i].qs[j] = lo | (hi << 4);
+    }
+  }
+}
+
+void quantize_q4_1(const float* x, block_q4_1* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk4_1) {
+    float min = FLT_MAX, max = -FLT_MAX;
+    for (int j = 0; j < qk4_1; ++j) {
+      min = std::min(min, x[j]);
+      max = std::max(max, x[j]);
+    }
+    const float d = (max - min) / 15;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    y[i].m = fp32_to_fp16(min);
+    for (int j = 0; j < qk4_1 / 2; ++j) {
+      const uint8_t lo =
+          std::min(15, static_cast<int>(static_cast<int8_t>((x[j] - min) * id + 0.5f)));
+      const uint8_t hi =
+          std::min(15, static_cast<int>(static_cast<int8_t>((x[j + 16] - min) * id + 0.5f)));
+      y[i].qs[j] = lo | (hi << 4);
+    }
+  }
+}
+
+// Bit j of qh is the 5th bit of element j (elements 16..31 use bits 16..31).
+void pack_q5(const uint8_t* q, uint8_t* qs, uint8_t* qh_out) {
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    qs[j] = (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4);
+    qh |= static_cast<uint32_t>((q[j] & 0x10) >> 4) << j;
+    qh |= static_cast<uint32_t>((q[j + 16] & 0x10) >> 4) << (j + 16);
+  }
+  std::memcpy(qh_out, &qh, 4);
+}
+
+void quantize_q5_0(const float* x, block_q5_0* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk5_0) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < qk5_0; ++j) {
+      if (amax < std::fabs(x[j])) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    const float d = max / -16;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    uint8_t q[qk5_0];
+    for (int j = 0; j < qk5_0; ++j) {
+      q[j] = std::min(31, static_cast<int>(static_cast<int8_t>(x[j] * id + 16.5f)));
+    }
+    pack_q5(q, y[i].qs, y[i].qh);
+  }
+}
+
+void quantize_q5_1(const float* x, block_q5_1* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk5_1) {
+    float min = FLT_MAX, max = -FLT_MAX;
+    for (int j = 0; j < qk5_1; ++j) {
+      min = std::min(min, x[j]);
+      max = std::max(max, x[j]);
+    }
+    const float d = (max - min) / 31;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    y[i].m = fp32_to_fp16(min);
+    uint8_t q[qk5_1];
+    for (int j = 0; j < qk5_1; ++j) q[j] = static_cast<uint8_t>((x[j] - min) * id + 0.5f);
+    pack_q5(q, y[i].qs, y[i].qh);
+  }
+}
+
+void quantize_q8_0(const float* x, block_q8_0* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk8_0) {
+    float amax = 0;
+    for (int j = 0; j < qk8_0; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    for (int j = 0; j < qk8_0; ++j) y[i].qs[j] = static_cast<int8_t>(std::roundf(x[j] * id));
+  }
+}
+
+void quantize_q8_1(const float* x, block_q8_1* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk8_1) {
+    float amax = 0;
+    for (int j = 0; j < qk8_1; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    int sum = 0;
+    for (int j = 0; j < qk8_1; ++j) {
+      y[i].qs[j] = static_cast<int8_t>(std::roundf(x[j] * id));
+      sum += y[i].qs[j];
+    }
+    y[i].s = fp32_to_fp16(sum * d);
+  }
+}
+
+// ---------------------------------------------------------------- k-quants
+
+// Scale and min (6 bits each) of sub-block j from the 12-byte packed k-quant scales.
+void scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+void pack_scale_min_k4(const uint8_t* ls, const uint8_t* lm, uint8_t* scales) {
+  std::memset(scales, 0, k_scale_size);
+  for (int j = 0; j < 8; ++j) {
+    if (j < 4) {
+      scales[j] = ls[j];
+      scales[j + 4] = lm[j];
+    } else {
+      scales[j + 4] = (ls[j] & 0x0f) | ((lm[j] & 0x0f) << 4);
+      scales[j - 4] |= (ls[j] >> 4) << 6;
+      scales[j] |= (lm[j] >> 4) << 6;
+    }
+  }
+}
+
+// Affine quantization x ≈ scale*L - min of n values to [0, nmax], minimising the weighted
+// squared error over a small grid of scales (ggml's make_qkx2_quants with use_mad = false).
+float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
+                       float* the_min, uint8_t* laux, float rmin, float rdelta, int nstep) {
+  float min = x[0], max = x[0];
+  float sum_w = weights[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    min = std::min(min, x[i]);
+    max = std::max(max, x[i]);
+    sum_w += weights[i];
+    sum_x += weights[i] * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max == min) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *the_min = -min;
+    return 0.f;
+  }
+  float iscale = nmax / (max - min);
+  float scale = 1 / iscale;
+  float best_err = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::clamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
+    L[i] = static_cast<uint8_t>(l);
+    const float diff = scale * L[i] + min - x[i];
+    best_err += weights[i] * diff * diff;
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * is + nmax) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::clamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
+      laux[i] = static_cast<uint8_t>(l);
+      const float w = weights[i];
+      sum_l += w * l;
+      sum_l2 += w * l * l;
+      sum_xl += w * l * x[i];
+    }
+    const float det = sum_w * sum_l2 - sum_l * sum_l;
+    if (det > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float err = 0;
+      for (int i = 0; i < n; ++i) {
+        const float diff = this_scale * laux[i] + this_min - x[i];
+        err += weights[i] * diff * diff;
+      }
+      if (err < best_err) {
+        std::memcpy(L, laux, n);
+        best_err = err;
+        scale = this_scale;
+        min = this_min;
+      }
+    }
+  }
+  *the_min = -min;
+  return scale;
+}
+
+// Symmetric quantization x ≈ scale*(L - nmax) with L in [0, 2*nmax), weights x^2, searching
+// scales around nmax/max (ggml's make_qx_quants, rmse_type 1, no importance weights).
+float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  }
+  if (amax < 1e-30f) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.f;
+  }
+  float iscale = -nmax / max;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+    L[i] = static_cast<int8_t>(l + nmax);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * l;
+    suml2 += w * l * l;
+  }
+  float scale = sumlx / suml2;
+  float best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(nmax + 0.1f * is) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+      const float w = x[i] * x[i];
+      sumlx += w * x[i] * l;
+      suml2 += w * l * l;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i) {
+        L[i] = static_cast<int8_t>(nmax + std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1));
+      }
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+// Shared by q4_k (nmax 15) and q5_k (nmax 31): per sub-block affine quants, then 6-bit
+// super-block quantization of the scales and mins, then requantization with the final scales.
+void quantize_k_affine(const float* x, int nmax, float rmin, int nstep, fp16_t& d_out,
+                       fp16_t& dmin_out, uint8_t* scales_out, uint8_t* L) {
+  float weights[32], mins[8], scales[8];
+  uint8_t laux[32];
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < 8; ++j) {
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+    const float av_x = std::sqrt(sum_x2 / 32);
+    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
+    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], laux, rmin,
+                                 0.1f, nstep);
+    max_scale = std::max(max_scale, scales[j]);
+    max_min = std::max(max_min, mins[j]);
+  }
+  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+  const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+  uint8_t ls[8], lm[8];
+  for (int j = 0; j < 8; ++j) {
+    ls[j] = static_cast<uint8_t>(std::min(63, nearest_int(inv_scale * scales[j])));
+    lm[j] = static_cast<uint8_t>(std::min(63, nearest_int(inv_min * mins[j])));
+  }
+  pack_scale_min_k4(ls, lm, scales_out);
+  d_out = fp32_to_fp16(max_scale / 63.f);
+  dmin_out = fp32_to_fp16(max_min / 63.f);
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    scale_min_k4(j, scales_out, sc, m);
+    const float d = fp16_to_fp32(d_out) * sc;
+    if (!d) continue;
+    const float dm = fp16_to_fp32(dmin_out) * m;
+    for (int i = 0; i < 32; ++i) {
+      L[32 * j + i] =
+          static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + i] + dm) / d), 0, nmax));
+    }
+  }
+}
+
+void quantize_q4_k(const float* x, block_q4_k* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk_k) {
+    uint8_t L[qk_k];
+    quantize_k_affine(x, 15, -1.f, 20, y[i].d, y[i].dmin, y[i].scales, L);
+    uint8_t* q = y[i].qs;
+    for (int j = 0; j < qk_k; j += 64, q += 32) {
+      for (int l = 0; l < 32; ++l) q[l] = L[j + l] | (L[j + l + 32] << 4);
+    }
+  }
+}
+
+void quantize_q5_k(const float* x, block_q5_k* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk_k) {
+    uint8_t L[qk_k];
+    quantize_k_affine(x, 31, -0.5f, 15, y[i].d, y[i].dmin, y[i].scales, L);
+    std::memset(y[i].qh, 0, sizeof(y[i].qh));
+    uint8_t* ql = y[i].qs;
+    uint8_t m1 = 1, m2 = 2;
+    for (int n = 0; n < qk_k; n += 64, ql += 32, m1 <<= 2, m2 <<= 2) {
+      for (int j = 0; j < 32; ++j) {
+        int l1 = L[n + j], l2 = L[n + j + 32];
+        if (l1 > 15) {
+          l1 -= 16;
+          y[i].qh[j] |= m1;
+        }
+        if (l2 > 15) {
+          l2 -= 16;
+          y[i].qh[j] |= m2;
+        }
+        ql[j] = static_cast<uint8_t>(l1 | (l2 << 4));
+      }
+    }
+  }
+}
+
+void quantize_q6_k(const float* x, block_q6_k* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk_k) {
+    int8_t L[qk_k];
+    float scales[qk_k / 16];
+    float max_scale = 0, max_abs_scale = 0;
+    for (int ib = 0; ib < qk_k / 16; ++ib) {
+      scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+      if (std::fabs(scales[ib]) > max_abs_scale) {
+        max_abs_scale = std::fabs(scales[ib]);
+        max_scale = scales[ib];
+      }
+    }
+    if (!max_abs_scale) {
+      std::memset(&y[i], 0, sizeof(block_q6_k));
+      continue;
+    }
+    const float iscale = -128.f / max_scale;
+    y[i].d = fp32_to_fp16(1 / iscale);
+    for (int ib = 0; ib < qk_k / 16; ++ib) {
+      y[i].scales[ib] = static_cast<int8_t>(std::min(127, nearest_int(iscale * scales[ib])));
+    }
+    for (int j = 0; j < qk_k / 16; ++j) {
+      const float d = fp16_to_fp32(y[i].d) * y[i].scales[j];
+      if (!d) continue;
+      for (int ii = 0; ii < 16; ++ii) {
+        L[16 * j + ii] =
+            static_cast<int8_t>(std::clamp(nearest_int(x[16 * j + ii] / d), -32, 31) + 32);
+      }
+    }
+    uint8_t* ql = y[i].ql;
+    uint8_t* qh = y[i].qh;
+    for (int j = 0; j < qk_k; j += 128, ql += 64, qh += 32) {
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t q1 = L[j + l] & 0xf, q2 = L[j + l + 32] & 0xf;
+        const uint8_t q3 = L[j + l + 64] & 0xf, q4 = L[j + l + 96] & 0xf;
+        ql[l] = q1 | (q3 << 4);
+        ql[l + 32] = q2 | (q4 << 4);
+        qh[l] = (L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
+                ((L[j + l + 96] >> 4) << 6);
+      }
+    }
+  }
+}
+
+void quantize_q8_k(const float* x, block_q8_k* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk_k) {
+    float max = 0, amax = 0;
+    for (int j = 0; j < qk_k; ++j) {
+      if (std::fabs(x[j]) > amax) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    if (!amax) {
+      std::memset(&y[i], 0, sizeof(block_q8_k));
+      continue;
+    }
+    const float iscale = -127.f / max;
+    for (int j = 0; j < qk_k; ++j) {
+      y[i].qs[j] = static_cast<int8_t>(std::min(127, nearest_int(iscale * x[j])));
+    }
+    for (int j = 0; j < qk_k / 16; ++j) {
+      int sum = 0;
+      for (int l = 0; l < 16; ++l) sum += y[i].qs[16 * j + l];
+      y[i].bsums[j] = static_cast<int16_t>(sum);
+    }
+    y[i].d = 1 / iscale;
+  }
+}
+
+// ---------------------------------------------------------------- dequantization
+
+void dequantize_q4_k(const block_q4_k* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = fp16_to_fp32(x[i].d), dmin = fp16_to_fp32(x[i].dmin);
+    const uint8_t* q = x[i].qs;
+    for (int j = 0; j < 4; ++j, q += 32) {
+      uint8_t sc, m;
+      scale_min_k4(2 * j, x[i].scales, sc, m);
+      const float d1 = d * sc, m1 = dmin * m;
+      scale_min_k4(2 * j + 1, x[i].scales, sc, m);
+      const float d2 = d * sc, m2 = dmin * m;
+      for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xf) - m1;
+      for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
+    }
+  }
+}
+
+void dequantize_q5_k(const block_q5_k* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = fp16_to_fp32(x[i].d), dmin = fp16_to_fp32(x[i].dmin);
+    const uint8_t* ql = x[i].qs;
+    const uint8_t* qh = x[i].qh;
+    uint8_t u1 = 1, u2 = 2;
+    for (int j = 0; j < 4; ++j, ql += 32, u1 <<= 2, u2 <<= 2) {
+      uint8_t sc, m;
+      scale_min_k4(2 * j, x[i].scales, sc, m);
+      const float d1 = d * sc, m1 = dmin * m;
+      scale_min_k4(2 * j + 1, x[i].scales, sc, m);
+      const float d2 = d * sc, m2 = dmin * m;
+      for (int l = 0; l < 32; ++l) *y++ = d1 * ((ql[l] & 0xf) + (qh[l] & u1 ? 16 : 0)) - m1;
+      for (int l = 0; l < 32; ++l) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+    }
+  }
+}
+
+void dequantize_q6_k(const block_q6_k* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = fp16_to_fp32(x[i].d);
+    const uint8_t* ql = x[i].ql;
+    const uint8_t* qh = x[i].qh;
+    const int8_t* sc = x[i].scales;
+    for (int n = 0; n < qk_k; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+      for (int l = 0; l < 32; ++l) {
+        const int is = l / 16;
+        const int q1 = ((ql[l] & 0xf) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        y[l] = d * sc[is] * q1;
+        y[l + 32] = d * sc[is + 2] * q2;
+        y[l + 64] = d * sc[is + 4] * q3;
+        y[l + 96] = d * sc[is + 6] * q4;
+      }
+    }
+  }
+}
+
+[[noreturn]] void unsupported(const char* what, tensor_type type) {
+  std::fprintf(stderr, "%s: unsupported tensor type %u\n", what, static_cast<unsigned>(type));
+  std::abort();
+}
+
+}  // namespace
+
+float fp16_to_fp32(fp16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t exp = (h >> 10) & 0x1f;
+  const uint32_t mant = h & 0x3ff;
+  if (exp == 0) {
+    const float f = static_cast<float>(mant) * 5.9604644775390625e-8f;  // 2^-24
+    return sign ? -f : f;
+  }
+  if (exp == 31) return bits_float(sign | 0x7f800000 | (mant << 13));
+  return bits_float(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+fp16_t fp32_to_fp16(float f) {
+  uint32_t x = float_bits(f);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+  x &= 0x7fffffff;
+  if (x >= 0x7f800000) return sign | 0x7c00 | (x > 0x7f800000 ? 0x200 : 0);  // inf, nan
+  if (x >= 0x477ff000) return sign | 0x7c00;                                 // rounds to infinity
+  if (x < 0x38800000) {
+    // Subnormal half: adding 0.5 aligns the mantissa so the FPU rounds to nearest even.
+    const float r = bits_float(x) + 0.5f;
+    return sign | static_cast<uint16_t>(float_bits(r) - 0x3f000000);
+  }
+  const uint32_t odd = (x >> 13) & 1;
+  x += 0xc8000fffu + odd;  // rebias exponent (-112 << 23) and round to nearest even
+  return sign | static_cast<uint16_t>(x >> 13);
+}
+
+float bf16_to_fp32(bf16_t h) {
+  return bits_float(static_cast<uint32_t>(h) << 16);
+}
+
+bf16_t fp32_to_bf16(float f) {
+  const uint32_t u = float_bits(f);
+  if ((u & 0x7fffffff) > 0x7f800000) return static_cast<bf16_t>((u >> 16) | 64);  // quiet NaN
+  return static_cast<bf16_t>((u + (0x7fff + ((u >> 16) & 1))) >> 16);
+}
+
+void dequantize_row_reference(tensor_type type, const void* src, float* y, int64_t n) {
+  const int64_t nb = n / traits_of(type).block_size;
+  assert(n % traits_of(type).block_size == 0 && "row length must be a multiple of the block");
+  switch (type) {
+    case tensor_type::f32:
+      std::memcpy(y, src, n * sizeof(float));
+      return;
+    case tensor_type::f16: {
+      const auto* x = static_cast<const fp16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) y[i] = fp16_to_fp32(x[i]);
+      return;
+    }
+    case tensor_type::bf16: {
+      const auto* x = static_cast<const bf16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_fp32(x[i]);
+      return;
+    }
+    case tensor_type::q4_0: {
+      const auto* x = static_cast<const block_q4_0*>(src);
+      for (int64_t i = 0; i < nb; ++i, y += 32) {
+        const float d = fp16_to_fp32(x[i].d);
+        for (int j = 0; j < 16; ++j) {
+          y[j] = ((x[i].qs[j] & 0xf) - 8) * d;
+          y[j + 16] = ((x[i].qs[j] >> 4) - 8) * d;
+        }
+      }
+      return;
+    }
+    case tensor_type::q4_1: {
+      const auto* x = static_cast<const block_q4_1*>(src);
+      for (int64_t i = 0; i < nb; ++i, y += 32) {
+        const float d = fp16_to_fp32(x[i].d), m = fp16_to_fp32(x[i].m);
+        for (int j = 0; j < 16; ++j) {
+          y[j] = (x[i].qs[j] & 0xf) * d + m;
+          y[j + 16] = (x[i].qs[j] >> 4) * d + m;
+        }
+      }
+      return;
+    }
+    case tensor_type::q5_0: {
+      const auto* x = static_cast<const block_q5_0*>(src);
+      for (int64_t i = 0; i < nb; ++i, y += 32) {
+        const float d = fp16_to_fp32(x[i].d);
+        uint32_t qh;
+        std::memcpy(&qh, x[i].qh, 4);
+        for (int j = 0; j < 16; ++j) {
+          const int h0 = ((qh >> j) & 1) << 4, h1 = ((qh >> (j + 16)) & 1) << 4;
+          y[j] = (((x[i].qs[j] & 0xf) | h0) - 16) * d;
+          y[j + 16] = (((x[i].qs[j] >> 4) | h1) - 16) * d;
+        }
+      }
+      return;
+    }
+    case tensor_type::q5_1: {
+      const auto* x = static_cast<const block_q5_1*>(src);
+      for (int64_t i = 0; i < nb; ++i, y += 32) {
+        const float d = fp16_to_fp32(x[i].d), m = fp16_to_fp32(x[i].m);
+        uint32_t qh;
+        std::memcpy(&qh, x[i].qh, 4);
+        for (int j = 0; j < 16; ++j) {
+          const int h0 = ((qh >> j) & 1) << 4, h1 = ((qh >> (j + 16)) & 1) << 4;
+          y[j] = ((x[i].qs[j] & 0xf) | h0) * d + m;
+          y[j + 16] = ((x[i].qs[j] >> 4) | h1) * d + m;
+        }
+      }
+      return;
+    }
+    case tensor_type::q8_0: {
+      const auto* x = static_cast<const block_q8_0*>(src);
+      for (int64_t i = 0; i < nb; ++i, y += 32) {
+        const float d = fp16_to_fp32(x[i].d);
+        for (int j = 0; j < 32; ++j) y[j] = x[i].qs[j] * d;
+      }
+      return;
+    }
+    case tensor_type::q8_1: {
+      const auto* x = static_cast<const block_q8_1*>(src);
+      for (int64_t i = 0; i < nb; ++i, y += 32) {
+        const float d = fp16_to_fp32(x[i].d);
+        for (int j = 0; j < 32; ++j) y[j] = x[i].qs[j] * d;
+      }
+      return;
+    }
+    case tensor_type::q4_k:
+      dequantize_q4_k(static_cast<const block_q4_k*>(src), y, nb);
+      return;
+    case tensor_type::q5_k:
+      dequantize_q5_k(static_cast<const block_q5_k*>(src), y, nb);
+      return;
+    case tensor_type::q6_k:
+      dequantize_q6_k(static_cast<const block_q6_k*>(src), y, nb);
+      return;
+    case tensor_type::q8_k: {
+      const auto* x = static_cast<const block_q8_k*>(src);
+      for (int64_t i = 0; i < nb; ++i, y += qk_k) {
+        for (int j = 0; j < qk_k; ++j) y[j] = x[i].qs[j] * x[i].d;
+      }
+      return;
+    }
+  }
+  unsupported("dequantize_row_reference", type);
+}
+
+bool can_quantize(tensor_type type) {
+  return traits_of(static_cast<uint32_t>(type)).has_value();
+}
+
+void quantize_row(tensor_type type, const float* x, void* dst, int64_t n) {
+  const int64_t nb = n / traits_of(type).block_size;
+  assert(n % traits_of(type).block_size == 0 && "row length must be a multiple of the block");
+  switch (type) {
+    case tensor_type::f32:
+      std::memcpy(dst, x, n * sizeof(float));
+      return;
+    case tensor_type::f16: {
+      auto* y = static_cast<fp16_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(x[i]);
+      return;
+    }
+    case tensor_type::bf16: {
+      auto* y = static_cast<bf16_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_bf16(x[i]);
+      return;
+    }
+    case tensor_type::q4_0:
+      return quantize_q4_0(x, static_cast<block_q4_0*>(dst), nb);
+    case tensor_type::q4_1:
+      return quantize_q4_1(x, static_cast<block_q4_1*>(dst), nb);
+    case tensor_type::q5_0:
+      return quantize_q5_0(x, static_cast<block_q5_0*>(dst), nb);
+    case tensor_type::q5_1:
+      return quantize_q5_1(x, static_cast<block_q5_1*>(dst), nb);
+    case tensor_type::q8_0:
+      return quantize_q8_0(x, static_cast<block_q8_0*>(dst), nb);
+    case tensor_type::q8_1:
+      return quantize_q8_1(x, static_cast<block_q8_1*>(dst), nb);
+    case tensor_type::q4_k:
+      return quantize_q4_k(x, static_cast<block_q4_k*>(dst), nb);
+    case tensor_type::q5_k:
+      return quantize_q5_k(x, static_cast<block_q5_k*>(dst), nb);
+    case tensor_type::q6_k:
+      return quantize_q6_k(x, static_cast<block_q6_k*>(dst), nb);
+    case tensor_type::q8_k:
+      return quantize_q8_k(x, static_cast<block_q8_k*>(dst), nb);
+  }
+  unsupported("quantize_row", type);
+}
+
+float dot_reference(tensor_type type, const void* w_row, const float* x, int64_t n) {
+  std::vector<float> w(static_cast<size_t>(n));
+  dequantize_row_reference(type, w_row, w.data(), n);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(w[i]) * x[i];
+  return static_cast<float>(sum);
+}
+
+}  // namespace rbee::engine

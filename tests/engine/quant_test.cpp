@@ -1,0 +1,221 @@
+// Tensor types against llama.cpp: the synthetic model quantized by llama.cpp's own quantizer
+// must dequantize (with our reference code) to the F16 original within each format's usual
+// error, and our quantizers must reproduce llama.cpp's bytes (exactly for the simple types).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/gguf.h"
+#include "engine/quant.h"
+#include "engine/tensor_types.h"
+
+namespace rbee::engine {
+namespace {
+
+const std::string models_dir = RBEE_SHARED_MODELS_DIR;
+
+double rel_rms(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
+std::vector<float> dequantize(const gguf::tensor_info& t) {
+  std::vector<float> out(t.n_elements());
+  dequantize_row_reference(t.type, t.data, out.data(), t.n_elements());
+  return out;
+}
+
+// Relative RMS error bounds for N(0, sigma) weights. Measured worst cases over the synth-tiny
+// tensors: Q8_0 0.54 %, Q6_K 1.78 %, Q5_K 3.63 %, Q5_1 3.80 %, Q5_0 4.29 %, Q4_K 7.18 %,
+// Q4_1 7.86 %, Q4_0 8.63 %; the bounds add ~15 % margin. A layout mistake gives ~100 %.
+double error_bound(tensor_type t) {
+  switch (t) {
+    case tensor_type::f16:
+      return 0.0005;
+    case tensor_type::bf16:
+      return 0.004;
+    case tensor_type::q8_0:
+    case tensor_type::q8_1:
+      return 0.007;
+    case tensor_type::q8_k:
+      return 0.012;  // one scale per 256: outliers cost more
+    case tensor_type::q6_k:
+      return 0.021;
+    case tensor_type::q5_k:
+      return 0.042;
+    case tensor_type::q5_1:
+      return 0.044;
+    case tensor_type::q5_0:
+      return 0.05;
+    case tensor_type::q4_k:
+      return 0.083;
+    case tensor_type::q4_1:
+      return 0.09;
+    case tensor_type::q4_0:
+      return 0.1;
+    default:
+      return 1e-7;
+  }
+}
+
+TEST(quant_tensor_types, traits_and_row_size) {
+  EXPECT_EQ(traits_of(tensor_type::q4_0).type_size, 18u);
+  EXPECT_EQ(traits_of(tensor_type::q4_k).block_size, 256u);
+  EXPECT_EQ(row_size(tensor_type::q6_k, 512), 420u);
+  EXPECT_EQ(row_size(tensor_type::f16, 7), 14u);
+  EXPECT_EQ(row_size(tensor_type::q8_0, 64), 68u);
+  EXPECT_EQ(to_string(tensor_type::q5_k), "q5_k");
+  EXPECT_FALSE(traits_of(uint32_t{10}).has_value());  // q2_k: not supported
+  EXPECT_FALSE(traits_of(uint32_t{1000}).has_value());
+  ASSERT_TRUE(traits_of(uint32_t{30}).has_value());
+  EXPECT_EQ(traits_of(uint32_t{30})->name, "bf16");
+}
+
+TEST(quant_fp16, round_trips_every_half_and_rounds_to_nearest_even) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float f = fp16_to_fp32(static_cast<fp16_t>(h));
+    if (std::isnan(f)) {
+      EXPECT_TRUE(std::isnan(fp16_to_fp32(fp32_to_fp16(f))));
+      continue;
+    }
+    ASSERT_EQ(fp32_to_fp16(f), h) << "half 0x" << std::hex << h;
+  }
+  EXPECT_EQ(fp16_to_fp32(0x3c00), 1.0f);
+  EXPECT_EQ(fp16_to_fp32(0xc000), -2.0f);
+  EXPECT_EQ(fp16_to_fp32(0x0001), std::ldexp(1.0f, -24));
+  EXPECT_EQ(fp32_to_fp16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie: to even
+  EXPECT_EQ(fp32_to_fp16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);
+  EXPECT_EQ(fp32_to_fp16(65520.0f), 0x7c00);  // rounds to infinity
+  EXPECT_EQ(fp32_to_fp16(65519.0f), 0x7bff);
+  EXPECT_EQ(fp32_to_fp16(std::ldexp(1.0f, -25)), 0x0000);  // tie between 0 and min subnormal
+  EXPECT_EQ(fp32_to_fp16(std::ldexp(1.5f, -25)), 0x0001);
+}
+
+TEST(quant_bf16, converts_with_rounding) {
+  EXPECT_EQ(bf16_to_fp32(fp32_to_bf16(1.5f)), 1.5f);
+  EXPECT_EQ(fp32_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(fp32_to_bf16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);  // tie: to even
+  EXPECT_EQ(fp32_to_bf16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3f82);
+  EXPECT_TRUE(std::isnan(bf16_to_fp32(fp32_to_bf16(NAN))));
+}
+
+class quant_synth_model : public ::testing::TestWithParam<const char*> {};
+
+// Every tensor of llama.cpp's quantized file against the F16 original, with our dequantizer.
+TEST_P(quant_synth_model, llama_cpp_tensors_dequantize_to_the_f16_original) {
+  const auto f16 = gguf::file::open(models_dir + "/synth-tiny-f16.gguf");
+  const auto q = gguf::file::open(models_dir + "/synth-tiny-" + std::string(GetParam()) + ".gguf");
+  std::map<tensor_type, double> worst;
+  int n_quantized = 0;
+  for (const auto& t : q.tensors()) {
+    const gguf::tensor_info* orig = f16.find_tensor(t.name);
+    ASSERT_NE(orig, nullptr) << t.name;
+    ASSERT_EQ(orig->n_elements(), t.n_elements()) << t.name;
+    const double err = rel_rms(dequantize(t), dequantize(*orig));
+    EXPECT_LT(err, error_bound(t.type)) << t.name << " " << to_string(t.type);
+    worst[t.type] = std::max(worst[t.type], err);
+    if (t.type != tensor_type::f32 && t.type != tensor_type::f16) ++n_quantized;
+  }
+  EXPECT_GE(n_quantized, 29);
+  for (const auto& [type, err] : worst) {
+    std::printf("  %s: %-5s worst relative RMS error %.4f %%\n", GetParam(),
+                std::string(to_string(type)).c_str(), err * 100);
+  }
+}
+
+// Our quantizer on the F16 original: same error range, and the fraction of blocks that are
+// byte-identical to llama.cpp's.
+TEST_P(quant_synth_model, our_quantizer_matches_llama_cpp) {
+  const auto f16 = gguf::file::open(models_dir + "/synth-tiny-f16.gguf");
+  const auto q = gguf::file::open(models_dir + "/synth-tiny-" + std::string(GetParam()) + ".gguf");
+  std::map<tensor_type, std::pair<int64_t, int64_t>> blocks;  // identical, total
+  for (const auto& t : q.tensors()) {
+    if (t.type == tensor_type::f32) continue;
+    const auto orig = dequantize(*f16.find_tensor(t.name));
+    std::vector<uint8_t> ours(t.n_bytes);
+    quantize_row(t.type, orig.data(), ours.data(), t.n_elements());
+    std::vector<float> back(orig.size());
+    dequantize_row_reference(t.type, ours.data(), back.data(), t.n_elements());
+    const double our_err = rel_rms(back, orig);
+    const double their_err = rel_rms(dequantize(t), orig);
+    EXPECT_LT(our_err, their_err * 1.02 + 1e-4) << t.name << " " << to_string(t.type);
+
+    const size_t bs = traits_of(t.type).type_size;
+    auto& [same, total] = blocks[t.type];
+    for (size_t off = 0; off < t.n_bytes; off += bs) {
+      same += std::memcmp(ours.data() + off, t.data + off, bs) == 0;
+      ++total;
+    }
+  }
+  for (const auto& [type, counts] : blocks) {
+    const double frac = static_cast<double>(counts.first) / counts.second;
+    std::printf("  %s: %-5s %lld of %lld blocks byte-identical to llama.cpp (%.2f %%)\n",
+                GetParam(), std::string(to_string(type)).c_str(),
+                static_cast<long long>(counts.first), static_cast<long long>(counts.second),
+                frac * 100);
+    // The simple formats are deterministic functions of the input: exact. The k-quants
+    // search scales in float; a different summation order may flip a few blocks.
+    const bool simple = type == tensor_type::q8_0 || type == tensor_type::q4_0 ||
+                        type == tensor_type::q4_1 || type == tensor_type::q5_0 ||
+                        type == tensor_type::q5_1;
+    EXPECT_GE(frac, simple ? 1.0 : 0.95) << to_string(type);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(llama_cpp_files, quant_synth_model,
+                         ::testing::Values("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K_M",
+                                           "Q5_K_M", "Q6_K"));
+
+// Round trip of random data for every type we can write, including ones no test file has.
+TEST(quant_quantize_row, round_trip_error_is_in_the_formats_range) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const int64_t n = 4096;
+  std::vector<float> x(n);
+  for (auto& v : x) v = dist(rng);
+  const tensor_type types[] = {
+      tensor_type::f32,  tensor_type::f16,  tensor_type::bf16, tensor_type::q8_0, tensor_type::q8_1,
+      tensor_type::q8_k, tensor_type::q6_k, tensor_type::q5_0, tensor_type::q5_1, tensor_type::q5_k,
+      tensor_type::q4_0, tensor_type::q4_1, tensor_type::q4_k};
+  for (const tensor_type type : types) {
+    ASSERT_TRUE(can_quantize(type));
+    std::vector<uint8_t> q(row_size(type, n));
+    quantize_row(type, x.data(), q.data(), n);
+    std::vector<float> back(n);
+    dequantize_row_reference(type, q.data(), back.data(), n);
+    EXPECT_LE(rel_rms(back, x), error_bound(type)) << to_string(type);
+    const float dot = dot_reference(type, q.data(), x.data(), n);
+    double want = 0;
+    for (int64_t i = 0; i < n; ++i) want += static_cast<double>(back[i]) * x[i];
+    EXPECT_NEAR(dot, want, std::fabs(want) * 1e-5) << to_string(type);
+  }
+}
+
+TEST(quant_quantize_row, zero_rows_stay_zero) {
+  const int64_t n = 512;
+  std::vector<float> x(n, 0.0f);
+  for (tensor_type type : {tensor_type::q4_0, tensor_type::q4_1, tensor_type::q5_0,
+                           tensor_type::q5_1, tensor_type::q8_0, tensor_type::q4_k,
+                           tensor_type::q5_k, tensor_type::q6_k, tensor_type::q8_k}) {
+    std::vector<uint8_t> q(row_size(type, n));
+    quantize_row(type, x.data(), q.data(), n);
+    std::vector<float> back(n, 1.0f);
+    dequantize_row_reference(type, q.data(), back.data(), n);
+    for (float v : back) ASSERT_EQ(v, 0.0f) << to_string(type);
+  }
+}
+
+}  // namespace
+}  // namespace rbee::engine
