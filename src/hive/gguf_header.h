@@ -1,0 +1,44 @@
+#pragma once
+// A small reader of GGUF v2/v3 *headers* for the hive's catalog and preflight: the metadata keys
+// it needs and the tensor shapes (for the parameter count); tensor data is never read. The file
+// is untrusted: every count, length and offset is checked against the file size, and a malformed
+// file raises gguf_header_error naming what is wrong.
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace rbee::hive {
+
+struct gguf_header_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct gguf_summary {
+  uint32_t version = 0;
+  std::string architecture;           // general.architecture
+  std::string name;                   // general.name ("" when absent)
+  uint64_t context_length = 0;        // <arch>.context_length (0 when absent)
+  uint64_t block_count = 0;           // <arch>.block_count
+  uint64_t embedding_length = 0;      // <arch>.embedding_length
+  uint64_t head_count = 0;            // <arch>.attention.head_count
+  uint64_t head_count_kv = 0;         // <arch>.attention.head_count_kv (defaults to head_count)
+  std::optional<uint32_t> file_type;  // general.file_type (llama.cpp's ftype enum)
+  std::string quantization;           // "Q4_K_M", from file_type or the dominant tensor type
+  uint64_t parameters = 0;            // sum of the tensors' element counts
+  uint64_t tensor_count = 0;
+  uint64_t file_size = 0;
+};
+
+// Reads the header of the file at path. Throws gguf_header_error (not a GGUF, truncated,
+// unsupported version, sizes out of bounds) or std::runtime_error when it cannot be opened.
+gguf_summary read_gguf_header(const std::filesystem::path& path);
+
+// Name of a llama.cpp file type ("Q4_K_M"); "" for unknown values.
+std::string file_type_name(uint32_t file_type);
+// Name of a ggml tensor type id ("Q4_K"); "" for unknown ids.
+std::string tensor_type_name(uint32_t type);
+
+}  // namespace rbee::hive

@@ -1,0 +1,64 @@
+#pragma once
+// Everything a hive daemon is configured with. Shared keys come from common::config (config.h:
+// hive.host/port, health interval, RAM/VRAM limits, worker port/idle/loading timeouts, hf.*);
+// the hive-only settings below are read from their environment variables (documented in
+// hive_env_keys()) and may be overridden by `rbee-hive daemon` flags.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/config.h"
+#include "hive/capabilities.h"
+#include "hive/downloader.h"
+
+namespace rbee::hive {
+
+struct hive_config {
+  std::filesystem::path home;  // $RBEE_HOME
+  std::string host = "0.0.0.0";
+  int port = 9200;
+  std::string token;           // required for a non-loopback bind
+  std::string queen_url;       // "" = no reporting
+  std::string node_name;       // default: host name
+  std::string advertise_host;  // host in URLs given out; default: derived from host
+  download_options download;
+  resource_limits limits;
+  std::string worker_binary;  // default: llm-worker-rbee next to this executable
+  int worker_port_start = 8001;
+  int worker_threads = 0;
+  std::vector<std::string> worker_extra_args;  // appended to every worker's command line
+  int default_ctx = 2048;  // --ctx when a spawn request gives none (capped by the model's)
+  std::chrono::milliseconds health_interval{30000};
+  int health_failures = 3;
+  std::chrono::milliseconds loading_timeout{300000};
+  std::chrono::milliseconds idle_timeout{300000};
+  std::chrono::milliseconds stop_grace{30000};
+  std::chrono::milliseconds report_interval{15000};
+};
+
+struct env_key {
+  std::string_view env_var;
+  std::string_view doc;
+};
+// The hive-only environment variables (not in common/config.h).
+std::span<const env_key> hive_env_keys();
+
+// Defaults <- config file/env (common::config) <- the hive-only environment variables.
+// Throws common::config_error for malformed values.
+hive_config load_hive_config(const common::config& cfg);
+
+// The hive token: $RBEE_HIVE_TOKEN, else the 0600 file $RBEE_HIVE_TOKEN_FILE, else
+// $RBEE_HOME/secrets/hive-token when it exists; "" when none.
+std::string load_hive_token(const std::filesystem::path& home);
+
+// The first non-loopback IPv4 address of an up interface; "127.0.0.1" when there is none.
+std::string primary_ipv4();
+std::string host_name();
+
+}  // namespace rbee::hive

@@ -1,0 +1,189 @@
+#include "hive/model_ref.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+
+#include "common/errors.h"
+
+namespace rbee::hive {
+namespace {
+
+constexpr size_t max_ref_len = 512;
+
+bool is_name_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+}
+
+// One path segment of a hub name: [A-Za-z0-9._-]+, not "." or "..".
+bool valid_segment(std::string_view s) {
+  if (s.empty() || s == "." || s == ".." || s.size() > 128) return false;
+  return std::all_of(s.begin(), s.end(), is_name_char);
+}
+
+std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  while (true) {
+    size_t pos = s.find(sep, start);
+    if (pos == std::string_view::npos) {
+      parts.push_back(s.substr(start));
+      return parts;
+    }
+    parts.push_back(s.substr(start, pos - start));
+    start = pos + 1;
+  }
+}
+
+bool ends_with_gguf(std::string_view s) {
+  if (s.size() < 5) return false;
+  std::string tail(s.substr(s.size() - 5));
+  std::transform(tail.begin(), tail.end(), tail.begin(), ::tolower);
+  return tail == ".gguf";
+}
+
+[[noreturn]] void reject(std::string_view field, std::string_view text, std::string reason) {
+  throw common::invalid_request(field,
+                                "Invalid model reference '" + std::string(text) + "': " + reason,
+                                {{"reference", std::string(text)},
+                                 {"accepted",
+                                  "hf:ORG/REPO:FILE.gguf, hf:ORG/REPO, "
+                                  "file:/abs/path.gguf, or a catalog alias"}});
+}
+
+}  // namespace
+
+std::string model_ref::canonical() const {
+  switch (kind) {
+    case ref_kind::hf_file:
+      return "hf:" + org + "/" + repo + ":" + file;
+    case ref_kind::hf_repo:
+      return "hf:" + org + "/" + repo;
+    case ref_kind::local_file:
+      return "file:" + path.string();
+    case ref_kind::alias:
+      return alias;
+  }
+  return alias;
+}
+
+std::filesystem::path model_ref::relative_store_path() const {
+  return std::filesystem::path("hf") / org / repo / file;
+}
+
+model_ref parse_model_ref(std::string_view text, std::string_view field) {
+  if (text.empty()) reject(field, text, "it is empty");
+  if (text.size() > max_ref_len) {
+    reject(field, text.substr(0, 64), "longer than " + std::to_string(max_ref_len) + " characters");
+  }
+  for (char c : text) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f || u >= 0x80 || c == ' ' || c == '\\') {
+      reject(field, text, "it contains a space, control, backslash or non-ASCII character");
+    }
+  }
+  if (text.find("://") != std::string_view::npos) {
+    reject(field, text,
+           "URLs are not accepted; use hf:ORG/REPO[:FILE] (the hub is set by HF_ENDPOINT)");
+  }
+
+  model_ref ref;
+  if (text.starts_with("hf:")) {
+    std::string_view rest = text.substr(3);
+    size_t colon = rest.find(':');
+    std::string_view repo_part = rest.substr(0, colon);
+    auto names = split(repo_part, '/');
+    if (names.size() != 2)
+      reject(field, text, "expected hf:ORG/REPO (organisation and repository)");
+    if (!valid_segment(names[0]) || !valid_segment(names[1])) {
+      reject(field, text,
+             "organisation and repository may only contain letters, digits, '.', '-', '_'");
+    }
+    ref.org = names[0];
+    ref.repo = names[1];
+    if (colon == std::string_view::npos) {
+      ref.kind = ref_kind::hf_repo;
+      return ref;
+    }
+    std::string_view file = rest.substr(colon + 1);
+    if (file.empty()) reject(field, text, "the file after ':' is empty");
+    for (auto segment : split(file, '/')) {
+      if (!valid_segment(segment)) {
+        reject(field, text, "the file path must be relative, without '..' or empty segments");
+      }
+    }
+    if (!ends_with_gguf(file)) reject(field, text, "the file must be a .gguf file");
+    ref.kind = ref_kind::hf_file;
+    ref.file = file;
+    return ref;
+  }
+  if (text.starts_with("file:")) {
+    std::string_view path = text.substr(5);
+    if (!path.starts_with('/')) reject(field, text, "file: needs an absolute path");
+    for (auto segment : split(path.substr(1), '/')) {
+      if (segment == "..") reject(field, text, "'..' is not allowed in paths");
+    }
+    if (!ends_with_gguf(path)) reject(field, text, "the file must be a .gguf file");
+    ref.kind = ref_kind::local_file;
+    ref.path = std::filesystem::path(path).lexically_normal();
+    return ref;
+  }
+  // A catalog alias: an id ("tinyllama-q4_k_m") or any name without path tricks.
+  if (text.find("..") != std::string_view::npos || text.find('/') != std::string_view::npos) {
+    reject(field, text, "aliases may not contain '/' or '..'");
+  }
+  for (char c : text) {
+    if (!is_name_char(c) && c != ':') {
+      reject(field, text, "aliases may only contain letters, digits, '.', '-', '_', ':'");
+    }
+  }
+  ref.kind = ref_kind::alias;
+  ref.alias = text;
+  return ref;
+}
+
+std::string quantization_from_name(std::string_view file_name) {
+  std::string upper(file_name);
+  std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+  // Longest tags first so "Q4_K_M" wins over "Q4_K".
+  static constexpr std::array<std::string_view, 24> tags = {
+      "IQ4_XS", "IQ4_NL", "Q4_K_M", "Q4_K_S", "Q5_K_M", "Q5_K_S", "Q3_K_M", "Q3_K_S",
+      "Q3_K_L", "Q2_K_S", "Q8_0",   "Q4_0",   "Q4_1",   "Q5_0",   "Q5_1",   "Q6_K",
+      "Q4_K",   "Q5_K",   "Q3_K",   "Q2_K",   "BF16",   "F16",    "F32",    "IQ2_XS"};
+  for (auto tag : tags) {
+    size_t pos = upper.find(tag);
+    while (pos != std::string::npos) {
+      // The tag must stand alone: not part of a longer alphanumeric run ("XQ4_0X").
+      bool left_ok = pos == 0 || !std::isalnum(static_cast<unsigned char>(upper[pos - 1]));
+      size_t end = pos + tag.size();
+      bool right_ok = end == upper.size() || !std::isalnum(static_cast<unsigned char>(upper[end]));
+      if (left_ok && right_ok) return std::string(tag);
+      pos = upper.find(tag, pos + 1);
+    }
+  }
+  return "";
+}
+
+std::string pick_gguf_file(const std::vector<std::string>& files) {
+  static constexpr std::array<std::string_view, 17> preference = {
+      "Q4_K_M", "Q5_K_M", "Q8_0", "Q4_0",   "Q4_K_S", "Q5_K_S", "Q6_K", "Q5_0", "Q4_1",
+      "Q5_1",   "Q4_K",   "Q5_K", "Q3_K_M", "Q3_K_L", "F16",    "BF16", "F32"};
+  std::string best;
+  size_t best_rank = preference.size() + 1;
+  for (const auto& f : files) {
+    if (!ends_with_gguf(f)) continue;
+    if (f.find("-of-0") != std::string::npos) continue;  // split shards need all parts
+    std::string q = quantization_from_name(std::filesystem::path(f).filename().string());
+    size_t rank = preference.size();  // GGUF with an unknown tag: after the known ones
+    for (size_t i = 0; i < preference.size(); ++i) {
+      if (q == preference[i]) rank = i;
+    }
+    if (rank < best_rank || (rank == best_rank && f < best)) {
+      best = f;
+      best_rank = rank;
+    }
+  }
+  return best;
+}
+
+}  // namespace rbee::hive

@@ -1,0 +1,77 @@
+#include "hive/preflight.h"
+
+#include <fmt/format.h>
+
+#include "common/errors.h"
+
+namespace rbee::hive {
+namespace {
+
+constexpr uint64_t mib = 1024 * 1024;
+
+std::string human_bytes(uint64_t n) {
+  if (n >= 1024 * mib) return fmt::format("{:.1f} GiB", static_cast<double>(n) / (1024.0 * mib));
+  if (n >= mib) return fmt::format("{:.1f} MiB", static_cast<double>(n) / mib);
+  return fmt::format("{} bytes", n);
+}
+
+}  // namespace
+
+memory_estimate estimate_memory(const gguf_summary& model, int n_ctx, int n_slots, bool cuda) {
+  memory_estimate e;
+  e.weights_bytes = model.file_size;
+  uint64_t n_embd_kv = model.embedding_length;
+  if (model.head_count > 0 && model.head_count_kv > 0) {
+    n_embd_kv = model.embedding_length * model.head_count_kv / model.head_count;
+  }
+  e.kv_cache_bytes = 2 * model.block_count * static_cast<uint64_t>(std::max(n_ctx, 0)) *
+                     static_cast<uint64_t>(std::max(n_slots, 1)) * n_embd_kv * 2;
+  e.overhead_bytes = 64 * mib + e.weights_bytes / 20 + (cuda ? 300 * mib : 0);
+  return e;
+}
+
+void check_backend(const capabilities& caps, const std::string& backend, int device) {
+  bool ok = false;
+  if (backend == "cpu") ok = device == 0;
+  if (backend == "cuda") {
+    for (const auto& g : caps.gpus) ok = ok || g.index == device;
+  }
+  if (ok) return;
+  auto names = caps.device_names();
+  std::string list = fmt::format("{}", fmt::join(names, ", "));
+  std::string wanted = backend == "cpu" ? "cpu" : fmt::format("{}:{}", backend, device);
+  throw common::http_error(400, common::codes::BACKEND_UNAVAILABLE,
+                           fmt::format("Device not available. Available: {}", list),
+                           {{"requested", wanted}, {"available", names}});
+}
+
+void check_fits(const capabilities& caps, const std::string& backend, int device,
+                const memory_estimate& estimate) {
+  bool cuda = backend == "cuda";
+  uint64_t available = caps.ram_free_bytes;
+  if (cuda) {
+    available = 0;
+    for (const auto& g : caps.gpus) {
+      if (g.index == device) available = g.vram_free_bytes;
+    }
+  }
+  uint64_t required = estimate.total();
+  if (required <= available) return;
+  auto code = cuda ? common::codes::INSUFFICIENT_VRAM : common::codes::INSUFFICIENT_RAM;
+  std::string where = cuda ? fmt::format("VRAM on cuda:{}", device) : std::string("RAM");
+  throw common::http_error(
+      507, code,
+      fmt::format("Not enough {}: the model needs {} but {} is available", where,
+                  human_bytes(required), human_bytes(available)),
+      {{"required_bytes", required},
+       {"available_bytes", available},
+       {"weights_bytes", estimate.weights_bytes},
+       {"kv_cache_bytes", estimate.kv_cache_bytes},
+       {"backend", backend},
+       {"device", device},
+       {"hint",
+        "Try a smaller quantization (e.g. Q4_K_M instead of Q8_0), a smaller --ctx or "
+        "fewer slots, or free memory by stopping other workers"}});
+}
+
+}  // namespace rbee::hive

@@ -1,0 +1,154 @@
+#include "hive/preflight.h"
+
+#include <gtest/gtest.h>
+
+#include "common/errors.h"
+
+namespace rbee::hive {
+namespace {
+
+constexpr uint64_t mib = 1024 * 1024;
+
+gguf_summary model_7b_like() {
+  gguf_summary s;
+  s.architecture = "llama";
+  s.file_size = 4000 * mib;
+  s.block_count = 32;
+  s.embedding_length = 4096;
+  s.head_count = 32;
+  s.head_count_kv = 8;  // GQA: the cache holds a quarter of the heads
+  return s;
+}
+
+TEST(Preflight, EstimateIsWeightsPlusKvCachePlusOverhead) {
+  auto e = estimate_memory(model_7b_like(), 4096, 2, false);
+  EXPECT_EQ(e.weights_bytes, 4000 * mib);
+  // 2 (K,V) x 32 layers x 4096 positions x 2 slots x 1024 (4096*8/32) x 2 bytes = 1 GiB.
+  EXPECT_EQ(e.kv_cache_bytes, 2ull * 32 * 4096 * 2 * 1024 * 2);
+  EXPECT_EQ(e.overhead_bytes, 64 * mib + 200 * mib);
+  EXPECT_EQ(e.total(), e.weights_bytes + e.kv_cache_bytes + e.overhead_bytes);
+
+  auto cuda = estimate_memory(model_7b_like(), 4096, 2, true);
+  EXPECT_EQ(cuda.overhead_bytes, e.overhead_bytes + 300 * mib);
+  // The cache grows linearly with context and slots.
+  EXPECT_EQ(estimate_memory(model_7b_like(), 2048, 2, false).kv_cache_bytes * 2, e.kv_cache_bytes);
+  EXPECT_EQ(estimate_memory(model_7b_like(), 4096, 1, false).kv_cache_bytes * 2, e.kv_cache_bytes);
+}
+
+capabilities node_with(uint64_t ram_free, std::vector<gpu_device> gpus) {
+  capabilities c;
+  c.cpu_cores = 8;
+  c.ram_total_bytes = 64 * 1024 * mib;
+  c.ram_free_bytes = ram_free;
+  c.gpus = std::move(gpus);
+  return c;
+}
+
+TEST(Preflight, InsufficientRamNamesRequiredAndAvailable) {
+  auto caps = node_with(1024 * mib, {});
+  auto e = estimate_memory(model_7b_like(), 2048, 1, false);
+  try {
+    check_fits(caps, "cpu", 0, e);
+    FAIL() << "a 4 GB model fit in 1 GiB";
+  } catch (const common::http_error& err) {
+    EXPECT_EQ(err.status, 507);
+    EXPECT_EQ(err.code, "INSUFFICIENT_RAM");
+    EXPECT_EQ(err.details["required_bytes"].get<uint64_t>(), e.total());
+    EXPECT_EQ(err.details["available_bytes"].get<uint64_t>(), 1024 * mib);
+    EXPECT_NE(err.details["hint"].get<std::string>().find("smaller quantization"),
+              std::string::npos);
+  }
+  EXPECT_NO_THROW(check_fits(node_with(e.total(), {}), "cpu", 0, e));
+}
+
+TEST(Preflight, InsufficientVramIsCheckedOnTheChosenDevice) {
+  auto caps = node_with(64 * 1024 * mib, {{0, "small", 8192 * mib, 2048 * mib},
+                                          {1, "big", 24576 * mib, 20000 * mib}});
+  auto e = estimate_memory(model_7b_like(), 2048, 1, true);
+  EXPECT_NO_THROW(check_fits(caps, "cuda", 1, e));
+  try {
+    check_fits(caps, "cuda", 0, e);
+    FAIL() << "fit on the small device";
+  } catch (const common::http_error& err) {
+    EXPECT_EQ(err.status, 507);
+    EXPECT_EQ(err.code, "INSUFFICIENT_VRAM");
+    EXPECT_EQ(err.details["available_bytes"].get<uint64_t>(), 2048 * mib);
+    EXPECT_EQ(err.details["device"].get<int>(), 0);
+    EXPECT_NE(err.message.find("cuda:0"), std::string::npos);
+  }
+}
+
+TEST(Preflight, InjectedGpuProbeFeedsTheCheck) {
+  // The probe interface is what tests use to stand in for NVML.
+  auto gpus = std::make_shared<static_gpu_probe>(
+      std::vector<gpu_device>{{0, "Test GPU", 4096 * mib, 1024 * mib}});
+  capability_probe probe(std::filesystem::temp_directory_path(), gpus, {});
+  auto caps = probe.probe();
+  ASSERT_EQ(caps.gpus.size(), 1u);
+  EXPECT_EQ(caps.backends(), (std::vector<std::string>{"cpu", "cuda"}));
+  EXPECT_THROW(check_fits(caps, "cuda", 0, estimate_memory(model_7b_like(), 512, 1, true)),
+               common::http_error);
+
+  capability_probe limited(std::filesystem::temp_directory_path(), gpus,
+                           {.vram_free_bytes = 16384 * mib});
+  EXPECT_NO_THROW(
+      check_fits(limited.probe(), "cuda", 0, estimate_memory(model_7b_like(), 512, 1, true)));
+}
+
+TEST(Preflight, MissingBackendOrDeviceListsWhatExists) {
+  auto cpu_only = node_with(1024 * mib, {});
+  EXPECT_NO_THROW(check_backend(cpu_only, "cpu", 0));
+  try {
+    check_backend(cpu_only, "cuda", 5);
+    FAIL() << "cuda:5 accepted";
+  } catch (const common::http_error& err) {
+    EXPECT_EQ(err.status, 400);
+    EXPECT_EQ(err.code, "BACKEND_UNAVAILABLE");
+    EXPECT_EQ(err.message, "Device not available. Available: cpu");
+  }
+  auto with_gpu = node_with(1024 * mib, {{0, "gpu", 1, 1}});
+  EXPECT_NO_THROW(check_backend(with_gpu, "cuda", 0));
+  try {
+    check_backend(with_gpu, "metal", 0);
+    FAIL() << "metal accepted";
+  } catch (const common::http_error& err) {
+    EXPECT_EQ(err.message, "Device not available. Available: cpu, cuda:0");
+  }
+  EXPECT_THROW(check_backend(cpu_only, "cpu", 1), common::http_error);
+}
+
+TEST(Capabilities, ParsesNvidiaSmiAndMeminfo) {
+  auto gpus = parse_nvidia_smi_csv(
+      "0, NVIDIA H100 80GB HBM3, 81559, 80000\n1, NVIDIA RTX 4090, 24564, 1000\ngarbage line\n2, "
+      "x, notanumber, 1\n");
+  ASSERT_EQ(gpus.size(), 2u);
+  EXPECT_EQ(gpus[0].name, "NVIDIA H100 80GB HBM3");
+  EXPECT_EQ(gpus[0].vram_total_bytes, 81559 * mib);
+  EXPECT_EQ(gpus[1].index, 1);
+  EXPECT_EQ(gpus[1].vram_free_bytes, 1000 * mib);
+
+  auto mem =
+      parse_meminfo("MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:    8000000 kB\n");
+  EXPECT_EQ(mem.total_bytes, 16000000ull * 1024);
+  EXPECT_EQ(mem.available_bytes, 8000000ull * 1024);
+  auto old_kernel =
+      parse_meminfo("MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 10 kB\nCached: 20 kB\n");
+  EXPECT_EQ(old_kernel.available_bytes, 130ull * 1024);
+}
+
+TEST(Capabilities, RealProbeReportsThisMachine) {
+  capability_probe probe(std::filesystem::temp_directory_path(),
+                         std::make_shared<static_gpu_probe>(std::vector<gpu_device>{}),
+                         {.ram_free_bytes = 12345});
+  auto caps = probe.probe();
+  EXPECT_GT(caps.cpu_cores, 0);
+  EXPECT_GT(caps.ram_total_bytes, 0u);
+  EXPECT_EQ(caps.ram_free_bytes, 12345u);  // the configured limit replaces detection
+  EXPECT_GT(caps.disk_free_bytes, 0u);
+  auto j = caps.to_json();
+  EXPECT_EQ(j["backends"], nlohmann::json::array({"cpu"}));
+  EXPECT_EQ(j["devices"][0]["backend"], "cpu");
+}
+
+}  // namespace
+}  // namespace rbee::hive
