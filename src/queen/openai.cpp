@@ -54,9 +54,13 @@ request parse_request(endpoint kind, const json& body) {
       if (!content.is_string()) {
         throw common::invalid_request("messages", "message content must be a string");
       }
-      plain.push_back({{"role", m["role"]}, {"content", content}});
+      // OpenAI's newer "developer" role is the system prompt.
+      const json role = m["role"] == "developer" ? json("system") : m["role"];
+      plain.push_back({{"role", role}, {"content", content}});
     }
     task["messages"] = plain;
+    // rbee extension: a template family for models whose GGUF has none (or an unknown one).
+    if (body.contains("chat_template")) task["chat_template"] = body["chat_template"];
   } else {
     if (!body.contains("prompt")) throw common::invalid_request("prompt", "prompt is required");
     const auto& p = body["prompt"];

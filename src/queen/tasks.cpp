@@ -90,18 +90,34 @@ task_request parse_task_request(const json& body) {
   if (present(body, "messages")) {
     const auto& messages = common::require_array(body, "messages");
     if (messages.empty()) throw common::invalid_request("messages", "messages must not be empty");
-    for (const auto& m : messages) {
-      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
-          !m.contains("content") || !m["content"].is_string()) {
-        throw common::invalid_request("messages",
-                                      "each message must be {\"role\": string, \"content\": "
-                                      "string}");
+    // The worker's rules (SPEC §3), checked here so a bad chat fails before any stream starts.
+    r.messages = json::array();
+    for (size_t i = 0; i < messages.size(); ++i) {
+      const std::string item = "messages[" + std::to_string(i) + "]";
+      const json& m = messages[i];
+      if (!m.is_object()) {
+        throw common::invalid_request(item, item +
+                                                " must be {\"role\": string, \"content\": "
+                                                "string}");
       }
+      const std::string role = m.contains("role") && m["role"].is_string() ? m["role"] : "";
+      if (role != "system" && role != "user" && role != "assistant") {
+        throw common::invalid_request(item + ".role",
+                                      item + ".role must be \"system\", \"user\" or \"assistant\"");
+      }
+      if (!m.contains("content") || !m["content"].is_string()) {
+        throw common::invalid_request(item + ".content", item + ".content must be a string");
+      }
+      r.messages.push_back({{"role", role}, {"content", m["content"]}});
     }
-    r.messages = messages;
+    r.chat_template = common::string_or(body, "chat_template", "", 32);
   } else {
     r.prompt = common::require_string(body, "prompt", max_prompt_bytes);
     if (r.prompt.empty()) throw common::invalid_request("prompt", "prompt must not be empty");
+    if (present(body, "chat_template")) {
+      throw common::invalid_request("chat_template",
+                                    "chat_template applies to messages; a prompt is used as given");
+    }
   }
   r.max_tokens = static_cast<int>(common::int_in_range(body, "max_tokens", 256, 1, 32768));
   r.temperature = optional_number(body, "temperature", 0.0, 2.0);
@@ -120,11 +136,13 @@ task_request parse_task_request(const json& body) {
   return r;
 }
 
-json worker_inference_body(const task_request& r) {
+json worker_inference_body(const task_request& r, bool plain_text) {
   json body = {{"job_id", r.task_id}, {"max_tokens", r.max_tokens}, {"stop", r.stop}};
-  if (r.messages.is_array()) {
-    body["messages"] = r.messages;
+  if (r.messages.is_array() && plain_text) {
     body["prompt"] = flatten_messages(r.messages);
+  } else if (r.messages.is_array()) {
+    body["messages"] = r.messages;
+    if (!r.chat_template.empty()) body["chat_template"] = r.chat_template;
   } else {
     body["prompt"] = r.prompt;
   }
@@ -328,30 +346,46 @@ void task_runner::run(const task_request& request, admission admitted, const tas
       int status = 0;
       try {
         common::http_client client(w.url, o);
-        status = client.post_sse(
-            "/v1/inference", worker_inference_body(request),
-            [&](const common::sse_event& ev) {
-              if (ev.is_done()) return false;
-              auto e = json::parse(ev.data, nullptr, false);
-              if (!e.is_object()) return !cancelled();
-              std::string type = e.value("type", "");
-              if (type == "token" && !any_token) {
-                any_token = true;
-                metrics_.histogram_observe("rbee_queen_time_to_first_token_seconds", "",
-                                           ms_since(accepted_at) / 1000.0);
-              } else if (type == "end") {
-                ended = true;
-                if (e.contains("tokens_per_sec") && e["tokens_per_sec"].is_number()) {
-                  metrics_.histogram_observe("rbee_queen_tokens_per_second", "",
-                                             e["tokens_per_sec"].get<double>());
+        auto post = [&](const json& body) {
+          return client.post_sse(
+              "/v1/inference", body,
+              [&](const common::sse_event& ev) {
+                if (ev.is_done()) return false;
+                auto e = json::parse(ev.data, nullptr, false);
+                if (!e.is_object()) return !cancelled();
+                std::string type = e.value("type", "");
+                if (type == "token" && !any_token) {
+                  any_token = true;
+                  metrics_.histogram_observe("rbee_queen_time_to_first_token_seconds", "",
+                                             ms_since(accepted_at) / 1000.0);
+                } else if (type == "end") {
+                  ended = true;
+                  if (e.contains("tokens_per_sec") && e["tokens_per_sec"].is_number()) {
+                    metrics_.histogram_observe("rbee_queen_tokens_per_second", "",
+                                               e["tokens_per_sec"].get<double>());
+                  }
+                } else if (type == "error") {
+                  ended = true;
                 }
-              } else if (type == "error") {
-                ended = true;
-              }
-              send(e);
-              return !cancelled();
-            },
-            &error_response);
+                send(e);
+                return !cancelled();
+              },
+              &error_response);
+        };
+        status = post(worker_inference_body(request));
+        if (status == 400 && request.messages.is_array() && request.chat_template.empty() &&
+            error_response.to_http_error().code == "CHAT_TEMPLATE_UNKNOWN") {
+          // A base model without a (known) chat template: the conversation goes as plain
+          // "role: content" text rather than failing the chat. An explicit chat_template that
+          // the worker rejects is the caller's to fix, so that 400 stands.
+          send(narration("queen-rbee", "chat_template_fallback",
+                         "Model " + request.model +
+                             " has no chat template the worker knows: sending the conversation "
+                             "as plain text",
+                         {{"worker_id", w.worker_id}}));
+          error_response = {};
+          status = post(worker_inference_body(request, /*plain_text=*/true));
+        }
       } catch (const common::connection_error& e) {
         if (!any_token && !cancelled()) {
           retry = dispatch_retry{std::string("worker unreachable: ") + e.what()};

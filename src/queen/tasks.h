@@ -29,6 +29,7 @@ struct task_request {
   std::string model;
   std::string prompt;                          // "" when messages are given
   nlohmann::json messages = nlohmann::json();  // null, or [{role, content}, ...]
+  std::string chat_template;  // template family override for messages; "" = the model's
   int max_tokens = 256;
   std::optional<double> temperature;
   std::optional<double> top_p;
@@ -44,9 +45,11 @@ struct task_request {
 // Validates a /v2/tasks body (400 INVALID_REQUEST naming the field) and assigns a task id.
 task_request parse_task_request(const nlohmann::json& body);
 // The worker's POST /v1/inference body. Chat messages are sent as `messages` (the worker
-// applies the model's chat template) together with a plain-text `prompt` fallback.
-nlohmann::json worker_inference_body(const task_request& request);
-// "role: content" lines: the prompt fallback for workers that take no messages.
+// renders them with the model's chat template); with plain_text they are sent flattened into
+// `prompt` instead, for models that have no chat template (base models).
+nlohmann::json worker_inference_body(const task_request& request, bool plain_text = false);
+// "role: content" lines ending with "assistant:": a conversation for a model without a chat
+// template.
 std::string flatten_messages(const nlohmann::json& messages);
 
 struct task_runner_options {

@@ -25,6 +25,53 @@ uint64_t random_seed() {
   return (static_cast<uint64_t>(device()) << 32) | device();
 }
 
+// Each message is {role, content}; errors name the item's field ("messages[1].role").
+std::vector<engine::chat_message> parse_messages(const common::json& body) {
+  const common::json& messages = common::require_array(body, "messages");
+  if (messages.empty()) {
+    throw common::invalid_request("messages", "messages must hold at least one message");
+  }
+  if (messages.size() > max_messages) {
+    throw common::invalid_request("messages", "messages holds " + std::to_string(messages.size()) +
+                                                  " items; at most " +
+                                                  std::to_string(max_messages) + " are accepted");
+  }
+  std::vector<engine::chat_message> out;
+  out.reserve(messages.size());
+  size_t content_bytes = 0;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string item = "messages[" + std::to_string(i) + "]";
+    const common::json& m = messages[i];
+    if (!m.is_object()) {
+      throw common::invalid_request(
+          item,
+          item + " must be an object {\"role\", \"content\"}, not " + common::json_type_name(m));
+    }
+    const auto role = m.find("role");
+    if (role == m.end() || !role->is_string() ||
+        (*role != "system" && *role != "user" && *role != "assistant")) {
+      throw common::invalid_request(item + ".role",
+                                    item + ".role must be \"system\", \"user\" or \"assistant\"");
+    }
+    const auto content = m.find("content");
+    if (content == m.end() || !content->is_string()) {
+      throw common::invalid_request(item + ".content", item + ".content must be a string");
+    }
+    content_bytes += content->get_ref<const std::string&>().size();
+    if (content_bytes > max_prompt_bytes) {
+      throw common::invalid_request(
+          item + ".content",
+          "the messages' contents exceed " + std::to_string(max_prompt_bytes) + " bytes");
+    }
+    out.push_back({role->get<std::string>(), content->get<std::string>()});
+  }
+  return out;
+}
+
+bool present(const common::json& body, const char* field) {
+  return body.contains(field) && !body[field].is_null();
+}
+
 }  // namespace
 
 inference_request parse_inference_request(const common::json& body, int n_ctx) {
@@ -42,8 +89,26 @@ inference_request parse_inference_request(const common::json& body, int n_ctx) {
     request.job_id = "job-" + common::random_token(8);
   }
 
-  request.prompt = common::require_string(body, "prompt", max_prompt_bytes);
-  if (request.prompt.empty()) throw common::invalid_request("prompt", "prompt must not be empty");
+  if (present(body, "messages")) {
+    if (present(body, "prompt")) {
+      throw common::invalid_request("messages", "give either prompt or messages, not both");
+    }
+    request.messages = parse_messages(body);
+    if (auto name = common::optional_string(body, "chat_template", max_chat_template_name)) {
+      if (name->empty()) {
+        throw common::invalid_request("chat_template",
+                                      "chat_template must name a template family (e.g. chatml)");
+      }
+      request.chat_template = *name;
+    }
+  } else {
+    request.prompt = common::require_string(body, "prompt", max_prompt_bytes);
+    if (request.prompt.empty()) throw common::invalid_request("prompt", "prompt must not be empty");
+    if (present(body, "chat_template")) {
+      throw common::invalid_request("chat_template",
+                                    "chat_template applies to messages; a prompt is used as given");
+    }
+  }
 
   if (auto max_tokens = common::optional_int(body, "max_tokens", 1, n_ctx)) {
     request.max_tokens = static_cast<int>(*max_tokens);
@@ -69,6 +134,42 @@ inference_request parse_inference_request(const common::json& body, int n_ctx) {
     if (stop.empty()) throw common::invalid_request("stop", "stop strings must not be empty");
   }
   return request;
+}
+
+std::vector<engine::token_id> prompt_tokens(const engine::model& model,
+                                            const inference_request& request) {
+  if (request.messages.empty()) {
+    try {
+      return engine::tokenize(model, request.prompt, /*add_bos=*/true, /*parse_special=*/true);
+    } catch (const engine::engine_error& e) {
+      throw common::invalid_request("prompt",
+                                    std::string("prompt cannot be tokenized: ") + e.what());
+    }
+  }
+  std::string text;
+  try {
+    text = engine::apply_chat_template(model, request.messages, /*add_assistant_prompt=*/true,
+                                       request.chat_template);
+  } catch (const engine::engine_error& e) {
+    if (e.code != engine::error_code::chat_template_unknown) {
+      throw common::invalid_request("messages",
+                                    std::string("messages cannot be rendered: ") + e.what());
+    }
+    throw common::http_error(
+        400, chat_template_unknown_code,
+        std::string(e.what()) + "; set \"chat_template\" in the request to one of these families",
+        {{"field", request.chat_template.empty() ? "messages" : "chat_template"}});
+  }
+  try {
+    // Templates that emit BOS (llama2, llama3, mistral) start with its text: no second one.
+    std::vector<engine::token_id> tokens =
+        engine::tokenize(model, text, /*add_bos=*/false, /*parse_special=*/true);
+    if (!tokens.empty() && tokens.front() == engine::model_get_info(model).bos) return tokens;
+    return engine::tokenize(model, text, /*add_bos=*/true, /*parse_special=*/true);
+  } catch (const engine::engine_error& e) {
+    throw common::invalid_request("messages",
+                                  std::string("messages cannot be tokenized: ") + e.what());
+  }
 }
 
 int resolve_max_tokens(const inference_request& request, int n_prompt_tokens, int n_ctx) {

@@ -442,12 +442,7 @@ void worker_app::handle_inference(const httplib::Request& req, httplib::Response
   // this server first).
   common::json body = common::parse_body(req.body);
   inference_request request = parse_inference_request(body, n_ctx_);
-  std::vector<engine::token_id> tokens;
-  try {
-    tokens = engine::tokenize(*model_, request.prompt, /*add_bos=*/true, /*parse_special=*/true);
-  } catch (const engine::engine_error& e) {
-    throw common::invalid_request("prompt", std::string("prompt cannot be tokenized: ") + e.what());
-  }
+  std::vector<engine::token_id> tokens = prompt_tokens(*model_, request);
   int max_tokens = resolve_max_tokens(request, static_cast<int>(tokens.size()), n_ctx_);
   auto j = std::make_shared<job>(request.job_id, std::move(tokens), max_tokens, request.sampling,
                                  std::move(request.stop));

@@ -235,6 +235,11 @@ TEST_F(WorkerLifecycle, BadInputGetsTheRightErrorAndTheWorkerKeepsServing) {
       {R"({"prompt": "hi", "job_id": "bad id/with slash"})", "job_id"},
       {json{{"prompt", huge_prompt}}.dump(), "prompt"},
       {R"({"prompt": "Once upon a time", "max_tokens": 255})", "max_tokens"},
+      {R"({"messages": []})", "messages"},
+      {R"({"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}]})",
+       "messages[1].role"},
+      {R"({"messages": [{"role": "user"}]})", "messages[0].content"},
+      {R"({"prompt": "hi", "messages": [{"role": "user", "content": "hi"}]})", "messages"},
   };
   for (const auto& c : cases) {
     // Raw bodies: malformed JSON cannot go through the JSON client.
@@ -249,6 +254,19 @@ TEST_F(WorkerLifecycle, BadInputGetsTheRightErrorAndTheWorkerKeepsServing) {
     if (!c.field.empty()) {
       EXPECT_EQ(error["details"]["field"], c.field) << c.body << " -> " << res->body;
     }
+  }
+
+  // A chat for a model without a template (stories260K) needs an override, and the error says so.
+  for (const auto& [body, field] : std::vector<std::pair<json, std::string>>{
+           {{{"messages", {{{"role", "user"}, {"content", "hi"}}}}}, "messages"},
+           {{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"chat_template", "nope"}},
+            "chat_template"}}) {
+    stream_result r = infer(client, body);
+    EXPECT_EQ(r.status, 400) << r.error.body;
+    json error = r.error.json_body()["error"];
+    EXPECT_EQ(error["code"], "CHAT_TEMPLATE_UNKNOWN") << r.error.body;
+    EXPECT_EQ(error["details"]["field"], field) << r.error.body;
+    EXPECT_NE(error.value("message", "").find("chat_template"), std::string::npos) << r.error.body;
   }
 
   // Unknown fields are ignored.

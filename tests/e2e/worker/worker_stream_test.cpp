@@ -58,6 +58,46 @@ TEST_F(WorkerStream, GreedyStreamMatchesRbeeEngineGenerate) {
   }
 }
 
+// Chat messages go through the chat template (here the chatml override: stories260K has none of
+// its own); the prompt the worker counts is exactly the rendered conversation.
+TEST_F(WorkerStream, ChatMessagesAreRenderedWithTheTemplate) {
+  worker_process worker(home_, {"--model", stories, "--slots", "1"});
+  worker.wait_ready();
+  auto client = worker.client();
+  json body = greedy("", 12);
+  body.erase("prompt");
+  body["messages"] = {{{"role", "system"}, {"content", "You tell stories."}},
+                      {{"role", "user"}, {"content", "Once upon a time"}}};
+  body["chat_template"] = "chatml";
+  stream_result r = infer(client, body);
+  ASSERT_EQ(r.status, 200) << r.error.body;
+  ASSERT_TRUE(r.done);
+  ASSERT_EQ(r.end.value("type", ""), "end") << r.end.dump();
+  EXPECT_EQ(r.end.value("tokens_out", 0), 12);
+  EXPECT_EQ(std::count_if(r.events.begin(), r.events.end(),
+                          [](const json& e) { return e.value("type", "") == "token"; }),
+            12);
+  EXPECT_FALSE(r.text.empty());
+
+  const std::string rendered =
+      "<|im_start|>system\nYou tell stories.<|im_end|>\n"
+      "<|im_start|>user\nOnce upon a time<|im_end|>\n"
+      "<|im_start|>assistant\n";
+  cli_result ids =
+      run_cli("rbee-engine", {"tokenize", "-m", stories, "-p", rendered, "--parse-special"});
+  ASSERT_EQ(ids.exit_code, 0) << ids.err;
+  std::istringstream id_stream(ids.out);
+  int n_ids = 0;
+  for (std::string id; id_stream >> id;) ++n_ids;
+  EXPECT_GT(n_ids, 10);
+  EXPECT_EQ(r.end.value("tokens_in", 0), n_ids);
+
+  // The same conversation sent as that rendered prompt generates the same text.
+  stream_result same = infer(client, greedy(rendered, 12));
+  ASSERT_EQ(same.status, 200) << same.error.body;
+  EXPECT_EQ(same.text, r.text);
+}
+
 TEST_F(WorkerStream, StopStringIsNotEmitted) {
   worker_process worker(home_, {"--model", stories});
   worker.wait_ready();

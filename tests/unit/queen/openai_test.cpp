@@ -43,8 +43,30 @@ TEST(OpenAiRequest, ChatMapsOntoATask) {
   ASSERT_TRUE(r.task.messages.is_array());
   EXPECT_EQ(r.task.messages.size(), 2u);
   auto body = worker_inference_body(r.task);
+  EXPECT_EQ(body["messages"][0]["role"], "system");
   EXPECT_EQ(body["messages"][1]["content"], "Hi");
-  EXPECT_NE(body["prompt"].get<std::string>().find("Hi"), std::string::npos);
+  EXPECT_FALSE(body.contains("prompt"));
+  EXPECT_FALSE(body.contains("chat_template"));
+}
+
+TEST(OpenAiRequest, ChatTemplateExtensionAndDeveloperRole) {
+  auto r = openai::parse_request(openai::endpoint::chat,
+                                 {{"model", "m"},
+                                  {"chat_template", "llama3"},
+                                  {"messages",
+                                   {{{"role", "developer"}, {"content", "Be brief."}},
+                                    {{"role", "user"}, {"content", "Hi"}}}}});
+  auto body = worker_inference_body(r.task);
+  EXPECT_EQ(body["chat_template"], "llama3");
+  EXPECT_EQ(body["messages"][0]["role"], "system");
+}
+
+TEST(OpenAiRequest, CompletionSendsThePromptAsGiven) {
+  auto r = openai::parse_request(openai::endpoint::completion,
+                                 {{"model", "m"}, {"prompt", "Once upon a time"}});
+  auto body = worker_inference_body(r.task);
+  EXPECT_EQ(body["prompt"], "Once upon a time");
+  EXPECT_FALSE(body.contains("messages"));
 }
 
 TEST(OpenAiRequest, ContentPartsAndMaxCompletionTokens) {
@@ -78,6 +100,12 @@ TEST(OpenAiRequest, InvalidFieldsAreNamed) {
             }),
             "n");
   EXPECT_EQ(field_of([] { openai::parse_request(endpoint::chat, {{"model", "m"}}); }), "messages");
+  EXPECT_EQ(field_of([] {
+              openai::parse_request(
+                  endpoint::chat,
+                  {{"model", "m"}, {"messages", {{{"role", "tool"}, {"content", "x"}}}}});
+            }),
+            "messages[0].role");
   EXPECT_EQ(field_of([] {
               openai::parse_request(endpoint::completion,
                                     {{"model", "m"}, {"prompt", "x"}, {"temperature", -1}});

@@ -72,13 +72,49 @@ TEST(TaskRequest, InvalidFieldsAreNamed) {
   EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"backend", "tpu"}}), "backend");
   EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"stop", {1, 2}}}), "stop");
   EXPECT_EQ(rejected_field({{"model", "m"}, {"messages", json::array()}}), "messages");
-  EXPECT_EQ(rejected_field({{"model", "m"}, {"messages", {{{"role", "user"}}}}}), "messages");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"messages", {{{"role", "user"}}}}}),
+            "messages[0].content");
+  EXPECT_EQ(rejected_field(
+                {{"model", "m"},
+                 {"messages",
+                  {{{"role", "user"}, {"content", "x"}}, {{"role", "tool"}, {"content", "x"}}}}}),
+            "messages[1].role");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"messages", {"Hi"}}}), "messages[0]");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"chat_template", "chatml"}}),
+            "chat_template");
+  EXPECT_EQ(rejected_field({{"model", "m"},
+                            {"messages", {{{"role", "user"}, {"content", "x"}}}},
+                            {"chat_template", 5}}),
+            "chat_template");
   EXPECT_EQ(rejected_field({{"model", 3}, {"prompt", "x"}}), "model");
 }
 
-TEST(TaskRequest, MessagesAreFlattenedForWorkersWithoutTemplates) {
+TEST(TaskRequest, MessagesGoToTheWorkerForItsChatTemplate) {
+  json messages = {{{"role", "system"}, {"content", "Be brief."}},
+                   {{"role", "user"}, {"content", "Hi"}}};
+  auto r = parse_task_request(
+      {{"model", "m"}, {"messages", messages}, {"chat_template", "chatml"}, {"max_tokens", 4}});
+  EXPECT_TRUE(r.prompt.empty());
+  auto body = worker_inference_body(r);
+  EXPECT_EQ(body["messages"], messages);
+  EXPECT_EQ(body["chat_template"], "chatml");
+  EXPECT_FALSE(body.contains("prompt"));
+  EXPECT_EQ(body["max_tokens"], 4);
+
+  // Without an override the worker uses the model's own template.
+  auto own = worker_inference_body(parse_task_request({{"model", "m"}, {"messages", messages}}));
+  EXPECT_EQ(own["messages"], messages);
+  EXPECT_FALSE(own.contains("chat_template"));
+}
+
+TEST(TaskRequest, PlainTextFallbackFlattensTheConversation) {
   json messages = {{{"role", "user"}, {"content", "Hi"}}};
   EXPECT_EQ(flatten_messages(messages), "user: Hi\nassistant:");
+  auto body = worker_inference_body(parse_task_request({{"model", "m"}, {"messages", messages}}),
+                                    /*plain_text=*/true);
+  EXPECT_EQ(body["prompt"], "user: Hi\nassistant:");
+  EXPECT_FALSE(body.contains("messages"));
+  EXPECT_FALSE(body.contains("chat_template"));
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Validation of POST /v1/inference bodies: every rejection is 400 INVALID_REQUEST naming the field.
 #include "worker/inference_request.h"
 
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 #include "common/errors.h"
@@ -99,6 +101,125 @@ TEST(InferenceRequest, StopStringsAreBounded) {
   EXPECT_EQ(rejected_field(empty), "stop");
   json not_strings = {{"prompt", "hi"}, {"stop", {1, 2}}};
   EXPECT_EQ(rejected_field(not_strings), "stop");
+}
+
+json chat(json messages) {
+  return {{"messages", std::move(messages)}};
+}
+
+TEST(InferenceRequest, MessagesAreParsed) {
+  json body = {{"messages",
+                {{{"role", "system"}, {"content", "Be brief."}},
+                 {{"role", "user"}, {"content", "Hi"}},
+                 {{"role", "assistant"}, {"content", ""}},
+                 {{"role", "user"}, {"content", "Again"}}}},
+               {"chat_template", "chatml"},
+               {"max_tokens", 8}};
+  inference_request r = parse_inference_request(body, n_ctx);
+  EXPECT_TRUE(r.prompt.empty());
+  ASSERT_EQ(r.messages.size(), 4u);
+  EXPECT_EQ(r.messages[0].role, "system");
+  EXPECT_EQ(r.messages[0].content, "Be brief.");
+  EXPECT_EQ(r.messages[2].role, "assistant");
+  EXPECT_EQ(r.messages[2].content, "");
+  EXPECT_EQ(r.messages[3].content, "Again");
+  EXPECT_EQ(r.chat_template, "chatml");
+  EXPECT_EQ(*r.max_tokens, 8);
+
+  inference_request plain =
+      parse_inference_request(chat({{{"role", "user"}, {"content", "x"}}}), n_ctx);
+  EXPECT_TRUE(plain.chat_template.empty());
+}
+
+TEST(InferenceRequest, InvalidMessagesNameTheItemAndField) {
+  json user = {{"role", "user"}, {"content", "Hi"}};
+  EXPECT_EQ(rejected_field(chat(json::array())), "messages");
+  EXPECT_EQ(rejected_field(chat("Hi")), "messages");
+  EXPECT_EQ(rejected_field(chat({user, "Hi"})), "messages[1]");
+  EXPECT_EQ(rejected_field(chat({user, {{"role", "tool"}, {"content", "x"}}})), "messages[1].role");
+  EXPECT_EQ(rejected_field(chat({user, {{"role", 1}, {"content", "x"}}})), "messages[1].role");
+  EXPECT_EQ(rejected_field(chat({{{"content", "x"}}})), "messages[0].role");
+  EXPECT_EQ(rejected_field(chat({user, {{"role", "user"}}})), "messages[1].content");
+  EXPECT_EQ(rejected_field(chat({{{"role", "user"}, {"content", {{"type", "text"}}}}})),
+            "messages[0].content");
+  json too_many = chat(json::array());
+  for (size_t i = 0; i <= max_messages; ++i) too_many["messages"].push_back(user);
+  EXPECT_EQ(rejected_field(too_many), "messages");
+  json too_big = chat({user, {{"role", "user"}, {"content", std::string(max_prompt_bytes, 'a')}}});
+  EXPECT_EQ(rejected_field(too_big), "messages[1].content");
+}
+
+TEST(InferenceRequest, PromptAndMessagesExcludeEachOther) {
+  json both = chat({{{"role", "user"}, {"content", "Hi"}}});
+  both["prompt"] = "Hi";
+  EXPECT_EQ(rejected_field(both), "messages");
+  EXPECT_EQ(rejected_field({{"prompt", "Hi"}, {"chat_template", "chatml"}}), "chat_template");
+  json empty_template = chat({{{"role", "user"}, {"content", "Hi"}}});
+  empty_template["chat_template"] = "";
+  EXPECT_EQ(rejected_field(empty_template), "chat_template");
+  empty_template["chat_template"] = 3;
+  EXPECT_EQ(rejected_field(empty_template), "chat_template");
+}
+
+// prompt_tokens against a real model: stories260K has a Llama vocabulary (BOS "<s>") and no
+// chat template of its own.
+class PromptTokens : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = engine::model_load(std::string(RBEE_SHARED_MODELS_DIR) + "/stories260K.gguf",
+                                engine::model_default_params())
+                 .release();
+  }
+  static void TearDownTestSuite() { engine::model_deleter{}(model_); }
+  static engine::model* model_;
+};
+engine::model* PromptTokens::model_ = nullptr;
+
+TEST_F(PromptTokens, PromptGetsOneBos) {
+  auto tokens = prompt_tokens(*model_, parse_inference_request({{"prompt", "Once"}}, n_ctx));
+  ASSERT_FALSE(tokens.empty());
+  EXPECT_EQ(tokens.front(), engine::model_get_info(*model_).bos);
+  EXPECT_EQ(tokens, engine::tokenize(*model_, "Once", true, true));
+}
+
+TEST_F(PromptTokens, ChatmlOverrideRendersTheConversation) {
+  json body =
+      chat({{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi"}}});
+  body["chat_template"] = "chatml";
+  auto tokens = prompt_tokens(*model_, parse_inference_request(body, n_ctx));
+  const std::string expected =
+      "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+      "<|im_start|>assistant\n";
+  // chatml emits no BOS text, so the vocabulary's BOS is added in front.
+  EXPECT_EQ(tokens, engine::tokenize(*model_, expected, true, true));
+}
+
+TEST_F(PromptTokens, TemplateThatEmitsBosGetsNoSecondOne) {
+  json body = chat({{{"role", "user"}, {"content", "Hi"}}});
+  body["chat_template"] = "llama2";
+  auto tokens = prompt_tokens(*model_, parse_inference_request(body, n_ctx));
+  const engine::token_id bos = engine::model_get_info(*model_).bos;
+  ASSERT_GE(tokens.size(), 2u);
+  EXPECT_EQ(tokens[0], bos);
+  EXPECT_NE(tokens[1], bos);
+  EXPECT_EQ(std::count(tokens.begin(), tokens.end(), bos), 1);
+}
+
+TEST_F(PromptTokens, MissingOrUnknownTemplateSaysToPassChatTemplate) {
+  auto code_and_field = [&](const json& body) {
+    try {
+      prompt_tokens(*model_, parse_inference_request(body, n_ctx));
+    } catch (const common::http_error& e) {
+      EXPECT_EQ(e.status, 400);
+      EXPECT_NE(e.message.find("chat_template"), std::string::npos) << e.message;
+      return e.code + " " + e.details.value("field", "");
+    }
+    return std::string("<accepted>");
+  };
+  json body = chat({{{"role", "user"}, {"content", "Hi"}}});
+  EXPECT_EQ(code_and_field(body), "CHAT_TEMPLATE_UNKNOWN messages");
+  body["chat_template"] = "jinja-of-my-own";
+  EXPECT_EQ(code_and_field(body), "CHAT_TEMPLATE_UNKNOWN chat_template");
 }
 
 TEST(ResolveMaxTokens, PromptMustLeaveRoom) {
