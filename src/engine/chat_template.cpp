@@ -294,8 +294,11 @@ std::string render_chat(const chat_template& t, std::span<const chat_message> me
 std::string render_chat_template(const vocab& v, std::string_view template_text,
                                  std::span<const chat_message> messages, bool add_assistant_prompt,
                                  std::string_view template_override) {
-  const chat_template t = template_override.empty() ? detect_chat_template(template_text)
-                                                    : chat_template_from_name(template_override);
+  // A model without any template gets ChatML, as llama.cpp's server does; a template we do not
+  // recognise is an error, since guessing its format would silently garble the prompt.
+  const chat_template t = !template_override.empty() ? chat_template_from_name(template_override)
+                          : strip(template_text).empty() ? chat_template_from_name("chatml")
+                                                         : detect_chat_template(template_text);
   chat_special_texts special;
   if (v.valid(v.bos())) special.bos = v.token_text(v.bos());
   if (v.valid(v.eos())) special.eos = v.token_text(v.eos());

@@ -51,7 +51,8 @@ std::string render_chat(const chat_template& t, std::span<const chat_message> me
                         bool add_assistant_prompt, const chat_special_texts& special);
 
 // engine::apply_chat_template in one call: the override (a family name) if given, else the
-// family detected in `template_text`; BOS/EOS texts from the vocabulary.
+// family detected in `template_text`, else ChatML when the model has no template at all;
+// BOS/EOS texts from the vocabulary.
 std::string render_chat_template(const vocab& v, std::string_view template_text,
                                  std::span<const chat_message> messages, bool add_assistant_prompt,
                                  std::string_view template_override = {});

@@ -120,7 +120,8 @@ struct chat_message {
 };
 // Renders messages with the model's template (recognised from tokenizer.chat_template),
 // or with `template_override` (a family name: "llama2", "llama3", "chatml", "mistral",
-// "zephyr", "phi3"). Unknown template → engine_error(chat_template_unknown).
+// "zephyr", "phi3"). A model without a template gets ChatML (as llama.cpp's server does);
+// an unrecognised template → engine_error(chat_template_unknown).
 std::string apply_chat_template(const model& m, std::span<const chat_message> messages,
                                 bool add_assistant_prompt, std::string_view template_override = {});
 

@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <initializer_list>
+#include <utility>
+#include <vector>
 
 #include "engine/cpu/kernels.h"
 #include "engine/kv_cache.h"
@@ -64,6 +67,21 @@ void matmul(context& c, const weight& w, const float* x, int n_tokens, float* y)
   auto addr = reinterpret_cast<uintptr_t>(c.matmul_scratch.data());
   void* scratch = c.matmul_scratch.data() + ((64 - addr % 64) % 64);
   cpu::matmul(c.pool, w.type, w.data, w.n_rows, w.n_cols, x, n_tokens, y, scratch);
+}
+
+// Several weights of the same input width on one x, in one pool run (see cpu::matmul_many).
+void matmul_many(context& c, std::initializer_list<std::pair<const weight*, float*>> ws,
+                 const float* x, int n_tokens) {
+  cpu::matmul_op ops[cpu::max_matmul_ops];
+  size_t n = 0;
+  for (const auto& [w, y] : ws) {
+    assert(w->n_cols == ws.begin()->first->n_cols && "matmul_many: weights differ in width");
+    ops[n++] = {w->type, w->data, w->n_rows, y};
+  }
+  auto addr = reinterpret_cast<uintptr_t>(c.matmul_scratch.data());
+  void* scratch = c.matmul_scratch.data() + ((64 - addr % 64) % 64);
+  cpu::matmul_many(c.pool, std::span<const cpu::matmul_op>(ops, n), ws.begin()->first->n_cols, x,
+                   n_tokens, scratch);
 }
 
 // Rotates pairs of one head vector by the precomputed angles of its token.
@@ -255,10 +273,18 @@ context_ptr context_create(model& m, const context_params& p) {
     b.scores.resize(nt * static_cast<size_t>(params.n_ctx));
     b.rope_cos.resize(nb * static_cast<size_t>(hp.n_rot / 2));
     b.rope_sin.resize(nb * static_cast<size_t>(hp.n_rot / 2));
+    // Per matmul group: every activation format its weights want, side by side.
     size_t scratch = cpu::matmul_scratch_bytes(m.output.type, m.output.n_cols, nb);
-    for (const auto& l : m.layers)
-      for (const weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
-        scratch = std::max(scratch, cpu::matmul_scratch_bytes(w->type, w->n_cols, nb));
+    for (const auto& l : m.layers) {
+      for (const auto& group : {std::vector<const weight*>{&l.wq, &l.wk, &l.wv},
+                                {&l.wo},
+                                {&l.ffn_gate, &l.ffn_up},
+                                {&l.ffn_down}}) {
+        std::vector<tensor_type> types;
+        for (const weight* w : group) types.push_back(w->type);
+        scratch = std::max(scratch, cpu::matmul_scratch_bytes(types, group[0]->n_cols, nb));
+      }
+    }
     c->matmul_scratch.resize(scratch + 64);
   } catch (const std::bad_alloc&) {
     throw engine_error(error_code::out_of_memory,
@@ -332,9 +358,7 @@ void decode(context& c, std::span<const batch_entry> batch) {
   for (int l = 0; l < hp.n_layer; ++l) {
     const layer_weights& w = m.layers[static_cast<size_t>(l)];
     rmsnorm_rows(b.x.data(), w.attn_norm, n, d, hp.rms_eps, b.xb.data());
-    matmul(c, w.wq, b.xb.data(), n, b.q.data());
-    matmul(c, w.wk, b.xb.data(), n, b.k.data());
-    matmul(c, w.wv, b.xb.data(), n, b.v.data());
+    matmul_many(c, {{&w.wq, b.q.data()}, {&w.wk, b.k.data()}, {&w.wv, b.v.data()}}, b.xb.data(), n);
     if (hp.has_qkv_bias) {
       add_bias(b.q.data(), w.bq, n, q_dim);
       add_bias(b.k.data(), w.bk, n, kv_dim);
@@ -373,8 +397,7 @@ void decode(context& c, std::span<const batch_entry> batch) {
     for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.xb[j];
 
     rmsnorm_rows(b.x.data(), w.ffn_norm, n, d, hp.rms_eps, b.xb.data());
-    matmul(c, w.ffn_gate, b.xb.data(), n, b.hb.data());
-    matmul(c, w.ffn_up, b.xb.data(), n, b.hb2.data());
+    matmul_many(c, {{&w.ffn_gate, b.hb.data()}, {&w.ffn_up, b.hb2.data()}}, b.xb.data(), n);
     cpu::silu_mul(b.hb.data(), b.hb2.data(), b.hb.data(), static_cast<int64_t>(n) * ff);
     matmul(c, w.ffn_down, b.hb.data(), n, b.xb.data());
     for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.xb[j];

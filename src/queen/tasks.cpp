@@ -69,15 +69,6 @@ json error_event(const common::http_error& e) {
 
 }  // namespace
 
-std::string flatten_messages(const json& messages) {
-  std::string out;
-  for (const auto& m : messages) {
-    out += m.value("role", "user") + ": " + m.value("content", "") + "\n";
-  }
-  out += "assistant:";
-  return out;
-}
-
 task_request parse_task_request(const json& body) {
   task_request r;
   r.task_id = "task-" + common::random_token(8);
@@ -136,11 +127,9 @@ task_request parse_task_request(const json& body) {
   return r;
 }
 
-json worker_inference_body(const task_request& r, bool plain_text) {
+json worker_inference_body(const task_request& r) {
   json body = {{"job_id", r.task_id}, {"max_tokens", r.max_tokens}, {"stop", r.stop}};
-  if (r.messages.is_array() && plain_text) {
-    body["prompt"] = flatten_messages(r.messages);
-  } else if (r.messages.is_array()) {
+  if (r.messages.is_array()) {
     body["messages"] = r.messages;
     if (!r.chat_template.empty()) body["chat_template"] = r.chat_template;
   } else {
@@ -373,19 +362,6 @@ void task_runner::run(const task_request& request, admission admitted, const tas
               &error_response);
         };
         status = post(worker_inference_body(request));
-        if (status == 400 && request.messages.is_array() && request.chat_template.empty() &&
-            error_response.to_http_error().code == "CHAT_TEMPLATE_UNKNOWN") {
-          // A base model without a (known) chat template: the conversation goes as plain
-          // "role: content" text rather than failing the chat. An explicit chat_template that
-          // the worker rejects is the caller's to fix, so that 400 stands.
-          send(narration("queen-rbee", "chat_template_fallback",
-                         "Model " + request.model +
-                             " has no chat template the worker knows: sending the conversation "
-                             "as plain text",
-                         {{"worker_id", w.worker_id}}));
-          error_response = {};
-          status = post(worker_inference_body(request, /*plain_text=*/true));
-        }
       } catch (const common::connection_error& e) {
         if (!any_token && !cancelled()) {
           retry = dispatch_retry{std::string("worker unreachable: ") + e.what()};

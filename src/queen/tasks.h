@@ -44,13 +44,9 @@ struct task_request {
 
 // Validates a /v2/tasks body (400 INVALID_REQUEST naming the field) and assigns a task id.
 task_request parse_task_request(const nlohmann::json& body);
-// The worker's POST /v1/inference body. Chat messages are sent as `messages` (the worker
-// renders them with the model's chat template); with plain_text they are sent flattened into
-// `prompt` instead, for models that have no chat template (base models).
-nlohmann::json worker_inference_body(const task_request& request, bool plain_text = false);
-// "role: content" lines ending with "assistant:": a conversation for a model without a chat
-// template.
-std::string flatten_messages(const nlohmann::json& messages);
+// The worker's POST /v1/inference body. Chat messages are sent as `messages`: the worker
+// renders them with the model's chat template (ChatML when the model has none).
+nlohmann::json worker_inference_body(const task_request& request);
 
 struct task_runner_options {
   std::chrono::milliseconds loading_timeout{std::chrono::minutes(5)};

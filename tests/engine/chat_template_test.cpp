@@ -262,9 +262,12 @@ TEST(chat_template, renders_with_vocab_texts_and_tokenizes_to_special_ids) {
   const std::vector<chat_message> hi = {{"user", "Hi"}};
   EXPECT_EQ(render_chat_template(v, zephyr_template, hi, true),
             "<|user|>\nHi</s>\n<|assistant|>\n");
+  // No template in the model: ChatML, as llama.cpp's server does; an unknown one stays an error.
+  EXPECT_EQ(render_chat_template(v, "", hi, true),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
   try {
-    render_chat_template(v, "", no_system, true);
-    ADD_FAILURE() << "no error without template and override";
+    render_chat_template(v, gemma_template, no_system, true);
+    ADD_FAILURE() << "no error for an unknown template without override";
   } catch (const engine_error& e) {
     EXPECT_EQ(e.code, error_code::chat_template_unknown);
   }

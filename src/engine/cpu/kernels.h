@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string_view>
 #include <thread>
 #include <type_traits>
@@ -90,6 +91,24 @@ bool matmul_supports(tensor_type t);
 // n_cols must be a multiple of t's block size.
 void matmul(thread_pool& pool, tensor_type t, const void* w, int64_t n_rows, int64_t n_cols,
             const float* x, int64_t n_tokens, float* y, void* scratch);
+
+// One weight of matmul_many: y (n_tokens, n_rows) = X · W^T.
+struct matmul_op {
+  tensor_type type;
+  const void* w;
+  int64_t n_rows;
+  float* y;
+};
+// At most this many weights share one matmul_many call.
+inline constexpr int max_matmul_ops = 4;
+// Scratch for matmul_many over weights of these types (each activation format once).
+size_t matmul_scratch_bytes(std::span<const tensor_type> types, int64_t n_cols, int64_t n_tokens);
+// Several weights that read the same X (Q/K/V, gate/up): X is quantized once per activation
+// format and all rows are shared out in a single pool run, so there is one hand-over between
+// threads instead of one per weight. Work too small to pay for a hand-over (tiny models,
+// short rows) runs on the calling thread.
+void matmul_many(thread_pool& pool, std::span<const matmul_op> ops, int64_t n_cols, const float* x,
+                 int64_t n_tokens, void* scratch);
 
 // Row of n elements of type t to fp32 (embedding lookup).
 void dequantize_row(tensor_type t, const void* src, float* dst, int64_t n);

@@ -20,6 +20,11 @@ int64_t rows_per_task(int64_t n_rows, int n_threads) {
   return std::max<int64_t>(chunk, 8);
 }
 
+// Below this many multiply-adds a matmul runs on the calling thread: handing work to the pool
+// costs a few microseconds when the workers spin and a scheduler timeslice when the machine
+// is oversubscribed, more than a small matmul takes (a 2048 x 128 decode is ~10 us).
+constexpr int64_t parallel_matmul_work = int64_t{1} << 18;
+
 }  // namespace
 
 bool matmul_supports(tensor_type t) {
@@ -27,55 +32,112 @@ bool matmul_supports(tensor_type t) {
 }
 
 size_t matmul_scratch_bytes(tensor_type t, int64_t n_cols, int64_t n_tokens) {
-  const act_format f = act_format_of(t);
-  if (f == act_format::f32) return 0;
-  return act_row_bytes(f, n_cols) * static_cast<size_t>(n_tokens);
+  return matmul_scratch_bytes(std::span<const tensor_type>(&t, 1), n_cols, n_tokens);
+}
+
+size_t matmul_scratch_bytes(std::span<const tensor_type> types, int64_t n_cols, int64_t n_tokens) {
+  size_t bytes = 0;
+  for (const act_format f : {act_format::q8_32, act_format::q8_k}) {
+    const bool used = std::any_of(types.begin(), types.end(),
+                                  [&](tensor_type t) { return act_format_of(t) == f; });
+    if (used) bytes += act_row_bytes(f, n_cols) * static_cast<size_t>(n_tokens);
+  }
+  return bytes;
 }
 
 void matmul(thread_pool& pool, tensor_type t, const void* w, int64_t n_rows, int64_t n_cols,
             const float* x, int64_t n_tokens, float* y, void* scratch) {
-  const int slot = weight_slot_of(t);
-  if (slot < 0) {
-    std::fprintf(stderr, "matmul: unsupported weight type %s\n", std::string(to_string(t)).c_str());
-    std::abort();
-  }
-  assert(n_cols % traits_of(t).block_size == 0 && "n_cols must be a multiple of the block size");
+  const matmul_op op{t, w, n_rows, y};
+  matmul_many(pool, std::span<const matmul_op>(&op, 1), n_cols, x, n_tokens, scratch);
+}
+
+void matmul_many(thread_pool& pool, std::span<const matmul_op> ops, int64_t n_cols, const float* x,
+                 int64_t n_tokens, void* scratch) {
+  assert(!ops.empty() && ops.size() <= max_matmul_ops && "matmul_many: 1..max_matmul_ops weights");
   const kernel_table& k = active_kernels();
-  const act_format f = act_format_of(t);
+  int slots[max_matmul_ops];
+  int64_t total_rows = 0;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    slots[i] = weight_slot_of(ops[i].type);
+    if (slots[i] < 0) {
+      std::fprintf(stderr, "matmul: unsupported weight type %s\n",
+                   std::string(to_string(ops[i].type)).c_str());
+      std::abort();
+    }
+    assert(n_cols % traits_of(ops[i].type).block_size == 0 &&
+           "n_cols must be a multiple of the block size");
+    total_rows += ops[i].n_rows;
+  }
+  const bool parallel = pool.size() > 1 && total_rows * n_cols * n_tokens >= parallel_matmul_work;
 
-  gemm_args base{};
-  base.w_stride = row_size(t, n_cols);
-  base.n = n_cols;
-  base.y_stride = n_rows;
-  base.n_tok = n_tokens;
-  if (f == act_format::f32) {
-    base.x = reinterpret_cast<const uint8_t*>(x);
-    base.x_stride = n_cols * sizeof(float);
-  } else {
+  // Activations of each format the weights want, one after the other in scratch.
+  struct act_region {
+    act_format format;
+    uint8_t* data;
+    size_t stride;
+  };
+  act_region regions[2];
+  int n_regions = 0;
+  auto* next = static_cast<uint8_t*>(scratch);
+  for (const act_format f : {act_format::q8_32, act_format::q8_k}) {
+    const bool used = std::any_of(ops.begin(), ops.end(),
+                                  [&](const matmul_op& op) { return act_format_of(op.type) == f; });
+    if (!used) continue;
     assert(scratch && "quantized weights need matmul_scratch_bytes() of scratch");
-    auto* act = static_cast<uint8_t*>(scratch);
-    const size_t stride = act_row_bytes(f, n_cols);
-    const auto quantize = f == act_format::q8_32 ? k.quantize_q8_32 : k.quantize_q8_k;
-    const auto quantize_token = [&](int tok, int) {
-      quantize(x + tok * n_cols, n_cols, tok, n_tokens, act, stride);
+    regions[n_regions++] = {f, next, act_row_bytes(f, n_cols)};
+    next += act_row_bytes(f, n_cols) * static_cast<size_t>(n_tokens);
+  }
+  if (n_regions > 0) {
+    const auto quantize_token = [&](int task, int) {
+      const act_region& r = regions[task / n_tokens];
+      const auto quantize = r.format == act_format::q8_32 ? k.quantize_q8_32 : k.quantize_q8_k;
+      const int64_t tok = task % n_tokens;
+      quantize(x + tok * n_cols, n_cols, tok, n_tokens, r.data, r.stride);
     };
-    pool.run(static_cast<int>(n_tokens), quantize_token);
-    base.x = act;
-    base.x_stride = stride;
+    const int n_tasks = static_cast<int>(n_regions * n_tokens);
+    if (parallel) {
+      pool.run(n_tasks, quantize_token);
+    } else {
+      for (int task = 0; task < n_tasks; ++task) quantize_token(task, 0);
+    }
   }
 
-  const int64_t chunk = rows_per_task(n_rows, pool.size());
-  const int n_tasks = static_cast<int>((n_rows + chunk - 1) / chunk);
-  const gemm_fn gemm = k.gemm[slot];
-  const auto* wb = static_cast<const uint8_t*>(w);
-  pool.run(n_tasks, [&](int task, int) {
-    gemm_args a = base;
-    const int64_t r0 = task * chunk;
-    a.n_rows = std::min(chunk, n_rows - r0);
-    a.w = wb + r0 * base.w_stride;
-    a.y = y + r0;
-    gemm(a);
-  });
+  // Every weight is cut into chunks of the same row count; task i is chunk i of them all.
+  const int64_t chunk = parallel ? rows_per_task(total_rows, pool.size()) : total_rows;
+  int first_task[max_matmul_ops + 1];
+  first_task[0] = 0;
+  for (size_t i = 0; i < ops.size(); ++i)
+    first_task[i + 1] = first_task[i] + static_cast<int>((ops[i].n_rows + chunk - 1) / chunk);
+  const int n_tasks = first_task[ops.size()];
+  const auto gemm_task = [&](int task, int) {
+    size_t i = 0;
+    while (task >= first_task[i + 1]) ++i;
+    const matmul_op& op = ops[i];
+    const act_format f = act_format_of(op.type);
+    gemm_args a{};
+    a.w_stride = row_size(op.type, n_cols);
+    a.n = n_cols;
+    a.y_stride = op.n_rows;
+    a.n_tok = n_tokens;
+    if (f == act_format::f32) {
+      a.x = reinterpret_cast<const uint8_t*>(x);
+      a.x_stride = n_cols * sizeof(float);
+    } else {
+      const act_region& r = regions[regions[0].format == f ? 0 : 1];
+      a.x = r.data;
+      a.x_stride = r.stride;
+    }
+    const int64_t r0 = (task - first_task[i]) * chunk;
+    a.n_rows = std::min(chunk, op.n_rows - r0);
+    a.w = static_cast<const uint8_t*>(op.w) + r0 * a.w_stride;
+    a.y = op.y + r0;
+    k.gemm[slots[i]](a);
+  };
+  if (parallel) {
+    pool.run(n_tasks, gemm_task);
+  } else {
+    for (int task = 0; task < n_tasks; ++task) gemm_task(task, 0);
+  }
 }
 
 void dequantize_row(tensor_type t, const void* src, float* dst, int64_t n) {

@@ -107,16 +107,6 @@ TEST(TaskRequest, MessagesGoToTheWorkerForItsChatTemplate) {
   EXPECT_FALSE(own.contains("chat_template"));
 }
 
-TEST(TaskRequest, PlainTextFallbackFlattensTheConversation) {
-  json messages = {{{"role", "user"}, {"content", "Hi"}}};
-  EXPECT_EQ(flatten_messages(messages), "user: Hi\nassistant:");
-  auto body = worker_inference_body(parse_task_request({{"model", "m"}, {"messages", messages}}),
-                                    /*plain_text=*/true);
-  EXPECT_EQ(body["prompt"], "user: Hi\nassistant:");
-  EXPECT_FALSE(body.contains("messages"));
-  EXPECT_FALSE(body.contains("chat_template"));
-}
-
 }  // namespace
 }  // namespace rbee::queen
 

@@ -205,21 +205,26 @@ TEST_F(PromptTokens, TemplateThatEmitsBosGetsNoSecondOne) {
   EXPECT_EQ(std::count(tokens.begin(), tokens.end(), bos), 1);
 }
 
-TEST_F(PromptTokens, MissingOrUnknownTemplateSaysToPassChatTemplate) {
-  auto code_and_field = [&](const json& body) {
-    try {
-      prompt_tokens(*model_, parse_inference_request(body, n_ctx));
-    } catch (const common::http_error& e) {
-      EXPECT_EQ(e.status, 400);
-      EXPECT_NE(e.message.find("chat_template"), std::string::npos) << e.message;
-      return e.code + " " + e.details.value("field", "");
-    }
-    return std::string("<accepted>");
-  };
+TEST_F(PromptTokens, ModelWithoutTemplateGetsChatMl) {
+  // stories260K has no chat template: ChatML, as llama.cpp's server does.
   json body = chat({{{"role", "user"}, {"content", "Hi"}}});
-  EXPECT_EQ(code_and_field(body), "CHAT_TEMPLATE_UNKNOWN messages");
+  auto own = prompt_tokens(*model_, parse_inference_request(body, n_ctx));
+  body["chat_template"] = "chatml";
+  EXPECT_EQ(own, prompt_tokens(*model_, parse_inference_request(body, n_ctx)));
+}
+
+TEST_F(PromptTokens, UnknownTemplateOverrideSaysToPassAKnownOne) {
+  json body = chat({{{"role", "user"}, {"content", "Hi"}}});
   body["chat_template"] = "jinja-of-my-own";
-  EXPECT_EQ(code_and_field(body), "CHAT_TEMPLATE_UNKNOWN chat_template");
+  try {
+    prompt_tokens(*model_, parse_inference_request(body, n_ctx));
+    ADD_FAILURE() << "an unknown chat_template was accepted";
+  } catch (const common::http_error& e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.code, "CHAT_TEMPLATE_UNKNOWN");
+    EXPECT_EQ(e.details.value("field", ""), "chat_template");
+    EXPECT_NE(e.message.find("chat_template"), std::string::npos) << e.message;
+  }
 }
 
 TEST(ResolveMaxTokens, PromptMustLeaveRoom) {
