@@ -83,9 +83,6 @@ weight get_weight(const gguf::file& file, const std::string& name, std::vector<i
 // Header-level facts (no weight data touched).
 model_info read_info(const gguf::file& file, const std::string& path);
 
-// llama.cpp's label of a file type id (general.file_type), e.g. 15 → "Q4_K_M"; empty if unknown.
-std::string_view file_type_name(uint32_t file_type);
-
 }  // namespace rbee::engine
 
 // The opaque handle of engine.h.

@@ -41,6 +41,9 @@ std::string_view to_string(tensor_type type);
 // Bytes of a row of n elements; n must be a multiple of the block size (asserted).
 size_t row_size(tensor_type type, int64_t n);
 
+// llama.cpp's label of a file type id (general.file_type), e.g. 15 → "Q4_K_M"; empty if unknown.
+std::string_view file_type_name(uint32_t file_type);
+
 using fp16_t = uint16_t;  // IEEE half, raw bits
 using bf16_t = uint16_t;  // bfloat16, raw bits
 

@@ -1,8 +1,7 @@
 #pragma once
-// A small reader of GGUF v2/v3 *headers* for the hive's catalog and preflight: the metadata keys
-// it needs and the tensor shapes (for the parameter count); tensor data is never read. The file
-// is untrusted: every count, length and offset is checked against the file size, and a malformed
-// file raises gguf_header_error naming what is wrong.
+// What the hive's catalog and preflight need from a GGUF header (architecture, sizes, file type,
+// parameter count), read with the engine's GGUF reader (library rbee_gguf: the format alone, no
+// inference). The file is untrusted: a malformed one raises gguf_header_error naming the problem.
 
 #include <cstdint>
 #include <filesystem>
