@@ -6,8 +6,10 @@ namespace rbee::common {
 
 nlohmann::json error_body(std::string_view code, std::string_view message,
                           const nlohmann::json& details) {
-  nlohmann::json error = {{"code", code}, {"message", message}};
-  if (!details.is_null()) error["details"] = details;
+  // SPEC §3: every error carries code, message and details (an empty object when none).
+  nlohmann::json error = {{"code", code},
+                          {"message", message},
+                          {"details", details.is_null() ? nlohmann::json::object() : details}};
   return {{"error", std::move(error)}};
 }
 
@@ -80,6 +82,7 @@ int status_for_code(std::string_view code) {
   };
   static constexpr mapping table[] = {
       {codes::INVALID_REQUEST, 400},
+      {codes::CHAT_TEMPLATE_UNKNOWN, 400},
       {codes::MISSING_API_KEY, 401},
       {codes::INVALID_API_KEY, 401},
       {codes::NODE_NOT_FOUND, 404},
@@ -89,11 +92,20 @@ int status_for_code(std::string_view code) {
       {codes::METHOD_NOT_ALLOWED, 405},
       {codes::NODE_EXISTS, 409},
       {codes::VERSION_MISMATCH, 409},
+      {codes::JOB_EXISTS, 409},
+      {codes::MODEL_IN_USE, 409},
       {codes::PAYLOAD_TOO_LARGE, 413},
+      {codes::INVALID_MODEL, 422},
+      {codes::MODEL_CORRUPT, 422},
+      {codes::UNSUPPORTED_ARCHITECTURE, 422},
+      {codes::UNSUPPORTED_TENSOR_TYPE, 422},
       {codes::ALL_SLOTS_BUSY, 503},
       {codes::QUEUE_FULL, 503},
       {codes::NODE_UNREACHABLE, 503},
       {codes::BACKEND_UNAVAILABLE, 503},
+      {codes::LOADING, 503},
+      {codes::SHUTTING_DOWN, 503},
+      {codes::MODEL_LOAD_FAILED, 503},
       {codes::LOADING_TIMEOUT, 504},
       {codes::INSUFFICIENT_RAM, 507},
       {codes::INSUFFICIENT_VRAM, 507},
