@@ -1,0 +1,109 @@
+// spec/test-001.md section B, inference on remote nodes over real OpenSSH: scenarios 9 (cold
+// start on a remote node) and 13 (two nodes, `workstation` and `mac`, at the same time).
+#include <gtest/gtest.h>
+
+#include "harness/scenario_fixture.h"
+
+namespace rbee::e2e::scenario {
+namespace {
+
+using nlohmann::json;
+
+const std::string synth_ref = "file:" + models_dir() + "/synth-tiny-Q8_0.gguf";
+
+class Scenarios_B_Remote : public ::testing::Test {
+ protected:
+  void start(const std::vector<std::string>& names) {
+    hosts = std::make_unique<scenario_hosts>(names);
+    hosts->queen().start();
+    for (const auto& n : names) {
+      auto r = hosts->add_and_install(n);
+      ASSERT_EQ(r.exit_code, 0) << n << ": " << r.err << hosts->queen().queen_log();
+    }
+  }
+  void SetUp() override {
+    if (auto why = scenario_hosts::unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
+  }
+  void TearDown() override {
+    if (hosts) {
+      EXPECT_TRUE(hosts->stop_all()) << "processes left after the queen stopped";
+    }
+    hosts.reset();
+  }
+
+  bool remote_hive_alive(const std::string& node) {
+    common::client_options o;
+    o.connect_timeout = 1s;
+    o.read_timeout = 3s;
+    try {
+      return common::http_client("http://" + hosts->host(node).address() + ":9200", o)
+                 .get("/v1/health")
+                 .status == 200;
+    } catch (const common::connection_error&) {
+      return false;
+    }
+  }
+
+  std::unique_ptr<scenario_hosts> hosts;
+};
+
+TEST_F(Scenarios_B_Remote, S09_cold_start_remote_node) {
+  start({"workstation"});
+  auto& q = hosts->queen();
+  EXPECT_FALSE(remote_hive_alive("workstation")) << "no hive may run before the request";
+  auto r = q.infer(stories_ref(), {"--max-tokens", "10", "--temperature", "0"}, "workstation");
+  ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
+  // Narration of every phase on stderr, tokens on stdout.
+  EXPECT_TRUE(contains(r.err, "Starting rbee-hive on node 'workstation'")) << r.err;
+  EXPECT_TRUE(contains(r.err, "rbee-hive on 'workstation' is up (v")) << r.err;
+  EXPECT_TRUE(contains(r.err, "Starting a worker for " + stories_ref() + " on 'workstation'"))
+      << r.err;
+  EXPECT_TRUE(contains(r.err, "ready on 'workstation'")) << r.err;
+  EXPECT_TRUE(contains(r.err, "10 tokens")) << r.err;
+  EXPECT_FALSE(contains(r.out, "Starting")) << "narration must not reach stdout: " << r.out;
+  EXPECT_EQ(golden_continuation("Once upon a time").rfind(r.out, 0), 0u) << r.out;
+  // The hive runs on the node (its namespace), from the install path.
+  EXPECT_TRUE(remote_hive_alive("workstation"));
+  EXPECT_FALSE(
+      pids_with_cmdline(hosts->install_path("workstation").string() + "/rbee-hive").empty());
+  auto ws = q.workers();
+  ASSERT_EQ(ws.size(), 1u) << ws.dump();
+  EXPECT_EQ(ws[0]["node"], "workstation");
+  EXPECT_TRUE(contains(ws[0].value("url", ""), hosts->host("workstation").address()))
+      << ws[0].dump();
+}
+
+TEST_F(Scenarios_B_Remote, S13_two_nodes) {
+  start({"workstation", "mac"});
+  auto& q = hosts->queen();
+  auto a = q.infer(stories_ref(), {"--max-tokens", "4", "--temperature", "0"}, "workstation");
+  ASSERT_EQ(a.exit_code, 0) << a.err << q.logs();
+  auto b = q.infer(synth_ref, {"--max-tokens", "4", "--temperature", "0"}, "mac");
+  ASSERT_EQ(b.exit_code, 0) << b.err << q.logs();
+
+  auto list = q.cli({"workers", "list", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  auto ws = json::parse(list.out)["workers"];
+  ASSERT_EQ(ws.size(), 2u) << list.out;
+  std::map<std::string, std::string> node_of;
+  for (const auto& w : ws) node_of[w["model_ref"]] = w["node"];
+  EXPECT_EQ(node_of[stories_ref()], "workstation");
+  EXPECT_EQ(node_of[synth_ref], "mac");
+  auto table = q.cli({"workers", "list"});
+  EXPECT_TRUE(contains(table.out, "workstation") && contains(table.out, "mac")) << table.out;
+
+  // Without --node, each model goes to the node whose worker has it (warm, no new worker).
+  auto ra = q.cli({"infer", "--model", stories_ref(), "--prompt", "Once upon a time",
+                   "--max-tokens", "4", "--temperature", "0"});
+  ASSERT_EQ(ra.exit_code, 0) << ra.err;
+  EXPECT_TRUE(contains(ra.err, "on node 'workstation' (warm)")) << ra.err;
+  EXPECT_EQ(ra.out, a.out);
+  auto rb = q.cli({"infer", "--model", synth_ref, "--prompt", "Once upon a time", "--max-tokens",
+                   "4", "--temperature", "0"});
+  ASSERT_EQ(rb.exit_code, 0) << rb.err;
+  EXPECT_TRUE(contains(rb.err, "on node 'mac' (warm)")) << rb.err;
+  EXPECT_EQ(q.workers().size(), 2u);
+}
+
+}  // namespace
+}  // namespace rbee::e2e::scenario
