@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config clang clang-format libclang-rt-14-dev
   libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libsqlite3-dev sqlite3 libcurl4-openssl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
-  openssh-client openssh-server iproute2 procps python3 curl tmux bsdextrautils time
+  openssh-client openssh-server iproute2 procps python3 curl jq tmux bsdextrautils time
 )
 
 missing=()
