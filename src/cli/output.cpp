@@ -30,28 +30,41 @@ void narration_printer::close_bar() {
   }
 }
 
+void narration_printer::draw_bar(const json& event, bool complete) {
+  const bool download = event.value("action", "") == "download_progress";
+  const char* done_key = download ? "bytes_downloaded" : "layers_loaded";
+  const char* total_key = download ? "bytes_total" : "layers_total";
+  double total = event.value(total_key, 0.0);
+  double done = complete ? total : event.value(done_key, 0.0);
+  double fraction = total > 0 ? done / total : (complete ? 1.0 : 0.0);
+  std::string label;
+  if (download) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " %.1f/%.1f MB %.1f MB/s", done / 1e6, total / 1e6,
+                  event.value("speed_mbps", 0.0));
+    label = "Downloading " + progress_bar(fraction) + buf;
+  } else {
+    label = "Loading     " + progress_bar(fraction);
+  }
+  std::fprintf(out_, "\r%s\x1b[K", label.c_str());
+  bar_open_ = true;
+  bar_event_ = event;
+}
+
 void narration_printer::print(const json& event) {
   std::string action = event.value("action", "");
   std::string human = event.value("human", "");
   if (tty_ && (action == "download_progress" || action == "loading_progress")) {
-    double fraction = 0;
-    std::string label;
-    if (action == "download_progress") {
-      double done = event.value("bytes_downloaded", 0.0), total = event.value("bytes_total", 0.0);
-      fraction = total > 0 ? done / total : 0;
-      double speed = event.value("speed_mbps", 0.0);
-      char buf[64];
-      std::snprintf(buf, sizeof buf, " %.1f/%.1f MB %.1f MB/s", done / 1e6, total / 1e6, speed);
-      label = "Downloading " + progress_bar(fraction) + buf;
-    } else {
-      double done = event.value("layers_loaded", 0.0), total = event.value("layers_total", 0.0);
-      fraction = total > 0 ? done / total : 0;
-      label = "Loading     " + progress_bar(fraction);
-    }
-    std::fprintf(out_, "\r%s\x1b[K", label.c_str());
-    bar_open_ = true;
+    draw_bar(event, /*complete=*/false);
     std::fflush(out_);
     return;
+  }
+  // The phase a bar shows has ended: its last frame says 100 % (progress events are sampled,
+  // so the final one may never come).
+  const std::string bar_action = bar_open_ ? bar_event_.value("action", "") : "";
+  if ((action == "download_complete" && bar_action == "download_progress") ||
+      (action == "worker_ready" && bar_action == "loading_progress")) {
+    draw_bar(bar_event_, /*complete=*/true);
   }
   close_bar();
   if (!human.empty()) std::fprintf(out_, "%s\n", human.c_str());

@@ -22,9 +22,12 @@ class narration_printer {
   void close_bar();
 
  private:
+  void draw_bar(const nlohmann::json& event, bool complete);
+
   std::FILE* out_;
   bool tty_;
   bool bar_open_ = false;
+  nlohmann::json bar_event_;  // the last progress event drawn, to finish its bar at 100 %
 };
 
 // "[#####.....] 42%"
