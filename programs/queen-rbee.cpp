@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   int max_workers = 1;
   int slots = 0;
   int queue_timeout_s = 300;
+  int hive_connect_timeout_s = 10;
   app.add_option("--addr", addr, "HOST:PORT to listen on (default from config: 127.0.0.1:8080)");
   app.add_option("--database", database, "Node registry file (default $RBEE_HOME/beehives.db)");
   app.add_option("--public-url", public_url, "URL hives use to reach the queen");
@@ -35,6 +36,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 256));
   app.add_option("--queue-timeout", queue_timeout_s, "Seconds a task may wait in the queue")
       ->check(CLI::Range(1, 86400));
+  app.add_option("--hive-connect-timeout", hive_connect_timeout_s,
+                 "Seconds of each of the 3 attempts to reach a hive after starting it")
+      ->check(CLI::Range(1, 600));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -67,6 +71,9 @@ int main(int argc, char** argv) {
     options.slots_per_worker = slots;
     options.queue_timeout = std::chrono::seconds(queue_timeout_s);
     options.loading_timeout = config.loading_timeout();
+    options.hive_connect_timeout = std::chrono::seconds(hive_connect_timeout_s);
+    options.hf_endpoint = config.hf_endpoint();
+    options.hf_token = config.hf_token().value_or("");
     rbee::queen::queen_app::block_signals();
     rbee::queen::queen_app queen(options);
     queen.start();

@@ -8,6 +8,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <iterator>
@@ -93,6 +94,20 @@ bool is_tty(std::FILE* f) {
 
 void print_json(const json& j) {
   std::printf("%s\n", j.dump(2).c_str());
+}
+
+// A listing command's output: the whole answer with --json, else a table of r[list_key].
+int print_listing(const json& r, bool as_json, const char* list_key,
+                  const std::vector<std::string>& header,
+                  const std::function<std::vector<std::string>(const json&)>& row) {
+  if (as_json) {
+    print_json(r);
+    return exit_ok;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& e : r.value(list_key, json::array())) rows.push_back(row(e));
+  std::printf("%s", format_table(header, rows).c_str());
+  return exit_ok;
 }
 
 std::string str(const json& j, const char* key) {
@@ -408,6 +423,50 @@ int cmd_install(bool system) {
   return exit_ok;
 }
 
+// `rbee config keys`: every key from common::config's table (docs/configuration.md mirrors it).
+int cmd_config_keys(bool as_json) {
+  json keys = json::array();
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& k : common::config_keys()) {
+    keys.push_back({{"name", k.name},
+                    {"env", k.env_var},
+                    {"default", k.default_value},
+                    {"secret", k.secret},
+                    {"doc", k.doc}});
+    rows.push_back({std::string(k.name), std::string(k.env_var), std::string(k.default_value),
+                    std::string(k.doc)});
+  }
+  if (as_json) {
+    std::printf("%s\n", json{{"keys", keys}}.dump(2).c_str());
+  } else {
+    std::printf("%s", format_table({"KEY", "ENV", "DEFAULT", "DESCRIPTION"}, rows).c_str());
+  }
+  return exit_ok;
+}
+
+// `rbee config show`: the effective value of every key and where it came from; secrets masked.
+int cmd_config_show(const common::config& config, bool as_json) {
+  json values = json::object();
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& k : common::config_keys()) {
+    auto value = config.get(k.name);
+    std::string shown = !value ? "" : k.secret ? "(set)" : *value;
+    std::string source(common::to_string(config.source(k.name)));
+    values[std::string(k.name)] = {{"value", value && !k.secret ? json(*value) : json(nullptr)},
+                                   {"set", value.has_value()},
+                                   {"source", source}};
+    rows.push_back({std::string(k.name), shown, source});
+  }
+  if (as_json) {
+    std::printf("%s\n", json{{"file", config.file().string()}, {"keys", values}}.dump(2).c_str());
+  } else {
+    std::printf("config file: %s\n",
+                config.file().empty() ? "(none)" : config.file().string().c_str());
+    std::printf("%s", format_table({"KEY", "VALUE", "SOURCE"}, rows).c_str());
+  }
+  return exit_ok;
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -479,19 +538,13 @@ int run(const std::vector<std::string>& args) {
   list_nodes->add_flag("--json", json_output, "JSON output");
   list_nodes->callback([&] {
     action = [&](context& c) {
-      auto r = c.client.list_nodes();
-      if (json_output) {
-        print_json(r);
-        return exit_ok;
-      }
-      std::vector<std::vector<std::string>> rows;
-      for (const auto& n : r.value("nodes", json::array())) {
-        rows.push_back({str(n, "node_name") + " (" + str(n, "ssh_host") + ")", str(n, "status"),
-                        ago(n.value("last_connected_unix", int64_t{0})), str(n, "install_path")});
-      }
-      std::printf("%s",
-                  format_table({"NODE", "STATUS", "LAST CONNECTED", "INSTALL PATH"}, rows).c_str());
-      return exit_ok;
+      return print_listing(
+          c.client.list_nodes(), json_output, "nodes",
+          {"NODE", "STATUS", "LAST CONNECTED", "INSTALL PATH"},
+          [](const json& n) -> std::vector<std::string> {
+            return {str(n, "node_name") + " (" + str(n, "ssh_host") + ")", str(n, "status"),
+                    ago(n.value("last_connected_unix", int64_t{0})), str(n, "install_path")};
+          });
     };
   });
   std::string node_name;
@@ -520,23 +573,19 @@ int run(const std::vector<std::string>& args) {
   wlist->add_flag("--json", json_output, "JSON output");
   wlist->callback([&] {
     action = [&](context& c) {
-      auto r = c.client.list_workers();
-      if (json_output) {
-        print_json(r);
-        return exit_ok;
-      }
-      std::vector<std::vector<std::string>> rows;
-      for (const auto& w : r.value("workers", json::array())) {
-        rows.push_back({str(w, "worker_id"), str(w, "node"), str(w, "model_ref"), str(w, "state"),
-                        str(w, "backend") + (str(w, "device") == "-" || str(w, "device").empty()
-                                                 ? ""
-                                                 : ":" + str(w, "device")),
-                        str(w, "slots_busy") + "/" + str(w, "slots_total"), str(w, "url")});
-      }
-      std::printf(
-          "%s", format_table({"WORKER", "NODE", "MODEL", "STATE", "BACKEND", "SLOTS", "URL"}, rows)
-                    .c_str());
-      return exit_ok;
+      return print_listing(
+          c.client.list_workers(), json_output, "workers",
+          {"WORKER", "NODE", "MODEL", "STATE", "BACKEND", "SLOTS", "URL"},
+          [](const json& w) -> std::vector<std::string> {
+            std::string device = str(w, "device");
+            return {str(w, "worker_id"),
+                    str(w, "node"),
+                    str(w, "model_ref"),
+                    str(w, "state"),
+                    str(w, "backend") + (device == "-" || device.empty() ? "" : ":" + device),
+                    str(w, "slots_busy") + "/" + str(w, "slots_total"),
+                    str(w, "url")};
+          });
     };
   });
   auto* whealth = workers->add_subcommand("health", "Health of the workers on a node");
@@ -544,18 +593,11 @@ int run(const std::vector<std::string>& args) {
   whealth->add_flag("--json", json_output, "JSON output");
   whealth->callback([&] {
     action = [&](context& c) {
-      auto r = c.client.workers_health(node_name);
-      if (json_output) {
-        print_json(r);
-        return exit_ok;
-      }
-      std::vector<std::vector<std::string>> rows;
-      for (const auto& w : r.value("workers", json::array())) {
-        rows.push_back(
-            {str(w, "worker_id"), str(w, "model_ref"), str(w, "state"), str(w, "health")});
-      }
-      std::printf("%s", format_table({"WORKER", "MODEL", "STATE", "HEALTH"}, rows).c_str());
-      return exit_ok;
+      return print_listing(
+          c.client.workers_health(node_name), json_output, "workers",
+          {"WORKER", "MODEL", "STATE", "HEALTH"}, [](const json& w) -> std::vector<std::string> {
+            return {str(w, "worker_id"), str(w, "model_ref"), str(w, "state"), str(w, "health")};
+          });
     };
   });
   std::string worker_id;
@@ -588,18 +630,12 @@ int run(const std::vector<std::string>& args) {
   mlist->add_flag("--json", json_output, "JSON output");
   mlist->callback([&] {
     action = [&](context& c) {
-      auto r = c.client.list_models(model_node);
-      if (json_output) {
-        print_json(r);
-        return exit_ok;
-      }
-      std::vector<std::vector<std::string>> rows;
-      for (const auto& m : r.value("models", json::array())) {
-        rows.push_back({str(m, "id"), str(m, "reference"), str(m, "architecture"),
-                        str(m, "quantization"), str(m, "size_bytes")});
-      }
-      std::printf("%s", format_table({"ID", "REFERENCE", "ARCH", "QUANT", "BYTES"}, rows).c_str());
-      return exit_ok;
+      return print_listing(c.client.list_models(model_node), json_output, "models",
+                           {"ID", "REFERENCE", "ARCH", "QUANT", "BYTES"},
+                           [](const json& m) -> std::vector<std::string> {
+                             return {str(m, "id"), str(m, "reference"), str(m, "architecture"),
+                                     str(m, "quantization"), str(m, "size_bytes")};
+                           });
     };
   });
   auto* mrm = models->add_subcommand("rm", "Remove a model from a node");
@@ -716,6 +752,15 @@ int run(const std::vector<std::string>& args) {
   bool install_requested = false;
   install->callback([&] { install_requested = true; });
 
+  // config: local, needs no queen.
+  auto* config_cmd = app.add_subcommand("config", "Configuration keys and their values");
+  config_cmd->require_subcommand(1);
+  bool config_json = false;
+  auto* config_keys = config_cmd->add_subcommand("keys", "Every key, its env var and default");
+  config_keys->add_flag("--json", config_json, "JSON output");
+  auto* config_show = config_cmd->add_subcommand("show", "Effective values and their source");
+  config_show->add_flag("--json", config_json, "JSON output");
+
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);
@@ -725,6 +770,8 @@ int run(const std::vector<std::string>& args) {
   }
   try {
     if (install_requested) return cmd_install(system);
+    if (config_keys->parsed()) return cmd_config_keys(config_json);
+    if (config_show->parsed()) return cmd_config_show(context::load(g), config_json);
     context ctx(g);
     bool needs_queen = !(queen->parsed());
     if (needs_queen && !infer->parsed()) ctx.ensure_queen();

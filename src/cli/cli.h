@@ -1,6 +1,8 @@
 #pragma once
 // The `rbee` command line (SPEC §6), Ollama-like: tokens on stdout, narration and progress on
 // stderr, --json for scripts. Exit codes: 0 ok, 1 error, 2 usage, 130 interrupted.
+// `rbee config keys` prints every configuration key (common::config_keys()); `rbee config show`
+// prints the effective values and their source, secrets masked. Neither needs a queen.
 
 #include <string>
 #include <vector>

@@ -1,25 +1,11 @@
 #include "client/queen_client.h"
 
-#include <cctype>
+#include "common/text.h"
 
 namespace rbee::client {
 
+using common::url_encode;
 using nlohmann::json;
-
-std::string url_encode(std::string_view value) {
-  static constexpr char hex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : value) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
 
 queen_client::queen_client(client_config config) : config_(std::move(config)) {}
 

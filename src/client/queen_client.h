@@ -80,7 +80,4 @@ class queen_client {
   client_config config_;
 };
 
-// Query-string encoding of one value.
-std::string url_encode(std::string_view value);
-
 }  // namespace rbee::client

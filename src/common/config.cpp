@@ -18,7 +18,7 @@ constexpr config_key keys[] = {
     {"home", "RBEE_HOME", "~/.rbee", "State directory: databases, models, logs, secrets."},
     {"log", "RBEE_LOG", "info", "Log level: trace, debug, info, warn, error or off."},
     {"api_key", "RBEE_API_KEY", "",
-     "API token: the CLI sends it to the queen; the queen accepts it."},
+     "API token: the CLI sends it to the queen; the queen accepts it.", true},
     {"queen.url", "RBEE_QUEEN_URL", "http://127.0.0.1:8080", "Where the CLI finds the queen."},
     {"queen.host", "RBEE_QUEEN_HOST", "127.0.0.1", "Address the queen listens on."},
     {"queen.port", "RBEE_QUEEN_PORT", "8080", "Port the queen listens on."},
@@ -33,18 +33,39 @@ constexpr config_key keys[] = {
      "Seconds between the hive's worker health checks."},
     {"hive.health_failures", "RBEE_HIVE_HEALTH_FAILURES", "3",
      "Failed health checks in a row after which a worker is removed."},
+    {"hive.token", "RBEE_HIVE_TOKEN", "",
+     "Bearer token the hive requires and sends to the queen (secret: never in argv).", true},
+    {"hive.token_file", "RBEE_HIVE_TOKEN_FILE", "",
+     "File (mode 0600) holding the hive token when hive.token is unset; default "
+     "$RBEE_HOME/secrets/hive-token when it exists."},
+    {"hive.report_interval_ms", "RBEE_HIVE_REPORT_INTERVAL_MS", "15000",
+     "Milliseconds between the hive's heartbeat reports to the queen."},
+    {"hive.download_attempts", "RBEE_DOWNLOAD_ATTEMPTS", "6",
+     "Download attempts of a model file before DOWNLOAD_FAILED."},
+    {"hive.download_backoff_ms", "RBEE_DOWNLOAD_BACKOFF_MS", "1000",
+     "First retry delay of a download in milliseconds; it doubles per attempt."},
+    {"hive.download_stall_s", "RBEE_DOWNLOAD_STALL_S", "60",
+     "Seconds below 1 B/s after which a download attempt is dropped."},
+    {"hive.disk_limit_bytes", "RBEE_DISK_LIMIT", "",
+     "Pretend this many bytes are free for models (overrides statvfs; for tests and caps)."},
     {"hive.ram_limit_bytes", "RBEE_RAM_LIMIT", "",
      "Pretend this many bytes of RAM are free (overrides detection; for tests and caps)."},
     {"hive.vram_limit_bytes", "RBEE_VRAM_LIMIT", "",
      "Pretend this many bytes of VRAM are free per GPU (overrides detection)."},
+    {"worker.binary", "RBEE_WORKER_BINARY", "",
+     "Path of llm-worker-rbee the hive starts (default: next to rbee-hive)."},
+    {"worker.token", "RBEE_WORKER_TOKEN", "",
+     "Bearer token a worker requires; its hive sets it per worker (secret: never in argv).", true},
     {"worker.port_start", "RBEE_WORKER_PORT_START", "8001",
      "First port tried for a worker; the next free one is used."},
     {"worker.idle_timeout_s", "RBEE_WORKER_IDLE_TIMEOUT", "300",
-     "Seconds a worker may sit idle before its hive stops it."},
+     "Seconds after a worker's last job ended (its health idle_ms) before its hive stops it."},
     {"worker.loading_timeout_s", "RBEE_LOADING_TIMEOUT", "300",
      "Seconds a worker may take to load its model before LOADING_TIMEOUT."},
+    {"worker.stop_grace_ms", "RBEE_WORKER_STOP_GRACE_MS", "30000",
+     "Milliseconds a stopping worker gets to drain before its hive kills it."},
     {"hf.endpoint", "HF_ENDPOINT", "https://huggingface.co", "Hugging Face hub base URL."},
-    {"hf.token", "HF_TOKEN", "", "Hugging Face token for gated or private models."},
+    {"hf.token", "HF_TOKEN", "", "Hugging Face token for gated or private models.", true},
 };
 
 std::string_view trim(std::string_view s) {
@@ -433,6 +454,68 @@ std::optional<uint64_t> config::vram_limit_bytes() const {
 }
 std::string config::log_level() const {
   return get_or("log", "info");
+}
+namespace {
+
+// An empty value (`key = ""` in the file) counts as unset, as it does for env vars.
+std::optional<std::string> non_empty(std::optional<std::string> v) {
+  if (v && v->empty()) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+std::optional<std::string> config::hive_token() const {
+  return non_empty(get("hive.token"));
+}
+std::optional<std::filesystem::path> config::hive_token_file() const {
+  auto v = non_empty(get("hive.token_file"));
+  if (!v) return std::nullopt;
+  return expand_user(*v);
+}
+std::chrono::milliseconds config::hive_report_interval() const {
+  return std::chrono::milliseconds(in_range(*this, "hive.report_interval_ms", 100, 3'600'000));
+}
+int config::download_attempts() const {
+  return static_cast<int>(in_range(*this, "hive.download_attempts", 1, 100));
+}
+std::chrono::milliseconds config::download_backoff() const {
+  return std::chrono::milliseconds(in_range(*this, "hive.download_backoff_ms", 0, 600'000));
+}
+std::chrono::seconds config::download_stall_timeout() const {
+  return std::chrono::seconds(in_range(*this, "hive.download_stall_s", 1, 3600));
+}
+std::optional<uint64_t> config::disk_limit_bytes() const {
+  if (!get("hive.disk_limit_bytes")) return std::nullopt;
+  return static_cast<uint64_t>(in_range(*this, "hive.disk_limit_bytes", 0, INT64_MAX));
+}
+std::optional<std::filesystem::path> config::worker_binary() const {
+  auto v = non_empty(get("worker.binary"));
+  if (!v) return std::nullopt;
+  return expand_user(*v);
+}
+std::optional<std::string> config::worker_token() const {
+  return non_empty(get("worker.token"));
+}
+std::chrono::milliseconds config::worker_stop_grace() const {
+  return std::chrono::milliseconds(in_range(*this, "worker.stop_grace_ms", 0, 3'600'000));
+}
+
+std::string env_var_for(std::string_view name) {
+  const config_key* k = find_config_key(name);
+  if (!k || k->env_var.empty()) {
+    throw std::out_of_range("config key '" + std::string(name) + "' has no environment variable");
+  }
+  return std::string(k->env_var);
+}
+
+std::optional<std::string> env_value(std::string_view name) {
+  const config_key* k = find_config_key(name);
+  if (!k) throw std::out_of_range("unknown config key '" + std::string(name) + "'");
+  if (k->env_var.empty()) return std::nullopt;
+  auto v = process_getenv(k->env_var);
+  if (!v || v->empty()) return std::nullopt;
+  return v;
 }
 
 }  // namespace rbee::common

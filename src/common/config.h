@@ -1,6 +1,8 @@
 #pragma once
 // The one module that owns every config key and environment variable (like Ollama's envconfig).
-// Precedence: CLI flag (overrides) > env > config file > default.
+// Precedence: CLI flag (overrides) > env > config file > default. `rbee config keys` prints the
+// table; docs/configuration.md lists it too. Not keys: RBEE_CONFIG (which file to read, below)
+// and RBEE_CPU_ISA (read by the engine, which does not link common).
 // Config file: $RBEE_CONFIG, else ~/.config/rbee/config.toml, else /etc/rbee/config.toml (the
 // first that exists). Its format is a TOML subset: `key = "string"`, numbers, booleans, arrays
 // of strings, `[section]` (keys become `section.key`) and `#` comments.
@@ -24,6 +26,7 @@ struct config_key {
   std::string_view env_var;        // "RBEE_QUEEN_URL"; "" when there is none
   std::string_view default_value;  // "" = unset
   std::string_view doc;            // one line for `--help` and docs
+  bool secret = false;             // a credential: never printed, never passed to a child in argv
 };
 
 // Every key rbee knows, in documentation order.
@@ -86,9 +89,19 @@ class config {
   int hive_health_failures() const;
   std::chrono::seconds loading_timeout() const;
   int queue_size() const;
-  std::optional<uint64_t> ram_limit_bytes() const;   // overrides detected free RAM
-  std::optional<uint64_t> vram_limit_bytes() const;  // overrides detected free VRAM
-  std::string log_level() const;                     // log / RBEE_LOG
+  std::optional<uint64_t> ram_limit_bytes() const;               // overrides detected free RAM
+  std::optional<uint64_t> vram_limit_bytes() const;              // overrides detected free VRAM
+  std::string log_level() const;                                 // log / RBEE_LOG
+  std::optional<std::string> hive_token() const;                 // hive.token / RBEE_HIVE_TOKEN
+  std::optional<std::filesystem::path> hive_token_file() const;  // user-expanded
+  std::chrono::milliseconds hive_report_interval() const;
+  int download_attempts() const;
+  std::chrono::milliseconds download_backoff() const;
+  std::chrono::seconds download_stall_timeout() const;
+  std::optional<uint64_t> disk_limit_bytes() const;            // overrides statvfs for models
+  std::optional<std::filesystem::path> worker_binary() const;  // user-expanded
+  std::optional<std::string> worker_token() const;             // worker.token / RBEE_WORKER_TOKEN
+  std::chrono::milliseconds worker_stop_grace() const;
 
  private:
   struct entry {
@@ -98,6 +111,14 @@ class config {
   std::map<std::string, entry, std::less<>> values_;
   std::filesystem::path file_;
 };
+
+// One key's environment variable from the process environment (nullopt when unset or empty),
+// for the few readers that run before or without a config (logging, paths). Throws
+// std::out_of_range for names not in config_keys().
+std::optional<std::string> env_value(std::string_view name);
+// The environment variable of a key, for setting it in a child's environment (secrets travel
+// there, never in argv). Throws std::out_of_range for unknown keys or keys without one.
+std::string env_var_for(std::string_view name);
 
 // Which file config::load would read (nullopt when none exists).
 std::optional<std::filesystem::path> find_config_file(const config_sources& sources);

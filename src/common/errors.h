@@ -35,6 +35,18 @@ inline constexpr std::string_view BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE";
 inline constexpr std::string_view DOWNLOAD_FAILED = "DOWNLOAD_FAILED";
 inline constexpr std::string_view PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE";
 inline constexpr std::string_view METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED";
+// Worker: requests it cannot serve now, and why its model failed to load.
+inline constexpr std::string_view CHAT_TEMPLATE_UNKNOWN = "CHAT_TEMPLATE_UNKNOWN";
+inline constexpr std::string_view JOB_EXISTS = "JOB_EXISTS";
+inline constexpr std::string_view LOADING = "LOADING";
+inline constexpr std::string_view SHUTTING_DOWN = "SHUTTING_DOWN";
+inline constexpr std::string_view MODEL_LOAD_FAILED = "MODEL_LOAD_FAILED";
+inline constexpr std::string_view MODEL_CORRUPT = "MODEL_CORRUPT";
+inline constexpr std::string_view UNSUPPORTED_ARCHITECTURE = "UNSUPPORTED_ARCHITECTURE";
+inline constexpr std::string_view UNSUPPORTED_TENSOR_TYPE = "UNSUPPORTED_TENSOR_TYPE";
+// Hive: a model file it will not serve, or one it may not delete.
+inline constexpr std::string_view INVALID_MODEL = "INVALID_MODEL";
+inline constexpr std::string_view MODEL_IN_USE = "MODEL_IN_USE";
 }  // namespace codes
 
 // {"error":{"code":...,"message":...,"details":...}}; details is omitted when null.

@@ -9,12 +9,13 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "common/config.h"
+
 namespace rbee::common {
 
 void init_logging(std::string_view program, std::optional<std::string> level) {
   if (!level) {
-    const char* env = std::getenv("RBEE_LOG");
-    level = env && *env ? std::string(env) : std::string("info");
+    level = env_value("log").value_or("info");
   }
   // Not registered by name, so calling this again (tests, re-init) replaces the logger cleanly.
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();

@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "common/config.h"
+
 namespace rbee::common {
 
 std::filesystem::path home_dir() {
@@ -31,7 +33,7 @@ std::string expand_user(std::string_view path) {
 }
 
 std::filesystem::path rbee_home() {
-  if (const char* env = std::getenv("RBEE_HOME"); env && *env) return expand_user(env);
+  if (auto env = env_value("home")) return expand_user(*env);
   return home_dir() / ".rbee";
 }
 

@@ -10,26 +10,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/text.h"
+
 namespace rbee::hive {
 namespace {
 
-std::string trim(std::string_view s) {
-  size_t b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string_view::npos) return "";
-  size_t e = s.find_last_not_of(" \t\r\n");
-  return std::string(s.substr(b, e - b + 1));
-}
-
-std::optional<uint64_t> parse_u64(std::string_view s) {
-  std::string t = trim(s);
-  if (t.empty() || t.size() > 19) return std::nullopt;
-  uint64_t v = 0;
-  for (char c : t) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
-  }
-  return v;
-}
+using common::parse_u64;
+using common::trim;
 
 // The part of NVML's C API we use; the types mirror nvml.h.
 using nvml_return = int;

@@ -102,7 +102,7 @@ int run_daemon(const daemon_flags& f) {
   if (f.ram_limit) c.limits.ram_free_bytes = f.ram_limit;
   if (f.vram_limit) c.limits.vram_free_bytes = f.vram_limit;
   if (f.disk_limit) c.limits.disk_free_bytes = f.disk_limit;
-  c.token = load_hive_token(c.home);
+  c.token = load_hive_token(cfg, c.home);
 
   // The hive's own log also goes to $RBEE_HOME/logs/hive.log (GET /v1/logs without a worker).
   auto log_file = common::ensure_dir(common::logs_dir(c.home)) / "hive.log";
@@ -273,10 +273,9 @@ int run_cli(int argc, char** argv) {
   daemon->add_option("--disk-limit-bytes", df.disk_limit,
                      "Treat this much disk as free for models");
 
-  std::string env_help =
-      "Environment (besides the keys of `rbee` config, e.g. RBEE_HOME, HF_ENDPOINT):\n";
-  for (const auto& k : hive_env_keys()) env_help += fmt::format("  {:<30} {}\n", k.env_var, k.doc);
-  daemon->footer(env_help);
+  daemon->footer(
+      "Configuration keys and their environment variables: `rbee config keys` or "
+      "docs/configuration.md.");
 
   bool detect_json = false;
   auto* detect = app.add_subcommand("detect", "Print the backends and devices of this node");

@@ -20,11 +20,14 @@
 #include <nlohmann/json.hpp>
 
 #include "common/errors.h"
+#include "common/text.h"
 
 namespace rbee::hive {
 namespace {
 
 using common::http_error;
+using common::parse_u64;
+using common::trim;
 namespace codes = common::codes;
 
 void global_init() {
@@ -44,24 +47,6 @@ using slist_ptr = std::unique_ptr<curl_slist, slist_deleter>;
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), ::tolower);
   return s;
-}
-
-std::string trim(std::string_view s) {
-  size_t b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string_view::npos) return "";
-  size_t e = s.find_last_not_of(" \t\r\n");
-  return std::string(s.substr(b, e - b + 1));
-}
-
-std::optional<uint64_t> parse_u64(std::string_view s) {
-  std::string t = trim(s);
-  if (t.empty() || t.size() > 19) return std::nullopt;
-  uint64_t v = 0;
-  for (char c : t) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
-  }
-  return v;
 }
 
 // Response headers across redirects: `linked` keeps the hub's X-Linked-* from any hop (the

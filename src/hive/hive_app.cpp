@@ -47,8 +47,9 @@ void stream_log(common::sse_sink& sink, const std::filesystem::path& path,
                 const std::string& worker, bool follow, const std::atomic<bool>& stopping) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    sink.send(
-        {{"type", "error"}, {"code", "NOT_FOUND"}, {"message", "cannot open " + path.string()}});
+    sink.send({{"type", "error"},
+               {"code", codes::NOT_FOUND},
+               {"message", "cannot open " + path.string()}});
     return;
   }
   in.seekg(0, std::ios::end);
@@ -256,7 +257,8 @@ void hive_app::register_routes() {
     for (const auto& w : supervisor_->list()) {
       if (w.model_id == id) {
         throw common::conflict(
-            "MODEL_IN_USE", fmt::format("Model '{}' is used by {}; stop it first", id, w.worker_id),
+            codes::MODEL_IN_USE,
+            fmt::format("Model '{}' is used by {}; stop it first", id, w.worker_id),
             {{"id", id}, {"worker_id", w.worker_id}});
       }
     }
@@ -280,58 +282,60 @@ void hive_app::register_routes() {
     http_server::send_json(res, 202, out);
   });
 
-  s.get("/v1/models/download/progress", [this](const httplib::Request& req,
-                                               httplib::Response& res) {
-    std::string id = req.get_param_value("id");
-    if (id.empty()) throw common::invalid_request("id", "the download id is required (?id=...)");
-    auto job = store_->find_job(id);
-    if (!job)
-      throw common::not_found(codes::NOT_FOUND, fmt::format("Unknown download '{}'", id),
-                              {{"id", id}});
-    common::serve_sse(res, [job, this](common::sse_sink& sink) {
-      uint64_t seen = 0;
-      size_t told = 0;
-      auto last_sent = std::chrono::steady_clock::now() - std::chrono::seconds(10);
-      while (sink.connected()) {
-        auto snap = job->wait_change(seen, std::chrono::milliseconds(500));
-        seen = snap.version;
-        for (; told < snap.messages.size(); ++told) {
-          sink.send({{"stage", "narration"}, {"message", snap.messages[told]}});
-        }
-        if (snap.stage == download_stage::complete) {
-          sink.send({{"stage", "complete"},
-                     {"local_path", snap.result->local_path},
-                     {"model", snap.result->to_json()},
-                     {"bytes_downloaded", snap.result->size_bytes},
-                     {"bytes_total", snap.result->size_bytes}});
-          return;
-        }
-        if (snap.stage == download_stage::error) {
-          json ev = {
-              {"stage", "error"}, {"code", snap.error->code}, {"message", snap.error->message}};
-          if (!snap.error->details.is_null()) ev["details"] = snap.error->details;
-          sink.send(ev);
-          return;
-        }
-        auto now = std::chrono::steady_clock::now();
-        if (snap.stage == download_stage::downloading &&
-            now - last_sent >= std::chrono::milliseconds(200)) {
-          last_sent = now;
-          const auto& p = snap.progress;
-          sink.send({{"stage", "downloading"},
-                     {"bytes_downloaded", p.bytes_downloaded},
-                     {"bytes_total", p.bytes_total},
-                     {"speed_mbps", p.speed_mbps},
-                     {"attempt", p.attempt}});
-        }
-        if (shutdown_requested_) {
-          sink.send(
-              {{"stage", "error"}, {"code", "INTERNAL"}, {"message", "the hive is shutting down"}});
-          return;
-        }
-      }
-    });
-  });
+  s.get(
+      "/v1/models/download/progress", [this](const httplib::Request& req, httplib::Response& res) {
+        std::string id = req.get_param_value("id");
+        if (id.empty())
+          throw common::invalid_request("id", "the download id is required (?id=...)");
+        auto job = store_->find_job(id);
+        if (!job)
+          throw common::not_found(codes::NOT_FOUND, fmt::format("Unknown download '{}'", id),
+                                  {{"id", id}});
+        common::serve_sse(res, [job, this](common::sse_sink& sink) {
+          uint64_t seen = 0;
+          size_t told = 0;
+          auto last_sent = std::chrono::steady_clock::now() - std::chrono::seconds(10);
+          while (sink.connected()) {
+            auto snap = job->wait_change(seen, std::chrono::milliseconds(500));
+            seen = snap.version;
+            for (; told < snap.messages.size(); ++told) {
+              sink.send({{"stage", "narration"}, {"message", snap.messages[told]}});
+            }
+            if (snap.stage == download_stage::complete) {
+              sink.send({{"stage", "complete"},
+                         {"local_path", snap.result->local_path},
+                         {"model", snap.result->to_json()},
+                         {"bytes_downloaded", snap.result->size_bytes},
+                         {"bytes_total", snap.result->size_bytes}});
+              return;
+            }
+            if (snap.stage == download_stage::error) {
+              json ev = {
+                  {"stage", "error"}, {"code", snap.error->code}, {"message", snap.error->message}};
+              if (!snap.error->details.is_null()) ev["details"] = snap.error->details;
+              sink.send(ev);
+              return;
+            }
+            auto now = std::chrono::steady_clock::now();
+            if (snap.stage == download_stage::downloading &&
+                now - last_sent >= std::chrono::milliseconds(200)) {
+              last_sent = now;
+              const auto& p = snap.progress;
+              sink.send({{"stage", "downloading"},
+                         {"bytes_downloaded", p.bytes_downloaded},
+                         {"bytes_total", p.bytes_total},
+                         {"speed_mbps", p.speed_mbps},
+                         {"attempt", p.attempt}});
+            }
+            if (shutdown_requested_) {
+              sink.send({{"stage", "error"},
+                         {"code", codes::INTERNAL},
+                         {"message", "the hive is shutting down"}});
+              return;
+            }
+          }
+        });
+      });
 
   // ---- workers ----
   s.post("/v1/workers/spawn", [this, include_tokens](const httplib::Request& req,
@@ -357,7 +361,7 @@ void hive_app::register_routes() {
       if (std::find(supported_architectures.begin(), supported_architectures.end(),
                     header.architecture) == supported_architectures.end()) {
         throw http_error(
-            422, "INVALID_MODEL",
+            422, codes::INVALID_MODEL,
             fmt::format("Unsupported architecture '{}' in {} (supported: llama, qwen2)",
                         header.architecture, model.file),
             {{"architecture", header.architecture}, {"model_id", model.id}});

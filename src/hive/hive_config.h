@@ -1,16 +1,13 @@
 #pragma once
-// Everything a hive daemon is configured with. Shared keys come from common::config (config.h:
-// hive.host/port, health interval, RAM/VRAM limits, worker port/idle/loading timeouts, hf.*);
-// the hive-only settings below are read from their environment variables (documented in
-// hive_env_keys()) and may be overridden by `rbee-hive daemon` flags.
+// Everything a hive daemon is configured with. Every key (and its environment variable) is
+// owned by common::config (config.h: hive.*, worker.*, hf.*); `rbee-hive daemon` flags may
+// override the result.
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
-#include <span>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "common/config.h"
@@ -42,20 +39,13 @@ struct hive_config {
   std::chrono::milliseconds report_interval{15000};
 };
 
-struct env_key {
-  std::string_view env_var;
-  std::string_view doc;
-};
-// The hive-only environment variables (not in common/config.h).
-std::span<const env_key> hive_env_keys();
-
-// Defaults <- config file/env (common::config) <- the hive-only environment variables.
-// Throws common::config_error for malformed values.
+// The hive's settings from the config (defaults < file < env). Throws common::config_error for
+// malformed values.
 hive_config load_hive_config(const common::config& cfg);
 
-// The hive token: $RBEE_HIVE_TOKEN, else the 0600 file $RBEE_HIVE_TOKEN_FILE, else
-// $RBEE_HOME/secrets/hive-token when it exists; "" when none.
-std::string load_hive_token(const std::filesystem::path& home);
+// The hive token: hive.token ($RBEE_HIVE_TOKEN), else the 0600 file hive.token_file
+// ($RBEE_HIVE_TOKEN_FILE), else $RBEE_HOME/secrets/hive-token when it exists; "" when none.
+std::string load_hive_token(const common::config& cfg, const std::filesystem::path& home);
 
 // The first non-loopback IPv4 address of an up interface; "127.0.0.1" when there is none.
 std::string primary_ipv4();

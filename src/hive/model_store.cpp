@@ -56,7 +56,7 @@ gguf_summary read_model_header(const std::filesystem::path& path) {
   try {
     return read_gguf_header(path);
   } catch (const gguf_header_error& e) {
-    throw http_error(422, "INVALID_MODEL",
+    throw http_error(422, codes::INVALID_MODEL,
                      fmt::format("{} is not a usable GGUF model: {}", path.string(), e.what()),
                      {{"path", path.string()}, {"problem", e.what()}});
   } catch (const std::runtime_error& e) {

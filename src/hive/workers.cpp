@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/config.h"
 #include "common/errors.h"
 #include "common/http_client.h"
 #include "common/log.h"
@@ -213,8 +214,9 @@ worker_info worker_supervisor::spawn(const spawn_request& request) {
     }
     spec.args.insert(spec.args.end(), options_.extra_args.begin(), options_.extra_args.end());
     // Secrets travel in the environment, never argv (visible in ps).
-    spec.env["RBEE_WORKER_TOKEN"] = info.token;
-    if (!options_.hive_token.empty()) spec.env["RBEE_HIVE_TOKEN"] = options_.hive_token;
+    spec.env[common::env_var_for("worker.token")] = info.token;
+    if (!options_.hive_token.empty())
+      spec.env[common::env_var_for("hive.token")] = options_.hive_token;
     spec.log_path = info.log_path;
     spec.kill_with_parent = true;
 
@@ -242,13 +244,7 @@ worker_info worker_supervisor::mark_ready(const std::string& worker_id) {
   worker_info info;
   {
     std::lock_guard lock(mutex_);
-    auto it = workers_.find(worker_id);
-    if (it == workers_.end()) {
-      throw common::not_found(common::codes::WORKER_NOT_FOUND,
-                              fmt::format("Unknown worker '{}'", worker_id),
-                              {{"worker_id", worker_id}});
-    }
-    auto& e = *it->second;
+    auto& e = entry_or_throw(worker_id);
     if (e.info.state == worker_state::loading) {
       e.info.state = worker_state::idle;
       e.info.ready_at_unix = unix_now();
@@ -268,6 +264,16 @@ std::vector<worker_info> worker_supervisor::list() const {
   std::vector<worker_info> out;
   for (const auto& [id, e] : workers_) out.push_back(e->info);
   return out;
+}
+
+worker_supervisor::entry& worker_supervisor::entry_or_throw(const std::string& worker_id) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) {
+    throw common::not_found(common::codes::WORKER_NOT_FOUND,
+                            fmt::format("Unknown worker '{}'", worker_id),
+                            {{"worker_id", worker_id}});
+  }
+  return *it->second;
 }
 
 std::optional<worker_info> worker_supervisor::find(const std::string& worker_id) const {
@@ -305,14 +311,9 @@ worker_info worker_supervisor::request_stop(const std::string& worker_id,
   worker_info info;
   {
     std::lock_guard lock(mutex_);
-    auto it = workers_.find(worker_id);
-    if (it == workers_.end()) {
-      throw common::not_found(common::codes::WORKER_NOT_FOUND,
-                              fmt::format("Unknown worker '{}'", worker_id),
-                              {{"worker_id", worker_id}});
-    }
-    begin_stop(*it->second, reason, options_.stop_grace);
-    info = it->second->info;
+    auto& e = entry_or_throw(worker_id);
+    begin_stop(e, reason, options_.stop_grace);
+    info = e.info;
     update_gauges();
   }
   notify_change();

@@ -143,6 +143,7 @@ class worker_supervisor {
     bool killed = false;
   };
 
+  entry& entry_or_throw(const std::string& worker_id);  // under mutex_; 404 WORKER_NOT_FOUND
   void reaper_loop(std::stop_token stop);
   void health_loop(std::stop_token stop);
   // Under mutex_: SIGTERM now, SIGKILL at kill_at.

@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/config.h"
 #include "common/errors.h"
 #include "common/paths.h"
 #include "common/secrets.h"
@@ -28,14 +29,21 @@ int int_or(const json& j, const char* key, int def) {
 }
 
 // The remote start script is a constant; every user-derived value is a positional argument
-// ($1..$6) quoted by remote_command, and the token arrives on stdin. The hive gets its own
-// session (setsid where it exists) so the end of the SSH session cannot take it down.
+// ($1..$8) quoted by remote_command, and the secrets arrive on stdin (line 1 the node token,
+// line 2 the Hugging Face token or empty), never in an argv. The hive keeps its state under
+// the install path ($7 as RBEE_HOME), not in the SSH user's ~/.rbee, and gets the queen's hub
+// ($8 as HF_ENDPOINT, when set). It gets its own session (setsid where it exists) so the end
+// of the SSH session cannot take it down.
 constexpr const char* remote_start_script =
-    "umask 077; mkdir -p \"$1\" && cat > \"$1/hive.token\" || exit 1; "
+    "umask 077; mkdir -p \"$1\" \"$7\" || exit 1; "
+    "IFS= read -r node_token; IFS= read -r hf_token; "
+    "printf '%s\\n' \"$node_token\" > \"$1/hive.token\" || exit 1; "
+    "if [ -n \"$hf_token\" ]; then HF_TOKEN=\"$hf_token\"; export HF_TOKEN; fi; "
+    "if [ -n \"$8\" ]; then HF_ENDPOINT=\"$8\"; export HF_ENDPOINT; fi; "
     "detach=; command -v setsid >/dev/null 2>&1 && detach=setsid; "
-    "RBEE_HIVE_TOKEN_FILE=\"$1/hive.token\" $detach nohup \"$2/rbee-hive\" daemon --addr \"$3\" "
-    "--queen-url \"$4\" --node-name \"$5\" --advertise-host \"$6\" > \"$1/hive.log\" 2>&1 "
-    "< /dev/null & "
+    "RBEE_HOME=\"$7\" RBEE_HIVE_TOKEN_FILE=\"$1/hive.token\" $detach nohup \"$2/rbee-hive\" daemon "
+    "--addr \"$3\" --queen-url \"$4\" --node-name \"$5\" --advertise-host \"$6\" > \"$1/hive.log\" "
+    "2>&1 < /dev/null & "
     "echo $! > \"$1/hive.pid\"";
 
 constexpr const char* remote_stop_script =
@@ -125,6 +133,13 @@ std::string hive_manager::base_url_for(const node_record& node) const {
   return "http://" + host + ":" + std::to_string(options_.remote_hive_port);
 }
 
+hive_endpoint hive_manager::endpoint_for(const node_record& node) {
+  return {.node = node.node_name,
+          .base_url = base_url_for(node),
+          .token = node_token(node.node_name),
+          .version = {}};
+}
+
 ssh_target hive_manager::target_for(const node_record& node) const {
   return ssh_target{.host = node.ssh_host,
                     .port = node.ssh_port,
@@ -187,10 +202,7 @@ hive_endpoint hive_manager::ensure_hive(const node_record& node, const event_fn&
   };
   auto& st = state_for(node.node_name);
   std::lock_guard lock(st.mutex);
-  hive_endpoint ep{.node = node.node_name,
-                   .base_url = base_url_for(node),
-                   .token = node_token(node.node_name),
-                   .version = {}};
+  hive_endpoint ep = endpoint_for(node);
   auto version = probe(ep.base_url, 2s);
   if (!version) {
     set_endpoint(st, std::nullopt);
@@ -203,34 +215,7 @@ hive_endpoint hive_manager::ensure_hive(const node_record& node, const event_fn&
       start_remote(node, ep.token, on_event);
       st.started_remote = true;
     }
-    // Poll health with backoff until it answers or the budget runs out.
-    auto deadline = started + options_.health_timeout;
-    auto delay = 50ms;
-    while (!(version = probe(ep.base_url, 1s))) {
-      if (st.child.valid()) {
-        if (auto status = st.child.try_wait()) {
-          nodes_.set_status(node.node_name, "unreachable", "hive exited", std::nullopt);
-          throw common::unavailable(
-              common::codes::NODE_UNREACHABLE,
-              "rbee-hive on node '" + node.node_name + "' exited during start (status " +
-                  std::to_string(*status) + ")",
-              5,
-              {{"node", node.node_name},
-               {"log", (common::logs_dir(options_.rbee_home) / ("hive-" + node.node_name + ".log"))
-                           .string()}});
-        }
-      }
-      if (std::chrono::steady_clock::now() >= deadline) {
-        nodes_.set_status(node.node_name, "unreachable", "hive did not answer", std::nullopt);
-        throw common::unavailable(
-            common::codes::NODE_UNREACHABLE,
-            "rbee-hive on node '" + node.node_name + "' did not answer at " + ep.base_url +
-                " within " + std::to_string(options_.health_timeout.count() / 1000) + " s",
-            5, {{"node", node.node_name}, {"hint", "check the hive log on the node"}});
-      }
-      std::this_thread::sleep_for(delay);
-      delay = std::min<std::chrono::milliseconds>(delay * 2, 500ms);
-    }
+    version = wait_for_health(node, st, ep.base_url);
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                   std::chrono::steady_clock::now() - started)
                   .count();
@@ -282,6 +267,64 @@ hive_endpoint hive_manager::ensure_hive(const node_record& node, const event_fn&
   return ep;
 }
 
+std::string hive_manager::wait_for_health(const node_record& node, hive_state& st,
+                                          const std::string& base_url) {
+  const int attempts = std::max(1, options_.connect_attempts);
+  auto backoff = options_.connect_backoff;
+  for (int attempt = 1; attempt <= attempts; ++attempt) {
+    auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
+    auto delay = 50ms;
+    while (true) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (auto version = probe(base_url, std::max<std::chrono::milliseconds>(left, 100ms))) {
+        return *version;
+      }
+      if (st.child.valid()) {
+        if (auto status = st.child.try_wait()) {
+          nodes_.set_status(node.node_name, "unreachable", "hive exited", std::nullopt);
+          throw common::unavailable(
+              common::codes::NODE_UNREACHABLE,
+              "rbee-hive on node '" + node.node_name + "' exited during start (status " +
+                  std::to_string(*status) + ")",
+              5,
+              {{"node", node.node_name},
+               {"log", (common::logs_dir(options_.rbee_home) / ("hive-" + node.node_name + ".log"))
+                           .string()}});
+        }
+      }
+      if (std::chrono::steady_clock::now() >= deadline) break;
+      std::this_thread::sleep_for(delay);
+      delay = std::min<std::chrono::milliseconds>(delay * 2, 500ms);
+    }
+    spdlog::warn("rbee-hive on {} did not answer at {} (attempt {}/{})", node.node_name, base_url,
+                 attempt, attempts);
+    if (attempt < attempts) {
+      std::this_thread::sleep_for(backoff);
+      backoff *= 2;
+    }
+  }
+  const std::string host_port = base_url.substr(base_url.find("://") + 3);
+  const std::string port = host_port.substr(host_port.rfind(':') + 1);
+  nodes_.set_status(node.node_name, "unreachable", "hive did not answer", std::nullopt);
+  throw common::unavailable(
+      common::codes::NODE_UNREACHABLE,
+      "Cannot connect to " + host_port + " after " + std::to_string(attempts) +
+          " attempts (rbee-hive on node '" + node.node_name + "' did not answer)",
+      5,
+      {{"node", node.node_name},
+       {"address", host_port},
+       {"attempts", attempts},
+       {"hint", node.is_local()
+                    ? "check the hive log (" +
+                          (common::logs_dir(options_.rbee_home) / ("hive-localhost.log")).string() +
+                          ") and that port " + port + " is free"
+                    : "check that node '" + node.node_name +
+                          "' is up, that its firewall lets port " + port +
+                          " through from this machine and the hive log (" + node.install_path +
+                          "/run/hive.log); then: rbee hive start --node " + node.node_name}});
+}
+
 void hive_manager::start_local(const node_record& node, hive_state& st, const std::string& token) {
   auto logs = common::logs_dir(options_.rbee_home);
   common::ensure_dir(logs);
@@ -291,7 +334,8 @@ void hive_manager::start_local(const node_record& node, hive_state& st, const st
       "daemon",      "--addr",           "127.0.0.1:" + std::to_string(options_.local_hive_port),
       "--queen-url", options_.queen_url, "--node-name",
       node.node_name};
-  spec.env = {{"RBEE_HIVE_TOKEN", token}, {"RBEE_HOME", options_.rbee_home.string()}};
+  spec.env = {{common::env_var_for("hive.token"), token},
+              {common::env_var_for("home"), options_.rbee_home.string()}};
   spec.log_path = (logs / ("hive-" + node.node_name + ".log")).string();
   // A persistent daemon: it outlives a crashed queen; a clean queen exit stops it.
   spec.kill_with_parent = false;
@@ -308,13 +352,13 @@ void hive_manager::start_remote(const node_record& node, const std::string& toke
                                 const event_fn& on_event) {
   auto target = target_for(node);
   std::string run_dir = node.install_path + "/run";
-  std::string command =
-      remote_command({"sh", "-c", remote_start_script, "sh", run_dir, node.install_path,
-                      "0.0.0.0:" + std::to_string(options_.remote_hive_port), options_.queen_url,
-                      node.node_name, node.ssh_host});
+  std::string command = remote_command(
+      {"sh", "-c", remote_start_script, "sh", run_dir, node.install_path,
+       "0.0.0.0:" + std::to_string(options_.remote_hive_port), options_.queen_url, node.node_name,
+       node.ssh_host, node.install_path + "/home", options_.hf_endpoint});
   try {
     run_ssh(
-        ssh_, target, options_.ssh, command, token + "\n",
+        ssh_, target, options_.ssh, command, token + "\n" + options_.hf_token + "\n",
         [&](int attempt, const ssh_diagnosis& d) {
           if (on_event) {
             on_event(narration("queen-rbee", "ssh_retry",
@@ -336,10 +380,7 @@ void hive_manager::start_remote(const node_record& node, const std::string& toke
 bool hive_manager::stop_hive(const node_record& node) {
   auto& st = state_for(node.node_name);
   std::lock_guard lock(st.mutex);
-  hive_endpoint ep{.node = node.node_name,
-                   .base_url = base_url_for(node),
-                   .token = node_token(node.node_name),
-                   .version = {}};
+  hive_endpoint ep = endpoint_for(node);
   bool stopped = false;
   try {
     auto client = hive_client(ep, 35s);
@@ -395,6 +436,19 @@ void hive_manager::stop_started_hives(std::chrono::milliseconds budget) {
   }
   auto deadline = std::chrono::steady_clock::now() + budget;
   for (auto& f : stops) f.wait_until(deadline);
+}
+
+void hive_manager::close_ssh_master(const node_record& node) {
+  if (node.is_local()) return;
+  try {
+    ssh_.close_master(target_for(node));
+  } catch (const std::exception& e) {
+    spdlog::warn("closing the SSH connection to {}: {}", node.node_name, e.what());
+  }
+}
+
+void hive_manager::close_ssh_masters() {
+  for (const auto& node : nodes_.list()) close_ssh_master(node);
 }
 
 std::vector<worker_info> hive_manager::refresh_workers(const std::string& node) {

@@ -32,7 +32,16 @@ struct hive_manager_options {
   int local_hive_port = 9200;  // hive of the built-in node, on loopback
   int remote_hive_port = 9200;
   std::string queen_url;  // what hives use to report back
-  std::chrono::milliseconds health_timeout{std::chrono::seconds(30)};  // wait after a start
+  // Given to remote hives (local ones inherit the queen's environment): the hub, when set,
+  // and the token for gated models (over SSH stdin, never in a command line).
+  std::string hf_endpoint;
+  std::string hf_token;
+  // After a start the hive gets connect_attempts attempts to answer /v1/health, each up to
+  // connect_timeout (a refused connection is polled again within the attempt), with a doubling
+  // backoff between attempts; then "Cannot connect to HOST:PORT after N attempts".
+  int connect_attempts = 3;
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
+  std::chrono::milliseconds connect_backoff{std::chrono::seconds(1)};
   std::chrono::seconds report_stale_after{std::chrono::seconds(90)};
   std::chrono::milliseconds monitor_interval{std::chrono::seconds(10)};
   ssh_options ssh;
@@ -75,6 +84,10 @@ class hive_manager {
   bool stop_hive(const node_record& node);
   // Stops every hive this queen started (SIGTERM cascade), in parallel, bounded.
   void stop_started_hives(std::chrono::milliseconds budget);
+  // Ends the SSH connection multiplexer of every remote node (nothing the queen started may
+  // outlive it); close_ssh_master does it for one node (on its removal).
+  void close_ssh_masters();
+  void close_ssh_master(const node_record& node);
 
   // Fetches node's workers from its hive and updates the scheduler.
   std::vector<worker_info> refresh_workers(const std::string& node);
@@ -109,10 +122,13 @@ class hive_manager {
   void set_endpoint(hive_state& st, std::optional<hive_endpoint> ep);
   void touch(const std::string& node);  // a sign of life from node's hive
   std::string base_url_for(const node_record& node) const;
+  hive_endpoint endpoint_for(const node_record& node);  // version unknown until probed
   ssh_target target_for(const node_record& node) const;
   // GET /v1/health; the version string, or nullopt when nothing answers.
   std::optional<std::string> probe(const std::string& base_url,
                                    std::chrono::milliseconds timeout) const;
+  // Polls /v1/health after a start (see connect_attempts); throws NODE_UNREACHABLE.
+  std::string wait_for_health(const node_record& node, hive_state& st, const std::string& base_url);
   void start_local(const node_record& node, hive_state& st, const std::string& token);
   void start_remote(const node_record& node, const std::string& token, const event_fn& on_event);
   void monitor_loop();

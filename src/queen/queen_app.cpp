@@ -2,7 +2,6 @@
 
 #include <signal.h>
 
-#include <cctype>
 #include <set>
 #include <thread>
 
@@ -13,6 +12,7 @@
 #include "common/paths.h"
 #include "common/secrets.h"
 #include "common/sse.h"
+#include "common/text.h"
 #include "common/version.h"
 #include "queen/openai.h"
 
@@ -20,6 +20,7 @@ namespace rbee::queen {
 
 namespace {
 
+using common::url_encode;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
@@ -54,22 +55,6 @@ struct admission_holder {
   admission a;
   bool consumed = false;
 };
-
-// Percent-encodes everything but unreserved characters (RFC 3986).
-std::string url_encode(std::string_view s) {
-  static constexpr char hex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
 
 std::string query(const httplib::Request& req, const char* name) {
   return req.has_param(name) ? req.get_param_value(name) : std::string();
@@ -120,7 +105,11 @@ queen_app::queen_app(queen_options options)
                           .local_hive_port = options_.local_hive_port,
                           .remote_hive_port = options_.remote_hive_port,
                           .queen_url = options_.public_url,
-                          .health_timeout = 30s,
+                          .hf_endpoint = options_.hf_endpoint,
+                          .hf_token = options_.hf_token,
+                          .connect_attempts = 3,
+                          .connect_timeout = options_.hive_connect_timeout,
+                          .connect_backoff = 1s,
                           .report_stale_after = options_.hive_stale_after,
                           .monitor_interval = 5s,
                           .ssh = ssh};
@@ -174,6 +163,7 @@ void queen_app::shutdown() {
   server_->stop();
   hives_->stop_monitor();
   hives_->stop_started_hives(30s);
+  hives_->close_ssh_masters();
   spdlog::info("queen-rbee stopped");
 }
 
@@ -283,8 +273,10 @@ void queen_app::register_routes() {
             throw common::invalid_request("node_name",
                                           "the built-in node 'localhost' cannot be removed");
           }
-          if (auto node = registry_->get(name); node && hives_->known_endpoint(name)) {
-            hives_->stop_hive(*node);  // a hive this queen talks to must not outlive its node entry
+          if (auto node = registry_->get(name)) {
+            // A hive this queen talks to must not outlive its node entry, nor its SSH connection.
+            if (hives_->known_endpoint(name)) hives_->stop_hive(*node);
+            hives_->close_ssh_master(*node);
           }
           if (!registry_->remove(name)) {
             throw common::not_found(common::codes::NODE_NOT_FOUND, "Node '" + name + "' not found",

@@ -39,6 +39,10 @@ struct queen_options {
   std::chrono::milliseconds queue_timeout{std::chrono::minutes(5)};
   std::chrono::milliseconds loading_timeout{std::chrono::minutes(5)};
   std::chrono::seconds hive_stale_after{90};
+  // Each of the 3 attempts to reach a hive's /v1/health after starting it.
+  std::chrono::milliseconds hive_connect_timeout{std::chrono::seconds(10)};
+  std::string hf_endpoint;  // forwarded to remote hives ("" = theirs)
+  std::string hf_token;     // forwarded to remote hives over SSH stdin
   int ssh_connect_timeout_s = 10;
   std::chrono::milliseconds ssh_backoff{1000};
 };

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <thread>
 
+#include <spdlog/spdlog.h>
+
 extern char** environ;
 
 namespace rbee::queen {
@@ -133,6 +135,15 @@ std::vector<std::string> ssh_argv(const ssh_target& target, const ssh_options& o
   argv.push_back("--");
   argv.push_back(target.host);
   argv.push_back(command);
+  return argv;
+}
+
+std::vector<std::string> ssh_exit_master_argv(const ssh_target& target,
+                                              const ssh_options& options) {
+  std::vector<std::string> argv = {"ssh"};
+  auto opts = common_options(target, options, "-p");
+  argv.insert(argv.end(), opts.begin(), opts.end());
+  argv.insert(argv.end(), {"-O", "exit", "-l", target.user, "--", target.host});
   return argv;
 }
 
@@ -365,6 +376,14 @@ ssh_result openssh_runner::run(const ssh_target& target, const std::string& comm
   auto argv = ssh_argv(target, options_, command);
   argv[0] = ssh_binary_;
   return run_process(argv, stdin_data, options_.command_timeout);
+}
+
+void openssh_runner::close_master(const ssh_target& target) {
+  auto argv = ssh_exit_master_argv(target, options_);
+  argv[0] = ssh_binary_;
+  // Fails harmlessly ("No such file") when no master runs for target.
+  auto result = run_process(argv, "", std::chrono::seconds(5));
+  if (result.ok()) spdlog::debug("closed the SSH connection to {}", target.host);
 }
 
 ssh_result openssh_runner::copy(const ssh_target& target, const std::string& local_path,

@@ -44,6 +44,9 @@ struct ssh_options {
 // The full argv of `ssh` (argv[0] = "ssh") running `command` on target.
 std::vector<std::string> ssh_argv(const ssh_target& target, const ssh_options& options,
                                   const std::string& command);
+// The full argv of `ssh -O exit` for target: ends its connection multiplexer (ControlMaster)
+// without connecting anywhere.
+std::vector<std::string> ssh_exit_master_argv(const ssh_target& target, const ssh_options& options);
 // The full argv of `scp` copying local_path to remote_path on target.
 std::vector<std::string> scp_argv(const ssh_target& target, const ssh_options& options,
                                   const std::string& local_path, const std::string& remote_path);
@@ -93,6 +96,8 @@ struct ssh_runner {
                          const std::string& stdin_data) = 0;
   virtual ssh_result copy(const ssh_target& target, const std::string& local_path,
                           const std::string& remote_path) = 0;
+  // Ends the connection kept open for target, if any (runners without one have nothing to do).
+  virtual void close_master(const ssh_target& /*target*/) {}
 };
 
 // Exec's the system ssh/scp (binaries overridable for tests).
@@ -104,6 +109,7 @@ class openssh_runner : public ssh_runner {
                  const std::string& stdin_data) override;
   ssh_result copy(const ssh_target& target, const std::string& local_path,
                   const std::string& remote_path) override;
+  void close_master(const ssh_target& target) override;
   const ssh_options& options() const { return options_; }
 
  private:

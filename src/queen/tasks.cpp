@@ -1,5 +1,6 @@
 #include "queen/tasks.h"
 
+#include <cctype>
 #include <limits>
 #include <thread>
 
@@ -18,8 +19,11 @@ using nlohmann::json;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
-constexpr size_t max_model_ref = 2048;
-constexpr size_t max_prompt_bytes = 1 << 20;
+constexpr size_t max_model_ref = 512;
+// A task's text (the prompt, or all message contents together) is capped at the edge: far
+// beyond any context the workers load, and small enough that a bad client cannot make the
+// queen hold megabytes per request (SPEC §3, INVALID_REQUEST naming the field).
+constexpr size_t max_prompt_bytes = 256 * 1024;
 
 bool present(const json& body, const char* field) {
   return body.contains(field) && !body[field].is_null();
@@ -35,6 +39,47 @@ std::string device_string(const json& body) {
   const auto& d = body["device"];
   if (d.is_number_integer() && d.get<int64_t>() >= 0) return std::to_string(d.get<int64_t>());
   return common::require_string(body, "device", 64);
+}
+
+// The formats of SPEC §4 (hf:ORG/REPO[:FILE], file:/abs/path, a catalog alias), checked for
+// shape only: the hive parses the reference fully, this stops URLs and path tricks early.
+void validate_model_ref(const std::string& ref) {
+  auto reject = [&](const std::string& why) {
+    throw common::invalid_request("model", "Invalid model reference '" + ref + "': " + why,
+                                  {{"reference", ref},
+                                   {"accepted",
+                                    "hf:ORG/REPO:FILE.gguf, hf:ORG/REPO, file:/abs/path.gguf, "
+                                    "or a catalog alias"}});
+  };
+  for (char c : ref) {
+    auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f || c == '\\') {
+      reject("it contains a space, control, backslash or non-ASCII character");
+    }
+  }
+  if (ref.find("://") != std::string::npos) {
+    reject("URLs are not accepted; use hf:ORG/REPO[:FILE] (the hub is set by HF_ENDPOINT)");
+  }
+  if (ref.starts_with("hf:")) {
+    auto slash = ref.find('/', 3);
+    if (slash == std::string::npos || slash == 3 || slash + 1 == ref.size()) {
+      reject("expected hf:ORG/REPO (organisation and repository)");
+    }
+    return;
+  }
+  if (ref.starts_with("file:")) {
+    if (ref.size() < 6 || ref[5] != '/') reject("file: needs an absolute path");
+    return;
+  }
+  if (ref.find('/') != std::string::npos || ref.find("..") != std::string::npos) {
+    reject("aliases may not contain '/' or '..'");
+  }
+  for (char c : ref) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_' &&
+        c != ':') {
+      reject("aliases may only contain letters, digits, '.', '-', '_', ':'");
+    }
+  }
 }
 
 int64_t ms_since(steady::time_point t) {
@@ -74,6 +119,7 @@ task_request parse_task_request(const json& body) {
   r.task_id = "task-" + common::random_token(8);
   r.model = common::require_string(body, "model", max_model_ref);
   if (r.model.empty()) throw common::invalid_request("model", "model must not be empty");
+  validate_model_ref(r.model);
   if (auto node = common::optional_string(body, "node", 64)) {
     if (node->empty()) throw common::invalid_request("node", "node must not be empty");
     r.node = *node;
@@ -83,6 +129,7 @@ task_request parse_task_request(const json& body) {
     if (messages.empty()) throw common::invalid_request("messages", "messages must not be empty");
     // The worker's rules (SPEC §3), checked here so a bad chat fails before any stream starts.
     r.messages = json::array();
+    size_t text_bytes = 0;
     for (size_t i = 0; i < messages.size(); ++i) {
       const std::string item = "messages[" + std::to_string(i) + "]";
       const json& m = messages[i];
@@ -98,6 +145,13 @@ task_request parse_task_request(const json& body) {
       }
       if (!m.contains("content") || !m["content"].is_string()) {
         throw common::invalid_request(item + ".content", item + ".content must be a string");
+      }
+      text_bytes += m["content"].get_ref<const std::string&>().size();
+      if (text_bytes > max_prompt_bytes) {
+        throw common::invalid_request(
+            "messages",
+            "messages are too long: more than " + std::to_string(max_prompt_bytes) + " bytes",
+            {{"max_length", max_prompt_bytes}});
       }
       r.messages.push_back({{"role", role}, {"content", m["content"]}});
     }
@@ -558,11 +612,51 @@ void task_runner::ensure_model(const hive_endpoint& ep, const std::string& model
   if (!complete) throw common::internal_error("download progress stream ended early");
 }
 
+namespace {
+
+// Why a worker left while loading, from the hive's exit record: the hive's code where it
+// has one (504 LOADING_TIMEOUT), else a failed load (the process exited on its own).
+common::http_error loading_failure(const json& exit, const worker_info& spawned,
+                                   const std::string& node) {
+  // The hive's record is input like any other: fields of the wrong type count as absent.
+  auto text = [&](const char* key, const char* def) {
+    auto it = exit.find(key);
+    return it != exit.end() && it->is_string() ? it->get<std::string>() : std::string(def);
+  };
+  auto status_it = exit.find("exit_status");
+  const int64_t exit_status =
+      status_it != exit.end() && status_it->is_number_integer() ? status_it->get<int64_t>() : -1;
+  std::string reason = text("reason", "crashed");
+  std::string code = text("code", "");
+  json details = {{"worker_id", spawned.worker_id},
+                  {"node", node},
+                  {"model", spawned.model_ref},
+                  {"reason", reason},
+                  {"exit_status", exit_status}};
+  if (code == common::codes::LOADING_TIMEOUT) {
+    return common::http_error(common::status_for_code(code), code,
+                              "Worker " + spawned.worker_id + " did not finish loading " +
+                                  spawned.model_ref + " within the hive's loading timeout",
+                              details);
+  }
+  if (code.empty()) code = std::string(common::codes::MODEL_LOAD_FAILED);
+  details["hint"] = "see the worker log on node '" + node + "'";
+  return common::http_error(common::status_for_code(code), code,
+                            "Worker " + spawned.worker_id + " " +
+                                (reason == "crashed" ? "crashed" : "stopped (" + reason + ")") +
+                                " while loading " + spawned.model_ref + " (exit status " +
+                                std::to_string(exit_status) + ")",
+                            details);
+}
+
+}  // namespace
+
 worker_info task_runner::wait_ready(const hive_endpoint& ep, const worker_info& spawned,
                                     active_task& task, const task_sink& sink) {
   auto deadline = steady::now() + options_.loading_timeout;
   auto client = hives_.hive_client(ep, 10s);
   bool progress_streamed = false;
+  int last_layers = -1;
   int misses = 0;
   while (!task.cancelled) {
     auto res = client.get("/v1/workers/list");
@@ -578,10 +672,17 @@ worker_info task_runner::wait_ready(const hive_endpoint& ep, const worker_info& 
         }
       }
     }
+    // Gone from the list: the hive tells why (its loading timeout, a crash) in recent_exits.
+    if (!found && body.contains("recent_exits") && body["recent_exits"].is_array()) {
+      for (const auto& e : body["recent_exits"]) {
+        if (e.is_object() && e.value("worker_id", "") == spawned.worker_id) {
+          throw loading_failure(e, spawned, ep.node);
+        }
+      }
+    }
     if (found) {
       misses = 0;
       if (found->model_ref.empty()) found->model_ref = spawned.model_ref;
-      if (accepts_tasks(found->state) && !found->url.empty()) return *found;
       if (found->state == worker_state::error || found->state == worker_state::stopped) {
         throw common::internal_error("Worker " + spawned.worker_id + " failed to load " +
                                          spawned.model_ref +
@@ -589,20 +690,20 @@ worker_info task_runner::wait_ready(const hive_endpoint& ep, const worker_info& 
                                      {{"worker_id", spawned.worker_id}, {"node", ep.node}});
       }
       if (!progress_streamed && !found->url.empty()) {
-        progress_streamed = true;
         common::client_options o;
         o.connect_timeout = 2s;
         o.read_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
             std::max<steady::duration>(deadline - steady::now(), 1s));
         o.bearer_token = found->token;
-        int last_layers = -1;
         try {
           common::http_client(found->url, o)
               .get_sse("/v1/loading/progress", [&](const common::sse_event& ev) {
+                progress_streamed = true;
                 if (ev.is_done() || task.cancelled) return false;
                 auto e = json::parse(ev.data, nullptr, false);
                 if (!e.is_object()) return true;
-                if (e.value("stage", "") == "loading") {
+                const std::string stage = e.value("stage", "");
+                if (stage == "loading" || (stage == "ready" && e.contains("layers_total"))) {
                   int layers = e.value("layers_loaded", 0);
                   if (layers != last_layers) {
                     last_layers = layers;
@@ -618,13 +719,19 @@ worker_info task_runner::wait_ready(const hive_endpoint& ep, const worker_info& 
                   }
                   return true;
                 }
-                return e.value("stage", "") != "ready" && e.value("stage", "") != "error";
+                return stage != "ready" && stage != "error";
               });
+          // The worker answered (events or an error status): no second stream either way.
+          progress_streamed = true;
         } catch (const common::connection_error& e) {
+          // Not listening yet (the process is still starting): tried again on the next poll,
+          // until the loading deadline.
           spdlog::debug("loading progress of {}: {}", spawned.worker_id, e.what());
         }
-        continue;
+        if (progress_streamed) continue;
       }
+      // Ready only after its progress was relayed: a fast load still shows its last frame.
+      if (accepts_tasks(found->state) && !found->url.empty()) return *found;
     } else if (++misses > 50) {
       throw common::internal_error("Worker " + spawned.worker_id + " disappeared while loading",
                                    {{"worker_id", spawned.worker_id}, {"node", ep.node}});

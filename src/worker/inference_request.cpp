@@ -156,7 +156,7 @@ std::vector<engine::token_id> prompt_tokens(const engine::model& model,
                                     std::string("messages cannot be rendered: ") + e.what());
     }
     throw common::http_error(
-        400, chat_template_unknown_code,
+        400, common::codes::CHAT_TEMPLATE_UNKNOWN,
         std::string(e.what()) + "; set \"chat_template\" in the request to one of these families",
         {{"field", request.chat_template.empty() ? "messages" : "chat_template"}});
   }

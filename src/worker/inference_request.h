@@ -20,7 +20,6 @@ inline constexpr size_t max_job_id_length = 128;
 inline constexpr size_t max_prompt_bytes = 1 << 20;  // also: all message contents together
 inline constexpr size_t max_messages = 1024;
 inline constexpr size_t max_chat_template_name = 32;
-inline constexpr std::string_view chat_template_unknown_code = "CHAT_TEMPLATE_UNKNOWN";
 // max_tokens when the request has none: this many, or what is left of the context.
 inline constexpr int default_max_tokens = 256;
 

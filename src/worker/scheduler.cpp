@@ -4,6 +4,8 @@
 #include <cassert>
 #include <utility>
 
+#include "common/errors.h"
+
 namespace rbee::worker {
 
 namespace {
@@ -32,6 +34,10 @@ scheduler::~scheduler() {
 
 void scheduler::start() {
   assert(!thread_.joinable() && "scheduler: started twice");
+  {
+    std::lock_guard lock(mutex_);
+    last_job_end_ = std::chrono::steady_clock::now();
+  }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -88,6 +94,11 @@ scheduler_stats scheduler::stats() const {
     std::lock_guard lock(mutex_);
     s.queue_length = static_cast<int>(pending_.size());
     s.slots_busy = static_cast<int>(live_.size() - pending_.size());
+    if (live_.empty()) {
+      s.idle_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - last_job_end_)
+                      .count();
+    }
   }
   s.tokens_generated = tokens_generated_.load();
   s.jobs_finished = jobs_finished_.load();
@@ -177,7 +188,8 @@ void scheduler::step() {
     engine::decode(ctx_, batch_);
   } catch (const std::exception& e) {
     // Only the jobs in this batch are affected; the worker keeps serving.
-    for (const auto& work : plan) fail(slots_[work.slot], work.slot, "INTERNAL", e.what());
+    for (const auto& work : plan)
+      fail(slots_[work.slot], work.slot, std::string(common::codes::INTERNAL), e.what());
     return;
   }
 
@@ -265,6 +277,7 @@ std::shared_ptr<job> scheduler::release(slot& s, int slot_index) {
   admission_order_.erase(std::find(admission_order_.begin(), admission_order_.end(), slot_index));
   std::lock_guard lock(mutex_);
   live_.erase(std::find(live_.begin(), live_.end(), done));
+  last_job_end_ = std::chrono::steady_clock::now();
   return done;
 }
 

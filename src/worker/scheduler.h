@@ -39,6 +39,10 @@ struct scheduler_stats {
   uint64_t tokens_generated = 0;
   uint64_t jobs_finished = 0;
   double last_tokens_per_sec = 0;  // of the most recently finished stream
+  // Milliseconds since the last job ended (since start() before the first); 0 while any job
+  // is admitted or waiting. The hive's idle timeout counts from this, so a worker used
+  // between two of its health checks is not taken for idle.
+  int64_t idle_ms = 0;
 };
 
 class scheduler {
@@ -106,6 +110,7 @@ class scheduler {
   std::vector<std::shared_ptr<job>> live_;  // pending + admitted
   int n_admitted_ = 0;
   bool stopping_ = false;
+  std::chrono::steady_clock::time_point last_job_end_ = std::chrono::steady_clock::now();
   std::thread thread_;
 
   std::atomic<uint64_t> tokens_generated_{0};

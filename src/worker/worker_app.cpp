@@ -27,20 +27,20 @@ constexpr const char* progress_path = "/v1/loading/progress";
 std::string load_error_code(engine::error_code code, engine::backend_kind backend) {
   switch (code) {
     case engine::error_code::file_not_found:
-      return "MODEL_NOT_FOUND";
+      return std::string(common::codes::MODEL_NOT_FOUND);
     case engine::error_code::file_corrupt:
-      return "MODEL_CORRUPT";
+      return std::string(common::codes::MODEL_CORRUPT);
     case engine::error_code::unsupported_architecture:
-      return "UNSUPPORTED_ARCHITECTURE";
+      return std::string(common::codes::UNSUPPORTED_ARCHITECTURE);
     case engine::error_code::unsupported_tensor_type:
-      return "UNSUPPORTED_TENSOR_TYPE";
+      return std::string(common::codes::UNSUPPORTED_TENSOR_TYPE);
     case engine::error_code::backend_unavailable:
       return std::string(common::codes::BACKEND_UNAVAILABLE);
     case engine::error_code::out_of_memory:
       return backend == engine::backend_kind::cpu ? std::string(common::codes::INSUFFICIENT_RAM)
                                                   : std::string(common::codes::INSUFFICIENT_VRAM);
     default:
-      return "MODEL_LOAD_FAILED";
+      return std::string(common::codes::MODEL_LOAD_FAILED);
   }
 }
 
@@ -57,7 +57,12 @@ json progress_event(const load_status& s) {
               {"bytes_loaded", s.progress.bytes_loaded},
               {"bytes_total", s.progress.bytes_total}};
     case load_status::stage::ready:
-      return {{"stage", "ready"}};
+      // With the final counts, so a client that connected after the load still sees it end.
+      return {{"stage", "ready"},
+              {"layers_loaded", s.progress.layers_loaded},
+              {"layers_total", s.progress.layers_total},
+              {"bytes_loaded", s.progress.bytes_loaded},
+              {"bytes_total", s.progress.bytes_total}};
     case load_status::stage::error:
       return {{"stage", "error"}, {"code", s.error_code}, {"message", s.error_message}};
   }
@@ -263,7 +268,7 @@ void worker_app::load_model() {
     set_error(load_error_code(e.code, options_.backend), e.what());
     return;
   } catch (const std::exception& e) {
-    set_error("MODEL_LOAD_FAILED", e.what());
+    set_error(std::string(common::codes::MODEL_LOAD_FAILED), e.what());
     return;
   }
   notify_hive();
@@ -354,12 +359,24 @@ std::string worker_app::render_metrics() {
 void worker_app::register_routes() {
   server_.get("/v1/health", [this](const httplib::Request&, httplib::Response& res) {
     worker_state s = state();
-    common::http_server::send_json(res, 200,
-                                   {{"status", health_status(s)},
-                                    {"state", to_string(s)},
-                                    {"worker_id", options_.worker_id},
-                                    {"model_ref", options_.model_ref},
-                                    {"version", common::version_string()}});
+    json body = {{"status", health_status(s)},
+                 {"state", to_string(s)},
+                 {"worker_id", options_.worker_id},
+                 {"model_ref", options_.model_ref},
+                 {"version", common::version_string()}};
+    scheduler* sched = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      sched = scheduler_.get();
+    }
+    // Slot use and idle time for the hive's idle accounting; absent while loading.
+    if (sched) {
+      auto stats = sched->stats();
+      body["slots_busy"] = stats.slots_busy;
+      body["slots_total"] = stats.slots_total;
+      body["idle_ms"] = stats.idle_ms;
+    }
+    common::http_server::send_json(res, 200, body);
   });
 
   server_.get("/v1/ready", [this](const httplib::Request&, httplib::Response& res) {
@@ -428,15 +445,15 @@ void worker_app::register_routes() {
 void worker_app::handle_inference(const httplib::Request& req, httplib::Response& res) {
   worker_state s = state();
   if (s == worker_state::loading) {
-    throw common::unavailable("LOADING", "the model is still loading", 1,
+    throw common::unavailable(common::codes::LOADING, "the model is still loading", 1,
                               {{"progress_url", progress_path}});
   }
   if (s == worker_state::error) {
-    throw common::unavailable("MODEL_LOAD_FAILED",
+    throw common::unavailable(common::codes::MODEL_LOAD_FAILED,
                               "the model failed to load; the worker is exiting", 5);
   }
   if (s == worker_state::draining || s == worker_state::stopped) {
-    throw common::unavailable("SHUTTING_DOWN", "the worker is shutting down", 5);
+    throw common::unavailable(common::codes::SHUTTING_DOWN, "the worker is shutting down", 5);
   }
   // From here the model, context and scheduler exist and stay until shutdown() (which stops
   // this server first).
@@ -455,10 +472,11 @@ void worker_app::handle_inference(const httplib::Request& req, httplib::Response
                                 "all " + std::to_string(options_.slots) + " slot(s) are busy", 1,
                                 {{"slots_total", options_.slots}});
     case submit_result::duplicate_job_id:
-      throw common::conflict("JOB_EXISTS", "a job with id '" + j->id() + "' is already running",
+      throw common::conflict(common::codes::JOB_EXISTS,
+                             "a job with id '" + j->id() + "' is already running",
                              {{"field", "job_id"}});
     case submit_result::stopping:
-      throw common::unavailable("SHUTTING_DOWN", "the worker is shutting down", 5);
+      throw common::unavailable(common::codes::SHUTTING_DOWN, "the worker is shutting down", 5);
   }
   {
     std::lock_guard lock(mutex_);

@@ -2,6 +2,9 @@
 // llm-worker-rbee as an object: one loaded model served over HTTP (SPEC §3 llm-worker-rbee,
 // §3.4, §5). The HTTP server is up before the model loads; loading runs on its own thread;
 // inference runs on the scheduler's thread. JSON stops at the handlers.
+// GET /v1/health: {status, state, worker_id, model_ref, version} and, once the model is loaded,
+// {slots_busy, slots_total, idle_ms} (ms since the last job ended; 0 while a slot is busy),
+// which the hive's idle timeout counts from.
 
 #include <chrono>
 #include <condition_variable>

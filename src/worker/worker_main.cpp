@@ -1,11 +1,12 @@
 // The llm-worker-rbee command line: options, secrets, signals, then worker_app.
 #include <csignal>
-#include <cstdlib>
 #include <iostream>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include "common/config.h"
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/process.h"
@@ -72,14 +73,22 @@ int worker_main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
-  common::init_logging("llm-worker-rbee");
+  // Tokens come from the environment (set by the hive) or a file, never from argv.
+  std::optional<common::config> cfg;
+  try {
+    cfg = common::config::load();
+  } catch (const common::config_error& e) {
+    std::cerr << "llm-worker-rbee: " << e.what() << "\n";
+    return 1;
+  }
+  common::init_logging("llm-worker-rbee", cfg->log_level());
   o.backend = backend == "cuda" ? engine::backend_kind::cuda : engine::backend_kind::cpu;
   o.debug_load_delay = std::chrono::milliseconds(debug_load_delay_ms);
   if (o.model_ref.empty()) o.model_ref = "file:" + o.model_path;
   if (o.worker_id.empty()) o.worker_id = "worker-" + std::to_string(o.port);
 
-  if (const char* token = std::getenv("RBEE_WORKER_TOKEN"); token && *token) {
-    o.api_token = token;
+  if (auto token = cfg->worker_token()) {
+    o.api_token = *token;
   } else if (!token_file.empty()) {
     try {
       o.api_token = common::read_secret_file(token_file);
@@ -88,7 +97,7 @@ int worker_main(int argc, char** argv) {
       return 1;
     }
   }
-  if (const char* token = std::getenv("RBEE_HIVE_TOKEN"); token && *token) o.hive_token = token;
+  o.hive_token = cfg->hive_token().value_or("");
   if (o.api_token.empty() && !common::is_loopback(o.host)) {
     std::cerr << "llm-worker-rbee: refusing to listen on " << o.host
               << " without an API token (set RBEE_WORKER_TOKEN or --token-file)\n";

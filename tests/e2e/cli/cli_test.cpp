@@ -8,8 +8,10 @@
 #include <chrono>
 #include <fstream>
 #include <future>
+#include <map>
 #include <thread>
 
+#include "common/config.h"
 #include "queen/queen_fixture.h"
 
 namespace rbee::e2e {
@@ -291,6 +293,31 @@ TEST(CliE2E, InstallCopiesBinariesAndWritesAConfig) {
   auto again = run_cli("rbee", {"install"}, {{"HOME", home.str()}});
   EXPECT_EQ(again.exit_code, 0);
   EXPECT_NE(again.out.find("Kept existing config"), std::string::npos);
+}
+
+TEST(CliE2E, ConfigKeysPrintsTheTableAndShowMasksSecrets) {
+  temp_home home;
+  std::map<std::string, std::string> env = {
+      {"HOME", home.str()}, {"HF_TOKEN", "hf-secret-value"}, {"RBEE_DOWNLOAD_ATTEMPTS", "3"}};
+  auto keys = run_cli("rbee", {"config", "keys", "--json"}, env);
+  ASSERT_EQ(keys.exit_code, 0) << keys.err;
+  auto listed = nlohmann::json::parse(keys.out)["keys"];
+  ASSERT_EQ(listed.size(), common::config_keys().size());
+  for (size_t i = 0; i < listed.size(); ++i) {
+    EXPECT_EQ(listed[i]["name"], common::config_keys()[i].name);
+    EXPECT_EQ(listed[i]["env"], common::config_keys()[i].env_var);
+  }
+  auto table = run_cli("rbee", {"config", "keys"}, env);
+  EXPECT_NE(table.out.find("RBEE_WORKER_STOP_GRACE_MS"), std::string::npos) << table.out;
+
+  auto show = run_cli("rbee", {"config", "show", "--json"}, env);
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_EQ(show.out.find("hf-secret-value"), std::string::npos) << "a secret was printed";
+  auto shown = nlohmann::json::parse(show.out)["keys"];
+  EXPECT_EQ(shown["hf.token"]["set"], true);
+  EXPECT_EQ(shown["hf.token"]["source"], "env");
+  EXPECT_EQ(shown["hive.download_attempts"]["value"], "3");
+  EXPECT_EQ(shown["worker.stop_grace_ms"]["source"], "default");
 }
 
 }  // namespace

@@ -207,9 +207,10 @@ void hub_server::serve_file(const httplib::Request& req, httplib::Response& res,
       });
 }
 
-void hub_server::start() {
-  port_ = server_.bind_to_any_port("127.0.0.1");
-  if (port_ <= 0) throw std::runtime_error("hub_server: cannot bind 127.0.0.1");
+void hub_server::start(const std::string& host) {
+  host_ = host;
+  port_ = server_.bind_to_any_port(host_);
+  if (port_ <= 0) throw std::runtime_error("hub_server: cannot bind " + host_);
   // bind_to_any_port already listens: connections queue until the accept loop runs.
   thread_ = std::thread([this] { server_.listen_after_bind(); });
 }
@@ -222,7 +223,7 @@ void hub_server::stop() {
 }
 
 std::string hub_server::url() const {
-  return "http://127.0.0.1:" + std::to_string(port_);
+  return "http://" + host_ + ":" + std::to_string(port_);
 }
 
 std::vector<hub_request> hub_server::requests() const {

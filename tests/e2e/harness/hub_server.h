@@ -66,11 +66,12 @@ class hub_server {
   // The real hub answers /resolve/ with a 302 to its CDN carrying the X-Linked-* headers.
   void use_redirects(bool on);
 
-  // Binds 127.0.0.1 on a free port and serves on a thread.
-  void start();
+  // Binds host (loopback unless a test host must reach it) on a free port and serves on a
+  // thread.
+  void start(const std::string& host = "127.0.0.1");
   void stop();
   int port() const { return port_; }
-  std::string url() const;  // "http://127.0.0.1:<port>" (the HF_ENDPOINT to use)
+  std::string url() const;  // "http://<host>:<port>" (the HF_ENDPOINT to use)
 
   std::vector<hub_request> requests() const;
   // GET requests for one file (the resolve or CDN path), in order.
@@ -93,6 +94,7 @@ class hub_server {
 
   httplib::Server server_;
   std::thread thread_;
+  std::string host_ = "127.0.0.1";
   int port_ = 0;
   mutable std::mutex mutex_;
   std::map<std::string, entry> files_;  // "org/repo:file"

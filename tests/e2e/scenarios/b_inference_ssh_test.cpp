@@ -1,7 +1,11 @@
 // spec/test-001.md section B, inference on remote nodes over real OpenSSH: scenarios 9 (cold
-// start on a remote node) and 13 (two nodes, `workstation` and `mac`, at the same time).
+// start on a remote node, its model downloaded from the stand-in hub) and 13 (two nodes,
+// `workstation` and `mac`, at the same time).
 #include <gtest/gtest.h>
 
+#include <functional>
+
+#include "harness/hub_server.h"
 #include "harness/scenario_fixture.h"
 
 namespace rbee::e2e::scenario {
@@ -13,8 +17,11 @@ const std::string synth_ref = "file:" + models_dir() + "/synth-tiny-Q8_0.gguf";
 
 class Scenarios_B_Remote : public ::testing::Test {
  protected:
-  void start(const std::vector<std::string>& names) {
+  // before_queen runs once the hosts exist, before the queen starts (its environment).
+  void start(const std::vector<std::string>& names,
+             const std::function<void()>& before_queen = {}) {
     hosts = std::make_unique<scenario_hosts>(names);
+    if (before_queen) before_queen();
     hosts->queen().start();
     for (const auto& n : names) {
       auto r = hosts->add_and_install(n);
@@ -45,19 +52,31 @@ class Scenarios_B_Remote : public ::testing::Test {
   }
 
   std::unique_ptr<scenario_hosts> hosts;
+  hub_server hub;
 };
 
 TEST_F(Scenarios_B_Remote, S09_cold_start_remote_node) {
-  start({"workstation"});
+  const std::string repo = "rbee-test/stories260K-GGUF";
+  const std::string file = "stories260K.gguf";
+  const std::string ref = "hf:" + repo + ":" + file;
+  // The stand-in hub listens on this side of the node's link (the node's default route); the
+  // queen forwards HF_ENDPOINT to the hive it starts there.
+  start({"workstation"}, [&] {
+    hub.add_file(repo, file, stories_path());
+    hub.start(hosts->host("workstation").peer_address());
+    hosts->queen().set_env("HF_ENDPOINT", hub.url());
+  });
   auto& q = hosts->queen();
   EXPECT_FALSE(remote_hive_alive("workstation")) << "no hive may run before the request";
-  auto r = q.infer(stories_ref(), {"--max-tokens", "10", "--temperature", "0"}, "workstation");
+  auto r = q.infer(ref, {"--max-tokens", "10", "--temperature", "0"}, "workstation");
   ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
   // Narration of every phase on stderr, tokens on stdout.
   EXPECT_TRUE(contains(r.err, "Starting rbee-hive on node 'workstation'")) << r.err;
   EXPECT_TRUE(contains(r.err, "rbee-hive on 'workstation' is up (v")) << r.err;
-  EXPECT_TRUE(contains(r.err, "Starting a worker for " + stories_ref() + " on 'workstation'"))
-      << r.err;
+  EXPECT_TRUE(contains(r.err, "Downloading " + ref + ": ")) << r.err;
+  EXPECT_TRUE(contains(r.err, "Downloaded " + ref)) << r.err;
+  EXPECT_EQ(hub.downloads(repo, file).size(), 1u);
+  EXPECT_TRUE(contains(r.err, "Starting a worker for " + ref + " on 'workstation'")) << r.err;
   EXPECT_TRUE(contains(r.err, "ready on 'workstation'")) << r.err;
   EXPECT_TRUE(contains(r.err, "10 tokens")) << r.err;
   EXPECT_FALSE(contains(r.out, "Starting")) << "narration must not reach stdout: " << r.out;
@@ -66,6 +85,14 @@ TEST_F(Scenarios_B_Remote, S09_cold_start_remote_node) {
   EXPECT_TRUE(remote_hive_alive("workstation"));
   EXPECT_FALSE(
       pids_with_cmdline(hosts->install_path("workstation").string() + "/rbee-hive").empty());
+  // Its state (the downloaded model) lives under the install path, not the SSH user's home.
+  bool under_install = false;
+  std::error_code ec;
+  for (const auto& f : std::filesystem::recursive_directory_iterator(
+           hosts->install_path("workstation") / "home", ec)) {
+    under_install = under_install || f.path().filename() == file;
+  }
+  EXPECT_TRUE(under_install) << "model not under " << hosts->install_path("workstation") / "home";
   auto ws = q.workers();
   ASSERT_EQ(ws.size(), 1u) << ws.dump();
   EXPECT_EQ(ws[0]["node"], "workstation");

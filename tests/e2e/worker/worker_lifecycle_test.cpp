@@ -29,6 +29,21 @@ class WorkerLifecycle : public ::testing::Test {
     return -1;
   }
 
+  // Polls /v1/ready until the worker reports its load error (or stops answering); the last
+  // answer.
+  static json wait_for_error_state(common::http_client& client) {
+    json ready;
+    auto deadline = steady::now() + std::chrono::seconds(10);
+    while (steady::now() < deadline) {
+      auto r = client.get("/v1/ready");
+      if (!r.ok()) break;
+      ready = r.json_body();
+      if (ready["state"] == "error") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return ready;
+  }
+
   temp_home home_;
 };
 
@@ -47,6 +62,7 @@ TEST_F(WorkerLifecycle, LoadingProgressThenReady) {
   EXPECT_EQ(health["worker_id"], "w-test");
   EXPECT_EQ(health["model_ref"], "file:" + stories);
   EXPECT_FALSE(health.value("version", "").empty());
+  EXPECT_FALSE(health.contains("idle_ms")) << "no slots exist while loading";
 
   stream_result early = infer(client, greedy("Once", 4));
   EXPECT_EQ(early.status, 503);
@@ -84,7 +100,20 @@ TEST_F(WorkerLifecycle, LoadingProgressThenReady) {
   EXPECT_EQ(ready["state"], "idle");
   EXPECT_EQ(ready["ready"], true);
   EXPECT_EQ(ready["model_loaded"], true);
-  EXPECT_EQ(client.get("/v1/health").json_body()["status"], "healthy");
+
+  // Idle accounting for the hive: idle since loading, then counted from the last job's end.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  json idle = client.get("/v1/health").json_body();
+  EXPECT_EQ(idle["status"], "healthy");
+  EXPECT_EQ(idle["slots_busy"], 0);
+  EXPECT_GE(idle["slots_total"].get<int>(), 1);
+  EXPECT_GE(idle["idle_ms"].get<int64_t>(), 250);
+  auto job_start = std::chrono::steady_clock::now();
+  EXPECT_EQ(infer(client, greedy("Once", 4)).status, 200);
+  json after = client.get("/v1/health").json_body();
+  auto since_job = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - job_start);
+  EXPECT_LE(after["idle_ms"].get<int64_t>(), since_job.count());
 }
 
 TEST_F(WorkerLifecycle, ReadyCallbackReachesTheHive) {
@@ -136,15 +165,7 @@ TEST_F(WorkerLifecycle, CorruptModelIsReportedThenTheWorkerExits) {
   }
   worker_process worker(home_, {"--model", path.string()});
   auto client = worker.client();
-  json ready;
-  auto deadline = steady::now() + std::chrono::seconds(10);
-  while (steady::now() < deadline) {
-    auto r = client.get("/v1/ready");
-    if (!r.ok()) break;
-    ready = r.json_body();
-    if (ready["state"] == "error") break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  json ready = wait_for_error_state(client);
   EXPECT_EQ(ready["state"], "error") << ready.dump();
   EXPECT_EQ(ready["ready"], false);
   EXPECT_EQ(ready["error"]["code"], "MODEL_CORRUPT") << ready.dump();
@@ -175,15 +196,7 @@ TEST_F(WorkerLifecycle, MissingBackendIsAnErrorNamingWhatExists) {
   // No silent GPU -> CPU fallback (SPEC §5).
   worker_process worker(home_, {"--model", stories, "--backend", "cuda", "--device", "99"});
   auto client = worker.client();
-  json ready;
-  auto deadline = steady::now() + std::chrono::seconds(10);
-  while (steady::now() < deadline) {
-    auto r = client.get("/v1/ready");
-    if (!r.ok()) break;
-    ready = r.json_body();
-    if (ready["state"] == "error") break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  json ready = wait_for_error_state(client);
   ASSERT_EQ(ready["state"], "error") << ready.dump();
   EXPECT_EQ(ready["error"]["code"], "BACKEND_UNAVAILABLE");
   EXPECT_NE(ready["error"].value("message", "").find("cpu"), std::string::npos) << ready.dump();

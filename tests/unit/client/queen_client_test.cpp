@@ -110,10 +110,5 @@ TEST_F(QueenClientTest, WrongKeyIs401AndNoQueenIsAConnectionError) {
   EXPECT_THROW(gone.list_nodes(), common::connection_error);
 }
 
-TEST(UrlEncode, EscapesReservedCharacters) {
-  EXPECT_EQ(url_encode("a b/c?d=e&f"), "a%20b%2Fc%3Fd%3De%26f");
-  EXPECT_EQ(url_encode("task-1_x.y~"), "task-1_x.y~");
-}
-
 }  // namespace
 }  // namespace rbee::client

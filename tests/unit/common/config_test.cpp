@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <iterator>
 #include <set>
 
 namespace rbee::common {
@@ -203,6 +204,67 @@ TEST(ConfigKeys, EveryKeyIsDocumentedAndUnique) {
   EXPECT_NE(find_config_key("queen.url"), nullptr);
   EXPECT_EQ(find_config_key("queen.url")->env_var, "RBEE_QUEEN_URL");
   EXPECT_EQ(find_config_key("hf.token")->env_var, "HF_TOKEN");
+  EXPECT_EQ(env_var_for("worker.token"), "RBEE_WORKER_TOKEN");
+  EXPECT_THROW(env_var_for("nope"), std::out_of_range);
+}
+
+TEST(ConfigKeys, EveryKeyHasAnEnvVarAndAOneLineDoc) {
+  for (const auto& k : config_keys()) {
+    EXPECT_FALSE(k.env_var.empty()) << k.name;
+    EXPECT_EQ(k.doc.find('\n'), std::string_view::npos) << k.name;
+    EXPECT_TRUE(k.doc.ends_with(".")) << k.name;
+  }
+  for (std::string_view secret : {"api_key", "hive.token", "worker.token", "hf.token"}) {
+    ASSERT_NE(find_config_key(secret), nullptr) << secret;
+    EXPECT_TRUE(find_config_key(secret)->secret) << secret;
+  }
+}
+
+TEST(ConfigKeys, DocsListEveryKeyAndEnvVar) {
+  std::ifstream in(fs::path(RBEE_SOURCE_DIR) / "docs" / "configuration.md");
+  ASSERT_TRUE(in) << "docs/configuration.md is missing";
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const auto& k : config_keys()) {
+    EXPECT_NE(text.find("`" + std::string(k.name) + "`"), std::string::npos)
+        << k.name << " is not in docs/configuration.md";
+    EXPECT_NE(text.find("`" + std::string(k.env_var) + "`"), std::string::npos)
+        << k.env_var << " is not in docs/configuration.md";
+  }
+}
+
+TEST_F(ConfigTest, HiveAndWorkerKeys) {
+  auto c = config::load({}, sources);
+  EXPECT_EQ(c.download_attempts(), 6);
+  EXPECT_EQ(c.download_backoff(), std::chrono::milliseconds(1000));
+  EXPECT_EQ(c.download_stall_timeout(), std::chrono::seconds(60));
+  EXPECT_EQ(c.hive_report_interval(), std::chrono::milliseconds(15000));
+  EXPECT_EQ(c.worker_stop_grace(), std::chrono::milliseconds(30000));
+  EXPECT_EQ(c.disk_limit_bytes(), std::nullopt);
+  EXPECT_EQ(c.worker_binary(), std::nullopt);
+  EXPECT_EQ(c.hive_token(), std::nullopt);
+  EXPECT_EQ(c.worker_token(), std::nullopt);
+
+  write(user_file(), "[hive]\ntoken = \"\"\ndownload_attempts = 2\n");
+  env["RBEE_DOWNLOAD_BACKOFF_MS"] = "5";
+  env["RBEE_DISK_LIMIT"] = "1000";
+  env["RBEE_WORKER_TOKEN"] = "w-secret";
+  env["RBEE_HIVE_TOKEN_FILE"] = "~/hive.token";
+  c = config::load({}, sources);
+  EXPECT_EQ(c.hive_token(), std::nullopt) << "an empty token is no token";
+  EXPECT_EQ(c.download_attempts(), 2);
+  EXPECT_EQ(c.download_backoff(), std::chrono::milliseconds(5));
+  EXPECT_EQ(c.disk_limit_bytes(), 1000u);
+  EXPECT_EQ(c.worker_token(), "w-secret");
+  EXPECT_EQ(c.source("worker.token"), config_source::env);
+  EXPECT_FALSE(c.hive_token_file()->string().starts_with("~")) << "user-expanded";
+
+  env["RBEE_DOWNLOAD_ATTEMPTS"] = "0";
+  try {
+    config::load({}, sources).download_attempts();
+    FAIL();
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string(e.what()).find("RBEE_DOWNLOAD_ATTEMPTS"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

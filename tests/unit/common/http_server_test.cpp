@@ -259,6 +259,13 @@ TEST(ErrorShape, ErrorBodyAndFactories) {
   EXPECT_EQ(insufficient_storage(codes::INSUFFICIENT_VRAM, "x").status, 507);
   EXPECT_EQ(status_for_code("QUEUE_FULL"), 503);
   EXPECT_EQ(status_for_code("LOADING_TIMEOUT"), 504);
+  EXPECT_EQ(status_for_code(codes::CHAT_TEMPLATE_UNKNOWN), 400);
+  EXPECT_EQ(status_for_code(codes::JOB_EXISTS), 409);
+  EXPECT_EQ(status_for_code(codes::MODEL_IN_USE), 409);
+  EXPECT_EQ(status_for_code(codes::INVALID_MODEL), 422);
+  EXPECT_EQ(status_for_code(codes::MODEL_CORRUPT), 422);
+  EXPECT_EQ(status_for_code(codes::LOADING), 503);
+  EXPECT_EQ(status_for_code(codes::SHUTTING_DOWN), 503);
   EXPECT_EQ(status_for_code("SOMETHING_ELSE"), 500);
 }
 

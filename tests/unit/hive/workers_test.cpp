@@ -6,10 +6,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <atomic>
 #include <mutex>
 #include <thread>
 
 #include "common/errors.h"
+#include "common/http_server.h"
 #include "hive/report.h"
 
 namespace rbee::hive {
@@ -177,6 +179,35 @@ TEST(Workers, IdleTimeoutStopsGracefully) {
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].reason, "idle_timeout");
   EXPECT_EQ(events[0].exit_status, 128 + SIGTERM);  // sleep dies of the SIGTERM itself
+}
+
+TEST(Workers, IdleTimeoutCountsFromTheIdleTimeTheWorkerReports) {
+  auto o = options();
+  o.idle_timeout = 400ms;
+  o.health_interval = 50ms;
+  shell_launcher launcher("sleep 30");
+  worker_supervisor sup(o, launcher);
+  auto info = sup.spawn(request());
+  // A stand-in /v1/health on the worker's port answers with the idle time the test sets.
+  std::atomic<int64_t> idle_ms{20};
+  common::http_server health({.name = "fake-worker", .port = info.port});
+  health.get("/v1/health", [&](const httplib::Request&, httplib::Response& res) {
+    common::http_server::send_json(res, 200,
+                                   {{"status", "healthy"},
+                                    {"slots_busy", 0},
+                                    {"slots_total", 1},
+                                    {"idle_ms", idle_ms.load()}});
+  });
+  health.start();
+  sup.mark_ready(info.worker_id);
+  // Used briefly between every two checks: never idle for long, so never stopped.
+  std::this_thread::sleep_for(1000ms);
+  EXPECT_TRUE(sup.find(info.worker_id)) << "stopped although it was in use";
+  idle_ms = 60000;
+  ASSERT_TRUE(eventually([&] { return !sup.find(info.worker_id); }, 3s));
+  auto events = sup.recent_events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].reason, "idle_timeout");
 }
 
 TEST(Report, PayloadCarriesWorkersTokensEventsAndCapabilities) {

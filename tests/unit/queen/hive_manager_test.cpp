@@ -51,7 +51,10 @@ class HiveManagerTest : public ::testing::Test {
     o.local_hive_port = 1;  // nothing answers there
     o.remote_hive_port = 1;
     o.queen_url = "http://10.0.0.1:8080";
-    o.health_timeout = 300ms;
+    o.hf_endpoint = "http://10.0.0.1:9999";
+    o.hf_token = "hf_secret";
+    o.connect_timeout = 100ms;
+    o.connect_backoff = 10ms;
     o.ssh.rbee_home = home;
     hives = std::make_unique<hive_manager>(o, *nodes, *sched, launcher, ssh, clock);
   }
@@ -79,12 +82,19 @@ TEST_F(HiveManagerTest, RemoteStartPassesTheTokenOnStdinNeverInArgv) {
     FAIL() << "nothing listens: expected NODE_UNREACHABLE";
   } catch (const common::http_error& e) {
     EXPECT_EQ(e.code, "NODE_UNREACHABLE");
+    EXPECT_NE(e.message.find("Cannot connect to 127.0.0.1:1 after 3 attempts"), std::string::npos)
+        << e.message;
+    EXPECT_TRUE(e.details.contains("hint")) << e.details.dump();
   }
   ASSERT_EQ(ssh.commands.size(), 1u);
   std::string token = hives->node_token("workstation");
   EXPECT_EQ(token.size(), 64u);
-  EXPECT_EQ(ssh.stdins[0], token + "\n");
+  EXPECT_EQ(ssh.stdins[0], token + "\nhf_secret\n");
   EXPECT_EQ(ssh.commands[0].find(token), std::string::npos);
+  EXPECT_EQ(ssh.commands[0].find("hf_secret"), std::string::npos);
+  // The hive's state lives under the install path; the queen's hub is forwarded.
+  EXPECT_NE(ssh.commands[0].find("'/opt/my rbee/home'"), std::string::npos);
+  EXPECT_NE(ssh.commands[0].find("'http://10.0.0.1:9999'"), std::string::npos);
   EXPECT_NE(ssh.commands[0].find("'/opt/my rbee'"), std::string::npos);
   EXPECT_NE(ssh.commands[0].find("'http://10.0.0.1:8080'"), std::string::npos);
   ASSERT_FALSE(events.empty());

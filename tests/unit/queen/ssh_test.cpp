@@ -123,6 +123,17 @@ TEST(SshArgv, HasTheSafetyOptionsAndEndsOptionsBeforeTheHost) {
   auto scp = scp_argv({"fe80::1", 22, "vince", ""}, o, "/bin/x", "/opt/rbee/x");
   EXPECT_EQ(scp.back(), "vince@[fe80::1]:/opt/rbee/x");
   EXPECT_TRUE(std::find(scp.begin(), scp.end(), "-P") != scp.end());
+  // Closing the multiplexer uses the same ControlPath and ends with the host (no command).
+  auto close = ssh_exit_master_argv({"node1", 2222, "vince", ""}, o);
+  auto control_path = std::find_if(
+      argv.begin(), argv.end(), [](const std::string& a) { return a.starts_with("ControlPath="); });
+  ASSERT_NE(control_path, argv.end());
+  EXPECT_NE(std::find(close.begin(), close.end(), *control_path), close.end());
+  auto o_flag = std::find(close.begin(), close.end(), "-O");
+  ASSERT_NE(o_flag, close.end());
+  EXPECT_EQ(*(o_flag + 1), "exit");
+  EXPECT_EQ(close[close.size() - 2], "--");
+  EXPECT_EQ(close.back(), "node1");
 }
 
 TEST(SshDiagnosis, MapsStderrSamplesToCauses) {

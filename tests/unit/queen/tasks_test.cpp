@@ -89,6 +89,31 @@ TEST(TaskRequest, InvalidFieldsAreNamed) {
   EXPECT_EQ(rejected_field({{"model", 3}, {"prompt", "x"}}), "model");
 }
 
+TEST(TaskRequest, ModelReferencesMustHaveAKnownFormat) {
+  auto with_model = [](const std::string& m) { return json{{"model", m}, {"prompt", "x"}}; };
+  for (const char* ok : {"hf:org/repo", "hf:org/repo:sub/model-Q4_K_M.gguf", "file:/m/x.gguf",
+                         "tinyllama-q4_k_m", "llama3:8b"}) {
+    EXPECT_EQ(rejected_field(with_model(ok)), "<accepted>") << ok;
+  }
+  for (const char* bad : {"ftp://example.com/model.gguf", "http://hub/x.gguf", "hf:repo-only",
+                          "hf:/repo", "file:relative.gguf", "../etc/passwd", "a b", "dir/model"}) {
+    EXPECT_EQ(rejected_field(with_model(bad)), "model") << bad;
+  }
+}
+
+TEST(TaskRequest, PromptAndMessagesAreCappedAt256KiB) {
+  std::string big(256 * 1024 + 1, 'a');
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", big}}), "prompt");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", big.substr(1)}}), "<accepted>");
+  // The cap is on all message contents together, not per message.
+  std::string half(128 * 1024 + 1, 'b');
+  EXPECT_EQ(rejected_field(
+                {{"model", "m"},
+                 {"messages",
+                  {{{"role", "user"}, {"content", half}}, {{"role", "user"}, {"content", half}}}}}),
+            "messages");
+}
+
 TEST(TaskRequest, MessagesGoToTheWorkerForItsChatTemplate) {
   json messages = {{{"role", "system"}, {"content", "Be brief."}},
                    {{"role", "user"}, {"content", "Hi"}}};

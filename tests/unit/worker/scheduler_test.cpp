@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace rbee::worker {
@@ -157,6 +158,31 @@ TEST_F(SchedulerTest, CancelStopsARunningJob) {
   EXPECT_EQ(rest.end->reason, stop_reason::cancelled);
   EXPECT_LT(rest.end->tokens_out, 200);
   EXPECT_FALSE(sched_->cancel("long"));  // no longer live
+}
+
+TEST_F(SchedulerTest, IdleTimeCountsFromTheLastJobEndAndIsZeroWhileBusy) {
+  make_scheduler(1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  EXPECT_GE(sched_->stats().idle_ms, 50);  // idle since start
+  auto j = make_job("busy", "Once upon a time", 200);
+  auto submitted = std::chrono::steady_clock::now();
+  ASSERT_EQ(sched_->submit(j), submit_result::accepted);
+  auto first = j->next_event(std::chrono::seconds(30));
+  ASSERT_TRUE(first && std::holds_alternative<token_event>(*first));
+  auto busy = sched_->stats();
+  EXPECT_EQ(busy.slots_busy, 1);
+  EXPECT_EQ(busy.slots_total, 1);
+  EXPECT_EQ(busy.idle_ms, 0);
+  sched_->cancel("busy");
+  ASSERT_TRUE(collect(*j).end);
+  // The clock restarted when the job ended, after it was submitted.
+  auto after = sched_->stats();
+  auto since_submit = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - submitted);
+  EXPECT_EQ(after.slots_busy, 0);
+  EXPECT_LE(after.idle_ms, since_submit.count());
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  EXPECT_GE(sched_->stats().idle_ms, 50);
 }
 
 TEST_F(SchedulerTest, StopStringEndsTheStreamWithoutEmittingIt) {
