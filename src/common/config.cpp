@@ -17,6 +17,8 @@ namespace {
 constexpr config_key keys[] = {
     {"home", "RBEE_HOME", "~/.rbee", "State directory: databases, models, logs, secrets."},
     {"log", "RBEE_LOG", "info", "Log level: trace, debug, info, warn, error or off."},
+    {"version_override", "RBEE_VERSION_OVERRIDE", "",
+     "Report this version instead of the built one (compatibility tests of mixed releases)."},
     {"api_key", "RBEE_API_KEY", "",
      "API token: the CLI sends it to the queen; the queen accepts it.", true},
     {"queen.url", "RBEE_QUEEN_URL", "http://127.0.0.1:8080", "Where the CLI finds the queen."},

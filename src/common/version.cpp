@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "common/config.h"
+
 #include "rbee_version_generated.h"
 
 namespace rbee::common {
@@ -11,7 +13,17 @@ std::string semver::to_string() const {
 }
 
 semver current_version() {
-  return {RBEE_VERSION_MAJOR, RBEE_VERSION_MINOR, RBEE_VERSION_PATCH};
+  // Read once: a daemon reports one version for its whole life. The override lets one build
+  // play an older or newer release in the version-compatibility scenarios.
+  static const semver version = [] {
+    if (auto text = env_value("version_override")) {
+      if (auto parsed = parse_semver(*text)) return *parsed;
+      throw config_error("RBEE_VERSION_OVERRIDE=" + *text +
+                         " is not a version (major.minor.patch)");
+    }
+    return semver{RBEE_VERSION_MAJOR, RBEE_VERSION_MINOR, RBEE_VERSION_PATCH};
+  }();
+  return version;
 }
 
 std::string version_string() {

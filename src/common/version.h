@@ -16,6 +16,7 @@ struct semver {
   std::string to_string() const;
 };
 
+// The built version, or RBEE_VERSION_OVERRIDE when set (config_error if it is not a version).
 semver current_version();
 std::string version_string();  // "0.1.0"
 

@@ -318,7 +318,8 @@ class scenario_queen {
 
   // Persistent mode: a hive started before (and apart from) the queen, on the port and with
   // the token the queen uses for `localhost`, so the queen uses it instead of starting one.
-  daemon_process& start_own_hive(const std::vector<std::string>& extra_args = {}) {
+  daemon_process& start_own_hive(const std::vector<std::string>& extra_args = {},
+                                 const std::map<std::string, std::string>& extra_env = {}) {
     const std::string token = "scenario-hive-token";
     auto secrets = home_.path() / "secrets";
     std::filesystem::create_directories(secrets);
@@ -333,6 +334,7 @@ class scenario_queen {
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     auto env = daemon_env_;
     env["RBEE_HIVE_TOKEN"] = token;
+    for (const auto& [k, v] : extra_env) env[k] = v;
     own_hive_ =
         std::make_unique<daemon_process>("rbee-hive", args, env, home_.logs_dir() / "own-hive.log");
     own_hive_->wait_healthy(hive_port_, "/v1/health");

@@ -5,7 +5,6 @@
 #include <future>
 #include <thread>
 
-#include <httplib.h>
 
 #include "harness/scenario_fixture.h"
 
@@ -116,20 +115,11 @@ TEST_F(Scenarios_C, S19_hive_health) {
 }
 
 TEST_F(Scenarios_C, S20_version_mismatch) {
-  // A hive of another release already listens on the node's hive port.
-  httplib::Server old_hive;
-  old_hive.Get("/v1/health", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content(R"({"status":"alive","version":"0.0.1"})", "application/json");
-  });
-  old_hive.Get("/health", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content(R"({"status":"alive","version":"0.0.1"})", "application/json");
-  });
-  ASSERT_TRUE(old_hive.bind_to_port("127.0.0.1", q.hive_port()));
-  std::thread serving([&] { old_hive.listen_after_bind(); });
+  // A real hive of another release (its reported version overridden) already runs on the node.
+  auto& old_hive = q.start_own_hive({}, {{"RBEE_VERSION_OVERRIDE", "0.0.1"}});
   q.start();
   auto r = q.infer(stories_ref(), {"--max-tokens", "4"});
-  old_hive.stop();
-  serving.join();
+  EXPECT_TRUE(old_hive.running()) << "the queen must not touch a hive it cannot use";
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   std::string queen_version = cli_version("queen-rbee");
   EXPECT_TRUE(contains(r.err, "Version mismatch: queen " + queen_version + ", hive 0.0.1"))

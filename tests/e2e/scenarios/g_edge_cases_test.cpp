@@ -5,7 +5,6 @@
 #include <future>
 #include <thread>
 
-#include <httplib.h>
 
 #include "harness/hub_server.h"
 #include "harness/scenario_fixture.h"
@@ -194,17 +193,11 @@ TEST_F(Scenarios_G, S45_ec7_loading_timeout) {
 }
 
 TEST_F(Scenarios_G, S46_ec8_version_mismatch) {
-  httplib::Server old_hive;
-  old_hive.Get("/v1/health", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content(R"({"status":"alive","version":"9.0.0"})", "application/json");
-  });
-  ASSERT_TRUE(old_hive.bind_to_port("127.0.0.1", q.hive_port()));
-  std::thread serving([&] { old_hive.listen_after_bind(); });
+  // A real hive of a newer major release (its reported version overridden) runs on the node.
+  q.start_own_hive({}, {{"RBEE_VERSION_OVERRIDE", "9.0.0"}});
   q.start();
   auto s = q.run_task(stories_task(2));
   auto r = q.infer(stories_ref(), {"--max-tokens", "2"});
-  old_hive.stop();
-  serving.join();
   json err = s.first("error") ? *s.first("error")
                               : json::parse(s.error.body, nullptr, false).value("error", json());
   EXPECT_EQ(err.value("code", ""), "VERSION_MISMATCH") << err.dump();
