@@ -481,4 +481,31 @@ class scenario_hosts {
   scenario_queen queen_;
 };
 
+// True when `rbee-hive detect` finds a CUDA device with its VRAM.
+inline bool have_cuda_device() {
+  auto r = run_cli("rbee-hive", {"detect", "--json"});
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  return j.is_object() && contains(j.dump(), "\"cuda\"") && contains(j.dump(), "vram");
+}
+
+// Gives the queen's local hive a CUDA device 0 with (almost) no free VRAM, for the VRAM
+// preflight scenarios: on a GPU machine by capping what the hive counts as free; elsewhere the
+// hive reads the device from an `nvidia-smi` on its PATH that reports one (the driver's tool
+// stands in for hardware this machine lacks; the hive, queen and CLI are the real ones).
+inline void give_hive_a_nearly_full_gpu(scenario_queen& q) {
+  if (have_cuda_device()) {
+    q.set_env("RBEE_VRAM_LIMIT", "1000");
+    return;
+  }
+  auto dir = q.home().path() / "fake-driver";
+  std::filesystem::create_directories(dir);
+  auto tool = dir / "nvidia-smi";
+  std::ofstream(tool) << "#!/bin/sh\n"
+                      << "# index, name, memory.total [MiB], memory.free [MiB]\n"
+                      << "echo '0, NVIDIA Test GPU, 81559, 1'\n";
+  std::filesystem::permissions(tool, std::filesystem::perms::owner_all);
+  const char* path = std::getenv("PATH");
+  q.set_env("PATH", dir.string() + ":" + (path ? path : "/usr/bin:/bin"));
+}
+
 }  // namespace rbee::e2e::scenario

@@ -5,7 +5,6 @@
 #include <future>
 #include <thread>
 
-
 #include "harness/scenario_fixture.h"
 
 namespace rbee::e2e::scenario {

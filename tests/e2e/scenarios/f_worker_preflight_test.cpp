@@ -39,12 +39,6 @@ std::vector<pid_t> worker_pids(const scenario_queen& q) {
   return out;
 }
 
-bool have_cuda_device() {
-  auto r = run_cli("rbee-hive", {"detect", "--json"});
-  auto j = json::parse(r.out, nullptr, false);
-  return j.is_object() && contains(j.dump(), "\"cuda\"") && contains(j.dump(), "vram");
-}
-
 class Scenarios_F : public ::testing::Test {
  protected:
   void TearDown() override {
@@ -100,8 +94,7 @@ TEST_F(Scenarios_F, S34_backend_check) {
 }
 
 TEST_F(Scenarios_F, S35_insufficient_vram) {
-  if (!have_cuda_device()) GTEST_SKIP() << "needs a CUDA device (VRAM preflight)";
-  q.set_env("RBEE_VRAM_LIMIT", "1000");
+  give_hive_a_nearly_full_gpu(q);
   q.start();
   auto s = q.run_task({{"node", "localhost"},
                        {"model", stories_ref()},

@@ -5,7 +5,6 @@
 #include <future>
 #include <thread>
 
-
 #include "harness/hub_server.h"
 #include "harness/scenario_fixture.h"
 
@@ -30,12 +29,6 @@ std::vector<pid_t> worker_pids(const scenario_queen& q) {
     }
   }
   return out;
-}
-
-bool have_cuda_device() {
-  auto r = run_cli("rbee-hive", {"detect", "--json"});
-  auto j = json::parse(r.out, nullptr, false);
-  return j.is_object() && contains(j.dump(), "\"cuda\"") && contains(j.dump(), "vram");
 }
 
 class Scenarios_G : public ::testing::Test {
@@ -69,8 +62,7 @@ TEST_F(Scenarios_G, S40_ec2_download_retry) {
 }
 
 TEST_F(Scenarios_G, S41_ec3_insufficient_vram) {
-  if (!have_cuda_device()) GTEST_SKIP() << "needs a CUDA device (VRAM preflight)";
-  q.set_env("RBEE_VRAM_LIMIT", "1000");
+  give_hive_a_nearly_full_gpu(q);
   q.start();
   auto r = q.infer(stories_ref(), {"--backend", "cuda", "--device", "0", "--max-tokens", "2"});
   EXPECT_EQ(r.exit_code, 1);
