@@ -208,6 +208,10 @@ void http_server::start() {
   }
   if (bound_port_ == 0) {
     int err = errno;
+    if (err == EADDRINUSE) {
+      throw address_in_use(options_.name + ": cannot listen on " + options_.host + ":" +
+                           std::to_string(options_.port) + ": " + std::strerror(err));
+    }
     throw std::runtime_error(options_.name + ": cannot listen on " + options_.host + ":" +
                              std::to_string(options_.port) +
                              (err ? std::string(": ") + std::strerror(err)

@@ -36,6 +36,13 @@ using http_handler = std::function<void(const httplib::Request&, httplib::Respon
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool is_loopback(std::string_view host);
 
+// start() found its port taken by another process. A daemon started on a port its parent
+// chose exits with exit_address_in_use then, so the parent can retry on another port.
+struct address_in_use : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+inline constexpr int exit_address_in_use = 98;
+
 // Throws std::runtime_error when options bind a non-loopback address without any token (SPEC §3).
 void require_token_for_non_loopback(const server_options& options);
 

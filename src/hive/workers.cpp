@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cassert>
 #include <future>
 
 #include <fmt/format.h>
@@ -14,6 +16,7 @@
 #include "common/config.h"
 #include "common/errors.h"
 #include "common/http_client.h"
+#include "common/http_server.h"
 #include "common/log.h"
 #include "common/secrets.h"
 
@@ -227,6 +230,7 @@ worker_info worker_supervisor::spawn(const spawn_request& request) {
       throw common::internal_error(fmt::format("Cannot start the worker: {}", ex.what()),
                                    {{"worker_binary", options_.worker_binary}});
     }
+    e->spec = spec;
     info.pid = e->child.pid();
     info.state = worker_state::loading;
     e->info = info;
@@ -336,6 +340,24 @@ std::vector<worker_event> worker_supervisor::recent_events() const {
   return {events_.begin(), events_.end()};
 }
 
+bool worker_supervisor::respawn(entry& e) {
+  ++e.port_retries;
+  e.info.port = pick_port();
+  e.info.url = fmt::format("http://{}:{}", options_.advertise_host, e.info.port);
+  auto port_arg = std::find(e.spec.args.begin(), e.spec.args.end(), "--port");
+  assert(port_arg != e.spec.args.end() && "worker spec without --port");
+  *std::next(port_arg) = std::to_string(e.info.port);
+  try {
+    e.child = launcher_.spawn(e.spec);
+  } catch (const std::exception& ex) {
+    spdlog::warn("{}: cannot start again: {}", e.info.worker_id, ex.what());
+    return false;
+  }
+  e.info.pid = e.child.pid();
+  spdlog::info("{}: port taken, started again on {}", e.info.worker_id, e.info.url);
+  return true;
+}
+
 void worker_supervisor::reaper_loop(std::stop_token stop) {
   while (!stop.stop_requested()) {
     bool changed = false;
@@ -345,6 +367,13 @@ void worker_supervisor::reaper_loop(std::stop_token stop) {
       for (auto it = workers_.begin(); it != workers_.end();) {
         auto& e = *it->second;
         if (auto status = e.child.try_wait()) {
+          // Another process took the port between pick_port() and the worker's bind (other
+          // hives on this machine, e.g. in tests): start it again on the next free port.
+          if (!e.stop_reason && e.info.state == worker_state::loading &&
+              *status == common::exit_address_in_use && e.port_retries < 3 && respawn(e)) {
+            ++it;
+            continue;
+          }
           worker_event ev{.worker_id = e.info.worker_id,
                           .model_ref = e.info.model_ref,
                           .reason = e.stop_reason.value_or("crashed"),

@@ -133,6 +133,8 @@ class worker_supervisor {
  private:
   struct entry {
     worker_info info;
+    common::process_spec spec;  // to start it again on another port if its port was taken
+    int port_retries = 0;
     common::child_process child;
     int health_failures = 0;
     std::chrono::steady_clock::time_point started;
@@ -151,6 +153,8 @@ class worker_supervisor {
                   std::string code = "");
   void kill_now(entry& e, const std::string& reason, std::string code);  // under mutex_
   int pick_port() const;                                                 // under mutex_
+  // Under mutex_: starts a loading worker again on another port; false if it cannot start.
+  bool respawn(entry& e);
   void notify_change();
   void update_gauges();  // under mutex_
 

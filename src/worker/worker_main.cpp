@@ -110,6 +110,9 @@ int worker_main(int argc, char** argv) {
   worker_app worker(o);
   try {
     worker.start();
+  } catch (const common::address_in_use& e) {
+    spdlog::error("cannot start: {}", e.what());
+    return common::exit_address_in_use;  // the hive retries on another port
   } catch (const std::exception& e) {
     spdlog::error("cannot start: {}", e.what());
     return 1;

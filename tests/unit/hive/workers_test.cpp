@@ -134,6 +134,31 @@ TEST(Workers, CrashIsNoticedRemovedAndAnnounced) {
   EXPECT_EQ(events[0].seq, 1u);
 }
 
+TEST(Workers, WorkerWhosePortWasTakenStartsAgainOnAnotherPort) {
+  // The first start finds its port taken (the worker's exit status for that); the second runs.
+  shell_launcher launcher(
+      "if [ -e \"$RBEE_TEST_MARK\" ]; then sleep 30; else touch \"$RBEE_TEST_MARK\"; exit " +
+      std::to_string(common::exit_address_in_use) + "; fi");
+  auto mark = logs_dir / ("port-taken-" + std::to_string(::getpid()));
+  std::filesystem::remove(mark);
+  ::setenv("RBEE_TEST_MARK", mark.c_str(), 1);
+  worker_supervisor sup(options(), launcher);
+  auto info = sup.spawn(request());
+  ASSERT_TRUE(eventually(
+      [&] {
+        std::lock_guard lock(launcher.mutex);
+        return launcher.specs.size() == 2;
+      },
+      2s));
+  auto now = sup.find(info.worker_id);
+  ASSERT_TRUE(now) << "the worker must stay registered";
+  EXPECT_EQ(now->state, worker_state::loading);
+  EXPECT_NE(now->port, info.port);
+  EXPECT_NE(now->url, info.url);
+  EXPECT_TRUE(sup.recent_events().empty()) << "a retried start is not a crash";
+  ::unsetenv("RBEE_TEST_MARK");
+}
+
 TEST(Workers, LoadingTimeoutKillsAndRecordsTheCode) {
   auto o = options();
   o.loading_timeout = 100ms;
