@@ -9,7 +9,7 @@
    its p50/p99 latency under that load.
 
 Usage: bench/queen_overhead.py [--bin-dir build/bin] [--model GGUF] [--runs 10]
-                               [--max-tokens 64] [--threads 2] [--clients 64]
+                               [--max-tokens 64] [--threads N] [--clients 64] [--load-tokens 256]
 Prints markdown tables on stdout; progress goes to stderr. Needs only Python's stdlib.
 """
 import argparse
@@ -100,6 +100,7 @@ def main():
     # the direct worker the same.
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--clients", type=int, default=64)
+    p.add_argument("--load-tokens", type=int, default=256, help="tokens per concurrent client")
     args = p.parse_args()
     model = os.path.abspath(args.model)
 
@@ -148,14 +149,16 @@ def main():
         print("|---|---:|---:|")
         print(f"| worker direct | {d_ttft:.2f} | {d_tps:.1f} |")
         print(f"| through queen | {q_ttft:.2f} | {q_tps:.1f} |")
-        print(f"| queen hop | +{q_ttft - d_ttft:.2f} ms | {100 * (q_tps - d_tps) / d_tps:+.1f} % |\n")
+        print(f"| queen hop | {q_ttft - d_ttft:+.2f} ms | {100 * (q_tps - d_tps) / d_tps:+.1f} % |\n")
 
         # Many clients at once, /health polled meanwhile.
         errors, latencies, done = [], [], threading.Event()
 
+        load_task = dict(task, max_tokens=args.load_tokens)
+
         def client():
             try:
-                stream(queen_port, "/v2/tasks", task)
+                stream(queen_port, "/v2/tasks", load_task)
             except Exception as e:  # noqa: BLE001 - every failure is counted and shown
                 errors.append(str(e))
 
@@ -182,7 +185,8 @@ def main():
         latencies.sort()
         p50 = latencies[len(latencies) // 2] * 1e3
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3
-        print(f"## {args.clients} concurrent streaming clients through the queen\n")
+        print(f"## {args.clients} concurrent streaming clients through the queen, "
+              f"{args.load_tokens} tokens each\n")
         print("| clients | errors | wall (s) | /health samples | /health p50 (ms) | /health p99 (ms) |")
         print("|---:|---:|---:|---:|---:|---:|")
         print(f"| {args.clients} | {len(errors)} | {wall:.1f} | {len(latencies)} | {p50:.2f} | {p99:.2f} |")
