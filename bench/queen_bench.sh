@@ -8,7 +8,7 @@
 set -euo pipefail
 
 build_dir=${1:-build}
-model=${2:-"$(cd "$(dirname "$0")/.." && pwd)/../shared/models/stories260K.gguf"}
+model=$(realpath "${2:-$(dirname "$0")/../../shared/models/stories260K.gguf}")
 n_warm=${3:-5}
 bin="$build_dir/bin"
 for b in rbee queen-rbee rbee-hive llm-worker-rbee; do
