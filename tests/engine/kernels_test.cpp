@@ -169,6 +169,42 @@ TEST(cpu_matmul, single_thread_pool_and_many_rows_give_the_same_result) {
   EXPECT_EQ(y1, y2);  // rows are independent: splitting them changes nothing
 }
 
+// One run over several weights (each activation format once, small work on the calling
+// thread) gives exactly what one matmul per weight gives.
+TEST(cpu_matmul, matmul_many_matches_one_matmul_per_weight) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937 rng(seed);
+  thread_pool pool(2);
+  const int64_t cols = 512;
+  const std::vector<tensor_type> types = {tensor_type::q4_0, tensor_type::q8_0, tensor_type::q6_k,
+                                          tensor_type::f16};
+  const std::vector<int64_t> rows = {37, 8, 300, 5};
+  std::vector<weights> ws;
+  for (size_t i = 0; i < types.size(); ++i)
+    ws.push_back(random_weights(rng, types[i], rows[i], cols));
+  for (const isa level : levels()) {
+    const isa_scope scope(level);
+    for (const int64_t tokens : {1, 2, 3, 11}) {
+      const std::vector<float> x = random_activations(rng, cols * tokens);
+      std::vector<uint8_t> scratch(matmul_scratch_bytes(types, cols, tokens));
+      std::vector<std::vector<float>> want(types.size()), got(types.size());
+      std::vector<matmul_op> ops;
+      for (size_t i = 0; i < types.size(); ++i) {
+        want[i].resize(rows[i] * tokens);
+        got[i].resize(rows[i] * tokens);
+        matmul(pool, types[i], ws[i].bytes.data(), rows[i], cols, x.data(), tokens, want[i].data(),
+               scratch.data());
+        ops.push_back({types[i], ws[i].bytes.data(), rows[i], got[i].data()});
+      }
+      matmul_many(pool, ops, cols, x.data(), tokens, scratch.data());
+      for (size_t i = 0; i < types.size(); ++i)
+        EXPECT_EQ(got[i], want[i])
+            << to_string(level) << " " << to_string(types[i]) << " " << tokens << " tokens";
+    }
+  }
+}
+
 TEST(cpu_thread_pool, runs_every_task_exactly_once) {
   thread_pool pool(3);
   EXPECT_EQ(pool.size(), 3);

@@ -76,6 +76,62 @@ void quantize_q8_32_grouped(const float* x, int64_t n, int64_t tok, int64_t n_to
   }
 }
 
+// q4_0's activations (act_format::q8_32s): signed, so the unsigned nibbles q multiply them
+// directly, and Σ x*(q - 8) = Σ x*q - 8 Σ x, whose second term depends on the activations
+// only. A group of T tokens (as above) holds
+//   s8    qs[np][T][64]     block pairs, as for q8_32 but not offset
+//   int32 corr[np][T][16]   -8 Σ x of each 4-byte lane, the start value of the lane's dot
+//   float d[np][T][16]      each lane's block scale (0 for the padding of an odd tail)
+// so a block pair costs one vpdpbusd, one conversion and two float operations per token.
+// That is for groups of one or two tokens (decode); larger groups, whose activations must stay
+// in L1 while a weight row passes over them, use the compact q8_32 layout above, and the
+// per-row correction is shared by the tokens.
+struct group_view_s {
+  const int8_t* qs;
+  const int32_t* corr;
+  const float* d;
+};
+inline group_view_s view_group_s(const uint8_t* base, int64_t n, int tile) {
+  const int64_t np = (n / 32 + 1) / 2;
+  const auto* corr = reinterpret_cast<const int32_t*>(base + tile * np * 64);
+  return {reinterpret_cast<const int8_t*>(base), corr,
+          reinterpret_cast<const float*>(corr + tile * np * 16)};
+}
+
+void quantize_q8_32s_grouped(const float* x, int64_t n, int64_t tok, int64_t n_tok, uint8_t* act,
+                             size_t stride) {
+  const int64_t t0 = tok / max_tile * max_tile;
+  const int tile = static_cast<int>(std::min<int64_t>(max_tile, n_tok - t0));
+  if (tile > 2) {
+    quantize_q8_32_grouped(x, n, tok, n_tok, act, stride);
+    return;
+  }
+  const int i = static_cast<int>(tok - t0);
+  uint8_t* base = act + t0 * stride;
+  const int64_t nb = n / 32, np = (nb + 1) / 2;
+  auto* corr = reinterpret_cast<int32_t*>(base + tile * np * 64);
+  auto* d = reinterpret_cast<float*>(corr + tile * np * 16);
+  for (int64_t b = 0; b < np * 2; ++b) {
+    const int64_t slot = b / 2 * tile + i, half = b % 2;
+    auto* qs = reinterpret_cast<__m256i*>(base + slot * 64 + half * 32);
+    auto* c = reinterpret_cast<__m256i*>(corr + slot * 16 + half * 8);
+    float* db_lanes = d + slot * 16 + half * 8;
+    if (b == nb) {  // padding of an odd tail
+      _mm256_storeu_si256(qs, _mm256_setzero_si256());
+      _mm256_storeu_si256(c, _mm256_setzero_si256());
+      _mm256_storeu_ps(db_lanes, _mm256_setzero_ps());
+      continue;
+    }
+    const float db = amax32(x + b * 32) / 127;
+    const float id = db ? 1 / db : 0;
+    const __m256i q = round_pack32(x + b * 32, _mm256_set1_ps(id));
+    _mm256_storeu_si256(qs, q);
+    const __m256i eight_sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), q);
+    _mm256_storeu_si256(c, _mm256_sub_epi32(_mm256_setzero_si256(), eight_sums));
+    _mm256_storeu_ps(db_lanes, _mm256_set1_ps(db));
+  }
+}
+
 inline __m512i nibbles2(const uint8_t* qs0, const uint8_t* qs1) {
   const __m256i v = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs1)),
                                      _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs0)));
@@ -131,6 +187,13 @@ struct q8_0_w {
   }
 };
 
+// Scale d0 in lanes 0..7 and d1 in lanes 8..15: two word broadcasts and one conversion.
+inline __m512 pair_scales(fp16_t d0, fp16_t d1) {
+  const __m256i h = _mm256_mask_set1_epi16(_mm256_set1_epi16(static_cast<int16_t>(d0)), 0xff00,
+                                           static_cast<int16_t>(d1));
+  return _mm512_cvtph_ps(h);
+}
+
 // A block pair of one row, ready to multiply: signed weights, the weights-only correction
 // -128 Σ w per lane, and each block's scale in the lanes of its block.
 struct weight_pair {
@@ -147,9 +210,7 @@ inline weight_pair unpack_pair(const typename P::block* w, int64_t p) {
   const __m512i zero = _mm512_setzero_si512();
   const __m512i neg_corr =
       _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(-128), wv));
-  const __m128 dw2 = _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(w0.d), w1.d, 1));
-  const __m512i pick = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  return {wv, neg_corr, _mm512_permutexvar_ps(pick, _mm512_zextps128_ps512(dw2))};
+  return {wv, neg_corr, pair_scales(w0.d, w1.d)};
 }
 
 // Activation scales of block pair p of token t (of a group of T): d of block 2p in the low 8
@@ -216,6 +277,57 @@ void row_q8_32(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float* ou
   add_min_terms<P, T>(w, g, nb, out);
 }
 
+// q4_0 block pair p against the T tokens of a q8_32s group. With `single` only block 2p is
+// real; the padding activations are 0, so whatever the second half multiplies adds nothing.
+template <int T, bool single>
+inline void q4_0s_step(const block_q4_0* w, int64_t p, const group_view_s& g, __m512* acc) {
+  const block_q4_0& w0 = w[2 * p];
+  const block_q4_0& w1 = single ? w0 : w[2 * p + 1];
+  const __m512i wv = nibbles2(w0.qs, w1.qs);
+  const __m512 dw = pair_scales(w0.d, w1.d);
+  for (int t = 0; t < T; ++t) {
+    const int64_t slot = p * T + t;
+    const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(g.corr + slot * 16), wv,
+                                            _mm512_loadu_si512(g.qs + slot * 64));
+    acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), dw),
+                             _mm512_loadu_ps(g.d + slot * 16), acc[t]);
+  }
+}
+
+template <int T>
+void row_q4_0s(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float* out) {
+  const auto* w = reinterpret_cast<const block_q4_0*>(wr);
+  const group_view_s g = view_group_s(xs[0], n, T);
+  constexpr int n_sets = T <= 2 ? 2 : 1;
+  __m512 acc[n_sets][T];
+  for (auto& set : acc) {
+    for (auto& a : set) a = _mm512_setzero_ps();
+  }
+  const int64_t nb = n / 32, full_pairs = nb / 2;
+  int64_t p = 0;
+  for (; p + n_sets <= full_pairs; p += n_sets) {
+    for (int s = 0; s < n_sets; ++s) q4_0s_step<T, false>(w, p + s, g, acc[s]);
+  }
+  for (; p < full_pairs; ++p) q4_0s_step<T, false>(w, p, g, acc[0]);
+  if (nb % 2) q4_0s_step<T, true>(w, full_pairs, g, acc[0]);
+  for (int t = 0; t < T; ++t) {
+    __m512 sum = acc[0][t];
+    if constexpr (n_sets == 2) sum = _mm512_add_ps(sum, acc[1][t]);
+    out[t] = _mm512_reduce_add_ps(sum);
+  }
+}
+
+template <int T>
+struct q4_0s_row {
+  static void run(const uint8_t* w, const uint8_t* const* xs, int64_t n, float* out) {
+    if constexpr (T <= 2) {
+      row_q4_0s<T>(w, xs, n, out);
+    } else {
+      row_q8_32<q4_0_w, T>(w, xs, n, out);
+    }
+  }
+};
+
 // ---- k-quants: the same sub-block arithmetic as the 256-bit kernels, 64 elements at a time.
 
 // q4_k / q5_k: 64-element chunk c holds sub-blocks 2c (low nibbles) and 2c+1 (high nibbles).
@@ -272,7 +384,8 @@ void row_qk_affine_512(const uint8_t* wr, const uint8_t* const* xs, int64_t n, f
       corr[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(dmin * dx), corr[t]);
     }
   }
-  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(acc[t]) - hsum(corr[t]);
+  for (int t = 0; t < T; ++t)
+    out[t] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[t], _mm512_zextps256_ps512(corr[t])));
 }
 
 // q6_k: each 128-element half is two registers of 64 (elements 0..63 and 64..127), with one
@@ -283,10 +396,10 @@ void row_q6_k_512(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float*
   act_q8_k a[T];
   for (int t = 0; t < T; ++t) a[t] = view_q8_k(xs[t], n);
   __m512 acc[T];
-  float corr[T];
+  __m256 corr[T];  // 32 * d * dx * Σ scale_j * bsum_j, reduced at the end
   for (int t = 0; t < T; ++t) {
     acc[t] = _mm512_setzero_ps();
-    corr[t] = 0;
+    corr[t] = _mm256_setzero_ps();
   }
   const __m512i m4 = _mm512_set1_epi8(0x0f);
   const __m512i m3 = _mm512_set1_epi8(0x03);
@@ -326,11 +439,12 @@ void row_q6_k_512(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float*
     for (int t = 0; t < T; ++t) {
       const float dx = a[t].d[b];
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_set1_ps(d * dx), acc[t]);
-      const int c = hsum_i32(_mm256_madd_epi16(load256(a[t].bsums + b * 16), sc16_256));
-      corr[t] += 32 * d * dx * static_cast<float>(c);
+      const __m256i c = _mm256_madd_epi16(load256(a[t].bsums + b * 16), sc16_256);
+      corr[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(32 * d * dx), corr[t]);
     }
   }
-  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(acc[t]) - corr[t];
+  for (int t = 0; t < T; ++t)
+    out[t] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[t], _mm512_zextps256_ps512(corr[t])));
 }
 
 // ---- float weights, 16 at a time.
@@ -428,7 +542,8 @@ void fill_avx512_kernels(kernel_table& t) {
   t.gemm[slot_f16] = avx512::gemm_tiled<avx512::float_rows_512<avx512::f16_load512>::row>;
   t.gemm[slot_bf16] = avx512::gemm_tiled<avx512::float_rows_512<avx512::bf16_load512>::row>;
 
-  t.gemm[slot_q4_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q4_0_w>::row>;
+  t.quantize_q8_32s = avx512::quantize_q8_32s_grouped;
+  t.gemm[slot_q4_0] = avx512::gemm_tiled<avx512::q4_0s_row>;
   t.gemm[slot_q4_1] = avx512::gemm_tiled<avx512::rows_512<avx512::q4_1_w>::row>;
   t.gemm[slot_q5_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_0_w>::row>;
   t.gemm[slot_q5_1] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_1_w>::row>;

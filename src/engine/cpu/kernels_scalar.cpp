@@ -304,6 +304,7 @@ void fill_scalar_kernels(kernel_table& t) {
   t.gemm[slot_q5_k] = gemm_rows<dot_q5_k>;
   t.gemm[slot_q6_k] = gemm_rows<dot_q6_k>;
   t.quantize_q8_32 = quantize_token_rows<quantize_q8_32>;
+  t.quantize_q8_32s = quantize_token_rows<quantize_q8_32>;
   t.quantize_q8_k = quantize_token_rows<quantize_q8_k>;
   t.f16_to_f32 = f16_to_f32_s;
   t.f32_to_f16 = f32_to_f16_s;
