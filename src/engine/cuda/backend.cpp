@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "engine/cuda/check.h"
+#include "engine/cuda/cublas_api.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/ops.h"
 
@@ -24,8 +25,8 @@ void throw_cuda_error(cudaError_t err, const char* call, const char* file, int l
 void throw_cublas_error(cublasStatus_t st, const char* call, const char* file, int line) {
   const error_code code = st == CUBLAS_STATUS_ALLOC_FAILED ? error_code::out_of_memory
                                                            : error_code::backend_unavailable;
-  throw engine_error(code, str("cuBLAS error ", cublasGetStatusName(st), " (",
-                               cublasGetStatusString(st), ") in ", call, " at ", file, ":", line));
+  throw engine_error(code, str("cuBLAS error ", cublas().status_name(st), " (",
+                               cublas().status_string(st), ") in ", call, " at ", file, ":", line));
 }
 
 namespace {
@@ -350,7 +351,7 @@ class device_context {
   ~device_context() {
     cudaSetDevice(m_.device_);
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
-    if (cublas_) cublasDestroy(cublas_);
+    if (cublas_) cublas().destroy(cublas_);
     if (stream_) cudaStreamDestroy(stream_);
     cudaFree(arena_);
     cudaFreeHost(host_ints_);
@@ -399,7 +400,7 @@ void device_context::init() {
   require_vram(lay.total() + runtime_margin / 2, m_.device_);
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
   RBEE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  RBEE_CUBLAS_CHECK(cublasCreate(&cublas_));
+  RBEE_CUBLAS_CHECK(cublas().create(&cublas_));
   RBEE_CUDA_CHECK(cudaMalloc(&arena_, lay.total()));
   RBEE_CUDA_CHECK(cudaMallocHost(&host_ints_, lay.ints));
   auto* cur = static_cast<uint8_t*>(arena_);

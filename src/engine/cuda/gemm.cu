@@ -2,6 +2,7 @@
 // dequantized whole into scratch), f32 and bf16 weights as fp32; fp32 accumulation always.
 #include "engine/cuda/check.h"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/cublas_api.h"
 
 namespace rbee::engine::cuda {
 
@@ -32,7 +33,7 @@ size_t gemm_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, int n_to
 
 void gemm(cublasHandle_t handle, tensor_type type, const void* w, int64_t rows, int64_t cols,
           const float* x, int n_tok, float* y, void* scratch, cudaStream_t stream) {
-  RBEE_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  RBEE_CUBLAS_CHECK(cublas().set_stream(handle, stream));
   const float one = 1.0f, zero = 0.0f;
   const int m = static_cast<int>(rows), n = n_tok, k = static_cast<int>(cols);
   // Column-major view: W (rows, cols) row-major is A^T with lda = cols; x likewise.
@@ -43,7 +44,7 @@ void gemm(cublasHandle_t handle, tensor_type type, const void* w, int64_t rows, 
       a = static_cast<const float*>(scratch);
     }
     RBEE_CUBLAS_CHECK(
-        cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, a, k, x, k, &zero, y, m));
+        cublas().sgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, a, k, x, k, &zero, y, m));
     return;
   }
   auto* base = static_cast<uint8_t*>(scratch);
@@ -57,9 +58,9 @@ void gemm(cublasHandle_t handle, tensor_type type, const void* w, int64_t rows, 
   const int64_t nx = static_cast<int64_t>(n_tok) * cols;
   to_f16_kernel<<<static_cast<unsigned>((nx + 255) / 256), 256, 0, stream>>>(x, nx, xh);
   RBEE_CUDA_CHECK_LAUNCH();
-  RBEE_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, a, CUDA_R_16F, k,
-                                 xh, CUDA_R_16F, k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
-                                 CUBLAS_GEMM_DEFAULT));
+  RBEE_CUBLAS_CHECK(cublas().gemm_ex(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, a, CUDA_R_16F,
+                                     k, xh, CUDA_R_16F, k, &zero, y, CUDA_R_32F, m,
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace rbee::engine::cuda

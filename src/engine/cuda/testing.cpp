@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "engine/cuda/check.h"
+#include "engine/cuda/cublas_api.h"
 #include "engine/cuda/ops.h"
 
 namespace rbee::engine::cuda::testing {
@@ -67,12 +68,12 @@ std::vector<float> matmul(tensor_type type, std::span<const uint8_t> w, int64_t 
     return dy.download<float>(static_cast<size_t>(rows) * n_tok);
   }
   cublasHandle_t handle = nullptr;
-  RBEE_CUBLAS_CHECK(cublasCreate(&handle));
+  RBEE_CUBLAS_CHECK(cublas().create(&handle));
   buffer scratch(gemm_scratch_bytes(type, rows, cols, n_tok));
   gemm(handle, type, dw.data(), rows, cols, dx.as<float>(), n_tok, dy.as<float>(),
        scratch.as<void>(), 0);
   auto out = dy.download<float>(static_cast<size_t>(rows) * n_tok);
-  cublasDestroy(handle);
+  cublas().destroy(handle);
   return out;
 }
 
