@@ -195,10 +195,10 @@ TEST_F(engine_tool, errors_exit_1_with_a_message) {
   EXPECT_EQ(run({"synth", "--shape", "huge", "-o", path("x.gguf")}).exit_code, 1);
   EXPECT_EQ(
       run({"quantize", models_dir + "/synth-tiny-f16.gguf", path("y.gguf"), "q3_k"}).exit_code, 1);
-  EXPECT_EQ(
-      run({"generate", "-m", models_dir + "/stories260K.gguf", "-p", "x", "--backend", "cuda"})
-          .exit_code,
-      1);
+  EXPECT_EQ(run({"generate", "-m", models_dir + "/stories260K.gguf", "-p", "x", "--backend", "cuda",
+                 "--device", "99"})
+                .exit_code,
+            1);  // no machine has a cuda:99
 }
 
 TEST_F(engine_tool, usage_errors_exit_2) {
