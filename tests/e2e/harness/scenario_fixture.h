@@ -481,6 +481,64 @@ class scenario_hosts {
   scenario_queen queen_;
 };
 
+// A greedy task for stories260K on node `localhost`, as POST /v2/tasks takes it.
+inline nlohmann::json stories_task(int max_tokens = 4) {
+  return {{"node", "localhost"},
+          {"model", stories_ref()},
+          {"prompt", "Once upon a time"},
+          {"max_tokens", max_tokens},
+          {"temperature", 0}};
+}
+
+// The error of a task: its `error` event, or the JSON error of a refused request.
+inline std::optional<nlohmann::json> error_of(const sse_result& s) {
+  if (auto e = s.first("error")) return e;
+  if (s.status != 200) {
+    auto body = s.error.json_body();
+    if (body.contains("error")) return body["error"];
+  }
+  return std::nullopt;
+}
+
+// The worker processes of a scenario's queen (found by its RBEE_HOME).
+inline std::vector<pid_t> worker_pids(const scenario_queen& q) {
+  std::vector<pid_t> out;
+  for (pid_t p : pids_with_home(q.home().path())) {
+    if (contains(slurp("/proc/" + std::to_string(p) + "/cmdline"), "llm-worker-rbee")) {
+      out.push_back(p);
+    }
+  }
+  return out;
+}
+
+// A scenario on the built-in node `localhost`: a queen of its own, nothing of it left after.
+class local_node_test : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    EXPECT_TRUE(q.stop_all()) << "processes left after the queen stopped";
+  }
+  scenario_queen q;
+};
+
+// A queen with the node `workstation` added and its binaries installed over SSH.
+class one_installed_node : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = scenario_hosts::unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
+    hosts = std::make_unique<scenario_hosts>(std::vector<std::string>{"workstation"});
+    hosts->queen().start();
+    auto r = hosts->add_and_install("workstation");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  void TearDown() override {
+    if (hosts) {
+      EXPECT_TRUE(hosts->stop_all()) << "processes left after the queen stopped";
+    }
+    hosts.reset();
+  }
+  std::unique_ptr<scenario_hosts> hosts;
+};
+
 // True when `rbee-hive detect` finds a CUDA device with its VRAM.
 inline bool have_cuda_device() {
   auto r = run_cli("rbee-hive", {"detect", "--json"});

@@ -12,14 +12,6 @@ namespace {
 
 using nlohmann::json;
 
-json stories_task(int max_tokens) {
-  return {{"node", "localhost"},
-          {"model", stories_ref()},
-          {"prompt", "Once upon a time"},
-          {"max_tokens", max_tokens},
-          {"temperature", 0}};
-}
-
 std::string cli_version(const std::string& binary) {
   auto r = run_cli(binary, {"--version"});
   std::string v = r.out.substr(r.out.find_last_of(' ') + 1);
@@ -27,13 +19,7 @@ std::string cli_version(const std::string& binary) {
   return v;
 }
 
-class Scenarios_C : public ::testing::Test {
- protected:
-  void TearDown() override {
-    EXPECT_TRUE(q.stop_all()) << "processes left after the queen stopped";
-  }
-  scenario_queen q;
-};
+class Scenarios_C : public local_node_test {};
 
 TEST_F(Scenarios_C, S16_worker_list_empty) {
   q.start();

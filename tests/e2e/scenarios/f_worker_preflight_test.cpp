@@ -12,40 +12,7 @@ namespace {
 
 using nlohmann::json;
 
-json stories_task(int max_tokens = 4) {
-  return {{"node", "localhost"},
-          {"model", stories_ref()},
-          {"prompt", "Once upon a time"},
-          {"max_tokens", max_tokens},
-          {"temperature", 0}};
-}
-
-std::optional<json> error_of(const sse_result& s) {
-  if (auto e = s.first("error")) return e;
-  if (s.status != 200) {
-    auto body = s.error.json_body();
-    if (body.contains("error")) return body["error"];
-  }
-  return std::nullopt;
-}
-
-std::vector<pid_t> worker_pids(const scenario_queen& q) {
-  std::vector<pid_t> out;
-  for (pid_t p : pids_with_home(q.home().path())) {
-    if (contains(slurp("/proc/" + std::to_string(p) + "/cmdline"), "llm-worker-rbee")) {
-      out.push_back(p);
-    }
-  }
-  return out;
-}
-
-class Scenarios_F : public ::testing::Test {
- protected:
-  void TearDown() override {
-    EXPECT_TRUE(q.stop_all()) << "processes left after the queen stopped";
-  }
-  scenario_queen q;
-};
+class Scenarios_F : public local_node_test {};
 
 TEST_F(Scenarios_F, S33_ram_check) {
   // Passes with the machine's real free RAM...

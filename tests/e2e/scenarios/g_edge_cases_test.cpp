@@ -13,31 +13,7 @@ namespace {
 
 using nlohmann::json;
 
-json stories_task(int max_tokens) {
-  return {{"node", "localhost"},
-          {"model", stories_ref()},
-          {"prompt", "Once upon a time"},
-          {"max_tokens", max_tokens},
-          {"temperature", 0}};
-}
-
-std::vector<pid_t> worker_pids(const scenario_queen& q) {
-  std::vector<pid_t> out;
-  for (pid_t p : pids_with_home(q.home().path())) {
-    if (contains(slurp("/proc/" + std::to_string(p) + "/cmdline"), "llm-worker-rbee")) {
-      out.push_back(p);
-    }
-  }
-  return out;
-}
-
-class Scenarios_G : public ::testing::Test {
- protected:
-  void TearDown() override {
-    EXPECT_TRUE(q.stop_all()) << "processes left after the queen stopped";
-  }
-  scenario_queen q;
-};
+class Scenarios_G : public local_node_test {};
 
 TEST_F(Scenarios_G, S40_ec2_download_retry) {
   const std::string repo = "rbee-test/stories260K-GGUF", file = "stories260K.gguf";

@@ -7,23 +7,7 @@
 namespace rbee::e2e::scenario {
 namespace {
 
-class Scenarios_H_Remote : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (auto why = scenario_hosts::unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
-    hosts = std::make_unique<scenario_hosts>(std::vector<std::string>{"workstation"});
-    hosts->queen().start();
-    auto r = hosts->add_and_install("workstation");
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
-  void TearDown() override {
-    if (hosts) {
-      EXPECT_TRUE(hosts->stop_all()) << "processes left after the queen stopped";
-    }
-    hosts.reset();
-  }
-  std::unique_ptr<scenario_hosts> hosts;
-};
+class Scenarios_H_Remote : public one_installed_node {};
 
 TEST_F(Scenarios_H_Remote, S56_queen_sigterm_cascade_remote) {
   auto& q = hosts->queen();

@@ -28,13 +28,7 @@ bool pid_alive(pid_t pid) {
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
 }
 
-class Scenarios_H : public ::testing::Test {
- protected:
-  void TearDown() override {
-    EXPECT_TRUE(q.stop_all()) << "processes left after the queen stopped";
-  }
-  scenario_queen q;
-};
+class Scenarios_H : public local_node_test {};
 
 TEST_F(Scenarios_H, S49_hive_persistent_daemon) {
   q.start();

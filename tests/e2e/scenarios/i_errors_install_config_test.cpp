@@ -50,13 +50,7 @@ std::string repeat_word(const std::string& word, int n) {
   return out;
 }
 
-class Scenarios_I : public ::testing::Test {
- protected:
-  void TearDown() override {
-    EXPECT_TRUE(q.stop_all()) << "processes left after the queen stopped";
-  }
-  scenario_queen q;
-};
+class Scenarios_I : public local_node_test {};
 
 TEST_F(Scenarios_I, S57_error_format_and_validation) {
   q.start();
