@@ -141,6 +141,60 @@ struct symbol {
   uint32_t n;  // 0 once merged into its left neighbour
 };
 
+// One symbol per UTF-8 character of text (an invalid byte is a character of its own).
+std::vector<symbol> split_characters(std::string_view text) {
+  std::vector<symbol> symbols;
+  symbols.reserve(text.size());
+  size_t pos = 0;
+  while (pos < text.size()) {
+    uint32_t cp = 0;
+    const size_t len = std::max<size_t>(1, unicode::decode(text, pos, cp));
+    const int index = static_cast<int>(symbols.size());
+    symbols.push_back({index - 1, pos + len < text.size() ? index + 1 : -1,
+                       static_cast<uint32_t>(pos), static_cast<uint32_t>(len)});
+    pos += len;
+  }
+  return symbols;
+}
+
+// The merge loop both tokenizers share: repeatedly joins the adjacent pair of highest
+// priority (the leftmost on ties, as llama.cpp does) until no known pair is left.
+// priority(left, right) is nullopt for a pair that is no token (SPM) or merge (BPE).
+template <class Priority>
+void merge_pairs(std::vector<symbol>& symbols, const Priority& priority) {
+  struct bigram {
+    float priority;
+    int left;
+    int right;
+    uint32_t size;
+  };
+  const auto lower = [](const bigram& a, const bigram& b) {
+    return a.priority < b.priority || (a.priority == b.priority && a.left > b.left);
+  };
+  std::priority_queue<bigram, std::vector<bigram>, decltype(lower)> queue(lower);
+  const auto try_add = [&](int left, int right) {
+    if (left < 0 || right < 0) return;
+    const symbol& l = symbols[left];
+    const symbol& r = symbols[right];
+    if (const std::optional<float> p = priority(l, r)) queue.push({*p, left, right, l.n + r.n});
+  };
+  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) try_add(i - 1, i);
+  while (!queue.empty()) {
+    const bigram top = queue.top();
+    queue.pop();
+    symbol& left = symbols[top.left];
+    symbol& right = symbols[top.right];
+    // Stale entry: one side has merged since (sizes only grow, so the sum tells).
+    if (left.n == 0 || right.n == 0 || left.n + right.n != top.size) continue;
+    left.n += right.n;
+    right.n = 0;
+    left.next = right.next;
+    if (right.next >= 0) symbols[right.next].prev = top.left;
+    try_add(left.prev, top.left);
+    try_add(top.left, left.next);
+  }
+}
+
 }  // namespace
 
 vocab vocab::from_gguf(const gguf::file& f) {
@@ -432,52 +486,13 @@ std::vector<token_id> vocab::tokenize(std::string_view text, bool add_bos,
 }
 
 void vocab::tokenize_spm(std::string_view text, std::vector<token_id>& out) const {
-  std::vector<symbol> symbols;
-  symbols.reserve(text.size());
-  size_t pos = 0;
-  while (pos < text.size()) {
-    uint32_t cp = 0;
-    const size_t len = std::max<size_t>(1, unicode::decode(text, pos, cp));
-    const int index = static_cast<int>(symbols.size());
-    symbols.push_back({index - 1, pos + len < text.size() ? index + 1 : -1,
-                       static_cast<uint32_t>(pos), static_cast<uint32_t>(len)});
-    pos += len;
-  }
-
-  struct bigram {
-    float score;
-    int left;
-    int right;
-    uint32_t size;
-  };
-  // Highest score first; on ties the leftmost pair (llama.cpp's order).
-  const auto lower = [](const bigram& a, const bigram& b) {
-    return a.score < b.score || (a.score == b.score && a.left > b.left);
-  };
-  std::priority_queue<bigram, std::vector<bigram>, decltype(lower)> queue(lower);
-  const auto try_add = [&](int left, int right) {
-    if (left < 0 || right < 0) return;
-    const uint32_t size = symbols[left].n + symbols[right].n;
-    const token_id id = find(text.substr(symbols[left].offset, size));
-    if (id < 0) return;
-    queue.push({scores_[static_cast<size_t>(id)], left, right, size});
-  };
-
-  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) try_add(i - 1, i);
-  while (!queue.empty()) {
-    const bigram top = queue.top();
-    queue.pop();
-    symbol& left = symbols[top.left];
-    symbol& right = symbols[top.right];
-    // Stale entry: one side has merged since (sizes only grow, so the sum tells).
-    if (left.n == 0 || right.n == 0 || left.n + right.n != top.size) continue;
-    left.n += right.n;
-    right.n = 0;
-    left.next = right.next;
-    if (right.next >= 0) symbols[right.next].prev = top.left;
-    try_add(left.prev, top.left);
-    try_add(top.left, left.next);
-  }
+  std::vector<symbol> symbols = split_characters(text);
+  // Merges the pair that forms the highest-scoring token.
+  merge_pairs(symbols, [&](const symbol& l, const symbol& r) -> std::optional<float> {
+    const token_id id = find(text.substr(l.offset, l.n + r.n));
+    if (id < 0) return std::nullopt;
+    return scores_[static_cast<size_t>(id)];
+  });
 
   for (int i = symbols.empty() ? -1 : 0; i != -1; i = symbols[i].next) {
     const std::string_view piece = text.substr(symbols[i].offset, symbols[i].n);
@@ -512,53 +527,14 @@ void vocab::bpe_word(std::string_view word, std::vector<token_id>& out) const {
     }
   }
 
-  std::vector<symbol> symbols;
-  symbols.reserve(word.size());
-  size_t pos = 0;
-  while (pos < word.size()) {
-    uint32_t cp = 0;
-    const size_t len = std::max<size_t>(1, unicode::decode(word, pos, cp));
-    const int index = static_cast<int>(symbols.size());
-    symbols.push_back({index - 1, pos + len < word.size() ? index + 1 : -1,
-                       static_cast<uint32_t>(pos), static_cast<uint32_t>(len)});
-    pos += len;
-  }
-
-  struct bigram {
-    int rank;
-    int left;
-    int right;
-    uint32_t size;
-  };
-  // Lowest rank first; on ties the leftmost pair.
-  const auto lower = [](const bigram& a, const bigram& b) {
-    return a.rank > b.rank || (a.rank == b.rank && a.left > b.left);
-  };
-  std::priority_queue<bigram, std::vector<bigram>, decltype(lower)> queue(lower);
+  std::vector<symbol> symbols = split_characters(word);
+  // Merges the pair of lowest merge rank (ranks stay far below 2^24, exact as floats).
   std::string scratch;
-  const auto try_add = [&](int left, int right) {
-    if (left < 0 || right < 0) return;
-    const symbol& l = symbols[left];
-    const symbol& r = symbols[right];
+  merge_pairs(symbols, [&](const symbol& l, const symbol& r) -> std::optional<float> {
     const int rank = merge_rank(word.substr(l.offset, l.n), word.substr(r.offset, r.n), scratch);
-    if (rank < 0) return;
-    queue.push({rank, left, right, l.n + r.n});
-  };
-
-  for (int i = 1; i < static_cast<int>(symbols.size()); ++i) try_add(i - 1, i);
-  while (!queue.empty()) {
-    const bigram top = queue.top();
-    queue.pop();
-    symbol& left = symbols[top.left];
-    symbol& right = symbols[top.right];
-    if (left.n == 0 || right.n == 0 || left.n + right.n != top.size) continue;
-    left.n += right.n;
-    right.n = 0;
-    left.next = right.next;
-    if (right.next >= 0) symbols[right.next].prev = top.left;
-    try_add(left.prev, top.left);
-    try_add(top.left, left.next);
-  }
+    if (rank < 0) return std::nullopt;
+    return -static_cast<float>(rank);
+  });
 
   for (int i = symbols.empty() ? -1 : 0; i != -1; i = symbols[i].next) {
     const std::string_view piece = word.substr(symbols[i].offset, symbols[i].n);
