@@ -335,33 +335,14 @@ int cmd_infer(context& ctx, infer_options o) {
 
 // ---- install ----
 
-constexpr const char* queen_unit = R"([Unit]
-Description=rbee orchestrator (queen-rbee)
-After=network-online.target
-
-[Service]
-ExecStart=%s/queen-rbee
-Restart=on-failure
-KillSignal=SIGTERM
-TimeoutStopSec=45
-
-[Install]
-WantedBy=multi-user.target
-)";
-
-constexpr const char* hive_unit = R"([Unit]
-Description=rbee pool manager (rbee-hive)
-After=network-online.target
-
-[Service]
-ExecStart=%s/rbee-hive daemon
-Restart=on-failure
-KillSignal=SIGTERM
-TimeoutStopSec=45
-
-[Install]
-WantedBy=multi-user.target
-)";
+// A systemd unit for one of the daemons installed in `bin`.
+std::string systemd_unit(std::string_view description, const fs::path& bin,
+                         std::string_view command) {
+  return "[Unit]\nDescription=" + std::string(description) +
+         "\nAfter=network-online.target\n\n[Service]\nExecStart=" + (bin / command).string() +
+         "\nRestart=on-failure\nKillSignal=SIGTERM\nTimeoutStopSec=45\n\n[Install]\n"
+         "WantedBy=multi-user.target\n";
+}
 
 std::string default_config_text() {
   std::string text = "# rbee configuration (written by `rbee install`). Uncomment to change.\n";
@@ -403,11 +384,10 @@ int cmd_install(bool system) {
   if (system) {
     fs::path units = "/etc/systemd/system";
     common::ensure_dir(units);
-    char buf[1024];
-    std::snprintf(buf, sizeof buf, queen_unit, bin.c_str());
-    std::ofstream(units / "queen-rbee.service") << buf;
-    std::snprintf(buf, sizeof buf, hive_unit, bin.c_str());
-    std::ofstream(units / "rbee-hive.service") << buf;
+    std::ofstream(units / "queen-rbee.service")
+        << systemd_unit("rbee orchestrator (queen-rbee)", bin, "queen-rbee");
+    std::ofstream(units / "rbee-hive.service")
+        << systemd_unit("rbee pool manager (rbee-hive)", bin, "rbee-hive daemon");
     std::printf("Wrote %s and %s\n", (units / "queen-rbee.service").c_str(),
                 (units / "rbee-hive.service").c_str());
   }

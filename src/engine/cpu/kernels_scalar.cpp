@@ -57,15 +57,20 @@ void quantize_q8_k(const float* x, uint8_t* row, int64_t n) {
 
 // ---- one weight row · one activation row, per type
 
+// Integer dot of one 32-element 4-bit block (nibbles 0..15, unsigned) with 32 int8 values.
+template <class Block>
+int dot_q4_block(const Block& w, const int8_t* x) {
+  int s = 0;
+  for (int j = 0; j < 16; ++j) s += (w.qs[j] & 0xf) * x[j] + (w.qs[j] >> 4) * x[j + 16];
+  return s;
+}
+
 float dot_q4_0(const uint8_t* wr, const uint8_t* xr, int64_t n) {
   const auto* w = reinterpret_cast<const block_q4_0*>(wr);
   const act_q8_32 a = view_q8_32(xr, n);
   float sum = 0;
   for (int64_t b = 0; b < n / 32; ++b) {
-    int s = 0;
-    for (int j = 0; j < 16; ++j) {
-      s += (w[b].qs[j] & 0xf) * a.qs[b * 32 + j] + (w[b].qs[j] >> 4) * a.qs[b * 32 + j + 16];
-    }
+    const int s = dot_q4_block(w[b], a.qs + b * 32);
     sum += fp16_to_fp32(w[b].d) * a.d[b] * (s - 8 * a.sum[b]);
   }
   return sum;
@@ -76,10 +81,7 @@ float dot_q4_1(const uint8_t* wr, const uint8_t* xr, int64_t n) {
   const act_q8_32 a = view_q8_32(xr, n);
   float sum = 0;
   for (int64_t b = 0; b < n / 32; ++b) {
-    int s = 0;
-    for (int j = 0; j < 16; ++j) {
-      s += (w[b].qs[j] & 0xf) * a.qs[b * 32 + j] + (w[b].qs[j] >> 4) * a.qs[b * 32 + j + 16];
-    }
+    const int s = dot_q4_block(w[b], a.qs + b * 32);
     sum += a.d[b] * (fp16_to_fp32(w[b].d) * s + fp16_to_fp32(w[b].m) * a.sum[b]);
   }
   return sum;

@@ -129,6 +129,14 @@ TEST_F(Scenarios_I, S58_rbee_install_paths) {
     EXPECT_TRUE(fs::exists(sys.path() / "bin-upper" / b)) << "/usr/local/bin/" << b;
   }
   EXPECT_TRUE(fs::exists(sys.path() / "etc-upper" / "rbee" / "config.toml")) << r.out;
+  // systemd units that start the installed daemons.
+  const auto units = sys.path() / "etc-upper" / "systemd" / "system";
+  EXPECT_TRUE(
+      contains(slurp(units / "queen-rbee.service"), "ExecStart=/usr/local/bin/queen-rbee\n"))
+      << r.out;
+  EXPECT_TRUE(
+      contains(slurp(units / "rbee-hive.service"), "ExecStart=/usr/local/bin/rbee-hive daemon\n"))
+      << r.out;
   EXPECT_TRUE(contains(r.out, "/usr/local/bin")) << r.out;
   EXPECT_TRUE(contains(r.out, "/etc/rbee/config.toml")) << r.out;
 }
