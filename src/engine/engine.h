@@ -158,7 +158,8 @@ struct batch_entry {
 // unknown seq or token, or more than n_batch entries throw engine_error(invalid_argument).
 // Does not allocate after the first call with a given number of want_logits entries.
 void decode(context& ctx, std::span<const batch_entry> batch);
-// Logits (n_vocab floats) of the i-th entry of the last batch that had want_logits set.
+// Logits (n_vocab floats) of the i-th entry of the last batch that had want_logits set. On
+// the CUDA backend they stay on the device until asked for here.
 std::span<const float> logits(const context& ctx, int batch_index);
 // Forgets sequence `seq` (its positions restart at 0).
 void sequence_clear(context& ctx, int seq);
@@ -180,6 +181,13 @@ struct sampling_params {
 };
 sampling_params sampling_default_params();
 
+class sampler;
+// Picks the next token of the i-th entry of the last batch that had want_logits set, with
+// the sampler's parameters and state, on the backend that ran the batch: on CUDA the logits
+// never leave the device and only the chosen token comes back. Same choice as
+// sampler::sample(logits(ctx, i), history).
+token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history);
+
 class sampler {
  public:
   sampler(const sampling_params& params, int n_vocab);
@@ -187,9 +195,17 @@ class sampler {
   token_id sample(std::span<const float> logits, std::span<const token_id> history);
 
  private:
+  friend token_id sample(context&, int, sampler&, std::span<const token_id>);
+  // The distinct tokens of the repeat-penalty window into penalized_, in order of first
+  // appearance (none when the penalty is off).
+  void collect_penalized(std::span<const token_id> history, int n_vocab);
+  // The draw in [0, 1) of one stochastic choice; advances the generator.
+  double next_uniform();
+
   sampling_params params_;
   uint64_t rng_state_;
   std::vector<std::pair<float, token_id>> candidates_;  // reused: no allocation per token
+  std::vector<token_id> penalized_;                     // reused as well
 };
 
 }  // namespace rbee::engine

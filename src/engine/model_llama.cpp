@@ -52,7 +52,10 @@ struct rbee::engine::context {
   cpu::thread_pool pool;
   buffers buf;
   std::vector<uint8_t> matmul_scratch;
-  std::vector<float> logits;  // (n_outputs, n_vocab), grows to the largest batch seen
+  // (n_outputs, n_vocab), grows to the largest batch seen. On the GPU, rows are copied from
+  // the device when first asked for (logits() is const to callers, hence mutable).
+  mutable std::vector<float> logits;
+  mutable std::vector<uint8_t> logits_on_host;  // (n_batch,) per row, GPU only
   // The KV cache and forward pass on the GPU (backend_kind::cuda); the CPU buffers stay empty.
   std::shared_ptr<cuda::device_context> gpu;
 };
@@ -247,6 +250,7 @@ context_ptr context_create(model& m, const context_params& p) {
         .buf = {},
         .matmul_scratch = {},
         .logits = {},
+        .logits_on_host = std::vector<uint8_t>(nb, 0),
         .gpu = {},
     });
     buffers& b = c->buf;
@@ -319,7 +323,35 @@ std::span<const float> logits(const context& ctx, int batch_index) {
   const int row = ctx.buf.out_index[static_cast<size_t>(batch_index)];
   assert(row >= 0 && "logits: that batch entry did not ask for logits");
   const size_t n_vocab = static_cast<size_t>(ctx.m->hp.n_vocab);
-  return {ctx.logits.data() + static_cast<size_t>(row) * n_vocab, n_vocab};
+  float* out = ctx.logits.data() + static_cast<size_t>(row) * n_vocab;
+#ifdef RBEE_HAVE_CUDA
+  if (ctx.gpu && !ctx.logits_on_host[static_cast<size_t>(row)]) {
+    cuda::copy_logits(*ctx.gpu, row, out);
+    ctx.logits_on_host[static_cast<size_t>(row)] = 1;
+  }
+#endif
+  return {out, n_vocab};
+}
+
+token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history) {
+#ifdef RBEE_HAVE_CUDA
+  if (ctx.gpu) {
+    assert(batch_index >= 0 && batch_index < static_cast<int>(ctx.buf.out_index.size()));
+    const int row = ctx.buf.out_index[static_cast<size_t>(batch_index)];
+    assert(row >= 0 && "sample: that batch entry did not ask for logits");
+    const sampling_params& p = s.params_;
+    s.collect_penalized(history, ctx.m->hp.n_vocab);
+    cuda::sample_args a{.temperature = p.temperature,
+                        .top_k = p.top_k,
+                        .top_p = p.top_p,
+                        .min_p = p.min_p,
+                        .repeat_penalty = p.repeat_penalty,
+                        .penalized = s.penalized_,
+                        .uniform = p.temperature > 0.0f ? s.next_uniform() : 0.0};
+    return cuda::sample(*ctx.gpu, row, a);
+  }
+#endif
+  return s.sample(logits(ctx, batch_index), history);
 }
 
 void decode(context& c, std::span<const batch_entry> batch) {
@@ -340,7 +372,8 @@ void decode(context& c, std::span<const batch_entry> batch) {
   ensure_logits(c, n_out);
 #ifdef RBEE_HAVE_CUDA
   if (c.gpu) {
-    cuda::decode(*c.gpu, batch, c.logits.data());
+    cuda::decode(*c.gpu, batch);
+    std::fill(c.logits_on_host.begin(), c.logits_on_host.end(), 0);
     for (const auto& e : batch) c.cache.set_seq_len(e.seq, e.pos + 1);
     return;
   }

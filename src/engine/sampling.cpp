@@ -52,6 +52,31 @@ sampler::sampler(const sampling_params& params, int n_vocab)
     : params_(params), rng_state_(params.seed) {
   assert(n_vocab > 0 && "sampler needs a vocabulary");
   candidates_.reserve(static_cast<size_t>(n_vocab));
+  if (params.repeat_last_n > 0)
+    penalized_.reserve(static_cast<size_t>(std::min(params.repeat_last_n, n_vocab)));
+}
+
+void sampler::collect_penalized(std::span<const token_id> history, int n_vocab) {
+  penalized_.clear();
+  if (params_.repeat_penalty == 1.0f || params_.repeat_last_n == 0) return;
+  const size_t n = params_.repeat_last_n < 0
+                       ? history.size()
+                       : std::min(history.size(), static_cast<size_t>(params_.repeat_last_n));
+  const auto window = history.subspan(history.size() - n);
+  for (size_t i = 0; i < window.size(); ++i) {
+    const token_id t = window[i];
+    if (t < 0 || t >= n_vocab) continue;
+    if (std::find(window.begin(), window.begin() + static_cast<ptrdiff_t>(i), t) !=
+        window.begin() + static_cast<ptrdiff_t>(i))
+      continue;
+    penalized_.push_back(t);
+  }
+}
+
+double sampler::next_uniform() {
+  rng gen(rng_state_);
+  rng_state_ = gen.next();
+  return gen.uniform();
 }
 
 token_id sampler::sample(std::span<const float> logits, std::span<const token_id> history) {
@@ -61,20 +86,10 @@ token_id sampler::sample(std::span<const float> logits, std::span<const token_id
   for (int i = 0; i < n_vocab; ++i) candidates_.emplace_back(logits[i], i);
 
   // Repeat penalty, once per distinct token of the last repeat_last_n (as llama.cpp does).
-  if (params_.repeat_penalty != 1.0f && params_.repeat_last_n != 0) {
-    const size_t n = params_.repeat_last_n < 0
-                         ? history.size()
-                         : std::min(history.size(), static_cast<size_t>(params_.repeat_last_n));
-    const auto window = history.subspan(history.size() - n);
-    for (size_t i = 0; i < window.size(); ++i) {
-      const token_id t = window[i];
-      if (t < 0 || t >= n_vocab) continue;
-      if (std::find(window.begin(), window.begin() + static_cast<ptrdiff_t>(i), t) !=
-          window.begin() + static_cast<ptrdiff_t>(i))
-        continue;
-      float& l = candidates_[static_cast<size_t>(t)].first;
-      l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
-    }
+  collect_penalized(history, n_vocab);
+  for (const token_id t : penalized_) {
+    float& l = candidates_[static_cast<size_t>(t)].first;
+    l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
   }
 
   if (params_.temperature <= 0.0f) {
@@ -133,9 +148,7 @@ token_id sampler::sample(std::span<const float> logits, std::span<const token_id
     candidates_[i].first = static_cast<float>(std::pow(candidates_[i].first, inv_t));
     total += candidates_[i].first;
   }
-  rng gen(rng_state_);
-  rng_state_ = gen.next();
-  const double r = gen.uniform() * total;
+  const double r = next_uniform() * total;
   double cum = 0;
   for (size_t i = 0; i < n; ++i) {
     cum += candidates_[i].first;

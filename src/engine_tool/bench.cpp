@@ -84,11 +84,19 @@ int bench(const bench_options& opts, std::ostream& out, std::ostream& log) {
     engine::sequence_clear(*ctx, 0);
     engine::decode(*ctx, batch);
   };
+  // Generation as users get it: each step's token is chosen (greedy) on the backend that ran
+  // the step and fed back, so a token's time includes picking it.
+  engine::sampling_params greedy = engine::sampling_default_params();
+  greedy.temperature = 0.0f;
+  greedy.repeat_penalty = 1.0f;
+  engine::sampler pick(greedy, mi.n_vocab);
   const auto generate = [&](int n) {
     engine::sequence_clear(*ctx, 0);
+    engine::token_id token = random_token();
     for (int i = 0; i < n; ++i) {
-      const engine::batch_entry e{random_token(), i, 0, true};
+      const engine::batch_entry e{token, i, 0, true};
       engine::decode(*ctx, std::span(&e, 1));
+      token = engine::sample(*ctx, 0, pick, {});
     }
   };
 

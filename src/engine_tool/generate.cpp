@@ -61,8 +61,8 @@ int generate(const generate_options& opts, std::ostream& out, std::ostream& log)
   const auto t2 = std::chrono::steady_clock::now();
   int n_out = 0;
   for (int i = 0; i < opts.n_predict; ++i) {
-    const auto logits = engine::logits(*ctx, static_cast<int>(batch.size()) - 1);
-    const engine::token_id next = sampler.sample(logits, history);
+    const engine::token_id next =
+        engine::sample(*ctx, static_cast<int>(batch.size()) - 1, sampler, history);
     if (engine::token_is_end_of_generation(*model, next)) break;
     out << detok.push(next) << std::flush;
     history.push_back(next);

@@ -204,7 +204,7 @@ void scheduler::step() {
 }
 
 void scheduler::on_logits(slot& s, int slot_index, int batch_index) {
-  engine::token_id token = s.sampler->sample(engine::logits(ctx_, batch_index), s.history);
+  engine::token_id token = engine::sample(ctx_, batch_index, *s.sampler, s.history);
   if (s.t_first_token == std::chrono::steady_clock::time_point{}) {
     s.t_first_token = std::chrono::steady_clock::now();
   }

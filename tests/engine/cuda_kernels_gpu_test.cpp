@@ -9,7 +9,9 @@
 #include <random>
 #include <vector>
 
+#include "engine/engine.h"
 #include "engine/quant.h"
+#include "engine/sampling.h"
 
 #if RBEE_HAVE_CUDA
 #include "engine/cuda/cuda_backend.h"
@@ -137,7 +139,7 @@ TEST(cuda_kernels, dequantize_matches_reference_for_every_type) {
 TEST(cuda_kernels, add_rmsnorm_matches_reference) {
   RBEE_REQUIRE_GPU();
   std::mt19937 rng(5);
-  for (int n : {64, 172, 4096}) {
+  for (int n : {64, 172, 2048, 3000, 4096, 5120, 8192, 20000}) {
     const int rows = 3;
     auto x = normal(rng, static_cast<size_t>(rows * n), 2.0f);
     const auto y = normal(rng, x.size(), 1.0f);
@@ -250,6 +252,67 @@ TEST(cuda_kernels, rope_and_split_attention_match_reference) {
       ASSERT_NEAR(got[i], want[i], 1e-2 * (1 + std::abs(want[i])))
           << "head_dim " << c.head_dim << " at " << i;
   }
+}
+
+// The draw a fresh sampler with this seed makes for its first stochastic choice.
+double first_draw(uint64_t seed) {
+  rng gen(seed);
+  gen.next();
+  return gen.uniform();
+}
+
+TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(9);
+  struct knobs {
+    float temperature;
+    int top_k;
+    float top_p, min_p, repeat_penalty;
+  };
+  const knobs grid[] = {
+      {0.0f, 40, 0.95f, 0.05f, 1.0f}, {0.0f, 40, 0.95f, 0.05f, 1.3f},
+      {0.8f, 40, 0.95f, 0.05f, 1.1f}, {1.0f, 0, 1.0f, 0.0f, 1.0f},
+      {1.5f, 0, 0.9f, 0.0f, 1.1f},    {0.7f, 1, 1.0f, 0.0f, 1.0f},
+      {1.0f, 5000, 0.5f, 0.0f, 1.0f}, {2.0f, 0, 1.0f, 0.01f, 1.2f},
+  };
+  int trials = 0;
+  for (const int n_vocab : {1000, 32000, 151936}) {
+    for (int round = 0; round < 4; ++round) {
+      auto logits = normal(rng, static_cast<size_t>(n_vocab), 2.0f);
+      // Exact ties, so that the order of equal logits (ascending ids) matters.
+      for (int i = 0; i < 50; ++i) logits[static_cast<size_t>(rng() % n_vocab)] = logits[0];
+      std::vector<token_id> penalized;
+      for (int i = 0; i < 64; ++i) {
+        const token_id t = static_cast<token_id>(rng() % n_vocab);
+        if (std::find(penalized.begin(), penalized.end(), t) == penalized.end())
+          penalized.push_back(t);
+      }
+      for (const knobs& k : grid) {
+        sampling_params p = sampling_default_params();
+        p.temperature = k.temperature;
+        p.top_k = k.top_k;
+        p.top_p = k.top_p;
+        p.min_p = k.min_p;
+        p.repeat_penalty = k.repeat_penalty;
+        p.repeat_last_n = -1;
+        p.seed = rng();
+        sampler cpu(p, n_vocab);
+        const token_id want = cpu.sample(logits, penalized);
+        const sample_args a{.temperature = k.temperature,
+                            .top_k = k.top_k,
+                            .top_p = k.top_p,
+                            .min_p = k.min_p,
+                            .repeat_penalty = k.repeat_penalty,
+                            .penalized = penalized,
+                            .uniform = first_draw(p.seed)};
+        EXPECT_EQ(testing::sample(logits, a), want)
+            << "vocab " << n_vocab << " round " << round << " temperature " << k.temperature
+            << " top_k " << k.top_k << " top_p " << k.top_p << " min_p " << k.min_p;
+        ++trials;
+      }
+    }
+  }
+  EXPECT_EQ(trials, 3 * 4 * 8);
 }
 
 }  // namespace

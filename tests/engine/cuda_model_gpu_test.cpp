@@ -70,6 +70,18 @@ std::vector<token_id> greedy_cpu(model& m, const std::vector<token_id>& prompt, 
   return out;
 }
 
+// decode, then the logits rows of the batch (n_vocab each, batch order) into `out`.
+void decode_to(device_context& c, std::span<const batch_entry> batch, float* out) {
+  decode(c, batch);
+  const size_t nv = static_cast<size_t>(n_vocab(c));
+  int row = 0;
+  for (const batch_entry& e : batch)
+    if (e.want_logits) {
+      copy_logits(c, row, out + static_cast<size_t>(row) * nv);
+      ++row;
+    }
+}
+
 std::vector<token_id> greedy_cuda(const model& m, device_model& dm,
                                   const std::vector<token_id>& prompt, int n_predict, bool graphs) {
   context_params cp = context_default_params();
@@ -79,12 +91,11 @@ std::vector<token_id> greedy_cuda(const model& m, device_model& dm,
   std::vector<batch_entry> batch;
   for (size_t i = 0; i < prompt.size(); ++i)
     batch.push_back({prompt[i], static_cast<int32_t>(i), 0, i + 1 == prompt.size()});
-  std::vector<float> l(static_cast<size_t>(n_vocab(*ctx)));
   std::vector<token_id> out;
   int pos = static_cast<int>(prompt.size());
   for (int i = 0; i < n_predict; ++i) {
-    decode(*ctx, batch, l.data());
-    const token_id next = argmax(l.data(), static_cast<int>(l.size()));
+    decode(*ctx, batch);
+    const token_id next = sample(*ctx, 0, sample_args{});  // argmax on the device
     if (token_is_end_of_generation(m, next)) break;
     out.push_back(next);
     batch.assign(1, {next, pos++, 0, true});
@@ -148,7 +159,7 @@ double compare_with_cpu(const std::string& name) {
   double worst = 0;
   for (int step = 0; step < 7; ++step) {
     decode(*cpu, batch);
-    decode(*gpu, batch, l.data());
+    decode_to(*gpu, batch, l.data());
     for (size_t i = 0; i < batch.size(); ++i)
       worst =
           std::max(worst, max_rel_error(l.data() + i * nv, logits(*cpu, static_cast<int>(i)).data(),
@@ -195,18 +206,18 @@ TEST(cuda_model, multi_sequence_batches_equal_single_sequences) {
       b.push_back({prompts[s][i], static_cast<int32_t>(i), s, false});
       bs.push_back({prompts[s][i], static_cast<int32_t>(i), 0, false});
     }
-    decode(*multi, b, l.data());
-    decode(*single.back(), bs, ls.data());
+    decode_to(*multi, b, l.data());
+    decode_to(*single.back(), bs, ls.data());
   }
   std::vector<int> pos = {5, 9, 3};
   for (int step = 0; step < 4; ++step) {
     std::vector<batch_entry> b;
     for (int s = 0; s < 3; ++s)
       b.push_back({static_cast<token_id>(100 + 7 * step + s), pos[s], s, true});
-    decode(*multi, b, l.data());
+    decode_to(*multi, b, l.data());
     for (int s = 0; s < 3; ++s) {
       const batch_entry e{b[s].token, pos[s]++, 0, true};
-      decode(*single[static_cast<size_t>(s)], std::span(&e, 1), ls.data());
+      decode_to(*single[static_cast<size_t>(s)], std::span(&e, 1), ls.data());
       EXPECT_LT(max_rel_error(l.data() + s * nv, ls.data(), static_cast<size_t>(nv)), 1e-4)
           << "sequence " << s << " step " << step;
     }
@@ -221,13 +232,13 @@ TEST(cuda_model, multi_sequence_batches_equal_single_sequences) {
     mixed.push_back({static_cast<token_id>(200 + i), i, 2, i == 7});
     alone2.push_back({static_cast<token_id>(200 + i), i, 0, i == 7});
   }
-  decode(*multi, mixed, l.data());
+  decode_to(*multi, mixed, l.data());
   for (int s = 0; s < 2; ++s) {
     const batch_entry e{mixed[static_cast<size_t>(s)].token, pos[s], 0, true};
-    decode(*single[static_cast<size_t>(s)], std::span(&e, 1), ls.data());
+    decode_to(*single[static_cast<size_t>(s)], std::span(&e, 1), ls.data());
     EXPECT_LT(max_rel_error(l.data() + s * nv, ls.data(), static_cast<size_t>(nv)), 5e-2) << s;
   }
-  decode(*single[2], alone2, ls.data());
+  decode_to(*single[2], alone2, ls.data());
   EXPECT_LT(max_rel_error(l.data() + 2 * nv, ls.data(), static_cast<size_t>(nv)), 5e-2);
 }
 
@@ -241,13 +252,13 @@ TEST(cuda_model, context_errors_match_the_cpu_engine) {
   std::vector<float> l(static_cast<size_t>(n_vocab(*ctx)));
   const batch_entry over{1, 4, 0, true};
   try {
-    decode(*ctx, std::span(&over, 1), l.data());
+    decode_to(*ctx, std::span(&over, 1), l.data());
     FAIL() << "no error past the context";
   } catch (const engine_error& e) {
     EXPECT_EQ(e.code, error_code::context_overflow);
   }
   const batch_entry bad_token{100000, 0, 0, true};
-  EXPECT_THROW(decode(*ctx, std::span(&bad_token, 1), l.data()), engine_error);
+  EXPECT_THROW(decode_to(*ctx, std::span(&bad_token, 1), l.data()), engine_error);
   // Too much KV cache for any GPU: a clear out-of-memory error, nothing allocated.
   cp.n_ctx = 1 << 22;
   cp.n_seq = 1 << 10;
@@ -407,17 +418,20 @@ TEST(cuda_bench, synthetic_shapes_pp512_tg128) {
     // (depth 512) too.
     auto generate = [&](int start) {
       const auto t0 = clock::now();
+      token_id token = 1;
       for (int i = 0; i < n_gen; ++i) {
-        const batch_entry e{argmax(l.data(), r.s.n_vocab), start + i, 0, true};
-        decode(*ctx, std::span(&e, 1), l.data());
+        const batch_entry e{token, start + i, 0, true};
+        decode(*ctx, std::span(&e, 1));
+        token = sample(*ctx, 0, sample_args{});
       }
+      copy_logits(*ctx, 0, l.data());
       return n_gen / std::chrono::duration<double>(clock::now() - t0).count();
     };
     double pp_best = 0, tg_best = 0, tg_deep_best = 0;
     for (int rep = 0; rep < 3; ++rep) {
       sequence_clear(*ctx, 0);
       const auto t0 = clock::now();
-      decode(*ctx, prompt, l.data());
+      decode_to(*ctx, prompt, l.data());
       pp_best =
           std::max(pp_best, n_prompt / std::chrono::duration<double>(clock::now() - t0).count());
       tg_deep_best = std::max(tg_deep_best, generate(n_prompt));

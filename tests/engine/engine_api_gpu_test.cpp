@@ -51,7 +51,7 @@ TEST(engine_api_on_cuda, golden_greedy_text) {
   std::string text;
   for (int i = 0; i < n_predict; ++i) {
     decode(*ctx, batch);
-    const token_id next = s.sample(logits(*ctx, static_cast<int>(batch.size()) - 1), history);
+    const token_id next = sample(*ctx, static_cast<int>(batch.size()) - 1, s, history);
     if (token_is_end_of_generation(*m, next)) break;
     text += detok.push(next);
     history.push_back(next);
@@ -86,6 +86,43 @@ TEST(engine_api_on_cuda, two_sequences_match_the_cpu) {
   const batch_entry again{1, 0, 1, true};
   decode(*gctx, std::span(&again, 1));
   EXPECT_EQ(logits(*gctx, 0).size(), static_cast<size_t>(model_get_info(*gpu).n_vocab));
+}
+
+// engine::sample on the device makes the choices the CPU sampler makes from the same logits,
+// through generation with penalties, truncations and seeded draws.
+TEST(engine_api_on_cuda, device_sampling_matches_the_cpu_sampler) {
+  auto m = load_on_gpu("synth-tiny-Q8_0.gguf");
+  if (!m) GTEST_SKIP() << "no CUDA device";
+  const int n_vocab = model_get_info(*m).n_vocab;
+  context_params cp = context_default_params();
+  cp.n_ctx = 96;
+  auto ctx = context_create(*m, cp);
+  sampling_params variants[3] = {sampling_default_params(), sampling_default_params(),
+                                 sampling_default_params()};
+  variants[0].seed = 7;  // the defaults: top-k 40, top-p 0.95, min-p 0.05, penalty 1.1
+  variants[1].temperature = 1.3f;
+  variants[1].top_k = 0;
+  variants[1].min_p = 0.0f;
+  variants[1].seed = 8;
+  variants[2].temperature = 0.0f;
+  variants[2].repeat_penalty = 1.5f;
+  for (const sampling_params& sp : variants) {
+    sampler on_device(sp, n_vocab), on_host(sp, n_vocab);
+    sequence_clear(*ctx, 0);
+    std::vector<token_id> history{1, 45, 300};
+    std::vector<batch_entry> batch;
+    for (size_t i = 0; i < history.size(); ++i)
+      batch.push_back({history[i], static_cast<int32_t>(i), 0, i + 1 == history.size()});
+    for (int step = 0; step < 64; ++step) {
+      decode(*ctx, batch);
+      const int last = static_cast<int>(batch.size()) - 1;
+      const token_id want = on_host.sample(logits(*ctx, last), history);
+      const token_id got = sample(*ctx, last, on_device, history);
+      ASSERT_EQ(got, want) << "step " << step << " temperature " << sp.temperature;
+      history.push_back(got);
+      batch.assign(1, {got, static_cast<int32_t>(history.size() - 1), 0, true});
+    }
+  }
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Decode/prefill attention over the fp16 KV cache, split across blocks along the context
 // (flash-decoding): block (split, head, token) handles attention_split positions and writes
-// its partial max, sum and weighted values; a second kernel combines the splits. Blocks past
-// a token's position exit at once, so the grid depends only on n_ctx (graph-friendly).
+// its partial max, sum and weighted values; the last block of a (token, head) to finish
+// combines them, so one launch does both. Blocks past a token's position exit at once, so
+// the grid depends only on n_ctx (graph-friendly).
 #include <cassert>
 #include <cmath>
 
@@ -19,11 +20,37 @@ int n_splits(int n_ctx) {
   return (n_ctx + attention_split - 1) / attention_split;
 }
 
+// Joins n partials of one (token, head) at p into o (hd,), and its q8 blocks from q8_block on
+// when out_q is set (hd % 32 == 0 then). Partials of other blocks are read past L1.
+__device__ void combine(const float* p, int hd, int n, float* o, q8_blocks out_q, size_t q8_block) {
+  float m = -INFINITY;
+  for (int s = 0; s < n; ++s) m = fmaxf(m, __ldcg(p + s * (hd + 2) + hd));
+  float l = 0.0f;
+  for (int s = 0; s < n; ++s)
+    l += __ldcg(p + s * (hd + 2) + hd + 1) * expf(__ldcg(p + s * (hd + 2) + hd) - m);
+  const float inv_l = 1.0f / l;
+  // Whole warps walk 32-element blocks so that each can quantize its block.
+  for (int base = threadIdx.x / 32 * 32; base < hd; base += threads) {
+    const int d = base + threadIdx.x % 32;
+    float v = 0.0f;
+    if (d < hd) {
+      for (int s = 0; s < n; ++s) {
+        const float* ps = p + s * (hd + 2);
+        v += __ldcg(ps + d) * expf(__ldcg(ps + hd) - m);
+      }
+      v *= inv_l;
+      o[d] = v;
+    }
+    if (out_q) store_q8(v, out_q, q8_block + base / 32);
+  }
+}
+
 __global__ void __launch_bounds__(threads)
     split_kernel(const float* __restrict__ q, const __half* __restrict__ k_cache,
                  const __half* __restrict__ v_cache, const int32_t* __restrict__ pos,
                  const int32_t* __restrict__ seq, int n_head, int n_head_kv, int hd, int n_ctx,
-                 float scale, float* __restrict__ part) {
+                 float scale, float* __restrict__ part, int* __restrict__ done,
+                 float* __restrict__ att_out, q8_blocks out_q) {
   extern __shared__ float dyn[];  // q (hd,), then per-warp partial outputs (warps, hd)
   float* q_s = dyn;
   float* o_s = dyn + hd;
@@ -32,15 +59,8 @@ __global__ void __launch_bounds__(threads)
   const int sp = blockIdx.x, h = blockIdx.y, t = blockIdx.z, nsp = gridDim.x;
   const int n_kv = pos[t] + 1, start = sp * attention_split;
   const int len = min(attention_split, n_kv - start);
+  if (len <= 0) return;
   float* out = part + ((static_cast<size_t>(t) * n_head + h) * nsp + sp) * (hd + 2);
-  if (len <= 0) {
-    for (int d = threadIdx.x; d < hd; d += threads) out[d] = 0.0f;
-    if (threadIdx.x == 0) {
-      out[hd] = -INFINITY;
-      out[hd + 1] = 0.0f;
-    }
-    return;
-  }
   const int kvh = h / (n_head / n_head_kv);
   const size_t head_base =
       ((static_cast<size_t>(seq[t]) * n_head_kv + kvh) * n_ctx + start) * static_cast<size_t>(hd);
@@ -110,37 +130,22 @@ __global__ void __launch_bounds__(threads)
     out[hd] = m;
     out[hd + 1] = l;
   }
-}
-
-__global__ void __launch_bounds__(threads)
-    combine_kernel(const float* __restrict__ part, int n_head, int hd, int nsp,
-                   float* __restrict__ out, q8_blocks out_q) {
-  const int h = blockIdx.x, t = blockIdx.y;
-  const float* p = part + (static_cast<size_t>(t) * n_head + h) * nsp * (hd + 2);
-  float m = -INFINITY;
-  for (int s = 0; s < nsp; ++s) m = fmaxf(m, p[s * (hd + 2) + hd]);
-  float l = 0.0f;
-  for (int s = 0; s < nsp; ++s) {
-    const float* ps = p + s * (hd + 2);
-    if (ps[hd + 1] > 0.0f) l += ps[hd + 1] * expf(ps[hd] - m);
+  // The last active split of this (token, head) combines: partials written, then counted.
+  const int n_active = (n_kv + attention_split - 1) / attention_split;
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int* counter = done + static_cast<size_t>(t) * n_head + h;
+    last = atomicAdd(counter, 1) == n_active - 1;
+    if (last) *counter = 0;  // ready for the next launch
   }
-  const float inv_l = 1.0f / l;
-  float* o = out + (static_cast<size_t>(t) * n_head + h) * hd;
-  // Whole warps walk 32-element blocks so that each can quantize its block (hd % 32 == 0
-  // when out_q is set).
-  for (int base = threadIdx.x / 32 * 32; base < hd; base += threads) {
-    const int d = base + threadIdx.x % 32;
-    float v = 0.0f;
-    if (d < hd) {
-      for (int s = 0; s < nsp; ++s) {
-        const float* ps = p + s * (hd + 2);
-        if (ps[hd + 1] > 0.0f) v += ps[d] * expf(ps[hd] - m);
-      }
-      v *= inv_l;
-      o[d] = v;
-    }
-    if (out_q) store_q8(v, out_q, ((static_cast<size_t>(t) * n_head + h) * hd + base) / 32);
-  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  combine(part + (static_cast<size_t>(t) * n_head + h) * nsp * (hd + 2), hd, n_active,
+          att_out + (static_cast<size_t>(t) * n_head + h) * hd, out_q,
+          (static_cast<size_t>(t) * n_head + h) * hd / 32);
 }
 
 }  // namespace
@@ -151,17 +156,15 @@ size_t attention_scratch_floats(int n_tok, int n_head, int head_dim, int n_ctx) 
 
 void attention(const float* q, const __half* k_cache, const __half* v_cache, const int32_t* pos,
                const int32_t* seq, int n_tok, int n_head, int n_head_kv, int head_dim, int n_ctx,
-               float* scratch, float* out, q8_blocks out_q, cudaStream_t stream) {
+               float* scratch, int* counters, float* out, q8_blocks out_q, cudaStream_t stream) {
   assert(head_dim <= 256 && "attention: head_dim above 256");
   const int nsp = n_splits(n_ctx);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const dim3 grid(static_cast<unsigned>(nsp), static_cast<unsigned>(n_head),
                   static_cast<unsigned>(n_tok));
   split_kernel<<<grid, threads, (warps + 1) * head_dim * sizeof(float), stream>>>(
-      q, k_cache, v_cache, pos, seq, n_head, n_head_kv, head_dim, n_ctx, scale, scratch);
-  RBEE_CUDA_CHECK_LAUNCH();
-  combine_kernel<<<dim3(n_head, n_tok), threads, 0, stream>>>(scratch, n_head, head_dim, nsp, out,
-                                                              out_q);
+      q, k_cache, v_cache, pos, seq, n_head, n_head_kv, head_dim, n_ctx, scale, scratch, counters,
+      out, out_q);
   RBEE_CUDA_CHECK_LAUNCH();
 }
 

@@ -139,10 +139,13 @@ uint64_t weight_bytes(const model_weights& w) {
 // Sizes of a context's device buffers (bytes, each aligned).
 struct context_layout {
   size_t kv = 0;  // one of K or V
-  size_t x = 0, qkv = 0, q = 0, ff = 0, logits = 0, q8 = 0, att_scratch = 0, gemm = 0, ints = 0,
-         rope = 0;
+  size_t x = 0, qkv = 0, q = 0, ff = 0, logits = 0, q8 = 0, att_scratch = 0, att_counters = 0,
+         gemm = 0, ints = 0, rope = 0, rope_table = 0;
+  // Sampling: the penalized tokens (up to a vocabulary), scratch and the chosen token.
+  size_t penalized = 0, sample = 0, token = 0;
   size_t total() const {
-    return 2 * kv + 4 * x + qkv + 2 * q + 3 * ff + logits + q8 + att_scratch + gemm + ints + rope;
+    return 2 * kv + 4 * x + qkv + 2 * q + 3 * ff + logits + q8 + att_scratch + att_counters + gemm +
+           ints + rope + rope_table + penalized + sample + token;
   }
 };
 
@@ -169,6 +172,7 @@ context_layout layout_of(const model_weights& w, int n_ctx, int n_seq, int n_bat
   c.q8 = align_up(q8_bytes(q8_blocks_max(hp)));
   c.att_scratch =
       align_up(attention_scratch_floats(n_batch, hp.n_head, hp.head_dim, n_ctx) * sizeof(float));
+  c.att_counters = align_up(nb * hp.n_head * sizeof(int));
   for (const auto& r : all_weights(w)) {
     const weight& wt = *r.host;
     if (wt && wt.n_rows > 1 && r.host != &w.tok_embd)
@@ -183,6 +187,10 @@ context_layout layout_of(const model_weights& w, int n_ctx, int n_seq, int n_bat
   }
   c.ints = align_up(4 * nb * sizeof(int32_t));
   c.rope = align_up(static_cast<size_t>(hp.n_rot / 2) * sizeof(double));
+  c.rope_table = align_up(nb * static_cast<size_t>(hp.n_rot / 2) * sizeof(float2));
+  c.penalized = align_up(static_cast<size_t>(hp.n_vocab) * sizeof(int32_t));
+  c.sample = align_up(sample_scratch_bytes(hp.n_vocab));
+  c.token = align_up(sizeof(int32_t));
   return c;
 }
 
@@ -355,12 +363,14 @@ class device_context {
     if (stream_) cudaStreamDestroy(stream_);
     cudaFree(arena_);
     cudaFreeHost(host_ints_);
+    cudaFreeHost(host_penalized_);
   }
   device_context(const device_context&) = delete;
   device_context& operator=(const device_context&) = delete;
 
   void init();
-  void decode(std::span<const batch_entry> batch, float* logits_out);
+  void decode(std::span<const batch_entry> batch);
+  token_id sample(int row, const sample_args& a);
   void validate(std::span<const batch_entry> batch);
   void forward(int n, int n_out, bool gather);
   void mm(const dweight& w, const float* x, q8_blocks xq, int n, float* y);
@@ -371,7 +381,9 @@ class device_context {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* arena_ = nullptr;
-  int32_t* host_ints_ = nullptr;  // pinned staging of the batch arrays
+  int32_t* host_ints_ = nullptr;       // pinned staging of the batch arrays
+  int32_t* host_penalized_ = nullptr;  // pinned staging of sample_args::penalized (n_vocab)
+  int32_t* host_token_ = nullptr;      // pinned: the sampled token comes back here
   std::vector<int> seq_len_, next_pos_;
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs_;  // (n, n_out, gather)
 
@@ -380,10 +392,14 @@ class device_context {
   float *x_ = nullptr, *xb_ = nullptr, *tmp_ = nullptr, *out_ = nullptr, *att_ = nullptr;
   float *qkv_ = nullptr, *q_ = nullptr, *hb_ = nullptr, *hb2_ = nullptr;
   float *logits_ = nullptr, *att_scratch_ = nullptr;
+  int* att_counters_ = nullptr;  // (n_batch, n_head), zero between launches
   q8_blocks q8_;
   void* gemm_scratch_ = nullptr;
   int32_t *tokens_ = nullptr, *pos_ = nullptr, *seq_ = nullptr, *out_rows_ = nullptr;
-  double* inv_freq_ = nullptr;  // (n_rot/2,)
+  double* inv_freq_ = nullptr;      // (n_rot/2,)
+  float2* rope_cos_sin_ = nullptr;  // (n_batch, n_rot/2) rope_table of the batch
+  int32_t *penalized_ = nullptr, *token_ = nullptr;
+  void* sample_scratch_ = nullptr;
 };
 
 void device_context_deleter::operator()(device_context* c) const {
@@ -396,13 +412,19 @@ void device_context::init() {
   if (hp.head_dim > 256)
     throw engine_error(error_code::unsupported_architecture,
                        str("CUDA backend: head_dim ", hp.head_dim, " above 256 is not supported"));
+  if (hp.n_embd > max_norm_width)
+    throw engine_error(
+        error_code::unsupported_architecture,
+        str("CUDA backend: n_embd ", hp.n_embd, " above ", max_norm_width, " is not supported"));
   const context_layout lay = layout_of(w, params_.n_ctx, params_.n_seq, params_.n_batch);
   require_vram(lay.total() + runtime_margin / 2, m_.device_);
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
   RBEE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   RBEE_CUBLAS_CHECK(cublas().create(&cublas_));
   RBEE_CUDA_CHECK(cudaMalloc(&arena_, lay.total()));
-  RBEE_CUDA_CHECK(cudaMallocHost(&host_ints_, lay.ints));
+  RBEE_CUDA_CHECK(cudaMallocHost(&host_ints_, lay.ints + sizeof(int32_t)));
+  host_token_ = host_ints_ + lay.ints / sizeof(int32_t);
+  RBEE_CUDA_CHECK(cudaMallocHost(&host_penalized_, lay.penalized));
   auto* cur = static_cast<uint8_t*>(arena_);
   auto take = [&cur](size_t bytes) {
     void* p = cur;
@@ -423,6 +445,8 @@ void device_context::init() {
   logits_ = static_cast<float*>(take(lay.logits));
   q8_ = q8_view(take(lay.q8), q8_blocks_max(hp));
   att_scratch_ = static_cast<float*>(take(lay.att_scratch));
+  att_counters_ = static_cast<int*>(take(lay.att_counters));
+  RBEE_CUDA_CHECK(cudaMemset(att_counters_, 0, lay.att_counters));
   gemm_scratch_ = take(lay.gemm);
   const size_t nb = static_cast<size_t>(params_.n_batch);
   tokens_ = static_cast<int32_t*>(take(lay.ints));
@@ -430,6 +454,10 @@ void device_context::init() {
   seq_ = tokens_ + 2 * nb;
   out_rows_ = tokens_ + 3 * nb;
   inv_freq_ = static_cast<double*>(take(lay.rope));
+  rope_cos_sin_ = static_cast<float2*>(take(lay.rope_table));
+  penalized_ = static_cast<int32_t*>(take(lay.penalized));
+  sample_scratch_ = take(lay.sample);
+  token_ = static_cast<int32_t*>(take(lay.token));
   assert(cur == static_cast<uint8_t*>(arena_) + lay.total());
 
   // The rotation frequencies as the CPU path computes them (double), once.
@@ -505,17 +533,12 @@ void device_context::forward(int n, int n_out, bool gather) {
   };
   const size_t kv_layer =
       static_cast<size_t>(params_.n_seq) * hp.n_head_kv * params_.n_ctx * static_cast<size_t>(hd);
-  const rope_args ra{hp.n_head,
-                     hp.n_head_kv,
-                     hd,
-                     hp.n_rot,
-                     hp.rope == rope_style::halves,
-                     hp.rope_freq_scale,
-                     inv_freq_,
-                     params_.n_ctx,
-                     params_.n_seq};
+  const rope_args ra{
+      hp.n_head,     hp.n_head_kv,  hd,           hp.n_rot, hp.rope == rope_style::halves,
+      rope_cos_sin_, params_.n_ctx, params_.n_seq};
 
   get_rows(m_.tok_embd.type, m_.tok_embd.data, d, tokens_, n, x_, stream_);
+  rope_table(inv_freq_, hp.rope_freq_scale, hp.n_rot, pos_, n, rope_cos_sin_, stream_);
   for (size_t li = 0; li < m_.layers.size(); ++li) {
     const dlayer& l = m_.layers[li];
     // The previous layer's FFN output joins the residual here, fused with this norm.
@@ -547,8 +570,8 @@ void device_context::forward(int n, int n_out, bool gather) {
     q8_blocks aq = q8_for({&l.wo});
     const bool fused_q = hd % 32 == 0;
     attention(q_, k_cache_ + li * kv_layer, v_cache_ + li * kv_layer, pos_, seq_, n, hp.n_head,
-              hp.n_head_kv, hd, params_.n_ctx, att_scratch_, att_, fused_q ? aq : q8_blocks{},
-              stream_);
+              hp.n_head_kv, hd, params_.n_ctx, att_scratch_, att_counters_, att_,
+              fused_q ? aq : q8_blocks{}, stream_);
     if (aq && !fused_q) quantize_q8(att_, n, hp.n_head * hd, aq, stream_);
     mm(l.wo, att_, aq, n, tmp_);
     q8_blocks fq = q8_for({&l.ffn_gate, &l.ffn_up});
@@ -585,7 +608,7 @@ void device_context::forward(int n, int n_out, bool gather) {
   mm(m_.output, rows, oq, n_out, logits_);
 }
 
-void device_context::decode(std::span<const batch_entry> batch, float* logits_out) {
+void device_context::decode(std::span<const batch_entry> batch) {
   validate(batch);
   const int n = static_cast<int>(batch.size());
   const size_t nb = static_cast<size_t>(params_.n_batch);
@@ -627,12 +650,33 @@ void device_context::decode(std::span<const batch_entry> batch, float* logits_ou
   } else {
     forward(n, n_out, gather);
   }
-  if (n_out > 0)
-    RBEE_CUDA_CHECK(cudaMemcpyAsync(logits_out, logits_,
-                                    static_cast<size_t>(n_out) * m_.w_.hp.n_vocab * sizeof(float),
-                                    cudaMemcpyDeviceToHost, stream_));
+  // Errors of the forward pass surface here, in the call that caused them.
   RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
   seq_len_ = next_pos_;
+}
+
+token_id device_context::sample(int row, const sample_args& a) {
+  const int n_vocab = m_.w_.hp.n_vocab;
+  const int n_pen = a.repeat_penalty != 1.0f ? static_cast<int>(a.penalized.size()) : 0;
+  assert(n_pen <= n_vocab && "sample: more penalized tokens than the vocabulary has");
+  RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
+  if (n_pen > 0) {
+    std::copy(a.penalized.begin(), a.penalized.end(), host_penalized_);
+    RBEE_CUDA_CHECK(cudaMemcpyAsync(penalized_, host_penalized_, n_pen * sizeof(int32_t),
+                                    cudaMemcpyHostToDevice, stream_));
+  }
+  sample_row(logits_ + static_cast<size_t>(row) * n_vocab, n_vocab, penalized_, n_pen,
+             {.temperature = a.temperature,
+              .top_k = a.top_k,
+              .top_p = a.top_p,
+              .min_p = a.min_p,
+              .repeat_penalty = a.repeat_penalty,
+              .uniform = a.uniform},
+             sample_scratch_, token_, stream_);
+  RBEE_CUDA_CHECK(
+      cudaMemcpyAsync(host_token_, token_, sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+  RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return *host_token_;
 }
 
 device_context_ptr create_context(device_model& m, const context_params& p) {
@@ -645,8 +689,20 @@ device_context_ptr create_context(device_model& m, const context_params& p) {
   return c;
 }
 
-void decode(device_context& c, std::span<const batch_entry> batch, float* logits_out) {
-  c.decode(batch, logits_out);
+void decode(device_context& c, std::span<const batch_entry> batch) {
+  c.decode(batch);
+}
+
+void copy_logits(device_context& c, int row, float* out) {
+  const size_t n_vocab = static_cast<size_t>(c.m_.w_.hp.n_vocab);
+  RBEE_CUDA_CHECK(cudaSetDevice(c.m_.device_));
+  RBEE_CUDA_CHECK(cudaMemcpyAsync(out, c.logits_ + static_cast<size_t>(row) * n_vocab,
+                                  n_vocab * sizeof(float), cudaMemcpyDeviceToHost, c.stream_));
+  RBEE_CUDA_CHECK(cudaStreamSynchronize(c.stream_));
+}
+
+token_id sample(device_context& c, int row, const sample_args& a) {
+  return c.sample(row, a);
 }
 
 void sequence_clear(device_context& c, int seq) {

@@ -66,10 +66,27 @@ using device_context_ptr = std::unique_ptr<device_context, device_context_delete
 // The context keeps a reference to the model: the model must outlive it.
 device_context_ptr create_context(device_model& m, const context_params& params);
 
-// Runs the forward pass of all entries (any mix of prefill and decode across sequences) and
-// writes n_vocab logits per entry with want_logits, in batch order, to `logits_out`.
+// Runs the forward pass of all entries (any mix of prefill and decode across sequences); the
+// logits of the entries with want_logits stay on the device, one row each in batch order.
 // Validation and errors as engine.h's decode.
-void decode(device_context& c, std::span<const batch_entry> batch, float* logits_out);
+void decode(device_context& c, std::span<const batch_entry> batch);
+// Copies logits row `row` of the last decode (n_vocab floats) to `out`.
+void copy_logits(device_context& c, int row, float* out);
+
+// One choice of engine.h's sampler, made on the device from logits row `row`: repeat penalty
+// on `penalized`, then argmax (temperature <= 0) or top-k, softmax, top-p, min-p and
+// temperature, and the token whose cumulative weight passes uniform * total. Only the token
+// comes back.
+struct sample_args {
+  float temperature = 0.0f;
+  int top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repeat_penalty = 1.0f;
+  std::span<const token_id> penalized;  // distinct tokens in [0, n_vocab)
+  double uniform = 0.0;                 // the draw in [0, 1); unused when greedy
+};
+token_id sample(device_context& c, int row, const sample_args& a);
 // Forgets sequence `seq` (its positions restart at 0).
 void sequence_clear(device_context& c, int seq);
 int n_vocab(const device_context& c);

@@ -24,7 +24,7 @@ __global__ void __launch_bounds__(32 * warps_per_block)
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
     // Unrolled so that several chunks' loads are in flight per lane.
-#pragma unroll 4
+#pragma unroll 8
   for (int u = lane; u < n_chunks; u += 32) {
     const chunk c = decode_chunk<T>(r, u, n_chunks);
 #pragma unroll

@@ -67,6 +67,8 @@ size_t gemm_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, int n_to
 void gemm(cublasHandle_t handle, tensor_type type, const void* w, int64_t rows, int64_t cols,
           const float* x, int n_tok, float* y, void* scratch, cudaStream_t stream);
 
+// Widest row add_rmsnorm takes (the CUDA backend refuses models with a wider n_embd).
+inline constexpr int max_norm_width = 32768;
 // x += y (when y is not null), then out = x / rms(x) * w per row of n; also writes out's q8
 // blocks when out_q is set (n a multiple of 32).
 void add_rmsnorm(float* x, const float* y, const float* w, int n_rows, int n, float eps, float* out,
@@ -81,12 +83,16 @@ void silu_mul(const float* gate, const float* up, int in_stride, int n_rows, int
 void gather_rows(const float* x, const int32_t* rows, int n, int cols, float* out,
                  cudaStream_t stream);
 
+// table (n_tok, n_rot/2) = (cos, sin) of freq_scale * pos[i] * inv_freq[j], inv_freq[j] =
+// base^(-2j/n_rot) / rope_freqs[j]: the angles of every layer's rotation, once per batch.
+void rope_table(const double* inv_freq, float freq_scale, int n_rot, const int32_t* pos, int n_tok,
+                float2* table, cudaStream_t stream);
+
 struct rope_args {
   int n_head, n_head_kv, head_dim, n_rot;
-  bool halves;             // qwen2's NeoX style, else llama's adjacent pairs
-  float freq_scale;        // linear scaling
-  const double* inv_freq;  // (n_rot/2,) base^(-2i/n_rot) / rope_freqs[i]
-  int n_ctx;               // cache rows per (seq, kv head)
+  bool halves;            // qwen2's NeoX style, else llama's adjacent pairs
+  const float2* cos_sin;  // rope_table of the batch
+  int n_ctx;              // cache rows per (seq, kv head)
   int n_seq;
 };
 // Per token i of the batch (position pos[i], sequence seq[i]): adds the biases (when not
@@ -100,13 +106,29 @@ void rope_store(const rope_args& a, const float* q, int q_stride, const float* k
 
 // Positions of the cache handled by one block of the split attention.
 inline constexpr int attention_split = 128;
-// Scratch floats for partial results of n_tok tokens.
+// Scratch floats for partial results of n_tok tokens. `counters` (n_tok * n_head ints, for the
+// largest n_tok used) are zeroed before the first call; each call leaves them at zero.
 size_t attention_scratch_floats(int n_tok, int n_head, int head_dim, int n_ctx);
 // out (n_tok, n_head*head_dim): causal attention of each token over its sequence's cached
 // positions 0..pos[i] (GQA), long contexts split across blocks, then combined; q8 blocks of
 // out too when out_q is set. head_dim at most 256.
 void attention(const float* q, const __half* k_cache, const __half* v_cache, const int32_t* pos,
                const int32_t* seq, int n_tok, int n_head, int n_head_kv, int head_dim, int n_ctx,
-               float* scratch, float* out, q8_blocks out_q, cudaStream_t stream);
+               float* scratch, int* counters, float* out, q8_blocks out_q, cudaStream_t stream);
+
+// Sampling (sample.cu): one choice of engine.h's sampler from a logits row of n entries.
+struct row_sampling {
+  float temperature;  // <= 0: argmax
+  int top_k;
+  float top_p, min_p, repeat_penalty;
+  double uniform;  // the draw in [0, 1)
+};
+// Device scratch bytes for rows of n entries.
+size_t sample_scratch_bytes(int n);
+// *token = the choice: repeat penalty on the n_pen distinct tokens at `penalized` (device),
+// then argmax, or a sort by (logit desc, id asc) and top-k, softmax, top-p, min-p and
+// temperature, and the first candidate whose cumulative weight exceeds uniform * total.
+void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
+                const row_sampling& p, void* scratch, int32_t* token, cudaStream_t stream);
 
 }  // namespace rbee::engine::cuda

@@ -1,6 +1,6 @@
-// Q/K/V biases, rotary embeddings and the KV cache store of each token, fused: one block
-// per token of the batch. Reads the projections (strided: they may be one stacked product),
-// writes the rotated queries contiguous and the keys and values into the cache.
+// Rotary embeddings. The cos/sin of every (token, pair) angle are computed once per forward
+// pass (in double, as the CPU does); each layer then adds the Q/K/V biases, rotates q and k
+// and stores k and v into the cache in one kernel with a block per (token, head).
 #include "engine/cuda/check.h"
 #include "engine/cuda/common.cuh"
 
@@ -8,19 +8,20 @@ namespace rbee::engine::cuda {
 
 namespace {
 
-constexpr int threads = 256;
+constexpr int threads = 128;
 
-// Rotates pair j of one head (with its biases) from `in` and hands both results to `put`.
-template <class Put>
-__device__ __forceinline__ void rotate_pair(const float* in, const float* bias, int j, int half,
-                                            bool halves, double theta, Put put) {
-  const int a = halves ? j : 2 * j, b = halves ? j + half : 2 * j + 1;
-  const float c = static_cast<float>(cos(theta)), s = static_cast<float>(sin(theta));
-  const float v0 = in[a] + (bias ? bias[a] : 0.0f), v1 = in[b] + (bias ? bias[b] : 0.0f);
-  put(a, v0 * c - v1 * s);
-  put(b, v0 * s + v1 * c);
+__global__ void rope_table_kernel(const double* __restrict__ inv_freq, float freq_scale, int half,
+                                  const int32_t* __restrict__ pos, int n,
+                                  float2* __restrict__ out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const int t = i / half, j = i % half;
+  double s, c;
+  sincos(static_cast<double>(freq_scale) * pos[t] * inv_freq[j], &s, &c);
+  out[i] = make_float2(static_cast<float>(c), static_cast<float>(s));
 }
 
+// blockIdx.y < n_head: query head; else key/value head blockIdx.y - n_head.
 __global__ void __launch_bounds__(threads)
     rope_store_kernel(rope_args a, const float* __restrict__ q, int q_stride,
                       const float* __restrict__ k, const float* __restrict__ v, int kv_stride,
@@ -29,50 +30,55 @@ __global__ void __launch_bounds__(threads)
                       const int32_t* __restrict__ seq, float* __restrict__ q_out,
                       __half* __restrict__ k_cache, __half* __restrict__ v_cache) {
   const int t = blockIdx.x, hd = a.head_dim, half = a.n_rot / 2;
-  const int q_dim = a.n_head * hd, kv_dim = a.n_head_kv * hd;
-  const float* qt = q + static_cast<size_t>(t) * q_stride;
-  const float* kt = k + static_cast<size_t>(t) * kv_stride;
-  const float* vt = v + static_cast<size_t>(t) * kv_stride;
-  float* qo = q_out + static_cast<size_t>(t) * q_dim;
+  const bool is_q = static_cast<int>(blockIdx.y) < a.n_head;
+  const int h = is_q ? blockIdx.y : blockIdx.y - a.n_head;
+  const float2* cs = a.cos_sin + static_cast<size_t>(t) * half;
+  const float* in = is_q ? q + static_cast<size_t>(t) * q_stride + h * hd
+                         : k + static_cast<size_t>(t) * kv_stride + h * hd;
+  const float* bias = is_q ? (bq ? bq + h * hd : nullptr) : (bk ? bk + h * hd : nullptr);
   // Cache rows: [seq][kv_head][n_ctx][head_dim].
-  const size_t seq_base = static_cast<size_t>(seq[t]) * a.n_head_kv * a.n_ctx;
-  auto cache_at = [&](int h, int d) {
-    return (seq_base + static_cast<size_t>(h) * a.n_ctx + pos[t]) * hd + d;
+  const size_t row = (static_cast<size_t>(seq[t]) * a.n_head_kv + h) * a.n_ctx + pos[t];
+  float* qo = q_out + static_cast<size_t>(t) * a.n_head * hd + h * hd;
+  __half* ko = k_cache + row * hd;
+  auto put = [&](int d, float x) {
+    if (is_q)
+      qo[d] = x;
+    else
+      ko[d] = __float2half(x);
   };
-  const double p = static_cast<double>(a.freq_scale) * pos[t];
-  for (int j = threadIdx.x; j < a.n_head * half; j += threads) {
-    const int h = j / half, off = h * hd;
-    rotate_pair(qt + off, bq ? bq + off : nullptr, j % half, half, a.halves,
-                p * a.inv_freq[j % half], [&](int d, float x) { qo[off + d] = x; });
-  }
-  for (int j = threadIdx.x; j < a.n_head_kv * half; j += threads) {
-    const int h = j / half, off = h * hd;
-    rotate_pair(kt + off, bk ? bk + off : nullptr, j % half, half, a.halves,
-                p * a.inv_freq[j % half],
-                [&](int d, float x) { k_cache[cache_at(h, d)] = __float2half(x); });
+  for (int j = threadIdx.x; j < half; j += threads) {
+    const int i0 = a.halves ? j : 2 * j, i1 = a.halves ? j + half : 2 * j + 1;
+    const float2 r = cs[j];
+    const float v0 = in[i0] + (bias ? bias[i0] : 0.0f), v1 = in[i1] + (bias ? bias[i1] : 0.0f);
+    put(i0, v0 * r.x - v1 * r.y);
+    put(i1, v0 * r.y + v1 * r.x);
   }
   // Dimensions past n_rot are not rotated.
-  const int rest = hd - a.n_rot;
-  for (int i = threadIdx.x; i < a.n_head * rest; i += threads) {
-    const int d = (i / rest) * hd + a.n_rot + i % rest;
-    qo[d] = qt[d] + (bq ? bq[d] : 0.0f);
-  }
-  for (int i = threadIdx.x; i < a.n_head_kv * rest; i += threads) {
-    const int h = i / rest, d = a.n_rot + i % rest;
-    k_cache[cache_at(h, d)] = __float2half(kt[h * hd + d] + (bk ? bk[h * hd + d] : 0.0f));
-  }
-  for (int i = threadIdx.x; i < kv_dim; i += threads)
-    v_cache[cache_at(i / hd, i % hd)] = __float2half(vt[i] + (bv ? bv[i] : 0.0f));
+  for (int d = a.n_rot + threadIdx.x; d < hd; d += threads) put(d, in[d] + (bias ? bias[d] : 0.0f));
+  if (is_q) return;
+  const float* vt = v + static_cast<size_t>(t) * kv_stride + h * hd;
+  __half* vo = v_cache + row * hd;
+  for (int d = threadIdx.x; d < hd; d += threads)
+    vo[d] = __float2half(vt[d] + (bv ? bv[h * hd + d] : 0.0f));
 }
 
 }  // namespace
+
+void rope_table(const double* inv_freq, float freq_scale, int n_rot, const int32_t* pos, int n_tok,
+                float2* table, cudaStream_t stream) {
+  const int half = n_rot / 2, n = n_tok * half;
+  if (n == 0) return;
+  rope_table_kernel<<<(n + 255) / 256, 256, 0, stream>>>(inv_freq, freq_scale, half, pos, n, table);
+  RBEE_CUDA_CHECK_LAUNCH();
+}
 
 void rope_store(const rope_args& a, const float* q, int q_stride, const float* k, const float* v,
                 int kv_stride, const float* bq, const float* bk, const float* bv,
                 const int32_t* pos, const int32_t* seq, int n_tok, float* q_out, __half* k_cache,
                 __half* v_cache, cudaStream_t stream) {
-  rope_store_kernel<<<n_tok, threads, 0, stream>>>(a, q, q_stride, k, v, kv_stride, bq, bk, bv, pos,
-                                                   seq, q_out, k_cache, v_cache);
+  const dim3 grid(static_cast<unsigned>(n_tok), static_cast<unsigned>(a.n_head + a.n_head_kv));
+  rope_store_kernel<<<grid, threads, 0, stream>>>(a, q, q_stride, k, v, kv_stride, bq, bk, bv, pos,
+                                                  seq, q_out, k_cache, v_cache);
   RBEE_CUDA_CHECK_LAUNCH();
 }
 

@@ -139,15 +139,43 @@ std::vector<float> rope_attention(const attention_case& c, std::span<const float
   const size_t cache = static_cast<size_t>(c.n_ctx) * kv_dim;
   buffer kc(cache * 2), vc(cache * 2), out(static_cast<size_t>(n_tok) * q_dim * sizeof(float));
   buffer scratch(attention_scratch_floats(n_tok, c.n_head, hd, c.n_ctx) * sizeof(float));
-  const rope_args ra{c.n_head, c.n_head_kv, hd, hd, c.halves, 1.0f, df.as<double>(), c.n_ctx, 1};
+  const size_t counter_bytes = static_cast<size_t>(n_tok) * c.n_head * sizeof(int);
+  buffer counters(counter_bytes);
+  RBEE_CUDA_CHECK(cudaMemset(counters.as<void>(), 0, counter_bytes));
+  buffer table(static_cast<size_t>(n_tok) * hd / 2 * sizeof(float2));
   buffer q_out(q.size_bytes());
-  rope_store(ra, dq.as<float>(), q_dim, dk.as<float>(), dv.as<float>(), kv_dim, nullptr, nullptr,
-             nullptr, dpos.as<int32_t>(), dseq.as<int32_t>(), n_tok, q_out.as<float>(),
-             kc.as<__half>(), vc.as<__half>(), 0);
-  attention(q_out.as<float>(), kc.as<__half>(), vc.as<__half>(), dpos.as<int32_t>(),
-            dseq.as<int32_t>(), n_tok, c.n_head, c.n_head_kv, hd, c.n_ctx, scratch.as<float>(),
-            out.as<float>(), {}, 0);
+  // The first half as one prefill batch, the rest one token per call as decoding runs: the
+  // calls share the scratch and counters as a context's layers do.
+  auto step = [&](int first, int n) {
+    const int32_t* p = dpos.as<int32_t>() + first;
+    const int32_t* sq = dseq.as<int32_t>() + first;
+    const size_t qo = static_cast<size_t>(first) * q_dim, ko = static_cast<size_t>(first) * kv_dim;
+    rope_table(df.as<double>(), 1.0f, hd, p, n, table.as<float2>(), 0);
+    const rope_args ra{c.n_head, c.n_head_kv, hd, hd, c.halves, table.as<float2>(), c.n_ctx, 1};
+    rope_store(ra, dq.as<float>() + qo, q_dim, dk.as<float>() + ko, dv.as<float>() + ko, kv_dim,
+               nullptr, nullptr, nullptr, p, sq, n, q_out.as<float>() + qo, kc.as<__half>(),
+               vc.as<__half>(), 0);
+    attention(q_out.as<float>() + qo, kc.as<__half>(), vc.as<__half>(), p, sq, n, c.n_head,
+              c.n_head_kv, hd, c.n_ctx, scratch.as<float>(), counters.as<int>(),
+              out.as<float>() + qo, {}, 0);
+  };
+  step(0, n_tok / 2);
+  for (int t = n_tok / 2; t < n_tok; ++t) step(t, 1);
   return out.download<float>(static_cast<size_t>(n_tok) * q_dim);
+}
+
+token_id sample(std::span<const float> logits, const sample_args& a) {
+  const int n = static_cast<int>(logits.size());
+  buffer dl(logits), pen(a.penalized), scratch(sample_scratch_bytes(n)), token(sizeof(int32_t));
+  sample_row(dl.as<float>(), n, pen.as<int32_t>(), static_cast<int>(a.penalized.size()),
+             {.temperature = a.temperature,
+              .top_k = a.top_k,
+              .top_p = a.top_p,
+              .min_p = a.min_p,
+              .repeat_penalty = a.repeat_penalty,
+              .uniform = a.uniform},
+             scratch.as<void>(), token.as<int32_t>(), nullptr);
+  return token.download<int32_t>(1)[0];
 }
 
 }  // namespace rbee::engine::cuda::testing

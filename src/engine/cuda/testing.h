@@ -5,6 +5,7 @@
 #include <span>
 #include <vector>
 
+#include "engine/cuda/cuda_backend.h"
 #include "engine/tensor_types.h"
 
 namespace rbee::engine::cuda::testing {
@@ -29,9 +30,10 @@ std::vector<float> silu_mul(std::span<const float> gate, std::span<const float> 
 // Dequantized q8 blocks of x (n a multiple of 32).
 std::vector<float> quantize_q8_roundtrip(std::span<const float> x);
 
-// One layer's attention step of n_tok tokens of one sequence at positions pos0.. (q, k, v
-// rows as the projections give them; rope_freqs none, adjacent pairs or halves), starting
-// from an empty cache: returns the attention output (n_tok, n_head*head_dim).
+// One layer's attention of n_tok tokens of one sequence at positions 0.. (q, k, v rows as
+// the projections give them; rope_freqs none, adjacent pairs or halves), starting from an
+// empty cache: the first half as one batch, then one token per call. Returns the attention
+// output (n_tok, n_head*head_dim).
 struct attention_case {
   int n_head, n_head_kv, head_dim, n_ctx;
   bool halves;
@@ -39,5 +41,8 @@ struct attention_case {
 };
 std::vector<float> rope_attention(const attention_case& c, std::span<const float> q,
                                   std::span<const float> k, std::span<const float> v, int n_tok);
+
+// The device's sampling choice from one logits row, as a context makes it.
+token_id sample(std::span<const float> logits, const sample_args& a);
 
 }  // namespace rbee::engine::cuda::testing

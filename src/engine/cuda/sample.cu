@@ -1,0 +1,230 @@
+// Sampling on the device, step for step the CPU sampler's (sampling.cpp): repeat penalty,
+// then argmax, or a sort by (logit desc, id asc) and one block that walks the sorted
+// candidates through top-k, softmax, top-p, min-p and temperature to the drawn token.
+// Probabilities are computed as the CPU computes them (float exp, double sums), so both
+// backends pick the same token from the same logits.
+#include <cub/device/device_radix_sort.cuh>
+
+#include "engine/cuda/check.h"
+#include "engine/cuda/common.cuh"
+
+namespace rbee::engine::cuda {
+
+namespace {
+
+constexpr int pick_threads = 1024;
+
+__global__ void copy_with_ids_kernel(const float* __restrict__ logits, int n,
+                                     float* __restrict__ keys, int32_t* __restrict__ ids) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) {
+    keys[i] = logits[i];
+    ids[i] = i;
+  }
+}
+
+// The penalized tokens are distinct, so each thread owns its key.
+__global__ void apply_penalty_kernel(const float* __restrict__ logits,
+                                     const int32_t* __restrict__ penalized, int n_pen,
+                                     float penalty, float* __restrict__ keys) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= n_pen) return;
+  const int32_t t = penalized[j];
+  const float l = logits[t];
+  keys[t] = l > 0 ? l / penalty : l * penalty;
+}
+
+// (value, index) with the larger value, the smaller index among equals.
+__device__ __forceinline__ void better(float& v, int& i, float ov, int oi) {
+  if (ov > v || (ov == v && oi < i)) {
+    v = ov;
+    i = oi;
+  }
+}
+
+__global__ void __launch_bounds__(pick_threads)
+    argmax_kernel(const float* __restrict__ x, int n, int32_t* __restrict__ out) {
+  __shared__ float vals[32];
+  __shared__ int idxs[32];
+  float v = -INFINITY;
+  int idx = n;
+  // Unrolled so that a thread's loads are in flight together, not one latency each.
+#pragma unroll 8
+  for (int i = threadIdx.x; i < n; i += blockDim.x) better(v, idx, x[i], i);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    better(v, idx, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, idx, o));
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) {
+    vals[warp] = v;
+    idxs[warp] = idx;
+  }
+  __syncthreads();
+  if (warp != 0) return;
+  v = lane < static_cast<int>(blockDim.x / 32) ? vals[lane] : -INFINITY;
+  idx = lane < static_cast<int>(blockDim.x / 32) ? idxs[lane] : n;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    better(v, idx, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, idx, o));
+  // All equal to -inf (or NaN): the first token, as the CPU's loop gives.
+  if (lane == 0) *out = idx < n ? idx : 0;
+}
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the block; `shared` holds 32 doubles.
+__device__ double block_sum_d(double v, double* shared) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  v = warp_sum_d(v);
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  v = lane < static_cast<int>(blockDim.x / 32) ? shared[lane] : 0.0;
+  return warp_sum_d(v);
+}
+
+// Inclusive prefix sum over the block in thread order; `shared` holds 32 doubles. Returns
+// this thread's prefix; `total` gets the block's sum.
+__device__ double block_scan_d(double v, double* shared, double& total) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const double up = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += up;
+  }
+  __syncthreads();
+  if (lane == 31) shared[warp] = v;
+  __syncthreads();
+  double before = 0.0;
+  total = 0.0;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) {
+    if (w < warp) before += shared[w];
+    total += shared[w];
+  }
+  return before + v;
+}
+
+// The smallest i < n (or n) for which `pred(prefix sum of f over 0..i)` holds, walking
+// blocks of pick_threads candidates. Every thread gets the answer.
+template <class F, class Pred>
+__device__ int first_prefix(int n, F f, Pred pred, double* shared, int* found) {
+  if (threadIdx.x == 0) *found = n;
+  __syncthreads();
+  double carry = 0.0;
+  for (int base = 0; base < n; base += pick_threads) {
+    const int i = base + static_cast<int>(threadIdx.x);
+    double total;
+    const double cum = carry + block_scan_d(i < n ? f(i) : 0.0, shared, total);
+    if (i < n && pred(cum)) atomicMin(found, i);
+    __syncthreads();
+    if (*found < n) break;
+    carry += total;
+  }
+  const int result = *found;
+  __syncthreads();
+  return result;
+}
+
+__global__ void __launch_bounds__(pick_threads)
+    pick_kernel(const float* __restrict__ keys, const int32_t* __restrict__ ids, int n_vocab,
+                row_sampling a, int32_t* __restrict__ out) {
+  __shared__ double red[32];
+  __shared__ int found;
+  int n = a.top_k > 0 && a.top_k < n_vocab ? a.top_k : n_vocab;
+  const float max_logit = keys[0];
+  // exp in double, rounded once to float: the CPU's correctly rounded expf.
+  auto weight = [&](int i) {
+    return static_cast<float>(exp(static_cast<double>(keys[i] - max_logit)));
+  };
+  double sum = 0.0;
+  for (int i = threadIdx.x; i < n; i += pick_threads) sum += weight(i);
+  sum = block_sum_d(sum, red);
+  auto prob = [&](int i) { return static_cast<float>(weight(i) / sum); };
+
+  if (a.top_p < 1.0f) {
+    const int last = first_prefix(
+        n, [&](int i) { return static_cast<double>(prob(i)); },
+        [&](double cum) { return cum >= a.top_p; }, red, &found);
+    if (last < n) n = last + 1;
+  }
+  if (a.min_p > 0.0f) {
+    // Probabilities fall along the sorted order: the survivors are a prefix.
+    const float threshold = prob(0) * a.min_p;
+    double kept = 0.0;
+    for (int i = 1 + threadIdx.x; i < n; i += pick_threads) kept += prob(i) >= threshold ? 1 : 0;
+    n = 1 + static_cast<int>(block_sum_d(kept, red));
+  }
+  const double inv_temperature = 1.0 / a.temperature;
+  auto tempered = [&](int i) {
+    return static_cast<double>(
+        static_cast<float>(pow(static_cast<double>(prob(i)), inv_temperature)));
+  };
+  double total = 0.0;
+  for (int i = threadIdx.x; i < n; i += pick_threads) total += tempered(i);
+  total = block_sum_d(total, red);
+  const double r = a.uniform * total;
+  const int chosen = first_prefix(
+      n, tempered, [&](double cum) { return r < cum; }, red, &found);
+  if (threadIdx.x == 0) *out = ids[chosen < n ? chosen : n - 1];
+}
+
+size_t align256(size_t n) {
+  return (n + 255) / 256 * 256;
+}
+
+size_t sort_bytes(int n) {
+  size_t bytes = 0;
+  RBEE_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(
+      nullptr, bytes, static_cast<const float*>(nullptr), static_cast<float*>(nullptr),
+      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), n));
+  return bytes;
+}
+
+}  // namespace
+
+size_t sample_scratch_bytes(int n) {
+  return 4 * align256(static_cast<size_t>(n) * 4) + align256(sort_bytes(n));
+}
+
+void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
+                const row_sampling& p, void* scratch, int32_t* token, cudaStream_t stream) {
+  const bool greedy = p.temperature <= 0.0f;
+  if (p.repeat_penalty == 1.0f) n_pen = 0;
+  if (greedy && n_pen == 0) {
+    argmax_kernel<<<1, pick_threads, 0, stream>>>(logits, n, token);
+    RBEE_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  const size_t row = align256(static_cast<size_t>(n) * 4);
+  auto* base = static_cast<uint8_t*>(scratch);
+  auto* keys = reinterpret_cast<float*>(base);
+  auto* sorted_keys = reinterpret_cast<float*>(base + row);
+  auto* ids = reinterpret_cast<int32_t*>(base + 2 * row);
+  auto* sorted_ids = reinterpret_cast<int32_t*>(base + 3 * row);
+  void* sort_scratch = base + 4 * row;
+
+  copy_with_ids_kernel<<<(n + 255) / 256, 256, 0, stream>>>(logits, n, keys, ids);
+  RBEE_CUDA_CHECK_LAUNCH();
+  if (n_pen > 0) {
+    apply_penalty_kernel<<<(n_pen + 255) / 256, 256, 0, stream>>>(logits, penalized, n_pen,
+                                                                  p.repeat_penalty, keys);
+    RBEE_CUDA_CHECK_LAUNCH();
+  }
+  if (greedy) {
+    argmax_kernel<<<1, pick_threads, 0, stream>>>(keys, n, token);
+    RBEE_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  // Stable: equal logits keep ascending ids, the CPU sampler's tie order.
+  size_t sort_scratch_bytes = sort_bytes(n);
+  RBEE_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(
+      sort_scratch, sort_scratch_bytes, keys, sorted_keys, ids, sorted_ids, n, 0, 32, stream));
+  pick_kernel<<<1, pick_threads, 0, stream>>>(sorted_keys, sorted_ids, n, p, token);
+  RBEE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace rbee::engine::cuda
