@@ -90,6 +90,8 @@ using model_ptr = std::unique_ptr<model, model_deleter>;
 
 model_ptr model_load(const std::string& path, const model_params& params);
 const model_info& model_get_info(const model& m);
+// Device memory the model's weights hold (0 on the CPU backend).
+uint64_t model_device_bytes(const model& m);
 
 // ---- tokens and text ----
 // add_bos: prepend BOS if the vocabulary uses one (tokenizer.ggml.add_bos_token; Qwen2's does
@@ -164,6 +166,8 @@ std::span<const float> logits(const context& ctx, int batch_index);
 // Forgets sequence `seq` (its positions restart at 0).
 void sequence_clear(context& ctx, int seq);
 int context_n_ctx(const context& ctx);
+// Device memory the context holds: KV cache, activations and scratch (0 on the CPU backend).
+uint64_t context_device_bytes(const context& ctx);
 int context_n_threads(const context& ctx);  // the resolved count (never 0)
 
 // ---- sampling ----

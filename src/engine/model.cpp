@@ -387,4 +387,12 @@ const model_info& model_get_info(const model& m) {
   return m.info;
 }
 
+uint64_t model_device_bytes(const model& m) {
+#ifdef RBEE_HAVE_CUDA
+  if (m.gpu) return cuda::device_bytes(*m.gpu);
+#endif
+  (void)m;
+  return 0;
+}
+
 }  // namespace rbee::engine

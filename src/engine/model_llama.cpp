@@ -306,6 +306,14 @@ int context_n_ctx(const context& ctx) {
   return ctx.params.n_ctx;
 }
 
+uint64_t context_device_bytes(const context& ctx) {
+#ifdef RBEE_HAVE_CUDA
+  if (ctx.gpu) return cuda::device_bytes(*ctx.gpu);
+#endif
+  (void)ctx;
+  return 0;
+}
+
 int context_n_threads(const context& ctx) {
   return ctx.params.n_threads;
 }

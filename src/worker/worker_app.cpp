@@ -251,12 +251,19 @@ void worker_app::load_model() {
 
     double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     metrics_.gauge_set("rbee_worker_model_load_seconds", "Time taken to load the model", load_s);
+    const uint64_t device_bytes =
+        engine::model_device_bytes(*model) + engine::context_device_bytes(*ctx);
+    if (options_.backend == engine::backend_kind::cuda)
+      metrics_.gauge_set("rbee_worker_vram_used_bytes",
+                         "Device memory held by the model's weights, KV cache and scratch",
+                         static_cast<double>(device_bytes));
     {
       std::lock_guard lock(mutex_);
       model_ = std::move(model);
       ctx_ = std::move(ctx);
       scheduler_ = std::move(sched);
       n_ctx_ = cparams.n_ctx;
+      vram_used_bytes_ = device_bytes;
       if (state_ == worker_state::loading) state_ = worker_state::idle;
       load_.stage = load_status::stage::ready;
       ++load_.version;
@@ -375,6 +382,10 @@ void worker_app::register_routes() {
       body["slots_busy"] = stats.slots_busy;
       body["slots_total"] = stats.slots_total;
       body["idle_ms"] = stats.idle_ms;
+      if (options_.backend == engine::backend_kind::cuda) {
+        std::lock_guard lock(mutex_);
+        body["vram_used_bytes"] = vram_used_bytes_;
+      }
     }
     common::http_server::send_json(res, 200, body);
   });

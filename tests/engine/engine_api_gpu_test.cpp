@@ -7,6 +7,9 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
+#if RBEE_HAVE_CUDA
+#include "engine/cuda/cuda_backend.h"
+#endif
 
 namespace rbee::engine {
 namespace {
@@ -87,6 +90,30 @@ TEST(engine_api_on_cuda, two_sequences_match_the_cpu) {
   decode(*gctx, std::span(&again, 1));
   EXPECT_EQ(logits(*gctx, 0).size(), static_cast<size_t>(model_get_info(*gpu).n_vocab));
 }
+
+#if RBEE_HAVE_CUDA
+// What the engine says it holds on the device is what the device lost: at least that much,
+// and beyond it only the runtime's and cuBLAS's share.
+TEST(engine_api_on_cuda, reports_the_device_memory_it_holds) {
+  if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const uint64_t free_before = cuda::devices()[0].vram_free;
+  auto m = load_on_gpu("synth-tiny-Q8_0.gguf");
+  ASSERT_TRUE(m);
+  context_params cp = context_default_params();
+  cp.n_ctx = 1024;
+  cp.n_seq = 4;
+  auto ctx = context_create(*m, cp);
+  const uint64_t free_after = cuda::devices()[0].vram_free;
+  const uint64_t weights = model_device_bytes(*m), buffers = context_device_bytes(*ctx);
+  EXPECT_GT(weights, model_get_info(*m).size_bytes / 2);
+  EXPECT_LE(weights, model_get_info(*m).size_bytes);
+  // The KV cache alone: 2 x 4 layers x 4 sequences x 1024 positions x 128 (kv dim) x 2 bytes.
+  EXPECT_GE(buffers, 2ull * 4 * 4 * 1024 * 128 * 2);
+  ASSERT_GT(free_before, free_after);
+  EXPECT_GE(free_before - free_after, weights + buffers);
+  EXPECT_LE(free_before - free_after, weights + buffers + (256ull << 20));
+}
+#endif
 
 // engine::sample on the device makes the choices the CPU sampler makes from the same logits,
 // through generation with penalties, truncations and seeded draws.

@@ -371,6 +371,13 @@ TEST(model_info, memory_estimate_covers_weights_and_grows_with_the_cache) {
   EXPECT_GT(estimate_memory_bytes(info, 512, 4), small);
 }
 
+TEST(model_load, cpu_models_hold_no_device_memory) {
+  auto m = load(models_dir + "/stories260K.gguf");
+  auto ctx = context_create(*m, context_default_params());
+  EXPECT_EQ(model_device_bytes(*m), 0u);
+  EXPECT_EQ(context_device_bytes(*ctx), 0u);
+}
+
 TEST(model_load, progress_reaches_the_totals) {
   std::vector<load_progress> seen;
   model_params mp = model_default_params();

@@ -269,6 +269,7 @@ class device_model {
   model_weights w_;  // host views: shapes and types for the context's layout
   int device_;
   void* arena_ = nullptr;
+  uint64_t arena_bytes_ = 0;
   dweight tok_embd, output_norm, output, rope_freqs;
   std::vector<dlayer> layers;
 };
@@ -294,7 +295,8 @@ device_model_ptr upload(const model_weights& w, int device,
   const uint64_t total = weight_bytes(w);
   require_vram(total + runtime_margin, device);
   device_model_ptr dm(new device_model(w, device));
-  RBEE_CUDA_CHECK(cudaMalloc(&dm->arena_, std::max<uint64_t>(total, alignment)));
+  dm->arena_bytes_ = std::max<uint64_t>(total, alignment);
+  RBEE_CUDA_CHECK(cudaMalloc(&dm->arena_, dm->arena_bytes_));
 
   std::vector<dweight*> targets{&dm->tok_embd, &dm->output_norm, &dm->output, &dm->rope_freqs};
   dm->layers.resize(w.layers.size());
@@ -381,6 +383,7 @@ class device_context {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* arena_ = nullptr;
+  uint64_t arena_bytes_ = 0;
   int32_t* host_ints_ = nullptr;       // pinned staging of the batch arrays
   int32_t* host_penalized_ = nullptr;  // pinned staging of sample_args::penalized (n_vocab)
   int32_t* host_token_ = nullptr;      // pinned: the sampled token comes back here
@@ -421,7 +424,8 @@ void device_context::init() {
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
   RBEE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   RBEE_CUBLAS_CHECK(cublas().create(&cublas_));
-  RBEE_CUDA_CHECK(cudaMalloc(&arena_, lay.total()));
+  arena_bytes_ = lay.total();
+  RBEE_CUDA_CHECK(cudaMalloc(&arena_, arena_bytes_));
   RBEE_CUDA_CHECK(cudaMallocHost(&host_ints_, lay.ints + sizeof(int32_t)));
   host_token_ = host_ints_ + lay.ints / sizeof(int32_t);
   RBEE_CUDA_CHECK(cudaMallocHost(&host_penalized_, lay.penalized));
@@ -708,6 +712,14 @@ token_id sample(device_context& c, int row, const sample_args& a) {
 void sequence_clear(device_context& c, int seq) {
   assert(seq >= 0 && seq < c.params_.n_seq && "sequence_clear: sequence out of range");
   c.seq_len_[static_cast<size_t>(seq)] = 0;
+}
+
+uint64_t device_bytes(const device_model& m) {
+  return m.arena_bytes_;
+}
+
+uint64_t device_bytes(const device_context& c) {
+  return c.arena_bytes_;
 }
 
 int n_vocab(const device_context& c) {

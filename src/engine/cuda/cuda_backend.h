@@ -90,6 +90,10 @@ token_id sample(device_context& c, int row, const sample_args& a);
 // Forgets sequence `seq` (its positions restart at 0).
 void sequence_clear(device_context& c, int seq);
 int n_vocab(const device_context& c);
+// Device bytes a model's weights and a context's buffers hold (as allocated; the CUDA
+// runtime's and cuBLAS's own share is not included).
+uint64_t device_bytes(const device_model& m);
+uint64_t device_bytes(const device_context& c);
 
 // Single-token decode steps are recorded once per batch size as CUDA graphs and replayed;
 // off, every step launches its kernels (for comparison in tests and benchmarks).
