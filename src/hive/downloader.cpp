@@ -366,10 +366,8 @@ std::string hub_client::download(const std::string& url, const remote_file_info&
   std::string last_cause;
 
   for (int attempt = 1; attempt <= options_.attempts; ++attempt) {
-    if (cancel && cancel->load()) {
-      remove_part();
-      throw cancelled_error();
-    }
+    // Cancelled (the hive is stopping): the partial file stays for the next hive to resume.
+    if (cancel && cancel->load()) throw cancelled_error();
     uint64_t on_disk = std::filesystem::exists(part) ? std::filesystem::file_size(part) : 0;
     if (info.size_bytes && on_disk > *info.size_bytes) {
       std::filesystem::resize_file(part, 0);  // longer than the file: not ours to resume
@@ -422,10 +420,7 @@ std::string hub_client::download(const std::string& url, const remote_file_info&
     if (rc == CURLE_ABORTED_BY_CALLBACK && t.stalled) {
       rc = CURLE_OPERATION_TIMEDOUT;  // a drop like any other: retried, resumed
     }
-    if (rc == CURLE_ABORTED_BY_CALLBACK) {
-      remove_part();
-      throw cancelled_error();
-    }
+    if (rc == CURLE_ABORTED_BY_CALLBACK) throw cancelled_error();
     if (t.disk_full) {
       remove_part();
       throw common::insufficient_storage(
@@ -473,10 +468,7 @@ std::string hub_client::download(const std::string& url, const remote_file_info&
     }
     spdlog::warn("download of {} failed (attempt {}/{}): {}", url, attempt, options_.attempts,
                  last_cause);
-    if (attempt < options_.attempts && !wait_before_retry(attempt, cancel)) {
-      remove_part();
-      throw cancelled_error();
-    }
+    if (attempt < options_.attempts && !wait_before_retry(attempt, cancel)) throw cancelled_error();
   }
   remove_part();
   throw http_error(502, codes::DOWNLOAD_FAILED,

@@ -68,8 +68,9 @@ class hub_client {
   // HEAD (redirects followed), retried like downloads.
   remote_file_info head(const std::string& url, const std::atomic<bool>* cancel = nullptr);
   // Downloads url to dest through dest.part. `info` comes from head(): its size bounds the
-  // transfer and its sha256 (when set) is verified. cancel (optional) aborts between chunks.
-  // Returns the SHA-256 of the file.
+  // transfer and its sha256 (when set) is verified. A dest.part already there (a transfer
+  // an earlier hive was stopped in) is resumed. cancel (optional) aborts between chunks and
+  // keeps dest.part for that. Returns the SHA-256 of the file.
   std::string download(const std::string& url, const remote_file_info& info,
                        const std::filesystem::path& dest, const progress_callback& on_progress,
                        const std::atomic<bool>* cancel = nullptr);

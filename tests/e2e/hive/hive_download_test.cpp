@@ -96,6 +96,45 @@ TEST_F(HiveDownload, ResumesWithRangeAfterADropAtFortyPercent) {
   EXPECT_TRUE(narrated_retry);
 }
 
+// The partial file of a hive stopped mid-download, if any (the largest).
+std::optional<std::filesystem::path> partial_file(const std::filesystem::path& dir) {
+  std::optional<std::filesystem::path> found;
+  if (!std::filesystem::exists(dir)) return found;
+  for (auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.path().extension() == ".part") found = e.path();
+  return found;
+}
+
+TEST_F(HiveDownload, AHiveStoppedMidDownloadLeavesThePartForTheNextToResume) {
+  hub.set_fault(test_repo, test_file, {.chunk_delay = 30ms});  // about 1 s for the file
+  start_hive();
+  auto res = post("/v1/models/download", {{"model_ref", test_ref}});
+  ASSERT_EQ(res.status, 202) << res.body;
+  std::optional<std::filesystem::path> part;
+  ASSERT_TRUE(eventually(
+      [&] {
+        part = partial_file(home.path() / "models");
+        return part && std::filesystem::file_size(*part) > model_size() / 5;
+      },
+      10s));
+  EXPECT_EQ(hive->stop(), 0);
+  ASSERT_TRUE(std::filesystem::exists(*part));
+  const uint64_t kept = std::filesystem::file_size(*part);
+  EXPECT_GT(kept, 0u);
+  EXPECT_LT(kept, model_size());
+
+  hub.set_fault(test_repo, test_file, {});
+  start_hive();
+  auto events = download(test_ref);
+  ASSERT_EQ(last(events)["stage"], "complete") << last(events).dump();
+  auto gets = hub.downloads(test_repo, test_file);
+  ASSERT_EQ(gets.size(), 2u);
+  ASSERT_TRUE(gets[1].range.starts_with("bytes=")) << gets[1].range;
+  EXPECT_EQ(std::stoull(gets[1].range.substr(6)), kept);  // only what was missing
+  EXPECT_EQ(models()[0]["sha256"], hub.sha256(test_repo, test_file));
+  EXPECT_TRUE(no_partial_files(home.path() / "models"));
+}
+
 TEST_F(HiveDownload, StalledTransferIsDroppedAndResumed) {
   // The hub goes silent at 30 % for 4 s; with a 1 s stall timeout the hive gives up on that
   // connection and resumes on a new one.
