@@ -1,5 +1,7 @@
 #include "common/sse.h"
 
+#include <cassert>
+
 #include <spdlog/spdlog.h>
 
 #include "common/errors.h"
@@ -17,6 +19,14 @@ std::string dump(const nlohmann::json& data) {
 
 std::string sse_frame(const nlohmann::json& data) {
   return "data: " + dump(data) + "\n\n";
+}
+
+std::string sse_data_frame(std::string_view line) {
+  assert(line.find('\n') == std::string_view::npos && "sse_data_frame: one line only");
+  std::string frame;
+  frame.reserve(line.size() + 8);
+  frame.append("data: ").append(line).append("\n\n");
+  return frame;
 }
 
 std::string sse_frame(std::string_view event, const nlohmann::json& data) {

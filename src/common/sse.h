@@ -16,6 +16,8 @@
 namespace rbee::common {
 
 std::string sse_frame(const nlohmann::json& data);  // "data: <json>\n\n"
+// "data: <line>\n\n" for one line of already serialised JSON (a relayed event).
+std::string sse_data_frame(std::string_view line);
 std::string sse_frame(std::string_view event,
                       const nlohmann::json& data);     // "event: e\ndata: ..\n\n"
 std::string sse_done_frame();                          // "data: [DONE]\n\n"

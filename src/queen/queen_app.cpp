@@ -477,8 +477,9 @@ void queen_app::register_routes() {
     res.set_header("X-Task-Id", request.task_id);
     common::serve_sse(res, [this, request, holder](common::sse_sink& sink) {
       holder->consumed = true;
-      tasks_->run(request, std::move(holder->a),
-                  [&sink](const json& event) { return sink.send(event); });
+      tasks_->run(
+          request, std::move(holder->a), [&sink](const json& event) { return sink.send(event); },
+          [&sink](std::string_view token) { return sink.send_raw(common::sse_data_frame(token)); });
     });
   });
 

@@ -106,6 +106,12 @@ class cold_guard {
   std::string id_;
 };
 
+// The worker writes a token event as compact JSON with sorted keys, so it ends in
+// "type":"token"} and nothing else does (a string value cannot hold an unescaped quote).
+bool is_token_event(std::string_view data) {
+  return data.ends_with(R"("type":"token"})") && data.find('\n') == std::string_view::npos;
+}
+
 json error_event(const common::http_error& e) {
   json ev = {{"type", "error"}, {"code", e.code}, {"message", e.message}};
   if (!e.details.is_null()) ev["details"] = e.details;
@@ -307,7 +313,8 @@ void task_runner::cancel_on_worker(active_task& task) {
   }
 }
 
-void task_runner::run(const task_request& request, admission admitted, const task_sink& sink) {
+void task_runner::run(const task_request& request, admission admitted, const task_sink& sink,
+                      const token_text_sink& tokens) {
   auto task = std::make_shared<active_task>();
   {
     std::lock_guard lock(mutex_);
@@ -323,13 +330,14 @@ void task_runner::run(const task_request& request, admission admitted, const tas
   } unregister_guard{this, request.task_id};
 
   const auto accepted_at = steady::now();
-  auto send = [&](const json& event) -> bool {
-    if (!task->cancelled && !sink(event)) {
+  auto deliver = [&](bool delivered) -> bool {
+    if (!task->cancelled && !delivered) {
       task->cancelled = true;
       cancel_on_worker(*task);
     }
     return !task->cancelled;
   };
+  auto send = [&](const json& event) { return deliver(task->cancelled || sink(event)); };
   auto cancelled = [&] { return task->cancelled.load(); };
 
   send(narration("queen-rbee", "task_accepted",
@@ -394,6 +402,14 @@ void task_runner::run(const task_request& request, admission admitted, const tas
               "/v1/inference", body,
               [&](const common::sse_event& ev) {
                 if (ev.is_done()) return false;
+                if (tokens && is_token_event(ev.data)) {
+                  if (!any_token) {
+                    any_token = true;
+                    metrics_.histogram_observe("rbee_queen_time_to_first_token_seconds", "",
+                                               ms_since(accepted_at) / 1000.0);
+                  }
+                  return deliver(task->cancelled || tokens(ev.data));
+                }
                 auto e = json::parse(ev.data, nullptr, false);
                 if (!e.is_object()) return !cancelled();
                 std::string type = e.value("type", "");

@@ -55,6 +55,9 @@ struct task_runner_options {
 
 // Returns false when the consumer is gone (the task is then cancelled).
 using task_sink = std::function<bool(const nlohmann::json& event)>;
+// Takes the worker's token events as the worker wrote them (compact JSON text), for relays
+// that forward them unchanged: no parse and re-serialisation per token.
+using token_text_sink = std::function<bool(std::string_view event_json)>;
 
 class task_runner {
  public:
@@ -65,8 +68,10 @@ class task_runner {
   // (503 QUEUE_FULL / NODE_UNREACHABLE). The admission is consumed by run().
   admission admit(const task_request& request);
   // Runs an admitted task, sending narration and the worker's events to sink (errors become
-  // {"type":"error","code","message","details"} events). Does not send [DONE].
-  void run(const task_request& request, admission admitted, const task_sink& sink);
+  // {"type":"error","code","message","details"} events); token events go to `tokens` as text
+  // when it is set. Does not send [DONE].
+  void run(const task_request& request, admission admitted, const task_sink& sink,
+           const token_text_sink& tokens = {});
   // Cancels a running task (idempotent; false when it is unknown or finished).
   bool cancel(const std::string& task_id);
   // Cancels every task (queen shutdown) and waits up to budget for them to end.

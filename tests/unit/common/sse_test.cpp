@@ -27,6 +27,9 @@ TEST(SseFraming, DataFrameAndDone) {
   EXPECT_EQ(sse_frame(json{{"type", "token"}, {"t", "Hi"}, {"i", 0}}),
             "data: {\"i\":0,\"t\":\"Hi\",\"type\":\"token\"}\n\n");
   EXPECT_EQ(sse_done_frame(), "data: [DONE]\n\n");
+  // A relayed event's text goes out as it came.
+  EXPECT_EQ(sse_data_frame(R"({"i":0,"t":"Hi","type":"token"})"),
+            sse_frame(json{{"type", "token"}, {"t", "Hi"}, {"i", 0}}));
   EXPECT_EQ(sse_frame("progress", json{{"n", 1}}), "event: progress\ndata: {\"n\":1}\n\n");
   EXPECT_EQ(sse_comment_frame("ping\nx"), ": ping x\n\n");
 }
