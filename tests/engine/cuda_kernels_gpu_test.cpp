@@ -274,6 +274,7 @@ TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
       {0.8f, 40, 0.95f, 0.05f, 1.1f}, {1.0f, 0, 1.0f, 0.0f, 1.0f},
       {1.5f, 0, 0.9f, 0.0f, 1.1f},    {0.7f, 1, 1.0f, 0.0f, 1.0f},
       {1.0f, 5000, 0.5f, 0.0f, 1.0f}, {2.0f, 0, 1.0f, 0.01f, 1.2f},
+      {0.9f, 64, 1.0f, 0.0f, 1.1f},   {0.9f, 65, 1.0f, 0.0f, 1.0f},
   };
   int trials = 0;
   for (const int n_vocab : {1000, 32000, 151936}) {
@@ -312,7 +313,7 @@ TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
       }
     }
   }
-  EXPECT_EQ(trials, 3 * 4 * 8);
+  EXPECT_EQ(trials, 3 * 4 * 10);
 }
 
 }  // namespace

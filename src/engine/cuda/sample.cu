@@ -1,8 +1,12 @@
 // Sampling on the device, step for step the CPU sampler's (sampling.cpp): repeat penalty,
-// then argmax, or a sort by (logit desc, id asc) and one block that walks the sorted
-// candidates through top-k, softmax, top-p, min-p and temperature to the drawn token.
+// then argmax, or the candidates in (logit desc, id asc) order and one block that walks them
+// through top-k, softmax, top-p, min-p and temperature to the drawn token. A small top-k
+// (the usual 40) needs only the best k: a tournament of sorted tiles finds them; otherwise
+// CUB sorts the whole vocabulary.
 // Probabilities are computed as the CPU computes them (float exp, double sums), so both
 // backends pick the same token from the same logits.
+#include <climits>
+
 #include <cub/device/device_radix_sort.cuh>
 
 #include "engine/cuda/check.h"
@@ -13,6 +17,9 @@ namespace rbee::engine::cuda {
 namespace {
 
 constexpr int pick_threads = 1024;
+// Candidates one block sorts in shared memory, and the largest top-k the tournament serves.
+constexpr int tile = 1024;
+constexpr int tournament_max_k = 64;
 
 __global__ void copy_with_ids_kernel(const float* __restrict__ logits, int n,
                                      float* __restrict__ keys, int32_t* __restrict__ ids) {
@@ -68,6 +75,55 @@ __global__ void __launch_bounds__(pick_threads)
     better(v, idx, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, idx, o));
   // All equal to -inf (or NaN): the first token, as the CPU's loop gives.
   if (lane == 0) *out = idx < n ? idx : 0;
+}
+
+// The CPU sampler's candidate order: larger logit first, then smaller id.
+__device__ __forceinline__ bool goes_before(float ka, int ia, float kb, int ib) {
+  return ka > kb || (ka == kb && ia < ib);
+}
+
+// Bitonic sort of tile (key, id) pairs in shared memory into goes_before order, by blockDim.x
+// = tile / 2 threads (one compare-exchange each per step).
+__device__ void sort_tile(float* k, int* id) {
+  for (int size = 2; size <= tile; size <<= 1) {
+    for (int stride = size / 2; stride > 0; stride >>= 1) {
+      __syncthreads();
+      const int t = threadIdx.x;
+      const int i = 2 * t - (t & (stride - 1)), j = i + stride;  // the pair t compares
+      const bool in_order = (i & size) == 0;  // this run ascends in goes_before order
+      const bool swap =
+          in_order ? goes_before(k[j], id[j], k[i], id[i]) : goes_before(k[i], id[i], k[j], id[j]);
+      if (swap) {
+        const float tk = k[i];
+        k[i] = k[j];
+        k[j] = tk;
+        const int ti = id[i];
+        id[i] = id[j];
+        id[j] = ti;
+      }
+    }
+  }
+  __syncthreads();
+}
+
+// Block b sorts candidates [b * tile, (b + 1) * tile) of (keys, ids) (ids null: the index)
+// and writes its best k, in order, to out[b * k ...]: a round of the top-k tournament.
+__global__ void __launch_bounds__(tile / 2)
+    best_of_tiles_kernel(const float* __restrict__ keys, const int32_t* __restrict__ ids, int n,
+                         int k, float* __restrict__ out_keys, int32_t* __restrict__ out_ids) {
+  __shared__ float sk[tile];
+  __shared__ int si[tile];
+  const int base = blockIdx.x * tile;
+  for (int j = threadIdx.x; j < tile; j += blockDim.x) {
+    const int i = base + j;
+    sk[j] = i < n ? keys[i] : -INFINITY;
+    si[j] = i < n ? (ids ? ids[i] : i) : INT_MAX;  // padding sorts after every real entry
+  }
+  sort_tile(sk, si);
+  for (int j = threadIdx.x; j < k; j += blockDim.x) {
+    out_keys[static_cast<size_t>(blockIdx.x) * k + j] = sk[j];
+    out_ids[static_cast<size_t>(blockIdx.x) * k + j] = si[j];
+  }
 }
 
 __device__ __forceinline__ double warp_sum_d(double v) {
@@ -216,6 +272,30 @@ void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
   }
   if (greedy) {
     argmax_kernel<<<1, pick_threads, 0, stream>>>(keys, n, token);
+    RBEE_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  if (p.top_k > 0 && p.top_k <= tournament_max_k && p.top_k < n) {
+    // Rounds of best-k-of-each-tile until one tile holds every survivor, then its sorted
+    // best k; the two halves of the sorted arrays take turns as the rounds' output.
+    const int k = p.top_k;
+    const float* in_keys = keys;
+    const int32_t* in_ids = nullptr;
+    int count = n, turn = 0;
+    for (;;) {
+      const int blocks = (count + tile - 1) / tile;
+      float* out_keys = sorted_keys + (turn % 2) * (n / 2);
+      int32_t* out_ids = sorted_ids + (turn % 2) * (n / 2);
+      best_of_tiles_kernel<<<blocks, tile / 2, 0, stream>>>(in_keys, in_ids, count, k, out_keys,
+                                                            out_ids);
+      RBEE_CUDA_CHECK_LAUNCH();
+      in_keys = out_keys;
+      in_ids = out_ids;
+      count = blocks * k;
+      ++turn;
+      if (blocks == 1) break;
+    }
+    pick_kernel<<<1, pick_threads, 0, stream>>>(in_keys, in_ids, k, p, token);
     RBEE_CUDA_CHECK_LAUNCH();
     return;
   }
