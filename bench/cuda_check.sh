@@ -14,6 +14,7 @@ build=${1:-build-cuda}
 logs=$build/cuda-check
 mkdir -p "$logs"
 models=${MODELS_DIR:-$(mktemp -d)}
+mkdir -p "$models"
 [ -n "${MODELS_DIR:-}" ] || trap 'rm -rf "$models"' EXIT
 failed=0
 
