@@ -8,6 +8,7 @@
 
 #include "engine/cuda/check.h"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/launch.cuh"
 
 namespace rbee::engine::cuda {
 
@@ -56,6 +57,7 @@ __global__ void __launch_bounds__(threads)
   float* o_s = dyn + hd;
   __shared__ float scores[attention_split];
   __shared__ float red[32];
+  wait_for_previous_kernel();
   const int sp = blockIdx.x, h = blockIdx.y, t = blockIdx.z, nsp = gridDim.x;
   const int n_kv = pos[t] + 1, start = sp * attention_split;
   const int len = min(attention_split, n_kv - start);
@@ -162,10 +164,9 @@ void attention(const float* q, const __half* k_cache, const __half* v_cache, con
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const dim3 grid(static_cast<unsigned>(nsp), static_cast<unsigned>(n_head),
                   static_cast<unsigned>(n_tok));
-  split_kernel<<<grid, threads, (warps + 1) * head_dim * sizeof(float), stream>>>(
-      q, k_cache, v_cache, pos, seq, n_head, n_head_kv, head_dim, n_ctx, scale, scratch, counters,
-      out, out_q);
-  RBEE_CUDA_CHECK_LAUNCH();
+  launch_dependent(split_kernel, grid, threads, (warps + 1) * head_dim * sizeof(float), stream, q,
+                   k_cache, v_cache, pos, seq, n_head, n_head_kv, head_dim, n_ctx, scale, scratch,
+                   counters, out, out_q);
 }
 
 }  // namespace rbee::engine::cuda

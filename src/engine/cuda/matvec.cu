@@ -5,12 +5,19 @@
 
 #include "engine/cuda/blocks.cuh"
 #include "engine/cuda/check.h"
+#include "engine/cuda/launch.cuh"
 
 namespace rbee::engine::cuda {
 
 namespace {
 
 constexpr int warps_per_block = 4;
+
+// No kernel writes weights: a warp pulls its row toward L2 while the previous kernel drains.
+__device__ __forceinline__ void prefetch_to_l2(const uint8_t* row, size_t bytes, int lane) {
+  for (size_t off = static_cast<size_t>(lane) * 128; off < bytes; off += 32 * 128)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(row + off));
+}
 
 template <tensor_type T, int NT>
 __global__ void __launch_bounds__(32 * warps_per_block)
@@ -20,6 +27,8 @@ __global__ void __launch_bounds__(32 * warps_per_block)
   if (row >= n_rows) return;
   const int lane = threadIdx.x;
   const uint8_t* r = w + static_cast<size_t>(row) * row_bytes;
+  prefetch_to_l2(r, row_bytes, lane);
+  wait_for_previous_kernel();
   float acc[NT];
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
@@ -94,6 +103,8 @@ __global__ void __launch_bounds__(32 * warps_per_block)
   if (row >= n_rows) return;
   const int lane = threadIdx.x;
   const uint8_t* r = w + static_cast<size_t>(row) * row_bytes;
+  prefetch_to_l2(r, row_bytes, lane);
+  wait_for_previous_kernel();
   float acc[NT];
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
@@ -137,9 +148,10 @@ void launch(tensor_type type, const void* w, int64_t rows, int64_t cols, const f
   const int nr = static_cast<int>(rows), nc = static_cast<int>(cols), nch = nc / 32;
   const bool vec = cols % 8 == 0;
   switch (type) {
-#define RBEE_Q(T)                                                                      \
-  case T:                                                                              \
-    matvec_q_kernel<T, NT><<<grid, block, 0, stream>>>(wb, rb, nch, xq, n_tok, y, nr); \
+#define RBEE_Q(T)                                                                               \
+  case T:                                                                                       \
+    launch_dependent(matvec_q_kernel<T, NT>, grid, block, 0, stream, wb, rb, nch, xq, n_tok, y, \
+                     nr);                                                                       \
     break;
     RBEE_Q(tensor_type::q4_0)
     RBEE_Q(tensor_type::q4_1)
@@ -150,12 +162,14 @@ void launch(tensor_type type, const void* w, int64_t rows, int64_t cols, const f
     RBEE_Q(tensor_type::q5_k)
     RBEE_Q(tensor_type::q6_k)
 #undef RBEE_Q
-#define RBEE_F(T)                                                                             \
-  case T:                                                                                     \
-    if (vec)                                                                                  \
-      matvec_f_kernel<T, NT, true><<<grid, block, 0, stream>>>(wb, rb, nc, x, n_tok, y, nr);  \
-    else                                                                                      \
-      matvec_f_kernel<T, NT, false><<<grid, block, 0, stream>>>(wb, rb, nc, x, n_tok, y, nr); \
+#define RBEE_F(T)                                                                                  \
+  case T:                                                                                          \
+    if (vec)                                                                                       \
+      launch_dependent(matvec_f_kernel<T, NT, true>, grid, block, 0, stream, wb, rb, nc, x, n_tok, \
+                       y, nr);                                                                     \
+    else                                                                                           \
+      launch_dependent(matvec_f_kernel<T, NT, false>, grid, block, 0, stream, wb, rb, nc, x,       \
+                       n_tok, y, nr);                                                              \
     break;
     RBEE_F(tensor_type::f32)
     RBEE_F(tensor_type::f16)
@@ -164,7 +178,6 @@ void launch(tensor_type type, const void* w, int64_t rows, int64_t cols, const f
     default:
       assert(false && "matvec: tensor type without a CUDA kernel");
   }
-  RBEE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace

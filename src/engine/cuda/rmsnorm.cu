@@ -5,6 +5,7 @@
 
 #include "engine/cuda/check.h"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/launch.cuh"
 
 namespace rbee::engine::cuda {
 
@@ -18,6 +19,7 @@ __global__ void __launch_bounds__(1024)
                        const float* __restrict__ w, int n, float eps, float* __restrict__ out,
                        q8_blocks out_q) {
   __shared__ float red[32];
+  wait_for_previous_kernel();
   const size_t base = static_cast<size_t>(blockIdx.x) * n;
   float* xr = x + base;
   const float* yr = y ? y + base : nullptr;
@@ -55,7 +57,8 @@ template <int PER>
 void launch(float* x, const float* y, const float* w, int n_rows, int n, float eps, float* out,
             q8_blocks out_q, cudaStream_t stream) {
   const int threads = ((n + PER - 1) / PER + 31) / 32 * 32;
-  add_rmsnorm_kernel<PER><<<n_rows, threads, 0, stream>>>(x, y, w, n, eps, out, out_q);
+  launch_dependent(add_rmsnorm_kernel<PER>, n_rows, threads, 0, stream, x, y, w, n, eps, out,
+                   out_q);
 }
 
 }  // namespace
@@ -75,7 +78,6 @@ void add_rmsnorm(float* x, const float* y, const float* w, int n_rows, int n, fl
     launch<16>(x, y, w, n_rows, n, eps, out, out_q, stream);
   else
     launch<32>(x, y, w, n_rows, n, eps, out, out_q, stream);
-  RBEE_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace rbee::engine::cuda

@@ -3,6 +3,7 @@
 // and stores k and v into the cache in one kernel with a block per (token, head).
 #include "engine/cuda/check.h"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/launch.cuh"
 
 namespace rbee::engine::cuda {
 
@@ -13,6 +14,7 @@ constexpr int threads = 128;
 __global__ void rope_table_kernel(const double* __restrict__ inv_freq, float freq_scale, int half,
                                   const int32_t* __restrict__ pos, int n,
                                   float2* __restrict__ out) {
+  wait_for_previous_kernel();
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const int t = i / half, j = i % half;
@@ -29,6 +31,7 @@ __global__ void __launch_bounds__(threads)
                       const float* __restrict__ bv, const int32_t* __restrict__ pos,
                       const int32_t* __restrict__ seq, float* __restrict__ q_out,
                       __half* __restrict__ k_cache, __half* __restrict__ v_cache) {
+  wait_for_previous_kernel();
   const int t = blockIdx.x, hd = a.head_dim, half = a.n_rot / 2;
   const bool is_q = static_cast<int>(blockIdx.y) < a.n_head;
   const int h = is_q ? blockIdx.y : blockIdx.y - a.n_head;
@@ -68,8 +71,8 @@ void rope_table(const double* inv_freq, float freq_scale, int n_rot, const int32
                 float2* table, cudaStream_t stream) {
   const int half = n_rot / 2, n = n_tok * half;
   if (n == 0) return;
-  rope_table_kernel<<<(n + 255) / 256, 256, 0, stream>>>(inv_freq, freq_scale, half, pos, n, table);
-  RBEE_CUDA_CHECK_LAUNCH();
+  launch_dependent(rope_table_kernel, (n + 255) / 256, 256, 0, stream, inv_freq, freq_scale, half,
+                   pos, n, table);
 }
 
 void rope_store(const rope_args& a, const float* q, int q_stride, const float* k, const float* v,
@@ -77,9 +80,8 @@ void rope_store(const rope_args& a, const float* q, int q_stride, const float* k
                 const int32_t* pos, const int32_t* seq, int n_tok, float* q_out, __half* k_cache,
                 __half* v_cache, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(n_tok), static_cast<unsigned>(a.n_head + a.n_head_kv));
-  rope_store_kernel<<<grid, threads, 0, stream>>>(a, q, q_stride, k, v, kv_stride, bq, bk, bv, pos,
-                                                  seq, q_out, k_cache, v_cache);
-  RBEE_CUDA_CHECK_LAUNCH();
+  launch_dependent(rope_store_kernel, grid, threads, 0, stream, a, q, q_stride, k, v, kv_stride, bq,
+                   bk, bv, pos, seq, q_out, k_cache, v_cache);
 }
 
 }  // namespace rbee::engine::cuda

@@ -1,6 +1,7 @@
 // SwiGLU's elementwise half: silu(gate) * up, with the q8 quantization for ffn_down.
 #include "engine/cuda/check.h"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/launch.cuh"
 
 namespace rbee::engine::cuda {
 
@@ -10,6 +11,7 @@ namespace {
 __global__ void silu_mul_kernel(const float* __restrict__ gate, const float* __restrict__ up,
                                 int in_stride, int n, int64_t total, float* __restrict__ out,
                                 q8_blocks out_q) {
+  wait_for_previous_kernel();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   float v = 0.0f;
   if (i < total) {
@@ -26,9 +28,8 @@ __global__ void silu_mul_kernel(const float* __restrict__ gate, const float* __r
 void silu_mul(const float* gate, const float* up, int in_stride, int n_rows, int n, float* out,
               q8_blocks out_q, cudaStream_t stream) {
   const int64_t total = static_cast<int64_t>(n_rows) * n;
-  silu_mul_kernel<<<static_cast<unsigned>((total + 255) / 256), 256, 0, stream>>>(
-      gate, up, in_stride, n, total, out, out_q);
-  RBEE_CUDA_CHECK_LAUNCH();
+  launch_dependent(silu_mul_kernel, static_cast<unsigned>((total + 255) / 256), 256, 0, stream,
+                   gate, up, in_stride, n, total, out, out_q);
 }
 
 }  // namespace rbee::engine::cuda
