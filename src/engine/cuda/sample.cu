@@ -11,6 +11,7 @@
 
 #include "engine/cuda/check.h"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/launch.cuh"
 
 namespace rbee::engine::cuda {
 
@@ -34,6 +35,7 @@ __global__ void copy_with_ids_kernel(const float* __restrict__ logits, int n,
 __global__ void apply_penalty_kernel(const float* __restrict__ logits,
                                      const int32_t* __restrict__ penalized, int n_pen,
                                      float penalty, float* __restrict__ keys) {
+  wait_for_previous_kernel();
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= n_pen) return;
   const int32_t t = penalized[j];
@@ -51,6 +53,7 @@ __device__ __forceinline__ void better(float& v, int& i, float ov, int oi) {
 
 __global__ void __launch_bounds__(pick_threads)
     argmax_kernel(const float* __restrict__ x, int n, int32_t* __restrict__ out) {
+  wait_for_previous_kernel();
   __shared__ float vals[32];
   __shared__ int idxs[32];
   float v = -INFINITY;
@@ -113,6 +116,7 @@ __global__ void __launch_bounds__(tile / 2)
                          int k, float* __restrict__ out_keys, int32_t* __restrict__ out_ids) {
   __shared__ float sk[tile];
   __shared__ int si[tile];
+  wait_for_previous_kernel();
   const int base = blockIdx.x * tile;
   for (int j = threadIdx.x; j < tile; j += blockDim.x) {
     const int i = base + j;
@@ -188,6 +192,7 @@ __device__ int first_prefix(int n, F f, Pred pred, double* shared, int* found) {
 __global__ void __launch_bounds__(pick_threads)
     pick_kernel(const float* __restrict__ keys, const int32_t* __restrict__ ids, int n_vocab,
                 row_sampling a, int32_t* __restrict__ out) {
+  wait_for_previous_kernel();
   __shared__ double red[32];
   __shared__ int found;
   int n = a.top_k > 0 && a.top_k < n_vocab ? a.top_k : n_vocab;
@@ -266,13 +271,11 @@ void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
   copy_with_ids_kernel<<<(n + 255) / 256, 256, 0, stream>>>(logits, n, keys, ids);
   RBEE_CUDA_CHECK_LAUNCH();
   if (n_pen > 0) {
-    apply_penalty_kernel<<<(n_pen + 255) / 256, 256, 0, stream>>>(logits, penalized, n_pen,
-                                                                  p.repeat_penalty, keys);
-    RBEE_CUDA_CHECK_LAUNCH();
+    launch_dependent(apply_penalty_kernel, (n_pen + 255) / 256, 256, 0, stream, logits, penalized,
+                     n_pen, p.repeat_penalty, keys);
   }
   if (greedy) {
-    argmax_kernel<<<1, pick_threads, 0, stream>>>(keys, n, token);
-    RBEE_CUDA_CHECK_LAUNCH();
+    launch_dependent(argmax_kernel, 1, pick_threads, 0, stream, keys, n, token);
     return;
   }
   if (p.top_k > 0 && p.top_k <= tournament_max_k && p.top_k < n) {
@@ -286,25 +289,22 @@ void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
       const int blocks = (count + tile - 1) / tile;
       float* out_keys = sorted_keys + (turn % 2) * (n / 2);
       int32_t* out_ids = sorted_ids + (turn % 2) * (n / 2);
-      best_of_tiles_kernel<<<blocks, tile / 2, 0, stream>>>(in_keys, in_ids, count, k, out_keys,
-                                                            out_ids);
-      RBEE_CUDA_CHECK_LAUNCH();
+      launch_dependent(best_of_tiles_kernel, blocks, tile / 2, 0, stream, in_keys, in_ids, count, k,
+                       out_keys, out_ids);
       in_keys = out_keys;
       in_ids = out_ids;
       count = blocks * k;
       ++turn;
       if (blocks == 1) break;
     }
-    pick_kernel<<<1, pick_threads, 0, stream>>>(in_keys, in_ids, k, p, token);
-    RBEE_CUDA_CHECK_LAUNCH();
+    launch_dependent(pick_kernel, 1, pick_threads, 0, stream, in_keys, in_ids, k, p, token);
     return;
   }
   // Stable: equal logits keep ascending ids, the CPU sampler's tie order.
   size_t sort_scratch_bytes = sort_bytes(n);
   RBEE_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(
       sort_scratch, sort_scratch_bytes, keys, sorted_keys, ids, sorted_ids, n, 0, 32, stream));
-  pick_kernel<<<1, pick_threads, 0, stream>>>(sorted_keys, sorted_ids, n, p, token);
-  RBEE_CUDA_CHECK_LAUNCH();
+  launch_dependent(pick_kernel, 1, pick_threads, 0, stream, sorted_keys, sorted_ids, n, p, token);
 }
 
 }  // namespace rbee::engine::cuda
