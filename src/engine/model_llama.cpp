@@ -349,13 +349,13 @@ token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token
     assert(row >= 0 && "sample: that batch entry did not ask for logits");
     const sampling_params& p = s.params_;
     s.collect_penalized(history, ctx.m->hp.n_vocab);
-    cuda::sample_args a{.temperature = p.temperature,
-                        .top_k = p.top_k,
-                        .top_p = p.top_p,
-                        .min_p = p.min_p,
-                        .repeat_penalty = p.repeat_penalty,
-                        .penalized = s.penalized_,
-                        .uniform = p.temperature > 0.0f ? s.next_uniform() : 0.0};
+    const cuda::sample_args a{.knobs = {.temperature = p.temperature,
+                                        .top_k = p.top_k,
+                                        .top_p = p.top_p,
+                                        .min_p = p.min_p,
+                                        .repeat_penalty = p.repeat_penalty,
+                                        .uniform = p.temperature > 0.0f ? s.next_uniform() : 0.0},
+                              .penalized = s.penalized_};
     return cuda::sample(*ctx.gpu, row, a);
   }
 #endif

@@ -264,12 +264,8 @@ double first_draw(uint64_t seed) {
 TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
   RBEE_REQUIRE_GPU();
   std::mt19937 rng(9);
-  struct knobs {
-    float temperature;
-    int top_k;
-    float top_p, min_p, repeat_penalty;
-  };
-  const knobs grid[] = {
+  // temperature, top_k, top_p, min_p, repeat_penalty
+  const row_sampling grid[] = {
       {0.0f, 40, 0.95f, 0.05f, 1.0f}, {0.0f, 40, 0.95f, 0.05f, 1.3f},
       {0.8f, 40, 0.95f, 0.05f, 1.1f}, {1.0f, 0, 1.0f, 0.0f, 1.0f},
       {1.5f, 0, 0.9f, 0.0f, 1.1f},    {0.7f, 1, 1.0f, 0.0f, 1.0f},
@@ -288,7 +284,7 @@ TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
         if (std::find(penalized.begin(), penalized.end(), t) == penalized.end())
           penalized.push_back(t);
       }
-      for (const knobs& k : grid) {
+      for (const row_sampling& k : grid) {
         sampling_params p = sampling_default_params();
         p.temperature = k.temperature;
         p.top_k = k.top_k;
@@ -299,13 +295,8 @@ TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
         p.seed = rng();
         sampler cpu(p, n_vocab);
         const token_id want = cpu.sample(logits, penalized);
-        const sample_args a{.temperature = k.temperature,
-                            .top_k = k.top_k,
-                            .top_p = k.top_p,
-                            .min_p = k.min_p,
-                            .repeat_penalty = k.repeat_penalty,
-                            .penalized = penalized,
-                            .uniform = first_draw(p.seed)};
+        sample_args a{.knobs = k, .penalized = penalized};
+        a.knobs.uniform = first_draw(p.seed);
         EXPECT_EQ(testing::sample(logits, a), want)
             << "vocab " << n_vocab << " round " << round << " temperature " << k.temperature
             << " top_k " << k.top_k << " top_p " << k.top_p << " min_p " << k.min_p;

@@ -661,7 +661,7 @@ void device_context::decode(std::span<const batch_entry> batch) {
 
 token_id device_context::sample(int row, const sample_args& a) {
   const int n_vocab = m_.w_.hp.n_vocab;
-  const int n_pen = a.repeat_penalty != 1.0f ? static_cast<int>(a.penalized.size()) : 0;
+  const int n_pen = a.knobs.repeat_penalty != 1.0f ? static_cast<int>(a.penalized.size()) : 0;
   assert(n_pen <= n_vocab && "sample: more penalized tokens than the vocabulary has");
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
   if (n_pen > 0) {
@@ -669,13 +669,7 @@ token_id device_context::sample(int row, const sample_args& a) {
     RBEE_CUDA_CHECK(cudaMemcpyAsync(penalized_, host_penalized_, n_pen * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, stream_));
   }
-  sample_row(logits_ + static_cast<size_t>(row) * n_vocab, n_vocab, penalized_, n_pen,
-             {.temperature = a.temperature,
-              .top_k = a.top_k,
-              .top_p = a.top_p,
-              .min_p = a.min_p,
-              .repeat_penalty = a.repeat_penalty,
-              .uniform = a.uniform},
+  sample_row(logits_ + static_cast<size_t>(row) * n_vocab, n_vocab, penalized_, n_pen, a.knobs,
              sample_scratch_, token_, stream_);
   RBEE_CUDA_CHECK(
       cudaMemcpyAsync(host_token_, token_, sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));

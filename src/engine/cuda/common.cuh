@@ -26,7 +26,9 @@ __device__ __forceinline__ uint32_t load_u32(const uint8_t* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
+// float or double.
+template <class T>
+__device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -38,13 +40,14 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 
 // Sum over a block of blockDim.x threads (a multiple of 32, at most 1024); `shared` holds 32.
-__device__ __forceinline__ float block_sum(float v, float* shared) {
+template <class T>
+__device__ __forceinline__ T block_sum(T v, T* shared) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   v = warp_sum(v);
   __syncthreads();
   if (lane == 0) shared[warp] = v;
   __syncthreads();
-  v = lane < static_cast<int>(blockDim.x / 32) ? shared[lane] : 0.0f;
+  v = lane < static_cast<int>(blockDim.x / 32) ? shared[lane] : T(0);
   return warp_sum(v);
 }
 __device__ __forceinline__ float block_max(float v, float* shared) {

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/cuda/row_sampling.h"
 #include "engine/engine.h"
 #include "engine/model.h"
 
@@ -78,13 +79,8 @@ void copy_logits(device_context& c, int row, float* out);
 // temperature, and the token whose cumulative weight passes uniform * total. Only the token
 // comes back.
 struct sample_args {
-  float temperature = 0.0f;
-  int top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  float repeat_penalty = 1.0f;
+  row_sampling knobs;
   std::span<const token_id> penalized;  // distinct tokens in [0, n_vocab)
-  double uniform = 0.0;                 // the draw in [0, 1); unused when greedy
 };
 token_id sample(device_context& c, int row, const sample_args& a);
 // Forgets sequence `seq` (its positions restart at 0).

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "engine/cuda/row_sampling.h"
 #include "engine/tensor_types.h"
 
 namespace rbee::engine::cuda {
@@ -117,12 +118,6 @@ void attention(const float* q, const __half* k_cache, const __half* v_cache, con
                float* scratch, int* counters, float* out, q8_blocks out_q, cudaStream_t stream);
 
 // Sampling (sample.cu): one choice of engine.h's sampler from a logits row of n entries.
-struct row_sampling {
-  float temperature;  // <= 0: argmax
-  int top_k;
-  float top_p, min_p, repeat_penalty;
-  double uniform;  // the draw in [0, 1)
-};
 // Device scratch bytes for rows of n entries.
 size_t sample_scratch_bytes(int n);
 // *token = the choice: repeat penalty on the n_pen distinct tokens at `penalized` (device),

@@ -130,23 +130,6 @@ __global__ void __launch_bounds__(tile / 2)
   }
 }
 
-__device__ __forceinline__ double warp_sum_d(double v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Sum over the block; `shared` holds 32 doubles.
-__device__ double block_sum_d(double v, double* shared) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  v = warp_sum_d(v);
-  __syncthreads();
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = lane < static_cast<int>(blockDim.x / 32) ? shared[lane] : 0.0;
-  return warp_sum_d(v);
-}
-
 // Inclusive prefix sum over the block in thread order; `shared` holds 32 doubles. Returns
 // this thread's prefix; `total` gets the block's sum.
 __device__ double block_scan_d(double v, double* shared, double& total) {
@@ -203,7 +186,7 @@ __global__ void __launch_bounds__(pick_threads)
   };
   double sum = 0.0;
   for (int i = threadIdx.x; i < n; i += pick_threads) sum += weight(i);
-  sum = block_sum_d(sum, red);
+  sum = block_sum(sum, red);
   auto prob = [&](int i) { return static_cast<float>(weight(i) / sum); };
 
   if (a.top_p < 1.0f) {
@@ -217,7 +200,7 @@ __global__ void __launch_bounds__(pick_threads)
     const float threshold = prob(0) * a.min_p;
     double kept = 0.0;
     for (int i = 1 + threadIdx.x; i < n; i += pick_threads) kept += prob(i) >= threshold ? 1 : 0;
-    n = 1 + static_cast<int>(block_sum_d(kept, red));
+    n = 1 + static_cast<int>(block_sum(kept, red));
   }
   const double inv_temperature = 1.0 / a.temperature;
   auto tempered = [&](int i) {
@@ -226,7 +209,7 @@ __global__ void __launch_bounds__(pick_threads)
   };
   double total = 0.0;
   for (int i = threadIdx.x; i < n; i += pick_threads) total += tempered(i);
-  total = block_sum_d(total, red);
+  total = block_sum(total, red);
   const double r = a.uniform * total;
   const int chosen = first_prefix(
       n, tempered, [&](double cum) { return r < cum; }, red, &found);

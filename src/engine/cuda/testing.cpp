@@ -167,13 +167,7 @@ std::vector<float> rope_attention(const attention_case& c, std::span<const float
 token_id sample(std::span<const float> logits, const sample_args& a) {
   const int n = static_cast<int>(logits.size());
   buffer dl(logits), pen(a.penalized), scratch(sample_scratch_bytes(n)), token(sizeof(int32_t));
-  sample_row(dl.as<float>(), n, pen.as<int32_t>(), static_cast<int>(a.penalized.size()),
-             {.temperature = a.temperature,
-              .top_k = a.top_k,
-              .top_p = a.top_p,
-              .min_p = a.min_p,
-              .repeat_penalty = a.repeat_penalty,
-              .uniform = a.uniform},
+  sample_row(dl.as<float>(), n, pen.as<int32_t>(), static_cast<int>(a.penalized.size()), a.knobs,
              scratch.as<void>(), token.as<int32_t>(), nullptr);
   return token.download<int32_t>(1)[0];
 }

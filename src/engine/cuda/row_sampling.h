@@ -1,0 +1,16 @@
+#pragma once
+// The knobs of one sampling choice on the device (engine.h's sampling_params resolved for one
+// step). Plain C++17 and no CUDA types: the host API and the kernels both include it.
+
+namespace rbee::engine::cuda {
+
+struct row_sampling {
+  float temperature = 0.0f;  // <= 0: argmax
+  int top_k = 0;             // 0: off
+  float top_p = 1.0f;        // 1: off
+  float min_p = 0.0f;        // 0: off
+  float repeat_penalty = 1.0f;
+  double uniform = 0.0;  // the draw in [0, 1); unused when greedy
+};
+
+}  // namespace rbee::engine::cuda
