@@ -3,20 +3,24 @@
 // scheduled while the one before it drains. It must call wait_for_previous_kernel() before it
 // touches memory that kernel wrote or reads; weights, which no kernel writes, it may read (or
 // prefetch) before. Older devices launch as usual and the device calls are no-ops.
+#include <atomic>
+
 #include "engine/cuda/check.h"
 
 namespace rbee::engine::cuda {
 
 inline bool dependent_launch_supported() {
   constexpr int max_devices = 64;
-  static int major[max_devices] = {};  // 0: not asked yet; same answer from any thread
+  static std::atomic<int> major[max_devices] = {};  // 0: not asked yet
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device >= max_devices) return false;
-  if (major[device] == 0 &&
-      cudaDeviceGetAttribute(&major[device], cudaDevAttrComputeCapabilityMajor, device) !=
-          cudaSuccess)
-    return false;
-  return major[device] >= 9;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= max_devices) return false;
+  if (major[device].load(std::memory_order_relaxed) == 0) {
+    int m = 0;
+    if (cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
+      return false;
+    major[device].store(m, std::memory_order_relaxed);
+  }
+  return major[device].load(std::memory_order_relaxed) >= 9;
 }
 
 template <class... Params, class... Args>
