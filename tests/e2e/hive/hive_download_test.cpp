@@ -106,7 +106,7 @@ std::optional<std::filesystem::path> partial_file(const std::filesystem::path& d
 }
 
 TEST_F(HiveDownload, AHiveStoppedMidDownloadLeavesThePartForTheNextToResume) {
-  hub.set_fault(test_repo, test_file, {.chunk_delay = 30ms});  // about 1 s for the file
+  hub.set_fault(test_repo, test_file, {.chunk_delay = 60ms});  // about 2 s for the file
   start_hive();
   auto res = post("/v1/models/download", {{"model_ref", test_ref}});
   ASSERT_EQ(res.status, 202) << res.body;
