@@ -78,9 +78,10 @@ struct model_info {
 // Reads only the header (no weights): for catalogs and preflight checks.
 model_info read_model_info(const std::string& path);
 
-// Bytes of host or device memory a model needs with a given context and slot count
-// (weights + KV cache + scratch), for the hive's RAM/VRAM preflight.
-uint64_t estimate_memory_bytes(const model_info& info, int n_ctx, int n_seq);
+// Bytes of host RAM (cpu) or device memory (cuda) a model needs with a given context and slot
+// count: weights + KV cache + scratch (engine/memory_estimate.h, the hive's preflight formula).
+uint64_t estimate_memory_bytes(const model_info& info, int n_ctx, int n_seq,
+                               backend_kind backend = backend_kind::cpu);
 
 struct model;
 struct model_deleter {

@@ -11,7 +11,7 @@
 #include <system_error>
 #include <thread>
 
-#include "engine/kv_cache.h"
+#include "engine/memory_estimate.h"
 #include "engine/vocab.h"
 #ifdef RBEE_HAVE_CUDA
 #include "engine/cuda/cuda_backend.h"
@@ -250,17 +250,17 @@ model_info read_model_info(const std::string& path) {
   return read_info(file, path);
 }
 
-uint64_t estimate_memory_bytes(const model_info& info, int n_ctx, int n_seq) {
-  const int head_dim = info.n_head > 0 ? info.n_embd / info.n_head : 0;
-  const uint64_t kv = kv_cache::bytes_needed(info.n_layer, info.n_head_kv * head_dim, n_ctx, n_seq,
-                                             /*f16=*/true);
-  // Activations for a 512-token batch plus the logits of one output per sequence.
-  const uint64_t n_batch = 512;
-  const uint64_t scratch =
-      n_batch * sizeof(float) *
-          (3ull * info.n_embd + 2ull * info.n_ff + 2ull * info.n_head_kv * head_dim) +
-      static_cast<uint64_t>(std::max(n_seq, 1)) * info.n_vocab * sizeof(float);
-  return info.size_bytes + kv + scratch;
+uint64_t estimate_memory_bytes(const model_info& info, int n_ctx, int n_seq, backend_kind backend) {
+  const auto u = [](int v) { return static_cast<uint64_t>(std::max(v, 0)); };
+  const model_shape shape{.weight_bytes = info.size_bytes,
+                          .n_layer = u(info.n_layer),
+                          .n_embd = u(info.n_embd),
+                          .n_head = u(info.n_head),
+                          .n_head_kv = u(info.n_head_kv),
+                          .n_ff = u(info.n_ff),
+                          .n_vocab = u(info.n_vocab),
+                          .bf16_weights = info.quantization == "BF16"};
+  return estimate_memory(shape, n_ctx, n_seq, backend == backend_kind::cuda).total();
 }
 
 namespace {

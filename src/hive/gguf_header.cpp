@@ -48,6 +48,7 @@ gguf_summary read_gguf_header(const std::filesystem::path& path) {
     s.embedding_length = file.get_uint(a + ".embedding_length").value_or(0);
     s.head_count = file.get_uint(a + ".attention.head_count").value_or(0);
     s.head_count_kv = file.get_uint(a + ".attention.head_count_kv").value_or(s.head_count);
+    s.feed_forward_length = file.get_uint(a + ".feed_forward_length").value_or(0);
     if (auto ft = file.get_uint("general.file_type"); ft && *ft <= UINT32_MAX)
       s.file_type = static_cast<uint32_t>(*ft);
   } catch (const gguf::format_error& e) {
@@ -57,6 +58,8 @@ gguf_summary read_gguf_header(const std::filesystem::path& path) {
   std::map<engine::tensor_type, uint64_t> matrix_elements_by_type;
   for (const auto& t : file.tensors()) {
     s.parameters += static_cast<uint64_t>(t.n_elements());
+    if (t.name == "token_embd.weight" && t.shape.size() == 2)
+      s.vocab_size = static_cast<uint64_t>(t.shape[1]);
     if (t.shape.size() >= 2) matrix_elements_by_type[t.type] += t.n_elements();
   }
   if (s.file_type) s.quantization = file_type_name(*s.file_type);

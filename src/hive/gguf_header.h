@@ -24,6 +24,8 @@ struct gguf_summary {
   uint64_t embedding_length = 0;      // <arch>.embedding_length
   uint64_t head_count = 0;            // <arch>.attention.head_count
   uint64_t head_count_kv = 0;         // <arch>.attention.head_count_kv (defaults to head_count)
+  uint64_t feed_forward_length = 0;   // <arch>.feed_forward_length
+  uint64_t vocab_size = 0;            // rows of token_embd.weight (0 when absent)
   std::optional<uint32_t> file_type;  // general.file_type (llama.cpp's ftype enum)
   std::string quantization;           // "Q4_K_M", from file_type or the dominant tensor type
   uint64_t parameters = 0;            // sum of the tensors' element counts

@@ -17,17 +17,20 @@ std::string human_bytes(uint64_t n) {
 
 }  // namespace
 
-memory_estimate estimate_memory(const gguf_summary& model, int n_ctx, int n_slots, bool cuda) {
-  memory_estimate e;
-  e.weights_bytes = model.file_size;
-  uint64_t n_embd_kv = model.embedding_length;
-  if (model.head_count > 0 && model.head_count_kv > 0) {
-    n_embd_kv = model.embedding_length * model.head_count_kv / model.head_count;
-  }
-  e.kv_cache_bytes = 2 * model.block_count * static_cast<uint64_t>(std::max(n_ctx, 0)) *
-                     static_cast<uint64_t>(std::max(n_slots, 1)) * n_embd_kv * 2;
-  e.overhead_bytes = 64 * mib + e.weights_bytes / 20 + (cuda ? 300 * mib : 0);
-  return e;
+engine::memory_needs estimate_memory(const gguf_summary& model, int n_ctx, int n_slots, bool cuda) {
+  // A header without head counts is read as one head (the cache then holds n_embd per
+  // position): the estimate errs on the large side.
+  const uint64_t n_head = model.head_count > 0 ? model.head_count : 1;
+  const engine::model_shape shape{
+      .weight_bytes = model.file_size,
+      .n_layer = model.block_count,
+      .n_embd = model.embedding_length,
+      .n_head = n_head,
+      .n_head_kv = model.head_count_kv > 0 ? model.head_count_kv : n_head,
+      .n_ff = model.feed_forward_length,
+      .n_vocab = model.vocab_size,
+      .bf16_weights = model.quantization == "BF16"};
+  return engine::estimate_memory(shape, n_ctx, n_slots, cuda);
 }
 
 void check_backend(const capabilities& caps, const std::string& backend, int device) {
@@ -46,7 +49,7 @@ void check_backend(const capabilities& caps, const std::string& backend, int dev
 }
 
 void check_fits(const capabilities& caps, const std::string& backend, int device,
-                const memory_estimate& estimate) {
+                const engine::memory_needs& estimate) {
   bool cuda = backend == "cuda";
   uint64_t available = caps.ram_free_bytes;
   if (cuda) {
@@ -65,8 +68,9 @@ void check_fits(const capabilities& caps, const std::string& backend, int device
                   human_bytes(required), human_bytes(available)),
       {{"required_bytes", required},
        {"available_bytes", available},
-       {"weights_bytes", estimate.weights_bytes},
-       {"kv_cache_bytes", estimate.kv_cache_bytes},
+       {"weights_bytes", estimate.weights},
+       {"kv_cache_bytes", estimate.kv_cache},
+       {"scratch_bytes", estimate.scratch},
        {"backend", backend},
        {"device", device},
        {"hint",

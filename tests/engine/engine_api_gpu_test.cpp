@@ -112,6 +112,9 @@ TEST(engine_api_on_cuda, reports_the_device_memory_it_holds) {
   ASSERT_GT(free_before, free_after);
   EXPECT_GE(free_before - free_after, weights + buffers);
   EXPECT_LE(free_before - free_after, weights + buffers + (256ull << 20));
+  // The hive's preflight estimate covers what loading took from the device.
+  EXPECT_GE(estimate_memory_bytes(model_get_info(*m), cp.n_ctx, cp.n_seq, backend_kind::cuda),
+            free_before - free_after);
 }
 #endif
 

@@ -369,6 +369,10 @@ TEST(model_info, memory_estimate_covers_weights_and_grows_with_the_cache) {
   // KV cache: 2 (K,V) x 4 layers x 128 (kv dim) x 2 bytes per position and sequence.
   EXPECT_EQ(estimate_memory_bytes(info, 1024, 1) - small, 512ull * 2 * 4 * 128 * 2);
   EXPECT_GT(estimate_memory_bytes(info, 512, 4), small);
+  // The GPU holds a batch's logits, a dequantized matrix for prefill and the CUDA runtime too.
+  const uint64_t on_gpu = estimate_memory_bytes(info, 512, 1, backend_kind::cuda);
+  EXPECT_GT(on_gpu, small);
+  EXPECT_GT(on_gpu, info.size_bytes + (300ull << 20));
 }
 
 TEST(model_load, cpu_models_hold_no_device_memory) {

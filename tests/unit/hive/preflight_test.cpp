@@ -17,22 +17,37 @@ gguf_summary model_7b_like() {
   s.embedding_length = 4096;
   s.head_count = 32;
   s.head_count_kv = 8;  // GQA: the cache holds a quarter of the heads
+  s.feed_forward_length = 11008;
+  s.vocab_size = 32000;
   return s;
 }
 
-TEST(Preflight, EstimateIsWeightsPlusKvCachePlusOverhead) {
+TEST(Preflight, EstimateIsWeightsPlusKvCachePlusScratch) {
   auto e = estimate_memory(model_7b_like(), 4096, 2, false);
-  EXPECT_EQ(e.weights_bytes, 4000 * mib);
+  EXPECT_EQ(e.weights, 4000 * mib);
   // 2 (K,V) x 32 layers x 4096 positions x 2 slots x 1024 (4096*8/32) x 2 bytes = 1 GiB.
-  EXPECT_EQ(e.kv_cache_bytes, 2ull * 32 * 4096 * 2 * 1024 * 2);
-  EXPECT_EQ(e.overhead_bytes, 64 * mib + 200 * mib);
-  EXPECT_EQ(e.total(), e.weights_bytes + e.kv_cache_bytes + e.overhead_bytes);
+  EXPECT_EQ(e.kv_cache, 2ull * 32 * 4096 * 2 * 1024 * 2);
+  EXPECT_EQ(e.total(), e.weights + e.kv_cache + e.scratch);
+  // The process and its mappings (64 MiB + 5 % of the weights) plus the activations.
+  EXPECT_GT(e.scratch, 64 * mib + 200 * mib);
+  EXPECT_LT(e.scratch, 64 * mib + 200 * mib + 128 * mib);
 
+  // On a GPU: the same weights and cache, and the CUDA context's buffers: at least the
+  // 32000 x 4096 output matrix in fp16 for prefill, logits for a 512-token batch and the
+  // runtime's 300 MiB.
   auto cuda = estimate_memory(model_7b_like(), 4096, 2, true);
-  EXPECT_EQ(cuda.overhead_bytes, e.overhead_bytes + 300 * mib);
+  EXPECT_EQ(cuda.weights, e.weights);
+  EXPECT_EQ(cuda.kv_cache, e.kv_cache);
+  EXPECT_GT(cuda.scratch, 32000ull * 4096 * 2 + 512ull * 32000 * 4 + 300 * mib);
+  EXPECT_LT(cuda.scratch, 2048 * mib);
   // The cache grows linearly with context and slots.
-  EXPECT_EQ(estimate_memory(model_7b_like(), 2048, 2, false).kv_cache_bytes * 2, e.kv_cache_bytes);
-  EXPECT_EQ(estimate_memory(model_7b_like(), 4096, 1, false).kv_cache_bytes * 2, e.kv_cache_bytes);
+  EXPECT_EQ(estimate_memory(model_7b_like(), 2048, 2, false).kv_cache * 2, e.kv_cache);
+  EXPECT_EQ(estimate_memory(model_7b_like(), 4096, 1, false).kv_cache * 2, e.kv_cache);
+  // A vocabulary five times larger costs the GPU more in logits and the output matrix.
+  auto wide = model_7b_like();
+  wide.vocab_size = 160000;
+  EXPECT_GT(estimate_memory(wide, 4096, 2, true).scratch,
+            cuda.scratch + 128000ull * (4096 * 2 + 512 * 4));
 }
 
 capabilities node_with(uint64_t ram_free, std::vector<gpu_device> gpus) {
