@@ -40,6 +40,21 @@ token_id argmax(std::span<const float> v) {
   return static_cast<token_id>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
+// The prompt as one batched prefill with logits at every position: the worst relative error
+// against the oracle's token-by-token forward pass.
+double prefill_error(context& ctx, reference::transformer& ref,
+                     const std::vector<token_id>& prompt) {
+  std::vector<batch_entry> batch;
+  for (size_t i = 0; i < prompt.size(); ++i)
+    batch.push_back({prompt[i], static_cast<int32_t>(i), 0, true});
+  decode(ctx, batch);
+  double worst = 0;
+  for (size_t i = 0; i < prompt.size(); ++i)
+    worst = std::max(worst, relative_error(logits(ctx, static_cast<int>(i)),
+                                           ref.forward(prompt[i], static_cast<int>(i))));
+  return worst;
+}
+
 struct oracle_case {
   std::string file;
   // Bound on the relative L2 error of the logits. F32/F16 weights: only summation order
@@ -64,14 +79,7 @@ TEST_P(fast_vs_reference, logits_agree) {
     auto ctx = context_create(*m, cp);
     reference::transformer ref(path);
     const auto prompt = tokenize(*m, "Once upon a time, in a big forest", true);
-    std::vector<batch_entry> batch;
-    for (size_t i = 0; i < prompt.size(); ++i)
-      batch.push_back({prompt[i], static_cast<int32_t>(i), 0, true});
-    decode(*ctx, batch);
-    double worst = 0;
-    for (size_t i = 0; i < prompt.size(); ++i)
-      worst = std::max(worst, relative_error(logits(*ctx, static_cast<int>(i)),
-                                             ref.forward(prompt[i], static_cast<int>(i))));
+    double worst = prefill_error(*ctx, ref, prompt);
     token_id next = argmax(logits(*ctx, static_cast<int>(prompt.size()) - 1));
     for (int step = 0; step < 4; ++step) {
       const int pos = static_cast<int>(prompt.size()) + step;
@@ -266,14 +274,7 @@ double worst_error_vs_reference(const std::string& path) {
   cp.kv_f16 = false;
   auto ctx = context_create(*m, cp);
   const auto prompt = tokenize(*m, "Once upon a time", true);
-  std::vector<batch_entry> batch;
-  for (size_t i = 0; i < prompt.size(); ++i)
-    batch.push_back({prompt[i], static_cast<int32_t>(i), 0, true});
-  decode(*ctx, batch);
-  double worst = 0;
-  for (size_t i = 0; i < prompt.size(); ++i)
-    worst = std::max(worst, relative_error(logits(*ctx, static_cast<int>(i)),
-                                           ref.forward(prompt[i], static_cast<int>(i))));
+  double worst = prefill_error(*ctx, ref, prompt);
   for (int pos = static_cast<int>(prompt.size()); pos < static_cast<int>(prompt.size()) + 3;
        ++pos) {
     const batch_entry e{static_cast<token_id>(100 + pos), pos, 0, true};
