@@ -61,7 +61,8 @@ class hub_client {
   std::string file_url(const std::string& org, const std::string& repo,
                        const std::string& file) const;
 
-  // rfilename of every file in the repo (the hub's model API). Throws as described above.
+  // rfilename of every file in the repo (the hub's model API), exactly as the hub sent them:
+  // untrusted, see is_safe_repo_file. Throws as described above.
   // cancel (optional) stops the retries.
   std::vector<std::string> list_files(const std::string& org, const std::string& repo,
                                       const std::atomic<bool>* cancel = nullptr);

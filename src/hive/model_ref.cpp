@@ -35,13 +35,6 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
   }
 }
 
-bool ends_with_gguf(std::string_view s) {
-  if (s.size() < 5) return false;
-  std::string tail(s.substr(s.size() - 5));
-  std::transform(tail.begin(), tail.end(), tail.begin(), ::tolower);
-  return tail == ".gguf";
-}
-
 [[noreturn]] void reject(std::string_view field, std::string_view text, std::string reason) {
   throw common::invalid_request(field,
                                 "Invalid model reference '" + std::string(text) + "': " + reason,
@@ -52,6 +45,19 @@ bool ends_with_gguf(std::string_view s) {
 }
 
 }  // namespace
+
+bool is_safe_repo_file(std::string_view file) {
+  if (file.size() > max_ref_len) return false;
+  auto segments = split(file, '/');
+  return std::all_of(segments.begin(), segments.end(), valid_segment);
+}
+
+bool has_gguf_extension(std::string_view file_name) {
+  if (file_name.size() < 5) return false;
+  std::string tail(file_name.substr(file_name.size() - 5));
+  std::transform(tail.begin(), tail.end(), tail.begin(), ::tolower);
+  return tail == ".gguf";
+}
 
 std::string model_ref::canonical() const {
   switch (kind) {
@@ -107,12 +113,10 @@ model_ref parse_model_ref(std::string_view text, std::string_view field) {
     }
     std::string_view file = rest.substr(colon + 1);
     if (file.empty()) reject(field, text, "the file after ':' is empty");
-    for (auto segment : split(file, '/')) {
-      if (!valid_segment(segment)) {
-        reject(field, text, "the file path must be relative, without '..' or empty segments");
-      }
+    if (!is_safe_repo_file(file)) {
+      reject(field, text, "the file path must be relative, without '..' or empty segments");
     }
-    if (!ends_with_gguf(file)) reject(field, text, "the file must be a .gguf file");
+    if (!has_gguf_extension(file)) reject(field, text, "the file must be a .gguf file");
     ref.kind = ref_kind::hf_file;
     ref.file = file;
     return ref;
@@ -123,7 +127,7 @@ model_ref parse_model_ref(std::string_view text, std::string_view field) {
     for (auto segment : split(path.substr(1), '/')) {
       if (segment == "..") reject(field, text, "'..' is not allowed in paths");
     }
-    if (!ends_with_gguf(path)) reject(field, text, "the file must be a .gguf file");
+    if (!has_gguf_extension(path)) reject(field, text, "the file must be a .gguf file");
     ref.kind = ref_kind::local_file;
     ref.path = std::filesystem::path(path).lexically_normal();
     return ref;
@@ -171,7 +175,7 @@ std::string pick_gguf_file(const std::vector<std::string>& files) {
   std::string best;
   size_t best_rank = preference.size() + 1;
   for (const auto& f : files) {
-    if (!ends_with_gguf(f)) continue;
+    if (!has_gguf_extension(f) || !is_safe_repo_file(f)) continue;
     if (f.find("-of-0") != std::string::npos) continue;  // split shards need all parts
     std::string q = quantization_from_name(std::filesystem::path(f).filename().string());
     size_t rank = preference.size();  // GGUF with an unknown tag: after the known ones

@@ -32,12 +32,20 @@ struct model_ref {
 // Throws common::http_error 400 INVALID_REQUEST (details.field = field) for malformed refs.
 model_ref parse_model_ref(std::string_view text, std::string_view field = "model_ref");
 
+// A file path inside a hub repository, typed after "hf:ORG/REPO:" or listed by the hub:
+// relative, '/'-separated segments of letters, digits, '.', '-', '_' (none empty, "." or
+// ".."), at most 512 characters. Names from the network pass this before they become paths.
+bool is_safe_repo_file(std::string_view file);
+
+// Whether the name ends in ".gguf" (any case).
+bool has_gguf_extension(std::string_view file_name);
+
 // Quantization tag found in a file name ("Q4_K_M"), upper-case; "" when none is recognised.
 std::string quantization_from_name(std::string_view file_name);
 
 // Picks the GGUF file to download from a repo listing: Q4_K_M, Q5_K_M, Q8_0, Q4_0, then other
-// quantizations, then F16/BF16/F32; split files ("-00001-of-00003") are skipped. "" when the
-// listing has no usable GGUF.
+// quantizations, then F16/BF16/F32; split files ("-00001-of-00003") and names that are not
+// is_safe_repo_file are skipped. "" when the listing has no usable GGUF.
 std::string pick_gguf_file(const std::vector<std::string>& files);
 
 }  // namespace rbee::hive

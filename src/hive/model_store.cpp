@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
@@ -36,7 +37,37 @@ model_entry entry_from_header(const gguf_summary& h) {
   return e;
 }
 
+// The GGUF names of a hub listing that may not become paths; the first few, for errors and logs
+// (a hostile listing may hold millions).
+std::vector<std::string> unsafe_gguf_names(const std::vector<std::string>& files) {
+  constexpr size_t max_reported = 10;
+  std::vector<std::string> unsafe;
+  for (const auto& f : files) {
+    if (unsafe.size() == max_reported) break;
+    if (has_gguf_extension(f) && !is_safe_repo_file(f)) unsafe.push_back(f.substr(0, 600));
+  }
+  return unsafe;
+}
+
+// path strictly below dir, both absolute and in normal form.
+bool below(const std::filesystem::path& dir, const std::filesystem::path& path) {
+  auto rel = path.lexically_relative(dir);
+  return !rel.empty() && rel != "." && *rel.begin() != "..";
+}
+
 }  // namespace
+
+bool is_inside_dir(const std::filesystem::path& dir, const std::filesystem::path& path) {
+  std::error_code ec;
+  auto abs_dir = std::filesystem::absolute(dir, ec);
+  if (ec) return false;
+  auto abs_path = std::filesystem::absolute(path, ec);
+  if (ec || !below(abs_dir.lexically_normal(), abs_path.lexically_normal())) return false;
+  auto real_dir = std::filesystem::weakly_canonical(abs_dir, ec);
+  if (ec) return false;
+  auto real_path = std::filesystem::weakly_canonical(abs_path, ec);
+  return !ec && below(real_dir, real_path);
+}
 
 std::string_view to_string(download_stage s) {
   switch (s) {
@@ -261,7 +292,21 @@ void model_store::run_job(const std::shared_ptr<download_job>& job, model_ref re
     if (ref.kind == ref_kind::hf_repo) {
       job->narrate(fmt::format("Listing files of {}/{} on the hub", ref.org, ref.repo));
       auto files = hub_.list_files(ref.org, ref.repo, &job->cancel);
+      // The listing is untrusted: names that could leave the models directory are never used.
+      auto unsafe = unsafe_gguf_names(files);
+      if (!unsafe.empty()) {
+        spdlog::warn("the hub listed unsafe file names for {}/{}, ignored: {}", ref.org, ref.repo,
+                     fmt::join(unsafe, ", "));
+      }
       std::string pick = pick_gguf_file(files);
+      if (pick.empty() && !unsafe.empty()) {
+        throw http_error(
+            502, codes::DOWNLOAD_FAILED,
+            fmt::format("The hub listed no usable GGUF file for {}/{}; ignored as unsafe "
+                        "(not a relative path of letters, digits, '.', '-', '_'): {}",
+                        ref.org, ref.repo, fmt::join(unsafe, ", ")),
+            {{"model_ref", ref.canonical()}, {"unsafe_files", unsafe}});
+      }
       if (pick.empty()) {
         throw common::not_found(codes::MODEL_NOT_FOUND,
                                 fmt::format("Repository {}/{} has no GGUF file", ref.org, ref.repo),
@@ -319,6 +364,12 @@ void model_store::run_job(const std::shared_ptr<download_job>& job, model_ref re
 model_entry model_store::download_hf_file(download_job& job, const model_ref& ref) {
   std::string url = hub_.file_url(ref.org, ref.repo, ref.file);
   std::filesystem::path dest = options_.models_dir / ref.relative_store_path();
+  if (!is_inside_dir(options_.models_dir, dest)) {
+    throw http_error(502, codes::DOWNLOAD_FAILED,
+                     fmt::format("Refusing to write {}: it is not inside the models directory {}",
+                                 dest.string(), options_.models_dir.string()),
+                     {{"path", dest.string()}, {"models_dir", options_.models_dir.string()}});
+  }
   job.narrate(fmt::format("Checking {}", url));
   remote_file_info info = hub_.head(url, &job.cancel);
 
@@ -412,7 +463,12 @@ model_entry model_store::remove(const std::string& id) {
     throw common::not_found(codes::MODEL_NOT_FOUND,
                             fmt::format("Model '{}' is not in the catalog", id), {{"id", id}});
   }
-  if (e->provider == "hf") {
+  if (e->provider == "hf" && !is_inside_dir(options_.models_dir, e->local_path)) {
+    spdlog::warn(
+        "model {}: not deleting {}: it is outside the models directory {}; only its catalog "
+        "row is removed",
+        id, e->local_path, options_.models_dir.string());
+  } else if (e->provider == "hf") {
     std::error_code ec;
     std::filesystem::remove(e->local_path, ec);
     if (ec) spdlog::warn("could not delete {}: {}", e->local_path, ec.message());

@@ -94,7 +94,8 @@ class model_store {
   // Cancels every running download (hive shutdown); their jobs end with an error.
   void cancel_all();
   // Deletes the model's file (hub downloads only: file: references stay where they are) and row.
-  // Throws 404 MODEL_NOT_FOUND when the id is unknown.
+  // A file outside the models directory (a row from before hub names were checked) is left in
+  // place, with a warning. Throws 404 MODEL_NOT_FOUND when the id is unknown.
   model_entry remove(const std::string& id);
 
  private:
@@ -112,6 +113,10 @@ class model_store {
   std::vector<std::pair<std::shared_ptr<download_job>, std::jthread>> threads_;
   uint64_t next_job_ = 1;
 };
+
+// Whether path lies strictly below dir, judged on the normalised text and on the real location
+// (weakly_canonical: symlinks in the part that exists are followed).
+bool is_inside_dir(const std::filesystem::path& dir, const std::filesystem::path& path);
 
 // Reads the GGUF header of a model file; a corrupt file becomes 422 INVALID_MODEL naming the
 // problem (untrusted input: the hive stays up).

@@ -104,6 +104,16 @@ void hub_server::use_redirects(bool on) {
   redirects_ = on;
 }
 
+void hub_server::serve_unmatched_paths(const std::filesystem::path& local) {
+  auto data = std::make_shared<const std::string>(read_all(local));
+  // Registered after the constructor's routes, so those keep their paths.
+  server_.Get(".*", [this, data](const httplib::Request& req, httplib::Response& res) {
+    res.set_header("X-Linked-Size", std::to_string(data->size()));
+    res.set_content(*data, "application/octet-stream");
+    record(req, 200);
+  });
+}
+
 bool hub_server::authorized(const httplib::Request& req) const {
   std::lock_guard lock(mutex_);
   return token_.empty() || req.get_header_value("Authorization") == "Bearer " + token_;

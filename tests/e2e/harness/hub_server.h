@@ -65,6 +65,9 @@ class hub_server {
   void require_token(const std::string& token);
   // The real hub answers /resolve/ with a 302 to its CDN carrying the X-Linked-* headers.
   void use_redirects(bool on);
+  // A hostile hub: serves `local` at every GET/HEAD path no other route takes, i.e. wherever a
+  // client's URL normalisation sent a listed name such as "../../x.gguf". Before start() only.
+  void serve_unmatched_paths(const std::filesystem::path& local);
 
   // Binds host (loopback unless a test host must reach it) on a free port and serves on a
   // thread.

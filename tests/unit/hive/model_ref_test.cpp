@@ -104,5 +104,31 @@ TEST(ModelRef, PicksGgufByPreference) {
   EXPECT_EQ(pick_gguf_file({"config.json", "model.safetensors"}), "");
 }
 
+TEST(ModelRef, SafeRepoFileIsOneRuleForTypedAndListedNames) {
+  for (std::string_view ok : {"m.gguf", "q4/m.Q4_K_M.gguf", "a-b_c.d/e", ".gitattributes"}) {
+    EXPECT_TRUE(is_safe_repo_file(ok)) << ok;
+  }
+  for (std::string_view bad :
+       {"", "../x.gguf", "../../evil.gguf", "a/../../b.gguf", "/abs/x.gguf", "/tmp/x/evil.gguf",
+        "a//b.gguf", "a/", "./a.gguf", "a/./b.gguf", "..", "a b.gguf", "a\\b.gguf", "a\nb.gguf",
+        "x$(id).gguf", "~/x.gguf", "caf\xc3\xa9.gguf"}) {
+    EXPECT_FALSE(is_safe_repo_file(bad)) << bad;
+    // A user typing the same name gets the same verdict.
+    EXPECT_THROW(parse_model_ref("hf:org/repo:" + std::string(bad)), common::http_error) << bad;
+  }
+  EXPECT_FALSE(is_safe_repo_file(std::string(513, 'a')));
+  EXPECT_FALSE(is_safe_repo_file(std::string(129, 'a') + ".gguf"));
+}
+
+TEST(ModelRef, PickNeverChoosesANameThatIsNotASafeRepoPath) {
+  // The listing comes from the network: a hostile hub's names must not become paths.
+  EXPECT_EQ(
+      pick_gguf_file({"../../../../evil.Q4_K_M.gguf", "/tmp/evil.Q4_K_M.gguf", "m.Q8_0.gguf"}),
+      "m.Q8_0.gguf");
+  EXPECT_EQ(pick_gguf_file({"../../evil.gguf", "/abs/evil.gguf", "a//b.gguf", "a b.gguf",
+                            "q4/./m.gguf", "q4\\..\\m.gguf"}),
+            "");
+}
+
 }  // namespace
 }  // namespace rbee::hive
