@@ -1,5 +1,6 @@
 #include "hive/model_store.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <fmt/format.h>
@@ -35,6 +36,11 @@ model_entry entry_from_header(const gguf_summary& h) {
   e.parameters = h.parameters;
   e.context_length = h.context_length;
   return e;
+}
+
+bool is_finished(const download_job& job) {
+  auto stage = job.get().stage;
+  return stage == download_stage::complete || stage == download_stage::error;
 }
 
 // The GGUF names of a hub listing that may not become paths; the first few, for errors and logs
@@ -157,7 +163,7 @@ model_store::~model_store() {
   std::vector<std::pair<std::shared_ptr<download_job>, std::jthread>> threads;
   {
     std::lock_guard lock(mutex_);
-    for (auto& [id, job] : jobs_by_id_) job->cancel = true;
+    for (auto& job : jobs_) job->cancel = true;
     threads.swap(threads_);
   }
   threads.clear();  // joins, outside the lock the jobs take last
@@ -227,9 +233,8 @@ std::shared_ptr<download_job> model_store::start_download(const model_ref& ref) 
     std::shared_ptr<download_job> job;
     {
       std::lock_guard lock(mutex_);
-      auto id = fmt::format("dl-{}", next_job_++);
-      job = std::make_shared<download_job>(id, ref.canonical());
-      jobs_by_id_[id] = job;
+      job = std::make_shared<download_job>(fmt::format("dl-{}", next_job_++), ref.canonical());
+      remember_job(job);
     }
     try {
       job->finish(ensure(ref));
@@ -245,24 +250,15 @@ std::shared_ptr<download_job> model_store::start_download(const model_ref& ref) 
     std::string key = ref.canonical();
     if (auto it = running_by_ref_.find(key); it != running_by_ref_.end()) return it->second;
 
-    auto id = fmt::format("dl-{}", next_job_++);
-    job = std::make_shared<download_job>(id, key);
-    jobs_by_id_[id] = job;
-    // Bound the bookkeeping: drop the oldest finished jobs beyond 256.
-    while (jobs_by_id_.size() > 256) {
-      auto oldest = jobs_by_id_.begin();
-      auto stage = oldest->second->get().stage;
-      if (stage != download_stage::complete && stage != download_stage::error) break;
-      jobs_by_id_.erase(oldest);
-    }
+    job = std::make_shared<download_job>(fmt::format("dl-{}", next_job_++), key);
+    remember_job(job);
     if (auto existing = lookup(ref)) {
       job->finish(*existing);
       return job;
     }
     running_by_ref_[key] = job;
     for (auto it = threads_.begin(); it != threads_.end();) {
-      auto stage = it->first->get().stage;
-      if (stage == download_stage::complete || stage == download_stage::error) {
+      if (is_finished(*it->first)) {
         finished.push_back(std::move(it->second));
         it = threads_.erase(it);
       } else {
@@ -279,10 +275,30 @@ void model_store::cancel_all() {
   for (auto& [ref, job] : running_by_ref_) job->cancel = true;
 }
 
+void model_store::remember_job(std::shared_ptr<download_job> job) {
+  jobs_.push_back(std::move(job));
+  // Bound the bookkeeping: the oldest finished jobs go first; a running job stays findable.
+  size_t excess = jobs_.size() > max_remembered_jobs ? jobs_.size() - max_remembered_jobs : 0;
+  for (auto it = jobs_.begin(); excess > 0 && it != jobs_.end();) {
+    if (is_finished(**it)) {
+      it = jobs_.erase(it);
+      --excess;
+    } else {
+      ++it;
+    }
+  }
+}
+
 std::shared_ptr<download_job> model_store::find_job(const std::string& id) {
   std::lock_guard lock(mutex_);
-  auto it = jobs_by_id_.find(id);
-  return it == jobs_by_id_.end() ? nullptr : it->second;
+  auto it =
+      std::find_if(jobs_.begin(), jobs_.end(), [&](const auto& job) { return job->id() == id; });
+  return it == jobs_.end() ? nullptr : *it;
+}
+
+size_t model_store::job_count() {
+  std::lock_guard lock(mutex_);
+  return jobs_.size();
 }
 
 void model_store::run_job(const std::shared_ptr<download_job>& job, model_ref ref) {

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -90,7 +91,11 @@ class model_store {
   // Starts (or joins) the download for ref; a reference already available gives a job that
   // is complete at once.
   std::shared_ptr<download_job> start_download(const model_ref& ref);
+  // The job with this id while it is remembered: running jobs always, finished ones until
+  // max_remembered_jobs newer ones push them out (oldest first).
   std::shared_ptr<download_job> find_job(const std::string& id);
+  size_t job_count();
+  static constexpr size_t max_remembered_jobs = 256;
   // Cancels every running download (hive shutdown); their jobs end with an error.
   void cancel_all();
   // Deletes the model's file (hub downloads only: file: references stay where they are) and row.
@@ -102,13 +107,15 @@ class model_store {
   void run_job(const std::shared_ptr<download_job>& job, model_ref ref);
   model_entry download_hf_file(download_job& job, const model_ref& ref);
   model_entry add_local_file(const model_ref& ref);
+  // Adds a new job (under mutex_) and forgets the oldest finished ones beyond the bound.
+  void remember_job(std::shared_ptr<download_job> job);
 
   catalog& catalog_;
   model_store_options options_;
   hub_client hub_;
   common::metrics_registry* metrics_;
   std::mutex mutex_;
-  std::map<std::string, std::shared_ptr<download_job>> jobs_by_id_;
+  std::deque<std::shared_ptr<download_job>> jobs_;  // in creation order
   std::map<std::string, std::shared_ptr<download_job>> running_by_ref_;
   std::vector<std::pair<std::shared_ptr<download_job>, std::jthread>> threads_;
   uint64_t next_job_ = 1;

@@ -47,6 +47,14 @@ class ModelStore : public ::testing::Test {
     return catalog_->upsert(e);
   }
 
+  static void wait_until_finished(const download_job& job) {
+    download_job::snapshot snap;
+    for (uint64_t seen = 0;; seen = snap.version) {
+      snap = job.wait_change(seen, 1s);
+      if (snap.stage == download_stage::complete || snap.stage == download_stage::error) return;
+    }
+  }
+
   fs::path dir_;
   std::unique_ptr<catalog> catalog_;
   std::unique_ptr<model_store> store_;
@@ -108,6 +116,32 @@ TEST_F(ModelStore, RemoveKeepsAFileReachedThroughASymlinkOutOfTheModelsDir) {
   add_hub_row("linked", through_link);
   store_->remove("linked");
   EXPECT_TRUE(fs::exists(dir_ / "elsewhere/linked.gguf"));
+}
+
+TEST_F(ModelStore, JobTableStaysBoundedOldestFirstAndKeepsTheNewestFindable) {
+  // Both kinds of job: aliases (finished at once, here unknown: 404) and hub files (a thread
+  // that fails to reach the hub). Ids run past dl-9 / dl-10 / dl-100, where text order and
+  // creation order differ.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 300; ++i) {
+    std::shared_ptr<download_job> job;
+    if (i % 3 == 0) {
+      job = store_->start_download(
+          parse_model_ref("hf:org/repo" + std::to_string(i) + ":m.Q4_K_M.gguf"));
+    } else {
+      job = store_->start_download(parse_model_ref("no-such-model-" + std::to_string(i)));
+    }
+    wait_until_finished(*job);
+    ids.push_back(job->id());
+  }
+  EXPECT_EQ(store_->job_count(), model_store::max_remembered_jobs);
+  EXPECT_FALSE(store_->find_job(ids.front())) << "the oldest job is forgotten";
+  EXPECT_FALSE(store_->find_job(ids[43])) << "jobs beyond the newest 256 are forgotten";
+  for (size_t i = ids.size() - 256; i < ids.size(); ++i) {
+    auto job = store_->find_job(ids[i]);
+    ASSERT_TRUE(job) << ids[i];
+    EXPECT_EQ(job->id(), ids[i]);
+  }
 }
 
 }  // namespace
