@@ -357,6 +357,7 @@ void hive_manager::start_remote(const node_record& node, const std::string& toke
        "0.0.0.0:" + std::to_string(options_.remote_hive_port), options_.queen_url, node.node_name,
        node.ssh_host, node.install_path + "/home", options_.hf_endpoint});
   try {
+    validate_install_path(node.install_path);  // rows saved before paths were checked
     run_ssh(
         ssh_, target, options_.ssh, command, token + "\n" + options_.hf_token + "\n",
         [&](int attempt, const ssh_diagnosis& d) {

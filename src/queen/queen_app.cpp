@@ -229,12 +229,10 @@ void queen_app::register_routes() {
           ssh_target target{n.ssh_host, n.ssh_port, n.ssh_user, n.ssh_key_path};
           try {
             validate_ssh_target(target);
+            validate_install_path(n.install_path);
           } catch (const std::invalid_argument& e) {
             std::string what = e.what();
             throw common::invalid_request(what.substr(0, what.find(' ')), what);
-          }
-          if (n.install_path.empty() || n.install_path.front() == '-') {
-            throw common::invalid_request("install_path", "install_path must be a path");
           }
           if (registry_->get(n.node_name)) {
             throw common::conflict(
@@ -310,6 +308,7 @@ void queen_app::register_routes() {
               sink.send(narration("queen-rbee", action, std::move(human), {{"node", n.node_name}}));
             };
             try {
+              validate_install_path(n.install_path);  // rows saved before paths were checked
               step("install_mkdir", "Creating " + n.install_path + " on " + n.ssh_host);
               run_ssh(*ssh_, target, ssh_->options(),
                       remote_command({"mkdir", "-p", n.install_path}));

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -81,6 +82,31 @@ void validate_ssh_target(const ssh_target& target) {
   }
 }
 
+void validate_install_path(std::string_view path) {
+  constexpr size_t max_len = 1024;
+  auto reject = [&](std::string_view why) {
+    throw std::invalid_argument("install_path '" + std::string(path.substr(0, 200)) + "' " +
+                                std::string(why));
+  };
+  if (path.empty() || path.front() != '/') reject("must be an absolute path");
+  if (path.size() > max_len) reject("is longer than 1024 characters");
+  for (char c : path) {
+    if (!safe_name_char(c) && c != '/' && c != '+' && c != '@') {
+      reject("may only contain letters, digits and / . - _ + @");
+    }
+  }
+  for (size_t start = 1; start <= path.size();) {
+    size_t end = std::min(path.find('/', start), path.size());
+    auto segment = path.substr(start, end - start);
+    if (segment == "." || segment == "..") reject("may not contain '.' or '..' segments");
+    start = end + 1;
+  }
+}
+
+std::string copy_command(const std::string& remote_path) {
+  return "cat > " + shell_quote(remote_path);
+}
+
 std::string shell_quote(std::string_view arg) {
   std::string out = "'";
   for (char c : arg) {
@@ -105,8 +131,7 @@ std::string remote_command(const std::vector<std::string>& argv) {
 
 namespace {
 
-std::vector<std::string> common_options(const ssh_target& target, const ssh_options& options,
-                                        const char* port_flag) {
+std::vector<std::string> common_options(const ssh_target& target, const ssh_options& options) {
   std::vector<std::string> argv = {
       "-o", "BatchMode=yes", "-o", "ConnectTimeout=" + std::to_string(options.connect_timeout_s),
       "-o", "StrictHostKeyChecking=accept-new", "-o",
@@ -114,7 +139,7 @@ std::vector<std::string> common_options(const ssh_target& target, const ssh_opti
       // Reuse one connection per node for the many short commands of install/start.
       "-o", "ControlMaster=auto", "-o",
       "ControlPath=" + (options.rbee_home / "ssh" / "cm-%C").string(), "-o", "ControlPersist=60",
-      port_flag, std::to_string(target.port)};
+      "-p", std::to_string(target.port)};
   if (!target.key_path.empty()) {
     argv.push_back("-i");
     argv.push_back(target.key_path);
@@ -127,7 +152,7 @@ std::vector<std::string> common_options(const ssh_target& target, const ssh_opti
 std::vector<std::string> ssh_argv(const ssh_target& target, const ssh_options& options,
                                   const std::string& command) {
   std::vector<std::string> argv = {"ssh"};
-  auto opts = common_options(target, options, "-p");
+  auto opts = common_options(target, options);
   argv.insert(argv.end(), opts.begin(), opts.end());
   argv.push_back("-l");
   argv.push_back(target.user);
@@ -141,22 +166,9 @@ std::vector<std::string> ssh_argv(const ssh_target& target, const ssh_options& o
 std::vector<std::string> ssh_exit_master_argv(const ssh_target& target,
                                               const ssh_options& options) {
   std::vector<std::string> argv = {"ssh"};
-  auto opts = common_options(target, options, "-p");
+  auto opts = common_options(target, options);
   argv.insert(argv.end(), opts.begin(), opts.end());
   argv.insert(argv.end(), {"-O", "exit", "-l", target.user, "--", target.host});
-  return argv;
-}
-
-std::vector<std::string> scp_argv(const ssh_target& target, const ssh_options& options,
-                                  const std::string& local_path, const std::string& remote_path) {
-  std::vector<std::string> argv = {"scp", "-q"};
-  auto opts = common_options(target, options, "-P");
-  argv.insert(argv.end(), opts.begin(), opts.end());
-  std::string host =
-      target.host.find(':') != std::string::npos ? "[" + target.host + "]" : target.host;
-  argv.push_back("--");
-  argv.push_back(local_path);
-  argv.push_back(target.user + "@" + host + ":" + remote_path);
   return argv;
 }
 
@@ -233,8 +245,11 @@ bool is_transient(ssh_failure kind) {
   return kind == ssh_failure::timeout || kind == ssh_failure::unreachable;
 }
 
-ssh_result run_process(const std::vector<std::string>& argv, const std::string& stdin_data,
-                       std::chrono::milliseconds timeout) {
+namespace {
+
+// run_process, with the child's stdin either stdin_fd (when >= 0) or a pipe fed stdin_data.
+ssh_result spawn_and_wait(const std::vector<std::string>& argv, int stdin_fd,
+                          const std::string& stdin_data, std::chrono::milliseconds timeout) {
   ssh_result result;
   if (argv.empty()) throw std::invalid_argument("run_process: empty argv");
   std::array<int, 2> in_pipe{}, out_pipe{}, err_pipe{};
@@ -244,7 +259,7 @@ ssh_result run_process(const std::vector<std::string>& argv, const std::string& 
   }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, in_pipe[0], 0);
+  posix_spawn_file_actions_adddup2(&actions, stdin_fd >= 0 ? stdin_fd : in_pipe[0], 0);
   posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
   posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
   posix_spawnattr_t attr;
@@ -361,10 +376,29 @@ ssh_result run_process(const std::vector<std::string>& argv, const std::string& 
   return result;
 }
 
-openssh_runner::openssh_runner(ssh_options options, std::string ssh_binary, std::string scp_binary)
-    : options_(std::move(options)),
-      ssh_binary_(std::move(ssh_binary)),
-      scp_binary_(std::move(scp_binary)) {
+}  // namespace
+
+ssh_result run_process(const std::vector<std::string>& argv, const std::string& stdin_data,
+                       std::chrono::milliseconds timeout) {
+  return spawn_and_wait(argv, -1, stdin_data, timeout);
+}
+
+ssh_result run_process_from_file(const std::vector<std::string>& argv,
+                                 const std::filesystem::path& stdin_file,
+                                 std::chrono::milliseconds timeout) {
+  int fd = open(stdin_file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return {.exit_code = 1,
+            .out = "",
+            .err = "cannot read " + stdin_file.string() + ": " + std::strerror(errno)};
+  }
+  auto result = spawn_and_wait(argv, fd, "", timeout);
+  close(fd);
+  return result;
+}
+
+openssh_runner::openssh_runner(ssh_options options, std::string ssh_binary)
+    : options_(std::move(options)), ssh_binary_(std::move(ssh_binary)) {
   std::error_code ec;
   std::filesystem::create_directories(options_.rbee_home / "ssh", ec);
   std::filesystem::permissions(options_.rbee_home / "ssh", std::filesystem::perms::owner_all,
@@ -388,17 +422,9 @@ void openssh_runner::close_master(const ssh_target& target) {
 
 ssh_result openssh_runner::copy(const ssh_target& target, const std::string& local_path,
                                 const std::string& remote_path) {
-  auto argv = scp_argv(target, options_, local_path, remote_path);
-  argv[0] = scp_binary_;
-  auto result = run_process(argv, "", options_.command_timeout);
-  // scp speaks SFTP by default since OpenSSH 9; nodes without the sftp subsystem only take
-  // the legacy protocol (-O).
-  if (!result.ok() && (result.err.find("Connection closed") != std::string::npos ||
-                       result.err.find("subsystem") != std::string::npos)) {
-    argv.insert(argv.begin() + 1, "-O");
-    result = run_process(argv, "", options_.command_timeout);
-  }
-  return result;
+  auto argv = ssh_argv(target, options_, copy_command(remote_path));
+  argv[0] = ssh_binary_;
+  return run_process_from_file(argv, local_path, options_.command_timeout);
 }
 
 ssh_result run_ssh(ssh_runner& runner, const ssh_target& target, const ssh_options& options,

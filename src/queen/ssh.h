@@ -47,9 +47,14 @@ std::vector<std::string> ssh_argv(const ssh_target& target, const ssh_options& o
 // The full argv of `ssh -O exit` for target: ends its connection multiplexer (ControlMaster)
 // without connecting anywhere.
 std::vector<std::string> ssh_exit_master_argv(const ssh_target& target, const ssh_options& options);
-// The full argv of `scp` copying local_path to remote_path on target.
-std::vector<std::string> scp_argv(const ssh_target& target, const ssh_options& options,
-                                  const std::string& local_path, const std::string& remote_path);
+// Install paths on a node, checked when a node is added and again before each use (rows saved
+// earlier were not): absolute, at most 1024 characters of letters, digits and / . - _ + @,
+// no "." or ".." segments. Throws std::invalid_argument naming install_path.
+void validate_install_path(std::string_view path);
+
+// The remote command that writes its stdin to remote_path (created or truncated). The path is
+// quoted: it never reaches the remote shell as syntax.
+std::string copy_command(const std::string& remote_path);
 
 struct ssh_result {
   int exit_code = -1;  // 255 = ssh itself failed; 124 = our timeout
@@ -94,17 +99,19 @@ struct ssh_runner {
   // Runs command (already quoted, see remote_command) on target; stdin_data is fed to it.
   virtual ssh_result run(const ssh_target& target, const std::string& command,
                          const std::string& stdin_data) = 0;
+  // Copies a local file to remote_path (a failed copy may leave part of it there).
   virtual ssh_result copy(const ssh_target& target, const std::string& local_path,
                           const std::string& remote_path) = 0;
   // Ends the connection kept open for target, if any (runners without one have nothing to do).
   virtual void close_master(const ssh_target& /*target*/) {}
 };
 
-// Exec's the system ssh/scp (binaries overridable for tests).
+// Exec's the system ssh (binary overridable for tests). Copies go through ssh too, as
+// copy_command with the file on stdin: scp's legacy protocol (-O, all a node without the sftp
+// subsystem speaks) would hand the remote path to the remote shell unquoted.
 class openssh_runner : public ssh_runner {
  public:
-  explicit openssh_runner(ssh_options options, std::string ssh_binary = "ssh",
-                          std::string scp_binary = "scp");
+  explicit openssh_runner(ssh_options options, std::string ssh_binary = "ssh");
   ssh_result run(const ssh_target& target, const std::string& command,
                  const std::string& stdin_data) override;
   ssh_result copy(const ssh_target& target, const std::string& local_path,
@@ -115,13 +122,17 @@ class openssh_runner : public ssh_runner {
  private:
   ssh_options options_;
   std::string ssh_binary_;
-  std::string scp_binary_;
 };
 
 // Runs argv (no shell), feeding stdin_data, capturing stdout/stderr; kills it after timeout
 // (exit_code 124). An exec failure gives exit_code 127 with the cause in err.
 ssh_result run_process(const std::vector<std::string>& argv, const std::string& stdin_data,
                        std::chrono::milliseconds timeout);
+// run_process with the child's stdin read from a file; exit_code 1 with the cause in err when
+// the file cannot be opened.
+ssh_result run_process_from_file(const std::vector<std::string>& argv,
+                                 const std::filesystem::path& stdin_file,
+                                 std::chrono::milliseconds timeout);
 
 using ssh_sleep_fn = std::function<void(std::chrono::milliseconds)>;
 

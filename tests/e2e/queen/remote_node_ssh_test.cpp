@@ -1,9 +1,14 @@
 // Remote nodes over real OpenSSH (test hosts in network namespaces). Scenarios of
 // spec/test-001.md: 1-7 (add-node, unreachable, auth failure, duplicate, install, list,
-// remove), 9 (cold start on a remote node), 56 (queen SIGTERM stops the remote hive).
+// remove), 9 (cold start on a remote node), 56 (queen SIGTERM stops the remote hive); issue 13
+// finding 2 (install paths never reach the node's shell).
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/sqlite.h"
 
 #include "harness/test_host.h"
 #include "queen/queen_fixture.h"
@@ -14,6 +19,9 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
+// The queen listens beyond loopback here, which needs a strong key.
+const std::string api_key = "remote-key-0123456789abcdef";
+
 class RemoteNode : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -23,9 +31,9 @@ class RemoteNode : public ::testing::Test {
     host = std::make_unique<ssh_test_host>("workstation", dir.path() / "host", key);
     q.set_bind_host("0.0.0.0");
     q.start({"--public-url", "http://" + host->peer_address() + ":" + std::to_string(q.port())},
-            {{"RBEE_API_KEY", "remote-key"}});
+            {{"RBEE_API_KEY", api_key}});
     env = q.env();
-    env["RBEE_API_KEY"] = "remote-key";
+    env["RBEE_API_KEY"] = api_key;
   }
 
   cli_result add_node(const std::string& name, const ssh_identity& id) {
@@ -135,6 +143,79 @@ TEST_F(RemoteNode, UnreachableHostIsRetriedThenNotSaved) {
   EXPECT_NE(r.err.find("after 3 attempts"), std::string::npos) << r.err;
   auto list = run_cli("rbee", {"setup", "list-nodes", "--json"}, env);
   EXPECT_EQ(nlohmann::json::parse(list.out)["nodes"].size(), 1u);
+}
+
+// An install path with shell syntax: on a node that expanded it, the marker would appear.
+std::string hostile_install_path(const fs::path& dir, const fs::path& marker) {
+  return (dir / "inst").string() + "$(touch " + marker.string() + ")";
+}
+
+TEST_F(RemoteNode, HostileInstallPathIsRefusedAndNothingRunsOnTheNode) {
+  const fs::path marker = dir.path() / "pwned";
+  auto client = q.client(api_key);
+  for (const std::string& bad :
+       {hostile_install_path(dir.path(), marker), std::string("/opt/a b"), std::string("relative"),
+        std::string("/opt/../etc"), std::string("-x"),
+        std::string("/opt/x;touch ") + marker.string(), "/" + std::string(2000, 'a')}) {
+    auto res =
+        client.post_json("/v2/registry/beehives/add", {{"node_name", "workstation"},
+                                                       {"ssh_host", host->address()},
+                                                       {"ssh_user", host->user()},
+                                                       {"ssh_key_path", key.private_key.string()},
+                                                       {"install_path", bad}});
+    EXPECT_EQ(res.status, 400) << bad << ": " << res.body;
+    auto err = res.json_body()["error"];
+    EXPECT_EQ(err["code"], "INVALID_REQUEST") << res.body;
+    EXPECT_EQ(err["details"]["field"], "install_path") << res.body;
+  }
+  EXPECT_FALSE(fs::exists(marker));
+  auto list = run_cli("rbee", {"setup", "list-nodes", "--json"}, env);
+  EXPECT_EQ(nlohmann::json::parse(list.out)["nodes"].size(), 1u) << "only localhost";
+}
+
+TEST_F(RemoteNode, InstallWithoutSftpWorksAndNeverHandsAPathToTheNodesShell) {
+  if (!have_hive_and_worker()) GTEST_SKIP() << "rbee-hive / llm-worker-rbee are not built";
+  // The node's sshd again, without the sftp subsystem (scp's default protocol needs it).
+  const fs::path host_dir = dir.path() / "host";
+  std::ifstream in(host_dir / "sshd_config");
+  std::ostringstream config;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.starts_with("Subsystem")) config << line << "\n";
+  }
+  std::ofstream(host_dir / "sshd_config_no_sftp") << config.str();
+  host->stop_sshd();
+  ASSERT_EQ(host->exec({"/usr/sbin/sshd", "-f", (host_dir / "sshd_config_no_sftp").string()}), 0);
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (host->exec({"/usr/bin/bash", "-c", "exec 3<>/dev/tcp/" + host->address() + "/22"}) != 0)
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "sshd without sftp did not start";
+
+  ASSERT_EQ(add_node("workstation", key).exit_code, 0);
+  auto installed = run_cli("rbee", {"setup", "install", "--node", "workstation"}, env, "", 120s);
+  ASSERT_EQ(installed.exit_code, 0) << installed.err;
+  EXPECT_TRUE(fs::exists(dir.path() / "node-install" / "rbee-hive"));
+  EXPECT_TRUE(fs::exists(dir.path() / "node-install" / "llm-worker-rbee"));
+
+  // A node saved before install paths were checked: its row still holds shell syntax.
+  const fs::path marker = dir.path() / "pwned";
+  {
+    auto db = common::database::open(q.home().path() / "beehives.db");
+    db.prepare(
+          "INSERT INTO beehives (node_name, ssh_host, ssh_user, ssh_key_path, install_path, "
+          "status) VALUES ('legacy', ?, ?, ?, ?, 'reachable')")
+        .bind(1, host->address())
+        .bind(2, host->user())
+        .bind(3, key.private_key.string())
+        .bind(4, hostile_install_path(dir.path(), marker))
+        .run();
+  }
+  auto legacy_install = run_cli("rbee", {"setup", "install", "--node", "legacy"}, env, "", 120s);
+  EXPECT_EQ(legacy_install.exit_code, 1) << legacy_install.err;
+  EXPECT_NE(legacy_install.err.find("install_path"), std::string::npos) << legacy_install.err;
+  auto legacy_start = run_cli("rbee", {"hive", "start", "--node", "legacy"}, env, "", 120s);
+  EXPECT_EQ(legacy_start.exit_code, 1) << legacy_start.err;
+  EXPECT_NE(legacy_start.err.find("install_path"), std::string::npos) << legacy_start.err;
+  EXPECT_FALSE(fs::exists(marker));
+  EXPECT_EQ(q.queen().stop(60s), 0);
 }
 
 }  // namespace

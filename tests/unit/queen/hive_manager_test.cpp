@@ -74,7 +74,7 @@ TEST_F(HiveManagerTest, RemoteStartPassesTheTokenOnStdinNeverInArgv) {
   n.node_name = "workstation";
   n.ssh_host = "127.0.0.1";
   n.ssh_user = "vince";
-  n.install_path = "/opt/my rbee";
+  n.install_path = "/opt/my-rbee";
   nodes->add(n);
   std::vector<json> events;
   try {
@@ -93,9 +93,9 @@ TEST_F(HiveManagerTest, RemoteStartPassesTheTokenOnStdinNeverInArgv) {
   EXPECT_EQ(ssh.commands[0].find(token), std::string::npos);
   EXPECT_EQ(ssh.commands[0].find("hf_secret"), std::string::npos);
   // The hive's state lives under the install path; the queen's hub is forwarded.
-  EXPECT_NE(ssh.commands[0].find("'/opt/my rbee/home'"), std::string::npos);
+  EXPECT_NE(ssh.commands[0].find("'/opt/my-rbee/home'"), std::string::npos);
   EXPECT_NE(ssh.commands[0].find("'http://10.0.0.1:9999'"), std::string::npos);
-  EXPECT_NE(ssh.commands[0].find("'/opt/my rbee'"), std::string::npos);
+  EXPECT_NE(ssh.commands[0].find("'/opt/my-rbee'"), std::string::npos);
   EXPECT_NE(ssh.commands[0].find("'http://10.0.0.1:8080'"), std::string::npos);
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events[0]["type"], "narration");

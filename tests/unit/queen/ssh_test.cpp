@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -70,7 +72,7 @@ TEST(SshInjection, ArgvIsNeverInterpretedByALocalShell) {
   fs::path marker = fs::temp_directory_path() / ("rbee-pwned-" + common::random_token(6));
   ssh_options o;
   o.rbee_home = fs::temp_directory_path();
-  openssh_runner runner(o, "/bin/echo", "/bin/echo");
+  openssh_runner runner(o, "/bin/echo");
   std::string host = "x;touch " + marker.string();
   auto result = runner.run({host, 22, "u", ""}, "true", "");
   EXPECT_EQ(result.exit_code, 0);
@@ -120,9 +122,6 @@ TEST(SshArgv, HasTheSafetyOptionsAndEndsOptionsBeforeTheHost) {
   EXPECT_EQ(argv[argv.size() - 3], "--");
   EXPECT_EQ(argv[argv.size() - 2], "node1");
   EXPECT_EQ(argv.back(), "echo hi");
-  auto scp = scp_argv({"fe80::1", 22, "vince", ""}, o, "/bin/x", "/opt/rbee/x");
-  EXPECT_EQ(scp.back(), "vince@[fe80::1]:/opt/rbee/x");
-  EXPECT_TRUE(std::find(scp.begin(), scp.end(), "-P") != scp.end());
   // Closing the multiplexer uses the same ControlPath and ends with the host (no command).
   auto close = ssh_exit_master_argv({"node1", 2222, "vince", ""}, o);
   auto control_path = std::find_if(
@@ -134,6 +133,89 @@ TEST(SshArgv, HasTheSafetyOptionsAndEndsOptionsBeforeTheHost) {
   EXPECT_EQ(*(o_flag + 1), "exit");
   EXPECT_EQ(close[close.size() - 2], "--");
   EXPECT_EQ(close.back(), "node1");
+}
+
+TEST(InstallPath, OnlyAbsoluteSafePathsAreAccepted) {
+  for (std::string_view ok :
+       {"/opt/rbee", "/home/vince/.local/rbee", "/srv/rbee-1.2_x+y@z", "/", "/opt/rbee/"}) {
+    EXPECT_NO_THROW(validate_install_path(ok)) << ok;
+  }
+  for (std::string_view bad : {"/x$(touch /tmp/p)",
+                               "/x`id`",
+                               "/a b",
+                               "/a;id",
+                               "/a|id",
+                               "/a&id",
+                               "/a'b",
+                               "/a\"b",
+                               "/a\\b",
+                               "/a\nb",
+                               "/a*",
+                               "/~",
+                               "relative",
+                               "rbee/x",
+                               "",
+                               "-x",
+                               "~/rbee",
+                               "/a/../b",
+                               "/..",
+                               "/a/./b",
+                               "/caf\xc3\xa9"}) {
+    try {
+      validate_install_path(bad);
+      ADD_FAILURE() << "accepted: " << bad;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_TRUE(std::string(e.what()).starts_with("install_path ")) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(validate_install_path("/" + std::string(1023, 'a')));
+  EXPECT_THROW(validate_install_path("/" + std::string(1024, 'a')), std::invalid_argument);
+}
+
+TEST(SshCopy, ThePathReachesTheRemoteShellQuoted) {
+  const fs::path dir = fs::temp_directory_path() / ("rbee-copy-" + common::random_token(6));
+  fs::create_directories(dir);
+  const fs::path marker = dir / "pwned";
+  const std::string remote_path = (dir / "x").string() + "$(touch " + marker.string() + ")";
+  fs::create_directories(fs::path(remote_path).parent_path());  // the literal name has '/'s
+  // Run through a real shell, as the node's sshd would.
+  const std::string data("binary\0bytes", 12);
+  auto r = run_process({"/bin/sh", "-c", copy_command(remote_path)}, data, 5s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(marker));
+  std::ifstream in(remote_path, std::ios::binary);
+  std::string copied((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(copied, data);
+  fs::remove_all(dir);
+}
+
+TEST(SshCopy, CopiesThroughSshWithTheFileOnStdin) {
+  // A stand-in ssh that runs the remote command (its last argument) in a local shell.
+  const fs::path dir = fs::temp_directory_path() / ("rbee-copy-" + common::random_token(6));
+  fs::create_directories(dir);
+  const fs::path fake_ssh = dir / "ssh";
+  std::ofstream(fake_ssh) << "#!/bin/sh\nfor last; do :; done\nexec /bin/sh -c \"$last\"\n";
+  fs::permissions(fake_ssh, fs::perms::owner_all);
+  const fs::path local = dir / "rbee-hive";
+  std::ofstream(local) << "the binary";
+  const fs::path marker = dir / "pwned";
+  const std::string remote_path = (dir / "y").string() + "$(touch " + marker.string() + ")";
+  fs::create_directories(fs::path(remote_path).parent_path());
+
+  ssh_options o;
+  o.rbee_home = dir;
+  openssh_runner runner(o, fake_ssh.string());
+  auto r = runner.copy({"node1", 22, "u", ""}, local.string(), remote_path);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(marker));
+  std::ifstream in(remote_path);
+  std::string copied((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(copied, "the binary");
+
+  auto missing = runner.copy({"node1", 22, "u", ""}, (dir / "absent").string(), remote_path);
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("cannot read"), std::string::npos) << missing.err;
+  fs::remove_all(dir);
 }
 
 TEST(SshDiagnosis, MapsStderrSamplesToCauses) {
@@ -219,6 +301,15 @@ TEST(RunProcess, CapturesOutputFeedsStdinAndTimesOut) {
   EXPECT_EQ(slow.exit_code, 124);
   auto missing = run_process({"/nonexistent/binary"}, "", 1s);
   EXPECT_EQ(missing.exit_code, 127);
+
+  const fs::path input = fs::temp_directory_path() / ("rbee-stdin-" + common::random_token(6));
+  std::ofstream(input) << "from a file";
+  auto from_file = run_process_from_file({"/bin/cat"}, input, 5s);
+  EXPECT_EQ(from_file.exit_code, 0);
+  EXPECT_EQ(from_file.out, "from a file");
+  fs::remove(input);
+  auto slow_file = run_process_from_file({"/bin/sleep", "10"}, "/dev/null", 200ms);
+  EXPECT_EQ(slow_file.exit_code, 124);
 }
 
 }  // namespace
