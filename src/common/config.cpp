@@ -25,7 +25,7 @@ constexpr config_key keys[] = {
     {"queen.host", "RBEE_QUEEN_HOST", "127.0.0.1", "Address the queen listens on."},
     {"queen.port", "RBEE_QUEEN_PORT", "8080", "Port the queen listens on."},
     {"queen.api_keys", "RBEE_API_KEYS", "",
-     "Extra client tokens the queen accepts (comma-separated, or a TOML string array)."},
+     "Extra client tokens the queen accepts (comma-separated, or a TOML string array).", true},
     {"queen.queue_size", "RBEE_QUEUE_SIZE", "64",
      "Tasks the queen queues per model before answering 503 QUEUE_FULL."},
     {"hive.host", "RBEE_HIVE_HOST", "0.0.0.0",
@@ -66,6 +66,14 @@ constexpr config_key keys[] = {
      "Seconds a worker may take to load its model before LOADING_TIMEOUT."},
     {"worker.stop_grace_ms", "RBEE_WORKER_STOP_GRACE_MS", "30000",
      "Milliseconds a stopping worker gets to drain before its hive kills it."},
+    {"server.max_connections", "RBEE_MAX_CONNECTIONS", "4096",
+     "Open connections a daemon serves at once; more get 503 SERVER_BUSY."},
+    {"server.max_connections_per_client", "RBEE_MAX_CONNECTIONS_PER_CLIENT", "256",
+     "Open connections one client address may hold; more get 429 TOO_MANY_CONNECTIONS."},
+    {"server.request_timeout_ms", "RBEE_REQUEST_TIMEOUT_MS", "30000",
+     "Time a client has to send a whole request (headers and body); then 408."},
+    {"server.idle_timeout_ms", "RBEE_IDLE_TIMEOUT_MS", "5000",
+     "Time a kept-alive connection may sit idle between requests before it is closed."},
     {"hf.endpoint", "HF_ENDPOINT", "https://huggingface.co", "Hugging Face hub base URL."},
     {"hf.token", "HF_TOKEN", "", "Hugging Face token for gated or private models.", true},
 };
@@ -453,6 +461,17 @@ std::optional<uint64_t> config::ram_limit_bytes() const {
 std::optional<uint64_t> config::vram_limit_bytes() const {
   if (!get("hive.vram_limit_bytes")) return std::nullopt;
   return static_cast<uint64_t>(in_range(*this, "hive.vram_limit_bytes", 0, INT64_MAX));
+}
+connection_limits config::connection_limits() const {
+  common::connection_limits l;
+  l.max_connections = static_cast<size_t>(in_range(*this, "server.max_connections", 1, 1'000'000));
+  l.max_connections_per_client =
+      static_cast<size_t>(in_range(*this, "server.max_connections_per_client", 1, 1'000'000));
+  l.request_read_timeout =
+      std::chrono::milliseconds(in_range(*this, "server.request_timeout_ms", 100, INT32_MAX));
+  l.idle_timeout =
+      std::chrono::milliseconds(in_range(*this, "server.idle_timeout_ms", 100, INT32_MAX));
+  return l;
 }
 std::string config::log_level() const {
   return get_or("log", "info");

@@ -19,6 +19,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/connection_limits.h"
+
 namespace rbee::common {
 
 struct config_key {
@@ -91,6 +93,7 @@ class config {
   int queue_size() const;
   std::optional<uint64_t> ram_limit_bytes() const;               // overrides detected free RAM
   std::optional<uint64_t> vram_limit_bytes() const;              // overrides detected free VRAM
+  common::connection_limits connection_limits() const;           // server.*
   std::string log_level() const;                                 // log / RBEE_LOG
   std::optional<std::string> hive_token() const;                 // hive.token / RBEE_HIVE_TOKEN
   std::optional<std::filesystem::path> hive_token_file() const;  // user-expanded

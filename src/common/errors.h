@@ -47,6 +47,9 @@ inline constexpr std::string_view UNSUPPORTED_TENSOR_TYPE = "UNSUPPORTED_TENSOR_
 // Hive: a model file it will not serve, or one it may not delete.
 inline constexpr std::string_view INVALID_MODEL = "INVALID_MODEL";
 inline constexpr std::string_view MODEL_IN_USE = "MODEL_IN_USE";
+inline constexpr std::string_view REQUEST_TIMEOUT = "REQUEST_TIMEOUT";            // 408
+inline constexpr std::string_view TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS";  // 429
+inline constexpr std::string_view SERVER_BUSY = "SERVER_BUSY";                    // 503
 }  // namespace codes
 
 // {"error":{"code":...,"message":...,"details":...}}; details is omitted when null.

@@ -169,7 +169,7 @@ namespace {
 
 int stream_sse(httplib::Client& cli, httplib::Request& req, const std::string& host_port,
                const std::function<bool(const sse_event&)>& on_event,
-               http_response* error_response) {
+               const std::function<bool()>& still_wanted, http_response* error_response) {
   int status = 0;
   httplib::Headers response_headers;
   std::string error_body;
@@ -198,6 +198,7 @@ int stream_sse(httplib::Client& cli, httplib::Request& req, const std::string& h
       return false;
     }
     if (parser.buffered() > max_sse_event_bytes) oversized = true;
+    if (!stopped && still_wanted && !still_wanted()) stopped = true;
     return !stopped && !oversized;
   };
   httplib::Response res;
@@ -233,7 +234,7 @@ int http_client::post_sse(const std::string& path, const nlohmann::json& body,
   req.headers = request_headers(options_);
   req.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   req.set_header("Content-Type", "application/json");
-  return stream_sse(*cli, req, host_port(), on_event, error_response);
+  return stream_sse(*cli, req, host_port(), on_event, options_.still_wanted, error_response);
 }
 
 int http_client::get_sse(const std::string& path,
@@ -244,7 +245,7 @@ int http_client::get_sse(const std::string& path,
   req.method = "GET";
   req.path = path;
   req.headers = request_headers(options_);
-  return stream_sse(*cli, req, host_port(), on_event, error_response);
+  return stream_sse(*cli, req, host_port(), on_event, options_.still_wanted, error_response);
 }
 
 std::chrono::milliseconds backoff_delay(const retry_policy& policy, int retry) {

@@ -35,6 +35,10 @@ struct client_options {
   std::chrono::milliseconds read_timeout{30000};  // for SSE: longest silence between chunks
   std::string bearer_token{};                     // empty = no Authorization header
   std::map<std::string, std::string> headers{};   // sent with every request
+  // SSE only: asked whenever bytes arrive (events or keep-alive comments); false ends the
+  // stream as if on_event had said stop. Lets a relay notice that its own client left even
+  // while the upstream sends no events.
+  std::function<bool()> still_wanted{};
 };
 
 struct http_response {

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -38,6 +39,31 @@ bool acceptable_request_id(const std::string& id) {
   return true;
 }
 
+// Settles how long the body is before httplib reads it (RFC 9112 §6.3): a Content-Length must
+// be a plain decimal number; a request with neither Content-Length nor chunked encoding has an
+// empty body (httplib would otherwise wait for the peer to close, then answer 400). Returns
+// false after writing a 400 for a malformed length.
+bool frame_request_body(const httplib::Request& req, httplib::Response& res) {
+  if (req.has_header("Content-Length")) {
+    std::string length = req.get_header_value("Content-Length");
+    bool digits = !length.empty() && length.size() <= 19 &&
+                  length.find_first_not_of("0123456789") == std::string::npos;
+    if (digits && req.get_header_value_count("Content-Length") == 1) return true;
+    guarded_server::close_after_response();  // the body's end is unknown: no next request
+    res.set_header("Connection", "close");
+    http_server::send_error(res, 400, codes::INVALID_REQUEST,
+                            "Content-Length must be one non-negative decimal number, got '" +
+                                length.substr(0, 32) + "'",
+                            {{"field", "Content-Length"}});
+    return false;
+  }
+  if (req.get_header_value("Transfer-Encoding").empty()) {
+    // httplib hands handlers a const request, but the object is its own, not shared.
+    const_cast<httplib::Request&>(req).set_header("Content-Length", "0");
+  }
+  return true;
+}
+
 }  // namespace
 
 bool is_loopback(std::string_view host) {
@@ -50,14 +76,26 @@ bool is_loopback(std::string_view host) {
   return false;
 }
 
+bool is_strong_token(std::string_view token) {
+  if (token.size() < min_token_length) return false;
+  return std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
 void require_token_for_non_loopback(const server_options& options) {
   if (is_loopback(options.host)) return;
-  for (const auto& token : options.api_tokens) {
-    if (!token.empty()) return;
+  const std::string who = options.name.empty() ? std::string("server") : options.name;
+  if (options.api_tokens.empty()) {
+    throw std::runtime_error(who + ": refusing to listen on non-loopback address " + options.host +
+                             " without an API token (set RBEE_API_KEY or configure one)");
   }
-  throw std::runtime_error((options.name.empty() ? std::string("server") : options.name) +
-                           ": refusing to listen on non-loopback address " + options.host +
-                           " without an API token (set RBEE_API_KEY or configure one)");
+  for (const auto& token : options.api_tokens) {
+    if (!is_strong_token(token)) {
+      throw std::runtime_error(who + ": refusing to listen on non-loopback address " +
+                               options.host + " with a weak API token: each token needs at least " +
+                               std::to_string(min_token_length) +
+                               " printable characters and no spaces (e.g. `openssl rand -hex 32`)");
+    }
+  }
 }
 
 bool path_matches(std::string_view path, const std::vector<std::string>& patterns) {
@@ -71,10 +109,12 @@ bool path_matches(std::string_view path, const std::vector<std::string>& pattern
   return false;
 }
 
-http_server::http_server(server_options options) : options_(std::move(options)) {
-  int threads = options_.worker_threads > 0 ? options_.worker_threads : 1;
-  server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+http_server::http_server(server_options options)
+    : options_(std::move(options)), server_(options_.limits) {
   server_.set_payload_max_length(options_.max_body_bytes);
+  const auto write_s =
+      std::chrono::duration_cast<std::chrono::seconds>(options_.limits.write_timeout);
+  server_.set_write_timeout(std::max<time_t>(1, write_s.count()));
   server_.set_tcp_nodelay(true);
   // httplib's default also sets SO_REUSEPORT, which lets a second daemon bind the same port and
   // silently share its traffic. SO_REUSEADDR alone still allows quick restarts.
@@ -87,7 +127,8 @@ http_server::http_server(server_options options) : options_(std::move(options)) 
     current_request = {true, std::chrono::steady_clock::now(), "-"};
     std::string id = req.get_header_value(request_id_header);
     res.set_header(request_id_header, acceptable_request_id(id) ? id : random_token(8));
-    return httplib::Server::HandlerResponse::Unhandled;
+    return frame_request_body(req, res) ? httplib::Server::HandlerResponse::Unhandled
+                                        : httplib::Server::HandlerResponse::Handled;
   });
 
   // Responses that no handler wrote (unknown route, body too large, malformed request line)
@@ -97,7 +138,12 @@ http_server::http_server(server_options options) : options_(std::move(options)) 
         if (!res.body.empty() || res.content_provider_) {
           return httplib::Server::HandlerResponse::Unhandled;
         }
-        if (res.status == 404) {
+        if (res.status == 400 && guarded_server::request_read_timed_out()) {
+          res.status = 408;
+          send_error(res, 408, codes::REQUEST_TIMEOUT,
+                     "The request was not received within " +
+                         std::to_string(options_.limits.request_read_timeout.count()) + " ms");
+        } else if (res.status == 404) {
           send_error(res, 404, codes::NOT_FOUND, "no route for this method and path");
         } else if (res.status == 413) {
           auto e = payload_too_large(options_.max_body_bytes);
@@ -148,6 +194,7 @@ http_server::~http_server() {
 
 http_handler http_server::wrap(http_handler handler) const {
   return [this, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+    guarded_server::request_read_complete();  // the deadline covers reading, not answering
     try {
       if (!options_.api_tokens.empty() && !path_matches(req.path, options_.public_paths)) {
         std::string auth = req.get_header_value("Authorization");
@@ -177,6 +224,8 @@ http_handler http_server::wrap(http_handler handler) const {
       send_error(res, 400, codes::INVALID_REQUEST,
                  "malformed JSON at byte " + std::to_string(e.byte) + ": " + e.what(),
                  {{"position", e.byte}});
+    } catch (const nlohmann::json::out_of_range& e) {
+      send_error(res, 400, codes::INVALID_REQUEST, std::string("unusable JSON: ") + e.what());
     } catch (const std::exception& e) {
       spdlog::error("{}: {} {} failed: {}", options_.name, req.method, req.path, e.what());
       send_error(res, 500, codes::INTERNAL, std::string("internal error: ") + e.what());

@@ -7,6 +7,8 @@
 //   json::parse_error   -> 400 INVALID_REQUEST with the byte position
 //   other std::exception -> 500 INTERNAL (logged); the server keeps serving.
 // Unknown route -> 404 NOT_FOUND, body over max_body_bytes -> 413 PAYLOAD_TOO_LARGE.
+// Connections are served as http_connections.h describes: a thread per open connection,
+// request-read and idle deadlines, per-client and total connection caps.
 
 #include <atomic>
 #include <functional>
@@ -19,6 +21,8 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "common/http_connections.h"
+
 namespace rbee::common {
 
 struct server_options {
@@ -28,7 +32,7 @@ struct server_options {
   std::vector<std::string> api_tokens{};  // empty = auth off
   std::vector<std::string> public_paths = {"/health", "/v1/health"};  // exact, or prefix ending '*'
   size_t max_body_bytes = 1 << 20;
-  int worker_threads = 32;
+  connection_limits limits{};
 };
 
 using http_handler = std::function<void(const httplib::Request&, httplib::Response&)>;
@@ -43,7 +47,13 @@ struct address_in_use : std::runtime_error {
 };
 inline constexpr int exit_address_in_use = 98;
 
-// Throws std::runtime_error when options bind a non-loopback address without any token (SPEC §3).
+// A token that guards a daemon beyond loopback: at least min_token_length printable ASCII
+// characters, no whitespace (a blank or short token would be guessed).
+inline constexpr size_t min_token_length = 16;
+bool is_strong_token(std::string_view token);
+
+// Throws std::runtime_error when options bind a non-loopback address without a token, or with
+// any token that is not strong (SPEC §3).
 void require_token_for_non_loopback(const server_options& options);
 
 // True when path matches one of the patterns (exact, or prefix when the pattern ends with '*').
@@ -84,14 +94,15 @@ class http_server {
   // The id of the request being answered (X-Request-Id; generated when the client sent none).
   static std::string request_id(const httplib::Response& res);
 
-  // The underlying server, for settings not covered here (e.g. timeouts). Use with care.
+  // The underlying server, for settings not covered here. Use with care.
   httplib::Server& raw() { return server_; }
+  size_t open_connections() const { return server_.open_connections(); }
 
  private:
   http_handler wrap(http_handler handler) const;
 
   server_options options_;
-  httplib::Server server_;
+  guarded_server server_;
   std::thread thread_;
   int bound_port_ = 0;
   std::atomic<bool> stopping_{false};

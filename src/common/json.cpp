@@ -44,6 +44,9 @@ json parse_body(std::string_view body, bool allow_empty) {
   } catch (const json::parse_error& e) {
     throw bad_request("malformed JSON at byte " + std::to_string(e.byte) + ": " + e.what(),
                       {{"position", e.byte}});
+  } catch (const json::out_of_range& e) {
+    // A number beyond double's range (1e400) is the client's error, like malformed JSON.
+    throw bad_request(std::string("unusable JSON: ") + e.what());
   }
   if (!parsed.is_object()) {
     throw bad_request("request body must be a JSON object, got " + json_type_name(parsed),

@@ -10,8 +10,11 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 #include <utility>
+
+#include "common/config.h"
 
 extern char** environ;
 
@@ -32,14 +35,22 @@ struct fd_guard {
   int release() { return std::exchange(fd, -1); }
 };
 
-// The child's environment: the parent's, with spec.env added or replacing entries.
+bool is_secret_env_var(std::string_view name) {
+  for (const auto& key : config_keys()) {
+    if (key.secret && !key.env_var.empty() && key.env_var == name) return true;
+  }
+  return false;
+}
+
+// The child's environment: the parent's without its secrets (a child gets only the ones its
+// spawner hands it in spec.env), with spec.env added or replacing entries.
 std::vector<std::string> build_env(const std::map<std::string, std::string>& extra) {
   std::vector<std::string> out;
   for (char** e = environ; e && *e; ++e) {
     std::string_view entry(*e);
     auto eq = entry.find('=');
     std::string key(entry.substr(0, eq));
-    if (!extra.contains(key)) out.emplace_back(entry);
+    if (!extra.contains(key) && !is_secret_env_var(key)) out.emplace_back(entry);
   }
   for (const auto& [k, v] : extra) out.push_back(k + "=" + v);
   return out;
@@ -267,6 +278,16 @@ std::string self_executable_path() {
 
 std::string self_executable_dir() {
   return std::filesystem::path(self_executable_path()).parent_path().string();
+}
+
+bool process_exists(pid_t pid) {
+  if (pid <= 0 || (::kill(pid, 0) != 0 && errno != EPERM)) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  // "pid (comm) S ...": the state follows the last ')' (comm may hold spaces and parens).
+  auto close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z';
 }
 
 }  // namespace rbee::common

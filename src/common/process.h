@@ -81,6 +81,10 @@ void exit_when_parent_dies(
 std::string self_executable_dir();
 std::string self_executable_path();
 
+// True while a process with this id runs on this machine (a zombie, exited but not yet reaped
+// by its parent, counts as gone).
+bool process_exists(pid_t pid);
+
 // Exit status from a waitpid() status word: code, or 128+signal.
 int decode_wait_status(int status);
 

@@ -1,10 +1,15 @@
 #include "common/sse.h"
 
 #include <cassert>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "common/errors.h"
+#include "common/http_connections.h"
 
 namespace rbee::common {
 
@@ -75,28 +80,126 @@ bool sse_sink::send_comment(std::string_view text) {
   return send_raw(sse_comment_frame(text));
 }
 
-void serve_sse(httplib::Response& res, std::function<void(sse_sink&)> producer) {
+namespace {
+
+// Frames from a producer thread to the connection thread that writes them.
+class sse_channel {
+ public:
+  // Producer side: false once the client is gone.
+  bool push(std::string_view frame) {
+    std::unique_lock lock(mutex_);
+    space_.wait(lock, [&] { return frames_.size() < max_pending || client_gone_; });
+    if (client_gone_) return false;
+    frames_.emplace_back(frame);
+    ready_.notify_one();
+    return true;
+  }
+  void producer_finished() {
+    std::lock_guard lock(mutex_);
+    producer_done_ = true;
+    ready_.notify_one();
+  }
+  // Connection side: the frames written since the last call, waiting up to `wait` for any.
+  // Empty with *finished set once the producer is done and everything was taken.
+  std::deque<std::string> take(std::chrono::milliseconds wait, bool* finished) {
+    std::unique_lock lock(mutex_);
+    ready_.wait_for(lock, wait, [&] { return !frames_.empty() || producer_done_; });
+    std::deque<std::string> out;
+    out.swap(frames_);
+    *finished = producer_done_ && out.empty();
+    space_.notify_all();
+    return out;
+  }
+  void client_left() {
+    std::lock_guard lock(mutex_);
+    client_gone_ = true;
+    frames_.clear();
+    space_.notify_all();
+  }
+  bool client_gone() const {
+    std::lock_guard lock(mutex_);
+    return client_gone_;
+  }
+
+ private:
+  static constexpr size_t max_pending = 256;
+  mutable std::mutex mutex_;
+  std::condition_variable ready_;
+  std::condition_variable space_;
+  std::deque<std::string> frames_;
+  bool producer_done_ = false;
+  bool client_gone_ = false;
+};
+
+void run_producer(const std::function<void(sse_sink&)>& producer, sse_channel& channel) {
+  sse_sink out([&channel](std::string_view f) { return channel.push(f); },
+               [&channel] { return !channel.client_gone(); });
+  try {
+    producer(out);
+  } catch (const http_error& e) {
+    out.send({{"type", "error"}, {"code", e.code}, {"message", e.message}});
+  } catch (const std::exception& e) {
+    spdlog::error("SSE producer failed: {}", e.what());
+    out.send({{"type", "error"}, {"code", codes::INTERNAL}, {"message", e.what()}});
+  }
+  if (!out.done_sent()) out.send_done();
+  channel.producer_finished();
+}
+
+// Writes the producer's frames as they come, and a keep-alive comment after each silent
+// interval. A stopping server ends the stream with SHUTTING_DOWN (its daemon has already ended
+// the streams it owns; what is left, e.g. a followed log, would hold the stop). Returns false
+// when the client is gone.
+bool pump_frames(sse_channel& channel, httplib::DataSink& sink,
+                 std::chrono::milliseconds keepalive) {
+  using steady = std::chrono::steady_clock;
+  constexpr std::chrono::milliseconds wake{250};
+  auto write = [&](const std::string& f) { return sink.write(f.data(), f.size()); };
+  const std::string done_frame = sse_done_frame();
+  auto last_write = steady::now();
+  bool done_written = false;
+  while (true) {
+    bool finished = false;
+    auto frames = channel.take(std::min(keepalive, wake), &finished);
+    if (finished) return true;
+    for (const auto& f : frames) {
+      if (!write(f)) return false;
+      last_write = steady::now();
+      done_written = done_written || f == done_frame;
+    }
+    if (!done_written && guarded_server::serving_thread_stopping()) {
+      return write(sse_frame({{"type", "error"},
+                              {"code", codes::SHUTTING_DOWN},
+                              {"message", "the server is shutting down"}})) &&
+             write(done_frame);
+    }
+    // A client that closed its side is noticed here, not only at the next keep-alive write.
+    if (frames.empty() && sink.is_writable && !sink.is_writable()) return false;
+    if (steady::now() - last_write >= keepalive) {
+      if (!write(sse_comment_frame("keep-alive"))) return false;
+      last_write = steady::now();
+    }
+  }
+}
+
+}  // namespace
+
+void serve_sse(httplib::Response& res, std::function<void(sse_sink&)> producer,
+               std::chrono::milliseconds keepalive) {
   res.status = 200;
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
-  res.set_chunked_content_provider(
-      "text/event-stream", [producer = std::move(producer)](size_t, httplib::DataSink& sink) {
-        // No is_writable probe: httplib's blocks up to the write timeout and cannot see a closed
-        // peer anyway; a failed write is the reliable signal.
-        sse_sink out([&sink](std::string_view f) { return sink.write(f.data(), f.size()); });
-        try {
-          producer(out);
-        } catch (const http_error& e) {
-          out.send({{"type", "error"}, {"code", e.code}, {"message", e.message}});
-        } catch (const std::exception& e) {
-          spdlog::error("SSE producer failed: {}", e.what());
-          out.send({{"type", "error"}, {"code", codes::INTERNAL}, {"message", e.what()}});
-        }
-        if (!out.done_sent()) out.send_done();
-        sink.done();
-        // false tells httplib the connection is broken, so it is closed, not kept alive.
-        return out.connected();
-      });
+  res.set_chunked_content_provider("text/event-stream", [producer = std::move(producer), keepalive](
+                                                            size_t, httplib::DataSink& sink) {
+    sse_channel channel;
+    std::thread producer_thread([&] { run_producer(producer, channel); });
+    bool client_stayed = pump_frames(channel, sink, keepalive);
+    channel.client_left();  // no-op after a finished producer; else its sends now fail
+    producer_thread.join();
+    if (client_stayed) sink.done();
+    // false tells httplib the connection is broken, so it is closed, not kept alive.
+    return client_stayed;
+  });
 }
 
 nlohmann::json sse_event::json() const {

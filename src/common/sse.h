@@ -2,10 +2,14 @@
 // Server-Sent Events, shared by worker, hive and queen (SPEC §3: each event `data: <json>`,
 // the stream ends with `data: [DONE]`). Producers write through an sse_sink; a client
 // disconnect makes send() return false and connected() false, which producers treat as cancel.
-// A disconnect is noticed on the next write, so a producer that may sit silent for long (queued,
-// loading) sends send_comment("keep-alive") every second or so.
+// serve_sse runs the producer on a thread of its own and writes its frames to the client from
+// the connection's thread, which sends an SSE comment as keep-alive whenever the producer was
+// silent for the keep-alive interval (SPEC §3: 5 s): a stalled worker, a cold start or a
+// download never leave a client or proxy without bytes. A client that left is noticed at that
+// keep-alive at the latest, and the producer's next send fails.
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -45,10 +49,14 @@ class sse_sink {
   bool done_sent_ = false;
 };
 
+inline constexpr std::chrono::milliseconds sse_keepalive_interval{5000};
+
 // Turns res into a text/event-stream response whose body is produced by `producer`, which runs
-// on the server's connection thread after the handler returns. An exception escaping the producer
-// becomes {"type":"error","code","message"}; [DONE] is sent afterwards if the producer did not.
-void serve_sse(httplib::Response& res, std::function<void(sse_sink&)> producer);
+// on a thread of its own once the handler returned. An exception escaping the producer becomes
+// {"type":"error","code","message"}; [DONE] is sent afterwards if the producer did not. The
+// producer's sends block while the client is this many frames behind (back-pressure).
+void serve_sse(httplib::Response& res, std::function<void(sse_sink&)> producer,
+               std::chrono::milliseconds keepalive = sse_keepalive_interval);
 
 struct sse_event {
   std::string event{};  // "" when the stream gave no `event:` line

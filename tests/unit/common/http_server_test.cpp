@@ -149,6 +149,16 @@ TEST_F(HttpServerTest, MalformedJsonIs400WithPosition) {
   EXPECT_NE(body["error"]["message"].get<std::string>().find("byte 14"), std::string::npos);
 }
 
+// Finding 8: out-of-range numbers from the client are its error (was 500 INTERNAL).
+TEST_F(HttpServerTest, NumberOutOfRangeIs400) {
+  start();
+  httplib::Client raw("127.0.0.1", server->port());
+  auto r = raw.Post("/echo", R"({"name":1e400})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  EXPECT_EQ(json::parse(r->body)["error"]["code"], "INVALID_REQUEST") << r->body;
+}
+
 TEST_F(HttpServerTest, WrongFieldTypeNamesTheField) {
   start();
   auto r = client().post_json("/echo", {{"name", 42}});
@@ -223,8 +233,17 @@ TEST(HttpServerOptions, NonLoopbackNeedsToken) {
   EXPECT_THROW(require_token_for_non_loopback(opts), std::runtime_error);
   opts.api_tokens = {""};
   EXPECT_THROW(require_token_for_non_loopback(opts), std::runtime_error);
-  opts.api_tokens = {"t"};
+  // Finding 13: blank, short or spaced tokens are refused beyond loopback.
+  for (const std::string& weak : std::vector<std::string>{
+           "t", std::string(20, ' '), std::string("\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t"),
+           std::string("fifteen-chars-x"), std::string("has a space in the middle")}) {
+    opts.api_tokens = {weak};
+    EXPECT_THROW(require_token_for_non_loopback(opts), std::runtime_error) << "'" << weak << "'";
+  }
+  opts.api_tokens = {"sixteen-chars-xx"};
   EXPECT_NO_THROW(require_token_for_non_loopback(opts));
+  opts.api_tokens = {"sixteen-chars-xx", "short"};
+  EXPECT_THROW(require_token_for_non_loopback(opts), std::runtime_error) << "every token counts";
   opts.api_tokens.clear();
   opts.host = "127.0.0.1";
   EXPECT_NO_THROW(require_token_for_non_loopback(opts));

@@ -112,5 +112,18 @@ TEST(JsonValidation, ParseBody) {
   EXPECT_THROW(parse_body(""), http_error);
 }
 
+// Finding 8: a number beyond double's range was a 500 INTERNAL.
+TEST(JsonValidation, NumberOutOfRangeIs400) {
+  for (const char* body : {R"({"max_tokens":1e400})", R"({"temperature":-1e999})"}) {
+    try {
+      parse_body(body);
+      FAIL() << body;
+    } catch (const http_error& e) {
+      EXPECT_EQ(e.status, 400) << body;
+      EXPECT_EQ(e.code, codes::INVALID_REQUEST);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace rbee::common

@@ -58,6 +58,41 @@ TEST_F(ProcessTest, ExitCodeArgsEnvAndLog) {
   EXPECT_EQ(read(dir / "child.log"), "out:arg one from-env\nerr\n");
 }
 
+// Finding 11: a child gets only the secrets its spawner hands it, never the parent's.
+TEST_F(ProcessTest, ChildDoesNotInheritTheParentsSecrets) {
+  ::setenv("RBEE_API_KEY", "the-queens-client-key", 1);
+  ::setenv("RBEE_API_KEYS", "more-client-keys", 1);
+  ::setenv("HF_TOKEN", "the-hub-token", 1);
+  ::setenv("RBEE_LOG", "warn", 1);
+  process_spec spec;
+  spec.executable = "/bin/sh";
+  spec.args = {"-c",
+               "echo [$RBEE_API_KEY][$RBEE_API_KEYS][$HF_TOKEN][$RBEE_HIVE_TOKEN][$RBEE_LOG]"};
+  spec.env = {{"RBEE_HIVE_TOKEN", "its-own"}};
+  spec.log_path = (dir / "child.log").string();
+  auto child = child_process::spawn(spec);
+  EXPECT_EQ(child.wait(), 0);
+  ::unsetenv("RBEE_API_KEY");
+  ::unsetenv("RBEE_API_KEYS");
+  ::unsetenv("HF_TOKEN");
+  ::unsetenv("RBEE_LOG");
+  EXPECT_EQ(read(dir / "child.log"), "[][][][its-own][warn]\n");
+}
+
+TEST_F(ProcessTest, ProcessExistsUntilExitedAndReaped) {
+  EXPECT_TRUE(process_exists(::getpid()));
+  process_spec spec;
+  spec.executable = "/bin/sh";
+  spec.args = {"-c", "exit 0"};
+  auto child = child_process::spawn(spec);
+  pid_t pid = child.pid();
+  for (int i = 0; i < 500 && process_exists(pid); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_FALSE(process_exists(pid)) << "an exited child that is not reaped yet counts as gone";
+  EXPECT_EQ(child.wait(), 0);
+  EXPECT_FALSE(process_exists(pid));
+  EXPECT_FALSE(process_exists(0));
+}
+
 TEST_F(ProcessTest, BareNameIsSearchedInPathAndWorkingDirApplies) {
   process_spec spec;
   spec.executable = "sh";

@@ -210,6 +210,67 @@ TEST(SseServe, ClientDisconnectIsSeenByProducer) {
   EXPECT_TRUE(producer_saw_disconnect.load());
 }
 
+// Finding 15: a producer with nothing to say (a stalled worker, a cold start, a download) still
+// gets bytes to the client, so proxies and clients do not time the stream out.
+TEST(SseServe, SilentProducerStillSendsKeepAliveComments) {
+  http_server server({.name = "sse-keepalive"});
+  server.get("/stream", [&](const httplib::Request&, httplib::Response& res) {
+    serve_sse(
+        res,
+        [](sse_sink& sink) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+          sink.send(json{{"type", "token"}});
+        },
+        std::chrono::milliseconds(200));
+  });
+  server.start();
+  httplib::Client raw("127.0.0.1", server.port());
+  std::string body;
+  auto res = raw.Get("/stream", [&](const char* data, size_t len) {
+    body.append(data, len);
+    return true;
+  });
+  ASSERT_TRUE(res);
+  auto first_event = body.find("data:");
+  ASSERT_NE(first_event, std::string::npos) << body;
+  std::string before = body.substr(0, first_event);
+  size_t comments = 0;
+  for (size_t at = before.find(": keep-alive"); at != std::string::npos;
+       at = before.find(": keep-alive", at + 1)) {
+    ++comments;
+  }
+  EXPECT_GE(comments, 3u) << body;
+  EXPECT_NE(body.find("data: [DONE]"), std::string::npos) << body;
+}
+
+// Finding 14: a stream its daemon does not end (a followed log) must not hold the server's stop.
+TEST(SseServe, StoppingServerEndsOpenStreams) {
+  auto server = std::make_unique<http_server>(server_options{.name = "sse-stop"});
+  std::atomic<bool> producer_left{false};
+  server->get("/follow", [&](const httplib::Request&, httplib::Response& res) {
+    serve_sse(res, [&](sse_sink& sink) {
+      while (sink.connected()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      producer_left = true;
+    });
+  });
+  server->start();
+  std::string body;
+  std::thread client([&] {
+    httplib::Client raw("127.0.0.1", server->port());
+    raw.Get("/follow", [&](const char* data, size_t len) {
+      body.append(data, len);
+      return true;
+    });
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto t0 = std::chrono::steady_clock::now();
+  server->stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  client.join();
+  EXPECT_TRUE(producer_left.load());
+  EXPECT_NE(body.find("SHUTTING_DOWN"), std::string::npos) << body;
+}
+
 TEST(SseServe, ProducerExceptionBecomesErrorEventThenDone) {
   http_server server({.name = "sse-error"});
   server.get("/stream", [](const httplib::Request&, httplib::Response& res) {
