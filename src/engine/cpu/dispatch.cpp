@@ -47,12 +47,16 @@ std::atomic<isa>& active() {
   return level;
 }
 
+// Only the levels this CPU runs are filled: the fill functions are compiled with their level's
+// instruction set, so even filling a higher level's table may use instructions it lacks.
 struct tables {
   std::array<kernel_table, 3> by_level;
   tables() {
     fill_scalar_kernels(by_level[0]);
+    if (detected_isa() < isa::avx2) return;
     by_level[1] = by_level[0];
     fill_avx2_kernels(by_level[1]);
+    if (detected_isa() < isa::avx512) return;
     by_level[2] = by_level[1];
     fill_avx512_kernels(by_level[2]);
   }
