@@ -73,6 +73,7 @@ int main(int argc, char** argv) {
     options.loading_timeout = config.loading_timeout();
     options.hive_connect_timeout = std::chrono::seconds(hive_connect_timeout_s);
     options.hf_endpoint = config.hf_endpoint();
+    options.connection_limits = config.connection_limits();
     options.hf_token = config.hf_token().value_or("");
     rbee::queen::queen_app::block_signals();
     rbee::queen::queen_app queen(options);

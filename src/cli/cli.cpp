@@ -17,8 +17,10 @@
 #include <optional>
 #include <thread>
 
+#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include "api/sampling.h"
 #include "cli/output.h"
 #include "cli/queen_daemon.h"
 #include "client/queen_client.h"
@@ -151,6 +153,44 @@ struct stream_printer {
     return exit_ok;
   }
 };
+
+// ---- queen stop ----
+
+bool url_is_loopback(const std::string& url) {
+  auto start = url.find("://");
+  start = start == std::string::npos ? 0 : start + 3;
+  std::string host = url.substr(start, url.find_first_of(":/", start) - start);
+  return common::is_loopback(host);
+}
+
+// Asks the queen to stop and waits until it is gone: until its process has exited when it runs
+// on this machine (/health gives its pid), else until it stops answering. "stopped" is only
+// said once that holds, within the queen's shutdown budget (30 s) and a margin.
+int stop_queen(client::queen_client& client) {
+  std::optional<pid_t> pid;
+  try {
+    auto health = client.health();
+    if (url_is_loopback(client.config().queen_url) && health.contains("pid") &&
+        health["pid"].is_number_integer()) {
+      pid = health["pid"].get<pid_t>();
+    }
+  } catch (const std::exception& e) {
+    spdlog::debug("queen health before stop: {}", e.what());
+  }
+  client.shutdown_queen();
+  auto gone = [&] { return pid ? !common::process_exists(*pid) : !client.healthy(200ms); };
+  const auto deadline = std::chrono::steady_clock::now() + 35s;
+  while (!gone()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::fprintf(stderr, "rbee: queen-rbee did not stop within 35 s%s\n",
+                   pid ? (" (pid " + std::to_string(*pid) + " still runs)").c_str() : "");
+      return exit_error;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  std::printf("queen-rbee stopped\n");
+  return exit_ok;
+}
 
 // ---- infer ----
 
@@ -472,16 +512,19 @@ int run(const std::vector<std::string>& args) {
   infer->add_option("-m,--model", inf.model, "Model reference (hf:ORG/REPO[:FILE], file:/path)")
       ->required();
   infer->add_option("-p,--prompt", inf.prompt, "Prompt text, or - to read stdin")->required();
+  // The request's limits are the contract's (api/sampling.h), checked before any daemon work.
+  auto in = [](auto limits) { return CLI::Range(limits.min, limits.max); };
   infer->add_option("--max-tokens", inf.max_tokens, "Tokens to generate")
-      ->check(CLI::Range(1, 32768));
+      ->check(in(api::max_tokens_limits));
   infer->add_option("--temperature", inf.temperature, "Sampling temperature (0 = greedy)")
-      ->check(CLI::Range(0.0, 2.0));
-  infer->add_option("--top-p", inf.top_p, "Nucleus sampling")->check(CLI::Range(0.0, 1.0));
-  infer->add_option("--top-k", inf.top_k, "Top-k sampling")->check(CLI::Range(0, 1000000));
-  infer->add_option("--min-p", inf.min_p, "Min-p sampling")->check(CLI::Range(0.0, 1.0));
-  infer->add_option("--repeat-penalty", inf.repeat_penalty, "Repetition penalty")
-      ->check(CLI::Range(0.0, 10.0));
-  infer->add_option("--seed", inf.seed, "Random seed");
+      ->check(in(api::temperature_limits));
+  infer->add_option("--top-p", inf.top_p, "Nucleus sampling")->check(in(api::top_p_limits));
+  infer->add_option("--top-k", inf.top_k, "Top-k sampling (0 = off)")->check(in(api::top_k_limits));
+  infer->add_option("--min-p", inf.min_p, "Min-p sampling")->check(in(api::min_p_limits));
+  infer->add_option("--repeat-penalty", inf.repeat_penalty, "Repetition penalty (1 = off)")
+      ->check(in(api::repeat_penalty_limits));
+  infer->add_option("--seed", inf.seed, "Random seed (same seed, same answer)")
+      ->check(in(api::seed_limits));
   infer->add_option("--stop", inf.stop, "Stop string (repeatable)");
   infer->add_option("--backend", inf.backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   infer->add_option("--device", inf.device, "Device index");
@@ -663,10 +706,7 @@ int run(const std::vector<std::string>& args) {
         std::printf("queen-rbee is not running at %s\n", c.client.config().queen_url.c_str());
         return exit_ok;
       }
-      c.client.shutdown_queen();
-      for (int i = 0; i < 450 && c.client.healthy(200ms); ++i) std::this_thread::sleep_for(100ms);
-      std::printf("queen-rbee stopped\n");
-      return exit_ok;
+      return stop_queen(c.client);
     };
   });
   auto* qstatus = queen->add_subcommand("status", "Is queen-rbee running?");

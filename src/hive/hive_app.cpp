@@ -102,6 +102,7 @@ hive_app::hive_app(hive_config config, std::shared_ptr<gpu_probe> gpus,
   so.port = config_.port;
   if (!config_.token.empty()) so.api_tokens = {config_.token};
   so.public_paths = {"/v1/health", "/health"};
+  so.limits = config_.connection_limits;
   if (config_.token.empty() && !common::is_loopback(config_.host)) {
     throw std::runtime_error(
         fmt::format("refusing to listen on {} without a token: set RBEE_HIVE_TOKEN or "
@@ -109,6 +110,7 @@ hive_app::hive_app(hive_config config, std::shared_ptr<gpu_probe> gpus,
                     "--addr 127.0.0.1:{}",
                     config_.host, config_.port));
   }
+  common::require_token_for_non_loopback(so);  // and a strong one
 
   common::ensure_dir(config_.home, 0700);
   auto models_dir = common::ensure_dir(common::models_dir(config_.home));

@@ -50,6 +50,7 @@ hive_config load_hive_config(const common::config& cfg) {
   c.home = cfg.rbee_home();
   c.host = cfg.hive_host();
   c.port = cfg.hive_port();
+  c.connection_limits = cfg.connection_limits();
   c.download.hf_endpoint = cfg.hf_endpoint();
   c.download.hf_token = cfg.hf_token();
   c.download.attempts = cfg.download_attempts();

@@ -37,6 +37,7 @@ struct hive_config {
   std::chrono::milliseconds idle_timeout{300000};
   std::chrono::milliseconds stop_grace{30000};
   std::chrono::milliseconds report_interval{15000};
+  common::connection_limits connection_limits{};
 };
 
 // The hive's settings from the config (defaults < file < env). Throws common::config_error for

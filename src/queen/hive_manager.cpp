@@ -148,10 +148,12 @@ ssh_target hive_manager::target_for(const node_record& node) const {
 }
 
 common::http_client hive_manager::hive_client(const hive_endpoint& endpoint,
-                                              std::chrono::milliseconds read_timeout) const {
+                                              std::chrono::milliseconds read_timeout,
+                                              std::function<bool()> still_wanted) const {
   common::client_options opts;
   opts.connect_timeout = 3s;
   opts.read_timeout = read_timeout;
+  opts.still_wanted = std::move(still_wanted);
   opts.bearer_token = endpoint.token;
   return common::http_client(endpoint.base_url, opts);
 }
@@ -336,6 +338,8 @@ void hive_manager::start_local(const node_record& node, hive_state& st, const st
       node.node_name};
   spec.env = {{common::env_var_for("hive.token"), token},
               {common::env_var_for("home"), options_.rbee_home.string()}};
+  // Secrets are not inherited (process.h): the hub token is the only other one a hive needs.
+  if (!options_.hf_token.empty()) spec.env[common::env_var_for("hf.token")] = options_.hf_token;
   spec.log_path = (logs / ("hive-" + node.node_name + ".log")).string();
   // A persistent daemon: it outlives a crashed queen; a clean queen exit stops it.
   spec.kill_with_parent = false;

@@ -98,10 +98,10 @@ class hive_manager {
   // 401 for unknown tokens, 400 for malformed payloads.
   void handle_report(const std::string& bearer_token, const nlohmann::json& report);
 
-  // A client for node's hive (its token as bearer).
-  common::http_client hive_client(
-      const hive_endpoint& endpoint,
-      std::chrono::milliseconds read_timeout = std::chrono::seconds(30)) const;
+  // A client for node's hive (its token as bearer); still_wanted as in common::client_options.
+  common::http_client hive_client(const hive_endpoint& endpoint,
+                                  std::chrono::milliseconds read_timeout = std::chrono::seconds(30),
+                                  std::function<bool()> still_wanted = {}) const;
 
   // Periodically marks hives that stopped reporting (and do not answer) unreachable.
   void start_monitor();

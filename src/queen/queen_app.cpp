@@ -80,6 +80,7 @@ queen_app::queen_app(queen_options options)
   server.host = options_.host;
   server.port = options_.port;
   server.api_tokens = options_.api_keys;
+  server.limits = options_.connection_limits;
   // Hive reports carry the node token and the OpenAI routes answer in OpenAI's error shape:
   // both check credentials themselves.
   server.public_paths = {"/health", "/v2/hives/report", "/v1/chat/completions", "/v1/completions",
@@ -203,8 +204,12 @@ void queen_app::register_routes() {
   using common::http_server;
 
   route("GET", "/health", [](const httplib::Request&, httplib::Response& res) {
-    http_server::send_json(
-        res, 200, {{"status", "ok"}, {"version", common::version_string()}, {"api_version", "v2"}});
+    // The pid lets `rbee queen stop` on this machine wait until the process is gone.
+    http_server::send_json(res, 200,
+                           {{"status", "ok"},
+                            {"version", common::version_string()},
+                            {"api_version", "v2"},
+                            {"pid", ::getpid()}});
   });
 
   route("POST", "/v2/hives/report", [this](const httplib::Request& req, httplib::Response& res) {
@@ -478,7 +483,8 @@ void queen_app::register_routes() {
       holder->consumed = true;
       tasks_->run(
           request, std::move(holder->a), [&sink](const json& event) { return sink.send(event); },
-          [&sink](std::string_view token) { return sink.send_raw(common::sse_data_frame(token)); });
+          [&sink](std::string_view token) { return sink.send_raw(common::sse_data_frame(token)); },
+          [&sink] { return sink.connected(); });
     });
   });
 
@@ -545,7 +551,10 @@ void queen_app::register_routes() {
           }
           common::serve_sse(res, [this, ep, path](common::sse_sink& sink) {
             common::http_response err;
-            int status = hives_->hive_client(ep, 24h).get_sse(
+            // Log lines may be rare: the hive's keep-alives let a client that left, or a queen
+            // that stops, end this relay.
+            auto client = hives_->hive_client(ep, 24h, [&sink] { return sink.connected(); });
+            int status = client.get_sse(
                 path,
                 [&](const common::sse_event& ev) {
                   if (ev.is_done()) return false;
@@ -626,10 +635,14 @@ void queen_app::register_routes() {
       if (!r.stream) {
         holder->consumed = true;
         openai::collector c;
-        tasks_->run(r.task, std::move(holder->a), [&c](const json& e) {
-          c.on_event(e);
-          return true;
-        });
+        // The handler runs on the client's connection: a client that left cancels the task.
+        tasks_->run(
+            r.task, std::move(holder->a),
+            [&c](const json& e) {
+              c.on_event(e);
+              return common::guarded_server::peer_connected();
+            },
+            {}, &common::guarded_server::peer_connected);
         if (c.error.is_null() && !c.ended) {
           c.error = {{"code", common::codes::INTERNAL},
                      {"message", "the task ended without a result"}};
@@ -646,29 +659,33 @@ void queen_app::register_routes() {
       common::serve_sse(res, [this, kind, r, holder, id, created](common::sse_sink& sink) {
         holder->consumed = true;
         bool first = true;
-        tasks_->run(r.task, std::move(holder->a), [&](const json& e) {
-          std::string type = e.value("type", "");
-          if (type == "token") {
-            bool ok = sink.send(
-                openai::chunk(kind, id, r.task.model, created, e.value("t", ""), nullptr, first));
-            first = false;
-            return ok;
-          }
-          if (type == "end") {
-            auto last = openai::chunk(kind, id, r.task.model, created, "",
-                                      openai::finish_reason(e.value("stop_reason", "eos")), first);
-            if (r.include_usage) {
-              last["usage"] = openai::usage(e.value("tokens_in", 0), e.value("tokens_out", 0));
-            }
-            return sink.send(last);
-          }
-          if (type == "error") {
-            std::string code = e.value("code", std::string(common::codes::INTERNAL));
-            return sink.send(openai::error_body(common::status_for_code(code), code,
-                                                e.value("message", "task failed")));
-          }
-          return sink.connected();  // narration is not part of the OpenAI stream
-        });
+        tasks_->run(
+            r.task, std::move(holder->a),
+            [&](const json& e) {
+              std::string type = e.value("type", "");
+              if (type == "token") {
+                bool ok = sink.send(openai::chunk(kind, id, r.task.model, created, e.value("t", ""),
+                                                  nullptr, first));
+                first = false;
+                return ok;
+              }
+              if (type == "end") {
+                auto last =
+                    openai::chunk(kind, id, r.task.model, created, "",
+                                  openai::finish_reason(e.value("stop_reason", "eos")), first);
+                if (r.include_usage) {
+                  last["usage"] = openai::usage(e.value("tokens_in", 0), e.value("tokens_out", 0));
+                }
+                return sink.send(last);
+              }
+              if (type == "error") {
+                std::string code = e.value("code", std::string(common::codes::INTERNAL));
+                return sink.send(openai::error_body(common::status_for_code(code), code,
+                                                    e.value("message", "task failed")));
+              }
+              return sink.connected();  // narration is not part of the OpenAI stream
+            },
+            {}, [&sink] { return sink.connected(); });
       });
     };
   };

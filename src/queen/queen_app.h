@@ -34,6 +34,7 @@ struct queen_options {
   int local_hive_port = 9200;
   int remote_hive_port = 9200;
   size_t queue_size = 64;
+  common::connection_limits connection_limits{};
   int max_workers_per_model = 1;
   int slots_per_worker = 0;  // caps the slots hives report; 0 = no cap
   std::chrono::milliseconds queue_timeout{std::chrono::minutes(5)};

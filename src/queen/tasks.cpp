@@ -29,11 +29,6 @@ bool present(const json& body, const char* field) {
   return body.contains(field) && !body[field].is_null();
 }
 
-std::optional<double> optional_number(const json& body, const char* field, double min, double max) {
-  if (!present(body, field)) return std::nullopt;
-  return common::number_in_range(body, field, 0, min, max);
-}
-
 std::string device_string(const json& body) {
   if (!present(body, "device")) return "";
   const auto& d = body["device"];
@@ -170,14 +165,9 @@ task_request parse_task_request(const json& body) {
                                     "chat_template applies to messages; a prompt is used as given");
     }
   }
-  r.max_tokens = static_cast<int>(common::int_in_range(body, "max_tokens", 256, 1, 32768));
-  r.temperature = optional_number(body, "temperature", 0.0, 2.0);
-  r.top_p = optional_number(body, "top_p", 0.0, 1.0);
-  r.top_k = common::optional_int(body, "top_k", 0, 1'000'000);
-  r.min_p = optional_number(body, "min_p", 0.0, 1.0);
-  r.repeat_penalty = optional_number(body, "repeat_penalty", 0.0, 10.0);
-  r.seed = common::optional_int(body, "seed", std::numeric_limits<int64_t>::min(),
-                                std::numeric_limits<int64_t>::max());
+  r.max_tokens = static_cast<int>(common::int_in_range(
+      body, "max_tokens", 256, api::max_tokens_limits.min, api::max_tokens_limits.max));
+  r.sampling = api::sampling_options::from_json(body);
   r.stop = common::string_array(body, "stop", 4, 100);
   r.backend = common::string_or(body, "backend", "", 16);
   if (!r.backend.empty() && r.backend != "cpu" && r.backend != "cuda") {
@@ -195,12 +185,7 @@ json worker_inference_body(const task_request& r) {
   } else {
     body["prompt"] = r.prompt;
   }
-  if (r.temperature) body["temperature"] = *r.temperature;
-  if (r.top_p) body["top_p"] = *r.top_p;
-  if (r.top_k) body["top_k"] = *r.top_k;
-  if (r.min_p) body["min_p"] = *r.min_p;
-  if (r.repeat_penalty) body["repeat_penalty"] = *r.repeat_penalty;
-  if (r.seed) body["seed"] = *r.seed;
+  r.sampling.to_json(body);
   return body;
 }
 
@@ -314,7 +299,7 @@ void task_runner::cancel_on_worker(active_task& task) {
 }
 
 void task_runner::run(const task_request& request, admission admitted, const task_sink& sink,
-                      const token_text_sink& tokens) {
+                      const token_text_sink& tokens, const consumer_probe& consumer_present) {
   auto task = std::make_shared<active_task>();
   {
     std::lock_guard lock(mutex_);
@@ -338,7 +323,10 @@ void task_runner::run(const task_request& request, admission admitted, const tas
     return !task->cancelled;
   };
   auto send = [&](const json& event) { return deliver(task->cancelled || sink(event)); };
-  auto cancelled = [&] { return task->cancelled.load(); };
+  auto cancelled = [&] {
+    if (!task->cancelled && consumer_present && !consumer_present()) deliver(false);
+    return task->cancelled.load();
+  };
 
   send(narration("queen-rbee", "task_accepted",
                  "Task " + request.task_id + ": " + request.model +
@@ -368,6 +356,11 @@ void task_runner::run(const task_request& request, admission admitted, const tas
     };
     std::optional<lease> l = scheduler_.wait(admitted, still_waiting);
     if (!l) return;
+    if (l->kind == decision_kind::cold && adopted_worker_ready(request, *l, send)) {
+      scheduler_.cold_failed(l->placeholder_id);
+      l = scheduler_.acquire(key_for(request), cancelled);
+      if (!l) return;
+    }
     for (int attempt = 1;; ++attempt) {
       worker_info w;
       if (l->kind == decision_kind::cold) {
@@ -391,6 +384,7 @@ void task_runner::run(const task_request& request, admission admitted, const tas
       o.connect_timeout = 5s;
       o.read_timeout = 300s;  // longest silence: prompt processing on a slow CPU
       o.bearer_token = w.token;
+      o.still_wanted = [&] { return !cancelled(); };
       bool any_token = false;
       bool ended = false;
       common::http_response error_response;
@@ -417,6 +411,15 @@ void task_runner::run(const task_request& request, admission admitted, const tas
                   any_token = true;
                   metrics_.histogram_observe("rbee_queen_time_to_first_token_seconds", "",
                                              ms_since(accepted_at) / 1000.0);
+                } else if (type == "end" && e.value("stop_reason", "") == "cancelled" &&
+                           !cancelled()) {
+                  // Not our cancel: the worker stopped (drain, SIGTERM) mid-answer.
+                  ended = true;
+                  e = error_event(common::unavailable(
+                      common::codes::SHUTTING_DOWN,
+                      "Worker " + w.worker_id + " stopped the answer early after " +
+                          std::to_string(e.value("tokens_out", 0)) + " tokens",
+                      5, {{"worker_id", w.worker_id}, {"node", w.node}}));
                 } else if (type == "end") {
                   ended = true;
                   if (e.contains("tokens_per_sec") && e["tokens_per_sec"].is_number()) {
@@ -490,6 +493,29 @@ void task_runner::run(const task_request& request, admission admitted, const tas
     spdlog::error("task {} failed: {}", request.task_id, e.what());
     send(error_event(common::internal_error(e.what())));
   }
+}
+
+// A queen that restarted knows no workers until a hive reports; before a cold start it adopts
+// the node's hive and reads its workers, so an idle worker of the model is used, not doubled.
+bool task_runner::adopted_worker_ready(const task_request& request, const lease& l,
+                                       const task_sink& sink) {
+  if (hives_.known_endpoint(l.node)) return false;  // its workers are in the view already
+  auto node = nodes_.get(l.node);
+  if (!node) return false;
+  hives_.ensure_hive(*node, sink);
+  try {
+    hives_.refresh_workers(l.node);
+  } catch (const std::exception& e) {
+    spdlog::warn("workers of {}: {}", l.node, e.what());
+    return false;
+  }
+  for (const auto& w : scheduler_.workers()) {
+    if (!w.pending && w.info.node == l.node && w.info.model_ref == request.model &&
+        accepts_tasks(w.info.state)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 std::optional<worker_info> task_runner::cold_start(const task_request& request, const lease& l,
@@ -672,6 +698,7 @@ worker_info task_runner::wait_ready(const hive_endpoint& ep, const worker_info& 
   auto deadline = steady::now() + options_.loading_timeout;
   auto client = hives_.hive_client(ep, 10s);
   bool progress_streamed = false;
+  std::optional<common::http_error> load_error;  // the worker's own word on a failed load
   int last_layers = -1;
   int misses = 0;
   while (!task.cancelled) {
@@ -735,6 +762,16 @@ worker_info task_runner::wait_ready(const hive_endpoint& ep, const worker_info& 
                   }
                   return true;
                 }
+                if (stage == "error") {
+                  std::string code = e.value("code", std::string(common::codes::MODEL_LOAD_FAILED));
+                  load_error = common::http_error(common::status_for_code(code), code,
+                                                  "Worker " + spawned.worker_id +
+                                                      " could not load " + spawned.model_ref +
+                                                      ": " + e.value("message", "no reason given"),
+                                                  {{"worker_id", spawned.worker_id},
+                                                   {"node", ep.node},
+                                                   {"model", spawned.model_ref}});
+                }
                 return stage != "ready" && stage != "error";
               });
           // The worker answered (events or an error status): no second stream either way.
@@ -744,6 +781,7 @@ worker_info task_runner::wait_ready(const hive_endpoint& ep, const worker_info& 
           // until the loading deadline.
           spdlog::debug("loading progress of {}: {}", spawned.worker_id, e.what());
         }
+        if (load_error) throw *load_error;
         if (progress_streamed) continue;
       }
       // Ready only after its progress was relayed: a fast load still shows its last frame.

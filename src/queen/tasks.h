@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/sampling.h"
 #include "common/metrics.h"
 #include "queen/hive_manager.h"
 #include "queen/registry.h"
@@ -31,12 +32,7 @@ struct task_request {
   nlohmann::json messages = nlohmann::json();  // null, or [{role, content}, ...]
   std::string chat_template;  // template family override for messages; "" = the model's
   int max_tokens = 256;
-  std::optional<double> temperature;
-  std::optional<double> top_p;
-  std::optional<int64_t> top_k;
-  std::optional<double> min_p;
-  std::optional<double> repeat_penalty;
-  std::optional<int64_t> seed;
+  api::sampling_options sampling;
   std::vector<std::string> stop;
   std::string backend;  // "" = any
   std::string device;   // "" = any
@@ -58,6 +54,9 @@ using task_sink = std::function<bool(const nlohmann::json& event)>;
 // Takes the worker's token events as the worker wrote them (compact JSON text), for relays
 // that forward them unchanged: no parse and re-serialisation per token.
 using token_text_sink = std::function<bool(std::string_view event_json)>;
+// Whether the consumer is still there, asked while nothing is sent (queued, a silent worker):
+// a consumer that left cancels the task without waiting for the next event.
+using consumer_probe = std::function<bool()>;
 
 class task_runner {
  public:
@@ -69,9 +68,10 @@ class task_runner {
   admission admit(const task_request& request);
   // Runs an admitted task, sending narration and the worker's events to sink (errors become
   // {"type":"error","code","message","details"} events); token events go to `tokens` as text
-  // when it is set. Does not send [DONE].
+  // when it is set. Does not send [DONE]. A worker that ends the answer early for any reason
+  // but this task's cancel is an error event, never an end (no silent truncation).
   void run(const task_request& request, admission admitted, const task_sink& sink,
-           const token_text_sink& tokens = {});
+           const token_text_sink& tokens = {}, const consumer_probe& consumer_present = {});
   // Cancels a running task (idempotent; false when it is unknown or finished).
   bool cancel(const std::string& task_id);
   // Cancels every task (queen shutdown) and waits up to budget for them to end.
@@ -93,6 +93,7 @@ class task_runner {
                                         active_task& task, const task_sink& sink);
   worker_info wait_ready(const hive_endpoint& ep, const worker_info& spawned, active_task& task,
                          const task_sink& sink);
+  bool adopted_worker_ready(const task_request& request, const lease& l, const task_sink& sink);
   void cancel_on_worker(active_task& task);
   task_key key_for(const task_request& request) const;
   void refresh_view(const task_request& request);

@@ -4,6 +4,7 @@
 #include <limits>
 #include <random>
 
+#include "api/sampling.h"
 #include "common/errors.h"
 #include "common/secrets.h"
 
@@ -114,20 +115,16 @@ inference_request parse_inference_request(const common::json& body, int n_ctx) {
     request.max_tokens = static_cast<int>(*max_tokens);
   }
 
-  engine::sampling_params defaults = engine::sampling_default_params();
+  const auto options = api::sampling_options::from_json(body);
   engine::sampling_params& s = request.sampling;
-  s = defaults;
-  s.temperature = static_cast<float>(
-      common::number_in_range(body, "temperature", defaults.temperature, 0.0, 2.0));
-  s.top_p = static_cast<float>(common::number_in_range(body, "top_p", defaults.top_p, 0.0, 1.0));
-  s.top_k = static_cast<int>(
-      common::int_in_range(body, "top_k", defaults.top_k, 0, std::numeric_limits<int>::max()));
-  s.min_p = static_cast<float>(common::number_in_range(body, "min_p", defaults.min_p, 0.0, 1.0));
-  s.repeat_penalty = static_cast<float>(
-      common::number_in_range(body, "repeat_penalty", defaults.repeat_penalty, 0.1, 10.0));
+  s = engine::sampling_default_params();
+  if (options.temperature) s.temperature = static_cast<float>(*options.temperature);
+  if (options.top_p) s.top_p = static_cast<float>(*options.top_p);
+  if (options.top_k) s.top_k = static_cast<int>(*options.top_k);
+  if (options.min_p) s.min_p = static_cast<float>(*options.min_p);
+  if (options.repeat_penalty) s.repeat_penalty = static_cast<float>(*options.repeat_penalty);
   // Without a seed each request samples differently; with one, it repeats exactly.
-  auto seed = common::optional_int(body, "seed", 0, std::numeric_limits<int64_t>::max());
-  s.seed = seed ? static_cast<uint64_t>(*seed) : random_seed();
+  s.seed = options.seed ? static_cast<uint64_t>(*options.seed) : random_seed();
 
   request.stop = common::string_array(body, "stop", max_stop_strings, max_stop_length);
   for (const auto& stop : request.stop) {

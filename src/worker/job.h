@@ -53,10 +53,17 @@ class job {
   // ---- consumer side (HTTP handler) ----
   // Waits up to `timeout` for the next event; nullopt on timeout.
   std::optional<job_event> next_event(std::chrono::milliseconds timeout);
+  // The client's own cancel (DELETE, disconnect): the stream ends with end/cancelled.
   void cancel() { cancelled_.store(true); }
+  // The worker stops (drain, SIGTERM): the stream ends with an error, never a short success.
+  void abort_for_shutdown() {
+    shutting_down_.store(true);
+    cancelled_.store(true);
+  }
 
   // ---- producer side (inference thread) ----
   bool cancelled() const { return cancelled_.load(); }
+  bool aborted_for_shutdown() const { return shutting_down_.load(); }
   void push(job_event event);
   bool finished() const;  // an end or error event was pushed
 
@@ -69,6 +76,7 @@ class job {
  private:
   std::string id_;
   std::atomic<bool> cancelled_{false};
+  std::atomic<bool> shutting_down_{false};
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<job_event> events_;

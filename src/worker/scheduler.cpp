@@ -77,7 +77,7 @@ void scheduler::drain() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
-    for (const auto& live : live_) live->cancel();
+    for (const auto& live : live_) live->abort_for_shutdown();
   }
   cv_.notify_all();
 }
@@ -145,12 +145,22 @@ bool scheduler::admit_and_wait() {
 }
 
 void scheduler::step() {
+  if (options_.debug_step_delay.count() > 0) std::this_thread::sleep_for(options_.debug_step_delay);
   // Cancellation (DELETE, client disconnect, drain) takes effect before the next decode.
   cancelled_.clear();
   for (int index : admission_order_) {
     if (slots_[index].j->cancelled()) cancelled_.push_back(index);
   }
-  for (int index : cancelled_) finish(slots_[index], index, stop_reason::cancelled);
+  for (int index : cancelled_) {
+    slot& s = slots_[index];
+    if (s.j->aborted_for_shutdown()) {
+      fail(s, index, std::string(common::codes::SHUTTING_DOWN),
+           "the worker is shutting down: the answer stopped after " +
+               std::to_string(s.n_generated) + " tokens");
+    } else {
+      finish(s, index, stop_reason::cancelled);
+    }
+  }
   if (admission_order_.empty()) return;
 
   demand_.clear();

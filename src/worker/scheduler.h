@@ -28,6 +28,8 @@ struct scheduler_options {
   int n_slots = 1;
   int n_batch = 512;         // the context's n_batch (>= n_slots)
   int prefill_budget = 128;  // prompt tokens per decode step
+  // Test only: a pause before each decode step, so tests can act in the middle of an answer.
+  std::chrono::milliseconds debug_step_delay{0};
 };
 
 enum class submit_result { accepted, all_slots_busy, duplicate_job_id, stopping };

@@ -116,7 +116,7 @@ worker_app::worker_app(worker_options options)
                                                    : std::vector<std::string>{options_.api_token},
           .public_paths = {"/v1/health", "/v1/ready", progress_path},
           .max_body_bytes = 2 << 20,
-          .worker_threads = std::max(32, options_.slots * 2 + 8),
+          .limits = options_.connection_limits,
       }) {
   assert(options_.slots >= 1 && "worker_app: slots must be >= 1 (validated by the CLI)");
   register_routes();
@@ -242,11 +242,12 @@ void worker_app::load_model() {
     cparams.n_batch = std::max(cparams.n_batch, options_.slots);
     cparams.n_threads = options_.n_threads;
     engine::context_ptr ctx = engine::context_create(*model, cparams);
-    auto sched =
-        std::make_unique<scheduler>(*model, *ctx,
-                                    scheduler_options{.n_slots = options_.slots,
-                                                      .n_batch = cparams.n_batch,
-                                                      .prefill_budget = options_.prefill_chunk});
+    auto sched = std::make_unique<scheduler>(
+        *model, *ctx,
+        scheduler_options{.n_slots = options_.slots,
+                          .n_batch = cparams.n_batch,
+                          .prefill_budget = options_.prefill_chunk,
+                          .debug_step_delay = options_.debug_step_delay});
     sched->start();
 
     double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -513,12 +514,13 @@ void worker_app::handle_inference(const httplib::Request& req, httplib::Response
         app->cv_.notify_all();
       }
     } guard{this};
-    // A failed send means the client left: that is a cancel (SPEC §3.4).
+    // A failed send means the client left: that is a cancel (SPEC §3.4). Keep-alives while the
+    // job is silent come from serve_sse.
     bool connected = sink.send(started);
     while (connected) {
       auto event = j->next_event(std::chrono::milliseconds(1000));
       if (!event) {
-        connected = sink.send_comment("keep-alive");
+        connected = sink.connected();
         continue;
       }
       bool last = !std::holds_alternative<token_event>(*event);

@@ -41,10 +41,13 @@ struct worker_options {
   std::string hive_token;    // sent with the ready callback
   // Test-only: spreads this much extra time over the load so tests can watch progress.
   std::chrono::milliseconds debug_load_delay{0};
+  // Test-only: a pause before each decode step (answers that take long on a tiny model).
+  std::chrono::milliseconds debug_step_delay{0};
   // How long a failed load stays visible on /v1/ready before the process exits 1.
   std::chrono::milliseconds error_linger{2000};
   // How long shutdown waits for in-flight streams to deliver their final events.
   std::chrono::milliseconds drain_timeout{10000};
+  common::connection_limits connection_limits{};
 };
 
 inline constexpr int default_n_ctx_cap = 4096;

@@ -44,6 +44,7 @@ int worker_main(int argc, char** argv) {
   std::string token_file;
   bool die_with_parent = false;
   int debug_load_delay_ms = 0;
+  int debug_step_delay_ms = 0;
   app.add_option("--worker-id", o.worker_id, "Id the hive knows this worker by");
   app.add_option("--model", o.model_path, "Path of the GGUF model file")->required();
   app.add_option("--model-ref", o.model_ref, "Model reference reported back (default file:<path>)");
@@ -71,6 +72,9 @@ int worker_main(int argc, char** argv) {
   app.add_option("--debug-load-delay-ms", debug_load_delay_ms,
                  "TEST ONLY: slow the model load down by this much, spread over its layers")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--debug-step-delay-ms", debug_step_delay_ms,
+                 "TEST ONLY: pause this long before each decode step")
+      ->check(CLI::Range(0, 60000));
   CLI11_PARSE(app, argc, argv);
 
   // Tokens come from the environment (set by the hive) or a file, never from argv.
@@ -84,6 +88,7 @@ int worker_main(int argc, char** argv) {
   common::init_logging("llm-worker-rbee", cfg->log_level());
   o.backend = backend == "cuda" ? engine::backend_kind::cuda : engine::backend_kind::cpu;
   o.debug_load_delay = std::chrono::milliseconds(debug_load_delay_ms);
+  o.debug_step_delay = std::chrono::milliseconds(debug_step_delay_ms);
   if (o.model_ref.empty()) o.model_ref = "file:" + o.model_path;
   if (o.worker_id.empty()) o.worker_id = "worker-" + std::to_string(o.port);
 
@@ -98,6 +103,7 @@ int worker_main(int argc, char** argv) {
     }
   }
   o.hive_token = cfg->hive_token().value_or("");
+  o.connection_limits = cfg->connection_limits();
   if (o.api_token.empty() && !common::is_loopback(o.host)) {
     std::cerr << "llm-worker-rbee: refusing to listen on " << o.host
               << " without an API token (set RBEE_WORKER_TOKEN or --token-file)\n";

@@ -414,7 +414,7 @@ class scenario_hosts {
       auto& h = *hosts_.back();
       h.exec({"/usr/sbin/ip", "route", "add", "default", "via", h.peer_address()});
     }
-    queen_.listen_on_all("scenario-key", hosts_.front()->peer_address());
+    queen_.listen_on_all("scenario-key-for-all-nodes", hosts_.front()->peer_address());
   }
   ~scenario_hosts() { stop_all(); }
 

@@ -36,9 +36,9 @@ TEST(OpenAiRequest, ChatMapsOntoATask) {
   EXPECT_TRUE(r.include_usage);
   EXPECT_EQ(r.task.model, "file:/m.gguf");
   EXPECT_EQ(r.task.max_tokens, 12);
-  EXPECT_EQ(*r.task.temperature, 0.0);
-  EXPECT_EQ(*r.task.top_p, 0.5);
-  EXPECT_EQ(*r.task.seed, 42);
+  EXPECT_EQ(*r.task.sampling.temperature, 0.0);
+  EXPECT_EQ(*r.task.sampling.top_p, 0.5);
+  EXPECT_EQ(*r.task.sampling.seed, 42);
   EXPECT_EQ(r.task.stop, std::vector<std::string>{"\n"});
   ASSERT_TRUE(r.task.messages.is_array());
   EXPECT_EQ(r.task.messages.size(), 2u);

@@ -36,8 +36,8 @@ TEST(TaskRequest, ParsesEveryField) {
                                {"device", 1}});
   EXPECT_EQ(*r.node, "localhost");
   EXPECT_EQ(r.max_tokens, 20);
-  EXPECT_EQ(*r.top_k, 40);
-  EXPECT_EQ(*r.seed, 7);
+  EXPECT_EQ(*r.sampling.top_k, 40);
+  EXPECT_EQ(*r.sampling.seed, 7);
   EXPECT_EQ(r.backend, "cuda");
   EXPECT_EQ(r.device, "1");
   EXPECT_EQ(r.task_id.rfind("task-", 0), 0u);
@@ -68,6 +68,10 @@ TEST(TaskRequest, InvalidFieldsAreNamed) {
   EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"max_tokens", 10'000'000}}),
             "max_tokens");
   EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"temperature", -1}}), "temperature");
+  // Finding 12: what the worker refuses, the queen refuses before any cold start.
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"seed", -1}}), "seed");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"repeat_penalty", 0.05}}),
+            "repeat_penalty");
   EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"top_p", "high"}}), "top_p");
   EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"backend", "tpu"}}), "backend");
   EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"stop", {1, 2}}}), "stop");

@@ -204,12 +204,26 @@ TEST_F(SchedulerTest, StopStringEndsTheStreamWithoutEmittingIt) {
   EXPECT_EQ(out.text, full.text.substr(0, first_match));
 }
 
-TEST_F(SchedulerTest, DrainCancelsEverythingAndRefusesNewJobs) {
+// A drain is not the client's cancel: the cut answer ends with an error, never a short
+// success (issue 13, finding 4).
+TEST_F(SchedulerTest, DrainEndsLiveJobsWithAnErrorAndRefusesNewJobs) {
   make_scheduler(2);
   auto a = make_job("a", "Once upon a time", 200);
   ASSERT_EQ(sched_->submit(a), submit_result::accepted);
   sched_->drain();
   EXPECT_EQ(sched_->submit(make_job("b", "Once", 5)), submit_result::stopping);
+  outcome out = collect(*a);
+  EXPECT_FALSE(out.end);
+  ASSERT_TRUE(out.error);
+  EXPECT_EQ(out.error->code, "SHUTTING_DOWN");
+  sched_->stop();
+}
+
+TEST_F(SchedulerTest, ClientCancelStillEndsWithCancelled) {
+  make_scheduler(1);
+  auto a = make_job("a", "Once upon a time", 200);
+  ASSERT_EQ(sched_->submit(a), submit_result::accepted);
+  a->cancel();
   outcome out = collect(*a);
   ASSERT_TRUE(out.end);
   EXPECT_EQ(out.end->reason, stop_reason::cancelled);
