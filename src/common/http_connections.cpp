@@ -277,6 +277,11 @@ guarded_server::guarded_server(connection_limits limits) : limits_(limits), coun
   new_task_queue = [] { return new on_demand_threads(); };
 }
 
+void guarded_server::raise_listen_backlog() {
+  // Linux caps the backlog at net.core.somaxconn; listening again only updates it.
+  if (svr_sock_ != INVALID_SOCKET) ::listen(svr_sock_, SOMAXCONN * 4);
+}
+
 void guarded_server::close_after_response() {
   if (current_connection.stream) current_connection.stream->close_after_response();
 }

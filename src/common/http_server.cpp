@@ -266,6 +266,7 @@ void http_server::start() {
                              (err ? std::string(": ") + std::strerror(err)
                                   : std::string(" (address in use or invalid)")));
   }
+  server_.raise_listen_backlog();
   auto finished = std::make_shared<std::atomic<bool>>(false);
   thread_ = std::thread([this, finished] {
     server_.listen_after_bind();

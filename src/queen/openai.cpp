@@ -40,12 +40,22 @@ request parse_request(endpoint kind, const json& body) {
       }
       json content = m.value("content", json(""));
       if (content.is_array()) {
-        // Content parts: keep the text ones.
+        // Content parts: text ones are joined; other kinds (images, audio) are not supported.
         std::string text;
         for (const auto& part : content) {
-          if (part.is_object() && part.value("type", "") == "text") {
-            text += part.value("text", "");
+          const bool typed = part.is_object() && part.contains("type") && part["type"].is_string();
+          if (!typed) {
+            throw common::invalid_request("messages", "each content part needs a string type");
           }
+          if (part["type"] != "text") {
+            throw common::invalid_request("messages", "content parts of type '" +
+                                                          part["type"].get<std::string>() +
+                                                          "' are not supported; only 'text' is");
+          }
+          if (!part.contains("text") || !part["text"].is_string()) {
+            throw common::invalid_request("messages", "a text content part needs a string text");
+          }
+          text += part["text"].get<std::string>();
         }
         content = text;
       } else if (content.is_null()) {

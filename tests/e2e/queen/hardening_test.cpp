@@ -157,6 +157,8 @@ TEST_F(Hardening, RestartedQueenUsesTheIdleWorkerOfTheHiveItAdopts) {
   EXPECT_EQ(s.count("narration", "worker_spawn"), 0) << "no second worker is started";
   EXPECT_EQ(worker_pids(q).size(), 1u);
   EXPECT_EQ(q.workers().size(), 1u) << q.workers().dump();
+  // The adopted hive outlives a queen that did not start it: stop it as a user would.
+  EXPECT_EQ(q.cli({"hive", "stop", "--node", "localhost"}).exit_code, 0);
 }
 
 // Finding 7: a model that fails to load reached the client as "crashed while loading (exit

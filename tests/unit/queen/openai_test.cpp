@@ -81,6 +81,22 @@ TEST(OpenAiRequest, ContentPartsAndMaxCompletionTokens) {
   EXPECT_EQ(r.task.messages[0]["content"], "ab");
 }
 
+// Found by openai_request_fuzz: a part whose type or text is not a string was a 500 (a JSON
+// type_error); a part of another kind was dropped without a word.
+TEST(OpenAiRequest, MalformedOrUnsupportedContentPartsAre400) {
+  for (const json& parts :
+       {json::parse(R"([{"type":1}])"), json::parse(R"([{"type":"text","text":5}])"),
+        json::parse(R"([7])"), json::parse(R"([{"type":"image_url","image_url":{"url":"x"}}])")}) {
+    EXPECT_EQ(field_of([&] {
+                openai::parse_request(
+                    openai::endpoint::chat,
+                    {{"model", "m"}, {"messages", {{{"role", "user"}, {"content", parts}}}}});
+              }),
+              "messages")
+        << parts.dump();
+  }
+}
+
 TEST(OpenAiRequest, CompletionTakesAPromptStringOrOneElementArray) {
   auto r = openai::parse_request(openai::endpoint::completion,
                                  {{"model", "m"}, {"prompt", {"Once upon a time"}}});
