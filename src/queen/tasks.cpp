@@ -356,10 +356,18 @@ void task_runner::run(const task_request& request, admission admitted, const tas
     };
     std::optional<lease> l = scheduler_.wait(admitted, still_waiting);
     if (!l) return;
-    if (l->kind == decision_kind::cold && adopted_worker_ready(request, *l, send)) {
-      scheduler_.cold_failed(l->placeholder_id);
-      l = scheduler_.acquire(key_for(request), cancelled);
-      if (!l) return;
+    if (l->kind == decision_kind::cold) {
+      bool adopted = false;
+      {
+        // The reservation goes back if the adoption throws (VERSION_MISMATCH, unreachable).
+        cold_guard placeholder(scheduler_, l->placeholder_id);
+        adopted = adopted_worker_ready(request, *l, send);
+        if (!adopted) placeholder.dismiss();
+      }  // after an adoption it goes back here, before the worker is asked for
+      if (adopted) {
+        l = scheduler_.acquire(key_for(request), cancelled);
+        if (!l) return;
+      }
     }
     for (int attempt = 1;; ++attempt) {
       worker_info w;
