@@ -1038,6 +1038,9 @@ def main():
         time.sleep(2.0)  # idle reference
         if args.client_nice:
             os.nice(args.client_nice)  # here and the slowloris process; not the daemons nor the probes
+            # Batch scheduling too: the clients stand for other machines, so a daemon or a probe
+            # that wakes up runs before them (as the daemons' own streaming threads do).
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         t_attack = time.monotonic()
         log(f"slowloris: {args.slowloris} connections to each of {len(targets)} daemons from {SLOWLORIS_SOURCE}")
         loris_proc = ctx.Process(target=slowloris_process, daemon=True,

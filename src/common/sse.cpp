@@ -10,6 +10,7 @@
 
 #include "common/errors.h"
 #include "common/http_connections.h"
+#include "common/thread_priority.h"
 
 namespace rbee::common {
 
@@ -191,6 +192,7 @@ void serve_sse(httplib::Response& res, std::function<void(sse_sink&)> producer,
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider("text/event-stream", [producer = std::move(producer), keepalive](
                                                             size_t, httplib::DataSink& sink) {
+    batch_work_scope streaming;  // the producer's thread inherits it
     sse_channel channel;
     std::thread producer_thread([&] { run_producer(producer, channel); });
     bool client_stayed = pump_frames(channel, sink, keepalive);

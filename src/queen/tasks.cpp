@@ -223,7 +223,7 @@ void task_runner::refresh_view(const task_request& request) {
       capacity.push_back(c);
     }
     if (request.node && *request.node != n.node_name) continue;
-    if (!hives_.known_endpoint(n.node_name)) continue;
+    if (!hives_.known_endpoint(n.node_name) || !refresh_due(n.node_name)) continue;
     try {
       hives_.refresh_workers(n.node_name);
     } catch (const std::exception& e) {
@@ -231,6 +231,18 @@ void task_runner::refresh_view(const task_request& request) {
     }
   }
   scheduler_.set_nodes(std::move(capacity));
+}
+
+// A burst of tasks asks each hive for its workers once, not once per task: between two asks
+// the hive's reports and the scheduler's own in-flight counts keep the view current.
+bool task_runner::refresh_due(const std::string& node) {
+  constexpr auto min_interval = 500ms;
+  std::lock_guard lock(mutex_);
+  auto now = steady::now();
+  auto& last = last_refresh_[node];
+  if (last != steady::time_point{} && now - last < min_interval) return false;
+  last = now;
+  return true;
 }
 
 admission task_runner::admit(const task_request& request) {

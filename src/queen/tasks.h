@@ -97,6 +97,7 @@ class task_runner {
   void cancel_on_worker(active_task& task);
   task_key key_for(const task_request& request) const;
   void refresh_view(const task_request& request);
+  bool refresh_due(const std::string& node);
 
   task_runner_options options_;
   registry& nodes_;
@@ -105,6 +106,7 @@ class task_runner {
   common::metrics_registry& metrics_;
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<active_task>> tasks_;
+  std::map<std::string, std::chrono::steady_clock::time_point> last_refresh_;
 };
 
 }  // namespace rbee::queen

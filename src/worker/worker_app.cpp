@@ -13,6 +13,7 @@
 #include "common/http_client.h"
 #include "common/json.h"
 #include "common/sse.h"
+#include "common/thread_priority.h"
 #include "common/version.h"
 #include "worker/inference_request.h"
 
@@ -211,6 +212,9 @@ void worker_app::set_error(std::string code, std::string message) {
 }
 
 void worker_app::load_model() {
+  // The decode threads started from here inherit it: requests to this worker's HTTP server
+  // (health, cancel) run before decode steps when the cores are busy.
+  common::run_as_batch_work();
   auto t0 = std::chrono::steady_clock::now();
   // Test-only slowdown: one pause per newly loaded layer.
   int last_layers = 0;
