@@ -14,8 +14,9 @@ queen gets --queue-size QUEUE (default: as many as streams), --slots-per-worker 
     closes it;
   * GET /health (queen) and /v1/health (hive, workers) every 50 ms on a fresh connection from
     127.0.0.3, on a fixed schedule (a slow answer does not delay the next probe), in a process of
-    its own at the caller's priority; the stream and slowloris clients run at nice +5 (they would
-    be other machines on a LAN), so their work disturbs the probes less.
+    its own at the caller's priority; the stream and slowloris clients run at nice +5 and
+    SCHED_IDLE (they would be other machines on a LAN), so their work disturbs the probes and the
+    daemons less.
 The slowloris connections start --slowloris-lead s before the streams and go on for at least
 --attack-min s in all (past the streams if need be), so the servers' request deadlines show.
 
@@ -1038,8 +1039,8 @@ def main():
         time.sleep(2.0)  # idle reference
         if args.client_nice:
             os.nice(args.client_nice)  # here and the slowloris process; not the daemons nor the probes
-            # Batch scheduling too: the clients stand for other machines, so a daemon or a probe
-            # that wakes up runs before them (as the daemons' own streaming threads do).
+            # Idle scheduling too: the clients stand for other machines, so a daemon or a probe
+            # that wakes up always runs before them.
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         t_attack = time.monotonic()
         log(f"slowloris: {args.slowloris} connections to each of {len(targets)} daemons from {SLOWLORIS_SOURCE}")
