@@ -13,6 +13,7 @@
 #include "common/secrets.h"
 #include "common/sse.h"
 #include "common/text.h"
+#include "common/thread_priority.h"
 #include "common/version.h"
 #include "queen/openai.h"
 
@@ -475,6 +476,7 @@ void queen_app::register_routes() {
 
   // ---- tasks ----
   route("POST", "/v2/tasks", [this](const httplib::Request& req, httplib::Response& res) {
+    common::batch_work_scope batch;  // a burst of tasks must not delay /health
     if (shutting_down_) {
       throw common::unavailable(common::codes::NODE_UNREACHABLE, "queen-rbee is shutting down", 5);
     }
@@ -621,6 +623,7 @@ void queen_app::register_routes() {
   auto completions = [this, openai_auth, openai_error](openai::endpoint kind) {
     return [this, kind, openai_auth, openai_error](const httplib::Request& req,
                                                    httplib::Response& res) {
+      common::batch_work_scope batch;  // a burst of tasks must not delay /health
       if (!openai_auth(req, res)) return;
       openai::request r;
       std::shared_ptr<admission_holder> holder;
