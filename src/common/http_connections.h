@@ -57,11 +57,9 @@ class on_demand_threads : public httplib::TaskQueue {
 class guarded_server : public httplib::Server {
  public:
   explicit guarded_server(connection_limits limits);
-  const connection_limits& limits() const { return limits_; }
   // httplib listens with a backlog of 5: a burst of clients would see dropped SYNs (a second's
   // retry each). Call after binding.
   void raise_listen_backlog();
-  size_t open_connections() const { return counter_.open_total(); }
 
   // Called on a connection thread when the request has been read; no-op elsewhere.
   static void request_read_complete();

@@ -96,7 +96,6 @@ class http_server {
 
   // The underlying server, for settings not covered here. Use with care.
   httplib::Server& raw() { return server_; }
-  size_t open_connections() const { return server_.open_connections(); }
 
  private:
   http_handler wrap(http_handler handler) const;
