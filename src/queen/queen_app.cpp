@@ -645,7 +645,7 @@ void queen_app::register_routes() {
             r.task, std::move(holder->a),
             [&c](const json& e) {
               c.on_event(e);
-              return common::guarded_server::peer_connected();
+              return true;  // a client that left is seen through the probe below
             },
             {}, &common::guarded_server::peer_connected);
         if (c.error.is_null() && !c.ended) {

@@ -373,9 +373,9 @@ void task_runner::run(const task_request& request, admission admitted, const tas
       {
         // The reservation goes back if the adoption throws (VERSION_MISMATCH, unreachable).
         cold_guard placeholder(scheduler_, l->placeholder_id);
-        adopted = adopted_worker_ready(request, *l, send);
+        adopted = adopted_hive_workers(*l, send);
         if (!adopted) placeholder.dismiss();
-      }  // after an adoption it goes back here, before the worker is asked for
+      }  // after an adoption it goes back here, and the scheduler decides again
       if (adopted) {
         l = scheduler_.acquire(key_for(request), cancelled);
         if (!l) return;
@@ -515,10 +515,10 @@ void task_runner::run(const task_request& request, admission admitted, const tas
   }
 }
 
-// A queen that restarted knows no workers until a hive reports; before a cold start it adopts
-// the node's hive and reads its workers, so an idle worker of the model is used, not doubled.
-bool task_runner::adopted_worker_ready(const task_request& request, const lease& l,
-                                       const task_sink& sink) {
+// A queen that restarted knows no workers until a hive reports. Before a cold start it adopts
+// the node's hive and reads its workers; the scheduler then decides again, so an idle worker of
+// the model is used, not doubled. True when the view of the node's workers was refreshed.
+bool task_runner::adopted_hive_workers(const lease& l, const task_sink& sink) {
   if (hives_.known_endpoint(l.node)) return false;  // its workers are in the view already
   auto node = nodes_.get(l.node);
   if (!node) return false;
@@ -529,13 +529,7 @@ bool task_runner::adopted_worker_ready(const task_request& request, const lease&
     spdlog::warn("workers of {}: {}", l.node, e.what());
     return false;
   }
-  for (const auto& w : scheduler_.workers()) {
-    if (!w.pending && w.info.node == l.node && w.info.model_ref == request.model &&
-        accepts_tasks(w.info.state)) {
-      return true;
-    }
-  }
-  return false;
+  return true;
 }
 
 std::optional<worker_info> task_runner::cold_start(const task_request& request, const lease& l,

@@ -93,7 +93,7 @@ class task_runner {
                                         active_task& task, const task_sink& sink);
   worker_info wait_ready(const hive_endpoint& ep, const worker_info& spawned, active_task& task,
                          const task_sink& sink);
-  bool adopted_worker_ready(const task_request& request, const lease& l, const task_sink& sink);
+  bool adopted_hive_workers(const lease& l, const task_sink& sink);
   void cancel_on_worker(active_task& task);
   task_key key_for(const task_request& request) const;
   void refresh_view(const task_request& request);
