@@ -59,15 +59,8 @@ bool queen_client::healthy(std::chrono::milliseconds timeout) {
 }
 
 json queen_client::add_node(const node_spec& n) {
-  json body = {{"node_name", n.node_name},
-               {"ssh_host", n.ssh_host},
-               {"ssh_port", n.ssh_port},
-               {"ssh_user", n.ssh_user},
-               {"install_path", n.install_path}};
-  if (!n.ssh_key_path.empty()) body["ssh_key_path"] = n.ssh_key_path;
-  if (!n.git_repo_url.empty()) body["git_repo_url"] = n.git_repo_url;
-  if (!n.git_branch.empty()) body["git_branch"] = n.git_branch;
-  return expect_json(client(config_.read_timeout).post_json("/v2/registry/beehives/add", body));
+  return expect_json(
+      client(config_.read_timeout).post_json("/v2/registry/beehives/add", n.to_json()));
 }
 
 json queen_client::list_nodes() {

@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/node_spec.h"
+
 #include "common/errors.h"
 #include "common/http_client.h"
 
@@ -22,16 +24,7 @@ struct client_config {
   std::chrono::milliseconds read_timeout{std::chrono::minutes(10)};
 };
 
-struct node_spec {
-  std::string node_name;
-  std::string ssh_host;
-  int ssh_port = 22;
-  std::string ssh_user;
-  std::string ssh_key_path;
-  std::string install_path;
-  std::string git_repo_url;
-  std::string git_branch;
-};
+using api::node_spec;
 
 // Called for each event of a stream; return false to stop reading (the server sees a cancel).
 using event_fn = std::function<bool(const nlohmann::json& event)>;

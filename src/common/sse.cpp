@@ -24,13 +24,19 @@ std::string dump(const nlohmann::json& data) {
 }  // namespace
 
 std::string sse_frame(const nlohmann::json& data) {
+  const auto type = data.is_object() ? data.find("type") : data.end();
+  if (type != data.end() && type->is_string()) {
+    return sse_data_frame(dump(data), type->get_ref<const std::string&>());
+  }
   return "data: " + dump(data) + "\n\n";
 }
 
-std::string sse_data_frame(std::string_view line) {
+std::string sse_data_frame(std::string_view line, std::string_view event) {
   assert(line.find('\n') == std::string_view::npos && "sse_data_frame: one line only");
+  assert(event.find_first_of("\r\n") == std::string_view::npos && "sse_data_frame: event name");
   std::string frame;
-  frame.reserve(line.size() + 8);
+  frame.reserve(event.size() + line.size() + 16);
+  if (!event.empty()) frame.append("event: ").append(event).append("\n");
   frame.append("data: ").append(line).append("\n\n");
   return frame;
 }

@@ -19,9 +19,11 @@
 
 namespace rbee::common {
 
-std::string sse_frame(const nlohmann::json& data);  // "data: <json>\n\n"
-// "data: <line>\n\n" for one line of already serialised JSON (a relayed event).
-std::string sse_data_frame(std::string_view line);
+// "data: <json>\n\n"; an object with a string "type" (a stream event, api/stream_events.h) is
+// named by it: "event: <type>\ndata: <json>\n\n".
+std::string sse_frame(const nlohmann::json& data);
+// The same for one line of already serialised JSON (a relayed event) and its event name.
+std::string sse_data_frame(std::string_view line, std::string_view event = {});
 std::string sse_frame(std::string_view event,
                       const nlohmann::json& data);     // "event: e\ndata: ..\n\n"
 std::string sse_done_frame();                          // "data: [DONE]\n\n"

@@ -187,7 +187,7 @@ int run_models_list(bool as_json) {
 
 int run_models_download(const std::string& ref_text) {
   local_store ls;
-  auto ref = parse_model_ref(ref_text);
+  auto ref = api::parse_model_ref(ref_text);
   auto job = ls.store->start_download(ref);
   uint64_t seen = 0;
   size_t told = 0;

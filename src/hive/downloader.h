@@ -62,7 +62,7 @@ class hub_client {
                        const std::string& file) const;
 
   // rfilename of every file in the repo (the hub's model API), exactly as the hub sent them:
-  // untrusted, see is_safe_repo_file. Throws as described above.
+  // untrusted, see api::is_safe_repo_file. Throws as described above.
   // cancel (optional) stops the retries.
   std::vector<std::string> list_files(const std::string& org, const std::string& repo,
                                       const std::atomic<bool>* cancel = nullptr);

@@ -270,7 +270,7 @@ void hive_app::register_routes() {
 
   s.post("/v1/models/download", [this](const httplib::Request& req, httplib::Response& res) {
     auto body = common::parse_body(req.body);
-    auto ref = parse_model_ref(common::require_string(body, "model_ref", 1024));
+    auto ref = api::parse_model_ref(common::require_string(body, "model_ref", 1024));
     auto job = store_->start_download(ref);
     auto snap = job->get();
     json out = {{"download_id", job->id()},
@@ -278,7 +278,7 @@ void hive_app::register_routes() {
                 {"stage", to_string(snap.stage)}};
     // Local references resolve at once: their errors are this request's. Hub downloads report
     // theirs on the progress stream (they may fail before this answer is written).
-    bool local = ref.kind == ref_kind::alias || ref.kind == ref_kind::local_file;
+    bool local = ref.kind == api::ref_kind::alias || ref.kind == api::ref_kind::local_file;
     if (local && snap.stage == download_stage::error && snap.error) throw *snap.error;
     if (snap.result) out["model"] = snap.result->to_json();
     http_server::send_json(res, 202, out);
@@ -345,7 +345,7 @@ void hive_app::register_routes() {
     try {
       auto body = common::parse_body(req.body);
       std::string ref_text = common::require_string(body, "model_ref", 1024);
-      auto ref = parse_model_ref(ref_text);
+      auto ref = api::parse_model_ref(ref_text);
       std::string backend = common::string_or(body, "backend", "cpu", 32);
       int device = static_cast<int>(common::int_in_range(body, "device", 0, 0, 1024));
       int slots = static_cast<int>(common::int_in_range(body, "slots", 1, 1, 256));

@@ -9,6 +9,7 @@
 
 #include "common/clock.h"
 #include "common/paths.h"
+#include "hive/hub_files.h"
 
 namespace rbee::hive {
 namespace {
@@ -50,7 +51,8 @@ std::vector<std::string> unsafe_gguf_names(const std::vector<std::string>& files
   std::vector<std::string> unsafe;
   for (const auto& f : files) {
     if (unsafe.size() == max_reported) break;
-    if (has_gguf_extension(f) && !is_safe_repo_file(f)) unsafe.push_back(f.substr(0, 600));
+    if (api::has_gguf_extension(f) && !api::is_safe_repo_file(f))
+      unsafe.push_back(f.substr(0, 600));
   }
   return unsafe;
 }
@@ -169,17 +171,17 @@ model_store::~model_store() {
   threads.clear();  // joins, outside the lock the jobs take last
 }
 
-std::optional<model_entry> model_store::lookup(const model_ref& ref) {
+std::optional<model_entry> model_store::lookup(const api::model_ref& ref) {
   std::optional<model_entry> found;
   switch (ref.kind) {
-    case ref_kind::alias:
+    case api::ref_kind::alias:
       found = catalog_.find(ref.alias);
       break;
-    case ref_kind::hf_file:
-    case ref_kind::local_file:
+    case api::ref_kind::hf_file:
+    case api::ref_kind::local_file:
       found = catalog_.find_by_reference(ref.canonical());
       break;
-    case ref_kind::hf_repo: {
+    case api::ref_kind::hf_repo: {
       // Any file of that repo already here, by the same preference as a fresh pick.
       std::string prefix = ref.canonical() + ":";
       std::vector<std::string> files;
@@ -203,16 +205,16 @@ std::optional<model_entry> model_store::lookup(const model_ref& ref) {
   return found;
 }
 
-model_entry model_store::ensure(const model_ref& ref,
+model_entry model_store::ensure(const api::model_ref& ref,
                                 const std::function<void(const std::string&)>& narrate) {
   if (auto e = lookup(ref)) return *e;
-  if (ref.kind == ref_kind::alias) {
+  if (ref.kind == api::ref_kind::alias) {
     throw common::not_found(
         codes::MODEL_NOT_FOUND, fmt::format("Model '{}' is not in this node's catalog", ref.alias),
         {{"model_ref", ref.alias},
          {"hint", "use hf:ORG/REPO[:FILE] or file:/path.gguf, or download it first"}});
   }
-  if (ref.kind == ref_kind::local_file) return add_local_file(ref);
+  if (ref.kind == api::ref_kind::local_file) return add_local_file(ref);
   auto job = start_download(ref);
   size_t told = 0;
   uint64_t seen = 0;
@@ -227,8 +229,8 @@ model_entry model_store::ensure(const model_ref& ref,
   }
 }
 
-std::shared_ptr<download_job> model_store::start_download(const model_ref& ref) {
-  if (ref.kind == ref_kind::alias || ref.kind == ref_kind::local_file) {
+std::shared_ptr<download_job> model_store::start_download(const api::model_ref& ref) {
+  if (ref.kind == api::ref_kind::alias || ref.kind == api::ref_kind::local_file) {
     // Nothing to download: the job is finished at once, with the entry or the error.
     std::shared_ptr<download_job> job;
     {
@@ -301,11 +303,11 @@ size_t model_store::job_count() {
   return jobs_.size();
 }
 
-void model_store::run_job(const std::shared_ptr<download_job>& job, model_ref ref) {
+void model_store::run_job(const std::shared_ptr<download_job>& job, api::model_ref ref) {
   std::optional<model_entry> entry;
   std::optional<http_error> error;
   try {
-    if (ref.kind == ref_kind::hf_repo) {
+    if (ref.kind == api::ref_kind::hf_repo) {
       job->narrate(fmt::format("Listing files of {}/{} on the hub", ref.org, ref.repo));
       auto files = hub_.list_files(ref.org, ref.repo, &job->cancel);
       // The listing is untrusted: names that could leave the models directory are never used.
@@ -331,7 +333,7 @@ void model_store::run_job(const std::shared_ptr<download_job>& job, model_ref re
       std::string quant = quantization_from_name(pick);
       job->narrate(fmt::format("Selected {} ({}) from {} files", pick,
                                quant.empty() ? "unknown quantization" : quant, files.size()));
-      ref.kind = ref_kind::hf_file;
+      ref.kind = api::ref_kind::hf_file;
       ref.file = pick;
       // The picked file may be downloading already under its own reference: share that one.
       std::shared_ptr<download_job> other;
@@ -377,7 +379,7 @@ void model_store::run_job(const std::shared_ptr<download_job>& job, model_ref re
   }
 }
 
-model_entry model_store::download_hf_file(download_job& job, const model_ref& ref) {
+model_entry model_store::download_hf_file(download_job& job, const api::model_ref& ref) {
   std::string url = hub_.file_url(ref.org, ref.repo, ref.file);
   std::filesystem::path dest = options_.models_dir / ref.relative_store_path();
   if (!is_inside_dir(options_.models_dir, dest)) {
@@ -455,7 +457,7 @@ model_entry model_store::download_hf_file(download_job& job, const model_ref& re
   return e;
 }
 
-model_entry model_store::add_local_file(const model_ref& ref) {
+model_entry model_store::add_local_file(const api::model_ref& ref) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(ref.path, ec)) {
     throw common::not_found(codes::MODEL_NOT_FOUND,

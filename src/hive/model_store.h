@@ -18,12 +18,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/model_ref.h"
 #include "common/errors.h"
 #include "common/metrics.h"
 #include "hive/catalog.h"
 #include "hive/downloader.h"
 #include "hive/gguf_header.h"
-#include "hive/model_ref.h"
 
 namespace rbee::hive {
 
@@ -83,14 +83,14 @@ class model_store {
   model_store& operator=(const model_store&) = delete;
 
   // The catalog entry when the reference is already available locally (no network).
-  std::optional<model_entry> lookup(const model_ref& ref);
+  std::optional<model_entry> lookup(const api::model_ref& ref);
   // lookup(), else a download (joining a running one for the same reference), waiting for it.
   // file: references are checked and added to the catalog in place. Throws http_error.
-  model_entry ensure(const model_ref& ref,
+  model_entry ensure(const api::model_ref& ref,
                      const std::function<void(const std::string&)>& narrate = {});
   // Starts (or joins) the download for ref; a reference already available gives a job that
   // is complete at once.
-  std::shared_ptr<download_job> start_download(const model_ref& ref);
+  std::shared_ptr<download_job> start_download(const api::model_ref& ref);
   // The job with this id while it is remembered: running jobs always, finished ones until
   // max_remembered_jobs newer ones push them out (oldest first).
   std::shared_ptr<download_job> find_job(const std::string& id);
@@ -104,9 +104,9 @@ class model_store {
   model_entry remove(const std::string& id);
 
  private:
-  void run_job(const std::shared_ptr<download_job>& job, model_ref ref);
-  model_entry download_hf_file(download_job& job, const model_ref& ref);
-  model_entry add_local_file(const model_ref& ref);
+  void run_job(const std::shared_ptr<download_job>& job, api::model_ref ref);
+  model_entry download_hf_file(download_job& job, const api::model_ref& ref);
+  model_entry add_local_file(const api::model_ref& ref);
   // Adds a new job (under mutex_) and forgets the oldest finished ones beyond the bound.
   void remember_job(std::shared_ptr<download_job> job);
 

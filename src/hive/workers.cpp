@@ -60,37 +60,6 @@ std::optional<clock_type::time_point> last_activity(const nlohmann::json& health
 
 }  // namespace
 
-std::string_view to_string(worker_state s) {
-  switch (s) {
-    case worker_state::loading:
-      return "loading";
-    case worker_state::idle:
-      return "idle";
-    case worker_state::stopping:
-      return "stopping";
-  }
-  return "stopping";
-}
-
-nlohmann::json worker_info::to_json(bool include_token) const {
-  nlohmann::json j = {{"worker_id", worker_id},
-                      {"model_ref", model_ref},
-                      {"model_id", model_id},
-                      {"state", to_string(state)},
-                      {"url", url},
-                      {"backend", backend},
-                      {"device", device},
-                      {"port", port},
-                      {"pid", pid},
-                      {"slots_total", slots},
-                      {"ctx", ctx},
-                      {"memory_bytes", memory_bytes},
-                      {"started_at_unix", started_at_unix},
-                      {"ready_at_unix", ready_at_unix}};
-  if (include_token) j["token"] = token;
-  return j;
-}
-
 nlohmann::json worker_event::to_json() const {
   nlohmann::json j = {{"worker_id", worker_id},
                       {"model_ref", model_ref},
@@ -191,7 +160,7 @@ worker_info worker_supervisor::spawn(const spawn_request& request) {
     info.model_path = request.model_path;
     info.backend = request.backend;
     info.device = request.device;
-    info.slots = request.slots;
+    info.slots_total = request.slots;
     info.ctx = request.ctx;
     info.memory_bytes = request.memory_bytes;
     info.port = pick_port();
@@ -209,7 +178,7 @@ worker_info worker_supervisor::spawn(const spawn_request& request) {
                  "--device",    std::to_string(info.device),
                  "--port",      std::to_string(info.port),
                  "--host",      options_.bind_host,
-                 "--slots",     std::to_string(info.slots)};
+                 "--slots",     std::to_string(info.slots_total)};
     if (info.ctx > 0) spec.args.insert(spec.args.end(), {"--ctx", std::to_string(info.ctx)});
     spec.args.insert(spec.args.end(), {"--callback-url", options_.callback_url});
     if (options_.threads_per_worker > 0) {

@@ -31,35 +31,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/worker_record.h"
 #include "common/metrics.h"
 #include "common/process.h"
 
 namespace rbee::hive {
 
-enum class worker_state { loading, idle, stopping };
-std::string_view to_string(worker_state s);
+using api::worker_state;
 
-struct worker_info {
-  std::string worker_id;
-  std::string model_ref;  // as requested
-  std::string model_id;   // catalog id
+// The wire record plus what only the hive knows.
+struct worker_info : api::worker_record {
   std::string model_path;
-  std::string backend;  // "cpu" | "cuda"
-  int device = 0;
-  int port = 0;
-  std::string url;  // http://<advertised host>:<port>
-  worker_state state = worker_state::loading;
-  pid_t pid = -1;
-  int slots = 1;
-  int ctx = 0;
-  uint64_t memory_bytes = 0;  // the preflight estimate
-  std::string token;          // the worker's bearer token
   std::string log_path;
-  int64_t started_at_unix = 0;
-  int64_t ready_at_unix = 0;  // 0 while loading
-
-  // token only when include_token (authenticated callers: the queen calls workers directly).
-  nlohmann::json to_json(bool include_token) const;
 };
 
 // A worker that left: why, and how it exited.

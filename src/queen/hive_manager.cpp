@@ -23,11 +23,6 @@ std::string str_or(const json& j, const char* key, const std::string& def = "") 
   return it != j.end() && it->is_string() ? it->get<std::string>() : def;
 }
 
-int int_or(const json& j, const char* key, int def) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number_integer() ? it->get<int>() : def;
-}
-
 // The remote start script is a constant; every user-derived value is a positional argument
 // ($1..$8) quoted by remote_command, and the secrets arrive on stdin (line 1 the node token,
 // line 2 the Hugging Face token or empty), never in an argv. The hive keeps its state under
@@ -52,23 +47,8 @@ constexpr const char* remote_stop_script =
 }  // namespace
 
 worker_info parse_hive_worker(const json& j, const std::string& node) {
-  if (!j.is_object()) throw common::bad_request("worker entry must be an object");
-  worker_info w;
-  w.worker_id = str_or(j, "worker_id");
-  if (w.worker_id.empty()) throw common::invalid_request("worker_id", "worker without worker_id");
+  worker_info w = worker_info::from_json(j);
   w.node = node;
-  w.model_ref = str_or(j, "model_ref");
-  w.url = str_or(j, "url");
-  w.token = str_or(j, "token");
-  w.backend = str_or(j, "backend", "cpu");
-  if (j.contains("device") && j["device"].is_number_integer()) {
-    w.device = std::to_string(j["device"].get<int64_t>());
-  } else {
-    w.device = str_or(j, "device");
-  }
-  w.state = parse_worker_state(str_or(j, "state", "loading"));
-  w.slots_total = int_or(j, "slots_total", int_or(j, "slots", 0));
-  w.slots_busy = int_or(j, "slots_busy", 0);
   return w;
 }
 

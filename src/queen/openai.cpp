@@ -84,7 +84,7 @@ request parse_request(endpoint kind, const json& body) {
     }
   }
   request r;
-  r.task = parse_task_request(task);
+  r.task = task_request::from_json(task);
   r.stream = common::optional_bool(body, "stream", false);
   if (body.contains("stream_options") && body["stream_options"].is_object()) {
     r.include_usage = common::optional_bool(body["stream_options"], "include_usage", false);

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "api/stream_events.h"
 #include "common/errors.h"
 #include "common/json.h"
 #include "common/paths.h"
@@ -480,14 +481,17 @@ void queen_app::register_routes() {
     if (shutting_down_) {
       throw common::unavailable(common::codes::NODE_UNREACHABLE, "queen-rbee is shutting down", 5);
     }
-    auto request = parse_task_request(common::parse_body(req.body));
+    auto request = task_request::from_json(common::parse_body(req.body));
     auto holder = std::make_shared<admission_holder>(*scheduler_, tasks_->admit(request));
     res.set_header("X-Task-Id", request.task_id);
     common::serve_sse(res, [this, request, holder](common::sse_sink& sink) {
       holder->consumed = true;
       tasks_->run(
           request, std::move(holder->a), [&sink](const json& event) { return sink.send(event); },
-          [&sink](std::string_view token) { return sink.send_raw(common::sse_data_frame(token)); },
+          [&sink](std::string_view token) {
+            return sink.send_raw(
+                common::sse_data_frame(token, api::to_string(api::event_type::token)));
+          },
           [&sink] { return sink.connected(); });
     });
   });

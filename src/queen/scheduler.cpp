@@ -3,43 +3,10 @@
 #include <algorithm>
 #include <set>
 
+#include "api/model_ref.h"
 #include "common/errors.h"
 
 namespace rbee::queen {
-
-std::string_view to_string(worker_state s) {
-  switch (s) {
-    case worker_state::spawning:
-      return "spawning";
-    case worker_state::loading:
-      return "loading";
-    case worker_state::idle:
-      return "idle";
-    case worker_state::busy:
-      return "busy";
-    case worker_state::draining:
-      return "draining";
-    case worker_state::stopped:
-      return "stopped";
-    case worker_state::error:
-      return "error";
-  }
-  return "error";
-}
-
-worker_state parse_worker_state(std::string_view s) {
-  if (s == "spawning" || s == "starting") return worker_state::spawning;
-  if (s == "loading") return worker_state::loading;
-  if (s == "idle" || s == "ready") return worker_state::idle;
-  if (s == "busy") return worker_state::busy;
-  if (s == "draining" || s == "stopping") return worker_state::draining;
-  if (s == "stopped") return worker_state::stopped;
-  return worker_state::error;
-}
-
-bool accepts_tasks(worker_state s) {
-  return s == worker_state::idle || s == worker_state::busy;
-}
 
 std::string_view to_string(decision_kind k) {
   switch (k) {
@@ -69,11 +36,20 @@ nlohmann::json to_json(const worker_view& w) {
 
 namespace {
 
+// A worker serves the model a task names when its reference satisfies the task's (a worker of
+// hf:ORG/REPO:FILE serves a task for hf:ORG/REPO).
+bool serves_model(const std::string& wanted_text, const std::string& worker_ref) {
+  if (wanted_text == worker_ref) return true;
+  auto wanted = api::try_parse_model_ref(wanted_text);
+  auto held = api::try_parse_model_ref(worker_ref);
+  return wanted && held && wanted->is_satisfied_by(*held);
+}
+
 bool matches(const task_key& key, const worker_info& w) {
-  if (w.model_ref != key.model) return false;
+  if (!serves_model(key.model, w.model_ref)) return false;
   if (key.node && w.node != *key.node) return false;
   if (!key.backend.empty() && w.backend != key.backend) return false;
-  if (!key.device.empty() && w.device != key.device) return false;
+  if (key.device && w.device != *key.device) return false;
   return true;
 }
 
@@ -225,7 +201,7 @@ std::optional<lease> scheduler::place_locked(const task_key& key, decision& d) {
     placeholder.info.node = d.node;
     placeholder.info.model_ref = key.model;
     placeholder.info.backend = key.backend.empty() ? "cpu" : key.backend;
-    placeholder.info.device = key.device;
+    placeholder.info.device = key.device.value_or(0);
     placeholder.info.state = worker_state::spawning;
     workers_[id] = placeholder;
     return lease{.kind = decision_kind::cold, .worker = {}, .node = d.node, .placeholder_id = id};

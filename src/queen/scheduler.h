@@ -28,29 +28,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/worker_record.h"
 #include "common/clock.h"
 
 namespace rbee::queen {
 
-// Worker lifecycle as hives report it: spawning -> loading -> idle <-> busy -> draining -> stopped
-// (error when loading failed). idle and busy accept requests while slots are free.
-enum class worker_state { spawning, loading, idle, busy, draining, stopped, error };
-std::string_view to_string(worker_state s);
-worker_state parse_worker_state(std::string_view s);  // unknown names -> error
-bool accepts_tasks(worker_state s);
-
-struct worker_info {
-  std::string worker_id;
-  std::string node;
-  std::string model_ref;
-  std::string url;
-  std::string token;  // per-worker bearer token, from the hive's authenticated list
-  std::string backend = "cpu";
-  std::string device;
-  worker_state state = worker_state::loading;
-  int slots_total = 0;  // 0 = not reported (the scheduler uses its default)
-  int slots_busy = 0;   // as reported by the hive
-};
+// Workers as hives report them: the contract's record (api/worker_record.h).
+using api::worker_state;
+using worker_info = api::worker_record;
 
 // Worker as the scheduler sees it.
 struct worker_view {
@@ -71,7 +56,7 @@ struct task_key {
   std::string model;
   std::optional<std::string> node;  // nullopt = the scheduler picks
   std::string backend;              // "" = any
-  std::string device;               // "" = any
+  std::optional<int> device;        // nullopt = any
   uint64_t model_bytes = 0;         // 0 = unknown
 };
 

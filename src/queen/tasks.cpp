@@ -1,11 +1,12 @@
 #include "queen/tasks.h"
 
-#include <cctype>
 #include <limits>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include "api/model_ref.h"
+#include "api/stream_events.h"
 #include "common/errors.h"
 #include "common/http_client.h"
 #include "common/json.h"
@@ -19,62 +20,12 @@ using nlohmann::json;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
-constexpr size_t max_model_ref = 512;
-// A task's text (the prompt, or all message contents together) is capped at the edge: far
-// beyond any context the workers load, and small enough that a bad client cannot make the
-// queen hold megabytes per request (SPEC §3, INVALID_REQUEST naming the field).
-constexpr size_t max_prompt_bytes = 256 * 1024;
-
-bool present(const json& body, const char* field) {
-  return body.contains(field) && !body[field].is_null();
-}
-
-std::string device_string(const json& body) {
-  if (!present(body, "device")) return "";
-  const auto& d = body["device"];
-  if (d.is_number_integer() && d.get<int64_t>() >= 0) return std::to_string(d.get<int64_t>());
-  return common::require_string(body, "device", 64);
-}
-
-// The formats of SPEC §4 (hf:ORG/REPO[:FILE], file:/abs/path, a catalog alias), checked for
-// shape only: the hive parses the reference fully, this stops URLs and path tricks early.
-void validate_model_ref(const std::string& ref) {
-  auto reject = [&](const std::string& why) {
-    throw common::invalid_request("model", "Invalid model reference '" + ref + "': " + why,
-                                  {{"reference", ref},
-                                   {"accepted",
-                                    "hf:ORG/REPO:FILE.gguf, hf:ORG/REPO, file:/abs/path.gguf, "
-                                    "or a catalog alias"}});
-  };
-  for (char c : ref) {
-    auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u >= 0x7f || c == '\\') {
-      reject("it contains a space, control, backslash or non-ASCII character");
-    }
-  }
-  if (ref.find("://") != std::string::npos) {
-    reject("URLs are not accepted; use hf:ORG/REPO[:FILE] (the hub is set by HF_ENDPOINT)");
-  }
-  if (ref.starts_with("hf:")) {
-    auto slash = ref.find('/', 3);
-    if (slash == std::string::npos || slash == 3 || slash + 1 == ref.size()) {
-      reject("expected hf:ORG/REPO (organisation and repository)");
-    }
-    return;
-  }
-  if (ref.starts_with("file:")) {
-    if (ref.size() < 6 || ref[5] != '/') reject("file: needs an absolute path");
-    return;
-  }
-  if (ref.find('/') != std::string::npos || ref.find("..") != std::string::npos) {
-    reject("aliases may not contain '/' or '..'");
-  }
-  for (char c : ref) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_' &&
-        c != ':') {
-      reject("aliases may only contain letters, digits, '.', '-', '_', ':'");
-    }
-  }
+// Whether a hive's catalog entry holds the model a request names: its id, or its reference
+// satisfies the request's (hf:ORG/REPO is satisfied by any cached file of that repo).
+bool catalog_entry_serves(const json& entry, const api::model_ref& wanted) {
+  if (wanted.kind == api::ref_kind::alias && entry.value("id", "") == wanted.alias) return true;
+  auto stored = api::try_parse_model_ref(entry.value("reference", ""));
+  return stored && wanted.is_satisfied_by(*stored);
 }
 
 int64_t ms_since(steady::time_point t) {
@@ -101,12 +52,6 @@ class cold_guard {
   std::string id_;
 };
 
-// The worker writes a token event as compact JSON with sorted keys, so it ends in
-// "type":"token"} and nothing else does (a string value cannot hold an unescaped quote).
-bool is_token_event(std::string_view data) {
-  return data.ends_with(R"("type":"token"})") && data.find('\n') == std::string_view::npos;
-}
-
 json error_event(const common::http_error& e) {
   json ev = {{"type", "error"}, {"code", e.code}, {"message", e.message}};
   if (!e.details.is_null()) ev["details"] = e.details;
@@ -114,80 +59,6 @@ json error_event(const common::http_error& e) {
 }
 
 }  // namespace
-
-task_request parse_task_request(const json& body) {
-  task_request r;
-  r.task_id = "task-" + common::random_token(8);
-  r.model = common::require_string(body, "model", max_model_ref);
-  if (r.model.empty()) throw common::invalid_request("model", "model must not be empty");
-  validate_model_ref(r.model);
-  if (auto node = common::optional_string(body, "node", 64)) {
-    if (node->empty()) throw common::invalid_request("node", "node must not be empty");
-    r.node = *node;
-  }
-  if (present(body, "messages")) {
-    const auto& messages = common::require_array(body, "messages");
-    if (messages.empty()) throw common::invalid_request("messages", "messages must not be empty");
-    // The worker's rules (SPEC §3), checked here so a bad chat fails before any stream starts.
-    r.messages = json::array();
-    size_t text_bytes = 0;
-    for (size_t i = 0; i < messages.size(); ++i) {
-      const std::string item = "messages[" + std::to_string(i) + "]";
-      const json& m = messages[i];
-      if (!m.is_object()) {
-        throw common::invalid_request(item, item +
-                                                " must be {\"role\": string, \"content\": "
-                                                "string}");
-      }
-      const std::string role = m.contains("role") && m["role"].is_string() ? m["role"] : "";
-      if (role != "system" && role != "user" && role != "assistant") {
-        throw common::invalid_request(item + ".role",
-                                      item + ".role must be \"system\", \"user\" or \"assistant\"");
-      }
-      if (!m.contains("content") || !m["content"].is_string()) {
-        throw common::invalid_request(item + ".content", item + ".content must be a string");
-      }
-      text_bytes += m["content"].get_ref<const std::string&>().size();
-      if (text_bytes > max_prompt_bytes) {
-        throw common::invalid_request(
-            "messages",
-            "messages are too long: more than " + std::to_string(max_prompt_bytes) + " bytes",
-            {{"max_length", max_prompt_bytes}});
-      }
-      r.messages.push_back({{"role", role}, {"content", m["content"]}});
-    }
-    r.chat_template = common::string_or(body, "chat_template", "", 32);
-  } else {
-    r.prompt = common::require_string(body, "prompt", max_prompt_bytes);
-    if (r.prompt.empty()) throw common::invalid_request("prompt", "prompt must not be empty");
-    if (present(body, "chat_template")) {
-      throw common::invalid_request("chat_template",
-                                    "chat_template applies to messages; a prompt is used as given");
-    }
-  }
-  r.max_tokens = static_cast<int>(common::int_in_range(
-      body, "max_tokens", 256, api::max_tokens_limits.min, api::max_tokens_limits.max));
-  r.sampling = api::sampling_options::from_json(body);
-  r.stop = common::string_array(body, "stop", 4, 100);
-  r.backend = common::string_or(body, "backend", "", 16);
-  if (!r.backend.empty() && r.backend != "cpu" && r.backend != "cuda") {
-    throw common::invalid_request("backend", "backend must be \"cpu\" or \"cuda\"");
-  }
-  r.device = device_string(body);
-  return r;
-}
-
-json worker_inference_body(const task_request& r) {
-  json body = {{"job_id", r.task_id}, {"max_tokens", r.max_tokens}, {"stop", r.stop}};
-  if (r.messages.is_array()) {
-    body["messages"] = r.messages;
-    if (!r.chat_template.empty()) body["chat_template"] = r.chat_template;
-  } else {
-    body["prompt"] = r.prompt;
-  }
-  r.sampling.to_json(body);
-  return body;
-}
 
 task_runner::task_runner(task_runner_options options, registry& nodes, hive_manager& hives,
                          scheduler& sched, common::metrics_registry& metrics)
@@ -416,7 +287,7 @@ void task_runner::run(const task_request& request, admission admitted, const tas
               "/v1/inference", body,
               [&](const common::sse_event& ev) {
                 if (ev.is_done()) return false;
-                if (tokens && is_token_event(ev.data)) {
+                if (tokens && api::parse_event_type(ev.event) == api::event_type::token) {
                   if (!any_token) {
                     any_token = true;
                     metrics_.histogram_observe("rbee_queen_time_to_first_token_seconds", "",
@@ -454,7 +325,7 @@ void task_runner::run(const task_request& request, admission admitted, const tas
               },
               &error_response);
         };
-        status = post(worker_inference_body(request));
+        status = post(request.for_worker().to_json());
       } catch (const common::connection_error& e) {
         if (!any_token && !cancelled()) {
           retry = dispatch_retry{std::string("worker unreachable: ") + e.what()};
@@ -555,15 +426,11 @@ std::optional<worker_info> task_runner::cold_start(const task_request& request, 
 
   std::string backend = request.backend.empty() ? "cpu" : request.backend;
   json spawn = {{"model_ref", request.model}, {"backend", backend}};
-  if (!request.device.empty()) {
-    bool numeric = request.device.find_first_not_of("0123456789") == std::string::npos;
-    spawn["device"] = numeric ? json(std::stoi(request.device)) : json(request.device);
-  } else {
-    spawn["device"] = 0;
-  }
+  spawn["device"] = request.device.value_or(0);
+  std::string where = backend;
+  if (request.device) where.append(1, ':').append(std::to_string(*request.device));
   sink(narration("rbee-hive", "worker_spawn",
-                 "Starting a worker for " + request.model + " on '" + l.node + "' (" + backend +
-                     (request.device.empty() ? "" : ":" + request.device) + ")",
+                 "Starting a worker for " + request.model + " on '" + l.node + "' (" + where + ")",
                  {{"node", l.node}, {"backend", backend}}));
   auto started = steady::now();
   auto client = hives_.hive_client(ep, 600s);  // spawn may download first
@@ -581,7 +448,7 @@ std::optional<worker_info> task_runner::cold_start(const task_request& request, 
   worker_info w = parse_hive_worker(body, l.node);
   if (w.model_ref.empty()) w.model_ref = request.model;
   w.backend = backend;
-  w.device = request.device;
+  w.device = request.device.value_or(0);
   scheduler_.cold_spawned(l.placeholder_id, w);
   guard.set(w.worker_id);
   w = wait_ready(ep, w, task, sink);
@@ -600,6 +467,7 @@ void task_runner::ensure_model(const hive_endpoint& ep, const std::string& model
                                const task_sink& sink) {
   // Local files need no download: the hive registers them when the worker is spawned.
   if (model.rfind("file:", 0) == 0) return;
+  const api::model_ref wanted = api::parse_model_ref(model, "model");
   auto client = hives_.hive_client(ep, 120s);
   auto list = client.get("/v1/models/list");
   if (list.ok()) {
@@ -608,8 +476,7 @@ void task_runner::ensure_model(const hive_endpoint& ep, const std::string& model
     if (models.is_array()) {
       for (const auto& m : models) {
         if (!m.is_object()) continue;
-        if (m.value("reference", "") == model || m.value("id", "") == model ||
-            m.value("model_ref", "") == model) {
+        if (catalog_entry_serves(m, wanted)) {
           sink(narration("rbee-hive", "model_cached",
                          "Model " + model + " is in the catalog of '" + ep.node + "'",
                          {{"node", ep.node}}));

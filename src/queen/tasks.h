@@ -16,7 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "api/sampling.h"
+#include "api/requests.h"
 #include "common/metrics.h"
 #include "queen/hive_manager.h"
 #include "queen/registry.h"
@@ -24,25 +24,8 @@
 
 namespace rbee::queen {
 
-struct task_request {
-  std::string task_id;
-  std::optional<std::string> node;
-  std::string model;
-  std::string prompt;                          // "" when messages are given
-  nlohmann::json messages = nlohmann::json();  // null, or [{role, content}, ...]
-  std::string chat_template;  // template family override for messages; "" = the model's
-  int max_tokens = 256;
-  api::sampling_options sampling;
-  std::vector<std::string> stop;
-  std::string backend;  // "" = any
-  std::string device;   // "" = any
-};
-
-// Validates a /v2/tasks body (400 INVALID_REQUEST naming the field) and assigns a task id.
-task_request parse_task_request(const nlohmann::json& body);
-// The worker's POST /v1/inference body. Chat messages are sent as `messages`: the worker
-// renders them with the model's chat template (ChatML when the model has none).
-nlohmann::json worker_inference_body(const task_request& request);
+// A task as the contract defines it (api/requests.h): validated once, by its from_json.
+using task_request = api::task_request;
 
 struct task_runner_options {
   std::chrono::milliseconds loading_timeout{std::chrono::minutes(5)};

@@ -1,123 +1,23 @@
 #include "worker/inference_request.h"
 
 #include <algorithm>
-#include <limits>
 #include <random>
 
-#include "api/sampling.h"
+#include "api/requests.h"
 #include "common/errors.h"
-#include "common/secrets.h"
 
 namespace rbee::worker {
 
 namespace {
-
-// Job ids travel in URLs (DELETE /v1/inference/{job_id}) and logs: keep them plain.
-bool valid_job_id(const std::string& id) {
-  if (id.empty() || id.size() > max_job_id_length) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.' || c == ':';
-  });
-}
 
 uint64_t random_seed() {
   std::random_device device;
   return (static_cast<uint64_t>(device()) << 32) | device();
 }
 
-// Each message is {role, content}; errors name the item's field ("messages[1].role").
-std::vector<engine::chat_message> parse_messages(const common::json& body) {
-  const common::json& messages = common::require_array(body, "messages");
-  if (messages.empty()) {
-    throw common::invalid_request("messages", "messages must hold at least one message");
-  }
-  if (messages.size() > max_messages) {
-    throw common::invalid_request("messages", "messages holds " + std::to_string(messages.size()) +
-                                                  " items; at most " +
-                                                  std::to_string(max_messages) + " are accepted");
-  }
-  std::vector<engine::chat_message> out;
-  out.reserve(messages.size());
-  size_t content_bytes = 0;
-  for (size_t i = 0; i < messages.size(); ++i) {
-    const std::string item = "messages[" + std::to_string(i) + "]";
-    const common::json& m = messages[i];
-    if (!m.is_object()) {
-      throw common::invalid_request(
-          item,
-          item + " must be an object {\"role\", \"content\"}, not " + common::json_type_name(m));
-    }
-    const auto role = m.find("role");
-    if (role == m.end() || !role->is_string() ||
-        (*role != "system" && *role != "user" && *role != "assistant")) {
-      throw common::invalid_request(item + ".role",
-                                    item + ".role must be \"system\", \"user\" or \"assistant\"");
-    }
-    const auto content = m.find("content");
-    if (content == m.end() || !content->is_string()) {
-      throw common::invalid_request(item + ".content", item + ".content must be a string");
-    }
-    content_bytes += content->get_ref<const std::string&>().size();
-    if (content_bytes > max_prompt_bytes) {
-      throw common::invalid_request(
-          item + ".content",
-          "the messages' contents exceed " + std::to_string(max_prompt_bytes) + " bytes");
-    }
-    out.push_back({role->get<std::string>(), content->get<std::string>()});
-  }
-  return out;
-}
-
-bool present(const common::json& body, const char* field) {
-  return body.contains(field) && !body[field].is_null();
-}
-
-}  // namespace
-
-inference_request parse_inference_request(const common::json& body, int n_ctx) {
-  if (!body.is_object()) throw common::bad_request("request body must be a JSON object");
-  inference_request request;
-
-  auto job_id = common::optional_string(body, "job_id", max_job_id_length);
-  if (job_id) {
-    if (!valid_job_id(*job_id)) {
-      throw common::invalid_request(
-          "job_id", "job_id must be 1-128 characters of letters, digits, '-', '_', '.' or ':'");
-    }
-    request.job_id = *job_id;
-  } else {
-    request.job_id = "job-" + common::random_token(8);
-  }
-
-  if (present(body, "messages")) {
-    if (present(body, "prompt")) {
-      throw common::invalid_request("messages", "give either prompt or messages, not both");
-    }
-    request.messages = parse_messages(body);
-    if (auto name = common::optional_string(body, "chat_template", max_chat_template_name)) {
-      if (name->empty()) {
-        throw common::invalid_request("chat_template",
-                                      "chat_template must name a template family (e.g. chatml)");
-      }
-      request.chat_template = *name;
-    }
-  } else {
-    request.prompt = common::require_string(body, "prompt", max_prompt_bytes);
-    if (request.prompt.empty()) throw common::invalid_request("prompt", "prompt must not be empty");
-    if (present(body, "chat_template")) {
-      throw common::invalid_request("chat_template",
-                                    "chat_template applies to messages; a prompt is used as given");
-    }
-  }
-
-  if (auto max_tokens = common::optional_int(body, "max_tokens", 1, n_ctx)) {
-    request.max_tokens = static_cast<int>(*max_tokens);
-  }
-
-  const auto options = api::sampling_options::from_json(body);
-  engine::sampling_params& s = request.sampling;
-  s = engine::sampling_default_params();
+// The engine's parameters: the request's knobs over the engine's defaults.
+engine::sampling_params sampling_params_of(const api::sampling_options& options) {
+  engine::sampling_params s = engine::sampling_default_params();
   if (options.temperature) s.temperature = static_cast<float>(*options.temperature);
   if (options.top_p) s.top_p = static_cast<float>(*options.top_p);
   if (options.top_k) s.top_k = static_cast<int>(*options.top_k);
@@ -125,11 +25,26 @@ inference_request parse_inference_request(const common::json& body, int n_ctx) {
   if (options.repeat_penalty) s.repeat_penalty = static_cast<float>(*options.repeat_penalty);
   // Without a seed each request samples differently; with one, it repeats exactly.
   s.seed = options.seed ? static_cast<uint64_t>(*options.seed) : random_seed();
+  return s;
+}
 
-  request.stop = common::string_array(body, "stop", max_stop_strings, max_stop_length);
-  for (const auto& stop : request.stop) {
-    if (stop.empty()) throw common::invalid_request("stop", "stop strings must not be empty");
+}  // namespace
+
+inference_request parse_inference_request(const common::json& body, int n_ctx) {
+  api::inference_request wire = api::inference_request::from_json(body);
+  api::generation_request& g = wire.generation;
+  if (g.max_tokens && *g.max_tokens > n_ctx) {
+    throw common::invalid_request("max_tokens", "max_tokens must be at most the context of " +
+                                                    std::to_string(n_ctx) + " tokens");
   }
+  inference_request request;
+  request.job_id = std::move(wire.job_id);
+  request.prompt = std::move(g.prompt);
+  for (auto& m : g.messages) request.messages.push_back({std::move(m.role), std::move(m.content)});
+  request.chat_template = std::move(g.chat_template);
+  request.max_tokens = g.max_tokens;
+  request.sampling = sampling_params_of(g.sampling);
+  request.stop = std::move(g.stop);
   return request;
 }
 
@@ -178,7 +93,7 @@ int resolve_max_tokens(const inference_request& request, int n_prompt_tokens, in
                                   {{"prompt_tokens", n_prompt_tokens}, {"n_ctx", n_ctx}});
   }
   int room = n_ctx - n_prompt_tokens;
-  if (!request.max_tokens) return std::min(default_max_tokens, room);
+  if (!request.max_tokens) return std::min(api::default_max_tokens, room);
   if (*request.max_tokens > room) {
     throw common::invalid_request(
         "max_tokens",

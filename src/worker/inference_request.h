@@ -1,7 +1,8 @@
 #pragma once
-// POST /v1/inference bodies become plain inference_request structs here; JSON goes no further
-// (the scheduler and its slots never see it). Every rejection is a 400 INVALID_REQUEST naming
-// the field, except a chat template the engine cannot render (400 CHAT_TEMPLATE_UNKNOWN).
+// POST /v1/inference bodies (api::inference_request, validated there) become the engine's terms
+// here; JSON goes no further (the scheduler and its slots never see it). What needs the model
+// is checked here: the context bounds max_tokens and the prompt, and a chat template the engine
+// cannot render is 400 CHAT_TEMPLATE_UNKNOWN.
 
 #include <cstdint>
 #include <optional>
@@ -14,29 +15,20 @@
 
 namespace rbee::worker {
 
-inline constexpr size_t max_stop_strings = 4;
-inline constexpr size_t max_stop_length = 100;
-inline constexpr size_t max_job_id_length = 128;
-inline constexpr size_t max_prompt_bytes = 1 << 20;  // also: all message contents together
-inline constexpr size_t max_messages = 1024;
-inline constexpr size_t max_chat_template_name = 32;
-// max_tokens when the request has none: this many, or what is left of the context.
-inline constexpr int default_max_tokens = 256;
-
 struct inference_request {
   std::string job_id;
   // Exactly one of prompt and messages is given.
   std::string prompt;
   std::vector<engine::chat_message> messages;
   std::string chat_template;      // family name overriding the model's template; "" = the model's
-  std::optional<int> max_tokens;  // nullopt: default_max_tokens capped by the context
+  std::optional<int> max_tokens;  // nullopt: api::default_max_tokens capped by the context
   engine::sampling_params sampling;
   std::vector<std::string> stop;
 };
 
-// Validates the fields that need no model (types and ranges); n_ctx bounds max_tokens.
-// A missing job_id is generated ("job-" + random hex). Unknown fields are ignored.
-// Throws common::http_error (400 INVALID_REQUEST, details.field).
+// Reads the body with api::inference_request::from_json (a missing job_id is generated; unknown
+// fields are ignored); n_ctx bounds max_tokens. Throws common::http_error (400 INVALID_REQUEST,
+// details.field).
 inference_request parse_inference_request(const common::json& body, int n_ctx);
 
 // Checks the tokenized prompt against the context and returns the number of tokens to

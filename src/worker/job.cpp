@@ -5,20 +5,6 @@
 
 namespace rbee::worker {
 
-std::string_view to_string(stop_reason reason) {
-  switch (reason) {
-    case stop_reason::max_tokens:
-      return "max_tokens";
-    case stop_reason::eos:
-      return "eos";
-    case stop_reason::stop_sequence:
-      return "stop_sequence";
-    case stop_reason::cancelled:
-      return "cancelled";
-  }
-  return "unknown";
-}
-
 job::job(std::string id, std::vector<engine::token_id> prompt_tokens, int max_tokens,
          engine::sampling_params sampling, std::vector<std::string> stop)
     : prompt_tokens(std::move(prompt_tokens)),

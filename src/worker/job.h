@@ -14,26 +14,21 @@
 #include <variant>
 #include <vector>
 
+#include "api/stream_events.h"
 #include "engine/engine.h"
 
 namespace rbee::worker {
 
-enum class stop_reason { max_tokens, eos, stop_sequence, cancelled };
-std::string_view to_string(stop_reason reason);
+using api::stop_reason;
 
 struct token_event {
   std::string text;  // whole UTF-8 characters, never part of a stop string
   int index = 0;     // 0-based index of the generated token that completed this text
 };
 
-struct end_event {
-  int tokens_in = 0;
-  int tokens_out = 0;
-  double prompt_ms = 0;  // admission to first sampled token (prefill)
-  double decode_ms = 0;  // first sampled token to the end
-  double tokens_per_sec = 0;
-  stop_reason reason = stop_reason::max_tokens;
-};
+// Counts and timings: prompt_ms from admission to the first sampled token (prefill),
+// decode_ms from there to the end.
+using end_event = api::end_stats;
 
 struct error_event {
   std::string code;

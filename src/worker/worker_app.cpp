@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "api/stream_events.h"
 #include "common/errors.h"
 #include "common/http_client.h"
 #include "common/json.h"
@@ -71,20 +72,10 @@ json progress_event(const load_status& s) {
 }
 
 json event_json(const job_event& event) {
-  if (const auto* t = std::get_if<token_event>(&event)) {
-    return {{"type", "token"}, {"t", t->text}, {"i", t->index}};
-  }
-  if (const auto* e = std::get_if<end_event>(&event)) {
-    return {{"type", "end"},
-            {"tokens_in", e->tokens_in},
-            {"tokens_out", e->tokens_out},
-            {"prompt_ms", e->prompt_ms},
-            {"decode_ms", e->decode_ms},
-            {"tokens_per_sec", e->tokens_per_sec},
-            {"stop_reason", to_string(e->reason)}};
-  }
+  if (const auto* t = std::get_if<token_event>(&event)) return api::token_event(t->text, t->index);
+  if (const auto* e = std::get_if<end_event>(&event)) return api::end_event(*e);
   const auto& err = std::get<error_event>(event);
-  return {{"type", "error"}, {"code", err.code}, {"message", err.message}};
+  return api::error_event(err.code, err.message);
 }
 
 // Resident set size from /proc/self/statm (second field, in pages).
@@ -501,12 +492,10 @@ void worker_app::handle_inference(const httplib::Request& req, httplib::Response
   spdlog::info("job {} accepted: {} prompt tokens, max_tokens {}", j->id(), j->prompt_tokens.size(),
                max_tokens);
 
-  json started = {{"type", "started"},
-                  {"job_id", j->id()},
-                  {"model", options_.model_ref},
-                  {"started_at", std::chrono::duration_cast<std::chrono::seconds>(
-                                     std::chrono::system_clock::now().time_since_epoch())
-                                     .count()}};
+  json started = api::started_event(j->id(), options_.model_ref,
+                                    std::chrono::duration_cast<std::chrono::seconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
   common::serve_sse(res, [this, j, started = std::move(started)](common::sse_sink& sink) {
     struct stream_guard {
       worker_app* app;

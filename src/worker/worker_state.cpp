@@ -2,24 +2,6 @@
 
 namespace rbee::worker {
 
-std::string_view to_string(worker_state state) {
-  switch (state) {
-    case worker_state::loading:
-      return "loading";
-    case worker_state::idle:
-      return "idle";
-    case worker_state::busy:
-      return "busy";
-    case worker_state::draining:
-      return "draining";
-    case worker_state::error:
-      return "error";
-    case worker_state::stopped:
-      return "stopped";
-  }
-  return "unknown";
-}
-
 std::string_view health_status(worker_state state) {
   switch (state) {
     case worker_state::loading:
@@ -28,6 +10,8 @@ std::string_view health_status(worker_state state) {
     case worker_state::busy:
     case worker_state::draining:
       return "healthy";
+    case worker_state::spawning:  // states of the hive's and the queen's views only
+    case worker_state::stopping:
     case worker_state::error:
     case worker_state::stopped:
       return "unhealthy";

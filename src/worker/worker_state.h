@@ -12,11 +12,11 @@
 
 #include <string_view>
 
+#include "api/worker_record.h"
+
 namespace rbee::worker {
 
-enum class worker_state { loading, idle, busy, draining, error, stopped };
-
-std::string_view to_string(worker_state state);
+using api::worker_state;
 
 // The /v1/health status: "loading", "healthy" or "unhealthy".
 std::string_view health_status(worker_state state);

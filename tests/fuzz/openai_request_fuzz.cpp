@@ -1,6 +1,6 @@
 // libFuzzer target: the queen's OpenAI request translation, rbee::queen::openai::parse_request
 // (src/queen/openai.cpp), after common::parse_body as in the routes; it validates the body
-// and ends in parse_task_request.
+// and ends in api::task_request::from_json.
 // Input: byte 0 picks the endpoint (odd, e.g. 'c': /v1/chat/completions; even, e.g. 'p':
 // /v1/completions), the rest is the body.
 #include <cstddef>

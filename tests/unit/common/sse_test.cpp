@@ -24,12 +24,15 @@ std::vector<sse_event> parse_all(const std::vector<std::string>& chunks) {
 }
 
 TEST(SseFraming, DataFrameAndDone) {
+  // A stream event is named by its type, so relays and clients can tell tokens apart unparsed.
   EXPECT_EQ(sse_frame(json{{"type", "token"}, {"t", "Hi"}, {"i", 0}}),
-            "data: {\"i\":0,\"t\":\"Hi\",\"type\":\"token\"}\n\n");
+            "event: token\ndata: {\"i\":0,\"t\":\"Hi\",\"type\":\"token\"}\n\n");
+  EXPECT_EQ(sse_frame(json{{"n", 1}}), "data: {\"n\":1}\n\n");
   EXPECT_EQ(sse_done_frame(), "data: [DONE]\n\n");
   // A relayed event's text goes out as it came.
-  EXPECT_EQ(sse_data_frame(R"({"i":0,"t":"Hi","type":"token"})"),
+  EXPECT_EQ(sse_data_frame(R"({"i":0,"t":"Hi","type":"token"})", "token"),
             sse_frame(json{{"type", "token"}, {"t", "Hi"}, {"i", 0}}));
+  EXPECT_EQ(sse_data_frame(R"({"n":1})"), "data: {\"n\":1}\n\n");
   EXPECT_EQ(sse_frame("progress", json{{"n", 1}}), "event: progress\ndata: {\"n\":1}\n\n");
   EXPECT_EQ(sse_comment_frame("ping\nx"), ": ping x\n\n");
 }

@@ -127,9 +127,9 @@ TEST_F(ModelStore, JobTableStaysBoundedOldestFirstAndKeepsTheNewestFindable) {
     std::shared_ptr<download_job> job;
     if (i % 3 == 0) {
       job = store_->start_download(
-          parse_model_ref("hf:org/repo" + std::to_string(i) + ":m.Q4_K_M.gguf"));
+          api::parse_model_ref("hf:org/repo" + std::to_string(i) + ":m.Q4_K_M.gguf"));
     } else {
-      job = store_->start_download(parse_model_ref("no-such-model-" + std::to_string(i)));
+      job = store_->start_download(api::parse_model_ref("no-such-model-" + std::to_string(i)));
     }
     wait_until_finished(*job);
     ids.push_back(job->id());

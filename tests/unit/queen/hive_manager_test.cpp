@@ -146,7 +146,7 @@ TEST_F(HiveManagerTest, ReportsNeedTheNodeToken) {
   ASSERT_EQ(ws.size(), 1u);
   EXPECT_EQ(ws[0].info.worker_id, "worker-1");
   EXPECT_EQ(ws[0].info.node, "localhost");
-  EXPECT_EQ(ws[0].info.device, "0");
+  EXPECT_EQ(ws[0].info.device, 0);
   EXPECT_EQ(ws[0].info.slots_total, 2);
   EXPECT_EQ(ws[0].info.token, "wtok");
   EXPECT_EQ(nodes->get("localhost")->backends, std::vector<std::string>{"cpu"});
@@ -200,12 +200,16 @@ TEST_F(HiveManagerTest, AHiveThatStopsReportingIsMarkedUnreachable) {
   EXPECT_EQ(nodes->get("localhost")->status, "unreachable");
 }
 
-TEST(ParseHiveWorker, IsLenientButNeedsAnId) {
+TEST(ParseHiveWorker, IsLenientButNeedsAnIdAndAKnownState) {
   auto w = parse_hive_worker({{"worker_id", "w"}, {"state", "stopping"}}, "n");
-  EXPECT_EQ(w.state, worker_state::draining);
+  EXPECT_EQ(w.state, worker_state::stopping);
+  EXPECT_FALSE(accepts_tasks(w.state));
+  EXPECT_EQ(w.node, "n");
   EXPECT_EQ(w.backend, "cpu");
   EXPECT_THROW(parse_hive_worker({{"state", "idle"}}, "n"), common::http_error);
   EXPECT_THROW(parse_hive_worker(json::array(), "n"), common::http_error);
+  EXPECT_THROW(parse_hive_worker({{"worker_id", "w"}, {"state", "sleeping"}}, "n"),
+               common::http_error);
 }
 
 }  // namespace

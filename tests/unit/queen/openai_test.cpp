@@ -35,14 +35,14 @@ TEST(OpenAiRequest, ChatMapsOntoATask) {
   EXPECT_TRUE(r.stream);
   EXPECT_TRUE(r.include_usage);
   EXPECT_EQ(r.task.model, "file:/m.gguf");
-  EXPECT_EQ(r.task.max_tokens, 12);
-  EXPECT_EQ(*r.task.sampling.temperature, 0.0);
-  EXPECT_EQ(*r.task.sampling.top_p, 0.5);
-  EXPECT_EQ(*r.task.sampling.seed, 42);
-  EXPECT_EQ(r.task.stop, std::vector<std::string>{"\n"});
-  ASSERT_TRUE(r.task.messages.is_array());
-  EXPECT_EQ(r.task.messages.size(), 2u);
-  auto body = worker_inference_body(r.task);
+  EXPECT_EQ(r.task.generation.max_tokens, 12);
+  EXPECT_EQ(*r.task.generation.sampling.temperature, 0.0);
+  EXPECT_EQ(*r.task.generation.sampling.top_p, 0.5);
+  EXPECT_EQ(*r.task.generation.sampling.seed, 42);
+  EXPECT_EQ(r.task.generation.stop, std::vector<std::string>{"\n"});
+  ASSERT_FALSE(r.task.generation.messages.empty());
+  EXPECT_EQ(r.task.generation.messages.size(), 2u);
+  auto body = r.task.for_worker().to_json();
   EXPECT_EQ(body["messages"][0]["role"], "system");
   EXPECT_EQ(body["messages"][1]["content"], "Hi");
   EXPECT_FALSE(body.contains("prompt"));
@@ -56,7 +56,7 @@ TEST(OpenAiRequest, ChatTemplateExtensionAndDeveloperRole) {
                                   {"messages",
                                    {{{"role", "developer"}, {"content", "Be brief."}},
                                     {{"role", "user"}, {"content", "Hi"}}}}});
-  auto body = worker_inference_body(r.task);
+  auto body = r.task.for_worker().to_json();
   EXPECT_EQ(body["chat_template"], "llama3");
   EXPECT_EQ(body["messages"][0]["role"], "system");
 }
@@ -64,7 +64,7 @@ TEST(OpenAiRequest, ChatTemplateExtensionAndDeveloperRole) {
 TEST(OpenAiRequest, CompletionSendsThePromptAsGiven) {
   auto r = openai::parse_request(openai::endpoint::completion,
                                  {{"model", "m"}, {"prompt", "Once upon a time"}});
-  auto body = worker_inference_body(r.task);
+  auto body = r.task.for_worker().to_json();
   EXPECT_EQ(body["prompt"], "Once upon a time");
   EXPECT_FALSE(body.contains("messages"));
 }
@@ -77,8 +77,8 @@ TEST(OpenAiRequest, ContentPartsAndMaxCompletionTokens) {
        {"messages",
         {{{"role", "user"},
           {"content", {{{"type", "text"}, {"text", "a"}}, {{"type", "text"}, {"text", "b"}}}}}}}});
-  EXPECT_EQ(r.task.max_tokens, 5);
-  EXPECT_EQ(r.task.messages[0]["content"], "ab");
+  EXPECT_EQ(r.task.generation.max_tokens, 5);
+  EXPECT_EQ(r.task.generation.messages[0].content, "ab");
 }
 
 // Found by openai_request_fuzz: a part whose type or text is not a string was a 500 (a JSON
@@ -100,7 +100,7 @@ TEST(OpenAiRequest, MalformedOrUnsupportedContentPartsAre400) {
 TEST(OpenAiRequest, CompletionTakesAPromptStringOrOneElementArray) {
   auto r = openai::parse_request(openai::endpoint::completion,
                                  {{"model", "m"}, {"prompt", {"Once upon a time"}}});
-  EXPECT_EQ(r.task.prompt, "Once upon a time");
+  EXPECT_EQ(r.task.generation.prompt, "Once upon a time");
   EXPECT_FALSE(r.stream);
 }
 

@@ -289,14 +289,5 @@ TEST_F(SchedulerTest, UnreachableEverywhereIsNodeUnreachable) {
   }
 }
 
-TEST(WorkerState, ParsesHiveStates) {
-  EXPECT_EQ(parse_worker_state("idle"), worker_state::idle);
-  EXPECT_EQ(parse_worker_state("loading"), worker_state::loading);
-  EXPECT_EQ(parse_worker_state("stopping"), worker_state::draining);
-  EXPECT_EQ(parse_worker_state("garbage"), worker_state::error);
-  EXPECT_TRUE(accepts_tasks(worker_state::busy));
-  EXPECT_FALSE(accepts_tasks(worker_state::loading));
-}
-
 }  // namespace
 }  // namespace rbee::queen

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "api/requests.h"
 #include "common/errors.h"
 
 namespace rbee::worker {
@@ -143,9 +144,10 @@ TEST(InferenceRequest, InvalidMessagesNameTheItemAndField) {
   EXPECT_EQ(rejected_field(chat({{{"role", "user"}, {"content", {{"type", "text"}}}}})),
             "messages[0].content");
   json too_many = chat(json::array());
-  for (size_t i = 0; i <= max_messages; ++i) too_many["messages"].push_back(user);
+  for (size_t i = 0; i <= api::max_messages; ++i) too_many["messages"].push_back(user);
   EXPECT_EQ(rejected_field(too_many), "messages");
-  json too_big = chat({user, {{"role", "user"}, {"content", std::string(max_prompt_bytes, 'a')}}});
+  json too_big =
+      chat({user, {{"role", "user"}, {"content", std::string(api::max_prompt_bytes, 'a')}}});
   EXPECT_EQ(rejected_field(too_big), "messages[1].content");
 }
 
@@ -240,7 +242,7 @@ TEST(ResolveMaxTokens, PromptMustLeaveRoom) {
 
 TEST(ResolveMaxTokens, DefaultIsCappedByTheContext) {
   inference_request r = parse_inference_request({{"prompt", "hi"}}, n_ctx);
-  EXPECT_EQ(resolve_max_tokens(r, 10, n_ctx), default_max_tokens);
+  EXPECT_EQ(resolve_max_tokens(r, 10, n_ctx), api::default_max_tokens);
   EXPECT_EQ(resolve_max_tokens(r, n_ctx - 5, n_ctx), 5);
 }
 

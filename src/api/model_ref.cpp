@@ -1,4 +1,4 @@
-#include "hive/model_ref.h"
+#include "api/model_ref.h"
 
 #include <algorithm>
 #include <array>
@@ -6,7 +6,7 @@
 
 #include "common/errors.h"
 
-namespace rbee::hive {
+namespace rbee::api {
 namespace {
 
 constexpr size_t max_ref_len = 512;
@@ -71,6 +71,27 @@ std::string model_ref::canonical() const {
       return alias;
   }
   return alias;
+}
+
+bool model_ref::is_satisfied_by(const model_ref& stored) const {
+  auto same_name = [](std::string_view a, std::string_view b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+      return std::tolower(static_cast<unsigned char>(x)) ==
+             std::tolower(static_cast<unsigned char>(y));
+    });
+  };
+  switch (kind) {
+    case ref_kind::hf_repo:
+      return (stored.kind == ref_kind::hf_file || stored.kind == ref_kind::hf_repo) &&
+             same_name(org, stored.org) && same_name(repo, stored.repo);
+    case ref_kind::hf_file:
+      return stored.kind == ref_kind::hf_file && same_name(org, stored.org) &&
+             same_name(repo, stored.repo) && file == stored.file;
+    case ref_kind::local_file:
+    case ref_kind::alias:
+      return canonical() == stored.canonical();
+  }
+  return false;
 }
 
 std::filesystem::path model_ref::relative_store_path() const {
@@ -146,48 +167,12 @@ model_ref parse_model_ref(std::string_view text, std::string_view field) {
   return ref;
 }
 
-std::string quantization_from_name(std::string_view file_name) {
-  std::string upper(file_name);
-  std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
-  // Longest tags first so "Q4_K_M" wins over "Q4_K".
-  static constexpr std::array<std::string_view, 24> tags = {
-      "IQ4_XS", "IQ4_NL", "Q4_K_M", "Q4_K_S", "Q5_K_M", "Q5_K_S", "Q3_K_M", "Q3_K_S",
-      "Q3_K_L", "Q2_K_S", "Q8_0",   "Q4_0",   "Q4_1",   "Q5_0",   "Q5_1",   "Q6_K",
-      "Q4_K",   "Q5_K",   "Q3_K",   "Q2_K",   "BF16",   "F16",    "F32",    "IQ2_XS"};
-  for (auto tag : tags) {
-    size_t pos = upper.find(tag);
-    while (pos != std::string::npos) {
-      // The tag must stand alone: not part of a longer alphanumeric run ("XQ4_0X").
-      bool left_ok = pos == 0 || !std::isalnum(static_cast<unsigned char>(upper[pos - 1]));
-      size_t end = pos + tag.size();
-      bool right_ok = end == upper.size() || !std::isalnum(static_cast<unsigned char>(upper[end]));
-      if (left_ok && right_ok) return std::string(tag);
-      pos = upper.find(tag, pos + 1);
-    }
+std::optional<model_ref> try_parse_model_ref(std::string_view text) {
+  try {
+    return parse_model_ref(text);
+  } catch (const common::http_error&) {
+    return std::nullopt;
   }
-  return "";
 }
 
-std::string pick_gguf_file(const std::vector<std::string>& files) {
-  static constexpr std::array<std::string_view, 17> preference = {
-      "Q4_K_M", "Q5_K_M", "Q8_0", "Q4_0",   "Q4_K_S", "Q5_K_S", "Q6_K", "Q5_0", "Q4_1",
-      "Q5_1",   "Q4_K",   "Q5_K", "Q3_K_M", "Q3_K_L", "F16",    "BF16", "F32"};
-  std::string best;
-  size_t best_rank = preference.size() + 1;
-  for (const auto& f : files) {
-    if (!has_gguf_extension(f) || !is_safe_repo_file(f)) continue;
-    if (f.find("-of-0") != std::string::npos) continue;  // split shards need all parts
-    std::string q = quantization_from_name(std::filesystem::path(f).filename().string());
-    size_t rank = preference.size();  // GGUF with an unknown tag: after the known ones
-    for (size_t i = 0; i < preference.size(); ++i) {
-      if (q == preference[i]) rank = i;
-    }
-    if (rank < best_rank || (rank == best_rank && f < best)) {
-      best = f;
-      best_rank = rank;
-    }
-  }
-  return best;
-}
-
-}  // namespace rbee::hive
+}  // namespace rbee::api

@@ -1,10 +1,10 @@
-#include "hive/model_ref.h"
+#include "api/model_ref.h"
 
 #include <gtest/gtest.h>
 
 #include "common/errors.h"
 
-namespace rbee::hive {
+namespace rbee::api {
 namespace {
 
 // The 400 a malformed reference gets, with the field it names.
@@ -82,28 +82,6 @@ TEST(ModelRef, RejectsOverlongReferences) {
   EXPECT_NE(e.message.find("longer than"), std::string::npos);
 }
 
-TEST(ModelRef, QuantizationFromFileName) {
-  EXPECT_EQ(quantization_from_name("tinyllama-1.1b.Q4_K_M.gguf"), "Q4_K_M");
-  EXPECT_EQ(quantization_from_name("model-q8_0.gguf"), "Q8_0");
-  EXPECT_EQ(quantization_from_name("synth-tiny-f16.gguf"), "F16");
-  EXPECT_EQ(quantization_from_name("Q4_K_S-model.gguf"), "Q4_K_S");
-  EXPECT_EQ(quantization_from_name("plain.gguf"), "");
-  EXPECT_EQ(quantization_from_name("XQ4_0X.gguf"), "");
-}
-
-TEST(ModelRef, PicksGgufByPreference) {
-  EXPECT_EQ(pick_gguf_file({"README.md", "m.Q8_0.gguf", "m.Q4_K_M.gguf", "m.Q5_K_M.gguf"}),
-            "m.Q4_K_M.gguf");
-  EXPECT_EQ(pick_gguf_file({"m.Q8_0.gguf", "m.Q5_K_M.gguf"}), "m.Q5_K_M.gguf");
-  EXPECT_EQ(pick_gguf_file({"m.F16.gguf", "m.Q8_0.gguf"}), "m.Q8_0.gguf");
-  EXPECT_EQ(pick_gguf_file({"m.Q4_0.gguf", "m.Q6_K.gguf"}), "m.Q4_0.gguf");
-  // Unknown tags come after known ones; split shards are never picked.
-  EXPECT_EQ(pick_gguf_file({"m.weird.gguf", "m.F32.gguf"}), "m.F32.gguf");
-  EXPECT_EQ(pick_gguf_file({"m.weird.gguf"}), "m.weird.gguf");
-  EXPECT_EQ(pick_gguf_file({"m.Q4_K_M-00001-of-00002.gguf", "m.Q8_0.gguf"}), "m.Q8_0.gguf");
-  EXPECT_EQ(pick_gguf_file({"config.json", "model.safetensors"}), "");
-}
-
 TEST(ModelRef, SafeRepoFileIsOneRuleForTypedAndListedNames) {
   for (std::string_view ok : {"m.gguf", "q4/m.Q4_K_M.gguf", "a-b_c.d/e", ".gitattributes"}) {
     EXPECT_TRUE(is_safe_repo_file(ok)) << ok;
@@ -120,15 +98,27 @@ TEST(ModelRef, SafeRepoFileIsOneRuleForTypedAndListedNames) {
   EXPECT_FALSE(is_safe_repo_file(std::string(129, 'a') + ".gguf"));
 }
 
-TEST(ModelRef, PickNeverChoosesANameThatIsNotASafeRepoPath) {
-  // The listing comes from the network: a hostile hub's names must not become paths.
-  EXPECT_EQ(
-      pick_gguf_file({"../../../../evil.Q4_K_M.gguf", "/tmp/evil.Q4_K_M.gguf", "m.Q8_0.gguf"}),
-      "m.Q8_0.gguf");
-  EXPECT_EQ(pick_gguf_file({"../../evil.gguf", "/abs/evil.gguf", "a//b.gguf", "a b.gguf",
-                            "q4/./m.gguf", "q4\\..\\m.gguf"}),
-            "");
+TEST(ModelRef, ARepoReferenceIsSatisfiedByAnyFileOfThatRepo) {
+  auto repo = parse_model_ref("hf:Qwen/Qwen2-0.5B-Instruct-GGUF");
+  auto file = parse_model_ref("hf:Qwen/Qwen2-0.5B-Instruct-GGUF:qwen2-0_5b-instruct-q4_k_m.gguf");
+  EXPECT_TRUE(repo.is_satisfied_by(file));
+  EXPECT_TRUE(repo.is_satisfied_by(parse_model_ref("hf:qwen/qwen2-0.5b-instruct-gguf:m.gguf")));
+  EXPECT_TRUE(file.is_satisfied_by(file));
+  EXPECT_FALSE(file.is_satisfied_by(repo)) << "a file request needs that very file";
+  EXPECT_FALSE(
+      file.is_satisfied_by(parse_model_ref("hf:Qwen/Qwen2-0.5B-Instruct-GGUF:other.gguf")));
+  EXPECT_FALSE(repo.is_satisfied_by(parse_model_ref("hf:Qwen/Qwen2-1.5B-Instruct-GGUF:m.gguf")));
+  EXPECT_FALSE(repo.is_satisfied_by(parse_model_ref("file:/models/Qwen2-0.5B-Instruct-GGUF.gguf")));
+  EXPECT_TRUE(
+      parse_model_ref("file:/m/./a.gguf").is_satisfied_by(parse_model_ref("file:/m/a.gguf")));
+  EXPECT_FALSE(parse_model_ref("tiny").is_satisfied_by(parse_model_ref("Tiny")));
+}
+
+TEST(ModelRef, TryParseGivesNothingForAMalformedStoredReference) {
+  EXPECT_FALSE(try_parse_model_ref("hf:../x"));
+  ASSERT_TRUE(try_parse_model_ref("hf:org/repo:m.gguf"));
+  EXPECT_EQ(try_parse_model_ref("hf:org/repo:m.gguf")->kind, ref_kind::hf_file);
 }
 
 }  // namespace
-}  // namespace rbee::hive
+}  // namespace rbee::api

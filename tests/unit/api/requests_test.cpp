@@ -1,17 +1,17 @@
-#include "queen/tasks.h"
+#include "api/requests.h"
 
 #include <gtest/gtest.h>
 
 #include "common/errors.h"
 
-namespace rbee::queen {
+namespace rbee::api {
 namespace {
 
 using nlohmann::json;
 
 std::string rejected_field(const json& body) {
   try {
-    parse_task_request(body);
+    task_request::from_json(body);
   } catch (const common::http_error& e) {
     EXPECT_EQ(e.status, 400);
     EXPECT_EQ(e.code, "INVALID_REQUEST");
@@ -21,27 +21,27 @@ std::string rejected_field(const json& body) {
 }
 
 TEST(TaskRequest, ParsesEveryField) {
-  auto r = parse_task_request({{"node", "localhost"},
-                               {"model", "file:/m.gguf"},
-                               {"prompt", "Once upon a time"},
-                               {"max_tokens", 20},
-                               {"temperature", 0.0},
-                               {"top_p", 0.9},
-                               {"top_k", 40},
-                               {"min_p", 0.05},
-                               {"repeat_penalty", 1.1},
-                               {"seed", 7},
-                               {"stop", {".", "!"}},
-                               {"backend", "cuda"},
-                               {"device", 1}});
+  auto r = task_request::from_json({{"node", "localhost"},
+                                    {"model", "file:/m.gguf"},
+                                    {"prompt", "Once upon a time"},
+                                    {"max_tokens", 20},
+                                    {"temperature", 0.0},
+                                    {"top_p", 0.9},
+                                    {"top_k", 40},
+                                    {"min_p", 0.05},
+                                    {"repeat_penalty", 1.1},
+                                    {"seed", 7},
+                                    {"stop", {".", "!"}},
+                                    {"backend", "cuda"},
+                                    {"device", 1}});
   EXPECT_EQ(*r.node, "localhost");
-  EXPECT_EQ(r.max_tokens, 20);
-  EXPECT_EQ(*r.sampling.top_k, 40);
-  EXPECT_EQ(*r.sampling.seed, 7);
+  EXPECT_EQ(r.generation.max_tokens, 20);
+  EXPECT_EQ(*r.generation.sampling.top_k, 40);
+  EXPECT_EQ(*r.generation.sampling.seed, 7);
   EXPECT_EQ(r.backend, "cuda");
-  EXPECT_EQ(r.device, "1");
+  EXPECT_EQ(r.device, 1);
   EXPECT_EQ(r.task_id.rfind("task-", 0), 0u);
-  auto body = worker_inference_body(r);
+  auto body = r.for_worker().to_json();
   EXPECT_EQ(body["job_id"], r.task_id);
   EXPECT_EQ(body["prompt"], "Once upon a time");
   EXPECT_EQ(body["max_tokens"], 20);
@@ -51,10 +51,11 @@ TEST(TaskRequest, ParsesEveryField) {
 }
 
 TEST(TaskRequest, OptionalSamplingFieldsStayUnsetSoTheWorkerDefaultsApply) {
-  auto r = parse_task_request({{"model", "m"}, {"prompt", "x"}});
+  auto r = task_request::from_json({{"model", "m"}, {"prompt", "x"}});
   EXPECT_FALSE(r.node);
-  EXPECT_EQ(r.max_tokens, 256);
-  auto body = worker_inference_body(r);
+  EXPECT_FALSE(r.generation.max_tokens) << "the worker applies the default within its context";
+  auto body = r.for_worker().to_json();
+  EXPECT_FALSE(body.contains("max_tokens"));
   EXPECT_FALSE(body.contains("temperature"));
   EXPECT_FALSE(body.contains("seed"));
 }
@@ -91,6 +92,42 @@ TEST(TaskRequest, InvalidFieldsAreNamed) {
                             {"chat_template", 5}}),
             "chat_template");
   EXPECT_EQ(rejected_field({{"model", 3}, {"prompt", "x"}}), "model");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"device", "cuda:0"}}), "device");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"device", -1}}), "device");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"stop", {""}}}), "stop");
+}
+
+TEST(TaskRequest, TheModelIsKeptAsItsCanonicalId) {
+  EXPECT_EQ(task_request::from_json({{"model", "file:/m/./x.gguf"}, {"prompt", "x"}}).model,
+            "file:/m/x.gguf");
+  EXPECT_EQ(task_request::from_json({{"model", "hf:Org/Repo"}, {"prompt", "x"}}).model,
+            "hf:Org/Repo");
+  EXPECT_EQ(task_request::from_json({{"model", "m"}, {"prompt", "x"}, {"device", "2"}}).device, 2);
+}
+
+TEST(InferenceRequest, WhatTheQueenWritesTheWorkerReadsBackUnchanged) {
+  auto task = task_request::from_json({{"model", "m"},
+                                       {"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+                                       {"chat_template", "chatml"},
+                                       {"max_tokens", 9},
+                                       {"temperature", 0.5},
+                                       {"seed", 3},
+                                       {"stop", {"\n"}}});
+  auto back = inference_request::from_json(task.for_worker().to_json());
+  EXPECT_EQ(back.job_id, task.task_id);
+  ASSERT_EQ(back.generation.messages.size(), 1u);
+  EXPECT_EQ(back.generation.messages[0].content, "Hi");
+  EXPECT_EQ(back.generation.chat_template, "chatml");
+  EXPECT_EQ(back.generation.max_tokens, 9);
+  EXPECT_EQ(back.generation.sampling.temperature, 0.5);
+  EXPECT_EQ(back.generation.sampling.seed, 3);
+  EXPECT_EQ(back.generation.stop, task.generation.stop);
+}
+
+TEST(InferenceRequest, JobIdsArePlainOrGenerated) {
+  EXPECT_EQ(inference_request::from_json({{"prompt", "x"}}).job_id.rfind("job-", 0), 0u);
+  EXPECT_THROW(inference_request::from_json({{"prompt", "x"}, {"job_id", "a/b"}}),
+               common::http_error);
 }
 
 TEST(TaskRequest, ModelReferencesMustHaveAKnownFormat) {
@@ -115,43 +152,27 @@ TEST(TaskRequest, PromptAndMessagesAreCappedAt256KiB) {
                 {{"model", "m"},
                  {"messages",
                   {{{"role", "user"}, {"content", half}}, {{"role", "user"}, {"content", half}}}}}),
-            "messages");
+            "messages[1].content");
 }
 
 TEST(TaskRequest, MessagesGoToTheWorkerForItsChatTemplate) {
   json messages = {{{"role", "system"}, {"content", "Be brief."}},
                    {{"role", "user"}, {"content", "Hi"}}};
-  auto r = parse_task_request(
+  auto r = task_request::from_json(
       {{"model", "m"}, {"messages", messages}, {"chat_template", "chatml"}, {"max_tokens", 4}});
-  EXPECT_TRUE(r.prompt.empty());
-  auto body = worker_inference_body(r);
+  EXPECT_TRUE(r.generation.prompt.empty());
+  auto body = r.for_worker().to_json();
   EXPECT_EQ(body["messages"], messages);
   EXPECT_EQ(body["chat_template"], "chatml");
   EXPECT_FALSE(body.contains("prompt"));
   EXPECT_EQ(body["max_tokens"], 4);
 
   // Without an override the worker uses the model's own template.
-  auto own = worker_inference_body(parse_task_request({{"model", "m"}, {"messages", messages}}));
+  auto own =
+      task_request::from_json({{"model", "m"}, {"messages", messages}}).for_worker().to_json();
   EXPECT_EQ(own["messages"], messages);
   EXPECT_FALSE(own.contains("chat_template"));
 }
 
 }  // namespace
-}  // namespace rbee::queen
-
-namespace rbee::queen {
-namespace {
-
-TEST(Narration, ExtraFieldsNeverOverrideItsOwn) {
-  auto e = narration("rbee-hive", "download_progress", "Downloading: 40%",
-                     {{"type", "downloading"}, {"percent", 40}, {"node", "n"}});
-  EXPECT_EQ(e["type"], "narration");
-  EXPECT_EQ(e["actor"], "rbee-hive");
-  EXPECT_EQ(e["action"], "download_progress");
-  EXPECT_EQ(e["human"], "Downloading: 40%");
-  EXPECT_EQ(e["percent"], 40);
-  EXPECT_EQ(e["node"], "n");
-}
-
-}  // namespace
-}  // namespace rbee::queen
+}  // namespace rbee::api

@@ -1,0 +1,76 @@
+#pragma once
+// The requests of the wire contract (SPEC §3): a task (client -> queen, POST /v2/tasks) and an
+// inference (queen -> worker, POST /v1/inference) share one body, generation_request. Each has
+// one from_json, which is the whole validation: the first process a request reaches runs it, and
+// a value it accepts passes every later hop. Errors are 400 INVALID_REQUEST naming the field
+// (details.field), raised as common::http_error.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "api/sampling.h"
+
+namespace rbee::api {
+
+// The prompt, or all message contents together: far beyond any context a worker loads, and
+// small enough that a bad client cannot make a daemon hold megabytes per queued request.
+inline constexpr size_t max_prompt_bytes = 256 * 1024;
+inline constexpr size_t max_messages = 1024;
+inline constexpr size_t max_stop_strings = 4;
+inline constexpr size_t max_stop_length = 100;
+inline constexpr size_t max_chat_template_name = 32;
+inline constexpr size_t max_model_ref_length = 512;
+inline constexpr size_t max_node_name_length = 64;
+// Job and task ids travel in URLs (DELETE /v1/inference/{id}) and logs.
+inline constexpr size_t max_job_id_length = 128;
+// max_tokens when a request has none (a worker also caps it by what is left of its context).
+inline constexpr int default_max_tokens = 256;
+
+struct chat_message {
+  std::string role;  // "system", "user" or "assistant"
+  std::string content;
+};
+
+// What to generate and how.
+struct generation_request {
+  // Exactly one of prompt and messages is given.
+  std::string prompt;
+  std::vector<chat_message> messages;
+  std::string chat_template;  // a template family overriding the model's; messages only
+  std::optional<int> max_tokens;
+  sampling_options sampling;
+  std::vector<std::string> stop;
+
+  static generation_request from_json(const nlohmann::json& body);
+  void to_json(nlohmann::json& body) const;
+};
+
+// POST /v1/inference on a worker.
+struct inference_request {
+  std::string job_id;  // from_json generates "job-<hex>" when the body has none
+  generation_request generation;
+
+  static inference_request from_json(const nlohmann::json& body);
+  nlohmann::json to_json() const;
+};
+
+// POST /v2/tasks on the queen (the OpenAI routes build one too).
+struct task_request {
+  std::string task_id;  // assigned by from_json: "task-<hex>"
+  std::optional<std::string> node;
+  std::string model;  // the canonical id of the model reference (api/model_ref.h)
+  generation_request generation;
+  std::string backend;        // "" = any, else "cpu" or "cuda"
+  std::optional<int> device;  // a device index of the backend; unset = any
+
+  static task_request from_json(const nlohmann::json& body);
+  nlohmann::json to_json() const;
+  // The worker's request for this task: the job is named after the task.
+  inference_request for_worker() const;
+};
+
+}  // namespace rbee::api
