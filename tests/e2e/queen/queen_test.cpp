@@ -260,6 +260,21 @@ TEST(QueenE2E, ColdStartDownloadsFromTheHubWithProgress) {
   EXPECT_EQ(events.back()["action"], "model_cached");
   EXPECT_EQ(hub.downloads("rbee-test/stories", "stories260K.gguf").size(), 1u);
 
+  // The repository's reference is satisfied by the cached file of that repository: nothing is
+  // asked of the hub (before, the queen compared the text and "downloaded" the repo again).
+  const size_t hub_requests = hub.requests().size();
+  events.clear();
+  status =
+      c.post_sse("/v2/models/download", {{"node", "localhost"}, {"model", "hf:rbee-test/stories"}},
+                 [&](const common::sse_event& ev) {
+                   if (!ev.is_done()) events.push_back(ev.json());
+                   return !ev.is_done();
+                 });
+  EXPECT_EQ(status, 200);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back()["action"], "model_cached");
+  EXPECT_EQ(hub.requests().size(), hub_requests);
+
   // A model the hub does not have: an error event with the hive's code.
   events.clear();
   c.post_sse("/v2/models/download",
