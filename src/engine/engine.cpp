@@ -1,5 +1,5 @@
-// The public API glue: error names, tokens and text. Model loading lives in model.cpp,
-// contexts and decode in model_llama.cpp, sampling in sampling.cpp.
+// The public API glue: error names, tokens and text. Model loading lives in model.cpp and
+// model_load.cpp, contexts and decode in context.cpp, sampling in sampling.cpp.
 #include "engine/engine.h"
 
 #include "engine/chat_template.h"

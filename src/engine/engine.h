@@ -187,6 +187,7 @@ struct sampling_params {
 sampling_params sampling_default_params();
 
 class sampler;
+struct sampling_step;  // engine/token_choice.h
 // Picks the next token of the i-th entry of the last batch that had want_logits set, with
 // the sampler's parameters and state, on the backend that ran the batch: on CUDA the logits
 // never leave the device and only the chosen token comes back. Same choice as
@@ -201,11 +202,10 @@ class sampler {
 
  private:
   friend token_id sample(context&, int, sampler&, std::span<const token_id>);
-  // The distinct tokens of the repeat-penalty window into penalized_, in order of first
-  // appearance (none when the penalty is off).
-  void collect_penalized(std::span<const token_id> history, int n_vocab);
-  // The draw in [0, 1) of one stochastic choice; advances the generator.
-  double next_uniform();
+  // The next choice resolved for a backend: the knobs, the distinct tokens of the
+  // repeat-penalty window into penalized_ (in order of first appearance, none when the
+  // penalty is off) and, for a stochastic choice, the draw (advances the generator).
+  sampling_step next_step(std::span<const token_id> history, int n_vocab);
 
   sampling_params params_;
   uint64_t rng_state_;

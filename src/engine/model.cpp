@@ -1,9 +1,8 @@
 // Model loading: hyperparameters, weight views into the mapping, header-only info.
 #include "engine/model.h"
 
-#include <unistd.h>
-
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -13,9 +12,6 @@
 
 #include "engine/memory_estimate.h"
 #include "engine/vocab.h"
-#ifdef RBEE_HAVE_CUDA
-#include "engine/cuda/cuda_backend.h"
-#endif
 
 namespace rbee::engine {
 
@@ -265,7 +261,7 @@ uint64_t estimate_memory_bytes(const model_info& info, int n_ctx, int n_seq, bac
 
 namespace {
 
-void load_weights(model& m, const model_params& params, bool touch_pages) {
+void load_weights(model& m) {
   const hparams& hp = m.hp;
   const int64_t d = hp.n_embd, hd = hp.head_dim, nq = hp.n_head * hd, nkv = hp.n_head_kv * hd;
   const gguf::file& f = m.file;
@@ -312,31 +308,7 @@ void load_weights(model& m, const model_params& params, bool touch_pages) {
   }
   if (!m.output) m.output = m.tok_embd;  // tied embeddings
 
-  load_progress progress;
-  progress.tensors_total = static_cast<int>(entries.size());
-  progress.layers_total = hp.n_layer;
-  for (const auto& e : entries)
-    if (*e.w) progress.bytes_total += static_cast<uint64_t>(e.w->n_rows) * e.w->row_bytes();
-  // Touch every page so the file is read now (with progress) rather than during the first
-  // decode; the pages stay in the mapping, shared with the page cache.
-  const long page = ::sysconf(_SC_PAGESIZE);
-  volatile uint8_t sink = 0;
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const weight& w = *entries[i].w;
-    if (w) {
-      const size_t n = static_cast<size_t>(w.n_rows) * w.row_bytes();
-      uint8_t acc = 0;
-      if (touch_pages)
-        for (size_t off = 0; off < n; off += static_cast<size_t>(page)) acc ^= w.data[off];
-      sink = sink ^ acc;
-      progress.bytes_loaded += n;
-    }
-    progress.tensors_loaded = static_cast<int>(i + 1);
-    const bool layer_done = entries[i].layer >= 0 &&
-                            (i + 1 == entries.size() || entries[i + 1].layer != entries[i].layer);
-    if (layer_done) progress.layers_loaded = entries[i].layer + 1;
-    if (params.on_progress) params.on_progress(progress);
-  }
+  for (const auto& e : entries) m.weight_slots.push_back({e.w, e.layer});
 }
 
 }  // namespace
@@ -345,38 +317,29 @@ model_params model_default_params() {
   return {};
 }
 
-model_ptr model_load(const std::string& path, const model_params& params) {
-  if (params.n_threads < 0)
-    throw engine_error(error_code::invalid_argument, "n_threads must not be negative");
-#ifndef RBEE_HAVE_CUDA
-  if (params.backend == backend_kind::cuda)
-    throw engine_error(error_code::backend_unavailable,
-                       "this build has no CUDA backend (available backends: cpu)");
-#endif
+model_ptr open_model(const std::string& path, int n_threads) {
   model_ptr m(new model(open_file(path)));
   m->hp = read_hparams(m->file);
   m->info = read_info(m->file, path);
-  m->n_threads = params.n_threads > 0 ? params.n_threads : physical_cores();
-  // On the GPU the upload reports progress (and reads the pages once, for the copy).
-  model_params host = params;
-  if (params.backend == backend_kind::cuda) host.on_progress = nullptr;
-  load_weights(*m, host, /*touch_pages=*/params.backend == backend_kind::cpu);
+  m->n_threads = n_threads > 0 ? n_threads : physical_cores();
+  load_weights(*m);
   m->vocab = std::make_unique<engine::vocab>(engine::vocab::from_gguf(m->file));
   // Converters may pad the embedding beyond the tokenizer, never the other way round.
   if (m->vocab->n_tokens() > m->hp.n_vocab)
     throw engine_error(error_code::file_corrupt,
                        str("tokenizer has ", m->vocab->n_tokens(),
                            " tokens but token_embd.weight has ", m->hp.n_vocab, " rows"));
-#ifdef RBEE_HAVE_CUDA
-  if (params.backend == backend_kind::cuda) {
-    if (params.device < 0)
-      throw engine_error(error_code::invalid_argument, "CUDA device index must not be negative");
-    m->gpu = std::shared_ptr<cuda::device_model>(
-        cuda::upload(*m, params.device, params.on_progress).release(),
-        cuda::device_model_deleter{});
-  }
-#endif
   return m;
+}
+
+std::vector<double> rope_inverse_frequencies(const hparams& hp, const float* factors) {
+  std::vector<double> inv_freq(static_cast<size_t>(hp.n_rot / 2));
+  for (size_t j = 0; j < inv_freq.size(); ++j) {
+    inv_freq[j] =
+        std::pow(static_cast<double>(hp.rope_freq_base), -2.0 * static_cast<double>(j) / hp.n_rot);
+    if (factors) inv_freq[j] /= factors[j];
+  }
+  return inv_freq;
 }
 
 void model_deleter::operator()(model* m) const {
@@ -388,11 +351,7 @@ const model_info& model_get_info(const model& m) {
 }
 
 uint64_t model_device_bytes(const model& m) {
-#ifdef RBEE_HAVE_CUDA
-  if (m.gpu) return cuda::device_bytes(*m.gpu);
-#endif
-  (void)m;
-  return 0;
+  return m.backend->device_bytes();
 }
 
 }  // namespace rbee::engine

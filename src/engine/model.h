@@ -1,6 +1,7 @@
 #pragma once
-// The loaded model (engine.h's opaque `model`): hyperparameters from the GGUF metadata and
-// weight views that point into the memory-mapped file (weights are used in place).
+// The loaded model (engine.h's opaque `model`): hyperparameters from the GGUF metadata,
+// weight views that point into the memory-mapped file, and the backend that computes with
+// them (backend.h). Nothing here depends on which backend that is.
 #include <cstdint>
 #include <memory>
 #include <sstream>
@@ -8,16 +9,13 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/engine.h"
 #include "engine/gguf.h"
 #include "engine/tensor_types.h"
 #include "engine/vocab.h"
 
 namespace rbee::engine {
-
-namespace cuda {
-class device_model;  // cuda/cuda_backend.h
-}
 
 // A 2-D weight in ggml order: n_rows rows of n_cols contiguous elements (a 1-D tensor is
 // one row). `data` is null for an absent optional tensor.
@@ -60,6 +58,12 @@ struct layer_weights {
   weight ffn_norm, ffn_gate, ffn_up, ffn_down;
 };
 
+// A weight of the model in the order it was read, with its layer (-1 outside the blocks).
+struct weight_slot {
+  const weight* w;  // absent optional weights are null views
+  int layer;
+};
+
 // Concatenates anything streamable: error messages without a formatting library.
 template <class... Args>
 std::string str(const Args&... args) {
@@ -83,6 +87,16 @@ weight get_weight(const gguf::file& file, const std::string& name, std::vector<i
 // Header-level facts (no weight data touched).
 model_info read_info(const gguf::file& file, const std::string& path);
 
+// The rotation's inverse frequency of each rotated pair j < n_rot/2, base^(-2j/n_rot), divided
+// by the model's factor of that pair where it has them (rope_freqs, n_rot/2 floats, or null).
+// In double: every backend takes the angle of position p as freq_scale * p * this.
+std::vector<double> rope_inverse_frequencies(const hparams& hp, const float* factors);
+
+// Opens a GGUF file and reads what every backend needs: hyperparameters, info, weight views
+// and the vocabulary (no weight data touched, no backend yet). engine_error as model_load.
+// n_threads 0 means one per physical core.
+model_ptr open_model(const std::string& path, int n_threads);
+
 }  // namespace rbee::engine
 
 // The opaque handle of engine.h.
@@ -96,7 +110,7 @@ struct rbee::engine::model {
   weight tok_embd, output_norm, output;
   weight rope_freqs;  // optional per-dimension frequency factors (Llama 3.1)
   std::vector<layer_weights> layers;
+  std::vector<weight_slot> weight_slots;  // every weight above, in load order
   std::unique_ptr<engine::vocab> vocab;
-  // The weights on a GPU when loaded with backend_kind::cuda (null on the CPU backend).
-  std::shared_ptr<cuda::device_model> gpu;
+  std::unique_ptr<engine::backend> backend;  // set by model_load
 };

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "engine/engine.h"
+#include "engine/token_choice.h"
 
 namespace rbee::engine {
 
@@ -56,105 +57,118 @@ sampler::sampler(const sampling_params& params, int n_vocab)
     penalized_.reserve(static_cast<size_t>(std::min(params.repeat_last_n, n_vocab)));
 }
 
-void sampler::collect_penalized(std::span<const token_id> history, int n_vocab) {
+sampling_step sampler::next_step(std::span<const token_id> history, int n_vocab) {
   penalized_.clear();
-  if (params_.repeat_penalty == 1.0f || params_.repeat_last_n == 0) return;
-  const size_t n = params_.repeat_last_n < 0
-                       ? history.size()
-                       : std::min(history.size(), static_cast<size_t>(params_.repeat_last_n));
-  const auto window = history.subspan(history.size() - n);
-  for (size_t i = 0; i < window.size(); ++i) {
-    const token_id t = window[i];
-    if (t < 0 || t >= n_vocab) continue;
-    if (std::find(window.begin(), window.begin() + static_cast<ptrdiff_t>(i), t) !=
-        window.begin() + static_cast<ptrdiff_t>(i))
-      continue;
-    penalized_.push_back(t);
+  if (params_.repeat_penalty != 1.0f && params_.repeat_last_n != 0) {
+    const size_t n = params_.repeat_last_n < 0
+                         ? history.size()
+                         : std::min(history.size(), static_cast<size_t>(params_.repeat_last_n));
+    const auto window = history.subspan(history.size() - n);
+    for (size_t i = 0; i < window.size(); ++i) {
+      const token_id t = window[i];
+      if (t < 0 || t >= n_vocab) continue;
+      if (std::find(window.begin(), window.begin() + static_cast<ptrdiff_t>(i), t) !=
+          window.begin() + static_cast<ptrdiff_t>(i))
+        continue;
+      penalized_.push_back(t);
+    }
   }
-}
-
-double sampler::next_uniform() {
-  rng gen(rng_state_);
-  rng_state_ = gen.next();
-  return gen.uniform();
+  double uniform = 0.0;
+  if (params_.temperature > 0.0f) {
+    rng gen(rng_state_);
+    rng_state_ = gen.next();
+    uniform = gen.uniform();
+  }
+  return {.knobs = {.temperature = params_.temperature,
+                    .top_k = params_.top_k,
+                    .top_p = params_.top_p,
+                    .min_p = params_.min_p,
+                    .repeat_penalty = params_.repeat_penalty,
+                    .uniform = uniform},
+          .penalized = penalized_};
 }
 
 token_id sampler::sample(std::span<const float> logits, std::span<const token_id> history) {
+  assert(logits.size() <= candidates_.capacity() && "logits larger than vocab");
+  return choose_token(logits, next_step(history, static_cast<int>(logits.size())), candidates_);
+}
+
+token_id choose_token(std::span<const float> logits, const sampling_step& step,
+                      sampling_candidates& candidates) {
+  const sampling_knobs& k = step.knobs;
   const int n_vocab = static_cast<int>(logits.size());
-  assert(static_cast<size_t>(n_vocab) <= candidates_.capacity() && "logits larger than vocab");
-  candidates_.clear();
-  for (int i = 0; i < n_vocab; ++i) candidates_.emplace_back(logits[i], i);
+  candidates.clear();
+  for (int i = 0; i < n_vocab; ++i) candidates.emplace_back(logits[i], i);
 
   // Repeat penalty, once per distinct token of the last repeat_last_n (as llama.cpp does).
-  collect_penalized(history, n_vocab);
-  for (const token_id t : penalized_) {
-    float& l = candidates_[static_cast<size_t>(t)].first;
-    l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+  for (const token_id t : step.penalized) {
+    float& l = candidates[static_cast<size_t>(t)].first;
+    l = l > 0 ? l / k.repeat_penalty : l * k.repeat_penalty;
   }
 
-  if (params_.temperature <= 0.0f) {
+  if (k.temperature <= 0.0f) {
     // Greedy: the first of equal maxima, like argmax everywhere else.
     size_t best = 0;
-    for (size_t i = 1; i < candidates_.size(); ++i)
-      if (candidates_[i].first > candidates_[best].first) best = i;
-    return candidates_[best].second;
+    for (size_t i = 1; i < candidates.size(); ++i)
+      if (candidates[i].first > candidates[best].first) best = i;
+    return candidates[best].second;
   }
 
   const auto by_logit = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
-  size_t n = candidates_.size();
-  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
-    n = static_cast<size_t>(params_.top_k);
-    std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<ptrdiff_t>(n),
-                      candidates_.end(), by_logit);
+  size_t n = candidates.size();
+  if (k.top_k > 0 && static_cast<size_t>(k.top_k) < n) {
+    n = static_cast<size_t>(k.top_k);
+    std::partial_sort(candidates.begin(), candidates.begin() + static_cast<ptrdiff_t>(n),
+                      candidates.end(), by_logit);
   } else {
-    std::sort(candidates_.begin(), candidates_.end(), by_logit);
+    std::sort(candidates.begin(), candidates.end(), by_logit);
   }
 
   // Softmax over the survivors (sorted, so the first is the maximum).
-  const float max_logit = candidates_[0].first;
+  const float max_logit = candidates[0].first;
   double sum = 0;
   for (size_t i = 0; i < n; ++i) {
-    candidates_[i].first = std::exp(candidates_[i].first - max_logit);
-    sum += candidates_[i].first;
+    candidates[i].first = std::exp(candidates[i].first - max_logit);
+    sum += candidates[i].first;
   }
   for (size_t i = 0; i < n; ++i)
-    candidates_[i].first = static_cast<float>(candidates_[i].first / sum);
+    candidates[i].first = static_cast<float>(candidates[i].first / sum);
 
   // Top-p: the smallest prefix whose mass reaches top_p.
-  if (params_.top_p < 1.0f) {
+  if (k.top_p < 1.0f) {
     double cum = 0;
     for (size_t i = 0; i < n; ++i) {
-      cum += candidates_[i].first;
-      if (cum >= params_.top_p) {
+      cum += candidates[i].first;
+      if (cum >= k.top_p) {
         n = i + 1;
         break;
       }
     }
   }
   // Min-p: drop tokens less likely than min_p times the most likely one.
-  if (params_.min_p > 0.0f) {
-    const float threshold = candidates_[0].first * params_.min_p;
+  if (k.min_p > 0.0f) {
+    const float threshold = candidates[0].first * k.min_p;
     size_t keep = 1;
-    while (keep < n && candidates_[keep].first >= threshold) ++keep;
+    while (keep < n && candidates[keep].first >= threshold) ++keep;
     n = keep;
   }
 
   // Temperature on the surviving distribution: p^(1/T) is softmax(logit / T) renormalised.
   double total = 0;
-  const double inv_t = 1.0 / params_.temperature;
+  const double inv_t = 1.0 / k.temperature;
   for (size_t i = 0; i < n; ++i) {
-    candidates_[i].first = static_cast<float>(std::pow(candidates_[i].first, inv_t));
-    total += candidates_[i].first;
+    candidates[i].first = static_cast<float>(std::pow(candidates[i].first, inv_t));
+    total += candidates[i].first;
   }
-  const double r = next_uniform() * total;
+  const double r = k.uniform * total;
   double cum = 0;
   for (size_t i = 0; i < n; ++i) {
-    cum += candidates_[i].first;
-    if (r < cum) return candidates_[i].second;
+    cum += candidates[i].first;
+    if (r < cum) return candidates[i].second;
   }
-  return candidates_[n - 1].second;
+  return candidates[n - 1].second;
 }
 
 stop_matcher::stop_matcher(std::vector<std::string> stops) : stops_(std::move(stops)) {

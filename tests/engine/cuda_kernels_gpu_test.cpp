@@ -15,7 +15,7 @@
 
 #if RBEE_HAVE_CUDA
 #include "engine/cuda/cuda_backend.h"
-#include "engine/cuda/testing.h"
+#include "support/cuda_ops.h"
 
 namespace rbee::engine::cuda {
 namespace {
@@ -265,7 +265,7 @@ TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
   RBEE_REQUIRE_GPU();
   std::mt19937 rng(9);
   // temperature, top_k, top_p, min_p, repeat_penalty
-  const row_sampling grid[] = {
+  const sampling_knobs grid[] = {
       {0.0f, 40, 0.95f, 0.05f, 1.0f}, {0.0f, 40, 0.95f, 0.05f, 1.3f},
       {0.8f, 40, 0.95f, 0.05f, 1.1f}, {1.0f, 0, 1.0f, 0.0f, 1.0f},
       {1.5f, 0, 0.9f, 0.0f, 1.1f},    {0.7f, 1, 1.0f, 0.0f, 1.0f},
@@ -284,7 +284,7 @@ TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
         if (std::find(penalized.begin(), penalized.end(), t) == penalized.end())
           penalized.push_back(t);
       }
-      for (const row_sampling& k : grid) {
+      for (const sampling_knobs& k : grid) {
         sampling_params p = sampling_default_params();
         p.temperature = k.temperature;
         p.top_k = k.top_k;
@@ -295,7 +295,7 @@ TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
         p.seed = rng();
         sampler cpu(p, n_vocab);
         const token_id want = cpu.sample(logits, penalized);
-        sample_args a{.knobs = k, .penalized = penalized};
+        sampling_step a{.knobs = k, .penalized = penalized};
         a.knobs.uniform = first_draw(p.seed);
         EXPECT_EQ(testing::sample(logits, a), want)
             << "vocab " << n_vocab << " round " << round << " temperature " << k.temperature

@@ -91,6 +91,34 @@ TEST(engine_api_on_cuda, two_sequences_match_the_cpu) {
   EXPECT_EQ(logits(*gctx, 0).size(), static_cast<size_t>(model_get_info(*gpu).n_vocab));
 }
 
+// The context checks batches once for every backend: on the device the errors are the CPU
+// engine's. A context too large for the GPU is a clear out-of-memory error.
+TEST(engine_api_on_cuda, context_errors_match_the_cpu_engine) {
+  auto m = load_on_gpu("stories260K.gguf");
+  if (!m) GTEST_SKIP() << "no CUDA device";
+  context_params cp = context_default_params();
+  cp.n_ctx = 4;
+  auto ctx = context_create(*m, cp);
+  const batch_entry over{1, 4, 0, true};
+  try {
+    decode(*ctx, std::span(&over, 1));
+    FAIL() << "no error past the context";
+  } catch (const engine_error& e) {
+    EXPECT_EQ(e.code, error_code::context_overflow);
+  }
+  const batch_entry bad_token{100000, 0, 0, true};
+  EXPECT_THROW(decode(*ctx, std::span(&bad_token, 1)), engine_error);
+  cp.n_ctx = 1 << 22;
+  cp.n_seq = 1 << 10;
+  try {
+    context_create(*m, cp);
+    FAIL() << "no error for an impossible context";
+  } catch (const engine_error& e) {
+    EXPECT_EQ(e.code, error_code::out_of_memory);
+    EXPECT_NE(std::string(e.what()).find("VRAM required"), std::string::npos) << e.what();
+  }
+}
+
 #if RBEE_HAVE_CUDA
 // What the engine says it holds on the device is what the device lost: at least that much,
 // and beyond it only the runtime's and cuBLAS's share.

@@ -1,4 +1,4 @@
-// The fast forward pass against the reference oracle (engine/reference.h), and determinism
+// The fast forward pass against the reference oracle (support/reference.h), and determinism
 // of generation with every shared model.
 #include <unistd.h>
 
@@ -12,7 +12,7 @@
 
 #include "engine/engine.h"
 #include "engine/gguf.h"
-#include "engine/reference.h"
+#include "support/reference.h"
 
 namespace rbee::engine {
 namespace {

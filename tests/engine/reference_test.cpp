@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
-#include "engine/reference.h"
+#include "support/reference.h"
 
 namespace rbee::engine {
 namespace {

@@ -372,8 +372,7 @@ class device_context {
 
   void init();
   void decode(std::span<const batch_entry> batch);
-  token_id sample(int row, const sample_args& a);
-  void validate(std::span<const batch_entry> batch);
+  token_id sample(int row, const sampling_step& step);
   void forward(int n, int n_out, bool gather);
   void mm(const dweight& w, const float* x, q8_blocks xq, int n, float* y);
 
@@ -385,9 +384,8 @@ class device_context {
   void* arena_ = nullptr;
   uint64_t arena_bytes_ = 0;
   int32_t* host_ints_ = nullptr;       // pinned staging of the batch arrays
-  int32_t* host_penalized_ = nullptr;  // pinned staging of sample_args::penalized (n_vocab)
+  int32_t* host_penalized_ = nullptr;  // pinned staging of sampling_step::penalized (n_vocab)
   int32_t* host_token_ = nullptr;      // pinned: the sampled token comes back here
-  std::vector<int> seq_len_, next_pos_;
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs_;  // (n, n_out, gather)
 
   // Device buffers (rows = tokens).
@@ -464,52 +462,19 @@ void device_context::init() {
   token_ = static_cast<int32_t*>(take(lay.token));
   assert(cur == static_cast<uint8_t*>(arena_) + lay.total());
 
-  // The rotation frequencies as the CPU path computes them (double), once.
-  std::vector<double> inv_freq(static_cast<size_t>(hp.n_rot / 2));
+  // The rotation frequencies (rope_inverse_frequencies), once; the factors are read back
+  // from the device, since the host weights need not outlive the upload.
   std::vector<float> factors;
   if (w.rope_freqs) {
     factors.resize(static_cast<size_t>(w.rope_freqs.n_cols));
     RBEE_CUDA_CHECK(
         cudaMemcpy(factors.data(), m_.rope_freqs.data, factors.size() * 4, cudaMemcpyDeviceToHost));
   }
-  for (size_t j = 0; j < inv_freq.size(); ++j) {
-    inv_freq[j] =
-        std::pow(static_cast<double>(hp.rope_freq_base), -2.0 * static_cast<double>(j) / hp.n_rot);
-    if (!factors.empty()) inv_freq[j] /= factors[j];
-  }
+  const std::vector<double> inv_freq =
+      rope_inverse_frequencies(hp, factors.empty() ? nullptr : factors.data());
   if (!inv_freq.empty())
     RBEE_CUDA_CHECK(cudaMemcpy(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(double),
                                cudaMemcpyHostToDevice));
-  seq_len_.assign(static_cast<size_t>(params_.n_seq), 0);
-  next_pos_.assign(static_cast<size_t>(params_.n_seq), 0);
-}
-
-void device_context::validate(std::span<const batch_entry> batch) {
-  if (batch.empty()) throw engine_error(error_code::invalid_argument, "decode: empty batch");
-  if (static_cast<int>(batch.size()) > params_.n_batch)
-    throw engine_error(
-        error_code::invalid_argument,
-        str("decode: batch of ", batch.size(), " tokens exceeds n_batch ", params_.n_batch));
-  next_pos_ = seq_len_;
-  for (const auto& e : batch) {
-    if (e.seq < 0 || e.seq >= params_.n_seq)
-      throw engine_error(error_code::invalid_argument,
-                         str("decode: sequence ", e.seq, " out of range [0, ", params_.n_seq, ")"));
-    if (e.token < 0 || e.token >= m_.w_.hp.n_vocab)
-      throw engine_error(
-          error_code::invalid_argument,
-          str("decode: token ", e.token, " out of range [0, ", m_.w_.hp.n_vocab, ")"));
-    if (e.pos >= params_.n_ctx)
-      throw engine_error(error_code::context_overflow,
-                         str("position ", e.pos, " of sequence ", e.seq, " exceeds the context of ",
-                             params_.n_ctx, " tokens"));
-    int& expected = next_pos_[static_cast<size_t>(e.seq)];
-    if (e.pos != expected)
-      throw engine_error(
-          error_code::invalid_argument,
-          str("decode: sequence ", e.seq, " is at position ", expected, ", got ", e.pos));
-    ++expected;
-  }
 }
 
 // y (n, rows) = x (n, cols) @ W^T: packed matrix x vector for decode-sized batches, cuBLAS
@@ -613,7 +578,6 @@ void device_context::forward(int n, int n_out, bool gather) {
 }
 
 void device_context::decode(std::span<const batch_entry> batch) {
-  validate(batch);
   const int n = static_cast<int>(batch.size());
   const size_t nb = static_cast<size_t>(params_.n_batch);
   int n_out = 0;
@@ -656,10 +620,9 @@ void device_context::decode(std::span<const batch_entry> batch) {
   }
   // Errors of the forward pass surface here, in the call that caused them.
   RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  seq_len_ = next_pos_;
 }
 
-token_id device_context::sample(int row, const sample_args& a) {
+token_id device_context::sample(int row, const sampling_step& a) {
   const int n_vocab = m_.w_.hp.n_vocab;
   const int n_pen = a.knobs.repeat_penalty != 1.0f ? static_cast<int>(a.penalized.size()) : 0;
   assert(n_pen <= n_vocab && "sample: more penalized tokens than the vocabulary has");
@@ -678,10 +641,7 @@ token_id device_context::sample(int row, const sample_args& a) {
 }
 
 device_context_ptr create_context(device_model& m, const context_params& p) {
-  if (p.n_ctx <= 0 || p.n_seq <= 0 || p.n_batch <= 0)
-    throw engine_error(error_code::invalid_argument,
-                       str("context: n_ctx ", p.n_ctx, ", n_seq ", p.n_seq, ", n_batch ", p.n_batch,
-                           " must be positive"));
+  assert(p.n_ctx > 0 && p.n_seq > 0 && p.n_batch > 0 && "create_context: sizes must be positive");
   device_context_ptr c(new device_context(m, p));
   c->init();
   return c;
@@ -699,13 +659,8 @@ void copy_logits(device_context& c, int row, float* out) {
   RBEE_CUDA_CHECK(cudaStreamSynchronize(c.stream_));
 }
 
-token_id sample(device_context& c, int row, const sample_args& a) {
-  return c.sample(row, a);
-}
-
-void sequence_clear(device_context& c, int seq) {
-  assert(seq >= 0 && seq < c.params_.n_seq && "sequence_clear: sequence out of range");
-  c.seq_len_[static_cast<size_t>(seq)] = 0;
+token_id sample(device_context& c, int row, const sampling_step& step) {
+  return c.sample(row, step);
 }
 
 uint64_t device_bytes(const device_model& m) {

@@ -1,8 +1,9 @@
 #pragma once
-// The CUDA backend's host-side interface: plain C++, no CUDA types, so engine.cpp and the
-// tools compile without CUDA headers. The model's weights are uploaded once (packed, as in
-// the GGUF); a context holds the f16 KV cache of n_seq sequences and runs the whole forward
-// pass on the device, returning only the logits.
+// The CUDA backend's host-side interface: plain C++, no CUDA types, so its users compile
+// without CUDA headers. The model's weights are uploaded once (packed, as in the GGUF); a
+// context holds the f16 KV cache of n_seq sequences and runs the whole forward pass on the
+// device, returning only the logits. engine_backend.cpp puts it behind the engine's backend
+// interface (backend.h); the kernel and model tests use it directly.
 //
 // Errors: a missing device throws engine_error(backend_unavailable) listing what exists; too
 // little VRAM throws engine_error(out_of_memory); a failing CUDA or cuBLAS call throws
@@ -14,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/cuda/row_sampling.h"
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/token_choice.h"
 
 namespace rbee::engine::cuda {
 
@@ -64,27 +65,21 @@ struct device_context_deleter {
 };
 using device_context_ptr = std::unique_ptr<device_context, device_context_deleter>;
 
-// The context keeps a reference to the model: the model must outlive it.
+// The context keeps a reference to the model: the model must outlive it. Sizes in params
+// are positive (the engine's context checks them).
 device_context_ptr create_context(device_model& m, const context_params& params);
 
 // Runs the forward pass of all entries (any mix of prefill and decode across sequences); the
 // logits of the entries with want_logits stay on the device, one row each in batch order.
-// Validation and errors as engine.h's decode.
+// The batch is valid: the engine's context checks it first (batch.h) and records the
+// positions; the device context keeps none.
 void decode(device_context& c, std::span<const batch_entry> batch);
 // Copies logits row `row` of the last decode (n_vocab floats) to `out`.
 void copy_logits(device_context& c, int row, float* out);
 
-// One choice of engine.h's sampler, made on the device from logits row `row`: repeat penalty
-// on `penalized`, then argmax (temperature <= 0) or top-k, softmax, top-p, min-p and
-// temperature, and the token whose cumulative weight passes uniform * total. Only the token
-// comes back.
-struct sample_args {
-  row_sampling knobs;
-  std::span<const token_id> penalized;  // distinct tokens in [0, n_vocab)
-};
-token_id sample(device_context& c, int row, const sample_args& a);
-// Forgets sequence `seq` (its positions restart at 0).
-void sequence_clear(device_context& c, int seq);
+// choose_token's choice (token_choice.h), made on the device from logits row `row`. Only the
+// token comes back.
+token_id sample(device_context& c, int row, const sampling_step& step);
 int n_vocab(const device_context& c);
 // Device bytes a model's weights and a context's buffers hold (as allocated; the CUDA
 // runtime's and cuBLAS's own share is not included).

@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "engine/cuda/row_sampling.h"
+#include "engine/sampling_knobs.h"
 #include "engine/tensor_types.h"
 
 namespace rbee::engine::cuda {
@@ -124,6 +124,6 @@ size_t sample_scratch_bytes(int n);
 // then argmax, or a sort by (logit desc, id asc) and top-k, softmax, top-p, min-p and
 // temperature, and the first candidate whose cumulative weight exceeds uniform * total.
 void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
-                const row_sampling& p, void* scratch, int32_t* token, cudaStream_t stream);
+                const sampling_knobs& p, void* scratch, int32_t* token, cudaStream_t stream);
 
 }  // namespace rbee::engine::cuda

@@ -174,7 +174,7 @@ __device__ int first_prefix(int n, F f, Pred pred, double* shared, int* found) {
 
 __global__ void __launch_bounds__(pick_threads)
     pick_kernel(const float* __restrict__ keys, const int32_t* __restrict__ ids, int n_vocab,
-                row_sampling a, int32_t* __restrict__ out) {
+                sampling_knobs a, int32_t* __restrict__ out) {
   wait_for_previous_kernel();
   __shared__ double red[32];
   __shared__ int found;
@@ -235,7 +235,7 @@ size_t sample_scratch_bytes(int n) {
 }
 
 void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
-                const row_sampling& p, void* scratch, int32_t* token, cudaStream_t stream) {
+                const sampling_knobs& p, void* scratch, int32_t* token, cudaStream_t stream) {
   const bool greedy = p.temperature <= 0.0f;
   if (p.repeat_penalty == 1.0f) n_pen = 0;
   if (greedy && n_pen == 0) {

@@ -1,8 +1,8 @@
 #pragma once
 // The oracle: a plain, slow, obviously-correct fp32 forward pass of one sequence, in the style
 // of llama2.c's run.c (one loop per op, shapes on every buffer). All weights are dequantized
-// with the reference dequantizer up front. Tests compare the fast engine against it; nothing
-// else uses it.
+// with the reference dequantizer up front. Tests compare the fast engine against it; it lives
+// in the test-support library (rbee_engine_testing), outside every product.
 #include <string>
 #include <vector>
 

@@ -1,11 +1,12 @@
 #pragma once
-// The KV cache: keys and values of every layer, sequence and KV head, F16 (default) or F32.
+// The CPU backend's KV cache: keys and values of every layer, sequence and KV head, F16
+// (default) or F32. How many positions each sequence holds is the context's record
+// (context.cpp), not the cache's.
 // Layout [layer][seq][kv_head][pos][head_dim] keeps one head's history contiguous, so the
 // attention of one (sequence, head) walks memory in order.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <vector>
 
 namespace rbee::engine {
 
@@ -24,17 +25,12 @@ class kv_cache {
   uint8_t* k(int layer, int seq, int head) { return data_.get() + offset(0, layer, seq, head); }
   uint8_t* v(int layer, int seq, int head) { return data_.get() + offset(1, layer, seq, head); }
 
-  // Number of positions filled for a sequence.
-  int seq_len(int seq) const { return seq_len_[static_cast<size_t>(seq)]; }
-  void set_seq_len(int seq, int n) { seq_len_[static_cast<size_t>(seq)] = n; }
-
  private:
   size_t offset(int kv, int layer, int seq, int head) const;
 
   int n_layer_, n_head_kv_, head_dim_, n_ctx_, n_seq_;
   bool f16_;
   std::unique_ptr<uint8_t[]> data_;
-  std::vector<int> seq_len_;
 };
 
 }  // namespace rbee::engine

@@ -1,25 +1,23 @@
-// The fast forward pass of the llama family (llama, qwen2), CPU: batched prefill and decode
-// of several sequences in one call. qwen2 differs from llama only in Q/K/V biases and in
-// rotating halves instead of adjacent pairs (both as ggml does for the architecture).
+// The CPU backend: the fast forward pass of the llama family (llama, qwen2), batched prefill
+// and decode of several sequences in one call. qwen2 differs from llama only in Q/K/V biases
+// and in rotating halves instead of adjacent pairs (both as ggml does for the architecture).
+#include "engine/cpu/backend.h"
+
+#include <unistd.h>
+
 #include <algorithm>
 #include <cassert>
 #include <cmath>
 #include <initializer_list>
+#include <new>
 #include <utility>
 #include <vector>
 
 #include "engine/cpu/kernels.h"
-#include "engine/kv_cache.h"
+#include "engine/cpu/kv_cache.h"
 #include "engine/model.h"
-#ifdef RBEE_HAVE_CUDA
-#include "engine/cuda/cuda_backend.h"
-#endif
 
 namespace rbee::engine {
-
-namespace cuda {
-class device_context;  // cuda/cuda_backend.h
-}
 
 namespace {
 
@@ -36,36 +34,23 @@ struct buffers {
   std::vector<float> out;     // (n_batch, n_embd) final-normalised rows that want logits
   std::vector<float> scores;  // (n_threads, n_ctx) attention scores of one (token, head)
   std::vector<float> rope_cos, rope_sin;  // (n_batch, n_rot/2)
-  std::vector<int> next_pos;              // (n_seq,) validation of batch positions
   std::vector<int> out_rows;              // (n_batch,) batch index of each logits row
-  std::vector<int> out_index;             // (n_batch,) logits row of each batch entry, -1 if none
 };
 
-}  // namespace
-
-}  // namespace rbee::engine
-
-struct rbee::engine::context {
-  model* m;
+// What the forward pass reads and writes.
+struct cpu_state {
+  const model* m;
   context_params params;
   kv_cache cache;
   cpu::thread_pool pool;
   buffers buf;
   std::vector<uint8_t> matmul_scratch;
-  // (n_outputs, n_vocab), grows to the largest batch seen. On the GPU, rows are copied from
-  // the device when first asked for (logits() is const to callers, hence mutable).
-  mutable std::vector<float> logits;
-  mutable std::vector<uint8_t> logits_on_host;  // (n_batch,) per row, GPU only
-  // The KV cache and forward pass on the GPU (backend_kind::cuda); the CPU buffers stay empty.
-  std::shared_ptr<cuda::device_context> gpu;
+  std::vector<double> rope_inv_freq;  // (n_rot/2,) rope_inverse_frequencies of the model
+  std::vector<float> logits;          // (n_outputs, n_vocab), grows to the largest batch seen
 };
 
-namespace rbee::engine {
-
-namespace {
-
 // y (n_tokens, w.n_rows) = x (n_tokens, w.n_cols) @ W^T
-void matmul(context& c, const weight& w, const float* x, int n_tokens, float* y) {
+void matmul(cpu_state& c, const weight& w, const float* x, int n_tokens, float* y) {
   // The kernels want 64-byte aligned scratch; the buffer has 64 bytes of slack for that.
   auto addr = reinterpret_cast<uintptr_t>(c.matmul_scratch.data());
   void* scratch = c.matmul_scratch.data() + ((64 - addr % 64) % 64);
@@ -73,7 +58,7 @@ void matmul(context& c, const weight& w, const float* x, int n_tokens, float* y)
 }
 
 // Several weights of the same input width on one x, in one pool run (see cpu::matmul_many).
-void matmul_many(context& c, std::initializer_list<std::pair<const weight*, float*>> ws,
+void matmul_many(cpu_state& c, std::initializer_list<std::pair<const weight*, float*>> ws,
                  const float* x, int n_tokens) {
   cpu::matmul_op ops[cpu::max_matmul_ops];
   size_t n = 0;
@@ -125,7 +110,7 @@ void store_row(const kv_cache& cache, const float* src, int n, uint8_t* dst) {
 }
 
 // Attention of batch entry `i`, query head `h`, over its sequence's cached positions 0..pos.
-void attend(context& c, int layer, const batch_entry& e, int i, int h, int thread) {
+void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thread) {
   const hparams& hp = c.m->hp;
   const int hd = hp.head_dim, kvh = h / (hp.n_head / hp.n_head_kv);
   const int q_dim = hp.n_head * hd;
@@ -164,15 +149,13 @@ void attend(context& c, int layer, const batch_entry& e, int i, int h, int threa
   }
 }
 
-void prepare_rope(context& c, std::span<const batch_entry> batch) {
+void prepare_rope(cpu_state& c, std::span<const batch_entry> batch) {
   const hparams& hp = c.m->hp;
   const int half = hp.n_rot / 2;
-  const float* factors = reinterpret_cast<const float*>(c.m->rope_freqs.data);
   for (size_t i = 0; i < batch.size(); ++i) {
+    const double scaled_pos = static_cast<double>(hp.rope_freq_scale) * batch[i].pos;
     for (int j = 0; j < half; ++j) {
-      double theta = static_cast<double>(hp.rope_freq_scale) * batch[i].pos *
-                     std::pow(static_cast<double>(hp.rope_freq_base), -2.0 * j / hp.n_rot);
-      if (factors) theta /= factors[j];
+      const double theta = scaled_pos * c.rope_inv_freq[static_cast<size_t>(j)];
       c.buf.rope_cos[i * half + static_cast<size_t>(j)] = static_cast<float>(std::cos(theta));
       c.buf.rope_sin[i * half + static_cast<size_t>(j)] = static_cast<float>(std::sin(theta));
     }
@@ -182,210 +165,19 @@ void prepare_rope(context& c, std::span<const batch_entry> batch) {
 // Below this many multiply-adds per layer, attention runs without the thread pool.
 constexpr int64_t parallel_attention_work = 1 << 18;
 
-void validate(context& c, std::span<const batch_entry> batch) {
-  if (batch.empty()) throw engine_error(error_code::invalid_argument, "decode: empty batch");
-  if (static_cast<int>(batch.size()) > c.params.n_batch)
-    throw engine_error(
-        error_code::invalid_argument,
-        str("decode: batch of ", batch.size(), " tokens exceeds n_batch ", c.params.n_batch));
-  auto& next = c.buf.next_pos;
-  for (int s = 0; s < c.params.n_seq; ++s) next[static_cast<size_t>(s)] = c.cache.seq_len(s);
-  for (const auto& e : batch) {
-    if (e.seq < 0 || e.seq >= c.params.n_seq)
-      throw engine_error(
-          error_code::invalid_argument,
-          str("decode: sequence ", e.seq, " out of range [0, ", c.params.n_seq, ")"));
-    if (e.token < 0 || e.token >= c.m->hp.n_vocab)
-      throw engine_error(
-          error_code::invalid_argument,
-          str("decode: token ", e.token, " out of range [0, ", c.m->hp.n_vocab, ")"));
-    if (e.pos >= c.params.n_ctx)
-      throw engine_error(error_code::context_overflow,
-                         str("position ", e.pos, " of sequence ", e.seq, " exceeds the context of ",
-                             c.params.n_ctx, " tokens"));
-    int& expected = next[static_cast<size_t>(e.seq)];
-    if (e.pos != expected)
-      throw engine_error(
-          error_code::invalid_argument,
-          str("decode: sequence ", e.seq, " is at position ", expected, ", got ", e.pos));
-    ++expected;
-  }
-}
-
-void ensure_logits(context& c, int n_outputs) {
+void ensure_logits(cpu_state& c, int n_outputs) {
   const size_t need = static_cast<size_t>(n_outputs) * static_cast<size_t>(c.m->hp.n_vocab);
   if (c.logits.size() < need) c.logits.resize(need);
 }
 
-}  // namespace
-
-context_params context_default_params() {
-  return {};
-}
-
-context_ptr context_create(model& m, const context_params& p) {
-  if (p.n_ctx <= 0 || p.n_seq <= 0 || p.n_batch <= 0 || p.n_threads < 0)
-    throw engine_error(error_code::invalid_argument,
-                       str("context: n_ctx ", p.n_ctx, ", n_seq ", p.n_seq, ", n_batch ", p.n_batch,
-                           ", n_threads ", p.n_threads, " must be positive"));
-  const hparams& hp = m.hp;
-  context_params params = p;
-  params.n_threads = p.n_threads > 0 ? p.n_threads : m.n_threads;
-  const size_t nb = static_cast<size_t>(params.n_batch);
-  const size_t d = static_cast<size_t>(hp.n_embd), hd = static_cast<size_t>(hp.head_dim);
-  const size_t q_dim = static_cast<size_t>(hp.n_head) * hd;
-  const size_t kv_dim = static_cast<size_t>(hp.n_head_kv) * hd;
-  const size_t ff = static_cast<size_t>(hp.n_ff);
-  const size_t nt = static_cast<size_t>(params.n_threads);
-  const bool on_gpu = m.gpu != nullptr;
-  context_ptr c;
-  try {
-    // On the GPU the host keeps no KV cache: a zero-position one carries the bookkeeping.
-    c.reset(new context{
-        .m = &m,
-        .params = params,
-        .cache = kv_cache(hp.n_layer, hp.n_head_kv, hp.head_dim, on_gpu ? 0 : params.n_ctx,
-                          params.n_seq, params.kv_f16),
-        .pool = cpu::thread_pool(on_gpu ? 1 : params.n_threads),
-        .buf = {},
-        .matmul_scratch = {},
-        .logits = {},
-        .logits_on_host = std::vector<uint8_t>(nb, 0),
-        .gpu = {},
-    });
-    buffers& b = c->buf;
-    b.next_pos.resize(static_cast<size_t>(params.n_seq));
-    b.out_rows.resize(nb);
-    b.out_index.resize(nb);
-    ensure_logits(*c, params.n_seq);
-    if (on_gpu) {
-#ifdef RBEE_HAVE_CUDA
-      c->gpu = std::shared_ptr<cuda::device_context>(cuda::create_context(*m.gpu, params).release(),
-                                                     cuda::device_context_deleter{});
-#endif
-      return c;
-    }
-    b.x.resize(nb * d);
-    b.xb.resize(nb * d);
-    b.q.resize(nb * q_dim);
-    b.k.resize(nb * kv_dim);
-    b.v.resize(nb * kv_dim);
-    b.att.resize(nb * q_dim);
-    b.hb.resize(nb * ff);
-    b.hb2.resize(nb * ff);
-    b.out.resize(nb * d);
-    b.scores.resize(nt * static_cast<size_t>(params.n_ctx));
-    b.rope_cos.resize(nb * static_cast<size_t>(hp.n_rot / 2));
-    b.rope_sin.resize(nb * static_cast<size_t>(hp.n_rot / 2));
-    // Per matmul group: every activation format its weights want, side by side.
-    size_t scratch = cpu::matmul_scratch_bytes(m.output.type, m.output.n_cols, nb);
-    for (const auto& l : m.layers) {
-      for (const auto& group : {std::vector<const weight*>{&l.wq, &l.wk, &l.wv},
-                                {&l.wo},
-                                {&l.ffn_gate, &l.ffn_up},
-                                {&l.ffn_down}}) {
-        std::vector<tensor_type> types;
-        for (const weight* w : group) types.push_back(w->type);
-        scratch = std::max(scratch, cpu::matmul_scratch_bytes(types, group[0]->n_cols, nb));
-      }
-    }
-    c->matmul_scratch.resize(scratch + 64);
-  } catch (const std::bad_alloc&) {
-    throw engine_error(error_code::out_of_memory,
-                       str("host RAM: cannot allocate a context of ", params.n_ctx, " positions x ",
-                           params.n_seq, " sequences"));
-  }
-  return c;
-}
-
-void context_deleter::operator()(context* c) const {
-  delete c;
-}
-
-int context_n_ctx(const context& ctx) {
-  return ctx.params.n_ctx;
-}
-
-uint64_t context_device_bytes(const context& ctx) {
-#ifdef RBEE_HAVE_CUDA
-  if (ctx.gpu) return cuda::device_bytes(*ctx.gpu);
-#endif
-  (void)ctx;
-  return 0;
-}
-
-int context_n_threads(const context& ctx) {
-  return ctx.params.n_threads;
-}
-
-void sequence_clear(context& ctx, int seq) {
-  assert(seq >= 0 && seq < ctx.params.n_seq && "sequence_clear: sequence out of range");
-  ctx.cache.set_seq_len(seq, 0);
-#ifdef RBEE_HAVE_CUDA
-  if (ctx.gpu) cuda::sequence_clear(*ctx.gpu, seq);
-#endif
-}
-
-std::span<const float> logits(const context& ctx, int batch_index) {
-  assert(batch_index >= 0 && batch_index < static_cast<int>(ctx.buf.out_index.size()));
-  const int row = ctx.buf.out_index[static_cast<size_t>(batch_index)];
-  assert(row >= 0 && "logits: that batch entry did not ask for logits");
-  const size_t n_vocab = static_cast<size_t>(ctx.m->hp.n_vocab);
-  float* out = ctx.logits.data() + static_cast<size_t>(row) * n_vocab;
-#ifdef RBEE_HAVE_CUDA
-  if (ctx.gpu && !ctx.logits_on_host[static_cast<size_t>(row)]) {
-    cuda::copy_logits(*ctx.gpu, row, out);
-    ctx.logits_on_host[static_cast<size_t>(row)] = 1;
-  }
-#endif
-  return {out, n_vocab};
-}
-
-token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history) {
-#ifdef RBEE_HAVE_CUDA
-  if (ctx.gpu) {
-    assert(batch_index >= 0 && batch_index < static_cast<int>(ctx.buf.out_index.size()));
-    const int row = ctx.buf.out_index[static_cast<size_t>(batch_index)];
-    assert(row >= 0 && "sample: that batch entry did not ask for logits");
-    const sampling_params& p = s.params_;
-    s.collect_penalized(history, ctx.m->hp.n_vocab);
-    const cuda::sample_args a{.knobs = {.temperature = p.temperature,
-                                        .top_k = p.top_k,
-                                        .top_p = p.top_p,
-                                        .min_p = p.min_p,
-                                        .repeat_penalty = p.repeat_penalty,
-                                        .uniform = p.temperature > 0.0f ? s.next_uniform() : 0.0},
-                              .penalized = s.penalized_};
-    return cuda::sample(*ctx.gpu, row, a);
-  }
-#endif
-  return s.sample(logits(ctx, batch_index), history);
-}
-
-void decode(context& c, std::span<const batch_entry> batch) {
-  validate(c, batch);
+// The forward pass of a checked batch whose logits rows are buf.out_rows[0, n_out).
+void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
   const model& m = *c.m;
   const hparams& hp = m.hp;
   buffers& b = c.buf;
   const int n = static_cast<int>(batch.size());
   const int d = hp.n_embd, hd = hp.head_dim, q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
   const int ff = hp.n_ff, half = hp.n_rot / 2;
-
-  // Logit rows first: the only buffer that may grow (on the first batch of a given size).
-  int n_out = 0;
-  for (int i = 0; i < n; ++i) {
-    b.out_index[static_cast<size_t>(i)] = batch[static_cast<size_t>(i)].want_logits ? n_out : -1;
-    if (batch[static_cast<size_t>(i)].want_logits) b.out_rows[static_cast<size_t>(n_out++)] = i;
-  }
-  ensure_logits(c, n_out);
-#ifdef RBEE_HAVE_CUDA
-  if (c.gpu) {
-    cuda::decode(*c.gpu, batch);
-    std::fill(c.logits_on_host.begin(), c.logits_on_host.end(), 0);
-    for (const auto& e : batch) c.cache.set_seq_len(e.seq, e.pos + 1);
-    return;
-  }
-#endif
 
   // token_embd (n_vocab, d)[token] -> x (n, d)
   for (int i = 0; i < n; ++i)
@@ -443,13 +235,142 @@ void decode(context& c, std::span<const batch_entry> batch) {
     matmul(c, w.ffn_down, b.hb.data(), n, b.xb.data());
     for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.xb[j];
   }
-  for (const auto& e : batch) c.cache.set_seq_len(e.seq, e.pos + 1);
 
   if (n_out == 0) return;
   for (int r = 0; r < n_out; ++r)
     rmsnorm_rows(b.x.data() + static_cast<size_t>(b.out_rows[static_cast<size_t>(r)]) * d,
                  m.output_norm, 1, d, hp.rms_eps, b.out.data() + static_cast<size_t>(r) * d);
   matmul(c, m.output, b.out.data(), n_out, c.logits.data());
+}
+
+// Throws std::bad_alloc when host RAM cannot hold the context (the backend reports it).
+class cpu_context final : public backend_context {
+ public:
+  cpu_context(const model& m, const context_params& params);
+
+  void decode(std::span<const batch_entry> batch) override {
+    // Logit rows first: the only buffer that may grow (on the first batch of a given size).
+    int n_out = 0;
+    for (size_t i = 0; i < batch.size(); ++i)
+      if (batch[i].want_logits) s_.buf.out_rows[static_cast<size_t>(n_out++)] = static_cast<int>(i);
+    ensure_logits(s_, n_out);
+    forward(s_, batch, n_out);
+  }
+  std::span<const float> logits(int row) const override {
+    const size_t n_vocab = static_cast<size_t>(s_.m->hp.n_vocab);
+    return {s_.logits.data() + static_cast<size_t>(row) * n_vocab, n_vocab};
+  }
+  token_id sample(int row, const sampling_step& step) override {
+    return choose_token(logits(row), step, candidates_);
+  }
+  uint64_t device_bytes() const override { return 0; }
+
+ private:
+  cpu_state s_;
+  sampling_candidates candidates_;  // (n_vocab,) reserved: sampling does not allocate
+};
+
+cpu_context::cpu_context(const model& m, const context_params& params)
+    : s_{.m = &m,
+         .params = params,
+         .cache = kv_cache(m.hp.n_layer, m.hp.n_head_kv, m.hp.head_dim, params.n_ctx, params.n_seq,
+                           params.kv_f16),
+         .pool = cpu::thread_pool(params.n_threads),
+         .buf = {},
+         .matmul_scratch = {},
+         .rope_inv_freq =
+             rope_inverse_frequencies(m.hp, reinterpret_cast<const float*>(m.rope_freqs.data)),
+         .logits = {}} {
+  const hparams& hp = m.hp;
+  const size_t nb = static_cast<size_t>(params.n_batch);
+  const size_t d = static_cast<size_t>(hp.n_embd), hd = static_cast<size_t>(hp.head_dim);
+  const size_t q_dim = static_cast<size_t>(hp.n_head) * hd;
+  const size_t kv_dim = static_cast<size_t>(hp.n_head_kv) * hd;
+  const size_t ff = static_cast<size_t>(hp.n_ff);
+  const size_t nt = static_cast<size_t>(params.n_threads);
+  buffers& b = s_.buf;
+  b.out_rows.resize(nb);
+  b.x.resize(nb * d);
+  b.xb.resize(nb * d);
+  b.q.resize(nb * q_dim);
+  b.k.resize(nb * kv_dim);
+  b.v.resize(nb * kv_dim);
+  b.att.resize(nb * q_dim);
+  b.hb.resize(nb * ff);
+  b.hb2.resize(nb * ff);
+  b.out.resize(nb * d);
+  b.scores.resize(nt * static_cast<size_t>(params.n_ctx));
+  b.rope_cos.resize(nb * static_cast<size_t>(hp.n_rot / 2));
+  b.rope_sin.resize(nb * static_cast<size_t>(hp.n_rot / 2));
+  // Per matmul group: every activation format its weights want, side by side.
+  size_t scratch = cpu::matmul_scratch_bytes(m.output.type, m.output.n_cols, nb);
+  for (const auto& l : m.layers) {
+    for (const auto& group : {std::vector<const weight*>{&l.wq, &l.wk, &l.wv},
+                              {&l.wo},
+                              {&l.ffn_gate, &l.ffn_up},
+                              {&l.ffn_down}}) {
+      std::vector<tensor_type> types;
+      for (const weight* w : group) types.push_back(w->type);
+      scratch = std::max(scratch, cpu::matmul_scratch_bytes(types, group[0]->n_cols, nb));
+    }
+  }
+  s_.matmul_scratch.resize(scratch + 64);
+  ensure_logits(s_, params.n_seq);
+  candidates_.reserve(static_cast<size_t>(hp.n_vocab));
+}
+
+// Touches every page so the file is read now (with progress) rather than during the first
+// decode; the pages stay in the mapping, shared with the page cache.
+void read_weights_in(const model& m, const std::function<void(const load_progress&)>& on_progress) {
+  const auto& slots = m.weight_slots;
+  load_progress progress;
+  progress.tensors_total = static_cast<int>(slots.size());
+  progress.layers_total = m.hp.n_layer;
+  for (const auto& s : slots)
+    if (*s.w) progress.bytes_total += static_cast<uint64_t>(s.w->n_rows) * s.w->row_bytes();
+  const long page = ::sysconf(_SC_PAGESIZE);
+  volatile uint8_t sink = 0;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const weight& w = *slots[i].w;
+    if (w) {
+      const size_t n = static_cast<size_t>(w.n_rows) * w.row_bytes();
+      uint8_t acc = 0;
+      for (size_t off = 0; off < n; off += static_cast<size_t>(page)) acc ^= w.data[off];
+      sink = sink ^ acc;
+      progress.bytes_loaded += n;
+    }
+    progress.tensors_loaded = static_cast<int>(i + 1);
+    const bool layer_done =
+        slots[i].layer >= 0 && (i + 1 == slots.size() || slots[i + 1].layer != slots[i].layer);
+    if (layer_done) progress.layers_loaded = slots[i].layer + 1;
+    if (on_progress) on_progress(progress);
+  }
+}
+
+class cpu_backend final : public backend {
+ public:
+  explicit cpu_backend(const model& m) : m_(m) {}
+
+  std::unique_ptr<backend_context> create_context(const context_params& params) override {
+    try {
+      return std::make_unique<cpu_context>(m_, params);
+    } catch (const std::bad_alloc&) {
+      throw engine_error(error_code::out_of_memory,
+                         str("host RAM: cannot allocate a context of ", params.n_ctx,
+                             " positions x ", params.n_seq, " sequences"));
+    }
+  }
+  uint64_t device_bytes() const override { return 0; }
+
+ private:
+  const model& m_;
+};
+
+}  // namespace
+
+std::unique_ptr<backend> cpu::make_backend(const model& m, const model_params& params) {
+  read_weights_in(m, params.on_progress);
+  return std::make_unique<cpu_backend>(m);
 }
 
 }  // namespace rbee::engine

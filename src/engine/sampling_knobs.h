@@ -1,10 +1,10 @@
 #pragma once
-// The knobs of one sampling choice on the device (engine.h's sampling_params resolved for one
-// step). Plain C++17 and no CUDA types: the host API and the kernels both include it.
+// The knobs of one sampling choice (engine.h's sampling_params resolved for one step). Plain
+// C++17 and no CUDA types: the host code and the CUDA kernels both include it.
 
-namespace rbee::engine::cuda {
+namespace rbee::engine {
 
-struct row_sampling {
+struct sampling_knobs {
   float temperature = 0.0f;  // <= 0: argmax
   int top_k = 0;             // 0: off
   float top_p = 1.0f;        // 1: off
@@ -13,4 +13,4 @@ struct row_sampling {
   double uniform = 0.0;  // the draw in [0, 1); unused when greedy
 };
 
-}  // namespace rbee::engine::cuda
+}  // namespace rbee::engine

@@ -1,4 +1,4 @@
-#include "engine/kv_cache.h"
+#include "engine/cpu/kv_cache.h"
 
 #include <cassert>
 
@@ -13,8 +13,7 @@ kv_cache::kv_cache(int n_layer, int n_head_kv, int head_dim, int n_ctx, int n_se
       f16_(f16),
       // Not zeroed: a position is always written before it is read.
       data_(std::make_unique_for_overwrite<uint8_t[]>(
-          bytes_needed(n_layer, n_head_kv * head_dim, n_ctx, n_seq, f16))),
-      seq_len_(static_cast<size_t>(n_seq), 0) {}
+          bytes_needed(n_layer, n_head_kv * head_dim, n_ctx, n_seq, f16))) {}
 
 uint64_t kv_cache::bytes_needed(int n_layer, int kv_dim, int n_ctx, int n_seq, bool f16) {
   return 2ull * static_cast<uint64_t>(n_layer) * static_cast<uint64_t>(n_seq) *

@@ -1,6 +1,7 @@
 #pragma once
 // Host wrappers that run one device op on host buffers (upload, launch, download) on the
-// current device: the kernel tests compare them with the CPU reference. Plain C++.
+// current device: the kernel tests compare them with the CPU reference. Plain C++; test
+// support only (rbee_engine_testing), never in a product.
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -43,6 +44,6 @@ std::vector<float> rope_attention(const attention_case& c, std::span<const float
                                   std::span<const float> k, std::span<const float> v, int n_tok);
 
 // The device's sampling choice from one logits row, as a context makes it.
-token_id sample(std::span<const float> logits, const sample_args& a);
+token_id sample(std::span<const float> logits, const sampling_step& step);
 
 }  // namespace rbee::engine::cuda::testing

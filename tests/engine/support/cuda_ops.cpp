@@ -1,5 +1,5 @@
 // Host wrappers of single ops for the kernel tests: plain allocations, synchronous copies.
-#include "engine/cuda/testing.h"
+#include "support/cuda_ops.h"
 
 #include <cmath>
 
@@ -129,9 +129,10 @@ std::vector<float> quantize_q8_roundtrip(std::span<const float> x) {
 std::vector<float> rope_attention(const attention_case& c, std::span<const float> q,
                                   std::span<const float> k, std::span<const float> v, int n_tok) {
   const int hd = c.head_dim, q_dim = c.n_head * hd, kv_dim = c.n_head_kv * hd;
-  std::vector<double> inv_freq(static_cast<size_t>(hd / 2));
-  for (size_t j = 0; j < inv_freq.size(); ++j)
-    inv_freq[j] = std::pow(static_cast<double>(c.freq_base), -2.0 * static_cast<double>(j) / hd);
+  hparams hp;
+  hp.n_rot = hd;
+  hp.rope_freq_base = c.freq_base;
+  const std::vector<double> inv_freq = rope_inverse_frequencies(hp, nullptr);
   std::vector<int32_t> pos(static_cast<size_t>(n_tok)), seq(static_cast<size_t>(n_tok), 0);
   for (int i = 0; i < n_tok; ++i) pos[static_cast<size_t>(i)] = i;
   buffer dq(q), dk(k), dv(v), df{std::span<const double>(inv_freq)},
@@ -164,7 +165,7 @@ std::vector<float> rope_attention(const attention_case& c, std::span<const float
   return out.download<float>(static_cast<size_t>(n_tok) * q_dim);
 }
 
-token_id sample(std::span<const float> logits, const sample_args& a) {
+token_id sample(std::span<const float> logits, const sampling_step& a) {
   const int n = static_cast<int>(logits.size());
   buffer dl(logits), pen(a.penalized), scratch(sample_scratch_bytes(n)), token(sizeof(int32_t));
   sample_row(dl.as<float>(), n, pen.as<int32_t>(), static_cast<int>(a.penalized.size()), a.knobs,

@@ -1,4 +1,4 @@
-#include "engine/reference.h"
+#include "support/reference.h"
 
 #include <cmath>
 

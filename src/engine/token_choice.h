@@ -1,0 +1,28 @@
+#pragma once
+// One sampling choice: engine.h's sampler resolved for one step (its knobs, the draw and the
+// penalized tokens), and the host's way of making it. sampler::sample and the CPU backend
+// choose with choose_token; the CUDA backend makes the same choice on the device.
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/sampling_knobs.h"
+
+namespace rbee::engine {
+
+struct sampling_step {
+  sampling_knobs knobs;
+  std::span<const token_id> penalized;  // distinct tokens in [0, n_vocab)
+};
+
+// A token's logit (then its probability) and id; reused between choices.
+using sampling_candidates = std::vector<std::pair<float, token_id>>;
+
+// Repeat penalty on `penalized`, then argmax (temperature <= 0) or top-k, softmax, top-p,
+// min-p and temperature, and the token whose cumulative weight passes uniform * total.
+// `candidates` is scratch (reserved to the vocabulary: no allocation).
+token_id choose_token(std::span<const float> logits, const sampling_step& step,
+                      sampling_candidates& candidates);
+
+}  // namespace rbee::engine
