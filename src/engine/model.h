@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "engine/engine.h"
-#include "engine/gguf.h"
 #include "engine/tensor_types.h"
 #include "engine/vocab.h"
+#include "gguf/gguf.h"
 
 namespace rbee::engine {
 

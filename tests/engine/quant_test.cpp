@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/gguf.h"
 #include "engine/quant.h"
 #include "engine/tensor_types.h"
+#include "gguf/gguf.h"
 
 namespace rbee::engine {
 namespace {
