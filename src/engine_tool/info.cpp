@@ -14,7 +14,7 @@ int info(const std::string& model_path, std::ostream& out) {
   // The header again, for what model_info leaves out (tensor types, tokenizer).
   const auto file = gguf::file::open(model_path);
   std::map<std::string, int> type_counts;
-  for (const auto& t : file.tensors()) ++type_counts[std::string(engine::to_string(t.type))];
+  for (const auto& t : file.tensors()) ++type_counts[std::string(gguf::to_string(t.type))];
 
   fmt::print(out, "file:           {}\n", model_path);
   fmt::print(out, "name:           {}\n", mi.name);
