@@ -696,7 +696,7 @@ int run(const std::vector<std::string>& args) {
       }
       c.ensure_queen();
       std::printf("queen-rbee started at %s (pid %d)\n", c.client.config().queen_url.c_str(),
-                  c.started ? c.started->pid : -1);
+                  c.started ? c.started->process.pid() : -1);
       return exit_ok;
     };
   });

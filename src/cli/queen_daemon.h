@@ -3,14 +3,13 @@
 // at a loopback URL, the CLI starts one in the background (own session, log under
 // $RBEE_HOME/logs) and leaves it running, unless --ephemeral.
 
-#include <sys/types.h>
-
 #include <chrono>
 #include <filesystem>
 #include <optional>
 #include <string>
 
 #include "client/queen_client.h"
+#include "common/process.h"
 
 namespace rbee::cli {
 
@@ -21,8 +20,9 @@ struct url_parts {
 // "http://host:port[/]" -> host, port (80 when absent); nullopt for anything else.
 std::optional<url_parts> parse_http_url(const std::string& url);
 
+// A queen this CLI started: it keeps running after the CLI exits (a daemon child).
 struct started_queen {
-  pid_t pid = -1;
+  common::child_process process;
   std::filesystem::path log_path;
 };
 
@@ -33,6 +33,6 @@ started_queen start_queen(client::queen_client& client, const std::filesystem::p
                           std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
 // SIGTERM to a queen this process started, waiting for it to exit (then SIGKILL).
-void stop_started_queen(const started_queen& queen, std::chrono::milliseconds grace);
+void stop_started_queen(started_queen& queen, std::chrono::milliseconds grace);
 
 }  // namespace rbee::cli

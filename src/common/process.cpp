@@ -1,11 +1,14 @@
 #include "common/process.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -29,6 +32,16 @@ std::string errno_text(int err) {
 // Closes an fd on scope exit unless released.
 struct fd_guard {
   int fd = -1;
+  fd_guard() = default;
+  explicit fd_guard(int owned) : fd(owned) {}
+  fd_guard(fd_guard&& other) noexcept : fd(other.release()) {}
+  fd_guard& operator=(fd_guard&& other) noexcept {
+    if (this != &other) {
+      if (fd >= 0) ::close(fd);
+      fd = other.release();
+    }
+    return *this;
+  }
   ~fd_guard() {
     if (fd >= 0) ::close(fd);
   }
@@ -89,9 +102,42 @@ int decode_wait_status(int status) {
 
 process_launcher::~process_launcher() = default;
 
-child_process child_process::spawn(const process_spec& spec) {
+namespace {
+
+// A started child, with the read ends of its stdout and stderr when captured.
+struct started_child {
+  pid_t pid = -1;
+  fd_guard out, err;
+};
+
+// `what` names the file in the error: "log file /x/y.log", "/dev/null".
+fd_guard open_or_throw(const std::string& exe, const std::string& what, const std::string& path,
+                       int flags) {
+  fd_guard fd{::open(path.c_str(), flags | O_CLOEXEC, 0644)};
+  if (fd.fd < 0) {
+    throw spawn_error("cannot start " + exe + ": cannot open " + what + ": " + errno_text(errno));
+  }
+  return fd;
+}
+
+void pipe_or_throw(const std::string& exe, fd_guard& read_end, fd_guard& write_end) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    throw spawn_error("cannot start " + exe + ": pipe: " + errno_text(errno));
+  }
+  read_end.fd = fds[0];
+  write_end.fd = fds[1];
+}
+
+started_child start_child(const process_spec& spec, bool capture_output) {
   if (spec.executable.empty()) throw spawn_error("cannot start process: empty executable");
   const std::string& exe = spec.executable;
+  if (!spec.stdin_data.empty() && spec.stdin_fd >= 0) {
+    throw spawn_error("cannot start " + exe + ": stdin_data and stdin_fd both given");
+  }
+  if (capture_output && !spec.log_path.empty()) {
+    throw spawn_error("cannot start " + exe + ": output both captured and logged");
+  }
 
   // Everything the child needs is prepared before fork: after fork only async-signal-safe
   // calls are allowed (the parent has threads).
@@ -108,39 +154,33 @@ child_process child_process::spawn(const process_spec& spec) {
 
   fd_guard log_fd;
   if (!spec.log_path.empty()) {
-    log_fd.fd = ::open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (log_fd.fd < 0) {
-      throw spawn_error("cannot start " + exe + ": cannot open log file " + spec.log_path + ": " +
-                        errno_text(errno));
-    }
+    log_fd = open_or_throw(exe, "log file " + spec.log_path, spec.log_path,
+                           O_WRONLY | O_CREAT | O_APPEND);
   }
   fd_guard stdin_read, stdin_write;
   if (!spec.stdin_data.empty()) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-      throw spawn_error("cannot start " + exe + ": pipe: " + errno_text(errno));
-    }
-    stdin_read.fd = fds[0];
-    stdin_write.fd = fds[1];
-  } else {
-    stdin_read.fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (stdin_read.fd < 0) {
-      throw spawn_error("cannot start " + exe + ": /dev/null: " + errno_text(errno));
-    }
+    pipe_or_throw(exe, stdin_read, stdin_write);
+  } else if (spec.stdin_fd < 0) {
+    stdin_read = open_or_throw(exe, "/dev/null", "/dev/null", O_RDONLY);
   }
-  int err_fds[2];
-  if (::pipe2(err_fds, O_CLOEXEC) != 0) {
-    throw spawn_error("cannot start " + exe + ": pipe: " + errno_text(errno));
+  const int stdin_source = spec.stdin_fd >= 0 ? spec.stdin_fd : stdin_read.fd;
+  started_child started;
+  fd_guard out_write, err_write;
+  if (capture_output) {
+    pipe_or_throw(exe, started.out, out_write);
+    pipe_or_throw(exe, started.err, err_write);
   }
-  fd_guard err_read{err_fds[0]}, err_write{err_fds[1]};
+  fd_guard exec_error_read, exec_error_write;
+  pipe_or_throw(exe, exec_error_read, exec_error_write);
 
   const pid_t parent = ::getpid();
   const bool search_path = exe.find('/') == std::string::npos;
+  const bool kill_with_parent = spec.kill_with_parent && !spec.daemon;
   pid_t pid = ::fork();
   if (pid < 0) throw spawn_error("cannot start " + exe + ": fork: " + errno_text(errno));
   if (pid == 0) {
     auto fail = [&](int err) {
-      ssize_t ignored = ::write(err_write.fd, &err, sizeof err);
+      ssize_t ignored = ::write(exec_error_write.fd, &err, sizeof err);
       (void)ignored;
       ::_exit(127);
     };
@@ -151,15 +191,21 @@ child_process child_process::spawn(const process_spec& spec) {
     ::signal(SIGPIPE, SIG_DFL);
     ::signal(SIGTERM, SIG_DFL);
     ::signal(SIGINT, SIG_DFL);
-    if (spec.kill_with_parent) {
+    if (spec.daemon) {
+      if (::setsid() < 0) fail(errno);
+    } else if (spec.own_process_group) {
+      if (::setpgid(0, 0) != 0) fail(errno);
+    }
+    if (kill_with_parent) {
       if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) fail(errno);
       if (::getppid() != parent) ::_exit(128 + SIGTERM);  // parent already gone
     }
-    if (::dup2(stdin_read.fd, STDIN_FILENO) < 0) fail(errno);
-    if (log_fd.fd >= 0) {
-      if (::dup2(log_fd.fd, STDOUT_FILENO) < 0 || ::dup2(log_fd.fd, STDERR_FILENO) < 0) {
-        fail(errno);
-      }
+    if (::dup2(stdin_source, STDIN_FILENO) < 0) fail(errno);
+    // Output goes to the capture pipes or the log (never both), else stays the parent's.
+    const int out_fd = capture_output ? out_write.fd : log_fd.fd;
+    const int err_fd = capture_output ? err_write.fd : log_fd.fd;
+    if (out_fd >= 0 && (::dup2(out_fd, STDOUT_FILENO) < 0 || ::dup2(err_fd, STDERR_FILENO) < 0)) {
+      fail(errno);
     }
     if (!spec.working_dir.empty() && ::chdir(spec.working_dir.c_str()) != 0) fail(errno);
     if (search_path) {
@@ -171,12 +217,14 @@ child_process child_process::spawn(const process_spec& spec) {
   }
 
   // Parent: the exec-error pipe closes (CLOEXEC) on a successful exec, so read() sees EOF.
+  ::close(exec_error_write.release());
+  ::close(out_write.release());
   ::close(err_write.release());
-  ::close(stdin_read.release());
+  if (stdin_read.fd >= 0) ::close(stdin_read.release());
   int child_errno = 0;
   ssize_t n;
   do {
-    n = ::read(err_read.fd, &child_errno, sizeof child_errno);
+    n = ::read(exec_error_read.fd, &child_errno, sizeof child_errno);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     int status = 0;
@@ -184,22 +232,84 @@ child_process child_process::spawn(const process_spec& spec) {
     }
     throw spawn_error("cannot start " + exe + ": " + errno_text(child_errno));
   }
-  child_process child(pid);
+  started.pid = pid;
   if (stdin_write.fd >= 0) write_stdin(stdin_write.fd, spec.stdin_data);
-  return child;
+  return started;
+}
+
+// Appends what is readable now from each open descriptor (non-blocking) to its text; closes a
+// descriptor at end of file (fd set to -1).
+void drain(std::array<pollfd, 2>& fds, std::array<std::string*, 2> texts) {
+  char buf[4096];
+  for (size_t i = 0; i < fds.size(); ++i) {
+    while (fds[i].fd >= 0) {
+      const ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
+      if (got > 0) {
+        texts[i]->append(buf, static_cast<size_t>(got));
+        continue;
+      }
+      if (got == 0) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+      }
+      break;  // EAGAIN: nothing more for now
+    }
+  }
+}
+
+}  // namespace
+
+child_process child_process::spawn(const process_spec& spec) {
+  return child_process(start_child(spec, false).pid, !spec.daemon);
+}
+
+captured_output run_captured(const process_spec& spec, std::chrono::milliseconds timeout) {
+  started_child started = start_child(spec, true);
+  child_process child(started.pid, true);
+  captured_output result;
+  std::array<pollfd, 2> fds{pollfd{started.out.release(), POLLIN, 0},
+                            pollfd{started.err.release(), POLLIN, 0}};
+  for (auto& f : fds) ::fcntl(f.fd, F_SETFL, ::fcntl(f.fd, F_GETFL) | O_NONBLOCK);
+  const std::array<std::string*, 2> texts{&result.out, &result.err};
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (child.running()) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      result.timed_out = true;
+      ::kill(spec.own_process_group ? -child.pid() : child.pid(), SIGKILL);
+      break;
+    }
+    const int wait_ms = static_cast<int>(std::min<int64_t>(left.count(), 50));
+    if (fds[0].fd >= 0 || fds[1].fd >= 0) {
+      ::poll(fds.data(), fds.size(), wait_ms);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+    }
+    drain(fds, texts);
+  }
+  result.exit_code = child.wait();
+  drain(fds, texts);
+  for (auto& f : fds) {
+    if (f.fd >= 0) ::close(f.fd);
+  }
+  return result;
 }
 
 child_process::~child_process() {
-  if (valid() && !exit_status_) stop(std::chrono::milliseconds(5000));
+  if (stop_on_destroy_ && valid() && !exit_status_) stop(std::chrono::milliseconds(5000));
 }
 
 child_process::child_process(child_process&& other) noexcept
-    : pid_(std::exchange(other.pid_, -1)), exit_status_(std::exchange(other.exit_status_, {})) {}
+    : pid_(std::exchange(other.pid_, -1)),
+      stop_on_destroy_(other.stop_on_destroy_),
+      exit_status_(std::exchange(other.exit_status_, {})) {}
 
 child_process& child_process::operator=(child_process&& other) noexcept {
   if (this != &other) {
-    if (valid() && !exit_status_) stop(std::chrono::milliseconds(5000));
+    if (stop_on_destroy_ && valid() && !exit_status_) stop(std::chrono::milliseconds(5000));
     pid_ = std::exchange(other.pid_, -1);
+    stop_on_destroy_ = other.stop_on_destroy_;
     exit_status_ = std::exchange(other.exit_status_, {});
   }
   return *this;

@@ -5,13 +5,13 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <set>
 #include <system_error>
 #include <thread>
 
 #include "engine/memory_estimate.h"
 #include "engine/vocab.h"
+#include "gguf/summary.h"
 
 namespace rbee::engine {
 
@@ -205,8 +205,17 @@ model_info read_info(const gguf::file& file, const std::string& path) {
   model_info info;
   const hparams hp = read_hparams(file);
   const meta m{file, hp.architecture};
+  gguf::header_summary header;
+  try {
+    header = gguf::summarize(file);
+  } catch (const gguf::format_error& e) {
+    throw engine_error(error_code::file_corrupt, e.what());
+  }
   info.architecture = hp.architecture;
-  info.name = m.get_string("general.name").value_or(std::filesystem::path(path).stem().string());
+  info.name = header.name.empty() ? std::filesystem::path(path).stem().string() : header.name;
+  info.quantization = header.quantization;
+  info.n_params = header.parameters;
+  info.size_bytes = header.file_size;
   info.n_ctx_train = hp.n_ctx_train;
   info.n_vocab = hp.n_vocab;
   info.n_embd = hp.n_embd;
@@ -214,22 +223,6 @@ model_info read_info(const gguf::file& file, const std::string& path) {
   info.n_head = hp.n_head;
   info.n_head_kv = hp.n_head_kv;
   info.n_ff = hp.n_ff;
-  info.size_bytes = file.size_bytes();
-  std::map<tensor_type, uint64_t> bytes_by_type;
-  for (const auto& t : file.tensors()) {
-    info.n_params += static_cast<uint64_t>(t.n_elements());
-    if (t.shape.size() >= 2) bytes_by_type[t.type] += t.n_bytes;
-  }
-  const auto ft = m.get_uint("general.file_type", UINT64_MAX);
-  if (ft != UINT64_MAX) info.quantization = file_type_name(static_cast<uint32_t>(ft));
-  if (info.quantization.empty() && !bytes_by_type.empty()) {
-    const auto dominant = std::max_element(bytes_by_type.begin(), bytes_by_type.end(),
-                                           [](auto& a, auto& b) { return a.second < b.second; });
-    std::string label(to_string(dominant->first));
-    std::transform(label.begin(), label.end(), label.begin(), ::toupper);
-    if (dominant->first == tensor_type::q4_k || dominant->first == tensor_type::q5_k) label += "_M";
-    info.quantization = label;
-  }
   const auto tok = [&](const char* key) -> token_id {
     const auto v = m.get_uint(key, UINT64_MAX);
     return v == UINT64_MAX || v >= static_cast<uint64_t>(hp.n_vocab) ? -1

@@ -11,9 +11,9 @@
 
 #include "engine/backend.h"
 #include "engine/engine.h"
-#include "engine/gguf.h"
 #include "engine/tensor_types.h"
 #include "engine/vocab.h"
+#include "gguf/gguf.h"
 
 namespace rbee::engine {
 

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <span>
 #include <vector>
 
 namespace rbee::engine {
@@ -176,68 +178,114 @@ void pack_scale_min_k4(const uint8_t* ls, const uint8_t* lm, uint8_t* scales) {
   }
 }
 
-// Affine quantization x ≈ scale*L - min of n values to [0, nmax], minimising the weighted
-// squared error over a small grid of scales (ggml's make_qkx2_quants with use_mad = false).
-float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
-                       float* the_min, uint8_t* laux, float rmin, float rdelta, int nstep) {
-  float min = x[0], max = x[0];
-  float sum_w = weights[0];
-  float sum_x = sum_w * x[0];
-  for (int i = 1; i < n; ++i) {
-    min = std::min(min, x[i]);
-    max = std::max(max, x[i]);
-    sum_w += weights[i];
-    sum_x += weights[i] * x[i];
+// ---- Scale search of q4_k and q5_k
+//
+// A sub-block stores levels q in [0, q_max] and reads back as step * q + origin, origin <= 0
+// (the block keeps -origin as the sub-block's "min"). Rounding onto the plain grid over the
+// value range is not the best fit: the error is weighted, and a slightly denser or sparser
+// grid often rounds the large weights better. So the search
+//  1. starts from the plain grid: q_max levels over [origin, max], origin = min(values, 0);
+//  2. tries grids of q_max + extra levels over [origin, max], for the few values of `extra`
+//     in grid_candidates, with origin the best fit's so far (a better fit moves the grids);
+//  3. refits step and origin to each grid's levels by weighted least squares (step alone when
+//     the best origin would be positive) and keeps the fit with the smallest weighted error.
+// The arithmetic (float, in this order) is what the written files depend on byte for byte;
+// quant_test pins the output.
+
+// The extra levels tried: first_extra, first_extra + extra_step, ... (n_steps + 1 grids).
+struct grid_candidates {
+  float first_extra;
+  float extra_step;
+  int n_steps;
+};
+
+struct affine_fit {
+  float step;
+  float origin;  // the value of level 0, <= 0
+};
+
+// Levels of x on a grid of inv_step levels per unit with level 0 at origin, clamped to
+// [0, q_max].
+void place_on_grid(std::span<const float> x, float inv_step, float origin, int q_max,
+                   uint8_t* levels) {
+  for (size_t i = 0; i < x.size(); ++i) {
+    levels[i] = static_cast<uint8_t>(std::clamp(nearest_int(inv_step * (x[i] - origin)), 0, q_max));
   }
-  if (min > 0) min = 0;
-  if (max == min) {
-    for (int i = 0; i < n; ++i) L[i] = 0;
-    *the_min = -min;
-    return 0.f;
+}
+
+// Sum of w * (step * q + origin - x)^2.
+float weighted_error(std::span<const float> x, std::span<const float> w, const uint8_t* levels,
+                     const affine_fit& fit) {
+  float error = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float diff = fit.step * levels[i] + fit.origin - x[i];
+    error += w[i] * diff * diff;
   }
-  float iscale = nmax / (max - min);
-  float scale = 1 / iscale;
-  float best_err = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = std::clamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
-    L[i] = static_cast<uint8_t>(l);
-    const float diff = scale * L[i] + min - x[i];
-    best_err += weights[i] * diff * diff;
+  return error;
+}
+
+// Weighted least squares of x ≈ step * q + origin for fixed levels q: the 2x2 normal
+// equations in (step, origin). sum_w and sum_wx do not depend on the levels. nullopt when the
+// system is singular (every level equal).
+std::optional<affine_fit> refit(std::span<const float> x, std::span<const float> w,
+                                const uint8_t* levels, float sum_w, float sum_wx) {
+  float sum_wq = 0, sum_wqq = 0, sum_wqx = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const int q = levels[i];
+    sum_wq += w[i] * q;
+    sum_wqq += w[i] * q * q;
+    sum_wqx += w[i] * q * x[i];
   }
-  for (int is = 0; is <= nstep; ++is) {
-    iscale = (rmin + rdelta * is + nmax) / (max - min);
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = std::clamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
-      laux[i] = static_cast<uint8_t>(l);
-      const float w = weights[i];
-      sum_l += w * l;
-      sum_l2 += w * l * l;
-      sum_xl += w * l * x[i];
+  const float det = sum_w * sum_wqq - sum_wq * sum_wq;
+  if (!(det > 0)) return std::nullopt;
+  affine_fit fit{.step = (sum_w * sum_wqx - sum_wx * sum_wq) / det,
+                 .origin = (sum_wqq * sum_wx - sum_wq * sum_wqx) / det};
+  if (fit.origin > 0) {
+    // The stored min cannot be negative: pin the origin at zero and fit the step alone.
+    fit = {.step = sum_wqx / sum_wqq, .origin = 0};
+  }
+  return fit;
+}
+
+// Finds levels (into `levels`) and returns the step; min_out gets -origin. `scratch` holds
+// x.size() levels of a candidate.
+float search_affine_levels(std::span<const float> x, std::span<const float> w, int q_max,
+                           const grid_candidates& grids, uint8_t* levels, float& min_out,
+                           uint8_t* scratch) {
+  float lo = x[0], hi = x[0];
+  float sum_w = w[0];
+  float sum_wx = w[0] * x[0];
+  for (size_t i = 1; i < x.size(); ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+    sum_w += w[i];
+    sum_wx += w[i] * x[i];
+  }
+  affine_fit best{.step = 0, .origin = std::min(lo, 0.0f)};
+  if (hi == best.origin) {  // all values equal and not positive: level 0 holds them
+    std::fill(levels, levels + x.size(), 0);
+    min_out = -best.origin;
+    return 0.0f;
+  }
+  const float plain_inv_step = q_max / (hi - best.origin);
+  best.step = 1 / plain_inv_step;
+  place_on_grid(x, plain_inv_step, best.origin, q_max, levels);
+  float best_error = weighted_error(x, w, levels, best);
+
+  for (int k = 0; k <= grids.n_steps; ++k) {
+    const float inv_step = (grids.first_extra + grids.extra_step * k + q_max) / (hi - best.origin);
+    place_on_grid(x, inv_step, best.origin, q_max, scratch);
+    const std::optional<affine_fit> fit = refit(x, w, scratch, sum_w, sum_wx);
+    if (!fit) continue;
+    const float error = weighted_error(x, w, scratch, *fit);
+    if (error < best_error) {
+      std::copy(scratch, scratch + x.size(), levels);
+      best_error = error;
+      best = *fit;
     }
-    const float det = sum_w * sum_l2 - sum_l * sum_l;
-    if (det > 0) {
-      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-      if (this_min > 0) {
-        this_min = 0;
-        this_scale = sum_xl / sum_l2;
-      }
-      float err = 0;
-      for (int i = 0; i < n; ++i) {
-        const float diff = this_scale * laux[i] + this_min - x[i];
-        err += weights[i] * diff * diff;
-      }
-      if (err < best_err) {
-        std::memcpy(L, laux, n);
-        best_err = err;
-        scale = this_scale;
-        min = this_min;
-      }
-    }
   }
-  *the_min = -min;
-  return scale;
+  min_out = -best.origin;
+  return best.step;
 }
 
 // Symmetric quantization x ≈ scale*(L - nmax) with L in [0, 2*nmax), weights x^2, searching
@@ -286,42 +334,51 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
   return scale;
 }
 
-// Shared by q4_k (nmax 15) and q5_k (nmax 31): per sub-block affine quants, then 6-bit
-// super-block quantization of the scales and mins, then requantization with the final scales.
-void quantize_k_affine(const float* x, int nmax, float rmin, int nstep, fp16_t& d_out,
-                       fp16_t& dmin_out, uint8_t* scales_out, uint8_t* L) {
-  float weights[32], mins[8], scales[8];
-  uint8_t laux[32];
-  float max_scale = 0, max_min = 0;
+// The grids each k-quant tries: from one level fewer (4 bits) or half a level fewer (5 bits).
+constexpr grid_candidates q4_k_grids{.first_extra = -1.0f, .extra_step = 0.1f, .n_steps = 20};
+constexpr grid_candidates q5_k_grids{.first_extra = -0.5f, .extra_step = 0.1f, .n_steps = 15};
+
+// Shared by q4_k (q_max 15) and q5_k (q_max 31): a super-block of 8 sub-blocks of 32. Each
+// sub-block gets its own step and min from the search; these are then stored as 6-bit
+// multiples of two fp16 super-block factors, and the values are placed again on the steps
+// and mins as stored, so rounding the scales costs no more than it must.
+void quantize_k_affine(const float* x, int q_max, const grid_candidates& grids, fp16_t& d_out,
+                       fp16_t& dmin_out, uint8_t* scales_out, uint8_t* levels) {
+  float steps[8], mins[8];
+  uint8_t scratch[32];
+  float max_step = 0, max_min = 0;
   for (int j = 0; j < 8; ++j) {
-    float sum_x2 = 0;
-    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
-    const float av_x = std::sqrt(sum_x2 / 32);
-    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], laux, rmin,
-                                 0.1f, nstep);
-    max_scale = std::max(max_scale, scales[j]);
+    const float* sub = x + 32 * j;
+    // Error weights: large values count more, on top of the sub-block's RMS for every value.
+    float sum_squares = 0;
+    for (int i = 0; i < 32; ++i) sum_squares += sub[i] * sub[i];
+    const float rms = std::sqrt(sum_squares / 32);
+    float weights[32];
+    for (int i = 0; i < 32; ++i) weights[i] = rms + std::fabs(sub[i]);
+    steps[j] =
+        search_affine_levels({sub, 32}, weights, q_max, grids, levels + 32 * j, mins[j], scratch);
+    max_step = std::max(max_step, steps[j]);
     max_min = std::max(max_min, mins[j]);
   }
-  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
-  const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-  uint8_t ls[8], lm[8];
+  const float steps_per_unit = max_step > 0 ? 63.f / max_step : 0.f;
+  const float mins_per_unit = max_min > 0 ? 63.f / max_min : 0.f;
+  uint8_t step_codes[8], min_codes[8];
   for (int j = 0; j < 8; ++j) {
-    ls[j] = static_cast<uint8_t>(std::min(63, nearest_int(inv_scale * scales[j])));
-    lm[j] = static_cast<uint8_t>(std::min(63, nearest_int(inv_min * mins[j])));
+    step_codes[j] = static_cast<uint8_t>(std::min(63, nearest_int(steps_per_unit * steps[j])));
+    min_codes[j] = static_cast<uint8_t>(std::min(63, nearest_int(mins_per_unit * mins[j])));
   }
-  pack_scale_min_k4(ls, lm, scales_out);
-  d_out = fp32_to_fp16(max_scale / 63.f);
+  pack_scale_min_k4(step_codes, min_codes, scales_out);
+  d_out = fp32_to_fp16(max_step / 63.f);
   dmin_out = fp32_to_fp16(max_min / 63.f);
   for (int j = 0; j < 8; ++j) {
-    uint8_t sc, m;
-    scale_min_k4(j, scales_out, sc, m);
-    const float d = fp16_to_fp32(d_out) * sc;
-    if (!d) continue;
-    const float dm = fp16_to_fp32(dmin_out) * m;
+    uint8_t step_code, min_code;
+    scale_min_k4(j, scales_out, step_code, min_code);
+    const float step = fp16_to_fp32(d_out) * step_code;
+    if (!step) continue;
+    const float min = fp16_to_fp32(dmin_out) * min_code;
     for (int i = 0; i < 32; ++i) {
-      L[32 * j + i] =
-          static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + i] + dm) / d), 0, nmax));
+      levels[32 * j + i] =
+          static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + i] + min) / step), 0, q_max));
     }
   }
 }
@@ -329,7 +386,7 @@ void quantize_k_affine(const float* x, int nmax, float rmin, int nstep, fp16_t& 
 void quantize_q4_k(const float* x, block_q4_k* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += qk_k) {
     uint8_t L[qk_k];
-    quantize_k_affine(x, 15, -1.f, 20, y[i].d, y[i].dmin, y[i].scales, L);
+    quantize_k_affine(x, 15, q4_k_grids, y[i].d, y[i].dmin, y[i].scales, L);
     uint8_t* q = y[i].qs;
     for (int j = 0; j < qk_k; j += 64, q += 32) {
       for (int l = 0; l < 32; ++l) q[l] = L[j + l] | (L[j + l + 32] << 4);
@@ -340,7 +397,7 @@ void quantize_q4_k(const float* x, block_q4_k* y, int64_t nb) {
 void quantize_q5_k(const float* x, block_q5_k* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += qk_k) {
     uint8_t L[qk_k];
-    quantize_k_affine(x, 31, -0.5f, 15, y[i].d, y[i].dmin, y[i].scales, L);
+    quantize_k_affine(x, 31, q5_k_grids, y[i].d, y[i].dmin, y[i].scales, L);
     std::memset(y[i].qh, 0, sizeof(y[i].qh));
     uint8_t* ql = y[i].qs;
     uint8_t m1 = 1, m2 = 2;

@@ -5,8 +5,8 @@
 #include <optional>
 #include <queue>
 
-#include "engine/gguf.h"
 #include "engine/vocab_unicode.h"
+#include "gguf/gguf.h"
 
 namespace rbee::engine {
 

@@ -18,11 +18,11 @@
 #include "engine/engine.h"
 #include "engine/vocab_pretokenize.h"
 
-namespace rbee::engine {
-
-namespace gguf {
+namespace rbee::gguf {
 class file;
 }
+
+namespace rbee::engine {
 
 // tokenizer.ggml.token_type values.
 enum class token_type : uint8_t {

@@ -4,17 +4,17 @@
 #include <fmt/ostream.h>
 
 #include "engine/chat_template.h"
-#include "engine/gguf.h"
 #include "engine_tool/engine_tool.h"
+#include "gguf/gguf.h"
 
 namespace rbee::engine_tool {
 
 int info(const std::string& model_path, std::ostream& out) {
   const engine::model_info mi = engine::read_model_info(model_path);
   // The header again, for what model_info leaves out (tensor types, tokenizer).
-  const auto file = engine::gguf::file::open(model_path);
+  const auto file = gguf::file::open(model_path);
   std::map<std::string, int> type_counts;
-  for (const auto& t : file.tensors()) ++type_counts[std::string(engine::to_string(t.type))];
+  for (const auto& t : file.tensors()) ++type_counts[std::string(gguf::to_string(t.type))];
 
   fmt::print(out, "file:           {}\n", model_path);
   fmt::print(out, "name:           {}\n", mi.name);

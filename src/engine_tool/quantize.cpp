@@ -8,15 +8,14 @@
 #include <fmt/ostream.h>
 
 #include "engine/cpu/kernels.h"
-#include "engine/gguf.h"
 #include "engine/quant.h"
 #include "engine_tool/engine_tool.h"
 #include "engine_tool/type_mix.h"
+#include "gguf/gguf.h"
 
 namespace rbee::engine_tool {
 
 using engine::tensor_type;
-namespace gguf = engine::gguf;
 
 int quantize(const std::string& input, const std::string& output, const std::string& type,
              int n_threads, std::ostream& log) {

@@ -8,16 +8,15 @@
 #include <fmt/ostream.h>
 
 #include "engine/cpu/kernels.h"
-#include "engine/gguf.h"
 #include "engine/quant.h"
 #include "engine/sampling.h"
 #include "engine_tool/engine_tool.h"
 #include "engine_tool/type_mix.h"
+#include "gguf/gguf.h"
 
 namespace rbee::engine_tool {
 
 using engine::tensor_type;
-namespace gguf = engine::gguf;
 
 namespace {
 

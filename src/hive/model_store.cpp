@@ -29,7 +29,7 @@ bool usable(const model_entry& e) {
          std::filesystem::file_size(e.local_path, ec) == e.size_bytes;
 }
 
-model_entry entry_from_header(const gguf_summary& h) {
+model_entry entry_from_header(const gguf::header_summary& h) {
   model_entry e;
   e.size_bytes = h.file_size;
   e.architecture = h.architecture;
@@ -91,10 +91,10 @@ std::string_view to_string(download_stage s) {
   return "error";
 }
 
-gguf_summary read_model_header(const std::filesystem::path& path) {
+gguf::header_summary read_model_header(const std::filesystem::path& path) {
   try {
-    return read_gguf_header(path);
-  } catch (const gguf_header_error& e) {
+    return gguf::read_header_summary(path.string());
+  } catch (const gguf::format_error& e) {
     throw http_error(422, codes::INVALID_MODEL,
                      fmt::format("{} is not a usable GGUF model: {}", path.string(), e.what()),
                      {{"path", path.string()}, {"problem", e.what()}});
@@ -437,7 +437,7 @@ model_entry model_store::download_hf_file(download_job& job, const api::model_re
       },
       &job.cancel);
 
-  gguf_summary header;
+  gguf::header_summary header;
   try {
     header = read_model_header(dest);
   } catch (const http_error&) {
@@ -464,7 +464,7 @@ model_entry model_store::add_local_file(const api::model_ref& ref) {
                             fmt::format("No model file at {}", ref.path.string()),
                             {{"path", ref.path.string()}});
   }
-  gguf_summary header = read_model_header(ref.path);
+  gguf::header_summary header = read_model_header(ref.path);
   model_entry e = entry_from_header(header);
   e.provider = "file";
   e.reference = ref.canonical();

@@ -21,9 +21,9 @@
 #include "api/model_ref.h"
 #include "common/errors.h"
 #include "common/metrics.h"
+#include "gguf/summary.h"
 #include "hive/catalog.h"
 #include "hive/downloader.h"
-#include "hive/gguf_header.h"
 
 namespace rbee::hive {
 
@@ -127,6 +127,6 @@ bool is_inside_dir(const std::filesystem::path& dir, const std::filesystem::path
 
 // Reads the GGUF header of a model file; a corrupt file becomes 422 INVALID_MODEL naming the
 // problem (untrusted input: the hive stays up).
-gguf_summary read_model_header(const std::filesystem::path& path);
+gguf::header_summary read_model_header(const std::filesystem::path& path);
 
 }  // namespace rbee::hive

@@ -17,7 +17,8 @@ std::string human_bytes(uint64_t n) {
 
 }  // namespace
 
-engine::memory_needs estimate_memory(const gguf_summary& model, int n_ctx, int n_slots, bool cuda) {
+engine::memory_needs estimate_memory(const gguf::header_summary& model, int n_ctx, int n_slots,
+                                     bool cuda) {
   // A header without head counts is read as one head (the cache then holds n_embd per
   // position): the estimate errs on the large side.
   const uint64_t n_head = model.head_count > 0 ? model.head_count : 1;

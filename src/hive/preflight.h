@@ -8,12 +8,13 @@
 #include <string>
 
 #include "engine/memory_estimate.h"
+#include "gguf/summary.h"
 #include "hive/capabilities.h"
-#include "hive/gguf_header.h"
 
 namespace rbee::hive {
 
-engine::memory_needs estimate_memory(const gguf_summary& model, int n_ctx, int n_slots, bool cuda);
+engine::memory_needs estimate_memory(const gguf::header_summary& model, int n_ctx, int n_slots,
+                                     bool cuda);
 
 // Throws common::http_error 400 BACKEND_UNAVAILABLE when backend/device is not on this node
 // ("Device not available. Available: cpu, cuda:0").

@@ -1,21 +1,16 @@
 #include "queen/ssh.h"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
 #include <cstring>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
-extern char** environ;
+#include "common/process.h"
 
 namespace rbee::queen {
 
@@ -247,153 +242,45 @@ bool is_transient(ssh_failure kind) {
 
 namespace {
 
-// run_process, with the child's stdin either stdin_fd (when >= 0) or a pipe fed stdin_data.
-ssh_result spawn_and_wait(const std::vector<std::string>& argv, int stdin_fd,
-                          const std::string& stdin_data, std::chrono::milliseconds timeout) {
-  ssh_result result;
+// run_process, with the child's stdin either stdin_fd (when >= 0) or stdin_data.
+ssh_result run_argv(const std::vector<std::string>& argv, int stdin_fd,
+                    const std::string& stdin_data, std::chrono::milliseconds timeout) {
   if (argv.empty()) throw std::invalid_argument("run_process: empty argv");
-  std::array<int, 2> in_pipe{}, out_pipe{}, err_pipe{};
-  if (pipe2(in_pipe.data(), O_CLOEXEC) != 0 || pipe2(out_pipe.data(), O_CLOEXEC) != 0 ||
-      pipe2(err_pipe.data(), O_CLOEXEC) != 0) {
-    throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+  // No shell; its own process group, so a timeout kills ssh and anything it started.
+  const common::process_spec spec{.executable = argv[0],
+                                  .args = {argv.begin() + 1, argv.end()},
+                                  .kill_with_parent = false,
+                                  .stdin_data = stdin_data,
+                                  .stdin_fd = stdin_fd,
+                                  .own_process_group = true};
+  try {
+    common::captured_output run = common::run_captured(spec, timeout);
+    return {.exit_code = run.timed_out ? 124 : run.exit_code,
+            .out = std::move(run.out),
+            .err = std::move(run.err)};
+  } catch (const common::spawn_error& e) {
+    return {.exit_code = 127, .out = "", .err = e.what()};
   }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, stdin_fd >= 0 ? stdin_fd : in_pipe[0], 0);
-  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  // Its own process group, so a timeout kills ssh and anything it started; and a clean signal
-  // mask (daemons block SIGTERM/SIGINT for sigwait).
-  sigset_t no_signals;
-  sigemptyset(&no_signals);
-  posix_spawnattr_setsigmask(&attr, &no_signals);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
-  posix_spawnattr_setpgroup(&attr, 0);
-  std::vector<char*> cargv;
-  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  pid_t pid = -1;
-  int rc = posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  close(in_pipe[0]);
-  close(out_pipe[1]);
-  close(err_pipe[1]);
-  if (rc != 0) {
-    close(in_pipe[1]);
-    close(out_pipe[0]);
-    close(err_pipe[0]);
-    result.exit_code = 127;
-    result.err = argv[0] + ": " + std::strerror(rc);
-    return result;
-  }
-  // The child may not read its stdin at all: a write error (EPIPE) is fine, but its SIGPIPE
-  // must not kill us, so it is blocked for this thread and consumed if raised.
-  if (!stdin_data.empty()) {
-    sigset_t pipe_set, old_set;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
-    size_t off = 0;
-    bool broken = false;
-    while (off < stdin_data.size()) {
-      ssize_t n = write(in_pipe[1], stdin_data.data() + off, stdin_data.size() - off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        broken = errno == EPIPE;
-        break;
-      }
-      off += static_cast<size_t>(n);
-    }
-    if (broken) {
-      timespec zero{0, 0};
-      sigtimedwait(&pipe_set, nullptr, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
-  }
-  close(in_pipe[1]);
-
-  // Read until the child exits, not until EOF: ssh's ControlPersist master lives on in the
-  // background holding our pipes open.
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::array<pollfd, 2> fds{pollfd{out_pipe[0], POLLIN, 0}, pollfd{err_pipe[0], POLLIN, 0}};
-  for (auto& f : fds) fcntl(f.fd, F_SETFL, fcntl(f.fd, F_GETFL) | O_NONBLOCK);
-  char buf[4096];
-  auto drain = [&] {
-    for (size_t i = 0; i < fds.size(); ++i) {
-      while (fds[i].fd >= 0) {
-        ssize_t got = read(fds[i].fd, buf, sizeof buf);
-        if (got > 0) {
-          (i == 0 ? result.out : result.err).append(buf, static_cast<size_t>(got));
-          continue;
-        }
-        if (got == 0) {
-          close(fds[i].fd);
-          fds[i].fd = -1;
-        }
-        break;  // EAGAIN: nothing more for now
-      }
-    }
-  };
-  int status = 0;
-  bool exited = false;
-  bool timed_out = false;
-  while (!exited) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      timed_out = true;
-      break;
-    }
-    int wait_ms = static_cast<int>(std::min<int64_t>(left.count(), 50));
-    if (fds[0].fd >= 0 || fds[1].fd >= 0) {
-      poll(fds.data(), fds.size(), wait_ms);
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
-    }
-    drain();
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    exited = r == pid || (r < 0 && errno != EINTR);
-  }
-  if (timed_out) {
-    kill(-pid, SIGKILL);
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-  }
-  drain();
-  for (auto& f : fds) {
-    if (f.fd >= 0) close(f.fd);
-  }
-  if (timed_out) {
-    result.exit_code = 124;
-  } else if (WIFEXITED(status)) {
-    result.exit_code = WEXITSTATUS(status);
-  } else {
-    result.exit_code = 128 + WTERMSIG(status);
-  }
-  return result;
 }
 
 }  // namespace
 
 ssh_result run_process(const std::vector<std::string>& argv, const std::string& stdin_data,
                        std::chrono::milliseconds timeout) {
-  return spawn_and_wait(argv, -1, stdin_data, timeout);
+  return run_argv(argv, -1, stdin_data, timeout);
 }
 
 ssh_result run_process_from_file(const std::vector<std::string>& argv,
                                  const std::filesystem::path& stdin_file,
                                  std::chrono::milliseconds timeout) {
-  int fd = open(stdin_file.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(stdin_file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     return {.exit_code = 1,
             .out = "",
             .err = "cannot read " + stdin_file.string() + ": " + std::strerror(errno)};
   }
-  auto result = spawn_and_wait(argv, fd, "", timeout);
-  close(fd);
+  auto result = run_argv(argv, fd, "", timeout);
+  ::close(fd);
   return result;
 }
 

@@ -124,8 +124,9 @@ class openssh_runner : public ssh_runner {
   std::string ssh_binary_;
 };
 
-// Runs argv (no shell), feeding stdin_data, capturing stdout/stderr; kills it after timeout
-// (exit_code 124). An exec failure gives exit_code 127 with the cause in err.
+// Runs argv (no shell, common::run_captured: the child's environment holds none of the queen's
+// secrets), feeding stdin_data, capturing stdout/stderr; kills it and its process group after
+// timeout (exit_code 124). An exec failure gives exit_code 127 with the cause in err.
 ssh_result run_process(const std::vector<std::string>& argv, const std::string& stdin_data,
                        std::chrono::milliseconds timeout);
 // run_process with the child's stdin read from a file; exit_code 1 with the cause in err when

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "engine/chat_template.h"
-#include "engine/gguf.h"
 #include "engine/vocab.h"
+#include "gguf/gguf.h"
 
 namespace rbee::engine {
 namespace {

@@ -11,7 +11,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "engine/gguf.h"
+#include "gguf/gguf.h"
 
 namespace {
 
@@ -132,8 +132,8 @@ TEST_P(quantize_matches_llama_cpp, tensor_bytes) {
   const auto& [type, file] = GetParam();
   const std::string out = path(type + ".gguf");
   ASSERT_EQ(run({"quantize", models_dir + "/synth-tiny-f16.gguf", out, type}).exit_code, 0);
-  const auto ours = rbee::engine::gguf::file::open(out);
-  const auto theirs = rbee::engine::gguf::file::open(models_dir + "/" + file);
+  const auto ours = rbee::gguf::file::open(out);
+  const auto theirs = rbee::gguf::file::open(models_dir + "/" + file);
   ASSERT_EQ(ours.tensors().size(), theirs.tensors().size());
   for (const auto& t : theirs.tensors()) {
     const auto* o = ours.find_tensor(t.name);

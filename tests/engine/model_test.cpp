@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/engine.h"
-#include "engine/gguf.h"
+#include "gguf/gguf.h"
 #include "support/reference.h"
 
 namespace rbee::engine {
@@ -361,6 +361,23 @@ TEST(model_info, header_facts) {
   EXPECT_EQ(read_model_info(models_dir + "/synth-tiny-Q4_K_M.gguf").quantization, "Q4_K_M");
   EXPECT_EQ(read_model_info(models_dir + "/synth-tiny-Q8_0.gguf").quantization, "Q8_0");
   EXPECT_EQ(read_model_info(models_dir + "/synth-tiny-f16.gguf").quantization, "F16");
+}
+
+// The engine names a file's quantization as the hive does (gguf::summarize): without
+// general.file_type the mix is unknown, so a file of mostly Q4_K tensors is "Q4_K".
+TEST(model_info, quantization_without_a_file_type_is_the_tensor_type) {
+  const auto original = gguf::file::open(models_dir + "/synth-tiny-Q4_K_M.gguf");
+  gguf::writer w;
+  for (const auto& e : original.metadata()) {
+    if (e.key != "general.file_type") w.set(e);
+  }
+  for (const auto& t : original.tensors())
+    w.add_tensor(t.name, t.type, t.shape, {t.data, t.n_bytes});
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("rbee-model-test-" + std::to_string(::getpid()) + "-no-file-type.gguf");
+  w.write(path.string());
+  EXPECT_EQ(read_model_info(path.string()).quantization, "Q4_K");
+  std::filesystem::remove(path);
 }
 
 TEST(model_info, memory_estimate_covers_weights_and_grows_with_the_cache) {

@@ -3,7 +3,9 @@
 // error, and our quantizers must reproduce llama.cpp's bytes (exactly for the simple types).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -11,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/gguf.h"
 #include "engine/quant.h"
 #include "engine/tensor_types.h"
+#include "gguf/gguf.h"
 
 namespace rbee::engine {
 namespace {
@@ -214,6 +216,75 @@ TEST(quant_quantize_row, zero_rows_stay_zero) {
     std::vector<float> back(n, 1.0f);
     dequantize_row_reference(type, q.data(), back.data(), n);
     for (float v : back) ASSERT_EQ(v, 0.0f) << to_string(type);
+  }
+}
+
+// A fixed pseudo-random input with the shapes the scale searches branch on: blocks at scales
+// from 2^-20 to 2^10, all-positive blocks (no negative minimum), constant and zero sub-blocks,
+// single outliers. Integer arithmetic only, so it is the same on every platform.
+std::vector<float> pinned_input(int64_t n) {
+  uint64_t state = 0x9e3779b97f4a7c15u;
+  auto next = [&state] {  // splitmix64
+    uint64_t z = (state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+  };
+  // Uniform in [-1, 1) with 24 bits; the sum of four is bell-shaped like real weights.
+  auto uniform = [&] {
+    return static_cast<float>(static_cast<int32_t>(next() >> 40) - (1 << 23)) /
+           static_cast<float>(1 << 23);
+  };
+  std::vector<float> x(n);
+  for (int64_t block = 0; block < n / qk_k; ++block) {
+    const uint64_t shape = next();
+    const float scale = std::ldexp(1.0f, static_cast<int>(shape % 31) - 20);
+    const float offset = (shape >> 8) % 4 == 0 ? 2.0f : 0.0f;  // a quarter of blocks positive
+    for (int i = 0; i < qk_k; ++i) {
+      x[block * qk_k + i] = scale * ((uniform() + uniform() + uniform() + uniform()) / 4 + offset);
+    }
+    float* sub = &x[block * qk_k + static_cast<int>((shape >> 16) % 8) * 32];
+    switch ((shape >> 24) % 8) {
+      case 0:
+        std::fill(sub, sub + 32, 0.0f);
+        break;
+      case 1:
+        std::fill(sub, sub + 32, scale * 0.5f);
+        break;
+      case 2:
+        sub[(shape >> 32) % 32] = scale * 40.0f;
+        break;
+      default:
+        break;
+    }
+  }
+  return x;
+}
+
+// FNV-1a over the bytes.
+uint64_t fingerprint(const std::vector<uint8_t>& bytes) {
+  uint64_t h = 0xcbf29ce484222325u;
+  for (uint8_t b : bytes) h = (h ^ b) * 0x100000001b3u;
+  return h;
+}
+
+// The quantizers' output bytes are pinned: a rewrite of a scale search must keep every byte
+// (files written before and after stay identical). A changed fingerprint means changed output.
+TEST(quant_quantize_row, output_bytes_are_pinned) {
+  const int64_t n = 2048 * qk_k;
+  const std::vector<float> x = pinned_input(n);
+  const std::map<tensor_type, uint64_t> pinned = {
+      {tensor_type::q4_0, 0x595341a2443bdfd8u}, {tensor_type::q4_1, 0x7663a7832834f503u},
+      {tensor_type::q5_0, 0xe0314315bd02c5f8u}, {tensor_type::q5_1, 0xdab80255db5c73b8u},
+      {tensor_type::q8_0, 0xce3374acac57829du}, {tensor_type::q8_1, 0xafb381270c5193a9u},
+      {tensor_type::q4_k, 0x3d3a23633c3ab48du}, {tensor_type::q5_k, 0x73e215850063fffdu},
+      {tensor_type::q6_k, 0xe269129ed5d1cd30u}, {tensor_type::q8_k, 0x85ddca5d351c0e51u},
+      {tensor_type::f16, 0xcdbf363e1e600380u},  {tensor_type::bf16, 0x2f646dc5d7359acau},
+  };
+  for (const auto& [type, want] : pinned) {
+    std::vector<uint8_t> q(row_size(type, n));
+    quantize_row(type, x.data(), q.data(), n);
+    EXPECT_EQ(fingerprint(q), want) << to_string(type) << std::hex << " 0x" << fingerprint(q);
   }
 }
 

@@ -12,10 +12,10 @@
 
 #include <unistd.h>
 
-#include "engine/gguf.h"
 #include "engine/vocab.h"
 #include "engine/vocab_pretokenize.h"
 #include "engine/vocab_unicode.h"
+#include "gguf/gguf.h"
 
 namespace rbee::engine {
 namespace {

@@ -3,9 +3,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "engine/gguf.h"
+#include "gguf/gguf.h"
 
-namespace gguf = rbee::engine::gguf;
+namespace gguf = rbee::gguf;
 
 namespace {
 

@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/gguf.h"
+#include "gguf/gguf.h"
 
-namespace gguf = rbee::engine::gguf;
-using rbee::engine::tensor_type;
+namespace gguf = rbee::gguf;
+using rbee::gguf::tensor_type;
 
 namespace {
 

@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "engine/chat_template.h"
-#include "engine/gguf.h"
 #include "engine/vocab.h"
 #include "engine/vocab_unicode.h"
+#include "gguf/gguf.h"
 
 namespace {
 
@@ -41,8 +41,7 @@ const std::vector<std::unique_ptr<vocab>>& vocabs() {
          {"/tokenizer/ggml-vocab-llama-spm.gguf", "/tokenizer/ggml-vocab-gpt-2.gguf",
           "/tokenizer/ggml-vocab-gpt-2-pre-llama-bpe.gguf",
           "/tokenizer/ggml-vocab-gpt-2-pre-qwen2.gguf", "/stories260K.gguf"}) {
-      v.push_back(
-          std::make_unique<vocab>(vocab::from_gguf(rbee::engine::gguf::file::open(dir + name))));
+      v.push_back(std::make_unique<vocab>(vocab::from_gguf(rbee::gguf::file::open(dir + name))));
     }
     return v;
   }();

@@ -1,5 +1,6 @@
 #include "common/process.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -214,6 +215,88 @@ TEST_F(ProcessTest, LauncherInterfaceSpawnsRealProcesses) {
   process_spec spec;
   spec.executable = "/bin/true";
   EXPECT_EQ(l.spawn(spec).wait(), 0);
+}
+
+TEST_F(ProcessTest, RunCapturedCollectsOutputAndExitCode) {
+  process_spec spec;
+  spec.executable = "/bin/sh";
+  spec.args = {"-c", "cat; echo err >&2; exit 3"};
+  spec.stdin_data = "secret";
+  captured_output run = run_captured(spec, 5s);
+  EXPECT_EQ(run.exit_code, 3);
+  EXPECT_FALSE(run.timed_out);
+  EXPECT_EQ(run.out, "secret");
+  EXPECT_EQ(run.err, "err\n");
+}
+
+TEST_F(ProcessTest, StdinFromAnOpenDescriptor) {
+  std::ofstream(dir / "input") << "from a file";
+  const int fd = ::open((dir / "input").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  process_spec spec;
+  spec.executable = "/bin/cat";
+  spec.stdin_fd = fd;
+  EXPECT_EQ(run_captured(spec, 5s).out, "from a file");
+  ::close(fd);
+  spec.stdin_data = "both";  // one source of stdin at a time
+  EXPECT_THROW(run_captured(spec, 5s), spawn_error);
+}
+
+// The timeout kills the whole process group: a grandchild holding the output pipe open must
+// neither keep the call waiting nor survive it.
+TEST_F(ProcessTest, RunCapturedTimeoutKillsTheProcessGroup) {
+  process_spec spec;
+  spec.executable = "/bin/sh";
+  spec.args = {"-c", "sleep 100 & echo $!; wait"};
+  spec.own_process_group = true;
+  const auto start = std::chrono::steady_clock::now();
+  captured_output run = run_captured(spec, 300ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_TRUE(run.timed_out);
+  EXPECT_EQ(run.exit_code, 128 + SIGKILL);
+  const pid_t grandchild = std::stoi(run.out);
+  for (int i = 0; i < 200 && process_exists(grandchild); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_FALSE(process_exists(grandchild));
+}
+
+// Reading ends when the child exits, even while something it left behind holds the pipes.
+TEST_F(ProcessTest, RunCapturedReturnsWhenTheChildExits) {
+  process_spec spec;
+  spec.executable = "/bin/sh";
+  spec.args = {"-c", "sleep 3 & echo started"};
+  const auto start = std::chrono::steady_clock::now();
+  captured_output run = run_captured(spec, 10s);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  EXPECT_EQ(run.exit_code, 0);
+  EXPECT_EQ(run.out, "started\n");
+}
+
+TEST_F(ProcessTest, ExecFailureOfACapturedRunThrows) {
+  process_spec spec;
+  spec.executable = (dir / "no-such-binary").string();
+  EXPECT_THROW(run_captured(spec, 1s), spawn_error);
+}
+
+// A daemon leads its own session and outlives its child_process; stop() still ends it.
+TEST_F(ProcessTest, DaemonHasItsOwnSessionAndOutlivesItsOwner) {
+  process_spec spec;
+  spec.executable = "/bin/sleep";
+  spec.args = {"100"};
+  spec.daemon = true;
+  pid_t pid;
+  {
+    child_process owner = child_process::spawn(spec);
+    pid = owner.pid();
+    EXPECT_EQ(::getsid(pid), pid);
+    child_process moved = std::move(owner);
+  }
+  EXPECT_TRUE(process_exists(pid));
+  ::kill(pid, SIGTERM);
+  for (int i = 0; i < 500 && process_exists(pid); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_FALSE(process_exists(pid));
+
+  child_process stopped = child_process::spawn(spec);
+  EXPECT_EQ(stopped.stop(1s), 128 + SIGTERM);
 }
 
 TEST(ProcessPaths, SelfExecutableDir) {

@@ -9,8 +9,8 @@ namespace {
 
 constexpr uint64_t mib = 1024 * 1024;
 
-gguf_summary model_7b_like() {
-  gguf_summary s;
+gguf::header_summary model_7b_like() {
+  gguf::header_summary s;
   s.architecture = "llama";
   s.file_size = 4000 * mib;
   s.block_count = 32;

@@ -1,4 +1,4 @@
-#include "engine/gguf.h"
+#include "gguf/gguf.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -15,7 +15,7 @@
 #include <system_error>
 #include <unordered_set>
 
-namespace rbee::engine::gguf {
+namespace rbee::gguf {
 
 static_assert(std::endian::native == std::endian::little, "GGUF is read by memcpy: little-endian");
 
@@ -95,7 +95,7 @@ std::string_view ggml_type_name(uint32_t id) {
   return id < std::size(names) ? names[id] : "unknown";
 }
 
-// Traits of a type this engine stores weights in; q8_1/q8_k exist only as activations.
+// Traits of a type weights are stored in; q8_1/q8_k exist only as activations.
 std::optional<type_traits> storage_traits(uint32_t id) {
   if (id == static_cast<uint32_t>(tensor_type::q8_1) ||
       id == static_cast<uint32_t>(tensor_type::q8_k)) {
@@ -968,4 +968,4 @@ void writer::write(const std::string& path) const {
   out.commit();
 }
 
-}  // namespace rbee::engine::gguf
+}  // namespace rbee::gguf

@@ -1,6 +1,6 @@
 // GGUF reader/writer: the shared real files, writer round trips, and one test per kind of
 // damage a file can have (each must be a format_error naming the problem, never a crash).
-#include "engine/gguf.h"
+#include "gguf/gguf.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -17,7 +17,7 @@
 #include <random>
 #include <system_error>
 
-namespace rbee::engine::gguf {
+namespace rbee::gguf {
 namespace {
 
 namespace fs = std::filesystem;
@@ -727,4 +727,4 @@ TEST_F(GgufCorrupt, RandomDamageNeverCrashes) {
 }
 
 }  // namespace
-}  // namespace rbee::engine::gguf
+}  // namespace rbee::gguf

@@ -1,10 +1,10 @@
-#include "engine/tensor_types.h"
+#include "gguf/tensor_types.h"
 
 #include <cassert>
 #include <cstdio>
 #include <cstdlib>
 
-namespace rbee::engine {
+namespace rbee::gguf {
 
 namespace {
 
@@ -125,4 +125,4 @@ std::string_view file_type_name(uint32_t file_type) {
   }
 }
 
-}  // namespace rbee::engine
+}  // namespace rbee::gguf

@@ -18,9 +18,9 @@
 #include <variant>
 #include <vector>
 
-#include "engine/tensor_types.h"
+#include "gguf/tensor_types.h"
 
-namespace rbee::engine::gguf {
+namespace rbee::gguf {
 
 struct format_error : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -170,4 +170,4 @@ class writer {
   void add_pending(pending_tensor t);
 };
 
-}  // namespace rbee::engine::gguf
+}  // namespace rbee::gguf
