@@ -44,7 +44,7 @@ class registry {
   // local_install_path (the queen's own directory) as its install path.
   registry(const std::filesystem::path& db_path, const std::string& local_install_path);
 
-  // Throws http_error 409 NODE_EXISTS when the name is taken.
+  // Throws queen::error NODE_EXISTS when the name is taken.
   void add(const node_record& node);
   std::optional<node_record> get(const std::string& node_name);
   std::vector<node_record> list();
