@@ -30,6 +30,11 @@ error internal(std::string message, nlohmann::json details) {
   return error(common::codes::INTERNAL, std::move(message), std::move(details));
 }
 
+error error_from_response(const common::http_response& response) {
+  auto e = response.to_http_error();
+  return error(e.code, e.message, e.details, e.retry_after_s);
+}
+
 nlohmann::json error_event(const error& e) {
   nlohmann::json ev = {{"type", "error"}, {"code", e.code}, {"message", e.message}};
   if (!e.details.is_null()) ev["details"] = e.details;

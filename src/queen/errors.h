@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/http_client.h"
+
 namespace rbee::queen {
 
 struct error : std::exception {
@@ -36,6 +38,9 @@ error unavailable(std::string_view code, std::string message, int retry_after_s,
                   nlohmann::json details = nullptr);
 // A broken expectation about another process's answer, or a failure without a better code.
 error internal(std::string message, nlohmann::json details = nullptr);
+
+// The error another rbee process (a hive, a worker) answered with, under its own code.
+error error_from_response(const common::http_response& response);
 
 // The error as a task stream's event: {"type":"error","code","message","details"?}.
 nlohmann::json error_event(const error& e);

@@ -125,11 +125,6 @@ json catalog_model::to_json() const {
           {"downloaded_at_unix", downloaded_at_unix}};
 }
 
-error error_from_response(const common::http_response& response) {
-  auto e = response.to_http_error();
-  return error(e.code, e.message, e.details, e.retry_after_s);
-}
-
 hive_client::hive_client(hive_endpoint endpoint, std::chrono::milliseconds read_timeout,
                          std::function<bool()> still_wanted)
     : endpoint_(std::move(endpoint)),

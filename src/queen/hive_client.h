@@ -134,7 +134,4 @@ class hive_client {
   common::http_client http_;
 };
 
-// The error a hive (or worker) answered with, under its own code.
-error error_from_response(const common::http_response& response);
-
 }  // namespace rbee::queen

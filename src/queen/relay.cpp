@@ -95,11 +95,11 @@ relay_result task_relay::run(const task_request& request, const worker_info& w,
     return result;
   }
   if (status != 0 && status != 200) {
-    auto err = error_response.to_http_error();
+    auto err = error_from_response(error_response);
     if (err.code == common::codes::ALL_SLOTS_BUSY || status == 503) {
       result.retry_reason = err.message;
     } else {
-      result.failure = error(err.code, err.message, err.details, err.retry_after_s);
+      result.failure = err;
     }
   }
   return result;
