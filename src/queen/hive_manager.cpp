@@ -18,9 +18,9 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-std::string str_or(const json& j, const char* key, const std::string& def = "") {
+std::string str_or(const json& j, const char* key) {
   auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : def;
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
 // The remote start script is a constant; every user-derived value is a positional argument
@@ -46,25 +46,17 @@ constexpr const char* remote_stop_script =
 
 }  // namespace
 
-worker_info parse_hive_worker(const json& j, const std::string& node) {
-  worker_info w = worker_info::from_json(j);
-  w.node = node;
-  return w;
-}
-
-std::optional<common::http_error> version_mismatch(const std::string& node,
-                                                   const std::string& hive_version) {
+std::optional<error> version_mismatch(const std::string& node, const std::string& hive_version) {
   auto theirs = common::parse_semver(hive_version);
   auto ours = common::current_version();
   if (theirs && common::compatible(*theirs, ours)) return std::nullopt;
-  return common::http_error(
-      common::status_for_code(common::codes::VERSION_MISMATCH), common::codes::VERSION_MISMATCH,
-      "Version mismatch: queen " + ours.to_string() + ", hive " +
-          (hive_version.empty() ? "unknown" : hive_version) + " on node '" + node + "'",
-      {{"node", node},
-       {"queen_version", ours.to_string()},
-       {"hive_version", hive_version},
-       {"hint", "rbee setup install --node " + node}});
+  return error(common::codes::VERSION_MISMATCH,
+               "Version mismatch: queen " + ours.to_string() + ", hive " +
+                   (hive_version.empty() ? "unknown" : hive_version) + " on node '" + node + "'",
+               {{"node", node},
+                {"queen_version", ours.to_string()},
+                {"hive_version", hive_version},
+                {"hint", "rbee setup install --node " + node}});
 }
 
 hive_manager::hive_manager(hive_manager_options options, registry& nodes, scheduler& sched,
@@ -127,36 +119,8 @@ ssh_target hive_manager::target_for(const node_record& node) const {
                     .key_path = node.ssh_key_path};
 }
 
-common::http_client hive_manager::hive_client(const hive_endpoint& endpoint,
-                                              std::chrono::milliseconds read_timeout,
-                                              std::function<bool()> still_wanted) const {
-  common::client_options opts;
-  opts.connect_timeout = 3s;
-  opts.read_timeout = read_timeout;
-  opts.still_wanted = std::move(still_wanted);
-  opts.bearer_token = endpoint.token;
-  return common::http_client(endpoint.base_url, opts);
-}
-
-std::optional<std::string> hive_manager::probe(const std::string& base_url,
-                                               std::chrono::milliseconds timeout) const {
-  common::client_options opts;
-  opts.connect_timeout = timeout;
-  opts.read_timeout = timeout;
-  try {
-    common::http_client client(base_url, opts);
-    auto res = client.get("/v1/health");
-    if (!res.ok()) return std::nullopt;
-    auto body = json::parse(res.body, nullptr, false);
-    if (!body.is_object()) return std::nullopt;
-    return str_or(body, "version");
-  } catch (const common::connection_error&) {
-    return std::nullopt;
-  }
-}
-
 std::optional<std::string> hive_manager::hive_version(const node_record& node) const {
-  return probe(base_url_for(node), 2s);
+  return hive_client::probe_version(base_url_for(node), 2s);
 }
 
 std::optional<hive_endpoint> hive_manager::known_endpoint(const std::string& node) {
@@ -185,7 +149,7 @@ hive_endpoint hive_manager::ensure_hive(const node_record& node, const event_fn&
   auto& st = state_for(node.node_name);
   std::lock_guard lock(st.mutex);
   hive_endpoint ep = endpoint_for(node);
-  auto version = probe(ep.base_url, 2s);
+  auto version = hive_client::probe_version(ep.base_url, 2s);
   if (!version) {
     set_endpoint(st, std::nullopt);
     narrate("hive_start",
@@ -212,37 +176,22 @@ hive_endpoint hive_manager::ensure_hive(const node_record& node, const event_fn&
     throw *mismatch;
   }
   // The hive must accept our token (a hive started by someone else may use another one).
-  auto client = hive_client(ep);
-  auto res = [&] {
-    try {
-      return client.get("/v1/workers/list");
-    } catch (const common::connection_error& e) {
-      throw common::unavailable(common::codes::NODE_UNREACHABLE,
-                                "Cannot reach rbee-hive on '" + node.node_name + "': " + e.what(),
-                                5, {{"node", node.node_name}});
+  try {
+    scheduler_.update_node_workers(node.node_name, hive_client(ep).list_workers().workers);
+  } catch (const common::connection_error& e) {
+    throw error(common::codes::NODE_UNREACHABLE,
+                "Cannot reach rbee-hive on '" + node.node_name + "': " + e.what(),
+                {{"node", node.node_name}}, 5);
+  } catch (const error& e) {
+    if (e.code == common::codes::MISSING_API_KEY || e.code == common::codes::INVALID_API_KEY) {
+      throw error(common::codes::NODE_UNREACHABLE,
+                  "rbee-hive on '" + node.node_name + "' rejected the queen's node token",
+                  {{"node", node.node_name},
+                   {"hint", "stop that hive (rbee hive stop --node " + node.node_name +
+                                ") so the queen can start its own"}},
+                  5);
     }
-  }();
-  if (res.status == 401) {
-    throw common::unavailable(
-        common::codes::NODE_UNREACHABLE,
-        "rbee-hive on '" + node.node_name + "' rejected the queen's node token", 5,
-        {{"node", node.node_name},
-         {"hint", "stop that hive (rbee hive stop --node " + node.node_name +
-                      ") so the queen can start its own"}});
-  }
-  if (res.ok()) {
-    auto body = json::parse(res.body, nullptr, false);
-    if (body.is_object() && body.contains("workers") && body["workers"].is_array()) {
-      std::vector<worker_info> workers;
-      for (const auto& w : body["workers"]) {
-        try {
-          workers.push_back(parse_hive_worker(w, node.node_name));
-        } catch (const common::http_error& e) {
-          spdlog::warn("hive {}: ignoring malformed worker entry: {}", node.node_name, e.what());
-        }
-      }
-      scheduler_.update_node_workers(node.node_name, workers);
-    }
+    // Any other answer leaves the worker view to the hive's reports.
   }
   set_endpoint(st, ep);
   nodes_.set_status(node.node_name, "reachable", "", clock_.unix_now());
@@ -259,13 +208,14 @@ std::string hive_manager::wait_for_health(const node_record& node, hive_state& s
     while (true) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
-      if (auto version = probe(base_url, std::max<std::chrono::milliseconds>(left, 100ms))) {
+      if (auto version = hive_client::probe_version(
+              base_url, std::max<std::chrono::milliseconds>(left, 100ms))) {
         return *version;
       }
       if (st.child.valid()) {
         if (auto status = st.child.try_wait()) {
           nodes_.set_status(node.node_name, "unreachable", "hive exited", std::nullopt);
-          throw common::unavailable(
+          throw unavailable(
               common::codes::NODE_UNREACHABLE,
               "rbee-hive on node '" + node.node_name + "' exited during start (status " +
                   std::to_string(*status) + ")",
@@ -289,7 +239,7 @@ std::string hive_manager::wait_for_health(const node_record& node, hive_state& s
   const std::string host_port = base_url.substr(base_url.find("://") + 3);
   const std::string port = host_port.substr(host_port.rfind(':') + 1);
   nodes_.set_status(node.node_name, "unreachable", "hive did not answer", std::nullopt);
-  throw common::unavailable(
+  throw unavailable(
       common::codes::NODE_UNREACHABLE,
       "Cannot connect to " + host_port + " after " + std::to_string(attempts) +
           " attempts (rbee-hive on node '" + node.node_name + "' did not answer)",
@@ -327,8 +277,8 @@ void hive_manager::start_local(const node_record& node, hive_state& st, const st
   try {
     st.child = launcher_.spawn(spec);
   } catch (const common::spawn_error& e) {
-    throw common::internal_error(std::string("cannot start rbee-hive: ") + e.what(),
-                                 {{"node", node.node_name}, {"executable", spec.executable}});
+    throw internal(std::string("cannot start rbee-hive: ") + e.what(),
+                   {{"node", node.node_name}, {"executable", spec.executable}});
   }
 }
 
@@ -353,12 +303,12 @@ void hive_manager::start_remote(const node_record& node, const std::string& toke
         });
   } catch (const ssh_error& e) {
     nodes_.set_status(node.node_name, "unreachable", e.what(), std::nullopt);
-    throw common::unavailable(common::codes::NODE_UNREACHABLE, e.what(), 5,
-                              {{"node", node.node_name},
-                               {"cause", to_string(e.diagnosis().kind)},
-                               {"hint", e.diagnosis().hint}});
+    throw unavailable(common::codes::NODE_UNREACHABLE, e.what(), 5,
+                      {{"node", node.node_name},
+                       {"cause", to_string(e.diagnosis().kind)},
+                       {"hint", e.diagnosis().hint}});
   } catch (const std::invalid_argument& e) {
-    throw common::bad_request(e.what(), {{"node", node.node_name}});
+    throw error(common::codes::INVALID_REQUEST, e.what(), {{"node", node.node_name}});
   }
 }
 
@@ -368,8 +318,7 @@ bool hive_manager::stop_hive(const node_record& node) {
   hive_endpoint ep = endpoint_for(node);
   bool stopped = false;
   try {
-    auto client = hive_client(ep, 35s);
-    stopped = client.post_json("/v1/admin/shutdown", json::object()).ok();
+    stopped = hive_client(ep, 35s).shutdown();
   } catch (const common::connection_error&) {
     stopped = false;
   }
@@ -380,7 +329,8 @@ bool hive_manager::stop_hive(const node_record& node) {
   } else if (stopped) {
     // The hive exits after answering: wait (bounded) until it stops answering.
     auto deadline = std::chrono::steady_clock::now() + 35s;
-    while (probe(ep.base_url, 500ms) && std::chrono::steady_clock::now() < deadline) {
+    while (hive_client::probe_version(ep.base_url, 500ms) &&
+           std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(100ms);
     }
   } else if (!node.is_local() && st.started_remote) {
@@ -439,43 +389,23 @@ void hive_manager::close_ssh_masters() {
 std::vector<worker_info> hive_manager::refresh_workers(const std::string& node) {
   auto ep = known_endpoint(node);
   if (!ep) return {};
-  auto client = hive_client(*ep, 5s);
-  auto res = client.get("/v1/workers/list");
-  res.throw_if_error();
-  auto body = res.json_body();
-  std::vector<worker_info> workers;
-  if (body.contains("workers") && body["workers"].is_array()) {
-    for (const auto& w : body["workers"]) workers.push_back(parse_hive_worker(w, node));
-  }
+  auto workers = hive_client(*ep, 5s).list_workers().workers;
   scheduler_.update_node_workers(node, workers);
   touch(node);
   return workers;
 }
 
-json hive_manager::refresh_capabilities(const std::string& node) {
+void hive_manager::refresh_capabilities(const std::string& node) {
   auto ep = known_endpoint(node);
-  if (!ep) return nullptr;
-  auto client = hive_client(*ep, 5s);
-  auto res = client.get("/v1/capabilities");
-  res.throw_if_error();
-  auto caps = res.json_body();
-  std::vector<std::string> backends;
-  if (caps.contains("backends") && caps["backends"].is_array()) {
-    for (const auto& b : caps["backends"]) {
-      if (b.is_string()) backends.push_back(b.get<std::string>());
-      if (b.is_object() && b.contains("name") && b["name"].is_string()) {
-        backends.push_back(b["name"].get<std::string>());
-      }
-    }
-  }
-  json devices =
-      caps.contains("devices") && caps["devices"].is_array() ? caps["devices"] : json::array();
-  nodes_.set_capabilities(node, backends, devices);
-  return caps;
+  if (!ep) return;
+  auto caps = hive_client(*ep, 5s).capabilities();
+  nodes_.set_capabilities(node, caps.backends, caps.devices);
 }
 
 void hive_manager::handle_report(const std::string& bearer_token, const json& report) {
-  if (!report.is_object()) throw common::bad_request("report must be a JSON object");
+  if (!report.is_object()) {
+    throw error(common::codes::INVALID_REQUEST, "report must be a JSON object");
+  }
   auto match = [&] {
     std::lock_guard lock(mutex_);
     std::string found;
@@ -496,12 +426,14 @@ void hive_manager::handle_report(const std::string& bearer_token, const json& re
     node = match();
   }
   if (node.empty()) {
-    throw bearer_token.empty() ? common::missing_api_key() : common::invalid_api_key();
+    throw bearer_token.empty() ? error(common::codes::MISSING_API_KEY,
+                                       "missing API key: send 'Authorization: Bearer <token>'")
+                               : error(common::codes::INVALID_API_KEY, "invalid API key");
   }
   std::vector<worker_info> workers;
   if (report.contains("workers")) {
     if (!report["workers"].is_array()) {
-      throw common::invalid_request("workers", "workers must be an array");
+      throw invalid_field("workers", "workers must be an array");
     }
     for (const auto& w : report["workers"]) workers.push_back(parse_hive_worker(w, node));
   }
@@ -569,7 +501,7 @@ void hive_manager::monitor_loop() {
       }
     }
     for (const auto& [name, url] : stale) {
-      if (probe(url, 2s)) {
+      if (hive_client::probe_version(url, 2s)) {
         try {
           refresh_workers(name);
           continue;

@@ -17,8 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/clock.h"
-#include "common/http_client.h"
 #include "common/process.h"
+#include "queen/errors.h"
+#include "queen/hive_client.h"
 #include "queen/narration.h"
 #include "queen/registry.h"
 #include "queen/scheduler.h"
@@ -47,19 +48,8 @@ struct hive_manager_options {
   ssh_options ssh;
 };
 
-// Where a hive answers and how to authenticate to it.
-struct hive_endpoint {
-  std::string node;
-  std::string base_url;
-  std::string token;
-  std::string version;
-};
-
-// Parses one worker of a hive's list/report (lenient about missing fields).
-worker_info parse_hive_worker(const nlohmann::json& j, const std::string& node);
 // The VERSION_MISMATCH error for a hive version string (nullopt when compatible).
-std::optional<common::http_error> version_mismatch(const std::string& node,
-                                                   const std::string& hive_version);
+std::optional<error> version_mismatch(const std::string& node, const std::string& hive_version);
 
 class hive_manager {
  public:
@@ -68,7 +58,7 @@ class hive_manager {
   ~hive_manager();  // stop_monitor(); does not stop hives (see stop_started_hives)
 
   // Makes sure node's hive answers (starting it when needed) and is version-compatible.
-  // Narrates each phase through on_event. Throws http_error (NODE_UNREACHABLE,
+  // Narrates each phase through on_event. Throws queen::error (NODE_UNREACHABLE,
   // VERSION_MISMATCH, ...).
   hive_endpoint ensure_hive(const node_record& node, const event_fn& on_event = {});
   // The endpoint if the hive answered before (no probing); nullopt otherwise.
@@ -91,17 +81,13 @@ class hive_manager {
 
   // Fetches node's workers from its hive and updates the scheduler.
   std::vector<worker_info> refresh_workers(const std::string& node);
-  // Free memory etc. from the hive's /v1/capabilities (also stored in the registry).
-  nlohmann::json refresh_capabilities(const std::string& node);
+  // Backends and devices from the hive's /v1/capabilities, stored in the registry.
+  void refresh_capabilities(const std::string& node);
 
-  // A hive's POST /v2/hives/report: the bearer token identifies the node. Throws http_error
-  // 401 for unknown tokens, 400 for malformed payloads.
+  // A hive's POST /v2/hives/report: the bearer token identifies the node. Throws queen::error
+  // MISSING_API_KEY / INVALID_API_KEY for unknown tokens, INVALID_REQUEST for malformed
+  // payloads, VERSION_MISMATCH.
   void handle_report(const std::string& bearer_token, const nlohmann::json& report);
-
-  // A client for node's hive (its token as bearer); still_wanted as in common::client_options.
-  common::http_client hive_client(const hive_endpoint& endpoint,
-                                  std::chrono::milliseconds read_timeout = std::chrono::seconds(30),
-                                  std::function<bool()> still_wanted = {}) const;
 
   // Periodically marks hives that stopped reporting (and do not answer) unreachable.
   void start_monitor();
@@ -124,9 +110,6 @@ class hive_manager {
   std::string base_url_for(const node_record& node) const;
   hive_endpoint endpoint_for(const node_record& node);  // version unknown until probed
   ssh_target target_for(const node_record& node) const;
-  // GET /v1/health; the version string, or nullopt when nothing answers.
-  std::optional<std::string> probe(const std::string& base_url,
-                                   std::chrono::milliseconds timeout) const;
   // Polls /v1/health after a start (see connect_attempts); throws NODE_UNREACHABLE.
   std::string wait_for_health(const node_record& node, hive_state& st, const std::string& base_url);
   void start_local(const node_record& node, hive_state& st, const std::string& token);

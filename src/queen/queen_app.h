@@ -1,6 +1,7 @@
 #pragma once
-// queen-rbee as an object: options in, HTTP routes of SPEC §3 wired to the registry, hive
-// manager, scheduler and task runner. The thin main parses flags, builds this, runs it.
+// queen-rbee as an object: options in, the HTTP routes of SPEC §3 (queen/routes.h, by area)
+// wired to the registry, hive manager, scheduler and task runner. The thin main parses flags,
+// builds this, runs it.
 
 #include <atomic>
 #include <chrono>
@@ -17,6 +18,7 @@
 #include "common/process.h"
 #include "queen/hive_manager.h"
 #include "queen/registry.h"
+#include "queen/routes.h"
 #include "queen/scheduler.h"
 #include "queen/ssh.h"
 #include "queen/tasks.h"
@@ -69,7 +71,6 @@ class queen_app {
 
  private:
   void register_routes();
-  void route(const std::string& method, const std::string& pattern, common::http_handler h);
 
   queen_options options_;
   common::metrics_registry metrics_;
@@ -81,6 +82,13 @@ class queen_app {
   std::unique_ptr<hive_manager> hives_;
   std::unique_ptr<task_runner> tasks_;
   std::unique_ptr<common::http_server> server_;
+  std::unique_ptr<queen_services> services_;
+  std::unique_ptr<route_table> routes_;
+  std::unique_ptr<admin_routes> admin_;
+  std::unique_ptr<registry_routes> registry_routes_;
+  std::unique_ptr<worker_routes> worker_routes_;
+  std::unique_ptr<task_routes> task_routes_;
+  std::unique_ptr<openai_routes> openai_routes_;
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> shutdown_requested_{false};
   bool stopped_ = false;

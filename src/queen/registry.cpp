@@ -3,6 +3,7 @@
 #include <array>
 
 #include "common/errors.h"
+#include "queen/errors.h"
 
 namespace rbee::queen {
 
@@ -91,10 +92,9 @@ void registry::add(const node_record& node) {
   auto exists = db_.prepare("SELECT 1 FROM beehives WHERE node_name = ?1");
   exists.bind(1, node.node_name);
   if (exists.step()) {
-    throw common::conflict(
-        common::codes::NODE_EXISTS, "Node '" + node.node_name + "' already exists",
-        {{"node", node.node_name},
-         {"hint", "remove it first: rbee setup remove-node --name " + node.node_name}});
+    throw error(common::codes::NODE_EXISTS, "Node '" + node.node_name + "' already exists",
+                {{"node", node.node_name},
+                 {"hint", "remove it first: rbee setup remove-node --name " + node.node_name}});
   }
   auto st = db_.prepare(
       "INSERT INTO beehives (node_name, ssh_host, ssh_port, ssh_user, ssh_key_path, "

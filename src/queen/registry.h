@@ -11,21 +11,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/node_spec.h"
+
 #include "common/sqlite.h"
 
 namespace rbee::queen {
 
 inline constexpr std::string_view localhost_node = "localhost";
 
-struct node_record {
-  std::string node_name;
-  std::string ssh_host;
-  int ssh_port = 22;
-  std::string ssh_user;
-  std::string ssh_key_path;
-  std::string install_path;
-  std::string git_repo_url;
-  std::string git_branch;
+// A node as added (api::node_spec) plus what the queen learns of it.
+struct node_record : api::node_spec {
   std::string status = "unknown";  // unknown | reachable | unreachable | running | stopped
   int64_t last_connected_unix = 0;
   std::string last_error;
@@ -44,7 +39,7 @@ class registry {
   // local_install_path (the queen's own directory) as its install path.
   registry(const std::filesystem::path& db_path, const std::string& local_install_path);
 
-  // Throws http_error 409 NODE_EXISTS when the name is taken.
+  // Throws queen::error NODE_EXISTS when the name is taken.
   void add(const node_record& node);
   std::optional<node_record> get(const std::string& node_name);
   std::vector<node_record> list();

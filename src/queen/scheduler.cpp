@@ -5,6 +5,7 @@
 
 #include "api/model_ref.h"
 #include "common/errors.h"
+#include "queen/errors.h"
 
 namespace rbee::queen {
 
@@ -240,13 +241,13 @@ admission scheduler::admit(const task_key& key) {
     a.placed = place_locked(key, d);
     if (a.placed) return a;
     if (d.kind == decision_kind::none) {
-      throw common::unavailable(common::codes::NODE_UNREACHABLE,
-                                "Cannot schedule " + key.model + ": " + d.reason,
-                                options_.retry_after_s, {{"model", key.model}});
+      throw unavailable(common::codes::NODE_UNREACHABLE,
+                        "Cannot schedule " + key.model + ": " + d.reason, options_.retry_after_s,
+                        {{"model", key.model}});
     }
   }
   if (queue_.size() >= options_.queue_size) {
-    throw common::unavailable(
+    throw unavailable(
         common::codes::QUEUE_FULL,
         "Queue full (" + std::to_string(options_.queue_size) + " tasks waiting); try again later",
         options_.retry_after_s, {{"queue_size", options_.queue_size}});
@@ -277,10 +278,10 @@ std::optional<lease> scheduler::wait(admission& a, const std::function<bool()>& 
     if (it != queue_.end()) queue_.erase(it);
     pump_locked();
     if (give_up) return std::nullopt;
-    throw common::unavailable(common::codes::ALL_SLOTS_BUSY,
-                              "All slots for " + t.key.model + " stayed busy for " +
-                                  std::to_string(options_.queue_timeout.count() / 1000) + " s",
-                              options_.retry_after_s, {{"model", t.key.model}});
+    throw unavailable(common::codes::ALL_SLOTS_BUSY,
+                      "All slots for " + t.key.model + " stayed busy for " +
+                          std::to_string(options_.queue_timeout.count() / 1000) + " s",
+                      options_.retry_after_s, {{"model", t.key.model}});
   }
   auto placed = take(t.placed);
   a.ticket.reset();

@@ -115,11 +115,11 @@ class scheduler {
   // A worker that failed a dispatch is not offered again until a hive report lists it.
   void mark_unavailable(const std::string& worker_id);
 
-  // Places a task at once or queues it (FIFO per model). Throws http_error 503 QUEUE_FULL
-  // (+Retry-After) when the queue is full, 503 NODE_UNREACHABLE when no node can take it.
+  // Places a task at once or queues it (FIFO per model). Throws queen::error QUEUE_FULL (with
+  // retry_after_s) when the queue is full, NODE_UNREACHABLE when no node can take it.
   admission admit(const task_key& key);
   // Waits until a queued admission is placed. nullopt when cancelled() became true (the ticket
-  // leaves the queue). Throws 503 ALL_SLOTS_BUSY after queue_timeout.
+  // leaves the queue). Throws queen::error ALL_SLOTS_BUSY after queue_timeout.
   std::optional<lease> wait(admission& a, const std::function<bool()>& cancelled = {});
   // Takes a still-queued admission out of the queue (the client went away).
   void abandon(admission& a);

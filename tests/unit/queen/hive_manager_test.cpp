@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "queen/http_edge.h"
+
 #include <filesystem>
 #include <thread>
 
@@ -80,7 +82,7 @@ TEST_F(HiveManagerTest, RemoteStartPassesTheTokenOnStdinNeverInArgv) {
   try {
     hives->ensure_hive(n, [&](const json& e) { events.push_back(e); });
     FAIL() << "nothing listens: expected NODE_UNREACHABLE";
-  } catch (const common::http_error& e) {
+  } catch (const error& e) {
     EXPECT_EQ(e.code, "NODE_UNREACHABLE");
     EXPECT_NE(e.message.find("Cannot connect to 127.0.0.1:1 after 3 attempts"), std::string::npos)
         << e.message;
@@ -107,7 +109,7 @@ TEST_F(HiveManagerTest, RemoteStartPassesTheTokenOnStdinNeverInArgv) {
 
 TEST_F(HiveManagerTest, LocalStartPutsTheTokenInTheEnvironment) {
   auto local = *nodes->get("localhost");
-  EXPECT_THROW(hives->ensure_hive(local), common::http_error);
+  EXPECT_THROW(hives->ensure_hive(local), error);
   ASSERT_EQ(launcher.specs.size(), 1u);
   const auto& spec = launcher.specs[0];
   EXPECT_EQ(spec.executable, "/opt/bin/rbee-hive");
@@ -137,8 +139,8 @@ TEST_F(HiveManagerTest, ReportsNeedTheNodeToken) {
   try {
     hives->handle_report("wrong", report);
     FAIL();
-  } catch (const common::http_error& e) {
-    EXPECT_EQ(e.status, 401);
+  } catch (const error& e) {
+    EXPECT_EQ(to_http_error(e).status, 401);
   }
   EXPECT_TRUE(sched->workers().empty());
   hives->handle_report(token, report);
@@ -162,7 +164,7 @@ TEST_F(HiveManagerTest, IncompatibleHiveVersionIsRejected) {
   try {
     hives->handle_report(token, {{"version", "99.0.0"}, {"workers", json::array()}});
     FAIL();
-  } catch (const common::http_error& e) {
+  } catch (const error& e) {
     EXPECT_EQ(e.code, "VERSION_MISMATCH");
     EXPECT_NE(
         e.message.find("Version mismatch: queen " + common::version_string() + ", hive 99.0.0"),
@@ -204,12 +206,11 @@ TEST(ParseHiveWorker, IsLenientButNeedsAnIdAndAKnownState) {
   auto w = parse_hive_worker({{"worker_id", "w"}, {"state", "stopping"}}, "n");
   EXPECT_EQ(w.state, worker_state::stopping);
   EXPECT_FALSE(accepts_tasks(w.state));
-  EXPECT_EQ(w.node, "n");
   EXPECT_EQ(w.backend, "cpu");
-  EXPECT_THROW(parse_hive_worker({{"state", "idle"}}, "n"), common::http_error);
-  EXPECT_THROW(parse_hive_worker(json::array(), "n"), common::http_error);
-  EXPECT_THROW(parse_hive_worker({{"worker_id", "w"}, {"state", "sleeping"}}, "n"),
-               common::http_error);
+  EXPECT_EQ(w.node, "n");
+  EXPECT_THROW(parse_hive_worker({{"state", "idle"}}, "n"), error);
+  EXPECT_THROW(parse_hive_worker(json::array(), "n"), error);
+  EXPECT_THROW(parse_hive_worker({{"worker_id", "w"}, {"state", "sleeping"}}, "n"), error);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "queen/http_edge.h"
+
 #include <filesystem>
 
 #include "common/errors.h"
@@ -78,8 +80,8 @@ TEST_F(RegistryTest, DuplicateNameIsNodeExistsAndChangesNothing) {
   try {
     r.add(other);
     FAIL() << "expected NODE_EXISTS";
-  } catch (const common::http_error& e) {
-    EXPECT_EQ(e.status, 409);
+  } catch (const error& e) {
+    EXPECT_EQ(to_http_error(e).status, 409);
     EXPECT_EQ(e.code, "NODE_EXISTS");
     EXPECT_NE(e.message.find("already exists"), std::string::npos);
     EXPECT_NE(e.details.value("hint", "").find("remove-node"), std::string::npos);

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "queen/http_edge.h"
+
 #include <atomic>
 #include <future>
 #include <thread>
@@ -155,8 +157,8 @@ TEST_F(SchedulerTest, FullQueueIs503WithRetryAfter) {
   try {
     s.admit(key("m"));
     FAIL() << "expected QUEUE_FULL";
-  } catch (const common::http_error& e) {
-    EXPECT_EQ(e.status, 503);
+  } catch (const error& e) {
+    EXPECT_EQ(to_http_error(e).status, 503);
     EXPECT_EQ(e.code, "QUEUE_FULL");
     ASSERT_TRUE(e.retry_after_s);
     EXPECT_EQ(*e.retry_after_s, 3);
@@ -209,9 +211,9 @@ TEST_F(SchedulerTest, QueueDeadlineComesFromTheInjectedClock) {
   try {
     result.get();
     FAIL() << "expected ALL_SLOTS_BUSY";
-  } catch (const common::http_error& e) {
+  } catch (const error& e) {
     EXPECT_EQ(e.code, "ALL_SLOTS_BUSY");
-    EXPECT_EQ(e.status, 503);
+    EXPECT_EQ(to_http_error(e).status, 503);
   }
   EXPECT_EQ(s.queue_depth(), 0u);
 }
@@ -284,7 +286,7 @@ TEST_F(SchedulerTest, UnreachableEverywhereIsNodeUnreachable) {
   try {
     s.admit(key("m"));
     FAIL();
-  } catch (const common::http_error& e) {
+  } catch (const error& e) {
     EXPECT_EQ(e.code, "NODE_UNREACHABLE");
   }
 }

@@ -1,0 +1,232 @@
+// The fleet through the queen: nodes (`rbee setup`), workers, model catalogs, logs and hives.
+
+#include <filesystem>
+
+#include "cli/cli.h"
+#include "cli/command.h"
+#include "common/paths.h"
+
+namespace rbee::cli {
+
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// Prints the answer's message (or fallback) on stdout.
+int print_message(const json& answer, const char* fallback) {
+  std::printf("%s\n", answer.value("message", fallback).c_str());
+  return exit_ok;
+}
+
+int add_node(context& c, client::node_spec spec) {
+  if (!spec.ssh_key_path.empty()) {
+    spec.ssh_key_path = fs::absolute(common::expand_user(spec.ssh_key_path)).string();
+  }
+  std::fprintf(stderr, "Testing SSH connection to %s@%s:%d ...\n", spec.ssh_user.c_str(),
+               spec.ssh_host.c_str(), spec.ssh_port);
+  return print_message(c.client.add_node(spec), "Node saved");
+}
+
+std::vector<std::string> node_row(const json& n) {
+  return {str(n, "node_name") + " (" + str(n, "ssh_host") + ")", str(n, "status"),
+          ago(n.value("last_connected_unix", int64_t{0})), str(n, "install_path")};
+}
+
+std::vector<std::string> worker_row(const json& w) {
+  std::string device = str(w, "device");
+  return {str(w, "worker_id"),
+          str(w, "node"),
+          str(w, "model_ref"),
+          str(w, "state"),
+          str(w, "backend") + (device == "-" || device.empty() ? "" : ":" + device),
+          str(w, "slots_busy") + "/" + str(w, "slots_total"),
+          str(w, "url")};
+}
+
+std::vector<std::string> model_row(const json& m) {
+  return {str(m, "id"), str(m, "reference"), str(m, "architecture"), str(m, "quantization"),
+          str(m, "size_bytes")};
+}
+
+// `rbee hive start|stop|status`: the answer as JSON or one line; status of a hive that does
+// not run exits 1.
+int hive_verb(context& c, const std::string& verb, const std::string& node, bool as_json) {
+  json r = verb == "start"  ? c.client.start_hive(node)
+           : verb == "stop" ? c.client.stop_hive(node)
+                            : c.client.hive_status(node);
+  if (as_json) {
+    print_json(r);
+  } else if (verb == "start") {
+    std::printf("rbee-hive on '%s' is running at %s (v%s)\n", node.c_str(), str(r, "url").c_str(),
+                str(r, "version").c_str());
+  } else if (verb == "stop") {
+    std::printf(r.value("stopped", false) ? "rbee-hive on '%s' stopped\n"
+                                          : "rbee-hive on '%s' was not running\n",
+                node.c_str());
+  } else {
+    std::printf(r.value("running", false) ? "rbee-hive on '%s' is running at %s\n"
+                                          : "rbee-hive on '%s' is not running (%s)\n",
+                node.c_str(), str(r, "url").c_str());
+  }
+  return verb == "status" && !r.value("running", false) ? exit_error : exit_ok;
+}
+
+}  // namespace
+
+void add_setup_commands(CLI::App& app, invocation& inv) {
+  auto* setup = app.add_subcommand("setup", "Manage nodes (SSH)");
+  setup->require_subcommand(1);
+
+  auto spec = std::make_shared<client::node_spec>();
+  auto* add = setup->add_subcommand("add-node", "Register a node after testing SSH");
+  add->add_option("--name", spec->node_name, "Node name")->required();
+  add->add_option("--ssh-host", spec->ssh_host, "SSH host")->required();
+  add->add_option("--ssh-port", spec->ssh_port, "SSH port")->check(CLI::Range(1, 65535));
+  add->add_option("--ssh-user", spec->ssh_user, "SSH user")->required();
+  add->add_option("--ssh-key", spec->ssh_key_path, "SSH private key");
+  add->add_option("--install-path", spec->install_path, "Where rbee lives on the node")->required();
+  add->add_option("--git-repo", spec->git_repo_url, "Git repository (for builds on the node)");
+  add->add_option("--git-branch", spec->git_branch, "Git branch");
+  add->callback([&inv, spec] { inv.action = [spec](context& c) { return add_node(c, *spec); }; });
+
+  auto as_json = std::make_shared<bool>(false);
+  auto* list = setup->add_subcommand("list-nodes", "List registered nodes");
+  list->add_flag("--json", *as_json, "JSON output");
+  list->callback([&inv, as_json] {
+    inv.action = [as_json](context& c) {
+      return print_listing(c.client.list_nodes(), *as_json, "nodes",
+                           {"NODE", "STATUS", "LAST CONNECTED", "INSTALL PATH"}, node_row);
+    };
+  });
+
+  auto name = std::make_shared<std::string>();
+  auto* remove = setup->add_subcommand("remove-node", "Forget a node");
+  remove->add_option("--name", *name, "Node name")->required();
+  remove->callback([&inv, name] {
+    inv.action = [name](context& c) {
+      return print_message(c.client.remove_node(*name), "removed");
+    };
+  });
+
+  auto* install = setup->add_subcommand("install", "Copy rbee-hive and the worker to a node");
+  install->add_option("--node", *name, "Node name")->required();
+  install->callback([&inv, name] {
+    inv.action = [name](context& c) {
+      stream_printer p;
+      c.client.install(*name, [&](const json& e) { return p(e); });
+      return p.finish();
+    };
+  });
+}
+
+void add_worker_commands(CLI::App& app, invocation& inv) {
+  auto* workers = app.add_subcommand("workers", "Workers on all nodes");
+  workers->require_subcommand(1);
+  auto as_json = std::make_shared<bool>(false);
+  auto* list = workers->add_subcommand("list", "List workers");
+  list->add_flag("--json", *as_json, "JSON output");
+  list->callback([&inv, as_json] {
+    inv.action = [as_json](context& c) {
+      return print_listing(c.client.list_workers(), *as_json, "workers",
+                           {"WORKER", "NODE", "MODEL", "STATE", "BACKEND", "SLOTS", "URL"},
+                           worker_row);
+    };
+  });
+
+  auto node = std::make_shared<std::string>();
+  auto* health = workers->add_subcommand("health", "Health of the workers on a node");
+  health->add_option("--node", *node, "Node name")->required();
+  health->add_flag("--json", *as_json, "JSON output");
+  health->callback([&inv, node, as_json] {
+    inv.action = [node, as_json](context& c) {
+      return print_listing(
+          c.client.workers_health(*node), *as_json, "workers",
+          {"WORKER", "MODEL", "STATE", "HEALTH"}, [](const json& w) -> std::vector<std::string> {
+            return {str(w, "worker_id"), str(w, "model_ref"), str(w, "state"), str(w, "health")};
+          });
+    };
+  });
+
+  auto id = std::make_shared<std::string>();
+  auto* shutdown = workers->add_subcommand("shutdown", "Stop a worker");
+  shutdown->add_option("--id", *id, "Worker id")->required();
+  shutdown->callback([&inv, id] {
+    inv.action = [id](context& c) { return print_message(c.client.shutdown_worker(*id), "done"); };
+  });
+}
+
+void add_model_commands(CLI::App& app, invocation& inv) {
+  auto* models = app.add_subcommand("models", "Model catalogs of the nodes");
+  models->require_subcommand(1);
+  auto model = std::make_shared<std::string>();
+  auto node = std::make_shared<std::string>("localhost");
+  auto as_json = std::make_shared<bool>(false);
+
+  auto* download = models->add_subcommand("download", "Download a model to a node");
+  download->add_option("--node", *node, "Node name (default localhost)");
+  download->add_option("-m,--model", *model, "Model reference")->required();
+  download->callback([&inv, node, model] {
+    inv.action = [node, model](context& c) {
+      stream_printer p;
+      c.client.download_model(*node, *model, [&](const json& e) { return p(e); });
+      return p.finish();
+    };
+  });
+
+  auto* list = models->add_subcommand("list", "List a node's models");
+  list->add_option("--node", *node, "Node name (default localhost)");
+  list->add_flag("--json", *as_json, "JSON output");
+  list->callback([&inv, node, as_json] {
+    inv.action = [node, as_json](context& c) {
+      return print_listing(c.client.list_models(*node), *as_json, "models",
+                           {"ID", "REFERENCE", "ARCH", "QUANT", "BYTES"}, model_row);
+    };
+  });
+
+  auto* rm = models->add_subcommand("rm", "Remove a model from a node");
+  rm->add_option("--node", *node, "Node name (default localhost)");
+  rm->add_option("-m,--model", *model, "Model id or reference")->required();
+  rm->callback([&inv, node, model] {
+    inv.action = [node, model](context& c) {
+      return print_message(c.client.remove_model(*node, *model), "");
+    };
+  });
+}
+
+void add_logs_command(CLI::App& app, invocation& inv) {
+  struct logs_options {
+    std::string node;
+    std::string worker;
+    bool follow = false;
+  };
+  auto o = std::make_shared<logs_options>();
+  auto* logs = app.add_subcommand("logs", "Logs of a node's hive or one worker");
+  logs->add_option("--node", o->node, "Node name")->required();
+  logs->add_option("--worker", o->worker, "Worker id");
+  logs->add_flag("-f,--follow", o->follow, "Keep streaming new lines");
+  logs->callback([&inv, o] {
+    inv.action = [o](context& c) {
+      stream_printer p;
+      c.client.logs(o->node, o->worker, o->follow, [&](const json& e) { return p(e); });
+      return p.finish();
+    };
+  });
+}
+
+void add_hive_commands(CLI::App& app, invocation& inv) {
+  auto node = std::make_shared<std::string>("localhost");
+  auto as_json = std::make_shared<bool>(false);
+  auto* hive = app.add_subcommand("hive", "Control a node's rbee-hive (through the queen)");
+  hive->require_subcommand(1);
+  for (const char* verb : {"start", "stop", "status"}) {
+    auto* sub = hive->add_subcommand(verb, std::string(verb) + " a node's hive");
+    sub->add_option("--node", *node, "Node name (default localhost)");
+    sub->add_flag("--json", *as_json, "JSON output");
+    sub->callback([&inv, node, as_json, v = std::string(verb)] {
+      inv.action = [node, as_json, v](context& c) { return hive_verb(c, v, *node, *as_json); };
+    });
+  }
+}
+
+}  // namespace rbee::cli

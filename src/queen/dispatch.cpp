@@ -1,0 +1,442 @@
+#include "queen/dispatch.h"
+
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "api/model_ref.h"
+#include "common/errors.h"
+#include "common/http_client.h"
+#include "common/sse.h"
+#include "queen/narration.h"
+
+namespace rbee::queen {
+
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+// "cpu", "cuda:1": a backend with its device where the task names one.
+std::string device_label(const std::string& backend, std::optional<int> device) {
+  std::string label = backend;
+  if (device) label.append(1, ':').append(std::to_string(*device));
+  return label;
+}
+
+// Whether a catalog entry holds the model a task names: its id, or its reference satisfies the
+// task's (hf:ORG/REPO is satisfied by any cached file of that repository).
+bool serves(const catalog_model& entry, const std::string& model) {
+  if (entry.id == model) return true;
+  auto wanted = api::try_parse_model_ref(model);
+  auto stored = api::try_parse_model_ref(entry.reference);
+  return wanted && stored && wanted->is_satisfied_by(*stored);
+}
+
+int64_t ms_since(steady::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t).count();
+}
+
+// Gives back a cold-start reservation unless the start completed.
+class cold_guard {
+ public:
+  cold_guard(scheduler& s, std::string id) : scheduler_(s), id_(std::move(id)) {}
+  ~cold_guard() {
+    if (!id_.empty()) scheduler_.cold_failed(id_);
+  }
+  cold_guard(const cold_guard&) = delete;
+  cold_guard& operator=(const cold_guard&) = delete;
+  void set(std::string id) { id_ = std::move(id); }
+  void dismiss() { id_.clear(); }
+
+ private:
+  scheduler& scheduler_;
+  std::string id_;
+};
+
+// Why a worker left while loading, from the hive's exit record: the hive's code where it
+// has one (LOADING_TIMEOUT), else a failed load (the process exited on its own).
+error loading_failure(const worker_exit& exit, const worker_info& spawned,
+                      const std::string& node) {
+  json details = {{"worker_id", spawned.worker_id},
+                  {"node", node},
+                  {"model", spawned.model_ref},
+                  {"reason", exit.reason},
+                  {"exit_status", exit.exit_status}};
+  if (exit.code == common::codes::LOADING_TIMEOUT) {
+    return error(exit.code,
+                 "Worker " + spawned.worker_id + " did not finish loading " + spawned.model_ref +
+                     " within the hive's loading timeout",
+                 details);
+  }
+  std::string code = exit.code.empty() ? std::string(common::codes::MODEL_LOAD_FAILED) : exit.code;
+  details["hint"] = "see the worker log on node '" + node + "'";
+  return error(code,
+               "Worker " + spawned.worker_id + " " +
+                   (exit.reason == "crashed" ? "crashed" : "stopped (" + exit.reason + ")") +
+                   " while loading " + spawned.model_ref + " (exit status " +
+                   std::to_string(exit.exit_status) + ")",
+               details);
+}
+
+std::string percent_text(int percent) {
+  return std::to_string(percent) + "%";
+}
+
+}  // namespace
+
+void ensure_model(hive_client& hive, const std::string& model, const task_sink& sink) {
+  // Local files need no download: the hive registers them when the worker is spawned.
+  if (model.rfind("file:", 0) == 0) return;
+  const std::string& node = hive.endpoint().node;
+  std::vector<catalog_model> catalog;
+  try {
+    catalog = hive.list_models();
+  } catch (const error& e) {
+    spdlog::debug("catalog of {}: {}", node, e.what());  // downloading tells the real cause
+  }
+  for (const auto& m : catalog) {
+    if (serves(m, model)) {
+      sink(narration("rbee-hive", "model_cached",
+                     "Model " + model + " is in the catalog of '" + node + "'", {{"node", node}}));
+      return;
+    }
+  }
+  sink(narration("rbee-hive", "download_start", "Downloading " + model + " on '" + node + "'",
+                 {{"node", node}}));
+  const std::string id = hive.start_download(model);
+  std::optional<error> failure;
+  bool complete = false;
+  int last_percent = -1;
+  hive.follow_download(id, [&](const download_event& e) {
+    using stage = download_event::stage_kind;
+    if (e.stage == stage::downloading) {
+      int percent = e.bytes_total > 0
+                        ? static_cast<int>(100.0 * static_cast<double>(e.bytes_downloaded) /
+                                           static_cast<double>(e.bytes_total))
+                        : 0;
+      if (percent != last_percent) {
+        last_percent = percent;
+        sink(narration("rbee-hive", "download_progress",
+                       "Downloading " + model + ": " + percent_text(percent),
+                       {{"node", node},
+                        {"percent", percent},
+                        {"bytes_downloaded", e.bytes_downloaded},
+                        {"bytes_total", e.bytes_total},
+                        {"speed_mbps", e.speed_mbps},
+                        {"attempt", e.attempt}}));
+      }
+    } else if (e.stage == stage::complete) {
+      complete = true;
+      sink(narration("rbee-hive", "download_complete",
+                     "Downloaded " + model + " to " + e.local_path,
+                     {{"node", node}, {"local_path", e.local_path}}));
+      return false;
+    } else if (e.stage == stage::error) {
+      failure = error(e.code, e.message, {{"node", node}, {"model", model}});
+      return false;
+    }
+    return true;
+  });
+  if (failure) throw *failure;
+  if (!complete) throw internal("download progress stream ended early");
+}
+
+dispatcher::dispatcher(std::chrono::milliseconds loading_timeout, registry& nodes,
+                       hive_manager& hives, scheduler& sched)
+    : loading_timeout_(loading_timeout), nodes_(nodes), hives_(hives), scheduler_(sched) {}
+
+task_key dispatcher::key_for(const task_request& r) const {
+  return task_key{
+      .model = r.model, .node = r.node, .backend = r.backend, .device = r.device, .model_bytes = 0};
+}
+
+void dispatcher::refresh_view(const task_request& request) {
+  std::vector<node_capacity> capacity;
+  for (const auto& n : nodes_.list()) {
+    node_capacity c{.node = n.node_name,
+                    .reachable = n.is_local() || n.status == "reachable" || n.status == "running",
+                    .ram_free_bytes = std::nullopt};
+    for (const auto& d : n.devices) {
+      if (d.is_object() && d.value("backend", "") == "cpu" && d.contains("ram_free_bytes") &&
+          d["ram_free_bytes"].is_number_unsigned()) {
+        c.ram_free_bytes = d["ram_free_bytes"].get<uint64_t>();
+      }
+    }
+    // Without a request for a node, prefer the built-in one when memory is unknown.
+    if (n.is_local()) {
+      capacity.insert(capacity.begin(), c);
+    } else {
+      capacity.push_back(c);
+    }
+    if (request.node && *request.node != n.node_name) continue;
+    if (!hives_.known_endpoint(n.node_name) || !refresh_due(n.node_name)) continue;
+    try {
+      hives_.refresh_workers(n.node_name);
+    } catch (const std::exception& e) {
+      spdlog::warn("refreshing workers of {}: {}", n.node_name, e.what());
+    }
+  }
+  scheduler_.set_nodes(std::move(capacity));
+}
+
+// A burst of tasks asks each hive for its workers once, not once per task: between two asks
+// the hive's reports and the scheduler's own in-flight counts keep the view current.
+bool dispatcher::refresh_due(const std::string& node) {
+  constexpr auto min_interval = 500ms;
+  std::lock_guard lock(mutex_);
+  auto now = steady::now();
+  auto& last = last_refresh_[node];
+  if (last != steady::time_point{} && now - last < min_interval) return false;
+  last = now;
+  return true;
+}
+
+admission dispatcher::admit(const task_request& request) {
+  if (request.node && !nodes_.get(*request.node)) {
+    throw error(common::codes::NODE_NOT_FOUND, "Node '" + *request.node + "' not found",
+                {{"node", *request.node},
+                 {"hint", "add it first: rbee setup add-node --name " + *request.node +
+                              " --ssh-host <host> --ssh-user <user> --install-path <path>"}});
+  }
+  refresh_view(request);
+  auto a = scheduler_.admit(key_for(request));
+  spdlog::debug("task {}: {} (workers known: {}, queue depth {})", request.task_id,
+                a.placed ? to_string(a.placed->kind) : "queued", scheduler_.workers().size(),
+                scheduler_.queue_depth());
+  return a;
+}
+
+std::optional<lease> dispatcher::first_lease(const task_request& request, admission& admitted,
+                                             const task_sink& send,
+                                             const std::function<bool()>& cancelled) {
+  const auto accepted_at = steady::now();
+  if (!admitted.placed && admitted.ticket) {
+    send(narration(
+        "queen-rbee", "queued",
+        "All slots busy: waiting in queue (position " + std::to_string(admitted.position) + ")",
+        {{"queue_position", admitted.position}}));
+  }
+  // While queued nothing else is sent; a periodic note tells the client how long it has
+  // waited and lets a disconnected client be noticed (the send fails) and leave the queue.
+  auto next_note = accepted_at + 2s;
+  auto still_waiting = [&] {
+    if (!cancelled() && steady::now() >= next_note) {
+      next_note = steady::now() + 2s;
+      send(narration(
+          "queen-rbee", "queue_wait",
+          "Still waiting for a slot (" + std::to_string(ms_since(accepted_at) / 1000) + " s)",
+          {{"waited_ms", ms_since(accepted_at)}}));
+    }
+    return cancelled();
+  };
+  std::optional<lease> l = scheduler_.wait(admitted, still_waiting);
+  if (!l || l->kind != decision_kind::cold) return l;
+  bool adopted = false;
+  {
+    // The reservation goes back if the adoption throws (VERSION_MISMATCH, unreachable).
+    cold_guard placeholder(scheduler_, l->placeholder_id);
+    adopted = adopted_hive_workers(*l, send);
+    if (!adopted) placeholder.dismiss();
+  }  // after an adoption it goes back here, and the scheduler decides again
+  return adopted ? scheduler_.acquire(key_for(request), cancelled) : l;
+}
+
+std::optional<lease> dispatcher::next_lease(const task_request& request,
+                                            const std::function<bool()>& cancelled) {
+  return scheduler_.acquire(key_for(request), cancelled);
+}
+
+std::optional<worker_info> dispatcher::worker_for(const task_request& request, const lease& l,
+                                                  const std::atomic<bool>& cancelled,
+                                                  const task_sink& sink) {
+  if (l.kind == decision_kind::cold) return cold_start(request, l, cancelled, sink);
+  const worker_info& w = l.worker;
+  sink(narration("queen-rbee", "worker_selected",
+                 "Using idle worker " + w.worker_id + " on node '" + w.node + "' (warm)",
+                 {{"worker_id", w.worker_id}, {"node", w.node}, {"warm", true}}));
+  return w;
+}
+
+// A queen that restarted knows no workers until a hive reports. Before a cold start it adopts
+// the node's hive and reads its workers; the scheduler then decides again, so an idle worker of
+// the model is used, not doubled. True when the view of the node's workers was refreshed.
+bool dispatcher::adopted_hive_workers(const lease& l, const task_sink& sink) {
+  if (hives_.known_endpoint(l.node)) return false;  // its workers are in the view already
+  auto node = nodes_.get(l.node);
+  if (!node) return false;
+  hives_.ensure_hive(*node, sink);
+  try {
+    hives_.refresh_workers(l.node);
+  } catch (const std::exception& e) {
+    spdlog::warn("workers of {}: {}", l.node, e.what());
+    return false;
+  }
+  return true;
+}
+
+std::optional<worker_info> dispatcher::cold_start(const task_request& request, const lease& l,
+                                                  const std::atomic<bool>& cancelled,
+                                                  const task_sink& sink) {
+  cold_guard guard(scheduler_, l.placeholder_id);
+  auto node = nodes_.get(l.node);
+  if (!node) {
+    throw error(common::codes::NODE_NOT_FOUND, "Node '" + l.node + "' not found",
+                {{"node", l.node}});
+  }
+  sink(narration("queen-rbee", "cold_start",
+                 "No idle worker for " + request.model + ": cold start on node '" + l.node + "'",
+                 {{"node", l.node}}));
+  auto ep = hives_.ensure_hive(*node, sink);
+  try {
+    hives_.refresh_capabilities(l.node);
+  } catch (const std::exception& e) {
+    spdlog::warn("capabilities of {}: {}", l.node, e.what());
+  }
+  if (cancelled) return std::nullopt;
+  hive_client catalog(ep, 120s);
+  ensure_model(catalog, request.model, sink);
+  if (cancelled) return std::nullopt;
+
+  spawn_request spawn{.model_ref = request.model,
+                      .backend = request.backend.empty() ? "cpu" : request.backend,
+                      .device = request.device};
+  sink(narration("rbee-hive", "worker_spawn",
+                 "Starting a worker for " + request.model + " on '" + l.node + "' (" +
+                     device_label(spawn.backend, request.device) + ")",
+                 {{"node", l.node}, {"backend", spawn.backend}}));
+  auto started = steady::now();
+  hive_client spawner(ep, 600s);  // spawn may download first
+  worker_info w = [&] {
+    try {
+      return spawner.spawn_worker(spawn);
+    } catch (const common::connection_error& e) {
+      throw unavailable(common::codes::NODE_UNREACHABLE,
+                        "Lost rbee-hive on '" + l.node + "': " + e.what(), 5, {{"node", l.node}});
+    }
+  }();
+  scheduler_.cold_spawned(l.placeholder_id, w);
+  guard.set(w.worker_id);
+  hive_client poller(ep, 10s);
+  w = wait_ready(poller, w, cancelled, sink);
+  if (cancelled) return std::nullopt;
+  scheduler_.cold_ready(w);
+  guard.dismiss();
+  sink(narration(
+      "llm-worker-rbee", "worker_ready",
+      "Worker " + w.worker_id + " ready on '" + l.node + "' (" + std::to_string(ms_since(started)) +
+          " ms)",
+      {{"worker_id", w.worker_id}, {"node", l.node}, {"duration_ms", ms_since(started)}}));
+  return w;
+}
+
+worker_info dispatcher::wait_ready(hive_client& hive, const worker_info& spawned,
+                                   const std::atomic<bool>& cancelled, const task_sink& sink) {
+  const std::string& node = hive.endpoint().node;
+  auto deadline = steady::now() + loading_timeout_;
+  bool progress_streamed = false;
+  int last_layers = -1;
+  int misses = 0;
+  while (!cancelled) {
+    auto list = hive.list_workers();
+    std::optional<worker_info> found;
+    for (const auto& w : list.workers) {
+      if (w.worker_id == spawned.worker_id) found = w;
+    }
+    // Gone from the list: the hive tells why (its loading timeout, a crash) in recent_exits.
+    if (!found) {
+      for (const auto& e : list.recent_exits) {
+        if (e.worker_id == spawned.worker_id) throw loading_failure(e, spawned, node);
+      }
+    }
+    if (found) {
+      misses = 0;
+      if (found->model_ref.empty()) found->model_ref = spawned.model_ref;
+      if (found->state == worker_state::error || found->state == worker_state::stopped) {
+        auto failure = list.load_errors.find(spawned.worker_id);
+        throw internal("Worker " + spawned.worker_id + " failed to load " + spawned.model_ref +
+                           (failure == list.load_errors.end() ? "" : ": " + failure->second),
+                       {{"worker_id", spawned.worker_id}, {"node", node}});
+      }
+      if (!progress_streamed && !found->url.empty()) {
+        progress_streamed =
+            relay_loading_progress(*found, spawned, node, deadline, cancelled, sink, last_layers);
+        if (progress_streamed) continue;
+      }
+      // Ready only after its progress was relayed: a fast load still shows its last frame.
+      if (accepts_tasks(found->state) && !found->url.empty()) return *found;
+    } else if (++misses > 50) {
+      throw internal("Worker " + spawned.worker_id + " disappeared while loading",
+                     {{"worker_id", spawned.worker_id}, {"node", node}});
+    }
+    if (steady::now() >= deadline) {
+      try {
+        hive.stop_worker(spawned.worker_id);
+      } catch (const std::exception& e) {
+        spdlog::warn("stopping {} after its loading timeout: {}", spawned.worker_id, e.what());
+      }
+      throw error(common::codes::LOADING_TIMEOUT,
+                  "Worker " + spawned.worker_id + " did not finish loading within " +
+                      std::to_string(loading_timeout_.count() / 1000) + " s",
+                  {{"worker_id", spawned.worker_id}, {"node", node}});
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  return spawned;
+}
+
+bool dispatcher::relay_loading_progress(const worker_info& found, const worker_info& spawned,
+                                        const std::string& node, steady::time_point deadline,
+                                        const std::atomic<bool>& cancelled, const task_sink& sink,
+                                        int& last_layers) {
+  common::client_options o;
+  o.connect_timeout = 2s;
+  o.read_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::max<steady::duration>(deadline - steady::now(), 1s));
+  o.bearer_token = found.token;
+  std::optional<error> load_error;  // the worker's own word on a failed load
+  bool answered = false;
+  try {
+    common::http_client(found.url, o)
+        .get_sse("/v1/loading/progress", [&](const common::sse_event& ev) {
+          answered = true;
+          if (ev.is_done() || cancelled) return false;
+          auto e = json::parse(ev.data, nullptr, false);
+          if (!e.is_object()) return true;
+          const std::string stage = e.value("stage", "");
+          if (stage == "loading" || (stage == "ready" && e.contains("layers_total"))) {
+            int layers = e.value("layers_loaded", 0);
+            if (layers != last_layers) {
+              last_layers = layers;
+              json extra = e;
+              extra.erase("stage");
+              extra["node"] = node;
+              extra["worker_id"] = spawned.worker_id;
+              sink(narration("llm-worker-rbee", "loading_progress",
+                             "Loading " + spawned.model_ref + ": layer " + std::to_string(layers) +
+                                 "/" + std::to_string(e.value("layers_total", 0)),
+                             extra));
+            }
+            return true;
+          }
+          if (stage == "error") {
+            load_error = error(
+                e.value("code", std::string(common::codes::MODEL_LOAD_FAILED)),
+                "Worker " + spawned.worker_id + " could not load " + spawned.model_ref + ": " +
+                    e.value("message", "no reason given"),
+                {{"worker_id", spawned.worker_id}, {"node", node}, {"model", spawned.model_ref}});
+          }
+          return stage != "ready" && stage != "error";
+        });
+    answered = true;  // events or an error status: no second stream either way
+  } catch (const common::connection_error& e) {
+    // Not listening yet (the process is still starting): tried again on the next poll, until
+    // the loading deadline.
+    spdlog::debug("loading progress of {}: {}", spawned.worker_id, e.what());
+  }
+  if (load_error) throw *load_error;
+  return answered;
+}
+
+}  // namespace rbee::queen

@@ -1,0 +1,246 @@
+#include "queen/hive_client.h"
+
+#include <utility>
+
+#include <spdlog/spdlog.h>
+
+#include "common/errors.h"
+#include "common/sse.h"
+#include "common/text.h"
+
+namespace rbee::queen {
+
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+// A hive's answers are input like any other: fields of the wrong type count as absent.
+std::string str_or(const json& j, const char* key, const std::string& def = "") {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : def;
+}
+
+int int_or(const json& j, const char* key, int def) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int>() : def;
+}
+
+template <typename T>
+T number_or(const json& j, const char* key, T def) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<T>() : def;
+}
+
+const json& array_at(const json& body, const char* key) {
+  static const json empty = json::array();
+  auto it = body.find(key);
+  return it != body.end() && it->is_array() ? *it : empty;
+}
+
+json body_of(const common::http_response& res) {
+  if (!res.ok()) throw error_from_response(res);
+  auto body = json::parse(res.body, nullptr, false);
+  if (!body.is_object()) throw internal("rbee-hive answered with something other than an object");
+  return body;
+}
+
+catalog_model parse_catalog_model(const json& m) {
+  return {.id = str_or(m, "id"),
+          .provider = str_or(m, "provider"),
+          .reference = str_or(m, "reference"),
+          .file = str_or(m, "file"),
+          .local_path = str_or(m, "local_path"),
+          .size_bytes = number_or<uint64_t>(m, "size_bytes", 0),
+          .sha256 = str_or(m, "sha256"),
+          .architecture = str_or(m, "architecture"),
+          .quantization = str_or(m, "quantization"),
+          .parameters = number_or<uint64_t>(m, "parameters", 0),
+          .context_length = number_or<int64_t>(m, "context_length", 0),
+          .downloaded_at_unix = number_or<int64_t>(m, "downloaded_at_unix", 0)};
+}
+
+worker_exit parse_worker_exit(const json& e) {
+  return {.worker_id = str_or(e, "worker_id"),
+          .reason = str_or(e, "reason", "crashed"),
+          .code = str_or(e, "code"),
+          .exit_status = number_or<int64_t>(e, "exit_status", -1)};
+}
+
+download_event parse_download_event(const json& e) {
+  using stage = download_event::stage_kind;
+  const std::string name = str_or(e, "stage");
+  download_event ev;
+  ev.stage = name == "downloading" ? stage::downloading
+             : name == "complete"  ? stage::complete
+             : name == "error"     ? stage::error
+                                   : stage::other;
+  ev.bytes_downloaded = number_or<uint64_t>(e, "bytes_downloaded", 0);
+  ev.bytes_total = number_or<uint64_t>(e, "bytes_total", 0);
+  ev.speed_mbps = number_or<double>(e, "speed_mbps", 0);
+  ev.attempt = int_or(e, "attempt", 0);
+  ev.local_path = str_or(e, "local_path");
+  ev.code = str_or(e, "code", std::string(common::codes::DOWNLOAD_FAILED));
+  ev.message = str_or(e, "message", "download failed");
+  return ev;
+}
+
+}  // namespace
+
+worker_info parse_hive_worker(const json& j, const std::string& node) {
+  try {
+    worker_info w = worker_info::from_json(j);
+    w.node = node;
+    return w;
+  } catch (const common::http_error& e) {  // the contract's verdict on a hive's record
+    throw error(e.code, "a hive's worker record: " + e.message, e.details);
+  }
+}
+
+json catalog_model::to_json() const {
+  return {{"id", id},
+          {"provider", provider},
+          {"reference", reference},
+          {"file", file},
+          {"local_path", local_path},
+          {"size_bytes", size_bytes},
+          {"sha256", sha256},
+          {"architecture", architecture},
+          {"quantization", quantization},
+          {"parameters", parameters},
+          {"context_length", context_length},
+          {"downloaded_at_unix", downloaded_at_unix}};
+}
+
+hive_client::hive_client(hive_endpoint endpoint, std::chrono::milliseconds read_timeout,
+                         std::function<bool()> still_wanted)
+    : endpoint_(std::move(endpoint)),
+      http_(endpoint_.base_url, common::client_options{.connect_timeout = 3s,
+                                                       .read_timeout = read_timeout,
+                                                       .bearer_token = endpoint_.token,
+                                                       .still_wanted = std::move(still_wanted)}) {}
+
+std::optional<std::string> hive_client::probe_version(const std::string& base_url,
+                                                      std::chrono::milliseconds timeout) {
+  try {
+    common::http_client client(
+        base_url, common::client_options{.connect_timeout = timeout, .read_timeout = timeout});
+    auto res = client.get("/v1/health");
+    if (!res.ok()) return std::nullopt;
+    auto body = json::parse(res.body, nullptr, false);
+    if (!body.is_object()) return std::nullopt;
+    return str_or(body, "version");
+  } catch (const common::connection_error&) {
+    return std::nullopt;
+  }
+}
+
+hive_worker_list hive_client::list_workers() {
+  auto body = body_of(http_.get("/v1/workers/list"));
+  hive_worker_list list;
+  for (const auto& w : array_at(body, "workers")) {
+    try {
+      list.workers.push_back(parse_hive_worker(w, endpoint_.node));
+    } catch (const error& e) {
+      spdlog::warn("hive {}: ignoring malformed worker entry: {}", endpoint_.node, e.what());
+      continue;
+    }
+    if (w.contains("error")) list.load_errors[list.workers.back().worker_id] = w["error"].dump();
+  }
+  for (const auto& e : array_at(body, "recent_exits")) {
+    if (e.is_object()) list.recent_exits.push_back(parse_worker_exit(e));
+  }
+  return list;
+}
+
+worker_info hive_client::spawn_worker(const spawn_request& request) {
+  json body = {{"model_ref", request.model_ref},
+               {"backend", request.backend},
+               {"device", request.device.value_or(0)}};
+  worker_info w =
+      parse_hive_worker(body_of(http_.post_json("/v1/workers/spawn", body)), endpoint_.node);
+  if (w.model_ref.empty()) w.model_ref = request.model_ref;
+  w.backend = request.backend;
+  w.device = request.device.value_or(0);
+  return w;
+}
+
+void hive_client::stop_worker(const std::string& worker_id) {
+  auto res = http_.post_json("/v1/workers/shutdown", {{"worker_id", worker_id}});
+  if (!res.ok()) throw error_from_response(res);
+}
+
+std::vector<catalog_model> hive_client::list_models() {
+  auto res = http_.get("/v1/models/list");
+  if (!res.ok()) throw error_from_response(res);
+  auto body = json::parse(res.body, nullptr, false);
+  const json& models = body.is_object() && body.contains("models") ? body["models"] : body;
+  std::vector<catalog_model> out;
+  if (!models.is_array()) return out;
+  for (const auto& m : models) {
+    if (m.is_object()) out.push_back(parse_catalog_model(m));
+  }
+  return out;
+}
+
+void hive_client::remove_model(const std::string& model) {
+  auto res = http_.del("/v1/models/" + common::url_encode(model));
+  if (!res.ok()) throw error_from_response(res);
+}
+
+std::string hive_client::start_download(const std::string& model_ref) {
+  auto body = body_of(http_.post_json("/v1/models/download", {{"model_ref", model_ref}}));
+  std::string id = str_or(body, "download_id");
+  if (id.empty()) throw internal("hive returned no download_id");
+  return id;
+}
+
+void hive_client::follow_download(const std::string& download_id,
+                                  const std::function<bool(const download_event&)>& on_event) {
+  common::http_response err;
+  int status = http_.get_sse(
+      "/v1/models/download/progress?id=" + download_id,
+      [&](const common::sse_event& ev) {
+        if (ev.is_done()) return false;
+        auto e = json::parse(ev.data, nullptr, false);
+        if (!e.is_object()) return true;
+        return on_event(parse_download_event(e));
+      },
+      &err);
+  if (status != 200) throw error_from_response(err);
+}
+
+hive_capabilities hive_client::capabilities() {
+  auto caps = body_of(http_.get("/v1/capabilities"));
+  hive_capabilities out;
+  for (const auto& b : array_at(caps, "backends")) {
+    if (b.is_string()) out.backends.push_back(b.get<std::string>());
+    if (b.is_object() && b.contains("name") && b["name"].is_string()) {
+      out.backends.push_back(b["name"].get<std::string>());
+    }
+  }
+  out.devices = array_at(caps, "devices");
+  return out;
+}
+
+bool hive_client::shutdown() {
+  return http_.post_json("/v1/admin/shutdown", json::object()).ok();
+}
+
+void hive_client::follow_logs(const log_request& request,
+                              const std::function<bool(const json& event)>& on_event) {
+  std::string path = "/v1/logs?follow=" + std::string(request.follow ? "true" : "false");
+  if (!request.worker_id.empty()) path += "&worker=" + common::url_encode(request.worker_id);
+  common::http_response err;
+  int status = http_.get_sse(
+      path,
+      [&](const common::sse_event& ev) {
+        if (ev.is_done()) return false;
+        auto e = json::parse(ev.data, nullptr, false);
+        return on_event(e.is_discarded() ? json{{"line", ev.data}} : e);
+      },
+      &err);
+  if (status != 200) throw error_from_response(err);
+}
+
+}  // namespace rbee::queen

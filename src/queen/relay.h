@@ -1,0 +1,44 @@
+#pragma once
+// Relay: one attempt of a task on a worker. POST /v1/inference, the worker's events on to the
+// task's sinks (token events as the worker wrote them, when a text sink takes them), the
+// time-to-first-token and decode-speed metrics, and the checks that no answer ends silently:
+// a worker that stops mid-answer for anything but this task's cancel is an error, never an end.
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "common/metrics.h"
+#include "queen/errors.h"
+#include "queen/scheduler.h"
+#include "queen/task_request.h"
+
+namespace rbee::queen {
+
+struct relay_result {
+  bool ended = false;  // the worker's end or error event reached the sink
+  // The worker could not take the task and no token was sent: another worker may.
+  std::optional<std::string> retry_reason;
+  // The worker refused the task, or was lost mid-answer (then worker_lost).
+  std::optional<error> failure;
+  bool worker_lost = false;
+};
+
+class task_relay {
+ public:
+  explicit task_relay(common::metrics_registry& metrics);
+
+  // send takes every event but tokens when `tokens` is set; both return false once the
+  // consumer is gone. cancelled() is asked while the worker is silent.
+  relay_result run(const task_request& request, const worker_info& worker,
+                   std::chrono::steady_clock::time_point accepted_at, const task_sink& send,
+                   const token_text_sink& tokens, const std::function<bool()>& cancelled);
+
+ private:
+  void observe_first_token(std::chrono::steady_clock::time_point accepted_at);
+
+  common::metrics_registry& metrics_;
+};
+
+}  // namespace rbee::queen

@@ -1,0 +1,210 @@
+// Nodes (the registry) and their hives.
+
+#include <filesystem>
+
+#include "common/json.h"
+#include "common/paths.h"
+#include "common/version.h"
+#include "queen/narration.h"
+#include "queen/routes.h"
+
+namespace rbee::queen {
+
+namespace {
+
+using common::http_server;
+using nlohmann::json;
+
+// Each SSH field checked on its own, so the error names the field it is about.
+void validate_ssh_fields(const node_record& n) {
+  if (!is_safe_ssh_host(n.ssh_host)) {
+    throw invalid_field("ssh_host", "ssh_host '" + n.ssh_host +
+                                        "' is not a valid host name (letters, digits, '.', '-', "
+                                        "'_', ':' only, not starting with '-')");
+  }
+  if (!is_safe_ssh_user(n.ssh_user)) {
+    throw invalid_field("ssh_user", "ssh_user '" + n.ssh_user +
+                                        "' is not a valid user name (letters, digits, '.', '-', "
+                                        "'_' only, not starting with '-')");
+  }
+  if (!n.ssh_key_path.empty() &&
+      (n.ssh_key_path.front() == '-' || n.ssh_key_path.find('\0') != std::string::npos)) {
+    throw invalid_field("ssh_key_path", "ssh_key_path must be a path, not an option");
+  }
+  try {
+    validate_install_path(n.install_path);
+  } catch (const std::invalid_argument& e) {
+    throw invalid_field("install_path", e.what());
+  }
+}
+
+ssh_target target_of(const node_record& n) {
+  return ssh_target{n.ssh_host, n.ssh_port, n.ssh_user, n.ssh_key_path};
+}
+
+}  // namespace
+
+void registry_routes::add_to(route_table& routes) {
+  routes.post("/v2/hives/report", handler(this, &registry_routes::hive_report));
+  routes.post("/v2/registry/beehives/add", handler(this, &registry_routes::add_node));
+  routes.get("/v2/registry/beehives/list", handler(this, &registry_routes::list_nodes));
+  routes.post("/v2/registry/beehives/remove", handler(this, &registry_routes::remove_node));
+  routes.post("/v2/registry/beehives/install", handler(this, &registry_routes::install_node));
+  routes.post("/v2/hives/start", handler(this, &registry_routes::start_hive));
+  routes.post("/v2/hives/stop", handler(this, &registry_routes::stop_hive));
+  routes.get("/v2/hives/status", handler(this, &registry_routes::hive_status));
+}
+
+void registry_routes::hive_report(const http_request& req, http_response& res) {
+  s_.hives.handle_report(bearer_of(req), common::parse_body(req.body));
+  http_server::send_json(res, 200, {{"ok", true}});
+}
+
+void registry_routes::add_node(const http_request& req, http_response& res) {
+  node_record n;
+  static_cast<api::node_spec&>(n) = api::node_spec::from_json(common::parse_body(req.body));
+  n.ssh_key_path = common::expand_user(n.ssh_key_path);
+  validate_ssh_fields(n);
+  if (s_.nodes.get(n.node_name)) {
+    throw error(common::codes::NODE_EXISTS, "Node '" + n.node_name + "' already exists",
+                {{"node", n.node_name},
+                 {"hint", "remove it first: rbee setup remove-node --name " + n.node_name}});
+  }
+  try {
+    run_ssh(s_.ssh, target_of(n), s_.ssh_config, remote_command({"echo", "rbee-ok"}));
+  } catch (const ssh_error& e) {
+    throw unavailable(common::codes::NODE_UNREACHABLE, e.what(), 5,
+                      {{"node", n.node_name},
+                       {"host", n.ssh_host},
+                       {"cause", to_string(e.diagnosis().kind)},
+                       {"hint", e.diagnosis().hint}});
+  }
+  n.status = "reachable";
+  n.last_connected_unix = s_.clock.unix_now();
+  s_.nodes.add(n);
+  http_server::send_json(res, 201,
+                         {{"node", to_json(n)}, {"message", "Node '" + n.node_name + "' saved"}});
+}
+
+void registry_routes::list_nodes(const http_request&, http_response& res) {
+  json nodes = json::array();
+  for (const auto& n : s_.nodes.list()) nodes.push_back(to_json(n));
+  http_server::send_json(res, 200, {{"nodes", nodes}});
+}
+
+void registry_routes::remove_node(const http_request& req, http_response& res) {
+  auto body = common::parse_body(req.body);
+  auto name = common::require_string(body, "node_name", 64);
+  if (name == localhost_node) {
+    throw invalid_field("node_name", "the built-in node 'localhost' cannot be removed");
+  }
+  if (auto node = s_.nodes.get(name)) {
+    // A hive this queen talks to must not outlive its node entry, nor its SSH connection.
+    if (s_.hives.known_endpoint(name)) s_.hives.stop_hive(*node);
+    s_.hives.close_ssh_master(*node);
+  }
+  if (!s_.nodes.remove(name)) {
+    throw error(common::codes::NODE_NOT_FOUND, "Node '" + name + "' not found", {{"node", name}});
+  }
+  http_server::send_json(res, 200, {{"message", "Node '" + name + "' removed"}});
+}
+
+void registry_routes::install_node(const http_request& req, http_response& res) {
+  auto body = common::parse_body(req.body);
+  auto name = common::require_string(body, "node_name", 64);
+  auto node = s_.nodes.get(name);
+  if (!node) {
+    throw error(common::codes::NODE_NOT_FOUND, "Node '" + name + "' not found", {{"node", name}});
+  }
+  if (node->is_local()) {
+    throw invalid_field("node_name",
+                        "'localhost' runs the queen's own binaries; nothing to install");
+  }
+  if (common::optional_bool(body, "build_from_git", false)) {
+    throw invalid_field("build_from_git",
+                        "building on the node is not supported; install copies the "
+                        "queen's own binaries");
+  }
+  serve_sse(res, [this, n = *node](common::sse_sink& sink) {
+    try {
+      install_binaries(n, sink);
+    } catch (const ssh_error& e) {
+      sink.send({{"type", "error"},
+                 {"code", common::codes::NODE_UNREACHABLE},
+                 {"message", e.what()},
+                 {"details", {{"hint", e.diagnosis().hint}, {"node", n.node_name}}}});
+    } catch (const std::invalid_argument& e) {
+      sink.send(
+          {{"type", "error"}, {"code", common::codes::INVALID_REQUEST}, {"message", e.what()}});
+    }
+  });
+}
+
+void registry_routes::install_binaries(const node_record& n, common::sse_sink& sink) {
+  const ssh_target target = target_of(n);
+  auto step = [&](const char* action, std::string human) {
+    sink.send(narration("queen-rbee", action, std::move(human), {{"node", n.node_name}}));
+  };
+  validate_install_path(n.install_path);  // rows saved before paths were checked
+  step("install_mkdir", "Creating " + n.install_path + " on " + n.ssh_host);
+  run_ssh(s_.ssh, target, s_.ssh_config, remote_command({"mkdir", "-p", n.install_path}));
+  for (const char* binary : {"rbee-hive", "llm-worker-rbee"}) {
+    auto local = std::filesystem::path(s_.bin_dir) / binary;
+    step("install_copy",
+         std::string("Copying ") + binary + " to " + n.ssh_host + ":" + n.install_path);
+    // Beside the old binary, then renamed: a running hive keeps its file intact.
+    std::string final_path = n.install_path + "/" + binary;
+    std::string temp_path = final_path + ".rbee-new";
+    auto copied = s_.ssh.copy(target, local.string(), temp_path);
+    if (!copied.ok()) throw ssh_error(diagnose_ssh(copied, target));
+    run_ssh(s_.ssh, target, s_.ssh_config,
+            remote_command({"sh", "-c", "chmod 755 \"$1\" && mv -f \"$1\" \"$2\"", "sh", temp_path,
+                            final_path}));
+  }
+  step("install_verify", "Verifying rbee-hive --version on " + n.ssh_host);
+  auto out = run_ssh(s_.ssh, target, s_.ssh_config,
+                     remote_command({n.install_path + "/rbee-hive", "--version"}));
+  std::string version = out.out;
+  while (!version.empty() && (version.back() == '\n' || version.back() == '\r')) {
+    version.pop_back();
+  }
+  auto parsed = common::parse_semver(version.substr(version.find_last_of(' ') + 1));
+  if (!parsed || !common::compatible(*parsed, common::current_version())) {
+    throw error(common::codes::VERSION_MISMATCH,
+                "Version mismatch: queen " + common::version_string() + ", hive " + version,
+                {{"node", n.node_name}});
+  }
+  s_.nodes.set_status(n.node_name, "reachable", "", s_.clock.unix_now());
+  sink.send(
+      narration("queen-rbee", "install_complete",
+                "Installed rbee " + version + " on '" + n.node_name + "' in " + n.install_path,
+                {{"node", n.node_name}, {"version", version}}));
+}
+
+void registry_routes::start_hive(const http_request& req, http_response& res) {
+  auto body = common::parse_body(req.body, true);
+  auto node = node_or_404(s_.nodes, common::string_or(body, "node", localhost_node, 64));
+  auto ep = s_.hives.ensure_hive(node);
+  http_server::send_json(
+      res, 200,
+      {{"node", node.node_name}, {"url", ep.base_url}, {"version", ep.version}, {"running", true}});
+}
+
+void registry_routes::stop_hive(const http_request& req, http_response& res) {
+  auto body = common::parse_body(req.body, true);
+  auto node = node_or_404(s_.nodes, common::string_or(body, "node", localhost_node, 64));
+  bool stopped = s_.hives.stop_hive(node);
+  http_server::send_json(res, 200, {{"node", node.node_name}, {"stopped", stopped}});
+}
+
+void registry_routes::hive_status(const http_request& req, http_response& res) {
+  auto node = node_or_404(s_.nodes, query(req, "node"));
+  auto version = s_.hives.hive_version(node);
+  http_server::send_json(res, 200,
+                         {{"node", node.node_name},
+                          {"url", s_.hives.hive_url(node)},
+                          {"running", version.has_value()},
+                          {"version", version ? json(*version) : json()}});
+}
+
+}  // namespace rbee::queen
