@@ -105,4 +105,36 @@ worker_record worker_record::from_json(const nlohmann::json& j) {
   return w;
 }
 
+nlohmann::json worker_exit::to_json() const {
+  nlohmann::json j = {{"worker_id", worker_id},
+                      {"model_ref", model_ref},
+                      {"event", "removed"},
+                      {"reason", reason},
+                      {"exit_status", exit_status},
+                      {"at_unix", at_unix},
+                      {"seq", seq}};
+  if (!code.empty()) j["code"] = code;
+  return j;
+}
+
+worker_exit worker_exit::from_json(const nlohmann::json& j) {
+  worker_exit e;
+  if (!j.is_object()) return e;
+  auto text = [&](const char* field, std::string& out) {
+    if (auto it = j.find(field); it != j.end() && it->is_string()) out = it->get<std::string>();
+  };
+  auto integer = [&](const char* field, auto& out) {
+    if (auto it = j.find(field); it != j.end() && it->is_number_integer())
+      out = it->get<std::remove_reference_t<decltype(out)>>();
+  };
+  text("worker_id", e.worker_id);
+  text("model_ref", e.model_ref);
+  text("reason", e.reason);
+  text("code", e.code);
+  integer("exit_status", e.exit_status);
+  integer("at_unix", e.at_unix);
+  integer("seq", e.seq);
+  return e;
+}
+
 }  // namespace rbee::api

@@ -50,4 +50,21 @@ struct worker_record {
   static worker_record from_json(const nlohmann::json& j);
 };
 
+// A worker that left (a hive's GET /v1/workers "recent_exits", and its report to the queen).
+struct worker_exit {
+  std::string worker_id;
+  std::string model_ref;
+  // "crashed" (exited on its own), "health_check_failed", "loading_timeout", "idle_timeout",
+  // "shutdown_requested", "hive_shutdown"
+  std::string reason = "crashed";
+  std::string code;          // error code where one applies ("LOADING_TIMEOUT"), else ""
+  int64_t exit_status = -1;  // exit code, or 128+signal
+  int64_t at_unix = 0;
+  uint64_t seq = 0;  // increases by one per exit a hive process records
+
+  nlohmann::json to_json() const;
+  // Reads a hive's record leniently: a field absent or of another type keeps its default.
+  static worker_exit from_json(const nlohmann::json& j);
+};
+
 }  // namespace rbee::api

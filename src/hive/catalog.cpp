@@ -50,21 +50,6 @@ model_entry read_row(const common::statement& st) {
 
 }  // namespace
 
-nlohmann::json model_entry::to_json() const {
-  return {{"id", id},
-          {"provider", provider},
-          {"reference", reference},
-          {"file", file},
-          {"local_path", local_path},
-          {"size_bytes", size_bytes},
-          {"sha256", sha256},
-          {"architecture", architecture},
-          {"quantization", quantization},
-          {"parameters", parameters},
-          {"context_length", context_length},
-          {"downloaded_at_unix", downloaded_at_unix}};
-}
-
 std::span<const std::string_view> catalog_migrations() {
   return migrations;
 }

@@ -13,26 +13,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/model_entry.h"
 #include "common/sqlite.h"
 
 namespace rbee::hive {
 
-struct model_entry {
-  std::string id;         // short, URL-safe, unique ("synth-tiny-q4_k_m"); usable as an alias
-  std::string provider;   // "hf" or "file"
-  std::string reference;  // canonical model reference ("hf:org/repo:file")
-  std::string file;       // file name inside the repo (or the local file's name)
-  std::string local_path;
-  uint64_t size_bytes = 0;
-  std::string sha256;  // lower-case hex; "" when unknown (local files are hashed on add)
-  std::string architecture;
-  std::string quantization;
-  uint64_t parameters = 0;
-  uint64_t context_length = 0;
-  int64_t downloaded_at_unix = 0;
-
-  nlohmann::json to_json() const;
-};
+// A catalog row is the contract's record of a model (api/model_entry.h).
+using api::model_entry;
 
 // The schema, one entry per version (exposed for the migration tests).
 std::span<const std::string_view> catalog_migrations();

@@ -60,18 +60,6 @@ std::optional<clock_type::time_point> last_activity(const nlohmann::json& health
 
 }  // namespace
 
-nlohmann::json worker_event::to_json() const {
-  nlohmann::json j = {{"worker_id", worker_id},
-                      {"model_ref", model_ref},
-                      {"event", "removed"},
-                      {"reason", reason},
-                      {"exit_status", exit_status},
-                      {"at_unix", at_unix},
-                      {"seq", seq}};
-  if (!code.empty()) j["code"] = code;
-  return j;
-}
-
 bool port_is_free(const std::string& host, int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;

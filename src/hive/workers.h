@@ -45,19 +45,8 @@ struct worker_info : api::worker_record {
   std::string log_path;
 };
 
-// A worker that left: why, and how it exited.
-struct worker_event {
-  std::string worker_id;
-  std::string model_ref;
-  // "crashed" (exited on its own), "health_check_failed", "loading_timeout", "idle_timeout",
-  // "shutdown_requested", "hive_shutdown"
-  std::string reason;
-  std::string code;      // error code where one applies ("LOADING_TIMEOUT"), else ""
-  int exit_status = -1;  // exit code, or 128+signal
-  int64_t at_unix = 0;
-  uint64_t seq = 0;  // increases by one per event of this hive process
-  nlohmann::json to_json() const;
-};
+// A worker that left: why, and how it exited (the contract's record).
+using worker_event = api::worker_exit;
 
 struct supervisor_options {
   std::string worker_binary;  // path of llm-worker-rbee

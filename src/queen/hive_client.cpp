@@ -45,28 +45,6 @@ json body_of(const common::http_response& res) {
   return body;
 }
 
-catalog_model parse_catalog_model(const json& m) {
-  return {.id = str_or(m, "id"),
-          .provider = str_or(m, "provider"),
-          .reference = str_or(m, "reference"),
-          .file = str_or(m, "file"),
-          .local_path = str_or(m, "local_path"),
-          .size_bytes = number_or<uint64_t>(m, "size_bytes", 0),
-          .sha256 = str_or(m, "sha256"),
-          .architecture = str_or(m, "architecture"),
-          .quantization = str_or(m, "quantization"),
-          .parameters = number_or<uint64_t>(m, "parameters", 0),
-          .context_length = number_or<int64_t>(m, "context_length", 0),
-          .downloaded_at_unix = number_or<int64_t>(m, "downloaded_at_unix", 0)};
-}
-
-worker_exit parse_worker_exit(const json& e) {
-  return {.worker_id = str_or(e, "worker_id"),
-          .reason = str_or(e, "reason", "crashed"),
-          .code = str_or(e, "code"),
-          .exit_status = number_or<int64_t>(e, "exit_status", -1)};
-}
-
 download_event parse_download_event(const json& e) {
   using stage = download_event::stage_kind;
   const std::string name = str_or(e, "stage");
@@ -95,21 +73,6 @@ worker_info parse_hive_worker(const json& j, const std::string& node) {
   } catch (const common::http_error& e) {  // the contract's verdict on a hive's record
     throw error(e.code, "a hive's worker record: " + e.message, e.details);
   }
-}
-
-json catalog_model::to_json() const {
-  return {{"id", id},
-          {"provider", provider},
-          {"reference", reference},
-          {"file", file},
-          {"local_path", local_path},
-          {"size_bytes", size_bytes},
-          {"sha256", sha256},
-          {"architecture", architecture},
-          {"quantization", quantization},
-          {"parameters", parameters},
-          {"context_length", context_length},
-          {"downloaded_at_unix", downloaded_at_unix}};
 }
 
 hive_client::hive_client(hive_endpoint endpoint, std::chrono::milliseconds read_timeout,
@@ -148,7 +111,7 @@ hive_worker_list hive_client::list_workers() {
     if (w.contains("error")) list.load_errors[list.workers.back().worker_id] = w["error"].dump();
   }
   for (const auto& e : array_at(body, "recent_exits")) {
-    if (e.is_object()) list.recent_exits.push_back(parse_worker_exit(e));
+    if (e.is_object()) list.recent_exits.push_back(worker_exit::from_json(e));
   }
   return list;
 }
@@ -178,7 +141,7 @@ std::vector<catalog_model> hive_client::list_models() {
   std::vector<catalog_model> out;
   if (!models.is_array()) return out;
   for (const auto& m : models) {
-    if (m.is_object()) out.push_back(parse_catalog_model(m));
+    if (m.is_object()) out.push_back(catalog_model::from_json(m));
   }
   return out;
 }

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/model_entry.h"
 #include "common/http_client.h"
 #include "queen/errors.h"
 #include "queen/scheduler.h"
@@ -33,12 +34,7 @@ struct hive_endpoint {
 worker_info parse_hive_worker(const nlohmann::json& j, const std::string& node);
 
 // Why a worker left, from the hive's recent_exits.
-struct worker_exit {
-  std::string worker_id;
-  std::string reason = "crashed";
-  std::string code;  // the hive's error code, "" when it gave none
-  int64_t exit_status = -1;
-};
+using api::worker_exit;
 
 struct hive_worker_list {
   std::vector<worker_info> workers;
@@ -52,23 +48,8 @@ struct spawn_request {
   std::optional<int> device;  // unset = device 0
 };
 
-// One model of a hive's catalog.
-struct catalog_model {
-  std::string id;
-  std::string provider;
-  std::string reference;
-  std::string file;
-  std::string local_path;
-  uint64_t size_bytes = 0;
-  std::string sha256;
-  std::string architecture;
-  std::string quantization;
-  uint64_t parameters = 0;
-  int64_t context_length = 0;
-  int64_t downloaded_at_unix = 0;
-
-  nlohmann::json to_json() const;
-};
+// One model of a hive's catalog, as the contract defines it.
+using catalog_model = api::model_entry;
 
 // One event of a download's progress stream.
 struct download_event {
