@@ -7,13 +7,9 @@
 
 namespace rbee::queen {
 
-namespace {
-
 using nlohmann::json;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
-
-}  // namespace
 
 task_relay::task_relay(common::metrics_registry& metrics) : metrics_(metrics) {
   metrics_.histogram_define("rbee_queen_time_to_first_token_seconds",

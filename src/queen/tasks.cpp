@@ -10,13 +10,9 @@
 
 namespace rbee::queen {
 
-namespace {
-
 using nlohmann::json;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
-
-}  // namespace
 
 task_runner::task_runner(task_runner_options options, registry& nodes, hive_manager& hives,
                          scheduler& sched, common::metrics_registry& metrics)
