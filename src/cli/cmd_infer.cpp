@@ -3,6 +3,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <iostream>
@@ -138,6 +139,7 @@ class task_stream {
         task_id_ = e["task_id"].get<std::string>();
       }
       printer.print(e);
+      note_step(e.value("action", ""));
     } else if (type == "token") {
       printer.close_bar();
       if (!first_token_at) first_token_at = steady::now();
@@ -156,6 +158,14 @@ class task_stream {
     return !interrupted;
   }
 
+  // The narration's actions in the order they first happened ("worker_selected" for a warm
+  // start; "hive_start", "download_start", "worker_spawn", ... for a cold one), for scripts.
+  void note_step(const std::string& action) {
+    if (!action.empty() && std::find(steps_.begin(), steps_.end(), action) == steps_.end()) {
+      steps_.push_back(action);
+    }
+  }
+
   void print_summary() {
     double ttft_ms =
         first_token_at
@@ -170,7 +180,8 @@ class task_stream {
                   {"tokens_out", tokens_out},
                   {"tokens_per_sec", tps},
                   {"time_to_first_token_ms", ttft_ms},
-                  {"stop_reason", end_event->value("stop_reason", "")}});
+                  {"stop_reason", end_event->value("stop_reason", "")},
+                  {"steps", steps_}});
     }
     std::fprintf(stderr, "%d tokens, %.1f tok/s, time to first token %.0f ms\n", tokens_out, tps,
                  ttft_ms);
@@ -180,6 +191,7 @@ class task_stream {
   const infer_options& o_;
   std::mutex mutex_;
   std::string task_id_;
+  std::vector<std::string> steps_;
   std::optional<json> end_event;
   std::optional<json> error_event;
   std::optional<common::http_error> http_failure;

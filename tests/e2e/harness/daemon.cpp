@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +18,9 @@
 #include "common/http_client.h"
 
 extern char** environ;
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 namespace rbee::e2e {
 
@@ -199,6 +203,16 @@ cli_result run_cli(const std::string& binary, const std::vector<std::string>& ar
   result.out = read_file(out.path);
   result.err = read_file(err.path);
   return result;
+}
+
+bool cli_result::took_step(const std::string& action) const {
+  auto result = nlohmann::json::parse(out, nullptr, false);
+  if (!result.is_object() || !result.contains("steps") || !result["steps"].is_array()) {
+    ADD_FAILURE() << "not the output of `rbee infer --json`: " << out;
+    return false;
+  }
+  const auto& steps = result["steps"];
+  return std::find(steps.begin(), steps.end(), action) != steps.end();
 }
 
 }  // namespace rbee::e2e

@@ -53,6 +53,10 @@ struct cli_result {
   std::string out{};
   std::string err{};
   bool timed_out = false;
+
+  // For `rbee infer --json`: whether the task went through a narration action ("hive_start",
+  // "worker_spawn", ...). Tests check actions, not the narration's wording.
+  bool took_step(const std::string& action) const;
 };
 
 // Runs binary (name in the bin dir, or a path) to completion. env is added to the test's

@@ -68,19 +68,19 @@ TEST_F(Scenarios_B_Remote, S09_cold_start_remote_node) {
   });
   auto& q = hosts->queen();
   EXPECT_FALSE(remote_hive_alive("workstation")) << "no hive may run before the request";
-  auto r = q.infer(ref, {"--max-tokens", "10", "--temperature", "0"}, "workstation");
+  auto r = q.infer(ref, {"--max-tokens", "10", "--temperature", "0", "--json"}, "workstation");
   ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
-  // Narration of every phase on stderr, tokens on stdout.
-  EXPECT_TRUE(contains(r.err, "Starting rbee-hive on node 'workstation'")) << r.err;
-  EXPECT_TRUE(contains(r.err, "rbee-hive on 'workstation' is up (v")) << r.err;
-  EXPECT_TRUE(contains(r.err, "Downloading " + ref + ": ")) << r.err;
-  EXPECT_TRUE(contains(r.err, "Downloaded " + ref)) << r.err;
+  // Every phase is narrated: the words on stderr, the actions in the JSON result on stdout.
+  for (const char* phase : {"hive_start", "hive_ready", "download_start", "download_complete",
+                            "worker_spawn", "worker_ready"}) {
+    EXPECT_TRUE(r.took_step(phase)) << phase << ": " << r.out;
+  }
+  EXPECT_TRUE(contains(r.err, "'workstation'") && contains(r.err, ref)) << r.err;
   EXPECT_EQ(hub.downloads(repo, file).size(), 1u);
-  EXPECT_TRUE(contains(r.err, "Starting a worker for " + ref + " on 'workstation'")) << r.err;
-  EXPECT_TRUE(contains(r.err, "ready on 'workstation'")) << r.err;
-  EXPECT_TRUE(contains(r.err, "10 tokens")) << r.err;
-  EXPECT_FALSE(contains(r.out, "Starting")) << "narration must not reach stdout: " << r.out;
-  EXPECT_EQ(golden_continuation("Once upon a time").rfind(r.out, 0), 0u) << r.out;
+  auto result = json::parse(r.out);
+  EXPECT_EQ(result["tokens_out"], 10) << r.out;
+  EXPECT_EQ(golden_continuation("Once upon a time").rfind(result["text"].get<std::string>(), 0), 0u)
+      << r.out;
   // The hive runs on the node (its namespace), from the install path.
   EXPECT_TRUE(remote_hive_alive("workstation"));
   EXPECT_FALSE(
@@ -121,15 +121,15 @@ TEST_F(Scenarios_B_Remote, S13_two_nodes) {
 
   // Without --node, each model goes to the node whose worker has it (warm, no new worker).
   auto ra = q.cli({"infer", "--model", stories_ref(), "--prompt", "Once upon a time",
-                   "--max-tokens", "4", "--temperature", "0"});
+                   "--max-tokens", "4", "--temperature", "0", "--json"});
   ASSERT_EQ(ra.exit_code, 0) << ra.err;
-  EXPECT_TRUE(contains(ra.err, "on node 'workstation' (warm)")) << ra.err;
-  EXPECT_EQ(ra.out, a.out);
+  EXPECT_TRUE(ra.took_step("worker_selected") && !ra.took_step("worker_spawn")) << ra.out;
+  EXPECT_EQ(json::parse(ra.out)["text"], a.out);
   auto rb = q.cli({"infer", "--model", synth_ref, "--prompt", "Once upon a time", "--max-tokens",
-                   "4", "--temperature", "0"});
+                   "4", "--temperature", "0", "--json"});
   ASSERT_EQ(rb.exit_code, 0) << rb.err;
-  EXPECT_TRUE(contains(rb.err, "on node 'mac' (warm)")) << rb.err;
-  EXPECT_EQ(q.workers().size(), 2u);
+  EXPECT_TRUE(rb.took_step("worker_selected") && !rb.took_step("worker_spawn")) << rb.out;
+  EXPECT_EQ(q.workers().size(), 2u) << "each model stayed on the node whose worker has it";
 }
 
 }  // namespace

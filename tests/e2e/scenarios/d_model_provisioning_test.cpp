@@ -56,10 +56,10 @@ TEST_F(Scenarios_D, S22_model_in_catalog_no_download) {
   ASSERT_EQ(download().exit_code, 0) << q.logs();
   auto gets = hub.downloads(repo, file).size();
   ASSERT_GE(gets, 1u);
-  auto r = q.infer(ref, {"--max-tokens", "4"});
+  auto r = q.infer(ref, {"--max-tokens", "4", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
-  EXPECT_TRUE(contains(r.err, "is in the catalog")) << r.err;
-  EXPECT_FALSE(contains(r.err, "Downloading")) << r.err;
+  EXPECT_TRUE(r.took_step("model_cached")) << r.out;
+  EXPECT_FALSE(r.took_step("download_start")) << r.out;
   EXPECT_EQ(hub.downloads(repo, file).size(), gets) << "no new GET for a catalogued model";
 }
 
@@ -83,7 +83,6 @@ TEST_F(Scenarios_D, S23_download_with_progress) {
     ASSERT_TRUE(p.contains("speed_mbps")) << p.dump();
     EXPECT_GE(p["percent"].get<int>(), last);
     last = p["percent"];
-    EXPECT_TRUE(contains(p.value("human", ""), "%")) << p.dump();
   }
   EXPECT_GT(progress.back()["speed_mbps"].get<double>(), 0.0);
   EXPECT_EQ(s.count("narration", "download_complete"), 1);

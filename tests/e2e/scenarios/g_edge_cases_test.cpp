@@ -209,10 +209,10 @@ TEST_F(Scenarios_G, S48_ec10_idle_timeout) {
   // After the idle period the worker is shut down and its memory freed (the process is gone).
   EXPECT_TRUE(eventually([&] { return worker_pids(q).empty(); }, 15s));
   EXPECT_TRUE(eventually([&] { return q.workers().empty(); }, 5s)) << q.workers().dump();
-  auto next = q.infer(stories_ref(), {"--max-tokens", "2"});
+  auto next = q.infer(stories_ref(), {"--max-tokens", "2", "--json"});
   ASSERT_EQ(next.exit_code, 0) << next.err;
-  EXPECT_TRUE(contains(next.err, "cold start")) << next.err;
-  EXPECT_TRUE(contains(next.err, "Starting a worker")) << next.err;
+  EXPECT_TRUE(next.took_step("cold_start")) << next.out;
+  EXPECT_TRUE(next.took_step("worker_spawn")) << next.out;
 }
 
 }  // namespace

@@ -45,9 +45,9 @@ TEST_F(Scenarios_H, S49_hive_persistent_daemon) {
   std::this_thread::sleep_for(500ms);
   EXPECT_TRUE(pid_alive(hives[0]));
   EXPECT_TRUE(q.hive_alive());
-  auto again = q.infer(stories_ref(), {"--max-tokens", "2"});
+  auto again = q.infer(stories_ref(), {"--max-tokens", "2", "--json"});
   EXPECT_EQ(again.exit_code, 0) << again.err;
-  EXPECT_FALSE(contains(again.err, "Starting rbee-hive")) << again.err;
+  EXPECT_FALSE(again.took_step("hive_start")) << again.out;
   EXPECT_EQ(pids_of(q, "rbee-hive"), hives);
 }
 
