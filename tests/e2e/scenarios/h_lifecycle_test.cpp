@@ -153,10 +153,10 @@ TEST_F(Scenarios_H, S55_persistent_mode) {
   q.start();
   auto& hive = q.start_own_hive();
   pid_t queen_pid = q.queen().pid();
-  auto r = q.infer(stories_ref(), {"--max-tokens", "4", "--temperature", "0"});
+  auto r = q.infer(stories_ref(), {"--max-tokens", "4", "--temperature", "0", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
-  EXPECT_FALSE(contains(r.err, "Starting queen-rbee")) << r.err;
-  EXPECT_FALSE(contains(r.err, "Starting rbee-hive")) << r.err;
+  EXPECT_FALSE(contains(r.err, "Starting queen-rbee")) << r.err;  // the CLI's own line (S54)
+  EXPECT_FALSE(r.took_step("hive_start")) << r.out;
   EXPECT_TRUE(q.queen().running());
   EXPECT_EQ(q.queen().pid(), queen_pid);
   EXPECT_TRUE(hive.running());
