@@ -218,240 +218,254 @@ void hive_app::shutdown() {
 
 void hive_app::register_routes() {
   auto& s = *server_;
-  bool include_tokens = !config_.token.empty();
+  auto handle = [this](void (hive_app::*route)(const httplib::Request&, httplib::Response&)) {
+    return [this, route](const httplib::Request& req, httplib::Response& res) {
+      (this->*route)(req, res);
+    };
+  };
 
-  s.get("/v1/health", [](const httplib::Request&, httplib::Response& res) {
-    http_server::send_json(
-        res, 200,
-        {{"status", "alive"}, {"version", common::version_string()}, {"api_version", "v1"}});
-  });
-
-  s.get("/v1/capabilities", [this](const httplib::Request&, httplib::Response& res) {
-    auto caps = probe_->probe().to_json();
-    caps["node_name"] = config_.node_name;
-    caps["version"] = common::version_string();
-    http_server::send_json(res, 200, caps);
-  });
-
-  s.get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    metrics_.gauge_set("rbee_hive_process_resident_bytes", "Resident memory of the hive process",
-                       static_cast<double>(process_rss_bytes()));
-    auto mem = read_meminfo();
-    metrics_.gauge_set(
-        "rbee_hive_ram_free_bytes", "Available RAM on the node",
-        static_cast<double>(config_.limits.ram_free_bytes.value_or(mem.available_bytes)));
-    metrics_.gauge_set("rbee_hive_models", "Models in the catalog",
-                       static_cast<double>(catalog_->list().size()));
-    res.set_content(metrics_.render(), "text/plain; version=0.0.4");
-  });
+  s.get("/v1/health", handle(&hive_app::health));
+  s.get("/v1/capabilities", handle(&hive_app::capabilities));
+  s.get("/metrics", handle(&hive_app::metrics));
 
   // ---- catalog and downloads ----
-  s.get("/v1/models/list", [this](const httplib::Request&, httplib::Response& res) {
-    auto models = json::array();
-    for (const auto& m : catalog_->list()) models.push_back(m.to_json());
-    http_server::send_json(res, 200, {{"models", models}});
-  });
-
-  s.del(R"(/v1/models/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-    std::string id = req.matches[1];
-    if (!valid_id(id))
-      throw common::invalid_request("id", "model ids contain only letters, digits, '.', '-', '_'");
-    for (const auto& w : supervisor_->list()) {
-      if (w.model_id == id) {
-        throw common::conflict(
-            codes::MODEL_IN_USE,
-            fmt::format("Model '{}' is used by {}; stop it first", id, w.worker_id),
-            {{"id", id}, {"worker_id", w.worker_id}});
-      }
-    }
-    auto removed = store_->remove(id);
-    http_server::send_json(res, 200, {{"deleted", removed.to_json()}});
-  });
-
-  s.post("/v1/models/download", [this](const httplib::Request& req, httplib::Response& res) {
-    auto body = common::parse_body(req.body);
-    auto ref = api::parse_model_ref(common::require_string(body, "model_ref", 1024));
-    auto job = store_->start_download(ref);
-    auto snap = job->get();
-    json out = {{"download_id", job->id()},
-                {"model_ref", ref.canonical()},
-                {"stage", to_string(snap.stage)}};
-    // Local references resolve at once: their errors are this request's. Hub downloads report
-    // theirs on the progress stream (they may fail before this answer is written).
-    bool local = ref.kind == api::ref_kind::alias || ref.kind == api::ref_kind::local_file;
-    if (local && snap.stage == download_stage::error && snap.error) throw *snap.error;
-    if (snap.result) out["model"] = snap.result->to_json();
-    http_server::send_json(res, 202, out);
-  });
-
-  s.get(
-      "/v1/models/download/progress", [this](const httplib::Request& req, httplib::Response& res) {
-        std::string id = req.get_param_value("id");
-        if (id.empty())
-          throw common::invalid_request("id", "the download id is required (?id=...)");
-        auto job = store_->find_job(id);
-        if (!job)
-          throw common::not_found(codes::NOT_FOUND, fmt::format("Unknown download '{}'", id),
-                                  {{"id", id}});
-        common::serve_sse(res, [job, this](common::sse_sink& sink) {
-          uint64_t seen = 0;
-          size_t told = 0;
-          auto last_sent = std::chrono::steady_clock::now() - std::chrono::seconds(10);
-          while (sink.connected()) {
-            auto snap = job->wait_change(seen, std::chrono::milliseconds(500));
-            seen = snap.version;
-            for (; told < snap.messages.size(); ++told) {
-              sink.send({{"stage", "narration"}, {"message", snap.messages[told]}});
-            }
-            if (snap.stage == download_stage::complete) {
-              sink.send({{"stage", "complete"},
-                         {"local_path", snap.result->local_path},
-                         {"model", snap.result->to_json()},
-                         {"bytes_downloaded", snap.result->size_bytes},
-                         {"bytes_total", snap.result->size_bytes}});
-              return;
-            }
-            if (snap.stage == download_stage::error) {
-              json ev = {
-                  {"stage", "error"}, {"code", snap.error->code}, {"message", snap.error->message}};
-              if (!snap.error->details.is_null()) ev["details"] = snap.error->details;
-              sink.send(ev);
-              return;
-            }
-            auto now = std::chrono::steady_clock::now();
-            if (snap.stage == download_stage::downloading &&
-                now - last_sent >= std::chrono::milliseconds(200)) {
-              last_sent = now;
-              const auto& p = snap.progress;
-              sink.send({{"stage", "downloading"},
-                         {"bytes_downloaded", p.bytes_downloaded},
-                         {"bytes_total", p.bytes_total},
-                         {"speed_mbps", p.speed_mbps},
-                         {"attempt", p.attempt}});
-            }
-            if (shutdown_requested_) {
-              sink.send({{"stage", "error"},
-                         {"code", codes::INTERNAL},
-                         {"message", "the hive is shutting down"}});
-              return;
-            }
-          }
-        });
-      });
+  s.get("/v1/models/list", handle(&hive_app::list_models));
+  s.del(R"(/v1/models/([^/]+))", handle(&hive_app::remove_model));
+  s.post("/v1/models/download", handle(&hive_app::start_download));
+  s.get("/v1/models/download/progress", handle(&hive_app::download_progress));
 
   // ---- workers ----
-  s.post("/v1/workers/spawn", [this, include_tokens](const httplib::Request& req,
-                                                     httplib::Response& res) {
-    try {
-      auto body = common::parse_body(req.body);
-      std::string ref_text = common::require_string(body, "model_ref", 1024);
-      auto ref = api::parse_model_ref(ref_text);
-      std::string backend = common::string_or(body, "backend", "cpu", 32);
-      int device = static_cast<int>(common::int_in_range(body, "device", 0, 0, 1024));
-      int slots = static_cast<int>(common::int_in_range(body, "slots", 1, 1, 256));
-      int ctx = static_cast<int>(common::int_in_range(body, "ctx", 0, 0, 1 << 22));
+  s.post("/v1/workers/spawn", handle(&hive_app::spawn_worker));
+  s.post("/v1/workers/ready", handle(&hive_app::worker_ready));
+  s.get("/v1/workers/list", handle(&hive_app::list_workers));
+  s.post("/v1/workers/shutdown", handle(&hive_app::shutdown_worker));
+  s.get("/v1/logs", handle(&hive_app::logs));
+  s.post("/v1/admin/shutdown", handle(&hive_app::admin_shutdown));
+}
+
+void hive_app::health(const httplib::Request&, httplib::Response& res) {
+  http_server::send_json(
+      res, 200,
+      {{"status", "alive"}, {"version", common::version_string()}, {"api_version", "v1"}});
+}
+
+void hive_app::capabilities(const httplib::Request&, httplib::Response& res) {
+  auto caps = probe_->probe().to_json();
+  caps["node_name"] = config_.node_name;
+  caps["version"] = common::version_string();
+  http_server::send_json(res, 200, caps);
+}
+
+void hive_app::metrics(const httplib::Request&, httplib::Response& res) {
+  metrics_.gauge_set("rbee_hive_process_resident_bytes", "Resident memory of the hive process",
+                     static_cast<double>(process_rss_bytes()));
+  auto mem = read_meminfo();
+  metrics_.gauge_set(
+      "rbee_hive_ram_free_bytes", "Available RAM on the node",
+      static_cast<double>(config_.limits.ram_free_bytes.value_or(mem.available_bytes)));
+  metrics_.gauge_set("rbee_hive_models", "Models in the catalog",
+                     static_cast<double>(catalog_->list().size()));
+  res.set_content(metrics_.render(), "text/plain; version=0.0.4");
+}
+
+void hive_app::list_models(const httplib::Request&, httplib::Response& res) {
+  auto models = json::array();
+  for (const auto& m : catalog_->list()) models.push_back(m.to_json());
+  http_server::send_json(res, 200, {{"models", models}});
+}
+
+void hive_app::remove_model(const httplib::Request& req, httplib::Response& res) {
+  std::string id = req.matches[1];
+  if (!valid_id(id))
+    throw common::invalid_request("id", "model ids contain only letters, digits, '.', '-', '_'");
+  for (const auto& w : supervisor_->list()) {
+    if (w.model_id == id) {
+      throw common::conflict(
+          codes::MODEL_IN_USE,
+          fmt::format("Model '{}' is used by {}; stop it first", id, w.worker_id),
+          {{"id", id}, {"worker_id", w.worker_id}});
+    }
+  }
+  auto removed = store_->remove(id);
+  http_server::send_json(res, 200, {{"deleted", removed.to_json()}});
+}
+
+void hive_app::start_download(const httplib::Request& req, httplib::Response& res) {
+  auto body = common::parse_body(req.body);
+  auto ref = api::parse_model_ref(common::require_string(body, "model_ref", 1024));
+  auto job = store_->start_download(ref);
+  auto snap = job->get();
+  json out = {
+      {"download_id", job->id()}, {"model_ref", ref.canonical()}, {"stage", to_string(snap.stage)}};
+  // Local references resolve at once: their errors are this request's. Hub downloads report
+  // theirs on the progress stream (they may fail before this answer is written).
+  bool local = ref.kind == api::ref_kind::alias || ref.kind == api::ref_kind::local_file;
+  if (local && snap.stage == download_stage::error && snap.error) throw *snap.error;
+  if (snap.result) out["model"] = snap.result->to_json();
+  http_server::send_json(res, 202, out);
+}
+
+void hive_app::download_progress(const httplib::Request& req, httplib::Response& res) {
+  std::string id = req.get_param_value("id");
+  if (id.empty()) throw common::invalid_request("id", "the download id is required (?id=...)");
+  auto job = store_->find_job(id);
+  if (!job)
+    throw common::not_found(codes::NOT_FOUND, fmt::format("Unknown download '{}'", id),
+                            {{"id", id}});
+  common::serve_sse(res, [job, this](common::sse_sink& sink) {
+    uint64_t seen = 0;
+    size_t told = 0;
+    auto last_sent = std::chrono::steady_clock::now() - std::chrono::seconds(10);
+    while (sink.connected()) {
+      auto snap = job->wait_change(seen, std::chrono::milliseconds(500));
+      seen = snap.version;
+      for (; told < snap.messages.size(); ++told) {
+        sink.send({{"stage", "narration"}, {"message", snap.messages[told]}});
+      }
+      if (snap.stage == download_stage::complete) {
+        sink.send({{"stage", "complete"},
+                   {"local_path", snap.result->local_path},
+                   {"model", snap.result->to_json()},
+                   {"bytes_downloaded", snap.result->size_bytes},
+                   {"bytes_total", snap.result->size_bytes}});
+        return;
+      }
+      if (snap.stage == download_stage::error) {
+        json ev = {
+            {"stage", "error"}, {"code", snap.error->code}, {"message", snap.error->message}};
+        if (!snap.error->details.is_null()) ev["details"] = snap.error->details;
+        sink.send(ev);
+        return;
+      }
+      auto now = std::chrono::steady_clock::now();
+      if (snap.stage == download_stage::downloading &&
+          now - last_sent >= std::chrono::milliseconds(200)) {
+        last_sent = now;
+        const auto& p = snap.progress;
+        sink.send({{"stage", "downloading"},
+                   {"bytes_downloaded", p.bytes_downloaded},
+                   {"bytes_total", p.bytes_total},
+                   {"speed_mbps", p.speed_mbps},
+                   {"attempt", p.attempt}});
+      }
       if (shutdown_requested_) {
-        throw common::unavailable(codes::NODE_UNREACHABLE, "the hive is shutting down", 5);
+        sink.send({{"stage", "error"},
+                   {"code", codes::INTERNAL},
+                   {"message", "the hive is shutting down"}});
+        return;
       }
-
-      auto caps = probe_->probe();
-      check_backend(caps, backend, device);
-
-      std::vector<std::string> narration;
-      auto model = store_->ensure(ref, [&](const std::string& m) { narration.push_back(m); });
-      auto header = read_model_header(model.local_path);
-      if (std::find(supported_architectures.begin(), supported_architectures.end(),
-                    header.architecture) == supported_architectures.end()) {
-        throw http_error(
-            422, codes::INVALID_MODEL,
-            fmt::format("Unsupported architecture '{}' in {} (supported: llama, qwen2)",
-                        header.architecture, model.file),
-            {{"architecture", header.architecture}, {"model_id", model.id}});
-      }
-      if (ctx == 0) {
-        ctx = config_.default_ctx;
-        if (header.context_length > 0)
-          ctx = static_cast<int>(std::min<uint64_t>(header.context_length, ctx));
-      }
-      auto estimate = estimate_memory(header, ctx, slots, backend == "cuda");
-      check_fits(caps, backend, device, estimate);
-      narration.push_back(
-          fmt::format("Preflight ok: needs {} bytes on {}{}", estimate.total(), backend,
-                      backend == "cuda" ? fmt::format(":{}", device) : std::string()));
-
-      auto info = supervisor_->spawn({.model_ref = ref_text,
-                                      .model_id = model.id,
-                                      .model_path = model.local_path,
-                                      .backend = backend,
-                                      .device = device,
-                                      .slots = slots,
-                                      .ctx = ctx,
-                                      .memory_bytes = estimate.total()});
-      json out = info.to_json(include_tokens);
-      out["model"] = model.to_json();
-      out["narration"] = narration;
-      http_server::send_json(res, 200, out);
-    } catch (const http_error& e) {
-      metrics_.counter_add("rbee_hive_spawn_failures_total", "Worker spawns refused or failed", 1,
-                           {{"code", e.code}});
-      throw;
     }
   });
+}
 
-  s.post("/v1/workers/ready", [this](const httplib::Request& req, httplib::Response& res) {
+void hive_app::spawn_worker(const httplib::Request& req, httplib::Response& res) {
+  const bool include_tokens = !config_.token.empty();
+  try {
     auto body = common::parse_body(req.body);
-    auto id = common::require_string(body, "worker_id", 128);
-    auto info = supervisor_->mark_ready(id);
-    http_server::send_json(res, 200,
-                           {{"worker_id", info.worker_id}, {"state", to_string(info.state)}});
-  });
-
-  s.get("/v1/workers/list",
-        [this, include_tokens](const httplib::Request&, httplib::Response& res) {
-          auto workers = json::array();
-          for (const auto& w : supervisor_->list()) workers.push_back(w.to_json(include_tokens));
-          auto exits = json::array();
-          for (const auto& e : supervisor_->recent_events()) exits.push_back(e.to_json());
-          http_server::send_json(res, 200, {{"workers", workers}, {"recent_exits", exits}});
-        });
-
-  s.post("/v1/workers/shutdown", [this](const httplib::Request& req, httplib::Response& res) {
-    auto body = common::parse_body(req.body);
-    auto id = common::require_string(body, "worker_id", 128);
-    auto info = supervisor_->request_stop(id, "shutdown_requested");
-    http_server::send_json(res, 200,
-                           {{"worker_id", info.worker_id}, {"state", to_string(info.state)}});
-  });
-
-  s.get("/v1/logs", [this](const httplib::Request& req, httplib::Response& res) {
-    std::string worker = req.get_param_value("worker");
-    std::string follow_text = req.get_param_value("follow");
-    bool follow = follow_text == "1" || follow_text == "true";
-    std::filesystem::path path;
-    if (worker.empty()) {
-      path = common::logs_dir(config_.home) / "hive.log";
-    } else {
-      if (!valid_id(worker))
-        throw common::invalid_request("worker",
-                                      "worker ids contain only letters, digits, '-', '_'");
-      path = common::logs_dir(config_.home) / ("worker-" + worker + ".log");
+    std::string ref_text = common::require_string(body, "model_ref", 1024);
+    auto ref = api::parse_model_ref(ref_text);
+    std::string backend = common::string_or(body, "backend", "cpu", 32);
+    int device = static_cast<int>(common::int_in_range(body, "device", 0, 0, 1024));
+    int slots = static_cast<int>(common::int_in_range(body, "slots", 1, 1, 256));
+    int ctx = static_cast<int>(common::int_in_range(body, "ctx", 0, 0, 1 << 22));
+    if (shutdown_requested_) {
+      throw common::unavailable(codes::NODE_UNREACHABLE, "the hive is shutting down", 5);
     }
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(path, ec)) {
-      if (worker.empty()) throw common::not_found(codes::NOT_FOUND, "This hive writes no log file");
-      throw common::not_found(codes::WORKER_NOT_FOUND,
-                              fmt::format("No log for worker '{}'", worker),
-                              {{"worker_id", worker}});
-    }
-    common::serve_sse(res, [this, path, worker, follow](common::sse_sink& sink) {
-      stream_log(sink, path, worker, follow, shutdown_requested_);
-    });
-  });
 
-  s.post("/v1/admin/shutdown", [this](const httplib::Request&, httplib::Response& res) {
-    http_server::send_json(res, 202, {{"status", "shutting_down"}});
-    request_shutdown();
+    auto caps = probe_->probe();
+    check_backend(caps, backend, device);
+
+    std::vector<std::string> narration;
+    auto model = store_->ensure(ref, [&](const std::string& m) { narration.push_back(m); });
+    auto header = read_model_header(model.local_path);
+    if (std::find(supported_architectures.begin(), supported_architectures.end(),
+                  header.architecture) == supported_architectures.end()) {
+      throw http_error(422, codes::INVALID_MODEL,
+                       fmt::format("Unsupported architecture '{}' in {} (supported: llama, qwen2)",
+                                   header.architecture, model.file),
+                       {{"architecture", header.architecture}, {"model_id", model.id}});
+    }
+    if (ctx == 0) {
+      ctx = config_.default_ctx;
+      if (header.context_length > 0)
+        ctx = static_cast<int>(std::min<uint64_t>(header.context_length, ctx));
+    }
+    auto estimate = estimate_memory(header, ctx, slots, backend == "cuda");
+    check_fits(caps, backend, device, estimate);
+    narration.push_back(
+        fmt::format("Preflight ok: needs {} bytes on {}{}", estimate.total(), backend,
+                    backend == "cuda" ? fmt::format(":{}", device) : std::string()));
+
+    auto info = supervisor_->spawn({.model_ref = ref_text,
+                                    .model_id = model.id,
+                                    .model_path = model.local_path,
+                                    .backend = backend,
+                                    .device = device,
+                                    .slots = slots,
+                                    .ctx = ctx,
+                                    .memory_bytes = estimate.total()});
+    json out = info.to_json(include_tokens);
+    out["model"] = model.to_json();
+    out["narration"] = narration;
+    http_server::send_json(res, 200, out);
+  } catch (const http_error& e) {
+    metrics_.counter_add("rbee_hive_spawn_failures_total", "Worker spawns refused or failed", 1,
+                         {{"code", e.code}});
+    throw;
+  }
+}
+
+void hive_app::worker_ready(const httplib::Request& req, httplib::Response& res) {
+  auto body = common::parse_body(req.body);
+  auto id = common::require_string(body, "worker_id", 128);
+  auto info = supervisor_->mark_ready(id);
+  http_server::send_json(res, 200,
+                         {{"worker_id", info.worker_id}, {"state", to_string(info.state)}});
+}
+
+void hive_app::list_workers(const httplib::Request&, httplib::Response& res) {
+  const bool include_tokens = !config_.token.empty();
+  auto workers = json::array();
+  for (const auto& w : supervisor_->list()) workers.push_back(w.to_json(include_tokens));
+  auto exits = json::array();
+  for (const auto& e : supervisor_->recent_events()) exits.push_back(e.to_json());
+  http_server::send_json(res, 200, {{"workers", workers}, {"recent_exits", exits}});
+}
+
+void hive_app::shutdown_worker(const httplib::Request& req, httplib::Response& res) {
+  auto body = common::parse_body(req.body);
+  auto id = common::require_string(body, "worker_id", 128);
+  auto info = supervisor_->request_stop(id, "shutdown_requested");
+  http_server::send_json(res, 200,
+                         {{"worker_id", info.worker_id}, {"state", to_string(info.state)}});
+}
+
+void hive_app::logs(const httplib::Request& req, httplib::Response& res) {
+  std::string worker = req.get_param_value("worker");
+  std::string follow_text = req.get_param_value("follow");
+  bool follow = follow_text == "1" || follow_text == "true";
+  std::filesystem::path path;
+  if (worker.empty()) {
+    path = common::logs_dir(config_.home) / "hive.log";
+  } else {
+    if (!valid_id(worker))
+      throw common::invalid_request("worker", "worker ids contain only letters, digits, '-', '_'");
+    path = common::logs_dir(config_.home) / ("worker-" + worker + ".log");
+  }
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    if (worker.empty()) throw common::not_found(codes::NOT_FOUND, "This hive writes no log file");
+    throw common::not_found(codes::WORKER_NOT_FOUND, fmt::format("No log for worker '{}'", worker),
+                            {{"worker_id", worker}});
+  }
+  common::serve_sse(res, [this, path, worker, follow](common::sse_sink& sink) {
+    stream_log(sink, path, worker, follow, shutdown_requested_);
   });
+}
+
+void hive_app::admin_shutdown(const httplib::Request&, httplib::Response& res) {
+  http_server::send_json(res, 202, {{"status", "shutting_down"}});
+  request_shutdown();
 }
 
 }  // namespace rbee::hive

@@ -43,6 +43,20 @@ class hive_app {
 
  private:
   void register_routes();
+  // The routes, one handler each (SPEC §3, rbee-hive).
+  void health(const httplib::Request& req, httplib::Response& res);
+  void capabilities(const httplib::Request& req, httplib::Response& res);
+  void metrics(const httplib::Request& req, httplib::Response& res);
+  void list_models(const httplib::Request& req, httplib::Response& res);
+  void remove_model(const httplib::Request& req, httplib::Response& res);
+  void start_download(const httplib::Request& req, httplib::Response& res);
+  void download_progress(const httplib::Request& req, httplib::Response& res);
+  void spawn_worker(const httplib::Request& req, httplib::Response& res);
+  void worker_ready(const httplib::Request& req, httplib::Response& res);
+  void list_workers(const httplib::Request& req, httplib::Response& res);
+  void shutdown_worker(const httplib::Request& req, httplib::Response& res);
+  void logs(const httplib::Request& req, httplib::Response& res);
+  void admin_shutdown(const httplib::Request& req, httplib::Response& res);
 
   hive_config config_;
   common::metrics_registry metrics_;
