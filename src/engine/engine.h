@@ -180,7 +180,7 @@ struct sampling_params {
   int top_k = 40;               // 0 → off
   float top_p = 0.95f;          // 1 → off
   float min_p = 0.05f;          // 0 → off
-  float repeat_penalty = 1.1f;  // 1 → off
+  float repeat_penalty = 1.0f;  // 1 → off (the default, as in llama.cpp and vLLM)
   int repeat_last_n = 64;       // 0 → off, -1 → the whole history
   uint64_t seed = 0xFFFFFFFF;   // same seed + same inputs → same tokens
 };

@@ -176,6 +176,19 @@ TEST_F(Scenarios_B, S14_openai_api) {
       0u)
       << pj.dump();
 
+  // temperature 0 is exactly llama.cpp's greedy output: no hidden repeat penalty (OpenAI has no
+  // field to turn one off). This golden case repeats itself, which a penalty would change.
+  const std::string repeating = "Lily and Tom went to the park";
+  const std::string golden = golden_continuation(repeating);
+  auto greedy = c.post_json(
+      "/v1/completions",
+      {{"model", stories_ref()}, {"prompt", repeating}, {"max_tokens", 40}, {"temperature", 0}});
+  ASSERT_EQ(greedy.status, 200) << greedy.body;
+  const std::string greedy_text = greedy.json_body()["choices"][0]["text"];
+  EXPECT_EQ(golden.rfind(greedy_text, 0), 0u) << greedy_text;
+  EXPECT_GT(greedy_text.size(), golden.find("They wanted to play with the box"))
+      << "long enough to reach the repetition: " << greedy_text;
+
   // The loaded model is listed.
   auto models = c.get("/v1/models");
   ASSERT_EQ(models.status, 200);

@@ -54,6 +54,7 @@ TEST(InferenceRequest, DefaultsAndGeneratedJobId) {
   EXPECT_EQ(a.job_id.rfind("job-", 0), 0u);
   EXPECT_NE(a.job_id, b.job_id);
   EXPECT_FALSE(a.max_tokens.has_value());
+  EXPECT_FLOAT_EQ(a.sampling.repeat_penalty, 1.0f) << "no repetition penalty unless asked";
   EXPECT_FLOAT_EQ(a.sampling.temperature, engine::sampling_default_params().temperature);
   EXPECT_TRUE(a.stop.empty());
 }
