@@ -15,9 +15,8 @@ template <class Number>
 Number number_or_zero(const nlohmann::json& j, const char* field) {
   auto it = j.find(field);
   if (it == j.end() || !it->is_number_integer()) return 0;
-  if (std::is_unsigned_v<Number> && it->is_number_integer() && !it->is_number_unsigned() &&
-      it->get<int64_t>() < 0) {
-    return 0;
+  if constexpr (std::is_unsigned_v<Number>) {
+    if (!it->is_number_unsigned() && it->get<int64_t>() < 0) return 0;  // a negative size
   }
   return it->get<Number>();
 }

@@ -167,6 +167,13 @@ model_ref parse_model_ref(std::string_view text, std::string_view field) {
   return ref;
 }
 
+bool reference_satisfied_by(std::string_view wanted, std::string_view stored) {
+  if (wanted == stored) return true;
+  auto w = try_parse_model_ref(wanted);
+  auto s = w ? try_parse_model_ref(stored) : std::nullopt;
+  return w && s && w->is_satisfied_by(*s);
+}
+
 std::optional<model_ref> try_parse_model_ref(std::string_view text) {
   try {
     return parse_model_ref(text);

@@ -42,6 +42,10 @@ model_ref parse_model_ref(std::string_view text, std::string_view field = "model
 // The same, for references read back from a catalog or a hive's report: nullopt when malformed.
 std::optional<model_ref> try_parse_model_ref(std::string_view text);
 
+// is_satisfied_by on reference texts (a request's, and a catalog entry's or a worker's): equal
+// texts, or both parse and the first is satisfied by the second. Malformed text satisfies nothing.
+bool reference_satisfied_by(std::string_view wanted, std::string_view stored);
+
 // A file path inside a hub repository, typed after "hf:ORG/REPO:" or listed by the hub:
 // relative, '/'-separated segments of letters, digits, '.', '-', '_' (none empty, "." or
 // ".."), at most 512 characters. Names from the network pass this before they become paths.

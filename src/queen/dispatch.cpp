@@ -28,10 +28,7 @@ std::string device_label(const std::string& backend, std::optional<int> device) 
 // Whether a catalog entry holds the model a task names: its id, or its reference satisfies the
 // task's (hf:ORG/REPO is satisfied by any cached file of that repository).
 bool serves(const catalog_model& entry, const std::string& model) {
-  if (entry.id == model) return true;
-  auto wanted = api::try_parse_model_ref(model);
-  auto stored = api::try_parse_model_ref(entry.reference);
-  return wanted && stored && wanted->is_satisfied_by(*stored);
+  return entry.id == model || api::reference_satisfied_by(model, entry.reference);
 }
 
 int64_t ms_since(steady::time_point t) {

@@ -37,17 +37,9 @@ nlohmann::json to_json(const worker_view& w) {
 
 namespace {
 
-// A worker serves the model a task names when its reference satisfies the task's (a worker of
-// hf:ORG/REPO:FILE serves a task for hf:ORG/REPO).
-bool serves_model(const std::string& wanted_text, const std::string& worker_ref) {
-  if (wanted_text == worker_ref) return true;
-  auto wanted = api::try_parse_model_ref(wanted_text);
-  auto held = api::try_parse_model_ref(worker_ref);
-  return wanted && held && wanted->is_satisfied_by(*held);
-}
-
 bool matches(const task_key& key, const worker_info& w) {
-  if (!serves_model(key.model, w.model_ref)) return false;
+  // A worker of hf:ORG/REPO:FILE serves a task for hf:ORG/REPO.
+  if (!api::reference_satisfied_by(key.model, w.model_ref)) return false;
   if (key.node && w.node != *key.node) return false;
   if (!key.backend.empty() && w.backend != key.backend) return false;
   if (key.device && w.device != *key.device) return false;

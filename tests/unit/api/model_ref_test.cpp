@@ -114,6 +114,14 @@ TEST(ModelRef, ARepoReferenceIsSatisfiedByAnyFileOfThatRepo) {
   EXPECT_FALSE(parse_model_ref("tiny").is_satisfied_by(parse_model_ref("Tiny")));
 }
 
+TEST(ModelRef, ReferenceTextsAreComparedByTheOneRule) {
+  EXPECT_TRUE(reference_satisfied_by("hf:Org/Repo", "hf:org/repo:m.Q4_K_M.gguf"));
+  EXPECT_TRUE(reference_satisfied_by("tiny", "tiny"));
+  EXPECT_FALSE(reference_satisfied_by("hf:org/repo:a.gguf", "hf:org/repo"));
+  EXPECT_FALSE(reference_satisfied_by("hf:org/repo", "hf:../x"));
+  EXPECT_FALSE(reference_satisfied_by("hf:../x", "hf:org/repo:a.gguf"));
+}
+
 TEST(ModelRef, TryParseGivesNothingForAMalformedStoredReference) {
   EXPECT_FALSE(try_parse_model_ref("hf:../x"));
   ASSERT_TRUE(try_parse_model_ref("hf:org/repo:m.gguf"));
