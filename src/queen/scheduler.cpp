@@ -129,6 +129,7 @@ void scheduler::update_node_workers(const std::string& node,
   std::set<std::string> seen;
   for (const auto& info : workers) {
     seen.insert(info.worker_id);
+    bool first_sight = !workers_.count(info.worker_id);
     auto& w = workers_[info.worker_id];
     std::string token = w.info.token;
     w.info = info;
@@ -136,6 +137,7 @@ void scheduler::update_node_workers(const std::string& node,
     // Reports to unauthenticated callers omit tokens; keep what an earlier list gave.
     if (w.info.token.empty()) w.info.token = token;
     w.pending = false;
+    if (first_sight) claim_placeholder_locked(w);
   }
   for (auto it = workers_.begin(); it != workers_.end();) {
     const auto& w = it->second;
@@ -147,6 +149,31 @@ void scheduler::update_node_workers(const std::string& node,
     }
   }
   pump_locked();
+}
+
+void scheduler::claim_placeholder_locked(worker_view& fresh) {
+  for (auto it = workers_.begin(); it != workers_.end(); ++it) {
+    const auto& p = it->second;
+    bool same_start = p.pending && p.info.node == fresh.info.node &&
+                      p.info.backend == fresh.info.backend &&
+                      api::reference_satisfied_by(p.info.model_ref, fresh.info.model_ref);
+    if (!same_start) continue;
+    fresh.in_flight += p.in_flight;
+    claimed_by_[it->first] = fresh.info.worker_id;
+    workers_.erase(it);
+    return;
+  }
+}
+
+void scheduler::drop_placeholder_locked(const std::string& placeholder_id) {
+  auto claimed = claimed_by_.find(placeholder_id);
+  if (claimed == claimed_by_.end()) {
+    workers_.erase(placeholder_id);
+    return;
+  }
+  auto it = workers_.find(claimed->second);
+  if (it != workers_.end() && it->second.in_flight > 0) --it->second.in_flight;
+  claimed_by_.erase(claimed);
 }
 
 void scheduler::drop_node_workers(const std::string& node) {
@@ -286,7 +313,7 @@ void scheduler::abandon(admission& a) {
   if (a.placed) {
     // Give back what was reserved.
     if (a.placed->kind == decision_kind::cold) {
-      workers_.erase(a.placed->placeholder_id);
+      drop_placeholder_locked(a.placed->placeholder_id);
     } else if (auto it = workers_.find(a.placed->worker.worker_id); it != workers_.end()) {
       if (it->second.in_flight > 0) --it->second.in_flight;
     }
@@ -316,9 +343,19 @@ void scheduler::release(const std::string& worker_id) {
 
 void scheduler::cold_spawned(const std::string& placeholder_id, const worker_info& worker) {
   std::lock_guard lock(mutex_);
-  auto it = workers_.find(placeholder_id);
-  int in_flight = it != workers_.end() ? it->second.in_flight : 1;
-  if (it != workers_.end()) workers_.erase(it);
+  int in_flight = 1;
+  if (auto it = workers_.find(placeholder_id); it != workers_.end()) {
+    in_flight = it->second.in_flight;
+    workers_.erase(it);
+  } else if (claimed_by_.count(placeholder_id)) {
+    // A report already moved the slot to a worker; it belongs to this one.
+    in_flight = 0;
+    if (claimed_by_[placeholder_id] != worker.worker_id) {
+      drop_placeholder_locked(placeholder_id);
+      in_flight = 1;
+    }
+    claimed_by_.erase(placeholder_id);
+  }
   auto& w = workers_[worker.worker_id];
   std::string token = w.info.token;
   w.info = worker;
@@ -341,7 +378,7 @@ void scheduler::cold_ready(const worker_info& worker) {
 
 void scheduler::cold_failed(const std::string& id) {
   std::lock_guard lock(mutex_);
-  workers_.erase(id);
+  drop_placeholder_locked(id);
   pump_locked();
 }
 

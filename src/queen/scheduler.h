@@ -143,6 +143,12 @@ class scheduler {
   // Tries to place under the lock; reserves what it returns.
   std::optional<lease> place_locked(const task_key& key, decision& d);
   void pump_locked();
+  // A worker first seen in a report while a start for its model is pending on its node is that
+  // start's worker (the hive's report can beat its answer to the spawn): it takes over the
+  // placeholder's slot, so no queued task is handed a slot the cold task already holds.
+  void claim_placeholder_locked(worker_view& fresh);
+  // Gives back a placeholder's reservation, wherever a report moved it.
+  void drop_placeholder_locked(const std::string& placeholder_id);
 
   scheduler_options options_;
   const common::clock& clock_;
@@ -151,6 +157,7 @@ class scheduler {
   std::map<std::string, worker_view> workers_;  // by worker_id (or placeholder id)
   std::vector<node_capacity> nodes_;
   std::deque<std::shared_ptr<queue_ticket>> queue_;
+  std::map<std::string, std::string> claimed_by_;  // placeholder id -> worker that took it over
   uint64_t next_id_ = 1;
 };
 

@@ -255,6 +255,40 @@ TEST_F(SchedulerTest, ColdStartReservesSoConcurrentTasksQueueBehindIt) {
   EXPECT_EQ(l->worker.worker_id, "w9");
 }
 
+TEST_F(SchedulerTest, AReportFasterThanTheSpawnAnswerDoesNotGiveAwayTheColdSlot) {
+  scheduler s(options(), clock);
+  s.set_nodes({{"localhost", true, std::nullopt}});
+  auto cold = s.admit(key("m", "localhost"));
+  ASSERT_TRUE(cold.placed);
+  auto second = s.admit(key("m", "localhost"));
+  ASSERT_FALSE(second.placed);
+  // The new worker is already ready in the hive's report before cold_spawned is called.
+  s.update_node_workers("localhost", {make_worker("w9", "localhost", "m")});
+  EXPECT_EQ(s.queue_depth(), 1u) << "the queued task took the cold task's slot";
+  s.cold_spawned(cold.placed->placeholder_id, make_worker("w9", "localhost", "m"));
+  s.cold_ready(make_worker("w9", "localhost", "m"));
+  auto workers = s.workers();
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0].in_flight, 1);
+  s.release("w9");
+  auto l = s.wait(second);
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->worker.worker_id, "w9");
+}
+
+TEST_F(SchedulerTest, AStartThatFailsAfterAReportShowedItsWorkerFreesTheSlot) {
+  scheduler s(options(), clock);
+  s.set_nodes({{"localhost", true, std::nullopt}});
+  auto cold = s.admit(key("m", "localhost"));
+  auto second = s.admit(key("m", "localhost"));
+  s.update_node_workers("localhost", {make_worker("w9", "localhost", "m")});
+  s.cold_failed(cold.placed->placeholder_id);
+  auto l = s.wait(second);
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->kind, decision_kind::warm);
+  EXPECT_EQ(l->worker.worker_id, "w9");
+}
+
 TEST_F(SchedulerTest, FailedColdStartLetsTheNextTaskTry) {
   scheduler s(options(), clock);
   s.set_nodes({{"a", true, std::nullopt}});
