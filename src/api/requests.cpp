@@ -29,7 +29,109 @@ bool is_plain_id(const std::string& id) {
   });
 }
 
-// Each message is {role, content}; errors name the item's field ("messages[1].role").
+// {"type": "function"}; an absent type counts as one where OpenAI allows leaving it out.
+bool typed_function(const json& item, bool may_omit_type) {
+  const auto type = item.find("type");
+  if (type == item.end()) return may_omit_type;
+  return type->is_string() && *type == "function";
+}
+
+bool is_tool_name(const std::string& name) {
+  if (name.empty() || name.size() > max_tool_name_length) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+  });
+}
+
+std::string tool_name_from_json(const json& holder, const std::string& field) {
+  const auto name = holder.find("name");
+  if (name == holder.end() || !name->is_string() || !is_tool_name(name->get<std::string>())) {
+    throw common::invalid_request(
+        field, field + " must be 1-64 letters, digits, '_', '-' or '.' (a function name)");
+  }
+  return name->get<std::string>();
+}
+
+// An assistant's tool_calls: [{"id", "type": "function", "function": {"name", "arguments"}}].
+std::vector<tool_call> tool_calls_from_json(const json& calls, const std::string& item) {
+  const std::string field = item + ".tool_calls";
+  if (!calls.is_array()) throw common::invalid_request(field, field + " must be an array");
+  std::vector<tool_call> out;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const std::string call_field = field + "[" + std::to_string(i) + "]";
+    const json& c = calls[i];
+    const bool shaped = c.is_object() && typed_function(c, true) && c.contains("function") &&
+                        c["function"].is_object();
+    if (!shaped) {
+      throw common::invalid_request(call_field,
+                                    call_field +
+                                        " must be {\"type\": \"function\", \"function\": "
+                                        "{\"name\", \"arguments\"}}");
+    }
+    tool_call call;
+    if (present(c, "id")) {
+      if (!c["id"].is_string()) {
+        throw common::invalid_request(call_field + ".id", call_field + ".id must be a string");
+      }
+      call.id = c["id"].get<std::string>();
+    }
+    call.name = tool_name_from_json(c["function"], call_field + ".function.name");
+    const json& args = c["function"].value("arguments", json("{}"));
+    if (!args.is_string()) {
+      throw common::invalid_request(call_field + ".function.arguments",
+                                    call_field + ".function.arguments must be a JSON string");
+    }
+    call.arguments = args.get<std::string>();
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
+// OpenAI's tools: [{"type": "function", "function": {"name", "description", "parameters"}}].
+std::vector<tool_definition> tools_from_json(const json& body) {
+  if (!present(body, "tools")) return {};
+  const json& tools = body["tools"];
+  if (!tools.is_array() || tools.size() > max_tools) {
+    throw common::invalid_request(
+        "tools", "tools must be an array of at most " + std::to_string(max_tools) + " functions");
+  }
+  std::vector<tool_definition> out;
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const std::string field = "tools[" + std::to_string(i) + "]";
+    const json& t = tools[i];
+    if (!t.is_object() || !typed_function(t, false) || !t.contains("function") ||
+        !t["function"].is_object()) {
+      throw common::invalid_request(
+          field, field + " must be {\"type\": \"function\", \"function\": {\"name\", ...}}");
+    }
+    const json& f = t["function"];
+    tool_definition d;
+    d.name = tool_name_from_json(f, field + ".function.name");
+    if (f.contains("description") && !f["description"].is_string()) {
+      throw common::invalid_request(field + ".function.description",
+                                    field + ".function.description must be a string");
+    }
+    d.description = f.value("description", "");
+    if (present(f, "parameters")) {
+      if (!f["parameters"].is_object()) {
+        throw common::invalid_request(field + ".function.parameters",
+                                      field + ".function.parameters must be a JSON schema object");
+      }
+      d.parameters = f["parameters"];
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+bool valid_role(const json& role) {
+  return role.is_string() &&
+         (role == "system" || role == "user" || role == "assistant" || role == "tool");
+}
+
+// Each message is {role, content} (+ tool_calls, tool_call_id, name); errors name the item's
+// field ("messages[1].role").
 std::vector<chat_message> messages_from_json(const json& body) {
   const json& messages = common::require_array(body, "messages");
   if (messages.empty()) {
@@ -52,23 +154,71 @@ std::vector<chat_message> messages_from_json(const json& body) {
           item + " must be an object {\"role\", \"content\"}, not " + common::json_type_name(m));
     }
     const auto role = m.find("role");
-    if (role == m.end() || !role->is_string() ||
-        (*role != "system" && *role != "user" && *role != "assistant")) {
-      throw common::invalid_request(item + ".role",
-                                    item + ".role must be \"system\", \"user\" or \"assistant\"");
+    if (role == m.end() || !valid_role(*role)) {
+      throw common::invalid_request(
+          item + ".role", item + ".role must be \"system\", \"user\", \"assistant\" or \"tool\"");
     }
+    chat_message message;
+    message.role = role->get<std::string>();
+    if (present(m, "tool_calls")) {
+      if (message.role != "assistant") {
+        throw common::invalid_request(item + ".tool_calls",
+                                      item + ".tool_calls belongs to assistant messages");
+      }
+      message.tool_calls = tool_calls_from_json(m["tool_calls"], item);
+    }
+    // An assistant message that only calls tools may have no content.
     const auto content = m.find("content");
-    if (content == m.end() || !content->is_string()) {
+    const bool may_omit = !message.tool_calls.empty() && (content == m.end() || content->is_null());
+    if (!may_omit && (content == m.end() || !content->is_string())) {
       throw common::invalid_request(item + ".content", item + ".content must be a string");
     }
-    content_bytes += content->get_ref<const std::string&>().size();
+    if (!may_omit) message.content = content->get<std::string>();
+    content_bytes += message.content.size();
     if (content_bytes > max_prompt_bytes) {
       throw common::invalid_request(
           item + ".content",
           "the messages' contents exceed " + std::to_string(max_prompt_bytes) + " bytes",
           {{"max_length", max_prompt_bytes}});
     }
-    out.push_back({role->get<std::string>(), content->get<std::string>()});
+    if (message.role == "tool") {
+      auto id = common::optional_string(m, "tool_call_id", max_job_id_length);
+      if (!id || id->empty()) {
+        throw common::invalid_request(item + ".tool_call_id",
+                                      item + ".tool_call_id must name the call it answers");
+      }
+      message.tool_call_id = *id;
+    }
+    if (present(m, "name")) message.name = tool_name_from_json(m, item + ".name");
+    out.push_back(std::move(message));
+  }
+  return out;
+}
+
+json tool_calls_to_json(const std::vector<tool_call>& calls) {
+  json out = json::array();
+  for (const auto& c : calls) {
+    out.push_back({{"id", c.id},
+                   {"type", "function"},
+                   {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+  }
+  return out;
+}
+
+json message_to_json(const chat_message& m) {
+  json out = {{"role", m.role}, {"content", m.content}};
+  if (!m.tool_calls.empty()) out["tool_calls"] = tool_calls_to_json(m.tool_calls);
+  if (!m.tool_call_id.empty()) out["tool_call_id"] = m.tool_call_id;
+  if (!m.name.empty()) out["name"] = m.name;
+  return out;
+}
+
+json tools_to_json(const std::vector<tool_definition>& tools) {
+  json out = json::array();
+  for (const auto& t : tools) {
+    json function = {{"name", t.name}, {"parameters", t.parameters}};
+    if (!t.description.empty()) function["description"] = t.description;
+    out.push_back({{"type", "function"}, {"function", std::move(function)}});
   }
   return out;
 }
@@ -107,12 +257,15 @@ generation_request generation_request::from_json(const json& body) {
       }
       g.chat_template = *name;
     }
+    g.tools = tools_from_json(body);
   } else {
     g.prompt = common::require_string(body, "prompt", max_prompt_bytes);
     if (g.prompt.empty()) throw common::invalid_request("prompt", "prompt must not be empty");
-    if (present(body, "chat_template")) {
-      throw common::invalid_request("chat_template",
-                                    "chat_template applies to messages; a prompt is used as given");
+    for (const char* chat_only : {"chat_template", "tools"}) {
+      if (present(body, chat_only)) {
+        throw common::invalid_request(
+            chat_only, std::string(chat_only) + " applies to messages; a prompt is used as given");
+      }
     }
   }
   if (auto n =
@@ -132,9 +285,10 @@ void generation_request::to_json(json& body) const {
     body["prompt"] = prompt;
   } else {
     json list = json::array();
-    for (const auto& m : messages) list.push_back({{"role", m.role}, {"content", m.content}});
+    for (const auto& m : messages) list.push_back(message_to_json(m));
     body["messages"] = std::move(list);
     if (!chat_template.empty()) body["chat_template"] = chat_template;
+    if (!tools.empty()) body["tools"] = tools_to_json(tools);
   }
   if (max_tokens) body["max_tokens"] = *max_tokens;
   sampling.to_json(body);

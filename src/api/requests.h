@@ -30,9 +30,29 @@ inline constexpr size_t max_job_id_length = 128;
 // max_tokens when a request has none (a worker also caps it by what is left of its context).
 inline constexpr int default_max_tokens = 256;
 
+inline constexpr size_t max_tools = 128;
+inline constexpr size_t max_tool_name_length = 64;
+
+// One call an assistant asked for, as OpenAI writes it: arguments are JSON text.
+struct tool_call {
+  std::string id;
+  std::string name;
+  std::string arguments;
+};
+
 struct chat_message {
-  std::string role;  // "system", "user" or "assistant"
+  std::string role;  // "system", "user", "assistant" or "tool"
   std::string content;
+  std::vector<tool_call> tool_calls;  // assistant: the calls it made
+  std::string tool_call_id;           // tool: the call this message answers
+  std::string name;                   // optional name of the author (or of the tool)
+};
+
+// A function the model may call (OpenAI's {"type":"function","function":{...}}).
+struct tool_definition {
+  std::string name;
+  std::string description;
+  nlohmann::json parameters = nlohmann::json::object();  // a JSON schema
 };
 
 // What to generate and how.
@@ -40,7 +60,8 @@ struct generation_request {
   // Exactly one of prompt and messages is given.
   std::string prompt;
   std::vector<chat_message> messages;
-  std::string chat_template;  // a template family overriding the model's; messages only
+  std::string chat_template;           // a template family overriding the model's; messages only
+  std::vector<tool_definition> tools;  // shown to the model by its chat template; messages only
   std::optional<int> max_tokens;
   sampling_options sampling;
   std::vector<std::string> stop;

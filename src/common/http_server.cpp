@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -61,6 +62,31 @@ bool frame_request_body(const httplib::Request& req, httplib::Response& res) {
     // httplib hands handlers a const request, but the object is its own, not shared.
     const_cast<httplib::Request&>(req).set_header("Content-Length", "0");
   }
+  return true;
+}
+
+// The request headers a preflight asks to send, when they are plain header names.
+std::string allowed_request_headers(const httplib::Request& req) {
+  std::string asked = req.get_header_value("Access-Control-Request-Headers");
+  const bool plain = asked.size() <= 1024 && std::all_of(asked.begin(), asked.end(), [](char c) {
+                       return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
+                              c == ',' || c == ' ';
+                     });
+  return plain && !asked.empty() ? asked : "Authorization, Content-Type";
+}
+
+// CORS for browser clients: every answer on a CORS path allows any origin; a preflight
+// (OPTIONS) is answered here, before authentication, as browsers send it without credentials.
+// True when the request was a preflight and has been answered.
+bool answer_cors(const server_options& options, const httplib::Request& req,
+                 httplib::Response& res) {
+  if (!path_matches(req.path, options.cors_paths)) return false;
+  res.set_header("Access-Control-Allow-Origin", "*");
+  if (req.method != "OPTIONS") return false;
+  res.status = 204;
+  res.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+  res.set_header("Access-Control-Allow-Headers", allowed_request_headers(req));
+  res.set_header("Access-Control-Max-Age", "86400");
   return true;
 }
 
@@ -123,12 +149,14 @@ http_server::http_server(server_options options)
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
 
-  server_.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+  server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     current_request = {true, std::chrono::steady_clock::now(), "-"};
     std::string id = req.get_header_value(request_id_header);
     res.set_header(request_id_header, acceptable_request_id(id) ? id : random_token(8));
-    return frame_request_body(req, res) ? httplib::Server::HandlerResponse::Unhandled
-                                        : httplib::Server::HandlerResponse::Handled;
+    if (!frame_request_body(req, res) || answer_cors(options_, req, res)) {
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
   });
 
   // Responses that no handler wrote (unknown route, body too large, malformed request line)

@@ -31,6 +31,10 @@ struct server_options {
   int port = 0;                           // 0 = ephemeral (see http_server::port())
   std::vector<std::string> api_tokens{};  // empty = auth off
   std::vector<std::string> public_paths = {"/health", "/v1/health"};  // exact, or prefix ending '*'
+  // Paths browsers may call from any origin (CORS): answers carry Access-Control-Allow-Origin
+  // and preflight OPTIONS requests are answered without credentials. Bearer tokens (no cookies)
+  // guard them, so any origin is safe to allow.
+  std::vector<std::string> cors_paths{};
   size_t max_body_bytes = 1 << 20;
   connection_limits limits{};
 };

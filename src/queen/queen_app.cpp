@@ -34,8 +34,9 @@ queen_app::queen_app(queen_options options)
   server.limits = options_.connection_limits;
   // Hive reports carry the node token and the OpenAI routes answer in OpenAI's error shape:
   // both check credentials themselves.
-  server.public_paths = {"/health", "/v2/hives/report", "/v1/chat/completions", "/v1/completions",
-                         "/v1/models"};
+  server.public_paths = {"/health",         "/v2/hives/report", "/v1/chat/completions",
+                         "/v1/completions", "/v1/models",       "/v1/models/*"};
+  server.cors_paths = {"/v1/*"};
   common::require_token_for_non_loopback(server);
 
   ssh_options ssh{.rbee_home = options_.rbee_home,

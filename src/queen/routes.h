@@ -7,6 +7,10 @@
 //   openai_routes    /v1/*                                the OpenAI-compatible API
 //   admin_routes     /health, /metrics, /v2/admin/*, /v2/logs
 
+#include <cstdint>
+#include <map>
+#include <string>
+
 #include "queen/http_edge.h"
 #include "queen/openai.h"
 
@@ -72,18 +76,19 @@ class openai_routes {
 
   void completions(openai::endpoint kind, const http_request& req, http_response& res);
   void list_models(const http_request& req, http_response& res);
+  void get_model(const http_request& req, http_response& res);
 
  private:
   // False (with the 401 answer written) when the API keys do not admit the request.
   bool authorized(const http_request& req, http_response& res) const;
   // The whole answer as one OpenAI object.
-  void complete_at_once(openai::endpoint kind, const openai::request& r,
-                        std::shared_ptr<admission_holder> holder, const std::string& id,
-                        int64_t created, http_response& res);
+  void complete_at_once(const openai::response_meta& meta, const openai::request& r,
+                        std::shared_ptr<admission_holder> holder, http_response& res);
   // The answer as OpenAI chunks on an SSE stream.
-  void stream_chunks(openai::endpoint kind, const openai::request& r,
-                     std::shared_ptr<admission_holder> holder, const std::string& id,
-                     int64_t created, http_response& res);
+  void stream_chunks(const openai::response_meta& meta, const openai::request& r,
+                     std::shared_ptr<admission_holder> holder, http_response& res);
+  // Every model id the fleet can serve: loaded workers and the hives' catalogs.
+  std::map<std::string, int64_t> model_ids();
 
   queen_services& s_;
 };

@@ -1,7 +1,7 @@
 // The OpenAI-compatible API: chat and text completions (whole or streamed) and the model list.
 // Errors answer in OpenAI's shape, so these routes check the API keys themselves.
 
-#include <set>
+#include <map>
 
 #include <spdlog/spdlog.h>
 
@@ -48,6 +48,8 @@ void openai_routes::add_to(route_table& routes) {
     completions(openai::endpoint::completion, req, res);
   });
   routes.get("/v1/models", handler(this, &openai_routes::list_models));
+  // Model ids hold '/' and ':' (hf:ORG/REPO:FILE); clients send them as they are.
+  routes.get(R"(/v1/models/(.+))", handler(this, &openai_routes::get_model));
 }
 
 bool openai_routes::authorized(const http_request& req, http_response& res) const {
@@ -82,19 +84,20 @@ void openai_routes::completions(openai::endpoint kind, const http_request& req,
     send_openai_error(res, to_http_error(e));
     return;
   }
-  std::string id =
-      (kind == openai::endpoint::chat ? "chatcmpl-" : "cmpl-") + common::random_token(12);
-  int64_t created = s_.clock.unix_now();
+  openai::response_meta meta{
+      .kind = kind,
+      .id = (kind == openai::endpoint::chat ? "chatcmpl-" : "cmpl-") + common::random_token(12),
+      .model = r.task.model,
+      .created = s_.clock.unix_now()};
   if (r.stream) {
-    stream_chunks(kind, r, std::move(holder), id, created, res);
+    stream_chunks(meta, r, std::move(holder), res);
   } else {
-    complete_at_once(kind, r, std::move(holder), id, created, res);
+    complete_at_once(meta, r, std::move(holder), res);
   }
 }
 
-void openai_routes::complete_at_once(openai::endpoint kind, const openai::request& r,
-                                     std::shared_ptr<admission_holder> holder,
-                                     const std::string& id, int64_t created, http_response& res) {
+void openai_routes::complete_at_once(const openai::response_meta& meta, const openai::request& r,
+                                     std::shared_ptr<admission_holder> holder, http_response& res) {
   holder->consumed = true;
   openai::collector c;
   // The handler runs on the client's connection: a client that left cancels the task.
@@ -114,30 +117,103 @@ void openai_routes::complete_at_once(openai::endpoint kind, const openai::reques
                       c.error.value("message", "task failed"), nullptr, std::nullopt);
     return;
   }
-  http_server::send_json(res, 200, openai::response(kind, id, r.task.model, created, c));
+  http_server::send_json(res, 200, openai::response(meta, r, c));
 }
 
-void openai_routes::stream_chunks(openai::endpoint kind, const openai::request& r,
-                                  std::shared_ptr<admission_holder> holder, const std::string& id,
-                                  int64_t created, http_response& res) {
-  serve_sse(res, [this, kind, r, holder, id, created](common::sse_sink& sink) {
+namespace {
+
+// Turns one choice's token events into chunks: text as it comes, or, when the reply may hold
+// tool calls, text up to where a call may begin and the calls at the end.
+class choice_streamer {
+ public:
+  choice_streamer(const openai::response_meta& meta, const openai::request& r, int index)
+      : meta_(meta), r_(r), index_(index), reply_(r.tools) {}
+
+  // Chunks for a token event.
+  std::vector<json> on_token(const json& e) {
+    std::string text = e.value("t", "");
+    auto lp = openai::logprob_of(e);
+    if (r_.reply == openai::reply_kind::forced_call) {
+      held_ += text;
+      return {};
+    }
+    if (r_.reply == openai::reply_kind::tool_calls) text = reply_.push(text);
+    if (text.empty() && !lp) return {};
+    json c = openai::chunk(meta_, index_, delta(text), nullptr);
+    if (lp) {
+      std::vector<openai::token_logprob> one{std::move(*lp)};
+      c["choices"][0]["logprobs"] = meta_.kind == openai::endpoint::chat
+                                        ? openai::chat_logprobs(one)
+                                        : openai::completion_logprobs(one);
+    }
+    return {std::move(c)};
+  }
+
+  // The last chunks: held text and tool calls, then the finish reason.
+  std::vector<json> on_end(const json& e) {
+    std::string finish = openai::finish_reason(e.value("stop_reason", "eos"));
+    std::vector<json> out;
+    if (r_.reply != openai::reply_kind::text) {
+      auto tail = r_.reply == openai::reply_kind::forced_call ? openai::read_reply(r_, held_)
+                                                              : reply_.finish();
+      if (!tail.calls.empty() && r_.reply == openai::reply_kind::tool_calls) {
+        finish = "tool_calls";
+      }
+      json d = delta(tail.content);
+      if (!tail.calls.empty()) d["tool_calls"] = openai::tool_calls_json(tail.calls, true);
+      if (!d.empty()) out.push_back(openai::chunk(meta_, index_, d, nullptr));
+    }
+    out.push_back(openai::chunk(meta_, index_, delta(""), finish));
+    return out;
+  }
+
+ private:
+  json delta(const std::string& text) {
+    if (meta_.kind == openai::endpoint::completion) return text;
+    json d = json::object();
+    if (!first_sent_) d["role"] = "assistant";
+    if (!text.empty()) d["content"] = text;
+    first_sent_ = true;
+    return d;
+  }
+
+  const openai::response_meta& meta_;
+  const openai::request& r_;
+  int index_;
+  openai::reply_stream reply_;
+  std::string held_;  // forced_call: the arguments, sent whole at the end
+  bool first_sent_ = false;
+};
+
+}  // namespace
+
+void openai_routes::stream_chunks(const openai::response_meta& meta, const openai::request& r,
+                                  std::shared_ptr<admission_holder> holder, http_response& res) {
+  serve_sse(res, [this, meta, r, holder](common::sse_sink& sink) {
     holder->consumed = true;
-    bool first = true;
+    std::map<int, choice_streamer> choices;
+    auto streamer = [&](const json& e) -> choice_streamer& {
+      int index = e.value("index", 0);
+      return choices.try_emplace(index, meta, r, index).first->second;
+    };
+    auto send_all = [&](const std::vector<json>& chunks) {
+      for (const auto& c : chunks) {
+        if (!sink.send(c)) return false;
+      }
+      return sink.connected();
+    };
+    int prompt_tokens = 0;
+    int completion_tokens = 0;
+    int ends = 0;
     auto on_event = [&](const json& e) {
       std::string type = e.value("type", "");
-      if (type == "token") {
-        bool ok = sink.send(
-            openai::chunk(kind, id, r.task.model, created, e.value("t", ""), nullptr, first));
-        first = false;
-        return ok;
-      }
+      if (type == "token") return send_all(streamer(e).on_token(e));
       if (type == "end") {
-        auto last = openai::chunk(kind, id, r.task.model, created, "",
-                                  openai::finish_reason(e.value("stop_reason", "eos")), first);
-        if (r.include_usage) {
-          last["usage"] = openai::usage(e.value("tokens_in", 0), e.value("tokens_out", 0));
-        }
-        return sink.send(last);
+        prompt_tokens = e.value("tokens_in", prompt_tokens);
+        completion_tokens += e.value("tokens_out", 0);
+        if (!send_all(streamer(e).on_end(e))) return false;
+        if (++ends < r.n || !r.include_usage) return true;
+        return sink.send(openai::usage_chunk(meta, prompt_tokens, completion_tokens));
       }
       if (type == "error") return sink.send(openai_error_of(e));
       return sink.connected();  // narration is not part of the OpenAI stream
@@ -146,18 +222,19 @@ void openai_routes::stream_chunks(openai::endpoint kind, const openai::request& 
   });
 }
 
-void openai_routes::list_models(const http_request& req, http_response& res) {
-  if (!authorized(req, res)) return;
-  std::set<std::string> ids;
+std::map<std::string, int64_t> openai_routes::model_ids() {
+  std::map<std::string, int64_t> ids;  // id -> when its file arrived (0 = unknown)
   for (const auto& w : s_.sched.workers()) {
-    if (!w.info.model_ref.empty()) ids.insert(w.info.model_ref);
+    if (!w.info.model_ref.empty()) ids.try_emplace(w.info.model_ref, 0);
   }
   for (const auto& n : s_.nodes.list()) {
     auto ep = s_.hives.known_endpoint(n.node_name);
     if (!ep) continue;
     try {
       for (const auto& m : hive_client(*ep, 5s).list_models()) {
-        if (!m.reference.empty()) ids.insert(m.reference);
+        if (m.reference.empty()) continue;
+        auto& created = ids[m.reference];
+        if (created == 0 || m.downloaded_at_unix < created) created = m.downloaded_at_unix;
       }
     } catch (const common::connection_error& e) {
       spdlog::warn("models of {}: {}", n.node_name, e.what());
@@ -165,11 +242,36 @@ void openai_routes::list_models(const http_request& req, http_response& res) {
       spdlog::debug("models of {}: {}", n.node_name, e.what());  // listed without them
     }
   }
+  return ids;
+}
+
+namespace {
+
+json model_object(const std::string& id, int64_t created) {
+  return {{"id", id}, {"object", "model"}, {"created", created}, {"owned_by", "rbee"}};
+}
+
+}  // namespace
+
+void openai_routes::list_models(const http_request& req, http_response& res) {
+  if (!authorized(req, res)) return;
   json data = json::array();
-  for (const auto& id : ids) {
-    data.push_back({{"id", id}, {"object", "model"}, {"created", 0}, {"owned_by", "rbee"}});
-  }
+  for (const auto& [id, created] : model_ids()) data.push_back(model_object(id, created));
   http_server::send_json(res, 200, {{"object", "list"}, {"data", data}});
+}
+
+void openai_routes::get_model(const http_request& req, http_response& res) {
+  if (!authorized(req, res)) return;
+  const std::string id = req.matches[1];
+  auto ids = model_ids();
+  auto found = ids.find(id);
+  if (found == ids.end()) {
+    send_openai_error(res, 404, common::codes::MODEL_NOT_FOUND,
+                      "The model '" + id.substr(0, 200) + "' is not known to this fleet",
+                      {{"field", "model"}}, std::nullopt);
+    return;
+  }
+  http_server::send_json(res, 200, model_object(id, found->second));
 }
 
 }  // namespace rbee::queen

@@ -82,7 +82,7 @@ TEST(TaskRequest, InvalidFieldsAreNamed) {
   EXPECT_EQ(rejected_field(
                 {{"model", "m"},
                  {"messages",
-                  {{{"role", "user"}, {"content", "x"}}, {{"role", "tool"}, {"content", "x"}}}}}),
+                  {{{"role", "user"}, {"content", "x"}}, {{"role", "robot"}, {"content", "x"}}}}}),
             "messages[1].role");
   EXPECT_EQ(rejected_field({{"model", "m"}, {"messages", {"Hi"}}}), "messages[0]");
   EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"chat_template", "chatml"}}),
@@ -172,6 +172,66 @@ TEST(TaskRequest, MessagesGoToTheWorkerForItsChatTemplate) {
       task_request::from_json({{"model", "m"}, {"messages", messages}}).for_worker().to_json();
   EXPECT_EQ(own["messages"], messages);
   EXPECT_FALSE(own.contains("chat_template"));
+}
+
+}  // namespace
+}  // namespace rbee::api
+
+namespace rbee::api {
+namespace {
+
+json tool_conversation() {
+  return json::parse(R"({"model": "m",
+    "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+    "messages": [
+      {"role": "user", "content": "Weather in Paris?"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+      {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "22 C"}]})");
+}
+
+TEST(TaskRequest, ToolsAndToolMessagesTravelToTheWorker) {
+  auto task = task_request::from_json(tool_conversation());
+  const auto& g = task.generation;
+  ASSERT_EQ(g.tools.size(), 1u);
+  EXPECT_EQ(g.tools[0].name, "get_weather");
+  EXPECT_EQ(g.tools[0].parameters["properties"]["city"]["type"], "string");
+  ASSERT_EQ(g.messages.size(), 3u);
+  ASSERT_EQ(g.messages[1].tool_calls.size(), 1u);
+  EXPECT_EQ(g.messages[1].tool_calls[0].id, "call_1");
+  EXPECT_EQ(g.messages[1].content, "");
+  EXPECT_EQ(g.messages[2].tool_call_id, "call_1");
+  EXPECT_EQ(g.messages[2].name, "get_weather");
+
+  auto back = inference_request::from_json(task.for_worker().to_json()).generation;
+  ASSERT_EQ(back.tools.size(), 1u);
+  EXPECT_EQ(back.tools[0].description, "Weather");
+  EXPECT_EQ(back.messages[1].tool_calls[0].arguments, R"({"city": "Paris"})");
+  EXPECT_EQ(back.messages[2].tool_call_id, "call_1");
+}
+
+TEST(TaskRequest, MalformedToolsAndToolMessagesAreNamed) {
+  auto with = [](const char* pointer, json value) {
+    json body = tool_conversation();
+    body[json::json_pointer(pointer)] = std::move(value);
+    return body;
+  };
+  EXPECT_EQ(rejected_field(with("/tools", "all")), "tools");
+  EXPECT_EQ(rejected_field(with("/tools/0/type", "code")), "tools[0]");
+  EXPECT_EQ(rejected_field(with("/tools/0/function/name", "rm -rf /")), "tools[0].function.name");
+  EXPECT_EQ(rejected_field(with("/tools/0/function/parameters", "x")),
+            "tools[0].function.parameters");
+  EXPECT_EQ(rejected_field(with("/messages/1/tool_calls/0/function/arguments", json::object())),
+            "messages[1].tool_calls[0].function.arguments");
+  EXPECT_EQ(rejected_field(with("/messages/1/tool_calls/0/id", 7)), "messages[1].tool_calls[0].id");
+  EXPECT_EQ(rejected_field(with("/messages/0/tool_calls", json::array())),
+            "messages[0].tool_calls");
+  EXPECT_EQ(rejected_field(with("/messages/2/tool_call_id", "")), "messages[2].tool_call_id");
+  json prompt_with_tools = tool_conversation();
+  prompt_with_tools.erase("messages");
+  prompt_with_tools["prompt"] = "x";
+  EXPECT_EQ(rejected_field(prompt_with_tools), "tools");
 }
 
 }  // namespace

@@ -92,7 +92,7 @@ TEST(OpenAiRequest, MalformedOrUnsupportedContentPartsAre400) {
                     openai::endpoint::chat,
                     {{"model", "m"}, {"messages", {{{"role", "user"}, {"content", parts}}}}});
               }),
-              "messages")
+              "messages[0].content")
         << parts.dump();
   }
 }
@@ -112,7 +112,7 @@ TEST(OpenAiRequest, InvalidFieldsAreNamed) {
             "model");
   EXPECT_EQ(field_of([] {
               openai::parse_request(endpoint::chat,
-                                    {{"model", "m"}, {"n", 2}, {"messages", json::array()}});
+                                    {{"model", "m"}, {"n", 17}, {"messages", json::array()}});
             }),
             "n");
   EXPECT_EQ(field_of([] { openai::parse_request(endpoint::chat, {{"model", "m"}}); }), "messages");
@@ -121,7 +121,7 @@ TEST(OpenAiRequest, InvalidFieldsAreNamed) {
                   endpoint::chat,
                   {{"model", "m"}, {"messages", {{{"role", "tool"}, {"content", "x"}}}}});
             }),
-            "messages[0].role");
+            "messages[0].tool_call_id");
   EXPECT_EQ(field_of([] {
               openai::parse_request(endpoint::completion,
                                     {{"model", "m"}, {"prompt", "x"}, {"temperature", -1}});
@@ -138,21 +138,28 @@ TEST(OpenAiRequest, InvalidFieldsAreNamed) {
             "prompt");
 }
 
+openai::response_meta meta_of(openai::endpoint kind) {
+  return {.kind = kind, .id = "id-1", .model = "m", .created = 100};
+}
+
 TEST(OpenAiResponse, CollectsTextUsageAndFinishReason) {
   openai::collector c;
   c.on_event({{"type", "narration"}, {"human", "x"}});
   c.on_event({{"type", "token"}, {"t", "Once"}, {"i", 0}});
   c.on_event({{"type", "token"}, {"t", " upon"}, {"i", 1}});
   c.on_event({{"type", "end"}, {"tokens_in", 5}, {"tokens_out", 2}, {"stop_reason", "max_tokens"}});
-  auto chat = openai::response(openai::endpoint::chat, "chatcmpl-1", "m", 100, c);
+  openai::request r;
+  auto chat = openai::response(meta_of(openai::endpoint::chat), r, c);
   EXPECT_EQ(chat["object"], "chat.completion");
+  EXPECT_EQ(chat["created"], 100);
+  EXPECT_EQ(chat["system_fingerprint"], openai::system_fingerprint());
   EXPECT_EQ(chat["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(chat["choices"][0]["message"]["content"], "Once upon");
   EXPECT_EQ(chat["choices"][0]["finish_reason"], "length");
   EXPECT_EQ(chat["usage"]["prompt_tokens"], 5);
   EXPECT_EQ(chat["usage"]["completion_tokens"], 2);
   EXPECT_EQ(chat["usage"]["total_tokens"], 7);
-  auto text = openai::response(openai::endpoint::completion, "cmpl-1", "m", 100, c);
+  auto text = openai::response(meta_of(openai::endpoint::completion), r, c);
   EXPECT_EQ(text["object"], "text_completion");
   EXPECT_EQ(text["choices"][0]["text"], "Once upon");
 
@@ -161,16 +168,167 @@ TEST(OpenAiResponse, CollectsTextUsageAndFinishReason) {
   EXPECT_EQ(openai::finish_reason("max_tokens"), "length");
 }
 
-TEST(OpenAiResponse, ChunksCarryRoleFirstThenContent) {
-  auto first = openai::chunk(openai::endpoint::chat, "id", "m", 1, "Once", nullptr, true);
-  EXPECT_EQ(first["object"], "chat.completion.chunk");
-  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
-  EXPECT_EQ(first["choices"][0]["delta"]["content"], "Once");
-  EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
-  auto last = openai::chunk(openai::endpoint::chat, "id", "m", 1, "", "stop", false);
-  EXPECT_FALSE(last["choices"][0]["delta"].contains("role"));
-  EXPECT_FALSE(last["choices"][0]["delta"].contains("content"));
-  EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
+TEST(OpenAiResponse, UsageIsItsOwnChunkWithNoChoices) {
+  auto u = openai::usage_chunk(meta_of(openai::endpoint::chat), 5, 3);
+  EXPECT_EQ(u["object"], "chat.completion.chunk");
+  EXPECT_TRUE(u["choices"].is_array());
+  EXPECT_TRUE(u["choices"].empty());
+  EXPECT_EQ(u["usage"]["total_tokens"], 8);
+  auto c = openai::chunk(meta_of(openai::endpoint::chat), 1, {{"content", "x"}}, nullptr);
+  EXPECT_EQ(c["choices"][0]["index"], 1);
+  EXPECT_EQ(c["system_fingerprint"], openai::system_fingerprint());
+}
+
+TEST(OpenAiResponse, ChoicesAreCollectedByIndex) {
+  openai::collector c;
+  c.on_event({{"type", "token"}, {"t", "a"}, {"index", 0}});
+  c.on_event({{"type", "token"}, {"t", "b"}, {"index", 1}});
+  c.on_event(
+      {{"type", "end"}, {"index", 1}, {"tokens_in", 4}, {"tokens_out", 1}, {"stop_reason", "eos"}});
+  c.on_event({{"type", "end"},
+              {"index", 0},
+              {"tokens_in", 4},
+              {"tokens_out", 1},
+              {"stop_reason", "max_tokens"}});
+  openai::request r;
+  r.n = 2;
+  auto out = openai::response(meta_of(openai::endpoint::completion), r, c);
+  ASSERT_EQ(out["choices"].size(), 2u);
+  EXPECT_EQ(out["choices"][0]["text"], "a");
+  EXPECT_EQ(out["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(out["choices"][1]["text"], "b");
+  EXPECT_EQ(out["choices"][1]["finish_reason"], "stop");
+  EXPECT_EQ(out["usage"]["completion_tokens"], 2);
+}
+
+json weather_tool() {
+  return json::parse(R"({"type":"function","function":{"name":"get_weather",
+    "parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}})");
+}
+
+json chat_with_tools(json extra = json::object()) {
+  json body = {{"model", "m"},
+               {"messages", {{{"role", "user"}, {"content", "Weather in Paris?"}}}},
+               {"tools", {weather_tool()}}};
+  body.update(extra);
+  return body;
+}
+
+TEST(OpenAiTools, ToolChoiceDecidesHowTheReplyIsRead) {
+  auto r = openai::parse_request(openai::endpoint::chat, chat_with_tools());
+  EXPECT_EQ(r.reply, openai::reply_kind::tool_calls);
+  ASSERT_EQ(r.tools.size(), 1u);
+  r = openai::parse_request(openai::endpoint::chat, chat_with_tools({{"tool_choice", "none"}}));
+  EXPECT_EQ(r.reply, openai::reply_kind::text);
+  r = openai::parse_request(
+      openai::endpoint::chat,
+      chat_with_tools(
+          {{"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}}}));
+  EXPECT_EQ(r.reply, openai::reply_kind::forced_call);
+  EXPECT_EQ(r.forced_tool, "get_weather");
+  EXPECT_EQ(field_of([] {
+              openai::parse_request(
+                  openai::endpoint::chat,
+                  chat_with_tools(
+                      {{"tool_choice", {{"type", "function"}, {"function", {{"name", "nope"}}}}}}));
+            }),
+            "tool_choice");
+}
+
+TEST(OpenAiTools, UnsupportedParametersAreNamed) {
+  for (const char* p : {"audio", "functions", "prediction", "web_search_options", "frobnicate"}) {
+    EXPECT_EQ(field_of([&] {
+                openai::parse_request(openai::endpoint::chat, chat_with_tools({{p, 1}}));
+              }),
+              p);
+  }
+  EXPECT_EQ(field_of([] {
+              openai::parse_request(openai::endpoint::completion,
+                                    {{"model", "m"}, {"prompt", "x"}, {"echo", true}});
+            }),
+            "echo");
+  EXPECT_EQ(field_of([] {
+              openai::parse_request(openai::endpoint::chat,
+                                    chat_with_tools({{"modalities", {"text", "audio"}}}));
+            }),
+            "modalities");
+  EXPECT_EQ(field_of([] {
+              openai::parse_request(openai::endpoint::chat,
+                                    chat_with_tools({{"response_format", {{"type", "yaml"}}}}));
+            }),
+            "response_format");
+}
+
+TEST(OpenAiTools, ToolMessagesReachTheTask) {
+  json body = chat_with_tools();
+  body["messages"].push_back(json::parse(R"({"role":"assistant","content":null,"tool_calls":[
+      {"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]})"));
+  body["messages"].push_back(
+      json::parse(R"({"role":"tool","tool_call_id":"call_1","content":"22 C"})"));
+  auto r = openai::parse_request(openai::endpoint::chat, body);
+  const auto& m = r.task.generation.messages;
+  ASSERT_EQ(m.size(), 3u);
+  ASSERT_EQ(m[1].tool_calls.size(), 1u);
+  EXPECT_EQ(m[1].tool_calls[0].name, "get_weather");
+  EXPECT_EQ(m[1].tool_calls[0].arguments, R"({"city":"Paris"})");
+  EXPECT_EQ(m[2].tool_call_id, "call_1");
+}
+
+std::vector<api::tool_definition> weather_tools() {
+  return {{.name = "get_weather", .description = "", .parameters = json::object()}};
+}
+
+TEST(OpenAiTools, CallsAreReadInEachFamilysFormat) {
+  auto tools = weather_tools();
+  for (const char* reply :
+       {R"(<tool_call>
+{"name": "get_weather", "arguments": {"city": "Paris"}}
+</tool_call>)",
+        R"([TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}])",
+        R"(<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}})",
+        R"({"name": "get_weather", "parameters": {"city": "Paris"}})",
+        R"([{"name": "get_weather", "arguments": {"city": "Paris"}}])"}) {
+    auto parsed = openai::parse_tool_calls(reply, tools);
+    ASSERT_EQ(parsed.calls.size(), 1u) << reply;
+    EXPECT_EQ(parsed.calls[0].name, "get_weather");
+    EXPECT_EQ(json::parse(parsed.calls[0].arguments), json({{"city", "Paris"}})) << reply;
+    EXPECT_EQ(parsed.content, "") << reply;
+    EXPECT_TRUE(parsed.calls[0].id.starts_with("call_"));
+  }
+  auto two = openai::parse_tool_calls(
+      "Checking.<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+      "\"A\"}}</tool_call>"
+      "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"B\"}}</tool_call>",
+      tools);
+  EXPECT_EQ(two.calls.size(), 2u);
+  EXPECT_EQ(two.content, "Checking.");
+  // Not a call: an unknown function, or plain text.
+  EXPECT_TRUE(
+      openai::parse_tool_calls(R"({"name": "rm_rf", "arguments": {}})", tools).calls.empty());
+  EXPECT_EQ(openai::parse_tool_calls("It is sunny.", tools).content, "It is sunny.");
+}
+
+TEST(OpenAiTools, StreamedTextIsHeldOnlyWhereACallMayBegin) {
+  auto tools = weather_tools();
+  // Pushes in order (the operands of + are evaluated in no fixed order).
+  auto push_all = [](openai::reply_stream& s, std::initializer_list<std::string_view> pieces) {
+    std::string sent;
+    for (auto p : pieces) sent += s.push(p);
+    return sent;
+  };
+  openai::reply_stream plain(tools);
+  std::string sent = push_all(plain, {"It is", " sunny <b>", "ok"});
+  auto rest = plain.finish();
+  EXPECT_EQ(sent + rest.content, "It is sunny <b>ok");
+  EXPECT_TRUE(rest.calls.empty());
+
+  openai::reply_stream call(tools);
+  std::string early = push_all(call, {"Sure. <tool", "_call>{\"name\": \"get_weather\", ",
+                                      "\"arguments\": {}}</tool_call>"});
+  EXPECT_EQ(early, "Sure. ");
+  auto end = call.finish();
+  ASSERT_EQ(end.calls.size(), 1u);
+  EXPECT_EQ(end.calls[0].name, "get_weather");
 }
 
 TEST(OpenAiError, ShapeAndTypes) {

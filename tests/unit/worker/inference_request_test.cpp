@@ -138,7 +138,10 @@ TEST(InferenceRequest, InvalidMessagesNameTheItemAndField) {
   EXPECT_EQ(rejected_field(chat(json::array())), "messages");
   EXPECT_EQ(rejected_field(chat("Hi")), "messages");
   EXPECT_EQ(rejected_field(chat({user, "Hi"})), "messages[1]");
-  EXPECT_EQ(rejected_field(chat({user, {{"role", "tool"}, {"content", "x"}}})), "messages[1].role");
+  EXPECT_EQ(rejected_field(chat({user, {{"role", "robot"}, {"content", "x"}}})),
+            "messages[1].role");
+  EXPECT_EQ(rejected_field(chat({user, {{"role", "tool"}, {"content", "x"}}})),
+            "messages[1].tool_call_id");
   EXPECT_EQ(rejected_field(chat({user, {{"role", 1}, {"content", "x"}}})), "messages[1].role");
   EXPECT_EQ(rejected_field(chat({{{"content", "x"}}})), "messages[0].role");
   EXPECT_EQ(rejected_field(chat({user, {{"role", "user"}}})), "messages[1].content");
