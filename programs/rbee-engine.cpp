@@ -73,6 +73,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   s->add_option("-o,--output", synth.output, "Output GGUF")->required();
   s->add_option("--vocab-from", synth.vocab_from, "Copy the tokenizer of this GGUF");
+  s->add_option("--chat-template", synth.chat_template_file,
+                "Write this file's text as tokenizer.chat_template (a Jinja template)")
+      ->check(CLI::ExistingFile);
   s->add_option("--seed", synth.seed, "Random seed")->capture_default_str();
   s->add_option("-t,--threads", synth.n_threads, "Threads, 0 = all");
 

@@ -59,6 +59,7 @@ struct synth_options {
   std::string type = "f16";    // f16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k
   std::string output;
   std::string vocab_from;  // GGUF whose tokenizer.* metadata to copy; empty: a byte-level vocab
+  std::string chat_template_file;  // its text becomes tokenizer.chat_template; empty: none
   uint64_t seed = 42;
   int n_threads = 0;
 };

@@ -2,6 +2,8 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -19,6 +21,17 @@ namespace rbee::engine_tool {
 using engine::tensor_type;
 
 namespace {
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (!in) {
+    throw engine::engine_error(engine::error_code::file_not_found,
+                               fmt::format("cannot read {}", path));
+  }
+  return text.str();
+}
 
 struct shape {
   std::string_view name;
@@ -153,6 +166,9 @@ int synth(const synth_options& opts, std::ostream& log) {
     write_byte_vocab(w, n_vocab);
   }
   w.set_uint32("llama.vocab_size", static_cast<uint32_t>(n_vocab));
+  if (!opts.chat_template_file.empty()) {
+    w.set_string("tokenizer.chat_template", read_text_file(opts.chat_template_file));
+  }
 
   const int n_threads =
       opts.n_threads > 0 ? opts.n_threads : static_cast<int>(std::thread::hardware_concurrency());
