@@ -273,6 +273,12 @@ generation_request generation_request::from_json(const json& body) {
     g.max_tokens = static_cast<int>(*n);
   }
   g.sampling = sampling_options::from_json(body);
+  if (auto n = common::optional_int(body, "n", n_choices_limits.min, n_choices_limits.max)) {
+    g.n = static_cast<int>(*n);
+  }
+  if (auto k = common::optional_int(body, "logprobs", logprobs_limits.min, logprobs_limits.max)) {
+    g.logprobs = static_cast<int>(*k);
+  }
   g.stop = common::string_array(body, "stop", max_stop_strings, max_stop_length);
   for (const auto& stop : g.stop) {
     if (stop.empty()) throw common::invalid_request("stop", "stop strings must not be empty");
@@ -292,6 +298,8 @@ void generation_request::to_json(json& body) const {
   }
   if (max_tokens) body["max_tokens"] = *max_tokens;
   sampling.to_json(body);
+  if (n != 1) body["n"] = n;
+  if (logprobs) body["logprobs"] = *logprobs;
   body["stop"] = stop;
 }
 

@@ -27,8 +27,9 @@ inline constexpr size_t max_model_ref_length = 512;
 inline constexpr size_t max_node_name_length = 64;
 // Job and task ids travel in URLs (DELETE /v1/inference/{id}) and logs.
 inline constexpr size_t max_job_id_length = 128;
-// max_tokens when a request has none (a worker also caps it by what is left of its context).
-inline constexpr int default_max_tokens = 256;
+// Choices per request (OpenAI's n; each takes a worker slot) and top log-probabilities.
+inline constexpr limits<int64_t> n_choices_limits{1, 16};
+inline constexpr limits<int64_t> logprobs_limits{0, 20};
 
 inline constexpr size_t max_tools = 128;
 inline constexpr size_t max_tool_name_length = 64;
@@ -62,8 +63,10 @@ struct generation_request {
   std::vector<chat_message> messages;
   std::string chat_template;           // a template family overriding the model's; messages only
   std::vector<tool_definition> tools;  // shown to the model by its chat template; messages only
-  std::optional<int> max_tokens;
+  std::optional<int> max_tokens;       // unset: until end of generation or the end of the context
   sampling_options sampling;
+  int n = 1;                    // choices, generated from one prefill of the prompt
+  std::optional<int> logprobs;  // unset: none; k: each token's and its k best alternatives
   std::vector<std::string> stop;
 
   static generation_request from_json(const nlohmann::json& body);

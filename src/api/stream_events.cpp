@@ -15,6 +15,50 @@ constexpr std::array<std::pair<event_type, std::string_view>, 5> event_names = {
     {event_type::error, "error"},
 }};
 
+// The text of raw bytes: valid UTF-8 sequences as they are, every other byte as U+FFFD
+// (JSON strings must be valid UTF-8).
+std::string lossy_utf8(std::string_view bytes) {
+  std::string out;
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const auto b = static_cast<unsigned char>(bytes[i]);
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range (Unicode table 3-7)
+    if (b < 0x80) {
+      len = 1;
+    } else if (b >= 0xC2 && b <= 0xDF) {
+      len = 2;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      len = 3;
+      if (b == 0xE0) lo = 0xA0;
+      if (b == 0xED) hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      len = 4;
+      if (b == 0xF0) lo = 0x90;
+      if (b == 0xF4) hi = 0x8F;
+    }
+    bool valid = len > 0 && i + len <= bytes.size();
+    for (size_t k = 1; valid && k < len; ++k) {
+      const auto c = static_cast<unsigned char>(bytes[i + k]);
+      valid = k == 1 ? c >= lo && c <= hi : c >= 0x80 && c <= 0xBF;
+    }
+    if (valid) {
+      out.append(bytes.substr(i, len));
+      i += len;
+    } else {
+      out.append("\xEF\xBF\xBD");
+      ++i;
+    }
+  }
+  return out;
+}
+
+nlohmann::json logprob_entry_json(const token_logprob_entry& e) {
+  nlohmann::json bytes = nlohmann::json::array();
+  for (const char c : e.bytes) bytes.push_back(static_cast<unsigned char>(c));
+  return {{"token", lossy_utf8(e.bytes)}, {"bytes", std::move(bytes)}, {"logprob", e.logprob}};
+}
+
 }  // namespace
 
 std::string_view to_string(event_type t) {
@@ -48,8 +92,17 @@ nlohmann::json narration_event(std::string_view actor, std::string_view action, 
   return e;
 }
 
-nlohmann::json token_event(std::string_view text, int64_t index) {
-  return {{"type", to_string(event_type::token)}, {"t", text}, {"i", index}};
+nlohmann::json token_event(std::string_view text, int64_t index, int64_t choice,
+                           const token_logprobs_fields* logprobs) {
+  nlohmann::json e = {
+      {"type", to_string(event_type::token)}, {"t", text}, {"i", index}, {"index", choice}};
+  if (logprobs) {
+    e.update(logprob_entry_json(logprobs->sampled));
+    nlohmann::json top = nlohmann::json::array();
+    for (const auto& alternative : logprobs->top) top.push_back(logprob_entry_json(alternative));
+    e["top_logprobs"] = std::move(top);
+  }
+  return e;
 }
 
 std::string_view to_string(stop_reason r) {
@@ -67,10 +120,15 @@ std::string_view to_string(stop_reason r) {
 }
 
 nlohmann::json end_event(const end_stats& stats) {
-  return {{"type", to_string(event_type::end)},    {"tokens_in", stats.tokens_in},
-          {"tokens_out", stats.tokens_out},        {"prompt_ms", stats.prompt_ms},
-          {"decode_ms", stats.decode_ms},          {"tokens_per_sec", stats.tokens_per_sec},
-          {"stop_reason", to_string(stats.reason)}};
+  nlohmann::json choices = nlohmann::json::array();
+  for (const auto& c : stats.choices) {
+    choices.push_back(
+        {{"index", c.index}, {"tokens_out", c.tokens_out}, {"stop_reason", to_string(c.reason)}});
+  }
+  return {{"type", to_string(event_type::end)},     {"tokens_in", stats.tokens_in},
+          {"tokens_out", stats.tokens_out},         {"prompt_ms", stats.prompt_ms},
+          {"decode_ms", stats.decode_ms},           {"tokens_per_sec", stats.tokens_per_sec},
+          {"stop_reason", to_string(stats.reason)}, {"choices", choices}};
 }
 
 nlohmann::json error_event(std::string_view code, std::string_view message,

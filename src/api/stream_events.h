@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -25,11 +26,33 @@ nlohmann::json started_event(std::string_view job_id, std::string_view model, in
 // Extra fields (a progress event's) never override the narration's own.
 nlohmann::json narration_event(std::string_view actor, std::string_view action, std::string human,
                                nlohmann::json extra = nlohmann::json::object());
-// {"type":"token","t","i"}
-nlohmann::json token_event(std::string_view text, int64_t index);
+// A token and its log-probability. `bytes` is the token's raw piece, which may be part of a
+// UTF-8 character: on the wire "token" is its text (an incomplete or invalid sequence as
+// U+FFFD) and "bytes" the exact bytes.
+struct token_logprob_entry {
+  std::string bytes;
+  double logprob = 0;
+};
+// The sampled token's entry and its most likely alternatives (most likely first).
+struct token_logprobs_fields {
+  token_logprob_entry sampled;
+  std::vector<token_logprob_entry> top;
+};
+// {"type":"token","t","i","index"}: text `t` released by the i-th token (0-based) of choice
+// `index`. With logprobs also {"token","bytes","logprob","top_logprobs":[{"token","bytes",
+// "logprob"}]} for that token (then `t` may be "": text held back, see docs/sampling.md).
+nlohmann::json token_event(std::string_view text, int64_t index, int64_t choice = 0,
+                           const token_logprobs_fields* logprobs = nullptr);
 
 enum class stop_reason { max_tokens, eos, stop_sequence, cancelled };
 std::string_view to_string(stop_reason r);
+
+// How one choice of an n > 1 request (or the only one) ended.
+struct choice_end {
+  int64_t index = 0;
+  int64_t tokens_out = 0;
+  stop_reason reason = stop_reason::eos;
+};
 
 struct end_stats {
   int64_t tokens_in = 0;
@@ -37,9 +60,12 @@ struct end_stats {
   double prompt_ms = 0;
   double decode_ms = 0;
   double tokens_per_sec = 0;
-  stop_reason reason = stop_reason::eos;
+  stop_reason reason = stop_reason::eos;  // choice 0's
+  std::vector<choice_end> choices;        // every choice, by index
 };
-// {"type":"end","tokens_in","tokens_out","prompt_ms","decode_ms","tokens_per_sec","stop_reason"}
+// {"type":"end","tokens_in","tokens_out","prompt_ms","decode_ms","tokens_per_sec","stop_reason",
+//  "choices":[{"index","tokens_out","stop_reason"}]}: one per stream, after every choice
+// ended; tokens_out counts the tokens of all choices, stop_reason is choice 0's.
 nlohmann::json end_event(const end_stats& stats);
 // {"type":"error","code","message"[,"details"]}
 nlohmann::json error_event(std::string_view code, std::string_view message,

@@ -141,6 +141,8 @@ class task_stream {
       printer.print(e);
       note_step(e.value("action", ""));
     } else if (type == "token") {
+      // A request of n choices streams them interleaved; the command line shows choice 0.
+      if (e.value("index", 0) != 0) return !interrupted;
       printer.close_bar();
       if (!first_token_at) first_token_at = steady::now();
       std::string t = e.value("t", "");
@@ -279,7 +281,10 @@ void add_infer_command(CLI::App& app, invocation& inv) {
   infer->add_option("-p,--prompt", o->prompt, "Prompt text, or - to read stdin")->required();
   // The request's limits are the contract's (api/sampling.h), checked before any daemon work.
   auto in = [](auto limits) { return CLI::Range(limits.min, limits.max); };
-  infer->add_option("--max-tokens", o->max_tokens, "Tokens to generate")
+  infer
+      ->add_option("--max-tokens", o->max_tokens,
+                   "Tokens to generate (default: until end of generation or the end of the "
+                   "worker's context)")
       ->check(in(api::max_tokens_limits));
   infer->add_option("--temperature", o->temperature, "Sampling temperature (0 = greedy)")
       ->check(in(api::temperature_limits));

@@ -26,6 +26,10 @@ class backend_context {
   virtual std::span<const float> logits(int row) const = 0;
   // The token choose_token picks from logits row `row` with `step`.
   virtual token_id sample(int row, const sampling_step& step) = 0;
+  // compute_logprobs (token_choice.h) of logits row `row`; n_top <= min(20, n_vocab).
+  virtual void logprobs(int row, token_id token, int n_top, token_logprobs& out) = 0;
+  // Copies the first n_pos cached positions of sequence src to sequence dst (src != dst).
+  virtual void copy_sequence(int src, int dst, int n_pos) = 0;
   // Device memory the context holds (0 on the CPU).
   virtual uint64_t device_bytes() const = 0;
 };

@@ -1,5 +1,6 @@
 // Contexts on any backend: the checks of every batch and the positions of every sequence
 // live here once; the backend (backend.h) runs the forward pass and keeps the logits.
+#include <algorithm>
 #include <cassert>
 
 #include "engine/backend.h"
@@ -82,14 +83,31 @@ std::span<const float> logits(const context& ctx, int batch_index) {
   return ctx.compute->logits(logits_row_of(ctx, batch_index));
 }
 
-token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history) {
+token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history,
+                size_t n_prompt) {
   const int row = logits_row_of(ctx, batch_index);
-  return ctx.compute->sample(row, s.next_step(history, ctx.m->hp.n_vocab));
+  return ctx.compute->sample(row, s.next_step(history, n_prompt, ctx.m->hp.n_vocab));
+}
+
+void logprobs(context& ctx, int batch_index, token_id token, int n_top, token_logprobs& out) {
+  const int row = logits_row_of(ctx, batch_index);
+  assert(token >= 0 && token < ctx.m->hp.n_vocab && "logprobs: token outside the vocabulary");
+  assert(n_top >= 0 && n_top <= max_top_logprobs && "logprobs: n_top out of range");
+  ctx.compute->logprobs(row, token, std::min(n_top, ctx.m->hp.n_vocab), out);
 }
 
 void sequence_clear(context& ctx, int seq) {
   assert(seq >= 0 && seq < ctx.params.n_seq && "sequence_clear: sequence out of range");
   ctx.seq_len[static_cast<size_t>(seq)] = 0;
+}
+
+void sequence_copy(context& ctx, int src, int dst) {
+  assert(src >= 0 && src < ctx.params.n_seq && dst >= 0 && dst < ctx.params.n_seq &&
+         "sequence_copy: sequence out of range");
+  if (src == dst) return;
+  const int n_pos = ctx.seq_len[static_cast<size_t>(src)];
+  ctx.compute->copy_sequence(src, dst, n_pos);
+  ctx.seq_len[static_cast<size_t>(dst)] = n_pos;
 }
 
 }  // namespace rbee::engine

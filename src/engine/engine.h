@@ -5,6 +5,7 @@
 //
 // Errors: functions that take untrusted input (model files, prompts) throw engine_error
 // with a code; invariants broken by the caller assert.
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -12,7 +13,10 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
+
+#include "engine/sampling_knobs.h"
 
 namespace rbee::engine {
 
@@ -166,23 +170,34 @@ void decode(context& ctx, std::span<const batch_entry> batch);
 std::span<const float> logits(const context& ctx, int batch_index);
 // Forgets sequence `seq` (its positions restart at 0).
 void sequence_clear(context& ctx, int seq);
+// Gives sequence `dst` the cache of sequence `src` (a shared prompt prefilled once): dst's
+// positions then continue where src's do and its own are forgotten. src == dst is a no-op.
+void sequence_copy(context& ctx, int src, int dst);
 int context_n_ctx(const context& ctx);
 // Device memory the context holds: KV cache, activations and scratch (0 on the CPU backend).
 uint64_t context_device_bytes(const context& ctx);
 int context_n_threads(const context& ctx);  // the resolved count (never 0)
 
 // ---- sampling ----
-// Applied in llama.cpp's order: repeat penalty (once per distinct token of the last
-// repeat_last_n), then argmax when temperature is 0, else top-k, top-p, min-p, temperature
-// and a draw from a seeded xoshiro256** generator.
+// Applied in this order: repeat penalty (multiplicative, llama.cpp's: once per distinct token
+// of the last repeat_last_n of the whole history), then the additive terms as OpenAI defines
+// them, logit[t] += logit_bias[t] - presence_penalty * (count[t] > 0) - frequency_penalty *
+// count[t] with count[t] the occurrences of t among the generated tokens (the history after
+// the prompt); then argmax when temperature is 0, else top-k, top-p, min-p, temperature and a
+// draw from a seeded xoshiro256** generator.
 struct sampling_params {
-  float temperature = 0.8f;     // 0 → greedy
-  int top_k = 40;               // 0 → off
-  float top_p = 0.95f;          // 1 → off
-  float min_p = 0.05f;          // 0 → off
-  float repeat_penalty = 1.0f;  // 1 → off (the default, as in llama.cpp and vLLM)
-  int repeat_last_n = 64;       // 0 → off, -1 → the whole history
-  uint64_t seed = 0xFFFFFFFF;   // same seed + same inputs → same tokens
+  float temperature = 0.8f;        // 0 → greedy
+  int top_k = 40;                  // 0 → off
+  float top_p = 0.95f;             // 1 → off
+  float min_p = 0.05f;             // 0 → off
+  float repeat_penalty = 1.0f;     // 1 → off (the default, as in llama.cpp and vLLM)
+  int repeat_last_n = 64;          // 0 → off, -1 → the whole history
+  float presence_penalty = 0.0f;   // 0 → off
+  float frequency_penalty = 0.0f;  // 0 → off
+  // (token, bias) pairs with tokens in [0, n_vocab); a token given twice takes the last bias.
+  // -100 effectively bans a token, +100 all but forces it.
+  std::vector<std::pair<token_id, float>> logit_bias;
+  uint64_t seed = 0xFFFFFFFF;  // same seed + same inputs → same tokens
 };
 sampling_params sampling_default_params();
 
@@ -190,27 +205,56 @@ class sampler;
 struct sampling_step;  // engine/token_choice.h
 // Picks the next token of the i-th entry of the last batch that had want_logits set, with
 // the sampler's parameters and state, on the backend that ran the batch: on CUDA the logits
-// never leave the device and only the chosen token comes back. Same choice as
-// sampler::sample(logits(ctx, i), history).
-token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history);
+// never leave the device and only the chosen token comes back. history[0, n_prompt) is the
+// prompt: presence and frequency penalties count only the tokens after it. Same choice as
+// sampler::sample(logits(ctx, i), history, n_prompt).
+token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history,
+                size_t n_prompt = 0);
+
+// ---- log-probabilities ----
+inline constexpr int max_top_logprobs = 20;
+struct token_logprob {
+  token_id token = 0;
+  float logprob = 0.0f;
+};
+struct token_logprobs {
+  float logprob = 0.0f;  // of the token asked about
+  int n_top = 0;
+  std::array<token_logprob, max_top_logprobs> top{};  // most likely first, ties by lower id
+};
+// The log-probability of `token` and of the n_top (<= max_top_logprobs, at most n_vocab) most
+// likely tokens of the i-th logits row of the last batch: the log-softmax of the model's raw
+// logits, before penalties, logit_bias and temperature (vLLM's default), so they say what the
+// model believes whatever the request's sampling knobs. Computed on the backend that ran the
+// batch: on CUDA only the n_top pairs come back.
+void logprobs(context& ctx, int batch_index, token_id token, int n_top, token_logprobs& out);
 
 class sampler {
  public:
   sampler(const sampling_params& params, int n_vocab);
-  // Picks the next token from logits (not modified), given the sequence so far.
-  token_id sample(std::span<const float> logits, std::span<const token_id> history);
+  // Picks the next token from logits (not modified), given the sequence so far; the first
+  // n_prompt tokens of history are the prompt (see engine::sample).
+  token_id sample(std::span<const float> logits, std::span<const token_id> history,
+                  size_t n_prompt = 0);
 
  private:
-  friend token_id sample(context&, int, sampler&, std::span<const token_id>);
+  friend token_id sample(context&, int, sampler&, std::span<const token_id>, size_t);
   // The next choice resolved for a backend: the knobs, the distinct tokens of the
   // repeat-penalty window into penalized_ (in order of first appearance, none when the
-  // penalty is off) and, for a stochastic choice, the draw (advances the generator).
-  sampling_step next_step(std::span<const token_id> history, int n_vocab);
+  // penalty is off), the additive terms into offsets_ (one per distinct token) and, for a
+  // stochastic choice, the draw (advances the generator).
+  sampling_step next_step(std::span<const token_id> history, size_t n_prompt, int n_vocab);
+  void collect_offsets(std::span<const token_id> generated, int n_vocab);
 
   sampling_params params_;
   uint64_t rng_state_;
   std::vector<std::pair<float, token_id>> candidates_;  // reused: no allocation per token
   std::vector<token_id> penalized_;                     // reused as well
+  std::vector<token_offset> offsets_;                   // reused as well
+  std::vector<float> bias_;        // (n_vocab,) logit_bias; empty without offsets
+  std::vector<token_id> biased_;   // distinct tokens with a bias
+  std::vector<int> counts_;        // (n_vocab,) zero between steps
+  std::vector<token_id> counted_;  // tokens whose count is not zero in a step
 };
 
 }  // namespace rbee::engine

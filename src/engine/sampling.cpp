@@ -55,9 +55,48 @@ sampler::sampler(const sampling_params& params, int n_vocab)
   candidates_.reserve(static_cast<size_t>(n_vocab));
   if (params.repeat_last_n > 0)
     penalized_.reserve(static_cast<size_t>(std::min(params.repeat_last_n, n_vocab)));
+  const bool counting = params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f;
+  if (!counting && params.logit_bias.empty()) return;
+  const size_t nv = static_cast<size_t>(n_vocab);
+  bias_.assign(nv, 0.0f);
+  std::vector<uint8_t> seen(nv, 0);
+  for (const auto& [token, bias] : params.logit_bias) {
+    assert(token >= 0 && token < n_vocab && "logit_bias: token outside the vocabulary");
+    bias_[static_cast<size_t>(token)] = bias;
+    if (!seen[static_cast<size_t>(token)]) biased_.push_back(token);
+    seen[static_cast<size_t>(token)] = 1;
+  }
+  offsets_.reserve(nv);
+  if (counting) {
+    counts_.assign(nv, 0);
+    counted_.reserve(nv);
+  }
 }
 
-sampling_step sampler::next_step(std::span<const token_id> history, int n_vocab) {
+void sampler::collect_offsets(std::span<const token_id> generated, int n_vocab) {
+  offsets_.clear();
+  if (bias_.empty()) return;
+  if (!counts_.empty()) {
+    for (const token_id t : generated) {
+      if (t < 0 || t >= n_vocab) continue;
+      if (counts_[static_cast<size_t>(t)]++ == 0) counted_.push_back(t);
+    }
+  }
+  for (const token_id t : biased_)
+    if (counts_.empty() || counts_[static_cast<size_t>(t)] == 0)
+      offsets_.push_back({.token = t, .offset = bias_[static_cast<size_t>(t)]});
+  for (const token_id t : counted_) {
+    int& count = counts_[static_cast<size_t>(t)];
+    const float penalty =
+        params_.presence_penalty + params_.frequency_penalty * static_cast<float>(count);
+    offsets_.push_back({.token = t, .offset = bias_[static_cast<size_t>(t)] - penalty});
+    count = 0;
+  }
+  counted_.clear();
+}
+
+sampling_step sampler::next_step(std::span<const token_id> history, size_t n_prompt, int n_vocab) {
+  assert(n_prompt <= history.size() && "sampler: prompt longer than the history");
   penalized_.clear();
   if (params_.repeat_penalty != 1.0f && params_.repeat_last_n != 0) {
     const size_t n = params_.repeat_last_n < 0
@@ -73,6 +112,7 @@ sampling_step sampler::next_step(std::span<const token_id> history, int n_vocab)
       penalized_.push_back(t);
     }
   }
+  collect_offsets(history.subspan(n_prompt), n_vocab);
   double uniform = 0.0;
   if (params_.temperature > 0.0f) {
     rng gen(rng_state_);
@@ -85,12 +125,15 @@ sampling_step sampler::next_step(std::span<const token_id> history, int n_vocab)
                     .min_p = params_.min_p,
                     .repeat_penalty = params_.repeat_penalty,
                     .uniform = uniform},
-          .penalized = penalized_};
+          .penalized = penalized_,
+          .offsets = offsets_};
 }
 
-token_id sampler::sample(std::span<const float> logits, std::span<const token_id> history) {
+token_id sampler::sample(std::span<const float> logits, std::span<const token_id> history,
+                         size_t n_prompt) {
   assert(logits.size() <= candidates_.capacity() && "logits larger than vocab");
-  return choose_token(logits, next_step(history, static_cast<int>(logits.size())), candidates_);
+  return choose_token(logits, next_step(history, n_prompt, static_cast<int>(logits.size())),
+                      candidates_);
 }
 
 token_id choose_token(std::span<const float> logits, const sampling_step& step,
@@ -105,6 +148,9 @@ token_id choose_token(std::span<const float> logits, const sampling_step& step,
     float& l = candidates[static_cast<size_t>(t)].first;
     l = l > 0 ? l / k.repeat_penalty : l * k.repeat_penalty;
   }
+  // Then the additive terms (logit_bias, presence and frequency penalties).
+  for (const token_offset& o : step.offsets)
+    candidates[static_cast<size_t>(o.token)].first += o.offset;
 
   if (k.temperature <= 0.0f) {
     // Greedy: the first of equal maxima, like argmax everywhere else.
@@ -169,6 +215,34 @@ token_id choose_token(std::span<const float> logits, const sampling_step& step,
     if (r < cum) return candidates[i].second;
   }
   return candidates[n - 1].second;
+}
+
+void compute_logprobs(std::span<const float> logits, token_id token, int n_top,
+                      sampling_candidates& candidates, token_logprobs& out) {
+  const int n_vocab = static_cast<int>(logits.size());
+  assert(token >= 0 && token < n_vocab && "logprobs: token outside the vocabulary");
+  assert(n_top >= 0 && n_top <= max_top_logprobs && "logprobs: n_top out of range");
+  float max_logit = logits[0];
+  for (const float l : logits) max_logit = std::max(max_logit, l);
+  // exp and the sum in double: the CUDA kernel computes the same.
+  double sum = 0.0;
+  for (const float l : logits) sum += std::exp(static_cast<double>(l - max_logit));
+  const double log_normalizer = static_cast<double>(max_logit) + std::log(sum);
+  const auto logprob_of = [&](token_id t) {
+    return static_cast<float>(static_cast<double>(logits[static_cast<size_t>(t)]) - log_normalizer);
+  };
+  out.logprob = logprob_of(token);
+  out.n_top = std::min(n_top, n_vocab);
+  candidates.clear();
+  for (int i = 0; i < n_vocab; ++i) candidates.emplace_back(logits[static_cast<size_t>(i)], i);
+  std::partial_sort(candidates.begin(), candidates.begin() + out.n_top, candidates.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.first > b.first || (a.first == b.first && a.second < b.second);
+                    });
+  for (int i = 0; i < out.n_top; ++i) {
+    const token_id t = candidates[static_cast<size_t>(i)].second;
+    out.top[static_cast<size_t>(i)] = {.token = t, .logprob = logprob_of(t)};
+  }
 }
 
 stop_matcher::stop_matcher(std::vector<std::string> stops) : stops_(std::move(stops)) {

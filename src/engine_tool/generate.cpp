@@ -62,7 +62,7 @@ int generate(const generate_options& opts, std::ostream& out, std::ostream& log)
   int n_out = 0;
   for (int i = 0; i < opts.n_predict; ++i) {
     const engine::token_id next =
-        engine::sample(*ctx, static_cast<int>(batch.size()) - 1, sampler, history);
+        engine::sample(*ctx, static_cast<int>(batch.size()) - 1, sampler, history, prompt.size());
     if (engine::token_is_end_of_generation(*model, next)) break;
     out << detok.push(next) << std::flush;
     history.push_back(next);

@@ -1,6 +1,5 @@
 #include "worker/inference_request.h"
 
-#include <algorithm>
 #include <random>
 
 #include "api/requests.h"
@@ -23,6 +22,11 @@ engine::sampling_params sampling_params_of(const api::sampling_options& options)
   if (options.top_k) s.top_k = static_cast<int>(*options.top_k);
   if (options.min_p) s.min_p = static_cast<float>(*options.min_p);
   if (options.repeat_penalty) s.repeat_penalty = static_cast<float>(*options.repeat_penalty);
+  if (options.presence_penalty) s.presence_penalty = static_cast<float>(*options.presence_penalty);
+  if (options.frequency_penalty)
+    s.frequency_penalty = static_cast<float>(*options.frequency_penalty);
+  for (const auto& [token, bias] : options.logit_bias)
+    s.logit_bias.emplace_back(token, static_cast<float>(bias));
   // Without a seed each request samples differently; with one, it repeats exactly.
   s.seed = options.seed ? static_cast<uint64_t>(*options.seed) : random_seed();
   return s;
@@ -45,7 +49,26 @@ inference_request parse_inference_request(const common::json& body, int n_ctx) {
   request.max_tokens = g.max_tokens;
   request.sampling = sampling_params_of(g.sampling);
   request.stop = std::move(g.stop);
+  request.n_choices = g.n;
+  request.n_logprobs = g.logprobs;
   return request;
+}
+
+void check_against_worker(const inference_request& request, int n_vocab, int n_slots) {
+  for (const auto& [token, bias] : request.sampling.logit_bias) {
+    if (token >= n_vocab) {
+      throw common::invalid_request(
+          "logit_bias", "logit_bias names token " + std::to_string(token) +
+                            "; the model's vocabulary has " + std::to_string(n_vocab) + " tokens");
+    }
+  }
+  if (request.n_choices > n_slots) {
+    throw common::invalid_request("n",
+                                  "n is " + std::to_string(request.n_choices) +
+                                      "; this worker has " + std::to_string(n_slots) +
+                                      " slot(s), one per choice",
+                                  {{"slots_total", n_slots}});
+  }
 }
 
 std::vector<engine::token_id> prompt_tokens(const engine::model& model,
@@ -93,7 +116,8 @@ int resolve_max_tokens(const inference_request& request, int n_prompt_tokens, in
                                   {{"prompt_tokens", n_prompt_tokens}, {"n_ctx", n_ctx}});
   }
   int room = n_ctx - n_prompt_tokens;
-  if (!request.max_tokens) return std::min(api::default_max_tokens, room);
+  // No max_tokens: until end of generation or the end of the context, as the peers do.
+  if (!request.max_tokens) return room;
   if (*request.max_tokens > room) {
     throw common::invalid_request(
         "max_tokens",

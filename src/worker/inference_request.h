@@ -21,15 +21,21 @@ struct inference_request {
   std::string prompt;
   std::vector<engine::chat_message> messages;
   std::string chat_template;      // family name overriding the model's template; "" = the model's
-  std::optional<int> max_tokens;  // nullopt: api::default_max_tokens capped by the context
-  engine::sampling_params sampling;
+  std::optional<int> max_tokens;  // nullopt: until end of generation or the end of the context
+  engine::sampling_params sampling;  // choice 0's; choice i draws with seed + i
   std::vector<std::string> stop;
+  int n_choices = 1;              // from one prefill of the prompt, each on its own slot
+  std::optional<int> n_logprobs;  // nullopt: none; k: each token's and its k best alternatives'
 };
 
 // Reads the body with api::inference_request::from_json (a missing job_id is generated; unknown
 // fields are ignored); n_ctx bounds max_tokens. Throws common::http_error (400 INVALID_REQUEST,
 // details.field).
 inference_request parse_inference_request(const common::json& body, int n_ctx);
+
+// What needs the loaded model and the worker's slots: logit_bias ids inside the vocabulary,
+// n at most the worker's slot count (400 naming "logit_bias" or "n").
+void check_against_worker(const inference_request& request, int n_vocab, int n_slots);
 
 // Checks the tokenized prompt against the context and returns the number of tokens to
 // generate: the prompt must leave room for at least one token, and prompt + max_tokens must

@@ -6,12 +6,17 @@
 namespace rbee::worker {
 
 job::job(std::string id, std::vector<engine::token_id> prompt_tokens, int max_tokens,
-         engine::sampling_params sampling, std::vector<std::string> stop)
+         engine::sampling_params sampling, std::vector<std::string> stop, int n_choices,
+         std::optional<int> n_logprobs)
     : prompt_tokens(std::move(prompt_tokens)),
       max_tokens(max_tokens),
-      sampling(sampling),
+      sampling(std::move(sampling)),
       stop(std::move(stop)),
-      id_(std::move(id)) {}
+      n_choices(n_choices),
+      n_logprobs(n_logprobs),
+      id_(std::move(id)) {
+  assert(n_choices >= 1 && "job: at least one choice");
+}
 
 std::optional<job_event> job::next_event(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);

@@ -24,10 +24,13 @@ using api::stop_reason;
 struct token_event {
   std::string text;  // whole UTF-8 characters, never part of a stop string
   int index = 0;     // 0-based index of the generated token that completed this text
+  int choice = 0;    // which of the job's n choices
+  // When the job asked for them: the token's log-probability and its best alternatives.
+  std::optional<api::token_logprobs_fields> logprobs;
 };
 
 // Counts and timings: prompt_ms from admission to the first sampled token (prefill),
-// decode_ms from there to the end.
+// decode_ms from there to the end of the last choice; one per job, listing every choice.
 using end_event = api::end_stats;
 
 struct error_event {
@@ -41,7 +44,8 @@ using job_event = std::variant<token_event, end_event, error_event>;
 class job {
  public:
   job(std::string id, std::vector<engine::token_id> prompt_tokens, int max_tokens,
-      engine::sampling_params sampling, std::vector<std::string> stop);
+      engine::sampling_params sampling, std::vector<std::string> stop, int n_choices = 1,
+      std::optional<int> n_logprobs = std::nullopt);
 
   const std::string& id() const { return id_; }
 
@@ -65,8 +69,17 @@ class job {
   // What the inference thread needs to run the job (read-only after construction).
   const std::vector<engine::token_id> prompt_tokens;
   const int max_tokens;
-  const engine::sampling_params sampling;
+  const engine::sampling_params sampling;  // choice i draws with sampling.seed + i
   const std::vector<std::string> stop;
+  const int n_choices;                  // each takes a slot; the prompt is prefilled once
+  const std::optional<int> n_logprobs;  // top alternatives per token; nullopt: none
+
+  // The inference thread's record of the running job (no other thread touches it).
+  struct progress {
+    std::vector<api::choice_end> choices;  // (n_choices,) filled as each choice ends
+    int choices_open = 0;
+    std::chrono::steady_clock::time_point t_admitted, t_first_token;
+  } run;
 
  private:
   std::string id_;

@@ -44,13 +44,15 @@ void scheduler::start() {
 submit_result scheduler::submit(std::shared_ptr<job> j) {
   assert(static_cast<int>(j->prompt_tokens.size()) + j->max_tokens <= engine::context_n_ctx(ctx_) &&
          "scheduler: job does not fit the context");
+  assert(j->n_choices <= options_.n_slots && "scheduler: more choices than slots");
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return submit_result::stopping;
     for (const auto& live : live_) {
       if (live->id() == j->id()) return submit_result::duplicate_job_id;
     }
-    if (static_cast<int>(live_.size()) >= options_.n_slots) return submit_result::all_slots_busy;
+    if (slots_reserved_ + j->n_choices > options_.n_slots) return submit_result::all_slots_busy;
+    slots_reserved_ += j->n_choices;
     live_.push_back(j);
     pending_.push_back(std::move(j));
   }
@@ -93,7 +95,8 @@ scheduler_stats scheduler::stats() const {
   {
     std::lock_guard lock(mutex_);
     s.queue_length = static_cast<int>(pending_.size());
-    s.slots_busy = static_cast<int>(live_.size() - pending_.size());
+    s.slots_busy = slots_reserved_;
+    for (const auto& waiting : pending_) s.slots_busy -= waiting->n_choices;
     if (live_.empty()) {
       s.idle_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - last_job_end_)
@@ -119,29 +122,43 @@ bool scheduler::admit_and_wait() {
   std::unique_lock lock(mutex_);
   for (;;) {
     while (!pending_.empty()) {
-      auto free_slot =
-          std::find_if(slots_.begin(), slots_.end(), [](const slot& s) { return !s.j; });
-      assert(free_slot != slots_.end() && "scheduler: more live jobs than slots");
-      int index = static_cast<int>(free_slot - slots_.begin());
-      slot& s = *free_slot;
-      s.j = std::move(pending_.front());
+      std::shared_ptr<job> j = std::move(pending_.front());
       pending_.erase(pending_.begin());
-      s.n_prompt_done = 0;
-      s.n_past = 0;
-      s.n_generated = 0;
-      s.generating = false;
-      s.history.assign(s.j->prompt_tokens.begin(), s.j->prompt_tokens.end());
-      s.sampler.emplace(s.j->sampling, n_vocab_);
-      s.detok.emplace(model_);
-      s.stops.emplace(s.j->stop);
-      s.t_admitted = std::chrono::steady_clock::now();
-      s.t_first_token = {};
-      admission_order_.push_back(index);
+      j->run.choices.assign(static_cast<size_t>(j->n_choices), {});
+      j->run.choices_open = j->n_choices;
+      j->run.t_admitted = std::chrono::steady_clock::now();
+      j->run.t_first_token = {};
+      for (int choice = 0; choice < j->n_choices; ++choice) {
+        auto free_slot =
+            std::find_if(slots_.begin(), slots_.end(), [](const slot& s) { return !s.j; });
+        assert(free_slot != slots_.end() && "scheduler: more live choices than slots");
+        admit(static_cast<int>(free_slot - slots_.begin()), j, choice);
+      }
     }
     if (!admission_order_.empty()) return true;
     if (stopping_) return false;
     cv_.wait(lock);
   }
+}
+
+void scheduler::admit(int slot_index, const std::shared_ptr<job>& j, int choice) {
+  slot& s = slots_[static_cast<size_t>(slot_index)];
+  s.j = j;
+  s.choice = choice;
+  // Choices after the first share choice 0's prefill: no prompt of their own to decode.
+  s.awaiting_prompt = choice > 0;
+  s.n_prompt_done = choice > 0 ? static_cast<int>(j->prompt_tokens.size()) : 0;
+  s.n_past = 0;
+  s.n_generated = 0;
+  s.generating = false;
+  s.history.assign(j->prompt_tokens.begin(), j->prompt_tokens.end());
+  // Seeded choices repeat, and differ from each other.
+  engine::sampling_params sampling = j->sampling;
+  sampling.seed += static_cast<uint64_t>(choice);
+  s.sampler.emplace(sampling, n_vocab_);
+  s.detok.emplace(model_);
+  s.stops.emplace(j->stop);
+  admission_order_.push_back(slot_index);
 }
 
 void scheduler::step() {
@@ -153,8 +170,9 @@ void scheduler::step() {
   }
   for (int index : cancelled_) {
     slot& s = slots_[index];
+    if (!s.j) continue;  // its job failed as a whole with an earlier choice
     if (s.j->aborted_for_shutdown()) {
-      fail(s, index, std::string(common::codes::SHUTTING_DOWN),
+      fail(s, std::string(common::codes::SHUTTING_DOWN),
            "the worker is shutting down: the answer stopped after " +
                std::to_string(s.n_generated) + " tokens");
     } else {
@@ -199,7 +217,8 @@ void scheduler::step() {
   } catch (const std::exception& e) {
     // Only the jobs in this batch are affected; the worker keeps serving.
     for (const auto& work : plan)
-      fail(slots_[work.slot], work.slot, std::string(common::codes::INTERNAL), e.what());
+      if (slots_[work.slot].j)
+        fail(slots_[work.slot], std::string(common::codes::INTERNAL), e.what());
     return;
   }
 
@@ -209,69 +228,129 @@ void scheduler::step() {
     if (!work.generating) s.n_prompt_done += work.n_tokens;
   }
   for (auto [slot_index, batch_index] : logits_slots_) {
-    on_logits(slots_[slot_index], slot_index, batch_index);
+    slot& s = slots_[slot_index];
+    if (!s.j) continue;  // its job failed as a whole
+    if (!s.generating && s.j->n_choices > 1) start_other_choices(s, slot_index, batch_index);
+    if (s.j) on_logits(s, slot_index, batch_index);
+  }
+}
+
+void scheduler::start_other_choices(slot& lead, int lead_index, int batch_index) {
+  other_choices_.clear();
+  for (int index : admission_order_) {
+    const slot& s = slots_[index];
+    if (s.j == lead.j && s.awaiting_prompt) other_choices_.push_back(index);
+  }
+  for (int index : other_choices_) {
+    slot& s = slots_[index];
+    if (!s.j) return;  // the job failed as a whole
+    try {
+      engine::sequence_copy(ctx_, lead_index, index);
+    } catch (const std::exception& e) {
+      fail(s, std::string(common::codes::INTERNAL), e.what());
+      return;
+    }
+    s.awaiting_prompt = false;
+    s.n_past = lead.n_past;
+    on_logits(s, index, batch_index);
   }
 }
 
 void scheduler::on_logits(slot& s, int slot_index, int batch_index) {
-  engine::token_id token = engine::sample(ctx_, batch_index, *s.sampler, s.history);
-  if (s.t_first_token == std::chrono::steady_clock::time_point{}) {
-    s.t_first_token = std::chrono::steady_clock::now();
+  const size_t n_prompt = s.j->prompt_tokens.size();
+  engine::token_id token = engine::sample(ctx_, batch_index, *s.sampler, s.history, n_prompt);
+  job::progress& run = s.j->run;
+  if (run.t_first_token == std::chrono::steady_clock::time_point{}) {
+    run.t_first_token = std::chrono::steady_clock::now();
   }
-  auto flush = [&] {
+  // Text held back (a partial character, a possible stop string) when the choice ends.
+  auto held_text = [&] {
     std::string text = s.stops->push(s.detok->flush());
     if (!s.stops->matched()) text += s.stops->flush();
-    emit_text(s, text);
-    return s.stops->matched();
+    return text;
   };
   if (engine::token_is_end_of_generation(model_, token)) {
-    finish(s, slot_index, flush() ? stop_reason::stop_sequence : stop_reason::eos);
+    emit(s, held_text());
+    finish(s, slot_index, s.stops->matched() ? stop_reason::stop_sequence : stop_reason::eos);
     return;
   }
   ++s.n_generated;
   tokens_generated_.fetch_add(1);
   s.history.push_back(token);
-  emit_text(s, s.stops->push(s.detok->push(token)));
+  std::optional<api::token_logprobs_fields> logprobs;
+  if (s.j->n_logprobs) logprobs = logprobs_of(batch_index, token, *s.j->n_logprobs);
+  std::string text = s.stops->push(s.detok->push(token));
+  std::optional<stop_reason> end;
   if (s.stops->matched()) {
-    finish(s, slot_index, stop_reason::stop_sequence);
-    return;
+    end = stop_reason::stop_sequence;
+  } else if (s.n_generated >= s.j->max_tokens) {
+    text += held_text();
+    end = s.stops->matched() ? stop_reason::stop_sequence : stop_reason::max_tokens;
   }
-  if (s.n_generated >= s.j->max_tokens) {
-    finish(s, slot_index, flush() ? stop_reason::stop_sequence : stop_reason::max_tokens);
+  emit(s, std::move(text), std::move(logprobs));
+  if (end) {
+    finish(s, slot_index, *end);
     return;
   }
   s.next_token = token;
   s.generating = true;
 }
 
-void scheduler::emit_text(slot& s, const std::string& text) {
-  if (text.empty()) return;
-  s.j->push(token_event{.text = text, .index = std::max(0, s.n_generated - 1)});
+api::token_logprobs_fields scheduler::logprobs_of(int batch_index, engine::token_id token,
+                                                  int n_top) {
+  engine::logprobs(ctx_, batch_index, token, n_top, logprobs_);
+  api::token_logprobs_fields out;
+  out.sampled = {engine::token_to_piece(model_, token), logprobs_.logprob};
+  for (int i = 0; i < logprobs_.n_top; ++i) {
+    const engine::token_logprob& alternative = logprobs_.top[static_cast<size_t>(i)];
+    out.top.push_back({engine::token_to_piece(model_, alternative.token), alternative.logprob});
+  }
+  return out;
+}
+
+void scheduler::emit(slot& s, std::string text,
+                     std::optional<api::token_logprobs_fields> logprobs) {
+  // With log-probabilities every token is an event, even one whose text is held back.
+  if (text.empty() && !logprobs) return;
+  s.j->push(token_event{.text = std::move(text),
+                        .index = std::max(0, s.n_generated - 1),
+                        .choice = s.choice,
+                        .logprobs = std::move(logprobs)});
 }
 
 void scheduler::finish(slot& s, int slot_index, stop_reason reason) {
-  auto now = std::chrono::steady_clock::now();
-  bool sampled = s.t_first_token != std::chrono::steady_clock::time_point{};
-  end_event end;
-  end.tokens_in = static_cast<int>(s.j->prompt_tokens.size());
-  end.tokens_out = s.n_generated;
-  end.prompt_ms = ms_between(s.t_admitted, sampled ? s.t_first_token : now);
-  end.decode_ms = sampled ? ms_between(s.t_first_token, now) : 0.0;
-  // The first token comes out of the prefill; the rest are the decode phase.
-  if (s.n_generated > 1 && end.decode_ms > 0) {
-    end.tokens_per_sec = (s.n_generated - 1) / (end.decode_ms / 1000.0);
-    last_tokens_per_sec_.store(end.tokens_per_sec);
-  }
-  end.reason = reason;
+  job::progress& run = s.j->run;
+  run.choices[static_cast<size_t>(s.choice)] = {
+      .index = s.choice, .tokens_out = s.n_generated, .reason = reason};
+  --run.choices_open;
   // Free the slot first: a client that sees the end may submit again at once.
   std::shared_ptr<job> j = release(s, slot_index);
-  jobs_finished_.fetch_add(1);
-  j->push(end);
+  if (run.choices_open > 0) return;
+
+  auto now = std::chrono::steady_clock::now();
+  bool sampled = run.t_first_token != std::chrono::steady_clock::time_point{};
+  end_event end;
+  end.tokens_in = static_cast<int>(j->prompt_tokens.size());
+  for (const auto& c : run.choices) end.tokens_out += c.tokens_out;
+  end.prompt_ms = ms_between(run.t_admitted, sampled ? run.t_first_token : now);
+  end.decode_ms = sampled ? ms_between(run.t_first_token, now) : 0.0;
+  // Each choice's first token comes out of the prefill; the rest are the decode phase.
+  const int64_t decoded = end.tokens_out - j->n_choices;
+  if (decoded > 0 && end.decode_ms > 0) {
+    end.tokens_per_sec = static_cast<double>(decoded) / (end.decode_ms / 1000.0);
+    last_tokens_per_sec_.store(end.tokens_per_sec);
+  }
+  end.reason = run.choices.front().reason;
+  end.choices = run.choices;
+  retire(j);
+  j->push(std::move(end));
 }
 
-void scheduler::fail(slot& s, int slot_index, const std::string& code, const std::string& message) {
-  std::shared_ptr<job> j = release(s, slot_index);
-  jobs_finished_.fetch_add(1);
+void scheduler::fail(slot& s, const std::string& code, const std::string& message) {
+  std::shared_ptr<job> j = s.j;
+  for (size_t index = 0; index < slots_.size(); ++index)
+    if (slots_[index].j == j) release(slots_[index], static_cast<int>(index));
+  retire(j);
   j->push(error_event{.code = code, .message = message});
 }
 
@@ -284,11 +363,17 @@ std::shared_ptr<job> scheduler::release(slot& s, int slot_index) {
   s.stops.reset();
   s.history.clear();
   s.generating = false;
+  s.awaiting_prompt = false;
   admission_order_.erase(std::find(admission_order_.begin(), admission_order_.end(), slot_index));
-  std::lock_guard lock(mutex_);
-  live_.erase(std::find(live_.begin(), live_.end(), done));
-  last_job_end_ = std::chrono::steady_clock::now();
   return done;
+}
+
+void scheduler::retire(const std::shared_ptr<job>& j) {
+  jobs_finished_.fetch_add(1);
+  std::lock_guard lock(mutex_);
+  live_.erase(std::find(live_.begin(), live_.end(), j));
+  slots_reserved_ -= j->n_choices;
+  last_job_end_ = std::chrono::steady_clock::now();
 }
 
 }  // namespace rbee::worker

@@ -4,6 +4,10 @@
 // token of every generating slot plus a chunk of pending prompt tokens, see batch_planner.h),
 // samples, and pushes events to each job's channel. HTTP handlers only submit, cancel and
 // drain job channels; they never touch the engine.
+// A job of n choices takes n slots: choice 0's slot prefills the prompt; when its last prompt
+// token's logits arrive, the other choices get a copy of its cache (engine::sequence_copy) and
+// draw their first token from the same logits, then every choice decodes on its own. The job
+// ends (one end event) when its last choice ends.
 
 #include <atomic>
 #include <chrono>
@@ -55,8 +59,8 @@ class scheduler {
   scheduler& operator=(const scheduler&) = delete;
 
   void start();
-  // Takes the job when a slot is free for it. Its prompt + max_tokens must fit the context
-  // (checked by the caller; asserted here).
+  // Takes the job when a slot is free for each of its choices. Its prompt + max_tokens must fit
+  // the context and its choices the slots (checked by the caller; asserted here).
   submit_result submit(std::shared_ptr<job> j);
   // Cancels a pending or running job; false when no such job is live. Idempotent.
   bool cancel(const std::string& job_id);
@@ -71,6 +75,8 @@ class scheduler {
  private:
   struct slot {
     std::shared_ptr<job> j;
+    int choice = 0;
+    bool awaiting_prompt = false;  // a choice > 0 until choice 0's prefill is done
     int n_prompt_done = 0;
     int n_past = 0;
     int n_generated = 0;  // sampled tokens, end-of-generation excluded
@@ -80,18 +86,26 @@ class scheduler {
     std::optional<engine::sampler> sampler;
     std::optional<engine::detokenizer> detok;
     std::optional<engine::stop_matcher> stops;
-    std::chrono::steady_clock::time_point t_admitted, t_first_token;
   };
 
   void run();
   bool admit_and_wait();  // false when the thread should exit
   void step();
+  void admit(int slot_index, const std::shared_ptr<job>& j, int choice);
+  // The other choices of the job whose prompt slot `lead` just got its logits: copies of its
+  // cache, each drawing its first token from those logits.
+  void start_other_choices(slot& lead, int lead_index, int batch_index);
   void on_logits(slot& s, int slot_index, int batch_index);
-  void emit_text(slot& s, const std::string& text);
+  api::token_logprobs_fields logprobs_of(int batch_index, engine::token_id token, int n_top);
+  void emit(slot& s, std::string text, std::optional<api::token_logprobs_fields> logprobs = {});
+  // Ends one choice; the job's end event goes out with its last.
   void finish(slot& s, int slot_index, stop_reason reason);
-  void fail(slot& s, int slot_index, const std::string& code, const std::string& message);
-  // Frees the slot and its sequence; returns the job so its final event can be pushed.
+  // Ends the whole job (every choice) with an error event.
+  void fail(slot& s, const std::string& code, const std::string& message);
+  // Frees the slot and its sequence; returns its job.
   std::shared_ptr<job> release(slot& s, int slot_index);
+  // The job has ended: its slots are no longer reserved.
+  void retire(const std::shared_ptr<job>& j);
 
   engine::model& model_;
   engine::context& ctx_;
@@ -105,12 +119,14 @@ class scheduler {
   std::vector<slot_demand> demand_;
   std::vector<int> cancelled_;
   std::vector<std::pair<int, int>> logits_slots_;  // (slot, its batch entry with logits)
+  std::vector<int> other_choices_;
+  engine::token_logprobs logprobs_;
 
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::vector<std::shared_ptr<job>> pending_;
   std::vector<std::shared_ptr<job>> live_;  // pending + admitted
-  int n_admitted_ = 0;
+  int slots_reserved_ = 0;                  // the choices of the live jobs
   bool stopping_ = false;
   std::chrono::steady_clock::time_point last_job_end_ = std::chrono::steady_clock::now();
   std::thread thread_;

@@ -72,7 +72,9 @@ json progress_event(const load_status& s) {
 }
 
 json event_json(const job_event& event) {
-  if (const auto* t = std::get_if<token_event>(&event)) return api::token_event(t->text, t->index);
+  if (const auto* t = std::get_if<token_event>(&event)) {
+    return api::token_event(t->text, t->index, t->choice, t->logprobs ? &*t->logprobs : nullptr);
+  }
   if (const auto* e = std::get_if<end_event>(&event)) return api::end_event(*e);
   const auto& err = std::get<error_event>(event);
   return api::error_event(err.code, err.message);
@@ -466,18 +468,23 @@ void worker_app::handle_inference(const httplib::Request& req, httplib::Response
   // this server first).
   common::json body = common::parse_body(req.body);
   inference_request request = parse_inference_request(body, n_ctx_);
+  check_against_worker(request, engine::model_get_info(*model_).n_vocab, options_.slots);
   std::vector<engine::token_id> tokens = prompt_tokens(*model_, request);
   int max_tokens = resolve_max_tokens(request, static_cast<int>(tokens.size()), n_ctx_);
-  auto j = std::make_shared<job>(request.job_id, std::move(tokens), max_tokens, request.sampling,
-                                 std::move(request.stop));
+  auto j = std::make_shared<job>(request.job_id, std::move(tokens), max_tokens,
+                                 std::move(request.sampling), std::move(request.stop),
+                                 request.n_choices, request.n_logprobs);
 
   switch (scheduler_->submit(j)) {
     case submit_result::accepted:
       break;
     case submit_result::all_slots_busy:
       throw common::unavailable(common::codes::ALL_SLOTS_BUSY,
-                                "all " + std::to_string(options_.slots) + " slot(s) are busy", 1,
-                                {{"slots_total", options_.slots}});
+                                j->n_choices > 1
+                                    ? "fewer than the " + std::to_string(j->n_choices) +
+                                          " slots this request's n needs are free"
+                                    : "all " + std::to_string(options_.slots) + " slot(s) are busy",
+                                1, {{"slots_total", options_.slots}});
     case submit_result::duplicate_job_id:
       throw common::conflict(common::codes::JOB_EXISTS,
                              "a job with id '" + j->id() + "' is already running",

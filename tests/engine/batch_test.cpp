@@ -1,5 +1,6 @@
 // Batching: one batched prefill equals token-by-token decoding, several sequences in one
 // batch equal each sequence run alone, and the context limits are enforced.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -174,7 +175,11 @@ TEST(decode_loop, does_not_allocate_after_the_first_batch_of_a_size) {
   cp.n_seq = 2;
   auto ctx = context_create(*m, cp);
   sampling_params sp = sampling_default_params();
+  sp.presence_penalty = 0.5f;
+  sp.frequency_penalty = 0.25f;
+  sp.logit_bias = {{5, -100.0f}, {7, 2.0f}};
   sampler s(sp, model_get_info(*m).n_vocab);
+  token_logprobs lp;
   std::vector<token_id> history{1, 2, 3, 4};
   history.reserve(64);
   const std::vector<batch_entry> prefill{
@@ -182,12 +187,68 @@ TEST(decode_loop, does_not_allocate_after_the_first_batch_of_a_size) {
   decode(*ctx, prefill);  // the first batch of 4 outputs may size the logits
   const long before = allocations.load();
   for (int step = 0; step < 8; ++step) {
-    const batch_entry two[2] = {{s.sample(logits(*ctx, 0), history), 2 + step, 0, true},
-                                {s.sample(logits(*ctx, 1), history), 2 + step, 1, true}};
+    const batch_entry two[2] = {{sample(*ctx, 0, s, history, 2), 2 + step, 0, true},
+                                {s.sample(logits(*ctx, 1), history, 2), 2 + step, 1, true}};
+    logprobs(*ctx, 0, two[0].token, max_top_logprobs, lp);
     history.push_back(two[0].token);
     decode(*ctx, two);
   }
   EXPECT_EQ(allocations.load() - before, 0);
+}
+
+// n > 1 choices share one prefill: a copied sequence continues exactly as the original.
+TEST(sequence_copy, a_copy_continues_like_its_source) {
+  auto m = load("stories260K.gguf");
+  const auto prompt = tokenize(*m, "Once upon a time, there was", true);
+  context_params cp = context_default_params();
+  cp.n_ctx = 64;
+  cp.n_seq = 3;
+  auto ctx = context_create(*m, cp);
+  // Sequence 2 holds something else first: the copy replaces it.
+  const std::vector<batch_entry> other{{1, 0, 2, false}, {45, 1, 2, false}, {300, 2, 2, false}};
+  decode(*ctx, other);
+  std::vector<batch_entry> batch;
+  for (size_t i = 0; i < prompt.size(); ++i)
+    batch.push_back({prompt[i], static_cast<int32_t>(i), 0, i + 1 == prompt.size()});
+  decode(*ctx, batch);
+  sequence_copy(*ctx, 0, 1);
+  sequence_copy(*ctx, 0, 2);
+  const int32_t pos = static_cast<int32_t>(prompt.size());
+  const token_id next = 403;
+  const std::vector<batch_entry> three{
+      {next, pos, 0, true}, {next, pos, 1, true}, {next, pos, 2, true}};
+  decode(*ctx, three);
+  const auto want = logits(*ctx, 0);
+  for (int i = 1; i < 3; ++i) {
+    const auto got = logits(*ctx, i);
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), got.begin())) << "sequence " << i;
+  }
+  // The copy's positions continue the source's: anything else is refused.
+  const batch_entry wrong{next, 0, 1, true};
+  EXPECT_THROW(decode(*ctx, std::span(&wrong, 1)), engine_error);
+}
+
+// engine::logprobs on the CPU: the log-softmax of the row logits() gives.
+TEST(engine_logprobs, are_the_log_softmax_of_the_batch_row) {
+  auto m = load("stories260K.gguf");
+  const auto prompt = tokenize(*m, "Once upon a time", true);
+  context_params cp = context_default_params();
+  cp.n_ctx = 64;
+  auto ctx = context_create(*m, cp);
+  std::vector<batch_entry> batch;
+  for (size_t i = 0; i < prompt.size(); ++i)
+    batch.push_back({prompt[i], static_cast<int32_t>(i), 0, true});
+  decode(*ctx, batch);
+  const int last = static_cast<int>(prompt.size()) - 1;
+  const auto row = logits(*ctx, last);
+  double sum = 0;
+  for (float l : row) sum += std::exp(static_cast<double>(l));
+  token_logprobs out;
+  logprobs(*ctx, last, 261, 5, out);
+  EXPECT_NEAR(out.logprob, row[261] - std::log(sum), 1e-4);
+  ASSERT_EQ(out.n_top, 5);
+  EXPECT_EQ(out.top[0].token, std::max_element(row.begin(), row.end()) - row.begin());
+  for (int i = 1; i < out.n_top; ++i) EXPECT_LE(out.top[i].logprob, out.top[i - 1].logprob);
 }
 
 TEST(context_limits, position_past_the_context_is_an_error) {

@@ -293,9 +293,21 @@ TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
         p.repeat_penalty = k.repeat_penalty;
         p.repeat_last_n = -1;
         p.seed = rng();
+        // Every other case adds OpenAI's presence penalty on the (once generated) penalized
+        // tokens and a logit_bias on one of them and on one token that is not.
+        std::vector<token_offset> offsets;
+        if (trials % 2 == 1) {
+          token_id other = 0;
+          while (std::find(penalized.begin(), penalized.end(), other) != penalized.end()) ++other;
+          p.presence_penalty = 0.7f;
+          p.logit_bias = {{penalized[0], 1.5f}, {other, 3.0f}};
+          for (const token_id t : penalized)
+            offsets.push_back({t, (t == penalized[0] ? 1.5f : 0.0f) - 0.7f});
+          offsets.push_back({other, 3.0f});
+        }
         sampler cpu(p, n_vocab);
         const token_id want = cpu.sample(logits, penalized);
-        sampling_step a{.knobs = k, .penalized = penalized};
+        sampling_step a{.knobs = k, .penalized = penalized, .offsets = offsets};
         a.knobs.uniform = first_draw(p.seed);
         EXPECT_EQ(testing::sample(logits, a), want)
             << "vocab " << n_vocab << " round " << round << " temperature " << k.temperature

@@ -1,5 +1,6 @@
 // The public API (engine.h) on the CUDA backend: model_load/context_create/decode dispatch
 // to the device and give the CPU engine's results. Skips where no CUDA device exists.
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -7,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
+#include "engine/token_choice.h"
 #if RBEE_HAVE_CUDA
 #include "engine/cuda/cuda_backend.h"
 #endif
@@ -181,6 +183,83 @@ TEST(engine_api_on_cuda, device_sampling_matches_the_cpu_sampler) {
       batch.assign(1, {got, static_cast<int32_t>(history.size() - 1), 0, true});
     }
   }
+}
+
+// OpenAI's penalties and logit_bias, and the log-probabilities: the device makes the CPU
+// sampler's choices from the same logits and computes the CPU's log-softmax, through a
+// generation whose penalties change every step.
+TEST(engine_api_on_cuda, penalties_bias_and_logprobs_match_the_cpu) {
+  auto m = load_on_gpu("synth-tiny-Q8_0.gguf");
+  if (!m) GTEST_SKIP() << "no CUDA device";
+  const int n_vocab = model_get_info(*m).n_vocab;
+  context_params cp = context_default_params();
+  cp.n_ctx = 96;
+  auto ctx = context_create(*m, cp);
+  sampling_params variants[3] = {sampling_default_params(), sampling_default_params(),
+                                 sampling_default_params()};
+  variants[0].temperature = 0.0f;
+  variants[0].presence_penalty = 1.5f;
+  variants[0].frequency_penalty = 0.5f;
+  variants[0].logit_bias = {{3, -100.0f}, {17, 3.0f}};
+  variants[1].seed = 11;
+  variants[1].presence_penalty = -0.5f;
+  variants[1].frequency_penalty = 1.0f;
+  variants[1].repeat_penalty = 1.2f;
+  variants[2].temperature = 1.2f;
+  variants[2].top_k = 0;
+  variants[2].seed = 12;
+  variants[2].logit_bias = {{100, 5.0f}, {200, -100.0f}};
+  sampling_candidates scratch;
+  scratch.reserve(static_cast<size_t>(n_vocab));
+  for (const sampling_params& sp : variants) {
+    sampler on_device(sp, n_vocab), on_host(sp, n_vocab);
+    sequence_clear(*ctx, 0);
+    std::vector<token_id> history{1, 45, 300};
+    const size_t n_prompt = history.size();
+    std::vector<batch_entry> batch;
+    for (size_t i = 0; i < history.size(); ++i)
+      batch.push_back({history[i], static_cast<int32_t>(i), 0, i + 1 == history.size()});
+    for (int step = 0; step < 48; ++step) {
+      decode(*ctx, batch);
+      const int last = static_cast<int>(batch.size()) - 1;
+      const auto row = logits(*ctx, last);
+      const token_id want = on_host.sample(row, history, n_prompt);
+      const token_id got = sample(*ctx, last, on_device, history, n_prompt);
+      ASSERT_EQ(got, want) << "step " << step << " temperature " << sp.temperature;
+      token_logprobs host, device;
+      compute_logprobs(row, got, max_top_logprobs, scratch, host);
+      logprobs(*ctx, last, got, max_top_logprobs, device);
+      EXPECT_NEAR(device.logprob, host.logprob, 1e-5) << "step " << step;
+      ASSERT_EQ(device.n_top, host.n_top);
+      for (int j = 0; j < host.n_top; ++j) {
+        EXPECT_EQ(device.top[j].token, host.top[j].token) << "step " << step << " rank " << j;
+        EXPECT_NEAR(device.top[j].logprob, host.top[j].logprob, 1e-5);
+      }
+      history.push_back(got);
+      batch.assign(1, {got, static_cast<int32_t>(history.size() - 1), 0, true});
+    }
+  }
+}
+
+// n > 1 choices: a sequence copied on the device continues exactly as its source.
+TEST(engine_api_on_cuda, a_copied_sequence_continues_like_its_source) {
+  auto m = load_on_gpu("stories260K.gguf");
+  if (!m) GTEST_SKIP() << "no CUDA device";
+  const auto prompt = tokenize(*m, "Once upon a time, there was", true);
+  context_params cp = context_default_params();
+  cp.n_ctx = 64;
+  cp.n_seq = 3;
+  auto ctx = context_create(*m, cp);
+  std::vector<batch_entry> batch;
+  for (size_t i = 0; i < prompt.size(); ++i)
+    batch.push_back({prompt[i], static_cast<int32_t>(i), 0, i + 1 == prompt.size()});
+  decode(*ctx, batch);
+  sequence_copy(*ctx, 0, 2);
+  const int32_t pos = static_cast<int32_t>(prompt.size());
+  const std::vector<batch_entry> two{{403, pos, 0, true}, {403, pos, 2, true}};
+  decode(*ctx, two);
+  const auto a = logits(*ctx, 0), b = logits(*ctx, 1);
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin()));
 }
 
 }  // namespace

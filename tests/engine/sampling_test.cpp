@@ -7,6 +7,7 @@
 
 #include "engine/engine.h"
 #include "engine/sampling.h"
+#include "engine/token_choice.h"
 
 namespace rbee::engine {
 namespace {
@@ -70,6 +71,100 @@ TEST(sampler, repeat_penalty_applies_once_per_distinct_token_in_the_last_n) {
   EXPECT_EQ(s.sample(std::vector<float>{3.0f, 1.9f, 0.0f}, std::vector<token_id>{0, 0}), 0);
   // Token 0 outside the last 2: no penalty at all.
   EXPECT_EQ(s.sample(std::vector<float>{2.0f, 1.9f, 0.0f}, std::vector<token_id>{0, 2, 2}), 0);
+}
+
+TEST(sampler, presence_penalty_subtracts_once_per_generated_token_not_the_prompt) {
+  sampling_params p = plain();
+  p.temperature = 0;
+  p.presence_penalty = 1.0f;
+  sampler s(p, 3);
+  const std::vector<float> logits{2.0f, 1.5f, 0.0f};
+  // Token 0 only in the prompt (the first token of history): no penalty.
+  EXPECT_EQ(s.sample(logits, std::vector<token_id>{0}, 1), 0);
+  // Generated once or three times: 2.0 - 1.0 = 1.0 < 1.5 either way.
+  EXPECT_EQ(s.sample(logits, std::vector<token_id>{0, 0}, 1), 1);
+  EXPECT_EQ(s.sample(logits, std::vector<token_id>{2, 0, 0, 0}, 1), 1);
+  // A negative penalty favours what was generated: 0.0 + 2.5 > 2.0.
+  p.presence_penalty = -2.5f;
+  sampler favour(p, 3);
+  EXPECT_EQ(favour.sample(logits, std::vector<token_id>{2}, 0), 2);
+}
+
+TEST(sampler, frequency_penalty_scales_with_the_count_of_generated_tokens) {
+  sampling_params p = plain();
+  p.temperature = 0;
+  p.frequency_penalty = 0.4f;
+  sampler s(p, 2);
+  const std::vector<float> logits{3.0f, 2.0f};
+  // 3.0 - 2 * 0.4 = 2.2 > 2.0; 3.0 - 3 * 0.4 = 1.8 < 2.0. The prompt's token 0s never count.
+  EXPECT_EQ(s.sample(logits, std::vector<token_id>{0, 0, 0, 0, 0}, 3), 0);
+  EXPECT_EQ(s.sample(logits, std::vector<token_id>{0, 0, 0, 0, 0}, 2), 1);
+}
+
+TEST(sampler, presence_and_frequency_add_up_with_the_repeat_penalty_first) {
+  sampling_params p = plain();
+  p.temperature = 0;
+  p.repeat_penalty = 2.0f;
+  p.repeat_last_n = -1;
+  p.presence_penalty = 0.5f;
+  p.frequency_penalty = 0.25f;
+  sampler s(p, 2);
+  // Token 0 generated twice: 4.0 / 2 - 0.5 - 2 * 0.25 = 1.0, just below 1.01.
+  EXPECT_EQ(s.sample(std::vector<float>{4.0f, 1.01f}, std::vector<token_id>{0, 0}), 1);
+  EXPECT_EQ(s.sample(std::vector<float>{4.0f, 0.99f}, std::vector<token_id>{0, 0}), 0);
+}
+
+TEST(sampler, logit_bias_is_added_before_the_choice) {
+  sampling_params p = plain();
+  p.temperature = 0;
+  p.logit_bias = {{0, -100.0f}, {2, 1.5f}};
+  sampler s(p, 3);
+  // 5.0 - 100 is out; 1.0 + 1.5 = 2.5 beats 2.0.
+  EXPECT_EQ(s.sample(std::vector<float>{5.0f, 2.0f, 1.0f}, {}), 2);
+  // A bias adds to the penalties of a generated token: 1.0 + 1.5 - 1.0 = 1.5 < 2.0.
+  p.presence_penalty = 1.0f;
+  sampler both(p, 3);
+  EXPECT_EQ(both.sample(std::vector<float>{5.0f, 2.0f, 1.0f}, std::vector<token_id>{2}), 1);
+  // The last bias given for a token wins.
+  p.presence_penalty = 0.0f;
+  p.logit_bias = {{1, 10.0f}, {1, 0.0f}};
+  sampler last(p, 3);
+  EXPECT_EQ(last.sample(std::vector<float>{5.0f, 2.0f, 1.0f}, {}), 0);
+}
+
+TEST(sampler, a_banned_token_is_never_drawn) {
+  sampling_params p = plain();
+  p.logit_bias = {{1, -100.0f}};
+  const auto counts = histogram(p, logits_of({0.2, 0.6, 0.2}), 2000);
+  EXPECT_FALSE(counts.contains(1));
+  EXPECT_TRUE(counts.contains(0) && counts.contains(2));
+}
+
+TEST(logprobs, log_softmax_of_the_raw_logits_with_the_top_in_order) {
+  const std::vector<float> logits = logits_of({0.1, 0.4, 0.2, 0.2, 0.1});
+  sampling_candidates scratch;
+  scratch.reserve(logits.size());
+  token_logprobs out;
+  compute_logprobs(logits, 4, 3, scratch, out);
+  EXPECT_NEAR(out.logprob, std::log(0.1), 1e-6);
+  ASSERT_EQ(out.n_top, 3);
+  // Most likely first; equal logits by lower id.
+  EXPECT_EQ(out.top[0].token, 1);
+  EXPECT_EQ(out.top[1].token, 2);
+  EXPECT_EQ(out.top[2].token, 3);
+  EXPECT_NEAR(out.top[0].logprob, std::log(0.4), 1e-6);
+  EXPECT_NEAR(out.top[1].logprob, std::log(0.2), 1e-6);
+  // Shifting every logit changes nothing; n_top is capped by the vocabulary.
+  std::vector<float> shifted = logits;
+  for (float& l : shifted) l += 30.0f;
+  token_logprobs again;
+  compute_logprobs(shifted, 4, max_top_logprobs, scratch, again);
+  EXPECT_NEAR(again.logprob, out.logprob, 1e-5);
+  EXPECT_EQ(again.n_top, 5);
+  // Zero alternatives: only the token's own.
+  compute_logprobs(logits, 0, 0, scratch, out);
+  EXPECT_EQ(out.n_top, 0);
+  EXPECT_NEAR(out.logprob, std::log(0.1), 1e-6);
 }
 
 TEST(sampler, top_k_keeps_only_the_k_most_likely) {

@@ -263,6 +263,20 @@ class cpu_context final : public backend_context {
   token_id sample(int row, const sampling_step& step) override {
     return choose_token(logits(row), step, candidates_);
   }
+  void logprobs(int row, token_id token, int n_top, token_logprobs& out) override {
+    compute_logprobs(logits(row), token, n_top, candidates_, out);
+  }
+  void copy_sequence(int src, int dst, int n_pos) override {
+    const hparams& hp = s_.m->hp;
+    const size_t bytes =
+        static_cast<size_t>(n_pos) * static_cast<size_t>(hp.head_dim) * s_.cache.element_bytes();
+    for (int l = 0; l < hp.n_layer; ++l) {
+      for (int h = 0; h < hp.n_head_kv; ++h) {
+        std::copy_n(s_.cache.k(l, src, h), bytes, s_.cache.k(l, dst, h));
+        std::copy_n(s_.cache.v(l, src, h), bytes, s_.cache.v(l, dst, h));
+      }
+    }
+  }
   uint64_t device_bytes() const override { return 0; }
 
  private:

@@ -136,16 +136,21 @@ uint64_t weight_bytes(const model_weights& w) {
   return total;
 }
 
+// The log-probabilities buffer: the token's, then max_top_logprobs of the top pairs (their
+// ids follow the floats).
+constexpr size_t logprobs_floats = 1 + max_top_logprobs;
+
 // Sizes of a context's device buffers (bytes, each aligned).
 struct context_layout {
   size_t kv = 0;  // one of K or V
   size_t x = 0, qkv = 0, q = 0, ff = 0, logits = 0, q8 = 0, att_scratch = 0, att_counters = 0,
          gemm = 0, ints = 0, rope = 0, rope_table = 0;
-  // Sampling: the penalized tokens (up to a vocabulary), scratch and the chosen token.
-  size_t penalized = 0, sample = 0, token = 0;
+  // Sampling: the penalized tokens and the offsets (up to a vocabulary each), scratch, the
+  // chosen token and the log-probabilities (the token's, then the top pairs).
+  size_t penalized = 0, offsets = 0, sample = 0, token = 0, logprobs = 0;
   size_t total() const {
     return 2 * kv + 4 * x + qkv + 2 * q + 3 * ff + logits + q8 + att_scratch + att_counters + gemm +
-           ints + rope + rope_table + penalized + sample + token;
+           ints + rope + rope_table + penalized + offsets + sample + token + logprobs;
   }
 };
 
@@ -190,7 +195,9 @@ context_layout layout_of(const model_weights& w, int n_ctx, int n_seq, int n_bat
   c.rope_table = align_up(nb * static_cast<size_t>(hp.n_rot / 2) * sizeof(float2));
   c.penalized = align_up(static_cast<size_t>(hp.n_vocab) * sizeof(int32_t));
   c.sample = align_up(sample_scratch_bytes(hp.n_vocab));
+  c.offsets = align_up(static_cast<size_t>(hp.n_vocab) * sizeof(token_offset));
   c.token = align_up(sizeof(int32_t));
+  c.logprobs = align_up(logprobs_floats * sizeof(float) + max_top_logprobs * sizeof(int32_t));
   return c;
 }
 
@@ -366,6 +373,8 @@ class device_context {
     cudaFree(arena_);
     cudaFreeHost(host_ints_);
     cudaFreeHost(host_penalized_);
+    cudaFreeHost(host_offsets_);
+    cudaFreeHost(host_logprobs_);
   }
   device_context(const device_context&) = delete;
   device_context& operator=(const device_context&) = delete;
@@ -373,6 +382,8 @@ class device_context {
   void init();
   void decode(std::span<const batch_entry> batch);
   token_id sample(int row, const sampling_step& step);
+  void logprobs(int row, token_id token, int n_top, token_logprobs& out);
+  void copy_sequence(int src, int dst, int n_pos);
   void forward(int n, int n_out, bool gather);
   void mm(const dweight& w, const float* x, q8_blocks xq, int n, float* y);
 
@@ -383,9 +394,11 @@ class device_context {
   cublasHandle_t cublas_ = nullptr;
   void* arena_ = nullptr;
   uint64_t arena_bytes_ = 0;
-  int32_t* host_ints_ = nullptr;       // pinned staging of the batch arrays
-  int32_t* host_penalized_ = nullptr;  // pinned staging of sampling_step::penalized (n_vocab)
-  int32_t* host_token_ = nullptr;      // pinned: the sampled token comes back here
+  int32_t* host_ints_ = nullptr;          // pinned staging of the batch arrays
+  int32_t* host_penalized_ = nullptr;     // pinned staging of sampling_step::penalized (n_vocab)
+  token_offset* host_offsets_ = nullptr;  // pinned staging of sampling_step::offsets (n_vocab)
+  int32_t* host_token_ = nullptr;         // pinned: the sampled token comes back here
+  uint8_t* host_logprobs_ = nullptr;      // pinned: the log-probabilities come back here
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs_;  // (n, n_out, gather)
 
   // Device buffers (rows = tokens).
@@ -400,7 +413,9 @@ class device_context {
   double* inv_freq_ = nullptr;      // (n_rot/2,)
   float2* rope_cos_sin_ = nullptr;  // (n_batch, n_rot/2) rope_table of the batch
   int32_t *penalized_ = nullptr, *token_ = nullptr;
+  token_offset* offsets_ = nullptr;
   void* sample_scratch_ = nullptr;
+  uint8_t* logprobs_ = nullptr;  // logprobs_floats floats, then max_top_logprobs ids
 };
 
 void device_context_deleter::operator()(device_context* c) const {
@@ -427,6 +442,8 @@ void device_context::init() {
   RBEE_CUDA_CHECK(cudaMallocHost(&host_ints_, lay.ints + sizeof(int32_t)));
   host_token_ = host_ints_ + lay.ints / sizeof(int32_t);
   RBEE_CUDA_CHECK(cudaMallocHost(&host_penalized_, lay.penalized));
+  RBEE_CUDA_CHECK(cudaMallocHost(&host_offsets_, lay.offsets));
+  RBEE_CUDA_CHECK(cudaMallocHost(&host_logprobs_, lay.logprobs));
   auto* cur = static_cast<uint8_t*>(arena_);
   auto take = [&cur](size_t bytes) {
     void* p = cur;
@@ -458,8 +475,10 @@ void device_context::init() {
   inv_freq_ = static_cast<double*>(take(lay.rope));
   rope_cos_sin_ = static_cast<float2*>(take(lay.rope_table));
   penalized_ = static_cast<int32_t*>(take(lay.penalized));
+  offsets_ = static_cast<token_offset*>(take(lay.offsets));
   sample_scratch_ = take(lay.sample);
   token_ = static_cast<int32_t*>(take(lay.token));
+  logprobs_ = static_cast<uint8_t*>(take(lay.logprobs));
   assert(cur == static_cast<uint8_t*>(arena_) + lay.total());
 
   // The rotation frequencies (rope_inverse_frequencies), once; the factors are read back
@@ -632,12 +651,64 @@ token_id device_context::sample(int row, const sampling_step& a) {
     RBEE_CUDA_CHECK(cudaMemcpyAsync(penalized_, host_penalized_, n_pen * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, stream_));
   }
-  sample_row(logits_ + static_cast<size_t>(row) * n_vocab, n_vocab, penalized_, n_pen, a.knobs,
-             sample_scratch_, token_, stream_);
+  const int n_off = static_cast<int>(a.offsets.size());
+  assert(n_off <= n_vocab && "sample: more offsets than the vocabulary has");
+  if (n_off > 0) {
+    std::copy(a.offsets.begin(), a.offsets.end(), host_offsets_);
+    RBEE_CUDA_CHECK(cudaMemcpyAsync(offsets_, host_offsets_, n_off * sizeof(token_offset),
+                                    cudaMemcpyHostToDevice, stream_));
+  }
+  sample_row(logits_ + static_cast<size_t>(row) * n_vocab, n_vocab, penalized_, n_pen, offsets_,
+             n_off, a.knobs, sample_scratch_, token_, stream_);
   RBEE_CUDA_CHECK(
       cudaMemcpyAsync(host_token_, token_, sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
   RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
   return *host_token_;
+}
+
+void device_context::logprobs(int row, token_id token, int n_top, token_logprobs& out) {
+  const int n_vocab = m_.w_.hp.n_vocab;
+  RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
+  // The token goes up through token_, where a sampled one already is.
+  *host_token_ = token;
+  RBEE_CUDA_CHECK(
+      cudaMemcpyAsync(token_, host_token_, sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  auto* values = reinterpret_cast<float*>(logprobs_);
+  auto* ids = reinterpret_cast<int32_t*>(logprobs_ + logprobs_floats * sizeof(float));
+  logprobs_row(logits_ + static_cast<size_t>(row) * n_vocab, n_vocab, token_, n_top,
+               sample_scratch_, values, ids, stream_);
+  RBEE_CUDA_CHECK(
+      cudaMemcpyAsync(host_logprobs_, logprobs_,
+                      logprobs_floats * sizeof(float) + max_top_logprobs * sizeof(int32_t),
+                      cudaMemcpyDeviceToHost, stream_));
+  RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const auto* host_values = reinterpret_cast<const float*>(host_logprobs_);
+  const auto* host_ids =
+      reinterpret_cast<const int32_t*>(host_logprobs_ + logprobs_floats * sizeof(float));
+  out.logprob = host_values[0];
+  out.n_top = n_top;
+  for (int j = 0; j < n_top; ++j)
+    out.top[static_cast<size_t>(j)] = {.token = host_ids[j], .logprob = host_values[1 + j]};
+}
+
+// Per layer, K and V: the sequence's n_kv_head rows of n_pos positions, n_ctx positions apart.
+void device_context::copy_sequence(int src, int dst, int n_pos) {
+  const hparams& hp = m_.w_.hp;
+  const size_t head_rows = static_cast<size_t>(params_.n_ctx) * hp.head_dim;  // halves per head
+  const size_t kv_layer = static_cast<size_t>(params_.n_seq) * hp.n_head_kv * head_rows;
+  const size_t seq_stride = static_cast<size_t>(hp.n_head_kv) * head_rows;
+  const size_t width = static_cast<size_t>(n_pos) * hp.head_dim * sizeof(__half);
+  RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
+  for (int l = 0; l < hp.n_layer; ++l) {
+    for (__half* cache : {k_cache_, v_cache_}) {
+      __half* layer = cache + static_cast<size_t>(l) * kv_layer;
+      RBEE_CUDA_CHECK(cudaMemcpy2DAsync(
+          layer + static_cast<size_t>(dst) * seq_stride, head_rows * sizeof(__half),
+          layer + static_cast<size_t>(src) * seq_stride, head_rows * sizeof(__half), width,
+          hp.n_head_kv, cudaMemcpyDeviceToDevice, stream_));
+    }
+  }
+  RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 device_context_ptr create_context(device_model& m, const context_params& p) {
@@ -661,6 +732,14 @@ void copy_logits(device_context& c, int row, float* out) {
 
 token_id sample(device_context& c, int row, const sampling_step& step) {
   return c.sample(row, step);
+}
+
+void logprobs(device_context& c, int row, token_id token, int n_top, token_logprobs& out) {
+  c.logprobs(row, token, n_top, out);
+}
+
+void copy_sequence(device_context& c, int src, int dst, int n_pos) {
+  if (n_pos > 0) c.copy_sequence(src, dst, n_pos);
 }
 
 uint64_t device_bytes(const device_model& m) {

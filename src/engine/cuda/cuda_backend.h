@@ -80,6 +80,11 @@ void copy_logits(device_context& c, int row, float* out);
 // choose_token's choice (token_choice.h), made on the device from logits row `row`. Only the
 // token comes back.
 token_id sample(device_context& c, int row, const sampling_step& step);
+// compute_logprobs (token_choice.h) on the device from logits row `row`; only the n_top pairs
+// and the token's log-probability come back.
+void logprobs(device_context& c, int row, token_id token, int n_top, token_logprobs& out);
+// Copies the first n_pos cached positions of sequence src to sequence dst.
+void copy_sequence(device_context& c, int src, int dst, int n_pos);
 int n_vocab(const device_context& c);
 // Device bytes a model's weights and a context's buffers hold (as allocated; the CUDA
 // runtime's and cuBLAS's own share is not included).

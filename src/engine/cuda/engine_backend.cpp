@@ -38,6 +38,12 @@ class cuda_context final : public backend_context {
   token_id sample(int row, const sampling_step& step) override {
     return cuda::sample(*ctx_, row, step);
   }
+  void logprobs(int row, token_id token, int n_top, token_logprobs& out) override {
+    cuda::logprobs(*ctx_, row, token, n_top, out);
+  }
+  void copy_sequence(int src, int dst, int n_pos) override {
+    cuda::copy_sequence(*ctx_, src, dst, n_pos);
+  }
   uint64_t device_bytes() const override { return cuda::device_bytes(*ctx_); }
 
  private:

@@ -121,9 +121,15 @@ void attention(const float* q, const __half* k_cache, const __half* v_cache, con
 // Device scratch bytes for rows of n entries.
 size_t sample_scratch_bytes(int n);
 // *token = the choice: repeat penalty on the n_pen distinct tokens at `penalized` (device),
-// then argmax, or a sort by (logit desc, id asc) and top-k, softmax, top-p, min-p and
-// temperature, and the first candidate whose cumulative weight exceeds uniform * total.
+// the n_off offsets (distinct tokens, device) added, then argmax, or a sort by (logit desc, id
+// asc) and top-k, softmax, top-p, min-p and temperature, and the first candidate whose
+// cumulative weight exceeds uniform * total.
 void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
-                const sampling_knobs& p, void* scratch, int32_t* token, cudaStream_t stream);
+                const token_offset* offsets, int n_off, const sampling_knobs& p, void* scratch,
+                int32_t* token, cudaStream_t stream);
+// Log-softmax of the raw row: out[0] at *token (device), out[1 + j] and out_ids[j] for the
+// n_top (<= 64, <= n) most likely tokens, logit desc then id asc. Uses sample_row's scratch.
+void logprobs_row(const float* logits, int n, const int32_t* token, int n_top, void* scratch,
+                  float* out, int32_t* out_ids, cudaStream_t stream);
 
 }  // namespace rbee::engine::cuda

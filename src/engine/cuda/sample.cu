@@ -1,11 +1,14 @@
 // Sampling on the device, step for step the CPU sampler's (sampling.cpp): repeat penalty,
-// then argmax, or the candidates in (logit desc, id asc) order and one block that walks them
-// through top-k, softmax, top-p, min-p and temperature to the drawn token. A small top-k
-// (the usual 40) needs only the best k: a tournament of sorted tiles finds them; otherwise
-// CUB sorts the whole vocabulary.
+// the additive offsets (logit_bias, presence and frequency penalties), then argmax, or the
+// candidates in (logit desc, id asc) order and one block that walks them through top-k, softmax,
+// top-p, min-p and temperature to the drawn token. A small top-k (the usual 40) needs only the best
+// k: a tournament of sorted tiles finds them; otherwise CUB sorts the whole vocabulary.
 // Probabilities are computed as the CPU computes them (float exp, double sums), so both
-// backends pick the same token from the same logits.
+// backends pick the same token from the same logits. Log-probabilities (logprobs_row) come
+// from the raw logits with the same tournament for their top k.
 #include <climits>
+#include <tuple>
+#include <utility>
 
 #include <cub/device/device_radix_sort.cuh>
 
@@ -41,6 +44,15 @@ __global__ void apply_penalty_kernel(const float* __restrict__ logits,
   const int32_t t = penalized[j];
   const float l = logits[t];
   keys[t] = l > 0 ? l / penalty : l * penalty;
+}
+
+// The offsets' tokens are distinct too; runs after the penalty, which may write the same keys.
+__global__ void add_offsets_kernel(const token_offset* __restrict__ offsets, int n_off,
+                                   float* __restrict__ keys) {
+  wait_for_previous_kernel();
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= n_off) return;
+  keys[offsets[j].token] += offsets[j].offset;
 }
 
 // (value, index) with the larger value, the smaller index among equals.
@@ -216,6 +228,32 @@ __global__ void __launch_bounds__(pick_threads)
   if (threadIdx.x == 0) *out = ids[chosen < n ? chosen : n - 1];
 }
 
+// out[0] = log-softmax of the row at *token, out[1 + j] at the j-th best (top_keys are raw
+// logits), out_ids[j] = top_ids[j]: the CPU's compute_logprobs, with its float max and its
+// double exp and sum.
+__global__ void __launch_bounds__(pick_threads)
+    logprobs_kernel(const float* __restrict__ logits, int n, const int32_t* __restrict__ token,
+                    const float* __restrict__ top_keys, const int32_t* __restrict__ top_ids,
+                    int n_top, float* __restrict__ out, int32_t* __restrict__ out_ids) {
+  wait_for_previous_kernel();
+  __shared__ float red_max[32];
+  __shared__ double red_sum[32];
+  float m = -INFINITY;
+  for (int i = threadIdx.x; i < n; i += pick_threads) m = fmaxf(m, logits[i]);
+  m = block_max(m, red_max);
+  double sum = 0.0;
+  for (int i = threadIdx.x; i < n; i += pick_threads)
+    sum += exp(static_cast<double>(logits[i] - m));
+  sum = block_sum(sum, red_sum);
+  const double log_normalizer = static_cast<double>(m) + log(sum);
+  if (threadIdx.x == 0)
+    out[0] = static_cast<float>(static_cast<double>(logits[*token]) - log_normalizer);
+  for (int j = threadIdx.x; j < n_top; j += pick_threads) {
+    out[1 + j] = static_cast<float>(static_cast<double>(top_keys[j]) - log_normalizer);
+    out_ids[j] = top_ids[j];
+  }
+}
+
 size_t align256(size_t n) {
   return (n + 255) / 256 * 256;
 }
@@ -228,6 +266,42 @@ size_t sort_bytes(int n) {
   return bytes;
 }
 
+// The best k (<= tournament_max_k) of (keys, index) in goes_before order: rounds of
+// best-k-of-each-tile until one tile holds every survivor. The two halves of the sorted
+// arrays take turns as the rounds' output; returns the last round's.
+std::pair<const float*, const int32_t*> best_k(const float* keys, int n, int k, float* sorted_keys,
+                                               int32_t* sorted_ids, cudaStream_t stream) {
+  const float* in_keys = keys;
+  const int32_t* in_ids = nullptr;
+  int count = n, turn = 0;
+  for (;;) {
+    const int blocks = (count + tile - 1) / tile;
+    float* out_keys = sorted_keys + (turn % 2) * (n / 2);
+    int32_t* out_ids = sorted_ids + (turn % 2) * (n / 2);
+    launch_dependent(best_of_tiles_kernel, blocks, tile / 2, 0, stream, in_keys, in_ids, count, k,
+                     out_keys, out_ids);
+    in_keys = out_keys;
+    in_ids = out_ids;
+    count = blocks * k;
+    ++turn;
+    if (blocks == 1) return {in_keys, in_ids};
+  }
+}
+
+struct sample_scratch {
+  float *keys, *sorted_keys;
+  int32_t *ids, *sorted_ids;
+  void* sort;
+};
+
+sample_scratch carve(void* scratch, int n) {
+  const size_t row = align256(static_cast<size_t>(n) * 4);
+  auto* base = static_cast<uint8_t*>(scratch);
+  return {reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + row),
+          reinterpret_cast<int32_t*>(base + 2 * row), reinterpret_cast<int32_t*>(base + 3 * row),
+          base + 4 * row};
+}
+
 }  // namespace
 
 size_t sample_scratch_bytes(int n) {
@@ -235,21 +309,16 @@ size_t sample_scratch_bytes(int n) {
 }
 
 void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
-                const sampling_knobs& p, void* scratch, int32_t* token, cudaStream_t stream) {
+                const token_offset* offsets, int n_off, const sampling_knobs& p, void* scratch,
+                int32_t* token, cudaStream_t stream) {
   const bool greedy = p.temperature <= 0.0f;
   if (p.repeat_penalty == 1.0f) n_pen = 0;
-  if (greedy && n_pen == 0) {
+  if (greedy && n_pen == 0 && n_off == 0) {
     argmax_kernel<<<1, pick_threads, 0, stream>>>(logits, n, token);
     RBEE_CUDA_CHECK_LAUNCH();
     return;
   }
-  const size_t row = align256(static_cast<size_t>(n) * 4);
-  auto* base = static_cast<uint8_t*>(scratch);
-  auto* keys = reinterpret_cast<float*>(base);
-  auto* sorted_keys = reinterpret_cast<float*>(base + row);
-  auto* ids = reinterpret_cast<int32_t*>(base + 2 * row);
-  auto* sorted_ids = reinterpret_cast<int32_t*>(base + 3 * row);
-  void* sort_scratch = base + 4 * row;
+  const auto [keys, sorted_keys, ids, sorted_ids, sort_scratch] = carve(scratch, n);
 
   copy_with_ids_kernel<<<(n + 255) / 256, 256, 0, stream>>>(logits, n, keys, ids);
   RBEE_CUDA_CHECK_LAUNCH();
@@ -257,30 +326,17 @@ void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
     launch_dependent(apply_penalty_kernel, (n_pen + 255) / 256, 256, 0, stream, logits, penalized,
                      n_pen, p.repeat_penalty, keys);
   }
+  if (n_off > 0) {
+    launch_dependent(add_offsets_kernel, (n_off + 255) / 256, 256, 0, stream, offsets, n_off, keys);
+  }
   if (greedy) {
     launch_dependent(argmax_kernel, 1, pick_threads, 0, stream, keys, n, token);
     return;
   }
   if (p.top_k > 0 && p.top_k <= tournament_max_k && p.top_k < n) {
-    // Rounds of best-k-of-each-tile until one tile holds every survivor, then its sorted
-    // best k; the two halves of the sorted arrays take turns as the rounds' output.
-    const int k = p.top_k;
-    const float* in_keys = keys;
-    const int32_t* in_ids = nullptr;
-    int count = n, turn = 0;
-    for (;;) {
-      const int blocks = (count + tile - 1) / tile;
-      float* out_keys = sorted_keys + (turn % 2) * (n / 2);
-      int32_t* out_ids = sorted_ids + (turn % 2) * (n / 2);
-      launch_dependent(best_of_tiles_kernel, blocks, tile / 2, 0, stream, in_keys, in_ids, count, k,
-                       out_keys, out_ids);
-      in_keys = out_keys;
-      in_ids = out_ids;
-      count = blocks * k;
-      ++turn;
-      if (blocks == 1) break;
-    }
-    launch_dependent(pick_kernel, 1, pick_threads, 0, stream, in_keys, in_ids, k, p, token);
+    const auto [best_keys, best_ids] = best_k(keys, n, p.top_k, sorted_keys, sorted_ids, stream);
+    launch_dependent(pick_kernel, 1, pick_threads, 0, stream, best_keys, best_ids, p.top_k, p,
+                     token);
     return;
   }
   // Stable: equal logits keep ascending ids, the CPU sampler's tie order.
@@ -288,6 +344,17 @@ void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
   RBEE_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(
       sort_scratch, sort_scratch_bytes, keys, sorted_keys, ids, sorted_ids, n, 0, 32, stream));
   launch_dependent(pick_kernel, 1, pick_threads, 0, stream, sorted_keys, sorted_ids, n, p, token);
+}
+
+void logprobs_row(const float* logits, int n, const int32_t* token, int n_top, void* scratch,
+                  float* out, int32_t* out_ids, cudaStream_t stream) {
+  const sample_scratch s = carve(scratch, n);
+  const float* top_keys = nullptr;
+  const int32_t* top_ids = nullptr;
+  if (n_top > 0)
+    std::tie(top_keys, top_ids) = best_k(logits, n, n_top, s.sorted_keys, s.sorted_ids, stream);
+  launch_dependent(logprobs_kernel, 1, pick_threads, 0, stream, logits, n, token, top_keys, top_ids,
+                   n_top, out, out_ids);
 }
 
 }  // namespace rbee::engine::cuda

@@ -239,5 +239,66 @@ TEST_F(WorkerStream, ClientDisconnectFreesTheSlot) {
   }
 }
 
+// n choices, log-probabilities and logit_bias over HTTP (docs/sampling.md): every token event
+// names its choice and carries its log-probability; one end event lists each choice.
+TEST_F(WorkerStream, ChoicesAndLogprobsTravelOnTheStream) {
+  worker_process worker(home_, {"--model", stories, "--slots", "2"});
+  worker.wait_ready();
+  auto client = worker.client();
+  json body = {{"prompt", "Once upon a time"},
+               {"max_tokens", 10},
+               {"temperature", 1.0},
+               {"top_k", 0},
+               {"top_p", 1.0},
+               {"min_p", 0.0},
+               {"seed", 5},
+               {"n", 2},
+               {"logprobs", 2}};
+  auto texts_of = [](const stream_result& r) {
+    std::vector<std::string> bytes(2);
+    for (const auto& e : r.events) {
+      if (e.value("type", "") != "token") continue;
+      EXPECT_TRUE(e.contains("logprob") && e.contains("top_logprobs")) << e.dump();
+      EXPECT_EQ(e["top_logprobs"].size(), 2u);
+      for (const auto& b : e["bytes"])
+        bytes.at(e.at("index").get<size_t>()) += static_cast<char>(b.get<int>());
+    }
+    return bytes;
+  };
+  stream_result r = infer(client, body);
+  ASSERT_EQ(r.status, 200) << r.error.body;
+  ASSERT_EQ(r.end.value("type", ""), "end") << r.end.dump();
+  ASSERT_EQ(r.end["choices"].size(), 2u);
+  EXPECT_EQ(r.end["choices"][1]["index"], 1);
+  EXPECT_EQ(r.end.value("tokens_out", 0), r.end["choices"][0].value("tokens_out", 0) +
+                                              r.end["choices"][1].value("tokens_out", 0));
+  const auto first = texts_of(r);
+  EXPECT_NE(first[0], first[1]);
+  EXPECT_EQ(texts_of(infer(client, body)), first);  // seeded: the same again
+
+  // logprobs 0: the token's own log-probability, no alternatives.
+  json greedy_lp = greedy("Once upon a time", 4);
+  greedy_lp["logprobs"] = 0;
+  stream_result with_lp = infer(client, greedy_lp);
+  ASSERT_EQ(with_lp.status, 200) << with_lp.error.body;
+  for (const auto& e : with_lp.events) {
+    if (e.value("type", "") != "token") continue;
+    EXPECT_LE(e.at("logprob").get<double>(), 0.0);
+    EXPECT_TRUE(e.at("top_logprobs").empty());
+  }
+
+  // What this worker cannot serve is a 400 naming the field.
+  json too_many = greedy("Once", 2);
+  too_many["n"] = 3;
+  stream_result refused = infer(client, too_many);
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_NE(refused.error.body.find("\"n\""), std::string::npos) << refused.error.body;
+  json outside = greedy("Once", 2);
+  outside["logit_bias"] = {{"512", 1}};
+  refused = infer(client, outside);
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_NE(refused.error.body.find("logit_bias"), std::string::npos) << refused.error.body;
+}
+
 }  // namespace
 }  // namespace rbee::e2e::worker_test

@@ -167,8 +167,10 @@ std::vector<float> rope_attention(const attention_case& c, std::span<const float
 
 token_id sample(std::span<const float> logits, const sampling_step& a) {
   const int n = static_cast<int>(logits.size());
-  buffer dl(logits), pen(a.penalized), scratch(sample_scratch_bytes(n)), token(sizeof(int32_t));
-  sample_row(dl.as<float>(), n, pen.as<int32_t>(), static_cast<int>(a.penalized.size()), a.knobs,
+  buffer dl(logits), pen(a.penalized), off(a.offsets), scratch(sample_scratch_bytes(n)),
+      token(sizeof(int32_t));
+  sample_row(dl.as<float>(), n, pen.as<int32_t>(), static_cast<int>(a.penalized.size()),
+             off.as<token_offset>(), static_cast<int>(a.offsets.size()), a.knobs,
              scratch.as<void>(), token.as<int32_t>(), nullptr);
   return token.download<int32_t>(1)[0];
 }

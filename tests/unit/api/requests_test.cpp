@@ -95,6 +95,13 @@ TEST(TaskRequest, InvalidFieldsAreNamed) {
   EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"device", "cuda:0"}}), "device");
   EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"device", -1}}), "device");
   EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"stop", {""}}}), "stop");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"n", 0}}), "n");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"n", 17}}), "n");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"n", 1.5}}), "n");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"logprobs", 21}}), "logprobs");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"logprobs", true}}), "logprobs");
+  EXPECT_EQ(rejected_field({{"model", "m"}, {"prompt", "x"}, {"logit_bias", {{"x", 1}}}}),
+            "logit_bias");
 }
 
 TEST(TaskRequest, TheModelIsKeptAsItsCanonicalId) {
@@ -112,6 +119,10 @@ TEST(InferenceRequest, WhatTheQueenWritesTheWorkerReadsBackUnchanged) {
                                        {"max_tokens", 9},
                                        {"temperature", 0.5},
                                        {"seed", 3},
+                                       {"presence_penalty", 0.25},
+                                       {"logit_bias", {{"5", -100}}},
+                                       {"n", 3},
+                                       {"logprobs", 0},
                                        {"stop", {"\n"}}});
   auto back = inference_request::from_json(task.for_worker().to_json());
   EXPECT_EQ(back.job_id, task.task_id);
@@ -122,6 +133,16 @@ TEST(InferenceRequest, WhatTheQueenWritesTheWorkerReadsBackUnchanged) {
   EXPECT_EQ(back.generation.sampling.temperature, 0.5);
   EXPECT_EQ(back.generation.sampling.seed, 3);
   EXPECT_EQ(back.generation.stop, task.generation.stop);
+  EXPECT_EQ(back.generation.sampling.presence_penalty, 0.25);
+  EXPECT_EQ(back.generation.sampling.logit_bias, task.generation.sampling.logit_bias);
+  EXPECT_EQ(back.generation.n, 3);
+  EXPECT_EQ(back.generation.logprobs, 0);
+  // Unset stays unset: one choice, no log-probabilities, no max_tokens.
+  auto plain = inference_request::from_json(
+      task_request::from_json({{"model", "m"}, {"prompt", "x"}}).for_worker().to_json());
+  EXPECT_EQ(plain.generation.n, 1);
+  EXPECT_FALSE(plain.generation.logprobs);
+  EXPECT_FALSE(plain.generation.max_tokens);
 }
 
 TEST(InferenceRequest, JobIdsArePlainOrGenerated) {

@@ -46,5 +46,37 @@ TEST(SamplingOptions, ValuesOutsideTheContractNameTheirField) {
   EXPECT_EQ(rejected_field({{"seed", 0}, {"repeat_penalty", 1.0}}), "");
 }
 
+TEST(SamplingOptions, OpenAIPenaltiesAndLogitBiasRoundTrip) {
+  auto s = sampling_options::from_json({{"presence_penalty", 0.5},
+                                        {"frequency_penalty", -1.0},
+                                        {"logit_bias", {{"50256", -100}, {"7", 2.5}}}});
+  EXPECT_EQ(s.presence_penalty, 0.5);
+  EXPECT_EQ(s.frequency_penalty, -1.0);
+  ASSERT_EQ(s.logit_bias.size(), 2u);
+  json out = json::object();
+  s.to_json(out);
+  EXPECT_EQ(sampling_options::from_json(out).logit_bias.size(), 2u);
+  EXPECT_EQ(out["logit_bias"]["50256"], -100.0);
+  EXPECT_EQ(out["presence_penalty"], 0.5);
+}
+
+TEST(SamplingOptions, BadPenaltiesAndBiasesNameTheirField) {
+  EXPECT_EQ(rejected_field({{"presence_penalty", 2.5}}), "presence_penalty");
+  EXPECT_EQ(rejected_field({{"frequency_penalty", -2.1}}), "frequency_penalty");
+  EXPECT_EQ(rejected_field({{"frequency_penalty", "high"}}), "frequency_penalty");
+  EXPECT_EQ(rejected_field({{"logit_bias", json::array({1})}}), "logit_bias");
+  EXPECT_EQ(rejected_field({{"logit_bias", {{"abc", 1}}}}), "logit_bias");
+  EXPECT_EQ(rejected_field({{"logit_bias", {{"-5", 1}}}}), "logit_bias");
+  EXPECT_EQ(rejected_field({{"logit_bias", {{"007", 1}}}}), "logit_bias");
+  EXPECT_EQ(rejected_field({{"logit_bias", {{"99999999999", 1}}}}), "logit_bias");
+  EXPECT_EQ(rejected_field({{"logit_bias", {{"5", 101}}}}), "logit_bias");
+  EXPECT_EQ(rejected_field({{"logit_bias", {{"5", "1"}}}}), "logit_bias");
+  json many = json::object();
+  for (int i = 0; i <= 300; ++i) many[std::to_string(i)] = 1;
+  EXPECT_EQ(rejected_field({{"logit_bias", many}}), "logit_bias");
+  many.erase("0");
+  EXPECT_EQ(rejected_field({{"logit_bias", many}}), "");
+}
+
 }  // namespace
 }  // namespace rbee::api

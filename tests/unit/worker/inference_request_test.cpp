@@ -244,10 +244,53 @@ TEST(ResolveMaxTokens, PromptMustLeaveRoom) {
   }
 }
 
-TEST(ResolveMaxTokens, DefaultIsCappedByTheContext) {
+// No max_tokens: until end of generation or the end of the context (no hidden 256 cap).
+TEST(ResolveMaxTokens, WithoutMaxTokensTheRestOfTheContext) {
   inference_request r = parse_inference_request({{"prompt", "hi"}}, n_ctx);
-  EXPECT_EQ(resolve_max_tokens(r, 10, n_ctx), api::default_max_tokens);
+  EXPECT_EQ(resolve_max_tokens(r, 10, n_ctx), n_ctx - 10);
   EXPECT_EQ(resolve_max_tokens(r, n_ctx - 5, n_ctx), 5);
+}
+
+TEST(InferenceRequest, OpenAIPenaltiesBiasChoicesAndLogprobsReachTheEngineTerms) {
+  inference_request r = parse_inference_request({{"prompt", "hi"},
+                                                 {"presence_penalty", 0.5},
+                                                 {"frequency_penalty", -0.25},
+                                                 {"logit_bias", {{"7", -100}, {"9", 1.5}}},
+                                                 {"n", 2},
+                                                 {"logprobs", 5}},
+                                                n_ctx);
+  EXPECT_EQ(r.sampling.presence_penalty, 0.5f);
+  EXPECT_EQ(r.sampling.frequency_penalty, -0.25f);
+  ASSERT_EQ(r.sampling.logit_bias.size(), 2u);
+  EXPECT_EQ(r.sampling.logit_bias[0], (std::pair<engine::token_id, float>{7, -100.0f}));
+  EXPECT_EQ(r.n_choices, 2);
+  EXPECT_EQ(r.n_logprobs, 5);
+  EXPECT_NO_THROW(check_against_worker(r, 512, 2));
+  // Defaults: no penalties, one choice, no log-probabilities.
+  inference_request plain = parse_inference_request({{"prompt", "hi"}}, n_ctx);
+  EXPECT_EQ(plain.sampling.presence_penalty, 0.0f);
+  EXPECT_TRUE(plain.sampling.logit_bias.empty());
+  EXPECT_EQ(plain.n_choices, 1);
+  EXPECT_FALSE(plain.n_logprobs);
+}
+
+TEST(InferenceRequest, WhatTheWorkerCannotServeNamesItsField) {
+  auto field_of = [](const inference_request& r, int n_vocab, int n_slots) -> std::string {
+    try {
+      check_against_worker(r, n_vocab, n_slots);
+    } catch (const common::http_error& e) {
+      EXPECT_EQ(e.status, 400);
+      return e.details.value("field", "");
+    }
+    return "<accepted>";
+  };
+  EXPECT_EQ(
+      field_of(parse_inference_request({{"prompt", "hi"}, {"logit_bias", {{"512", 1}}}}, n_ctx),
+               512, 1),
+      "logit_bias");
+  EXPECT_EQ(field_of(parse_inference_request({{"prompt", "hi"}, {"n", 3}}, n_ctx), 512, 2), "n");
+  EXPECT_EQ(field_of(parse_inference_request({{"prompt", "hi"}, {"n", 2}}, n_ctx), 512, 2),
+            "<accepted>");
 }
 
 TEST(ResolveMaxTokens, ExplicitMaxTokensMustFit) {

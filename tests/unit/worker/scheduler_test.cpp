@@ -19,6 +19,8 @@ const std::string model_path = std::string(RBEE_SHARED_MODELS_DIR) + "/stories26
 struct outcome {
   std::string text;
   std::vector<int> indices;
+  std::vector<std::string> choice_texts;  // by choice index
+  std::vector<token_event> tokens;
   std::optional<end_event> end;
   std::optional<error_event> error;
 };
@@ -32,6 +34,10 @@ outcome collect(job& j, std::chrono::seconds timeout = std::chrono::seconds(60))
     if (auto* t = std::get_if<token_event>(&*event)) {
       out.text += t->text;
       out.indices.push_back(t->index);
+      if (out.choice_texts.size() <= static_cast<size_t>(t->choice))
+        out.choice_texts.resize(static_cast<size_t>(t->choice) + 1);
+      out.choice_texts[static_cast<size_t>(t->choice)] += t->text;
+      out.tokens.push_back(*t);
     } else if (auto* e = std::get_if<end_event>(&*event)) {
       out.end = *e;
       return out;
@@ -228,6 +234,88 @@ TEST_F(SchedulerTest, ClientCancelStillEndsWithCancelled) {
   ASSERT_TRUE(out.end);
   EXPECT_EQ(out.end->reason, stop_reason::cancelled);
   sched_->stop();
+}
+
+// n > 1: one prefill, n choices. Greedy choices all equal the single answer; seeded ones
+// repeat run after run, differ from each other, and choice 0 is the n = 1 answer.
+TEST_F(SchedulerTest, ChoicesShareOnePrefillAndSeedsRepeat) {
+  make_scheduler(3);
+  const auto prompt = engine::tokenize(*model_, "Once upon a time", true);
+  const outcome single = run_alone("Once upon a time", 16);
+  auto greedy = std::make_shared<job>("greedy", prompt, 16, make_job("x", "x", 1)->sampling,
+                                      std::vector<std::string>{}, 3);
+  ASSERT_EQ(sched_->submit(greedy), submit_result::accepted);
+  const outcome all = collect(*greedy);
+  ASSERT_TRUE(all.end) << (all.error ? all.error->message : "no end");
+  ASSERT_EQ(all.choice_texts.size(), 3u);
+  for (const auto& text : all.choice_texts) EXPECT_EQ(text, single.text);
+  ASSERT_EQ(all.end->choices.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(all.end->choices[static_cast<size_t>(i)].index, i);
+    EXPECT_EQ(all.end->choices[static_cast<size_t>(i)].tokens_out, 16);
+    EXPECT_EQ(all.end->choices[static_cast<size_t>(i)].reason, stop_reason::max_tokens);
+  }
+  EXPECT_EQ(all.end->tokens_out, 48);
+  EXPECT_TRUE(sched_->idle());
+
+  engine::sampling_params seeded = engine::sampling_default_params();
+  seeded.temperature = 1.0f;
+  seeded.top_k = 0;
+  seeded.top_p = 1.0f;
+  seeded.min_p = 0.0f;
+  seeded.seed = 42;
+  auto run_seeded = [&](const std::string& id, int n) {
+    auto j = std::make_shared<job>(id, prompt, 24, seeded, std::vector<std::string>{}, n);
+    EXPECT_EQ(sched_->submit(j), submit_result::accepted);
+    return collect(*j);
+  };
+  const outcome first = run_seeded("seeded-1", 2), again = run_seeded("seeded-2", 2);
+  const outcome one = run_seeded("seeded-one", 1);
+  ASSERT_EQ(first.choice_texts.size(), 2u);
+  EXPECT_EQ(first.choice_texts, again.choice_texts);
+  EXPECT_NE(first.choice_texts[0], first.choice_texts[1]);
+  EXPECT_EQ(first.choice_texts[0], one.choice_texts[0]);
+}
+
+TEST_F(SchedulerTest, ChoicesNeedASlotEach) {
+  make_scheduler(2);
+  const auto prompt = engine::tokenize(*model_, "Once upon a time", true);
+  auto busy = make_job("busy", "Once upon a time", 200);
+  ASSERT_EQ(sched_->submit(busy), submit_result::accepted);
+  auto two = std::make_shared<job>("two", prompt, 4, busy->sampling, std::vector<std::string>{}, 2);
+  EXPECT_EQ(sched_->submit(two), submit_result::all_slots_busy);
+  EXPECT_EQ(sched_->stats().slots_busy + sched_->stats().queue_length, 1);
+  sched_->cancel("busy");
+  collect(*busy);
+  EXPECT_EQ(sched_->submit(two), submit_result::accepted);
+  const outcome out = collect(*two);
+  ASSERT_TRUE(out.end);
+  EXPECT_EQ(out.end->choices.size(), 2u);
+}
+
+// Log-probabilities: one event per token, each with its own log-probability, the best
+// alternative first; greedy picks the most likely token.
+TEST_F(SchedulerTest, LogprobsComeWithEveryToken) {
+  make_scheduler(1);
+  auto j = std::make_shared<job>("lp", engine::tokenize(*model_, "Once upon a time", true), 12,
+                                 make_job("x", "x", 1)->sampling, std::vector<std::string>{}, 1, 3);
+  ASSERT_EQ(sched_->submit(j), submit_result::accepted);
+  const outcome out = collect(*j);
+  ASSERT_TRUE(out.end);
+  ASSERT_EQ(out.tokens.size(), 12u);
+  std::string bytes;
+  for (size_t i = 0; i < out.tokens.size(); ++i) {
+    const token_event& t = out.tokens[i];
+    EXPECT_EQ(t.index, static_cast<int>(i));
+    ASSERT_TRUE(t.logprobs);
+    ASSERT_EQ(t.logprobs->top.size(), 3u);
+    EXPECT_LE(t.logprobs->sampled.logprob, 0.0);
+    EXPECT_EQ(t.logprobs->top[0].bytes, t.logprobs->sampled.bytes);
+    EXPECT_EQ(t.logprobs->top[0].logprob, t.logprobs->sampled.logprob);
+    EXPECT_GE(t.logprobs->top[0].logprob, t.logprobs->top[1].logprob);
+    bytes += t.logprobs->sampled.bytes;
+  }
+  EXPECT_EQ(bytes, out.text);
 }
 
 }  // namespace
