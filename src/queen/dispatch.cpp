@@ -145,8 +145,12 @@ dispatcher::dispatcher(std::chrono::milliseconds loading_timeout, registry& node
     : loading_timeout_(loading_timeout), nodes_(nodes), hives_(hives), scheduler_(sched) {}
 
 task_key dispatcher::key_for(const task_request& r) const {
-  return task_key{
-      .model = r.model, .node = r.node, .backend = r.backend, .device = r.device, .model_bytes = 0};
+  return task_key{.model = r.model,
+                  .node = r.node,
+                  .backend = r.backend,
+                  .device = r.device,
+                  .model_bytes = 0,
+                  .slots = r.generation.n};
 }
 
 void dispatcher::refresh_view(const task_request& request) {
@@ -296,9 +300,12 @@ std::optional<worker_info> dispatcher::cold_start(const task_request& request, c
   ensure_model(catalog, request.model, sink);
   if (cancelled) return std::nullopt;
 
+  // As many slots as the cap allows (one without a cap), and at least the task's choices.
+  const int configured_slots = std::max(1, scheduler_.options().max_slots_per_worker);
   spawn_request spawn{.model_ref = request.model,
                       .backend = request.backend.empty() ? "cpu" : request.backend,
-                      .device = request.device};
+                      .device = request.device,
+                      .slots = std::max(configured_slots, request.generation.n)};
   sink(narration("rbee-hive", "worker_spawn",
                  "Starting a worker for " + request.model + " on '" + l.node + "' (" +
                      device_label(spawn.backend, request.device) + ")",

@@ -119,7 +119,8 @@ hive_worker_list hive_client::list_workers() {
 worker_info hive_client::spawn_worker(const spawn_request& request) {
   json body = {{"model_ref", request.model_ref},
                {"backend", request.backend},
-               {"device", request.device.value_or(0)}};
+               {"device", request.device.value_or(0)},
+               {"slots", request.slots}};
   worker_info w =
       parse_hive_worker(body_of(http_.post_json("/v1/workers/spawn", body)), endpoint_.node);
   if (w.model_ref.empty()) w.model_ref = request.model_ref;

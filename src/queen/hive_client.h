@@ -46,6 +46,7 @@ struct spawn_request {
   std::string model_ref;
   std::string backend;
   std::optional<int> device;  // unset = device 0
+  int slots = 1;              // sequences the worker serves at once
 };
 
 // One model of a hive's catalog, as the contract defines it.

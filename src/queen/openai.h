@@ -102,6 +102,10 @@ nlohmann::json usage_chunk(const response_meta& meta, int prompt_tokens, int com
 nlohmann::json chat_logprobs(const std::vector<token_logprob>& lps);
 nlohmann::json completion_logprobs(const std::vector<token_logprob>& lps);
 
+// The end event's per-choice results [{"index", "tokens_out", "stop_reason"}] (one event ends
+// every choice; an event without the list ends choice 0).
+nlohmann::json ended_choices(const nlohmann::json& end_event);
+
 // The worker's token event fields as a token_logprob; nullopt when it carries none.
 std::optional<token_logprob> logprob_of(const nlohmann::json& token_event);
 

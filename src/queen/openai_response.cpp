@@ -32,15 +32,25 @@ void collector::on_event(const json& event) {
     choice.text += event.value("t", "");
     if (auto lp = logprob_of(event)) choice.logprobs.push_back(std::move(*lp));
   } else if (type == "end") {
-    // One end event per choice (index), or one for the only choice.
-    auto& choice = choices[event.value("index", 0)];
-    choice.finish = finish_reason(event.value("stop_reason", "eos"));
-    choice.completion_tokens = event.value("tokens_out", 0);
-    prompt_tokens = event.value("tokens_in", prompt_tokens);
+    for (const auto& ended_choice : ended_choices(event)) {
+      auto& choice = choices[ended_choice.value("index", 0)];
+      choice.finish = finish_reason(ended_choice.value("stop_reason", "eos"));
+      choice.completion_tokens = ended_choice.value("tokens_out", 0);
+    }
+    prompt_tokens = event.value("tokens_in", 0);
     ended = true;
   } else if (type == "error") {
     error = event;
   }
+}
+
+json ended_choices(const json& end_event) {
+  if (end_event.contains("choices") && end_event["choices"].is_array()) {
+    return end_event["choices"];
+  }
+  return json::array({{{"index", 0},
+                       {"tokens_out", end_event.value("tokens_out", 0)},
+                       {"stop_reason", end_event.value("stop_reason", "eos")}}});
 }
 
 int collector::completion_tokens() const {

@@ -202,18 +202,16 @@ void openai_routes::stream_chunks(const openai::response_meta& meta, const opena
       }
       return sink.connected();
     };
-    int prompt_tokens = 0;
-    int completion_tokens = 0;
-    int ends = 0;
     auto on_event = [&](const json& e) {
       std::string type = e.value("type", "");
       if (type == "token") return send_all(streamer(e).on_token(e));
       if (type == "end") {
-        prompt_tokens = e.value("tokens_in", prompt_tokens);
-        completion_tokens += e.value("tokens_out", 0);
-        if (!send_all(streamer(e).on_end(e))) return false;
-        if (++ends < r.n || !r.include_usage) return true;
-        return sink.send(openai::usage_chunk(meta, prompt_tokens, completion_tokens));
+        for (const auto& ended : openai::ended_choices(e)) {
+          if (!send_all(streamer(ended).on_end(ended))) return false;
+        }
+        if (!r.include_usage) return true;
+        return sink.send(
+            openai::usage_chunk(meta, e.value("tokens_in", 0), e.value("tokens_out", 0)));
       }
       if (type == "error") return sink.send(openai_error_of(e));
       return sink.connected();  // narration is not part of the OpenAI stream

@@ -62,6 +62,12 @@ int effective_slots(const worker_view& w, const scheduler_options& o) {
 decision decide(const task_key& key, const std::vector<worker_view>& workers,
                 const std::vector<node_capacity>& nodes, const scheduler_options& options) {
   decision d;
+  if (options.max_slots_per_worker > 0 && key.slots > options.max_slots_per_worker) {
+    d.reason = std::to_string(key.slots) + " choices need " + std::to_string(key.slots) +
+               " slots of one worker; workers have at most " +
+               std::to_string(options.max_slots_per_worker) + " (queen --slots-per-worker)";
+    return d;
+  }
   // Warm: the ready worker with the most free slots.
   const worker_view* best = nullptr;
   int best_free = 0;
@@ -71,7 +77,7 @@ decision decide(const task_key& key, const std::vector<worker_view>& workers,
     if (alive(w)) ++alive_per_node[w.info.node];
     if (w.pending || !accepts_tasks(w.info.state)) continue;
     int free = effective_slots(w, options) - w.in_flight;
-    if (free > best_free) {
+    if (free >= key.slots && free > best_free) {
       best = &w;
       best_free = free;
     }
@@ -159,7 +165,7 @@ void scheduler::claim_placeholder_locked(worker_view& fresh) {
                       api::reference_satisfied_by(p.info.model_ref, fresh.info.model_ref);
     if (!same_start) continue;
     fresh.in_flight += p.in_flight;
-    claimed_by_[it->first] = fresh.info.worker_id;
+    claimed_by_[it->first] = claim{fresh.info.worker_id, p.in_flight};
     workers_.erase(it);
     return;
   }
@@ -171,8 +177,10 @@ void scheduler::drop_placeholder_locked(const std::string& placeholder_id) {
     workers_.erase(placeholder_id);
     return;
   }
-  auto it = workers_.find(claimed->second);
-  if (it != workers_.end() && it->second.in_flight > 0) --it->second.in_flight;
+  auto it = workers_.find(claimed->second.worker_id);
+  if (it != workers_.end()) {
+    it->second.in_flight = std::max(0, it->second.in_flight - claimed->second.slots);
+  }
   claimed_by_.erase(claimed);
 }
 
@@ -208,15 +216,18 @@ std::optional<lease> scheduler::place_locked(const task_key& key, decision& d) {
   d = decide(key, view, nodes_, options_);
   if (d.kind == decision_kind::warm) {
     auto& w = workers_.at(d.worker_id);
-    ++w.in_flight;
-    return lease{
-        .kind = decision_kind::warm, .worker = w.info, .node = w.info.node, .placeholder_id = {}};
+    w.in_flight += key.slots;
+    return lease{.kind = decision_kind::warm,
+                 .worker = w.info,
+                 .node = w.info.node,
+                 .placeholder_id = {},
+                 .slots = key.slots};
   }
   if (d.kind == decision_kind::cold) {
     std::string id = "pending-" + std::to_string(next_id_++);
     worker_view placeholder;
     placeholder.pending = true;
-    placeholder.in_flight = 1;
+    placeholder.in_flight = key.slots;
     placeholder.info.worker_id = id;
     placeholder.info.node = d.node;
     placeholder.info.model_ref = key.model;
@@ -224,7 +235,11 @@ std::optional<lease> scheduler::place_locked(const task_key& key, decision& d) {
     placeholder.info.device = key.device.value_or(0);
     placeholder.info.state = worker_state::spawning;
     workers_[id] = placeholder;
-    return lease{.kind = decision_kind::cold, .worker = {}, .node = d.node, .placeholder_id = id};
+    return lease{.kind = decision_kind::cold,
+                 .worker = {},
+                 .node = d.node,
+                 .placeholder_id = id,
+                 .slots = key.slots};
   }
   return std::nullopt;
 }
@@ -315,7 +330,7 @@ void scheduler::abandon(admission& a) {
     if (a.placed->kind == decision_kind::cold) {
       drop_placeholder_locked(a.placed->placeholder_id);
     } else if (auto it = workers_.find(a.placed->worker.worker_id); it != workers_.end()) {
-      if (it->second.in_flight > 0) --it->second.in_flight;
+      it->second.in_flight = std::max(0, it->second.in_flight - a.placed->slots);
     }
     a.placed.reset();
   }
@@ -334,10 +349,10 @@ std::optional<lease> scheduler::acquire(const task_key& key, const std::function
   return wait(a, cancelled);
 }
 
-void scheduler::release(const std::string& worker_id) {
+void scheduler::release(const std::string& worker_id, int slots) {
   std::lock_guard lock(mutex_);
   auto it = workers_.find(worker_id);
-  if (it != workers_.end() && it->second.in_flight > 0) --it->second.in_flight;
+  if (it != workers_.end()) it->second.in_flight = std::max(0, it->second.in_flight - slots);
   pump_locked();
 }
 
@@ -347,12 +362,12 @@ void scheduler::cold_spawned(const std::string& placeholder_id, const worker_inf
   if (auto it = workers_.find(placeholder_id); it != workers_.end()) {
     in_flight = it->second.in_flight;
     workers_.erase(it);
-  } else if (claimed_by_.count(placeholder_id)) {
-    // A report already moved the slot to a worker; it belongs to this one.
+  } else if (auto claimed = claimed_by_.find(placeholder_id); claimed != claimed_by_.end()) {
+    // A report already moved the slots to a worker; they belong to this one.
     in_flight = 0;
-    if (claimed_by_[placeholder_id] != worker.worker_id) {
+    if (claimed->second.worker_id != worker.worker_id) {
+      in_flight = claimed->second.slots;
       drop_placeholder_locked(placeholder_id);
-      in_flight = 1;
     }
     claimed_by_.erase(placeholder_id);
   }

@@ -58,6 +58,7 @@ struct task_key {
   std::string backend;              // "" = any
   std::optional<int> device;        // nullopt = any
   uint64_t model_bytes = 0;         // 0 = unknown
+  int slots = 1;                    // slots of one worker the task holds (its n choices)
 };
 
 struct scheduler_options {
@@ -87,6 +88,7 @@ struct lease {
   worker_info worker;                        // warm: the worker whose slot is held
   std::string node;                          // cold: where to start it
   std::string placeholder_id;                // cold: pass to cold_spawned/cold_failed
+  int slots = 1;                             // held on the worker; give them back to release()
 };
 
 struct queue_ticket {
@@ -126,8 +128,8 @@ class scheduler {
   // admit + wait; on_queued is told the queue position when the task had to wait.
   std::optional<lease> acquire(const task_key& key, const std::function<bool()>& cancelled = {},
                                const std::function<void(size_t position)>& on_queued = {});
-  // A warm or (after cold_ready) cold task is done with its slot.
-  void release(const std::string& worker_id);
+  // A warm or (after cold_ready) cold task is done with its slots.
+  void release(const std::string& worker_id, int slots = 1);
   // The hive accepted the spawn: the placeholder becomes worker_id (slot still held).
   void cold_spawned(const std::string& placeholder_id, const worker_info& worker);
   // The started worker is ready (url/token known); its slot stays held by the task.
@@ -157,7 +159,12 @@ class scheduler {
   std::map<std::string, worker_view> workers_;  // by worker_id (or placeholder id)
   std::vector<node_capacity> nodes_;
   std::deque<std::shared_ptr<queue_ticket>> queue_;
-  std::map<std::string, std::string> claimed_by_;  // placeholder id -> worker that took it over
+  // A placeholder a report's worker took over: the worker, and the slots it holds for the start.
+  struct claim {
+    std::string worker_id;
+    int slots = 1;
+  };
+  std::map<std::string, claim> claimed_by_;  // by placeholder id
   uint64_t next_id_ = 1;
 };
 

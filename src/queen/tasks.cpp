@@ -151,7 +151,7 @@ void task_runner::dispatch_and_relay(const task_request& request, admission& adm
       std::lock_guard lock(task.mutex);
       task.worker_url.clear();
     }
-    scheduler_.release(w->worker_id);
+    scheduler_.release(w->worker_id, request.generation.n);
     if (result.retry_reason || result.worker_lost) scheduler_.mark_unavailable(w->worker_id);
     if (result.failure) throw *result.failure;
     if (!result.retry_reason) {

@@ -183,13 +183,11 @@ TEST(OpenAiResponse, ChoicesAreCollectedByIndex) {
   openai::collector c;
   c.on_event({{"type", "token"}, {"t", "a"}, {"index", 0}});
   c.on_event({{"type", "token"}, {"t", "b"}, {"index", 1}});
-  c.on_event(
-      {{"type", "end"}, {"index", 1}, {"tokens_in", 4}, {"tokens_out", 1}, {"stop_reason", "eos"}});
-  c.on_event({{"type", "end"},
-              {"index", 0},
-              {"tokens_in", 4},
-              {"tokens_out", 1},
-              {"stop_reason", "max_tokens"}});
+  // One end event ends every choice (docs/sampling.md).
+  c.on_event(json::parse(R"({"type": "end", "tokens_in": 4, "tokens_out": 2,
+      "stop_reason": "max_tokens", "choices": [
+        {"index": 0, "tokens_out": 1, "stop_reason": "max_tokens"},
+        {"index": 1, "tokens_out": 1, "stop_reason": "eos"}]})"));
   openai::request r;
   r.n = 2;
   auto out = openai::response(meta_of(openai::endpoint::completion), r, c);
