@@ -82,9 +82,10 @@ std::span<const float> logits(const context& ctx, int batch_index) {
   return ctx.compute->logits(logits_row_of(ctx, batch_index));
 }
 
-token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history) {
+token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history,
+                std::span<const uint64_t> allowed) {
   const int row = logits_row_of(ctx, batch_index);
-  return ctx.compute->sample(row, s.next_step(history, ctx.m->hp.n_vocab));
+  return ctx.compute->sample(row, s.next_step(history, ctx.m->hp.n_vocab, allowed));
 }
 
 void sequence_clear(context& ctx, int seq) {

@@ -102,6 +102,10 @@ std::vector<token_id> tokenize(const model& m, std::string_view text, bool add_b
 // Raw bytes of one token's piece (may be an incomplete UTF-8 sequence).
 std::string token_to_piece(const model& m, token_id token);
 bool token_is_end_of_generation(const model& m, token_id token);
+// Every token's piece for constrained decoding (structured/token_constraint.h): the bytes of
+// text tokens, and "" for control, user-defined, unknown and unused tokens, which never
+// belong inside a constrained document.
+std::vector<std::string> text_token_pieces(const model& m);
 
 // Turns a token stream into text that is always valid UTF-8: bytes of a character split
 // across tokens are held back until the character is complete.
@@ -191,21 +195,29 @@ struct sampling_step;  // engine/token_choice.h
 // Picks the next token of the i-th entry of the last batch that had want_logits set, with
 // the sampler's parameters and state, on the backend that ran the batch: on CUDA the logits
 // never leave the device and only the chosen token comes back. Same choice as
-// sampler::sample(logits(ctx, i), history).
-token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history);
+// sampler::sample(logits(ctx, i), history, allowed).
+// `allowed` (constrained decoding): one bit per token, (n_vocab + 63) / 64 words, bit t of
+// word t / 64 set when token t may be chosen; at least one must be. Empty: any token.
+token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history,
+                std::span<const uint64_t> allowed = {});
 
 class sampler {
  public:
   sampler(const sampling_params& params, int n_vocab);
-  // Picks the next token from logits (not modified), given the sequence so far.
-  token_id sample(std::span<const float> logits, std::span<const token_id> history);
+  // Picks the next token from logits (not modified), given the sequence so far, among the
+  // `allowed` tokens (see engine::sample; empty: any).
+  token_id sample(std::span<const float> logits, std::span<const token_id> history,
+                  std::span<const uint64_t> allowed = {});
 
  private:
-  friend token_id sample(context&, int, sampler&, std::span<const token_id>);
+  friend token_id sample(context&, int, sampler&, std::span<const token_id>,
+                         std::span<const uint64_t>);
   // The next choice resolved for a backend: the knobs, the distinct tokens of the
   // repeat-penalty window into penalized_ (in order of first appearance, none when the
-  // penalty is off) and, for a stochastic choice, the draw (advances the generator).
-  sampling_step next_step(std::span<const token_id> history, int n_vocab);
+  // penalty is off), the allowed tokens and, for a stochastic choice, the draw (advances
+  // the generator).
+  sampling_step next_step(std::span<const token_id> history, int n_vocab,
+                          std::span<const uint64_t> allowed);
 
   sampling_params params_;
   uint64_t rng_state_;

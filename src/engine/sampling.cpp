@@ -57,7 +57,10 @@ sampler::sampler(const sampling_params& params, int n_vocab)
     penalized_.reserve(static_cast<size_t>(std::min(params.repeat_last_n, n_vocab)));
 }
 
-sampling_step sampler::next_step(std::span<const token_id> history, int n_vocab) {
+sampling_step sampler::next_step(std::span<const token_id> history, int n_vocab,
+                                 std::span<const uint64_t> allowed) {
+  assert((allowed.empty() || allowed.size() == (static_cast<size_t>(n_vocab) + 63) / 64) &&
+         "sampler: the allowed-token mask must have a bit per token");
   penalized_.clear();
   if (params_.repeat_penalty != 1.0f && params_.repeat_last_n != 0) {
     const size_t n = params_.repeat_last_n < 0
@@ -85,12 +88,15 @@ sampling_step sampler::next_step(std::span<const token_id> history, int n_vocab)
                     .min_p = params_.min_p,
                     .repeat_penalty = params_.repeat_penalty,
                     .uniform = uniform},
-          .penalized = penalized_};
+          .penalized = penalized_,
+          .allowed = allowed};
 }
 
-token_id sampler::sample(std::span<const float> logits, std::span<const token_id> history) {
+token_id sampler::sample(std::span<const float> logits, std::span<const token_id> history,
+                         std::span<const uint64_t> allowed) {
   assert(logits.size() <= candidates_.capacity() && "logits larger than vocab");
-  return choose_token(logits, next_step(history, static_cast<int>(logits.size())), candidates_);
+  return choose_token(logits, next_step(history, static_cast<int>(logits.size()), allowed),
+                      candidates_);
 }
 
 token_id choose_token(std::span<const float> logits, const sampling_step& step,
@@ -98,11 +104,21 @@ token_id choose_token(std::span<const float> logits, const sampling_step& step,
   const sampling_knobs& k = step.knobs;
   const int n_vocab = static_cast<int>(logits.size());
   candidates.clear();
-  for (int i = 0; i < n_vocab; ++i) candidates.emplace_back(logits[i], i);
+  const bool constrained = !step.allowed.empty();
+  for (int i = 0; i < n_vocab; ++i)
+    if (token_allowed(step.allowed, i)) candidates.emplace_back(logits[i], i);
+  assert(!candidates.empty() && "choose_token: the constraint allows no token");
 
   // Repeat penalty, once per distinct token of the last repeat_last_n (as llama.cpp does).
+  // Candidates are in id order: a constrained list finds a token by binary search.
   for (const token_id t : step.penalized) {
-    float& l = candidates[static_cast<size_t>(t)].first;
+    auto it = candidates.begin() + t;
+    if (constrained) {
+      it = std::lower_bound(candidates.begin(), candidates.end(), t,
+                            [](const auto& c, token_id id) { return c.second < id; });
+      if (it == candidates.end() || it->second != t) continue;
+    }
+    float& l = it->first;
     l = l > 0 ? l / k.repeat_penalty : l * k.repeat_penalty;
   }
 

@@ -120,10 +120,12 @@ void attention(const float* q, const __half* k_cache, const __half* v_cache, con
 // Sampling (sample.cu): one choice of engine.h's sampler from a logits row of n entries.
 // Device scratch bytes for rows of n entries.
 size_t sample_scratch_bytes(int n);
-// *token = the choice: repeat penalty on the n_pen distinct tokens at `penalized` (device),
+// *token = the choice among the n_allowed tokens whose bit is set in `allowed` (device, n
+// bits; null: all n): repeat penalty on the n_pen distinct tokens at `penalized` (device),
 // then argmax, or a sort by (logit desc, id asc) and top-k, softmax, top-p, min-p and
 // temperature, and the first candidate whose cumulative weight exceeds uniform * total.
-void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
-                const sampling_knobs& p, void* scratch, int32_t* token, cudaStream_t stream);
+void sample_row(const float* logits, int n, const uint64_t* allowed, int n_allowed,
+                const int32_t* penalized, int n_pen, const sampling_knobs& p, void* scratch,
+                int32_t* token, cudaStream_t stream);
 
 }  // namespace rbee::engine::cuda
