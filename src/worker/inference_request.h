@@ -5,6 +5,7 @@
 // cannot render is 400 CHAT_TEMPLATE_UNKNOWN.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,6 +13,7 @@
 
 #include "common/json.h"
 #include "engine/engine.h"
+#include "structured/grammar.h"
 
 namespace rbee::worker {
 
@@ -24,6 +26,8 @@ struct inference_request {
   std::optional<int> max_tokens;  // nullopt: api::default_max_tokens capped by the context
   engine::sampling_params sampling;
   std::vector<std::string> stop;
+  // Constrained decoding: the grammar the answer must follow (null: free text).
+  std::shared_ptr<const structured::grammar> grammar;
 };
 
 // Reads the body with api::inference_request::from_json (a missing job_id is generated; unknown

@@ -6,11 +6,13 @@
 namespace rbee::worker {
 
 job::job(std::string id, std::vector<engine::token_id> prompt_tokens, int max_tokens,
-         engine::sampling_params sampling, std::vector<std::string> stop)
+         engine::sampling_params sampling, std::vector<std::string> stop,
+         std::shared_ptr<const structured::grammar> grammar)
     : prompt_tokens(std::move(prompt_tokens)),
       max_tokens(max_tokens),
       sampling(sampling),
       stop(std::move(stop)),
+      grammar(std::move(grammar)),
       id_(std::move(id)) {}
 
 std::optional<job_event> job::next_event(std::chrono::milliseconds timeout) {

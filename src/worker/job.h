@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -16,6 +17,7 @@
 
 #include "api/stream_events.h"
 #include "engine/engine.h"
+#include "structured/grammar.h"
 
 namespace rbee::worker {
 
@@ -41,7 +43,8 @@ using job_event = std::variant<token_event, end_event, error_event>;
 class job {
  public:
   job(std::string id, std::vector<engine::token_id> prompt_tokens, int max_tokens,
-      engine::sampling_params sampling, std::vector<std::string> stop);
+      engine::sampling_params sampling, std::vector<std::string> stop,
+      std::shared_ptr<const structured::grammar> grammar = nullptr);
 
   const std::string& id() const { return id_; }
 
@@ -67,6 +70,9 @@ class job {
   const int max_tokens;
   const engine::sampling_params sampling;
   const std::vector<std::string> stop;
+  // Constrained decoding: tokens are masked to this grammar and the job ends with the
+  // document (null: free text).
+  const std::shared_ptr<const structured::grammar> grammar;
 
  private:
   std::string id_;

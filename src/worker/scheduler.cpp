@@ -15,6 +15,16 @@ double ms_between(std::chrono::steady_clock::time_point a,
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
+// The constraint's view of the vocabulary: text pieces, and the end-of-generation tokens
+// that may close a complete document.
+structured::token_vocabulary constraint_vocabulary(const engine::model& model) {
+  const int n_vocab = engine::model_get_info(model).n_vocab;
+  std::vector<structured::token> end_tokens;
+  for (engine::token_id t = 0; t < n_vocab; ++t)
+    if (engine::token_is_end_of_generation(model, t)) end_tokens.push_back(t);
+  return structured::token_vocabulary(engine::text_token_pieces(model), std::move(end_tokens));
+}
+
 }  // namespace
 
 scheduler::scheduler(engine::model& model, engine::context& ctx, scheduler_options options)
@@ -134,6 +144,11 @@ bool scheduler::admit_and_wait() {
       s.sampler.emplace(s.j->sampling, n_vocab_);
       s.detok.emplace(model_);
       s.stops.emplace(s.j->stop);
+      if (s.j->grammar) {
+        if (!vocabulary_) vocabulary_.emplace(constraint_vocabulary(model_));
+        s.constraint.emplace(s.j->grammar, *vocabulary_);
+        s.allowed.assign(vocabulary_->mask_words(), 0);
+      }
       s.t_admitted = std::chrono::steady_clock::now();
       s.t_first_token = {};
       admission_order_.push_back(index);
@@ -214,7 +229,16 @@ void scheduler::step() {
 }
 
 void scheduler::on_logits(slot& s, int slot_index, int batch_index) {
-  engine::token_id token = engine::sample(ctx_, batch_index, *s.sampler, s.history);
+  std::span<const uint64_t> allowed;
+  if (s.constraint) {
+    if (s.constraint->fill_allowed(s.allowed) == 0) {
+      fail(s, slot_index, std::string(common::codes::INTERNAL),
+           "no token of this model's vocabulary continues the constrained output");
+      return;
+    }
+    allowed = s.allowed;
+  }
+  engine::token_id token = engine::sample(ctx_, batch_index, *s.sampler, s.history, allowed);
   if (s.t_first_token == std::chrono::steady_clock::time_point{}) {
     s.t_first_token = std::chrono::steady_clock::now();
   }
@@ -235,6 +259,16 @@ void scheduler::on_logits(slot& s, int slot_index, int batch_index) {
   if (s.stops->matched()) {
     finish(s, slot_index, stop_reason::stop_sequence);
     return;
+  }
+  if (s.constraint) {
+    const bool accepted = s.constraint->accept(token);
+    assert(accepted && "scheduler: the sampler chose a token outside the constraint's mask");
+    (void)accepted;
+    // The document is over: end as at an end-of-generation token.
+    if (s.constraint->finished()) {
+      finish(s, slot_index, flush() ? stop_reason::stop_sequence : stop_reason::eos);
+      return;
+    }
   }
   if (s.n_generated >= s.j->max_tokens) {
     finish(s, slot_index, flush() ? stop_reason::stop_sequence : stop_reason::max_tokens);
@@ -282,6 +316,7 @@ std::shared_ptr<job> scheduler::release(slot& s, int slot_index) {
   s.sampler.reset();
   s.detok.reset();
   s.stops.reset();
+  s.constraint.reset();
   s.history.clear();
   s.generating = false;
   admission_order_.erase(std::find(admission_order_.begin(), admission_order_.end(), slot_index));

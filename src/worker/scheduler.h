@@ -19,6 +19,7 @@
 
 #include "engine/engine.h"
 #include "engine/sampling.h"
+#include "structured/token_constraint.h"
 #include "worker/batch_planner.h"
 #include "worker/job.h"
 
@@ -80,6 +81,8 @@ class scheduler {
     std::optional<engine::sampler> sampler;
     std::optional<engine::detokenizer> detok;
     std::optional<engine::stop_matcher> stops;
+    std::optional<structured::token_constraint> constraint;
+    std::vector<uint64_t> allowed;  // the constraint's mask for the next choice
     std::chrono::steady_clock::time_point t_admitted, t_first_token;
   };
 
@@ -97,6 +100,9 @@ class scheduler {
   engine::context& ctx_;
   const scheduler_options options_;
   const int n_vocab_;
+  // The model's token pieces in a trie, built for the first constrained job and shared by
+  // every later one.
+  std::optional<structured::token_vocabulary> vocabulary_;
 
   // Owned by the inference thread.
   std::vector<slot> slots_;

@@ -469,7 +469,7 @@ void worker_app::handle_inference(const httplib::Request& req, httplib::Response
   std::vector<engine::token_id> tokens = prompt_tokens(*model_, request);
   int max_tokens = resolve_max_tokens(request, static_cast<int>(tokens.size()), n_ctx_);
   auto j = std::make_shared<job>(request.job_id, std::move(tokens), max_tokens, request.sampling,
-                                 std::move(request.stop));
+                                 std::move(request.stop), std::move(request.grammar));
 
   switch (scheduler_->submit(j)) {
     case submit_result::accepted:
