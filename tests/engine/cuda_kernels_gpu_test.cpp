@@ -295,7 +295,7 @@ TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
         p.seed = rng();
         sampler cpu(p, n_vocab);
         const token_id want = cpu.sample(logits, penalized);
-        sampling_step a{.knobs = k, .penalized = penalized};
+        sampling_step a{.knobs = k, .penalized = penalized, .allowed = {}};
         a.knobs.uniform = first_draw(p.seed);
         EXPECT_EQ(testing::sample(logits, a), want)
             << "vocab " << n_vocab << " round " << round << " temperature " << k.temperature
