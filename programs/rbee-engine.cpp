@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(backends, CLI::ignore_case));
   b->add_option("--device", bench.device, "CUDA device index");
   b->add_flag("--json", bench.json, "JSON output");
+  b->add_option("--json-schema", bench.json_schema,
+                "Constrain the tg tokens to this JSON schema file (the document restarts when it "
+                "ends) and report the mask's cost per token");
 
   std::string info_model;
   auto* i = app.add_subcommand("info", "Architecture, hyperparameters, tensor types, vocab");

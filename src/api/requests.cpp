@@ -6,6 +6,7 @@
 #include "common/errors.h"
 #include "common/json.h"
 #include "common/secrets.h"
+#include "structured/json_schema.h"
 
 namespace rbee::api {
 
@@ -242,6 +243,45 @@ std::optional<int> device_from_json(const json& body) {
 
 }  // namespace
 
+output_constraint output_constraint::from_json(const json& value) {
+  if (!value.is_object())
+    throw common::invalid_request("constraint", "constraint must be an object {\"type\", ...}");
+  const auto type = value.find("type");
+  output_constraint c;
+  if (type != value.end() && *type == "json_object") {
+    c.type = kind::json_object;
+    return c;
+  }
+  if (type == value.end() || *type != "json_schema")
+    throw common::invalid_request("constraint.type",
+                                  "constraint.type must be \"json_object\" or \"json_schema\"");
+  c.type = kind::json_schema;
+  const auto schema = value.find("schema");
+  if (schema == value.end() || (!schema->is_object() && !schema->is_boolean()))
+    throw common::invalid_request("constraint.schema", "constraint.schema must be a JSON schema");
+  c.schema = *schema;
+  if (const auto strict = value.find("strict"); strict != value.end() && !strict->is_null()) {
+    if (!strict->is_boolean())
+      throw common::invalid_request("constraint.strict", "constraint.strict must be a boolean");
+    c.strict = strict->get<bool>();
+  }
+  // Compiling is the validation: a schema that passes here compiles on every worker.
+  try {
+    structured::json_schema_grammar(c.schema, {.strict = c.strict});
+  } catch (const structured::schema_error& e) {
+    throw common::invalid_request("constraint.schema",
+                                  std::string("constraint.schema") +
+                                      (e.path.empty() ? "" : " at " + e.path) + ": " + e.what(),
+                                  {{"keyword", e.keyword}, {"schema_path", e.path}});
+  }
+  return c;
+}
+
+json output_constraint::to_json() const {
+  if (type == kind::json_object) return {{"type", "json_object"}};
+  return {{"type", "json_schema"}, {"schema", schema}, {"strict", strict}};
+}
+
 generation_request generation_request::from_json(const json& body) {
   require_object(body);
   generation_request g;
@@ -283,6 +323,7 @@ generation_request generation_request::from_json(const json& body) {
   for (const auto& stop : g.stop) {
     if (stop.empty()) throw common::invalid_request("stop", "stop strings must not be empty");
   }
+  if (present(body, "constraint")) g.constraint = output_constraint::from_json(body["constraint"]);
   return g;
 }
 
@@ -301,6 +342,7 @@ void generation_request::to_json(json& body) const {
   if (n != 1) body["n"] = n;
   if (logprobs) body["logprobs"] = *logprobs;
   body["stop"] = stop;
+  if (constraint) body["constraint"] = constraint->to_json();
 }
 
 inference_request inference_request::from_json(const json& body) {

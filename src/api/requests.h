@@ -56,6 +56,21 @@ struct tool_definition {
   nlohmann::json parameters = nlohmann::json::object();  // a JSON schema
 };
 
+// Constrained decoding (structured outputs): the answer is one JSON document of this kind,
+// and generation ends where the document does. JSON: {"type": "json_object"} or
+// {"type": "json_schema", "schema": {...}, "strict": bool}.
+struct output_constraint {
+  enum class kind { json_object, json_schema };
+  kind type = kind::json_object;
+  nlohmann::json schema;  // json_schema: a schema the compiler accepts (structured/json_schema.h)
+  bool strict = false;    // json_schema: OpenAI's strict mode
+
+  // 400 naming "constraint", "constraint.type" or "constraint.schema"; a schema error also
+  // gives details.keyword and details.schema_path.
+  static output_constraint from_json(const nlohmann::json& value);
+  nlohmann::json to_json() const;
+};
+
 // What to generate and how.
 struct generation_request {
   // Exactly one of prompt and messages is given.
@@ -68,6 +83,7 @@ struct generation_request {
   int n = 1;                    // choices, generated from one prefill of the prompt
   std::optional<int> logprobs;  // unset: none; k: each token's and its k best alternatives
   std::vector<std::string> stop;
+  std::optional<output_constraint> constraint;
 
   static generation_request from_json(const nlohmann::json& body);
   void to_json(nlohmann::json& body) const;

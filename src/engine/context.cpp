@@ -84,9 +84,9 @@ std::span<const float> logits(const context& ctx, int batch_index) {
 }
 
 token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history,
-                size_t n_prompt) {
+                size_t n_prompt, std::span<const uint64_t> allowed) {
   const int row = logits_row_of(ctx, batch_index);
-  return ctx.compute->sample(row, s.next_step(history, n_prompt, ctx.m->hp.n_vocab));
+  return ctx.compute->sample(row, s.next_step(history, n_prompt, ctx.m->hp.n_vocab, allowed));
 }
 
 void logprobs(context& ctx, int batch_index, token_id token, int n_top, token_logprobs& out) {

@@ -46,6 +46,18 @@ bool token_is_end_of_generation(const model& m, token_id token) {
   return m.vocab->is_eog(token);
 }
 
+std::vector<std::string> text_token_pieces(const model& m) {
+  const vocab& v = *m.vocab;
+  std::vector<std::string> pieces(static_cast<size_t>(v.n_tokens()));
+  for (token_id t = 0; t < v.n_tokens(); ++t) {
+    const token_type type = v.type_of(t);
+    const bool text =
+        type == token_type::normal || type == token_type::byte || type == token_type::undefined;
+    if (text && !v.is_eog(t)) pieces[static_cast<size_t>(t)] = v.token_to_piece(t);
+  }
+  return pieces;
+}
+
 detokenizer::detokenizer(const model& m) : model_(&m) {}
 
 std::string detokenizer::push(token_id token) {

@@ -106,6 +106,10 @@ std::vector<token_id> tokenize(const model& m, std::string_view text, bool add_b
 // Raw bytes of one token's piece (may be an incomplete UTF-8 sequence).
 std::string token_to_piece(const model& m, token_id token);
 bool token_is_end_of_generation(const model& m, token_id token);
+// Every token's piece for constrained decoding (structured/token_constraint.h): the bytes of
+// text tokens, and "" for control, user-defined, unknown and unused tokens, which never
+// belong inside a constrained document.
+std::vector<std::string> text_token_pieces(const model& m);
 
 // Turns a token stream into text that is always valid UTF-8: bytes of a character split
 // across tokens are held back until the character is complete.
@@ -206,11 +210,12 @@ struct sampling_step;  // engine/token_choice.h
 // Picks the next token of the i-th entry of the last batch that had want_logits set, with
 // the sampler's parameters and state, on the backend that ran the batch: on CUDA the logits
 // never leave the device and only the chosen token comes back. history[0, n_prompt) is the
-// prompt: presence and frequency penalties count only the tokens after it. Same choice as
-// sampler::sample(logits(ctx, i), history, n_prompt).
+// prompt: presence and frequency penalties count only the tokens after it. `allowed`
+// (constrained decoding): one bit per token, (n_vocab + 63) / 64 words, bit t of word t / 64
+// set when token t may be chosen; at least one must be. Empty: any token. Same choice as
+// sampler::sample(logits(ctx, i), history, n_prompt, allowed).
 token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history,
-                size_t n_prompt = 0);
-
+                size_t n_prompt = 0, std::span<const uint64_t> allowed = {});
 // ---- log-probabilities ----
 inline constexpr int max_top_logprobs = 20;
 struct token_logprob {
@@ -232,18 +237,20 @@ void logprobs(context& ctx, int batch_index, token_id token, int n_top, token_lo
 class sampler {
  public:
   sampler(const sampling_params& params, int n_vocab);
-  // Picks the next token from logits (not modified), given the sequence so far; the first
-  // n_prompt tokens of history are the prompt (see engine::sample).
+  // Picks the next token from logits (not modified), given the sequence so far, among the
+  // `allowed` tokens; the first n_prompt tokens of history are the prompt (see engine::sample).
   token_id sample(std::span<const float> logits, std::span<const token_id> history,
-                  size_t n_prompt = 0);
+                  size_t n_prompt = 0, std::span<const uint64_t> allowed = {});
 
  private:
-  friend token_id sample(context&, int, sampler&, std::span<const token_id>, size_t);
+  friend token_id sample(context&, int, sampler&, std::span<const token_id>, size_t,
+                         std::span<const uint64_t>);
   // The next choice resolved for a backend: the knobs, the distinct tokens of the
   // repeat-penalty window into penalized_ (in order of first appearance, none when the
-  // penalty is off), the additive terms into offsets_ (one per distinct token) and, for a
-  // stochastic choice, the draw (advances the generator).
-  sampling_step next_step(std::span<const token_id> history, size_t n_prompt, int n_vocab);
+  // penalty is off), the additive terms into offsets_ (one per distinct token), the allowed
+  // tokens and, for a stochastic choice, the draw (advances the generator).
+  sampling_step next_step(std::span<const token_id> history, size_t n_prompt, int n_vocab,
+                          std::span<const uint64_t> allowed);
   void collect_offsets(std::span<const token_id> generated, int n_vocab);
 
   sampling_params params_;

@@ -95,8 +95,11 @@ void sampler::collect_offsets(std::span<const token_id> generated, int n_vocab) 
   counted_.clear();
 }
 
-sampling_step sampler::next_step(std::span<const token_id> history, size_t n_prompt, int n_vocab) {
+sampling_step sampler::next_step(std::span<const token_id> history, size_t n_prompt, int n_vocab,
+                                 std::span<const uint64_t> allowed) {
   assert(n_prompt <= history.size() && "sampler: prompt longer than the history");
+  assert((allowed.empty() || allowed.size() == (static_cast<size_t>(n_vocab) + 63) / 64) &&
+         "sampler: the allowed-token mask must have a bit per token");
   penalized_.clear();
   if (params_.repeat_penalty != 1.0f && params_.repeat_last_n != 0) {
     const size_t n = params_.repeat_last_n < 0
@@ -126,14 +129,15 @@ sampling_step sampler::next_step(std::span<const token_id> history, size_t n_pro
                     .repeat_penalty = params_.repeat_penalty,
                     .uniform = uniform},
           .penalized = penalized_,
-          .offsets = offsets_};
+          .offsets = offsets_,
+          .allowed = allowed};
 }
 
 token_id sampler::sample(std::span<const float> logits, std::span<const token_id> history,
-                         size_t n_prompt) {
+                         size_t n_prompt, std::span<const uint64_t> allowed) {
   assert(logits.size() <= candidates_.capacity() && "logits larger than vocab");
-  return choose_token(logits, next_step(history, n_prompt, static_cast<int>(logits.size())),
-                      candidates_);
+  return choose_token(
+      logits, next_step(history, n_prompt, static_cast<int>(logits.size()), allowed), candidates_);
 }
 
 token_id choose_token(std::span<const float> logits, const sampling_step& step,
@@ -141,16 +145,26 @@ token_id choose_token(std::span<const float> logits, const sampling_step& step,
   const sampling_knobs& k = step.knobs;
   const int n_vocab = static_cast<int>(logits.size());
   candidates.clear();
-  for (int i = 0; i < n_vocab; ++i) candidates.emplace_back(logits[i], i);
+  const bool constrained = !step.allowed.empty();
+  for (int i = 0; i < n_vocab; ++i)
+    if (token_allowed(step.allowed, i)) candidates.emplace_back(logits[i], i);
+  assert(!candidates.empty() && "choose_token: the constraint allows no token");
 
+  // Candidates are in id order: a constrained list finds a token by binary search.
+  const auto candidate_of = [&](token_id t) -> float* {
+    if (!constrained) return &candidates[static_cast<size_t>(t)].first;
+    auto it = std::lower_bound(candidates.begin(), candidates.end(), t,
+                               [](const auto& c, token_id id) { return c.second < id; });
+    return it == candidates.end() || it->second != t ? nullptr : &it->first;
+  };
   // Repeat penalty, once per distinct token of the last repeat_last_n (as llama.cpp does).
   for (const token_id t : step.penalized) {
-    float& l = candidates[static_cast<size_t>(t)].first;
-    l = l > 0 ? l / k.repeat_penalty : l * k.repeat_penalty;
+    if (float* l = candidate_of(t)) *l = *l > 0 ? *l / k.repeat_penalty : *l * k.repeat_penalty;
   }
   // Then the additive terms (logit_bias, presence and frequency penalties).
-  for (const token_offset& o : step.offsets)
-    candidates[static_cast<size_t>(o.token)].first += o.offset;
+  for (const token_offset& o : step.offsets) {
+    if (float* l = candidate_of(o.token)) *l += o.offset;
+  }
 
   if (k.temperature <= 0.0f) {
     // Greedy: the first of equal maxima, like argmax everywhere else.

@@ -1,6 +1,9 @@
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <numeric>
+#include <optional>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <fmt/ostream.h>
@@ -8,6 +11,8 @@
 
 #include "engine/sampling.h"
 #include "engine_tool/engine_tool.h"
+#include "structured/json_schema.h"
+#include "structured/token_constraint.h"
 
 namespace rbee::engine_tool {
 
@@ -51,6 +56,30 @@ std::string size_label(uint64_t n) {
   return fmt::format("{}K", (n + 500ull) / 1000ull);
 }
 
+std::shared_ptr<const structured::grammar> schema_grammar(const std::string& path) {
+  std::ifstream file(path);
+  if (!file)
+    throw engine::engine_error(engine::error_code::invalid_argument, "cannot read " + path);
+  std::stringstream text;
+  text << file.rdbuf();
+  const auto schema = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (schema.is_discarded())
+    throw engine::engine_error(engine::error_code::invalid_argument, path + " is not JSON");
+  try {
+    return std::make_shared<const structured::grammar>(structured::json_schema_grammar(schema));
+  } catch (const structured::schema_error& e) {
+    throw engine::engine_error(engine::error_code::invalid_argument,
+                               path + ": " + e.what() + " (at '" + e.path + "')");
+  }
+}
+
+structured::token_vocabulary constraint_vocabulary(const engine::model& m, int n_vocab) {
+  std::vector<structured::token> end_tokens;
+  for (engine::token_id t = 0; t < n_vocab; ++t)
+    if (engine::token_is_end_of_generation(m, t)) end_tokens.push_back(t);
+  return structured::token_vocabulary(engine::text_token_pieces(m), std::move(end_tokens));
+}
+
 }  // namespace
 
 int bench(const bench_options& opts, std::ostream& out, std::ostream& log) {
@@ -90,13 +119,43 @@ int bench(const bench_options& opts, std::ostream& out, std::ostream& log) {
   greedy.temperature = 0.0f;
   greedy.repeat_penalty = 1.0f;
   engine::sampler pick(greedy, mi.n_vocab);
+  // Structured outputs: the mask before each choice and the matcher's step after it.
+  std::shared_ptr<const structured::grammar> grammar;
+  std::optional<structured::token_vocabulary> vocabulary;
+  if (!opts.json_schema.empty()) {
+    grammar = schema_grammar(opts.json_schema);
+    vocabulary.emplace(constraint_vocabulary(*model, mi.n_vocab));
+  }
+  std::optional<structured::token_constraint> constraint;
+  std::vector<uint64_t> allowed;
+  double constraint_ns = 0;
+  int constrained_tokens = 0, documents = 0;
   const auto generate = [&](int n) {
     engine::sequence_clear(*ctx, 0);
     engine::token_id token = random_token();
     for (int i = 0; i < n; ++i) {
       const engine::batch_entry e{token, i, 0, true};
       engine::decode(*ctx, std::span(&e, 1));
-      token = engine::sample(*ctx, 0, pick, {});
+      if (!grammar) {
+        token = engine::sample(*ctx, 0, pick, {});
+        continue;
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      if (!constraint || constraint->finished()) {
+        constraint.emplace(grammar, *vocabulary);
+        allowed.assign(vocabulary->mask_words(), 0);
+        ++documents;
+      }
+      if (constraint->fill_allowed(allowed) == 0)
+        throw engine::engine_error(engine::error_code::invalid_argument,
+                                   "no token of the vocabulary continues the schema's document");
+      const auto t1 = std::chrono::steady_clock::now();
+      token = engine::sample(*ctx, 0, pick, {}, 0, allowed);
+      const auto t2 = std::chrono::steady_clock::now();
+      if (!constraint->accept(token)) constraint.reset();  // an end token closed the document
+      const auto t3 = std::chrono::steady_clock::now();
+      constraint_ns += std::chrono::duration<double, std::nano>((t1 - t0) + (t3 - t2)).count();
+      ++constrained_tokens;
     }
   };
 
@@ -121,6 +180,14 @@ int bench(const bench_options& opts, std::ostream& out, std::ostream& log) {
     }
     const auto [mean, sd] = mean_sd(r.ts());
     fmt::print(log, "{}: {:.2f} ± {:.2f} t/s\n", r.test, mean, sd);
+  }
+  if (constrained_tokens > 0) {
+    const double tg_ns = results.back().avg_ns() / std::max(opts.n_gen, 1);
+    const double per_token = constraint_ns / constrained_tokens;
+    fmt::print(log,
+               "json-schema: mask + matcher {:.1f} us/token ({:.1f} % of a constrained token), "
+               "{} documents begun, vocabulary {}\n",
+               per_token / 1e3, 100.0 * per_token / tg_ns, documents, mi.n_vocab);
   }
 
   const std::string model_type =

@@ -46,9 +46,12 @@ struct bench_options {
   engine::backend_kind backend = engine::backend_kind::cpu;
   int device = 0;
   bool json = false;
+  std::string json_schema;  // a JSON schema file: tg tokens are constrained to it
 };
 // llama-bench's pp/tg tests: pp = one batched prefill of n_prompt tokens, tg = n_gen
 // single-token decodes. The context holds n_prompt + n_gen positions only, as llama-bench's.
+// With json_schema, each tg token is masked to the schema first (structured/), and the
+// mask's share of the time is reported.
 int bench(const bench_options& opts, std::ostream& out, std::ostream& log);
 
 // Architecture, hyperparameters, tensor type counts, vocabulary and chat template family.

@@ -4,6 +4,7 @@
 
 #include "api/requests.h"
 #include "common/errors.h"
+#include "structured/json_schema.h"
 
 namespace rbee::worker {
 
@@ -51,6 +52,14 @@ inference_request parse_inference_request(const common::json& body, int n_ctx) {
   request.stop = std::move(g.stop);
   request.n_choices = g.n;
   request.n_logprobs = g.logprobs;
+  if (g.constraint) {
+    // api::output_constraint::from_json compiled the schema once already: it compiles here.
+    const api::output_constraint& c = *g.constraint;
+    request.grammar = std::make_shared<const structured::grammar>(
+        c.type == api::output_constraint::kind::json_object
+            ? structured::json_object_grammar()
+            : structured::json_schema_grammar(c.schema, {.strict = c.strict}));
+  }
   return request;
 }
 

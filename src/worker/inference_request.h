@@ -5,6 +5,7 @@
 // cannot render is 400 CHAT_TEMPLATE_UNKNOWN.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,6 +13,7 @@
 
 #include "common/json.h"
 #include "engine/engine.h"
+#include "structured/grammar.h"
 
 namespace rbee::worker {
 
@@ -26,6 +28,8 @@ struct inference_request {
   std::vector<std::string> stop;
   int n_choices = 1;              // from one prefill of the prompt, each on its own slot
   std::optional<int> n_logprobs;  // nullopt: none; k: each token's and its k best alternatives'
+  // Constrained decoding: the grammar the answer must follow (null: free text).
+  std::shared_ptr<const structured::grammar> grammar;
 };
 
 // Reads the body with api::inference_request::from_json (a missing job_id is generated; unknown

@@ -7,13 +7,14 @@ namespace rbee::worker {
 
 job::job(std::string id, std::vector<engine::token_id> prompt_tokens, int max_tokens,
          engine::sampling_params sampling, std::vector<std::string> stop, int n_choices,
-         std::optional<int> n_logprobs)
+         std::optional<int> n_logprobs, std::shared_ptr<const structured::grammar> grammar)
     : prompt_tokens(std::move(prompt_tokens)),
       max_tokens(max_tokens),
       sampling(std::move(sampling)),
       stop(std::move(stop)),
       n_choices(n_choices),
       n_logprobs(n_logprobs),
+      grammar(std::move(grammar)),
       id_(std::move(id)) {
   assert(n_choices >= 1 && "job: at least one choice");
 }

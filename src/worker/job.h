@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -16,6 +17,7 @@
 
 #include "api/stream_events.h"
 #include "engine/engine.h"
+#include "structured/grammar.h"
 
 namespace rbee::worker {
 
@@ -45,7 +47,8 @@ class job {
  public:
   job(std::string id, std::vector<engine::token_id> prompt_tokens, int max_tokens,
       engine::sampling_params sampling, std::vector<std::string> stop, int n_choices = 1,
-      std::optional<int> n_logprobs = std::nullopt);
+      std::optional<int> n_logprobs = std::nullopt,
+      std::shared_ptr<const structured::grammar> grammar = nullptr);
 
   const std::string& id() const { return id_; }
 
@@ -73,6 +76,9 @@ class job {
   const std::vector<std::string> stop;
   const int n_choices;                  // each takes a slot; the prompt is prefilled once
   const std::optional<int> n_logprobs;  // top alternatives per token; nullopt: none
+  // Constrained decoding: tokens are masked to this grammar and each choice ends with the
+  // document (null: free text).
+  const std::shared_ptr<const structured::grammar> grammar;
 
   // The inference thread's record of the running job (no other thread touches it).
   struct progress {

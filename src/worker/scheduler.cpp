@@ -15,6 +15,16 @@ double ms_between(std::chrono::steady_clock::time_point a,
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
+// The constraint's view of the vocabulary: text pieces, and the end-of-generation tokens
+// that may close a complete document.
+structured::token_vocabulary constraint_vocabulary(const engine::model& model) {
+  const int n_vocab = engine::model_get_info(model).n_vocab;
+  std::vector<structured::token> end_tokens;
+  for (engine::token_id t = 0; t < n_vocab; ++t)
+    if (engine::token_is_end_of_generation(model, t)) end_tokens.push_back(t);
+  return structured::token_vocabulary(engine::text_token_pieces(model), std::move(end_tokens));
+}
+
 }  // namespace
 
 scheduler::scheduler(engine::model& model, engine::context& ctx, scheduler_options options)
@@ -158,6 +168,12 @@ void scheduler::admit(int slot_index, const std::shared_ptr<job>& j, int choice)
   s.sampler.emplace(sampling, n_vocab_);
   s.detok.emplace(model_);
   s.stops.emplace(j->stop);
+  s.constraint.reset();
+  if (j->grammar) {
+    if (!vocabulary_) vocabulary_.emplace(constraint_vocabulary(model_));
+    s.constraint.emplace(j->grammar, *vocabulary_);
+    s.allowed.assign(vocabulary_->mask_words(), 0);
+  }
   admission_order_.push_back(slot_index);
 }
 
@@ -257,8 +273,18 @@ void scheduler::start_other_choices(slot& lead, int lead_index, int batch_index)
 }
 
 void scheduler::on_logits(slot& s, int slot_index, int batch_index) {
+  std::span<const uint64_t> allowed;
+  if (s.constraint) {
+    if (s.constraint->fill_allowed(s.allowed) == 0) {
+      fail(s, std::string(common::codes::INTERNAL),
+           "no token of this model's vocabulary continues the constrained output");
+      return;
+    }
+    allowed = s.allowed;
+  }
   const size_t n_prompt = s.j->prompt_tokens.size();
-  engine::token_id token = engine::sample(ctx_, batch_index, *s.sampler, s.history, n_prompt);
+  engine::token_id token =
+      engine::sample(ctx_, batch_index, *s.sampler, s.history, n_prompt, allowed);
   job::progress& run = s.j->run;
   if (run.t_first_token == std::chrono::steady_clock::time_point{}) {
     run.t_first_token = std::chrono::steady_clock::now();
@@ -286,6 +312,16 @@ void scheduler::on_logits(slot& s, int slot_index, int batch_index) {
   } else if (s.n_generated >= s.j->max_tokens) {
     text += held_text();
     end = s.stops->matched() ? stop_reason::stop_sequence : stop_reason::max_tokens;
+  }
+  if (s.constraint) {
+    const bool accepted = s.constraint->accept(token);
+    assert(accepted && "scheduler: the sampler chose a token outside the constraint's mask");
+    (void)accepted;
+    // The document is over: end as at an end-of-generation token.
+    if (!end && s.constraint->finished()) {
+      text += held_text();
+      end = s.stops->matched() ? stop_reason::stop_sequence : stop_reason::eos;
+    }
   }
   emit(s, std::move(text), std::move(logprobs));
   if (end) {
@@ -361,6 +397,7 @@ std::shared_ptr<job> scheduler::release(slot& s, int slot_index) {
   s.sampler.reset();
   s.detok.reset();
   s.stops.reset();
+  s.constraint.reset();
   s.history.clear();
   s.generating = false;
   s.awaiting_prompt = false;

@@ -23,6 +23,7 @@
 
 #include "engine/engine.h"
 #include "engine/sampling.h"
+#include "structured/token_constraint.h"
 #include "worker/batch_planner.h"
 #include "worker/job.h"
 
@@ -86,6 +87,8 @@ class scheduler {
     std::optional<engine::sampler> sampler;
     std::optional<engine::detokenizer> detok;
     std::optional<engine::stop_matcher> stops;
+    std::optional<structured::token_constraint> constraint;
+    std::vector<uint64_t> allowed;  // the constraint's mask for the next choice
   };
 
   void run();
@@ -111,6 +114,9 @@ class scheduler {
   engine::context& ctx_;
   const scheduler_options options_;
   const int n_vocab_;
+  // The model's token pieces in a trie, built for the first constrained job and shared by
+  // every later one.
+  std::optional<structured::token_vocabulary> vocabulary_;
 
   // Owned by the inference thread.
   std::vector<slot> slots_;

@@ -473,7 +473,7 @@ void worker_app::handle_inference(const httplib::Request& req, httplib::Response
   int max_tokens = resolve_max_tokens(request, static_cast<int>(tokens.size()), n_ctx_);
   auto j = std::make_shared<job>(request.job_id, std::move(tokens), max_tokens,
                                  std::move(request.sampling), std::move(request.stop),
-                                 request.n_choices, request.n_logprobs);
+                                 request.n_choices, request.n_logprobs, std::move(request.grammar));
 
   switch (scheduler_->submit(j)) {
     case submit_result::accepted:

@@ -218,10 +218,11 @@ TEST(sequence_copy, a_copy_continues_like_its_source) {
   const std::vector<batch_entry> three{
       {next, pos, 0, true}, {next, pos, 1, true}, {next, pos, 2, true}};
   decode(*ctx, three);
+  // Rows of one batch may take different kernel paths (AVX-512 tiles): equal up to rounding.
   const auto want = logits(*ctx, 0);
+  const std::vector<float> source(want.begin(), want.end());
   for (int i = 1; i < 3; ++i) {
-    const auto got = logits(*ctx, i);
-    EXPECT_TRUE(std::equal(want.begin(), want.end(), got.begin())) << "sequence " << i;
+    EXPECT_LT(relative_error(logits(*ctx, i), source), 1e-5) << "sequence " << i;
   }
   // The copy's positions continue the source's: anything else is refused.
   const batch_entry wrong{next, 0, 1, true};

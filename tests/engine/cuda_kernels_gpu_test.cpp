@@ -307,7 +307,7 @@ TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
         }
         sampler cpu(p, n_vocab);
         const token_id want = cpu.sample(logits, penalized);
-        sampling_step a{.knobs = k, .penalized = penalized, .offsets = offsets};
+        sampling_step a{.knobs = k, .penalized = penalized, .offsets = offsets, .allowed = {}};
         a.knobs.uniform = first_draw(p.seed);
         EXPECT_EQ(testing::sample(logits, a), want)
             << "vocab " << n_vocab << " round " << round << " temperature " << k.temperature
@@ -317,6 +317,54 @@ TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
     }
   }
   EXPECT_EQ(trials, 3 * 4 * 10);
+}
+
+// Constrained decoding: with an allowed-token mask (one token, fewer than top_k, sparse,
+// half) the device picks what the CPU sampler picks among the allowed tokens.
+TEST(cuda_kernels, constrained_sampling_picks_what_the_cpu_sampler_picks) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(11);
+  const sampling_knobs grid[] = {
+      {0.0f, 40, 0.95f, 0.05f, 1.0f}, {0.0f, 40, 0.95f, 0.05f, 1.3f},
+      {0.8f, 40, 0.95f, 0.05f, 1.1f}, {1.0f, 0, 1.0f, 0.0f, 1.0f},
+      {1.5f, 0, 0.9f, 0.0f, 1.1f},    {0.9f, 64, 1.0f, 0.0f, 1.0f},
+  };
+  for (const int n_vocab : {1000, 32000}) {
+    for (const int n_allowed : {1, 7, 300, n_vocab / 2}) {
+      auto logits = normal(rng, static_cast<size_t>(n_vocab), 2.0f);
+      std::vector<uint64_t> allowed(static_cast<size_t>(n_vocab + 63) / 64);
+      for (int set = 0; set < n_allowed;) {
+        const auto t = static_cast<size_t>(rng() % n_vocab);
+        if (allowed[t / 64] >> (t % 64) & 1) continue;
+        allowed[t / 64] |= uint64_t{1} << (t % 64);
+        ++set;
+      }
+      std::vector<token_id> penalized;
+      for (int i = 0; i < 64; ++i) {
+        const token_id t = static_cast<token_id>(rng() % n_vocab);
+        if (std::find(penalized.begin(), penalized.end(), t) == penalized.end())
+          penalized.push_back(t);
+      }
+      for (const sampling_knobs& k : grid) {
+        sampling_params p = sampling_default_params();
+        p.temperature = k.temperature;
+        p.top_k = k.top_k;
+        p.top_p = k.top_p;
+        p.min_p = k.min_p;
+        p.repeat_penalty = k.repeat_penalty;
+        p.repeat_last_n = -1;
+        p.seed = rng();
+        sampler cpu(p, n_vocab);
+        const token_id want = cpu.sample(logits, penalized, 0, allowed);
+        ASSERT_TRUE(allowed[static_cast<size_t>(want) / 64] >> (want % 64) & 1);
+        sampling_step a{.knobs = k, .penalized = penalized, .offsets = {}, .allowed = allowed};
+        a.knobs.uniform = first_draw(p.seed);
+        EXPECT_EQ(testing::sample(logits, a), want)
+            << "vocab " << n_vocab << " allowed " << n_allowed << " temperature " << k.temperature
+            << " top_k " << k.top_k;
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -224,6 +224,43 @@ TEST(sampler, same_seed_same_tokens_other_seed_other_tokens) {
   EXPECT_NE(draw(42), draw(43));
 }
 
+// One bit per allowed token, as constrained decoding passes it.
+std::vector<uint64_t> mask_of(int n_vocab, std::set<token_id> allowed) {
+  std::vector<uint64_t> mask(static_cast<size_t>(n_vocab + 63) / 64);
+  for (const token_id t : allowed) mask[static_cast<size_t>(t) / 64] |= uint64_t{1} << (t % 64);
+  return mask;
+}
+
+TEST(sampler, constrained_greedy_picks_the_best_allowed_token) {
+  sampling_params p = plain();
+  p.temperature = 0;
+  sampler s(p, 70);
+  std::vector<float> logits(70, 0.0f);
+  logits[3] = 5.0f;
+  logits[65] = 1.0f;
+  logits[66] = 1.0f;
+  EXPECT_EQ(s.sample(logits, {}), 3);
+  EXPECT_EQ(s.sample(logits, {}, 0, mask_of(70, {0, 65, 66})), 65);  // first of equal maxima
+  EXPECT_EQ(s.sample(logits, {}, 0, mask_of(70, {69})), 69);
+}
+
+TEST(sampler, constrained_draws_never_leave_the_allowed_tokens) {
+  sampling_params p = plain();
+  p.top_k = 40;
+  p.min_p = 0.0f;
+  p.repeat_penalty = 1.5f;
+  p.repeat_last_n = -1;
+  const std::vector<float> logits = logits_of({0.5, 0.2, 0.1, 0.1, 0.05, 0.05});
+  const auto mask = mask_of(6, {1, 4, 5});
+  sampler s(p, 6);
+  std::map<token_id, int> counts;
+  const std::vector<token_id> history{1, 0};  // 1 is penalized, 0 is not allowed anyway
+  for (int i = 0; i < 3000; ++i) ++counts[s.sample(logits, history, 0, mask)];
+  EXPECT_EQ(counts.size(), 3u);
+  EXPECT_EQ(counts.count(0) + counts.count(2) + counts.count(3), 0u);
+  EXPECT_GT(counts[1], counts[4]);
+}
+
 TEST(stop_matcher, holds_back_a_possible_prefix_and_drops_the_stop_text) {
   stop_matcher m({"\nUser:"});
   EXPECT_EQ(m.push("Hello"), "Hello");

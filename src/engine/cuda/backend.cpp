@@ -2,6 +2,7 @@
 // enqueues the kernels of ops.h on one stream. Single-token steps (up to max_matvec_tokens
 // tokens) are captured once per shape as CUDA graphs and replayed.
 #include <algorithm>
+#include <bit>
 #include <cassert>
 #include <cmath>
 #include <map>
@@ -145,12 +146,13 @@ struct context_layout {
   size_t kv = 0;  // one of K or V
   size_t x = 0, qkv = 0, q = 0, ff = 0, logits = 0, q8 = 0, att_scratch = 0, att_counters = 0,
          gemm = 0, ints = 0, rope = 0, rope_table = 0;
-  // Sampling: the penalized tokens and the offsets (up to a vocabulary each), scratch, the
-  // chosen token and the log-probabilities (the token's, then the top pairs).
-  size_t penalized = 0, offsets = 0, sample = 0, token = 0, logprobs = 0;
+  // Sampling: the penalized tokens and the offsets (up to a vocabulary each), the allowed-token
+  // bits of a constrained choice, scratch, the chosen token and the log-probabilities (the
+  // token's, then the top pairs).
+  size_t penalized = 0, offsets = 0, allowed = 0, sample = 0, token = 0, logprobs = 0;
   size_t total() const {
     return 2 * kv + 4 * x + qkv + 2 * q + 3 * ff + logits + q8 + att_scratch + att_counters + gemm +
-           ints + rope + rope_table + penalized + offsets + sample + token + logprobs;
+           ints + rope + rope_table + penalized + offsets + allowed + sample + token + logprobs;
   }
 };
 
@@ -194,6 +196,7 @@ context_layout layout_of(const model_weights& w, int n_ctx, int n_seq, int n_bat
   c.rope = align_up(static_cast<size_t>(hp.n_rot / 2) * sizeof(double));
   c.rope_table = align_up(nb * static_cast<size_t>(hp.n_rot / 2) * sizeof(float2));
   c.penalized = align_up(static_cast<size_t>(hp.n_vocab) * sizeof(int32_t));
+  c.allowed = align_up((static_cast<size_t>(hp.n_vocab) + 63) / 64 * sizeof(uint64_t));
   c.sample = align_up(sample_scratch_bytes(hp.n_vocab));
   c.offsets = align_up(static_cast<size_t>(hp.n_vocab) * sizeof(token_offset));
   c.token = align_up(sizeof(int32_t));
@@ -375,6 +378,7 @@ class device_context {
     cudaFreeHost(host_penalized_);
     cudaFreeHost(host_offsets_);
     cudaFreeHost(host_logprobs_);
+    cudaFreeHost(host_allowed_);
   }
   device_context(const device_context&) = delete;
   device_context& operator=(const device_context&) = delete;
@@ -397,6 +401,7 @@ class device_context {
   int32_t* host_ints_ = nullptr;          // pinned staging of the batch arrays
   int32_t* host_penalized_ = nullptr;     // pinned staging of sampling_step::penalized (n_vocab)
   token_offset* host_offsets_ = nullptr;  // pinned staging of sampling_step::offsets (n_vocab)
+  uint64_t* host_allowed_ = nullptr;      // pinned staging of sampling_step::allowed
   int32_t* host_token_ = nullptr;         // pinned: the sampled token comes back here
   uint8_t* host_logprobs_ = nullptr;      // pinned: the log-probabilities come back here
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs_;  // (n, n_out, gather)
@@ -414,6 +419,7 @@ class device_context {
   float2* rope_cos_sin_ = nullptr;  // (n_batch, n_rot/2) rope_table of the batch
   int32_t *penalized_ = nullptr, *token_ = nullptr;
   token_offset* offsets_ = nullptr;
+  uint64_t* allowed_ = nullptr;
   void* sample_scratch_ = nullptr;
   uint8_t* logprobs_ = nullptr;  // logprobs_floats floats, then max_top_logprobs ids
 };
@@ -444,6 +450,7 @@ void device_context::init() {
   RBEE_CUDA_CHECK(cudaMallocHost(&host_penalized_, lay.penalized));
   RBEE_CUDA_CHECK(cudaMallocHost(&host_offsets_, lay.offsets));
   RBEE_CUDA_CHECK(cudaMallocHost(&host_logprobs_, lay.logprobs));
+  RBEE_CUDA_CHECK(cudaMallocHost(&host_allowed_, lay.allowed));
   auto* cur = static_cast<uint8_t*>(arena_);
   auto take = [&cur](size_t bytes) {
     void* p = cur;
@@ -476,6 +483,7 @@ void device_context::init() {
   rope_cos_sin_ = static_cast<float2*>(take(lay.rope_table));
   penalized_ = static_cast<int32_t*>(take(lay.penalized));
   offsets_ = static_cast<token_offset*>(take(lay.offsets));
+  allowed_ = static_cast<uint64_t*>(take(lay.allowed));
   sample_scratch_ = take(lay.sample);
   token_ = static_cast<int32_t*>(take(lay.token));
   logprobs_ = static_cast<uint8_t*>(take(lay.logprobs));
@@ -658,8 +666,18 @@ token_id device_context::sample(int row, const sampling_step& a) {
     RBEE_CUDA_CHECK(cudaMemcpyAsync(offsets_, host_offsets_, n_off * sizeof(token_offset),
                                     cudaMemcpyHostToDevice, stream_));
   }
-  sample_row(logits_ + static_cast<size_t>(row) * n_vocab, n_vocab, penalized_, n_pen, offsets_,
-             n_off, a.knobs, sample_scratch_, token_, stream_);
+  int n_allowed = n_vocab;
+  if (!a.allowed.empty()) {
+    n_allowed = 0;
+    for (const uint64_t word : a.allowed) n_allowed += std::popcount(word);
+    assert(n_allowed > 0 && "sample: the constraint allows no token");
+    std::copy(a.allowed.begin(), a.allowed.end(), host_allowed_);
+    RBEE_CUDA_CHECK(cudaMemcpyAsync(allowed_, host_allowed_, a.allowed.size_bytes(),
+                                    cudaMemcpyHostToDevice, stream_));
+  }
+  sample_row(logits_ + static_cast<size_t>(row) * n_vocab, n_vocab,
+             a.allowed.empty() ? nullptr : allowed_, n_allowed, penalized_, n_pen, offsets_, n_off,
+             a.knobs, sample_scratch_, token_, stream_);
   RBEE_CUDA_CHECK(
       cudaMemcpyAsync(host_token_, token_, sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
   RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));

@@ -120,13 +120,14 @@ void attention(const float* q, const __half* k_cache, const __half* v_cache, con
 // Sampling (sample.cu): one choice of engine.h's sampler from a logits row of n entries.
 // Device scratch bytes for rows of n entries.
 size_t sample_scratch_bytes(int n);
-// *token = the choice: repeat penalty on the n_pen distinct tokens at `penalized` (device),
-// the n_off offsets (distinct tokens, device) added, then argmax, or a sort by (logit desc, id
-// asc) and top-k, softmax, top-p, min-p and temperature, and the first candidate whose
-// cumulative weight exceeds uniform * total.
-void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
-                const token_offset* offsets, int n_off, const sampling_knobs& p, void* scratch,
-                int32_t* token, cudaStream_t stream);
+// *token = the choice among the n_allowed tokens whose bit is set in `allowed` (device, n
+// bits; null: all n): repeat penalty on the n_pen distinct tokens at `penalized` (device), the
+// n_off offsets (distinct tokens, device) added, then argmax, or a sort by (logit desc, id asc)
+// and top-k, softmax, top-p, min-p and temperature, and the first candidate whose cumulative
+// weight exceeds uniform * total.
+void sample_row(const float* logits, int n, const uint64_t* allowed, int n_allowed,
+                const int32_t* penalized, int n_pen, const token_offset* offsets, int n_off,
+                const sampling_knobs& p, void* scratch, int32_t* token, cudaStream_t stream);
 // Log-softmax of the raw row: out[0] at *token (device), out[1 + j] and out_ids[j] for the
 // n_top (<= 64, <= n) most likely tokens, logit desc then id asc. Uses sample_row's scratch.
 void logprobs_row(const float* logits, int n, const int32_t* token, int n_top, void* scratch,

@@ -25,11 +25,18 @@ constexpr int pick_threads = 1024;
 constexpr int tile = 1024;
 constexpr int tournament_max_k = 64;
 
+// Constrained decoding: bit i of `allowed` (null: every token) says token i may be chosen.
+__device__ __forceinline__ bool is_allowed(const uint64_t* __restrict__ allowed, int i) {
+  return !allowed || ((allowed[i >> 6] >> (i & 63)) & 1) != 0;
+}
+
+// Tokens outside `allowed` get -inf: they sort after every allowed one and weigh nothing.
 __global__ void copy_with_ids_kernel(const float* __restrict__ logits, int n,
-                                     float* __restrict__ keys, int32_t* __restrict__ ids) {
+                                     const uint64_t* __restrict__ allowed, float* __restrict__ keys,
+                                     int32_t* __restrict__ ids) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) {
-    keys[i] = logits[i];
+    keys[i] = is_allowed(allowed, i) ? logits[i] : -INFINITY;
     ids[i] = i;
   }
 }
@@ -37,11 +44,13 @@ __global__ void copy_with_ids_kernel(const float* __restrict__ logits, int n,
 // The penalized tokens are distinct, so each thread owns its key.
 __global__ void apply_penalty_kernel(const float* __restrict__ logits,
                                      const int32_t* __restrict__ penalized, int n_pen,
-                                     float penalty, float* __restrict__ keys) {
+                                     float penalty, const uint64_t* __restrict__ allowed,
+                                     float* __restrict__ keys) {
   wait_for_previous_kernel();
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= n_pen) return;
   const int32_t t = penalized[j];
+  if (!is_allowed(allowed, t)) return;
   const float l = logits[t];
   keys[t] = l > 0 ? l / penalty : l * penalty;
 }
@@ -64,7 +73,8 @@ __device__ __forceinline__ void better(float& v, int& i, float ov, int oi) {
 }
 
 __global__ void __launch_bounds__(pick_threads)
-    argmax_kernel(const float* __restrict__ x, int n, int32_t* __restrict__ out) {
+    argmax_kernel(const float* __restrict__ x, int n, const uint64_t* __restrict__ allowed,
+                  int32_t* __restrict__ out) {
   wait_for_previous_kernel();
   __shared__ float vals[32];
   __shared__ int idxs[32];
@@ -72,7 +82,8 @@ __global__ void __launch_bounds__(pick_threads)
   int idx = n;
   // Unrolled so that a thread's loads are in flight together, not one latency each.
 #pragma unroll 8
-  for (int i = threadIdx.x; i < n; i += blockDim.x) better(v, idx, x[i], i);
+  for (int i = threadIdx.x; i < n; i += blockDim.x)
+    if (is_allowed(allowed, i)) better(v, idx, x[i], i);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1)
     better(v, idx, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, idx, o));
@@ -308,42 +319,46 @@ size_t sample_scratch_bytes(int n) {
   return 4 * align256(static_cast<size_t>(n) * 4) + align256(sort_bytes(n));
 }
 
-void sample_row(const float* logits, int n, const int32_t* penalized, int n_pen,
-                const token_offset* offsets, int n_off, const sampling_knobs& p, void* scratch,
-                int32_t* token, cudaStream_t stream) {
+void sample_row(const float* logits, int n, const uint64_t* allowed, int n_allowed,
+                const int32_t* penalized, int n_pen, const token_offset* offsets, int n_off,
+                const sampling_knobs& p, void* scratch, int32_t* token, cudaStream_t stream) {
   const bool greedy = p.temperature <= 0.0f;
   if (p.repeat_penalty == 1.0f) n_pen = 0;
+  if (!allowed) n_allowed = n;
   if (greedy && n_pen == 0 && n_off == 0) {
-    argmax_kernel<<<1, pick_threads, 0, stream>>>(logits, n, token);
+    argmax_kernel<<<1, pick_threads, 0, stream>>>(logits, n, allowed, token);
     RBEE_CUDA_CHECK_LAUNCH();
     return;
   }
   const auto [keys, sorted_keys, ids, sorted_ids, sort_scratch] = carve(scratch, n);
 
-  copy_with_ids_kernel<<<(n + 255) / 256, 256, 0, stream>>>(logits, n, keys, ids);
+  copy_with_ids_kernel<<<(n + 255) / 256, 256, 0, stream>>>(logits, n, allowed, keys, ids);
   RBEE_CUDA_CHECK_LAUNCH();
   if (n_pen > 0) {
     launch_dependent(apply_penalty_kernel, (n_pen + 255) / 256, 256, 0, stream, logits, penalized,
-                     n_pen, p.repeat_penalty, keys);
+                     n_pen, p.repeat_penalty, allowed, keys);
   }
   if (n_off > 0) {
     launch_dependent(add_offsets_kernel, (n_off + 255) / 256, 256, 0, stream, offsets, n_off, keys);
   }
   if (greedy) {
-    launch_dependent(argmax_kernel, 1, pick_threads, 0, stream, keys, n, token);
+    launch_dependent(argmax_kernel, 1, pick_threads, 0, stream, keys, n,
+                     static_cast<const uint64_t*>(nullptr), token);
     return;
   }
+  // The allowed tokens sort first: the candidates are the first n_allowed, as on the CPU.
   if (p.top_k > 0 && p.top_k <= tournament_max_k && p.top_k < n) {
     const auto [best_keys, best_ids] = best_k(keys, n, p.top_k, sorted_keys, sorted_ids, stream);
-    launch_dependent(pick_kernel, 1, pick_threads, 0, stream, best_keys, best_ids, p.top_k, p,
-                     token);
+    launch_dependent(pick_kernel, 1, pick_threads, 0, stream, best_keys, best_ids,
+                     p.top_k < n_allowed ? p.top_k : n_allowed, p, token);
     return;
   }
   // Stable: equal logits keep ascending ids, the CPU sampler's tie order.
   size_t sort_scratch_bytes = sort_bytes(n);
   RBEE_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(
       sort_scratch, sort_scratch_bytes, keys, sorted_keys, ids, sorted_ids, n, 0, 32, stream));
-  launch_dependent(pick_kernel, 1, pick_threads, 0, stream, sorted_keys, sorted_ids, n, p, token);
+  launch_dependent(pick_kernel, 1, pick_threads, 0, stream, sorted_keys, sorted_ids, n_allowed, p,
+                   token);
 }
 
 void logprobs_row(const float* logits, int n, const int32_t* token, int n_top, void* scratch,

@@ -1,6 +1,7 @@
 // Host wrappers of single ops for the kernel tests: plain allocations, synchronous copies.
 #include "support/cuda_ops.h"
 
+#include <bit>
 #include <cmath>
 
 #include "engine/cuda/check.h"
@@ -167,11 +168,14 @@ std::vector<float> rope_attention(const attention_case& c, std::span<const float
 
 token_id sample(std::span<const float> logits, const sampling_step& a) {
   const int n = static_cast<int>(logits.size());
-  buffer dl(logits), pen(a.penalized), off(a.offsets), scratch(sample_scratch_bytes(n)),
-      token(sizeof(int32_t));
-  sample_row(dl.as<float>(), n, pen.as<int32_t>(), static_cast<int>(a.penalized.size()),
-             off.as<token_offset>(), static_cast<int>(a.offsets.size()), a.knobs,
-             scratch.as<void>(), token.as<int32_t>(), nullptr);
+  buffer dl(logits), pen(a.penalized), off(a.offsets), allowed(a.allowed),
+      scratch(sample_scratch_bytes(n)), token(sizeof(int32_t));
+  int n_allowed = 0;
+  for (const uint64_t word : a.allowed) n_allowed += std::popcount(word);
+  sample_row(dl.as<float>(), n, a.allowed.empty() ? nullptr : allowed.as<uint64_t>(), n_allowed,
+             pen.as<int32_t>(), static_cast<int>(a.penalized.size()), off.as<token_offset>(),
+             static_cast<int>(a.offsets.size()), a.knobs, scratch.as<void>(), token.as<int32_t>(),
+             nullptr);
   return token.download<int32_t>(1)[0];
 }
 

@@ -20,6 +20,46 @@ std::string rejected_field(const json& body) {
   return "<accepted>";
 }
 
+TEST(GenerationRequest, OutputConstraintRoundTripsAndRefusesBadSchemas) {
+  const json schema = {{"type", "object"},
+                       {"properties", {{"a", {{"type", "integer"}}}}},
+                       {"required", {"a"}},
+                       {"additionalProperties", false}};
+  auto g = generation_request::from_json(
+      {{"prompt", "p"}, {"constraint", {{"type", "json_schema"}, {"schema", schema}}}});
+  ASSERT_TRUE(g.constraint);
+  EXPECT_EQ(g.constraint->type, output_constraint::kind::json_schema);
+  EXPECT_EQ(g.constraint->schema, schema);
+  json body;
+  g.to_json(body);
+  EXPECT_EQ(generation_request::from_json(body).constraint->to_json(), g.constraint->to_json());
+  EXPECT_EQ(
+      generation_request::from_json({{"prompt", "p"}, {"constraint", {{"type", "json_object"}}}})
+          .constraint->type,
+      output_constraint::kind::json_object);
+  EXPECT_FALSE(generation_request::from_json({{"prompt", "p"}}).constraint);
+
+  auto base = [](json constraint) {
+    return json{{"model", "file:/m.gguf"}, {"prompt", "p"}, {"constraint", constraint}};
+  };
+  EXPECT_EQ(rejected_field(base("json")), "constraint");
+  EXPECT_EQ(rejected_field(base({{"type", "regex"}})), "constraint.type");
+  EXPECT_EQ(rejected_field(base({{"type", "json_schema"}})), "constraint.schema");
+  EXPECT_EQ(rejected_field(base({{"type", "json_schema"}, {"schema", schema}, {"strict", 1}})),
+            "constraint.strict");
+  try {
+    task_request::from_json(
+        base({{"type", "json_schema"},
+              {"schema", {{"properties", {{"age", {{"type", "integer"}, {"minimum", 0}}}}}}}}));
+    FAIL() << "a schema with minimum was accepted";
+  } catch (const common::http_error& e) {
+    EXPECT_EQ(e.details.value("field", ""), "constraint.schema");
+    EXPECT_EQ(e.details.value("keyword", ""), "minimum");
+    EXPECT_EQ(e.details.value("schema_path", ""), "/properties/age");
+    EXPECT_NE(e.message.find("minimum"), std::string::npos) << e.message;
+  }
+}
+
 TEST(TaskRequest, ParsesEveryField) {
   auto r = task_request::from_json({{"node", "localhost"},
                                     {"model", "file:/m.gguf"},
