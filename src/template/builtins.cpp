@@ -35,8 +35,8 @@ bool flag(const call_args& args, size_t index, std::string_view name, bool fallb
 std::string string_argument(const call_args& args, size_t index, std::string_view name,
                             std::string_view what, builtin_env& env) {
   const value* v = argument(args, index, name);
-  if (!v || !v->is_string()) env.fail(std::string(what) + " needs a string argument '" +
-                                      std::string(name) + "'");
+  if (!v || !v->is_string())
+    env.fail(std::string(what) + " needs a string argument '" + std::string(name) + "'");
   return v->as_string();
 }
 
@@ -53,9 +53,15 @@ std::string checked_concat(builtin_env& env, std::initializer_list<std::string_v
   return out;
 }
 
-char ascii_upper(char c) { return c >= 'a' && c <= 'z' ? char(c - 'a' + 'A') : c; }
-char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; }
-bool ascii_letter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+char ascii_upper(char c) {
+  return c >= 'a' && c <= 'z' ? char(c - 'a' + 'A') : c;
+}
+char ascii_lower(char c) {
+  return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c;
+}
+bool ascii_letter(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 
 std::string to_upper(std::string s) {
   for (char& c : s) c = ascii_upper(c);
@@ -100,9 +106,9 @@ std::string jinja_title(const std::string& s) {
 // Python's str.strip/lstrip/rstrip: whitespace, or any of the code points in `chars`.
 std::string strip(const std::string& s, const value* chars, bool left, bool right) {
   const auto cps = code_points(s);
-  const std::vector<std::string_view> set =
-      chars && chars->is_string() ? code_points(chars->as_string())
-                                  : std::vector<std::string_view>{};
+  const std::vector<std::string_view> set = chars && chars->is_string()
+                                                ? code_points(chars->as_string())
+                                                : std::vector<std::string_view>{};
   const bool by_chars = chars && chars->is_string();
   auto strippable = [&](std::string_view cp) {
     return by_chars ? std::find(set.begin(), set.end(), cp) != set.end() : is_python_space(cp);
@@ -155,7 +161,7 @@ value split(const std::string& s, const value* sep, int64_t max_split, builtin_e
       start = at + d.size();
     }
   }
-  env.charge(s.size() + parts.size());
+  env.charge(s.size() + parts.size() * element_cost);
   return value::list(std::move(parts));
 }
 
@@ -231,7 +237,9 @@ std::string join(const value_list& items, const std::string& separator, builtin_
 
 // ---- methods: obj.name(...) ----
 
-value bound(native_function f) { return value::function(std::move(f)); }
+value bound(native_function f) {
+  return value::function(std::move(f));
+}
 
 value string_method(const std::string& s, const std::string& name, builtin_env& env) {
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
@@ -244,8 +252,7 @@ value string_method(const std::string& s, const std::string& name, builtin_env& 
   if (name == "split") {
     return bound([s, &env](call_args& a) {
       const value max_split = argument_or(a, 1, "maxsplit", value(-1));
-      return split(s, argument(a, 0, "sep"), max_split.is_integer() ? max_split.as_int() : -1,
-                   env);
+      return split(s, argument(a, 0, "sep"), max_split.is_integer() ? max_split.as_int() : -1, env);
     });
   }
   if (name == "startswith" || name == "endswith") {
@@ -289,7 +296,7 @@ value dict_method(const value& d, const std::string& name, builtin_env& env) {
     return bound([d, &env](call_args&) {
       value_list pairs;
       for (const auto& [k, v] : d.entries()) pairs.push_back(value::list({value(k), v}, true));
-      env.charge(pairs.size());
+      env.charge(pairs.size() * element_cost);
       return value::list(std::move(pairs));
     });
   }
@@ -372,7 +379,9 @@ bool less_than(const value& a, const value& b, bool case_sensitive, builtin_env&
 
 std::string indent(const std::string& s, const value& width, bool first, bool blank) {
   const std::string unit =
-      width.is_string() ? width.as_string() : std::string(size_t(std::max<int64_t>(0, width.is_integer() ? width.as_int() : 4)), ' ');
+      width.is_string()
+          ? width.as_string()
+          : std::string(size_t(std::max<int64_t>(0, width.is_integer() ? width.as_int() : 4)), ' ');
   std::vector<std::string> lines;
   size_t start = 0;
   while (start <= s.size()) {
@@ -471,10 +480,10 @@ value min_max(const value& input, const call_args& args, bool want_max, builtin_
   value best;
   value best_key;
   for (const value& item : iterate(input, env)) {
-    const value key = attribute.is_string() ? attribute_path(item, attribute.as_string(), env) : item;
-    if (best.is_undefined() ||
-        (want_max ? less_than(best_key, key, case_sensitive, env)
-                  : less_than(key, best_key, case_sensitive, env))) {
+    const value key =
+        attribute.is_string() ? attribute_path(item, attribute.as_string(), env) : item;
+    if (best.is_undefined() || (want_max ? less_than(best_key, key, case_sensitive, env)
+                                         : less_than(key, best_key, case_sensitive, env))) {
       best = item;
       best_key = key;
     }
@@ -528,13 +537,27 @@ void json_string(std::string& out, const std::string& s, bool ensure_ascii) {
     const auto c = static_cast<unsigned char>(cp[0]);
     if (cp.size() == 1) {
       switch (c) {
-        case '"': out += "\\\""; continue;
-        case '\\': out += "\\\\"; continue;
-        case '\n': out += "\\n"; continue;
-        case '\r': out += "\\r"; continue;
-        case '\t': out += "\\t"; continue;
-        case '\b': out += "\\b"; continue;
-        case '\f': out += "\\f"; continue;
+        case '"':
+          out += "\\\"";
+          continue;
+        case '\\':
+          out += "\\\\";
+          continue;
+        case '\n':
+          out += "\\n";
+          continue;
+        case '\r':
+          out += "\\r";
+          continue;
+        case '\t':
+          out += "\\t";
+          continue;
+        case '\b':
+          out += "\\b";
+          continue;
+        case '\f':
+          out += "\\f";
+          continue;
         default:
           break;
       }
@@ -556,7 +579,8 @@ void json_string(std::string& out, const std::string& s, bool ensure_ascii) {
     char buf[16];
     if (code >= 0x10000) {
       code -= 0x10000;
-      std::snprintf(buf, sizeof buf, "\\u%04x\\u%04x", 0xd800 + (code >> 10), 0xdc00 + (code & 0x3ff));
+      std::snprintf(buf, sizeof buf, "\\u%04x\\u%04x", 0xd800 + (code >> 10),
+                    0xdc00 + (code & 0x3ff));
     } else {
       std::snprintf(buf, sizeof buf, "\\u%04x", code);
     }
@@ -585,8 +609,9 @@ void json_value(std::string& out, const value& v, const json_format& f, int dept
       return;
     case value::kind::number: {
       const double d = v.as_number();
-      out += std::isnan(d) ? "NaN" : std::isinf(d) ? (d < 0 ? "-Infinity" : "Infinity")
-                                                   : float_repr(d);
+      out += std::isnan(d)   ? "NaN"
+             : std::isinf(d) ? (d < 0 ? "-Infinity" : "Infinity")
+                             : float_repr(d);
       return;
     }
     case value::kind::string:
@@ -642,22 +667,22 @@ void json_value(std::string& out, const value& v, const json_format& f, int dept
 
 bool is_known_filter(std::string_view name) {
   static constexpr std::array<std::string_view, 36> names = {
-      "abs",     "capitalize", "count",  "d",          "default", "dictsort",   "first",
-      "float",   "indent",     "int",    "items",      "join",    "last",       "length",
-      "list",    "lower",      "map",    "max",        "min",     "reject",     "rejectattr",
-      "replace", "reverse",    "round",  "safe",       "select",  "selectattr", "sort",
-      "string",  "sum",        "title",  "tojson",     "trim",    "unique",     "upper",
-      "wordcount"};
+      "abs",   "capitalize", "count",      "d",       "default", "dictsort",
+      "first", "float",      "indent",     "int",     "items",   "join",
+      "last",  "length",     "list",       "lower",   "map",     "max",
+      "min",   "reject",     "rejectattr", "replace", "reverse", "round",
+      "safe",  "select",     "selectattr", "sort",    "string",  "sum",
+      "title", "tojson",     "trim",       "unique",  "upper",   "wordcount"};
   return std::find(names.begin(), names.end(), name) != names.end();
 }
 
 bool is_known_test(std::string_view name) {
   static constexpr std::array<std::string_view, 29> names = {
-      "boolean",  "callable", "defined", "divisibleby", "eq",       "equalto", "even",
-      "false",    "float",    "ge",      "greaterthan", "gt",       "in",      "integer",
-      "iterable", "le",       "lessthan", "lower",      "lt",       "mapping", "ne",
-      "none",     "number",   "odd",     "sameas",      "sequence", "string",  "true",
-      "undefined"};
+      "boolean", "callable", "defined",  "divisibleby", "eq",          "equalto",
+      "even",    "false",    "float",    "ge",          "greaterthan", "gt",
+      "in",      "integer",  "iterable", "le",          "lessthan",    "lower",
+      "lt",      "mapping",  "ne",       "none",        "number",      "odd",
+      "sameas",  "sequence", "string",   "true",        "undefined"};
   return std::find(names.begin(), names.end(), name) != names.end();
 }
 
@@ -701,7 +726,8 @@ value apply_filter(std::string_view name, const value& input, call_args& args, b
   if (name == "int") {
     return value(to_int(input, argument_or(args, 0, "default", value(0)).as_int()));
   }
-  if (name == "float") return value(to_float(input, argument_or(args, 0, "default", value(0.0)).as_number()));
+  if (name == "float")
+    return value(to_float(input, argument_or(args, 0, "default", value(0.0)).as_number()));
   if (name == "replace") {
     const std::string old = string_argument(args, 0, "old", "replace", env);
     const std::string with = string_argument(args, 1, "new", "replace", env);
@@ -712,11 +738,12 @@ value apply_filter(std::string_view name, const value& input, call_args& args, b
   if (name == "indent") {
     const std::string text = input.str();
     env.charge(text.size() * 2);
-    return value(indent(text, argument_or(args, 0, "width", value(4)), flag(args, 1, "first", false),
-                        flag(args, 2, "blank", false)));
+    return value(indent(text, argument_or(args, 0, "width", value(4)),
+                        flag(args, 1, "first", false), flag(args, 2, "blank", false)));
   }
   if (name == "map") return map_items(input, args, env);
-  if (name == "select" || name == "reject") return select_items(input, args, false, name == "select", env);
+  if (name == "select" || name == "reject")
+    return select_items(input, args, false, name == "select", env);
   if (name == "selectattr" || name == "rejectattr") {
     return select_items(input, args, true, name == "selectattr", env);
   }
@@ -919,7 +946,7 @@ value get_slice(const value& obj, const value& start, const value& stop, const v
       items.push_back(obj.items()[size_t(i)]);
     }
   }
-  env.charge(text.size() + items.size());
+  env.charge(text.size() + items.size() * element_cost);
   if (obj.is_string()) return value(std::move(text));
   return value::list(std::move(items), obj.is_tuple());
 }
@@ -930,8 +957,8 @@ namespace {
                               builtin_env& env) {
   if (a.is_undefined()) env.fail(a.undefined_reason());
   if (b.is_undefined()) env.fail(b.undefined_reason());
-  env.fail("unsupported operand types for " + std::string(op) + ": '" + a.type_name() +
-           "' and '" + b.type_name() + "'");
+  env.fail("unsupported operand types for " + std::string(op) + ": '" + a.type_name() + "' and '" +
+           b.type_name() + "'");
 }
 
 enum class integer_op { add, subtract, multiply };
@@ -951,7 +978,7 @@ value repeat(const value& seq, int64_t n, builtin_env& env) {
   if (unit != 0 && uint64_t(n) > env.max_string_bytes() / unit) {
     env.fail("a repetition would exceed the output limit");
   }
-  env.charge(unit * size_t(n));
+  env.charge(unit * size_t(n) * (seq.is_string() ? 1 : element_cost));
   if (seq.is_string()) {
     std::string out;
     out.reserve(unit * size_t(n));
@@ -972,11 +999,12 @@ value binary_operation(std::string_view op, const value& a, const value& b, buil
   if (op == "+") {
     if (ints) return integer_arithmetic(integer_op::add, a.as_int(), b.as_int(), env);
     if (numbers) return value(a.as_number() + b.as_number());
-    if (a.is_string() && b.is_string()) return value(checked_concat(env, {a.as_string(), b.as_string()}));
+    if (a.is_string() && b.is_string())
+      return value(checked_concat(env, {a.as_string(), b.as_string()}));
     if (a.is_list() && b.is_list()) {
       value_list items = a.items();
       items.insert(items.end(), b.items().begin(), b.items().end());
-      env.charge(items.size());
+      env.charge(items.size() * element_cost);
       return value::list(std::move(items), a.is_tuple() && b.is_tuple());
     }
   } else if (op == "-") {
@@ -1034,7 +1062,8 @@ bool compare_values(std::string_view op, const value& a, const value& b, builtin
   if (op == "in" || op == "not in") {
     bool found = false;
     if (b.is_string()) {
-      if (!a.is_string()) env.fail("'in <string>' requires a string on the left, got " + a.type_name());
+      if (!a.is_string())
+        env.fail("'in <string>' requires a string on the left, got " + a.type_name());
       found = b.as_string().find(a.as_string()) != std::string::npos;
     } else if (b.is_list()) {
       for (const value& item : b.items()) found = found || equal(a, item);
@@ -1073,16 +1102,19 @@ value_list iterate(const value& v, builtin_env& env) {
     case value::kind::undefined:
       return {};
     case value::kind::list:
+      env.charge(v.items().size() * element_cost);
       return v.items();
     case value::kind::dict: {
+      env.charge(v.entries().size() * element_cost);
       value_list keys;
       for (const auto& entry : v.entries()) keys.emplace_back(entry.first);
       return keys;
     }
     case value::kind::string: {
+      env.charge(v.as_string().size() * element_cost);
       value_list chars;
-      for (const std::string_view cp : code_points(v.as_string())) chars.emplace_back(std::string(cp));
-      env.charge(chars.size());
+      for (const std::string_view cp : code_points(v.as_string()))
+        chars.emplace_back(std::string(cp));
       return chars;
     }
     default:

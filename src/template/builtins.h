@@ -11,6 +11,9 @@
 
 namespace rbee::tmpl::detail {
 
+// What one list element or dict entry is charged to the budget: its memory.
+inline constexpr size_t element_cost = sizeof(value);
+
 // What the built-ins need from the renderer: errors at the current template line, and the
 // budget every newly built string or list is charged to.
 class builtin_env {

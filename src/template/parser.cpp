@@ -41,9 +41,15 @@ struct token {
 bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
-bool is_name_char(char c) { return is_name_start(c) || is_digit(c); }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_name_start(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+bool is_name_char(char c) {
+  return is_name_start(c) || is_digit(c);
+}
 
 // Jinja reads templates with newlines normalised to "\n" and drops one trailing newline
 // (keep_trailing_newline is off).
@@ -183,8 +189,7 @@ class lexer {
       const bool strip = src_[pos_] == '-' && src_.compare(pos_ + 1, 2, end) == 0;
       const bool plus = block && src_[pos_] == '+' && src_.compare(pos_ + 1, 2, end) == 0;
       if ((depth == 0 || block) && (strip || plus || starts_with(end))) {
-        tokens_.push_back(
-            {block ? token::kind::block_end : token::kind::var_end, "", line_, 0, 0});
+        tokens_.push_back({block ? token::kind::block_end : token::kind::var_end, "", line_, 0, 0});
         advance_to(pos_ + 2 + (strip || plus ? 1 : 0));
         return finish_tag(strip, block, plus);
       }
@@ -228,8 +233,8 @@ class lexer {
     };
     digits();
     // After a '.', digits are an index (x.0), never a float's fraction.
-    const bool after_dot = !tokens_.empty() && tokens_.back().k == token::kind::op &&
-                           tokens_.back().text == ".";
+    const bool after_dot =
+        !tokens_.empty() && tokens_.back().k == token::kind::op && tokens_.back().text == ".";
     bool is_float = false;
     if (!after_dot && pos_ + 1 < src_.size() && src_[pos_] == '.' && is_digit(src_[pos_ + 1])) {
       is_float = true;
@@ -265,9 +270,10 @@ class lexer {
     uint32_t cp = 0;
     for (size_t i = 0; i < digits; ++i) {
       const char h = src_[pos_ + i];
-      const int d = is_digit(h) ? h - '0' : (h >= 'a' && h <= 'f') ? h - 'a' + 10
-                                          : (h >= 'A' && h <= 'F') ? h - 'A' + 10
-                                                                   : -1;
+      const int d = is_digit(h)              ? h - '0'
+                    : (h >= 'a' && h <= 'f') ? h - 'a' + 10
+                    : (h >= 'A' && h <= 'F') ? h - 'A' + 10
+                                             : -1;
       if (d < 0) syntax_error(line_, "bad escape in string literal");
       cp = cp * 16 + uint32_t(d);
     }
@@ -298,21 +304,51 @@ class lexer {
       const char e = src_[pos_ + 1];
       pos_ += 2;
       switch (e) {
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case '\\': out += '\\'; break;
-        case '\'': out += '\''; break;
-        case '"': out += '"'; break;
-        case 'a': out += '\a'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'v': out += '\v'; break;
-        case '0': out += '\0'; break;
-        case '\n': ++line_; break;  // a line continuation
-        case 'x': append_utf8(out, hex_escape(2)); break;
-        case 'u': append_utf8(out, hex_escape(4)); break;
-        case 'U': append_utf8(out, hex_escape(8)); break;
+        case 'n':
+          out += '\n';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '\'':
+          out += '\'';
+          break;
+        case '"':
+          out += '"';
+          break;
+        case 'a':
+          out += '\a';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'v':
+          out += '\v';
+          break;
+        case '0':
+          out += '\0';
+          break;
+        case '\n':
+          ++line_;
+          break;  // a line continuation
+        case 'x':
+          append_utf8(out, hex_escape(2));
+          break;
+        case 'u':
+          append_utf8(out, hex_escape(4));
+          break;
+        case 'U':
+          append_utf8(out, hex_escape(8));
+          break;
         default:  // Python keeps unknown escapes as written
           out += '\\';
           out += e;
@@ -645,8 +681,8 @@ class parser {
     for (;;) {
       std::string op;
       if (peek().k == token::kind::op &&
-          (peek().text == "==" || peek().text == "!=" || peek().text == "<" ||
-           peek().text == ">" || peek().text == "<=" || peek().text == ">=")) {
+          (peek().text == "==" || peek().text == "!=" || peek().text == "<" || peek().text == ">" ||
+           peek().text == "<=" || peek().text == ">=")) {
         op = next().text;
       } else if (is_name("in")) {
         next();

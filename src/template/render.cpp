@@ -81,7 +81,7 @@ class renderer final : public builtin_env {
     bytes_built_ += n;
     if (bytes_built_ > options_.limits.max_bytes_built) {
       limit_error("the template builds more than " +
-                  std::to_string(options_.limits.max_bytes_built) + " bytes of strings");
+                  std::to_string(options_.limits.max_bytes_built) + " bytes of strings and lists");
     }
   }
 
@@ -127,55 +127,57 @@ class renderer final : public builtin_env {
 
   void add_globals(scope& globals) {
     globals.set("raise_exception", value::function([this](call_args& args) -> value {
-      const std::string message = args.positional.empty() ? "" : args.positional[0].str();
-      throw template_error(template_error::kind::raised, line_, message);
-    }));
+                  const std::string message =
+                      args.positional.empty() ? "" : args.positional[0].str();
+                  throw template_error(template_error::kind::raised, line_, message);
+                }));
     globals.set("strftime_now", value::function([this](call_args& args) -> value {
-      if (args.positional.empty() || !args.positional[0].is_string()) {
-        fail("strftime_now() needs a format string");
-      }
-      const std::tm tm = options_.now ? options_.now() : local_now();
-      std::array<char, 256> buf{};
-      const size_t n = std::strftime(buf.data(), buf.size(), args.positional[0].as_string().c_str(), &tm);
-      return value(std::string(buf.data(), n));
-    }));
+                  if (args.positional.empty() || !args.positional[0].is_string()) {
+                    fail("strftime_now() needs a format string");
+                  }
+                  const std::tm tm = options_.now ? options_.now() : local_now();
+                  std::array<char, 256> buf{};
+                  const size_t n = std::strftime(buf.data(), buf.size(),
+                                                 args.positional[0].as_string().c_str(), &tm);
+                  return value(std::string(buf.data(), n));
+                }));
     globals.set("namespace", value::function([this](call_args& args) -> value {
-      value_dict entries;
-      for (const value& v : args.positional) {
-        if (!v.is_dict()) fail("namespace() takes keyword arguments or a dict");
-        for (const auto& e : v.entries()) entries.push_back(e);
-      }
-      for (auto& [k, v] : args.named) entries.emplace_back(k, v);
-      value ns = value::dict(std::move(entries), /*is_namespace=*/true);
-      namespaces_.push_back(ns);
-      return ns;
-    }));
+                  value_dict entries;
+                  for (const value& v : args.positional) {
+                    if (!v.is_dict()) fail("namespace() takes keyword arguments or a dict");
+                    for (const auto& e : v.entries()) entries.push_back(e);
+                  }
+                  for (auto& [k, v] : args.named) entries.emplace_back(k, v);
+                  value ns = value::dict(std::move(entries), /*is_namespace=*/true);
+                  namespaces_.push_back(ns);
+                  return ns;
+                }));
     globals.set("dict", value::function([this](call_args& args) -> value {
-      if (!args.positional.empty()) fail("dict() takes keyword arguments only");
-      return value::dict(value_dict(args.named.begin(), args.named.end()));
-    }));
+                  if (!args.positional.empty()) fail("dict() takes keyword arguments only");
+                  return value::dict(value_dict(args.named.begin(), args.named.end()));
+                }));
     globals.set("range", value::function([this](call_args& args) -> value {
-      std::array<int64_t, 3> a{0, 0, 1};
-      const size_t n = args.positional.size();
-      if (n == 0 || n > 3) fail("range() takes 1 to 3 integers");
-      for (size_t i = 0; i < n; ++i) {
-        if (!args.positional[i].is_integer()) fail("range() takes integers");
-      }
-      if (n == 1) {
-        a[1] = args.positional[0].as_int();
-      } else {
-        a[0] = args.positional[0].as_int();
-        a[1] = args.positional[1].as_int();
-        if (n == 3) a[2] = args.positional[2].as_int();
-      }
-      if (a[2] == 0) fail("range() step must not be zero");
-      value_list items;
-      for (int64_t i = a[0]; a[2] > 0 ? i < a[1] : i > a[1]; i += a[2]) {
-        charge(1);
-        items.emplace_back(i);
-      }
-      return value::list(std::move(items));
-    }));
+                  std::array<int64_t, 3> a{0, 0, 1};
+                  const size_t n = args.positional.size();
+                  if (n == 0 || n > 3) fail("range() takes 1 to 3 integers");
+                  for (size_t i = 0; i < n; ++i) {
+                    if (!args.positional[i].is_integer()) fail("range() takes integers");
+                  }
+                  if (n == 1) {
+                    a[1] = args.positional[0].as_int();
+                  } else {
+                    a[0] = args.positional[0].as_int();
+                    a[1] = args.positional[1].as_int();
+                    if (n == 3) a[2] = args.positional[2].as_int();
+                  }
+                  if (a[2] == 0) fail("range() step must not be zero");
+                  value_list items;
+                  for (int64_t i = a[0]; a[2] > 0 ? i < a[1] : i > a[1]; i += a[2]) {
+                    charge(element_cost);
+                    items.emplace_back(i);
+                  }
+                  return value::list(std::move(items));
+                }));
   }
 
   // ---- statements ----
@@ -230,8 +232,7 @@ class renderer final : public builtin_env {
       return;
     }
     if (!v.is_list() || v.items().size() != targets.size()) {
-      fail("cannot unpack " + v.type_name() + " into " + std::to_string(targets.size()) +
-           " names");
+      fail("cannot unpack " + v.type_name() + " into " + std::to_string(targets.size()) + " names");
     }
     for (size_t i = 0; i < targets.size(); ++i) s.set(targets[i], v.items()[i]);
   }
@@ -276,8 +277,8 @@ class renderer final : public builtin_env {
         {"depth", value(1)},
         {"depth0", value(0)},
         {"previtem", i > 0 ? items[size_t(i - 1)] : value::undefined("there is no previous item")},
-        {"nextitem", i + 1 < length ? items[size_t(i + 1)]
-                                    : value::undefined("there is no next item")},
+        {"nextitem",
+         i + 1 < length ? items[size_t(i + 1)] : value::undefined("there is no next item")},
         {"cycle", value::function([i](call_args& args) -> value {
            if (args.positional.empty()) return value();
            return args.positional[size_t(i) % args.positional.size()];
@@ -310,8 +311,8 @@ class renderer final : public builtin_env {
     scope* defining = sc.get();
     const node* definition = &n;
     sc->set(n.text, value::function([this, defining, definition](call_args& args) -> value {
-      return call_macro(*definition, *defining, args);
-    }));
+              return call_macro(*definition, *defining, args);
+            }));
   }
 
   value call_macro(const node& n, scope& defining, call_args& args) {
@@ -380,7 +381,7 @@ class renderer final : public builtin_env {
       case expr::kind::tuple: {
         value_list items;
         for (const auto& a : e.args) items.push_back(eval(*a, sc));
-        charge(items.size());
+        charge(items.size() * element_cost);
         return value::list(std::move(items), e.k == expr::kind::tuple);
       }
       case expr::kind::dict: {
@@ -398,7 +399,7 @@ class renderer final : public builtin_env {
           }
           if (!replaced) entries.emplace_back(key.as_string(), std::move(v));
         }
-        charge(entries.size());
+        charge(entries.size() * element_cost);
         return value::dict(std::move(entries));
       }
       case expr::kind::attribute: {

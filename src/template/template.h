@@ -21,10 +21,10 @@ namespace rbee::tmpl {
 
 struct template_error : std::runtime_error {
   enum class kind {
-    syntax,     // the template cannot be parsed, or uses what this engine does not support
-    raised,     // the template called raise_exception(message)
-    render,     // an error while rendering (undefined attribute, wrong types, ...)
-    limit,      // a render limit was exceeded
+    syntax,  // the template cannot be parsed, or uses what this engine does not support
+    raised,  // the template called raise_exception(message)
+    render,  // an error while rendering (undefined attribute, wrong types, ...)
+    limit,   // a render limit was exceeded
   };
   template_error(kind k, int line, const std::string& message);
   kind what_kind;
@@ -32,10 +32,10 @@ struct template_error : std::runtime_error {
 };
 
 struct render_limits {
-  size_t max_output_bytes = size_t{16} << 20;     // the result, and any one string or capture
-  uint64_t max_steps = 10'000'000;                // expressions evaluated and loop iterations
-  uint64_t max_bytes_built = uint64_t{256} << 20; // bytes copied into new strings, in total
-  int max_depth = 200;                            // nested macro calls and expressions
+  size_t max_output_bytes = size_t{16} << 20;      // the result, and any one string or capture
+  uint64_t max_steps = 10'000'000;                 // expressions evaluated and loop iterations
+  uint64_t max_bytes_built = uint64_t{256} << 20;  // bytes copied into new strings, in total
+  int max_depth = 200;                             // nested macro calls and expressions
 };
 
 struct render_options {

@@ -62,7 +62,9 @@ value value::function(native_function f) {
   return v;
 }
 
-value value::from_json(const nlohmann::ordered_json& j) { return from_json_at(j, 0); }
+value value::from_json(const nlohmann::ordered_json& j) {
+  return from_json_at(j, 0);
+}
 
 value value::from_json_at(const nlohmann::ordered_json& j, int depth) {
   if (depth > max_nesting) {
@@ -317,7 +319,11 @@ std::vector<std::string_view> code_points(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
     const auto lead = static_cast<unsigned char>(s[i]);
-    size_t len = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xe ? 3 : (lead >> 3) == 0x1e ? 4 : 1;
+    size_t len = lead < 0x80           ? 1
+                 : (lead >> 5) == 0x6  ? 2
+                 : (lead >> 4) == 0xe  ? 3
+                 : (lead >> 3) == 0x1e ? 4
+                                       : 1;
     if (i + len > s.size()) len = 1;
     for (size_t k = 1; k < len; ++k) {
       if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) {
@@ -338,9 +344,9 @@ bool is_python_space(std::string_view cp) {
   }
   // The non-ASCII code points Python's str.isspace() accepts.
   static constexpr std::string_view unicode_spaces[] = {
-      "\u0085", "\u00a0", "\u1680", "\u2000", "\u2001", "\u2002", "\u2003", "\u2004",
-      "\u2005", "\u2006", "\u2007", "\u2008", "\u2009", "\u200a", "\u2028", "\u2029",
-      "\u202f", "\u205f", "\u3000"};
+      "\u0085", "\u00a0", "\u1680", "\u2000", "\u2001", "\u2002", "\u2003",
+      "\u2004", "\u2005", "\u2006", "\u2007", "\u2008", "\u2009", "\u200a",
+      "\u2028", "\u2029", "\u202f", "\u205f", "\u3000"};
   for (const std::string_view s : unicode_spaces) {
     if (cp == s) return true;
   }

@@ -24,7 +24,9 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
-json read_json(const std::string& name) { return json::parse(read_file(data_dir + "/" + name)); }
+json read_json(const std::string& name) {
+  return json::parse(read_file(data_dir + "/" + name));
+}
 
 // The context render_reference.py passes: what transformers' apply_chat_template passes.
 json context_for(const json& conversation, const json& tool_sets, const std::string& bos,
@@ -72,16 +74,15 @@ TEST(chat_template_golden, every_template_renders_every_conversation_as_transfor
       const std::string conversation_name = conversation["name"];
       SCOPED_TRACE("conversation " + conversation_name);
       const json& want = expected["templates"][name][conversation_name];
-      const json context = context_for(conversation, cases["tool_sets"], special["bos_token"],
-                                       special["eos_token"]);
+      const json context =
+          context_for(conversation, cases["tool_sets"], special["bos_token"], special["eos_token"]);
       if (want.contains("error")) {
         try {
           program.render(context, options);
           ADD_FAILURE() << "expected the template to raise: " << want["error"];
         } catch (const template_error& e) {
           EXPECT_EQ(e.what_kind, template_error::kind::raised) << e.what();
-          EXPECT_NE(std::string(e.what()).find(want["error"].get<std::string>()),
-                    std::string::npos)
+          EXPECT_NE(std::string(e.what()).find(want["error"].get<std::string>()), std::string::npos)
               << e.what();
         }
       } else {
