@@ -3,7 +3,10 @@
 #include <array>
 #include <initializer_list>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/vocab.h"
+#include "template/template.h"
 
 namespace rbee::engine {
 
@@ -291,18 +294,109 @@ std::string render_chat(const chat_template& t, std::span<const chat_message> me
   return {};
 }
 
+namespace {
+
+using ordered_json = nlohmann::ordered_json;
+
+ordered_json parse_json_field(const std::string& text, std::string_view what) {
+  try {
+    return ordered_json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw engine_error(error_code::invalid_argument,
+                       concat({what, " is not valid JSON: ", e.what()}));
+  }
+}
+
+// Templates read tool call arguments as a mapping (tojson, items()); OpenAI sends them as JSON
+// text, so text that encodes an object becomes that object.
+ordered_json tool_calls_value(const std::string& text) {
+  ordered_json calls = parse_json_field(text, "tool_calls");
+  if (!calls.is_array()) {
+    throw engine_error(error_code::invalid_argument, "tool_calls must be a JSON array");
+  }
+  for (ordered_json& call : calls) {
+    if (!call.is_object() || !call.contains("function") || !call["function"].is_object()) continue;
+    ordered_json& arguments = call["function"]["arguments"];
+    if (!arguments.is_string()) continue;
+    ordered_json decoded = ordered_json::parse(arguments.get<std::string>(), nullptr, false);
+    if (decoded.is_object()) arguments = std::move(decoded);
+  }
+  return calls;
+}
+
+ordered_json context_of(std::span<const chat_message> messages, const chat_render_options& options,
+                        const chat_special_texts& special) {
+  ordered_json list = ordered_json::array();
+  for (const chat_message& m : messages) {
+    ordered_json message = {{"role", m.role}, {"content", m.content}};
+    if (!m.tool_calls_json.empty()) message["tool_calls"] = tool_calls_value(m.tool_calls_json);
+    if (!m.tool_call_id.empty()) message["tool_call_id"] = m.tool_call_id;
+    if (!m.name.empty()) message["name"] = m.name;
+    list.push_back(std::move(message));
+  }
+  ordered_json tools = nullptr;
+  if (!options.tools_json.empty()) {
+    tools = parse_json_field(options.tools_json, "tools");
+    if (!tools.is_array()) {
+      throw engine_error(error_code::invalid_argument, "tools must be a JSON array");
+    }
+  }
+  return {{"messages", std::move(list)},
+          {"tools", std::move(tools)},
+          {"add_generation_prompt", options.add_generation_prompt},
+          {"bos_token", special.bos},
+          {"eos_token", special.eos}};
+}
+
+std::string render_jinja(const tmpl::chat_template_program& program,
+                         std::span<const chat_message> messages, const chat_render_options& options,
+                         const chat_special_texts& special) {
+  try {
+    return program.render(context_of(messages, options, special));
+  } catch (const tmpl::template_error& e) {
+    if (e.what_kind == tmpl::template_error::kind::raised) {
+      throw engine_error(error_code::invalid_argument,
+                         concat({"the model's chat template rejects these messages: ", e.what()}));
+    }
+    throw engine_error(
+        error_code::invalid_argument,
+        concat({"the model's chat template cannot render these messages: ", e.what()}));
+  }
+}
+
+}  // namespace
+
 std::string render_chat_template(const vocab& v, std::string_view template_text,
-                                 std::span<const chat_message> messages, bool add_assistant_prompt,
-                                 std::string_view template_override) {
-  // A model without any template gets ChatML, as llama.cpp's server does; a template we do not
-  // recognise is an error, since guessing its format would silently garble the prompt.
-  const chat_template t = !template_override.empty() ? chat_template_from_name(template_override)
-                          : strip(template_text).empty() ? chat_template_from_name("chatml")
-                                                         : detect_chat_template(template_text);
+                                 std::span<const chat_message> messages,
+                                 const chat_render_options& options) {
   chat_special_texts special;
   if (v.valid(v.bos())) special.bos = v.token_text(v.bos());
   if (v.valid(v.eos())) special.eos = v.token_text(v.eos());
-  return render_chat(t, messages, add_assistant_prompt, special);
+  if (!options.template_override.empty()) {
+    return render_chat(chat_template_from_name(options.template_override), messages,
+                       options.add_generation_prompt, special);
+  }
+  // A model without any template gets ChatML, as llama.cpp's server does.
+  if (strip(template_text).empty()) {
+    return render_chat(chat_template_from_name("chatml"), messages, options.add_generation_prompt,
+                       special);
+  }
+  std::optional<tmpl::chat_template_program> program;
+  std::string syntax_problem;
+  try {
+    program = tmpl::chat_template_program::parse(template_text);
+  } catch (const tmpl::template_error& e) {
+    syntax_problem = e.what();
+  }
+  if (program) return render_jinja(*program, messages, options, special);
+  // Jinja this engine cannot parse: the family renderer if the family is known; guessing an
+  // unknown format would silently garble the prompt, so that stays an error.
+  try {
+    return render_chat(detect_chat_template(template_text), messages, options.add_generation_prompt,
+                       special);
+  } catch (const engine_error& e) {
+    throw engine_error(e.code, concat({e.what(), " (its Jinja: ", syntax_problem, ")"}));
+  }
 }
 
 }  // namespace rbee::engine

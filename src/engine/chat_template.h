@@ -1,7 +1,9 @@
 #pragma once
-// Chat templates: instead of a Jinja interpreter, the common template families are recognised
-// from distinctive markers in the GGUF's tokenizer.chat_template and rendered by hand, producing
-// exactly what their Jinja templates produce for system/user/assistant conversations.
+// Chat templates. A model's tokenizer.chat_template is rendered by rbee's Jinja engine
+// (src/template) as Hugging Face transformers renders it. The common template families are also
+// recognised from distinctive markers and rendered by hand, producing what their Jinja templates
+// produce for system/user/assistant conversations: that renderer serves template overrides
+// (a family name), models without a template, and templates the Jinja engine cannot parse.
 #include <optional>
 #include <span>
 #include <string>
@@ -50,11 +52,12 @@ struct chat_special_texts {
 std::string render_chat(const chat_template& t, std::span<const chat_message> messages,
                         bool add_assistant_prompt, const chat_special_texts& special);
 
-// engine::apply_chat_template in one call: the override (a family name) if given, else the
-// family detected in `template_text`, else ChatML when the model has no template at all;
-// BOS/EOS texts from the vocabulary.
+// engine::apply_chat_template in one call: the override (a family name) if given; else the
+// model's template run by the Jinja engine; else (no template, or Jinja the engine cannot
+// parse) the family renderer, ChatML for a model without a template. BOS/EOS texts from the
+// vocabulary.
 std::string render_chat_template(const vocab& v, std::string_view template_text,
-                                 std::span<const chat_message> messages, bool add_assistant_prompt,
-                                 std::string_view template_override = {});
+                                 std::span<const chat_message> messages,
+                                 const chat_render_options& options);
 
 }  // namespace rbee::engine

@@ -69,9 +69,17 @@ std::string detokenizer::flush() {
 }
 
 std::string apply_chat_template(const model& m, std::span<const chat_message> messages,
+                                const chat_render_options& options) {
+  return render_chat_template(*m.vocab, m.info.chat_template, messages, options);
+}
+
+std::string apply_chat_template(const model& m, std::span<const chat_message> messages,
                                 bool add_assistant_prompt, std::string_view template_override) {
-  return render_chat_template(*m.vocab, m.info.chat_template, messages, add_assistant_prompt,
-                              template_override);
+  return apply_chat_template(
+      m, messages,
+      chat_render_options{.add_generation_prompt = add_assistant_prompt,
+                          .tools_json = {},
+                          .template_override = std::string(template_override)});
 }
 
 }  // namespace rbee::engine

@@ -126,13 +126,37 @@ class detokenizer {
 };
 
 struct chat_message {
-  std::string role;  // "system", "user", "assistant"
+  chat_message() = default;
+  chat_message(std::string message_role, std::string message_content)
+      : role(std::move(message_role)), content(std::move(message_content)) {}
+
+  std::string role;  // "system", "user", "assistant", "tool"
   std::string content;
+  // An assistant's tool calls: JSON array text of OpenAI-shaped calls
+  // [{"id", "type": "function", "function": {"name", "arguments"}}]; empty when none.
+  // Arguments given as JSON text reach the template as the object they encode.
+  std::string tool_calls_json;
+  std::string tool_call_id;  // a tool result: the call it answers
+  std::string name;          // a tool result: the function's name
 };
-// Renders messages with the model's template (recognised from tokenizer.chat_template),
-// or with `template_override` (a family name: "llama2", "llama3", "chatml", "mistral",
-// "zephyr", "phi3"). A model without a template gets ChatML (as llama.cpp's server does);
-// an unrecognised template → engine_error(chat_template_unknown).
+
+struct chat_render_options {
+  bool add_generation_prompt = true;  // end with the header of the assistant's turn
+  std::string tools_json;             // JSON array text of OpenAI tool definitions; empty: none
+  // A family name ("llama2", "llama3", "chatml", "mistral", "zephyr", "phi3") rendered by
+  // rbee's own renderer instead of the model's template.
+  std::string template_override;
+};
+
+// Renders messages with the model's tokenizer.chat_template, run by rbee's Jinja engine as
+// Hugging Face transformers runs it (messages, tools, add_generation_prompt, bos_token and
+// eos_token from the vocabulary). `template_override`, a model without a template (ChatML, as
+// llama.cpp's server does) and a template the Jinja engine cannot parse use the family
+// renderer; a template that is neither → engine_error(chat_template_unknown). A conversation
+// the template rejects (raise_exception) or cannot render → engine_error(invalid_argument).
+std::string apply_chat_template(const model& m, std::span<const chat_message> messages,
+                                const chat_render_options& options);
+// The same without tools.
 std::string apply_chat_template(const model& m, std::span<const chat_message> messages,
                                 bool add_assistant_prompt, std::string_view template_override = {});
 

@@ -6,8 +6,22 @@
 #include "engine/chat_template.h"
 #include "engine_tool/engine_tool.h"
 #include "gguf/gguf.h"
+#include "template/template.h"
 
 namespace rbee::engine_tool {
+
+namespace {
+
+std::string chat_family_of(const std::string& chat_template) {
+  try {
+    return std::string(engine::to_string(engine::detect_chat_template(chat_template).family)) +
+           " family";
+  } catch (const engine::engine_error&) {
+    return "no known family";
+  }
+}
+
+}  // namespace
 
 int info(const std::string& model_path, std::ostream& out) {
   const engine::model_info mi = engine::read_model_info(model_path);
@@ -37,16 +51,19 @@ int info(const std::string& model_path, std::ostream& out) {
   fmt::print(out, "tensors:        {} ({})\n", file.tensors().size(), types);
   fmt::print(out, "vocab:          {} tokens ({}), bos {}, eos {}\n", mi.n_vocab,
              file.get_string("tokenizer.ggml.model").value_or("?"), mi.bos, mi.eos);
-  std::string family = "none";
+  // The template runs in the Jinja engine; the family is what an override or a template the
+  // engine cannot parse falls back to.
+  std::string chat_template = "none (ChatML)";
   if (!mi.chat_template.empty()) {
+    const std::string family = chat_family_of(mi.chat_template);
     try {
-      family =
-          std::string(engine::to_string(engine::detect_chat_template(mi.chat_template).family));
-    } catch (const engine::engine_error&) {
-      family = "unrecognised";
+      tmpl::chat_template_program::parse(mi.chat_template);
+      chat_template = "jinja (" + family + ")";
+    } catch (const tmpl::template_error& e) {
+      chat_template = family + " (jinja not supported: " + e.what() + ")";
     }
   }
-  fmt::print(out, "chat template:  {}\n", family);
+  fmt::print(out, "chat template:  {}\n", chat_template);
   return 0;
 }
 

@@ -92,8 +92,11 @@ std::vector<engine::token_id> prompt_tokens(const engine::model& model,
   }
   std::string text;
   try {
-    text = engine::apply_chat_template(model, request.messages, /*add_assistant_prompt=*/true,
-                                       request.chat_template);
+    text = engine::apply_chat_template(
+        model, request.messages,
+        engine::chat_render_options{.add_generation_prompt = true,
+                                    .tools_json = {},
+                                    .template_override = request.chat_template});
   } catch (const engine::engine_error& e) {
     if (e.code != engine::error_code::chat_template_unknown) {
       throw common::invalid_request("messages",

@@ -1,5 +1,6 @@
-// Chat templates: family detection from real tokenizer.chat_template texts, and rendering that
-// matches what those Jinja templates produce (expected strings worked out from the templates).
+// Chat templates: family detection from real tokenizer.chat_template texts, the family renderer
+// that matches what those Jinja templates produce (expected strings worked out from the
+// templates), and render_chat_template's choice between the Jinja engine and that renderer.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -251,7 +252,11 @@ TEST(chat_template, unsupported_role_is_invalid_argument) {
 TEST(chat_template, renders_with_vocab_texts_and_tokenizes_to_special_ids) {
   const vocab v =
       vocab::from_gguf(gguf::file::open(std::string(RBEE_SHARED_MODELS_DIR) + "/stories260K.gguf"));
-  const std::string text = render_chat_template(v, "", no_system, true, "llama2");
+  const auto options = [](bool prompt, std::string override_name = {}) {
+    return chat_render_options{
+        .add_generation_prompt = prompt, .tools_json = {}, .template_override = override_name};
+  };
+  const std::string text = render_chat_template(v, "", no_system, options(true, "llama2"));
   EXPECT_EQ(text, "<s>[INST] Hello [/INST] Hi there </s><s>[INST] Who are you [/INST]");
   const auto ids = v.tokenize(text, /*add_bos=*/false, /*parse_special=*/true);
   ASSERT_FALSE(ids.empty());
@@ -260,16 +265,88 @@ TEST(chat_template, renders_with_vocab_texts_and_tokenizes_to_special_ids) {
   EXPECT_EQ(std::count(ids.begin(), ids.end(), v.eos()), 1);
 
   const std::vector<chat_message> hi = {{"user", "Hi"}};
-  EXPECT_EQ(render_chat_template(v, zephyr_template, hi, true),
+  EXPECT_EQ(render_chat_template(v, zephyr_template, hi, options(true)),
             "<|user|>\nHi</s>\n<|assistant|>\n");
-  // No template in the model: ChatML, as llama.cpp's server does; an unknown one stays an error.
-  EXPECT_EQ(render_chat_template(v, "", hi, true),
+  // No template in the model: ChatML, as llama.cpp's server does.
+  EXPECT_EQ(render_chat_template(v, "", hi, options(true)),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+}
+
+// The model's template runs in the Jinja engine, so a template of no known family renders too
+// (Gemma's used to be refused as unrecognised), and the template's own checks reach the caller.
+TEST(chat_template, model_templates_run_in_the_jinja_engine) {
+  const vocab v =
+      vocab::from_gguf(gguf::file::open(std::string(RBEE_SHARED_MODELS_DIR) + "/stories260K.gguf"));
+  const chat_render_options prompt{};
+  EXPECT_EQ(render_chat_template(v, gemma_template, no_system, prompt),
+            "<s><start_of_turn>user\nHello<end_of_turn>\n<start_of_turn>model\nHi "
+            "there<end_of_turn>\n<start_of_turn>user\nWho are you<end_of_turn>\n<start_of_turn>"
+            "model\n");
+  try {
+    render_chat_template(v, gemma_template, conversation, prompt);
+    ADD_FAILURE() << "Gemma's template refuses a system message";
+  } catch (const engine_error& e) {
+    EXPECT_EQ(e.code, error_code::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("System role not supported"), std::string::npos)
+        << e.what();
+  }
+  // The override still selects the family renderer.
+  const std::vector<chat_message> hi = {{"user", "Hi"}};
+  EXPECT_EQ(render_chat_template(v, gemma_template, hi,
+                                 chat_render_options{.add_generation_prompt = true,
+                                                     .tools_json = {},
+                                                     .template_override = "chatml"}),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+}
+
+TEST(chat_template, jinja_the_engine_cannot_parse_falls_back_to_the_family_or_is_unknown) {
+  const vocab v =
+      vocab::from_gguf(gguf::file::open(std::string(RBEE_SHARED_MODELS_DIR) + "/stories260K.gguf"));
+  const std::vector<chat_message> hi = {{"user", "Hi"}};
+  // {% filter %} blocks are outside the supported subset; the ChatML markers identify the family.
+  EXPECT_EQ(render_chat_template(v, "{% filter trim %}<|im_start|>{% endfilter %}", hi, {}),
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
   try {
-    render_chat_template(v, gemma_template, no_system, true);
-    ADD_FAILURE() << "no error for an unknown template without override";
+    render_chat_template(v, "{% filter upper %}{{ messages }}{% endfilter %}", hi, {});
+    ADD_FAILURE() << "no error for an unparseable template of no known family";
   } catch (const engine_error& e) {
     EXPECT_EQ(e.code, error_code::chat_template_unknown);
+    EXPECT_NE(std::string(e.what()).find("filter"), std::string::npos) << e.what();
+  }
+}
+
+// Tool calls and results reach the template as transformers passes them: arguments given as
+// JSON text arrive as the object, tools as a list, and tool messages keep their call id.
+TEST(chat_template, tool_calls_and_tools_reach_the_template) {
+  const vocab v =
+      vocab::from_gguf(gguf::file::open(std::string(RBEE_SHARED_MODELS_DIR) + "/stories260K.gguf"));
+  const char* probe =
+      "{% for m in messages %}{{ m.role }}:{{ m.content }}"
+      "{% if m.tool_calls %}{% for c in m.tool_calls %}[{{ c.id }} {{ c.function.name }} "
+      "{{ c.function.arguments is mapping }} {{ c.function.arguments | tojson }}]{% endfor %}"
+      "{% endif %}{% if m.tool_call_id is defined %}({{ m.tool_call_id }} {{ m.name }}){% endif %}"
+      ";{% endfor %}{{ tools | map(attribute='function') | map(attribute='name') | join(',') }}"
+      "|{{ tools is none }}";
+  chat_message call{"assistant", ""};
+  call.tool_calls_json =
+      R"([{"id":"c1","type":"function","function":{"name":"get_weather",)"
+      R"("arguments":"{\"city\": \"Z\u00fcrich\"}"}},)"
+      R"({"id":"c2","type":"function","function":{"name":"f","arguments":"not json"}}])";
+  std::vector<chat_message> messages = {{"user", "weather?"}, call};
+  chat_message result{"tool", "sunny"};
+  result.tool_call_id = "c1";
+  result.name = "get_weather";
+  messages.push_back(result);
+  chat_render_options options;
+  options.tools_json = R"([{"type":"function","function":{"name":"get_weather"}}])";
+  EXPECT_EQ(render_chat_template(v, probe, messages, options),
+            "user:weather?;assistant:[c1 get_weather True {\"city\": \"Zürich\"}][c2 f False "
+            "\"not json\"];tool:sunny(c1 get_weather);get_weather|False");
+  options.tools_json.clear();
+  EXPECT_EQ(render_chat_template(v, "{{ tools is none }}", messages, options), "True");
+  for (const char* bad : {"{", R"({"not": "a list"})"}) {
+    options.tools_json = bad;
+    EXPECT_THROW(render_chat_template(v, "x", messages, options), engine_error);
   }
 }
 
