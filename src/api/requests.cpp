@@ -196,6 +196,8 @@ std::vector<chat_message> messages_from_json(const json& body) {
   return out;
 }
 
+}  // namespace
+
 json tool_calls_to_json(const std::vector<tool_call>& calls) {
   json out = json::array();
   for (const auto& c : calls) {
@@ -206,14 +208,6 @@ json tool_calls_to_json(const std::vector<tool_call>& calls) {
   return out;
 }
 
-json message_to_json(const chat_message& m) {
-  json out = {{"role", m.role}, {"content", m.content}};
-  if (!m.tool_calls.empty()) out["tool_calls"] = tool_calls_to_json(m.tool_calls);
-  if (!m.tool_call_id.empty()) out["tool_call_id"] = m.tool_call_id;
-  if (!m.name.empty()) out["name"] = m.name;
-  return out;
-}
-
 json tools_to_json(const std::vector<tool_definition>& tools) {
   json out = json::array();
   for (const auto& t : tools) {
@@ -221,6 +215,16 @@ json tools_to_json(const std::vector<tool_definition>& tools) {
     if (!t.description.empty()) function["description"] = t.description;
     out.push_back({{"type", "function"}, {"function", std::move(function)}});
   }
+  return out;
+}
+
+namespace {
+
+json message_to_json(const chat_message& m) {
+  json out = {{"role", m.role}, {"content", m.content}};
+  if (!m.tool_calls.empty()) out["tool_calls"] = tool_calls_to_json(m.tool_calls);
+  if (!m.tool_call_id.empty()) out["tool_call_id"] = m.tool_call_id;
+  if (!m.name.empty()) out["name"] = m.name;
   return out;
 }
 

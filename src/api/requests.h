@@ -71,6 +71,11 @@ struct output_constraint {
   nlohmann::json to_json() const;
 };
 
+// OpenAI's JSON forms: [{"id", "type": "function", "function": {"name", "arguments"}}] and
+// [{"type": "function", "function": {"name", "description", "parameters"}}].
+nlohmann::json tool_calls_to_json(const std::vector<tool_call>& calls);
+nlohmann::json tools_to_json(const std::vector<tool_definition>& tools);
+
 // What to generate and how.
 struct generation_request {
   // Exactly one of prompt and messages is given.

@@ -45,7 +45,15 @@ inference_request parse_inference_request(const common::json& body, int n_ctx) {
   inference_request request;
   request.job_id = std::move(wire.job_id);
   request.prompt = std::move(g.prompt);
-  for (auto& m : g.messages) request.messages.push_back({std::move(m.role), std::move(m.content)});
+  for (auto& m : g.messages) {
+    engine::chat_message message(std::move(m.role), std::move(m.content));
+    if (!m.tool_calls.empty())
+      message.tool_calls_json = api::tool_calls_to_json(m.tool_calls).dump();
+    message.tool_call_id = std::move(m.tool_call_id);
+    message.name = std::move(m.name);
+    request.messages.push_back(std::move(message));
+  }
+  if (!g.tools.empty()) request.tools_json = api::tools_to_json(g.tools).dump();
   request.chat_template = std::move(g.chat_template);
   request.max_tokens = g.max_tokens;
   request.sampling = sampling_params_of(g.sampling);
@@ -95,7 +103,7 @@ std::vector<engine::token_id> prompt_tokens(const engine::model& model,
     text = engine::apply_chat_template(
         model, request.messages,
         engine::chat_render_options{.add_generation_prompt = true,
-                                    .tools_json = {},
+                                    .tools_json = request.tools_json,
                                     .template_override = request.chat_template});
   } catch (const engine::engine_error& e) {
     if (e.code != engine::error_code::chat_template_unknown) {

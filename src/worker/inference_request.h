@@ -23,6 +23,7 @@ struct inference_request {
   std::string prompt;
   std::vector<engine::chat_message> messages;
   std::string chat_template;      // family name overriding the model's template; "" = the model's
+  std::string tools_json;         // the tools the template shows the model (JSON array text)
   std::optional<int> max_tokens;  // nullopt: until end of generation or the end of the context
   engine::sampling_params sampling;  // choice 0's; choice i draws with seed + i
   std::vector<std::string> stop;

@@ -83,8 +83,8 @@ TEST_F(OpenAiClients, StockSdkGetsPeerDefaultsLogprobsChoicesAndClearErrors) {
 }
 
 TEST_F(OpenAiClients, StockSdkToolRoundTripAndStructuredOutputs) {
-  run_script("openai_tools.mjs",
-             {{"RBEE_MODEL", synth_model_with_template("tools_template.jinja")}});
+  run_script("openai_tools.mjs", {{"RBEE_MODEL", synth_model_with_template("tools_template.jinja")},
+                                  {"RBEE_TEXT_MODEL", stories_model_ref()}});
 }
 
 TEST_F(OpenAiClients, VercelAiSdkStreamsAToolCall) {
