@@ -1,9 +1,11 @@
 // Drives queen-rbee's OpenAI-compatible API with the stock `openai` npm package: peer defaults
 // (temperature 0 is llama.cpp's greedy text), streaming details, logprobs, n > 1, the model
 // endpoints, CORS and errors. Run by openai_sdk_test.cpp.
-// Environment: RBEE_OPENAI_BASE_URL, RBEE_OPENAI_KEY, RBEE_MODEL, RBEE_GOLDEN (greedy text).
+// Environment: RBEE_OPENAI_BASE_URL, RBEE_OPENAI_KEY, RBEE_MODEL, RBEE_GOLDEN (greedy text),
+// RBEE_CHAT_GOLDEN (golden-chat-stories260K.json: llama-server's greedy chat answers).
 import OpenAI from 'openai';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 
 const baseURL = process.env.RBEE_OPENAI_BASE_URL;
 const apiKey = process.env.RBEE_OPENAI_KEY;
@@ -28,6 +30,18 @@ const unbounded = await client.completions.create({ model, prompt: 'Once upon a 
 assert.ok(unbounded.choices[0].text.startsWith(completion.choices[0].text));
 assert.ok(unbounded.choices[0].finish_reason === 'stop' || unbounded.usage.completion_tokens > 256,
   `stopped at ${unbounded.usage.completion_tokens} tokens (${unbounded.choices[0].finish_reason})`);
+
+// Chat: greedy answers are llama-server's (b4748) for the same messages, prompt tokens included
+// (its built-in ChatML template for a model without one).
+const chatGolden = JSON.parse(readFileSync(process.env.RBEE_CHAT_GOLDEN, 'utf8'));
+for (const c of chatGolden.cases) {
+  const answer = await client.chat.completions.create({
+    model, messages: c.messages, max_tokens: c.max_tokens, temperature: 0,
+  });
+  assert.equal(answer.choices[0].message.content, c.content);
+  assert.equal(answer.choices[0].finish_reason, c.finish_reason);
+  assert.equal(answer.usage.prompt_tokens, c.usage.prompt_tokens);
+}
 
 // Chat, not streamed: usage and finish_reason.
 const chat = await client.chat.completions.create({ model, messages, max_tokens: 8, temperature: 0 });

@@ -78,8 +78,10 @@ class OpenAiClients : public ::testing::Test {
 };
 
 TEST_F(OpenAiClients, StockSdkGetsPeerDefaultsLogprobsChoicesAndClearErrors) {
-  run_script("openai_sdk.mjs", {{"RBEE_MODEL", stories_model_ref()},
-                                {"RBEE_GOLDEN", golden_continuation("Once upon a time")}});
+  run_script("openai_sdk.mjs",
+             {{"RBEE_MODEL", stories_model_ref()},
+              {"RBEE_GOLDEN", golden_continuation("Once upon a time")},
+              {"RBEE_CHAT_GOLDEN", (scripts_dir / "golden-chat-stories260K.json").string()}});
 }
 
 TEST_F(OpenAiClients, StockSdkToolRoundTripAndStructuredOutputs) {
