@@ -62,18 +62,15 @@ int effective_slots(const worker_view& w, const scheduler_options& o) {
 decision decide(const task_key& key, const std::vector<worker_view>& workers,
                 const std::vector<node_capacity>& nodes, const scheduler_options& options) {
   decision d;
-  if (options.max_slots_per_worker > 0 && key.slots > options.max_slots_per_worker) {
-    d.reason = std::to_string(key.slots) + " choices need " + std::to_string(key.slots) +
-               " slots of one worker; workers have at most " +
-               std::to_string(options.max_slots_per_worker) + " (queen --slots-per-worker)";
-    return d;
-  }
   // Warm: the ready worker with the most free slots.
   const worker_view* best = nullptr;
   int best_free = 0;
   std::map<std::string, int> alive_per_node;
   for (const auto& w : workers) {
     if (!matches(key, w.info)) continue;
+    // A worker with fewer slots than the task's choices can never take it: it does not count
+    // against max_workers_per_model, so a large enough one may be started.
+    if (effective_slots(w, options) < key.slots) continue;
     if (alive(w)) ++alive_per_node[w.info.node];
     if (w.pending || !accepts_tasks(w.info.state)) continue;
     int free = effective_slots(w, options) - w.in_flight;
@@ -234,6 +231,7 @@ std::optional<lease> scheduler::place_locked(const task_key& key, decision& d) {
     placeholder.info.backend = key.backend.empty() ? "cpu" : key.backend;
     placeholder.info.device = key.device.value_or(0);
     placeholder.info.state = worker_state::spawning;
+    placeholder.info.slots_total = std::max(key.slots, std::max(1, options_.max_slots_per_worker));
     workers_[id] = placeholder;
     return lease{.kind = decision_kind::cold,
                  .worker = {},
@@ -266,6 +264,14 @@ void scheduler::pump_locked() {
 }
 
 admission scheduler::admit(const task_key& key) {
+  if (options_.max_slots_per_worker > 0 && key.slots > options_.max_slots_per_worker) {
+    throw invalid_field("n",
+                        std::to_string(key.slots) + " choices need " + std::to_string(key.slots) +
+                            " slots of one worker; workers have at most " +
+                            std::to_string(options_.max_slots_per_worker) +
+                            " (queen --slots-per-worker)",
+                        {{"slots_per_worker", options_.max_slots_per_worker}});
+  }
   std::lock_guard lock(mutex_);
   admission a;
   bool model_waiting = std::any_of(queue_.begin(), queue_.end(),

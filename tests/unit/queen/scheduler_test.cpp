@@ -327,3 +327,53 @@ TEST_F(SchedulerTest, UnreachableEverywhereIsNodeUnreachable) {
 
 }  // namespace
 }  // namespace rbee::queen
+
+namespace rbee::queen {
+namespace {
+
+TEST(SchedulerSlots, ATaskOfNChoicesHoldsNSlotsOfOneWorker) {
+  common::manual_clock clock;
+  scheduler_options options;
+  options.max_slots_per_worker = 4;
+  scheduler s(options, clock);
+  s.set_nodes({{"a", true, std::nullopt}});
+  worker_info w;
+  w.worker_id = "w1";
+  w.node = "a";
+  w.model_ref = "m";
+  w.url = "http://127.0.0.1:1";
+  w.state = worker_state::idle;
+  w.slots_total = 3;
+  s.update_node_workers("a", {w});
+  task_key two{.model = "m", .node = {}, .backend = {}, .device = {}, .model_bytes = 0, .slots = 2};
+  auto first = s.admit(two);
+  ASSERT_TRUE(first.placed);
+  EXPECT_EQ(first.placed->slots, 2);
+  EXPECT_EQ(s.workers()[0].in_flight, 2);
+  // One slot is left: a second task of two choices waits, a single one does not.
+  auto waiting = s.admit(two);
+  EXPECT_FALSE(waiting.placed);
+  s.release("w1", 2);
+  auto l = s.wait(waiting);
+  ASSERT_TRUE(l);
+  EXPECT_EQ(s.workers()[0].in_flight, 2);
+  // A worker too small for a task does not stop a larger one from starting.
+  task_key four = two;
+  four.slots = 4;
+  auto bigger = s.admit(four);
+  ASSERT_TRUE(bigger.placed);
+  EXPECT_EQ(bigger.placed->kind, decision_kind::cold);
+  // More choices than any worker may have is the client's mistake.
+  task_key five = two;
+  five.slots = 5;
+  try {
+    s.admit(five);
+    ADD_FAILURE() << "n above the slot cap was admitted";
+  } catch (const error& e) {
+    EXPECT_EQ(e.code, common::codes::INVALID_REQUEST);
+    EXPECT_EQ(e.details.value("field", ""), "n");
+  }
+}
+
+}  // namespace
+}  // namespace rbee::queen
