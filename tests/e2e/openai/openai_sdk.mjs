@@ -2,7 +2,8 @@
 // (temperature 0 is llama.cpp's greedy text), streaming details, logprobs, n > 1, the model
 // endpoints, CORS and errors. Run by openai_sdk_test.cpp.
 // Environment: RBEE_OPENAI_BASE_URL, RBEE_OPENAI_KEY, RBEE_MODEL, RBEE_GOLDEN (greedy text),
-// RBEE_CHAT_GOLDEN (golden-chat-stories260K.json: llama-server's greedy chat answers).
+// RBEE_CHAT_GOLDEN (golden-chat-stories260K.json: llama-server's greedy chat answers),
+// RBEE_CHATML_MODEL (stories260K shipping the ChatML template).
 import OpenAI from 'openai';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -33,14 +34,17 @@ assert.ok(unbounded.choices[0].finish_reason === 'stop' || unbounded.usage.compl
 
 // Chat: greedy answers are llama-server's (b4748) for the same messages, prompt tokens included
 // (its built-in ChatML template for a model without one).
+// The same model shipping the ChatML template (rendered by rbee's Jinja engine) answers alike.
 const chatGolden = JSON.parse(readFileSync(process.env.RBEE_CHAT_GOLDEN, 'utf8'));
-for (const c of chatGolden.cases) {
-  const answer = await client.chat.completions.create({
-    model, messages: c.messages, max_tokens: c.max_tokens, temperature: 0,
-  });
-  assert.equal(answer.choices[0].message.content, c.content);
-  assert.equal(answer.choices[0].finish_reason, c.finish_reason);
-  assert.equal(answer.usage.prompt_tokens, c.usage.prompt_tokens);
+for (const chatModel of [model, process.env.RBEE_CHATML_MODEL]) {
+  for (const c of chatGolden.cases) {
+    const answer = await client.chat.completions.create({
+      model: chatModel, messages: c.messages, max_tokens: c.max_tokens, temperature: 0,
+    });
+    assert.equal(answer.choices[0].message.content, c.content, chatModel);
+    assert.equal(answer.choices[0].finish_reason, c.finish_reason);
+    assert.equal(answer.usage.prompt_tokens, c.usage.prompt_tokens, chatModel);
+  }
 }
 
 // Chat, not streamed: usage and finish_reason.

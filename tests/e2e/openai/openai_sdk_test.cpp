@@ -8,9 +8,11 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <sstream>
 
+#include "gguf/gguf.h"
 #include "queen/queen_fixture.h"
 
 namespace rbee::e2e {
@@ -71,6 +73,24 @@ class OpenAiClients : public ::testing::Test {
     return "file:" + model.string();
   }
 
+  // stories260K as a model that ships the ChatML template (the published text, as the engine's
+  // template tests hold it): rendered by rbee's Jinja engine, not by the no-template fallback.
+  std::string stories_with_chatml_template() {
+    std::ifstream in(fs::path(RBEE_SOURCE_DIR) /
+                     "tests/engine/data/chat_templates/templates/chatml.jinja");
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto source = gguf::file::open(stories_model_path());
+    gguf::writer w;
+    for (const auto& entry : source.metadata()) w.set(entry);
+    w.set_string("tokenizer.chat_template", text.str());
+    for (const auto& t : source.tensors())
+      w.add_tensor(t.name, t.type, t.shape, {t.data, t.n_bytes});
+    const auto path = work_.path() / "stories-chatml.gguf";
+    w.write(path.string());
+    return "file:" + path.string();
+  }
+
   static constexpr const char* api_key = "sdk-key-0123456789";
   std::optional<fs::path> node_;
   temp_home work_;
@@ -81,7 +101,8 @@ TEST_F(OpenAiClients, StockSdkGetsPeerDefaultsLogprobsChoicesAndClearErrors) {
   run_script("openai_sdk.mjs",
              {{"RBEE_MODEL", stories_model_ref()},
               {"RBEE_GOLDEN", golden_continuation("Once upon a time")},
-              {"RBEE_CHAT_GOLDEN", (scripts_dir / "golden-chat-stories260K.json").string()}});
+              {"RBEE_CHAT_GOLDEN", (scripts_dir / "golden-chat-stories260K.json").string()},
+              {"RBEE_CHATML_MODEL", stories_with_chatml_template()}});
 }
 
 TEST_F(OpenAiClients, StockSdkToolRoundTripAndStructuredOutputs) {
