@@ -134,27 +134,25 @@ json required_calls_schema(const std::vector<api::tool_definition>& tools, bool 
   return schema;
 }
 
-// tool_choice: how the reply is read, and the constraint that forces a call.
-void apply_tool_choice(const json& body, request& r, json& task) {
+// tool_choice: how the reply is read, and the constraint (JSON) that forces a call.
+std::optional<json> apply_tool_choice(const json& body, request& r) {
   json choice = body.value("tool_choice", json("auto"));
   if (choice.is_null()) choice = "auto";
   if (r.tools.empty()) {
     if (choice != "none" && present(body, "tool_choice")) {
       throw common::invalid_request("tool_choice", "tool_choice needs tools");
     }
-    return;
+    return std::nullopt;
   }
   const bool parallel = common::optional_bool(body, "parallel_tool_calls", true);
-  if (choice == "none") return;
+  if (choice == "none") return std::nullopt;
   if (choice == "auto") {
     r.reply = reply_kind::tool_calls;
-    return;
+    return std::nullopt;
   }
   if (choice == "required") {
     r.reply = reply_kind::tool_calls;
-    task["constraint"] = {{"type", "json_schema"},
-                          {"schema", required_calls_schema(r.tools, parallel)}};
-    return;
+    return json{{"type", "json_schema"}, {"schema", required_calls_schema(r.tools, parallel)}};
   }
   const bool named = choice.is_object() && choice.value("type", json()) == "function" &&
                      choice.contains("function") && choice["function"].is_object() &&
@@ -173,40 +171,43 @@ void apply_tool_choice(const json& body, request& r, json& task) {
   }
   r.reply = reply_kind::forced_call;
   r.forced_tool = name;
-  task["constraint"] = {{"type", "json_schema"}, {"schema", parameters_schema(*tool)}};
+  return json{{"type", "json_schema"}, {"schema", parameters_schema(*tool)}};
 }
 
 // response_format: text, json_object or json_schema, enforced by constrained decoding.
-void apply_response_format(const json& body, json& task) {
-  if (!present(body, "response_format")) return;
+std::optional<json> response_format_constraint(const json& body) {
+  if (!present(body, "response_format")) return std::nullopt;
   const json& format = body["response_format"];
   const std::string type =
       format.is_object() && format.contains("type") && format["type"].is_string()
           ? format["type"].get<std::string>()
           : "";
-  if (type == "text") return;
-  if (task.contains("constraint")) {
-    throw common::invalid_request("response_format",
-                                  "response_format cannot be combined with a forced tool_choice");
-  }
-  if (type == "json_object") {
-    task["constraint"] = {{"type", "json_object"}};
-    return;
-  }
+  if (type == "text") return std::nullopt;
+  if (type == "json_object") return json{{"type", "json_object"}};
   if (type == "json_schema") {
     const json spec = format.value("json_schema", json());
     if (!spec.is_object() || !spec.contains("schema") || !spec["schema"].is_object()) {
       throw common::invalid_request("response_format",
                                     "response_format.json_schema.schema must be a JSON schema");
     }
-    task["constraint"] = {{"type", "json_schema"},
-                          {"schema", spec["schema"]},
-                          {"strict", common::optional_bool(spec, "strict", false)}};
-    return;
+    return json{{"type", "json_schema"},
+                {"schema", spec["schema"]},
+                {"strict", common::optional_bool(spec, "strict", false)}};
   }
   throw common::invalid_request(
       "response_format",
       "response_format.type must be \"text\", \"json_object\" or \"json_schema\"");
+}
+
+// The constraint the worker enforces; a schema it cannot compile is the parameter's fault.
+api::output_constraint constraint_of(const json& constraint, const char* parameter) {
+  try {
+    return api::output_constraint::from_json(constraint);
+  } catch (const common::http_error& e) {
+    json details = e.details.is_object() ? e.details : json::object();
+    details["field"] = parameter;
+    throw common::http_error(e.status, e.code, std::string(parameter) + ": " + e.message, details);
+  }
 }
 
 // logprobs: chat has logprobs: bool + top_logprobs: k; completions has logprobs: k.
@@ -274,13 +275,14 @@ request parse_request(endpoint kind, const json& body) {
   r.task = task_request::from_json(task);
   if (kind == endpoint::chat) {
     r.tools = r.task.generation.tools;
-    apply_tool_choice(body, r, task);
-    apply_response_format(body, task);
-    if (task.contains("constraint")) {
-      auto id = r.task.task_id;
-      r.task = task_request::from_json(task);
-      r.task.task_id = id;
+    auto forced_call = apply_tool_choice(body, r);
+    auto format = response_format_constraint(body);
+    if (forced_call && format) {
+      throw common::invalid_request("response_format",
+                                    "response_format cannot be combined with a forced tool_choice");
     }
+    if (forced_call) r.task.generation.constraint = constraint_of(*forced_call, "tools");
+    if (format) r.task.generation.constraint = constraint_of(*format, "response_format");
   }
   r.stream = common::optional_bool(body, "stream", false);
   if (present(body, "stream_options")) {

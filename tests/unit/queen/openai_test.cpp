@@ -233,6 +233,40 @@ TEST(OpenAiTools, ToolChoiceDecidesHowTheReplyIsRead) {
             "tool_choice");
 }
 
+TEST(OpenAiTools, ForcedCallsAndResponseFormatsBecomeTheTasksConstraint) {
+  auto required =
+      openai::parse_request(openai::endpoint::chat, chat_with_tools({{"tool_choice", "required"}}));
+  ASSERT_TRUE(required.task.generation.constraint);
+  EXPECT_EQ(required.task.generation.constraint->schema["type"], "array");
+  auto format = openai::parse_request(
+      openai::endpoint::chat,
+      chat_with_tools({{"response_format",
+                        {{"type", "json_schema"},
+                         {"json_schema", {{"name", "x"}, {"schema", {{"type", "object"}}}}}}}}));
+  ASSERT_TRUE(format.task.generation.constraint);
+  EXPECT_EQ(format.task.generation.constraint->schema["type"], "object");
+  EXPECT_FALSE(
+      openai::parse_request(openai::endpoint::chat, chat_with_tools()).task.generation.constraint);
+  // A schema the compiler refuses is the parameter's fault, named as such.
+  EXPECT_EQ(
+      field_of([] {
+        openai::parse_request(
+            openai::endpoint::chat,
+            chat_with_tools(
+                {{"response_format",
+                  {{"type", "json_schema"},
+                   {"json_schema", {{"schema", {{"type", "string"}, {"pattern", "a+"}}}}}}}}));
+      }),
+      "response_format");
+  EXPECT_EQ(field_of([] {
+              openai::parse_request(
+                  openai::endpoint::chat,
+                  chat_with_tools({{"tool_choice", "required"},
+                                   {"response_format", {{"type", "json_object"}}}}));
+            }),
+            "response_format");
+}
+
 TEST(OpenAiTools, UnsupportedParametersAreNamed) {
   for (const char* p : {"audio", "functions", "prediction", "web_search_options", "frobnicate"}) {
     EXPECT_EQ(field_of([&] {
