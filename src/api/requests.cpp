@@ -14,10 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-bool present(const json& body, const char* field) {
-  return body.contains(field) && !body[field].is_null();
-}
-
 void require_object(const json& body) {
   if (!body.is_object()) throw common::bad_request("request body must be a JSON object");
 }
@@ -71,7 +67,7 @@ std::vector<tool_call> tool_calls_from_json(const json& calls, const std::string
                                         "{\"name\", \"arguments\"}}");
     }
     tool_call call;
-    if (present(c, "id")) {
+    if (common::present(c, "id")) {
       if (!c["id"].is_string()) {
         throw common::invalid_request(call_field + ".id", call_field + ".id must be a string");
       }
@@ -91,7 +87,7 @@ std::vector<tool_call> tool_calls_from_json(const json& calls, const std::string
 
 // OpenAI's tools: [{"type": "function", "function": {"name", "description", "parameters"}}].
 std::vector<tool_definition> tools_from_json(const json& body) {
-  if (!present(body, "tools")) return {};
+  if (!common::present(body, "tools")) return {};
   const json& tools = body["tools"];
   if (!tools.is_array() || tools.size() > max_tools) {
     throw common::invalid_request(
@@ -114,7 +110,7 @@ std::vector<tool_definition> tools_from_json(const json& body) {
                                     field + ".function.description must be a string");
     }
     d.description = f.value("description", "");
-    if (present(f, "parameters")) {
+    if (common::present(f, "parameters")) {
       if (!f["parameters"].is_object()) {
         throw common::invalid_request(field + ".function.parameters",
                                       field + ".function.parameters must be a JSON schema object");
@@ -161,7 +157,7 @@ std::vector<chat_message> messages_from_json(const json& body) {
     }
     chat_message message;
     message.role = role->get<std::string>();
-    if (present(m, "tool_calls")) {
+    if (common::present(m, "tool_calls")) {
       if (message.role != "assistant") {
         throw common::invalid_request(item + ".tool_calls",
                                       item + ".tool_calls belongs to assistant messages");
@@ -190,7 +186,7 @@ std::vector<chat_message> messages_from_json(const json& body) {
       }
       message.tool_call_id = *id;
     }
-    if (present(m, "name")) message.name = tool_name_from_json(m, item + ".name");
+    if (common::present(m, "name")) message.name = tool_name_from_json(m, item + ".name");
     out.push_back(std::move(message));
   }
   return out;
@@ -230,7 +226,7 @@ json message_to_json(const chat_message& m) {
 
 // A device index: a non-negative integer, or one written as decimal text ("0").
 std::optional<int> device_from_json(const json& body) {
-  if (!present(body, "device")) return std::nullopt;
+  if (!common::present(body, "device")) return std::nullopt;
   const json& d = body["device"];
   if (d.is_string()) {
     const auto& text = d.get_ref<const std::string&>();
@@ -289,8 +285,8 @@ json output_constraint::to_json() const {
 generation_request generation_request::from_json(const json& body) {
   require_object(body);
   generation_request g;
-  if (present(body, "messages")) {
-    if (present(body, "prompt")) {
+  if (common::present(body, "messages")) {
+    if (common::present(body, "prompt")) {
       throw common::invalid_request("messages", "give either prompt or messages, not both");
     }
     g.messages = messages_from_json(body);
@@ -306,7 +302,7 @@ generation_request generation_request::from_json(const json& body) {
     g.prompt = common::require_string(body, "prompt", max_prompt_bytes);
     if (g.prompt.empty()) throw common::invalid_request("prompt", "prompt must not be empty");
     for (const char* chat_only : {"chat_template", "tools"}) {
-      if (present(body, chat_only)) {
+      if (common::present(body, chat_only)) {
         throw common::invalid_request(
             chat_only, std::string(chat_only) + " applies to messages; a prompt is used as given");
       }
@@ -327,7 +323,8 @@ generation_request generation_request::from_json(const json& body) {
   for (const auto& stop : g.stop) {
     if (stop.empty()) throw common::invalid_request("stop", "stop strings must not be empty");
   }
-  if (present(body, "constraint")) g.constraint = output_constraint::from_json(body["constraint"]);
+  if (common::present(body, "constraint"))
+    g.constraint = output_constraint::from_json(body["constraint"]);
   return g;
 }
 

@@ -10,13 +10,9 @@ namespace rbee::api {
 
 namespace {
 
-bool present(const nlohmann::json& body, const char* field) {
-  return body.contains(field) && !body[field].is_null();
-}
-
 std::optional<double> number(const nlohmann::json& body, const char* field,
                              limits<double> allowed) {
-  if (!present(body, field)) return std::nullopt;
+  if (!common::present(body, field)) return std::nullopt;
   return common::number_in_range(body, field, 0, allowed.min, allowed.max);
 }
 
@@ -28,7 +24,7 @@ std::optional<int64_t> integer(const nlohmann::json& body, const char* field,
 // {"<token id>": bias, ...}: ids written in decimal (no sign, no leading zeros), biases in
 // [-100, 100], at most max_logit_bias_entries.
 std::vector<std::pair<int32_t, double>> logit_bias_from_json(const nlohmann::json& body) {
-  if (!present(body, "logit_bias")) return {};
+  if (!common::present(body, "logit_bias")) return {};
   const nlohmann::json& bias = body["logit_bias"];
   if (!bias.is_object()) {
     throw common::invalid_request(

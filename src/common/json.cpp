@@ -202,4 +202,9 @@ const json& require_array(const json& body, std::string_view field) {
   return *v;
 }
 
+bool present(const json& body, std::string_view field) {
+  auto it = body.find(field);
+  return it != body.end() && !it->is_null();
+}
+
 }  // namespace rbee::common

@@ -48,6 +48,9 @@ std::vector<std::string> string_array(const json& body, std::string_view field, 
 
 bool optional_bool(const json& body, std::string_view field, bool def);
 
+// The field is there and not null (absent and null both mean "not given").
+bool present(const json& body, std::string_view field);
+
 // Must be present and a JSON object/array respectively; returns a reference into body.
 const json& require_object(const json& body, std::string_view field);
 const json& require_array(const json& body, std::string_view field);

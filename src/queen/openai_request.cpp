@@ -18,10 +18,6 @@ using nlohmann::json;
 constexpr int max_top_logprobs = 20;
 constexpr int max_choices = 16;
 
-bool present(const json& body, const char* field) {
-  return body.contains(field) && !body[field].is_null();
-}
-
 // Parameters both endpoints take, passed to the task under the same name.
 const std::set<std::string, std::less<>> shared_sampling = {"temperature",
                                                             "top_p",
@@ -66,7 +62,7 @@ void refuse_unknown(endpoint kind, const json& body) {
 // Parameters accepted only with their default value.
 void require_default(const json& body, const char* field, const json& allowed,
                      const std::string& reason) {
-  if (present(body, field) && body[field] != allowed) {
+  if (common::present(body, field) && body[field] != allowed) {
     throw common::invalid_request(field, std::string(field) + ": " + reason);
   }
 }
@@ -139,7 +135,7 @@ std::optional<json> apply_tool_choice(const json& body, request& r) {
   json choice = body.value("tool_choice", json("auto"));
   if (choice.is_null()) choice = "auto";
   if (r.tools.empty()) {
-    if (choice != "none" && present(body, "tool_choice")) {
+    if (choice != "none" && common::present(body, "tool_choice")) {
       throw common::invalid_request("tool_choice", "tool_choice needs tools");
     }
     return std::nullopt;
@@ -176,7 +172,7 @@ std::optional<json> apply_tool_choice(const json& body, request& r) {
 
 // response_format: text, json_object or json_schema, enforced by constrained decoding.
 std::optional<json> response_format_constraint(const json& body) {
-  if (!present(body, "response_format")) return std::nullopt;
+  if (!common::present(body, "response_format")) return std::nullopt;
   const json& format = body["response_format"];
   const std::string type =
       format.is_object() && format.contains("type") && format["type"].is_string()
@@ -250,7 +246,7 @@ request parse_request(endpoint kind, const json& body) {
   for (const auto& f : shared_sampling) {
     if (body.contains(f)) task[f] = body[f];
   }
-  if (present(body, "max_completion_tokens")) {
+  if (common::present(body, "max_completion_tokens")) {
     task["max_tokens"] = body["max_completion_tokens"];
   } else if (body.contains("max_tokens")) {
     task["max_tokens"] = body["max_tokens"];
@@ -285,7 +281,7 @@ request parse_request(endpoint kind, const json& body) {
     if (format) r.task.generation.constraint = constraint_of(*format, "response_format");
   }
   r.stream = common::optional_bool(body, "stream", false);
-  if (present(body, "stream_options")) {
+  if (common::present(body, "stream_options")) {
     if (!body["stream_options"].is_object()) {
       throw common::invalid_request("stream_options", "stream_options must be an object");
     }

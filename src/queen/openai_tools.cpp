@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/secrets.h"
+#include "common/text.h"
 
 namespace rbee::queen::openai {
 
@@ -19,12 +20,6 @@ constexpr std::string_view hermes_close = "</tool_call>";
 constexpr std::string_view mistral_marker = "[TOOL_CALLS]";
 constexpr std::string_view llama_marker = "<|python_tag|>";
 constexpr std::array<std::string_view, 3> markers = {hermes_open, mistral_marker, llama_marker};
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
 
 std::optional<json> parse_json(std::string_view text) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -69,11 +64,11 @@ std::vector<api::tool_call> calls_of(const json& j,
 // JSON text holding calls: one document, or Llama's "call; call".
 std::vector<api::tool_call> calls_in_json_text(std::string_view text,
                                                const std::vector<api::tool_definition>& tools) {
-  if (auto j = parse_json(trim(text))) return calls_of(*j, tools);
+  if (auto j = parse_json(common::trim(text))) return calls_of(*j, tools);
   std::vector<api::tool_call> out;
   for (size_t at = 0; at <= text.size();) {
     size_t end = std::min(text.find(';', at), text.size());
-    auto j = parse_json(trim(text.substr(at, end - at)));
+    auto j = parse_json(common::trim(text.substr(at, end - at)));
     at = end + 1;
     if (!j) return {};
     auto calls = calls_of(*j, tools);
@@ -110,7 +105,7 @@ parsed_reply marked_calls(std::string_view text, std::string_view marker,
   size_t at = text.find(marker);
   auto calls = calls_in_json_text(text.substr(at + marker.size()), tools);
   if (calls.empty()) return {std::string(text), {}};
-  return {std::string(trim(text.substr(0, at))), std::move(calls)};
+  return {std::string(common::trim(text.substr(0, at))), std::move(calls)};
 }
 
 // Could `tail` still grow into a marker (or be one)?
@@ -143,7 +138,7 @@ std::string reply_stream::push(std::string_view piece) {
   }
   // A reply that opens with JSON may be a call in the generic or Llama form.
   if (!sent_any_) {
-    auto start = trim(pending_);
+    auto start = common::trim(pending_);
     if (start.empty()) return {};
     if (start.front() == '{' || start.front() == '[') {
       holding_ = true;
