@@ -63,6 +63,7 @@ struct choice_state {
 
 // Accumulates a task's events into the non-streaming response.
 struct collector {
+  int n = 1;  // choices asked for
   std::map<int, choice_state> choices;
   int prompt_tokens = 0;
   bool ended = false;
@@ -101,6 +102,10 @@ nlohmann::json usage_chunk(const response_meta& meta, int prompt_tokens, int com
 // Logprobs in each endpoint's shape.
 nlohmann::json chat_logprobs(const std::vector<token_logprob>& lps);
 nlohmann::json completion_logprobs(const std::vector<token_logprob>& lps);
+
+// The choice an event of the worker is about (its "index", 0 when absent). Worker output is
+// not trusted: an index outside [0, n) throws, and the task ends with an error event.
+int choice_index(const nlohmann::json& event, int n);
 
 // The end event's per-choice results [{"index", "tokens_out", "stop_reason"}] (one event ends
 // every choice; an event without the list ends choice 0).

@@ -1,5 +1,7 @@
 // Task events -> OpenAI response objects and stream chunks.
 
+#include <stdexcept>
+
 #include "common/secrets.h"
 #include "common/version.h"
 #include "queen/openai.h"
@@ -28,12 +30,12 @@ json envelope(const response_meta& meta, bool streamed) {
 void collector::on_event(const json& event) {
   std::string type = event.value("type", "");
   if (type == "token") {
-    auto& choice = choices[event.value("index", 0)];
+    auto& choice = choices[choice_index(event, n)];
     choice.text += event.value("t", "");
     if (auto lp = logprob_of(event)) choice.logprobs.push_back(std::move(*lp));
   } else if (type == "end") {
     for (const auto& ended_choice : ended_choices(event)) {
-      auto& choice = choices[ended_choice.value("index", 0)];
+      auto& choice = choices[choice_index(ended_choice, n)];
       choice.finish = finish_reason(ended_choice.value("stop_reason", "eos"));
       choice.completion_tokens = ended_choice.value("tokens_out", 0);
     }
@@ -42,6 +44,16 @@ void collector::on_event(const json& event) {
   } else if (type == "error") {
     error = event;
   }
+}
+
+int choice_index(const json& event, int n) {
+  const auto index = event.find("index");
+  if (index == event.end()) return 0;
+  if (!index->is_number_integer() || index->get<int64_t>() < 0 || index->get<int64_t>() >= n) {
+    throw std::runtime_error("the worker sent an event for choice " + index->dump().substr(0, 20) +
+                             " of a request for " + std::to_string(n));
+  }
+  return index->get<int>();
 }
 
 json ended_choices(const json& end_event) {

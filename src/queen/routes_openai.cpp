@@ -100,6 +100,7 @@ void openai_routes::complete_at_once(const openai::response_meta& meta, const op
                                      std::shared_ptr<admission_holder> holder, http_response& res) {
   holder->consumed = true;
   openai::collector c;
+  c.n = r.n;
   // The handler runs on the client's connection: a client that left cancels the task.
   s_.tasks.run(
       r.task, std::move(holder->a),
@@ -193,7 +194,7 @@ void openai_routes::stream_chunks(const openai::response_meta& meta, const opena
     holder->consumed = true;
     std::map<int, choice_streamer> choices;
     auto streamer = [&](const json& e) -> choice_streamer& {
-      int index = e.value("index", 0);
+      int index = openai::choice_index(e, r.n);
       return choices.try_emplace(index, meta, r, index).first->second;
     };
     auto send_all = [&](const std::vector<json>& chunks) {

@@ -181,6 +181,7 @@ TEST(OpenAiResponse, UsageIsItsOwnChunkWithNoChoices) {
 
 TEST(OpenAiResponse, ChoicesAreCollectedByIndex) {
   openai::collector c;
+  c.n = 2;
   c.on_event({{"type", "token"}, {"t", "a"}, {"index", 0}});
   c.on_event({{"type", "token"}, {"t", "b"}, {"index", 1}});
   // One end event ends every choice (docs/sampling.md).
@@ -188,6 +189,9 @@ TEST(OpenAiResponse, ChoicesAreCollectedByIndex) {
       "stop_reason": "max_tokens", "choices": [
         {"index": 0, "tokens_out": 1, "stop_reason": "max_tokens"},
         {"index": 1, "tokens_out": 1, "stop_reason": "eos"}]})"));
+  // An index outside the request's choices is a broken worker, not a new choice.
+  EXPECT_THROW(c.on_event({{"type", "token"}, {"t", "x"}, {"index", 7}}), std::runtime_error);
+  EXPECT_THROW(c.on_event({{"type", "token"}, {"t", "x"}, {"index", "0"}}), std::runtime_error);
   openai::request r;
   r.n = 2;
   auto out = openai::response(meta_of(openai::endpoint::completion), r, c);
