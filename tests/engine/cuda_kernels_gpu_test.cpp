@@ -255,6 +255,29 @@ TEST(cuda_kernels, rope_and_split_attention_match_reference) {
 }
 
 // The draw a fresh sampler with this seed makes for its first stochastic choice.
+// Up to `draws` distinct random tokens, in order of first draw (as the sampler lists them).
+std::vector<token_id> distinct_tokens(std::mt19937& rng, int n_vocab, int draws) {
+  std::vector<token_id> out;
+  for (int i = 0; i < draws; ++i) {
+    const token_id t = static_cast<token_id>(rng() % n_vocab);
+    if (std::find(out.begin(), out.end(), t) == out.end()) out.push_back(t);
+  }
+  return out;
+}
+
+// The sampler's parameters for a kernel's knobs; the repeat penalty covers the whole history.
+sampling_params params_of(const sampling_knobs& k, uint64_t seed) {
+  sampling_params p = sampling_default_params();
+  p.temperature = k.temperature;
+  p.top_k = k.top_k;
+  p.top_p = k.top_p;
+  p.min_p = k.min_p;
+  p.repeat_penalty = k.repeat_penalty;
+  p.repeat_last_n = -1;
+  p.seed = seed;
+  return p;
+}
+
 double first_draw(uint64_t seed) {
   rng gen(seed);
   gen.next();
@@ -278,21 +301,9 @@ TEST(cuda_kernels, sampling_picks_what_the_cpu_sampler_picks) {
       auto logits = normal(rng, static_cast<size_t>(n_vocab), 2.0f);
       // Exact ties, so that the order of equal logits (ascending ids) matters.
       for (int i = 0; i < 50; ++i) logits[static_cast<size_t>(rng() % n_vocab)] = logits[0];
-      std::vector<token_id> penalized;
-      for (int i = 0; i < 64; ++i) {
-        const token_id t = static_cast<token_id>(rng() % n_vocab);
-        if (std::find(penalized.begin(), penalized.end(), t) == penalized.end())
-          penalized.push_back(t);
-      }
+      const std::vector<token_id> penalized = distinct_tokens(rng, n_vocab, 64);
       for (const sampling_knobs& k : grid) {
-        sampling_params p = sampling_default_params();
-        p.temperature = k.temperature;
-        p.top_k = k.top_k;
-        p.top_p = k.top_p;
-        p.min_p = k.min_p;
-        p.repeat_penalty = k.repeat_penalty;
-        p.repeat_last_n = -1;
-        p.seed = rng();
+        sampling_params p = params_of(k, rng());
         // Every other case adds OpenAI's presence penalty on the (once generated) penalized
         // tokens and a logit_bias on one of them and on one token that is not.
         std::vector<token_offset> offsets;
@@ -339,21 +350,9 @@ TEST(cuda_kernels, constrained_sampling_picks_what_the_cpu_sampler_picks) {
         allowed[t / 64] |= uint64_t{1} << (t % 64);
         ++set;
       }
-      std::vector<token_id> penalized;
-      for (int i = 0; i < 64; ++i) {
-        const token_id t = static_cast<token_id>(rng() % n_vocab);
-        if (std::find(penalized.begin(), penalized.end(), t) == penalized.end())
-          penalized.push_back(t);
-      }
+      const std::vector<token_id> penalized = distinct_tokens(rng, n_vocab, 64);
       for (const sampling_knobs& k : grid) {
-        sampling_params p = sampling_default_params();
-        p.temperature = k.temperature;
-        p.top_k = k.top_k;
-        p.top_p = k.top_p;
-        p.min_p = k.min_p;
-        p.repeat_penalty = k.repeat_penalty;
-        p.repeat_last_n = -1;
-        p.seed = rng();
+        const sampling_params p = params_of(k, rng());
         sampler cpu(p, n_vocab);
         const token_id want = cpu.sample(logits, penalized, 0, allowed);
         ASSERT_TRUE(allowed[static_cast<size_t>(want) / 64] >> (want % 64) & 1);

@@ -148,6 +148,14 @@ TEST(engine_api_on_cuda, reports_the_device_memory_it_holds) {
 }
 #endif
 
+// The prompt as one batch of sequence 0, logits for its last token only.
+std::vector<batch_entry> prompt_batch(const std::vector<token_id>& prompt) {
+  std::vector<batch_entry> batch;
+  for (size_t i = 0; i < prompt.size(); ++i)
+    batch.push_back({prompt[i], static_cast<int32_t>(i), 0, i + 1 == prompt.size()});
+  return batch;
+}
+
 // engine::sample on the device makes the choices the CPU sampler makes from the same logits,
 // through generation with penalties, truncations and seeded draws.
 TEST(engine_api_on_cuda, device_sampling_matches_the_cpu_sampler) {
@@ -170,9 +178,7 @@ TEST(engine_api_on_cuda, device_sampling_matches_the_cpu_sampler) {
     sampler on_device(sp, n_vocab), on_host(sp, n_vocab);
     sequence_clear(*ctx, 0);
     std::vector<token_id> history{1, 45, 300};
-    std::vector<batch_entry> batch;
-    for (size_t i = 0; i < history.size(); ++i)
-      batch.push_back({history[i], static_cast<int32_t>(i), 0, i + 1 == history.size()});
+    std::vector<batch_entry> batch = prompt_batch(history);
     for (int step = 0; step < 64; ++step) {
       decode(*ctx, batch);
       const int last = static_cast<int>(batch.size()) - 1;
@@ -216,9 +222,7 @@ TEST(engine_api_on_cuda, penalties_bias_and_logprobs_match_the_cpu) {
     sequence_clear(*ctx, 0);
     std::vector<token_id> history{1, 45, 300};
     const size_t n_prompt = history.size();
-    std::vector<batch_entry> batch;
-    for (size_t i = 0; i < history.size(); ++i)
-      batch.push_back({history[i], static_cast<int32_t>(i), 0, i + 1 == history.size()});
+    std::vector<batch_entry> batch = prompt_batch(history);
     for (int step = 0; step < 48; ++step) {
       decode(*ctx, batch);
       const int last = static_cast<int>(batch.size()) - 1;
