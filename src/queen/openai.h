@@ -76,7 +76,7 @@ struct collector {
 nlohmann::json usage(int prompt_tokens, int completion_tokens);
 
 // "rbee-<version>": which build answered (OpenAI's system_fingerprint).
-std::string system_fingerprint();
+const std::string& system_fingerprint();
 
 struct response_meta {
   endpoint kind = endpoint::chat;

@@ -77,8 +77,9 @@ json usage(int prompt_tokens, int completion_tokens) {
           {"total_tokens", prompt_tokens + completion_tokens}};
 }
 
-std::string system_fingerprint() {
-  return "rbee-" + common::version_string();
+const std::string& system_fingerprint() {
+  static const std::string fingerprint = "rbee-" + common::version_string();  // once, not per chunk
+  return fingerprint;
 }
 
 json tool_calls_json(const std::vector<api::tool_call>& calls, bool streamed) {
