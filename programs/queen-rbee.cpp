@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   int queue_size = 0;
   int max_workers = 1;
   int slots = 0;
+  int max_replicas = 0;
+  std::string placement;
   int queue_timeout_s = 300;
   int hive_connect_timeout_s = 10;
   app.add_option("--addr", addr, "HOST:PORT to listen on (default from config: 127.0.0.1:8080)");
@@ -29,8 +31,14 @@ int main(int argc, char** argv) {
   app.add_option("--queue-size", queue_size, "Tasks that may wait for a slot (default 64)")
       ->check(CLI::Range(1, 100000));
   app.add_option("--max-workers-per-model", max_workers,
-                 "Workers of one model per node before tasks queue")
+                 "Workers of one model per device (default 1)")
       ->check(CLI::Range(1, 64));
+  app.add_option("--max-replicas", max_replicas,
+                 "Workers of one model across the fleet (default from config: 2)")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--placement", placement,
+                 "Where new workers go: spread or binpack (default from config: spread)")
+      ->check(CLI::IsMember({"spread", "binpack"}));
   app.add_option("--slots-per-worker", slots,
                  "Cap on concurrent tasks per worker (default: what the hive reports)")
       ->check(CLI::Range(0, 256));
@@ -69,6 +77,21 @@ int main(int argc, char** argv) {
     options.queue_size = static_cast<size_t>(queue_size > 0 ? queue_size : config.queue_size());
     options.max_workers_per_model = max_workers;
     options.slots_per_worker = slots;
+    options.max_replicas = max_replicas > 0 ? max_replicas : config.max_replicas();
+    options.placement =
+        *rbee::queen::parse_placement_policy(placement.empty() ? config.placement() : placement);
+    options.replica_queue_threshold = static_cast<size_t>(config.replica_queue_threshold());
+    options.max_slots_per_client = config.max_slots_per_client();
+    for (const auto& [model, fields] : config.model_settings()) {
+      auto field = [&](const char* name, int fallback) {
+        auto it = fields.find(name);
+        return it == fields.end() ? fallback : static_cast<int>(it->second);
+      };
+      options.models[model] = {.ctx = field("ctx", 0),
+                               .slots = field("slots", 0),
+                               .keep_alive_s = field("keep_alive_s", -1),
+                               .max_replicas = field("max_replicas", 0)};
+    }
     options.queue_timeout = std::chrono::seconds(queue_timeout_s);
     options.loading_timeout = config.loading_timeout();
     options.hive_connect_timeout = std::chrono::seconds(hive_connect_timeout_s);

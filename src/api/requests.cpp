@@ -368,6 +368,20 @@ json inference_request::to_json() const {
   return body;
 }
 
+int priority_from_json(const json& body) {
+  if (!common::present(body, "priority")) return 0;
+  const json& p = body["priority"];
+  if (p.is_string()) {
+    if (p == "interactive") return interactive_priority;
+    if (p == "batch") return batch_priority;
+  } else if (p.is_number_integer()) {
+    auto value = p.get<int64_t>();
+    if (value >= -1000 && value <= 1000) return static_cast<int>(value);
+  }
+  throw common::invalid_request(
+      "priority", "priority must be \"interactive\", \"batch\" or an integer in [-1000, 1000]");
+}
+
 task_request task_request::from_json(const json& body) {
   require_object(body);
   task_request r;
@@ -384,6 +398,7 @@ task_request task_request::from_json(const json& body) {
     throw common::invalid_request("backend", "backend must be \"cpu\" or \"cuda\"");
   }
   r.device = device_from_json(body);
+  r.priority = priority_from_json(body);
   return r;
 }
 
@@ -393,6 +408,7 @@ json task_request::to_json() const {
   generation.to_json(body);
   if (!backend.empty()) body["backend"] = backend;
   if (device) body["device"] = *device;
+  if (priority != 0) body["priority"] = priority;
   return body;
 }
 

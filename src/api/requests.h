@@ -104,6 +104,11 @@ struct inference_request {
 };
 
 // POST /v2/tasks on the queen (the OpenAI routes build one too).
+inline constexpr int interactive_priority = 0;
+inline constexpr int batch_priority = 100;
+// A body's "priority" (absent: interactive). Throws 400 naming the field.
+int priority_from_json(const nlohmann::json& body);
+
 struct task_request {
   std::string task_id;  // assigned by from_json: "task-<hex>"
   std::optional<std::string> node;
@@ -111,6 +116,11 @@ struct task_request {
   generation_request generation;
   std::string backend;        // "" = any, else "cpu" or "cuda"
   std::optional<int> device;  // a device index of the backend; unset = any
+  // Queue order among waiters: lower goes first. "interactive" is 0, "batch" 100; integers in
+  // [-1000, 1000] as vLLM takes them.
+  int priority = 0;
+  // Who asked: set by the queen's edge from the caller's API key (never read from a body).
+  std::string client;
 
   static task_request from_json(const nlohmann::json& body);
   nlohmann::json to_json() const;

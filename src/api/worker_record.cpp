@@ -73,6 +73,10 @@ nlohmann::json worker_record::to_json(bool include_token) const {
                       {"slots_busy", slots_busy},
                       {"ctx", ctx},
                       {"memory_bytes", memory_bytes},
+                      {"memory_used_bytes", memory_used_bytes},
+                      {"tokens_per_second", tokens_per_second},
+                      {"keep_alive_s", keep_alive_s},
+                      {"unloads_at_unix", unloads_at_unix},
                       {"started_at_unix", started_at_unix},
                       {"ready_at_unix", ready_at_unix}};
   if (include_token) j["token"] = token;
@@ -100,6 +104,15 @@ worker_record worker_record::from_json(const nlohmann::json& j) {
   w.slots_busy = integer_or<int>(j, "slots_busy", 0);
   w.ctx = integer_or<int>(j, "ctx", 0);
   w.memory_bytes = integer_or<uint64_t>(j, "memory_bytes", 0);
+  w.memory_used_bytes = integer_or<uint64_t>(j, "memory_used_bytes", 0);
+  if (common::present(j, "tokens_per_second")) {
+    if (!j["tokens_per_second"].is_number() || j["tokens_per_second"].get<double>() < 0) {
+      throw common::invalid_request("tokens_per_second", "must be a non-negative number");
+    }
+    w.tokens_per_second = j["tokens_per_second"].get<double>();
+  }
+  w.keep_alive_s = integer_or<int>(j, "keep_alive_s", 0);
+  w.unloads_at_unix = integer_or<int64_t>(j, "unloads_at_unix", 0);
   w.started_at_unix = integer_or<int64_t>(j, "started_at_unix", 0);
   w.ready_at_unix = integer_or<int64_t>(j, "ready_at_unix", 0);
   return w;

@@ -37,8 +37,12 @@ struct worker_record {
   worker_state state = worker_state::loading;
   int slots_total = 0;  // 0 = not reported
   int slots_busy = 0;
-  int ctx = 0;
-  uint64_t memory_bytes = 0;
+  int ctx = 0;                     // context per slot
+  uint64_t memory_bytes = 0;       // the preflight's estimate
+  uint64_t memory_used_bytes = 0;  // measured (RSS on the CPU, device memory on a GPU); 0 = not yet
+  double tokens_per_second = 0;    // of the most recently finished stream
+  int keep_alive_s = 0;            // idle seconds before its hive unloads it
+  int64_t unloads_at_unix = 0;     // when it unloads if it stays idle; 0 while busy or loading
   int64_t started_at_unix = 0;
   int64_t ready_at_unix = 0;  // 0 while loading
 

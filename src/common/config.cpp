@@ -28,6 +28,15 @@ constexpr config_key keys[] = {
      "Extra client tokens the queen accepts (comma-separated, or a TOML string array).", true},
     {"queen.queue_size", "RBEE_QUEUE_SIZE", "64",
      "Tasks the queen queues per model before answering 503 QUEUE_FULL."},
+    {"queen.placement", "RBEE_PLACEMENT", "spread",
+     "Where new workers go among devices that fit: spread (most free memory) or binpack "
+     "(least free memory that fits)."},
+    {"queen.max_replicas", "RBEE_MAX_REPLICAS", "2",
+     "Workers of one model across the fleet; another starts when all are busy and tasks queue."},
+    {"queen.replica_queue_threshold", "RBEE_REPLICA_QUEUE_THRESHOLD", "2",
+     "Tasks of a model waiting before the queen starts another replica."},
+    {"queen.max_slots_per_client", "RBEE_MAX_SLOTS_PER_CLIENT", "0",
+     "Slots one API key may hold at once (its other tasks wait); 0 = no limit."},
     {"hive.host", "RBEE_HIVE_HOST", "0.0.0.0",
      "Address the hive listens on (loopback for the built-in localhost node)."},
     {"hive.port", "RBEE_HIVE_PORT", "9200", "Port the hive listens on."},
@@ -62,6 +71,12 @@ constexpr config_key keys[] = {
      "First port tried for a worker; the next free one is used."},
     {"worker.idle_timeout_s", "RBEE_WORKER_IDLE_TIMEOUT", "300",
      "Seconds after a worker's last job ended (its health idle_ms) before its hive stops it."},
+    {"worker.max_ctx", "RBEE_WORKER_MAX_CTX", "8192",
+     "Context per slot of a new worker: the model's trained context, capped here."},
+    {"worker.max_slots", "RBEE_WORKER_MAX_SLOTS", "16",
+     "Slots of a new GPU worker: as many as fit in the device's free memory, up to this."},
+    {"worker.max_slots_cpu", "RBEE_WORKER_MAX_SLOTS_CPU", "4",
+     "Slots of a new CPU worker: as many as fit in free RAM, up to this (the cores are shared)."},
     {"worker.loading_timeout_s", "RBEE_LOADING_TIMEOUT", "300",
      "Seconds a worker may take to load its model before LOADING_TIMEOUT."},
     {"worker.stop_grace_ms", "RBEE_WORKER_STOP_GRACE_MS", "30000",
@@ -196,6 +211,36 @@ std::optional<std::string> process_getenv(std::string_view name) {
   return std::string(v);
 }
 
+struct model_setting {
+  std::string model, field;
+  int64_t value = 0;
+};
+
+// `models.<id>.<field> = N` from a `[models.<id>]` section; nullopt for other keys. The field
+// follows the last dot, so ids may contain dots ("tinyllama-1.1b").
+std::optional<model_setting> parse_model_setting(const std::string& name, const std::string& value,
+                                                 const std::string& origin) {
+  constexpr std::string_view prefix = "models.";
+  if (!name.starts_with(prefix)) return std::nullopt;
+  auto dot = name.rfind('.');
+  model_setting s{name.substr(prefix.size(), dot - prefix.size()), name.substr(dot + 1), 0};
+  if (dot < prefix.size() || s.model.empty()) {
+    throw config_error(origin + ": '" + name + "' must be models.<model id>.<setting>");
+  }
+  auto known = std::find(std::begin(model_setting_fields), std::end(model_setting_fields), s.field);
+  if (known == std::end(model_setting_fields)) {
+    throw config_error(origin + ": unknown model setting '" + s.field + "' in '" + name +
+                       "' (known: ctx, slots, keep_alive_s, max_replicas)");
+  }
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), s.value);
+  if (ec != std::errc() || end != value.data() + value.size() || s.value < 0 ||
+      s.value > 1'000'000'000) {
+    throw config_error(origin + ": '" + name + "' must be a non-negative integer, got '" + value +
+                       "'");
+  }
+  return s;
+}
+
 }  // namespace
 
 std::span<const config_key> config_keys() {
@@ -295,6 +340,10 @@ config config::load(const std::map<std::string, std::string>& overrides,
     std::stringstream ss;
     ss << in.rdbuf();
     for (const auto& [name, value] : parse_config_text(ss.str(), file->string())) {
+      if (auto setting = parse_model_setting(name, value, file->string())) {
+        c.model_settings_[setting->model][setting->field] = setting->value;
+        continue;
+      }
       if (!find_config_key(name)) {
         throw config_error(file->string() + ": unknown key '" + name + "'");
       }
@@ -451,6 +500,32 @@ int config::hive_health_failures() const {
 std::chrono::seconds config::loading_timeout() const {
   return std::chrono::seconds(in_range(*this, "worker.loading_timeout_s", 1, INT32_MAX));
 }
+std::string config::placement() const {
+  auto policy = get_or("queen.placement", "spread");
+  if (policy != "spread" && policy != "binpack") {
+    bad_value("queen.placement", policy, "spread or binpack", source("queen.placement"));
+  }
+  return policy;
+}
+int config::max_replicas() const {
+  return static_cast<int>(in_range(*this, "queen.max_replicas", 1, 1024));
+}
+int config::replica_queue_threshold() const {
+  return static_cast<int>(in_range(*this, "queen.replica_queue_threshold", 1, 1'000'000));
+}
+int config::max_slots_per_client() const {
+  return static_cast<int>(in_range(*this, "queen.max_slots_per_client", 0, 1'000'000));
+}
+int config::worker_max_ctx() const {
+  return static_cast<int>(in_range(*this, "worker.max_ctx", 64, 1 << 22));
+}
+int config::worker_max_slots() const {
+  return static_cast<int>(in_range(*this, "worker.max_slots", 1, 256));
+}
+int config::worker_max_slots_cpu() const {
+  return static_cast<int>(in_range(*this, "worker.max_slots_cpu", 1, 256));
+}
+
 int config::queue_size() const {
   return static_cast<int>(in_range(*this, "queen.queue_size", 0, 1'000'000));
 }

@@ -23,6 +23,10 @@
 
 namespace rbee::common {
 
+// What a [models.<id>] section of the config file may set for one model.
+inline constexpr std::string_view model_setting_fields[] = {"ctx", "slots", "keep_alive_s",
+                                                            "max_replicas"};
+
 struct config_key {
   std::string_view name;           // "queen.url" (the file key; also the override key)
   std::string_view env_var;        // "RBEE_QUEEN_URL"; "" when there is none
@@ -91,6 +95,18 @@ class config {
   int hive_health_failures() const;
   std::chrono::seconds loading_timeout() const;
   int queue_size() const;
+  std::string placement() const;  // queen.placement: "spread" or "binpack"
+  int max_replicas() const;
+  int replica_queue_threshold() const;
+  int max_slots_per_client() const;
+  int worker_max_ctx() const;
+  int worker_max_slots() const;
+  int worker_max_slots_cpu() const;
+  // Per-model settings of the config file ([models.<id>] sections): model id -> field -> value,
+  // fields among model_setting_fields.
+  const std::map<std::string, std::map<std::string, int64_t>>& model_settings() const {
+    return model_settings_;
+  }
   std::optional<uint64_t> ram_limit_bytes() const;               // overrides detected free RAM
   std::optional<uint64_t> vram_limit_bytes() const;              // overrides detected free VRAM
   common::connection_limits connection_limits() const;           // server.*
@@ -112,6 +128,7 @@ class config {
     config_source source;
   };
   std::map<std::string, entry, std::less<>> values_;
+  std::map<std::string, std::map<std::string, int64_t>> model_settings_;
   std::filesystem::path file_;
 };
 

@@ -366,8 +366,13 @@ void hive_app::spawn_worker(const httplib::Request& req, httplib::Response& res)
     auto ref = api::parse_model_ref(ref_text);
     std::string backend = common::string_or(body, "backend", "cpu", 32);
     int device = static_cast<int>(common::int_in_range(body, "device", 0, 0, 1024));
-    int slots = static_cast<int>(common::int_in_range(body, "slots", 1, 1, 256));
+    int slots = static_cast<int>(common::int_in_range(body, "slots", 0, 0, 256));
+    int min_slots = static_cast<int>(common::int_in_range(body, "min_slots", 1, 1, 256));
     int ctx = static_cast<int>(common::int_in_range(body, "ctx", 0, 0, 1 << 22));
+    auto keep_alive_s = common::optional_int(body, "keep_alive_s", 0, 365LL * 24 * 3600);
+    if (slots > 0 && slots < min_slots) {
+      throw common::invalid_request("slots", "slots must be at least min_slots");
+    }
     if (shutdown_requested_) {
       throw common::unavailable(codes::NODE_UNREACHABLE, "the hive is shutting down", 5);
     }
@@ -385,25 +390,27 @@ void hive_app::spawn_worker(const httplib::Request& req, httplib::Response& res)
                                    header.architecture, model.file),
                        {{"architecture", header.architecture}, {"model_id", model.id}});
     }
-    if (ctx == 0) {
-      ctx = config_.default_ctx;
-      if (header.context_length > 0)
-        ctx = static_cast<int>(std::min<uint64_t>(header.context_length, ctx));
-    }
-    auto estimate = estimate_memory(header, ctx, slots, backend == "cuda");
-    check_fits(caps, backend, device, estimate);
-    narration.push_back(
-        fmt::format("Preflight ok: needs {} bytes on {}{}", estimate.total(), backend,
-                    backend == "cuda" ? fmt::format(":{}", device) : std::string()));
+    const double correction = supervisor_->memory_correction(model.id);
+    auto size = size_worker(header, caps, backend, device, ctx, slots, min_slots, config_.sizing,
+                            correction);
+    check_fits(caps, backend, device, size.estimate);
+    narration.push_back(fmt::format(
+        "Preflight ok: {} slots of {} tokens need {} bytes on {}{}{}", size.slots, size.ctx,
+        size.estimate.total(), backend,
+        backend == "cuda" ? fmt::format(":{}", device) : std::string(),
+        correction > 1.0 ? fmt::format(" (estimate x{:.2f}, as measured)", correction) : ""));
 
-    auto info = supervisor_->spawn({.model_ref = ref_text,
-                                    .model_id = model.id,
-                                    .model_path = model.local_path,
-                                    .backend = backend,
-                                    .device = device,
-                                    .slots = slots,
-                                    .ctx = ctx,
-                                    .memory_bytes = estimate.total()});
+    auto info = supervisor_->spawn(
+        {.model_ref = ref_text,
+         .model_id = model.id,
+         .model_path = model.local_path,
+         .backend = backend,
+         .device = device,
+         .slots = size.slots,
+         .ctx = size.ctx,
+         .memory_bytes = size.estimate.total(),
+         .keep_alive =
+             keep_alive_s ? std::optional(std::chrono::seconds(*keep_alive_s)) : std::nullopt});
     json out = info.to_json(include_tokens);
     out["model"] = model.to_json();
     out["narration"] = narration;

@@ -68,6 +68,9 @@ hive_config load_hive_config(const common::config& cfg) {
   c.health_failures = cfg.hive_health_failures();
   c.loading_timeout = cfg.loading_timeout();
   c.idle_timeout = cfg.worker_idle_timeout();
+  c.sizing = {.max_ctx = cfg.worker_max_ctx(),
+              .max_slots = cfg.worker_max_slots(),
+              .max_slots_cpu = cfg.worker_max_slots_cpu()};
   c.stop_grace = cfg.worker_stop_grace();
   c.report_interval = cfg.hive_report_interval();
   c.node_name = host_name();

@@ -13,6 +13,7 @@
 #include "common/config.h"
 #include "hive/capabilities.h"
 #include "hive/downloader.h"
+#include "hive/preflight.h"
 
 namespace rbee::hive {
 
@@ -30,7 +31,7 @@ struct hive_config {
   int worker_port_start = 8001;
   int worker_threads = 0;
   std::vector<std::string> worker_extra_args;  // appended to every worker's command line
-  int default_ctx = 2048;  // --ctx when a spawn request gives none (capped by the model's)
+  sizing_limits sizing;  // how workers are sized when a spawn request leaves it to the hive
   std::chrono::milliseconds health_interval{30000};
   int health_failures = 3;
   std::chrono::milliseconds loading_timeout{300000};

@@ -49,16 +49,65 @@ void check_backend(const capabilities& caps, const std::string& backend, int dev
                            {{"requested", wanted}, {"available", names}});
 }
 
+uint64_t free_bytes_of(const capabilities& caps, const std::string& backend, int device) {
+  if (backend != "cuda") return caps.ram_free_bytes;
+  for (const auto& g : caps.gpus) {
+    if (g.index == device) return g.vram_free_bytes;
+  }
+  return 0;
+}
+
+worker_size size_worker(const gguf::header_summary& model, const capabilities& caps,
+                        const std::string& backend, int device, int requested_ctx,
+                        int requested_slots, int min_slots, const sizing_limits& limits,
+                        double memory_correction) {
+  const bool cuda = backend == "cuda";
+  auto corrected = [&](int ctx, int slots) {
+    auto needs = estimate_memory(model, ctx, slots, cuda);
+    for (uint64_t* part : {&needs.weights, &needs.kv_cache, &needs.scratch}) {
+      *part = static_cast<uint64_t>(static_cast<double>(*part) * memory_correction);
+    }
+    return needs;
+  };
+  worker_size size;
+  size.ctx = requested_ctx;
+  if (size.ctx == 0) {
+    size.ctx = limits.max_ctx;
+    if (model.context_length > 0) {
+      size.ctx = static_cast<int>(std::min<uint64_t>(model.context_length, size.ctx));
+    }
+  }
+  if (requested_slots > 0) {
+    size.slots = requested_slots;
+    size.estimate = corrected(size.ctx, size.slots);
+    return size;
+  }
+  // A tenth of the free memory stays free: the runtime, fragmentation, other processes.
+  const uint64_t budget = free_bytes_of(caps, backend, device) / 10 * 9;
+  const int cap = std::max(min_slots, cuda ? limits.max_slots : limits.max_slots_cpu);
+  constexpr int smallest_ctx = 512;
+  for (;;) {
+    for (int slots = cap; slots >= min_slots; --slots) {
+      auto needs = corrected(size.ctx, slots);
+      if (needs.total() <= budget) {
+        size.slots = slots;
+        size.estimate = needs;
+        return size;
+      }
+    }
+    // Only a context the caller left to us is shrunk.
+    if (requested_ctx > 0 || size.ctx <= smallest_ctx) break;
+    size.ctx = std::max(smallest_ctx, size.ctx / 2);
+  }
+  size.slots = min_slots;
+  size.estimate = corrected(size.ctx, size.slots);
+  return size;
+}
+
 void check_fits(const capabilities& caps, const std::string& backend, int device,
                 const engine::memory_needs& estimate) {
   bool cuda = backend == "cuda";
-  uint64_t available = caps.ram_free_bytes;
-  if (cuda) {
-    available = 0;
-    for (const auto& g : caps.gpus) {
-      if (g.index == device) available = g.vram_free_bytes;
-    }
-  }
+  uint64_t available = free_bytes_of(caps, backend, device);
   uint64_t required = estimate.total();
   if (required <= available) return;
   auto code = cuda ? common::codes::INSUFFICIENT_VRAM : common::codes::INSUFFICIENT_RAM;

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cassert>
+#include <fstream>
 #include <future>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -56,6 +58,36 @@ std::optional<clock_type::time_point> last_activity(const nlohmann::json& health
   if (auto it = health.find("state"); it != health.end() && it->is_string() && *it == "busy")
     return now;
   return std::nullopt;
+}
+
+// Resident memory of a process (VmRSS of /proc/PID/status); 0 when unreadable.
+uint64_t resident_bytes(int64_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.starts_with("VmRSS:")) continue;
+    uint64_t kib = 0;
+    std::istringstream(line.substr(6)) >> kib;
+    return kib * 1024;
+  }
+  return 0;
+}
+
+// What a health answer tells about the worker's use: busy slots, speed and, on a GPU, the
+// device memory it holds (on the CPU its resident memory is read from /proc).
+void record_health(worker_info& w, const nlohmann::json& health) {
+  auto number = [&](const char* field) -> std::optional<double> {
+    auto it = health.find(field);
+    if (it == health.end() || !it->is_number() || it->get<double>() < 0) return std::nullopt;
+    return it->get<double>();
+  };
+  if (auto busy = number("slots_busy")) w.slots_busy = static_cast<int>(*busy);
+  if (auto speed = number("tokens_per_second")) w.tokens_per_second = *speed;
+  if (w.backend == "cuda") {
+    if (auto used = number("vram_used_bytes")) w.memory_used_bytes = static_cast<uint64_t>(*used);
+  } else if (w.pid > 0) {
+    w.memory_used_bytes = resident_bytes(w.pid);
+  }
 }
 
 }  // namespace
@@ -151,6 +183,10 @@ worker_info worker_supervisor::spawn(const spawn_request& request) {
     info.slots_total = request.slots;
     info.ctx = request.ctx;
     info.memory_bytes = request.memory_bytes;
+    info.keep_alive_s = static_cast<int>(
+        request.keep_alive
+            ? request.keep_alive->count()
+            : std::chrono::duration_cast<std::chrono::seconds>(options_.idle_timeout).count());
     info.port = pick_port();
     info.url = fmt::format("http://{}:{}", options_.advertise_host, info.port);
     info.token = common::random_token(32);
@@ -192,6 +228,8 @@ worker_info worker_supervisor::spawn(const spawn_request& request) {
     info.state = worker_state::loading;
     e->info = info;
     e->started = e->last_active = clock_type::now();
+    e->keep_alive =
+        request.keep_alive ? std::chrono::milliseconds(*request.keep_alive) : options_.idle_timeout;
     spdlog::info("spawned {} (pid {}) for {} on {}:{} at {}", info.worker_id, info.pid,
                  info.model_ref, info.backend, info.device, info.url);
     workers_[info.worker_id] = std::move(e);
@@ -223,8 +261,28 @@ worker_info worker_supervisor::mark_ready(const std::string& worker_id) {
 std::vector<worker_info> worker_supervisor::list() const {
   std::lock_guard lock(mutex_);
   std::vector<worker_info> out;
-  for (const auto& [id, e] : workers_) out.push_back(e->info);
+  const auto now = clock_type::now();
+  for (const auto& [id, e] : workers_) {
+    out.push_back(e->info);
+    if (e->info.state == worker_state::idle && !e->stop_reason && e->info.slots_busy == 0) {
+      auto left =
+          std::chrono::duration_cast<std::chrono::seconds>(e->keep_alive - (now - e->last_active));
+      out.back().unloads_at_unix = unix_now() + std::max<int64_t>(0, left.count());
+    }
+  }
   return out;
+}
+
+double worker_supervisor::memory_correction(const std::string& model_id) const {
+  std::lock_guard lock(mutex_);
+  double ratio = 1.0;
+  for (const auto& [id, e] : workers_) {
+    const auto& w = e->info;
+    if (w.model_id != model_id || w.memory_bytes == 0 || w.memory_used_bytes == 0) continue;
+    ratio = std::max(
+        ratio, static_cast<double>(w.memory_used_bytes) / static_cast<double>(w.memory_bytes));
+  }
+  return std::min(ratio, 3.0);
 }
 
 worker_supervisor::entry& worker_supervisor::entry_or_throw(const std::string& worker_id) {
@@ -359,7 +417,7 @@ void worker_supervisor::reaper_loop(std::stop_token stop) {
           kill_now(e, "loading_timeout", std::string(common::codes::LOADING_TIMEOUT));
           changed = true;
         } else if (!e.stop_reason && e.info.state == worker_state::idle &&
-                   now - e.last_active > options_.idle_timeout) {
+                   now - e.last_active > e.keep_alive) {
           begin_stop(e, "idle_timeout", options_.stop_grace);
           changed = true;
         }
@@ -426,6 +484,7 @@ void worker_supervisor::health_loop(std::stop_token stop) {
           e.health_failures = 0;
           if (auto active = last_activity(*result, clock_type::now()))
             e.last_active = std::max(e.last_active, *active);
+          record_health(e.info, *result);
           continue;
         }
         e.health_failures++;

@@ -74,6 +74,8 @@ struct spawn_request {
   int slots = 1;
   int ctx = 0;
   uint64_t memory_bytes = 0;
+  // Idle time before the worker is unloaded; nullopt = supervisor_options.idle_timeout.
+  std::optional<std::chrono::seconds> keep_alive;
 };
 
 class worker_supervisor {
@@ -95,6 +97,9 @@ class worker_supervisor {
   worker_info request_stop(const std::string& worker_id, const std::string& reason);
   // Stops every worker in parallel and waits until all are gone (at most grace + 2 s).
   void stop_all(std::chrono::milliseconds grace);
+  // How much more memory than estimated the model's running workers take (measured / estimated,
+  // at least 1, at most 3): the next preflight of the model multiplies its estimate by it.
+  double memory_correction(const std::string& model_id) const;
   // The last 100 removals, oldest first.
   std::vector<worker_event> recent_events() const;
   // Called (outside the lock) after every change: spawn, ready, removal.
@@ -111,6 +116,7 @@ class worker_supervisor {
     int health_failures = 0;
     std::chrono::steady_clock::time_point started;
     std::chrono::steady_clock::time_point last_active;
+    std::chrono::milliseconds keep_alive{0};
     std::optional<std::string> stop_reason;
     std::string stop_code;
     std::chrono::steady_clock::time_point kill_at;

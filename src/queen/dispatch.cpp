@@ -18,11 +18,9 @@ using nlohmann::json;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
-// "cpu", "cuda:1": a backend with its device where the task names one.
-std::string device_label(const std::string& backend, std::optional<int> device) {
-  std::string label = backend;
-  if (device) label.append(1, ':').append(std::to_string(*device));
-  return label;
+// "cpu", "cuda:1".
+std::string device_label(const std::string& backend, int device) {
+  return backend == "cuda" ? backend + ":" + std::to_string(device) : backend;
 }
 
 // Whether a catalog entry holds the model a task names: its id, or its reference satisfies the
@@ -38,9 +36,10 @@ int64_t ms_since(steady::time_point t) {
 // Gives back a cold-start reservation unless the start completed.
 class cold_guard {
  public:
-  cold_guard(scheduler& s, std::string id) : scheduler_(s), id_(std::move(id)) {}
+  cold_guard(scheduler& s, const lease& l)
+      : scheduler_(s), id_(l.placeholder_id), slots_(l.slots), client_(l.client) {}
   ~cold_guard() {
-    if (!id_.empty()) scheduler_.cold_failed(id_);
+    if (!id_.empty()) scheduler_.cold_failed(id_, slots_, client_);
   }
   cold_guard(const cold_guard&) = delete;
   cold_guard& operator=(const cold_guard&) = delete;
@@ -50,6 +49,17 @@ class cold_guard {
  private:
   scheduler& scheduler_;
   std::string id_;
+  int slots_;
+  std::string client_;
+};
+
+// FNV-1a over the pieces of a conversation's identity.
+struct fnv_hash {
+  uint64_t value = 14695981039346656037ull;
+  void add(std::string_view text) {
+    for (unsigned char c : text) value = (value ^ c) * 1099511628211ull;
+    value = (value ^ 0xff) * 1099511628211ull;  // a separator: "ab"+"c" differs from "a"+"bc"
+  }
 };
 
 // Why a worker left while loading, from the hive's exit record: the hive's code where it
@@ -140,17 +150,105 @@ void ensure_model(hive_client& hive, const std::string& model, const task_sink& 
   if (!complete) throw internal("download progress stream ended early");
 }
 
-dispatcher::dispatcher(std::chrono::milliseconds loading_timeout, registry& nodes,
-                       hive_manager& hives, scheduler& sched)
-    : loading_timeout_(loading_timeout), nodes_(nodes), hives_(hives), scheduler_(sched) {}
+uint64_t conversation_id(const task_request& request) {
+  // The system prompt and the first user turn name a chat; a prompt's first 512 bytes name a
+  // completion's document. Less than that is too little to tell two users apart.
+  constexpr size_t identifying_bytes = 512;
+  fnv_hash h;
+  h.add(request.model);
+  const auto& messages = request.generation.messages;
+  if (!messages.empty()) {
+    size_t identifying = 0;
+    for (const auto& m : messages) {
+      h.add(m.role);
+      h.add(m.content);
+      if (m.role == "user") {
+        identifying = messages.size() > 1 ? 1 : 0;
+        break;
+      }
+    }
+    return identifying ? h.value : 0;
+  }
+  const auto& prompt = request.generation.prompt;
+  if (prompt.size() < identifying_bytes) return 0;
+  h.add(std::string_view(prompt).substr(0, identifying_bytes));
+  return h.value;
+}
 
-task_key dispatcher::key_for(const task_request& r) const {
-  return task_key{.model = r.model,
-                  .node = r.node,
-                  .backend = r.backend,
-                  .device = r.device,
-                  .model_bytes = 0,
-                  .slots = r.generation.n};
+dispatcher::dispatcher(std::chrono::milliseconds loading_timeout, registry& nodes,
+                       hive_manager& hives, scheduler& sched,
+                       std::map<std::string, model_settings> settings)
+    : loading_timeout_(loading_timeout),
+      nodes_(nodes),
+      hives_(hives),
+      scheduler_(sched),
+      settings_(std::move(settings)) {}
+
+task_key dispatcher::key_for(const task_request& r) {
+  task_key key{.model = r.model,
+               .node = r.node,
+               .backend = r.backend,
+               .device = r.device,
+               .model_bytes = known_model_bytes(r.model),
+               .slots = r.generation.n,
+               .client = r.client,
+               .priority = r.priority,
+               .preferred_worker = {},
+               .max_replicas = settings_for(r.model).max_replicas};
+  if (uint64_t id = conversation_id(r)) {
+    std::lock_guard lock(mutex_);
+    if (auto it = conversation_worker_.find(id); it != conversation_worker_.end()) {
+      key.preferred_worker = it->second;
+    }
+  }
+  return key;
+}
+
+void dispatcher::remember_conversation(const task_request& request, const std::string& worker_id) {
+  uint64_t id = conversation_id(request);
+  if (id == 0) return;
+  constexpr size_t max_remembered = 10000;
+  std::lock_guard lock(mutex_);
+  // Bounded: when full, the oldest ids by value go first (any eviction order will do).
+  if (conversation_worker_.size() >= max_remembered) {
+    conversation_worker_.erase(conversation_worker_.begin());
+  }
+  conversation_worker_[id] = worker_id;
+}
+
+uint64_t dispatcher::known_model_bytes(const std::string& model) {
+  std::lock_guard lock(mutex_);
+  for (const auto& [node, view] : catalogs_) {
+    for (const auto& m : view.models) {
+      if (serves(m, model) && m.size_bytes > 0) return m.size_bytes;
+    }
+  }
+  return 0;
+}
+
+model_settings dispatcher::settings_for(const std::string& model) {
+  if (auto it = settings_.find(model); it != settings_.end()) return it->second;
+  // Settings may name the catalog id of the file a reference resolves to.
+  std::lock_guard lock(mutex_);
+  for (const auto& [node, view] : catalogs_) {
+    for (const auto& m : view.models) {
+      auto it = settings_.find(m.id);
+      if (it != settings_.end() && serves(m, model)) return it->second;
+    }
+  }
+  return {};
+}
+
+void dispatcher::refresh_catalog(const std::string& node) {
+  auto ep = hives_.known_endpoint(node);
+  if (!ep) return;
+  try {
+    auto models = hive_client(*ep, 5s).list_models();
+    std::lock_guard lock(mutex_);
+    catalogs_[node] = catalog_view{std::move(models), steady::now()};
+  } catch (const std::exception& e) {
+    spdlog::debug("catalog of {}: {}", node, e.what());
+  }
 }
 
 void dispatcher::refresh_view(const task_request& request) {
@@ -158,25 +256,44 @@ void dispatcher::refresh_view(const task_request& request) {
   for (const auto& n : nodes_.list()) {
     node_capacity c{.node = n.node_name,
                     .reachable = n.is_local() || n.status == "reachable" || n.status == "running",
-                    .ram_free_bytes = std::nullopt};
+                    .ram_free_bytes = std::nullopt,
+                    .gpus = {},
+                    .cached_models = {}};
     for (const auto& d : n.devices) {
-      if (d.is_object() && d.value("backend", "") == "cpu" && d.contains("ram_free_bytes") &&
-          d["ram_free_bytes"].is_number_unsigned()) {
-        c.ram_free_bytes = d["ram_free_bytes"].get<uint64_t>();
+      if (!d.is_object()) continue;
+      const std::string backend = d.value("backend", "");
+      const char* free_key = backend == "cuda" ? "vram_free_bytes" : "ram_free_bytes";
+      std::optional<uint64_t> free;
+      if (d.contains(free_key) && d[free_key].is_number_unsigned())
+        free = d[free_key].get<uint64_t>();
+      if (backend == "cpu") c.ram_free_bytes = free;
+      if (backend == "cuda" && d.contains("device") && d["device"].is_number_unsigned()) {
+        c.gpus.push_back({.device = d["device"].get<int>(), .free_bytes = free});
       }
     }
-    // Without a request for a node, prefer the built-in one when memory is unknown.
+    bool due = hives_.known_endpoint(n.node_name) && refresh_due(n.node_name);
+    if (due && (!request.node || *request.node == n.node_name)) {
+      try {
+        hives_.refresh_workers(n.node_name);
+      } catch (const std::exception& e) {
+        spdlog::warn("refreshing workers of {}: {}", n.node_name, e.what());
+      }
+    }
+    if (due) refresh_catalog(n.node_name);
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = catalogs_.find(n.node_name); it != catalogs_.end()) {
+        for (const auto& m : it->second.models) {
+          c.cached_models.push_back(m.reference);
+          c.cached_models.push_back(m.id);
+        }
+      }
+    }
+    // Without a request for a node, prefer the built-in one when all else is equal.
     if (n.is_local()) {
       capacity.insert(capacity.begin(), c);
     } else {
       capacity.push_back(c);
-    }
-    if (request.node && *request.node != n.node_name) continue;
-    if (!hives_.known_endpoint(n.node_name) || !refresh_due(n.node_name)) continue;
-    try {
-      hives_.refresh_workers(n.node_name);
-    } catch (const std::exception& e) {
-      spdlog::warn("refreshing workers of {}: {}", n.node_name, e.what());
     }
   }
   scheduler_.set_nodes(std::move(capacity));
@@ -237,7 +354,7 @@ std::optional<lease> dispatcher::first_lease(const task_request& request, admiss
   bool adopted = false;
   {
     // The reservation goes back if the adoption throws (VERSION_MISMATCH, unreachable).
-    cold_guard placeholder(scheduler_, l->placeholder_id);
+    cold_guard placeholder(scheduler_, *l);
     adopted = adopted_hive_workers(*l, send);
     if (!adopted) placeholder.dismiss();
   }  // after an adoption it goes back here, and the scheduler decides again
@@ -255,8 +372,14 @@ std::optional<worker_info> dispatcher::worker_for(const task_request& request, c
   if (l.kind == decision_kind::cold) return cold_start(request, l, cancelled, sink);
   const worker_info& w = l.worker;
   sink(narration("queen-rbee", "worker_selected",
-                 "Using idle worker " + w.worker_id + " on node '" + w.node + "' (warm)",
-                 {{"worker_id", w.worker_id}, {"node", w.node}, {"warm", true}}));
+                 "Using worker " + w.worker_id + " on node '" + w.node + "' (" +
+                     device_label(w.backend, w.device) + ", warm: " + l.reason + ")",
+                 {{"worker_id", w.worker_id},
+                  {"node", w.node},
+                  {"backend", w.backend},
+                  {"device", w.device},
+                  {"warm", true},
+                  {"reason", l.reason}}));
   return w;
 }
 
@@ -280,15 +403,16 @@ bool dispatcher::adopted_hive_workers(const lease& l, const task_sink& sink) {
 std::optional<worker_info> dispatcher::cold_start(const task_request& request, const lease& l,
                                                   const std::atomic<bool>& cancelled,
                                                   const task_sink& sink) {
-  cold_guard guard(scheduler_, l.placeholder_id);
+  cold_guard guard(scheduler_, l);
   auto node = nodes_.get(l.node);
   if (!node) {
     throw error(common::codes::NODE_NOT_FOUND, "Node '" + l.node + "' not found",
                 {{"node", l.node}});
   }
-  sink(narration("queen-rbee", "cold_start",
-                 "No idle worker for " + request.model + ": cold start on node '" + l.node + "'",
-                 {{"node", l.node}}));
+  sink(narration(
+      "queen-rbee", "cold_start",
+      "No free worker for " + request.model + ": cold start " + l.reason,
+      {{"node", l.node}, {"backend", l.backend}, {"device", l.device}, {"reason", l.reason}}));
   auto ep = hives_.ensure_hive(*node, sink);
   try {
     hives_.refresh_capabilities(l.node);
@@ -300,16 +424,22 @@ std::optional<worker_info> dispatcher::cold_start(const task_request& request, c
   ensure_model(catalog, request.model, sink);
   if (cancelled) return std::nullopt;
 
-  // As many slots as the cap allows (one without a cap), and at least the task's choices.
-  const int configured_slots = std::max(1, scheduler_.options().max_slots_per_worker);
+  // Slots: the model's setting, else the queen's cap, else as many as fit on the device (the
+  // hive sizes them); never fewer than the task's choices.
+  const auto settings = settings_for(request.model);
+  int slots = settings.slots > 0 ? settings.slots : scheduler_.options().max_slots_per_worker;
+  if (slots > 0) slots = std::max(slots, request.generation.n);
   spawn_request spawn{.model_ref = request.model,
-                      .backend = request.backend.empty() ? "cpu" : request.backend,
-                      .device = request.device,
-                      .slots = std::max(configured_slots, request.generation.n)};
+                      .backend = l.backend,
+                      .device = l.device,
+                      .slots = slots,
+                      .min_slots = request.generation.n,
+                      .ctx = settings.ctx,
+                      .keep_alive_s = settings.keep_alive_s};
   sink(narration("rbee-hive", "worker_spawn",
                  "Starting a worker for " + request.model + " on '" + l.node + "' (" +
-                     device_label(spawn.backend, request.device) + ")",
-                 {{"node", l.node}, {"backend", spawn.backend}}));
+                     device_label(spawn.backend, l.device) + ")",
+                 {{"node", l.node}, {"backend", spawn.backend}, {"device", l.device}}));
   auto started = steady::now();
   hive_client spawner(ep, 600s);  // spawn may download first
   worker_info w = [&] {
@@ -327,11 +457,15 @@ std::optional<worker_info> dispatcher::cold_start(const task_request& request, c
   if (cancelled) return std::nullopt;
   scheduler_.cold_ready(w);
   guard.dismiss();
-  sink(narration(
-      "llm-worker-rbee", "worker_ready",
-      "Worker " + w.worker_id + " ready on '" + l.node + "' (" + std::to_string(ms_since(started)) +
-          " ms)",
-      {{"worker_id", w.worker_id}, {"node", l.node}, {"duration_ms", ms_since(started)}}));
+  sink(narration("llm-worker-rbee", "worker_ready",
+                 "Worker " + w.worker_id + " ready on '" + l.node + "' (" +
+                     std::to_string(ms_since(started)) + " ms; " + std::to_string(w.slots_total) +
+                     " slots of " + std::to_string(w.ctx) + " tokens)",
+                 {{"worker_id", w.worker_id},
+                  {"node", l.node},
+                  {"duration_ms", ms_since(started)},
+                  {"slots", w.slots_total},
+                  {"ctx", w.ctx}}));
   return w;
 }
 

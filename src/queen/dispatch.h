@@ -22,6 +22,14 @@
 
 namespace rbee::queen {
 
+// Per-model overrides from config ([models.<id>]): 0 / -1 keep the defaults.
+struct model_settings {
+  int ctx = 0;            // context per slot of its workers
+  int slots = 0;          // slots per worker
+  int keep_alive_s = -1;  // idle seconds before an idle worker unloads
+  int max_replicas = 0;   // workers across the fleet
+};
+
 // Makes sure the model is in the catalog of the hive's node, downloading it with progress
 // narration when it is not (file: references are left to the hive).
 void ensure_model(hive_client& hive, const std::string& model, const task_sink& sink);
@@ -29,7 +37,7 @@ void ensure_model(hive_client& hive, const std::string& model, const task_sink& 
 class dispatcher {
  public:
   dispatcher(std::chrono::milliseconds loading_timeout, registry& nodes, hive_manager& hives,
-             scheduler& sched);
+             scheduler& sched, std::map<std::string, model_settings> settings = {});
 
   // Before any stream starts: an unknown node is NODE_NOT_FOUND (+hint); the scheduler's
   // answer (QUEUE_FULL / NODE_UNREACHABLE) is thrown as queen::error.
@@ -45,11 +53,24 @@ class dispatcher {
   // task was cancelled meanwhile.
   std::optional<worker_info> worker_for(const task_request& request, const lease& l,
                                         const std::atomic<bool>& cancelled, const task_sink& sink);
+  // A finished task's worker holds its conversation's prefix: the next turn goes there when
+  // it has room.
+  void remember_conversation(const task_request& request, const std::string& worker_id);
 
  private:
-  task_key key_for(const task_request& request) const;
+  // What the queen knows of a node's catalog (refreshed with its workers).
+  struct catalog_view {
+    std::vector<catalog_model> models;
+    std::chrono::steady_clock::time_point fetched{};
+  };
+
+  task_key key_for(const task_request& request);
   void refresh_view(const task_request& request);
   bool refresh_due(const std::string& node);
+  void refresh_catalog(const std::string& node);
+  // The size of the model's file from any node's catalog; 0 when no node has it.
+  uint64_t known_model_bytes(const std::string& model);
+  model_settings settings_for(const std::string& model);
   bool adopted_hive_workers(const lease& l, const task_sink& sink);
   std::optional<worker_info> cold_start(const task_request& request, const lease& l,
                                         const std::atomic<bool>& cancelled, const task_sink& sink);
@@ -67,8 +88,15 @@ class dispatcher {
   registry& nodes_;
   hive_manager& hives_;
   scheduler& scheduler_;
+  std::map<std::string, model_settings> settings_;
   std::mutex mutex_;
   std::map<std::string, std::chrono::steady_clock::time_point> last_refresh_;
+  std::map<std::string, catalog_view> catalogs_;         // by node
+  std::map<uint64_t, std::string> conversation_worker_;  // conversation id -> worker id
 };
+
+// A conversation's id: the model and its first messages (or the prompt's start), so every turn
+// of one chat has the same id. 0 for a request too short to tell conversations apart.
+uint64_t conversation_id(const task_request& request);
 
 }  // namespace rbee::queen

@@ -120,7 +120,10 @@ worker_info hive_client::spawn_worker(const spawn_request& request) {
   json body = {{"model_ref", request.model_ref},
                {"backend", request.backend},
                {"device", request.device.value_or(0)},
-               {"slots", request.slots}};
+               {"min_slots", request.min_slots}};
+  if (request.slots > 0) body["slots"] = request.slots;
+  if (request.ctx > 0) body["ctx"] = request.ctx;
+  if (request.keep_alive_s >= 0) body["keep_alive_s"] = request.keep_alive_s;
   worker_info w =
       parse_hive_worker(body_of(http_.post_json("/v1/workers/spawn", body)), endpoint_.node);
   if (w.model_ref.empty()) w.model_ref = request.model_ref;

@@ -46,7 +46,10 @@ struct spawn_request {
   std::string model_ref;
   std::string backend;
   std::optional<int> device;  // unset = device 0
-  int slots = 1;              // sequences the worker serves at once
+  int slots = 0;              // sequences the worker serves at once; 0 = as many as fit
+  int min_slots = 1;          // fewer is a failure (the task's n choices)
+  int ctx = 0;                // context per slot; 0 = the hive's default
+  int keep_alive_s = -1;      // idle seconds before the hive unloads it; -1 = the hive's default
 };
 
 // One model of a hive's catalog, as the contract defines it.

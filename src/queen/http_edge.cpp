@@ -1,5 +1,7 @@
 #include "queen/http_edge.h"
 
+#include <cstdio>
+
 namespace rbee::queen {
 
 common::http_error to_http_error(const error& e) {
@@ -61,6 +63,17 @@ std::string bearer_of(const httplib::Request& req) {
   std::string auth = req.get_header_value("Authorization");
   constexpr std::string_view scheme = "Bearer ";
   return auth.starts_with(scheme) ? auth.substr(scheme.size()) : std::string();
+}
+
+std::string client_of(const httplib::Request& req) {
+  std::string key = bearer_of(req);
+  if (key.empty()) return "addr-" + req.remote_addr;
+  // FNV-1a: an id that tells keys apart in the queue and in logs without revealing them.
+  uint64_t hash = 14695981039346656037ull;
+  for (unsigned char c : key) hash = (hash ^ c) * 1099511628211ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+  return "key-" + std::string(hex, 12);
 }
 
 std::string query(const httplib::Request& req, const char* name) {

@@ -62,6 +62,9 @@ struct queen_services {
 void serve_sse(httplib::Response& res, std::function<void(common::sse_sink&)> producer);
 
 std::string bearer_of(const httplib::Request& req);
+// Who is asking, for fair queueing and per-client limits: an id derived from the API key
+// ("key-" and 12 hex digits: the key itself is never kept), else the peer's address.
+std::string client_of(const httplib::Request& req);
 // A query parameter, "" when absent.
 std::string query(const httplib::Request& req, const char* name);
 // The named node ("" = localhost); NODE_NOT_FOUND with a hint otherwise.

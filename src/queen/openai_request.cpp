@@ -31,7 +31,8 @@ const std::set<std::string, std::less<>> shared_sampling = {"temperature",
                                                             "logit_bias"};
 
 const std::set<std::string, std::less<>> shared_other = {
-    "model", "max_tokens", "n", "stream", "stream_options", "user", "logprobs"};
+    "model", "max_tokens", "n",        "stream",      "stream_options",
+    "user",  "logprobs",   "priority", "service_tier"};
 
 const std::set<std::string, std::less<>> chat_only = {"messages",        "max_completion_tokens",
                                                       "top_logprobs",    "tools",
@@ -233,6 +234,22 @@ json prompt_of(const json& body) {
   return p;
 }
 
+// vLLM's integer "priority", or OpenAI's service_tier: "flex" is batch work (it may wait),
+// "auto" and "default" are interactive.
+json queue_priority(const json& body) {
+  if (common::present(body, "service_tier")) {
+    const json& tier = body["service_tier"];
+    if (common::present(body, "priority")) {
+      throw common::invalid_request("service_tier", "send either service_tier or priority");
+    }
+    if (tier == "flex") return api::batch_priority;
+    if (tier == "auto" || tier == "default") return api::interactive_priority;
+    throw common::invalid_request("service_tier",
+                                  "service_tier must be \"auto\", \"default\" or \"flex\"");
+  }
+  return common::present(body, "priority") ? body["priority"] : json(api::interactive_priority);
+}
+
 }  // namespace
 
 request parse_request(endpoint kind, const json& body) {
@@ -268,6 +285,7 @@ request parse_request(endpoint kind, const json& body) {
     require_default(body, "suffix", "", "insertion (suffix) is not supported");
     require_default(body, "best_of", r.n, "best_of must equal n (no server-side ranking)");
   }
+  task["priority"] = queue_priority(body);
   r.task = task_request::from_json(task);
   if (kind == endpoint::chat) {
     r.tools = r.task.generation.tools;

@@ -50,6 +50,10 @@ queen_app::queen_app(queen_options options)
                           .max_workers_per_model = options_.max_workers_per_model,
                           .default_slots = 1,
                           .max_slots_per_worker = options_.slots_per_worker,
+                          .max_replicas = options_.max_replicas,
+                          .replica_queue_threshold = options_.replica_queue_threshold,
+                          .max_slots_per_client = options_.max_slots_per_client,
+                          .policy = options_.placement,
                           .queue_timeout = options_.queue_timeout,
                           .retry_after_s = 2};
   scheduler_ = std::make_unique<scheduler>(sched, clock_);
@@ -67,9 +71,11 @@ queen_app::queen_app(queen_options options)
                           .monitor_interval = 5s,
                           .ssh = ssh};
   hives_ = std::make_unique<hive_manager>(hm, *registry_, *scheduler_, launcher_, *ssh_, clock_);
-  tasks_ = std::make_unique<task_runner>(
-      task_runner_options{.loading_timeout = options_.loading_timeout, .max_dispatch_attempts = 3},
-      *registry_, *hives_, *scheduler_, metrics_);
+  tasks_ =
+      std::make_unique<task_runner>(task_runner_options{.loading_timeout = options_.loading_timeout,
+                                                        .max_dispatch_attempts = 3,
+                                                        .models = options_.models},
+                                    *registry_, *hives_, *scheduler_, metrics_);
   server_ = std::make_unique<common::http_server>(server);
   register_routes();
 }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -37,8 +38,13 @@ struct queen_options {
   int remote_hive_port = 9200;
   size_t queue_size = 64;
   common::connection_limits connection_limits{};
-  int max_workers_per_model = 1;
-  int slots_per_worker = 0;  // caps the slots hives report; 0 = no cap
+  int max_workers_per_model = 1;  // per device
+  int slots_per_worker = 0;       // caps the slots hives report; 0 = no cap
+  placement_policy placement = placement_policy::spread;
+  int max_replicas = 2;
+  size_t replica_queue_threshold = 2;
+  int max_slots_per_client = 0;                  // 0 = no limit
+  std::map<std::string, model_settings> models;  // per-model overrides ([models.<id>])
   std::chrono::milliseconds queue_timeout{std::chrono::minutes(5)};
   std::chrono::milliseconds loading_timeout{std::chrono::minutes(5)};
   std::chrono::seconds hive_stale_after{90};

@@ -76,6 +76,7 @@ void openai_routes::completions(openai::endpoint kind, const http_request& req,
   std::shared_ptr<admission_holder> holder;
   try {
     r = openai::parse_request(kind, common::parse_body(req.body));
+    r.task.client = client_of(req);
     holder = std::make_shared<admission_holder>(s_.sched, s_.tasks.admit(r.task));
   } catch (const common::http_error& e) {
     send_openai_error(res, e);

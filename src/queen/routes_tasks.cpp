@@ -18,6 +18,7 @@ void task_routes::submit_task(const http_request& req, http_response& res) {
     throw unavailable(common::codes::NODE_UNREACHABLE, "queen-rbee is shutting down", 5);
   }
   auto request = task_request::from_json(common::parse_body(req.body));
+  request.client = client_of(req);
   auto holder = std::make_shared<admission_holder>(s_.sched, s_.tasks.admit(request));
   res.set_header("X-Task-Id", request.task_id);
   serve_sse(res, [this, request, holder](common::sse_sink& sink) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <set>
+#include <tuple>
 
 #include "api/model_ref.h"
 #include "common/errors.h"
@@ -35,6 +36,16 @@ nlohmann::json to_json(const worker_view& w) {
           {"slots_busy", std::max(w.info.slots_busy, w.in_flight)}};
 }
 
+std::string_view to_string(placement_policy p) {
+  return p == placement_policy::binpack ? "binpack" : "spread";
+}
+
+std::optional<placement_policy> parse_placement_policy(std::string_view name) {
+  if (name == "spread") return placement_policy::spread;
+  if (name == "binpack") return placement_policy::binpack;
+  return std::nullopt;
+}
+
 namespace {
 
 bool matches(const task_key& key, const worker_info& w) {
@@ -46,7 +57,7 @@ bool matches(const task_key& key, const worker_info& w) {
   return true;
 }
 
-// Still (or soon) able to serve: counts against max_workers_per_model.
+// Still (or soon) able to serve: counts against the replica and per-device caps.
 bool alive(const worker_view& w) {
   return w.pending || w.info.state == worker_state::spawning ||
          w.info.state == worker_state::loading || accepts_tasks(w.info.state);
@@ -57,65 +68,174 @@ int effective_slots(const worker_view& w, const scheduler_options& o) {
   return o.max_slots_per_worker > 0 ? std::min(slots, o.max_slots_per_worker) : slots;
 }
 
+std::string human_bytes(uint64_t bytes) {
+  constexpr uint64_t mib = uint64_t{1} << 20, gib = uint64_t{1} << 30;
+  if (bytes >= gib) return std::to_string(bytes / gib) + " GiB";
+  return std::to_string(bytes / mib) + " MiB";
+}
+
+// A device a new worker could start on.
+struct candidate {
+  const node_capacity* node = nullptr;
+  std::string backend;
+  int device = 0;
+  std::optional<uint64_t> free_bytes;
+  bool cached = false;
+  int load = 0;  // the queen's tasks in flight on the node
+
+  std::string label() const {
+    return backend == "cuda" ? "cuda:" + std::to_string(device) : std::string("cpu");
+  }
+};
+
+bool model_cached(const node_capacity& n, const std::string& model) {
+  return std::any_of(n.cached_models.begin(), n.cached_models.end(), [&](const std::string& c) {
+    return c == model || api::reference_satisfied_by(model, c);
+  });
+}
+
+// Whether `a` is the better place for a new worker: a GPU, the model's file already there,
+// then memory by policy, then the lighter load. Ties keep the fleet's order.
+bool better_place(const candidate& a, const candidate& b, placement_policy policy) {
+  bool a_gpu = a.backend == "cuda", b_gpu = b.backend == "cuda";
+  if (a_gpu != b_gpu) return a_gpu;
+  if (a.cached != b.cached) return a.cached;
+  if (a.free_bytes != b.free_bytes) {
+    // Unknown memory is assumed to fit but ranks after any known amount.
+    if (!a.free_bytes || !b.free_bytes) return a.free_bytes.has_value();
+    return policy == placement_policy::spread ? *a.free_bytes > *b.free_bytes
+                                              : *a.free_bytes < *b.free_bytes;
+  }
+  return a.load < b.load;
+}
+
+std::string place_reason(const candidate& c) {
+  std::string reason = "on " + c.node->node + " " + c.label();
+  reason += c.free_bytes ? ": " + human_bytes(*c.free_bytes) + " free" : ": memory unknown";
+  reason += c.cached ? ", model cached" : ", model to download";
+  return reason;
+}
+
+// Devices of the allowed nodes where a worker of the key's model may start, and why others
+// were left out.
+struct candidate_search {
+  std::vector<candidate> found;
+  bool any_reachable = false;
+  bool memory_short = false;
+};
+
+candidate_search find_candidates(const task_key& key, const std::vector<worker_view>& workers,
+                                 const std::vector<node_capacity>& nodes,
+                                 const scheduler_options& options) {
+  candidate_search out;
+  for (const auto& n : nodes) {
+    if (key.node && n.node != *key.node) continue;
+    // A named node is tried even when it looked unreachable: its hive may be back.
+    if (!n.reachable && !key.node) continue;
+    out.any_reachable = true;
+    int load = 0;
+    for (const auto& w : workers) {
+      if (w.info.node == n.node) load += w.in_flight;
+    }
+    std::vector<candidate> devices;
+    if (key.backend.empty() || key.backend == "cuda") {
+      for (const auto& g : n.gpus) devices.push_back({&n, "cuda", g.device, g.free_bytes});
+    }
+    if (key.backend.empty() || key.backend == "cpu") {
+      devices.push_back({&n, "cpu", 0, n.ram_free_bytes});
+    }
+    for (auto& c : devices) {
+      if (key.device && c.device != *key.device) continue;
+      int on_device = 0;
+      for (const auto& w : workers) {
+        // A worker too small for the task does not hold the device against a larger one.
+        bool here = w.info.node == n.node && w.info.backend == c.backend &&
+                    w.info.device == c.device && alive(w) &&
+                    effective_slots(w, options) >= key.slots;
+        if (here && api::reference_satisfied_by(key.model, w.info.model_ref)) ++on_device;
+      }
+      if (on_device >= options.max_workers_per_model) continue;
+      // The weights and an eighth more for the cache and scratch of at least one slot.
+      uint64_t needed = key.model_bytes + key.model_bytes / 8;
+      if (key.model_bytes > 0 && c.free_bytes && *c.free_bytes < needed) {
+        out.memory_short = true;
+        continue;
+      }
+      c.cached = model_cached(n, key.model);
+      c.load = load;
+      out.found.push_back(c);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 decision decide(const task_key& key, const std::vector<worker_view>& workers,
-                const std::vector<node_capacity>& nodes, const scheduler_options& options) {
+                const std::vector<node_capacity>& nodes, const scheduler_options& options,
+                size_t queued_for_model) {
   decision d;
-  // Warm: the ready worker with the most free slots.
+  // Warm: the conversation's worker when it has room, else the one with the most free slots.
   const worker_view* best = nullptr;
   int best_free = 0;
-  std::map<std::string, int> alive_per_node;
+  bool best_preferred = false;
+  int alive_count = 0;
+  bool start_pending = false;
   for (const auto& w : workers) {
     if (!matches(key, w.info)) continue;
     // A worker with fewer slots than the task's choices can never take it: it does not count
-    // against max_workers_per_model, so a large enough one may be started.
+    // against the replica cap, so a large enough one may be started.
     if (effective_slots(w, options) < key.slots) continue;
-    if (alive(w)) ++alive_per_node[w.info.node];
+    if (alive(w)) ++alive_count;
+    if (w.pending || w.info.state == worker_state::spawning) start_pending = true;
     if (w.pending || !accepts_tasks(w.info.state)) continue;
     int free = effective_slots(w, options) - w.in_flight;
-    if (free >= key.slots && free > best_free) {
+    if (free < key.slots || best_preferred) continue;
+    bool preferred = !key.preferred_worker.empty() && w.info.worker_id == key.preferred_worker;
+    if (preferred || free > best_free) {
       best = &w;
       best_free = free;
+      best_preferred = preferred;
     }
   }
   if (best) {
     d.kind = decision_kind::warm;
     d.worker_id = best->info.worker_id;
+    d.reason = best_preferred ? "it holds the conversation"
+                              : std::to_string(best_free) + " of " +
+                                    std::to_string(effective_slots(*best, options)) + " slots free";
     return d;
   }
-  // Cold: a node that may start another worker of this model and has the memory.
-  const node_capacity* target = nullptr;
-  bool any_reachable = false;
-  bool memory_short = false;
-  for (const auto& n : nodes) {
-    if (key.node && n.node != *key.node) continue;
-    // A named node is tried even when it looked unreachable: its hive may be back.
-    if (!n.reachable && !key.node) continue;
-    any_reachable = true;
-    if (alive_per_node[n.node] >= options.max_workers_per_model) continue;
-    if (key.model_bytes > 0 && n.ram_free_bytes && *n.ram_free_bytes < key.model_bytes) {
-      memory_short = true;
-      continue;
+  // Cold: the first worker of the model, or another replica once the queue has grown.
+  const size_t waiting = queued_for_model + 1;
+  const int replicas = std::max(1, key.max_replicas > 0 ? key.max_replicas : options.max_replicas);
+  bool may_start = alive_count == 0 || (alive_count < replicas && !start_pending &&
+                                        waiting >= options.replica_queue_threshold);
+  auto search = find_candidates(key, workers, nodes, options);
+  if (may_start && !search.found.empty()) {
+    const candidate* target = &search.found.front();
+    for (const auto& c : search.found) {
+      if (better_place(c, *target, options.policy)) target = &c;
     }
-    auto free_of = [](const node_capacity* c) { return c->ram_free_bytes.value_or(0); };
-    if (!target || free_of(&n) > free_of(target)) target = &n;
-  }
-  if (target) {
     d.kind = decision_kind::cold;
-    d.node = target->node;
+    d.node = target->node->node;
+    d.backend = target->backend;
+    d.device = target->device;
+    d.reason = place_reason(*target);
+    if (alive_count > 0) {
+      d.reason += " (replica " + std::to_string(alive_count + 1) + " of " +
+                  std::to_string(replicas) + ": " + std::to_string(waiting) + " tasks waiting)";
+    }
     return d;
   }
-  int alive_total = 0;
-  for (const auto& [node, count] : alive_per_node) alive_total += count;
-  if (alive_total > 0) {
+  if (alive_count > 0) {
     d.kind = decision_kind::wait;
     return d;
   }
   d.kind = decision_kind::none;
-  if (memory_short) {
+  if (search.memory_short) {
     d.reason = "no node has enough free memory for " + key.model;
-  } else if (!any_reachable) {
+  } else if (!search.any_reachable) {
     d.reason = key.node ? "node '" + *key.node + "' is not reachable" : "no node is reachable";
   } else {
     d.reason = "no node may start a worker for " + key.model;
@@ -210,15 +330,22 @@ std::optional<lease> scheduler::place_locked(const task_key& key, decision& d) {
   std::vector<worker_view> view;
   view.reserve(workers_.size());
   for (const auto& [id, w] : workers_) view.push_back(w);
-  d = decide(key, view, nodes_, options_);
+  size_t others_waiting = waiting_for_locked(key.model);
+  if (others_waiting > 0) --others_waiting;  // a queued task does not wait behind itself
+  d = decide(key, view, nodes_, options_, others_waiting);
   if (d.kind == decision_kind::warm) {
     auto& w = workers_.at(d.worker_id);
     w.in_flight += key.slots;
+    client_slots_[key.client] += key.slots;
     return lease{.kind = decision_kind::warm,
                  .worker = w.info,
                  .node = w.info.node,
+                 .backend = w.info.backend,
+                 .device = w.info.device,
                  .placeholder_id = {},
-                 .slots = key.slots};
+                 .slots = key.slots,
+                 .client = key.client,
+                 .reason = d.reason};
   }
   if (d.kind == decision_kind::cold) {
     std::string id = "pending-" + std::to_string(next_id_++);
@@ -228,36 +355,84 @@ std::optional<lease> scheduler::place_locked(const task_key& key, decision& d) {
     placeholder.info.worker_id = id;
     placeholder.info.node = d.node;
     placeholder.info.model_ref = key.model;
-    placeholder.info.backend = key.backend.empty() ? "cpu" : key.backend;
-    placeholder.info.device = key.device.value_or(0);
+    placeholder.info.backend = d.backend;
+    placeholder.info.device = d.device;
     placeholder.info.state = worker_state::spawning;
     placeholder.info.slots_total = std::max(key.slots, std::max(1, options_.max_slots_per_worker));
     workers_[id] = placeholder;
+    client_slots_[key.client] += key.slots;
     return lease{.kind = decision_kind::cold,
                  .worker = {},
                  .node = d.node,
+                 .backend = d.backend,
+                 .device = d.device,
                  .placeholder_id = id,
-                 .slots = key.slots};
+                 .slots = key.slots,
+                 .client = key.client,
+                 .reason = d.reason};
   }
   return std::nullopt;
 }
 
-void scheduler::pump_locked() {
-  std::set<std::string> blocked_models;  // FIFO per model: no overtaking an earlier waiter
-  for (auto it = queue_.begin(); it != queue_.end();) {
-    auto& t = *it;
-    if (blocked_models.count(t->key.model)) {
-      ++it;
+bool scheduler::client_at_limit_locked(const task_key& key) const {
+  if (options_.max_slots_per_client <= 0) return false;
+  auto it = client_slots_.find(key.client);
+  int held = it == client_slots_.end() ? 0 : it->second;
+  // A task larger than the limit still runs once the client holds nothing else.
+  return held > 0 && held + key.slots > options_.max_slots_per_client;
+}
+
+size_t scheduler::waiting_for_locked(const std::string& model) const {
+  return static_cast<size_t>(std::count_if(queue_.begin(), queue_.end(),
+                                           [&](const auto& t) { return t->key.model == model; }));
+}
+
+std::deque<std::shared_ptr<queue_ticket>>::iterator scheduler::next_waiter_locked(
+    const std::string& model) {
+  auto held = [&](const std::string& client) {
+    auto it = client_slots_.find(client);
+    return it == client_slots_.end() ? 0 : it->second;
+  };
+  auto next = queue_.end();
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    const auto& t = **it;
+    if (t.key.model != model || client_at_limit_locked(t.key)) continue;
+    if (next == queue_.end()) {
+      next = it;
       continue;
     }
-    decision d;
-    auto placed = place_locked(t->key, d);
-    if (placed) {
-      t->placed = std::move(placed);
-      it = queue_.erase(it);
-    } else {
-      blocked_models.insert(t->key.model);
-      ++it;
+    const auto& n = **next;
+    auto rank = [&](const queue_ticket& q) {
+      return std::make_tuple(q.key.priority, held(q.key.client), q.seq);
+    };
+    if (rank(t) < rank(n)) next = it;
+  }
+  return next;
+}
+
+void scheduler::give_back_client_locked(const std::string& client, int slots) {
+  auto it = client_slots_.find(client);
+  if (it == client_slots_.end()) return;
+  it->second -= slots;
+  if (it->second <= 0) client_slots_.erase(it);
+}
+
+void scheduler::pump_locked() {
+  // Each model's waiters in fair order until one cannot be placed: a waiter that must wait
+  // means the model has no room, so later ones of the same model are not tried.
+  std::vector<std::string> models;
+  for (const auto& t : queue_) {
+    if (std::find(models.begin(), models.end(), t->key.model) == models.end()) {
+      models.push_back(t->key.model);
+    }
+  }
+  for (const auto& model : models) {
+    for (auto it = next_waiter_locked(model); it != queue_.end(); it = next_waiter_locked(model)) {
+      decision d;
+      auto placed = place_locked((*it)->key, d);
+      if (!placed) break;
+      (*it)->placed = std::move(placed);
+      queue_.erase(it);
     }
   }
   cv_.notify_all();
@@ -274,9 +449,7 @@ admission scheduler::admit(const task_key& key) {
   }
   std::lock_guard lock(mutex_);
   admission a;
-  bool model_waiting = std::any_of(queue_.begin(), queue_.end(),
-                                   [&](const auto& t) { return t->key.model == key.model; });
-  if (!model_waiting) {
+  if (waiting_for_locked(key.model) == 0 && !client_at_limit_locked(key)) {
     decision d;
     a.placed = place_locked(key, d);
     if (a.placed) return a;
@@ -293,9 +466,16 @@ admission scheduler::admit(const task_key& key) {
         options_.retry_after_s, {{"queue_size", options_.queue_size}});
   }
   a.ticket = std::make_shared<queue_ticket>(
-      queue_ticket{key, std::nullopt, clock_.now() + options_.queue_timeout});
+      queue_ticket{key, std::nullopt, clock_.now() + options_.queue_timeout, next_seq_++});
   queue_.push_back(a.ticket);
-  a.position = queue_.size();
+  a.position = waiting_for_locked(key.model);
+  // Waiters are served in fair order, which may put this one ahead of earlier ones.
+  pump_locked();
+  if (a.ticket->placed) {
+    a.placed = std::move(a.ticket->placed);
+    a.ticket.reset();
+    a.position = 0;
+  }
   return a;
 }
 
@@ -338,6 +518,7 @@ void scheduler::abandon(admission& a) {
     } else if (auto it = workers_.find(a.placed->worker.worker_id); it != workers_.end()) {
       it->second.in_flight = std::max(0, it->second.in_flight - a.placed->slots);
     }
+    give_back_client_locked(a.placed->client, a.placed->slots);
     a.placed.reset();
   }
   if (a.ticket) {
@@ -355,10 +536,11 @@ std::optional<lease> scheduler::acquire(const task_key& key, const std::function
   return wait(a, cancelled);
 }
 
-void scheduler::release(const std::string& worker_id, int slots) {
+void scheduler::release(const std::string& worker_id, int slots, const std::string& client) {
   std::lock_guard lock(mutex_);
   auto it = workers_.find(worker_id);
   if (it != workers_.end()) it->second.in_flight = std::max(0, it->second.in_flight - slots);
+  give_back_client_locked(client, slots);
   pump_locked();
 }
 
@@ -397,9 +579,10 @@ void scheduler::cold_ready(const worker_info& worker) {
   pump_locked();
 }
 
-void scheduler::cold_failed(const std::string& id) {
+void scheduler::cold_failed(const std::string& id, int slots, const std::string& client) {
   std::lock_guard lock(mutex_);
   drop_placeholder_locked(id);
+  give_back_client_locked(client, slots);
   pump_locked();
 }
 
@@ -413,6 +596,11 @@ std::vector<worker_view> scheduler::workers() const {
 size_t scheduler::queue_depth() const {
   std::lock_guard lock(mutex_);
   return queue_.size();
+}
+
+size_t scheduler::queue_depth(const std::string& model) const {
+  std::lock_guard lock(mutex_);
+  return waiting_for_locked(model);
 }
 
 }  // namespace rbee::queen

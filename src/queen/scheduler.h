@@ -1,15 +1,24 @@
 #pragma once
-// The queen's scheduler: pure placement logic (decide) plus the one bounded FIFO task queue.
-// Resources (the worker view, node memory) and the clock are injected, so unit tests drive it
-// without processes.
+// The queen's scheduler: pure placement logic (decide) plus the one bounded task queue.
+// Resources (the worker view, node devices and memory) and the clock are injected, so unit
+// tests drive it without processes.
 //
 // Placement of a task for model M:
-//   warm  - a ready worker with M has a free slot: take it;
-//   cold  - no worker may take it, but a node may start another one (fewer than
-//           max_workers_per_model workers of M there, and the model fits in free memory):
-//           a placeholder reserves the start so concurrent tasks queue behind it;
+//   warm  - a ready worker with M has free slots: the conversation's worker when it has room
+//           (its prefix is there), else the one with the most free slots;
+//   cold  - no worker of M exists yet, or all are saturated, the queue for M has reached
+//           replica_queue_threshold and fewer than max_replicas exist: start one on the best
+//           device (placement below); a placeholder reserves the start so concurrent tasks
+//           queue behind it;
 //   wait  - workers of M exist but are busy/loading: queue (full -> 503 QUEUE_FULL);
 //   none  - no node can run it.
+// Placement of a new worker: devices where the model fits (weights + room for its cache), a
+// CUDA device before the CPU, a node that has the file before one that must download it, then
+// by free memory (policy spread: the most; binpack: the least that fits), then by load.
+// Every choice carries its reason ("on workstation cuda:1: 61 GiB free, model cached").
+// The queue is fair: among waiters of one model, the lowest priority value goes first, then
+// the client (API key) holding the fewest slots, then arrival order; a client at its
+// concurrency limit waits without blocking others.
 // Worker entries carry the queen's own count of in-flight tasks; hive reports may lag, so the
 // scheduler never hands out more than slots_total.
 
@@ -46,10 +55,19 @@ struct worker_view {
 
 nlohmann::json to_json(const worker_view& w);
 
+// A GPU of a node as its hive's capabilities list it.
+struct gpu_capacity {
+  int device = 0;
+  std::optional<uint64_t> free_bytes;  // nullopt = unknown (assumed to fit)
+};
+
 struct node_capacity {
   std::string node;
   bool reachable = true;
-  std::optional<uint64_t> ram_free_bytes;  // nullopt = unknown (assumed to fit)
+  std::optional<uint64_t> ram_free_bytes;  // the CPU's memory; nullopt = unknown (assumed to fit)
+  std::vector<gpu_capacity> gpus;          // CUDA devices (none on a CPU-only node)
+  // Catalog references and ids of the models whose file is on the node already.
+  std::vector<std::string> cached_models;
 };
 
 struct task_key {
@@ -59,13 +77,27 @@ struct task_key {
   std::optional<int> device;        // nullopt = any
   uint64_t model_bytes = 0;         // 0 = unknown
   int slots = 1;                    // slots of one worker the task holds (its n choices)
+  std::string client;               // who asked (an API key's id); fairness and limits
+  int priority = 0;                 // lower goes first (0 interactive, 100 batch)
+  std::string preferred_worker;     // the worker holding the conversation's prefix, if any
+  int max_replicas = 0;             // the model's own cap; 0 = scheduler_options.max_replicas
 };
+
+enum class placement_policy { spread, binpack };
+std::string_view to_string(placement_policy p);
+// nullopt for another name.
+std::optional<placement_policy> parse_placement_policy(std::string_view name);
 
 struct scheduler_options {
   size_t queue_size = 64;
-  int max_workers_per_model = 1;  // per node
+  int max_workers_per_model = 1;  // workers of one model per device
   int default_slots = 1;          // when a hive does not report slots_total
   int max_slots_per_worker = 0;   // caps what hives report; 0 = no cap
+  int max_replicas = 2;           // workers of one model across the fleet
+  // Tasks of a model waiting (the deciding one included) before another replica starts.
+  size_t replica_queue_threshold = 2;
+  int max_slots_per_client = 0;  // slots one client may hold at once; 0 = no limit
+  placement_policy policy = placement_policy::spread;
   std::chrono::milliseconds queue_timeout{std::chrono::minutes(5)};
   int retry_after_s = 2;
 };
@@ -77,24 +109,33 @@ struct decision {
   decision_kind kind = decision_kind::none;
   std::string worker_id;  // warm
   std::string node;       // cold
-  std::string reason;     // none: why not
+  std::string backend;    // cold: "cpu" or "cuda"
+  int device = 0;         // cold
+  std::string reason;     // why this choice (cold, warm) or why none
 };
 
+// queued_for_model: tasks of the key's model waiting in the queue (not counting this one).
 decision decide(const task_key& key, const std::vector<worker_view>& workers,
-                const std::vector<node_capacity>& nodes, const scheduler_options& options);
+                const std::vector<node_capacity>& nodes, const scheduler_options& options,
+                size_t queued_for_model = 0);
 
 struct lease {
   decision_kind kind = decision_kind::warm;  // warm or cold
   worker_info worker;                        // warm: the worker whose slot is held
   std::string node;                          // cold: where to start it
-  std::string placeholder_id;                // cold: pass to cold_spawned/cold_failed
-  int slots = 1;                             // held on the worker; give them back to release()
+  std::string backend = "cpu";               // cold: on which backend and device
+  int device = 0;
+  std::string placeholder_id;  // cold: pass to cold_spawned/cold_failed
+  int slots = 1;               // held on the worker; give them back to release()
+  std::string client;          // whose slots they are
+  std::string reason;          // the placement's reason, for narration
 };
 
 struct queue_ticket {
   task_key key;
   std::optional<lease> placed;
   std::chrono::steady_clock::time_point deadline;
+  uint64_t seq = 0;  // arrival order
 };
 
 // The result of admit(): placed at once, or waiting in the queue at `position` (1-based).
@@ -129,22 +170,30 @@ class scheduler {
   std::optional<lease> acquire(const task_key& key, const std::function<bool()>& cancelled = {},
                                const std::function<void(size_t position)>& on_queued = {});
   // A warm or (after cold_ready) cold task is done with its slots.
-  void release(const std::string& worker_id, int slots = 1);
+  void release(const std::string& worker_id, int slots = 1, const std::string& client = {});
   // The hive accepted the spawn: the placeholder becomes worker_id (slot still held).
   void cold_spawned(const std::string& placeholder_id, const worker_info& worker);
   // The started worker is ready (url/token known); its slot stays held by the task.
   void cold_ready(const worker_info& worker);
-  // The start failed: drops the placeholder (or spawned worker) and wakes the queue.
-  void cold_failed(const std::string& id);
+  // The start failed: drops the placeholder (or spawned worker), gives back the client's
+  // slots and wakes the queue.
+  void cold_failed(const std::string& id, int slots = 1, const std::string& client = {});
 
   std::vector<worker_view> workers() const;
   size_t queue_depth() const;
+  // Tasks waiting for the model (by the id tasks name it).
+  size_t queue_depth(const std::string& model) const;
   const scheduler_options& options() const { return options_; }
 
  private:
   // Tries to place under the lock; reserves what it returns.
   std::optional<lease> place_locked(const task_key& key, decision& d);
   void pump_locked();
+  // The waiter of `model` that goes next (fair order), or queue_.end() when none may.
+  std::deque<std::shared_ptr<queue_ticket>>::iterator next_waiter_locked(const std::string& model);
+  bool client_at_limit_locked(const task_key& key) const;
+  size_t waiting_for_locked(const std::string& model) const;
+  void give_back_client_locked(const std::string& client, int slots);
   // A worker first seen in a report while a start for its model is pending on its node is that
   // start's worker (the hive's report can beat its answer to the spawn): it takes over the
   // placeholder's slot, so no queued task is handed a slot the cold task already holds.
@@ -165,7 +214,9 @@ class scheduler {
     int slots = 1;
   };
   std::map<std::string, claim> claimed_by_;  // by placeholder id
+  std::map<std::string, int> client_slots_;  // slots each client holds now
   uint64_t next_id_ = 1;
+  uint64_t next_seq_ = 1;
 };
 
 }  // namespace rbee::queen

@@ -19,7 +19,7 @@ task_runner::task_runner(task_runner_options options, registry& nodes, hive_mana
     : options_(options),
       scheduler_(sched),
       metrics_(metrics),
-      dispatch_(options.loading_timeout, nodes, hives, sched),
+      dispatch_(options.loading_timeout, nodes, hives, sched, options.models),
       relay_(metrics) {}
 
 admission task_runner::admit(const task_request& request) {
@@ -151,8 +151,9 @@ void task_runner::dispatch_and_relay(const task_request& request, admission& adm
       std::lock_guard lock(task.mutex);
       task.worker_url.clear();
     }
-    scheduler_.release(w->worker_id, request.generation.n);
+    scheduler_.release(w->worker_id, request.generation.n, request.client);
     if (result.retry_reason || result.worker_lost) scheduler_.mark_unavailable(w->worker_id);
+    if (result.ended) dispatch_.remember_conversation(request, w->worker_id);
     if (result.failure) throw *result.failure;
     if (!result.retry_reason) {
       if (cancelled()) {

@@ -29,7 +29,8 @@ namespace rbee::queen {
 
 struct task_runner_options {
   std::chrono::milliseconds loading_timeout{std::chrono::minutes(5)};
-  int max_dispatch_attempts = 3;  // a dispatch that failed before any token moves on
+  int max_dispatch_attempts = 3;                 // a dispatch that failed before any token moves on
+  std::map<std::string, model_settings> models;  // per-model overrides
 };
 
 class task_runner {

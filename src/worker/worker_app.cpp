@@ -380,6 +380,7 @@ void worker_app::register_routes() {
       body["slots_busy"] = stats.slots_busy;
       body["slots_total"] = stats.slots_total;
       body["idle_ms"] = stats.idle_ms;
+      body["tokens_per_second"] = stats.last_tokens_per_sec;
       if (options_.backend == engine::backend_kind::cuda) {
         std::lock_guard lock(mutex_);
         body["vram_used_bytes"] = vram_used_bytes_;

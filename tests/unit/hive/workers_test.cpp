@@ -66,7 +66,8 @@ spawn_request request() {
           .device = 0,
           .slots = 2,
           .ctx = 512,
-          .memory_bytes = 1};
+          .memory_bytes = 1,
+          .keep_alive = std::nullopt};
 }
 
 template <class Pred>

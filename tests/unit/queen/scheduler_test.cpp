@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "api/requests.h"
 #include "common/clock.h"
 #include "common/errors.h"
 
@@ -37,17 +38,25 @@ worker_view view(worker_info info, int in_flight = 0) {
 }
 
 task_key key(std::string model, std::optional<std::string> node = std::nullopt) {
-  return task_key{.model = std::move(model),
-                  .node = std::move(node),
-                  .backend = {},
-                  .device = {},
-                  .model_bytes = 0};
+  task_key k;
+  k.model = std::move(model);
+  k.node = std::move(node);
+  return k;
+}
+
+// A CPU-only node with `ram_free` bytes free (nullopt: unknown).
+node_capacity node(std::string name, bool reachable, std::optional<uint64_t> ram_free) {
+  node_capacity n;
+  n.node = std::move(name);
+  n.reachable = reachable;
+  n.ram_free_bytes = ram_free;
+  return n;
 }
 
 TEST(Decide, IdleWorkerWithTheModelIsWarm) {
   std::vector<worker_view> workers = {view(make_worker("w1", "a", "m1")),
                                       view(make_worker("w2", "b", "m2"))};
-  std::vector<node_capacity> nodes = {{"a", true, 1000}, {"b", true, 1000}};
+  std::vector<node_capacity> nodes = {node("a", true, 1000), node("b", true, 1000)};
   auto d = decide(key("m2"), workers, nodes, scheduler_options{});
   EXPECT_EQ(d.kind, decision_kind::warm);
   EXPECT_EQ(d.worker_id, "w2");
@@ -56,35 +65,49 @@ TEST(Decide, IdleWorkerWithTheModelIsWarm) {
 TEST(Decide, PrefersTheWorkerWithMostFreeSlots) {
   std::vector<worker_view> workers = {view(make_worker("w1", "a", "m", worker_state::busy, 4), 3),
                                       view(make_worker("w2", "a", "m", worker_state::idle, 4), 1)};
-  auto d = decide(key("m"), workers, {{"a", true, 1000}}, scheduler_options{});
+  auto d = decide(key("m"), workers, {node("a", true, 1000)}, scheduler_options{});
   EXPECT_EQ(d.kind, decision_kind::warm);
   EXPECT_EQ(d.worker_id, "w2");
 }
 
 TEST(Decide, BusyWorkerAtTheLimitMeansWait) {
   std::vector<worker_view> workers = {view(make_worker("w1", "a", "m"), 1)};
-  auto d = decide(key("m"), workers, {{"a", true, 1000}}, scheduler_options{});
+  auto d = decide(key("m"), workers, {node("a", true, 1000)}, scheduler_options{});
   EXPECT_EQ(d.kind, decision_kind::wait);
 }
 
-TEST(Decide, BusyWorkerBelowTheLimitStartsAnother) {
+TEST(Decide, AReplicaStartsElsewhereOnceTheQueueReachesTheThreshold) {
   std::vector<worker_view> workers = {view(make_worker("w1", "a", "m"), 1)};
+  std::vector<node_capacity> nodes = {node("a", true, 1000), node("b", true, 1000)};
   scheduler_options o;
-  o.max_workers_per_model = 2;
-  auto d = decide(key("m"), workers, {{"a", true, 1000}}, o);
+  o.max_replicas = 2;
+  o.replica_queue_threshold = 3;
+  EXPECT_EQ(decide(key("m"), workers, nodes, o, 1).kind, decision_kind::wait)
+      << "two waiting tasks are below the threshold";
+  auto d = decide(key("m"), workers, nodes, o, 2);
   EXPECT_EQ(d.kind, decision_kind::cold);
-  EXPECT_EQ(d.node, "a");
+  EXPECT_EQ(d.node, "b") << "node a's CPU holds the model's worker already";
+  EXPECT_NE(d.reason.find("replica 2 of 2"), std::string::npos) << d.reason;
+  // At the cap, tasks wait however long the queue.
+  workers.push_back(view(make_worker("w2", "b", "m"), 1));
+  EXPECT_EQ(decide(key("m"), workers, nodes, o, 50).kind, decision_kind::wait);
+  // One start at a time: a replica being started is waited for.
+  workers.pop_back();
+  auto starting = make_worker("p1", "b", "m", worker_state::spawning);
+  workers.push_back(view(starting, 1));
+  o.max_replicas = 3;
+  EXPECT_EQ(decide(key("m"), workers, nodes, o, 50).kind, decision_kind::wait);
 }
 
 TEST(Decide, LoadingWorkerIsWaitedFor) {
   std::vector<worker_view> workers = {view(make_worker("w1", "a", "m", worker_state::loading))};
-  auto d = decide(key("m"), workers, {{"a", true, 1000}}, scheduler_options{});
+  auto d = decide(key("m"), workers, {node("a", true, 1000)}, scheduler_options{});
   EXPECT_EQ(d.kind, decision_kind::wait);
 }
 
 TEST(Decide, ColdStartGoesToTheNodeWithMostFreeMemoryThatFits) {
-  std::vector<node_capacity> nodes = {
-      {"small", true, 100}, {"big", true, 5000}, {"medium", true, 2000}, {"down", false, 9000}};
+  std::vector<node_capacity> nodes = {node("small", true, 100), node("big", true, 5000),
+                                      node("medium", true, 2000), node("down", false, 9000)};
   auto k = key("m");
   k.model_bytes = 1500;
   auto d = decide(k, {}, nodes, scheduler_options{});
@@ -95,15 +118,15 @@ TEST(Decide, ColdStartGoesToTheNodeWithMostFreeMemoryThatFits) {
 TEST(Decide, NothingFitsIsNoneWithAReason) {
   auto k = key("m");
   k.model_bytes = 10'000;
-  auto d = decide(k, {}, {{"a", true, 100}}, scheduler_options{});
+  auto d = decide(k, {}, {node("a", true, 100)}, scheduler_options{});
   EXPECT_EQ(d.kind, decision_kind::none);
   EXPECT_NE(d.reason.find("memory"), std::string::npos);
 }
 
 TEST(Decide, NamedNodeIsRespected) {
   std::vector<worker_view> workers = {view(make_worker("w1", "a", "m"))};
-  auto d =
-      decide(key("m", "b"), workers, {{"a", true, 1000}, {"b", true, 10}}, scheduler_options{});
+  auto d = decide(key("m", "b"), workers, {node("a", true, 1000), node("b", true, 10)},
+                  scheduler_options{});
   EXPECT_EQ(d.kind, decision_kind::cold);
   EXPECT_EQ(d.node, "b");
 }
@@ -113,8 +136,14 @@ TEST(Decide, BackendFilterExcludesOtherBackends) {
   w.backend = "cpu";
   auto k = key("m");
   k.backend = "cuda";
-  auto d = decide(k, {view(w)}, {{"a", true, 1000}}, scheduler_options{});
+  auto cpu_only = decide(k, {view(w)}, {node("a", true, 1000)}, scheduler_options{});
+  EXPECT_EQ(cpu_only.kind, decision_kind::none) << "no CUDA device anywhere";
+  auto with_gpu = node("a", true, 1000);
+  with_gpu.gpus = {{.device = 1, .free_bytes = 5000}};
+  auto d = decide(k, {view(w)}, {with_gpu}, scheduler_options{});
   EXPECT_EQ(d.kind, decision_kind::cold);
+  EXPECT_EQ(d.backend, "cuda");
+  EXPECT_EQ(d.device, 1);
 }
 
 class SchedulerTest : public ::testing::Test {
@@ -131,7 +160,7 @@ class SchedulerTest : public ::testing::Test {
 
 TEST_F(SchedulerTest, WarmLeaseHoldsTheSlotUntilReleased) {
   scheduler s(options(), clock);
-  s.set_nodes({{"a", true, std::nullopt}});
+  s.set_nodes({node("a", true, std::nullopt)});
   s.update_node_workers("a", {make_worker("w1", "a", "m")});
   auto first = s.admit(key("m"));
   ASSERT_TRUE(first.placed);
@@ -149,7 +178,7 @@ TEST_F(SchedulerTest, WarmLeaseHoldsTheSlotUntilReleased) {
 
 TEST_F(SchedulerTest, FullQueueIs503WithRetryAfter) {
   scheduler s(options(), clock);
-  s.set_nodes({{"a", true, std::nullopt}});
+  s.set_nodes({node("a", true, std::nullopt)});
   s.update_node_workers("a", {make_worker("w1", "a", "m")});
   auto running = s.admit(key("m"));
   auto q1 = s.admit(key("m"));
@@ -172,7 +201,7 @@ TEST_F(SchedulerTest, QueuedTasksAreServedInOrder) {
   auto o = options();
   o.queue_size = 8;
   scheduler s(o, clock);
-  s.set_nodes({{"a", true, std::nullopt}});
+  s.set_nodes({node("a", true, std::nullopt)});
   s.update_node_workers("a", {make_worker("w1", "a", "m")});
   auto running = s.admit(key("m"));
   ASSERT_TRUE(running.placed);
@@ -201,7 +230,7 @@ TEST_F(SchedulerTest, QueuedTasksAreServedInOrder) {
 
 TEST_F(SchedulerTest, QueueDeadlineComesFromTheInjectedClock) {
   scheduler s(options(), clock);
-  s.set_nodes({{"a", true, std::nullopt}});
+  s.set_nodes({node("a", true, std::nullopt)});
   s.update_node_workers("a", {make_worker("w1", "a", "m")});
   auto running = s.admit(key("m"));
   auto waiting = s.admit(key("m"));
@@ -220,7 +249,7 @@ TEST_F(SchedulerTest, QueueDeadlineComesFromTheInjectedClock) {
 
 TEST_F(SchedulerTest, CancelledWaiterLeavesTheQueue) {
   scheduler s(options(), clock);
-  s.set_nodes({{"a", true, std::nullopt}});
+  s.set_nodes({node("a", true, std::nullopt)});
   s.update_node_workers("a", {make_worker("w1", "a", "m")});
   auto running = s.admit(key("m"));
   auto waiting = s.admit(key("m"));
@@ -234,7 +263,7 @@ TEST_F(SchedulerTest, CancelledWaiterLeavesTheQueue) {
 
 TEST_F(SchedulerTest, ColdStartReservesSoConcurrentTasksQueueBehindIt) {
   scheduler s(options(), clock);
-  s.set_nodes({{"localhost", true, std::nullopt}});
+  s.set_nodes({node("localhost", true, std::nullopt)});
   auto cold = s.admit(key("m", "localhost"));
   ASSERT_TRUE(cold.placed);
   EXPECT_EQ(cold.placed->kind, decision_kind::cold);
@@ -257,7 +286,7 @@ TEST_F(SchedulerTest, ColdStartReservesSoConcurrentTasksQueueBehindIt) {
 
 TEST_F(SchedulerTest, AReportFasterThanTheSpawnAnswerDoesNotGiveAwayTheColdSlot) {
   scheduler s(options(), clock);
-  s.set_nodes({{"localhost", true, std::nullopt}});
+  s.set_nodes({node("localhost", true, std::nullopt)});
   auto cold = s.admit(key("m", "localhost"));
   ASSERT_TRUE(cold.placed);
   auto second = s.admit(key("m", "localhost"));
@@ -278,7 +307,7 @@ TEST_F(SchedulerTest, AReportFasterThanTheSpawnAnswerDoesNotGiveAwayTheColdSlot)
 
 TEST_F(SchedulerTest, AStartThatFailsAfterAReportShowedItsWorkerFreesTheSlot) {
   scheduler s(options(), clock);
-  s.set_nodes({{"localhost", true, std::nullopt}});
+  s.set_nodes({node("localhost", true, std::nullopt)});
   auto cold = s.admit(key("m", "localhost"));
   auto second = s.admit(key("m", "localhost"));
   s.update_node_workers("localhost", {make_worker("w9", "localhost", "m")});
@@ -291,7 +320,7 @@ TEST_F(SchedulerTest, AStartThatFailsAfterAReportShowedItsWorkerFreesTheSlot) {
 
 TEST_F(SchedulerTest, FailedColdStartLetsTheNextTaskTry) {
   scheduler s(options(), clock);
-  s.set_nodes({{"a", true, std::nullopt}});
+  s.set_nodes({node("a", true, std::nullopt)});
   auto cold = s.admit(key("m"));
   auto second = s.admit(key("m"));
   ASSERT_FALSE(second.placed);
@@ -316,7 +345,7 @@ TEST_F(SchedulerTest, WorkersMissingFromAReportAreGone) {
 
 TEST_F(SchedulerTest, UnreachableEverywhereIsNodeUnreachable) {
   scheduler s(options(), clock);
-  s.set_nodes({{"a", false, std::nullopt}});
+  s.set_nodes({node("a", false, std::nullopt)});
   try {
     s.admit(key("m"));
     FAIL();
@@ -336,7 +365,7 @@ TEST(SchedulerSlots, ATaskOfNChoicesHoldsNSlotsOfOneWorker) {
   scheduler_options options;
   options.max_slots_per_worker = 4;
   scheduler s(options, clock);
-  s.set_nodes({{"a", true, std::nullopt}});
+  s.set_nodes({node("a", true, std::nullopt)});
   worker_info w;
   w.worker_id = "w1";
   w.node = "a";
@@ -345,7 +374,8 @@ TEST(SchedulerSlots, ATaskOfNChoicesHoldsNSlotsOfOneWorker) {
   w.state = worker_state::idle;
   w.slots_total = 3;
   s.update_node_workers("a", {w});
-  task_key two{.model = "m", .node = {}, .backend = {}, .device = {}, .model_bytes = 0, .slots = 2};
+  task_key two = key("m");
+  two.slots = 2;
   auto first = s.admit(two);
   ASSERT_TRUE(first.placed);
   EXPECT_EQ(first.placed->slots, 2);
@@ -373,6 +403,186 @@ TEST(SchedulerSlots, ATaskOfNChoicesHoldsNSlotsOfOneWorker) {
     EXPECT_EQ(e.code, common::codes::INVALID_REQUEST);
     EXPECT_EQ(e.details.value("field", ""), "n");
   }
+}
+
+}  // namespace
+}  // namespace rbee::queen
+
+namespace rbee::queen {
+namespace {
+
+constexpr uint64_t gib = uint64_t{1} << 30;
+
+node_capacity fleet_node(std::string name, std::optional<uint64_t> ram,
+                         std::vector<gpu_capacity> gpus = {},
+                         std::vector<std::string> cached = {}) {
+  node_capacity n = node(std::move(name), true, ram);
+  n.gpus = std::move(gpus);
+  n.cached_models = std::move(cached);
+  return n;
+}
+
+struct placement_case {
+  const char* what;
+  std::vector<node_capacity> nodes;
+  std::vector<worker_view> workers;  // load on the nodes
+  placement_policy policy;
+  uint64_t model_bytes;
+  const char* node;
+  const char* backend;
+  int device;
+  const char* reason;  // the narrated reason, exactly
+};
+
+TEST(Placement, ATableOfFleets) {
+  auto busy = [](const char* node, int in_flight) {
+    auto w = make_worker(std::string("other-") + node, node, "other-model");
+    return view(w, in_flight);
+  };
+  const std::vector<placement_case> cases = {
+      {"a GPU that fits wins over every CPU",
+       {fleet_node("cpu-box", 200 * gib), fleet_node("workstation", 16 * gib, {{0, 61 * gib}})},
+       {},
+       placement_policy::spread,
+       4 * gib,
+       "workstation",
+       "cuda",
+       0,
+       "on workstation cuda:0: 61 GiB free, model to download"},
+      {"a GPU too small for the model leaves it to the CPU",
+       {fleet_node("laptop", 32 * gib, {{0, 2 * gib}})},
+       {},
+       placement_policy::spread,
+       4 * gib,
+       "laptop",
+       "cpu",
+       0,
+       "on laptop cpu: 32 GiB free, model to download"},
+      {"spread picks the GPU with the most free memory",
+       {fleet_node("workstation", 16 * gib, {{0, 20 * gib}, {1, 61 * gib}})},
+       {},
+       placement_policy::spread,
+       4 * gib,
+       "workstation",
+       "cuda",
+       1,
+       "on workstation cuda:1: 61 GiB free, model to download"},
+      {"binpack picks the GPU with the least free memory that fits",
+       {fleet_node("workstation", 16 * gib, {{0, 20 * gib}, {1, 61 * gib}, {2, 3 * gib}})},
+       {},
+       placement_policy::binpack,
+       4 * gib,
+       "workstation",
+       "cuda",
+       0,
+       "on workstation cuda:0: 20 GiB free, model to download"},
+      {"the node that has the file beats more memory elsewhere",
+       {fleet_node("big", 500 * gib), fleet_node("small", 16 * gib, {}, {"m"})},
+       {},
+       placement_policy::spread,
+       4 * gib,
+       "small",
+       "cpu",
+       0,
+       "on small cpu: 16 GiB free, model cached"},
+      {"equal memory: the node with less load",
+       {fleet_node("a", 16 * gib), fleet_node("b", 16 * gib)},
+       {busy("a", 3)},
+       placement_policy::spread,
+       gib,
+       "b",
+       "cpu",
+       0,
+       "on b cpu: 16 GiB free, model to download"},
+      {"unknown memory ranks after known memory that fits",
+       {fleet_node("mystery", std::nullopt), fleet_node("known", 8 * gib)},
+       {},
+       placement_policy::spread,
+       gib,
+       "known",
+       "cpu",
+       0,
+       "on known cpu: 8 GiB free, model to download"},
+  };
+  for (const auto& c : cases) {
+    scheduler_options o;
+    o.policy = c.policy;
+    auto k = key("m");
+    k.model_bytes = c.model_bytes;
+    auto d = decide(k, c.workers, c.nodes, o);
+    EXPECT_EQ(d.kind, decision_kind::cold) << c.what;
+    EXPECT_EQ(d.node, c.node) << c.what;
+    EXPECT_EQ(d.backend, c.backend) << c.what;
+    EXPECT_EQ(d.device, c.device) << c.what;
+    EXPECT_EQ(d.reason, c.reason) << c.what;
+  }
+}
+
+TEST(Placement, TheConversationStaysOnItsWorkerWhileItHasRoom) {
+  std::vector<worker_view> workers = {view(make_worker("w1", "a", "m", worker_state::busy, 4), 3),
+                                      view(make_worker("w2", "b", "m", worker_state::idle, 4), 0)};
+  auto k = key("m");
+  k.preferred_worker = "w1";
+  auto d = decide(k, workers, {node("a", true, 1000), node("b", true, 1000)}, {});
+  EXPECT_EQ(d.worker_id, "w1");
+  EXPECT_EQ(d.reason, "it holds the conversation");
+  workers[0].in_flight = 4;  // full: the most free slots elsewhere
+  d = decide(k, workers, {node("a", true, 1000), node("b", true, 1000)}, {});
+  EXPECT_EQ(d.worker_id, "w2");
+}
+
+TEST(FairQueue, AnotherClientGoesBeforeAFloodsQueuedTasks) {
+  common::manual_clock clock;
+  scheduler_options o;
+  o.queue_size = 32;
+  scheduler s(o, clock);
+  s.set_nodes({node("a", true, std::nullopt)});
+  s.update_node_workers("a", {make_worker("w1", "a", "m", worker_state::idle, 2)});
+  auto from = [](const char* client, int priority = 0) {
+    auto k = key("m");
+    k.client = client;
+    k.priority = priority;
+    return k;
+  };
+  std::vector<admission> flood;
+  for (int i = 0; i < 6; ++i) flood.push_back(s.admit(from("key-flood")));
+  EXPECT_TRUE(flood[0].placed && flood[1].placed);
+  auto other = s.admit(from("key-other"));
+  ASSERT_FALSE(other.placed);
+  s.release("w1", 1, "key-flood");
+  auto l = s.wait(other);
+  ASSERT_TRUE(l) << "the other client's task was placed first";
+  EXPECT_EQ(s.queue_depth("m"), 4u) << "every flood task still waits";
+  // Batch work waits behind interactive work of the same client.
+  auto batch = s.admit(from("key-other", api::batch_priority));
+  auto interactive = s.admit(from("key-flood"));
+  s.release("w1", 1, "key-flood");
+  s.release("w1", 1, "key-other");
+  EXPECT_FALSE(batch.ticket->placed) << "a batch task went before queued interactive ones";
+  for (size_t i = 2; i < flood.size(); ++i) s.abandon(flood[i]);
+  s.abandon(batch);
+  s.abandon(interactive);
+}
+
+TEST(FairQueue, AClientAtItsLimitWaitsWithoutBlockingOthers) {
+  common::manual_clock clock;
+  scheduler_options o;
+  o.max_slots_per_client = 1;
+  scheduler s(o, clock);
+  s.set_nodes({node("a", true, std::nullopt)});
+  s.update_node_workers("a", {make_worker("w1", "a", "m", worker_state::idle, 4)});
+  auto k = key("m");
+  k.client = "key-a";
+  auto first = s.admit(k);
+  ASSERT_TRUE(first.placed);
+  auto second = s.admit(k);
+  EXPECT_FALSE(second.placed) << "the client's limit is one slot although three are free";
+  auto other = k;
+  other.client = "key-b";
+  EXPECT_TRUE(s.admit(other).placed) << "another client is not held back";
+  s.release("w1", 1, "key-a");
+  auto l = s.wait(second);
+  ASSERT_TRUE(l);
 }
 
 }  // namespace
