@@ -60,9 +60,12 @@ double bound_for(tensor_type t) {
     case tensor_type::f16:
     case tensor_type::bf16:
       return 1e-5;
+    case tensor_type::q2_k:
+    case tensor_type::q3_k:
     case tensor_type::q4_k:
     case tensor_type::q5_k:
     case tensor_type::q6_k:
+    case tensor_type::iq4_xs:
       return 0.02;
     default:
       return 0.012;
@@ -71,8 +74,9 @@ double bound_for(tensor_type t) {
 
 const tensor_type all_types[] = {tensor_type::f32,  tensor_type::f16,  tensor_type::bf16,
                                  tensor_type::q4_0, tensor_type::q4_1, tensor_type::q5_0,
-                                 tensor_type::q5_1, tensor_type::q8_0, tensor_type::q4_k,
-                                 tensor_type::q5_k, tensor_type::q6_k};
+                                 tensor_type::q5_1, tensor_type::q8_0, tensor_type::iq4_nl,
+                                 tensor_type::q2_k, tensor_type::q3_k, tensor_type::q4_k,
+                                 tensor_type::q5_k, tensor_type::q6_k, tensor_type::iq4_xs};
 
 TEST(cpu_matmul, matches_reference_for_every_type_level_and_shape) {
   const uint32_t seed = std::random_device{}();

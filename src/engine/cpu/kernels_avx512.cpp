@@ -1,5 +1,6 @@
-// AVX-512 level (F/BW/VL/DQ + VNNI): 512-bit matmul kernels for every weight type; helpers
-// and the q8_k activation quantizer come from the shared 256-bit code (kernels_simd.inc).
+// AVX-512 level (F/BW/VL/DQ + VNNI): 512-bit matmul kernels for every weight type but q2_k,
+// q3_k and iq4_xs; those, the helpers and the q8_k activation quantizer come from the shared
+// 256-bit code (kernels_simd.inc).
 // The token tile is 8 (32 vector registers hold the accumulators); k-quants use 4.
 //
 // GCC 12's AVX-512 headers start some intrinsics from _mm512_undefined_*(), which its own
@@ -175,6 +176,15 @@ struct q5_1_w {
   static constexpr bool has_min = true;
   static __m512i unpack2(const block& b0, const block& b1) {
     return _mm512_or_si512(nibbles2(b0.qs, b1.qs), high_bits2(b0, b1));
+  }
+};
+struct iq4_nl_w {
+  using block = block_iq4_nl;
+  static constexpr bool has_min = false;
+  static __m512i unpack2(const block& b0, const block& b1) {
+    const __m512i table =
+        _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(iq4_levels)));
+    return _mm512_shuffle_epi8(table, nibbles2(b0.qs, b1.qs));
   }
 };
 struct q8_0_w {
@@ -548,6 +558,7 @@ void fill_avx512_kernels(kernel_table& t) {
   t.gemm[slot_q5_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_0_w>::row>;
   t.gemm[slot_q5_1] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_1_w>::row>;
   t.gemm[slot_q8_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q8_0_w>::row>;
+  t.gemm[slot_iq4_nl] = avx512::gemm_tiled<avx512::rows_512<avx512::iq4_nl_w>::row>;
   t.gemm[slot_q4_k] = avx512::gemm_tiled<avx512::qk_affine_rows_512<false>::row, 4>;
   t.gemm[slot_q5_k] = avx512::gemm_tiled<avx512::qk_affine_rows_512<true>::row, 4>;
   t.gemm[slot_q6_k] = avx512::gemm_tiled<avx512::q6_k_row_512, 4>;
