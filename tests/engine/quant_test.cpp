@@ -8,8 +8,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <map>
+#include <optional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -39,7 +42,8 @@ std::vector<float> dequantize(const gguf::tensor_info& t) {
 
 // Relative RMS error bounds for N(0, sigma) weights. Measured worst cases over the synth-tiny
 // tensors: Q8_0 0.54 %, Q6_K 1.78 %, Q5_K 3.63 %, Q5_1 3.80 %, Q5_0 4.29 %, Q4_K 7.18 %,
-// Q4_1 7.86 %, Q4_0 8.63 %; the bounds add ~15 % margin. A layout mistake gives ~100 %.
+// Q4_1 7.86 %, Q4_0 8.63 %, IQ4_XS 7.69 %, IQ4_NL 7.63 %, Q3_K 15.15 %, Q2_K 29.73 %; the bounds
+// add ~15 % margin. A layout mistake gives ~100 %.
 double error_bound(tensor_type t) {
   switch (t) {
     case tensor_type::f16:
@@ -65,6 +69,13 @@ double error_bound(tensor_type t) {
       return 0.09;
     case tensor_type::q4_0:
       return 0.1;
+    case tensor_type::iq4_xs:
+    case tensor_type::iq4_nl:
+      return 0.089;
+    case tensor_type::q3_k:
+      return 0.175;
+    case tensor_type::q2_k:
+      return 0.34;
     default:
       return 1e-7;
   }
@@ -77,7 +88,15 @@ TEST(quant_tensor_types, traits_and_row_size) {
   EXPECT_EQ(row_size(tensor_type::f16, 7), 14u);
   EXPECT_EQ(row_size(tensor_type::q8_0, 64), 68u);
   EXPECT_EQ(to_string(tensor_type::q5_k), "q5_k");
-  EXPECT_FALSE(traits_of(uint32_t{10}).has_value());  // q2_k: not supported
+  EXPECT_EQ(traits_of(tensor_type::q2_k).type_size, 84u);
+  EXPECT_EQ(traits_of(tensor_type::q3_k).type_size, 110u);
+  EXPECT_EQ(traits_of(tensor_type::iq4_nl).type_size, 18u);
+  EXPECT_EQ(traits_of(tensor_type::iq4_nl).block_size, 32u);
+  EXPECT_EQ(traits_of(tensor_type::iq4_xs).type_size, 136u);
+  EXPECT_EQ(row_size(tensor_type::q3_k, 512), 220u);
+  ASSERT_TRUE(traits_of(uint32_t{23}).has_value());
+  EXPECT_EQ(traits_of(uint32_t{23})->name, "iq4_xs");
+  EXPECT_FALSE(traits_of(uint32_t{16}).has_value());  // iq2_xxs: not supported
   EXPECT_FALSE(traits_of(uint32_t{1000}).has_value());
   ASSERT_TRUE(traits_of(uint32_t{30}).has_value());
   EXPECT_EQ(traits_of(uint32_t{30})->name, "bf16");
@@ -187,10 +206,12 @@ TEST(quant_quantize_row, round_trip_error_is_in_the_formats_range) {
   const int64_t n = 4096;
   std::vector<float> x(n);
   for (auto& v : x) v = dist(rng);
-  const tensor_type types[] = {
-      tensor_type::f32,  tensor_type::f16,  tensor_type::bf16, tensor_type::q8_0, tensor_type::q8_1,
-      tensor_type::q8_k, tensor_type::q6_k, tensor_type::q5_0, tensor_type::q5_1, tensor_type::q5_k,
-      tensor_type::q4_0, tensor_type::q4_1, tensor_type::q4_k};
+  const tensor_type types[] = {tensor_type::f32,    tensor_type::f16,   tensor_type::bf16,
+                               tensor_type::q8_0,   tensor_type::q8_1,  tensor_type::q8_k,
+                               tensor_type::q6_k,   tensor_type::q5_0,  tensor_type::q5_1,
+                               tensor_type::q5_k,   tensor_type::q4_0,  tensor_type::q4_1,
+                               tensor_type::q4_k,   tensor_type::q3_k,  tensor_type::q2_k,
+                               tensor_type::iq4_nl, tensor_type::iq4_xs};
   for (const tensor_type type : types) {
     ASSERT_TRUE(can_quantize(type));
     std::vector<uint8_t> q(row_size(type, n));
@@ -208,9 +229,11 @@ TEST(quant_quantize_row, round_trip_error_is_in_the_formats_range) {
 TEST(quant_quantize_row, zero_rows_stay_zero) {
   const int64_t n = 512;
   std::vector<float> x(n, 0.0f);
-  for (tensor_type type : {tensor_type::q4_0, tensor_type::q4_1, tensor_type::q5_0,
-                           tensor_type::q5_1, tensor_type::q8_0, tensor_type::q4_k,
-                           tensor_type::q5_k, tensor_type::q6_k, tensor_type::q8_k}) {
+  for (tensor_type type :
+       {tensor_type::q4_0, tensor_type::q4_1, tensor_type::q5_0, tensor_type::q5_1,
+        tensor_type::q8_0, tensor_type::q4_k, tensor_type::q5_k, tensor_type::q6_k,
+        tensor_type::q8_k, tensor_type::q2_k, tensor_type::q3_k, tensor_type::iq4_nl,
+        tensor_type::iq4_xs}) {
     std::vector<uint8_t> q(row_size(type, n));
     quantize_row(type, x.data(), q.data(), n);
     std::vector<float> back(n, 1.0f);
@@ -274,12 +297,14 @@ TEST(quant_quantize_row, output_bytes_are_pinned) {
   const int64_t n = 2048 * qk_k;
   const std::vector<float> x = pinned_input(n);
   const std::map<tensor_type, uint64_t> pinned = {
-      {tensor_type::q4_0, 0x595341a2443bdfd8u}, {tensor_type::q4_1, 0x7663a7832834f503u},
-      {tensor_type::q5_0, 0xe0314315bd02c5f8u}, {tensor_type::q5_1, 0xdab80255db5c73b8u},
-      {tensor_type::q8_0, 0xce3374acac57829du}, {tensor_type::q8_1, 0xafb381270c5193a9u},
-      {tensor_type::q4_k, 0x3d3a23633c3ab48du}, {tensor_type::q5_k, 0x73e215850063fffdu},
-      {tensor_type::q6_k, 0xe269129ed5d1cd30u}, {tensor_type::q8_k, 0x85ddca5d351c0e51u},
-      {tensor_type::f16, 0xcdbf363e1e600380u},  {tensor_type::bf16, 0x2f646dc5d7359acau},
+      {tensor_type::q4_0, 0x595341a2443bdfd8u},   {tensor_type::q4_1, 0x7663a7832834f503u},
+      {tensor_type::q5_0, 0xe0314315bd02c5f8u},   {tensor_type::q5_1, 0xdab80255db5c73b8u},
+      {tensor_type::q8_0, 0xce3374acac57829du},   {tensor_type::q8_1, 0xafb381270c5193a9u},
+      {tensor_type::q4_k, 0x3d3a23633c3ab48du},   {tensor_type::q5_k, 0x73e215850063fffdu},
+      {tensor_type::q6_k, 0xe269129ed5d1cd30u},   {tensor_type::q8_k, 0x85ddca5d351c0e51u},
+      {tensor_type::f16, 0xcdbf363e1e600380u},    {tensor_type::bf16, 0x2f646dc5d7359acau},
+      {tensor_type::q2_k, 0x1d5e4bf64bf14a2bu},   {tensor_type::q3_k, 0x7b7ed452460a5835u},
+      {tensor_type::iq4_nl, 0x03e79187ba86c24du}, {tensor_type::iq4_xs, 0xe4247abb6eafb836u},
   };
   for (const auto& [type, want] : pinned) {
     std::vector<uint8_t> q(row_size(type, n));
@@ -287,6 +312,73 @@ TEST(quant_quantize_row, output_bytes_are_pinned) {
     EXPECT_EQ(fingerprint(q), want) << to_string(type) << std::hex << " 0x" << fingerprint(q);
   }
 }
+
+// llama-quantize's output for synth-tiny-f16.gguf, as tensor fingerprints (the files are not
+// checked in): "name type fnv1a64" lines of tests/engine/data/llama_cpp_quantize/<mix>.txt.
+struct expected_tensor {
+  std::string name;
+  std::string type;
+  uint64_t fingerprint;
+};
+std::vector<expected_tensor> llama_cpp_expectations(const std::string& mix) {
+  std::ifstream in(std::string(RBEE_SOURCE_DIR) + "/tests/engine/data/llama_cpp_quantize/" + mix +
+                   ".txt");
+  std::vector<expected_tensor> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream fields(line);
+    expected_tensor e;
+    fields >> e.name >> e.type >> std::hex >> e.fingerprint;
+    out.push_back(e);
+  }
+  return out;
+}
+
+std::optional<tensor_type> type_named(const std::string& name) {
+  for (uint32_t id = 0; id < 64; ++id) {
+    const auto t = traits_of(id);
+    if (t && t->name == name) return static_cast<tensor_type>(id);
+  }
+  return std::nullopt;
+}
+
+class quant_llama_cpp_mix : public ::testing::TestWithParam<const char*> {};
+
+// Each tensor of llama-quantize's file, quantized from the F16 original by our quantizer: the
+// same bytes (so llama.cpp's blocks are what we dequantize) within the format's error bound.
+TEST_P(quant_llama_cpp_mix, our_quantizer_writes_llama_cpp_s_bytes) {
+  const auto f16 = gguf::file::open(models_dir + "/synth-tiny-f16.gguf");
+  const auto expected = llama_cpp_expectations(GetParam());
+  ASSERT_EQ(expected.size(), f16.tensors().size()) << GetParam();
+  std::map<tensor_type, double> worst;
+  for (const expected_tensor& e : expected) {
+    const gguf::tensor_info* orig = f16.find_tensor(e.name);
+    ASSERT_NE(orig, nullptr) << e.name;
+    const auto type = type_named(e.type);
+    ASSERT_TRUE(type) << e.type;
+    const std::vector<float> values = dequantize(*orig);
+    const int64_t n_cols = orig->shape[0], n_rows = orig->n_elements() / n_cols;
+    const size_t row_bytes = row_size(*type, n_cols);
+    std::vector<uint8_t> ours(row_bytes * n_rows);
+    for (int64_t r = 0; r < n_rows; ++r)
+      quantize_row(*type, values.data() + r * n_cols, ours.data() + r * row_bytes, n_cols);
+    EXPECT_EQ(fingerprint(ours), e.fingerprint) << GetParam() << " " << e.name << " " << e.type;
+    std::vector<float> back(values.size());
+    dequantize_row_reference(*type, ours.data(), back.data(), orig->n_elements());
+    const double err = rel_rms(back, values);
+    EXPECT_LT(err, error_bound(*type)) << e.name << " " << e.type;
+    worst[*type] = std::max(worst[*type], err);
+  }
+  for (const auto& [type, err] : worst) {
+    std::printf("  %s: %-6s worst relative RMS error %.4f %%\n", GetParam(),
+                std::string(to_string(type)).c_str(), err * 100);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(llama_cpp_files, quant_llama_cpp_mix,
+                         ::testing::Values("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "iq4_nl",
+                                           "iq4_xs"));
 
 }  // namespace
 }  // namespace rbee::engine
