@@ -189,8 +189,8 @@ void pack_scale_min_k4(const uint8_t* ls, const uint8_t* lm, uint8_t* scales) {
 //     in grid_candidates, with origin the best fit's so far (a better fit moves the grids);
 //  3. refits step and origin to each grid's levels by weighted least squares (step alone when
 //     the best origin would be positive) and keeps the fit with the smallest weighted error
-//     (squared for q4_k and q5_k; absolute for q2_k, whose 4 levels leave large errors that
-//     squares would let a single outlier dominate).
+//     (squared for q4_k and q5_k, absolute for q2_k: the measures llama-quantize uses, so
+//     the chosen levels are the same).
 // The arithmetic (float, in this order) is what the written files depend on byte for byte;
 // quant_test pins the output.
 

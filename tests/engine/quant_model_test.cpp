@@ -1,7 +1,5 @@
 // Models whose every matrix is Q2_K, Q3_K, IQ4_NL or IQ4_XS (the synthetic F16 model
 // quantized in the test): the CPU backend's forward pass against the reference oracle.
-#include <unistd.h>
-
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -10,41 +8,13 @@
 #include <gtest/gtest.h>
 
 #include "engine/engine.h"
-#include "engine/quant.h"
-#include "gguf/gguf.h"
+#include "support/quantized_model.h"
 #include "support/reference.h"
 
 namespace rbee::engine {
 namespace {
 
 const std::string models_dir = RBEE_SHARED_MODELS_DIR;
-
-// synth-tiny-f16.gguf with every 2-D weight in `type` (1-D norms stay f32).
-std::string write_quantized_model(tensor_type type) {
-  const auto src = gguf::file::open(models_dir + "/synth-tiny-f16.gguf");
-  gguf::writer w;
-  for (const auto& e : src.metadata())
-    if (e.key != "general.file_type") w.set(e);
-  for (const auto& t : src.tensors()) {
-    if (t.shape.size() != 2) {
-      w.add_tensor(t.name, t.type, t.shape, {t.data, t.n_bytes});
-      continue;
-    }
-    const int64_t n_cols = t.shape[0], n_rows = t.shape[1];
-    std::vector<float> values(static_cast<size_t>(t.n_elements()));
-    dequantize_row_reference(t.type, t.data, values.data(), t.n_elements());
-    const size_t row_bytes = row_size(type, n_cols);
-    std::vector<uint8_t> packed(row_bytes * static_cast<size_t>(n_rows));
-    for (int64_t r = 0; r < n_rows; ++r)
-      quantize_row(type, values.data() + r * n_cols, packed.data() + r * row_bytes, n_cols);
-    w.add_tensor(t.name, type, t.shape, packed);
-  }
-  const auto path = std::filesystem::temp_directory_path() /
-                    ("rbee-quant-model-test-" + std::to_string(::getpid()) + "-" +
-                     std::string(to_string(type)) + ".gguf");
-  w.write(path.string());
-  return path.string();
-}
 
 double relative_error(std::span<const float> a, std::span<const float> b) {
   double num = 0, den = 0;
@@ -66,7 +36,8 @@ class quantized_model : public testing::TestWithParam<tensor_type> {};
 // activations to 8 bits (as ggml does), the oracle does not: the bound of the other
 // quantized models (model_test).
 TEST_P(quantized_model, cpu_logits_agree_with_the_reference) {
-  const std::string path = write_quantized_model(GetParam());
+  const std::string path = test_support::write_quantized_model(models_dir + "/synth-tiny-f16.gguf",
+                                                               GetParam(), "quant-model-test");
   model_params mp = model_default_params();
   mp.n_threads = 1;
   auto m = model_load(path, mp);
