@@ -97,6 +97,10 @@ TEST(quant_tensor_types, traits_and_row_size) {
   ASSERT_TRUE(traits_of(uint32_t{23}).has_value());
   EXPECT_EQ(traits_of(uint32_t{23})->name, "iq4_xs");
   EXPECT_FALSE(traits_of(uint32_t{16}).has_value());  // iq2_xxs: not supported
+  EXPECT_EQ(gguf::file_type_name(10), "Q2_K");
+  EXPECT_EQ(gguf::file_type_name(21), "Q2_K_S");
+  EXPECT_EQ(gguf::file_type_name(25), "IQ4_NL");
+  EXPECT_EQ(gguf::file_type_name(30), "IQ4_XS");
   EXPECT_FALSE(traits_of(uint32_t{1000}).has_value());
   ASSERT_TRUE(traits_of(uint32_t{30}).has_value());
   EXPECT_EQ(traits_of(uint32_t{30})->name, "bf16");
