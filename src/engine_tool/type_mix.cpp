@@ -65,24 +65,6 @@ tensor_type fit_row(tensor_type t, int64_t n_cols) {
   }
 }
 
-}  // namespace
-
-std::optional<file_kind> parse_file_kind(std::string_view name) {
-  std::string lower(name);
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  for (const auto& k : kinds)
-    if (k.name == lower) return k;
-  return std::nullopt;
-}
-
-std::string_view file_kind_names() {
-  return "f16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_m, q5_k_m, q6_k, "
-         "iq4_nl, iq4_xs";
-}
-
-namespace {
-
 bool named(std::string_view name, std::string_view part) {
   return name.find(part) != std::string_view::npos;
 }
@@ -122,6 +104,20 @@ std::optional<tensor_type> attn_output_type(const file_kind& kind) {
 }
 
 }  // namespace
+
+std::optional<file_kind> parse_file_kind(std::string_view name) {
+  std::string lower(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  for (const auto& k : kinds)
+    if (k.name == lower) return k;
+  return std::nullopt;
+}
+
+std::string_view file_kind_names() {
+  return "f16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_m, q5_k_m, q6_k, "
+         "iq4_nl, iq4_xs";
+}
 
 tensor_type tensor_type_for(const file_kind& kind, std::string_view name, int n_layer, int n_gqa,
                             int64_t n_cols, bool is_output) {
