@@ -219,13 +219,15 @@ void place_on_grid(std::span<const float> x, float inv_step, float origin, int q
   }
 }
 
-// Sum of w * (step * q + origin - x)^2, or of w * |step * q + origin - x|.
+// Sum of w * (step * q + origin - x)^2, or of w * |step * q + origin - x|. The square is
+// rounded before the weight multiplies it, as llama.cpp does: (w * diff) * diff can pick
+// another fit when two fits' errors are a rounding apart.
 float weighted_error(std::span<const float> x, std::span<const float> w, const uint8_t* levels,
                      const affine_fit& fit, error_norm norm) {
   float error = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     const float diff = fit.step * levels[i] + fit.origin - x[i];
-    error += norm == error_norm::squared ? w[i] * diff * diff : w[i] * std::fabs(diff);
+    error += norm == error_norm::squared ? w[i] * (diff * diff) : w[i] * std::fabs(diff);
   }
   return error;
 }
