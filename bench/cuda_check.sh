@@ -37,7 +37,8 @@ grep -E "\[ +(OK|FAILED|SKIPPED) +\]|max \|logit error\|" "$logs/gpu-tests.log" 
   sort -u
 
 echo "== compute-sanitizer memcheck"
-for t in engine_cuda_kernels_gpu_test engine_cuda_model_gpu_test engine_engine_api_gpu_test; do
+for t in engine_cuda_kernels_gpu_test engine_cuda_model_gpu_test engine_cuda_quant_model_gpu_test \
+  engine_engine_api_gpu_test; do
   compute-sanitizer --tool memcheck --leak-check full --error-exitcode 1 "$build/bin/$t" \
     > "$logs/memcheck-$t.log" 2>&1 || failed=1
   echo "$t: $(grep -E 'ERROR SUMMARY' "$logs/memcheck-$t.log")"

@@ -72,7 +72,9 @@ int main(int argc, char** argv) {
   tool::synth_options synth;
   auto* s = app.add_subcommand("synth", "Write a random-weight llama model");
   s->add_option("--shape", synth.shape, "tiny, tinyllama or llama7b")->capture_default_str();
-  s->add_option("--type", synth.type, "f16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k")
+  s->add_option(
+       "--type", synth.type,
+       "f16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k_s q3_k_m q3_k_l q4_k_m q5_k_m q6_k iq4_nl iq4_xs")
       ->capture_default_str();
   s->add_option("-o,--output", synth.output, "Output GGUF")->required();
   s->add_option("--vocab-from", synth.vocab_from, "Copy the tokenizer of this GGUF");
@@ -87,7 +89,10 @@ int main(int argc, char** argv) {
   auto* q = app.add_subcommand("quantize", "Quantize a GGUF model (llama.cpp-compatible)");
   q->add_option("input", q_in, "Input GGUF")->required();
   q->add_option("output", q_out, "Output GGUF")->required();
-  q->add_option("type", q_type, "q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k f16")->required();
+  q->add_option(
+       "type", q_type,
+       "q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k_s q3_k_m q3_k_l q4_k_m q5_k_m q6_k iq4_nl iq4_xs f16")
+      ->required();
   q->add_option("-t,--threads", q_threads, "Threads, 0 = all");
 
   try {

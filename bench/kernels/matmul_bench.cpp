@@ -81,8 +81,10 @@ void run(benchmark::State& state, tensor_type t, int64_t n_tokens) {
 
 void register_all() {
   const std::pair<const char*, tensor_type> types[] = {
-      {"q4_0", tensor_type::q4_0}, {"q4_k", tensor_type::q4_k}, {"q5_k", tensor_type::q5_k},
-      {"q6_k", tensor_type::q6_k}, {"q8_0", tensor_type::q8_0}, {"f16", tensor_type::f16}};
+      {"q4_0", tensor_type::q4_0},    {"q4_k", tensor_type::q4_k}, {"q5_k", tensor_type::q5_k},
+      {"q6_k", tensor_type::q6_k},    {"q8_0", tensor_type::q8_0}, {"f16", tensor_type::f16},
+      {"q2_k", tensor_type::q2_k},    {"q3_k", tensor_type::q3_k}, {"iq4_nl", tensor_type::iq4_nl},
+      {"iq4_xs", tensor_type::iq4_xs}};
   for (const auto& [name, t] : types) {
     for (const int64_t tokens : {int64_t{1}, int64_t{128}}) {
       const std::string label = (tokens == 1 ? "decode/" : "prefill128/") + std::string(name);

@@ -178,7 +178,7 @@ void pack_scale_min_k4(const uint8_t* ls, const uint8_t* lm, uint8_t* scales) {
   }
 }
 
-// ---- Scale search of q4_k and q5_k
+// ---- Scale search of q2_k, q4_k and q5_k
 //
 // A sub-block stores levels q in [0, q_max] and reads back as step * q + origin, origin <= 0
 // (the block keeps -origin as the sub-block's "min"). Rounding onto the plain grid over the
@@ -188,15 +188,21 @@ void pack_scale_min_k4(const uint8_t* ls, const uint8_t* lm, uint8_t* scales) {
 //  2. tries grids of q_max + extra levels over [origin, max], for the few values of `extra`
 //     in grid_candidates, with origin the best fit's so far (a better fit moves the grids);
 //  3. refits step and origin to each grid's levels by weighted least squares (step alone when
-//     the best origin would be positive) and keeps the fit with the smallest weighted error.
+//     the best origin would be positive) and keeps the fit with the smallest weighted error
+//     (squared for q4_k and q5_k, absolute for q2_k: the measures llama-quantize uses, so
+//     the chosen levels are the same).
 // The arithmetic (float, in this order) is what the written files depend on byte for byte;
 // quant_test pins the output.
 
-// The extra levels tried: first_extra, first_extra + extra_step, ... (n_steps + 1 grids).
+enum class error_norm { squared, absolute };
+
+// The extra levels tried: first_extra, first_extra + extra_step, ... (n_steps + 1 grids), and
+// how a fit's error is measured.
 struct grid_candidates {
   float first_extra;
   float extra_step;
   int n_steps;
+  error_norm norm = error_norm::squared;
 };
 
 struct affine_fit {
@@ -213,13 +219,15 @@ void place_on_grid(std::span<const float> x, float inv_step, float origin, int q
   }
 }
 
-// Sum of w * (step * q + origin - x)^2.
+// Sum of w * (step * q + origin - x)^2, or of w * |step * q + origin - x|. The square is
+// rounded before the weight multiplies it, as llama.cpp does: (w * diff) * diff can pick
+// another fit when two fits' errors are a rounding apart.
 float weighted_error(std::span<const float> x, std::span<const float> w, const uint8_t* levels,
-                     const affine_fit& fit) {
+                     const affine_fit& fit, error_norm norm) {
   float error = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     const float diff = fit.step * levels[i] + fit.origin - x[i];
-    error += w[i] * diff * diff;
+    error += norm == error_norm::squared ? w[i] * (diff * diff) : w[i] * std::fabs(diff);
   }
   return error;
 }
@@ -270,14 +278,14 @@ float search_affine_levels(std::span<const float> x, std::span<const float> w, i
   const float plain_inv_step = q_max / (hi - best.origin);
   best.step = 1 / plain_inv_step;
   place_on_grid(x, plain_inv_step, best.origin, q_max, levels);
-  float best_error = weighted_error(x, w, levels, best);
+  float best_error = weighted_error(x, w, levels, best, grids.norm);
 
   for (int k = 0; k <= grids.n_steps; ++k) {
     const float inv_step = (grids.first_extra + grids.extra_step * k + q_max) / (hi - best.origin);
     place_on_grid(x, inv_step, best.origin, q_max, scratch);
     const std::optional<affine_fit> fit = refit(x, w, scratch, sum_w, sum_wx);
     if (!fit) continue;
-    const float error = weighted_error(x, w, scratch, *fit);
+    const float error = weighted_error(x, w, scratch, *fit, grids.norm);
     if (error < best_error) {
       std::copy(scratch, scratch + x.size(), levels);
       best_error = error;
@@ -488,6 +496,287 @@ void quantize_q8_k(const float* x, block_q8_k* y, int64_t nb) {
   }
 }
 
+// ---- q2_k and q3_k: sub-blocks of 16 with 2- and 3-bit levels
+
+// Levels of a 256-element super-block into q2_k/q3_k's qs: bits 2s..2s+1 of byte l of each
+// 128-element half hold element 32*s + l of it.
+void pack_2bit_levels(const uint8_t* levels, uint8_t* qs) {
+  for (int half = 0; half < qk_k; half += 128, qs += 32) {
+    for (int l = 0; l < 32; ++l) {
+      qs[l] = static_cast<uint8_t>(levels[half + l] | (levels[half + l + 32] << 2) |
+                                   (levels[half + l + 64] << 4) | (levels[half + l + 96] << 6));
+    }
+  }
+}
+
+// q2_k's grids: from half a level fewer, and the absolute error.
+constexpr grid_candidates q2_k_grids{
+    .first_extra = -0.5f, .extra_step = 0.1f, .n_steps = 15, .norm = error_norm::absolute};
+
+// Each sub-block of 16 gets its step and min from the affine search (weights |x|); both are
+// stored as 4-bit multiples of two fp16 super-block factors, and the values are placed again
+// on the stored steps and mins (a sub-block whose stored step is 0 keeps its searched levels).
+void quantize_q2_k(const float* x, block_q2_k* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk_k) {
+    uint8_t levels[qk_k], scratch[16];
+    float steps[16], mins[16];
+    float max_step = 0, max_min = 0;
+    for (int j = 0; j < 16; ++j) {
+      const float* sub = x + 16 * j;
+      float weights[16];
+      for (int l = 0; l < 16; ++l) weights[l] = std::fabs(sub[l]);
+      steps[j] = search_affine_levels({sub, 16}, weights, 3, q2_k_grids, levels + 16 * j, mins[j],
+                                      scratch);
+      max_step = std::max(max_step, steps[j]);
+      max_min = std::max(max_min, mins[j]);
+    }
+    for (int j = 0; j < 16; ++j) y[i].scales[j] = 0;
+    y[i].d = fp32_to_fp16(0.f);
+    y[i].dmin = fp32_to_fp16(0.f);
+    if (max_step > 0) {
+      const float codes_per_unit = 15.f / max_step;
+      for (int j = 0; j < 16; ++j)
+        y[i].scales[j] = static_cast<uint8_t>(nearest_int(codes_per_unit * steps[j]));
+      y[i].d = fp32_to_fp16(max_step / 15.f);
+    }
+    if (max_min > 0) {
+      const float codes_per_unit = 15.f / max_min;
+      for (int j = 0; j < 16; ++j)
+        y[i].scales[j] |= static_cast<uint8_t>(nearest_int(codes_per_unit * mins[j]) << 4);
+      y[i].dmin = fp32_to_fp16(max_min / 15.f);
+    }
+    for (int j = 0; j < 16; ++j) {
+      const float step = fp16_to_fp32(y[i].d) * static_cast<float>(y[i].scales[j] & 0xf);
+      if (!step) continue;
+      const float min = fp16_to_fp32(y[i].dmin) * static_cast<float>(y[i].scales[j] >> 4);
+      for (int l = 0; l < 16; ++l) {
+        levels[16 * j + l] =
+            static_cast<uint8_t>(std::clamp(nearest_int((x[16 * j + l] + min) / step), 0, 3));
+      }
+    }
+    pack_2bit_levels(levels, y[i].qs);
+  }
+}
+
+// Symmetric levels l in [-4, 3] for x ≈ scale * l, error weights x^2: start from the grid
+// that puts the largest magnitude on -4, then move single elements to the level their
+// leave-one-out least-squares scale asks for while that lowers the error (at most 5 passes).
+// Returns the least-squares scale; levels come out offset by 4 (0 for an all-zero input).
+float search_q3_levels(const float* x, int8_t* levels) {
+  constexpr int n = 16, half_range = 4;
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  }
+  if (amax < 1e-15f) {
+    std::fill(levels, levels + n, 0);
+    return 0.f;
+  }
+  const float inv_scale = -half_range / max;
+  float sum_wxl = 0, sum_wll = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::clamp(nearest_int(inv_scale * x[i]), -half_range, half_range - 1);
+    levels[i] = static_cast<int8_t>(l);
+    const float w = x[i] * x[i];
+    sum_wxl += w * x[i] * l;
+    sum_wll += w * l * l;
+  }
+  for (int pass = 0; pass < 5; ++pass) {
+    int n_changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = x[i] * x[i];
+      float wxl = sum_wxl - w * x[i] * levels[i];
+      if (!(wxl > 0)) continue;
+      float wll = sum_wll - w * levels[i] * levels[i];
+      const int l = std::clamp(nearest_int(x[i] * wll / wxl), -half_range, half_range - 1);
+      if (l == levels[i]) continue;
+      wxl += w * x[i] * l;
+      wll += w * l * l;
+      // Better when the explained part wxl^2 / wll grows.
+      if (wll > 0 && wxl * wxl * sum_wll > sum_wxl * sum_wxl * wll) {
+        levels[i] = static_cast<int8_t>(l);
+        sum_wxl = wxl;
+        sum_wll = wll;
+        ++n_changed;
+      }
+    }
+    if (!n_changed) break;
+  }
+  for (int i = 0; i < n; ++i) levels[i] = static_cast<int8_t>(levels[i] + half_range);
+  return sum_wxl / sum_wll;
+}
+
+// 6-bit scale code (0..63) of sub-block j of a q3_k block.
+int q3_k_scale_code(const uint8_t* scales, int j) {
+  const int low = j < 8 ? scales[j] & 0xf : scales[j - 8] >> 4;
+  return low | (((scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
+}
+
+// Each sub-block of 16 gets its own signed scale from the level search; the scales are stored
+// as 6-bit multiples of one fp16 factor and the values placed again on the stored scales.
+void quantize_q3_k(const float* x, block_q3_k* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk_k) {
+    int8_t levels[qk_k];
+    float scales[16];
+    float max_scale = 0, max_abs_scale = 0;
+    for (int j = 0; j < 16; ++j) {
+      scales[j] = search_q3_levels(x + 16 * j, levels + 16 * j);
+      if (std::fabs(scales[j]) > max_abs_scale) {
+        max_abs_scale = std::fabs(scales[j]);
+        max_scale = scales[j];
+      }
+    }
+    std::memset(y[i].scales, 0, sizeof(y[i].scales));
+    y[i].d = fp32_to_fp16(0.f);
+    if (max_scale) {
+      const float codes_per_unit = -32.f / max_scale;
+      for (int j = 0; j < 16; ++j) {
+        const int code = std::clamp(nearest_int(codes_per_unit * scales[j]), -32, 31) + 32;
+        if (j < 8) {
+          y[i].scales[j] = static_cast<uint8_t>(code & 0xf);
+        } else {
+          y[i].scales[j - 8] |= static_cast<uint8_t>((code & 0xf) << 4);
+        }
+        y[i].scales[8 + j % 4] |= static_cast<uint8_t>((code >> 4) << (2 * (j / 4)));
+      }
+      y[i].d = fp32_to_fp16(1 / codes_per_unit);
+    }
+    for (int j = 0; j < 16; ++j) {
+      const float step =
+          fp16_to_fp32(y[i].d) * static_cast<float>(q3_k_scale_code(y[i].scales, j) - 32);
+      if (!step) continue;
+      for (int l = 0; l < 16; ++l) {
+        levels[16 * j + l] =
+            static_cast<int8_t>(std::clamp(nearest_int(x[16 * j + l] / step), -4, 3) + 4);
+      }
+    }
+    // Levels 4..7 set their element's high bit and keep the low two bits in qs.
+    std::memset(y[i].hmask, 0, sizeof(y[i].hmask));
+    uint8_t low[qk_k];
+    for (int j = 0; j < qk_k; ++j) {
+      int level = levels[j];
+      if (level > 3) {
+        y[i].hmask[j % 32] |= static_cast<uint8_t>(1 << (j / 32));
+        level -= 4;
+      }
+      low[j] = static_cast<uint8_t>(level);
+    }
+    pack_2bit_levels(low, y[i].qs);
+  }
+}
+
+// ---- iq4_nl and iq4_xs: 4-bit indices into the non-linear levels
+
+// Index of the level nearest to v (the upper one on a tie).
+int nearest_iq4_level(float v) {
+  if (v <= iq4_levels[0]) return 0;
+  if (v >= iq4_levels[15]) return 15;
+  int lo = 0, hi = 15;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (v < iq4_levels[mid]) {
+      hi = mid;
+    } else {
+      lo = mid;
+    }
+  }
+  return v - iq4_levels[hi - 1] < iq4_levels[hi] - v ? hi - 1 : hi;
+}
+
+// The scale of one block of 32 (error weights x^2): the scale that puts the largest magnitude
+// on level -127, then 15 nearby grids (the largest magnitude on -127 + k, k = -7..7), keeping
+// the least-squares scale of the grid that explains most. 0 for an all-zero block.
+float search_iq4_scale(const float* x) {
+  constexpr int n = 32, n_tries = 7;
+  float amax = 0, max = 0;
+  for (int j = 0; j < n; ++j) {
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  if (amax < 1e-15f) return 0.f;
+  // Σ w*q*x and Σ w*q*q of x placed on the levels with inv_scale.
+  const auto fit = [&](float inv_scale, float& sum_wqx, float& sum_wqq) {
+    sum_wqx = sum_wqq = 0;
+    for (int j = 0; j < n; ++j) {
+      const float q = iq4_levels[nearest_iq4_level(inv_scale * x[j])];
+      const float w = x[j] * x[j];
+      sum_wqx += w * q * x[j];
+      sum_wqq += w * q * q;
+    }
+  };
+  float sum_wqx, sum_wqq;
+  fit(1 / (-max / iq4_levels[0]), sum_wqx, sum_wqq);
+  float scale = sum_wqx / sum_wqq;
+  float best = scale * sum_wqx;
+  for (int k = -n_tries; k <= n_tries; ++k) {
+    fit(static_cast<float>(k + iq4_levels[0]) / max, sum_wqx, sum_wqq);
+    if (sum_wqq > 0 && sum_wqx * sum_wqx > best * sum_wqq) {
+      scale = sum_wqx / sum_wqq;
+      best = scale * sum_wqx;
+    }
+  }
+  return scale;
+}
+
+// Two 16-element halves of 32 level indices into 16 bytes (low nibbles: the first half).
+void pack_nibbles(const uint8_t* indices, uint8_t* qs) {
+  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>(indices[j] | (indices[j + 16] << 4));
+}
+
+void quantize_iq4_nl(const float* x, block_iq4_nl* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk4_nl) {
+    const float scale = search_iq4_scale(x);
+    y[i].d = fp32_to_fp16(scale);
+    const float inv_scale = scale ? 1 / scale : 0;
+    uint8_t indices[qk4_nl];
+    for (int j = 0; j < qk4_nl; ++j)
+      indices[j] = static_cast<uint8_t>(nearest_iq4_level(inv_scale * x[j]));
+    pack_nibbles(indices, y[i].qs);
+  }
+}
+
+// Each sub-block's scale from the search, stored as a 6-bit multiple of the super-block factor
+// d = -max_scale/32; the values are placed on the stored scales (d in float, as written
+// before rounding to fp16).
+void quantize_iq4_xs(const float* x, block_iq4_xs* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += qk_k) {
+    float scales[8];
+    float max_scale = 0, max_abs_scale = 0;
+    for (int j = 0; j < 8; ++j) {
+      scales[j] = search_iq4_scale(x + 32 * j);
+      if (std::fabs(scales[j]) > max_abs_scale) {
+        max_abs_scale = std::fabs(scales[j]);
+        max_scale = scales[j];
+      }
+    }
+    const float d = -max_scale / 32;
+    y[i].d = fp32_to_fp16(d);
+    y[i].scales_h = 0;
+    const float codes_per_unit = d ? 1 / d : 0.f;
+    for (int j = 0; j < 8; ++j) {
+      const int code = std::clamp(nearest_int(codes_per_unit * scales[j]), -32, 31);
+      const float step = d * static_cast<float>(code);
+      const float inv_step = step ? 1 / step : 0.f;
+      uint8_t indices[32];
+      for (int l = 0; l < 32; ++l)
+        indices[l] = static_cast<uint8_t>(nearest_iq4_level(inv_step * x[32 * j + l]));
+      pack_nibbles(indices, y[i].qs + 16 * j);
+      const int stored = code + 32;
+      if (j % 2 == 0) {
+        y[i].scales_l[j / 2] = static_cast<uint8_t>(stored & 0xf);
+      } else {
+        y[i].scales_l[j / 2] |= static_cast<uint8_t>((stored & 0xf) << 4);
+      }
+      y[i].scales_h |= static_cast<uint16_t>((stored >> 4) << (2 * j));
+    }
+  }
+}
+
 // ---------------------------------------------------------------- dequantization
 
 void dequantize_q4_k(const block_q4_k* x, float* y, int64_t nb) {
@@ -541,6 +830,61 @@ void dequantize_q6_k(const block_q6_k* x, float* y, int64_t nb) {
         y[l + 32] = d * sc[is + 2] * q2;
         y[l + 64] = d * sc[is + 4] * q3;
         y[l + 96] = d * sc[is + 6] * q4;
+      }
+    }
+  }
+}
+
+void dequantize_q2_k(const block_q2_k* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = fp16_to_fp32(x[i].d), dmin = fp16_to_fp32(x[i].dmin);
+    for (int e = 0; e < qk_k; ++e, ++y) {
+      const int half = e / 128, shift = 2 * ((e % 128) / 32), l = e % 32;
+      const uint8_t sc = x[i].scales[e / 16];
+      const int q = (x[i].qs[32 * half + l] >> shift) & 3;
+      *y = d * static_cast<float>(sc & 0xf) * static_cast<float>(q) -
+           dmin * static_cast<float>(sc >> 4);
+    }
+  }
+}
+
+void dequantize_q3_k(const block_q3_k* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = fp16_to_fp32(x[i].d);
+    for (int e = 0; e < qk_k; ++e, ++y) {
+      const int half = e / 128, shift = 2 * ((e % 128) / 32), l = e % 32;
+      const int low = (x[i].qs[32 * half + l] >> shift) & 3;
+      const int q = low - ((x[i].hmask[l] >> (e / 32)) & 1 ? 0 : 4);
+      const float step = d * static_cast<float>(q3_k_scale_code(x[i].scales, e / 16) - 32);
+      *y = step * static_cast<float>(q);
+    }
+  }
+}
+
+void dequantize_iq4_nl(const block_iq4_nl* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += qk4_nl) {
+    const float d = fp16_to_fp32(x[i].d);
+    for (int j = 0; j < 16; ++j) {
+      y[j] = d * iq4_levels[x[i].qs[j] & 0xf];
+      y[j + 16] = d * iq4_levels[x[i].qs[j] >> 4];
+    }
+  }
+}
+
+// 6-bit scale code (0..63) of sub-block j of an iq4_xs block.
+int iq4_xs_scale_code(const block_iq4_xs& b, int j) {
+  return ((b.scales_l[j / 2] >> (4 * (j % 2))) & 0xf) | (((b.scales_h >> (2 * j)) & 3) << 4);
+}
+
+void dequantize_iq4_xs(const block_iq4_xs* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = fp16_to_fp32(x[i].d);
+    for (int j = 0; j < 8; ++j, y += 32) {
+      const float step = d * static_cast<float>(iq4_xs_scale_code(x[i], j) - 32);
+      const uint8_t* qs = x[i].qs + 16 * j;
+      for (int l = 0; l < 16; ++l) {
+        y[l] = step * iq4_levels[qs[l] & 0xf];
+        y[l + 16] = step * iq4_levels[qs[l] >> 4];
       }
     }
   }
@@ -683,6 +1027,18 @@ void dequantize_row_reference(tensor_type type, const void* src, float* y, int64
     case tensor_type::q6_k:
       dequantize_q6_k(static_cast<const block_q6_k*>(src), y, nb);
       return;
+    case tensor_type::q2_k:
+      dequantize_q2_k(static_cast<const block_q2_k*>(src), y, nb);
+      return;
+    case tensor_type::q3_k:
+      dequantize_q3_k(static_cast<const block_q3_k*>(src), y, nb);
+      return;
+    case tensor_type::iq4_nl:
+      dequantize_iq4_nl(static_cast<const block_iq4_nl*>(src), y, nb);
+      return;
+    case tensor_type::iq4_xs:
+      dequantize_iq4_xs(static_cast<const block_iq4_xs*>(src), y, nb);
+      return;
     case tensor_type::q8_k: {
       const auto* x = static_cast<const block_q8_k*>(src);
       for (int64_t i = 0; i < nb; ++i, y += qk_k) {
@@ -735,6 +1091,14 @@ void quantize_row(tensor_type type, const float* x, void* dst, int64_t n) {
       return quantize_q6_k(x, static_cast<block_q6_k*>(dst), nb);
     case tensor_type::q8_k:
       return quantize_q8_k(x, static_cast<block_q8_k*>(dst), nb);
+    case tensor_type::q2_k:
+      return quantize_q2_k(x, static_cast<block_q2_k*>(dst), nb);
+    case tensor_type::q3_k:
+      return quantize_q3_k(x, static_cast<block_q3_k*>(dst), nb);
+    case tensor_type::iq4_nl:
+      return quantize_iq4_nl(x, static_cast<block_iq4_nl*>(dst), nb);
+    case tensor_type::iq4_xs:
+      return quantize_iq4_xs(x, static_cast<block_iq4_xs*>(dst), nb);
   }
   unsupported("quantize_row", type);
 }

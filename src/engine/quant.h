@@ -1,7 +1,7 @@
 #pragma once
 // Reference (plain, obviously-correct) conversions between fp32 and every tensor type.
-// The quantizers follow ggml's reference quantizers (the ones llama-quantize uses without an
-// importance matrix), so Q4_0/Q8_0/... rows come out byte for byte as llama.cpp writes them.
+// The quantizers follow the quantizers llama-quantize uses without an importance matrix, so
+// Q4_0/Q8_0/Q2_K/IQ4_XS/... rows come out byte for byte as llama.cpp writes them.
 // These are the oracle for the SIMD kernels in cpu/ and are used by `quantize` and `synth`.
 #include <cstdint>
 
@@ -20,7 +20,8 @@ bf16_t fp32_to_bf16(float f);
 void dequantize_row_reference(tensor_type type, const void* src, float* dst, int64_t n);
 
 // n fp32 values into `type`'s packed blocks (row_size(type, n) bytes at dst). Supported for
-// f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, q4_k, q5_k, q6_k, q8_k.
+// f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, q2_k, q3_k, q4_k, q5_k, q6_k, q8_k,
+// iq4_nl, iq4_xs.
 void quantize_row(tensor_type type, const float* src, void* dst, int64_t n);
 
 // Whether quantize_row supports `type` (all types of tensor_type do).

@@ -13,15 +13,21 @@ using gguf::to_string;
 using gguf::traits_of;
 using gguf::type_traits;
 
+using gguf::iq4_levels;
 using gguf::k_scale_size;
 using gguf::qk4_0;
 using gguf::qk4_1;
+using gguf::qk4_nl;
 using gguf::qk5_0;
 using gguf::qk5_1;
 using gguf::qk8_0;
 using gguf::qk8_1;
 using gguf::qk_k;
 
+using gguf::block_iq4_nl;
+using gguf::block_iq4_xs;
+using gguf::block_q2_k;
+using gguf::block_q3_k;
 using gguf::block_q4_0;
 using gguf::block_q4_1;
 using gguf::block_q4_k;

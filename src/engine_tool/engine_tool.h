@@ -59,7 +59,7 @@ int info(const std::string& model_path, std::ostream& out);
 
 struct synth_options {
   std::string shape = "tiny";  // tiny | tinyllama | llama7b
-  std::string type = "f16";    // f16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k
+  std::string type = "f16";    // a file kind of type_mix.h: f16, q8_0, q4_k_m, iq4_xs, ...
   std::string output;
   std::string vocab_from;  // GGUF whose tokenizer.* metadata to copy; empty: a byte-level vocab
   std::string chat_template_file;  // its text becomes tokenizer.chat_template; empty: none
@@ -69,7 +69,7 @@ struct synth_options {
 // Writes a random-weight llama model, streaming one tensor at a time.
 int synth(const synth_options& opts, std::ostream& log);
 
-// Re-quantizes a GGUF model (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k, f16) with
+// Re-quantizes a GGUF model (a file kind of type_mix.h: q8_0, q4_k_m, q3_k_m, iq4_xs, ...) with
 // llama.cpp's type mix, streaming one tensor at a time.
 int quantize(const std::string& input, const std::string& output, const std::string& type,
              int n_threads, std::ostream& log);

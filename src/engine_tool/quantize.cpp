@@ -34,6 +34,7 @@ int quantize(const std::string& input, const std::string& output, const std::str
   w.set_uint32("general.quantization_version", 2);
 
   const bool tied = src->find_tensor("output.weight") == nullptr;
+  const int n_gqa = mi.n_head_kv > 0 ? mi.n_head / mi.n_head_kv : 1;
   const int threads =
       n_threads > 0 ? n_threads : static_cast<int>(std::thread::hardware_concurrency());
   auto pool = std::make_shared<engine::cpu::thread_pool>(std::max(threads, 1));
@@ -41,7 +42,8 @@ int quantize(const std::string& input, const std::string& output, const std::str
     const bool is_weight = t.shape.size() == 2 && t.name.ends_with(".weight");
     const bool is_output = t.name == "output.weight" || (tied && t.name == "token_embd.weight");
     const tensor_type to =
-        is_weight ? tensor_type_for(*kind, t.name, mi.n_layer, t.shape[0], is_output) : t.type;
+        is_weight ? tensor_type_for(*kind, t.name, mi.n_layer, n_gqa, t.shape[0], is_output)
+                  : t.type;
     if (to == t.type) {
       const uint8_t* data = t.data;
       w.add_tensor_lazy(t.name, t.type, t.shape, [=](std::span<uint8_t> out) {

@@ -179,7 +179,8 @@ int synth(const synth_options& opts, std::ostream& log) {
                        bool is_output) {
     const tensor_type type = shape.size() == 1
                                  ? tensor_type::f32
-                                 : tensor_type_for(*kind, name, sh->n_layer, shape[0], is_output);
+                                 : tensor_type_for(*kind, name, sh->n_layer,
+                                                   sh->n_head / sh->n_head_kv, shape[0], is_output);
     const int64_t n_cols = shape[0], n_rows = shape.size() > 1 ? shape[1] : 1;
     const uint64_t seed = ++tensor_seed;
     w.add_tensor_lazy(name, type, shape, [=](std::span<uint8_t> out) {

@@ -22,6 +22,10 @@ constexpr type_traits traits_table[] = {
     {"q6_k", qk_k, sizeof(block_q6_k)},
     {"q8_k", qk_k, sizeof(block_q8_k)},
     {"bf16", 1, 2},
+    {"q2_k", qk_k, sizeof(block_q2_k)},
+    {"q3_k", qk_k, sizeof(block_q3_k)},
+    {"iq4_nl", qk4_nl, sizeof(block_iq4_nl)},
+    {"iq4_xs", qk_k, sizeof(block_iq4_xs)},
 };
 
 // Index into traits_table, or -1 for an id we do not support.
@@ -53,6 +57,14 @@ int table_index(uint32_t type_id) {
       return 11;
     case tensor_type::bf16:
       return 12;
+    case tensor_type::q2_k:
+      return 13;
+    case tensor_type::q3_k:
+      return 14;
+    case tensor_type::iq4_nl:
+      return 15;
+    case tensor_type::iq4_xs:
+      return 16;
   }
   return -1;
 }
@@ -118,6 +130,12 @@ std::string_view file_type_name(uint32_t file_type) {
       return "Q5_K_M";
     case 18:
       return "Q6_K";
+    case 21:
+      return "Q2_K_S";
+    case 25:
+      return "IQ4_NL";
+    case 30:
+      return "IQ4_XS";
     case 32:
       return "BF16";
     default:

@@ -25,8 +25,9 @@ namespace {
 
 const tensor_type all_types[] = {tensor_type::f32,  tensor_type::f16,  tensor_type::bf16,
                                  tensor_type::q4_0, tensor_type::q4_1, tensor_type::q5_0,
-                                 tensor_type::q5_1, tensor_type::q8_0, tensor_type::q4_k,
-                                 tensor_type::q5_k, tensor_type::q6_k};
+                                 tensor_type::q5_1, tensor_type::q8_0, tensor_type::iq4_nl,
+                                 tensor_type::q2_k, tensor_type::q3_k, tensor_type::q4_k,
+                                 tensor_type::q5_k, tensor_type::q6_k, tensor_type::iq4_xs};
 
 std::vector<float> normal(std::mt19937& rng, size_t n, float sigma) {
   std::normal_distribution<float> dist(0.0f, sigma);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <gtest/gtest.h>
 #include <cstring>
@@ -155,6 +156,54 @@ INSTANTIATE_TEST_SUITE_P(types, quantize_matches_llama_cpp,
                                          std::pair{"q6_k", "synth-tiny-Q6_K.gguf"}),
                          [](const auto& info) { return info.param.first; });
 
+// FNV-1a 64 of a tensor's bytes.
+uint64_t fingerprint(const uint8_t* data, size_t n) {
+  uint64_t h = 0xcbf29ce484222325u;
+  for (size_t i = 0; i < n; ++i) h = (h ^ data[i]) * 0x100000001b3u;
+  return h;
+}
+
+// The mixes without a shared llama.cpp file: llama-quantize's output is checked in as each
+// tensor's type and fingerprint (tests/engine/data/llama_cpp_quantize/<mix>.txt).
+class quantize_matches_llama_cpp_fingerprints
+    : public engine_tool,
+      public testing::WithParamInterface<std::pair<std::string, std::string>> {};
+
+TEST_P(quantize_matches_llama_cpp_fingerprints, tensor_types_and_bytes) {
+  const auto& [mix, label] = GetParam();
+  const std::string out = path(mix + ".gguf");
+  ASSERT_EQ(run({"quantize", models_dir + "/synth-tiny-f16.gguf", out, mix}).exit_code, 0);
+  const auto ours = rbee::gguf::file::open(out);
+  std::ifstream want(std::string(RBEE_SOURCE_DIR) + "/tests/engine/data/llama_cpp_quantize/" + mix +
+                     ".txt");
+  ASSERT_TRUE(want) << mix;
+  size_t n_checked = 0;
+  std::string line;
+  while (std::getline(want, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream fields(line);
+    std::string name, type;
+    uint64_t print = 0;
+    fields >> name >> type >> std::hex >> print;
+    const auto* t = ours.find_tensor(name);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ(rbee::gguf::to_string(t->type), type) << name;
+    EXPECT_EQ(fingerprint(t->data, t->n_bytes), print) << name << " differs";
+    ++n_checked;
+  }
+  EXPECT_EQ(n_checked, ours.tensors().size());
+  const auto info = run({"info", "-m", out});
+  EXPECT_NE(info.out.find("quantization:   " + label), std::string::npos) << info.out;
+}
+
+INSTANTIATE_TEST_SUITE_P(types, quantize_matches_llama_cpp_fingerprints,
+                         testing::Values(std::pair{"q2_k", "Q2_K"}, std::pair{"q3_k_s", "Q3_K_S"},
+                                         std::pair{"q3_k_m", "Q3_K_M"},
+                                         std::pair{"q3_k_l", "Q3_K_L"},
+                                         std::pair{"iq4_nl", "IQ4_NL"},
+                                         std::pair{"iq4_xs", "IQ4_XS"}),
+                         [](const auto& info) { return info.param.first; });
+
 TEST_F(engine_tool, quantize_q4_k_m_uses_llama_cpp_s_mix) {
   const std::string out = path("q4_k_m.gguf");
   ASSERT_EQ(run({"quantize", models_dir + "/synth-tiny-f16.gguf", out, "q4_k_m"}).exit_code, 0);
@@ -194,7 +243,7 @@ TEST_F(engine_tool, errors_exit_1_with_a_message) {
   EXPECT_EQ(run({"info", "-m", junk}).exit_code, 1);
   EXPECT_EQ(run({"synth", "--shape", "huge", "-o", path("x.gguf")}).exit_code, 1);
   EXPECT_EQ(
-      run({"quantize", models_dir + "/synth-tiny-f16.gguf", path("y.gguf"), "q3_k"}).exit_code, 1);
+      run({"quantize", models_dir + "/synth-tiny-f16.gguf", path("y.gguf"), "q7_k"}).exit_code, 1);
   EXPECT_EQ(run({"generate", "-m", models_dir + "/stories260K.gguf", "-p", "x", "--backend", "cuda",
                  "--device", "99"})
                 .exit_code,

@@ -60,9 +60,12 @@ double bound_for(tensor_type t) {
     case tensor_type::f16:
     case tensor_type::bf16:
       return 1e-5;
+    case tensor_type::q2_k:
+    case tensor_type::q3_k:
     case tensor_type::q4_k:
     case tensor_type::q5_k:
     case tensor_type::q6_k:
+    case tensor_type::iq4_xs:
       return 0.02;
     default:
       return 0.012;
@@ -71,8 +74,9 @@ double bound_for(tensor_type t) {
 
 const tensor_type all_types[] = {tensor_type::f32,  tensor_type::f16,  tensor_type::bf16,
                                  tensor_type::q4_0, tensor_type::q4_1, tensor_type::q5_0,
-                                 tensor_type::q5_1, tensor_type::q8_0, tensor_type::q4_k,
-                                 tensor_type::q5_k, tensor_type::q6_k};
+                                 tensor_type::q5_1, tensor_type::q8_0, tensor_type::iq4_nl,
+                                 tensor_type::q2_k, tensor_type::q3_k, tensor_type::q4_k,
+                                 tensor_type::q5_k, tensor_type::q6_k, tensor_type::iq4_xs};
 
 TEST(cpu_matmul, matches_reference_for_every_type_level_and_shape) {
   const uint32_t seed = std::random_device{}();
@@ -116,6 +120,47 @@ TEST(cpu_matmul, matches_reference_for_every_type_level_and_shape) {
       }
       std::printf("  %-6s %-5s worst relative RMS error vs reference %.2e\n",
                   std::string(to_string(level)).c_str(), std::string(to_string(t)).c_str(), worst);
+    }
+  }
+}
+
+// Activations whose every block of 32 holds ±127 steps of one power-of-two step, all values
+// whole steps: their int8 form is exact, so the kernels must equal the reference
+// dequantize-then-dot up to float rounding (no activation error to hide a wrong level,
+// scale or offset).
+TEST(cpu_matmul, equals_dequantize_then_dot_when_activations_are_exact) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937 rng(seed);
+  thread_pool pool(2);
+  const int64_t rows = 29, cols = 1024;
+  const float step = 1.0f / 64;
+  std::uniform_int_distribution<int> level(-127, 127);
+  for (const isa level_set : levels()) {
+    const isa_scope scope(level_set);
+    for (const tensor_type t : all_types) {
+      if (t == tensor_type::f32 || t == tensor_type::f16 || t == tensor_type::bf16) continue;
+      for (const int64_t tokens : {1, 5}) {
+        std::vector<float> x(cols * tokens);
+        for (int64_t i = 0; i < cols * tokens; ++i)
+          x[i] = step * static_cast<float>(i % 32 == 7 ? (i % 64 < 32 ? 127 : -127) : level(rng));
+        const weights w = random_weights(rng, t, rows, cols);
+        std::vector<float> y(rows * tokens);
+        std::vector<uint8_t> scratch(matmul_scratch_bytes(t, cols, tokens));
+        matmul(pool, t, w.bytes.data(), rows, cols, x.data(), tokens, y.data(), scratch.data());
+        double num = 0, den = 0;
+        for (int64_t tok = 0; tok < tokens; ++tok) {
+          for (int64_t r = 0; r < rows; ++r) {
+            const double want = dot_reference(t, w.bytes.data() + r * row_size(t, cols),
+                                              x.data() + tok * cols, cols);
+            const double got = y[tok * rows + r];
+            num += (got - want) * (got - want);
+            den += want * want;
+          }
+        }
+        EXPECT_LT(std::sqrt(num / den), 1e-5)
+            << to_string(level_set) << " " << to_string(t) << " tokens " << tokens;
+      }
     }
   }
 }

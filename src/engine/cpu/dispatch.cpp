@@ -108,10 +108,14 @@ act_format act_format_of(tensor_type t) {
     case tensor_type::q5_0:
     case tensor_type::q5_1:
     case tensor_type::q8_0:
+    case tensor_type::iq4_nl:
       return act_format::q8_32;
+    case tensor_type::q2_k:
+    case tensor_type::q3_k:
     case tensor_type::q4_k:
     case tensor_type::q5_k:
     case tensor_type::q6_k:
+    case tensor_type::iq4_xs:
       return act_format::q8_k;
     default:
       return act_format::f32;
@@ -161,6 +165,14 @@ int weight_slot_of(tensor_type t) {
       return slot_q5_k;
     case tensor_type::q6_k:
       return slot_q6_k;
+    case tensor_type::q2_k:
+      return slot_q2_k;
+    case tensor_type::q3_k:
+      return slot_q3_k;
+    case tensor_type::iq4_nl:
+      return slot_iq4_nl;
+    case tensor_type::iq4_xs:
+      return slot_iq4_xs;
     default:
       return -1;
   }

@@ -13,8 +13,9 @@ namespace rbee::engine::cpu {
 // How a weight type wants its activations.
 //  f32:   the fp32 row as given.
 //  q8_32: per token: int8 qs[n] | float d[n/32] | int32 sum[n/32]   (x ≈ qs * d per block of
-//         32; sum = Σ qs of the block, used for the offset of q4_0/q5_0 and the min of q4_1/q5_1)
-//  q8_k:  per token: int8 qs[n] | float d[n/256] | int16 bsums[n/16] (k-quant weights)
+//         32; sum = Σ qs of the block, used for the offset of q4_0/q5_0 and the min of q4_1/q5_1;
+//         also iq4_nl's)
+//  q8_k:  per token: int8 qs[n] | float d[n/256] | int16 bsums[n/16] (k-quant and iq4_xs weights)
 //  q8_32s: q4_0's: q8_32 at the scalar and AVX2 levels; the AVX-512 level adds per-lane
 //         offset corrections and spread scales so its decode kernel does less per block
 //         (kernels_avx512.cpp), hence the larger rows.
@@ -84,6 +85,10 @@ enum weight_slot {
   slot_q4_k,
   slot_q5_k,
   slot_q6_k,
+  slot_q2_k,
+  slot_q3_k,
+  slot_iq4_nl,
+  slot_iq4_xs,
   n_weight_slots
 };
 int weight_slot_of(tensor_type t);  // -1 when matmul does not support t

@@ -177,6 +177,15 @@ struct q5_1_w {
     return _mm512_or_si512(nibbles2(b0.qs, b1.qs), high_bits2(b0, b1));
   }
 };
+struct iq4_nl_w {
+  using block = block_iq4_nl;
+  static constexpr bool has_min = false;
+  static __m512i unpack2(const block& b0, const block& b1) {
+    const __m512i table =
+        _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(iq4_levels)));
+    return _mm512_shuffle_epi8(table, nibbles2(b0.qs, b1.qs));
+  }
+};
 struct q8_0_w {
   using block = block_q8_0;
   static constexpr bool has_min = false;
@@ -447,6 +456,184 @@ void row_q6_k_512(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float*
     out[t] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[t], _mm512_zextps256_ps512(corr[t])));
 }
 
+// ---- q2_k, q3_k, iq4_xs: 64 elements at a time, one sub-block scale per 128-bit lane or half.
+
+// int16 lane i of a 64-element register belongs to sub-block first + i / 8 (of 16 elements).
+inline __m512i spread_scales16(__m512i scales16, int first) {
+  const __m512i spread = _mm512_set_epi16(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1,
+                                          1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_permutexvar_epi16(
+      _mm512_add_epi16(spread, _mm512_set1_epi16(static_cast<int16_t>(first))), scales16);
+}
+
+// The 2-bit levels of elements 64*pair .. 64*pair + 63 of a 128-element half of q2_k/q3_k:
+// bits 4*pair (the first 32) and 4*pair + 2 (the next 32) of the half's 32 bytes.
+inline __m512i two_bit_pair(__m512i half_bytes, int pair) {
+  const __m512i shifts = _mm512_mask_set1_epi16(_mm512_set1_epi16(static_cast<int16_t>(4 * pair)),
+                                                0xffff0000, static_cast<int16_t>(4 * pair + 2));
+  return _mm512_and_si512(_mm512_srlv_epi16(half_bytes, shifts), _mm512_set1_epi8(3));
+}
+
+// The 32 bytes at p in both 256-bit halves.
+inline __m512i broadcast256(const uint8_t* p) {
+  return _mm512_broadcast_i64x4(load256(p));
+}
+
+template <int T>
+void row_q2_k_512(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float* out) {
+  const auto* w = reinterpret_cast<const block_q2_k*>(wr);
+  act_q8_k a[T];
+  for (int t = 0; t < T; ++t) a[t] = view_q8_k(xs[t], n);
+  __m512 acc[T];
+  __m256 corr[T];  // Σ dmin*dx*m_j*bsum_j, reduced at the end
+  for (int t = 0; t < T; ++t) {
+    acc[t] = _mm512_setzero_ps();
+    corr[t] = _mm256_setzero_ps();
+  }
+  for (int64_t b = 0; b < n / qk_k; ++b) {
+    const block_q2_k& wb = w[b];
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales));
+    const __m512i sc16 =
+        _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0f))));
+    const __m256i mins16 =
+        _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f)));
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
+    for (int half = 0; half < 2; ++half) {
+      const __m512i bytes = broadcast256(wb.qs + 32 * half);
+      for (int pair = 0; pair < 2; ++pair) {
+        const __m512i q = two_bit_pair(bytes, pair);
+        const __m512i s16 = spread_scales16(sc16, 8 * half + 4 * pair);
+        for (int t = 0; t < T; ++t) {
+          const __m512i x = _mm512_loadu_si512(a[t].qs + b * qk_k + 128 * half + 64 * pair);
+          isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(_mm512_maddubs_epi16(q, x), s16));
+        }
+      }
+    }
+    const float d = _cvtsh_ss(wb.d), dmin = _cvtsh_ss(wb.dmin);
+    for (int t = 0; t < T; ++t) {
+      const float dx = a[t].d[b];
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_set1_ps(d * dx), acc[t]);
+      const __m256i mins = _mm256_madd_epi16(load256(a[t].bsums + b * 16), mins16);
+      corr[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_set1_ps(dmin * dx), corr[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    out[t] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[t], _mm512_zextps256_ps512(corr[t])));
+}
+
+// q3_k: levels u = low | high << 2 in [0, 7] stand for u - 4 (see row_q3_k).
+template <int T>
+void row_q3_k_512(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float* out) {
+  const auto* w = reinterpret_cast<const block_q3_k*>(wr);
+  act_q8_k a[T];
+  for (int t = 0; t < T; ++t) a[t] = view_q8_k(xs[t], n);
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  const __m512i one = _mm512_set1_epi8(1);
+  for (int64_t b = 0; b < n / qk_k; ++b) {
+    const block_q3_k& wb = w[b];
+    const q3_k_codes codes = unpack_q3_k_codes(wb.scales);
+    const __m128i code_bytes =
+        _mm_setr_epi32(static_cast<int>(codes.w[0]), static_cast<int>(codes.w[1]),
+                       static_cast<int>(codes.w[2]), static_cast<int>(codes.w[3]));
+    const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_sub_epi8(code_bytes, _mm_set1_epi8(32)));
+    const __m512i sc16 = _mm512_zextsi256_si512(scales16);
+    const __m512i hm = broadcast256(wb.hmask);
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
+    for (int half = 0; half < 2; ++half) {
+      const __m512i bytes = broadcast256(wb.qs + 32 * half);
+      for (int pair = 0; pair < 2; ++pair) {
+        // High bit of element 32*s + l of this half: bit 4*half + s of hmask[l].
+        const int s = 2 * pair;
+        const __m512i hshift =
+            _mm512_mask_set1_epi16(_mm512_set1_epi16(static_cast<int16_t>(4 * half + s)),
+                                   0xffff0000, static_cast<int16_t>(4 * half + s + 1));
+        const __m512i high = _mm512_and_si512(_mm512_srlv_epi16(hm, hshift), one);
+        const __m512i u = _mm512_or_si512(two_bit_pair(bytes, pair), _mm512_slli_epi16(high, 2));
+        const __m512i s16 = spread_scales16(sc16, 8 * half + 4 * pair);
+        for (int t = 0; t < T; ++t) {
+          const __m512i x = _mm512_loadu_si512(a[t].qs + b * qk_k + 128 * half + 64 * pair);
+          isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), s16));
+        }
+      }
+    }
+    const float d = _cvtsh_ss(wb.d);
+    for (int t = 0; t < T; ++t) {
+      const __m256i offsets = _mm256_madd_epi16(load256(a[t].bsums + b * 16), scales16);
+      const __m512i total =
+          _mm512_sub_epi32(isum[t], _mm512_zextsi256_si512(_mm256_slli_epi32(offsets, 2)));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_set1_ps(d * a[t].d[b]), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
+// iq4_xs: sub-blocks 2c and 2c + 1 in one register; |level| times x with the level's sign.
+template <int T>
+void row_iq4_xs_512(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float* out) {
+  const auto* w = reinterpret_cast<const block_iq4_xs*>(wr);
+  act_q8_k a[T];
+  for (int t = 0; t < T; ++t) a[t] = view_q8_k(xs[t], n);
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  const __m512i table =
+      _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(iq4_levels)));
+  const __m512i zero = _mm512_setzero_si512();
+  for (int64_t b = 0; b < n / qk_k; ++b) {
+    const block_iq4_xs& wb = w[b];
+    uint32_t low_codes;  // nibble j: low 4 bits of sub-block j's code
+    std::memcpy(&low_codes, wb.scales_l, 4);
+    const uint32_t high_codes = wb.scales_h;
+    __m512i isum[T];
+    for (int t = 0; t < T; ++t) isum[t] = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      const int j = 2 * c;
+      const int code0 =
+          static_cast<int>(((low_codes >> (4 * j)) & 0xf) | (((high_codes >> (2 * j)) & 3) << 4));
+      const int code1 = static_cast<int>(((low_codes >> (4 * j + 4)) & 0xf) |
+                                         (((high_codes >> (2 * j + 2)) & 3) << 4));
+      const __m512i s16 =
+          _mm512_mask_set1_epi16(_mm512_set1_epi16(static_cast<int16_t>(code0 - 32)), 0xffff0000,
+                                 static_cast<int16_t>(code1 - 32));
+      const __m512i v = _mm512_shuffle_epi8(table, nibbles2(wb.qs + 16 * j, wb.qs + 16 * j + 16));
+      const __m512i magnitude = _mm512_abs_epi8(v);
+      const __mmask64 negative = _mm512_movepi8_mask(v);
+      for (int t = 0; t < T; ++t) {
+        __m512i x = _mm512_loadu_si512(a[t].qs + b * qk_k + 64 * c);
+        x = _mm512_mask_sub_epi8(x, negative, zero, x);
+        isum[t] =
+            _mm512_add_epi32(isum[t], _mm512_madd_epi16(_mm512_maddubs_epi16(magnitude, x), s16));
+      }
+    }
+    const float d = _cvtsh_ss(wb.d);
+    for (int t = 0; t < T; ++t) {
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_set1_ps(d * a[t].d[b]), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
+template <int T>
+struct q2_k_row_512 {
+  static void run(const uint8_t* w, const uint8_t* const* xs, int64_t n, float* out) {
+    row_q2_k_512<T>(w, xs, n, out);
+  }
+};
+template <int T>
+struct q3_k_row_512 {
+  static void run(const uint8_t* w, const uint8_t* const* xs, int64_t n, float* out) {
+    row_q3_k_512<T>(w, xs, n, out);
+  }
+};
+template <int T>
+struct iq4_xs_row_512 {
+  static void run(const uint8_t* w, const uint8_t* const* xs, int64_t n, float* out) {
+    row_iq4_xs_512<T>(w, xs, n, out);
+  }
+};
+
 // ---- float weights, 16 at a time.
 
 struct f32_load512 {
@@ -548,9 +735,13 @@ void fill_avx512_kernels(kernel_table& t) {
   t.gemm[slot_q5_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_0_w>::row>;
   t.gemm[slot_q5_1] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_1_w>::row>;
   t.gemm[slot_q8_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q8_0_w>::row>;
+  t.gemm[slot_iq4_nl] = avx512::gemm_tiled<avx512::rows_512<avx512::iq4_nl_w>::row>;
   t.gemm[slot_q4_k] = avx512::gemm_tiled<avx512::qk_affine_rows_512<false>::row, 4>;
   t.gemm[slot_q5_k] = avx512::gemm_tiled<avx512::qk_affine_rows_512<true>::row, 4>;
   t.gemm[slot_q6_k] = avx512::gemm_tiled<avx512::q6_k_row_512, 4>;
+  t.gemm[slot_q2_k] = avx512::gemm_tiled<avx512::q2_k_row_512, 4>;
+  t.gemm[slot_q3_k] = avx512::gemm_tiled<avx512::q3_k_row_512, 4>;
+  t.gemm[slot_iq4_xs] = avx512::gemm_tiled<avx512::iq4_xs_row_512, 4>;
 }
 
 }  // namespace rbee::engine::cpu

@@ -215,6 +215,89 @@ float dot_q6_k(const uint8_t* wr, const uint8_t* xr, int64_t n) {
   return sum;
 }
 
+// q2_k: sub-block j of 16 is d*sc_j*q - dmin*m_j; the mins meet the activations' bsums.
+float dot_q2_k(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const block_q2_k*>(wr);
+  const act_q8_k a = view_q8_k(xr, n);
+  float sum = 0;
+  for (int64_t b = 0; b < n / qk_k; ++b) {
+    const int8_t* x = a.qs + b * qk_k;
+    const int16_t* bs = a.bsums + b * (qk_k / 16);
+    int isum = 0, msum = 0;
+    for (int e = 0; e < qk_k; ++e) {
+      const int q = (w[b].qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+      isum += (w[b].scales[e / 16] & 0xf) * q * x[e];
+    }
+    for (int j = 0; j < 16; ++j) msum += (w[b].scales[j] >> 4) * bs[j];
+    sum += a.d[b] * (fp16_to_fp32(w[b].d) * isum - fp16_to_fp32(w[b].dmin) * msum);
+  }
+  return sum;
+}
+
+// q3_k: sub-block j of 16 is d*(code_j - 32)*q with q in [-4, 3].
+float dot_q3_k(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const block_q3_k*>(wr);
+  const act_q8_k a = view_q8_k(xr, n);
+  float sum = 0;
+  for (int64_t b = 0; b < n / qk_k; ++b) {
+    const block_q3_k& wb = w[b];
+    const int8_t* x = a.qs + b * qk_k;
+    int isum = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int low = j < 8 ? wb.scales[j] & 0xf : wb.scales[j - 8] >> 4;
+      const int scale = (low | (((wb.scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+      int s = 0;
+      for (int e = 16 * j; e < 16 * j + 16; ++e) {
+        const int l = e % 32;
+        const int q = ((wb.qs[32 * (e / 128) + l] >> (2 * ((e % 128) / 32))) & 3) -
+                      ((wb.hmask[l] >> (e / 32)) & 1 ? 0 : 4);
+        s += q * x[e];
+      }
+      isum += scale * s;
+    }
+    sum += a.d[b] * fp16_to_fp32(wb.d) * isum;
+  }
+  return sum;
+}
+
+float dot_iq4_nl(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const block_iq4_nl*>(wr);
+  const act_q8_32 a = view_q8_32(xr, n);
+  float sum = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const int8_t* x = a.qs + b * 32;
+    int s = 0;
+    for (int j = 0; j < 16; ++j)
+      s += iq4_levels[w[b].qs[j] & 0xf] * x[j] + iq4_levels[w[b].qs[j] >> 4] * x[j + 16];
+    sum += fp16_to_fp32(w[b].d) * a.d[b] * s;
+  }
+  return sum;
+}
+
+// iq4_xs: sub-block j of 32 is d*(code_j - 32)*level.
+float dot_iq4_xs(const uint8_t* wr, const uint8_t* xr, int64_t n) {
+  const auto* w = reinterpret_cast<const block_iq4_xs*>(wr);
+  const act_q8_k a = view_q8_k(xr, n);
+  float sum = 0;
+  for (int64_t b = 0; b < n / qk_k; ++b) {
+    const block_iq4_xs& wb = w[b];
+    const int8_t* x = a.qs + b * qk_k;
+    int isum = 0;
+    for (int j = 0; j < 8; ++j) {
+      const int scale =
+          (((wb.scales_l[j / 2] >> (4 * (j % 2))) & 0xf) | (((wb.scales_h >> (2 * j)) & 3) << 4)) -
+          32;
+      const uint8_t* qs = wb.qs + 16 * j;
+      int s = 0;
+      for (int l = 0; l < 16; ++l)
+        s += iq4_levels[qs[l] & 0xf] * x[32 * j + l] + iq4_levels[qs[l] >> 4] * x[32 * j + l + 16];
+      isum += scale * s;
+    }
+    sum += a.d[b] * fp16_to_fp32(wb.d) * isum;
+  }
+  return sum;
+}
+
 float dot_f32_row(const uint8_t* wr, const uint8_t* xr, int64_t n) {
   const auto* w = reinterpret_cast<const float*>(wr);
   const auto* x = reinterpret_cast<const float*>(xr);
@@ -305,6 +388,10 @@ void fill_scalar_kernels(kernel_table& t) {
   t.gemm[slot_q4_k] = gemm_rows<dot_q4_k>;
   t.gemm[slot_q5_k] = gemm_rows<dot_q5_k>;
   t.gemm[slot_q6_k] = gemm_rows<dot_q6_k>;
+  t.gemm[slot_q2_k] = gemm_rows<dot_q2_k>;
+  t.gemm[slot_q3_k] = gemm_rows<dot_q3_k>;
+  t.gemm[slot_iq4_nl] = gemm_rows<dot_iq4_nl>;
+  t.gemm[slot_iq4_xs] = gemm_rows<dot_iq4_xs>;
   t.quantize_q8_32 = quantize_token_rows<quantize_q8_32>;
   t.quantize_q8_32s = quantize_token_rows<quantize_q8_32>;
   t.quantize_q8_k = quantize_token_rows<quantize_q8_k>;

@@ -103,6 +103,10 @@ bool supported(tensor_type t) {
     case tensor_type::q4_k:
     case tensor_type::q5_k:
     case tensor_type::q6_k:
+    case tensor_type::q2_k:
+    case tensor_type::q3_k:
+    case tensor_type::iq4_nl:
+    case tensor_type::iq4_xs:
       return true;
     default:
       return false;

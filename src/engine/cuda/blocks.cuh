@@ -1,9 +1,11 @@
 #pragma once
 // Unpacking of the integer block types, 32 elements (a "chunk") at a time, into signed 8-bit
 // integers and scales: element j of chunk u of a row is
-//   sc0 * q[j] + mn  (j < 16),  sc1 * q[j] + mn  (j >= 16),
-// with q[j] the j-th byte of the ints q[0..7]. Offsets (q - 8, q - 32, ...) are folded into
-// q, so a dot product with q8 activations is one dp4a sequence per half plus mn * sum(x).
+//   sc0 * q[j] + mn  (j < 16),  sc1 * q[j] + mn1  (j >= 16),
+// with q[j] the j-th byte of the ints q[0..7]; mn1 == mn except for the types whose halves
+// have their own minimum (block_traits::split_min: q2_k). Offsets (q - 8, q - 32, ...) and
+// the non-linear levels of iq4_nl/iq4_xs are folded into q, so a dot product with q8
+// activations is one dp4a sequence per half plus mn * sum(x) (per half for split_min).
 // Layouts are ggml's (tensor_types.h), except Q4_0, Q8_0 and Q6_K rows, which are repacked
 // on the device (ops.h: each field of all blocks together) for 16-byte loads.
 #include "engine/cuda/common.cuh"
@@ -12,43 +14,107 @@ namespace rbee::engine::cuda {
 
 struct chunk {
   int q[8];
-  float sc0, sc1, mn;
+  float sc0, sc1, mn, mn1;
 };
 
 template <tensor_type T>
-struct block_traits;
+struct block_traits {
+  static constexpr bool split_min = false;
+};
 template <>
 struct block_traits<tensor_type::q4_0> {
   static constexpr int bytes = 18, chunks = 1;
+  static constexpr bool split_min = false;
 };
 template <>
 struct block_traits<tensor_type::q4_1> {
   static constexpr int bytes = 20, chunks = 1;
+  static constexpr bool split_min = false;
 };
 template <>
 struct block_traits<tensor_type::q5_0> {
   static constexpr int bytes = 22, chunks = 1;
+  static constexpr bool split_min = false;
 };
 template <>
 struct block_traits<tensor_type::q5_1> {
   static constexpr int bytes = 24, chunks = 1;
+  static constexpr bool split_min = false;
 };
 template <>
 struct block_traits<tensor_type::q8_0> {
   static constexpr int bytes = 34, chunks = 1;
+  static constexpr bool split_min = false;
 };
 template <>
 struct block_traits<tensor_type::q4_k> {
   static constexpr int bytes = 144, chunks = 8;
+  static constexpr bool split_min = false;
 };
 template <>
 struct block_traits<tensor_type::q5_k> {
   static constexpr int bytes = 176, chunks = 8;
+  static constexpr bool split_min = false;
 };
 template <>
 struct block_traits<tensor_type::q6_k> {
   static constexpr int bytes = 210, chunks = 8;
+  static constexpr bool split_min = false;
 };
+
+template <>
+struct block_traits<tensor_type::q2_k> {
+  static constexpr int bytes = 84, chunks = 8;
+  static constexpr bool split_min = true;
+};
+template <>
+struct block_traits<tensor_type::q3_k> {
+  static constexpr int bytes = 110, chunks = 8;
+  static constexpr bool split_min = false;
+};
+template <>
+struct block_traits<tensor_type::iq4_nl> {
+  static constexpr int bytes = 18, chunks = 1;
+  static constexpr bool split_min = false;
+};
+template <>
+struct block_traits<tensor_type::iq4_xs> {
+  static constexpr int bytes = 136, chunks = 8;
+  static constexpr bool split_min = false;
+};
+
+// Four iq4 levels, bytes of one word (levels 4k..4k+3 in word k).
+constexpr uint32_t iq4_level_word(int k) {
+  uint32_t w = 0;
+  for (int i = 0; i < 4; ++i)
+    w |= static_cast<uint32_t>(static_cast<uint8_t>(iq4_levels[4 * k + i])) << (8 * i);
+  return w;
+}
+// Scalars, not an array: device code may use constexpr variables of scalar type only.
+constexpr uint32_t iq4_word0 = iq4_level_word(0), iq4_word1 = iq4_level_word(1),
+                   iq4_word2 = iq4_level_word(2), iq4_word3 = iq4_level_word(3);
+
+// The iq4 levels of 4 indices (0..15, one per byte of idx), as 4 signed bytes: each byte is
+// looked up among levels 0..7 and 8..15 (__byte_perm picks bytes of an 8-byte pair by 3-bit
+// selectors) and bit 3 of the index chooses.
+__device__ __forceinline__ int iq4_lookup4(uint32_t idx) {
+  const uint32_t sel =
+      (idx & 0x7u) | ((idx >> 4) & 0x70u) | ((idx >> 8) & 0x700u) | ((idx >> 12) & 0x7000u);
+  const uint32_t lo = __byte_perm(iq4_word0, iq4_word1, sel);
+  const uint32_t hi = __byte_perm(iq4_word2, iq4_word3, sel);
+  const uint32_t upper = ((idx >> 3) & 0x01010101u) * 0xFFu;
+  return static_cast<int>((lo & ~upper) | (hi & upper));
+}
+
+// The signed scale (code - 32) of sub-block j of a q3_k block from its 12 scale bytes as the
+// words b0..b2: the code's low 4 bits are nibble j/8 of byte j%8, its high 2 bits sit at bit
+// 2*(j/4) of byte 8 + j%4.
+__device__ __forceinline__ int q3_k_scale(uint32_t b0, uint32_t b1, uint32_t b2, int j) {
+  const uint64_t low_bytes = static_cast<uint64_t>(b0) | (static_cast<uint64_t>(b1) << 32);
+  const int low = static_cast<int>((low_bytes >> (8 * (j % 8) + 4 * (j / 8))) & 0xF);
+  const int high = static_cast<int>((b2 >> (8 * (j % 4) + 2 * (j / 4))) & 3);
+  return (low | (high << 4)) - 32;
+}
 
 // The 5th bits of 4 elements (bits 0..3 of b) moved to bit 4 of each byte.
 __device__ __forceinline__ int spread_bit4(uint32_t b) {
@@ -149,6 +215,59 @@ __device__ __forceinline__ chunk decode_chunk(const uint8_t* row, int u, int n_b
       if constexpr (five) v |= ((h[i] >> s) & 0x01010101u) << 4;
       c.q[i] = static_cast<int>(v);
     }
+  } else if constexpr (T == tensor_type::q2_k || T == tensor_type::q3_k) {
+    // Chunk c of a super-block: half c/4 of 128, levels at bits 2*(c%4) of the half's 32
+    // qs bytes; sub-blocks 2c and 2c + 1. q3_k's 110-byte blocks are only 2-byte aligned.
+    const int ci = u % 8, half = ci / 4, shift = 2 * (ci % 4);
+    constexpr int qs_at = T == tensor_type::q2_k ? 16 : 32;
+    uint32_t w[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) w[i] = load_u32_a2(b + qs_at + 32 * half + 4 * i);
+    if constexpr (T == tensor_type::q2_k) {
+      const float d = h2f(load_u16(b + 80)), dmin = h2f(load_u16(b + 82));
+      const int s0 = b[2 * ci], s1 = b[2 * ci + 1];
+      c.sc0 = d * static_cast<float>(s0 & 0xF);
+      c.sc1 = d * static_cast<float>(s1 & 0xF);
+      c.mn = -dmin * static_cast<float>(s0 >> 4);
+      c.mn1 = -dmin * static_cast<float>(s1 >> 4);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) c.q[i] = static_cast<int>((w[i] >> shift) & 0x03030303u);
+      return c;
+    } else {
+      // High bit of element l of the chunk: bit ci of hmask[l]; a clear bit means q - 4.
+      const float d = h2f(load_u16(b + 108));
+      const uint32_t b0 = load_u32_a2(b + 96), b1 = load_u32_a2(b + 100), b2 = load_u32_a2(b + 104);
+      c.sc0 = d * static_cast<float>(q3_k_scale(b0, b1, b2, 2 * ci));
+      c.sc1 = d * static_cast<float>(q3_k_scale(b0, b1, b2, 2 * ci + 1));
+      c.mn = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const uint32_t high = (load_u32_a2(b + 4 * i) >> ci) & 0x01010101u;
+        const uint32_t v = ((w[i] >> shift) & 0x03030303u) | (high << 2);
+        c.q[i] = static_cast<int>(__vsub4(v, 0x04040404u));
+      }
+    }
+  } else if constexpr (T == tensor_type::iq4_nl || T == tensor_type::iq4_xs) {
+    // iq4_nl: d, then 16 nibble bytes (2-byte aligned). iq4_xs: chunk ci is sub-block ci, its
+    // 6-bit scale code split between scales_l and scales_h, its nibbles at 8 + 16 * ci.
+    const uint8_t* qs;
+    if constexpr (T == tensor_type::iq4_nl) {
+      c.sc0 = c.sc1 = h2f(load_u16(b));
+      qs = b + 2;
+    } else {
+      const int ci = u % 8;
+      const int code =
+          ((b[4 + ci / 2] >> (4 * (ci % 2))) & 0xF) | (((load_u16(b + 2) >> (2 * ci)) & 3) << 4);
+      c.sc0 = c.sc1 = h2f(load_u16(b)) * static_cast<float>(code - 32);
+      qs = b + 8 + 16 * ci;
+    }
+    c.mn = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t w = load_u32_a2(qs + 4 * i);
+      c.q[i] = iq4_lookup4(w & 0x0F0F0F0Fu);
+      c.q[i + 4] = iq4_lookup4((w >> 4) & 0x0F0F0F0Fu);
+    }
   } else if constexpr (T == tensor_type::q6_k) {
     // Repacked rows (repack.cu): ql of every super-block, then qh, scales, d. Chunk ci of 32
     // in a super-block: half h = ci/4 of 128, quarter k = ci%4 within it.
@@ -172,13 +291,14 @@ __device__ __forceinline__ chunk decode_chunk(const uint8_t* row, int u, int n_b
       c.q[i] = static_cast<int>(__vsub4(lo | hi, 0x20202020u));
     }
   }
+  c.mn1 = c.mn;  // one minimum for the chunk (q2_k returned with its two above)
   return c;
 }
 
 // Element j (0..31) of a decoded chunk.
 __device__ __forceinline__ float chunk_value(const chunk& c, int j) {
   const int8_t q = static_cast<int8_t>((c.q[j / 4] >> (8 * (j % 4))) & 0xFF);
-  return (j < 16 ? c.sc0 : c.sc1) * static_cast<float>(q) + c.mn;
+  return j < 16 ? c.sc0 * static_cast<float>(q) + c.mn : c.sc1 * static_cast<float>(q) + c.mn1;
 }
 
 }  // namespace rbee::engine::cuda

@@ -90,6 +90,10 @@ void launch(tensor_type type, const void* w, int64_t cols, const int32_t* rows, 
     RBEE_Q(tensor_type::q4_k)
     RBEE_Q(tensor_type::q5_k)
     RBEE_Q(tensor_type::q6_k)
+    RBEE_Q(tensor_type::q2_k)
+    RBEE_Q(tensor_type::q3_k)
+    RBEE_Q(tensor_type::iq4_nl)
+    RBEE_Q(tensor_type::iq4_xs)
 #undef RBEE_Q
 #define RBEE_F(T)                                                                            \
   case T:                                                                                    \

@@ -51,8 +51,19 @@ __global__ void __launch_bounds__(32 * warps_per_block)
         s1 = __dp4a(c.q[5], x1.y, s1);
         s1 = __dp4a(c.q[6], x1.z, s1);
         s1 = __dp4a(c.q[7], x1.w, s1);
-        acc[t] +=
-            ds.x * (c.sc0 * static_cast<float>(s0) + c.sc1 * static_cast<float>(s1)) + c.mn * ds.y;
+        const float scaled = c.sc0 * static_cast<float>(s0) + c.sc1 * static_cast<float>(s1);
+        if constexpr (block_traits<T>::split_min) {
+          // A minimum per half: the halves' activation sums, in units of ds.x.
+          constexpr int ones = 0x01010101;
+          const int h0 =
+              __dp4a(ones, x0.w, __dp4a(ones, x0.z, __dp4a(ones, x0.y, __dp4a(ones, x0.x, 0))));
+          const int h1 =
+              __dp4a(ones, x1.w, __dp4a(ones, x1.z, __dp4a(ones, x1.y, __dp4a(ones, x1.x, 0))));
+          acc[t] +=
+              ds.x * (scaled + c.mn * static_cast<float>(h0) + c.mn1 * static_cast<float>(h1));
+        } else {
+          acc[t] += ds.x * scaled + c.mn * ds.y;
+        }
       }
     }
   }
@@ -161,6 +172,10 @@ void launch(tensor_type type, const void* w, int64_t rows, int64_t cols, const f
     RBEE_Q(tensor_type::q4_k)
     RBEE_Q(tensor_type::q5_k)
     RBEE_Q(tensor_type::q6_k)
+    RBEE_Q(tensor_type::q2_k)
+    RBEE_Q(tensor_type::q3_k)
+    RBEE_Q(tensor_type::iq4_nl)
+    RBEE_Q(tensor_type::iq4_xs)
 #undef RBEE_Q
 #define RBEE_F(T)                                                                                  \
   case T:                                                                                          \

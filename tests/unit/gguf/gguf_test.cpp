@@ -646,7 +646,8 @@ TEST_F(GgufCorrupt, DuplicateKeyAndTensorName) {
 TEST_F(GgufCorrupt, UnknownTensorTypes) {
   EXPECT_THAT(with_u32(type_of("t.a", 2), 99),
               HasSubstr("tensor 't.a': unsupported tensor type id 99 (unknown)"));
-  EXPECT_THAT(with_u32(type_of("t.a", 2), 10), HasSubstr("unsupported tensor type id 10 (Q2_K)"));
+  EXPECT_THAT(with_u32(type_of("t.a", 2), 16),
+              HasSubstr("unsupported tensor type id 16 (IQ2_XXS)"));
   EXPECT_THAT(with_u32(type_of("t.b", 2), 15), HasSubstr("unsupported tensor type id 15 (Q8_K)"));
 }
 
