@@ -106,10 +106,59 @@ int physical_cores() {
 
 }  // namespace
 
+namespace {
+
+bool is_supported(const std::string& arch) {
+  return arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "gemma2" ||
+         arch == "gemma3";
+}
+
+float positive_float(const meta& m, const std::string& key, double fallback) {
+  const double v = m.get_float(key, fallback);
+  if (!(v > 0)) throw engine_error(error_code::file_corrupt, key + " must be positive");
+  return static_cast<float>(v);
+}
+
+// What sets each family apart from llama, with the keys and defaults llama.cpp uses.
+void read_family(const meta& m, hparams& hp) {
+  const std::string& arch = hp.architecture;
+  hp.rope = arch == "llama" ? rope_style::adjacent_pairs : rope_style::halves;
+  hp.has_qkv_bias = arch == "qwen2";
+  hp.has_qk_norm = arch == "qwen3" || arch == "gemma3";
+  hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
+  if (arch != "gemma2" && arch != "gemma3") return;
+  hp.has_post_norms = true;
+  hp.ffn_act = ffn_activation::gelu_tanh;
+  hp.embd_scale = std::sqrt(static_cast<float>(hp.n_embd));
+  // Gemma's largest models scale queries by n_embd / n_head instead of the head size
+  // (query_pre_attn_scalar); llama.cpp tells them by their layer count, as does this.
+  const int layers_of_27b = arch == "gemma2" ? 46 : 62;
+  if (hp.n_layer == layers_of_27b)
+    hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.n_embd / hp.n_head));
+  const uint64_t window_default = arch == "gemma2" ? 4096 : 0;
+  hp.n_swa = int_in_range(m.get_uint(m.key("attention.sliding_window"), window_default),
+                          m.key("attention.sliding_window"), 0, 1u << 24);
+  hp.swa_pattern = static_cast<int>(gguf::sliding_window_pattern(arch));
+  if (arch == "gemma2") {
+    hp.attn_softcap = positive_float(m, m.key("attn_logit_softcapping"), 50.0);
+    hp.final_softcap = positive_float(m, m.key("final_logit_softcapping"), 30.0);
+  } else {
+    hp.swa_has_own_rope = hp.n_swa > 0;
+    hp.rope_swa = {.freq_base = 10000.0f, .freq_scale = 1.0f};
+    const double cap = m.get_float(m.key("final_logit_softcapping"), 0.0);
+    if (cap < 0)
+      throw engine_error(error_code::file_corrupt,
+                         m.key("final_logit_softcapping") + " must not be negative");
+    hp.final_softcap = static_cast<float>(cap);
+  }
+}
+
+}  // namespace
+
 hparams read_hparams(const gguf::file& file) {
   hparams hp;
   hp.architecture = architecture_of(file);
-  if (hp.architecture != "llama" && hp.architecture != "qwen2")
+  if (!is_supported(hp.architecture))
     throw engine_error(error_code::unsupported_architecture,
                        str("architecture '", hp.architecture,
                            "' is not supported (supported: ", supported_architectures, ")"));
@@ -161,8 +210,7 @@ hparams read_hparams(const gguf::file& file) {
         m.get_float(m.key("rope.scaling.factor"), m.get_float(m.key("rope.scale_linear"), 1.0));
     if (factor > 0) hp.rope_freq_scale = static_cast<float>(1.0 / factor);
   }
-  hp.rope = hp.architecture == "qwen2" ? rope_style::halves : rope_style::adjacent_pairs;
-  hp.has_qkv_bias = hp.architecture == "qwen2";
+  read_family(m, hp);
 
   const gguf::tensor_info* embd = file.find_tensor("token_embd.weight");
   if (!embd || embd->shape.size() != 2)
@@ -223,6 +271,9 @@ model_info read_info(const gguf::file& file, const std::string& path) {
   info.n_head = hp.n_head;
   info.n_head_kv = hp.n_head_kv;
   info.n_ff = hp.n_ff;
+  info.head_dim = hp.head_dim;
+  info.n_swa = hp.n_swa;
+  for (int l = 0; l < hp.n_layer; ++l) info.n_swa_layers += hp.layer_slides(l) ? 1 : 0;
   const auto tok = [&](const char* key) -> token_id {
     const auto v = m.get_uint(key, UINT64_MAX);
     return v == UINT64_MAX || v >= static_cast<uint64_t>(hp.n_vocab) ? -1
@@ -248,6 +299,9 @@ uint64_t estimate_memory_bytes(const model_info& info, int n_ctx, int n_seq, bac
                           .n_head_kv = u(info.n_head_kv),
                           .n_ff = u(info.n_ff),
                           .n_vocab = u(info.n_vocab),
+                          .head_dim = u(info.head_dim),
+                          .n_swa = u(info.n_swa),
+                          .n_swa_layers = u(info.n_swa_layers),
                           .bf16_weights = info.quantization == "BF16"};
   return estimate_memory(shape, n_ctx, n_seq, backend == backend_kind::cuda).total();
 }
@@ -281,11 +335,19 @@ void load_weights(model& m) {
       entries.push_back({&l.bk, n("attn_k.bias"), {nkv}, true, i});
       entries.push_back({&l.bv, n("attn_v.bias"), {nkv}, true, i});
     }
+    if (hp.has_qk_norm) {
+      entries.push_back({&l.attn_q_norm, n("attn_q_norm.weight"), {hd}, true, i});
+      entries.push_back({&l.attn_k_norm, n("attn_k_norm.weight"), {hd}, true, i});
+    }
     entries.push_back({&l.wo, n("attn_output.weight"), {nq, d}, true, i});
+    if (hp.has_post_norms)
+      entries.push_back({&l.attn_post_norm, n("post_attention_norm.weight"), {d}, true, i});
     entries.push_back({&l.ffn_norm, n("ffn_norm.weight"), {d}, true, i});
     entries.push_back({&l.ffn_gate, n("ffn_gate.weight"), {d, hp.n_ff}, true, i});
     entries.push_back({&l.ffn_up, n("ffn_up.weight"), {d, hp.n_ff}, true, i});
     entries.push_back({&l.ffn_down, n("ffn_down.weight"), {hp.n_ff, d}, true, i});
+    if (hp.has_post_norms)
+      entries.push_back({&l.ffn_post_norm, n("post_ffw_norm.weight"), {d}, true, i});
   }
   entries.push_back({&m.output_norm, "output_norm.weight", {d}, true, -1});
   entries.push_back({&m.output, "output.weight", {d, hp.n_vocab}, false, -1});
@@ -325,12 +387,12 @@ model_ptr open_model(const std::string& path, int n_threads) {
   return m;
 }
 
-std::vector<double> rope_inverse_frequencies(const hparams& hp, const float* factors) {
+std::vector<double> rope_inverse_frequencies(const hparams& hp, const float* factors, int set) {
+  const double base = hp.rope_of_set(set).freq_base;
   std::vector<double> inv_freq(static_cast<size_t>(hp.n_rot / 2));
   for (size_t j = 0; j < inv_freq.size(); ++j) {
-    inv_freq[j] =
-        std::pow(static_cast<double>(hp.rope_freq_base), -2.0 * static_cast<double>(j) / hp.n_rot);
-    if (factors) inv_freq[j] /= factors[j];
+    inv_freq[j] = std::pow(base, -2.0 * static_cast<double>(j) / hp.n_rot);
+    if (factors && set == 0) inv_freq[j] /= factors[j];
   }
   return inv_freq;
 }

@@ -2,6 +2,7 @@
 // The loaded model (engine.h's opaque `model`): hyperparameters from the GGUF metadata,
 // weight views that point into the memory-mapped file, and the backend that computes with
 // them (backend.h). Nothing here depends on which backend that is.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <sstream>
@@ -31,7 +32,18 @@ struct weight {
 
 enum class rope_style {
   adjacent_pairs,  // llama: rotates (x[2i], x[2i+1]) — ggml rope mode 0
-  halves,          // qwen2: rotates (x[i], x[i + n_rot/2]) — ggml NeoX mode
+  halves,          // qwen2, qwen3, gemma2/3: rotates (x[i], x[i + n_rot/2]) — ggml NeoX mode
+};
+
+enum class ffn_activation {
+  silu,       // llama, qwen2, qwen3: silu(gate) * up
+  gelu_tanh,  // gemma2/3: gelu(gate) * up, GELU's tanh approximation
+};
+
+// The rotation of one layer: its base and its position scale (1 / linear scaling factor).
+struct rope_params {
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;
 };
 
 struct hparams {
@@ -50,12 +62,50 @@ struct hparams {
   float rope_freq_scale = 1.0f;  // 1 / rope.scaling.factor for linear scaling
   rope_style rope = rope_style::adjacent_pairs;
   bool has_qkv_bias = false;
+  // qwen3, gemma3: an RMS norm over each query and key head (attn_q_norm, attn_k_norm of
+  // head_dim floats) before the rotation.
+  bool has_qk_norm = false;
+  // gemma2, gemma3: RMS norms of the attention and FFN outputs (post_attention_norm,
+  // post_ffw_norm) before each joins the residual.
+  bool has_post_norms = false;
+  ffn_activation ffn_act = ffn_activation::silu;
+  float embd_scale = 1.0f;     // token embeddings are multiplied by this (gemma: sqrt(n_embd))
+  float attn_scale = 0.0f;     // query scaling of the attention scores
+  float attn_softcap = 0.0f;   // gemma2: scores become c * tanh(scores / c); 0: none
+  float final_softcap = 0.0f;  // gemma2: likewise for the logits; 0: none
+  // Sliding-window attention (gemma2, gemma3): a query of a sliding layer sees the n_swa
+  // latest positions, its own included. Layer l slides when l % swa_pattern < swa_pattern - 1
+  // (gemma2: every even layer; gemma3: five of every six). 0: no layer slides.
+  int n_swa = 0;
+  int swa_pattern = 0;
+  // gemma3's sliding layers rotate with their own base (the global ones with rope_freq_base).
+  bool swa_has_own_rope = false;
+  rope_params rope_swa;
+
+  bool layer_slides(int layer) const {
+    return n_swa > 0 && swa_pattern > 0 && layer % swa_pattern < swa_pattern - 1;
+  }
+  // 0: the model's rotation (rope_freq_base, rope_freq_scale and rope_freqs); 1: rope_swa.
+  int rope_set(int layer) const { return swa_has_own_rope && layer_slides(layer) ? 1 : 0; }
+  int n_rope_sets() const { return swa_has_own_rope ? 2 : 1; }
+  rope_params rope_of_set(int set) const {
+    return set == 1 ? rope_swa : rope_params{rope_freq_base, rope_freq_scale};
+  }
+  // KV cache rows a layer keeps per sequence: all n_ctx positions, or for a sliding layer a
+  // ring of n_swa + n_batch - 1 (a batch stores all its keys before its first query reads).
+  int cache_rows(int layer, int n_ctx, int n_batch) const {
+    if (!layer_slides(layer)) return n_ctx;
+    return static_cast<int>(std::min<int64_t>(n_ctx, int64_t{n_swa} + n_batch - 1));
+  }
 };
 
 struct layer_weights {
   weight attn_norm, wq, wk, wv, wo;
-  weight bq, bk, bv;  // qwen2 only
+  weight bq, bk, bv;                // qwen2 only
+  weight attn_q_norm, attn_k_norm;  // qwen3, gemma3 (head_dim,)
+  weight attn_post_norm;            // gemma2/3 post_attention_norm
   weight ffn_norm, ffn_gate, ffn_up, ffn_down;
+  weight ffn_post_norm;  // gemma2/3 post_ffw_norm
 };
 
 // A weight of the model in the order it was read, with its layer (-1 outside the blocks).
@@ -73,7 +123,7 @@ std::string str(const Args&... args) {
 }
 
 // The architectures this engine runs, for error messages.
-inline constexpr std::string_view supported_architectures = "llama, qwen2";
+inline constexpr std::string_view supported_architectures = "llama, qwen2, qwen3, gemma2, gemma3";
 
 // Reads and validates the hyperparameters; engine_error(unsupported_architecture) or
 // engine_error(file_corrupt) naming the key.
@@ -89,8 +139,9 @@ model_info read_info(const gguf::file& file, const std::string& path);
 
 // The rotation's inverse frequency of each rotated pair j < n_rot/2, base^(-2j/n_rot), divided
 // by the model's factor of that pair where it has them (rope_freqs, n_rot/2 floats, or null).
-// In double: every backend takes the angle of position p as freq_scale * p * this.
-std::vector<double> rope_inverse_frequencies(const hparams& hp, const float* factors);
+// In double: every backend takes the angle of position p as freq_scale * p * this. `set` is
+// hparams::rope_set of the layers it serves (the factors belong to set 0 only).
+std::vector<double> rope_inverse_frequencies(const hparams& hp, const float* factors, int set = 0);
 
 // Opens a GGUF file and reads what every backend needs: hyperparameters, info, weight views
 // and the vocabulary (no weight data touched, no backend yet). engine_error as model_load.

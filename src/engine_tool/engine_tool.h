@@ -58,6 +58,7 @@ int bench(const bench_options& opts, std::ostream& out, std::ostream& log);
 int info(const std::string& model_path, std::ostream& out);
 
 struct synth_options {
+  std::string arch = "llama";  // llama | qwen2 | qwen3 | gemma2 | gemma3
   std::string shape = "tiny";  // tiny | tinyllama | llama7b
   std::string type = "f16";    // f16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k
   std::string output;
@@ -66,7 +67,7 @@ struct synth_options {
   uint64_t seed = 42;
   int n_threads = 0;
 };
-// Writes a random-weight llama model, streaming one tensor at a time.
+// Writes a random-weight model of an architecture and shape, streaming one tensor at a time.
 int synth(const synth_options& opts, std::ostream& log);
 
 // Re-quantizes a GGUF model (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k, f16) with

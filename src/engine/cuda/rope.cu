@@ -39,8 +39,8 @@ __global__ void __launch_bounds__(threads)
   const float* in = is_q ? q + static_cast<size_t>(t) * q_stride + h * hd
                          : k + static_cast<size_t>(t) * kv_stride + h * hd;
   const float* bias = is_q ? (bq ? bq + h * hd : nullptr) : (bk ? bk + h * hd : nullptr);
-  // Cache rows: [seq][kv_head][n_ctx][head_dim].
-  const size_t row = (static_cast<size_t>(seq[t]) * a.n_head_kv + h) * a.n_ctx + pos[t];
+  // Cache rows: [seq][kv_head][n_ctx][head_dim]; a sliding layer's ring wraps.
+  const size_t row = (static_cast<size_t>(seq[t]) * a.n_head_kv + h) * a.n_ctx + pos[t] % a.n_ctx;
   float* qo = q_out + static_cast<size_t>(t) * a.n_head * hd + h * hd;
   __half* ko = k_cache + row * hd;
   auto put = [&](int d, float x) {

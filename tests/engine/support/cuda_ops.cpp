@@ -157,9 +157,15 @@ std::vector<float> rope_attention(const attention_case& c, std::span<const float
     rope_store(ra, dq.as<float>() + qo, q_dim, dk.as<float>() + ko, dv.as<float>() + ko, kv_dim,
                nullptr, nullptr, nullptr, p, sq, n, q_out.as<float>() + qo, kc.as<__half>(),
                vc.as<__half>(), 0);
-    attention(q_out.as<float>() + qo, kc.as<__half>(), vc.as<__half>(), p, sq, n, c.n_head,
-              c.n_head_kv, hd, c.n_ctx, scratch.as<float>(), counters.as<int>(),
-              out.as<float>() + qo, {}, 0);
+    const attention_shape shape{.n_head = c.n_head,
+                                .n_head_kv = c.n_head_kv,
+                                .head_dim = hd,
+                                .rows = c.n_ctx,
+                                .window = 0,
+                                .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
+                                .softcap = 0.0f};
+    attention(q_out.as<float>() + qo, kc.as<__half>(), vc.as<__half>(), p, sq, n, shape,
+              scratch.as<float>(), counters.as<int>(), out.as<float>() + qo, {}, 0);
   };
   step(0, n_tok / 2);
   for (int t = n_tok / 2; t < n_tok; ++t) step(t, 1);

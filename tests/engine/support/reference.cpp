@@ -1,5 +1,6 @@
 #include "support/reference.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/quant.h"
@@ -50,13 +51,15 @@ void softmax(float* x, int n) {
   for (int i = 0; i < n; i++) x[i] = static_cast<float>(x[i] / sum);
 }
 
-// Rotates one head vec (head_dim,) at position pos. Llama rotates adjacent pairs (2i, 2i+1);
-// qwen2 rotates (i, i + n_rot/2). Pair i turns by pos * freq_scale * base^(-2i/n_rot) / factor_i.
-void rope(float* vec, const hparams& hp, const std::vector<float>& freq_factors, int pos) {
+// Rotates one head vec (head_dim,) at position pos with the rotation of its layer. Llama
+// rotates adjacent pairs (2i, 2i+1); the others (i, i + n_rot/2). Pair i turns by
+// pos * freq_scale * base^(-2i/n_rot) / factor_i.
+void rope(float* vec, const hparams& hp, const rope_params& rp,
+          const std::vector<float>& freq_factors, int pos) {
   const int half = hp.n_rot / 2;
   for (int i = 0; i < half; i++) {
-    double theta = hp.rope_freq_scale * pos *
-                   std::pow(static_cast<double>(hp.rope_freq_base), -2.0 * i / hp.n_rot);
+    double theta =
+        rp.freq_scale * pos * std::pow(static_cast<double>(rp.freq_base), -2.0 * i / hp.n_rot);
     if (!freq_factors.empty()) theta /= freq_factors[static_cast<size_t>(i)];
     const double c = std::cos(theta), s = std::sin(theta);
     const int a = hp.rope == rope_style::adjacent_pairs ? 2 * i : i;
@@ -65,6 +68,18 @@ void rope(float* vec, const hparams& hp, const std::vector<float>& freq_factors,
     vec[a] = static_cast<float>(v0 * c - v1 * s);
     vec[b] = static_cast<float>(v0 * s + v1 * c);
   }
+}
+
+// x -> c * tanh(x / c): Gemma 2's soft cap of attention scores and logits.
+float softcap(float x, float c) {
+  return static_cast<float>(c * std::tanh(static_cast<double>(x) / c));
+}
+
+// GELU with the tanh approximation, as Gemma's FFN uses it.
+float gelu_tanh(float x) {
+  const double v = x;
+  return static_cast<float>(0.5 * v *
+                            (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v))));
 }
 
 }  // namespace
@@ -85,11 +100,15 @@ transformer::transformer(const std::string& path) {
     l.bq = load(f, n("attn_q.bias"), {q_dim}, hp_.has_qkv_bias);
     l.bk = load(f, n("attn_k.bias"), {kv_dim}, hp_.has_qkv_bias);
     l.bv = load(f, n("attn_v.bias"), {kv_dim}, hp_.has_qkv_bias);
+    l.q_norm = load(f, n("attn_q_norm.weight"), {hd}, hp_.has_qk_norm);
+    l.k_norm = load(f, n("attn_k_norm.weight"), {hd}, hp_.has_qk_norm);
     l.wo = load(f, n("attn_output.weight"), {q_dim, dim});
+    l.attn_post_norm = load(f, n("post_attention_norm.weight"), {dim}, hp_.has_post_norms);
     l.ffn_norm = load(f, n("ffn_norm.weight"), {dim});
     l.w1 = load(f, n("ffn_gate.weight"), {dim, hidden});
     l.w3 = load(f, n("ffn_up.weight"), {dim, hidden});
     l.w2 = load(f, n("ffn_down.weight"), {hidden, dim});
+    l.ffn_post_norm = load(f, n("post_ffw_norm.weight"), {dim}, hp_.has_post_norms);
     layers_.push_back(std::move(l));
   }
   final_norm_ = load(f, "output_norm.weight", {dim});
@@ -126,8 +145,9 @@ const std::vector<float>& transformer::forward(token_id token, int pos) {
             value_cache_[(static_cast<size_t>(l) * pos + t) * kv_dim + i];
       }
 
-  // token_embedding (vocab, dim)[token] -> x (dim,)
-  for (int i = 0; i < dim; i++) x_[i] = token_embedding_[static_cast<size_t>(token) * dim + i];
+  // token_embedding (vocab, dim)[token] * embd_scale -> x (dim,)
+  for (int i = 0; i < dim; i++)
+    x_[i] = token_embedding_[static_cast<size_t>(token) * dim + i] * p.embd_scale;
 
   for (int l = 0; l < p.n_layer; l++) {
     const layer& w = layers_[static_cast<size_t>(l)];
@@ -144,9 +164,22 @@ const std::vector<float>& transformer::forward(token_id token, int pos) {
       for (int i = 0; i < kv_dim; i++) v_[i] += w.bv[i];
     }
 
-    // rope on each head of q (n_head, head_dim) and k (n_head_kv, head_dim)
-    for (int h = 0; h < p.n_head; h++) rope(q_.data() + h * hd, p, rope_freqs_, pos);
-    for (int h = 0; h < p.n_head_kv; h++) rope(k_.data() + h * hd, p, rope_freqs_, pos);
+    // qwen3, gemma3: each head of q and k (head_dim,) -> rmsnorm with q_norm / k_norm
+    if (!w.q_norm.empty()) {
+      for (int h = 0; h < p.n_head; h++)
+        rmsnorm(q_.data() + h * hd, q_.data() + h * hd, w.q_norm.data(), hd, p.rms_eps);
+      for (int h = 0; h < p.n_head_kv; h++)
+        rmsnorm(k_.data() + h * hd, k_.data() + h * hd, w.k_norm.data(), hd, p.rms_eps);
+    }
+
+    // rope on each head of q (n_head, head_dim) and k (n_head_kv, head_dim); gemma3's sliding
+    // layers rotate with their own base, without the model's frequency factors
+    const int set = p.rope_set(l);
+    const rope_params rp = p.rope_of_set(set);
+    const std::vector<float> no_factors;
+    const std::vector<float>& factors = set == 0 ? rope_freqs_ : no_factors;
+    for (int h = 0; h < p.n_head; h++) rope(q_.data() + h * hd, p, rp, factors, pos);
+    for (int h = 0; h < p.n_head_kv; h++) rope(k_.data() + h * hd, p, rp, factors, pos);
 
     // k, v (kv_dim,) -> caches (layer, seq_len, kv_dim)[l, pos]
     const size_t loff = static_cast<size_t>(l) * seq_len_ * kv_dim;
@@ -155,31 +188,38 @@ const std::vector<float>& transformer::forward(token_id token, int pos) {
       value_cache_[loff + static_cast<size_t>(pos) * kv_dim + i] = v_[i];
     }
 
-    // attention per head: q_h (head_dim,) · k_t (head_dim,) for t <= pos -> att (pos+1,)
-    att_.resize(static_cast<size_t>(pos) + 1);
+    // attention per head over positions first..pos (a sliding layer sees the n_swa latest):
+    // q_h (head_dim,) · k_t (head_dim,) * attn_scale, soft-capped (gemma2) -> att (n,)
+    const int first = p.layer_slides(l) ? std::max(0, pos - p.n_swa + 1) : 0;
+    const int n = pos + 1 - first;
+    att_.resize(static_cast<size_t>(n));
     for (int h = 0; h < p.n_head; h++) {
       const float* q = q_.data() + h * hd;
       const int kvh = h / kv_mul;
-      for (int t = 0; t <= pos; t++) {
+      for (int t = first; t <= pos; t++) {
         const float* k = key_cache_.data() + loff + static_cast<size_t>(t) * kv_dim + kvh * hd;
         double score = 0.0;
         for (int i = 0; i < hd; i++) score += static_cast<double>(q[i]) * k[i];
-        att_[t] = static_cast<float>(score / std::sqrt(static_cast<double>(hd)));
+        float s = static_cast<float>(score * p.attn_scale);
+        if (p.attn_softcap > 0) s = softcap(s, p.attn_softcap);
+        att_[t - first] = s;
       }
-      softmax(att_.data(), pos + 1);
-      // att (pos+1,) @ v_cache (pos+1, head_dim) -> att_out_h (head_dim,)
+      softmax(att_.data(), n);
+      // att (n,) @ v_cache (n, head_dim) -> att_out_h (head_dim,)
       float* out = att_out_.data() + h * hd;
       for (int i = 0; i < hd; i++) {
         double acc = 0.0;
-        for (int t = 0; t <= pos; t++)
-          acc += static_cast<double>(att_[t]) *
+        for (int t = first; t <= pos; t++)
+          acc += static_cast<double>(att_[t - first]) *
                  value_cache_[loff + static_cast<size_t>(t) * kv_dim + kvh * hd + i];
         out[i] = static_cast<float>(acc);
       }
     }
 
-    // wo (dim, q_dim) @ att_out (q_dim,) -> xb (dim,); residual into x
+    // wo (dim, q_dim) @ att_out (q_dim,) -> xb (dim,); gemma: rmsnorm of xb; residual into x
     matmul(xb_.data(), att_out_.data(), w.wo.data(), q_dim, dim);
+    if (!w.attn_post_norm.empty())
+      rmsnorm(xb_.data(), xb_.data(), w.attn_post_norm.data(), dim, p.rms_eps);
     for (int i = 0; i < dim; i++) x_[i] += xb_[i];
 
     // x (dim,) -> xb (dim,)
@@ -187,19 +227,24 @@ const std::vector<float>& transformer::forward(token_id token, int pos) {
     // w1 (hidden, dim) @ xb -> hb (hidden,); w3 (hidden, dim) @ xb -> hb2 (hidden,)
     matmul(hb_.data(), xb_.data(), w.w1.data(), dim, hidden);
     matmul(hb2_.data(), xb_.data(), w.w3.data(), dim, hidden);
-    // SwiGLU: hb = silu(hb) * hb2
+    // hb = act(hb) * hb2: SwiGLU, or GELU (tanh) for gemma
     for (int i = 0; i < hidden; i++) {
       const float g = hb_[i];
-      hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];
+      const float a = p.ffn_act == ffn_activation::silu ? g / (1.0f + std::exp(-g)) : gelu_tanh(g);
+      hb_[i] = a * hb2_[i];
     }
-    // w2 (dim, hidden) @ hb (hidden,) -> xb (dim,); residual into x
+    // w2 (dim, hidden) @ hb (hidden,) -> xb (dim,); gemma: rmsnorm of xb; residual into x
     matmul(xb_.data(), hb_.data(), w.w2.data(), hidden, dim);
+    if (!w.ffn_post_norm.empty())
+      rmsnorm(xb_.data(), xb_.data(), w.ffn_post_norm.data(), dim, p.rms_eps);
     for (int i = 0; i < dim; i++) x_[i] += xb_[i];
   }
 
-  // x (dim,) -> xb (dim,); wcls (vocab, dim) @ xb -> logits (vocab,)
+  // x (dim,) -> xb (dim,); wcls (vocab, dim) @ xb -> logits (vocab,), soft-capped (gemma2)
   rmsnorm(xb_.data(), x_.data(), final_norm_.data(), dim, p.rms_eps);
   matmul(logits_.data(), xb_.data(), wcls_.data(), dim, p.n_vocab);
+  if (p.final_softcap > 0)
+    for (float& v : logits_) v = softcap(v, p.final_softcap);
   return logits_;
 }
 

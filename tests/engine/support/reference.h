@@ -23,16 +23,20 @@ class transformer {
 
  private:
   struct layer {
-    std::vector<float> attn_norm;   // (dim,)
-    std::vector<float> wq;          // (n_head*head_dim, dim)
-    std::vector<float> wk;          // (kv_dim, dim)
-    std::vector<float> wv;          // (kv_dim, dim)
-    std::vector<float> bq, bk, bv;  // (n_head*head_dim,), (kv_dim,), (kv_dim,) or empty
-    std::vector<float> wo;          // (dim, n_head*head_dim)
-    std::vector<float> ffn_norm;    // (dim,)
-    std::vector<float> w1;          // gate (hidden, dim)
-    std::vector<float> w3;          // up (hidden, dim)
-    std::vector<float> w2;          // down (dim, hidden)
+    std::vector<float> attn_norm;       // (dim,)
+    std::vector<float> wq;              // (n_head*head_dim, dim)
+    std::vector<float> wk;              // (kv_dim, dim)
+    std::vector<float> wv;              // (kv_dim, dim)
+    std::vector<float> bq, bk, bv;      // (n_head*head_dim,), (kv_dim,), (kv_dim,) or empty
+    std::vector<float> q_norm;          // (head_dim,) or empty
+    std::vector<float> k_norm;          // (head_dim,) or empty
+    std::vector<float> wo;              // (dim, n_head*head_dim)
+    std::vector<float> attn_post_norm;  // (dim,) or empty
+    std::vector<float> ffn_norm;        // (dim,)
+    std::vector<float> w1;              // gate (hidden, dim)
+    std::vector<float> w3;              // up (hidden, dim)
+    std::vector<float> w2;              // down (dim, hidden)
+    std::vector<float> ffn_post_norm;   // (dim,) or empty
   };
 
   hparams hp_;
