@@ -1,4 +1,5 @@
-// rbee-engine: the engine's developer tool (generate, tokenize, bench, info, synth, quantize).
+// rbee-engine: the engine's developer tool (generate, tokenize, bench, info, synth, convert,
+// quantize).
 // Results go to stdout, logs to stderr; errors print one line and exit 1.
 #include <iostream>
 
@@ -84,6 +85,16 @@ int main(int argc, char** argv) {
   s->add_option("--seed", synth.seed, "Random seed")->capture_default_str();
   s->add_option("-t,--threads", synth.n_threads, "Threads, 0 = all");
 
+  tool::convert_options conv;
+  auto* cv = app.add_subcommand(
+      "convert", "Convert a Hugging Face checkpoint (config.json + safetensors) to GGUF");
+  cv->add_option("input", conv.input, "Directory with config.json and *.safetensors")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  cv->add_option("-o,--output", conv.output, "Output GGUF")->required();
+  cv->add_option("--type", conv.type, "f32, f16 or bf16")->capture_default_str();
+  cv->add_option("--vocab-from", conv.vocab_from, "Copy the tokenizer of this GGUF")->required();
+
   std::string q_in, q_out, q_type;
   int q_threads = 0;
   auto* q = app.add_subcommand("quantize", "Quantize a GGUF model (llama.cpp-compatible)");
@@ -106,6 +117,7 @@ int main(int argc, char** argv) {
     if (*b) return tool::bench(bench, std::cout, std::cerr);
     if (*i) return tool::info(info_model, std::cout);
     if (*s) return tool::synth(synth, std::cerr);
+    if (*cv) return tool::convert(conv, std::cerr);
     if (*q) return tool::quantize(q_in, q_out, q_type, q_threads, std::cerr);
   } catch (const rbee::engine::engine_error& e) {
     std::cerr << "error: " << rbee::engine::to_string(e.code) << ": " << e.what() << "\n";

@@ -70,6 +70,16 @@ struct synth_options {
 // Writes a random-weight model of an architecture and shape, streaming one tensor at a time.
 int synth(const synth_options& opts, std::ostream& log);
 
+struct convert_options {
+  std::string input;         // a directory with config.json and *.safetensors
+  std::string output;        // the GGUF to write
+  std::string type = "f16";  // f32 f16 bf16 for the matrices (vectors stay f32)
+  std::string vocab_from;    // GGUF whose tokenizer.* metadata to copy
+};
+// Converts a Hugging Face checkpoint of llama, mistral, qwen2, qwen3, gemma2 or gemma3 to GGUF
+// with llama.cpp's names and keys, streaming one tensor at a time.
+int convert(const convert_options& opts, std::ostream& log);
+
 // Re-quantizes a GGUF model (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k, f16) with
 // llama.cpp's type mix, streaming one tensor at a time.
 int quantize(const std::string& input, const std::string& output, const std::string& type,

@@ -1,0 +1,403 @@
+// `convert`: a Hugging Face checkpoint (config.json + *.safetensors) to a GGUF file with the
+// metadata keys and tensor names llama.cpp's converter writes, for llama, qwen2, qwen3,
+// gemma2 and gemma3. As llama.cpp does: llama's Q/K rows are reordered for its rotation of
+// adjacent pairs, and Gemma's norms (which multiply by 1 + w) are stored with the 1 added.
+// The tokenizer is copied from another GGUF (--vocab-from): reading tokenizer.json is not
+// part of this command.
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <regex>
+
+#include <fmt/format.h>
+#include <fmt/ostream.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/quant.h"
+#include "engine_tool/engine_tool.h"
+#include "gguf/gguf.h"
+
+namespace rbee::engine_tool {
+
+namespace {
+
+using engine::engine_error;
+using engine::error_code;
+using engine::tensor_type;
+using json = nlohmann::json;
+
+[[noreturn]] void fail(error_code code, const std::string& message) {
+  throw engine_error(code, message);
+}
+
+// One tensor of a safetensors file: dtype, shape (outermost first) and where its bytes are.
+struct safetensor {
+  std::string file;
+  std::string dtype;  // F32, F16, BF16
+  std::vector<int64_t> shape;
+  uint64_t offset = 0;  // from the start of the file
+  uint64_t n_bytes = 0;
+};
+
+// A safetensors header: 8 bytes of little-endian length, then that much JSON naming each
+// tensor's dtype, shape and [begin, end) within the data that follows.
+std::map<std::string, safetensor> read_safetensors_header(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(error_code::file_not_found, fmt::format("cannot read {}", path));
+  uint8_t len_bytes[8];
+  in.read(reinterpret_cast<char*>(len_bytes), 8);
+  uint64_t len = 0;
+  for (int i = 7; i >= 0; --i) len = len << 8 | len_bytes[i];
+  const uint64_t file_size = std::filesystem::file_size(path);
+  if (!in || len > file_size - 8 || len > (100u << 20))
+    fail(error_code::file_corrupt, fmt::format("{}: not a safetensors file", path));
+  std::string text(len, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(len));
+  json header;
+  try {
+    header = json::parse(text);
+  } catch (const json::exception& e) {
+    fail(error_code::file_corrupt, fmt::format("{}: bad safetensors header: {}", path, e.what()));
+  }
+  std::map<std::string, safetensor> out;
+  for (const auto& [name, v] : header.items()) {
+    if (name == "__metadata__") continue;
+    try {
+      safetensor t;
+      t.file = path;
+      t.dtype = v.at("dtype").get<std::string>();
+      t.shape = v.at("shape").get<std::vector<int64_t>>();
+      const auto begin = v.at("data_offsets").at(0).get<uint64_t>();
+      const auto end = v.at("data_offsets").at(1).get<uint64_t>();
+      t.offset = 8 + len + begin;
+      t.n_bytes = end - begin;
+      if (end < begin || t.offset + t.n_bytes > file_size)
+        fail(error_code::file_corrupt,
+             fmt::format("{}: tensor {} lies outside the file", path, name));
+      out.emplace(name, std::move(t));
+    } catch (const json::exception& e) {
+      fail(error_code::file_corrupt, fmt::format("{}: tensor {}: {}", path, name, e.what()));
+    }
+  }
+  return out;
+}
+
+int64_t n_elements(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// The tensor's values as floats, outermost dimension first.
+std::vector<float> read_values(const safetensor& t) {
+  const size_t element = t.dtype == "F32" ? 4 : 2;
+  const auto n = static_cast<size_t>(n_elements(t.shape));
+  if (t.n_bytes != n * element)
+    fail(error_code::file_corrupt,
+         fmt::format("{}: a tensor's size does not match its shape", t.file));
+  std::vector<uint8_t> raw(t.n_bytes);
+  std::ifstream in(t.file, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(t.offset));
+  in.read(reinterpret_cast<char*>(raw.data()), static_cast<std::streamsize>(raw.size()));
+  if (!in) fail(error_code::file_corrupt, fmt::format("{}: truncated tensor data", t.file));
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (t.dtype == "F32") {
+      std::memcpy(&v[i], raw.data() + 4 * i, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, raw.data() + 2 * i, 2);
+      v[i] = t.dtype == "F16" ? engine::fp16_to_fp32(h) : engine::bf16_to_fp32(h);
+    }
+  }
+  return v;
+}
+
+// What the converter needs to know of a family.
+struct family_rules {
+  std::string arch;
+  bool permute_qk;       // llama: rows of Q and K reordered for the rotation of adjacent pairs
+  bool norm_plus_one;    // gemma: norm weights stored as 1 + w
+  bool gemma_ffn_norms;  // gemma: pre/post feed-forward norms around the FFN
+};
+
+std::optional<family_rules> rules_of(const std::string& model_type) {
+  if (model_type == "llama" || model_type == "mistral")
+    return family_rules{"llama", true, false, false};
+  if (model_type == "qwen2") return family_rules{"qwen2", false, false, false};
+  if (model_type == "qwen3") return family_rules{"qwen3", false, false, false};
+  if (model_type == "gemma2") return family_rules{"gemma2", false, true, true};
+  if (model_type == "gemma3_text" || model_type == "gemma3")
+    return family_rules{"gemma3", false, true, true};
+  return std::nullopt;
+}
+
+// The GGUF name of a Hugging Face tensor name, or "" for tensors the GGUF does not keep.
+std::string gguf_name(const std::string& hf, const family_rules& r) {
+  static const std::regex layer_re(R"(model\.layers\.(\d+)\.(.+))");
+  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+  if (hf == "model.norm.weight") return "output_norm.weight";
+  if (hf == "lm_head.weight") return "output.weight";
+  std::smatch m;
+  if (!std::regex_match(hf, m, layer_re)) return "";
+  const std::string blk = "blk." + m[1].str() + ".";
+  static const std::map<std::string, std::string> common{
+      {"input_layernorm.weight", "attn_norm.weight"},
+      {"self_attn.q_proj.weight", "attn_q.weight"},
+      {"self_attn.k_proj.weight", "attn_k.weight"},
+      {"self_attn.v_proj.weight", "attn_v.weight"},
+      {"self_attn.q_proj.bias", "attn_q.bias"},
+      {"self_attn.k_proj.bias", "attn_k.bias"},
+      {"self_attn.v_proj.bias", "attn_v.bias"},
+      {"self_attn.o_proj.weight", "attn_output.weight"},
+      {"self_attn.q_norm.weight", "attn_q_norm.weight"},
+      {"self_attn.k_norm.weight", "attn_k_norm.weight"},
+      {"mlp.gate_proj.weight", "ffn_gate.weight"},
+      {"mlp.up_proj.weight", "ffn_up.weight"},
+      {"mlp.down_proj.weight", "ffn_down.weight"},
+  };
+  static const std::map<std::string, std::string> llama_norms{
+      {"post_attention_layernorm.weight", "ffn_norm.weight"}};
+  static const std::map<std::string, std::string> gemma_norms{
+      {"post_attention_layernorm.weight", "post_attention_norm.weight"},
+      {"pre_feedforward_layernorm.weight", "ffn_norm.weight"},
+      {"post_feedforward_layernorm.weight", "post_ffw_norm.weight"}};
+  const std::string rest = m[2].str();
+  if (auto it = common.find(rest); it != common.end()) return blk + it->second;
+  const auto& norms = r.gemma_ffn_norms ? gemma_norms : llama_norms;
+  if (auto it = norms.find(rest); it != norms.end()) return blk + it->second;
+  return "";
+}
+
+// Rows of a llama Q or K matrix (n_head heads of head_dim rows) from Hugging Face's order
+// (each head's first half of pairs, then the second) to GGUF's (pairs side by side).
+std::vector<float> permute_rows(const std::vector<float>& w, int64_t n_head, int64_t n_cols) {
+  const int64_t n_rows = static_cast<int64_t>(w.size()) / n_cols, head_dim = n_rows / n_head;
+  std::vector<float> out(w.size());
+  for (int64_t h = 0; h < n_head; ++h)
+    for (int64_t i = 0; i < head_dim / 2; ++i)
+      for (int64_t half = 0; half < 2; ++half) {
+        const int64_t src = h * head_dim + half * (head_dim / 2) + i;
+        const int64_t dst = h * head_dim + 2 * i + half;
+        std::copy_n(w.begin() + src * n_cols, n_cols, out.begin() + dst * n_cols);
+      }
+  return out;
+}
+
+// The text model's config: gemma3's multimodal checkpoints nest it in text_config.
+json text_config(const json& config) {
+  if (config.contains("text_config") && config.at("text_config").is_object()) {
+    json text = config.at("text_config");
+    if (!text.contains("model_type")) text["model_type"] = "gemma3_text";
+    return text;
+  }
+  return config;
+}
+
+template <class T>
+T config_value(const json& c, const std::string& key) {
+  if (!c.contains(key) || c.at(key).is_null())
+    fail(error_code::invalid_argument, fmt::format("config.json has no {}", key));
+  try {
+    return c.at(key).get<T>();
+  } catch (const json::exception&) {
+    fail(error_code::invalid_argument, fmt::format("config.json: {} has the wrong type", key));
+  }
+}
+
+template <class T>
+T config_value_or(const json& c, const std::string& key, T fallback) {
+  return c.contains(key) && !c.at(key).is_null() ? config_value<T>(c, key) : fallback;
+}
+
+// Newer configs list each layer's attention; the engine (as llama.cpp) derives it from the
+// family's pattern: layer l slides when l % pattern < pattern - 1.
+void check_layer_types(const json& c, uint32_t n_layer, uint32_t pattern) {
+  if (!c.contains("layer_types") || c.at("layer_types").is_null()) return;
+  const auto types = config_value<std::vector<std::string>>(c, "layer_types");
+  for (uint32_t l = 0; l < std::min<size_t>(n_layer, types.size()); ++l) {
+    const bool slides = l % pattern < pattern - 1;
+    if (types[l] != (slides ? "sliding_attention" : "full_attention"))
+      fail(error_code::unsupported_architecture,
+           fmt::format("config.json: layer_types[{}] = '{}' differs from the family's pattern "
+                       "(every {}th layer global)",
+                       l, types[l], pattern));
+  }
+}
+
+// The hyperparameters as llama.cpp's converter writes them; refuses what the engine would
+// compute differently from the checkpoint.
+void write_hyperparameters(gguf::writer& w, const json& c, const family_rules& r) {
+  const auto key = [&](std::string_view suffix) { return fmt::format("{}.{}", r.arch, suffix); };
+  const auto n_embd = config_value<uint32_t>(c, "hidden_size");
+  const auto n_layer = config_value<uint32_t>(c, "num_hidden_layers");
+  const auto n_head = config_value<uint32_t>(c, "num_attention_heads");
+  if (n_head == 0) fail(error_code::invalid_argument, "config.json: num_attention_heads is 0");
+  const auto head_dim = config_value_or<uint32_t>(c, "head_dim", n_embd / n_head);
+  w.set_uint32(key("context_length"),
+               config_value_or<uint32_t>(c, "max_position_embeddings", 2048));
+  w.set_uint32(key("embedding_length"), n_embd);
+  w.set_uint32(key("block_count"), n_layer);
+  w.set_uint32(key("feed_forward_length"), config_value<uint32_t>(c, "intermediate_size"));
+  w.set_uint32(key("attention.head_count"), n_head);
+  w.set_uint32(key("attention.head_count_kv"),
+               config_value_or<uint32_t>(c, "num_key_value_heads", n_head));
+  w.set_uint32(key("attention.key_length"), head_dim);
+  w.set_uint32(key("attention.value_length"), head_dim);
+  w.set_uint32(key("rope.dimension_count"), head_dim);
+  w.set_float32(key("rope.freq_base"), config_value_or<float>(c, "rope_theta", 10000.0f));
+  w.set_float32(key("attention.layer_norm_rms_epsilon"), config_value<float>(c, "rms_norm_eps"));
+  w.set_uint32(key("vocab_size"), config_value<uint32_t>(c, "vocab_size"));
+  if (c.contains("rope_scaling") && c.at("rope_scaling").is_object()) {
+    const json& s = c.at("rope_scaling");
+    const std::string type = s.value("rope_type", s.value("type", std::string("none")));
+    if (type == "linear") {
+      w.set_string(key("rope.scaling.type"), "linear");
+      w.set_float32(key("rope.scaling.factor"), config_value<float>(s, "factor"));
+    } else if (type != "default") {
+      fail(error_code::unsupported_architecture,
+           fmt::format("config.json: rope_scaling type '{}' is not supported (linear)", type));
+    }
+  }
+  if (r.arch == "gemma2" || r.arch == "gemma3") {
+    // The engine scales queries as llama.cpp does: by the head size, or by n_embd / n_head
+    // for the 27B models (told by their layer count).
+    const uint32_t layers_of_27b = r.arch == "gemma2" ? 46 : 62;
+    const uint32_t expected = n_layer == layers_of_27b ? n_embd / n_head : head_dim;
+    const auto scalar = config_value_or<uint32_t>(c, "query_pre_attn_scalar", expected);
+    if (scalar != expected)
+      fail(error_code::unsupported_architecture,
+           fmt::format("config.json: query_pre_attn_scalar {} is not supported (the engine uses {} "
+                       "for this shape)",
+                       scalar, expected));
+    const auto window = config_value_or<uint32_t>(c, "sliding_window", 0);
+    if (window > 0) w.set_uint32(key("attention.sliding_window"), window);
+    check_layer_types(c, n_layer, r.arch == "gemma2" ? 2 : 6);
+  }
+  if (r.arch == "gemma2") {
+    w.set_float32(key("attn_logit_softcapping"),
+                  config_value_or<float>(c, "attn_logit_softcapping", 50.0f));
+    w.set_float32(key("final_logit_softcapping"),
+                  config_value_or<float>(c, "final_logit_softcapping", 30.0f));
+  }
+  if (r.arch == "gemma3") {
+    const float cap = config_value_or<float>(c, "final_logit_softcapping", 0.0f);
+    if (cap > 0) w.set_float32(key("final_logit_softcapping"), cap);
+    if (config_value_or<float>(c, "attn_logit_softcapping", 0.0f) > 0)
+      fail(error_code::unsupported_architecture,
+           "config.json: gemma3 with attn_logit_softcapping is not supported");
+    if (config_value_or<float>(c, "rope_local_base_freq", 10000.0f) != 10000.0f)
+      fail(error_code::unsupported_architecture,
+           "config.json: gemma3's rope_local_base_freq must be 10000 (llama.cpp's fixed value)");
+  }
+  if (r.arch == "qwen2" || r.arch == "qwen3") {
+    if (config_value_or<bool>(c, "use_sliding_window", false))
+      fail(error_code::unsupported_architecture,
+           "config.json: use_sliding_window is not supported for qwen");
+  }
+}
+
+std::vector<std::string> safetensors_files(const std::string& dir) {
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  if (files.empty()) fail(error_code::file_not_found, fmt::format("no *.safetensors in {}", dir));
+  return files;
+}
+
+}  // namespace
+
+int convert(const convert_options& opts, std::ostream& log) {
+  if (opts.output.empty()) fail(error_code::invalid_argument, "convert needs -o OUT");
+  if (opts.vocab_from.empty())
+    fail(error_code::invalid_argument, "convert needs --vocab-from GGUF (the tokenizer to copy)");
+  std::optional<tensor_type> out_type;
+  if (opts.type == "f32") out_type = tensor_type::f32;
+  if (opts.type == "f16") out_type = tensor_type::f16;
+  if (opts.type == "bf16") out_type = tensor_type::bf16;
+  if (!out_type)
+    fail(error_code::invalid_argument,
+         fmt::format("unknown type '{}' (f32, f16, bf16)", opts.type));
+  const std::string config_path = opts.input + "/config.json";
+  std::ifstream config_in(config_path);
+  if (!config_in) fail(error_code::file_not_found, fmt::format("cannot read {}", config_path));
+  json config;
+  try {
+    config = text_config(json::parse(config_in));
+  } catch (const json::exception& e) {
+    fail(error_code::invalid_argument, fmt::format("{}: {}", config_path, e.what()));
+  }
+  const auto model_type = config_value<std::string>(config, "model_type");
+  const auto rules = rules_of(model_type);
+  if (!rules)
+    fail(error_code::unsupported_architecture,
+         fmt::format("model_type '{}' is not supported (llama, mistral, qwen2, qwen3, gemma2, "
+                     "gemma3)",
+                     model_type));
+
+  gguf::writer w;
+  w.set_string("general.architecture", rules->arch);
+  w.set_string("general.name", std::filesystem::path(opts.input).filename().string());
+  static const std::map<tensor_type, uint32_t> file_types{
+      {tensor_type::f32, 0}, {tensor_type::f16, 1}, {tensor_type::bf16, 32}};
+  w.set_uint32("general.file_type", file_types.at(*out_type));
+  write_hyperparameters(w, config, *rules);
+  const auto vocab = gguf::file::open(opts.vocab_from);
+  for (const auto& e : vocab.metadata())
+    if (e.key.starts_with("tokenizer.")) w.set(e);
+
+  std::map<std::string, safetensor> tensors;
+  for (const auto& f : safetensors_files(opts.input))
+    for (auto& [name, t] : read_safetensors_header(f)) {
+      // gemma3's multimodal checkpoints keep the text model under language_model.
+      std::string hf = name;
+      if (hf.starts_with("language_model.")) hf = hf.substr(std::strlen("language_model."));
+      tensors.insert_or_assign(hf, std::move(t));
+    }
+  const auto n_head = config_value<int64_t>(config, "num_attention_heads");
+  const auto n_head_kv = config_value_or<int64_t>(config, "num_key_value_heads", n_head);
+  int n_written = 0;
+  for (const auto& [hf, t] : tensors) {
+    const std::string name = gguf_name(hf, *rules);
+    if (name.empty()) {
+      fmt::print(log, "skipping {}\n", hf);
+      continue;
+    }
+    if (t.dtype != "F32" && t.dtype != "F16" && t.dtype != "BF16")
+      fail(error_code::unsupported_tensor_type,
+           fmt::format("tensor {} has dtype {} (F32, F16, BF16)", hf, t.dtype));
+    if (t.shape.empty() || t.shape.size() > 2)
+      fail(error_code::file_corrupt, fmt::format("tensor {} is not 1-D or 2-D", hf));
+    // GGUF shapes list the contiguous dimension first; vectors stay f32 (the engine reads
+    // norms and biases as floats).
+    std::vector<int64_t> shape(t.shape.rbegin(), t.shape.rend());
+    const tensor_type type = shape.size() == 1 ? tensor_type::f32 : *out_type;
+    const bool is_norm = name.ends_with("norm.weight");
+    const int64_t heads = name.ends_with("attn_q.weight") ? n_head : n_head_kv;
+    const bool permute =
+        rules->permute_qk && (name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight"));
+    const auto r = *rules;
+    w.add_tensor_lazy(
+        name, type, shape, [t, shape, type, is_norm, heads, permute, r](std::span<uint8_t> out) {
+          std::vector<float> v = read_values(t);
+          if (r.norm_plus_one && is_norm)
+            for (float& x : v) x += 1.0f;
+          if (permute) v = permute_rows(v, heads, shape[0]);
+          const int64_t n_cols = shape[0], n_rows = n_elements(shape) / n_cols;
+          const size_t row_bytes = engine::row_size(type, n_cols);
+          for (int64_t row = 0; row < n_rows; ++row)
+            engine::quantize_row(type, v.data() + row * n_cols,
+                                 out.data() + static_cast<size_t>(row) * row_bytes, n_cols);
+        });
+    ++n_written;
+  }
+  w.write(opts.output);
+  fmt::print(log, "wrote {} ({}, {} tensors, {})\n", opts.output, rules->arch, n_written,
+             opts.type);
+  return 0;
+}
+
+}  // namespace rbee::engine_tool

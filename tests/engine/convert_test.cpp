@@ -1,0 +1,217 @@
+// `rbee-engine convert` reads a Hugging Face checkpoint back into the GGUF it came from: each
+// synth model is written out as config.json + model.safetensors the way transformers saves
+// it (Q/K rows in Hugging Face's order for llama, Gemma's norms without their + 1), and the
+// conversion must give back the same tensors, bytes for bytes, and the same hyperparameters.
+// The independent check against transformers itself is tests/engine/oracle (GPU machine).
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/quant.h"
+#include "engine_tool/engine_tool.h"
+#include "gguf/gguf.h"
+
+namespace rbee::engine {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path temp_path(const std::string& name) {
+  return fs::temp_directory_path() /
+         ("rbee-convert-test-" + std::to_string(::getpid()) + "-" + name);
+}
+
+std::string synth_model(const std::string& arch) {
+  const auto path = temp_path(arch + ".gguf");
+  engine_tool::synth_options opts;
+  opts.arch = arch;
+  opts.output = path.string();
+  opts.n_threads = 1;
+  std::ostringstream log;
+  engine_tool::synth(opts, log);
+  return path.string();
+}
+
+// The Hugging Face name of a GGUF tensor (the converter's table, inverted by hand).
+std::string hf_name(const std::string& gguf, bool gemma) {
+  if (gguf == "token_embd.weight") return "model.embed_tokens.weight";
+  if (gguf == "output_norm.weight") return "model.norm.weight";
+  if (gguf == "output.weight") return "lm_head.weight";
+  const auto dot = gguf.find('.', 4);
+  const std::string layer = gguf.substr(4, dot - 4), rest = gguf.substr(dot + 1);
+  const std::map<std::string, std::string> names{
+      {"attn_norm.weight", "input_layernorm.weight"},
+      {"attn_q.weight", "self_attn.q_proj.weight"},
+      {"attn_k.weight", "self_attn.k_proj.weight"},
+      {"attn_v.weight", "self_attn.v_proj.weight"},
+      {"attn_q.bias", "self_attn.q_proj.bias"},
+      {"attn_k.bias", "self_attn.k_proj.bias"},
+      {"attn_v.bias", "self_attn.v_proj.bias"},
+      {"attn_output.weight", "self_attn.o_proj.weight"},
+      {"attn_q_norm.weight", "self_attn.q_norm.weight"},
+      {"attn_k_norm.weight", "self_attn.k_norm.weight"},
+      {"post_attention_norm.weight", "post_attention_layernorm.weight"},
+      {"ffn_norm.weight",
+       gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"},
+      {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"},
+      {"ffn_gate.weight", "mlp.gate_proj.weight"},
+      {"ffn_up.weight", "mlp.up_proj.weight"},
+      {"ffn_down.weight", "mlp.down_proj.weight"},
+  };
+  return "model.layers." + layer + "." + names.at(rest);
+}
+
+std::vector<float> values_of(const gguf::tensor_info& t) {
+  const int64_t n_cols = t.shape[0], n_rows = t.n_elements() / n_cols;
+  std::vector<float> v(static_cast<size_t>(t.n_elements()));
+  const size_t row_bytes = row_size(t.type, n_cols);
+  for (int64_t r = 0; r < n_rows; ++r)
+    dequantize_row_reference(t.type, t.data + static_cast<size_t>(r) * row_bytes,
+                             v.data() + r * n_cols, n_cols);
+  return v;
+}
+
+// GGUF's llama Q/K rows (pairs side by side) in Hugging Face's order (halves).
+std::vector<float> unpermute_rows(const std::vector<float>& w, int64_t n_head, int64_t n_cols) {
+  const int64_t head_dim = static_cast<int64_t>(w.size()) / n_cols / n_head;
+  std::vector<float> out(w.size());
+  for (int64_t h = 0; h < n_head; ++h)
+    for (int64_t i = 0; i < head_dim / 2; ++i)
+      for (int64_t half = 0; half < 2; ++half)
+        std::copy_n(w.begin() + (h * head_dim + 2 * i + half) * n_cols, n_cols,
+                    out.begin() + (h * head_dim + half * (head_dim / 2) + i) * n_cols);
+  return out;
+}
+
+// Writes `src` as a transformers checkpoint (F32 safetensors) into `dir`.
+void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& dir) {
+  const bool gemma = hp.architecture.starts_with("gemma");
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  for (const auto& t : src.tensors()) {
+    std::vector<float> v = values_of(t);
+    if (gemma && t.name.ends_with("norm.weight"))
+      for (float& x : v) x -= 1.0f;
+    if (hp.architecture == "llama" && t.name.ends_with("attn_q.weight"))
+      v = unpermute_rows(v, hp.n_head, t.shape[0]);
+    if (hp.architecture == "llama" && t.name.ends_with("attn_k.weight"))
+      v = unpermute_rows(v, hp.n_head_kv, t.shape[0]);
+    const size_t begin = data.size();
+    data.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+    header[hf_name(t.name, gemma)] = {
+        {"dtype", "F32"},
+        {"shape", std::vector<int64_t>(t.shape.rbegin(), t.shape.rend())},
+        {"data_offsets", {begin, data.size()}}};
+  }
+  const std::string text = header.dump();
+  std::ofstream out(dir / "model.safetensors", std::ios::binary);
+  uint64_t len = text.size();
+  for (int i = 0; i < 8; ++i) out.put(static_cast<char>(len >> (8 * i)));
+  out << text << data;
+
+  nlohmann::json config{{"model_type", hp.architecture},
+                        {"hidden_size", hp.n_embd},
+                        {"num_hidden_layers", hp.n_layer},
+                        {"num_attention_heads", hp.n_head},
+                        {"num_key_value_heads", hp.n_head_kv},
+                        {"head_dim", hp.head_dim},
+                        {"intermediate_size", hp.n_ff},
+                        {"max_position_embeddings", hp.n_ctx_train},
+                        {"rope_theta", hp.rope_freq_base},
+                        {"rms_norm_eps", hp.rms_eps},
+                        {"vocab_size", hp.n_vocab}};
+  if (gemma) {
+    config["sliding_window"] = hp.n_swa;
+    config["query_pre_attn_scalar"] = hp.head_dim;
+  }
+  if (hp.architecture == "gemma2") {
+    config["attn_logit_softcapping"] = hp.attn_softcap;
+    config["final_logit_softcapping"] = hp.final_softcap;
+  }
+  std::ofstream(dir / "config.json") << config.dump(2);
+}
+
+class convert_round_trip : public testing::TestWithParam<std::string> {};
+
+TEST_P(convert_round_trip, gives_back_the_synth_model) {
+  const std::string original = synth_model(GetParam());
+  const auto src = gguf::file::open(original);
+  const hparams hp = read_hparams(src);
+  const fs::path dir = temp_path(GetParam() + "-hf");
+  fs::create_directories(dir);
+  write_checkpoint(src, hp, dir);
+
+  engine_tool::convert_options opts;
+  opts.input = dir.string();
+  opts.output = temp_path(GetParam() + "-converted.gguf").string();
+  opts.type = "f16";
+  opts.vocab_from = original;
+  std::ostringstream log;
+  ASSERT_EQ(engine_tool::convert(opts, log), 0) << log.str();
+
+  const auto converted = gguf::file::open(opts.output);
+  ASSERT_EQ(converted.tensors().size(), src.tensors().size());
+  for (const auto& t : src.tensors()) {
+    const gguf::tensor_info* c = converted.find_tensor(t.name);
+    ASSERT_NE(c, nullptr) << t.name;
+    EXPECT_EQ(c->type, t.type) << t.name;
+    EXPECT_EQ(c->shape, t.shape) << t.name;
+    EXPECT_EQ(std::memcmp(c->data, t.data, t.n_bytes), 0) << t.name;
+  }
+  const hparams back = read_hparams(converted);
+  EXPECT_EQ(back.head_dim, hp.head_dim);
+  EXPECT_EQ(back.n_swa, hp.n_swa);
+  EXPECT_EQ(back.attn_softcap, hp.attn_softcap);
+  EXPECT_EQ(back.final_softcap, hp.final_softcap);
+  EXPECT_EQ(back.rope_freq_base, hp.rope_freq_base);
+  EXPECT_EQ(back.rms_eps, hp.rms_eps);
+  fs::remove_all(dir);
+  fs::remove(opts.output);
+  fs::remove(original);
+}
+
+INSTANTIATE_TEST_SUITE_P(synth_tiny, convert_round_trip,
+                         testing::Values("llama", "qwen2", "qwen3", "gemma2", "gemma3"));
+
+TEST(convert, refuses_what_the_engine_would_compute_differently) {
+  const fs::path dir = temp_path("bad-hf");
+  fs::create_directories(dir);
+  const std::string vocab = synth_model("llama");
+  engine_tool::convert_options opts;
+  opts.input = dir.string();
+  opts.output = temp_path("bad.gguf").string();
+  opts.vocab_from = vocab;
+  std::ostringstream log;
+  const auto code_of = [&](const nlohmann::json& config) -> std::optional<error_code> {
+    std::ofstream(dir / "config.json") << config.dump();
+    try {
+      engine_tool::convert(opts, log);
+    } catch (const engine_error& e) {
+      return e.code;
+    }
+    return std::nullopt;
+  };
+  nlohmann::json gemma{
+      {"model_type", "gemma2"},   {"hidden_size", 256}, {"num_hidden_layers", 4},
+      {"num_attention_heads", 4}, {"head_dim", 64},     {"intermediate_size", 512},
+      {"rms_norm_eps", 1e-6},     {"vocab_size", 512},  {"query_pre_attn_scalar", 256}};
+  EXPECT_EQ(code_of(gemma), error_code::unsupported_architecture);
+  EXPECT_EQ(code_of({{"model_type", "mamba"}}), error_code::unsupported_architecture);
+  gemma["query_pre_attn_scalar"] = 64;
+  EXPECT_EQ(code_of(gemma), error_code::file_not_found);  // no *.safetensors
+  fs::remove_all(dir);
+  fs::remove(vocab);
+}
+
+}  // namespace
+}  // namespace rbee::engine
