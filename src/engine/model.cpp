@@ -110,7 +110,7 @@ namespace {
 
 bool is_supported(const std::string& arch) {
   return arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "gemma2" ||
-         arch == "gemma3";
+         arch == "gemma3" || arch == "phi3";
 }
 
 float positive_float(const meta& m, const std::string& key, double fallback) {
@@ -126,6 +126,14 @@ void read_family(const meta& m, hparams& hp) {
   hp.has_qkv_bias = arch == "qwen2";
   hp.has_qk_norm = arch == "qwen3" || arch == "gemma3";
   hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
+  if (arch == "phi3") {
+    // llama.cpp turns Phi's sliding window off (its converters do not say which layers
+    // slide); so does rbee.
+    hp.n_ctx_orig = int_in_range(m.get_uint(m.key("rope.scaling.original_context_length"),
+                                            static_cast<uint64_t>(hp.n_ctx_train)),
+                                 m.key("rope.scaling.original_context_length"), 1, 1u << 24);
+    hp.rope_attn_factor = positive_float(m, m.key("rope.scaling.attn_factor"), 1.0);
+  }
   if (arch != "gemma2" && arch != "gemma3") return;
   hp.has_post_norms = true;
   hp.ffn_act = ffn_activation::gelu_tanh;
@@ -327,9 +335,13 @@ void load_weights(model& m) {
     layer_weights& l = m.layers[static_cast<size_t>(i)];
     const auto n = [i](const char* s) { return str("blk.", i, ".", s); };
     entries.push_back({&l.attn_norm, n("attn_norm.weight"), {d}, true, i});
-    entries.push_back({&l.wq, n("attn_q.weight"), {d, nq}, true, i});
-    entries.push_back({&l.wk, n("attn_k.weight"), {d, nkv}, true, i});
-    entries.push_back({&l.wv, n("attn_v.weight"), {d, nkv}, true, i});
+    if (hp.architecture == "phi3" && f.find_tensor(n("attn_qkv.weight"))) {
+      entries.push_back({&l.attn_qkv_fused, n("attn_qkv.weight"), {d, nq + 2 * nkv}, true, i});
+    } else {
+      entries.push_back({&l.wq, n("attn_q.weight"), {d, nq}, true, i});
+      entries.push_back({&l.wk, n("attn_k.weight"), {d, nkv}, true, i});
+      entries.push_back({&l.wv, n("attn_v.weight"), {d, nkv}, true, i});
+    }
     if (hp.has_qkv_bias) {
       entries.push_back({&l.bq, n("attn_q.bias"), {nq}, true, i});
       entries.push_back({&l.bk, n("attn_k.bias"), {nkv}, true, i});
@@ -343,15 +355,24 @@ void load_weights(model& m) {
     if (hp.has_post_norms)
       entries.push_back({&l.attn_post_norm, n("post_attention_norm.weight"), {d}, true, i});
     entries.push_back({&l.ffn_norm, n("ffn_norm.weight"), {d}, true, i});
-    entries.push_back({&l.ffn_gate, n("ffn_gate.weight"), {d, hp.n_ff}, true, i});
-    entries.push_back({&l.ffn_up, n("ffn_up.weight"), {d, hp.n_ff}, true, i});
+    if (hp.architecture == "phi3") {
+      entries.push_back({&l.ffn_gate_up_fused, n("ffn_up.weight"), {d, 2 * hp.n_ff}, true, i});
+    } else {
+      entries.push_back({&l.ffn_gate, n("ffn_gate.weight"), {d, hp.n_ff}, true, i});
+      entries.push_back({&l.ffn_up, n("ffn_up.weight"), {d, hp.n_ff}, true, i});
+    }
     entries.push_back({&l.ffn_down, n("ffn_down.weight"), {hp.n_ff, d}, true, i});
     if (hp.has_post_norms)
       entries.push_back({&l.ffn_post_norm, n("post_ffw_norm.weight"), {d}, true, i});
   }
   entries.push_back({&m.output_norm, "output_norm.weight", {d}, true, -1});
   entries.push_back({&m.output, "output.weight", {d, hp.n_vocab}, false, -1});
-  entries.push_back({&m.rope_freqs, "rope_freqs.weight", {hp.n_rot / 2}, false, -1});
+  if (hp.architecture == "phi3") {
+    entries.push_back({&m.rope_freqs, "rope_factors_short.weight", {hp.n_rot / 2}, false, -1});
+    entries.push_back({&m.rope_freqs_long, "rope_factors_long.weight", {hp.n_rot / 2}, false, -1});
+  } else {
+    entries.push_back({&m.rope_freqs, "rope_freqs.weight", {hp.n_rot / 2}, false, -1});
+  }
 
   for (auto& e : entries) {
     *e.w = get_weight(f, e.name, e.shape, e.required);
@@ -362,6 +383,24 @@ void load_weights(model& m) {
           str("tensor ", e.name, " has type ", to_string(e.w->type), ", expected f32"));
   }
   if (!m.output) m.output = m.tok_embd;  // tied embeddings
+  // Row ranges of phi3's fused matrices (rows of any type are independent).
+  const auto rows = [](const weight& w, int64_t first, int64_t n) {
+    weight part = w;
+    part.data = w.row(first);
+    part.n_rows = n;
+    return part;
+  };
+  for (auto& l : m.layers) {
+    if (l.attn_qkv_fused) {
+      l.wq = rows(l.attn_qkv_fused, 0, nq);
+      l.wk = rows(l.attn_qkv_fused, nq, nkv);
+      l.wv = rows(l.attn_qkv_fused, nq + nkv, nkv);
+    }
+    if (l.ffn_gate_up_fused) {
+      l.ffn_gate = rows(l.ffn_gate_up_fused, 0, hp.n_ff);
+      l.ffn_up = rows(l.ffn_gate_up_fused, hp.n_ff, hp.n_ff);
+    }
+  }
 
   for (const auto& e : entries) m.weight_slots.push_back({e.w, e.layer});
 }
@@ -385,6 +424,12 @@ model_ptr open_model(const std::string& path, int n_threads) {
                        str("tokenizer has ", m->vocab->n_tokens(),
                            " tokens but token_embd.weight has ", m->hp.n_vocab, " rows"));
   return m;
+}
+
+const float* rope_factors_for(const hparams& hp, const weight& rope_freqs,
+                              const weight& rope_freqs_long, int n_ctx) {
+  const weight& w = rope_freqs_long && n_ctx > hp.n_ctx_orig ? rope_freqs_long : rope_freqs;
+  return reinterpret_cast<const float*>(w.data);
 }
 
 std::vector<double> rope_inverse_frequencies(const hparams& hp, const float* factors, int set) {

@@ -78,6 +78,11 @@ struct hparams {
   // (gemma2: every even layer; gemma3: five of every six). 0: no layer slides.
   int n_swa = 0;
   int swa_pattern = 0;
+  // phi3's LongRoPE: contexts longer than n_ctx_orig rotate with rope_factors_long, others
+  // with rope_factors_short; cos and sin are multiplied by rope_attn_factor (so the scores by
+  // its square).
+  int n_ctx_orig = 0;
+  float rope_attn_factor = 1.0f;
   // gemma3's sliding layers rotate with their own base (the global ones with rope_freq_base).
   bool swa_has_own_rope = false;
   rope_params rope_swa;
@@ -106,6 +111,9 @@ struct layer_weights {
   weight attn_post_norm;            // gemma2/3 post_attention_norm
   weight ffn_norm, ffn_gate, ffn_up, ffn_down;
   weight ffn_post_norm;  // gemma2/3 post_ffw_norm
+  // phi3 stores q|k|v and gate|up as one matrix each (attn_qkv, ffn_up); wq, wk, wv,
+  // ffn_gate and ffn_up are then row ranges of these.
+  weight attn_qkv_fused, ffn_gate_up_fused;
 };
 
 // A weight of the model in the order it was read, with its layer (-1 outside the blocks).
@@ -123,7 +131,8 @@ std::string str(const Args&... args) {
 }
 
 // The architectures this engine runs, for error messages.
-inline constexpr std::string_view supported_architectures = "llama, qwen2, qwen3, gemma2, gemma3";
+inline constexpr std::string_view supported_architectures =
+    "llama, qwen2, qwen3, gemma2, gemma3, phi3";
 
 // Reads and validates the hyperparameters; engine_error(unsupported_architecture) or
 // engine_error(file_corrupt) naming the key.
@@ -143,6 +152,11 @@ model_info read_info(const gguf::file& file, const std::string& path);
 // hparams::rope_set of the layers it serves (the factors belong to set 0 only).
 std::vector<double> rope_inverse_frequencies(const hparams& hp, const float* factors, int set = 0);
 
+// The frequency factors of a context of n_ctx positions per sequence: phi3's long factors
+// beyond its original context, else rope_freqs (null when the model has none).
+const float* rope_factors_for(const hparams& hp, const weight& rope_freqs,
+                              const weight& rope_freqs_long, int n_ctx);
+
 // Opens a GGUF file and reads what every backend needs: hyperparameters, info, weight views
 // and the vocabulary (no weight data touched, no backend yet). engine_error as model_load.
 // n_threads 0 means one per physical core.
@@ -159,7 +173,8 @@ struct rbee::engine::model {
   hparams hp;
   int n_threads = 1;
   weight tok_embd, output_norm, output;
-  weight rope_freqs;  // optional per-dimension frequency factors (Llama 3.1)
+  weight rope_freqs;       // optional per-dimension frequency factors (Llama 3.1; phi3's short)
+  weight rope_freqs_long;  // phi3's factors for contexts beyond hparams::n_ctx_orig
   std::vector<layer_weights> layers;
   std::vector<weight_slot> weight_slots;  // every weight above, in load order
   std::unique_ptr<engine::vocab> vocab;

@@ -4,6 +4,7 @@
 // adjacent pairs, and Gemma's norms (which multiply by 1 + w) are stored with the 1 added.
 // The tokenizer is copied from another GGUF (--vocab-from): reading tokenizer.json is not
 // part of this command.
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -127,6 +128,7 @@ std::optional<family_rules> rules_of(const std::string& model_type) {
   if (model_type == "llama" || model_type == "mistral")
     return family_rules{"llama", true, false, false};
   if (model_type == "qwen2") return family_rules{"qwen2", false, false, false};
+  if (model_type == "phi3") return family_rules{"phi3", false, false, false};
   if (model_type == "qwen3") return family_rules{"qwen3", false, false, false};
   if (model_type == "gemma2") return family_rules{"gemma2", false, true, true};
   if (model_type == "gemma3_text" || model_type == "gemma3")
@@ -157,6 +159,8 @@ std::string gguf_name(const std::string& hf, const family_rules& r) {
       {"mlp.gate_proj.weight", "ffn_gate.weight"},
       {"mlp.up_proj.weight", "ffn_up.weight"},
       {"mlp.down_proj.weight", "ffn_down.weight"},
+      {"self_attn.qkv_proj.weight", "attn_qkv.weight"},  // phi3: q|k|v rows
+      {"mlp.gate_up_proj.weight", "ffn_up.weight"},      // phi3: gate|up rows
   };
   static const std::map<std::string, std::string> llama_norms{
       {"post_attention_layernorm.weight", "ffn_norm.weight"}};
@@ -246,14 +250,19 @@ void write_hyperparameters(gguf::writer& w, const json& c, const family_rules& r
                config_value_or<uint32_t>(c, "num_key_value_heads", n_head));
   w.set_uint32(key("attention.key_length"), head_dim);
   w.set_uint32(key("attention.value_length"), head_dim);
-  w.set_uint32(key("rope.dimension_count"), head_dim);
+  // Phi-4-mini rotates only part of each head.
+  const auto rotated = static_cast<uint32_t>(
+      static_cast<double>(head_dim) * config_value_or<double>(c, "partial_rotary_factor", 1.0));
+  w.set_uint32(key("rope.dimension_count"), rotated);
   w.set_float32(key("rope.freq_base"), config_value_or<float>(c, "rope_theta", 10000.0f));
   w.set_float32(key("attention.layer_norm_rms_epsilon"), config_value<float>(c, "rms_norm_eps"));
   w.set_uint32(key("vocab_size"), config_value<uint32_t>(c, "vocab_size"));
   if (c.contains("rope_scaling") && c.at("rope_scaling").is_object()) {
     const json& s = c.at("rope_scaling");
     const std::string type = s.value("rope_type", s.value("type", std::string("none")));
-    if (type == "linear") {
+    if (r.arch == "phi3" && (type == "longrope" || type == "su")) {
+      // The factors are tensors (write_longrope).
+    } else if (type == "linear") {
       w.set_string(key("rope.scaling.type"), "linear");
       w.set_float32(key("rope.scaling.factor"), config_value<float>(s, "factor"));
     } else if (type != "default") {
@@ -299,6 +308,37 @@ void write_hyperparameters(gguf::writer& w, const json& c, const family_rules& r
   }
 }
 
+// phi3's LongRoPE as llama.cpp's converter writes it: the original context, the factor of cos
+// and sin (sqrt(1 + ln(scale) / ln(original)) for a context `scale` times the original) and the
+// long and short factors as tensors.
+void write_longrope(gguf::writer& w, const json& c) {
+  if (!c.contains("rope_scaling") || !c.at("rope_scaling").is_object()) return;
+  const json& s = c.at("rope_scaling");
+  const auto n_embd = config_value<uint32_t>(c, "hidden_size");
+  const auto n_head = config_value<uint32_t>(c, "num_attention_heads");
+  const auto head_dim = config_value_or<uint32_t>(c, "head_dim", n_embd / n_head);
+  const auto rotated = static_cast<size_t>(
+      static_cast<double>(head_dim) * config_value_or<double>(c, "partial_rotary_factor", 1.0));
+  const auto max_ctx = config_value<double>(c, "max_position_embeddings");
+  const auto original = config_value<double>(c, "original_max_position_embeddings");
+  const double scale = max_ctx / original;
+  const double attn_factor =
+      scale > 1.0 ? std::sqrt(1.0 + std::log(scale) / std::log(original)) : 1.0;
+  w.set_uint32("phi3.rope.scaling.original_context_length", static_cast<uint32_t>(original));
+  w.set_float32("phi3.rope.scaling.attn_factor", static_cast<float>(attn_factor));
+  for (const char* which : {"long", "short"}) {
+    const auto factors = config_value<std::vector<float>>(s, std::string(which) + "_factor");
+    if (factors.size() != rotated / 2)
+      fail(error_code::invalid_argument,
+           fmt::format("config.json: rope_scaling.{}_factor has {} values, expected {}", which,
+                       factors.size(), rotated / 2));
+    w.add_tensor(
+        fmt::format("rope_factors_{}.weight", which), tensor_type::f32,
+        {static_cast<int64_t>(factors.size())},
+        {reinterpret_cast<const uint8_t*>(factors.data()), factors.size() * sizeof(float)});
+  }
+}
+
 std::vector<std::string> safetensors_files(const std::string& dir) {
   std::vector<std::string> files;
   for (const auto& e : std::filesystem::directory_iterator(dir))
@@ -335,7 +375,7 @@ int convert(const convert_options& opts, std::ostream& log) {
   if (!rules)
     fail(error_code::unsupported_architecture,
          fmt::format("model_type '{}' is not supported (llama, mistral, qwen2, qwen3, gemma2, "
-                     "gemma3)",
+                     "gemma3, phi3)",
                      model_type));
 
   gguf::writer w;
@@ -345,6 +385,7 @@ int convert(const convert_options& opts, std::ostream& log) {
       {tensor_type::f32, 0}, {tensor_type::f16, 1}, {tensor_type::bf16, 32}};
   w.set_uint32("general.file_type", file_types.at(*out_type));
   write_hyperparameters(w, config, *rules);
+  if (rules->arch == "phi3") write_longrope(w, config);
   const auto vocab = gguf::file::open(opts.vocab_from);
   for (const auto& e : vocab.metadata())
     if (e.key.starts_with("tokenizer.")) w.set(e);

@@ -51,6 +51,10 @@ int info(const std::string& model_path, std::ostream& out) {
   // What the engine reads, defaults included (gemma2 files may leave the caps out).
   const engine::hparams hp = engine::read_hparams(file);
   const auto cap = [](float c) { return c > 0 ? fmt::format("{:g}", c) : std::string("none"); };
+  if (hp.architecture == "phi3")
+    fmt::print(out, "long rope:      original context {}, attention factor {:g}{}\n", hp.n_ctx_orig,
+               hp.rope_attn_factor,
+               file.find_tensor("rope_factors_long.weight") ? "" : " (no factors)");
   if (hp.attn_softcap > 0 || hp.final_softcap > 0)
     fmt::print(out, "soft caps:      attention {}, logits {}\n", cap(hp.attn_softcap),
                cap(hp.final_softcap));

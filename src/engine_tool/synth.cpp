@@ -57,15 +57,21 @@ struct family {
   int swa_pattern;   // layers in a group of which all but the last slide (gemma)
   float rope_base;
   float rms_eps;
+  bool fused;  // phi3: attn_qkv and ffn_up (gate|up) as one matrix each, LongRoPE factors
 };
 
-constexpr std::array<family, 5> families{{
-    {"llama", false, false, false, false, false, 0, 10000.0f, 1e-5f},
-    {"qwen2", false, true, false, false, false, 0, 1000000.0f, 1e-6f},
-    {"qwen3", true, false, true, false, false, 0, 1000000.0f, 1e-6f},
-    {"gemma2", true, false, false, true, true, 2, 10000.0f, 1e-6f},
-    {"gemma3", true, false, true, true, true, 6, 1000000.0f, 1e-6f},
+constexpr std::array<family, 6> families{{
+    {"llama", false, false, false, false, false, 0, 10000.0f, 1e-5f, false},
+    {"qwen2", false, true, false, false, false, 0, 1000000.0f, 1e-6f, false},
+    {"qwen3", true, false, true, false, false, 0, 1000000.0f, 1e-6f, false},
+    {"gemma2", true, false, false, true, true, 2, 10000.0f, 1e-6f, false},
+    {"gemma3", true, false, true, true, true, 6, 1000000.0f, 1e-6f, false},
+    {"phi3", false, false, false, false, false, 0, 10000.0f, 1e-5f, true},
 }};
+
+// phi3's LongRoPE: trained on a quarter of the context, extended by the long factors; cos and
+// sin scaled by sqrt(1 + ln(scale) / ln(original)) as its converter computes it.
+constexpr int longrope_extension = 4;
 
 // The hyperparameter keys of `f` for the shape (n_layer may differ from the shape's).
 void write_hyperparameters(gguf::writer& w, const family& f, const shape& sh, int n_layer,
@@ -86,6 +92,13 @@ void write_hyperparameters(gguf::writer& w, const family& f, const shape& sh, in
   }
   if (f.swa_pattern > 0)
     w.set_uint32(key("attention.sliding_window"), static_cast<uint32_t>(sh.n_swa));
+  if (f.fused) {
+    const int original = sh.n_ctx / longrope_extension;
+    w.set_uint32(key("rope.scaling.original_context_length"), static_cast<uint32_t>(original));
+    w.set_float32(key("rope.scaling.attn_factor"),
+                  static_cast<float>(std::sqrt(1.0 + std::log(double{longrope_extension}) /
+                                                         std::log(static_cast<double>(original)))));
+  }
   if (f.arch == "gemma2") {
     w.set_float32(key("attn_logit_softcapping"), 50.0f);
     w.set_float32(key("final_logit_softcapping"), 30.0f);
@@ -263,9 +276,13 @@ int synth(const synth_options& opts, std::ostream& log) {
   for (int i = 0; i < n_layer; ++i) {
     const auto n = [i](const char* s) { return fmt::format("blk.{}.{}", i, s); };
     add(n("attn_norm.weight"), {d}, 1, sd, false);
-    add(n("attn_q.weight"), {d, nq}, 0, sd, false);
-    add(n("attn_k.weight"), {d, kv}, 0, sd, false);
-    add(n("attn_v.weight"), {d, kv}, 0, sd, false);
+    if (fam->fused) {
+      add(n("attn_qkv.weight"), {d, nq + 2 * kv}, 0, sd, false);
+    } else {
+      add(n("attn_q.weight"), {d, nq}, 0, sd, false);
+      add(n("attn_k.weight"), {d, kv}, 0, sd, false);
+      add(n("attn_v.weight"), {d, kv}, 0, sd, false);
+    }
     if (fam->qkv_bias) {
       add(n("attn_q.bias"), {nq}, 0, sd, false);
       add(n("attn_k.bias"), {kv}, 0, sd, false);
@@ -278,13 +295,22 @@ int synth(const synth_options& opts, std::ostream& log) {
     add(n("attn_output.weight"), {nq, d}, 0, sd, false);
     if (fam->post_norms) add(n("post_attention_norm.weight"), {d}, 1, sd, false);
     add(n("ffn_norm.weight"), {d}, 1, sd, false);
-    add(n("ffn_gate.weight"), {d, sh->n_ff}, 0, sd, false);
-    add(n("ffn_up.weight"), {d, sh->n_ff}, 0, sd, false);
+    if (fam->fused) {
+      add(n("ffn_up.weight"), {d, 2 * sh->n_ff}, 0, sd, false);
+    } else {
+      add(n("ffn_gate.weight"), {d, sh->n_ff}, 0, sd, false);
+      add(n("ffn_up.weight"), {d, sh->n_ff}, 0, sd, false);
+    }
     add(n("ffn_down.weight"), {sh->n_ff, d}, 0, sd, false);
     if (fam->post_norms) add(n("post_ffw_norm.weight"), {d}, 1, sd, false);
   }
   add("output_norm.weight", {d}, 1, sd, false);
   if (!fam->tied_output) add("output.weight", {d, n_vocab}, 0, sd, true);
+  if (fam->fused) {
+    // Factors near 1 within the original context, larger (slower rotation) beyond it.
+    add("rope_factors_short.weight", {hd / 2}, 1, sd, false);
+    add("rope_factors_long.weight", {hd / 2}, 2, 0.2f, false);
+  }
 
   const auto t0 = std::chrono::steady_clock::now();
   w.write(opts.output);

@@ -61,14 +61,15 @@ double max_rel_error(const float* a, std::span<const float> b) {
 
 // n_pos positions in batches of `chunk` (logits everywhere) on both backends, then 8
 // single-token steps; the worst relative error of the device's logits.
-double compare_with_cpu(const std::string& path, int n_batch, int n_pos, int chunk) {
+double compare_with_cpu(const std::string& path, int n_batch, int n_pos, int chunk,
+                        int n_ctx = 96) {
   model_params mp = model_default_params();
   mp.n_threads = 4;
   auto m = model_load(path, mp);
   auto dm = upload(*m, 0);
   const int nv = model_get_info(*m).n_vocab;
   context_params cp = context_default_params();
-  cp.n_ctx = 96;
+  cp.n_ctx = n_ctx;
   cp.n_batch = n_batch;
   auto cpu = context_create(*m, cp);
   auto gpu = create_context(*dm, cp);
@@ -114,7 +115,14 @@ TEST_P(new_family_gpu, sliding_rings_wrap_and_match_the_cpu) {
   EXPECT_LT(compare_with_cpu(synth_model(GetParam(), "f16"), 16, 80, 5), 1e-2);
 }
 
-INSTANTIATE_TEST_SUITE_P(synth_tiny, new_family_gpu, testing::Values("qwen3", "gemma2", "gemma3"));
+INSTANTIATE_TEST_SUITE_P(synth_tiny, new_family_gpu,
+                         testing::Values("qwen3", "gemma2", "gemma3", "phi3"));
+
+// A phi3 context beyond its original 512 positions rotates with the long factors on both.
+TEST(phi3_gpu, long_contexts_match_the_cpu) {
+  RBEE_REQUIRE_GPU();
+  EXPECT_LT(compare_with_cpu(synth_model("phi3", "f16"), 512, 40, 40, 600), 1e-2);
+}
 
 // A copied sequence's ring continues as the original's.
 TEST(sliding_window_gpu, a_copied_sequence_continues_like_the_original) {

@@ -127,7 +127,31 @@ TEST_P(new_family, quantized_weights_agree_with_the_reference) {
   EXPECT_LT(worst, 5e-2);
 }
 
-INSTANTIATE_TEST_SUITE_P(synth_tiny, new_family, testing::Values("qwen3", "gemma2", "gemma3"));
+INSTANTIATE_TEST_SUITE_P(synth_tiny, new_family,
+                         testing::Values("qwen3", "gemma2", "gemma3", "phi3"));
+
+// A phi3 context longer than the original 512 positions rotates with the long factors; the
+// oracle, told the context size, picks them too. Both differ from the short rotation.
+TEST(phi3, contexts_beyond_the_original_use_the_long_factors) {
+  const auto path = synth_model("phi3");
+  auto m = load(path);
+  context_params cp = context_default_params();
+  cp.n_ctx = 600;
+  cp.kv_f16 = false;
+  auto ctx = context_create(*m, cp);
+  reference::transformer long_ref(path, 600), short_ref(path, 64);
+  std::vector<batch_entry> batch;
+  for (int p = 0; p < 24; ++p) batch.push_back({prompt_token(p), p, 0, true});
+  decode(*ctx, batch);
+  double worst = 0, from_short = 0;
+  for (int p = 0; p < 24; ++p) {
+    worst = std::max(worst, relative_error(logits(*ctx, p), long_ref.forward(prompt_token(p), p)));
+    from_short = std::max(from_short,
+                          relative_error(logits(*ctx, p), short_ref.forward(prompt_token(p), p)));
+  }
+  EXPECT_LT(worst, 1e-3);
+  EXPECT_GT(from_short, 1e-2);
+}
 
 // A copied sequence continues as the original would, rings included.
 TEST(sliding_window, a_copied_sequence_continues_like_the_original) {
@@ -190,6 +214,21 @@ TEST(hyperparameters, gemma3_has_one_global_layer_in_six_with_its_own_rotation) 
 
 // The cache of a sliding layer is window + batch - 1 rows: the estimate counts that, and the
 // hive's header summary agrees with the engine on how many layers slide.
+TEST(hyperparameters, phi3_reads_its_long_rope_and_splits_its_fused_matrices) {
+  auto m = load(synth_model("phi3"));
+  const hparams& hp = m->hp;
+  EXPECT_EQ(hp.n_ctx_orig, 512);
+  EXPECT_NEAR(hp.rope_attn_factor, std::sqrt(1.0 + std::log(4.0) / std::log(512.0)), 1e-6);
+  EXPECT_EQ(hp.rope, rope_style::halves);
+  const layer_weights& l = m->layers[0];
+  EXPECT_EQ(l.wq.data, l.attn_qkv_fused.data);
+  EXPECT_EQ(l.wk.data, l.attn_qkv_fused.row(hp.n_head * hp.head_dim));
+  EXPECT_EQ(l.wv.n_rows, hp.n_head_kv * hp.head_dim);
+  EXPECT_EQ(l.ffn_up.data, l.ffn_gate_up_fused.row(hp.n_ff));
+  EXPECT_TRUE(m->rope_freqs);
+  EXPECT_TRUE(m->rope_freqs_long);
+}
+
 TEST(memory_estimate, sliding_layers_hold_a_window_of_cache) {
   const auto path = synth_model("gemma3");
   const model_info info = read_model_info(path);

@@ -43,7 +43,7 @@ std::string synth_model(const std::string& arch) {
 }
 
 // The Hugging Face name of a GGUF tensor (the converter's table, inverted by hand).
-std::string hf_name(const std::string& gguf, bool gemma) {
+std::string hf_name(const std::string& gguf, bool gemma, bool phi3) {
   if (gguf == "token_embd.weight") return "model.embed_tokens.weight";
   if (gguf == "output_norm.weight") return "model.norm.weight";
   if (gguf == "output.weight") return "lm_head.weight";
@@ -65,7 +65,8 @@ std::string hf_name(const std::string& gguf, bool gemma) {
        gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"},
       {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"},
       {"ffn_gate.weight", "mlp.gate_proj.weight"},
-      {"ffn_up.weight", "mlp.up_proj.weight"},
+      {"ffn_up.weight", phi3 ? "mlp.gate_up_proj.weight" : "mlp.up_proj.weight"},
+      {"attn_qkv.weight", "self_attn.qkv_proj.weight"},
       {"ffn_down.weight", "mlp.down_proj.weight"},
   };
   return "model.layers." + layer + "." + names.at(rest);
@@ -95,11 +96,17 @@ std::vector<float> unpermute_rows(const std::vector<float>& w, int64_t n_head, i
 
 // Writes `src` as a transformers checkpoint (F32 safetensors) into `dir`.
 void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& dir) {
-  const bool gemma = hp.architecture.starts_with("gemma");
+  const bool gemma = hp.architecture.starts_with("gemma"), phi3 = hp.architecture == "phi3";
   nlohmann::json header = nlohmann::json::object();
+  nlohmann::json rope_scaling;
   std::string data;
   for (const auto& t : src.tensors()) {
     std::vector<float> v = values_of(t);
+    // phi3's rotation factors live in config.json.
+    if (t.name == "rope_factors_long.weight" || t.name == "rope_factors_short.weight") {
+      rope_scaling[t.name == "rope_factors_long.weight" ? "long_factor" : "short_factor"] = v;
+      continue;
+    }
     if (gemma && t.name.ends_with("norm.weight"))
       for (float& x : v) x -= 1.0f;
     if (hp.architecture == "llama" && t.name.ends_with("attn_q.weight"))
@@ -108,7 +115,7 @@ void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& 
       v = unpermute_rows(v, hp.n_head_kv, t.shape[0]);
     const size_t begin = data.size();
     data.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
-    header[hf_name(t.name, gemma)] = {
+    header[hf_name(t.name, gemma, phi3)] = {
         {"dtype", "F32"},
         {"shape", std::vector<int64_t>(t.shape.rbegin(), t.shape.rend())},
         {"data_offsets", {begin, data.size()}}};
@@ -133,6 +140,11 @@ void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& 
   if (gemma) {
     config["sliding_window"] = hp.n_swa;
     config["query_pre_attn_scalar"] = hp.head_dim;
+  }
+  if (phi3) {
+    rope_scaling["type"] = "longrope";
+    config["rope_scaling"] = rope_scaling;
+    config["original_max_position_embeddings"] = hp.n_ctx_orig;
   }
   if (hp.architecture == "gemma2") {
     config["attn_logit_softcapping"] = hp.attn_softcap;
@@ -175,13 +187,15 @@ TEST_P(convert_round_trip, gives_back_the_synth_model) {
   EXPECT_EQ(back.final_softcap, hp.final_softcap);
   EXPECT_EQ(back.rope_freq_base, hp.rope_freq_base);
   EXPECT_EQ(back.rms_eps, hp.rms_eps);
+  EXPECT_EQ(back.n_ctx_orig, hp.n_ctx_orig);
+  EXPECT_EQ(back.rope_attn_factor, hp.rope_attn_factor);
   fs::remove_all(dir);
   fs::remove(opts.output);
   fs::remove(original);
 }
 
 INSTANTIATE_TEST_SUITE_P(synth_tiny, convert_round_trip,
-                         testing::Values("llama", "qwen2", "qwen3", "gemma2", "gemma3"));
+                         testing::Values("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"));
 
 TEST(convert, refuses_what_the_engine_would_compute_differently) {
   const fs::path dir = temp_path("bad-hf");

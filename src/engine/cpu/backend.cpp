@@ -141,7 +141,9 @@ void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thr
   const size_t row_bytes = static_cast<size_t>(hd) * c.cache.element_bytes();
   const uint8_t* keys = c.cache.k(layer, e.seq, kvh);
   const uint8_t* values = c.cache.v(layer, e.seq, kvh);
-  const float scale = hp.attn_scale, cap = hp.attn_softcap;
+  // phi3's rotation scales q and k by rope_attn_factor: the scores by its square.
+  const float scale = hp.attn_scale * hp.rope_attn_factor * hp.rope_attn_factor;
+  const float cap = hp.attn_softcap;
   const bool f16 = c.cache.f16();
   const int first = hp.layer_slides(layer) ? std::max(0, e.pos - hp.n_swa + 1) : 0;
   const int n = e.pos + 1 - first, rows = c.cache.rows(layer);
@@ -299,11 +301,11 @@ std::vector<int> layer_cache_rows(const hparams& hp, const context_params& param
   return rows;
 }
 
-std::vector<std::vector<double>> rope_tables(const model& m) {
+std::vector<std::vector<double>> rope_tables(const model& m, int n_ctx) {
+  const float* factors = rope_factors_for(m.hp, m.rope_freqs, m.rope_freqs_long, n_ctx);
   std::vector<std::vector<double>> tables;
   for (int set = 0; set < m.hp.n_rope_sets(); ++set)
-    tables.push_back(
-        rope_inverse_frequencies(m.hp, reinterpret_cast<const float*>(m.rope_freqs.data), set));
+    tables.push_back(rope_inverse_frequencies(m.hp, factors, set));
   return tables;
 }
 
@@ -357,7 +359,7 @@ cpu_context::cpu_context(const model& m, const context_params& params)
          .pool = cpu::thread_pool(params.n_threads),
          .buf = {},
          .matmul_scratch = {},
-         .rope_inv_freq = rope_tables(m),
+         .rope_inv_freq = rope_tables(m, params.n_ctx),
          .logits = {}} {
   const hparams& hp = m.hp;
   const size_t nb = static_cast<size_t>(params.n_batch);

@@ -116,8 +116,11 @@ struct weight_ref {
   int layer;
 };
 std::vector<weight_ref> all_weights(const model_weights& w) {
-  std::vector<weight_ref> out{
-      {&w.tok_embd, -1}, {&w.output_norm, -1}, {&w.output, -1}, {&w.rope_freqs, -1}};
+  std::vector<weight_ref> out{{&w.tok_embd, -1},
+                              {&w.output_norm, -1},
+                              {&w.output, -1},
+                              {&w.rope_freqs, -1},
+                              {&w.rope_freqs_long, -1}};
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const layer_weights& l = w.layers[i];
     for (const weight* p : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv,
@@ -273,7 +276,7 @@ std::string available_backends() {
 }
 
 model_weights weights_of(const model& m) {
-  return {m.hp, m.tok_embd, m.output_norm, m.output, m.rope_freqs, m.layers};
+  return {m.hp, m.tok_embd, m.output_norm, m.output, m.rope_freqs, m.layers, m.rope_freqs_long};
 }
 
 uint64_t vram_required(const model_weights& w, int n_ctx, int n_seq, int n_batch) {
@@ -294,7 +297,7 @@ class device_model {
   int device_;
   void* arena_ = nullptr;
   uint64_t arena_bytes_ = 0;
-  dweight tok_embd, output_norm, output, rope_freqs;
+  dweight tok_embd, output_norm, output, rope_freqs, rope_freqs_long;
   std::vector<dlayer> layers;
 };
 
@@ -322,7 +325,8 @@ device_model_ptr upload(const model_weights& w, int device,
   dm->arena_bytes_ = std::max<uint64_t>(total, alignment);
   RBEE_CUDA_CHECK(cudaMalloc(&dm->arena_, dm->arena_bytes_));
 
-  std::vector<dweight*> targets{&dm->tok_embd, &dm->output_norm, &dm->output, &dm->rope_freqs};
+  std::vector<dweight*> targets{&dm->tok_embd, &dm->output_norm, &dm->output, &dm->rope_freqs,
+                                &dm->rope_freqs_long};
   dm->layers.resize(w.layers.size());
   for (auto& l : dm->layers)
     for (dweight* p : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.ffn_norm,
@@ -509,10 +513,14 @@ void device_context::init() {
   // The rotation frequencies (rope_inverse_frequencies), once; the factors are read back
   // from the device, since the host weights need not outlive the upload.
   std::vector<float> factors;
-  if (w.rope_freqs) {
-    factors.resize(static_cast<size_t>(w.rope_freqs.n_cols));
+  const bool long_factors =
+      w.rope_freqs_long && rope_factors_for(hp, w.rope_freqs, w.rope_freqs_long, params_.n_ctx) ==
+                               reinterpret_cast<const float*>(w.rope_freqs_long.data);
+  const dweight& chosen = long_factors ? m_.rope_freqs_long : m_.rope_freqs;
+  if (chosen) {
+    factors.resize(static_cast<size_t>(chosen.n_cols));
     RBEE_CUDA_CHECK(
-        cudaMemcpy(factors.data(), m_.rope_freqs.data, factors.size() * 4, cudaMemcpyDeviceToHost));
+        cudaMemcpy(factors.data(), chosen.data, factors.size() * 4, cudaMemcpyDeviceToHost));
   }
   const size_t half = static_cast<size_t>(hp.n_rot / 2);
   for (int set = 0; set < hp.n_rope_sets(); ++set) {
@@ -605,7 +613,8 @@ void device_context::forward(int n, int n_out, bool gather) {
                                 .head_dim = hd,
                                 .rows = rows,
                                 .window = hp.layer_slides(layer) ? hp.n_swa : 0,
-                                .scale = hp.attn_scale,
+                                // phi3's rotation scales q and k by rope_attn_factor.
+                                .scale = hp.attn_scale * hp.rope_attn_factor * hp.rope_attn_factor,
                                 .softcap = hp.attn_softcap};
     attention(q_, k_layer, v_layer, pos_, seq_, n, shape, att_scratch_, att_counters_, att_,
               fused_q ? aq : q8_blocks{}, stream_);

@@ -39,6 +39,9 @@ COMMON = dict(
     num_key_value_heads=2,
     max_position_embeddings=256,
     rms_norm_eps=1e-6,
+    pad_token_id=0,  # some defaults (phi3's 32000) lie outside the small vocabulary
+    bos_token_id=1,
+    eos_token_id=2,
 )
 
 FAMILIES = {
@@ -55,6 +58,20 @@ FAMILIES = {
         final_logit_softcapping=30.0,
         hidden_activation="gelu_pytorch_tanh",
         tie_word_embeddings=True,
+    ),
+    # LongRoPE: the original context (128) holds the whole prompt, so both sides rotate with
+    # the short factors; cos and sin are scaled by the attention factor of a 4x extension.
+    "phi3": dict(
+        model_type="phi3",
+        rope_theta=10000.0,
+        max_position_embeddings=512,
+        original_max_position_embeddings=128,
+        rope_scaling={
+            "type": "longrope",
+            "short_factor": [1.0 + 0.05 * i for i in range(8)],
+            "long_factor": [1.5 + 0.25 * i for i in range(8)],
+        },
+        tie_word_embeddings=False,
     ),
     "gemma3": dict(
         model_type="gemma3_text",

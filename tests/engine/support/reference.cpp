@@ -61,7 +61,9 @@ void rope(float* vec, const hparams& hp, const rope_params& rp,
     double theta =
         rp.freq_scale * pos * std::pow(static_cast<double>(rp.freq_base), -2.0 * i / hp.n_rot);
     if (!freq_factors.empty()) theta /= freq_factors[static_cast<size_t>(i)];
-    const double c = std::cos(theta), s = std::sin(theta);
+    // phi3 (LongRoPE) scales cos and sin by its attention factor; others by 1.
+    const double c = std::cos(theta) * hp.rope_attn_factor;
+    const double s = std::sin(theta) * hp.rope_attn_factor;
     const int a = hp.rope == rope_style::adjacent_pairs ? 2 * i : i;
     const int b = hp.rope == rope_style::adjacent_pairs ? 2 * i + 1 : i + half;
     const double v0 = vec[a], v1 = vec[b];
@@ -84,7 +86,7 @@ float gelu_tanh(float x) {
 
 }  // namespace
 
-transformer::transformer(const std::string& path) {
+transformer::transformer(const std::string& path, int n_ctx) {
   const gguf::file f = gguf::file::open(path);
   hp_ = read_hparams(f);
   const int64_t dim = hp_.n_embd, hd = hp_.head_dim, q_dim = hp_.n_head * hd,
@@ -94,9 +96,18 @@ transformer::transformer(const std::string& path) {
     const auto n = [i](const char* s) { return "blk." + std::to_string(i) + "." + s; };
     layer l;
     l.attn_norm = load(f, n("attn_norm.weight"), {dim});
-    l.wq = load(f, n("attn_q.weight"), {dim, q_dim});
-    l.wk = load(f, n("attn_k.weight"), {dim, kv_dim});
-    l.wv = load(f, n("attn_v.weight"), {dim, kv_dim});
+    if (f.find_tensor(n("attn_qkv.weight"))) {
+      // phi3: wqkv (q_dim + 2 kv_dim, dim) -> wq, wk, wv by rows
+      const auto wqkv = load(f, n("attn_qkv.weight"), {dim, q_dim + 2 * kv_dim});
+      const auto q_end = wqkv.begin() + q_dim * dim, k_end = q_end + kv_dim * dim;
+      l.wq.assign(wqkv.begin(), q_end);
+      l.wk.assign(q_end, k_end);
+      l.wv.assign(k_end, wqkv.end());
+    } else {
+      l.wq = load(f, n("attn_q.weight"), {dim, q_dim});
+      l.wk = load(f, n("attn_k.weight"), {dim, kv_dim});
+      l.wv = load(f, n("attn_v.weight"), {dim, kv_dim});
+    }
     l.bq = load(f, n("attn_q.bias"), {q_dim}, hp_.has_qkv_bias);
     l.bk = load(f, n("attn_k.bias"), {kv_dim}, hp_.has_qkv_bias);
     l.bv = load(f, n("attn_v.bias"), {kv_dim}, hp_.has_qkv_bias);
@@ -105,8 +116,15 @@ transformer::transformer(const std::string& path) {
     l.wo = load(f, n("attn_output.weight"), {q_dim, dim});
     l.attn_post_norm = load(f, n("post_attention_norm.weight"), {dim}, hp_.has_post_norms);
     l.ffn_norm = load(f, n("ffn_norm.weight"), {dim});
-    l.w1 = load(f, n("ffn_gate.weight"), {dim, hidden});
-    l.w3 = load(f, n("ffn_up.weight"), {dim, hidden});
+    if (hp_.architecture == "phi3") {
+      // phi3: ffn_up (2 hidden, dim) holds gate rows, then up rows
+      const auto gate_up = load(f, n("ffn_up.weight"), {dim, 2 * hidden});
+      l.w1.assign(gate_up.begin(), gate_up.begin() + hidden * dim);
+      l.w3.assign(gate_up.begin() + hidden * dim, gate_up.end());
+    } else {
+      l.w1 = load(f, n("ffn_gate.weight"), {dim, hidden});
+      l.w3 = load(f, n("ffn_up.weight"), {dim, hidden});
+    }
     l.w2 = load(f, n("ffn_down.weight"), {hidden, dim});
     l.ffn_post_norm = load(f, n("post_ffw_norm.weight"), {dim}, hp_.has_post_norms);
     layers_.push_back(std::move(l));
@@ -114,7 +132,14 @@ transformer::transformer(const std::string& path) {
   final_norm_ = load(f, "output_norm.weight", {dim});
   wcls_ = load(f, "output.weight", {dim, vocab}, false);
   if (wcls_.empty()) wcls_ = token_embedding_;
-  rope_freqs_ = load(f, "rope_freqs.weight", {hp_.n_rot / 2}, false);
+  if (hp_.architecture == "phi3") {
+    // LongRoPE: the long factors beyond the original context, else the short ones
+    const bool long_context = n_ctx > hp_.n_ctx_orig;
+    rope_freqs_ = load(f, long_context ? "rope_factors_long.weight" : "rope_factors_short.weight",
+                       {hp_.n_rot / 2}, false);
+  } else {
+    rope_freqs_ = load(f, "rope_freqs.weight", {hp_.n_rot / 2}, false);
+  }
 
   x_.resize(static_cast<size_t>(dim));
   xb_.resize(static_cast<size_t>(dim));

@@ -13,8 +13,9 @@ namespace rbee::engine::reference {
 
 class transformer {
  public:
-  // Reads the hyperparameters and dequantizes every weight of a GGUF file.
-  explicit transformer(const std::string& path);
+  // Reads the hyperparameters and dequantizes every weight of a GGUF file. n_ctx picks
+  // phi3's rotation factors as a context of that size would (0: its short ones).
+  explicit transformer(const std::string& path, int n_ctx = 0);
 
   // Runs `token` at position `pos` (0, 1, 2, ... in order) and returns the logits (n_vocab,).
   const std::vector<float>& forward(token_id token, int pos);
