@@ -45,6 +45,18 @@ std::string synth_model(const std::string& arch, const std::string& type) {
   return path.string();
 }
 
+// Removes this process's synth models when the tests end.
+class synth_models_cleanup : public testing::Environment {
+ public:
+  void TearDown() override {
+    const std::string mine = "rbee-arch-gpu-test-" + std::to_string(::getpid()) + "-";
+    for (const auto& e :
+         std::filesystem::directory_iterator(std::filesystem::temp_directory_path()))
+      if (e.path().filename().string().starts_with(mine)) std::filesystem::remove(e.path());
+  }
+};
+const auto* const cleanup = testing::AddGlobalTestEnvironment(new synth_models_cleanup);
+
 token_id prompt_token(int i) {
   return static_cast<token_id>(3 + (i * 37) % 500);
 }

@@ -54,6 +54,18 @@ model_ptr load(const std::string& path) {
 }
 
 // Tokens of a long prompt without a tokenizer: distinct, spread over the vocabulary.
+// Removes this process's synth models when the tests end.
+class synth_models_cleanup : public testing::Environment {
+ public:
+  void TearDown() override {
+    const std::string mine = "rbee-arch-test-" + std::to_string(::getpid()) + "-";
+    for (const auto& e :
+         std::filesystem::directory_iterator(std::filesystem::temp_directory_path()))
+      if (e.path().filename().string().starts_with(mine)) std::filesystem::remove(e.path());
+  }
+};
+const auto* const cleanup = testing::AddGlobalTestEnvironment(new synth_models_cleanup);
+
 token_id prompt_token(int i) {
   return static_cast<token_id>(3 + (i * 37) % 500);
 }
