@@ -190,14 +190,30 @@ std::vector<float> permute_rows(const std::vector<float>& w, int64_t n_head, int
   return out;
 }
 
+// Newer transformers group the rotation's settings in rope_parameters (per attention kind
+// for gemma3); the older keys (rope_theta, rope_scaling, rope_local_base_freq) are read below.
+void flatten_rope_parameters(json& c) {
+  if (!c.contains("rope_parameters") || !c.at("rope_parameters").is_object()) return;
+  const json rp = c.at("rope_parameters");
+  const json global = rp.contains("full_attention") ? rp.at("full_attention") : rp;
+  if (global.contains("rope_theta")) c["rope_theta"] = global.at("rope_theta");
+  if (global.value("rope_type", std::string("default")) != "default") c["rope_scaling"] = global;
+  if (global.contains("original_max_position_embeddings") &&
+      !c.contains("original_max_position_embeddings"))
+    c["original_max_position_embeddings"] = global.at("original_max_position_embeddings");
+  if (rp.contains("sliding_attention") && rp.at("sliding_attention").contains("rope_theta"))
+    c["rope_local_base_freq"] = rp.at("sliding_attention").at("rope_theta");
+}
+
 // The text model's config: gemma3's multimodal checkpoints nest it in text_config.
 json text_config(const json& config) {
+  json text = config;
   if (config.contains("text_config") && config.at("text_config").is_object()) {
-    json text = config.at("text_config");
+    text = config.at("text_config");
     if (!text.contains("model_type")) text["model_type"] = "gemma3_text";
-    return text;
   }
-  return config;
+  flatten_rope_parameters(text);
+  return text;
 }
 
 template <class T>
@@ -321,6 +337,10 @@ void write_longrope(gguf::writer& w, const json& c) {
       static_cast<double>(head_dim) * config_value_or<double>(c, "partial_rotary_factor", 1.0));
   const auto max_ctx = config_value<double>(c, "max_position_embeddings");
   const auto original = config_value<double>(c, "original_max_position_embeddings");
+  if (!(original > 1 && max_ctx > 0))
+    fail(error_code::invalid_argument,
+         "config.json: max_position_embeddings and original_max_position_embeddings must be "
+         "positive");
   const double scale = max_ctx / original;
   const double attn_factor =
       scale > 1.0 ? std::sqrt(1.0 + std::log(scale) / std::log(original)) : 1.0;

@@ -197,6 +197,35 @@ TEST_P(convert_round_trip, gives_back_the_synth_model) {
 INSTANTIATE_TEST_SUITE_P(synth_tiny, convert_round_trip,
                          testing::Values("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"));
 
+// Newer transformers write the rotation as rope_parameters (per attention kind for gemma3).
+TEST(convert, reads_rope_parameters_as_newer_transformers_write_them) {
+  const std::string original = synth_model("gemma3");
+  const auto src = gguf::file::open(original);
+  const hparams hp = read_hparams(src);
+  const fs::path dir = temp_path("rope-parameters-hf");
+  fs::create_directories(dir);
+  write_checkpoint(src, hp, dir);
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(dir / "config.json"));
+  config.erase("rope_theta");
+  config["rope_parameters"] = {
+      {"full_attention", {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 1e6}}},
+      {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}}};
+  std::ofstream(dir / "config.json") << config.dump();
+  engine_tool::convert_options opts;
+  opts.input = dir.string();
+  opts.output = temp_path("rope-parameters.gguf").string();
+  opts.vocab_from = original;
+  std::ostringstream log;
+  ASSERT_EQ(engine_tool::convert(opts, log), 0);
+  const hparams back = read_hparams(gguf::file::open(opts.output));
+  EXPECT_EQ(back.rope_freq_base, 1e6f);
+  EXPECT_EQ(back.rope_freq_scale, 1.0f / 8);
+  EXPECT_EQ(back.rope_swa.freq_base, 10000.0f);
+  fs::remove_all(dir);
+  fs::remove(opts.output);
+  fs::remove(original);
+}
+
 TEST(convert, refuses_what_the_engine_would_compute_differently) {
   const fs::path dir = temp_path("bad-hf");
   fs::create_directories(dir);
