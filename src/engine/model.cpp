@@ -109,8 +109,8 @@ int physical_cores() {
 namespace {
 
 bool is_supported(const std::string& arch) {
-  return arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "gemma2" ||
-         arch == "gemma3" || arch == "phi3";
+  return arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "qwen3moe" ||
+         arch == "gemma2" || arch == "gemma3" || arch == "phi3";
 }
 
 float positive_float(const meta& m, const std::string& key, double fallback) {
@@ -124,8 +124,20 @@ void read_family(const meta& m, hparams& hp) {
   const std::string& arch = hp.architecture;
   hp.rope = arch == "llama" ? rope_style::adjacent_pairs : rope_style::halves;
   hp.has_qkv_bias = arch == "qwen2";
-  hp.has_qk_norm = arch == "qwen3" || arch == "gemma3";
+  hp.has_qk_norm = arch == "qwen3" || arch == "qwen3moe" || arch == "gemma3";
   hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
+  hp.n_expert = int_in_range(m.get_uint(m.key("expert_count"), 0), m.key("expert_count"), 0, 1024);
+  if (arch == "qwen3moe" && hp.n_expert == 0)
+    throw engine_error(error_code::file_corrupt, "missing metadata key " + m.key("expert_count"));
+  if (hp.n_expert > 0) {
+    hp.n_expert_used =
+        int_in_range(m.get_uint(m.key("expert_used_count")), m.key("expert_used_count"), 1,
+                     static_cast<uint64_t>(std::min(hp.n_expert, max_experts_used)));
+    // qwen3moe's feed_forward_length is a dense size its experts do not use.
+    hp.n_ff = int_in_range(
+        m.get_uint(m.key("expert_feed_forward_length"), static_cast<uint64_t>(hp.n_ff)),
+        m.key("expert_feed_forward_length"), 1, 1u << 20);
+  }
   if (arch == "phi3") {
     // llama.cpp turns Phi's sliding window off (its converters do not say which layers
     // slide); so does rbee.
@@ -247,7 +259,8 @@ weight get_weight(const gguf::file& file, const std::string& name, std::vector<i
   w.type = t->type;
   w.data = t->data;
   w.n_cols = shape[0];
-  w.n_rows = shape.size() > 1 ? shape[1] : 1;
+  w.n_rows = 1;
+  for (size_t i = 1; i < shape.size(); ++i) w.n_rows *= shape[i];
   if (w.n_cols % traits_of(w.type).block_size != 0)
     throw engine_error(error_code::file_corrupt,
                        str("tensor ", name, " has rows of ", w.n_cols,
@@ -281,6 +294,8 @@ model_info read_info(const gguf::file& file, const std::string& path) {
   info.n_ff = hp.n_ff;
   info.head_dim = hp.head_dim;
   info.n_swa = hp.n_swa;
+  info.n_expert = hp.n_expert;
+  info.n_expert_used = hp.n_expert_used;
   for (int l = 0; l < hp.n_layer; ++l) info.n_swa_layers += hp.layer_slides(l) ? 1 : 0;
   const auto tok = [&](const char* key) -> token_id {
     const auto v = m.get_uint(key, UINT64_MAX);
@@ -355,13 +370,20 @@ void load_weights(model& m) {
     if (hp.has_post_norms)
       entries.push_back({&l.attn_post_norm, n("post_attention_norm.weight"), {d}, true, i});
     entries.push_back({&l.ffn_norm, n("ffn_norm.weight"), {d}, true, i});
-    if (hp.architecture == "phi3") {
+    if (hp.n_expert > 0) {
+      const int64_t ne = hp.n_expert;
+      entries.push_back({&l.ffn_gate_inp, n("ffn_gate_inp.weight"), {d, ne}, true, i});
+      entries.push_back({&l.ffn_gate_exps, n("ffn_gate_exps.weight"), {d, hp.n_ff, ne}, true, i});
+      entries.push_back({&l.ffn_up_exps, n("ffn_up_exps.weight"), {d, hp.n_ff, ne}, true, i});
+      entries.push_back({&l.ffn_down_exps, n("ffn_down_exps.weight"), {hp.n_ff, d, ne}, true, i});
+    } else if (hp.architecture == "phi3") {
       entries.push_back({&l.ffn_gate_up_fused, n("ffn_up.weight"), {d, 2 * hp.n_ff}, true, i});
     } else {
       entries.push_back({&l.ffn_gate, n("ffn_gate.weight"), {d, hp.n_ff}, true, i});
       entries.push_back({&l.ffn_up, n("ffn_up.weight"), {d, hp.n_ff}, true, i});
     }
-    entries.push_back({&l.ffn_down, n("ffn_down.weight"), {hp.n_ff, d}, true, i});
+    if (hp.n_expert == 0)
+      entries.push_back({&l.ffn_down, n("ffn_down.weight"), {hp.n_ff, d}, true, i});
     if (hp.has_post_norms)
       entries.push_back({&l.ffn_post_norm, n("post_ffw_norm.weight"), {d}, true, i});
   }
@@ -399,6 +421,11 @@ void load_weights(model& m) {
     if (l.ffn_gate_up_fused) {
       l.ffn_gate = rows(l.ffn_gate_up_fused, 0, hp.n_ff);
       l.ffn_up = rows(l.ffn_gate_up_fused, hp.n_ff, hp.n_ff);
+    }
+    for (int e = 0; e < hp.n_expert; ++e) {
+      l.expert_gate.push_back(rows(l.ffn_gate_exps, int64_t{e} * hp.n_ff, hp.n_ff));
+      l.expert_up.push_back(rows(l.ffn_up_exps, int64_t{e} * hp.n_ff, hp.n_ff));
+      l.expert_down.push_back(rows(l.ffn_down_exps, int64_t{e} * d, d));
     }
   }
 

@@ -83,6 +83,11 @@ struct hparams {
   // its square).
   int n_ctx_orig = 0;
   float rope_attn_factor = 1.0f;
+  // Mixture of experts (llama with experts, qwen3moe): each token's FFN is the weighted sum of
+  // n_expert_used of n_expert SwiGLU experts of n_ff rows, picked by the router's softmax
+  // (top n_expert_used, weights renormalised to sum 1). 0: a dense FFN.
+  int n_expert = 0;
+  int n_expert_used = 0;  // at most max_experts_used
   // gemma3's sliding layers rotate with their own base (the global ones with rope_freq_base).
   bool swa_has_own_rope = false;
   rope_params rope_swa;
@@ -114,6 +119,10 @@ struct layer_weights {
   // phi3 stores q|k|v and gate|up as one matrix each (attn_qkv, ffn_up); wq, wk, wv,
   // ffn_gate and ffn_up are then row ranges of these.
   weight attn_qkv_fused, ffn_gate_up_fused;
+  // Mixture of experts: the router (n_expert rows) and the experts' matrices stacked
+  // (ffn_*_exps); expert_gate[e] etc. are expert e's row ranges of these.
+  weight ffn_gate_inp, ffn_gate_exps, ffn_up_exps, ffn_down_exps;
+  std::vector<weight> expert_gate, expert_up, expert_down;
 };
 
 // A weight of the model in the order it was read, with its layer (-1 outside the blocks).
@@ -130,15 +139,19 @@ std::string str(const Args&... args) {
   return os.str();
 }
 
+// The most experts a token may use (llama.cpp's models use 2 to 8).
+inline constexpr int max_experts_used = 64;
+
 // The architectures this engine runs, for error messages.
 inline constexpr std::string_view supported_architectures =
-    "llama, qwen2, qwen3, gemma2, gemma3, phi3";
+    "llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3";
 
 // Reads and validates the hyperparameters; engine_error(unsupported_architecture) or
 // engine_error(file_corrupt) naming the key.
 hparams read_hparams(const gguf::file& file);
 
-// Looks up a tensor and checks its shape (ggml order); engine_error(file_corrupt) naming it
+// Looks up a tensor and checks its shape (ggml order; a 3-D tensor is its stacked matrices, rows
+// of all of them); engine_error(file_corrupt) naming it
 // when missing or misshapen, engine_error(unsupported_tensor_type) for an unknown type.
 weight get_weight(const gguf::file& file, const std::string& name, std::vector<int64_t> shape,
                   bool required = true);

@@ -43,6 +43,8 @@ int info(const std::string& model_path, std::ostream& out) {
   fmt::print(out, "heads:          {} (kv {})\n", mi.n_head, mi.n_head_kv);
   fmt::print(out, "feed forward:   {}\n", mi.n_ff);
   fmt::print(out, "head dim:       {}\n", mi.head_dim);
+  if (mi.n_expert > 0)
+    fmt::print(out, "experts:        {} per layer, {} per token\n", mi.n_expert, mi.n_expert_used);
   if (mi.n_swa > 0)
     fmt::print(out, "sliding window: {} positions on {} of {} layers\n", mi.n_swa, mi.n_swa_layers,
                mi.n_layer);

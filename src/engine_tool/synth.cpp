@@ -48,26 +48,31 @@ constexpr std::array<shape, 3> shapes{{
 
 // What an architecture adds to a shape, as llama.cpp's converter writes it.
 struct family {
-  std::string_view arch;
-  bool wide_heads;   // head_dim = 2 * n_embd / n_head (qwen3 and gemma heads are wider)
-  bool qkv_bias;     // qwen2
-  bool qk_norm;      // qwen3, gemma3
-  bool post_norms;   // gemma2, gemma3
-  bool tied_output;  // gemma: the embedding is the output matrix
-  int swa_pattern;   // layers in a group of which all but the last slide (gemma)
+  std::string_view name;  // --arch
+  std::string_view arch;  // general.architecture
+  bool wide_heads;        // head_dim = 2 * n_embd / n_head (qwen3 and gemma heads are wider)
+  bool qkv_bias;          // qwen2
+  bool qk_norm;           // qwen3, gemma3
+  bool post_norms;        // gemma2, gemma3
+  bool tied_output;       // gemma: the embedding is the output matrix
+  int swa_pattern;        // layers in a group of which all but the last slide (gemma)
   float rope_base;
   float rms_eps;
-  bool fused;  // phi3: attn_qkv and ffn_up (gate|up) as one matrix each, LongRoPE factors
+  bool fused;    // phi3: attn_qkv and ffn_up (gate|up) as one matrix each, LongRoPE factors
+  int n_expert;  // mixture of experts (2 used per token), each of the shape's n_ff; 0: dense
 };
 
-constexpr std::array<family, 6> families{{
-    {"llama", false, false, false, false, false, 0, 10000.0f, 1e-5f, false},
-    {"qwen2", false, true, false, false, false, 0, 1000000.0f, 1e-6f, false},
-    {"qwen3", true, false, true, false, false, 0, 1000000.0f, 1e-6f, false},
-    {"gemma2", true, false, false, true, true, 2, 10000.0f, 1e-6f, false},
-    {"gemma3", true, false, true, true, true, 6, 1000000.0f, 1e-6f, false},
-    {"phi3", false, false, false, false, false, 0, 10000.0f, 1e-5f, true},
+constexpr std::array<family, 8> families{{
+    {"llama", "llama", false, false, false, false, false, 0, 10000.0f, 1e-5f, false, 0},
+    {"qwen2", "qwen2", false, true, false, false, false, 0, 1000000.0f, 1e-6f, false, 0},
+    {"qwen3", "qwen3", true, false, true, false, false, 0, 1000000.0f, 1e-6f, false, 0},
+    {"gemma2", "gemma2", true, false, false, true, true, 2, 10000.0f, 1e-6f, false, 0},
+    {"gemma3", "gemma3", true, false, true, true, true, 6, 1000000.0f, 1e-6f, false, 0},
+    {"phi3", "phi3", false, false, false, false, false, 0, 10000.0f, 1e-5f, true, 0},
+    {"mixtral", "llama", false, false, false, false, false, 0, 1000000.0f, 1e-5f, false, 8},
+    {"qwen3moe", "qwen3moe", true, false, true, false, false, 0, 1000000.0f, 1e-6f, false, 8},
 }};
+constexpr int experts_used = 2;
 
 // phi3's LongRoPE: trained on a quarter of the context, extended by the long factors; cos and
 // sin scaled by sqrt(1 + ln(scale) / ln(original)) as its converter computes it.
@@ -99,6 +104,12 @@ void write_hyperparameters(gguf::writer& w, const family& f, const shape& sh, in
                   static_cast<float>(std::sqrt(1.0 + std::log(double{longrope_extension}) /
                                                          std::log(static_cast<double>(original)))));
   }
+  if (f.n_expert > 0) {
+    w.set_uint32(key("expert_count"), static_cast<uint32_t>(f.n_expert));
+    w.set_uint32(key("expert_used_count"), experts_used);
+    if (f.arch == "qwen3moe")
+      w.set_uint32(key("expert_feed_forward_length"), static_cast<uint32_t>(sh.n_ff));
+  }
   if (f.arch == "gemma2") {
     w.set_float32(key("attn_logit_softcapping"), 50.0f);
     w.set_float32(key("final_logit_softcapping"), 30.0f);
@@ -107,7 +118,7 @@ void write_hyperparameters(gguf::writer& w, const family& f, const shape& sh, in
 
 std::string family_names() {
   std::string names;
-  for (const auto& f : families) names += fmt::format("{}{}", names.empty() ? "" : ", ", f.arch);
+  for (const auto& f : families) names += fmt::format("{}{}", names.empty() ? "" : ", ", f.name);
   return names;
 }
 
@@ -199,7 +210,7 @@ int synth(const synth_options& opts, std::ostream& log) {
         fmt::format("unknown shape '{}' (tiny, tinyllama, llama7b)", opts.shape));
   const family* fam = nullptr;
   for (const auto& f : families)
-    if (f.arch == opts.arch) fam = &f;
+    if (f.name == opts.arch) fam = &f;
   if (!fam)
     throw engine::engine_error(
         engine::error_code::invalid_argument,
@@ -217,7 +228,7 @@ int synth(const synth_options& opts, std::ostream& log) {
   gguf::writer w;
   w.set_string("general.architecture", std::string(fam->arch));
   w.set_string("general.name",
-               fmt::format("{} {} random weights (rbee synth)", fam->arch, sh->name));
+               fmt::format("{} {} random weights (rbee synth)", fam->name, sh->name));
   w.set_uint32("general.file_type", kind->file_type);
   w.set_uint32("general.quantization_version", 2);
   write_hyperparameters(w, *fam, *sh, n_layer, head_dim);
@@ -250,7 +261,9 @@ int synth(const synth_options& opts, std::ostream& log) {
     const tensor_type type = shape.size() == 1
                                  ? tensor_type::f32
                                  : tensor_type_for(*kind, name, n_layer, shape[0], is_output);
-    const int64_t n_cols = shape[0], n_rows = shape.size() > 1 ? shape[1] : 1;
+    const int64_t n_cols = shape[0];
+    int64_t n_rows = 1;
+    for (size_t i = 1; i < shape.size(); ++i) n_rows *= shape[i];
     const uint64_t seed = ++tensor_seed;
     w.add_tensor_lazy(name, type, shape, [=](std::span<uint8_t> out) {
       // Rows in chunks across threads; each chunk has its own seeded generator.
@@ -295,13 +308,20 @@ int synth(const synth_options& opts, std::ostream& log) {
     add(n("attn_output.weight"), {nq, d}, 0, sd, false);
     if (fam->post_norms) add(n("post_attention_norm.weight"), {d}, 1, sd, false);
     add(n("ffn_norm.weight"), {d}, 1, sd, false);
-    if (fam->fused) {
+    if (fam->n_expert > 0) {
+      const int64_t ne = fam->n_expert;
+      // A wide router: its top choices stand apart, so rounding does not change them.
+      add(n("ffn_gate_inp.weight"), {d, ne}, 0, 0.5f, false);
+      add(n("ffn_gate_exps.weight"), {d, sh->n_ff, ne}, 0, sd, false);
+      add(n("ffn_up_exps.weight"), {d, sh->n_ff, ne}, 0, sd, false);
+      add(n("ffn_down_exps.weight"), {sh->n_ff, d, ne}, 0, sd, false);
+    } else if (fam->fused) {
       add(n("ffn_up.weight"), {d, 2 * sh->n_ff}, 0, sd, false);
     } else {
       add(n("ffn_gate.weight"), {d, sh->n_ff}, 0, sd, false);
       add(n("ffn_up.weight"), {d, sh->n_ff}, 0, sd, false);
     }
-    add(n("ffn_down.weight"), {sh->n_ff, d}, 0, sd, false);
+    if (fam->n_expert == 0) add(n("ffn_down.weight"), {sh->n_ff, d}, 0, sd, false);
     if (fam->post_norms) add(n("post_ffw_norm.weight"), {d}, 1, sd, false);
   }
   add("output_norm.weight", {d}, 1, sd, false);
@@ -315,7 +335,7 @@ int synth(const synth_options& opts, std::ostream& log) {
   const auto t0 = std::chrono::steady_clock::now();
   w.write(opts.output);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  fmt::print(log, "wrote {} ({} {} {}, {} tokens) in {:.1f} s\n", opts.output, fam->arch, sh->name,
+  fmt::print(log, "wrote {} ({} {} {}, {} tokens) in {:.1f} s\n", opts.output, fam->name, sh->name,
              kind->name, n_vocab, s);
   return 0;
 }

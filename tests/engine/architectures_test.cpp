@@ -140,7 +140,8 @@ TEST_P(new_family, quantized_weights_agree_with_the_reference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(synth_tiny, new_family,
-                         testing::Values("qwen3", "gemma2", "gemma3", "phi3"));
+                         testing::Values("qwen3", "gemma2", "gemma3", "phi3", "mixtral",
+                                         "qwen3moe"));
 
 // A phi3 context longer than the original 512 positions rotates with the long factors; the
 // oracle, told the context size, picks them too. Both differ from the short rotation.
@@ -239,6 +240,25 @@ TEST(hyperparameters, phi3_reads_its_long_rope_and_splits_its_fused_matrices) {
   EXPECT_EQ(l.ffn_up.data, l.ffn_gate_up_fused.row(hp.n_ff));
   EXPECT_TRUE(m->rope_freqs);
   EXPECT_TRUE(m->rope_freqs_long);
+}
+
+TEST(hyperparameters, mixture_of_experts_splits_the_stacked_experts) {
+  auto m = load(synth_model("qwen3moe"));
+  const hparams& hp = m->hp;
+  EXPECT_EQ(hp.n_expert, 8);
+  EXPECT_EQ(hp.n_expert_used, 2);
+  EXPECT_TRUE(hp.has_qk_norm);
+  const layer_weights& l = m->layers[1];
+  ASSERT_EQ(l.expert_down.size(), 8u);
+  EXPECT_EQ(l.expert_gate[3].data, l.ffn_gate_exps.row(3 * hp.n_ff));
+  EXPECT_EQ(l.expert_down[7].n_rows, hp.n_embd);
+  EXPECT_EQ(l.expert_down[7].n_cols, hp.n_ff);
+  EXPECT_FALSE(l.ffn_gate);
+  const model_info info = model_get_info(*m);
+  EXPECT_EQ(info.n_expert, 8);
+  EXPECT_EQ(info.n_expert_used, 2);
+  // A llama file with experts (Mixtral) is the same shape of FFN.
+  EXPECT_EQ(load(synth_model("mixtral"))->hp.n_expert, 8);
 }
 
 TEST(memory_estimate, sliding_layers_hold_a_window_of_cache) {

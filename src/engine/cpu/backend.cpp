@@ -36,6 +36,15 @@ struct buffers {
   std::vector<float> scores;  // (n_threads, n_ctx) attention scores of one (token, head)
   std::vector<float> rope_cos, rope_sin;  // (n_rope_sets, n_batch, n_rot/2)
   std::vector<int> out_rows;              // (n_batch,) batch index of each logits row
+  // Mixture of experts: router probabilities, each expert's tokens and their weights, and
+  // the gathered rows of one expert's tokens.
+  std::vector<float> router;         // (n_batch, n_expert)
+  std::vector<int> expert_tokens;    // (n_expert, n_batch) batch indices per expert
+  std::vector<float> expert_weight;  // (n_expert, n_batch) their routing weights
+  std::vector<int> expert_count;     // (n_expert,)
+  std::vector<float> xe;             // (n_batch, n_embd) rows of one expert's tokens
+  std::vector<float> ye;             // (n_batch, n_embd) that expert's outputs
+  std::vector<float> moe_out;        // (n_batch, n_embd) weighted sum over the chosen experts
 };
 
 // What the forward pass reads and writes.
@@ -195,6 +204,65 @@ void prepare_rope(cpu_state& c, std::span<const batch_entry> batch) {
   }
 }
 
+// Each token's n_expert_used most likely experts (lower index first on ties) with their
+// softmax probabilities renormalised to sum 1, grouped by expert.
+void route_tokens(cpu_state& c, int n) {
+  const hparams& hp = c.m->hp;
+  buffers& b = c.buf;
+  const size_t ne = static_cast<size_t>(hp.n_expert), nb = static_cast<size_t>(c.params.n_batch);
+  std::fill(b.expert_count.begin(), b.expert_count.end(), 0);
+  for (int i = 0; i < n; ++i) {
+    float* p = b.router.data() + static_cast<size_t>(i) * ne;
+    const float max_logit = *std::max_element(p, p + ne);
+    float sum = 0;
+    for (size_t e = 0; e < ne; ++e) sum += (p[e] = std::exp(p[e] - max_logit));
+    for (size_t e = 0; e < ne; ++e) p[e] /= sum;
+    // Top-k by repeated selection (k is small), taking chosen experts out with -1.
+    size_t chosen[max_experts_used];
+    float chosen_p[max_experts_used], total = 0;
+    for (int k = 0; k < hp.n_expert_used; ++k) {
+      chosen[k] = static_cast<size_t>(std::max_element(p, p + ne) - p);
+      chosen_p[k] = p[chosen[k]];
+      total += chosen_p[k];
+      p[chosen[k]] = -1.0f;
+    }
+    for (int k = 0; k < hp.n_expert_used; ++k) {
+      const size_t slot = chosen[k] * nb + static_cast<size_t>(b.expert_count[chosen[k]]++);
+      b.expert_tokens[slot] = i;
+      b.expert_weight[slot] = chosen_p[k] / total;
+    }
+  }
+}
+
+// moe_out (n, d) = for each token, the weighted sum of its experts' SwiGLU FFNs of xb; each
+// expert's matrices are read once for all its tokens.
+void moe_ffn(cpu_state& c, const layer_weights& w, int n) {
+  const hparams& hp = c.m->hp;
+  buffers& b = c.buf;
+  const size_t d = static_cast<size_t>(hp.n_embd), nb = static_cast<size_t>(c.params.n_batch);
+  matmul(c, w.ffn_gate_inp, b.xb.data(), n, b.router.data());
+  route_tokens(c, n);
+  std::fill_n(b.moe_out.begin(), static_cast<size_t>(n) * d, 0.0f);
+  for (size_t e = 0; e < static_cast<size_t>(hp.n_expert); ++e) {
+    const int m = b.expert_count[e];
+    if (m == 0) continue;
+    const int* tokens = b.expert_tokens.data() + e * nb;
+    for (int j = 0; j < m; ++j)
+      std::copy_n(b.xb.data() + static_cast<size_t>(tokens[j]) * d, d,
+                  b.xe.data() + static_cast<size_t>(j) * d);
+    matmul_many(c, {{&w.expert_gate[e], b.hb.data()}, {&w.expert_up[e], b.hb2.data()}}, b.xe.data(),
+                m);
+    cpu::silu_mul(b.hb.data(), b.hb2.data(), b.hb.data(), static_cast<int64_t>(m) * hp.n_ff);
+    matmul(c, w.expert_down[e], b.hb.data(), m, b.ye.data());
+    for (int j = 0; j < m; ++j) {
+      const float weight = b.expert_weight[e * nb + static_cast<size_t>(j)];
+      float* out = b.moe_out.data() + static_cast<size_t>(tokens[j]) * d;
+      const float* y = b.ye.data() + static_cast<size_t>(j) * d;
+      for (size_t k = 0; k < d; ++k) out[k] += weight * y[k];
+    }
+  }
+}
+
 // Below this many multiply-adds per layer, attention runs without the thread pool.
 constexpr int64_t parallel_attention_work = 1 << 18;
 
@@ -274,6 +342,11 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
     for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.xb[j];
 
     rmsnorm_rows(b.x.data(), w.ffn_norm, n, d, hp.rms_eps, b.xb.data());
+    if (hp.n_expert > 0) {
+      moe_ffn(c, w, n);
+      for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.moe_out[j];
+      continue;
+    }
     matmul_many(c, {{&w.ffn_gate, b.hb.data()}, {&w.ffn_up, b.hb2.data()}}, b.xb.data(), n);
     if (hp.ffn_act == ffn_activation::silu)
       cpu::silu_mul(b.hb.data(), b.hb2.data(), b.hb.data(), static_cast<int64_t>(n) * ff);
@@ -379,6 +452,16 @@ cpu_context::cpu_context(const model& m, const context_params& params)
   b.hb.resize(nb * ff);
   b.hb2.resize(nb * ff);
   b.out.resize(nb * d);
+  if (hp.n_expert > 0) {
+    const size_t ne = static_cast<size_t>(hp.n_expert);
+    b.router.resize(nb * ne);
+    b.expert_tokens.resize(ne * nb);
+    b.expert_weight.resize(ne * nb);
+    b.expert_count.resize(ne);
+    b.xe.resize(nb * d);
+    b.ye.resize(nb * d);
+    b.moe_out.resize(nb * d);
+  }
   b.scores.resize(nt * static_cast<size_t>(params.n_ctx));
   const size_t n_sets = static_cast<size_t>(hp.n_rope_sets());
   b.rope_cos.resize(n_sets * nb * static_cast<size_t>(hp.n_rot / 2));
@@ -386,10 +469,14 @@ cpu_context::cpu_context(const model& m, const context_params& params)
   // Per matmul group: every activation format its weights want, side by side.
   size_t scratch = cpu::matmul_scratch_bytes(m.output.type, m.output.n_cols, nb);
   for (const auto& l : m.layers) {
-    for (const auto& group : {std::vector<const weight*>{&l.wq, &l.wk, &l.wv},
-                              {&l.wo},
-                              {&l.ffn_gate, &l.ffn_up},
-                              {&l.ffn_down}}) {
+    // Experts share their types: the first one stands for all.
+    const bool moe = !l.expert_gate.empty();
+    for (const auto& group :
+         {std::vector<const weight*>{&l.wq, &l.wk, &l.wv},
+          {&l.wo},
+          {moe ? &l.expert_gate[0] : &l.ffn_gate, moe ? &l.expert_up[0] : &l.ffn_up},
+          {moe ? &l.expert_down[0] : &l.ffn_down},
+          {moe ? &l.ffn_gate_inp : &l.wo}}) {
       std::vector<tensor_type> types;
       for (const weight* w : group) types.push_back(w->type);
       scratch = std::max(scratch, cpu::matmul_scratch_bytes(types, group[0]->n_cols, nb));

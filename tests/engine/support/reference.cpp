@@ -116,7 +116,22 @@ transformer::transformer(const std::string& path, int n_ctx) {
     l.wo = load(f, n("attn_output.weight"), {q_dim, dim});
     l.attn_post_norm = load(f, n("post_attention_norm.weight"), {dim}, hp_.has_post_norms);
     l.ffn_norm = load(f, n("ffn_norm.weight"), {dim});
-    if (hp_.architecture == "phi3") {
+    if (hp_.n_expert > 0) {
+      // experts: ffn_*_exps hold n_expert matrices one after the other
+      const int64_t ne = hp_.n_expert;
+      l.router = load(f, n("ffn_gate_inp.weight"), {dim, ne});
+      const auto gate = load(f, n("ffn_gate_exps.weight"), {dim, hidden, ne});
+      const auto up = load(f, n("ffn_up_exps.weight"), {dim, hidden, ne});
+      const auto down = load(f, n("ffn_down_exps.weight"), {hidden, dim, ne});
+      const int64_t per_expert = hidden * dim;
+      for (int64_t e = 0; e < ne; ++e) {
+        l.expert_w1.emplace_back(gate.begin() + e * per_expert,
+                                 gate.begin() + (e + 1) * per_expert);
+        l.expert_w3.emplace_back(up.begin() + e * per_expert, up.begin() + (e + 1) * per_expert);
+        l.expert_w2.emplace_back(down.begin() + e * per_expert,
+                                 down.begin() + (e + 1) * per_expert);
+      }
+    } else if (hp_.architecture == "phi3") {
       // phi3: ffn_up (2 hidden, dim) holds gate rows, then up rows
       const auto gate_up = load(f, n("ffn_up.weight"), {dim, 2 * hidden});
       l.w1.assign(gate_up.begin(), gate_up.begin() + hidden * dim);
@@ -125,7 +140,7 @@ transformer::transformer(const std::string& path, int n_ctx) {
       l.w1 = load(f, n("ffn_gate.weight"), {dim, hidden});
       l.w3 = load(f, n("ffn_up.weight"), {dim, hidden});
     }
-    l.w2 = load(f, n("ffn_down.weight"), {hidden, dim});
+    l.w2 = load(f, n("ffn_down.weight"), {hidden, dim}, hp_.n_expert == 0);
     l.ffn_post_norm = load(f, n("post_ffw_norm.weight"), {dim}, hp_.has_post_norms);
     layers_.push_back(std::move(l));
   }
@@ -149,7 +164,41 @@ transformer::transformer(const std::string& path, int n_ctx) {
   att_out_.resize(static_cast<size_t>(q_dim));
   hb_.resize(static_cast<size_t>(hidden));
   hb2_.resize(static_cast<size_t>(hidden));
+  moe_out_.resize(static_cast<size_t>(dim));
+  xb2_.resize(static_cast<size_t>(dim));
   logits_.resize(static_cast<size_t>(vocab));
+}
+
+// Mixture of experts on xb (dim,) -> moe_out (dim,): router (n_expert, dim) @ xb -> softmax;
+// the n_expert_used most likely experts (lower index first on ties), their probabilities
+// renormalised to sum 1, each a SwiGLU FFN; moe_out = sum of weight * expert output.
+void transformer::moe_ffn(const layer& w) {
+  const hparams& p = hp_;
+  const int dim = p.n_embd, hidden = p.n_ff;
+  std::vector<float> probs(static_cast<size_t>(p.n_expert));
+  matmul(probs.data(), xb_.data(), w.router.data(), dim, p.n_expert);
+  softmax(probs.data(), p.n_expert);
+  std::vector<int> order(static_cast<size_t>(p.n_expert));
+  for (int e = 0; e < p.n_expert; e++) order[static_cast<size_t>(e)] = e;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return probs[static_cast<size_t>(a)] > probs[static_cast<size_t>(b)];
+  });
+  double total = 0;
+  for (int k = 0; k < p.n_expert_used; k++)
+    total += probs[static_cast<size_t>(order[static_cast<size_t>(k)])];
+  std::fill(moe_out_.begin(), moe_out_.end(), 0.0f);
+  for (int k = 0; k < p.n_expert_used; k++) {
+    const int e = order[static_cast<size_t>(k)];
+    const float weight = static_cast<float>(probs[static_cast<size_t>(e)] / total);
+    matmul(hb_.data(), xb_.data(), w.expert_w1[static_cast<size_t>(e)].data(), dim, hidden);
+    matmul(hb2_.data(), xb_.data(), w.expert_w3[static_cast<size_t>(e)].data(), dim, hidden);
+    for (int i = 0; i < hidden; i++) {
+      const float g = hb_[i];
+      hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];
+    }
+    matmul(xb2_.data(), hb_.data(), w.expert_w2[static_cast<size_t>(e)].data(), hidden, dim);
+    for (int i = 0; i < dim; i++) moe_out_[i] += weight * xb2_[i];
+  }
 }
 
 const std::vector<float>& transformer::forward(token_id token, int pos) {
@@ -249,6 +298,11 @@ const std::vector<float>& transformer::forward(token_id token, int pos) {
 
     // x (dim,) -> xb (dim,)
     rmsnorm(xb_.data(), x_.data(), w.ffn_norm.data(), dim, p.rms_eps);
+    if (p.n_expert > 0) {
+      moe_ffn(w);
+      for (int i = 0; i < dim; i++) x_[i] += moe_out_[i];
+      continue;
+    }
     // w1 (hidden, dim) @ xb -> hb (hidden,); w3 (hidden, dim) @ xb -> hb2 (hidden,)
     matmul(hb_.data(), xb_.data(), w.w1.data(), dim, hidden);
     matmul(hb2_.data(), xb_.data(), w.w3.data(), dim, hidden);

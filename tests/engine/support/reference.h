@@ -38,7 +38,13 @@ class transformer {
     std::vector<float> w3;              // up (hidden, dim)
     std::vector<float> w2;              // down (dim, hidden)
     std::vector<float> ffn_post_norm;   // (dim,) or empty
+    // Mixture of experts (then w1, w3, w2 are empty): router (n_expert, dim) and per expert
+    // gate (hidden, dim), up (hidden, dim), down (dim, hidden).
+    std::vector<float> router;
+    std::vector<std::vector<float>> expert_w1, expert_w3, expert_w2;
   };
+
+  void moe_ffn(const layer& w);
 
   hparams hp_;
   std::vector<float> token_embedding_;  // (vocab, dim)
@@ -57,6 +63,8 @@ class transformer {
   std::vector<float> att_;          // (seq_len,) scores of one head
   std::vector<float> hb_;           // (hidden,)
   std::vector<float> hb2_;          // (hidden,)
+  std::vector<float> moe_out_;      // (dim,) weighted sum of the chosen experts' outputs
+  std::vector<float> xb2_;          // (dim,) one expert's output
   std::vector<float> logits_;       // (vocab,)
   std::vector<float> key_cache_;    // (layer, seq_len, kv_dim)
   std::vector<float> value_cache_;  // (layer, seq_len, kv_dim)
