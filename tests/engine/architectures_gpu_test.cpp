@@ -1,6 +1,7 @@
-// The newer families (qwen3, gemma2, gemma3) on the CUDA backend against the CPU engine
-// (which architectures_test checks against the reference oracle): Q/K head norms, GELU,
-// post norms, soft caps, embedding scaling, sliding-window rings and gemma3's two rotations,
+// The newer families (qwen3, gemma2, gemma3, phi3, mixtral, qwen3moe) on the CUDA backend
+// against the CPU engine (which architectures_test checks against the reference oracle): Q/K
+// head norms, GELU, post norms, soft caps, embedding scaling, sliding-window rings, gemma3's
+// two rotations, LongRoPE and experts routed on the device,
 // through the cuBLAS route (prefill), the packed kernels and graphs (decode). The models are
 // written by rbee-engine's synth at run time, so the GPU machine needs no extra files. Tests
 // that need a GPU skip without one.
@@ -128,7 +129,8 @@ TEST_P(new_family_gpu, sliding_rings_wrap_and_match_the_cpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(synth_tiny, new_family_gpu,
-                         testing::Values("qwen3", "gemma2", "gemma3", "phi3"));
+                         testing::Values("qwen3", "gemma2", "gemma3", "phi3", "mixtral",
+                                         "qwen3moe"));
 
 // A phi3 context beyond its original 512 positions rotates with the long factors on both.
 TEST(phi3_gpu, long_contexts_match_the_cpu) {

@@ -50,6 +50,9 @@ struct dweight {
 struct dlayer {
   dweight attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, ffn_gate, ffn_up, ffn_down;
   dweight attn_q_norm, attn_k_norm, attn_post_norm, ffn_post_norm;  // null where absent
+  // Mixture of experts: the router and each expert's matrices (empty for a dense FFN).
+  dweight ffn_gate_inp;
+  std::vector<dweight> expert_gate, expert_up, expert_down;
   // wq|wk|wv and ffn_gate|ffn_up as one matrix when they lie back to back in the same type:
   // one product (one launch, one bigger grid) instead of three or two. Null otherwise.
   dweight wqkv, ffn_gate_up;
@@ -125,8 +128,11 @@ std::vector<weight_ref> all_weights(const model_weights& w) {
     const layer_weights& l = w.layers[i];
     for (const weight* p : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv,
                             &l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down, &l.attn_q_norm,
-                            &l.attn_k_norm, &l.attn_post_norm, &l.ffn_post_norm})
+                            &l.attn_k_norm, &l.attn_post_norm, &l.ffn_post_norm, &l.ffn_gate_inp})
       out.push_back({p, static_cast<int>(i)});
+    for (size_t e = 0; e < l.expert_gate.size(); ++e)
+      for (const weight* p : {&l.expert_gate[e], &l.expert_up[e], &l.expert_down[e]})
+        out.push_back({p, static_cast<int>(i)});
   }
   return out;
 }
@@ -151,13 +157,15 @@ struct context_layout {
   size_t kv = 0;  // one of K or V: every layer's rows (hparams::cache_rows)
   size_t x = 0, qkv = 0, q = 0, ff = 0, logits = 0, q8 = 0, att_scratch = 0, att_counters = 0,
          gemm = 0, ints = 0, rope = 0, rope_table = 0;
+  size_t moe = 0;  // router logits or routing weights (n_batch, n_expert); 0 for a dense FFN
   // Sampling: the penalized tokens and the offsets (up to a vocabulary each), the allowed-token
   // bits of a constrained choice, scratch, the chosen token and the log-probabilities (the
   // token's, then the top pairs).
   size_t penalized = 0, offsets = 0, allowed = 0, sample = 0, token = 0, logprobs = 0;
   size_t total() const {
     return 2 * kv + 4 * x + qkv + 2 * q + 3 * ff + logits + q8 + att_scratch + att_counters + gemm +
-           ints + rope + rope_table + penalized + offsets + allowed + sample + token + logprobs;
+           ints + rope + rope_table + penalized + offsets + allowed + sample + token + logprobs +
+           2 * moe + (moe > 0 ? x : 0);
   }
 };
 
@@ -210,6 +218,7 @@ context_layout layout_of(const model_weights& w, int n_ctx, int n_seq, int n_bat
                                                  l.ffn_gate.n_cols, n_batch));
   }
   c.ints = align_up(4 * nb * sizeof(int32_t));
+  if (hp.n_expert > 0) c.moe = align_up(nb * static_cast<size_t>(hp.n_expert) * sizeof(float));
   c.rope = align_up(n_rope_sets * static_cast<size_t>(hp.n_rot / 2) * sizeof(double));
   c.rope_table = align_up(n_rope_sets * nb * static_cast<size_t>(hp.n_rot / 2) * sizeof(float2));
   c.penalized = align_up(static_cast<size_t>(hp.n_vocab) * sizeof(int32_t));
@@ -328,11 +337,20 @@ device_model_ptr upload(const model_weights& w, int device,
   std::vector<dweight*> targets{&dm->tok_embd, &dm->output_norm, &dm->output, &dm->rope_freqs,
                                 &dm->rope_freqs_long};
   dm->layers.resize(w.layers.size());
-  for (auto& l : dm->layers)
+  for (size_t i = 0; i < dm->layers.size(); ++i) {
+    dlayer& l = dm->layers[i];
     for (dweight* p : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.ffn_norm,
                        &l.ffn_gate, &l.ffn_up, &l.ffn_down, &l.attn_q_norm, &l.attn_k_norm,
-                       &l.attn_post_norm, &l.ffn_post_norm})
+                       &l.attn_post_norm, &l.ffn_post_norm, &l.ffn_gate_inp})
       targets.push_back(p);
+    const size_t n_expert = w.layers[i].expert_gate.size();
+    l.expert_gate.resize(n_expert);
+    l.expert_up.resize(n_expert);
+    l.expert_down.resize(n_expert);
+    for (size_t e = 0; e < n_expert; ++e)
+      for (dweight* p : {&l.expert_gate[e], &l.expert_up[e], &l.expert_down[e]})
+        targets.push_back(p);
+  }
   assert(targets.size() == refs.size());
 
   load_progress p;
@@ -442,6 +460,10 @@ class device_context {
   uint64_t* allowed_ = nullptr;
   void* sample_scratch_ = nullptr;
   uint8_t* logprobs_ = nullptr;  // logprobs_floats floats, then max_top_logprobs ids
+  // Mixture of experts: router logits and routing weights (n_batch, n_expert), and the sum
+  // of the experts' outputs (n_batch, n_embd).
+  float *moe_logits_ = nullptr, *moe_weights_ = nullptr, *moe_acc_ = nullptr;
+  void moe_ffn(const dlayer& l, q8_blocks xq, int n);
 };
 
 void device_context_deleter::operator()(device_context* c) const {
@@ -508,6 +530,11 @@ void device_context::init() {
   sample_scratch_ = take(lay.sample);
   token_ = static_cast<int32_t*>(take(lay.token));
   logprobs_ = static_cast<uint8_t*>(take(lay.logprobs));
+  if (lay.moe > 0) {
+    moe_logits_ = static_cast<float*>(take(lay.moe));
+    moe_weights_ = static_cast<float*>(take(lay.moe));
+    moe_acc_ = static_cast<float*>(take(lay.x));
+  }
   assert(cur == static_cast<uint8_t*>(arena_) + lay.total());
 
   // The rotation frequencies (rope_inverse_frequencies), once; the factors are read back
@@ -530,6 +557,33 @@ void device_context::init() {
       RBEE_CUDA_CHECK(cudaMemcpy(inv_freq_ + static_cast<size_t>(set) * half, inv_freq.data(),
                                  inv_freq.size() * sizeof(double), cudaMemcpyHostToDevice));
   }
+}
+
+// tmp_ (n, n_embd) = each token's weighted sum of its chosen experts' SwiGLU FFNs of xb_
+// (whose q8 blocks are xq), routed on the device. Every expert runs on every token, weighted
+// zero where not chosen: each expert's matrices are read once per step, but the products of
+// the experts a token did not choose are computed too.
+void device_context::moe_ffn(const dlayer& l, q8_blocks xq, int n) {
+  const hparams& hp = m_.w_.hp;
+  const int d = hp.n_embd, ff = hp.n_ff;
+  const int n_expert = static_cast<int>(l.expert_gate.size());
+  const bool small = n <= max_matvec_tokens;
+  mm(l.ffn_gate_inp, xb_, xq, n, moe_logits_);
+  moe_route(moe_logits_, n, n_expert, hp.n_expert_used, moe_weights_, stream_);
+  float* up = hb_ + static_cast<size_t>(n) * ff;
+  const q8_blocks dq = small && uses_q8(l.expert_down[0].type) ? q8_ : q8_blocks{};
+  for (int e = 0; e < n_expert; ++e) {
+    const size_t i = static_cast<size_t>(e);
+    // The q8 blocks of xb_ share their buffer with those of the previous expert's down input.
+    if (xq && e > 0) quantize_q8(xb_, n, d, xq, stream_);
+    mm(l.expert_gate[i], xb_, xq, n, hb_);
+    mm(l.expert_up[i], xb_, xq, n, up);
+    silu_mul(hb_, up, ff, n, ff, hb2_, dq, stream_);
+    mm(l.expert_down[i], hb2_, dq, n, tmp_);
+    moe_accumulate(moe_acc_, tmp_, moe_weights_, n, d, n_expert, e, e == 0, stream_);
+  }
+  RBEE_CUDA_CHECK(cudaMemcpyAsync(tmp_, moe_acc_, static_cast<size_t>(n) * d * sizeof(float),
+                                  cudaMemcpyDeviceToDevice, stream_));
 }
 
 // y (n, rows) = x (n, cols) @ W^T: packed matrix x vector for decode-sized batches, cuBLAS
@@ -622,8 +676,14 @@ void device_context::forward(int n, int n_out, bool gather) {
     mm(l.wo, att_, aq, n, tmp_);
     if (l.attn_post_norm)
       add_rmsnorm(tmp_, nullptr, l.attn_post_norm.f32(), n, d, hp.rms_eps, tmp_, {}, stream_);
-    q8_blocks fq = q8_for({&l.ffn_gate, &l.ffn_up});
+    const bool moe = !l.expert_gate.empty();
+    q8_blocks fq = moe ? q8_for({&l.ffn_gate_inp, &l.expert_gate[0], &l.expert_up[0]})
+                       : q8_for({&l.ffn_gate, &l.ffn_up});
     add_rmsnorm(x_, tmp_, l.ffn_norm.f32(), n, d, hp.rms_eps, xb_, fq, stream_);
+    if (moe) {
+      moe_ffn(l, fq, n);
+      continue;
+    }
     const float* up;
     int ff_stride;
     if (l.ffn_gate_up) {

@@ -94,6 +94,15 @@ void scale(float* x, int64_t n, float s, cudaStream_t stream);
 // x (n,) = cap * tanh(x / cap) in place (gemma2's final logit soft cap).
 void softcap(float* x, int64_t n, float cap, cudaStream_t stream);
 
+// Mixture of experts: weights (n_tok, n_expert) = each token's softmax over its router logits
+// (n_tok, n_expert), kept for its n_used most likely experts (lower index first on ties) and
+// renormalised to sum 1, zero elsewhere.
+void moe_route(const float* logits, int n_tok, int n_expert, int n_used, float* weights,
+               cudaStream_t stream);
+// acc (n_tok, n) = (first ? 0 : acc) + weights[:, expert] * y, row by row.
+void moe_accumulate(float* acc, const float* y, const float* weights, int n_tok, int n,
+                    int n_expert, int expert, bool first, cudaStream_t stream);
+
 // out (n, cols) = x[rows[i]] (the rows that want logits).
 void gather_rows(const float* x, const int32_t* rows, int n, int cols, float* out,
                  cudaStream_t stream);
