@@ -125,8 +125,9 @@ struct family_rules {
 };
 
 std::optional<family_rules> rules_of(const std::string& model_type) {
-  if (model_type == "llama" || model_type == "mistral")
+  if (model_type == "llama" || model_type == "mistral" || model_type == "mixtral")
     return family_rules{"llama", true, false, false};
+  if (model_type == "qwen3_moe") return family_rules{"qwen3moe", false, false, false};
   if (model_type == "qwen2") return family_rules{"qwen2", false, false, false};
   if (model_type == "phi3") return family_rules{"phi3", false, false, false};
   if (model_type == "qwen3") return family_rules{"qwen3", false, false, false};
@@ -159,8 +160,10 @@ std::string gguf_name(const std::string& hf, const family_rules& r) {
       {"mlp.gate_proj.weight", "ffn_gate.weight"},
       {"mlp.up_proj.weight", "ffn_up.weight"},
       {"mlp.down_proj.weight", "ffn_down.weight"},
-      {"self_attn.qkv_proj.weight", "attn_qkv.weight"},  // phi3: q|k|v rows
-      {"mlp.gate_up_proj.weight", "ffn_up.weight"},      // phi3: gate|up rows
+      {"self_attn.qkv_proj.weight", "attn_qkv.weight"},         // phi3: q|k|v rows
+      {"mlp.gate_up_proj.weight", "ffn_up.weight"},             // phi3: gate|up rows
+      {"block_sparse_moe.gate.weight", "ffn_gate_inp.weight"},  // mixtral's router
+      {"mlp.gate.weight", "ffn_gate_inp.weight"},               // qwen3moe's router
   };
   static const std::map<std::string, std::string> llama_norms{
       {"post_attention_layernorm.weight", "ffn_norm.weight"}};
@@ -173,6 +176,27 @@ std::string gguf_name(const std::string& hf, const family_rules& r) {
   const auto& norms = r.gemma_ffn_norms ? gemma_norms : llama_norms;
   if (auto it = norms.find(rest); it != norms.end()) return blk + it->second;
   return "";
+}
+
+// One expert's matrix in a mixture of experts: GGUF stacks the experts of a layer in one
+// tensor (ffn_gate_exps, ffn_up_exps, ffn_down_exps).
+struct expert_part {
+  std::string stacked_name;
+  size_t expert;
+};
+
+std::optional<expert_part> expert_part_of(const std::string& hf) {
+  static const std::regex mixtral(
+      R"(model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight)");
+  static const std::regex qwen(
+      R"(model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight)");
+  static const std::map<std::string, std::string> kinds{
+      {"w1", "ffn_gate_exps"},        {"w3", "ffn_up_exps"},      {"w2", "ffn_down_exps"},
+      {"gate_proj", "ffn_gate_exps"}, {"up_proj", "ffn_up_exps"}, {"down_proj", "ffn_down_exps"}};
+  std::smatch m;
+  if (!std::regex_match(hf, m, mixtral) && !std::regex_match(hf, m, qwen)) return std::nullopt;
+  return expert_part{"blk." + m[1].str() + "." + kinds.at(m[3].str()) + ".weight",
+                     std::stoul(m[2].str())};
 }
 
 // Rows of a llama Q or K matrix (n_head heads of head_dim rows) from Hugging Face's order
@@ -317,7 +341,23 @@ void write_hyperparameters(gguf::writer& w, const json& c, const family_rules& r
       fail(error_code::unsupported_architecture,
            "config.json: gemma3's rope_local_base_freq must be 10000 (llama.cpp's fixed value)");
   }
-  if (r.arch == "qwen2" || r.arch == "qwen3") {
+  const auto n_expert = config_value_or<uint32_t>(c, "num_local_experts",
+                                                  config_value_or<uint32_t>(c, "num_experts", 0));
+  if (n_expert > 0) {
+    w.set_uint32(key("expert_count"), n_expert);
+    w.set_uint32(key("expert_used_count"), config_value<uint32_t>(c, "num_experts_per_tok"));
+  }
+  if (r.arch == "qwen3moe") {
+    w.set_uint32(key("expert_feed_forward_length"),
+                 config_value<uint32_t>(c, "moe_intermediate_size"));
+    if (!config_value_or<bool>(c, "norm_topk_prob", true) ||
+        config_value_or<uint32_t>(c, "decoder_sparse_step", 1) != 1 ||
+        !config_value_or<std::vector<int>>(c, "mlp_only_layers", {}).empty())
+      fail(error_code::unsupported_architecture,
+           "config.json: qwen3moe is supported with norm_topk_prob, decoder_sparse_step 1 and no "
+           "mlp_only_layers");
+  }
+  if (r.arch == "qwen2" || r.arch == "qwen3" || r.arch == "qwen3moe") {
     if (config_value_or<bool>(c, "use_sliding_window", false))
       fail(error_code::unsupported_architecture,
            "config.json: use_sliding_window is not supported for qwen");
@@ -359,6 +399,33 @@ void write_longrope(gguf::writer& w, const json& c) {
   }
 }
 
+// The experts' matrices of one kind and layer as one tensor {cols, rows, n_expert}.
+void add_stacked_experts(gguf::writer& w, const std::string& name,
+                         const std::vector<const safetensor*>& parts, tensor_type type) {
+  for (size_t e = 0; e < parts.size(); ++e) {
+    if (!parts[e]) fail(error_code::file_corrupt, fmt::format("{}: expert {} is missing", name, e));
+    if (parts[e]->shape.size() != 2 || parts[e]->shape != parts[0]->shape)
+      fail(error_code::file_corrupt, fmt::format("{}: the experts differ in shape", name));
+    if (parts[e]->dtype != "F32" && parts[e]->dtype != "F16" && parts[e]->dtype != "BF16")
+      fail(error_code::unsupported_tensor_type,
+           fmt::format("{}: expert {} has dtype {} (F32, F16, BF16)", name, e, parts[e]->dtype));
+  }
+  const int64_t n_rows = parts[0]->shape[0], n_cols = parts[0]->shape[1];
+  std::vector<safetensor> copies;
+  for (const safetensor* p : parts) copies.push_back(*p);
+  w.add_tensor_lazy(name, type, {n_cols, n_rows, static_cast<int64_t>(parts.size())},
+                    [copies, n_rows, n_cols, type](std::span<uint8_t> out) {
+                      const size_t row_bytes = engine::row_size(type, n_cols);
+                      size_t offset = 0;
+                      for (const safetensor& t : copies) {
+                        const std::vector<float> v = read_values(t);
+                        for (int64_t row = 0; row < n_rows; ++row, offset += row_bytes)
+                          engine::quantize_row(type, v.data() + row * n_cols, out.data() + offset,
+                                               n_cols);
+                      }
+                    });
+}
+
 std::vector<std::string> safetensors_files(const std::string& dir) {
   std::vector<std::string> files;
   for (const auto& e : std::filesystem::directory_iterator(dir))
@@ -394,8 +461,8 @@ int convert(const convert_options& opts, std::ostream& log) {
   const auto rules = rules_of(model_type);
   if (!rules)
     fail(error_code::unsupported_architecture,
-         fmt::format("model_type '{}' is not supported (llama, mistral, qwen2, qwen3, gemma2, "
-                     "gemma3, phi3)",
+         fmt::format("model_type '{}' is not supported (llama, mistral, mixtral, qwen2, qwen3, "
+                     "qwen3_moe, gemma2, gemma3, phi3)",
                      model_type));
 
   gguf::writer w;
@@ -421,7 +488,14 @@ int convert(const convert_options& opts, std::ostream& log) {
   const auto n_head = config_value<int64_t>(config, "num_attention_heads");
   const auto n_head_kv = config_value_or<int64_t>(config, "num_key_value_heads", n_head);
   int n_written = 0;
+  std::map<std::string, std::vector<const safetensor*>> experts;  // stacked name -> by expert
   for (const auto& [hf, t] : tensors) {
+    if (const auto part = expert_part_of(hf)) {
+      auto& parts = experts[part->stacked_name];
+      if (parts.size() <= part->expert) parts.resize(part->expert + 1);
+      parts[part->expert] = &t;
+      continue;
+    }
     const std::string name = gguf_name(hf, *rules);
     if (name.empty()) {
       fmt::print(log, "skipping {}\n", hf);
@@ -453,6 +527,10 @@ int convert(const convert_options& opts, std::ostream& log) {
             engine::quantize_row(type, v.data() + row * n_cols,
                                  out.data() + static_cast<size_t>(row) * row_bytes, n_cols);
         });
+    ++n_written;
+  }
+  for (const auto& [name, parts] : experts) {
+    add_stacked_experts(w, name, parts, *out_type);
     ++n_written;
   }
   w.write(opts.output);

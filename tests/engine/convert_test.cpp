@@ -72,6 +72,21 @@ std::string hf_name(const std::string& gguf, bool gemma, bool phi3) {
   return "model.layers." + layer + "." + names.at(rest);
 }
 
+// Expert e's transformers name of a stacked GGUF expert tensor (Mixtral's or Qwen3-MoE's).
+std::string hf_expert_name(const std::string& gguf, int64_t e, bool mixtral) {
+  const std::string layer = gguf.substr(4, gguf.find('.', 4) - 4);
+  const std::string kind = gguf.substr(gguf.find('.', 4) + 1);
+  const std::map<std::string, std::pair<std::string, std::string>> names{
+      {"ffn_gate_exps.weight", {"w1", "gate_proj"}},
+      {"ffn_up_exps.weight", {"w3", "up_proj"}},
+      {"ffn_down_exps.weight", {"w2", "down_proj"}}};
+  const auto& [mixtral_name, qwen_name] = names.at(kind);
+  return "model.layers." + layer +
+         (mixtral ? ".block_sparse_moe.experts." + std::to_string(e) + "." + mixtral_name
+                  : ".mlp.experts." + std::to_string(e) + "." + qwen_name) +
+         ".weight";
+}
+
 std::vector<float> values_of(const gguf::tensor_info& t) {
   const int64_t n_cols = t.shape[0], n_rows = t.n_elements() / n_cols;
   std::vector<float> v(static_cast<size_t>(t.n_elements()));
@@ -113,12 +128,30 @@ void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& 
       v = unpermute_rows(v, hp.n_head, t.shape[0]);
     if (hp.architecture == "llama" && t.name.ends_with("attn_k.weight"))
       v = unpermute_rows(v, hp.n_head_kv, t.shape[0]);
-    const size_t begin = data.size();
-    data.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
-    header[hf_name(t.name, gemma, phi3)] = {
-        {"dtype", "F32"},
-        {"shape", std::vector<int64_t>(t.shape.rbegin(), t.shape.rend())},
-        {"data_offsets", {begin, data.size()}}};
+    const auto put = [&](const std::string& name, const float* values,
+                         std::vector<int64_t> hf_shape) {
+      size_t n = 1;
+      for (const int64_t dim : hf_shape) n *= static_cast<size_t>(dim);
+      const size_t begin = data.size();
+      data.append(reinterpret_cast<const char*>(values), n * sizeof(float));
+      header[name] = {
+          {"dtype", "F32"}, {"shape", hf_shape}, {"data_offsets", {begin, data.size()}}};
+    };
+    if (t.shape.size() == 3) {  // stacked experts: one tensor per expert in transformers
+      for (int64_t e = 0; e < t.shape[2]; ++e)
+        put(hf_expert_name(t.name, e, hp.architecture == "llama"),
+            v.data() + e * t.shape[0] * t.shape[1], {t.shape[1], t.shape[0]});
+      continue;
+    }
+    if (t.name.ends_with("ffn_gate_inp.weight")) {
+      const std::string layer = t.name.substr(4, t.name.find('.', 4) - 4);
+      put("model.layers." + layer +
+              (hp.architecture == "llama" ? ".block_sparse_moe.gate.weight" : ".mlp.gate.weight"),
+          v.data(), {t.shape[1], t.shape[0]});
+      continue;
+    }
+    put(hf_name(t.name, gemma, phi3), v.data(),
+        std::vector<int64_t>(t.shape.rbegin(), t.shape.rend()));
   }
   const std::string text = header.dump();
   std::ofstream out(dir / "model.safetensors", std::ios::binary);
@@ -126,7 +159,10 @@ void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& 
   for (int i = 0; i < 8; ++i) out.put(static_cast<char>(len >> (8 * i)));
   out << text << data;
 
-  nlohmann::json config{{"model_type", hp.architecture},
+  const std::map<std::string, std::string> model_types{
+      {"qwen3moe", "qwen3_moe"}, {"llama", hp.n_expert > 0 ? "mixtral" : "llama"}};
+  const auto type = model_types.find(hp.architecture);
+  nlohmann::json config{{"model_type", type == model_types.end() ? hp.architecture : type->second},
                         {"hidden_size", hp.n_embd},
                         {"num_hidden_layers", hp.n_layer},
                         {"num_attention_heads", hp.n_head},
@@ -145,6 +181,11 @@ void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& 
     rope_scaling["type"] = "longrope";
     config["rope_scaling"] = rope_scaling;
     config["original_max_position_embeddings"] = hp.n_ctx_orig;
+  }
+  if (hp.n_expert > 0) {
+    config[hp.architecture == "llama" ? "num_local_experts" : "num_experts"] = hp.n_expert;
+    config["num_experts_per_tok"] = hp.n_expert_used;
+    if (hp.architecture == "qwen3moe") config["moe_intermediate_size"] = hp.n_ff;
   }
   if (hp.architecture == "gemma2") {
     config["attn_logit_softcapping"] = hp.attn_softcap;
@@ -195,7 +236,8 @@ TEST_P(convert_round_trip, gives_back_the_synth_model) {
 }
 
 INSTANTIATE_TEST_SUITE_P(synth_tiny, convert_round_trip,
-                         testing::Values("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"));
+                         testing::Values("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
+                                         "mixtral", "qwen3moe"));
 
 // Newer transformers write the rotation as rope_parameters (per attention kind for gemma3).
 TEST(convert, reads_rope_parameters_as_newer_transformers_write_them) {

@@ -9,7 +9,10 @@ the config, the weights' names/shapes/generator parameters, the prompt, the logi
 positions and a greedy continuation with the top-2 gap of each step.
 
 The C++ test writes the same weights as config.json + model.safetensors, converts them with
-`rbee-engine convert --type f32`, runs the engine on the CPU and compares.
+`rbee-engine convert --type f32`, runs the engine on the CPU and compares. The mixtures of
+experts need a transformers version whose experts are separate parameters
+(model.layers.N.block_sparse_moe.experts.E.w1, ...mlp.experts.E.gate_proj); versions that fuse
+them into one 3-D parameter are not read by `convert`.
 
 Needs torch and transformers (the GPU machine has both; the CPU works too, only slower):
     python3 tests/engine/oracle/make_oracle.py [--out tests/engine/data/oracle] [--device cuda]
@@ -73,6 +76,27 @@ FAMILIES = {
         },
         tie_word_embeddings=False,
     ),
+    # Mixtures of experts: 4 experts, 2 per token, weights renormalised (llama.cpp's rule).
+    "mixtral": dict(
+        model_type="mixtral",
+        rope_theta=1000000.0,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        sliding_window=None,
+        tie_word_embeddings=False,
+    ),
+    "qwen3moe": dict(
+        model_type="qwen3_moe",
+        head_dim=32,
+        rope_theta=1000000.0,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=64,
+        norm_topk_prob=True,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+        tie_word_embeddings=False,
+    ),
     "gemma3": dict(
         model_type="gemma3_text",
         num_hidden_layers=6,  # one global layer among five sliding ones
@@ -125,6 +149,8 @@ def weight_params(name, family):
         return (0.0 if family.startswith("gemma") else 1.0), 0.1
     if name.endswith("embed_tokens.weight"):
         return 0.0, 0.5
+    if name.endswith(("block_sparse_moe.gate.weight", "mlp.gate.weight")):
+        return 0.0, 1.0  # a wide router: rounding does not change which experts it picks
     return 0.0, 0.08
 
 
