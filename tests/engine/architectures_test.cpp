@@ -227,6 +227,44 @@ TEST(hyperparameters, gemma3_has_one_global_layer_in_six_with_its_own_rotation) 
 
 // The cache of a sliding layer is window + batch - 1 rows: the estimate counts that, and the
 // hive's header summary agrees with the engine on how many layers slide.
+// Phi-4-mini rotates a part of each head: the attention factor scales only the rotated
+// dimensions (cos and sin), not the whole score. The synth phi3 model, rewritten to rotate
+// half of its 32 dimensions.
+TEST(phi3, a_partly_rotated_head_scales_only_its_rotated_dimensions) {
+  const auto full = gguf::file::open(synth_model("phi3"));
+  gguf::writer w;
+  for (const auto& e : full.metadata()) w.set(e);
+  w.set_uint32("phi3.rope.dimension_count", 16);
+  std::vector<std::vector<uint8_t>> kept;
+  for (const auto& t : full.tensors()) {
+    if (t.name.starts_with("rope_factors_")) {
+      w.add_tensor(t.name, t.type, {8}, {t.data, 8 * sizeof(float)});
+    } else {
+      w.add_tensor(t.name, t.type, t.shape, {t.data, static_cast<size_t>(t.n_bytes)});
+    }
+  }
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("rbee-arch-test-" + std::to_string(::getpid()) + "-phi3-partial.gguf");
+  w.write(path.string());
+  for (int n_ctx : {64, 600}) {
+    SCOPED_TRACE(n_ctx);
+    auto m = load(path.string());
+    ASSERT_EQ(m->hp.n_rot, 16);
+    context_params cp = context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.kv_f16 = false;
+    auto ctx = context_create(*m, cp);
+    reference::transformer ref(path.string(), n_ctx);
+    std::vector<batch_entry> batch;
+    for (int p = 0; p < 24; ++p) batch.push_back({prompt_token(p), p, 0, true});
+    decode(*ctx, batch);
+    double worst = 0;
+    for (int p = 0; p < 24; ++p)
+      worst = std::max(worst, relative_error(logits(*ctx, p), ref.forward(prompt_token(p), p)));
+    EXPECT_LT(worst, 1e-3);
+  }
+}
+
 TEST(hyperparameters, phi3_reads_its_long_rope_and_splits_its_fused_matrices) {
   auto m = load(synth_model("phi3"));
   const hparams& hp = m->hp;

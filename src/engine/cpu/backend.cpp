@@ -150,9 +150,7 @@ void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thr
   const size_t row_bytes = static_cast<size_t>(hd) * c.cache.element_bytes();
   const uint8_t* keys = c.cache.k(layer, e.seq, kvh);
   const uint8_t* values = c.cache.v(layer, e.seq, kvh);
-  // phi3's rotation scales q and k by rope_attn_factor: the scores by its square.
-  const float scale = hp.attn_scale * hp.rope_attn_factor * hp.rope_attn_factor;
-  const float cap = hp.attn_softcap;
+  const float scale = hp.attn_scale, cap = hp.attn_softcap;
   const bool f16 = c.cache.f16();
   const int first = hp.layer_slides(layer) ? std::max(0, e.pos - hp.n_swa + 1) : 0;
   const int n = e.pos + 1 - first, rows = c.cache.rows(layer);
@@ -196,9 +194,10 @@ void prepare_rope(cpu_state& c, std::span<const batch_entry> batch) {
       const double scaled_pos = freq_scale * batch[i].pos;
       const size_t row = (static_cast<size_t>(set) * nb + i) * half;
       for (size_t j = 0; j < half; ++j) {
+        // phi3's LongRoPE scales the rotated dimensions by its attention factor (1 otherwise).
         const double theta = scaled_pos * inv_freq[j];
-        c.buf.rope_cos[row + j] = static_cast<float>(std::cos(theta));
-        c.buf.rope_sin[row + j] = static_cast<float>(std::sin(theta));
+        c.buf.rope_cos[row + j] = static_cast<float>(std::cos(theta) * hp.rope_attn_factor);
+        c.buf.rope_sin[row + j] = static_cast<float>(std::sin(theta) * hp.rope_attn_factor);
       }
     }
   }

@@ -615,7 +615,8 @@ void device_context::forward(int n, int n_out, bool gather) {
   if (hp.embd_scale != 1.0f) scale(x_, static_cast<int64_t>(n) * d, hp.embd_scale, stream_);
   for (int set = 0; set < hp.n_rope_sets(); ++set)
     rope_table(inv_freq_ + static_cast<size_t>(set) * half, hp.rope_of_set(set).freq_scale,
-               hp.n_rot, pos_, n, rope_cos_sin_ + static_cast<size_t>(set) * nb * half, stream_);
+               hp.rope_attn_factor, hp.n_rot, pos_, n,
+               rope_cos_sin_ + static_cast<size_t>(set) * nb * half, stream_);
   for (size_t li = 0; li < m_.layers.size(); ++li) {
     const dlayer& l = m_.layers[li];
     const int layer = static_cast<int>(li);
@@ -667,8 +668,7 @@ void device_context::forward(int n, int n_out, bool gather) {
                                 .head_dim = hd,
                                 .rows = rows,
                                 .window = hp.layer_slides(layer) ? hp.n_swa : 0,
-                                // phi3's rotation scales q and k by rope_attn_factor.
-                                .scale = hp.attn_scale * hp.rope_attn_factor * hp.rope_attn_factor,
+                                .scale = hp.attn_scale,
                                 .softcap = hp.attn_softcap};
     attention(q_, k_layer, v_layer, pos_, seq_, n, shape, att_scratch_, att_counters_, att_,
               fused_q ? aq : q8_blocks{}, stream_);

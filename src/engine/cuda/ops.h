@@ -109,8 +109,9 @@ void gather_rows(const float* x, const int32_t* rows, int n, int cols, float* ou
 
 // table (n_tok, n_rot/2) = (cos, sin) of freq_scale * pos[i] * inv_freq[j], inv_freq[j] =
 // base^(-2j/n_rot) / rope_freqs[j]: the angles of every layer's rotation, once per batch.
-void rope_table(const double* inv_freq, float freq_scale, int n_rot, const int32_t* pos, int n_tok,
-                float2* table, cudaStream_t stream);
+// Both times mscale (phi3's LongRoPE attention factor; 1 otherwise).
+void rope_table(const double* inv_freq, float freq_scale, float mscale, int n_rot,
+                const int32_t* pos, int n_tok, float2* table, cudaStream_t stream);
 
 struct rope_args {
   int n_head, n_head_kv, head_dim, n_rot;
