@@ -79,8 +79,8 @@ struct hparams {
   int n_swa = 0;
   int swa_pattern = 0;
   // phi3's LongRoPE: contexts longer than n_ctx_orig rotate with rope_factors_long, others
-  // with rope_factors_short; cos and sin are multiplied by rope_attn_factor (so the scores by
-  // its square).
+  // with rope_factors_short; cos and sin are multiplied by rope_attn_factor (so the rotated
+  // dimensions of q and k are scaled by it, the others not).
   int n_ctx_orig = 0;
   float rope_attn_factor = 1.0f;
   // Mixture of experts (llama with experts, qwen3moe): each token's FFN is the weighted sum of
@@ -150,9 +150,9 @@ inline constexpr std::string_view supported_architectures =
 // engine_error(file_corrupt) naming the key.
 hparams read_hparams(const gguf::file& file);
 
-// Looks up a tensor and checks its shape (ggml order; a 3-D tensor is its stacked matrices, rows
-// of all of them); engine_error(file_corrupt) naming it
-// when missing or misshapen, engine_error(unsupported_tensor_type) for an unknown type.
+// Looks up a tensor and checks its shape (ggml order; a 3-D tensor of stacked matrices is
+// viewed as the rows of all of them); engine_error(file_corrupt) naming it when missing or
+// misshapen, engine_error(unsupported_tensor_type) for an unknown type.
 weight get_weight(const gguf::file& file, const std::string& name, std::vector<int64_t> shape,
                   bool required = true);
 
