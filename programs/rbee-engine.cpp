@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   tool::synth_options synth;
   auto* s = app.add_subcommand("synth", "Write a random-weight model");
   s->add_option("--arch", synth.arch,
-                "llama, qwen2, qwen3, gemma2, gemma3, phi3, mixtral or qwen3moe")
+                "llama, qwen2, qwen3, gemma2, gemma3, phi3, mixtral, qwen2moe or qwen3moe")
       ->capture_default_str();
   s->add_option("--shape", synth.shape, "tiny, tinyllama or llama7b")->capture_default_str();
   s->add_option("--type", synth.type, "f16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k")

@@ -109,8 +109,8 @@ int physical_cores() {
 namespace {
 
 bool is_supported(const std::string& arch) {
-  return arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "qwen3moe" ||
-         arch == "gemma2" || arch == "gemma3" || arch == "phi3";
+  return arch == "llama" || arch == "qwen2" || arch == "qwen2moe" || arch == "qwen3" ||
+         arch == "qwen3moe" || arch == "gemma2" || arch == "gemma3" || arch == "phi3";
 }
 
 float positive_float(const meta& m, const std::string& key, double fallback) {
@@ -123,11 +123,11 @@ float positive_float(const meta& m, const std::string& key, double fallback) {
 void read_family(const meta& m, hparams& hp) {
   const std::string& arch = hp.architecture;
   hp.rope = arch == "llama" ? rope_style::adjacent_pairs : rope_style::halves;
-  hp.has_qkv_bias = arch == "qwen2";
+  hp.has_qkv_bias = arch == "qwen2" || arch == "qwen2moe";
   hp.has_qk_norm = arch == "qwen3" || arch == "qwen3moe" || arch == "gemma3";
   hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
   hp.n_expert = int_in_range(m.get_uint(m.key("expert_count"), 0), m.key("expert_count"), 0, 1024);
-  if (arch == "qwen3moe" && hp.n_expert == 0)
+  if ((arch == "qwen3moe" || arch == "qwen2moe") && hp.n_expert == 0)
     throw engine_error(error_code::file_corrupt, "missing metadata key " + m.key("expert_count"));
   if (hp.n_expert > 0) {
     hp.n_expert_used =
@@ -137,6 +137,11 @@ void read_family(const meta& m, hparams& hp) {
     hp.n_ff = int_in_range(
         m.get_uint(m.key("expert_feed_forward_length"), static_cast<uint64_t>(hp.n_ff)),
         m.key("expert_feed_forward_length"), 1, 1u << 20);
+  }
+  if (arch == "qwen2moe") {
+    hp.expert_weights_norm = false;
+    hp.n_ff_shared = int_in_range(m.get_uint(m.key("expert_shared_feed_forward_length")),
+                                  m.key("expert_shared_feed_forward_length"), 1, 1u << 20);
   }
   if (arch == "phi3") {
     // llama.cpp turns Phi's sliding window off (its converters do not say which layers
@@ -376,6 +381,13 @@ void load_weights(model& m) {
       entries.push_back({&l.ffn_gate_exps, n("ffn_gate_exps.weight"), {d, hp.n_ff, ne}, true, i});
       entries.push_back({&l.ffn_up_exps, n("ffn_up_exps.weight"), {d, hp.n_ff, ne}, true, i});
       entries.push_back({&l.ffn_down_exps, n("ffn_down_exps.weight"), {hp.n_ff, d, ne}, true, i});
+      if (hp.n_ff_shared > 0) {
+        const int64_t sh = hp.n_ff_shared;
+        entries.push_back({&l.ffn_gate_inp_shexp, n("ffn_gate_inp_shexp.weight"), {d}, true, i});
+        entries.push_back({&l.ffn_gate_shexp, n("ffn_gate_shexp.weight"), {d, sh}, true, i});
+        entries.push_back({&l.ffn_up_shexp, n("ffn_up_shexp.weight"), {d, sh}, true, i});
+        entries.push_back({&l.ffn_down_shexp, n("ffn_down_shexp.weight"), {sh, d}, true, i});
+      }
     } else if (hp.architecture == "phi3") {
       entries.push_back({&l.ffn_gate_up_fused, n("ffn_up.weight"), {d, 2 * hp.n_ff}, true, i});
     } else {

@@ -88,6 +88,12 @@ struct hparams {
   // (top n_expert_used, weights renormalised to sum 1). 0: a dense FFN.
   int n_expert = 0;
   int n_expert_used = 0;  // at most max_experts_used
+  // qwen2moe keeps the chosen experts' softmax probabilities as they are (no renormalisation)
+  // and adds a shared expert of n_ff_shared rows, weighted by sigmoid(ffn_gate_inp_shexp . x).
+  bool expert_weights_norm = true;
+  int n_ff_shared = 0;
+  // The widest FFN activation row: the experts' or the shared expert's.
+  int ffn_width() const { return std::max(n_ff, n_ff_shared); }
   // gemma3's sliding layers rotate with their own base (the global ones with rope_freq_base).
   bool swa_has_own_rope = false;
   rope_params rope_swa;
@@ -123,6 +129,8 @@ struct layer_weights {
   // (ffn_*_exps); expert_gate[e] etc. are expert e's row ranges of these.
   weight ffn_gate_inp, ffn_gate_exps, ffn_up_exps, ffn_down_exps;
   std::vector<weight> expert_gate, expert_up, expert_down;
+  // qwen2moe's shared expert and its gate (n_embd floats).
+  weight ffn_gate_inp_shexp, ffn_gate_shexp, ffn_up_shexp, ffn_down_shexp;
 };
 
 // A weight of the model in the order it was read, with its layer (-1 outside the blocks).
@@ -144,7 +152,7 @@ inline constexpr int max_experts_used = 64;
 
 // The architectures this engine runs, for error messages.
 inline constexpr std::string_view supported_architectures =
-    "llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3";
+    "llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3";
 
 // Reads and validates the hyperparameters; engine_error(unsupported_architecture) or
 // engine_error(file_corrupt) naming the key.

@@ -128,6 +128,7 @@ std::optional<family_rules> rules_of(const std::string& model_type) {
   if (model_type == "llama" || model_type == "mistral" || model_type == "mixtral")
     return family_rules{"llama", true, false, false};
   if (model_type == "qwen3_moe") return family_rules{"qwen3moe", false, false, false};
+  if (model_type == "qwen2_moe") return family_rules{"qwen2moe", false, false, false};
   if (model_type == "qwen2") return family_rules{"qwen2", false, false, false};
   if (model_type == "phi3") return family_rules{"phi3", false, false, false};
   if (model_type == "qwen3") return family_rules{"qwen3", false, false, false};
@@ -163,7 +164,11 @@ std::string gguf_name(const std::string& hf, const family_rules& r) {
       {"self_attn.qkv_proj.weight", "attn_qkv.weight"},         // phi3: q|k|v rows
       {"mlp.gate_up_proj.weight", "ffn_up.weight"},             // phi3: gate|up rows
       {"block_sparse_moe.gate.weight", "ffn_gate_inp.weight"},  // mixtral's router
-      {"mlp.gate.weight", "ffn_gate_inp.weight"},               // qwen3moe's router
+      {"mlp.gate.weight", "ffn_gate_inp.weight"},               // qwen2moe's, qwen3moe's router
+      {"mlp.shared_expert.gate_proj.weight", "ffn_gate_shexp.weight"},  // qwen2moe
+      {"mlp.shared_expert.up_proj.weight", "ffn_up_shexp.weight"},
+      {"mlp.shared_expert.down_proj.weight", "ffn_down_shexp.weight"},
+      {"mlp.shared_expert_gate.weight", "ffn_gate_inp_shexp.weight"},
   };
   static const std::map<std::string, std::string> llama_norms{
       {"post_attention_layernorm.weight", "ffn_norm.weight"}};
@@ -347,6 +352,18 @@ void write_hyperparameters(gguf::writer& w, const json& c, const family_rules& r
     w.set_uint32(key("expert_count"), n_expert);
     w.set_uint32(key("expert_used_count"), config_value<uint32_t>(c, "num_experts_per_tok"));
   }
+  if (r.arch == "qwen2moe") {
+    w.set_uint32(key("expert_feed_forward_length"),
+                 config_value<uint32_t>(c, "moe_intermediate_size"));
+    w.set_uint32(key("expert_shared_feed_forward_length"),
+                 config_value<uint32_t>(c, "shared_expert_intermediate_size"));
+    if (config_value_or<bool>(c, "norm_topk_prob", false) ||
+        config_value_or<uint32_t>(c, "decoder_sparse_step", 1) != 1 ||
+        !config_value_or<std::vector<int>>(c, "mlp_only_layers", {}).empty())
+      fail(error_code::unsupported_architecture,
+           "config.json: qwen2moe is supported without norm_topk_prob, with decoder_sparse_step 1 "
+           "and no mlp_only_layers");
+  }
   if (r.arch == "qwen3moe") {
     w.set_uint32(key("expert_feed_forward_length"),
                  config_value<uint32_t>(c, "moe_intermediate_size"));
@@ -357,7 +374,7 @@ void write_hyperparameters(gguf::writer& w, const json& c, const family_rules& r
            "config.json: qwen3moe is supported with norm_topk_prob, decoder_sparse_step 1 and no "
            "mlp_only_layers");
   }
-  if (r.arch == "qwen2" || r.arch == "qwen3" || r.arch == "qwen3moe") {
+  if (r.arch == "qwen2" || r.arch == "qwen2moe" || r.arch == "qwen3" || r.arch == "qwen3moe") {
     if (config_value_or<bool>(c, "use_sliding_window", false))
       fail(error_code::unsupported_architecture,
            "config.json: use_sliding_window is not supported for qwen");
@@ -461,8 +478,8 @@ int convert(const convert_options& opts, std::ostream& log) {
   const auto rules = rules_of(model_type);
   if (!rules)
     fail(error_code::unsupported_architecture,
-         fmt::format("model_type '{}' is not supported (llama, mistral, mixtral, qwen2, qwen3, "
-                     "qwen3_moe, gemma2, gemma3, phi3)",
+         fmt::format("model_type '{}' is not supported (llama, mistral, mixtral, qwen2, qwen2_moe, "
+                     "qwen3, qwen3_moe, gemma2, gemma3, phi3)",
                      model_type));
 
   gguf::writer w;
@@ -509,6 +526,8 @@ int convert(const convert_options& opts, std::ostream& log) {
     // GGUF shapes list the contiguous dimension first; vectors stay f32 (the engine reads
     // norms and biases as floats).
     std::vector<int64_t> shape(t.shape.rbegin(), t.shape.rend());
+    // qwen2moe's shared-expert gate is one row in transformers, a vector in GGUF.
+    if (name.ends_with("ffn_gate_inp_shexp.weight")) shape = {n_elements(t.shape)};
     const tensor_type type = shape.size() == 1 ? tensor_type::f32 : *out_type;
     const bool is_norm = name.ends_with("norm.weight");
     const int64_t heads = name.ends_with("attn_q.weight") ? n_head : n_head_kv;

@@ -58,7 +58,7 @@ int bench(const bench_options& opts, std::ostream& out, std::ostream& log);
 int info(const std::string& model_path, std::ostream& out);
 
 struct synth_options {
-  std::string arch = "llama";  // llama qwen2 qwen3 gemma2 gemma3 phi3 mixtral qwen3moe
+  std::string arch = "llama";  // llama qwen2 qwen3 gemma2 gemma3 phi3 mixtral qwen2moe qwen3moe
   std::string shape = "tiny";  // tiny | tinyllama | llama7b
   std::string type = "f16";    // f16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_m q5_k_m q6_k
   std::string output;

@@ -62,7 +62,7 @@ struct family {
   int n_expert;  // mixture of experts (2 used per token), each of the shape's n_ff; 0: dense
 };
 
-constexpr std::array<family, 8> families{{
+constexpr std::array<family, 9> families{{
     {"llama", "llama", false, false, false, false, false, 0, 10000.0f, 1e-5f, false, 0},
     {"qwen2", "qwen2", false, true, false, false, false, 0, 1000000.0f, 1e-6f, false, 0},
     {"qwen3", "qwen3", true, false, true, false, false, 0, 1000000.0f, 1e-6f, false, 0},
@@ -71,6 +71,8 @@ constexpr std::array<family, 8> families{{
     {"phi3", "phi3", false, false, false, false, false, 0, 10000.0f, 1e-5f, true, 0},
     {"mixtral", "llama", false, false, false, false, false, 0, 1000000.0f, 1e-5f, false, 8},
     {"qwen3moe", "qwen3moe", true, false, true, false, false, 0, 1000000.0f, 1e-6f, false, 8},
+    // qwen2moe: also a shared expert of the shape's n_ff, gated per token.
+    {"qwen2moe", "qwen2moe", false, true, false, false, false, 0, 1000000.0f, 1e-6f, false, 8},
 }};
 constexpr int experts_used = 2;
 
@@ -107,8 +109,10 @@ void write_hyperparameters(gguf::writer& w, const family& f, const shape& sh, in
   if (f.n_expert > 0) {
     w.set_uint32(key("expert_count"), static_cast<uint32_t>(f.n_expert));
     w.set_uint32(key("expert_used_count"), experts_used);
-    if (f.arch == "qwen3moe")
+    if (f.arch == "qwen3moe" || f.arch == "qwen2moe")
       w.set_uint32(key("expert_feed_forward_length"), static_cast<uint32_t>(sh.n_ff));
+    if (f.arch == "qwen2moe")
+      w.set_uint32(key("expert_shared_feed_forward_length"), static_cast<uint32_t>(sh.n_ff));
   }
   if (f.arch == "gemma2") {
     w.set_float32(key("attn_logit_softcapping"), 50.0f);
@@ -315,6 +319,12 @@ int synth(const synth_options& opts, std::ostream& log) {
       add(n("ffn_gate_exps.weight"), {d, sh->n_ff, ne}, 0, sd, false);
       add(n("ffn_up_exps.weight"), {d, sh->n_ff, ne}, 0, sd, false);
       add(n("ffn_down_exps.weight"), {sh->n_ff, d, ne}, 0, sd, false);
+      if (fam->arch == "qwen2moe") {
+        add(n("ffn_gate_inp_shexp.weight"), {d}, 0, sd, false);
+        add(n("ffn_gate_shexp.weight"), {d, sh->n_ff}, 0, sd, false);
+        add(n("ffn_up_shexp.weight"), {d, sh->n_ff}, 0, sd, false);
+        add(n("ffn_down_shexp.weight"), {sh->n_ff, d}, 0, sd, false);
+      }
     } else if (fam->fused) {
       add(n("ffn_up.weight"), {d, 2 * sh->n_ff}, 0, sd, false);
     } else {

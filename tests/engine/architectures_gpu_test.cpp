@@ -129,7 +129,7 @@ TEST_P(new_family_gpu, sliding_rings_wrap_and_match_the_cpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(synth_tiny, new_family_gpu,
-                         testing::Values("qwen3", "gemma2", "gemma3", "phi3", "mixtral",
+                         testing::Values("qwen3", "gemma2", "gemma3", "phi3", "mixtral", "qwen2moe",
                                          "qwen3moe"));
 
 // A phi3 context beyond its original 512 positions rotates with the long factors on both.

@@ -140,7 +140,7 @@ TEST_P(new_family, quantized_weights_agree_with_the_reference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(synth_tiny, new_family,
-                         testing::Values("qwen3", "gemma2", "gemma3", "phi3", "mixtral",
+                         testing::Values("qwen3", "gemma2", "gemma3", "phi3", "mixtral", "qwen2moe",
                                          "qwen3moe"));
 
 // A phi3 context longer than the original 512 positions rotates with the long factors; the
@@ -295,8 +295,15 @@ TEST(hyperparameters, mixture_of_experts_splits_the_stacked_experts) {
   const model_info info = model_get_info(*m);
   EXPECT_EQ(info.n_expert, 8);
   EXPECT_EQ(info.n_expert_used, 2);
+  EXPECT_TRUE(hp.expert_weights_norm);
   // A llama file with experts (Mixtral) is the same shape of FFN.
   EXPECT_EQ(load(synth_model("mixtral"))->hp.n_expert, 8);
+  // qwen2moe keeps the chosen probabilities as they are and adds a shared expert.
+  auto qwen2moe = load(synth_model("qwen2moe"));
+  EXPECT_FALSE(qwen2moe->hp.expert_weights_norm);
+  EXPECT_EQ(qwen2moe->hp.n_ff_shared, 768);
+  EXPECT_TRUE(qwen2moe->hp.has_qkv_bias);
+  EXPECT_TRUE(qwen2moe->layers[0].ffn_gate_inp_shexp);
 }
 
 TEST(memory_estimate, sliding_layers_hold_a_window_of_cache) {

@@ -67,6 +67,10 @@ std::string hf_name(const std::string& gguf, bool gemma, bool phi3) {
       {"ffn_gate.weight", "mlp.gate_proj.weight"},
       {"ffn_up.weight", phi3 ? "mlp.gate_up_proj.weight" : "mlp.up_proj.weight"},
       {"attn_qkv.weight", "self_attn.qkv_proj.weight"},
+      {"ffn_gate_shexp.weight", "mlp.shared_expert.gate_proj.weight"},
+      {"ffn_up_shexp.weight", "mlp.shared_expert.up_proj.weight"},
+      {"ffn_down_shexp.weight", "mlp.shared_expert.down_proj.weight"},
+      {"ffn_gate_inp_shexp.weight", "mlp.shared_expert_gate.weight"},
       {"ffn_down.weight", "mlp.down_proj.weight"},
   };
   return "model.layers." + layer + "." + names.at(rest);
@@ -150,8 +154,9 @@ void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& 
           v.data(), {t.shape[1], t.shape[0]});
       continue;
     }
-    put(hf_name(t.name, gemma, phi3), v.data(),
-        std::vector<int64_t>(t.shape.rbegin(), t.shape.rend()));
+    std::vector<int64_t> hf_shape(t.shape.rbegin(), t.shape.rend());
+    if (t.name.ends_with("ffn_gate_inp_shexp.weight")) hf_shape = {1, t.shape[0]};  // one row
+    put(hf_name(t.name, gemma, phi3), v.data(), hf_shape);
   }
   const std::string text = header.dump();
   std::ofstream out(dir / "model.safetensors", std::ios::binary);
@@ -160,7 +165,9 @@ void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& 
   out << text << data;
 
   const std::map<std::string, std::string> model_types{
-      {"qwen3moe", "qwen3_moe"}, {"llama", hp.n_expert > 0 ? "mixtral" : "llama"}};
+      {"qwen3moe", "qwen3_moe"},
+      {"qwen2moe", "qwen2_moe"},
+      {"llama", hp.n_expert > 0 ? "mixtral" : "llama"}};
   const auto type = model_types.find(hp.architecture);
   nlohmann::json config{{"model_type", type == model_types.end() ? hp.architecture : type->second},
                         {"hidden_size", hp.n_embd},
@@ -185,7 +192,11 @@ void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& 
   if (hp.n_expert > 0) {
     config[hp.architecture == "llama" ? "num_local_experts" : "num_experts"] = hp.n_expert;
     config["num_experts_per_tok"] = hp.n_expert_used;
-    if (hp.architecture == "qwen3moe") config["moe_intermediate_size"] = hp.n_ff;
+    if (hp.architecture != "llama") config["moe_intermediate_size"] = hp.n_ff;
+    if (hp.n_ff_shared > 0) {
+      config["shared_expert_intermediate_size"] = hp.n_ff_shared;
+      config["norm_topk_prob"] = false;
+    }
   }
   if (hp.architecture == "gemma2") {
     config["attn_logit_softcapping"] = hp.attn_softcap;
@@ -237,7 +248,7 @@ TEST_P(convert_round_trip, gives_back_the_synth_model) {
 
 INSTANTIATE_TEST_SUITE_P(synth_tiny, convert_round_trip,
                          testing::Values("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
-                                         "mixtral", "qwen3moe"));
+                                         "mixtral", "qwen2moe", "qwen3moe"));
 
 // Newer transformers write the rotation as rope_parameters (per attention kind for gemma3).
 TEST(convert, reads_rope_parameters_as_newer_transformers_write_them) {

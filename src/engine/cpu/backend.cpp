@@ -228,8 +228,30 @@ void route_tokens(cpu_state& c, int n) {
     for (int k = 0; k < hp.n_expert_used; ++k) {
       const size_t slot = chosen[k] * nb + static_cast<size_t>(b.expert_count[chosen[k]]++);
       b.expert_tokens[slot] = i;
-      b.expert_weight[slot] = chosen_p[k] / total;
+      // qwen2moe keeps the probabilities as they are.
+      b.expert_weight[slot] = hp.expert_weights_norm ? chosen_p[k] / total : chosen_p[k];
     }
+  }
+}
+
+// qwen2moe: moe_out (n, d) += sigmoid(ffn_gate_inp_shexp . xb) * the shared SwiGLU FFN of xb.
+void add_shared_expert(cpu_state& c, const layer_weights& w, int n) {
+  const hparams& hp = c.m->hp;
+  buffers& b = c.buf;
+  const size_t d = static_cast<size_t>(hp.n_embd);
+  matmul_many(c, {{&w.ffn_gate_shexp, b.hb.data()}, {&w.ffn_up_shexp, b.hb2.data()}}, b.xb.data(),
+              n);
+  cpu::silu_mul(b.hb.data(), b.hb2.data(), b.hb.data(), static_cast<int64_t>(n) * hp.n_ff_shared);
+  matmul(c, w.ffn_down_shexp, b.hb.data(), n, b.ye.data());
+  const float* g = reinterpret_cast<const float*>(w.ffn_gate_inp_shexp.data);
+  for (size_t i = 0; i < static_cast<size_t>(n); ++i) {
+    const float* x = b.xb.data() + i * d;
+    float logit = 0;
+    for (size_t k = 0; k < d; ++k) logit += g[k] * x[k];
+    const float gate = 1.0f / (1.0f + std::exp(-logit));
+    float* out = b.moe_out.data() + i * d;
+    const float* y = b.ye.data() + i * d;
+    for (size_t k = 0; k < d; ++k) out[k] += gate * y[k];
   }
 }
 
@@ -260,6 +282,7 @@ void moe_ffn(cpu_state& c, const layer_weights& w, int n) {
       for (size_t k = 0; k < d; ++k) out[k] += weight * y[k];
     }
   }
+  if (w.ffn_gate_shexp) add_shared_expert(c, w, n);
 }
 
 // Below this many multiply-adds per layer, attention runs without the thread pool.
@@ -438,7 +461,7 @@ cpu_context::cpu_context(const model& m, const context_params& params)
   const size_t d = static_cast<size_t>(hp.n_embd), hd = static_cast<size_t>(hp.head_dim);
   const size_t q_dim = static_cast<size_t>(hp.n_head) * hd;
   const size_t kv_dim = static_cast<size_t>(hp.n_head_kv) * hd;
-  const size_t ff = static_cast<size_t>(hp.n_ff);
+  const size_t ff = static_cast<size_t>(hp.ffn_width());
   const size_t nt = static_cast<size_t>(params.n_threads);
   buffers& b = s_.buf;
   b.out_rows.resize(nb);
@@ -475,7 +498,9 @@ cpu_context::cpu_context(const model& m, const context_params& params)
           {&l.wo},
           {moe ? &l.expert_gate[0] : &l.ffn_gate, moe ? &l.expert_up[0] : &l.ffn_up},
           {moe ? &l.expert_down[0] : &l.ffn_down},
-          {moe ? &l.ffn_gate_inp : &l.wo}}) {
+          {moe ? &l.ffn_gate_inp : &l.wo},
+          {l.ffn_gate_shexp ? &l.ffn_gate_shexp : &l.wo, l.ffn_up_shexp ? &l.ffn_up_shexp : &l.wo},
+          {l.ffn_down_shexp ? &l.ffn_down_shexp : &l.wo}}) {
       std::vector<tensor_type> types;
       for (const weight* w : group) types.push_back(w->type);
       scratch = std::max(scratch, cpu::matmul_scratch_bytes(types, group[0]->n_cols, nb));

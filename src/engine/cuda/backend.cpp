@@ -53,6 +53,7 @@ struct dlayer {
   // Mixture of experts: the router and each expert's matrices (empty for a dense FFN).
   dweight ffn_gate_inp;
   std::vector<dweight> expert_gate, expert_up, expert_down;
+  dweight ffn_gate_inp_shexp, ffn_gate_shexp, ffn_up_shexp, ffn_down_shexp;  // qwen2moe
   // wq|wk|wv and ffn_gate|ffn_up as one matrix when they lie back to back in the same type:
   // one product (one launch, one bigger grid) instead of three or two. Null otherwise.
   dweight wqkv, ffn_gate_up;
@@ -126,9 +127,27 @@ std::vector<weight_ref> all_weights(const model_weights& w) {
                               {&w.rope_freqs_long, -1}};
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const layer_weights& l = w.layers[i];
-    for (const weight* p : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv,
-                            &l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down, &l.attn_q_norm,
-                            &l.attn_k_norm, &l.attn_post_norm, &l.ffn_post_norm, &l.ffn_gate_inp})
+    for (const weight* p : {&l.attn_norm,
+                            &l.wq,
+                            &l.wk,
+                            &l.wv,
+                            &l.wo,
+                            &l.bq,
+                            &l.bk,
+                            &l.bv,
+                            &l.ffn_norm,
+                            &l.ffn_gate,
+                            &l.ffn_up,
+                            &l.ffn_down,
+                            &l.attn_q_norm,
+                            &l.attn_k_norm,
+                            &l.attn_post_norm,
+                            &l.ffn_post_norm,
+                            &l.ffn_gate_inp,
+                            &l.ffn_gate_inp_shexp,
+                            &l.ffn_gate_shexp,
+                            &l.ffn_up_shexp,
+                            &l.ffn_down_shexp})
       out.push_back({p, static_cast<int>(i)});
     for (size_t e = 0; e < l.expert_gate.size(); ++e)
       for (const weight* p : {&l.expert_gate[e], &l.expert_up[e], &l.expert_down[e]})
@@ -173,7 +192,7 @@ struct context_layout {
 size_t q8_blocks_max(const hparams& hp) {
   const size_t widest =
       std::max({static_cast<size_t>(hp.n_embd), static_cast<size_t>(hp.n_head) * hp.head_dim,
-                static_cast<size_t>(hp.n_ff)});
+                static_cast<size_t>(hp.ffn_width())});
   return static_cast<size_t>(max_matvec_tokens) * (widest / 32 + 1);
 }
 
@@ -199,7 +218,7 @@ context_layout layout_of(const model_weights& w, int n_ctx, int n_seq, int n_bat
   c.x = align_up(nb * hp.n_embd * 4);
   c.q = align_up(nb * q_dim * 4);
   c.qkv = align_up(nb * (q_dim + 2 * kv_dim) * 4);
-  c.ff = align_up(nb * hp.n_ff * 4);
+  c.ff = align_up(nb * hp.ffn_width() * 4);
   c.logits = align_up(nb * hp.n_vocab * 4);
   c.q8 = align_up(q8_bytes(q8_blocks_max(hp)));
   c.att_scratch =
@@ -339,9 +358,27 @@ device_model_ptr upload(const model_weights& w, int device,
   dm->layers.resize(w.layers.size());
   for (size_t i = 0; i < dm->layers.size(); ++i) {
     dlayer& l = dm->layers[i];
-    for (dweight* p : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.ffn_norm,
-                       &l.ffn_gate, &l.ffn_up, &l.ffn_down, &l.attn_q_norm, &l.attn_k_norm,
-                       &l.attn_post_norm, &l.ffn_post_norm, &l.ffn_gate_inp})
+    for (dweight* p : {&l.attn_norm,
+                       &l.wq,
+                       &l.wk,
+                       &l.wv,
+                       &l.wo,
+                       &l.bq,
+                       &l.bk,
+                       &l.bv,
+                       &l.ffn_norm,
+                       &l.ffn_gate,
+                       &l.ffn_up,
+                       &l.ffn_down,
+                       &l.attn_q_norm,
+                       &l.attn_k_norm,
+                       &l.attn_post_norm,
+                       &l.ffn_post_norm,
+                       &l.ffn_gate_inp,
+                       &l.ffn_gate_inp_shexp,
+                       &l.ffn_gate_shexp,
+                       &l.ffn_up_shexp,
+                       &l.ffn_down_shexp})
       targets.push_back(p);
     const size_t n_expert = w.layers[i].expert_gate.size();
     l.expert_gate.resize(n_expert);
@@ -569,7 +606,8 @@ void device_context::moe_ffn(const dlayer& l, q8_blocks xq, int n) {
   const int n_expert = static_cast<int>(l.expert_gate.size());
   const bool small = n <= max_matvec_tokens;
   mm(l.ffn_gate_inp, xb_, xq, n, moe_logits_);
-  moe_route(moe_logits_, n, n_expert, hp.n_expert_used, moe_weights_, stream_);
+  moe_route(moe_logits_, n, n_expert, hp.n_expert_used, hp.expert_weights_norm, moe_weights_,
+            stream_);
   float* up = hb_ + static_cast<size_t>(n) * ff;
   const q8_blocks dq = small && uses_q8(l.expert_down[0].type) ? q8_ : q8_blocks{};
   for (int e = 0; e < n_expert; ++e) {
@@ -581,6 +619,18 @@ void device_context::moe_ffn(const dlayer& l, q8_blocks xq, int n) {
     silu_mul(hb_, up, ff, n, ff, hb2_, dq, stream_);
     mm(l.expert_down[i], hb2_, dq, n, tmp_);
     moe_accumulate(moe_acc_, tmp_, moe_weights_, n, d, n_expert, e, e == 0, stream_);
+  }
+  if (l.ffn_gate_shexp) {
+    // qwen2moe's shared expert, on every token, gated by sigmoid(ffn_gate_inp_shexp . xb).
+    const int ffs = hp.n_ff_shared;
+    float* shared_up = hb_ + static_cast<size_t>(n) * ffs;
+    const q8_blocks sdq = small && uses_q8(l.ffn_down_shexp.type) ? q8_ : q8_blocks{};
+    if (xq) quantize_q8(xb_, n, d, xq, stream_);
+    mm(l.ffn_gate_shexp, xb_, xq, n, hb_);
+    mm(l.ffn_up_shexp, xb_, xq, n, shared_up);
+    silu_mul(hb_, shared_up, ffs, n, ffs, hb2_, sdq, stream_);
+    mm(l.ffn_down_shexp, hb2_, sdq, n, tmp_);
+    moe_add_shared(moe_acc_, tmp_, xb_, l.ffn_gate_inp_shexp.f32(), n, d, stream_);
   }
   RBEE_CUDA_CHECK(cudaMemcpyAsync(tmp_, moe_acc_, static_cast<size_t>(n) * d * sizeof(float),
                                   cudaMemcpyDeviceToDevice, stream_));
@@ -677,7 +727,8 @@ void device_context::forward(int n, int n_out, bool gather) {
     if (l.attn_post_norm)
       add_rmsnorm(tmp_, nullptr, l.attn_post_norm.f32(), n, d, hp.rms_eps, tmp_, {}, stream_);
     const bool moe = !l.expert_gate.empty();
-    q8_blocks fq = moe ? q8_for({&l.ffn_gate_inp, &l.expert_gate[0], &l.expert_up[0]})
+    q8_blocks fq = moe ? q8_for({&l.ffn_gate_inp, &l.expert_gate[0], &l.expert_up[0],
+                                 &l.ffn_gate_shexp, &l.ffn_up_shexp})
                        : q8_for({&l.ffn_gate, &l.ffn_up});
     add_rmsnorm(x_, tmp_, l.ffn_norm.f32(), n, d, hp.rms_eps, xb_, fq, stream_);
     if (moe) {

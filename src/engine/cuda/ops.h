@@ -96,12 +96,15 @@ void softcap(float* x, int64_t n, float cap, cudaStream_t stream);
 
 // Mixture of experts: weights (n_tok, n_expert) = each token's softmax over its router logits
 // (n_tok, n_expert), kept for its n_used most likely experts (lower index first on ties) and
-// renormalised to sum 1, zero elsewhere.
-void moe_route(const float* logits, int n_tok, int n_expert, int n_used, float* weights,
-               cudaStream_t stream);
+// renormalised to sum 1 when `normalize`, zero elsewhere.
+void moe_route(const float* logits, int n_tok, int n_expert, int n_used, bool normalize,
+               float* weights, cudaStream_t stream);
 // acc (n_tok, n) = (first ? 0 : acc) + weights[:, expert] * y, row by row.
 void moe_accumulate(float* acc, const float* y, const float* weights, int n_tok, int n,
                     int n_expert, int expert, bool first, cudaStream_t stream);
+// qwen2moe's shared expert: acc (n_tok, n) += sigmoid(gate (n,) . x[t]) * y[t] per token t.
+void moe_add_shared(float* acc, const float* y, const float* x, const float* gate, int n_tok, int n,
+                    cudaStream_t stream);
 
 // out (n, cols) = x[rows[i]] (the rows that want logits).
 void gather_rows(const float* x, const int32_t* rows, int n, int cols, float* out,

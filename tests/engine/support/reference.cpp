@@ -84,6 +84,16 @@ float gelu_tanh(float x) {
                             (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v))));
 }
 
+// SwiGLU FFN: w2 (dim, hidden) @ (silu(w1 (hidden, dim) @ x) * (w3 (hidden, dim) @ x)) -> out
+void swiglu(float* out, const float* x, const std::vector<float>& w1, const std::vector<float>& w3,
+            const std::vector<float>& w2, int dim, int hidden) {
+  std::vector<float> h(static_cast<size_t>(hidden)), h2(static_cast<size_t>(hidden));
+  matmul(h.data(), x, w1.data(), dim, hidden);
+  matmul(h2.data(), x, w3.data(), dim, hidden);
+  for (int i = 0; i < hidden; i++) h[i] = h[i] / (1.0f + std::exp(-h[i])) * h2[i];
+  matmul(out, h.data(), w2.data(), hidden, dim);
+}
+
 }  // namespace
 
 transformer::transformer(const std::string& path, int n_ctx) {
@@ -131,6 +141,13 @@ transformer::transformer(const std::string& path, int n_ctx) {
         l.expert_w2.emplace_back(down.begin() + e * per_expert,
                                  down.begin() + (e + 1) * per_expert);
       }
+      if (hp_.n_ff_shared > 0) {
+        const int64_t shared = hp_.n_ff_shared;
+        l.shared_gate_inp = load(f, n("ffn_gate_inp_shexp.weight"), {dim});
+        l.shared_w1 = load(f, n("ffn_gate_shexp.weight"), {dim, shared});
+        l.shared_w3 = load(f, n("ffn_up_shexp.weight"), {dim, shared});
+        l.shared_w2 = load(f, n("ffn_down_shexp.weight"), {shared, dim});
+      }
     } else if (hp_.architecture == "phi3") {
       // phi3: ffn_up (2 hidden, dim) holds gate rows, then up rows
       const auto gate_up = load(f, n("ffn_up.weight"), {dim, 2 * hidden});
@@ -171,7 +188,8 @@ transformer::transformer(const std::string& path, int n_ctx) {
 
 // Mixture of experts on xb (dim,) -> moe_out (dim,): router (n_expert, dim) @ xb -> softmax;
 // the n_expert_used most likely experts (lower index first on ties), their probabilities
-// renormalised to sum 1, each a SwiGLU FFN; moe_out = sum of weight * expert output.
+// (renormalised to sum 1 unless the family keeps them), each a SwiGLU FFN; moe_out = sum of
+// weight * expert output, plus qwen2moe's shared expert times sigmoid(shared_gate_inp . xb).
 void transformer::moe_ffn(const layer& w) {
   const hparams& p = hp_;
   const int dim = p.n_embd, hidden = p.n_ff;
@@ -186,18 +204,21 @@ void transformer::moe_ffn(const layer& w) {
   double total = 0;
   for (int k = 0; k < p.n_expert_used; k++)
     total += probs[static_cast<size_t>(order[static_cast<size_t>(k)])];
+  if (!p.expert_weights_norm) total = 1.0;
   std::fill(moe_out_.begin(), moe_out_.end(), 0.0f);
   for (int k = 0; k < p.n_expert_used; k++) {
     const int e = order[static_cast<size_t>(k)];
     const float weight = static_cast<float>(probs[static_cast<size_t>(e)] / total);
-    matmul(hb_.data(), xb_.data(), w.expert_w1[static_cast<size_t>(e)].data(), dim, hidden);
-    matmul(hb2_.data(), xb_.data(), w.expert_w3[static_cast<size_t>(e)].data(), dim, hidden);
-    for (int i = 0; i < hidden; i++) {
-      const float g = hb_[i];
-      hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];
-    }
-    matmul(xb2_.data(), hb_.data(), w.expert_w2[static_cast<size_t>(e)].data(), hidden, dim);
+    const size_t ei = static_cast<size_t>(e);
+    swiglu(xb2_.data(), xb_.data(), w.expert_w1[ei], w.expert_w3[ei], w.expert_w2[ei], dim, hidden);
     for (int i = 0; i < dim; i++) moe_out_[i] += weight * xb2_[i];
+  }
+  if (!w.shared_w1.empty()) {
+    double logit = 0;
+    for (int i = 0; i < dim; i++) logit += static_cast<double>(w.shared_gate_inp[i]) * xb_[i];
+    const float gate = static_cast<float>(1.0 / (1.0 + std::exp(-logit)));
+    swiglu(xb2_.data(), xb_.data(), w.shared_w1, w.shared_w3, w.shared_w2, dim, p.n_ff_shared);
+    for (int i = 0; i < dim; i++) moe_out_[i] += gate * xb2_[i];
   }
 }
 

@@ -42,6 +42,8 @@ class transformer {
     // gate (hidden, dim), up (hidden, dim), down (dim, hidden).
     std::vector<float> router;
     std::vector<std::vector<float>> expert_w1, expert_w3, expert_w2;
+    // qwen2moe's shared expert: gate vector (dim,), gate (shared, dim), up, down (dim, shared)
+    std::vector<float> shared_gate_inp, shared_w1, shared_w3, shared_w2;
   };
 
   void moe_ffn(const layer& w);
