@@ -1,4 +1,5 @@
-// rbee-engine: the engine's developer tool (generate, tokenize, bench, info, synth, quantize).
+// rbee-engine: the engine's developer tool (generate, tokenize, bench, info, synth, convert,
+// quantize).
 // Results go to stdout, logs to stderr; errors print one line and exit 1.
 #include <iostream>
 
@@ -70,7 +71,10 @@ int main(int argc, char** argv) {
   i->add_option("-m,--model", info_model, "GGUF model file")->required();
 
   tool::synth_options synth;
-  auto* s = app.add_subcommand("synth", "Write a random-weight llama model");
+  auto* s = app.add_subcommand("synth", "Write a random-weight model");
+  s->add_option("--arch", synth.arch,
+                "llama, qwen2, qwen3, gemma2, gemma3, phi3, mixtral, qwen2moe or qwen3moe")
+      ->capture_default_str();
   s->add_option("--shape", synth.shape, "tiny, tinyllama or llama7b")->capture_default_str();
   s->add_option(
        "--type", synth.type,
@@ -83,6 +87,16 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   s->add_option("--seed", synth.seed, "Random seed")->capture_default_str();
   s->add_option("-t,--threads", synth.n_threads, "Threads, 0 = all");
+
+  tool::convert_options conv;
+  auto* cv = app.add_subcommand(
+      "convert", "Convert a Hugging Face checkpoint (config.json + safetensors) to GGUF");
+  cv->add_option("input", conv.input, "Directory with config.json and *.safetensors")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  cv->add_option("-o,--output", conv.output, "Output GGUF")->required();
+  cv->add_option("--type", conv.type, "f32, f16 or bf16")->capture_default_str();
+  cv->add_option("--vocab-from", conv.vocab_from, "Copy the tokenizer of this GGUF")->required();
 
   std::string q_in, q_out, q_type;
   int q_threads = 0;
@@ -109,6 +123,7 @@ int main(int argc, char** argv) {
     if (*b) return tool::bench(bench, std::cout, std::cerr);
     if (*i) return tool::info(info_model, std::cout);
     if (*s) return tool::synth(synth, std::cerr);
+    if (*cv) return tool::convert(conv, std::cerr);
     if (*q) return tool::quantize(q_in, q_out, q_type, q_threads, std::cerr);
   } catch (const rbee::engine::engine_error& e) {
     std::cerr << "error: " << rbee::engine::to_string(e.code) << ": " << e.what() << "\n";

@@ -62,7 +62,7 @@ model_params model_default_params();
 
 // What the hive shows in its catalog and the worker in `info`.
 struct model_info {
-  std::string architecture;  // "llama", "qwen2"
+  std::string architecture;  // "llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3"
   std::string name;
   std::string quantization;  // dominant weight type, e.g. "Q4_K_M", "Q8_0", "F16"
   uint64_t n_params = 0;
@@ -74,6 +74,11 @@ struct model_info {
   int n_head = 0;
   int n_head_kv = 0;
   int n_ff = 0;
+  int head_dim = 0;
+  int n_swa = 0;          // sliding window of the sliding layers (0: none)
+  int n_swa_layers = 0;   // layers that attend over the window only
+  int n_expert = 0;       // mixture of experts: experts per layer (0: dense)
+  int n_expert_used = 0;  // experts each token uses
   token_id bos = -1;
   token_id eos = -1;
   std::string chat_template;  // the GGUF's template text, may be empty

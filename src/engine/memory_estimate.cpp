@@ -15,11 +15,13 @@ constexpr uint64_t attention_split = 128;  // positions per block of the CUDA at
 memory_needs estimate_memory(const model_shape& s, int n_ctx, int n_seq, bool on_gpu) {
   const uint64_t ctx = static_cast<uint64_t>(std::max(n_ctx, 0));
   const uint64_t seqs = static_cast<uint64_t>(std::max(n_seq, 1));
-  const uint64_t head_dim = s.n_head > 0 ? s.n_embd / s.n_head : 0;
+  const uint64_t head_dim = s.head_dim > 0 ? s.head_dim : s.n_head > 0 ? s.n_embd / s.n_head : 0;
   const uint64_t q_dim = s.n_head * head_dim, kv_dim = s.n_head_kv * head_dim;
+  const uint64_t swa_layers = s.n_swa > 0 ? std::min(s.n_swa_layers, s.n_layer) : 0;
+  const uint64_t swa_rows = std::min(ctx, s.n_swa + batch - 1);
   memory_needs m;
   m.weights = s.weight_bytes;
-  m.kv_cache = 2 * s.n_layer * seqs * ctx * kv_dim * 2;
+  m.kv_cache = 2 * seqs * kv_dim * 2 * ((s.n_layer - swa_layers) * ctx + swa_layers * swa_rows);
   if (!on_gpu) {
     // The CPU pass's activations, one logits row per sequence, and the process around them.
     m.scratch = batch * 4 * (3 * s.n_embd + 2 * s.n_ff + 2 * kv_dim) + seqs * s.n_vocab * 4 +

@@ -9,12 +9,15 @@ namespace rbee::engine {
 struct model_shape {
   uint64_t weight_bytes = 0;  // the GGUF file: weights are mapped (CPU) or copied (GPU) as stored
   uint64_t n_layer = 0, n_embd = 0, n_head = 0, n_head_kv = 0, n_ff = 0, n_vocab = 0;
+  uint64_t head_dim = 0;  // 0: n_embd / n_head (qwen3 and gemma heads are wider)
+  // Sliding-window layers (gemma2/3) keep a ring of window + batch - 1 positions, not n_ctx.
+  uint64_t n_swa = 0, n_swa_layers = 0;
   bool bf16_weights = false;  // dequantized to fp32 (not fp16) for the GPU's prefill products
 };
 
 struct memory_needs {
   uint64_t weights = 0;
-  uint64_t kv_cache = 0;  // f16 K and V of every layer, position and sequence
+  uint64_t kv_cache = 0;  // f16 K and V of every layer, position (ring slot) and sequence
   uint64_t scratch = 0;   // activations, logits and the runtime's share
   uint64_t total() const { return weights + kv_cache + scratch; }
 };

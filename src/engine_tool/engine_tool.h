@@ -58,6 +58,7 @@ int bench(const bench_options& opts, std::ostream& out, std::ostream& log);
 int info(const std::string& model_path, std::ostream& out);
 
 struct synth_options {
+  std::string arch = "llama";  // llama qwen2 qwen3 gemma2 gemma3 phi3 mixtral qwen2moe qwen3moe
   std::string shape = "tiny";  // tiny | tinyllama | llama7b
   std::string type = "f16";    // a file kind of type_mix.h: f16, q8_0, q4_k_m, iq4_xs, ...
   std::string output;
@@ -66,8 +67,18 @@ struct synth_options {
   uint64_t seed = 42;
   int n_threads = 0;
 };
-// Writes a random-weight llama model, streaming one tensor at a time.
+// Writes a random-weight model of an architecture and shape, streaming one tensor at a time.
 int synth(const synth_options& opts, std::ostream& log);
+
+struct convert_options {
+  std::string input;         // a directory with config.json and *.safetensors
+  std::string output;        // the GGUF to write
+  std::string type = "f16";  // f32 f16 bf16 for the matrices (vectors stay f32)
+  std::string vocab_from;    // GGUF whose tokenizer.* metadata to copy
+};
+// Converts a Hugging Face checkpoint of llama, mistral, qwen2, qwen3, gemma2 or gemma3 to GGUF
+// with llama.cpp's names and keys, streaming one tensor at a time.
+int convert(const convert_options& opts, std::ostream& log);
 
 // Re-quantizes a GGUF model (a file kind of type_mix.h: q8_0, q4_k_m, q3_k_m, iq4_xs, ...) with
 // llama.cpp's type mix, streaming one tensor at a time.

@@ -4,6 +4,7 @@
 #include <fmt/ostream.h>
 
 #include "engine/chat_template.h"
+#include "engine/model.h"
 #include "engine_tool/engine_tool.h"
 #include "gguf/gguf.h"
 #include "template/template.h"
@@ -41,8 +42,24 @@ int info(const std::string& model_path, std::ostream& out) {
   fmt::print(out, "layers:         {}\n", mi.n_layer);
   fmt::print(out, "heads:          {} (kv {})\n", mi.n_head, mi.n_head_kv);
   fmt::print(out, "feed forward:   {}\n", mi.n_ff);
+  fmt::print(out, "head dim:       {}\n", mi.head_dim);
+  if (mi.n_expert > 0)
+    fmt::print(out, "experts:        {} per layer, {} per token\n", mi.n_expert, mi.n_expert_used);
+  if (mi.n_swa > 0)
+    fmt::print(out, "sliding window: {} positions on {} of {} layers\n", mi.n_swa, mi.n_swa_layers,
+               mi.n_layer);
   const auto key = [&](const std::string& k) { return mi.architecture + "." + k; };
   if (auto v = file.get_float(key("rope.freq_base"))) fmt::print(out, "rope base:      {}\n", *v);
+  // What the engine reads, defaults included (gemma2 files may leave the caps out).
+  const engine::hparams hp = engine::read_hparams(file);
+  const auto cap = [](float c) { return c > 0 ? fmt::format("{:g}", c) : std::string("none"); };
+  if (hp.architecture == "phi3")
+    fmt::print(out, "long rope:      original context {}, attention factor {:g}{}\n", hp.n_ctx_orig,
+               hp.rope_attn_factor,
+               file.find_tensor("rope_factors_long.weight") ? "" : " (no factors)");
+  if (hp.attn_softcap > 0 || hp.final_softcap > 0)
+    fmt::print(out, "soft caps:      attention {}, logits {}\n", cap(hp.attn_softcap),
+               cap(hp.final_softcap));
   if (auto v = file.get_float(key("attention.layer_norm_rms_epsilon")))
     fmt::print(out, "rms eps:        {:g}\n", *v);
   std::string types;

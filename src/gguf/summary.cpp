@@ -1,5 +1,6 @@
 #include "gguf/summary.h"
 
+#include <algorithm>
 #include <cctype>
 #include <map>
 
@@ -37,6 +38,12 @@ std::string quantization_of(const file& f, std::optional<uint32_t> file_type) {
 
 }  // namespace
 
+uint32_t sliding_window_pattern(std::string_view architecture) {
+  if (architecture == "gemma2") return 2;
+  if (architecture == "gemma3") return 6;
+  return 0;
+}
+
 header_summary summarize(const file& f) {
   header_summary s;
   s.version = f.version();
@@ -52,6 +59,14 @@ header_summary summarize(const file& f) {
   s.head_count = f.get_uint(arch + ".attention.head_count").value_or(0);
   s.head_count_kv = f.get_uint(arch + ".attention.head_count_kv").value_or(s.head_count);
   s.feed_forward_length = f.get_uint(arch + ".feed_forward_length").value_or(0);
+  s.key_length = f.get_uint(arch + ".attention.key_length").value_or(0);
+  if (const uint32_t pattern = sliding_window_pattern(arch); pattern > 0) {
+    s.sliding_window =
+        f.get_uint(arch + ".attention.sliding_window").value_or(arch == "gemma2" ? 4096 : 0);
+    if (s.sliding_window > 0)
+      s.sliding_layers = s.block_count / pattern * (pattern - 1) +
+                         std::min<uint64_t>(s.block_count % pattern, pattern - 1);
+  }
   if (auto ft = f.get_uint("general.file_type"); ft && *ft <= UINT32_MAX) {
     s.file_type = static_cast<uint32_t>(*ft);
   }

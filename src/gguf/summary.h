@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "gguf/gguf.h"
 
@@ -28,7 +29,16 @@ struct header_summary {
   uint64_t head_count_kv = 0;        // <arch>.attention.head_count_kv (default head_count)
   uint64_t feed_forward_length = 0;  // <arch>.feed_forward_length
   uint64_t vocab_size = 0;           // rows of token_embd.weight
+  uint64_t key_length = 0;           // <arch>.attention.key_length (0: n_embd / head_count)
+  // Sliding-window attention: the window (<arch>.attention.sliding_window, with llama.cpp's
+  // default for gemma2) and how many layers use it (sliding_window_pattern); 0 when none.
+  uint64_t sliding_window = 0;
+  uint64_t sliding_layers = 0;
 };
+
+// Layer l of an architecture with sliding-window attention slides when l % pattern <
+// pattern - 1 (llama.cpp's swa pattern: gemma2 2, gemma3 6); 0 for architectures without.
+uint32_t sliding_window_pattern(std::string_view architecture);
 
 // Summarises a parsed file. Throws format_error when general.architecture is missing or a
 // key has an unusable type.

@@ -30,6 +30,9 @@ engine::memory_needs estimate_memory(const gguf::header_summary& model, int n_ct
       .n_head_kv = model.head_count_kv > 0 ? model.head_count_kv : n_head,
       .n_ff = model.feed_forward_length,
       .n_vocab = model.vocab_size,
+      .head_dim = model.key_length,
+      .n_swa = model.sliding_window,
+      .n_swa_layers = model.sliding_layers,
       .bf16_weights = model.quantization == "BF16"};
   return engine::estimate_memory(shape, n_ctx, n_slots, cuda);
 }

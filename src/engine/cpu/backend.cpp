@@ -1,6 +1,7 @@
-// The CPU backend: the fast forward pass of the llama family (llama, qwen2), batched prefill
-// and decode of several sequences in one call. qwen2 differs from llama only in Q/K/V biases
-// and in rotating halves instead of adjacent pairs (both as ggml does for the architecture).
+// The CPU backend: the fast forward pass of the llama family (llama, qwen2, qwen3, gemma2,
+// gemma3), batched prefill and decode of several sequences in one call. The families differ
+// in what hparams (model.h) records: Q/K/V biases, per-head Q/K norms, post norms, the FFN's
+// activation, soft caps, sliding-window layers and which pairs the rotation turns.
 #include "engine/cpu/backend.h"
 
 #include <unistd.h>
@@ -33,8 +34,17 @@ struct buffers {
   std::vector<float> hb2;     // (n_batch, n_ff) up
   std::vector<float> out;     // (n_batch, n_embd) final-normalised rows that want logits
   std::vector<float> scores;  // (n_threads, n_ctx) attention scores of one (token, head)
-  std::vector<float> rope_cos, rope_sin;  // (n_batch, n_rot/2)
+  std::vector<float> rope_cos, rope_sin;  // (n_rope_sets, n_batch, n_rot/2)
   std::vector<int> out_rows;              // (n_batch,) batch index of each logits row
+  // Mixture of experts: router probabilities, each expert's tokens and their weights, and
+  // the gathered rows of one expert's tokens.
+  std::vector<float> router;         // (n_batch, n_expert)
+  std::vector<int> expert_tokens;    // (n_expert, n_batch) batch indices per expert
+  std::vector<float> expert_weight;  // (n_expert, n_batch) their routing weights
+  std::vector<int> expert_count;     // (n_expert,)
+  std::vector<float> xe;             // (n_batch, n_embd) rows of one expert's tokens
+  std::vector<float> ye;             // (n_batch, n_embd) that expert's outputs
+  std::vector<float> moe_out;        // (n_batch, n_embd) weighted sum over the chosen experts
 };
 
 // What the forward pass reads and writes.
@@ -45,8 +55,8 @@ struct cpu_state {
   cpu::thread_pool pool;
   buffers buf;
   std::vector<uint8_t> matmul_scratch;
-  std::vector<double> rope_inv_freq;  // (n_rot/2,) rope_inverse_frequencies of the model
-  std::vector<float> logits;          // (n_outputs, n_vocab), grows to the largest batch seen
+  std::vector<std::vector<double>> rope_inv_freq;  // (n_rope_sets, n_rot/2)
+  std::vector<float> logits;  // (n_outputs, n_vocab), grows to the largest batch seen
 };
 
 // y (n_tokens, w.n_rows) = x (n_tokens, w.n_cols) @ W^T
@@ -96,6 +106,25 @@ void rmsnorm_rows(const float* x, const weight& w, int n_rows, int n, float eps,
     cpu::rmsnorm(x + static_cast<size_t>(r) * n, g, out + static_cast<size_t>(r) * n, n, eps);
 }
 
+// Each head (head_dim,) of n_rows rows of n_heads heads, normalised in place (qwen3, gemma3).
+void rmsnorm_heads(float* x, const weight& w, int n_rows, int n_heads, int head_dim, float eps) {
+  rmsnorm_rows(x, w, n_rows * n_heads, head_dim, eps, x);
+}
+
+// x -> c * tanh(x / c) (gemma2's attention and logit caps).
+float softcap(float x, float c) {
+  return c * std::tanh(x / c);
+}
+
+// out = gelu_tanh(gate) * up (gemma's FFN).
+void gelu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  constexpr float sqrt_2_over_pi = 0.7978845608f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = 0.5f * g * (1.0f + std::tanh(sqrt_2_over_pi * (g + 0.044715f * g * g * g))) * up[i];
+  }
+}
+
 void add_bias(float* y, const weight& b, int n_rows, int n) {
   const float* bias = reinterpret_cast<const float*>(b.data);
   for (int r = 0; r < n_rows; ++r)
@@ -109,7 +138,8 @@ void store_row(const kv_cache& cache, const float* src, int n, uint8_t* dst) {
     std::copy_n(src, n, reinterpret_cast<float*>(dst));
 }
 
-// Attention of batch entry `i`, query head `h`, over its sequence's cached positions 0..pos.
+// Attention of batch entry `i`, query head `h`, over its sequence's cached positions 0..pos
+// (the n_swa latest on a sliding layer); position t lives in row t % rows of the layer.
 void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thread) {
   const hparams& hp = c.m->hp;
   const int hd = hp.head_dim, kvh = h / (hp.n_head / hp.n_head_kv);
@@ -120,16 +150,20 @@ void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thr
   const size_t row_bytes = static_cast<size_t>(hd) * c.cache.element_bytes();
   const uint8_t* keys = c.cache.k(layer, e.seq, kvh);
   const uint8_t* values = c.cache.v(layer, e.seq, kvh);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = hp.attn_scale, cap = hp.attn_softcap;
   const bool f16 = c.cache.f16();
-  const int n = e.pos + 1;
+  const int first = hp.layer_slides(layer) ? std::max(0, e.pos - hp.n_swa + 1) : 0;
+  const int n = e.pos + 1 - first, rows = c.cache.rows(layer);
+  const auto row_of = [&](int t) { return static_cast<size_t>((first + t) % rows) * row_bytes; };
   float max_score = -INFINITY;
   for (int t = 0; t < n; ++t) {
-    const uint8_t* k = keys + static_cast<size_t>(t) * row_bytes;
-    scores[t] = (f16 ? cpu::dot_f16(reinterpret_cast<const fp16_t*>(k), q, hd)
-                     : cpu::dot_f32(reinterpret_cast<const float*>(k), q, hd)) *
-                scale;
-    max_score = std::max(max_score, scores[t]);
+    const uint8_t* k = keys + row_of(t);
+    float score = (f16 ? cpu::dot_f16(reinterpret_cast<const fp16_t*>(k), q, hd)
+                       : cpu::dot_f32(reinterpret_cast<const float*>(k), q, hd)) *
+                  scale;
+    if (cap > 0) score = softcap(score, cap);
+    scores[t] = score;
+    max_score = std::max(max_score, score);
   }
   float sum = 0;
   for (int t = 0; t < n; ++t) {
@@ -140,7 +174,7 @@ void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thr
   std::fill_n(out, hd, 0.0f);
   const float inv_sum = 1.0f / sum;
   for (int t = 0; t < n; ++t) {
-    const uint8_t* v = values + static_cast<size_t>(t) * row_bytes;
+    const uint8_t* v = values + row_of(t);
     const float p = scores[t] * inv_sum;
     if (f16)
       cpu::axpy_f16(p, reinterpret_cast<const fp16_t*>(v), out, hd);
@@ -149,17 +183,106 @@ void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thr
   }
 }
 
+// The cos/sin of every (rope set, entry, pair) angle, once per batch.
 void prepare_rope(cpu_state& c, std::span<const batch_entry> batch) {
   const hparams& hp = c.m->hp;
-  const int half = hp.n_rot / 2;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const double scaled_pos = static_cast<double>(hp.rope_freq_scale) * batch[i].pos;
-    for (int j = 0; j < half; ++j) {
-      const double theta = scaled_pos * c.rope_inv_freq[static_cast<size_t>(j)];
-      c.buf.rope_cos[i * half + static_cast<size_t>(j)] = static_cast<float>(std::cos(theta));
-      c.buf.rope_sin[i * half + static_cast<size_t>(j)] = static_cast<float>(std::sin(theta));
+  const size_t half = static_cast<size_t>(hp.n_rot / 2), nb = static_cast<size_t>(c.params.n_batch);
+  for (int set = 0; set < hp.n_rope_sets(); ++set) {
+    const std::vector<double>& inv_freq = c.rope_inv_freq[static_cast<size_t>(set)];
+    const double freq_scale = hp.rope_of_set(set).freq_scale;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const double scaled_pos = freq_scale * batch[i].pos;
+      const size_t row = (static_cast<size_t>(set) * nb + i) * half;
+      for (size_t j = 0; j < half; ++j) {
+        // phi3's LongRoPE scales the rotated dimensions by its attention factor (1 otherwise).
+        const double theta = scaled_pos * inv_freq[j];
+        c.buf.rope_cos[row + j] = static_cast<float>(std::cos(theta) * hp.rope_attn_factor);
+        c.buf.rope_sin[row + j] = static_cast<float>(std::sin(theta) * hp.rope_attn_factor);
+      }
     }
   }
+}
+
+// Each token's n_expert_used most likely experts (lower index first on ties) with their
+// softmax probabilities renormalised to sum 1, grouped by expert.
+void route_tokens(cpu_state& c, int n) {
+  const hparams& hp = c.m->hp;
+  buffers& b = c.buf;
+  const size_t ne = static_cast<size_t>(hp.n_expert), nb = static_cast<size_t>(c.params.n_batch);
+  std::fill(b.expert_count.begin(), b.expert_count.end(), 0);
+  for (int i = 0; i < n; ++i) {
+    float* p = b.router.data() + static_cast<size_t>(i) * ne;
+    const float max_logit = *std::max_element(p, p + ne);
+    float sum = 0;
+    for (size_t e = 0; e < ne; ++e) sum += (p[e] = std::exp(p[e] - max_logit));
+    for (size_t e = 0; e < ne; ++e) p[e] /= sum;
+    // Top-k by repeated selection (k is small), taking chosen experts out with -1.
+    size_t chosen[max_experts_used];
+    float chosen_p[max_experts_used], total = 0;
+    for (int k = 0; k < hp.n_expert_used; ++k) {
+      chosen[k] = static_cast<size_t>(std::max_element(p, p + ne) - p);
+      chosen_p[k] = p[chosen[k]];
+      total += chosen_p[k];
+      p[chosen[k]] = -1.0f;
+    }
+    for (int k = 0; k < hp.n_expert_used; ++k) {
+      const size_t slot = chosen[k] * nb + static_cast<size_t>(b.expert_count[chosen[k]]++);
+      b.expert_tokens[slot] = i;
+      // qwen2moe keeps the probabilities as they are.
+      b.expert_weight[slot] = hp.expert_weights_norm ? chosen_p[k] / total : chosen_p[k];
+    }
+  }
+}
+
+// qwen2moe: moe_out (n, d) += sigmoid(ffn_gate_inp_shexp . xb) * the shared SwiGLU FFN of xb.
+void add_shared_expert(cpu_state& c, const layer_weights& w, int n) {
+  const hparams& hp = c.m->hp;
+  buffers& b = c.buf;
+  const size_t d = static_cast<size_t>(hp.n_embd);
+  matmul_many(c, {{&w.ffn_gate_shexp, b.hb.data()}, {&w.ffn_up_shexp, b.hb2.data()}}, b.xb.data(),
+              n);
+  cpu::silu_mul(b.hb.data(), b.hb2.data(), b.hb.data(), static_cast<int64_t>(n) * hp.n_ff_shared);
+  matmul(c, w.ffn_down_shexp, b.hb.data(), n, b.ye.data());
+  const float* g = reinterpret_cast<const float*>(w.ffn_gate_inp_shexp.data);
+  for (size_t i = 0; i < static_cast<size_t>(n); ++i) {
+    const float* x = b.xb.data() + i * d;
+    float logit = 0;
+    for (size_t k = 0; k < d; ++k) logit += g[k] * x[k];
+    const float gate = 1.0f / (1.0f + std::exp(-logit));
+    float* out = b.moe_out.data() + i * d;
+    const float* y = b.ye.data() + i * d;
+    for (size_t k = 0; k < d; ++k) out[k] += gate * y[k];
+  }
+}
+
+// moe_out (n, d) = for each token, the weighted sum of its experts' SwiGLU FFNs of xb; each
+// expert's matrices are read once for all its tokens.
+void moe_ffn(cpu_state& c, const layer_weights& w, int n) {
+  const hparams& hp = c.m->hp;
+  buffers& b = c.buf;
+  const size_t d = static_cast<size_t>(hp.n_embd), nb = static_cast<size_t>(c.params.n_batch);
+  matmul(c, w.ffn_gate_inp, b.xb.data(), n, b.router.data());
+  route_tokens(c, n);
+  std::fill_n(b.moe_out.begin(), static_cast<size_t>(n) * d, 0.0f);
+  for (size_t e = 0; e < static_cast<size_t>(hp.n_expert); ++e) {
+    const int m = b.expert_count[e];
+    if (m == 0) continue;
+    const int* tokens = b.expert_tokens.data() + e * nb;
+    for (int j = 0; j < m; ++j)
+      std::copy_n(b.xb.data() + static_cast<size_t>(tokens[j]) * d, d,
+                  b.xe.data() + static_cast<size_t>(j) * d);
+    matmul_many(c, {{&w.expert_gate[e], b.hb.data()}, {&w.expert_up[e], b.hb2.data()}}, b.xe.data(),
+                m);
+    cpu::silu_mul(b.hb.data(), b.hb2.data(), b.hb.data(), static_cast<int64_t>(m) * hp.n_ff);
+    matmul(c, w.expert_down[e], b.hb.data(), m, b.ye.data());
+    for (int j = 0; j < m; ++j) {
+      const float weight = b.expert_weight[e * nb + static_cast<size_t>(j)];
+      float* out = b.moe_out.data() + static_cast<size_t>(tokens[j]) * d;
+      const float* y = b.ye.data() + static_cast<size_t>(j) * d;
+      for (size_t k = 0; k < d; ++k) out[k] += weight * y[k];
+    }
+  }
+  if (w.ffn_gate_shexp) add_shared_expert(c, w, n);
 }
 
 // Below this many multiply-adds per layer, attention runs without the thread pool.
@@ -179,14 +302,17 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
   const int d = hp.n_embd, hd = hp.head_dim, q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
   const int ff = hp.n_ff, half = hp.n_rot / 2;
 
-  // token_embd (n_vocab, d)[token] -> x (n, d)
+  // token_embd (n_vocab, d)[token] * embd_scale -> x (n, d)
   for (int i = 0; i < n; ++i)
     cpu::dequantize_row(m.tok_embd.type, m.tok_embd.row(batch[static_cast<size_t>(i)].token),
                         b.x.data() + static_cast<size_t>(i) * d, d);
+  if (hp.embd_scale != 1.0f)
+    for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] *= hp.embd_scale;
   prepare_rope(c, batch);
   // Multiply-adds of this batch's attention per layer: each entry reads pos + 1 cached rows.
   int64_t attention_work = 0;
   for (const auto& e : batch) attention_work += int64_t{e.pos + 1} * hp.n_head * hd * 2;
+  const size_t nb = static_cast<size_t>(c.params.n_batch);
 
   for (int l = 0; l < hp.n_layer; ++l) {
     const layer_weights& w = m.layers[static_cast<size_t>(l)];
@@ -197,12 +323,18 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
       add_bias(b.k.data(), w.bk, n, kv_dim);
       add_bias(b.v.data(), w.bv, n, kv_dim);
     }
+    if (hp.has_qk_norm) {
+      rmsnorm_heads(b.q.data(), w.attn_q_norm, n, hp.n_head, hd, hp.rms_eps);
+      rmsnorm_heads(b.k.data(), w.attn_k_norm, n, hp.n_head_kv, hd, hp.rms_eps);
+    }
     // RoPE, then this layer's K/V of every entry into the cache before any attention, so
     // entries of one sequence in this batch see each other causally.
+    const size_t rope_base = static_cast<size_t>(hp.rope_set(l)) * nb * half;
+    const int rows = c.cache.rows(l);
     for (int i = 0; i < n; ++i) {
       const batch_entry& e = batch[static_cast<size_t>(i)];
-      const float* cs = b.rope_cos.data() + static_cast<size_t>(i) * half;
-      const float* sn = b.rope_sin.data() + static_cast<size_t>(i) * half;
+      const float* cs = b.rope_cos.data() + rope_base + static_cast<size_t>(i) * half;
+      const float* sn = b.rope_sin.data() + rope_base + static_cast<size_t>(i) * half;
       for (int h = 0; h < hp.n_head; ++h)
         apply_rope(b.q.data() + static_cast<size_t>(i) * q_dim + static_cast<size_t>(h) * hd, cs,
                    sn, hp.n_rot, hp.rope);
@@ -210,7 +342,7 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
         float* k = b.k.data() + static_cast<size_t>(i) * kv_dim + static_cast<size_t>(h) * hd;
         const float* v = b.v.data() + static_cast<size_t>(i) * kv_dim + static_cast<size_t>(h) * hd;
         apply_rope(k, cs, sn, hp.n_rot, hp.rope);
-        const size_t off = static_cast<size_t>(e.pos) * hd * c.cache.element_bytes();
+        const size_t off = static_cast<size_t>(e.pos % rows) * hd * c.cache.element_bytes();
         store_row(c.cache, k, hd, c.cache.k(l, e.seq, h) + off);
         store_row(c.cache, v, hd, c.cache.v(l, e.seq, h) + off);
       }
@@ -227,12 +359,23 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
       c.pool.run(n * hp.n_head, attend_task);
     }
     matmul(c, w.wo, b.att.data(), n, b.xb.data());
+    if (w.attn_post_norm)
+      rmsnorm_rows(b.xb.data(), w.attn_post_norm, n, d, hp.rms_eps, b.xb.data());
     for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.xb[j];
 
     rmsnorm_rows(b.x.data(), w.ffn_norm, n, d, hp.rms_eps, b.xb.data());
+    if (hp.n_expert > 0) {
+      moe_ffn(c, w, n);
+      for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.moe_out[j];
+      continue;
+    }
     matmul_many(c, {{&w.ffn_gate, b.hb.data()}, {&w.ffn_up, b.hb2.data()}}, b.xb.data(), n);
-    cpu::silu_mul(b.hb.data(), b.hb2.data(), b.hb.data(), static_cast<int64_t>(n) * ff);
+    if (hp.ffn_act == ffn_activation::silu)
+      cpu::silu_mul(b.hb.data(), b.hb2.data(), b.hb.data(), static_cast<int64_t>(n) * ff);
+    else
+      gelu_mul(b.hb.data(), b.hb2.data(), b.hb.data(), static_cast<int64_t>(n) * ff);
     matmul(c, w.ffn_down, b.hb.data(), n, b.xb.data());
+    if (w.ffn_post_norm) rmsnorm_rows(b.xb.data(), w.ffn_post_norm, n, d, hp.rms_eps, b.xb.data());
     for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.xb[j];
   }
 
@@ -241,6 +384,24 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
     rmsnorm_rows(b.x.data() + static_cast<size_t>(b.out_rows[static_cast<size_t>(r)]) * d,
                  m.output_norm, 1, d, hp.rms_eps, b.out.data() + static_cast<size_t>(r) * d);
   matmul(c, m.output, b.out.data(), n_out, c.logits.data());
+  if (hp.final_softcap > 0)
+    for (size_t j = 0; j < static_cast<size_t>(n_out) * hp.n_vocab; ++j)
+      c.logits[j] = softcap(c.logits[j], hp.final_softcap);
+}
+
+std::vector<int> layer_cache_rows(const hparams& hp, const context_params& params) {
+  std::vector<int> rows;
+  for (int l = 0; l < hp.n_layer; ++l)
+    rows.push_back(hp.cache_rows(l, params.n_ctx, params.n_batch));
+  return rows;
+}
+
+std::vector<std::vector<double>> rope_tables(const model& m, int n_ctx) {
+  const float* factors = rope_factors_for(m.hp, m.rope_freqs, m.rope_freqs_long, n_ctx);
+  std::vector<std::vector<double>> tables;
+  for (int set = 0; set < m.hp.n_rope_sets(); ++set)
+    tables.push_back(rope_inverse_frequencies(m.hp, factors, set));
+  return tables;
 }
 
 // Throws std::bad_alloc when host RAM cannot hold the context (the backend reports it).
@@ -268,9 +429,10 @@ class cpu_context final : public backend_context {
   }
   void copy_sequence(int src, int dst, int n_pos) override {
     const hparams& hp = s_.m->hp;
-    const size_t bytes =
-        static_cast<size_t>(n_pos) * static_cast<size_t>(hp.head_dim) * s_.cache.element_bytes();
     for (int l = 0; l < hp.n_layer; ++l) {
+      // A ring holds every position it can: the first n_pos rows, or all of them.
+      const size_t bytes = static_cast<size_t>(std::min(n_pos, s_.cache.rows(l))) *
+                           static_cast<size_t>(hp.head_dim) * s_.cache.element_bytes();
       for (int h = 0; h < hp.n_head_kv; ++h) {
         std::copy_n(s_.cache.k(l, src, h), bytes, s_.cache.k(l, dst, h));
         std::copy_n(s_.cache.v(l, src, h), bytes, s_.cache.v(l, dst, h));
@@ -287,20 +449,19 @@ class cpu_context final : public backend_context {
 cpu_context::cpu_context(const model& m, const context_params& params)
     : s_{.m = &m,
          .params = params,
-         .cache = kv_cache(m.hp.n_layer, m.hp.n_head_kv, m.hp.head_dim, params.n_ctx, params.n_seq,
-                           params.kv_f16),
+         .cache = kv_cache(layer_cache_rows(m.hp, params), m.hp.n_head_kv, m.hp.head_dim,
+                           params.n_seq, params.kv_f16),
          .pool = cpu::thread_pool(params.n_threads),
          .buf = {},
          .matmul_scratch = {},
-         .rope_inv_freq =
-             rope_inverse_frequencies(m.hp, reinterpret_cast<const float*>(m.rope_freqs.data)),
+         .rope_inv_freq = rope_tables(m, params.n_ctx),
          .logits = {}} {
   const hparams& hp = m.hp;
   const size_t nb = static_cast<size_t>(params.n_batch);
   const size_t d = static_cast<size_t>(hp.n_embd), hd = static_cast<size_t>(hp.head_dim);
   const size_t q_dim = static_cast<size_t>(hp.n_head) * hd;
   const size_t kv_dim = static_cast<size_t>(hp.n_head_kv) * hd;
-  const size_t ff = static_cast<size_t>(hp.n_ff);
+  const size_t ff = static_cast<size_t>(hp.ffn_width());
   const size_t nt = static_cast<size_t>(params.n_threads);
   buffers& b = s_.buf;
   b.out_rows.resize(nb);
@@ -313,16 +474,33 @@ cpu_context::cpu_context(const model& m, const context_params& params)
   b.hb.resize(nb * ff);
   b.hb2.resize(nb * ff);
   b.out.resize(nb * d);
+  if (hp.n_expert > 0) {
+    const size_t ne = static_cast<size_t>(hp.n_expert);
+    b.router.resize(nb * ne);
+    b.expert_tokens.resize(ne * nb);
+    b.expert_weight.resize(ne * nb);
+    b.expert_count.resize(ne);
+    b.xe.resize(nb * d);
+    b.ye.resize(nb * d);
+    b.moe_out.resize(nb * d);
+  }
   b.scores.resize(nt * static_cast<size_t>(params.n_ctx));
-  b.rope_cos.resize(nb * static_cast<size_t>(hp.n_rot / 2));
-  b.rope_sin.resize(nb * static_cast<size_t>(hp.n_rot / 2));
+  const size_t n_sets = static_cast<size_t>(hp.n_rope_sets());
+  b.rope_cos.resize(n_sets * nb * static_cast<size_t>(hp.n_rot / 2));
+  b.rope_sin.resize(n_sets * nb * static_cast<size_t>(hp.n_rot / 2));
   // Per matmul group: every activation format its weights want, side by side.
   size_t scratch = cpu::matmul_scratch_bytes(m.output.type, m.output.n_cols, nb);
   for (const auto& l : m.layers) {
-    for (const auto& group : {std::vector<const weight*>{&l.wq, &l.wk, &l.wv},
-                              {&l.wo},
-                              {&l.ffn_gate, &l.ffn_up},
-                              {&l.ffn_down}}) {
+    // Experts share their types: the first one stands for all.
+    const bool moe = !l.expert_gate.empty();
+    for (const auto& group :
+         {std::vector<const weight*>{&l.wq, &l.wk, &l.wv},
+          {&l.wo},
+          {moe ? &l.expert_gate[0] : &l.ffn_gate, moe ? &l.expert_up[0] : &l.ffn_up},
+          {moe ? &l.expert_down[0] : &l.ffn_down},
+          {moe ? &l.ffn_gate_inp : &l.wo},
+          {l.ffn_gate_shexp ? &l.ffn_gate_shexp : &l.wo, l.ffn_up_shexp ? &l.ffn_up_shexp : &l.wo},
+          {l.ffn_down_shexp ? &l.ffn_down_shexp : &l.wo}}) {
       std::vector<tensor_type> types;
       for (const weight* w : group) types.push_back(w->type);
       scratch = std::max(scratch, cpu::matmul_scratch_bytes(types, group[0]->n_cols, nb));

@@ -2,7 +2,8 @@
 // (flash-decoding): block (split, head, token) handles attention_split positions and writes
 // its partial max, sum and weighted values; the last block of a (token, head) to finish
 // combines them, so one launch does both. Blocks past a token's position exit at once, so
-// the grid depends only on n_ctx (graph-friendly).
+// the grid depends only on the cache rows (graph-friendly). A sliding-window layer's cache is
+// a ring (position p in row p % rows) of which a query reads its window.
 #include <cassert>
 #include <cmath>
 
@@ -49,9 +50,9 @@ __device__ void combine(const float* p, int hd, int n, float* o, q8_blocks out_q
 __global__ void __launch_bounds__(threads)
     split_kernel(const float* __restrict__ q, const __half* __restrict__ k_cache,
                  const __half* __restrict__ v_cache, const int32_t* __restrict__ pos,
-                 const int32_t* __restrict__ seq, int n_head, int n_head_kv, int hd, int n_ctx,
-                 float scale, float* __restrict__ part, int* __restrict__ done,
-                 float* __restrict__ att_out, q8_blocks out_q) {
+                 const int32_t* __restrict__ seq, attention_shape s, float* __restrict__ part,
+                 int* __restrict__ done, float* __restrict__ att_out, q8_blocks out_q) {
+  const int n_head = s.n_head, hd = s.head_dim;
   extern __shared__ float dyn[];  // q (hd,), then per-warp partial outputs (warps, hd)
   float* q_s = dyn;
   float* o_s = dyn + hd;
@@ -59,13 +60,18 @@ __global__ void __launch_bounds__(threads)
   __shared__ float red[32];
   wait_for_previous_kernel();
   const int sp = blockIdx.x, h = blockIdx.y, t = blockIdx.z, nsp = gridDim.x;
-  const int n_kv = pos[t] + 1, start = sp * attention_split;
+  const int first = s.window > 0 ? max(0, pos[t] - s.window + 1) : 0;
+  const int n_kv = pos[t] + 1 - first, start = sp * attention_split;
   const int len = min(attention_split, n_kv - start);
   if (len <= 0) return;
   float* out = part + ((static_cast<size_t>(t) * n_head + h) * nsp + sp) * (hd + 2);
-  const int kvh = h / (n_head / n_head_kv);
+  const int kvh = h / (n_head / s.n_head_kv);
   const size_t head_base =
-      ((static_cast<size_t>(seq[t]) * n_head_kv + kvh) * n_ctx + start) * static_cast<size_t>(hd);
+      (static_cast<size_t>(seq[t]) * s.n_head_kv + kvh) * s.rows * static_cast<size_t>(hd);
+  // Row of the i-th position of this split.
+  const auto row = [&](int i) {
+    return static_cast<size_t>((first + start + i) % s.rows) * static_cast<size_t>(hd);
+  };
   const __half* keys = k_cache + head_base;
   const __half* values = v_cache + head_base;
   const float* qt = q + (static_cast<size_t>(t) * n_head + h) * hd;
@@ -74,7 +80,7 @@ __global__ void __launch_bounds__(threads)
   // Scores: one position per thread, the key read in 16-byte vectors where rows allow.
   float m = -INFINITY;
   for (int i = threadIdx.x; i < len; i += threads) {
-    const __half* key = keys + static_cast<size_t>(i) * hd;
+    const __half* key = keys + row(i);
     float dot = 0.0f;
     if (hd % 8 == 0) {
       for (int d = 0; d < hd; d += 8) {
@@ -89,8 +95,10 @@ __global__ void __launch_bounds__(threads)
     } else {
       for (int d = 0; d < hd; ++d) dot += q_s[d] * __half2float(key[d]);
     }
-    scores[i] = dot * scale;
-    m = fmaxf(m, dot * scale);
+    float score = dot * s.scale;
+    if (s.softcap > 0.0f) score = s.softcap * tanhf(score / s.softcap);
+    scores[i] = score;
+    m = fmaxf(m, score);
   }
   m = block_max(m, red);
   float l = 0.0f;
@@ -108,12 +116,12 @@ __global__ void __launch_bounds__(threads)
   for (int j = 0; j < max_per_lane; ++j) acc[j] = 0.0f;
 #pragma unroll 4
   for (int i = warp; i < len; i += warps) {
-    const __half* row = values + static_cast<size_t>(i) * hd;
+    const __half* value = values + row(i);
     const float p = scores[i];
 #pragma unroll
     for (int j = 0; j < max_per_lane; ++j) {
       const int d = lane + 32 * j;
-      if (d < hd) acc[j] += p * __half2float(row[d]);
+      if (d < hd) acc[j] += p * __half2float(value[d]);
     }
   }
 #pragma unroll
@@ -157,16 +165,14 @@ size_t attention_scratch_floats(int n_tok, int n_head, int head_dim, int n_ctx) 
 }
 
 void attention(const float* q, const __half* k_cache, const __half* v_cache, const int32_t* pos,
-               const int32_t* seq, int n_tok, int n_head, int n_head_kv, int head_dim, int n_ctx,
-               float* scratch, int* counters, float* out, q8_blocks out_q, cudaStream_t stream) {
-  assert(head_dim <= 256 && "attention: head_dim above 256");
-  const int nsp = n_splits(n_ctx);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  const dim3 grid(static_cast<unsigned>(nsp), static_cast<unsigned>(n_head),
+               const int32_t* seq, int n_tok, const attention_shape& s, float* scratch,
+               int* counters, float* out, q8_blocks out_q, cudaStream_t stream) {
+  assert(s.head_dim <= 256 && "attention: head_dim above 256");
+  const int nsp = n_splits(s.rows);
+  const dim3 grid(static_cast<unsigned>(nsp), static_cast<unsigned>(s.n_head),
                   static_cast<unsigned>(n_tok));
-  launch_dependent(split_kernel, grid, threads, (warps + 1) * head_dim * sizeof(float), stream, q,
-                   k_cache, v_cache, pos, seq, n_head, n_head_kv, head_dim, n_ctx, scale, scratch,
-                   counters, out, out_q);
+  launch_dependent(split_kernel, grid, threads, (warps + 1) * s.head_dim * sizeof(float), stream, q,
+                   k_cache, v_cache, pos, seq, s, scratch, counters, out, out_q);
 }
 
 }  // namespace rbee::engine::cuda

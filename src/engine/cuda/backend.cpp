@@ -49,6 +49,11 @@ struct dweight {
 
 struct dlayer {
   dweight attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, ffn_gate, ffn_up, ffn_down;
+  dweight attn_q_norm, attn_k_norm, attn_post_norm, ffn_post_norm;  // null where absent
+  // Mixture of experts: the router and each expert's matrices (empty for a dense FFN).
+  dweight ffn_gate_inp;
+  std::vector<dweight> expert_gate, expert_up, expert_down;
+  dweight ffn_gate_inp_shexp, ffn_gate_shexp, ffn_up_shexp, ffn_down_shexp;  // qwen2moe
   // wq|wk|wv and ffn_gate|ffn_up as one matrix when they lie back to back in the same type:
   // one product (one launch, one bigger grid) instead of three or two. Null otherwise.
   dweight wqkv, ffn_gate_up;
@@ -119,13 +124,38 @@ struct weight_ref {
   int layer;
 };
 std::vector<weight_ref> all_weights(const model_weights& w) {
-  std::vector<weight_ref> out{
-      {&w.tok_embd, -1}, {&w.output_norm, -1}, {&w.output, -1}, {&w.rope_freqs, -1}};
+  std::vector<weight_ref> out{{&w.tok_embd, -1},
+                              {&w.output_norm, -1},
+                              {&w.output, -1},
+                              {&w.rope_freqs, -1},
+                              {&w.rope_freqs_long, -1}};
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const layer_weights& l = w.layers[i];
-    for (const weight* p : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv,
-                            &l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
+    for (const weight* p : {&l.attn_norm,
+                            &l.wq,
+                            &l.wk,
+                            &l.wv,
+                            &l.wo,
+                            &l.bq,
+                            &l.bk,
+                            &l.bv,
+                            &l.ffn_norm,
+                            &l.ffn_gate,
+                            &l.ffn_up,
+                            &l.ffn_down,
+                            &l.attn_q_norm,
+                            &l.attn_k_norm,
+                            &l.attn_post_norm,
+                            &l.ffn_post_norm,
+                            &l.ffn_gate_inp,
+                            &l.ffn_gate_inp_shexp,
+                            &l.ffn_gate_shexp,
+                            &l.ffn_up_shexp,
+                            &l.ffn_down_shexp})
       out.push_back({p, static_cast<int>(i)});
+    for (size_t e = 0; e < l.expert_gate.size(); ++e)
+      for (const weight* p : {&l.expert_gate[e], &l.expert_up[e], &l.expert_down[e]})
+        out.push_back({p, static_cast<int>(i)});
   }
   return out;
 }
@@ -147,16 +177,18 @@ constexpr size_t logprobs_floats = 1 + max_top_logprobs;
 
 // Sizes of a context's device buffers (bytes, each aligned).
 struct context_layout {
-  size_t kv = 0;  // one of K or V
+  size_t kv = 0;  // one of K or V: every layer's rows (hparams::cache_rows)
   size_t x = 0, qkv = 0, q = 0, ff = 0, logits = 0, q8 = 0, att_scratch = 0, att_counters = 0,
          gemm = 0, ints = 0, rope = 0, rope_table = 0;
+  size_t moe = 0;  // router logits or routing weights (n_batch, n_expert); 0 for a dense FFN
   // Sampling: the penalized tokens and the offsets (up to a vocabulary each), the allowed-token
   // bits of a constrained choice, scratch, the chosen token and the log-probabilities (the
   // token's, then the top pairs).
   size_t penalized = 0, offsets = 0, allowed = 0, sample = 0, token = 0, logprobs = 0;
   size_t total() const {
     return 2 * kv + 4 * x + qkv + 2 * q + 3 * ff + logits + q8 + att_scratch + att_counters + gemm +
-           ints + rope + rope_table + penalized + offsets + allowed + sample + token + logprobs;
+           ints + rope + rope_table + penalized + offsets + allowed + sample + token + logprobs +
+           2 * moe + (moe > 0 ? x : 0);
   }
 };
 
@@ -164,8 +196,19 @@ struct context_layout {
 size_t q8_blocks_max(const hparams& hp) {
   const size_t widest =
       std::max({static_cast<size_t>(hp.n_embd), static_cast<size_t>(hp.n_head) * hp.head_dim,
-                static_cast<size_t>(hp.n_ff)});
+                static_cast<size_t>(hp.ffn_width())});
   return static_cast<size_t>(max_matvec_tokens) * (widest / 32 + 1);
+}
+
+// Halves of one of K or V before each layer's part of the cache, and the total at the end.
+std::vector<size_t> kv_layer_offsets(const hparams& hp, int n_ctx, int n_seq, int n_batch) {
+  const size_t kv_dim = static_cast<size_t>(hp.n_head_kv) * hp.head_dim;
+  std::vector<size_t> offsets{0};
+  for (int l = 0; l < hp.n_layer; ++l)
+    offsets.push_back(offsets.back() + static_cast<size_t>(n_seq) *
+                                           static_cast<size_t>(hp.cache_rows(l, n_ctx, n_batch)) *
+                                           kv_dim);
+  return offsets;
 }
 
 context_layout layout_of(const model_weights& w, int n_ctx, int n_seq, int n_batch) {
@@ -173,12 +216,13 @@ context_layout layout_of(const model_weights& w, int n_ctx, int n_seq, int n_bat
   const size_t nb = static_cast<size_t>(n_batch);
   const size_t q_dim = static_cast<size_t>(hp.n_head) * hp.head_dim;
   const size_t kv_dim = static_cast<size_t>(hp.n_head_kv) * hp.head_dim;
+  const size_t n_rope_sets = static_cast<size_t>(hp.n_rope_sets());
   context_layout c;
-  c.kv = align_up(static_cast<size_t>(hp.n_layer) * n_seq * n_ctx * kv_dim * 2);
+  c.kv = align_up(kv_layer_offsets(hp, n_ctx, n_seq, n_batch).back() * 2);
   c.x = align_up(nb * hp.n_embd * 4);
   c.q = align_up(nb * q_dim * 4);
   c.qkv = align_up(nb * (q_dim + 2 * kv_dim) * 4);
-  c.ff = align_up(nb * hp.n_ff * 4);
+  c.ff = align_up(nb * hp.ffn_width() * 4);
   c.logits = align_up(nb * hp.n_vocab * 4);
   c.q8 = align_up(q8_bytes(q8_blocks_max(hp)));
   c.att_scratch =
@@ -197,8 +241,9 @@ context_layout layout_of(const model_weights& w, int n_ctx, int n_seq, int n_bat
                                                  l.ffn_gate.n_cols, n_batch));
   }
   c.ints = align_up(4 * nb * sizeof(int32_t));
-  c.rope = align_up(static_cast<size_t>(hp.n_rot / 2) * sizeof(double));
-  c.rope_table = align_up(nb * static_cast<size_t>(hp.n_rot / 2) * sizeof(float2));
+  if (hp.n_expert > 0) c.moe = align_up(nb * static_cast<size_t>(hp.n_expert) * sizeof(float));
+  c.rope = align_up(n_rope_sets * static_cast<size_t>(hp.n_rot / 2) * sizeof(double));
+  c.rope_table = align_up(n_rope_sets * nb * static_cast<size_t>(hp.n_rot / 2) * sizeof(float2));
   c.penalized = align_up(static_cast<size_t>(hp.n_vocab) * sizeof(int32_t));
   c.allowed = align_up((static_cast<size_t>(hp.n_vocab) + 63) / 64 * sizeof(uint64_t));
   c.sample = align_up(sample_scratch_bytes(hp.n_vocab));
@@ -263,7 +308,7 @@ std::string available_backends() {
 }
 
 model_weights weights_of(const model& m) {
-  return {m.hp, m.tok_embd, m.output_norm, m.output, m.rope_freqs, m.layers};
+  return {m.hp, m.tok_embd, m.output_norm, m.output, m.rope_freqs, m.layers, m.rope_freqs_long};
 }
 
 uint64_t vram_required(const model_weights& w, int n_ctx, int n_seq, int n_batch) {
@@ -284,7 +329,7 @@ class device_model {
   int device_;
   void* arena_ = nullptr;
   uint64_t arena_bytes_ = 0;
-  dweight tok_embd, output_norm, output, rope_freqs;
+  dweight tok_embd, output_norm, output, rope_freqs, rope_freqs_long;
   std::vector<dlayer> layers;
 };
 
@@ -312,12 +357,41 @@ device_model_ptr upload(const model_weights& w, int device,
   dm->arena_bytes_ = std::max<uint64_t>(total, alignment);
   RBEE_CUDA_CHECK(cudaMalloc(&dm->arena_, dm->arena_bytes_));
 
-  std::vector<dweight*> targets{&dm->tok_embd, &dm->output_norm, &dm->output, &dm->rope_freqs};
+  std::vector<dweight*> targets{&dm->tok_embd, &dm->output_norm, &dm->output, &dm->rope_freqs,
+                                &dm->rope_freqs_long};
   dm->layers.resize(w.layers.size());
-  for (auto& l : dm->layers)
-    for (dweight* p : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.ffn_norm,
-                       &l.ffn_gate, &l.ffn_up, &l.ffn_down})
+  for (size_t i = 0; i < dm->layers.size(); ++i) {
+    dlayer& l = dm->layers[i];
+    for (dweight* p : {&l.attn_norm,
+                       &l.wq,
+                       &l.wk,
+                       &l.wv,
+                       &l.wo,
+                       &l.bq,
+                       &l.bk,
+                       &l.bv,
+                       &l.ffn_norm,
+                       &l.ffn_gate,
+                       &l.ffn_up,
+                       &l.ffn_down,
+                       &l.attn_q_norm,
+                       &l.attn_k_norm,
+                       &l.attn_post_norm,
+                       &l.ffn_post_norm,
+                       &l.ffn_gate_inp,
+                       &l.ffn_gate_inp_shexp,
+                       &l.ffn_gate_shexp,
+                       &l.ffn_up_shexp,
+                       &l.ffn_down_shexp})
       targets.push_back(p);
+    const size_t n_expert = w.layers[i].expert_gate.size();
+    l.expert_gate.resize(n_expert);
+    l.expert_up.resize(n_expert);
+    l.expert_down.resize(n_expert);
+    for (size_t e = 0; e < n_expert; ++e)
+      for (dweight* p : {&l.expert_gate[e], &l.expert_up[e], &l.expert_down[e]})
+        targets.push_back(p);
+  }
   assert(targets.size() == refs.size());
 
   load_progress p;
@@ -409,6 +483,7 @@ class device_context {
   int32_t* host_token_ = nullptr;         // pinned: the sampled token comes back here
   uint8_t* host_logprobs_ = nullptr;      // pinned: the log-probabilities come back here
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs_;  // (n, n_out, gather)
+  std::vector<size_t> kv_offsets_;  // (n_layer + 1,) kv_layer_offsets: each layer's cache
 
   // Device buffers (rows = tokens).
   __half *k_cache_ = nullptr, *v_cache_ = nullptr;
@@ -419,13 +494,17 @@ class device_context {
   q8_blocks q8_;
   void* gemm_scratch_ = nullptr;
   int32_t *tokens_ = nullptr, *pos_ = nullptr, *seq_ = nullptr, *out_rows_ = nullptr;
-  double* inv_freq_ = nullptr;      // (n_rot/2,)
-  float2* rope_cos_sin_ = nullptr;  // (n_batch, n_rot/2) rope_table of the batch
+  double* inv_freq_ = nullptr;      // (n_rope_sets, n_rot/2)
+  float2* rope_cos_sin_ = nullptr;  // (n_rope_sets, n_batch, n_rot/2) rope_table of the batch
   int32_t *penalized_ = nullptr, *token_ = nullptr;
   token_offset* offsets_ = nullptr;
   uint64_t* allowed_ = nullptr;
   void* sample_scratch_ = nullptr;
   uint8_t* logprobs_ = nullptr;  // logprobs_floats floats, then max_top_logprobs ids
+  // Mixture of experts: router logits and routing weights (n_batch, n_expert), and the sum
+  // of the experts' outputs (n_batch, n_embd).
+  float *moe_logits_ = nullptr, *moe_weights_ = nullptr, *moe_acc_ = nullptr;
+  void moe_ffn(const dlayer& l, q8_blocks xq, int n);
 };
 
 void device_context_deleter::operator()(device_context* c) const {
@@ -443,6 +522,7 @@ void device_context::init() {
         error_code::unsupported_architecture,
         str("CUDA backend: n_embd ", hp.n_embd, " above ", max_norm_width, " is not supported"));
   const context_layout lay = layout_of(w, params_.n_ctx, params_.n_seq, params_.n_batch);
+  kv_offsets_ = kv_layer_offsets(hp, params_.n_ctx, params_.n_seq, params_.n_batch);
   require_vram(lay.total() + runtime_margin / 2, m_.device_);
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
   RBEE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -491,21 +571,73 @@ void device_context::init() {
   sample_scratch_ = take(lay.sample);
   token_ = static_cast<int32_t*>(take(lay.token));
   logprobs_ = static_cast<uint8_t*>(take(lay.logprobs));
+  if (lay.moe > 0) {
+    moe_logits_ = static_cast<float*>(take(lay.moe));
+    moe_weights_ = static_cast<float*>(take(lay.moe));
+    moe_acc_ = static_cast<float*>(take(lay.x));
+  }
   assert(cur == static_cast<uint8_t*>(arena_) + lay.total());
 
   // The rotation frequencies (rope_inverse_frequencies), once; the factors are read back
   // from the device, since the host weights need not outlive the upload.
   std::vector<float> factors;
-  if (w.rope_freqs) {
-    factors.resize(static_cast<size_t>(w.rope_freqs.n_cols));
+  const bool long_factors =
+      w.rope_freqs_long && rope_factors_for(hp, w.rope_freqs, w.rope_freqs_long, params_.n_ctx) ==
+                               reinterpret_cast<const float*>(w.rope_freqs_long.data);
+  const dweight& chosen = long_factors ? m_.rope_freqs_long : m_.rope_freqs;
+  if (chosen) {
+    factors.resize(static_cast<size_t>(chosen.n_cols));
     RBEE_CUDA_CHECK(
-        cudaMemcpy(factors.data(), m_.rope_freqs.data, factors.size() * 4, cudaMemcpyDeviceToHost));
+        cudaMemcpy(factors.data(), chosen.data, factors.size() * 4, cudaMemcpyDeviceToHost));
   }
-  const std::vector<double> inv_freq =
-      rope_inverse_frequencies(hp, factors.empty() ? nullptr : factors.data());
-  if (!inv_freq.empty())
-    RBEE_CUDA_CHECK(cudaMemcpy(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(double),
-                               cudaMemcpyHostToDevice));
+  const size_t half = static_cast<size_t>(hp.n_rot / 2);
+  for (int set = 0; set < hp.n_rope_sets(); ++set) {
+    const std::vector<double> inv_freq =
+        rope_inverse_frequencies(hp, factors.empty() ? nullptr : factors.data(), set);
+    if (!inv_freq.empty())
+      RBEE_CUDA_CHECK(cudaMemcpy(inv_freq_ + static_cast<size_t>(set) * half, inv_freq.data(),
+                                 inv_freq.size() * sizeof(double), cudaMemcpyHostToDevice));
+  }
+}
+
+// tmp_ (n, n_embd) = each token's weighted sum of its chosen experts' SwiGLU FFNs of xb_
+// (whose q8 blocks are xq), routed on the device. Every expert runs on every token, weighted
+// zero where not chosen: each expert's matrices are read once per step, but the products of
+// the experts a token did not choose are computed too.
+void device_context::moe_ffn(const dlayer& l, q8_blocks xq, int n) {
+  const hparams& hp = m_.w_.hp;
+  const int d = hp.n_embd, ff = hp.n_ff;
+  const int n_expert = static_cast<int>(l.expert_gate.size());
+  const bool small = n <= max_matvec_tokens;
+  mm(l.ffn_gate_inp, xb_, xq, n, moe_logits_);
+  moe_route(moe_logits_, n, n_expert, hp.n_expert_used, hp.expert_weights_norm, moe_weights_,
+            stream_);
+  float* up = hb_ + static_cast<size_t>(n) * ff;
+  const q8_blocks dq = small && uses_q8(l.expert_down[0].type) ? q8_ : q8_blocks{};
+  for (int e = 0; e < n_expert; ++e) {
+    const size_t i = static_cast<size_t>(e);
+    // The q8 blocks of xb_ share their buffer with those of the previous expert's down input.
+    if (xq && e > 0) quantize_q8(xb_, n, d, xq, stream_);
+    mm(l.expert_gate[i], xb_, xq, n, hb_);
+    mm(l.expert_up[i], xb_, xq, n, up);
+    silu_mul(hb_, up, ff, n, ff, hb2_, dq, stream_);
+    mm(l.expert_down[i], hb2_, dq, n, tmp_);
+    moe_accumulate(moe_acc_, tmp_, moe_weights_, n, d, n_expert, e, e == 0, stream_);
+  }
+  if (l.ffn_gate_shexp) {
+    // qwen2moe's shared expert, on every token, gated by sigmoid(ffn_gate_inp_shexp . xb).
+    const int ffs = hp.n_ff_shared;
+    float* shared_up = hb_ + static_cast<size_t>(n) * ffs;
+    const q8_blocks sdq = small && uses_q8(l.ffn_down_shexp.type) ? q8_ : q8_blocks{};
+    if (xq) quantize_q8(xb_, n, d, xq, stream_);
+    mm(l.ffn_gate_shexp, xb_, xq, n, hb_);
+    mm(l.ffn_up_shexp, xb_, xq, n, shared_up);
+    silu_mul(hb_, shared_up, ffs, n, ffs, hb2_, sdq, stream_);
+    mm(l.ffn_down_shexp, hb2_, sdq, n, tmp_);
+    moe_add_shared(moe_acc_, tmp_, xb_, l.ffn_gate_inp_shexp.f32(), n, d, stream_);
+  }
+  RBEE_CUDA_CHECK(cudaMemcpyAsync(tmp_, moe_acc_, static_cast<size_t>(n) * d * sizeof(float),
+                                  cudaMemcpyDeviceToDevice, stream_));
 }
 
 // y (n, rows) = x (n, cols) @ W^T: packed matrix x vector for decode-sized batches, cuBLAS
@@ -531,22 +663,34 @@ void device_context::forward(int n, int n_out, bool gather) {
       if (uses_q8(w->type)) return q8_;
     return {};
   };
-  const size_t kv_layer =
-      static_cast<size_t>(params_.n_seq) * hp.n_head_kv * params_.n_ctx * static_cast<size_t>(hd);
-  const rope_args ra{
-      hp.n_head,     hp.n_head_kv,  hd,           hp.n_rot, hp.rope == rope_style::halves,
-      rope_cos_sin_, params_.n_ctx, params_.n_seq};
+  const size_t half = static_cast<size_t>(hp.n_rot / 2), nb = static_cast<size_t>(params_.n_batch);
 
   get_rows(m_.tok_embd.type, m_.tok_embd.data, d, tokens_, n, x_, stream_);
-  rope_table(inv_freq_, hp.rope_freq_scale, hp.n_rot, pos_, n, rope_cos_sin_, stream_);
+  if (hp.embd_scale != 1.0f) scale(x_, static_cast<int64_t>(n) * d, hp.embd_scale, stream_);
+  for (int set = 0; set < hp.n_rope_sets(); ++set)
+    rope_table(inv_freq_ + static_cast<size_t>(set) * half, hp.rope_of_set(set).freq_scale,
+               hp.rope_attn_factor, hp.n_rot, pos_, n,
+               rope_cos_sin_ + static_cast<size_t>(set) * nb * half, stream_);
   for (size_t li = 0; li < m_.layers.size(); ++li) {
     const dlayer& l = m_.layers[li];
+    const int layer = static_cast<int>(li);
+    const int rows = hp.cache_rows(layer, params_.n_ctx, params_.n_batch);
+    __half* k_layer = k_cache_ + kv_offsets_[li];
+    __half* v_layer = v_cache_ + kv_offsets_[li];
+    const rope_args ra{hp.n_head,
+                       hp.n_head_kv,
+                       hd,
+                       hp.n_rot,
+                       hp.rope == rope_style::halves,
+                       rope_cos_sin_ + static_cast<size_t>(hp.rope_set(layer)) * nb * half,
+                       rows,
+                       params_.n_seq};
     // The previous layer's FFN output joins the residual here, fused with this norm.
     q8_blocks xq = q8_for({&l.wq, &l.wk, &l.wv});
     add_rmsnorm(x_, li == 0 ? nullptr : tmp_, l.attn_norm.f32(), n, d, hp.rms_eps, xb_, xq,
                 stream_);
     // Projections: one stacked product (rows of q|k|v per token) or three (q, k, v blocks).
-    const float *qp = qkv_, *kp, *vp;
+    float *qp = qkv_, *kp, *vp;
     int q_stride, kv_stride;
     if (l.wqkv) {
       mm(l.wqkv, xb_, xq, n, qkv_);
@@ -564,18 +708,37 @@ void device_context::forward(int n, int n_out, bool gather) {
       kp = k_out;
       vp = v_out;
     }
+    if (l.attn_q_norm) {
+      head_rmsnorm(qp, q_stride, n, hp.n_head, hd, l.attn_q_norm.f32(), hp.rms_eps, stream_);
+      head_rmsnorm(kp, kv_stride, n, hp.n_head_kv, hd, l.attn_k_norm.f32(), hp.rms_eps, stream_);
+    }
     rope_store(ra, qp, q_stride, kp, vp, kv_stride, l.bq ? l.bq.f32() : nullptr,
-               l.bk ? l.bk.f32() : nullptr, l.bv ? l.bv.f32() : nullptr, pos_, seq_, n, q_,
-               k_cache_ + li * kv_layer, v_cache_ + li * kv_layer, stream_);
+               l.bk ? l.bk.f32() : nullptr, l.bv ? l.bv.f32() : nullptr, pos_, seq_, n, q_, k_layer,
+               v_layer, stream_);
     q8_blocks aq = q8_for({&l.wo});
     const bool fused_q = hd % 32 == 0;
-    attention(q_, k_cache_ + li * kv_layer, v_cache_ + li * kv_layer, pos_, seq_, n, hp.n_head,
-              hp.n_head_kv, hd, params_.n_ctx, att_scratch_, att_counters_, att_,
+    const attention_shape shape{.n_head = hp.n_head,
+                                .n_head_kv = hp.n_head_kv,
+                                .head_dim = hd,
+                                .rows = rows,
+                                .window = hp.layer_slides(layer) ? hp.n_swa : 0,
+                                .scale = hp.attn_scale,
+                                .softcap = hp.attn_softcap};
+    attention(q_, k_layer, v_layer, pos_, seq_, n, shape, att_scratch_, att_counters_, att_,
               fused_q ? aq : q8_blocks{}, stream_);
     if (aq && !fused_q) quantize_q8(att_, n, hp.n_head * hd, aq, stream_);
     mm(l.wo, att_, aq, n, tmp_);
-    q8_blocks fq = q8_for({&l.ffn_gate, &l.ffn_up});
+    if (l.attn_post_norm)
+      add_rmsnorm(tmp_, nullptr, l.attn_post_norm.f32(), n, d, hp.rms_eps, tmp_, {}, stream_);
+    const bool moe = !l.expert_gate.empty();
+    q8_blocks fq = moe ? q8_for({&l.ffn_gate_inp, &l.expert_gate[0], &l.expert_up[0],
+                                 &l.ffn_gate_shexp, &l.ffn_up_shexp})
+                       : q8_for({&l.ffn_gate, &l.ffn_up});
     add_rmsnorm(x_, tmp_, l.ffn_norm.f32(), n, d, hp.rms_eps, xb_, fq, stream_);
+    if (moe) {
+      moe_ffn(l, fq, n);
+      continue;
+    }
     const float* up;
     int ff_stride;
     if (l.ffn_gate_up) {
@@ -590,8 +753,13 @@ void device_context::forward(int n, int n_out, bool gather) {
       ff_stride = ff;
     }
     q8_blocks dq = q8_for({&l.ffn_down});
-    silu_mul(hb_, up, ff_stride, n, ff, hb2_, dq, stream_);
+    if (hp.ffn_act == ffn_activation::silu)
+      silu_mul(hb_, up, ff_stride, n, ff, hb2_, dq, stream_);
+    else
+      gelu_mul(hb_, up, ff_stride, n, ff, hb2_, dq, stream_);
     mm(l.ffn_down, hb2_, dq, n, tmp_);
+    if (l.ffn_post_norm)
+      add_rmsnorm(tmp_, nullptr, l.ffn_post_norm.f32(), n, d, hp.rms_eps, tmp_, {}, stream_);
   }
   add_rmsnorm(x_, tmp_, m_.output_norm.f32(), n, d, hp.rms_eps, xb_, {}, stream_);
   if (n_out == 0) return;
@@ -606,6 +774,8 @@ void device_context::forward(int n, int n_out, bool gather) {
     quantize_q8(rows, n_out, d, oq, stream_);
   }
   mm(m_.output, rows, oq, n_out, logits_);
+  if (hp.final_softcap > 0)
+    softcap(logits_, static_cast<int64_t>(n_out) * hp.n_vocab, hp.final_softcap, stream_);
 }
 
 void device_context::decode(std::span<const batch_entry> batch) {
@@ -713,17 +883,18 @@ void device_context::logprobs(int row, token_id token, int n_top, token_logprobs
     out.top[static_cast<size_t>(j)] = {.token = host_ids[j], .logprob = host_values[1 + j]};
 }
 
-// Per layer, K and V: the sequence's n_kv_head rows of n_pos positions, n_ctx positions apart.
+// Per layer, K and V: the sequence's n_kv_head rows of n_pos positions (all of a ring's rows
+// when it holds fewer), a layer's rows apart.
 void device_context::copy_sequence(int src, int dst, int n_pos) {
   const hparams& hp = m_.w_.hp;
-  const size_t head_rows = static_cast<size_t>(params_.n_ctx) * hp.head_dim;  // halves per head
-  const size_t kv_layer = static_cast<size_t>(params_.n_seq) * hp.n_head_kv * head_rows;
-  const size_t seq_stride = static_cast<size_t>(hp.n_head_kv) * head_rows;
-  const size_t width = static_cast<size_t>(n_pos) * hp.head_dim * sizeof(__half);
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
   for (int l = 0; l < hp.n_layer; ++l) {
+    const int rows = hp.cache_rows(l, params_.n_ctx, params_.n_batch);
+    const size_t head_rows = static_cast<size_t>(rows) * hp.head_dim;  // halves per head
+    const size_t seq_stride = static_cast<size_t>(hp.n_head_kv) * head_rows;
+    const size_t width = static_cast<size_t>(std::min(n_pos, rows)) * hp.head_dim * sizeof(__half);
     for (__half* cache : {k_cache_, v_cache_}) {
-      __half* layer = cache + static_cast<size_t>(l) * kv_layer;
+      __half* layer = cache + kv_offsets_[static_cast<size_t>(l)];
       RBEE_CUDA_CHECK(cudaMemcpy2DAsync(
           layer + static_cast<size_t>(dst) * seq_stride, head_rows * sizeof(__half),
           layer + static_cast<size_t>(src) * seq_stride, head_rows * sizeof(__half), width,

@@ -40,6 +40,7 @@ struct model_weights {
   hparams hp;
   weight tok_embd, output_norm, output, rope_freqs;
   std::vector<layer_weights> layers;
+  weight rope_freqs_long;  // phi3's factors beyond its original context
 };
 model_weights weights_of(const model& m);
 

@@ -80,26 +80,54 @@ void add_rmsnorm(float* x, const float* y, const float* w, int n_rows, int n, fl
 void silu_mul(const float* gate, const float* up, int in_stride, int n_rows, int n, float* out,
               q8_blocks out_q, cudaStream_t stream);
 
+// out (n_rows, n) = gelu_tanh(gate) * up elementwise (gemma's FFN), as silu_mul.
+void gelu_mul(const float* gate, const float* up, int in_stride, int n_rows, int n, float* out,
+              q8_blocks out_q, cudaStream_t stream);
+
+// Each head (head_dim <= 256 floats) of n_tok rows of n_heads heads, rows row_stride floats
+// apart, normalised in place: x / rms(x) * w (qwen3's and gemma3's Q/K norms).
+void head_rmsnorm(float* x, int row_stride, int n_tok, int n_heads, int head_dim, const float* w,
+                  float eps, cudaStream_t stream);
+
+// x (n,) *= s in place (gemma's embedding scale).
+void scale(float* x, int64_t n, float s, cudaStream_t stream);
+// x (n,) = cap * tanh(x / cap) in place (gemma2's final logit soft cap).
+void softcap(float* x, int64_t n, float cap, cudaStream_t stream);
+
+// Mixture of experts: weights (n_tok, n_expert) = each token's softmax over its router logits
+// (n_tok, n_expert), kept for its n_used most likely experts (lower index first on ties) and
+// renormalised to sum 1 when `normalize`, zero elsewhere.
+void moe_route(const float* logits, int n_tok, int n_expert, int n_used, bool normalize,
+               float* weights, cudaStream_t stream);
+// acc (n_tok, n) = (first ? 0 : acc) + weights[:, expert] * y, row by row.
+void moe_accumulate(float* acc, const float* y, const float* weights, int n_tok, int n,
+                    int n_expert, int expert, bool first, cudaStream_t stream);
+// qwen2moe's shared expert: acc (n_tok, n) += sigmoid(gate (n,) . x[t]) * y[t] per token t.
+void moe_add_shared(float* acc, const float* y, const float* x, const float* gate, int n_tok, int n,
+                    cudaStream_t stream);
+
 // out (n, cols) = x[rows[i]] (the rows that want logits).
 void gather_rows(const float* x, const int32_t* rows, int n, int cols, float* out,
                  cudaStream_t stream);
 
 // table (n_tok, n_rot/2) = (cos, sin) of freq_scale * pos[i] * inv_freq[j], inv_freq[j] =
 // base^(-2j/n_rot) / rope_freqs[j]: the angles of every layer's rotation, once per batch.
-void rope_table(const double* inv_freq, float freq_scale, int n_rot, const int32_t* pos, int n_tok,
-                float2* table, cudaStream_t stream);
+// Both times mscale (phi3's LongRoPE attention factor; 1 otherwise).
+void rope_table(const double* inv_freq, float freq_scale, float mscale, int n_rot,
+                const int32_t* pos, int n_tok, float2* table, cudaStream_t stream);
 
 struct rope_args {
   int n_head, n_head_kv, head_dim, n_rot;
   bool halves;            // qwen2's NeoX style, else llama's adjacent pairs
   const float2* cos_sin;  // rope_table of the batch
-  int n_ctx;              // cache rows per (seq, kv head)
+  int n_ctx;              // cache rows per (seq, kv head) of this layer
   int n_seq;
 };
 // Per token i of the batch (position pos[i], sequence seq[i]): adds the biases (when not
 // null) to q, k, v, rotates q into q_out (n_tok, n_head*head_dim) and k, and stores k and v
-// into this layer's fp16 caches laid out [seq][kv_head][n_ctx][head_dim]. Rows of q are
-// q_stride floats apart, rows of k and v kv_stride.
+// into this layer's fp16 caches laid out [seq][kv_head][n_ctx][head_dim], position p in row
+// p % n_ctx (a sliding-window layer's ring). Rows of q are q_stride floats apart, rows of k
+// and v kv_stride.
 void rope_store(const rope_args& a, const float* q, int q_stride, const float* k, const float* v,
                 int kv_stride, const float* bq, const float* bk, const float* bv,
                 const int32_t* pos, const int32_t* seq, int n_tok, float* q_out, __half* k_cache,
@@ -110,12 +138,21 @@ inline constexpr int attention_split = 128;
 // Scratch floats for partial results of n_tok tokens. `counters` (n_tok * n_head ints, for the
 // largest n_tok used) are zeroed before the first call; each call leaves them at zero.
 size_t attention_scratch_floats(int n_tok, int n_head, int head_dim, int n_ctx);
+
+struct attention_shape {
+  int n_head, n_head_kv, head_dim;
+  int rows;       // cache rows per (seq, kv head) of this layer: position p lives in row p % rows
+  int window;     // a query sees the `window` latest positions, its own included; 0: all
+  float scale;    // of the scores q . k
+  float softcap;  // scores become softcap * tanh(scores / softcap); 0: none
+};
 // out (n_tok, n_head*head_dim): causal attention of each token over its sequence's cached
-// positions 0..pos[i] (GQA), long contexts split across blocks, then combined; q8 blocks of
-// out too when out_q is set. head_dim at most 256.
+// positions (0..pos[i], or the window's) (GQA), long contexts split across blocks, then
+// combined; q8 blocks of out too when out_q is set. head_dim at most 256; scratch sized for
+// at least s.rows positions.
 void attention(const float* q, const __half* k_cache, const __half* v_cache, const int32_t* pos,
-               const int32_t* seq, int n_tok, int n_head, int n_head_kv, int head_dim, int n_ctx,
-               float* scratch, int* counters, float* out, q8_blocks out_q, cudaStream_t stream);
+               const int32_t* seq, int n_tok, const attention_shape& s, float* scratch,
+               int* counters, float* out, q8_blocks out_q, cudaStream_t stream);
 
 // Sampling (sample.cu): one choice of engine.h's sampler from a logits row of n entries.
 // Device scratch bytes for rows of n entries.

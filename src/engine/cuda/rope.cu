@@ -11,8 +11,8 @@ namespace {
 
 constexpr int threads = 128;
 
-__global__ void rope_table_kernel(const double* __restrict__ inv_freq, float freq_scale, int half,
-                                  const int32_t* __restrict__ pos, int n,
+__global__ void rope_table_kernel(const double* __restrict__ inv_freq, float freq_scale,
+                                  float mscale, int half, const int32_t* __restrict__ pos, int n,
                                   float2* __restrict__ out) {
   wait_for_previous_kernel();
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -20,7 +20,7 @@ __global__ void rope_table_kernel(const double* __restrict__ inv_freq, float fre
   const int t = i / half, j = i % half;
   double s, c;
   sincos(static_cast<double>(freq_scale) * pos[t] * inv_freq[j], &s, &c);
-  out[i] = make_float2(static_cast<float>(c), static_cast<float>(s));
+  out[i] = make_float2(static_cast<float>(c * mscale), static_cast<float>(s * mscale));
 }
 
 // blockIdx.y < n_head: query head; else key/value head blockIdx.y - n_head.
@@ -39,8 +39,8 @@ __global__ void __launch_bounds__(threads)
   const float* in = is_q ? q + static_cast<size_t>(t) * q_stride + h * hd
                          : k + static_cast<size_t>(t) * kv_stride + h * hd;
   const float* bias = is_q ? (bq ? bq + h * hd : nullptr) : (bk ? bk + h * hd : nullptr);
-  // Cache rows: [seq][kv_head][n_ctx][head_dim].
-  const size_t row = (static_cast<size_t>(seq[t]) * a.n_head_kv + h) * a.n_ctx + pos[t];
+  // Cache rows: [seq][kv_head][n_ctx][head_dim]; a sliding layer's ring wraps.
+  const size_t row = (static_cast<size_t>(seq[t]) * a.n_head_kv + h) * a.n_ctx + pos[t] % a.n_ctx;
   float* qo = q_out + static_cast<size_t>(t) * a.n_head * hd + h * hd;
   __half* ko = k_cache + row * hd;
   auto put = [&](int d, float x) {
@@ -67,12 +67,12 @@ __global__ void __launch_bounds__(threads)
 
 }  // namespace
 
-void rope_table(const double* inv_freq, float freq_scale, int n_rot, const int32_t* pos, int n_tok,
-                float2* table, cudaStream_t stream) {
+void rope_table(const double* inv_freq, float freq_scale, float mscale, int n_rot,
+                const int32_t* pos, int n_tok, float2* table, cudaStream_t stream) {
   const int half = n_rot / 2, n = n_tok * half;
   if (n == 0) return;
-  launch_dependent(rope_table_kernel, (n + 255) / 256, 256, 0, stream, inv_freq, freq_scale, half,
-                   pos, n, table);
+  launch_dependent(rope_table_kernel, (n + 255) / 256, 256, 0, stream, inv_freq, freq_scale, mscale,
+                   half, pos, n, table);
 }
 
 void rope_store(const rope_args& a, const float* q, int q_stride, const float* k, const float* v,

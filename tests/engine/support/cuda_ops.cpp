@@ -152,14 +152,20 @@ std::vector<float> rope_attention(const attention_case& c, std::span<const float
     const int32_t* p = dpos.as<int32_t>() + first;
     const int32_t* sq = dseq.as<int32_t>() + first;
     const size_t qo = static_cast<size_t>(first) * q_dim, ko = static_cast<size_t>(first) * kv_dim;
-    rope_table(df.as<double>(), 1.0f, hd, p, n, table.as<float2>(), 0);
+    rope_table(df.as<double>(), 1.0f, 1.0f, hd, p, n, table.as<float2>(), 0);
     const rope_args ra{c.n_head, c.n_head_kv, hd, hd, c.halves, table.as<float2>(), c.n_ctx, 1};
     rope_store(ra, dq.as<float>() + qo, q_dim, dk.as<float>() + ko, dv.as<float>() + ko, kv_dim,
                nullptr, nullptr, nullptr, p, sq, n, q_out.as<float>() + qo, kc.as<__half>(),
                vc.as<__half>(), 0);
-    attention(q_out.as<float>() + qo, kc.as<__half>(), vc.as<__half>(), p, sq, n, c.n_head,
-              c.n_head_kv, hd, c.n_ctx, scratch.as<float>(), counters.as<int>(),
-              out.as<float>() + qo, {}, 0);
+    const attention_shape shape{.n_head = c.n_head,
+                                .n_head_kv = c.n_head_kv,
+                                .head_dim = hd,
+                                .rows = c.n_ctx,
+                                .window = 0,
+                                .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
+                                .softcap = 0.0f};
+    attention(q_out.as<float>() + qo, kc.as<__half>(), vc.as<__half>(), p, sq, n, shape,
+              scratch.as<float>(), counters.as<int>(), out.as<float>() + qo, {}, 0);
   };
   step(0, n_tok / 2);
   for (int t = n_tok / 2; t < n_tok; ++t) step(t, 1);

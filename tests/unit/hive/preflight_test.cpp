@@ -22,6 +22,22 @@ gguf::header_summary model_7b_like() {
   return s;
 }
 
+// A Gemma-3-like header: five of six layers keep a ring of window + 511 positions (the
+// default batch of 512), wider heads (key_length) in every layer.
+TEST(Preflight, SlidingLayersAndWideHeadsCountInTheCache) {
+  auto gemma = model_7b_like();
+  gemma.architecture = "gemma3";
+  gemma.block_count = 30;
+  gemma.key_length = 256;
+  gemma.sliding_window = 1024;
+  gemma.sliding_layers = 25;
+  const uint64_t per_position = 2ull * 8 * 256 * 2;  // K and V, 8 KV heads of 256, f16
+  EXPECT_EQ(estimate_memory(gemma, 32768, 1, false).kv_cache,
+            (5ull * 32768 + 25ull * (1024 + 511)) * per_position);
+  // Contexts within the window hold every position in every layer.
+  EXPECT_EQ(estimate_memory(gemma, 1024, 1, false).kv_cache, 30ull * 1024 * per_position);
+}
+
 TEST(Preflight, EstimateIsWeightsPlusKvCachePlusScratch) {
   auto e = estimate_memory(model_7b_like(), 4096, 2, false);
   EXPECT_EQ(e.weights, 4000 * mib);
