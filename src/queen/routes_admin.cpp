@@ -8,6 +8,7 @@
 
 #include "common/http_client.h"
 #include "common/metrics_federation.h"
+#include "common/text.h"
 #include "common/version.h"
 #include "queen/routes.h"
 
@@ -18,6 +19,14 @@ namespace {
 using common::http_server;
 using nlohmann::json;
 using namespace std::chrono_literals;
+
+// A whole number from a query parameter (absent = 0); INVALID_REQUEST naming it otherwise.
+uint64_t whole_number(const http_request& req, const char* name, const std::string& meaning) {
+  if (!req.has_param(name)) return 0;
+  auto value = common::parse_u64(req.get_param_value(name));
+  if (!value) throw invalid_field(name, std::string(name) + " must be " + meaning);
+  return *value;
+}
 
 // One process the queen scrapes for the fleet's /metrics, with the labels its samples get.
 struct scrape_target {
@@ -130,7 +139,11 @@ void admin_routes::metrics(const http_request&, http_response& res) {
 void admin_routes::logs(const http_request& req, http_response& res) {
   auto node = node_or_404(s_.nodes, query(req, "node"));
   auto ep = s_.hives.ensure_hive(node);
-  log_request request{.worker_id = query(req, "worker"), .follow = query(req, "follow") == "true"};
+  log_request request{
+      .worker_id = query(req, "worker"),
+      .follow = query(req, "follow") == "true",
+      .tail = whole_number(req, "tail", "a whole number of lines (0 = all)"),
+      .since_unix = static_cast<int64_t>(whole_number(req, "since", "a Unix time in seconds"))};
   serve_sse(res, [ep, request](common::sse_sink& sink) {
     // Log lines may be rare: the hive's keep-alives let a client that left, or a queen that
     // stops, end this relay.
