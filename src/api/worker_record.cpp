@@ -74,7 +74,8 @@ nlohmann::json worker_record::to_json(bool include_token) const {
                       {"ctx", ctx},
                       {"memory_bytes", memory_bytes},
                       {"started_at_unix", started_at_unix},
-                      {"ready_at_unix", ready_at_unix}};
+                      {"ready_at_unix", ready_at_unix},
+                      {"unload_at_unix", unload_at_unix}};
   if (include_token) j["token"] = token;
   return j;
 }
@@ -102,6 +103,7 @@ worker_record worker_record::from_json(const nlohmann::json& j) {
   w.memory_bytes = integer_or<uint64_t>(j, "memory_bytes", 0);
   w.started_at_unix = integer_or<int64_t>(j, "started_at_unix", 0);
   w.ready_at_unix = integer_or<int64_t>(j, "ready_at_unix", 0);
+  w.unload_at_unix = integer_or<int64_t>(j, "unload_at_unix", 0);
   return w;
 }
 

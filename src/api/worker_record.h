@@ -40,7 +40,8 @@ struct worker_record {
   int ctx = 0;
   uint64_t memory_bytes = 0;
   int64_t started_at_unix = 0;
-  int64_t ready_at_unix = 0;  // 0 while loading
+  int64_t ready_at_unix = 0;   // 0 while loading
+  int64_t unload_at_unix = 0;  // idle: when its hive stops it unless a job comes; 0 otherwise
 
   // The hive's JSON of this record; the token only when include_token.
   nlohmann::json to_json(bool include_token) const;

@@ -223,7 +223,19 @@ worker_info worker_supervisor::mark_ready(const std::string& worker_id) {
 std::vector<worker_info> worker_supervisor::list() const {
   std::lock_guard lock(mutex_);
   std::vector<worker_info> out;
-  for (const auto& [id, e] : workers_) out.push_back(e->info);
+  auto now = clock_type::now();
+  auto unix_now = std::chrono::duration_cast<std::chrono::seconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  for (const auto& [id, e] : workers_) {
+    out.push_back(e->info);
+    // An idle worker is stopped idle_timeout after its last job (supervise()).
+    if (e->info.state == worker_state::idle && !e->stop_reason) {
+      auto left = std::chrono::duration_cast<std::chrono::seconds>(e->last_active +
+                                                                   options_.idle_timeout - now);
+      out.back().unload_at_unix = unix_now + std::max<int64_t>(0, left.count());
+    }
+  }
   return out;
 }
 

@@ -82,6 +82,7 @@ json dashboard_routes::fleet_snapshot() const {
     entry["memory_bytes"] = w.info.memory_bytes;
     entry["started_at_unix"] = w.info.started_at_unix;
     entry["ready_at_unix"] = w.info.ready_at_unix;
+    entry["unload_at_unix"] = w.info.unload_at_unix;
     entry["tokens_per_second"] =
         s_.metrics.value("rbee_queen_worker_last_tokens_per_second",
                          {{"worker", w.info.worker_id}, {"model", w.info.model_ref}});

@@ -40,6 +40,13 @@ function since(unix) {
   if (s < 86400) return `${Math.round(s / 3600)}h ago`;
   return new Date(unix * 1000).toLocaleDateString();
 }
+function until(unix) {
+  if (!unix) return '–';
+  const s = Math.max(0, unix - Date.now() / 1000);
+  if (s < 60) return `in ${Math.round(s)}s`;
+  if (s < 3600) return `in ${Math.round(s / 60)}m`;
+  return `in ${(s / 3600).toFixed(1)}h`;
+}
 function parameters(n) {
   if (!n) return '–';
   if (n < 1e6) return `${Math.round(n / 1e3)}K`;
@@ -265,6 +272,7 @@ function workerRow(w) {
     h('td', {}, bytes(w.memory_bytes)),
     h('td', {}, w.tokens_per_second ? w.tokens_per_second.toFixed(1) : '–'),
     h('td', { title: date(w.ready_at_unix) }, since(w.ready_at_unix || w.started_at_unix)),
+    h('td', { title: w.unload_at_unix ? `unloads when idle until ${date(w.unload_at_unix)}` : '' }, until(w.unload_at_unix)),
     h('td', {},
       h('button', { class: 'quiet', onclick: () => showLogs(w.node, w.worker_id) }, 'Logs'),
       ' ',

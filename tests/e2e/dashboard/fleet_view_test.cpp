@@ -5,6 +5,7 @@
 // that such a scrape holds.
 #include <gtest/gtest.h>
 
+#include <ctime>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -95,6 +96,14 @@ TEST(FleetView, OneScrapeHoldsTheFleetsMetrics) {
   auto workers = q.workers();
   ASSERT_EQ(workers.size(), 1u) << workers.dump();
   const std::string worker = workers[0]["worker_id"];
+  // The feed tells when the idle worker unloads (the hive's idle timeout, 300 s by default).
+  auto [status, snapshot] = first_snapshot(q, key);
+  ASSERT_EQ(status, 200);
+  ASSERT_EQ(snapshot["workers"].size(), 1u) << snapshot.dump();
+  auto now = static_cast<int64_t>(std::time(nullptr));
+  EXPECT_EQ(snapshot["workers"][0]["state"], "idle");
+  EXPECT_GT(snapshot["workers"][0]["unload_at_unix"].get<int64_t>(), now + 200);
+  EXPECT_LE(snapshot["workers"][0]["unload_at_unix"].get<int64_t>(), now + 301);
 
   auto scrape = client_with(q, key).get("/metrics");
   ASSERT_EQ(scrape.status, 200);
