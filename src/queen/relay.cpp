@@ -35,10 +35,14 @@ void task_relay::observe_token(answer_timing& timing) {
   timing.last_token = now;
 }
 
+void task_relay::count_answer(const worker_info& w, std::string_view outcome) {
+  metrics_.counter_add("rbee_queen_model_requests_total", "Answers relayed, by model and outcome",
+                       1, {{"model", w.model_ref}, {"outcome", std::string(outcome)}});
+}
+
 void task_relay::observe_end(const worker_info& w, const json& end) {
   const common::metric_labels model{{"model", w.model_ref}};
-  metrics_.counter_add("rbee_queen_model_requests_total", "Answers relayed, by model and outcome",
-                       1, {{"model", w.model_ref}, {"outcome", "completed"}});
+  count_answer(w, "completed");
   metrics_.counter_add("rbee_queen_prompt_tokens_total", "Prompt tokens of relayed answers",
                        std::max(0.0, end.value("tokens_in", 0.0)), model);
   metrics_.counter_add("rbee_queen_generated_tokens_total", "Tokens generated in relayed answers",
@@ -84,8 +88,7 @@ relay_result task_relay::run(const task_request& request, const worker_info& w,
       observe_end(w, e);
     } else if (type == "error") {
       result.ended = true;
-      metrics_.counter_add("rbee_queen_model_requests_total", "", 1,
-                           {{"model", w.model_ref}, {"outcome", "error"}});
+      count_answer(w, "error");
     }
     send(e);
     return !cancelled();

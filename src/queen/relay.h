@@ -9,6 +9,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -47,6 +48,8 @@ class task_relay {
   };
   // The first token's time to first token, every later one's inter-token latency.
   void observe_token(answer_timing& timing);
+  // An answer that ended ("completed") or failed ("error"), by the worker's model.
+  void count_answer(const worker_info& w, std::string_view outcome);
   // Requests, prompt and generated tokens and decode speed of an answer's end event.
   void observe_end(const worker_info& w, const nlohmann::json& end);
 
