@@ -130,6 +130,7 @@ async function stream(path, options, onEvent) {
 // ---- sign-in ----
 function showLogin(message = '') {
   stopFeed();
+  logsAbort?.abort();
   $('app').hidden = true;
   $('tabs').hidden = true;
   $('sign-out').hidden = true;

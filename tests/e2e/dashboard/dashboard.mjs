@@ -1,6 +1,8 @@
 // Drives Debian's chromium (puppeteer-core; nothing downloaded) through the queen's dashboard:
 // a wrong key gets the sign-in prompt back, the fleet shows the node and (after a chat) the
-// worker, a chat in the playground streams tokens, and a download shows its progress bar.
+// worker, a chat in the playground streams tokens, a download shows its progress bar, the log
+// view tails the worker, its Stop button stops it, and a node SSH cannot reach is refused with
+// the SSH test's answer.
 // Screenshots go to RBEE_SCREENSHOTS. Prints "all checks passed" at the end.
 //
 // Environment: RBEE_QUEEN_URL, RBEE_API_KEY, RBEE_MODEL (a model the local hive can load),
@@ -32,7 +34,10 @@ try {
   const page = await browser.newPage();
   page.on('pageerror', (e) => failures.push(`page error: ${e.message}`));
   page.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().includes('401')) failures.push(`console: ${m.text()}`);
+    // Error answers the test provokes (401, an unreachable node) are logged as failed loads.
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) {
+      failures.push(`console: ${m.text()}`);
+    }
   });
   await page.setViewport({ width: 1280, height: 900 });
   const visible = (selector, timeout = 15000) => page.waitForSelector(selector, { visible: true, timeout });
@@ -127,6 +132,34 @@ try {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `no sideways scrolling at phone width (overflow ${overflow}px)`);
   await page.screenshot({ path: `${shots}/fleet-phone.png`, fullPage: true });
+
+  step('the log view tails the worker');
+  await page.setViewport({ width: 1280, height: 900 });
+  await page.click('#workers tbody tr button.quiet');
+  await visible('#tab-logs');
+  await page.waitForFunction(() => document.querySelector('#log-lines').textContent.includes('llm-worker-rbee'),
+    { timeout: 15000 });
+  await page.screenshot({ path: `${shots}/logs.png` });
+
+  step('stopping the worker from its row');
+  await page.click('#tabs [data-tab="fleet"]');
+  await page.click('#workers tbody tr button.danger');
+  await page.waitForFunction(() => document.querySelectorAll('#workers tbody tr').length === 0, { timeout: 30000 });
+
+  step('adding a node that SSH cannot reach shows the SSH test result');
+  await page.click('#tab-fleet details summary');
+  await page.type('#add-node input[name="node_name"]', 'ghost');
+  await page.type('#add-node input[name="ssh_host"]', '127.0.0.1');
+  await page.type('#add-node input[name="ssh_user"]', 'nobody');
+  await page.type('#add-node input[name="install_path"]', '/opt/rbee');
+  await page.$eval('#add-node input[name="ssh_port"]', (el) => { el.value = '1'; });
+  await page.click('#add-node button');
+  await page.waitForFunction(() => document.querySelector('#add-node-result').textContent.startsWith('✗'),
+    { timeout: 60000 });
+  const sshResult = await text('#add-node-result');
+  assert.match(sshResult, /127\.0\.0\.1|ssh|SSH|connect/i, sshResult);
+  assert.equal(await page.$('#nodes [data-node="ghost"]'), null, 'the node was not added');
+  await page.screenshot({ path: `${shots}/add-node-refused.png` });
 
   step('signing out asks for the key again');
   await page.click('#sign-out');
