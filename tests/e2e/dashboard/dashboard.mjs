@@ -161,6 +161,18 @@ try {
   assert.equal(await page.$('#nodes [data-node="ghost"]'), null, 'the node was not added');
   await page.screenshot({ path: `${shots}/add-node-refused.png` });
 
+  step('the node card stops and starts its hive');
+  const hiveBadge = () => page.$eval('#nodes [data-node="localhost"] header .badge:nth-of-type(2)', (el) => el.textContent);
+  const clickNodeButton = (label) => page.$$eval('#nodes [data-node="localhost"] .actions button',
+    (buttons, l) => buttons.find((b) => b.textContent === l).click(), label);
+  await clickNodeButton('Stop hive');
+  await page.waitForFunction(() => document.querySelector('#nodes [data-node="localhost"]').textContent.includes('hive stopped'),
+    { timeout: 30000 });
+  await clickNodeButton('Start hive');
+  await page.waitForFunction(() => document.querySelector('#nodes [data-node="localhost"] .actions').textContent.includes('Stop hive'),
+    { timeout: 30000 });
+  assert.match(await hiveBadge(), /^hive \d/);
+
   step('signing out asks for the key again');
   await page.click('#sign-out');
   await visible('#login');
