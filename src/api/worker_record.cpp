@@ -76,9 +76,9 @@ nlohmann::json worker_record::to_json(bool include_token) const {
                       {"memory_used_bytes", memory_used_bytes},
                       {"tokens_per_second", tokens_per_second},
                       {"keep_alive_s", keep_alive_s},
-                      {"unloads_at_unix", unloads_at_unix},
                       {"started_at_unix", started_at_unix},
-                      {"ready_at_unix", ready_at_unix}};
+                      {"ready_at_unix", ready_at_unix},
+                      {"unload_at_unix", unload_at_unix}};
   if (include_token) j["token"] = token;
   return j;
 }
@@ -112,9 +112,9 @@ worker_record worker_record::from_json(const nlohmann::json& j) {
     w.tokens_per_second = j["tokens_per_second"].get<double>();
   }
   w.keep_alive_s = integer_or<int>(j, "keep_alive_s", 0);
-  w.unloads_at_unix = integer_or<int64_t>(j, "unloads_at_unix", 0);
   w.started_at_unix = integer_or<int64_t>(j, "started_at_unix", 0);
   w.ready_at_unix = integer_or<int64_t>(j, "ready_at_unix", 0);
+  w.unload_at_unix = integer_or<int64_t>(j, "unload_at_unix", 0);
   return w;
 }
 

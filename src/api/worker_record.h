@@ -42,9 +42,9 @@ struct worker_record {
   uint64_t memory_used_bytes = 0;  // measured (RSS on the CPU, device memory on a GPU); 0 = not yet
   double tokens_per_second = 0;    // of the most recently finished stream
   int keep_alive_s = 0;            // idle seconds before its hive unloads it
-  int64_t unloads_at_unix = 0;     // when it unloads if it stays idle; 0 while busy or loading
   int64_t started_at_unix = 0;
-  int64_t ready_at_unix = 0;  // 0 while loading
+  int64_t ready_at_unix = 0;   // 0 while loading
+  int64_t unload_at_unix = 0;  // idle: when its hive stops it unless a job comes; 0 otherwise
 
   // The hive's JSON of this record; the token only when include_token.
   nlohmann::json to_json(bool include_token) const;

@@ -1,10 +1,17 @@
 // The fleet through the queen: nodes (`rbee setup`), workers, model catalogs, logs and hives.
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <ctime>
 #include <filesystem>
+#include <map>
+#include <optional>
 
 #include "cli/cli.h"
 #include "cli/command.h"
 #include "common/paths.h"
+#include "common/text.h"
 
 namespace rbee::cli {
 
@@ -44,9 +51,45 @@ std::vector<std::string> worker_row(const json& w) {
           str(w, "url")};
 }
 
+// 1536 -> "1.5 KiB", 3643968 -> "3.5 MiB".
+std::string human_size(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (value >= 1024 && unit + 1 < std::size(units)) {
+    value /= 1024;
+    ++unit;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, unit == 0 || value >= 10 ? "%.0f %s" : "%.1f %s", value,
+                units[unit]);
+  return text;
+}
+
 std::vector<std::string> model_row(const json& m) {
-  return {str(m, "id"), str(m, "reference"), str(m, "architecture"), str(m, "quantization"),
-          str(m, "size_bytes")};
+  return {str(m, "id"),
+          str(m, "reference"),
+          str(m, "architecture"),
+          str(m, "quantization"),
+          human_size(m.value("size_bytes", uint64_t{0})),
+          ago(m.value("downloaded_at_unix", int64_t{0}))};
+}
+
+// "30s", "15m", "2h", "1d" in seconds; nullopt for anything else.
+std::optional<int64_t> seconds_in(const std::string& text) {
+  if (text.size() < 2) return std::nullopt;
+  auto number = common::parse_u64(std::string_view(text).substr(0, text.size() - 1));
+  const std::map<char, int64_t> unit = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+  auto u = unit.find(text.back());
+  if (!number || u == unit.end() || *number > 3650 * 86400) return std::nullopt;
+  return static_cast<int64_t>(*number) * u->second;
+}
+
+// Lines that fit on the terminal (leaving one for the prompt); 50 when stdout is no terminal.
+uint64_t screen_rows() {
+  winsize size{};
+  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_row > 1) return size.ws_row - 1;
+  return 50;
 }
 
 // `rbee hive start|stop|status`: the answer as JSON or one line; status of a hive that does
@@ -180,7 +223,7 @@ void add_model_commands(CLI::App& app, invocation& inv) {
   list->callback([&inv, node, as_json] {
     inv.action = [node, as_json](context& c) {
       return print_listing(c.client.list_models(*node), *as_json, "models",
-                           {"ID", "REFERENCE", "ARCH", "QUANT", "BYTES"}, model_row);
+                           {"ID", "REFERENCE", "ARCH", "QUANT", "SIZE", "DOWNLOADED"}, model_row);
     };
   });
 
@@ -199,16 +242,29 @@ void add_logs_command(CLI::App& app, invocation& inv) {
     std::string node;
     std::string worker;
     bool follow = false;
+    std::optional<uint64_t> tail;
+    std::string since;
   };
   auto o = std::make_shared<logs_options>();
   auto* logs = app.add_subcommand("logs", "Logs of a node's hive or one worker");
   logs->add_option("--node", o->node, "Node name")->required();
   logs->add_option("--worker", o->worker, "Worker id");
   logs->add_flag("-f,--follow", o->follow, "Keep streaming new lines");
+  logs->add_option("-n,--tail", o->tail, "The last N lines (default: a screenful; 0 = all)");
+  logs->add_option("--since", o->since, "Only lines of the last 30s, 15m, 2h, 1d ...")
+      ->check([](const std::string& text) {
+        return seconds_in(text) ? std::string() : "expected a duration such as 30s, 15m, 2h or 1d";
+      });
   logs->callback([&inv, o] {
     inv.action = [o](context& c) {
+      client::queen_client::log_query q{
+          .node = o->node,
+          .worker = o->worker,
+          .follow = o->follow,
+          .tail = o->tail.value_or(screen_rows()),
+          .since_unix = o->since.empty() ? 0 : std::time(nullptr) - *seconds_in(o->since)};
       stream_printer p;
-      c.client.logs(o->node, o->worker, o->follow, [&](const json& e) { return p(e); });
+      c.client.logs(q, [&](const json& e) { return p(e); });
       return p.finish();
     };
   });

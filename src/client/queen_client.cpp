@@ -113,10 +113,12 @@ json queen_client::remove_model(const std::string& node, const std::string& mode
                          .post_json("/v2/models/remove", {{"node", node}, {"model", model}}));
 }
 
-void queen_client::logs(const std::string& node, const std::string& worker, bool follow,
-                        const event_fn& on_event) {
-  std::string path = "/v2/logs?node=" + url_encode(node) + "&follow=" + (follow ? "true" : "false");
-  if (!worker.empty()) path += "&worker=" + url_encode(worker);
+void queen_client::logs(const log_query& q, const event_fn& on_event) {
+  std::string path =
+      "/v2/logs?node=" + url_encode(q.node) + "&follow=" + (q.follow ? "true" : "false");
+  if (!q.worker.empty()) path += "&worker=" + url_encode(q.worker);
+  if (q.tail > 0) path += "&tail=" + std::to_string(q.tail);
+  if (q.since_unix > 0) path += "&since=" + std::to_string(q.since_unix);
   stream("GET", path, nullptr, on_event);
 }
 

@@ -55,8 +55,16 @@ class queen_client {
   nlohmann::json list_models(const std::string& node);
   nlohmann::json remove_model(const std::string& node, const std::string& model);
 
-  void logs(const std::string& node, const std::string& worker, bool follow,
-            const event_fn& on_event);
+  // GET /v2/logs: a node's hive log or one worker's, the last `tail` lines (0 = all at hand)
+  // written since `since_unix` (0 = any time), then new ones while `follow`.
+  struct log_query {
+    std::string node;
+    std::string worker;
+    bool follow = false;
+    uint64_t tail = 0;
+    int64_t since_unix = 0;
+  };
+  void logs(const log_query& query, const event_fn& on_event);
 
   nlohmann::json start_hive(const std::string& node);
   nlohmann::json stop_hive(const std::string& node);

@@ -1,7 +1,7 @@
 #include "common/metrics.h"
 
+#include <charconv>
 #include <cmath>
-#include <sstream>
 #include <stdexcept>
 
 namespace rbee::common {
@@ -14,10 +14,11 @@ std::string format_value(double v) {
   if (v == std::floor(v) && std::fabs(v) < 1e15) {
     return std::to_string(static_cast<int64_t>(v));
   }
-  std::ostringstream ss;
-  ss.precision(17);
-  ss << v;
-  return ss.str();
+  // The shortest text that reads back as v: a bucket of 0.05 is le="0.05", not
+  // le="0.050000000000000003".
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, end);
 }
 
 std::string escape_help(std::string_view help) {
@@ -147,6 +148,27 @@ double metrics_registry::value(std::string_view name, const metric_labels& label
   if (it == families_.end()) return 0;
   auto v = it->second.values.find(labels);
   return v == it->second.values.end() ? 0 : v->second;
+}
+
+double metrics_registry::total(std::string_view name) const {
+  std::lock_guard lock(mutex_);
+  auto it = families_.find(name);
+  if (it == families_.end()) return 0;
+  double sum = 0;
+  for (const auto& [labels, v] : it->second.values) sum += v;
+  return sum;
+}
+
+histogram_totals metrics_registry::histogram_total(std::string_view name) const {
+  std::lock_guard lock(mutex_);
+  histogram_totals out;
+  auto it = families_.find(name);
+  if (it == families_.end()) return out;
+  for (const auto& [labels, h] : it->second.histograms) {
+    out.count += h.count;
+    out.sum += h.sum;
+  }
+  return out;
 }
 
 std::string metrics_registry::render() const {

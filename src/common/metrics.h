@@ -2,6 +2,7 @@
 // Minimal Prometheus text exposition (format 0.0.4): counters, gauges and histograms with
 // labels. Thread-safe; a metric's help and type are fixed by its first use.
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
@@ -12,6 +13,12 @@
 namespace rbee::common {
 
 using metric_labels = std::vector<std::pair<std::string, std::string>>;
+
+// Observations of a histogram over all its series.
+struct histogram_totals {
+  uint64_t count = 0;
+  double sum = 0;
+};
 
 class metrics_registry {
  public:
@@ -31,6 +38,10 @@ class metrics_registry {
 
   // Current value of a counter/gauge series (0 when absent); for tests and /health summaries.
   double value(std::string_view name, const metric_labels& labels = {}) const;
+  // Sum of every series of a counter/gauge, and a histogram's count and sum over all series
+  // (0 when absent): the dashboard's fleet-wide totals.
+  double total(std::string_view name) const;
+  histogram_totals histogram_total(std::string_view name) const;
 
   // Text format: "# HELP", "# TYPE", then one line per series, metrics sorted by name.
   std::string render() const;

@@ -1,6 +1,8 @@
 #include "hive/hive_app.h"
 
 #include <cassert>
+#include <ctime>
+#include <deque>
 #include <fstream>
 #include <regex>
 #include <thread>
@@ -12,6 +14,7 @@
 #include "common/json.h"
 #include "common/paths.h"
 #include "common/sse.h"
+#include "common/text.h"
 #include "common/version.h"
 #include "hive/preflight.h"
 
@@ -41,10 +44,49 @@ uint64_t process_rss_bytes() {
   return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
-// Streams the lines of a log file: the last 1 MiB, then (follow) new lines as they come until
-// the client leaves or the hive shuts down.
+// Which of a log's existing lines a reader asked for (GET /v1/logs?tail=&since=): the last
+// `tail` (0 = all of the last MiB) written at or after `since_unix` (0 = any time).
+struct log_window {
+  uint64_t tail = 0;
+  int64_t since_unix = 0;
+};
+
+// Lines of rbee's logs start with the writer's local time, "2026-12-02T19:15:40.547 ..." or
+// "[2026-12-02 19:15:40.547] ..."; keep() passes those written at or after a point in time. A
+// line without a time (a continuation) goes with the line before it.
+class since_filter {
+ public:
+  explicit since_filter(int64_t since_unix) {
+    if (since_unix <= 0) return;
+    time_t t = static_cast<time_t>(since_unix);
+    tm local{};
+    localtime_r(&t, &local);
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &local);
+    cutoff_ = text;
+  }
+  bool keep(std::string_view line) {
+    if (cutoff_.empty()) return true;
+    if (line.starts_with('[')) line.remove_prefix(1);
+    if (line.size() >= cutoff_.size() && line[4] == '-' && line[7] == '-' &&
+        (line[10] == 'T' || line[10] == ' ') && line[13] == ':' && line[16] == ':') {
+      std::string stamp(line.substr(0, cutoff_.size()));
+      stamp[10] = 'T';
+      keeping_ = stamp >= cutoff_;
+    }
+    return keeping_;
+  }
+
+ private:
+  std::string cutoff_;  // "" = keep everything
+  bool keeping_ = false;
+};
+
+// Streams the lines of a log file: of its last 1 MiB, the window's lines; then (follow) new
+// lines as they come until the client leaves or the hive shuts down.
 void stream_log(common::sse_sink& sink, const std::filesystem::path& path,
-                const std::string& worker, bool follow, const std::atomic<bool>& stopping) {
+                const std::string& worker, const log_window& window, bool follow,
+                const std::atomic<bool>& stopping) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     sink.send({{"type", "error"},
@@ -52,11 +94,20 @@ void stream_log(common::sse_sink& sink, const std::filesystem::path& path,
                {"message", "cannot open " + path.string()}});
     return;
   }
+  auto send_line = [&](const std::string& line) {
+    // Log lines are not necessarily UTF-8: replace invalid bytes rather than fail the stream.
+    json event = {{"type", "log"}, {"worker_id", worker}, {"line", line}};
+    return sink.send_raw("data: " + event.dump(-1, ' ', false, json::error_handler_t::replace) +
+                         "\n\n");
+  };
   in.seekg(0, std::ios::end);
   auto size = static_cast<uint64_t>(in.tellg());
   uint64_t pos = size > (1u << 20) ? size - (1u << 20) : 0;
   std::string pending;
   bool skip_partial_first = pos > 0;
+  since_filter since(window.since_unix);
+  std::deque<std::string> backlog;  // the existing lines asked for, sent once all are read
+  bool catching_up = true;
   while (sink.connected()) {
     in.clear();
     in.seekg(static_cast<std::streamoff>(pos));
@@ -74,18 +125,34 @@ void stream_log(common::sse_sink& sink, const std::filesystem::path& path,
         continue;
       }
       if (!line.empty() && line.back() == '\r') line.pop_back();
-      // Log lines are not necessarily UTF-8: replace invalid bytes rather than fail the stream.
-      json event = {{"type", "log"}, {"worker_id", worker}, {"line", line}};
-      std::string frame =
-          "data: " + event.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
-      if (!sink.send_raw(frame)) return;
+      if (!catching_up) {
+        if (!send_line(line)) return;
+      } else if (since.keep(line)) {
+        backlog.push_back(std::move(line));
+        if (window.tail > 0 && backlog.size() > window.tail) backlog.pop_front();
+      }
     }
     if (pending.size() > (1u << 20)) pending.clear();  // a line without end: drop it
     if (n == sizeof buf) continue;
+    if (catching_up) {
+      for (const auto& line : backlog) {
+        if (!send_line(line)) return;
+      }
+      backlog.clear();
+      catching_up = false;
+    }
     if (!follow || stopping.load()) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     sink.send_comment("keep-alive");
   }
+}
+
+// A whole number from a query parameter (absent = 0); 400 naming it otherwise.
+uint64_t count_param(const httplib::Request& req, const char* name, std::string_view meaning) {
+  if (!req.has_param(name)) return 0;
+  auto value = common::parse_u64(req.get_param_value(name));
+  if (!value) throw common::invalid_request(name, fmt::format("{} must be {}", name, meaning));
+  return *value;
 }
 
 }  // namespace
@@ -465,8 +532,11 @@ void hive_app::logs(const httplib::Request& req, httplib::Response& res) {
     throw common::not_found(codes::WORKER_NOT_FOUND, fmt::format("No log for worker '{}'", worker),
                             {{"worker_id", worker}});
   }
-  common::serve_sse(res, [this, path, worker, follow](common::sse_sink& sink) {
-    stream_log(sink, path, worker, follow, shutdown_requested_);
+  log_window window{
+      .tail = count_param(req, "tail", "a whole number of lines (0 = all)"),
+      .since_unix = static_cast<int64_t>(count_param(req, "since", "a Unix time in seconds"))};
+  common::serve_sse(res, [this, path, worker, window, follow](common::sse_sink& sink) {
+    stream_log(sink, path, worker, window, follow, shutdown_requested_);
   });
 }
 

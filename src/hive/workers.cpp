@@ -267,7 +267,7 @@ std::vector<worker_info> worker_supervisor::list() const {
     if (e->info.state == worker_state::idle && !e->stop_reason && e->info.slots_busy == 0) {
       auto left =
           std::chrono::duration_cast<std::chrono::seconds>(e->keep_alive - (now - e->last_active));
-      out.back().unloads_at_unix = unix_now() + std::max<int64_t>(0, left.count());
+      out.back().unload_at_unix = unix_now() + std::max<int64_t>(0, left.count());
     }
   }
   return out;

@@ -198,6 +198,8 @@ void hive_client::follow_logs(const log_request& request,
                               const std::function<bool(const json& event)>& on_event) {
   std::string path = "/v1/logs?follow=" + std::string(request.follow ? "true" : "false");
   if (!request.worker_id.empty()) path += "&worker=" + common::url_encode(request.worker_id);
+  if (request.tail > 0) path += "&tail=" + std::to_string(request.tail);
+  if (request.since_unix > 0) path += "&since=" + std::to_string(request.since_unix);
   common::http_response err;
   int status = http_.get_sse(
       path,

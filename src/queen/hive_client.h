@@ -76,6 +76,8 @@ struct hive_capabilities {
 struct log_request {
   std::string worker_id;  // "" = the hive's own log
   bool follow = false;
+  uint64_t tail = 0;       // the last N existing lines (0 = all the hive keeps at hand)
+  int64_t since_unix = 0;  // only lines written since then (0 = any time)
 };
 
 class hive_client {

@@ -33,9 +33,16 @@ queen_app::queen_app(queen_options options)
   server.api_tokens = options_.api_keys;
   server.limits = options_.connection_limits;
   // Hive reports carry the node token and the OpenAI routes answer in OpenAI's error shape:
-  // both check credentials themselves.
-  server.public_paths = {"/health",         "/v2/hives/report", "/v1/chat/completions",
-                         "/v1/completions", "/v1/models",       "/v1/models/*"};
+  // both check credentials themselves. The dashboard's page and files hold no data: the page
+  // asks for the API key.
+  server.public_paths = {"/health",
+                         "/v2/hives/report",
+                         "/v1/chat/completions",
+                         "/v1/completions",
+                         "/v1/models",
+                         "/v1/models/*",
+                         "/",
+                         "/dashboard/*"};
   server.cors_paths = {"/v1/*"};
   common::require_token_for_non_loopback(server);
 
@@ -146,11 +153,13 @@ void queen_app::register_routes() {
   worker_routes_ = std::make_unique<worker_routes>(*services_);
   task_routes_ = std::make_unique<task_routes>(*services_);
   openai_routes_ = std::make_unique<openai_routes>(*services_);
+  dashboard_routes_ = std::make_unique<dashboard_routes>(*services_);
   admin_->add_to(*server_, *routes_);
   registry_routes_->add_to(*routes_);
   worker_routes_->add_to(*routes_);
   task_routes_->add_to(*routes_);
   openai_routes_->add_to(*routes_);
+  dashboard_routes_->add_to(*routes_);
 }
 
 }  // namespace rbee::queen

@@ -20,6 +20,7 @@
 #include "queen/hive_manager.h"
 #include "queen/registry.h"
 #include "queen/routes.h"
+#include "queen/routes_dashboard.h"
 #include "queen/scheduler.h"
 #include "queen/ssh.h"
 #include "queen/tasks.h"
@@ -95,6 +96,7 @@ class queen_app {
   std::unique_ptr<worker_routes> worker_routes_;
   std::unique_ptr<task_routes> task_routes_;
   std::unique_ptr<openai_routes> openai_routes_;
+  std::unique_ptr<dashboard_routes> dashboard_routes_;
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> shutdown_requested_{false};
   bool stopped_ = false;

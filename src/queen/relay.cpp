@@ -1,5 +1,7 @@
 #include "queen/relay.h"
 
+#include <algorithm>
+
 #include "api/stream_events.h"
 #include "common/errors.h"
 #include "common/http_client.h"
@@ -13,16 +15,45 @@ using steady = std::chrono::steady_clock;
 
 task_relay::task_relay(common::metrics_registry& metrics) : metrics_(metrics) {
   metrics_.histogram_define("rbee_queen_time_to_first_token_seconds",
-                            "Time from task accepted to first token",
+                            "Time from task accepted to first token, by model",
                             {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120});
-  metrics_.histogram_define("rbee_queen_tokens_per_second", "Decode speed reported by workers",
+  metrics_.histogram_define("rbee_queen_inter_token_latency_seconds",
+                            "Time between two tokens of one answer, by model",
+                            {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5});
+  metrics_.histogram_define("rbee_queen_tokens_per_second",
+                            "Decode speed reported by workers, by model",
                             {1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000});
 }
 
-void task_relay::observe_first_token(steady::time_point accepted_at) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - accepted_at);
-  metrics_.histogram_observe("rbee_queen_time_to_first_token_seconds", "",
-                             static_cast<double>(ms.count()) / 1000.0);
+void task_relay::observe_token(answer_timing& timing) {
+  auto now = steady::now();
+  std::string_view name = timing.last_token ? "rbee_queen_inter_token_latency_seconds"
+                                            : "rbee_queen_time_to_first_token_seconds";
+  auto since = timing.last_token.value_or(timing.accepted_at);
+  metrics_.histogram_observe(name, "", std::chrono::duration<double>(now - since).count(),
+                             {{"model", timing.model}});
+  timing.last_token = now;
+}
+
+void task_relay::count_answer(const worker_info& w, std::string_view outcome) {
+  metrics_.counter_add("rbee_queen_model_requests_total", "Answers relayed, by model and outcome",
+                       1, {{"model", w.model_ref}, {"outcome", std::string(outcome)}});
+}
+
+void task_relay::observe_end(const worker_info& w, const json& end) {
+  const common::metric_labels model{{"model", w.model_ref}};
+  count_answer(w, "completed");
+  metrics_.counter_add("rbee_queen_prompt_tokens_total", "Prompt tokens of relayed answers",
+                       std::max(0.0, end.value("tokens_in", 0.0)), model);
+  metrics_.counter_add("rbee_queen_generated_tokens_total", "Tokens generated in relayed answers",
+                       std::max(0.0, end.value("tokens_out", 0.0)), model);
+  if (end.contains("tokens_per_sec") && end["tokens_per_sec"].is_number()) {
+    double speed = end["tokens_per_sec"].get<double>();
+    metrics_.histogram_observe("rbee_queen_tokens_per_second", "", speed, model);
+    metrics_.gauge_set("rbee_queen_worker_last_tokens_per_second",
+                       "Decode speed of the worker's most recent answer", speed,
+                       {{"worker", w.worker_id}, {"model", w.model_ref}});
+  }
 }
 
 relay_result task_relay::run(const task_request& request, const worker_info& w,
@@ -31,19 +62,20 @@ relay_result task_relay::run(const task_request& request, const worker_info& w,
                              const std::function<bool()>& cancelled) {
   relay_result result;
   bool any_token = false;
+  answer_timing timing{.model = w.model_ref, .accepted_at = accepted_at, .last_token = {}};
   auto on_event = [&](const common::sse_event& ev) {
     if (ev.is_done()) return false;
     if (tokens && api::parse_event_type(ev.event) == api::event_type::token) {
-      if (!any_token) observe_first_token(accepted_at);
+      observe_token(timing);
       any_token = true;
       return tokens(ev.data);
     }
     auto e = json::parse(ev.data, nullptr, false);
     if (!e.is_object()) return !cancelled();
     std::string type = e.value("type", "");
-    if (type == "token" && !any_token) {
+    if (type == "token") {
       any_token = true;
-      observe_first_token(accepted_at);
+      observe_token(timing);
     } else if (type == "end" && e.value("stop_reason", "") == "cancelled" && !cancelled()) {
       // Not our cancel: the worker stopped (drain, SIGTERM) mid-answer.
       result.ended = true;
@@ -53,12 +85,10 @@ relay_result task_relay::run(const task_request& request, const worker_info& w,
                                   5, {{"worker_id", w.worker_id}, {"node", w.node}}));
     } else if (type == "end") {
       result.ended = true;
-      if (e.contains("tokens_per_sec") && e["tokens_per_sec"].is_number()) {
-        metrics_.histogram_observe("rbee_queen_tokens_per_second", "",
-                                   e["tokens_per_sec"].get<double>());
-      }
+      observe_end(w, e);
     } else if (type == "error") {
       result.ended = true;
+      count_answer(w, "error");
     }
     send(e);
     return !cancelled();

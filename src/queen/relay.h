@@ -1,13 +1,17 @@
 #pragma once
 // Relay: one attempt of a task on a worker. POST /v1/inference, the worker's events on to the
 // task's sinks (token events as the worker wrote them, when a text sink takes them), the
-// time-to-first-token and decode-speed metrics, and the checks that no answer ends silently:
-// a worker that stops mid-answer for anything but this task's cancel is an error, never an end.
+// per-model metrics (time to first token, inter-token latency, tokens in and out, decode
+// speed), and the checks that no answer ends silently: a worker that stops mid-answer for
+// anything but this task's cancel is an error, never an end.
 
 #include <chrono>
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
 
 #include "common/metrics.h"
 #include "queen/errors.h"
@@ -36,7 +40,18 @@ class task_relay {
                    const token_text_sink& tokens, const std::function<bool()>& cancelled);
 
  private:
-  void observe_first_token(std::chrono::steady_clock::time_point accepted_at);
+  // When one answer's tokens came, for the per-model latency histograms.
+  struct answer_timing {
+    std::string model;
+    std::chrono::steady_clock::time_point accepted_at;
+    std::optional<std::chrono::steady_clock::time_point> last_token;
+  };
+  // The first token's time to first token, every later one's inter-token latency.
+  void observe_token(answer_timing& timing);
+  // An answer that ended ("completed") or failed ("error"), by the worker's model.
+  void count_answer(const worker_info& w, std::string_view outcome);
+  // Requests, prompt and generated tokens and decode speed of an answer's end event.
+  void observe_end(const worker_info& w, const nlohmann::json& end);
 
   common::metrics_registry& metrics_;
 };

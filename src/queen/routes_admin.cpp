@@ -2,8 +2,13 @@
 
 #include <unistd.h>
 
+#include <future>
 #include <map>
+#include <optional>
 
+#include "common/http_client.h"
+#include "common/metrics_federation.h"
+#include "common/text.h"
 #include "common/version.h"
 #include "queen/routes.h"
 
@@ -14,6 +19,60 @@ namespace {
 using common::http_server;
 using nlohmann::json;
 using namespace std::chrono_literals;
+
+// A whole number from a query parameter (absent = 0); INVALID_REQUEST naming it otherwise.
+uint64_t whole_number(const http_request& req, const char* name, const std::string& meaning) {
+  if (!req.has_param(name)) return 0;
+  auto value = common::parse_u64(req.get_param_value(name));
+  if (!value) throw invalid_field(name, std::string(name) + " must be " + meaning);
+  return *value;
+}
+
+// One process the queen scrapes for the fleet's /metrics, with the labels its samples get.
+struct scrape_target {
+  std::string kind;  // "hive" or "worker"
+  std::string url;
+  std::string token;
+  common::metric_labels labels;
+};
+
+// A target's exposition, nullopt when it did not answer 200 in time (a scrape must not hang on
+// one slow worker).
+std::optional<std::string> scrape(const scrape_target& t) {
+  common::client_options o;
+  o.connect_timeout = 1s;
+  o.read_timeout = 3s;
+  o.bearer_token = t.token;
+  try {
+    auto r = common::http_client(t.url, o).get("/metrics");
+    if (r.status == 200) return r.body;
+  } catch (const std::exception&) {
+    // unreachable: reported as rbee_scrape_target_up 0
+  }
+  return std::nullopt;
+}
+
+// Every hive the queen knows and every worker it placed, with the credentials the queen
+// already holds for them.
+std::vector<scrape_target> scrape_targets(queen_services& s) {
+  std::vector<scrape_target> targets;
+  for (const auto& n : s.nodes.list()) {
+    if (auto ep = s.hives.known_endpoint(n.node_name)) {
+      targets.push_back({"hive", ep->base_url, ep->token, {{"node", n.node_name}}});
+    }
+  }
+  for (const auto& w : s.sched.workers()) {
+    if (w.pending || w.info.url.empty()) continue;
+    targets.push_back({"worker",
+                       w.info.url,
+                       w.info.token,
+                       {{"node", w.info.node},
+                        {"worker", w.info.worker_id},
+                        {"model", w.info.model_ref},
+                        {"device", w.info.backend + ":" + std::to_string(w.info.device)}}});
+  }
+  return targets;
+}
 
 }  // namespace
 
@@ -57,14 +116,34 @@ void admin_routes::metrics(const http_request&, http_response& res) {
                            {{"node", n.node_name}, {"state", name}});
     }
   }
+  // The hives and workers are scraped in parallel, outside the metrics lock.
+  auto targets = scrape_targets(s_);
+  std::vector<std::future<std::optional<std::string>>> answers;
+  for (const auto& t : targets) answers.push_back(std::async(std::launch::async, scrape, t));
+  common::exposition_merger merged;
+  merged.add(s_.metrics.render());
+  common::metrics_registry up;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    auto text = answers[i].get();
+    if (text) merged.add(*text, targets[i].labels);
+    auto labels = targets[i].labels;
+    labels.emplace_back("target", targets[i].kind);
+    up.gauge_set("rbee_scrape_target_up", "1 when the queen could scrape this hive or worker",
+                 text ? 1 : 0, labels);
+  }
+  merged.add(up.render());
   res.status = 200;
-  res.set_content(s_.metrics.render(), "text/plain; version=0.0.4");
+  res.set_content(merged.render(), "text/plain; version=0.0.4");
 }
 
 void admin_routes::logs(const http_request& req, http_response& res) {
   auto node = node_or_404(s_.nodes, query(req, "node"));
   auto ep = s_.hives.ensure_hive(node);
-  log_request request{.worker_id = query(req, "worker"), .follow = query(req, "follow") == "true"};
+  log_request request{
+      .worker_id = query(req, "worker"),
+      .follow = query(req, "follow") == "true",
+      .tail = whole_number(req, "tail", "a whole number of lines (0 = all)"),
+      .since_unix = static_cast<int64_t>(whole_number(req, "since", "a Unix time in seconds"))};
   serve_sse(res, [ep, request](common::sse_sink& sink) {
     // Log lines may be rare: the hive's keep-alives let a client that left, or a queen that
     // stops, end this relay.

@@ -37,6 +37,7 @@ TEST(WorkerRecord, WhatAHiveWritesTheQueenReadsBack) {
   w.memory_bytes = uint64_t{5} << 32;
   w.started_at_unix = 1700000000;
   w.ready_at_unix = 1700000005;
+  w.unload_at_unix = 1700000305;
 
   auto back = worker_record::from_json(w.to_json(/*include_token=*/true));
   EXPECT_EQ(back.to_json(true), w.to_json(true));

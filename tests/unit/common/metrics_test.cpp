@@ -42,11 +42,33 @@ TEST(Metrics, HistogramBucketsAreCumulative) {
   EXPECT_EQ(m.render(),
             "# HELP rbee_decode_seconds Decode time.\n"
             "# TYPE rbee_decode_seconds histogram\n"
-            "rbee_decode_seconds_bucket{le=\"0.10000000000000001\"} 1\n"
+            "rbee_decode_seconds_bucket{le=\"0.1\"} 1\n"
             "rbee_decode_seconds_bucket{le=\"1\"} 2\n"
             "rbee_decode_seconds_bucket{le=\"+Inf\"} 3\n"
-            "rbee_decode_seconds_sum 3.5499999999999998\n"
+            "rbee_decode_seconds_sum 3.55\n"
             "rbee_decode_seconds_count 3\n");
+}
+
+TEST(Metrics, BucketBoundsPrintAsWritten) {
+  metrics_registry m;
+  m.histogram_define("ttft_seconds", "TTFT.", {0.005, 0.05, 0.1, 2.5});
+  m.histogram_observe("ttft_seconds", "", 0.3, {{"model", "a"}});
+  m.histogram_observe("ttft_seconds", "", 0.01, {{"model", "b"}});
+  std::string text = m.render();
+  for (const char* le : {"le=\"0.005\"", "le=\"0.05\"", "le=\"0.1\"", "le=\"2.5\""}) {
+    EXPECT_NE(text.find(le), std::string::npos) << le << " in\n" << text;
+  }
+  auto totals = m.histogram_total("ttft_seconds");
+  EXPECT_EQ(totals.count, 2u);
+  EXPECT_DOUBLE_EQ(totals.sum, 0.31);
+}
+
+TEST(Metrics, TotalSumsEverySeries) {
+  metrics_registry m;
+  m.counter_add("tokens_total", "t", 4, {{"model", "a"}});
+  m.counter_add("tokens_total", "t", 6, {{"model", "b"}});
+  EXPECT_EQ(m.total("tokens_total"), 10);
+  EXPECT_EQ(m.total("absent"), 0);
 }
 
 TEST(Metrics, MisuseIsALogicError) {
