@@ -286,20 +286,34 @@ void add_infer_command(CLI::App& app, invocation& inv) {
                    "Tokens to generate (default: until end of generation or the end of the "
                    "worker's context)")
       ->check(in(api::max_tokens_limits));
-  infer->add_option("--temperature", o->temperature, "Sampling temperature (0 = greedy)")
+  infer
+      ->add_option("--temperature", o->temperature,
+                   "Sampling temperature, 0 = greedy (default: the worker's, 0.8)")
       ->check(in(api::temperature_limits));
-  infer->add_option("--top-p", o->top_p, "Nucleus sampling")->check(in(api::top_p_limits));
-  infer->add_option("--top-k", o->top_k, "Top-k sampling (0 = off)")->check(in(api::top_k_limits));
-  infer->add_option("--min-p", o->min_p, "Min-p sampling")->check(in(api::min_p_limits));
-  infer->add_option("--repeat-penalty", o->repeat_penalty, "Repetition penalty (1 = off)")
+  infer->add_option("--top-p", o->top_p, "Nucleus sampling, 1 = off (default: 0.95)")
+      ->check(in(api::top_p_limits));
+  infer->add_option("--top-k", o->top_k, "Top-k sampling, 0 = off (default: 40)")
+      ->check(in(api::top_k_limits));
+  infer->add_option("--min-p", o->min_p, "Min-p sampling, 0 = off (default: 0.05)")
+      ->check(in(api::min_p_limits));
+  infer
+      ->add_option("--repeat-penalty", o->repeat_penalty,
+                   "Repetition penalty, 1 = off (default: 1)")
       ->check(in(api::repeat_penalty_limits));
-  infer->add_option("--seed", o->seed, "Random seed (same seed, same answer)")
+  infer->add_option("--seed", o->seed, "Random seed, same seed same answer (default: random)")
       ->check(in(api::seed_limits));
-  infer->add_option("--stop", o->stop, "Stop string (repeatable)");
-  infer->add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  infer->add_option("--device", o->device, "Device index");
+  infer->add_option("--stop", o->stop, "Stop string, repeatable (default: none)");
+  infer->add_option("--backend", o->backend, "cpu or cuda (default: any)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  infer->add_option("--device", o->device, "Device index (default: any)");
   infer->add_flag("--json", o->json_output, "Print the result as JSON");
   infer->add_flag("--ephemeral", o->ephemeral, "Stop what this command started when it exits");
+  infer->footer(
+      "Examples:\n"
+      "  rbee infer -m file:/models/llama.gguf -p \"Once upon a time\" --max-tokens 32\n"
+      "  echo \"Summarise: ...\" | rbee infer -m hf:ORG/REPO -p - --json\n"
+      "The prompt is sent as it is (no chat template); `rbee run` and `rbee chat` use the "
+      "model's.");
   infer->callback([&inv, o] {
     inv.start_queen_first = false;  // it starts the queen itself, after reading the prompt
     inv.action = [o](context& c) { return cmd_infer(c, *o); };

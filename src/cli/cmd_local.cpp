@@ -133,7 +133,9 @@ void add_install_command(CLI::App& app, invocation& inv) {
   auto system = std::make_shared<bool>(false);
   auto* install = app.add_subcommand("install", "Install rbee's binaries and a default config");
   install->add_flag("--system", *system,
-                    "Install to /usr/local/bin and /etc/rbee, with systemd units");
+                    "Install to /usr/local/bin and /etc/rbee, with systemd units (default: "
+                    "~/.local/bin and ~/.config/rbee)");
+  install->footer("Examples:\n  rbee install\n  sudo rbee install --system");
   install->callback(
       [&inv, system] { inv.local_action = [system] { return cmd_install(*system); }; });
 }
@@ -141,13 +143,18 @@ void add_install_command(CLI::App& app, invocation& inv) {
 void add_config_commands(CLI::App& app, invocation& inv) {
   auto* config = app.add_subcommand("config", "Configuration keys and their values");
   config->require_subcommand(1);
+  config->footer("Examples:\n  rbee config keys\n  rbee config show --json");
   auto as_json = std::make_shared<bool>(false);
   auto* keys = config->add_subcommand("keys", "Every key, its env var and default");
   keys->add_flag("--json", *as_json, "JSON output");
+  keys->footer("Examples:\n  rbee config keys\n  rbee config keys --json");
   keys->callback(
       [&inv, as_json] { inv.local_action = [as_json] { return cmd_config_keys(*as_json); }; });
   auto* show = config->add_subcommand("show", "Effective values and their source");
   show->add_flag("--json", *as_json, "JSON output");
+  show->footer(
+      "Examples:\n  rbee config show\n  RBEE_QUEEN_URL=http://10.0.0.2:8080 rbee config show "
+      "--json");
   show->callback([&inv, as_json] {
     inv.local_action = [&inv, as_json] {
       return cmd_config_show(context::load(inv.global), *as_json);
