@@ -101,7 +101,8 @@ class task_stream {
   // The outcome, printed once the stream ended.
   int report() {
     printer.close_bar();
-    if (tokens > 0 && !o_.json_output && is_tty(stdout)) std::fputc('\n', stdout);
+    // The text ends with a newline, on a terminal or in a pipe, so nothing is glued to it.
+    if (tokens > 0 && !o_.json_output && text.back() != '\n') std::fputc('\n', stdout);
     std::fflush(stdout);
     if (http_failure) {
       print_error(stderr, *http_failure);
@@ -109,16 +110,17 @@ class task_stream {
     }
     if (connection_failure) {
       print_error(stderr, "Cannot connect to queen-rbee: " + *connection_failure,
-                  {{"hint", "start it with `rbee queen start` or check RBEE_QUEEN_URL"}});
+                  {{"hint", "start it with `rbee queen start` or check RBEE_QUEEN_URL"}},
+                  "QUEEN_UNREACHABLE");
       return exit_error;
     }
     if (error_event) {
       print_error(stderr, error_event->value("message", "inference failed"),
-                  error_event->value("details", json()));
+                  error_event->value("details", json()), error_event->value("code", "ERROR"));
       return exit_error;
     }
     if (!end_event) {
-      print_error(stderr, "the stream ended before the task finished", json());
+      print_error(stderr, "the stream ended before the task finished", json(), "INTERNAL");
       return exit_error;
     }
     print_summary();
@@ -229,7 +231,7 @@ int cmd_infer(context& ctx, infer_options o) {
     o.prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }
   if (o.prompt.empty()) {
-    std::fprintf(stderr, "Error: the prompt is empty\n");
+    print_error(stderr, "the prompt is empty", json(), "USAGE");
     return exit_usage;
   }
   const json request = task_body(o);
