@@ -1,5 +1,9 @@
 // The fleet through the queen: nodes (`rbee setup`), workers, model catalogs, logs and hives.
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <filesystem>
 
 #include "cli/cli.h"
@@ -70,6 +74,31 @@ int hive_verb(context& c, const std::string& verb, const std::string& node, bool
                 node.c_str(), str(r, "url").c_str());
   }
   return verb == "status" && !r.value("running", false) ? exit_error : exit_ok;
+}
+
+// What Ctrl+C during `rbee models download` prints: written by the signal handler, so it is
+// composed before the handler is installed.
+char download_detach_note[1024];
+
+extern "C" void leave_download_running(int) {
+  const size_t length = std::strlen(download_detach_note);
+  ssize_t ignored = ::write(STDERR_FILENO, download_detach_note, length);
+  (void)ignored;
+  ::_exit(exit_interrupted);
+}
+
+// Ctrl+C stops watching; the node's hive goes on downloading (another `rbee models download`
+// of the same model follows the running download instead of starting a second one).
+void say_on_interrupt_that_the_download_goes_on(const std::string& node, const std::string& model) {
+  std::snprintf(download_detach_note, sizeof download_detach_note,
+                "\nStopped watching. The download of %s continues on node '%s' in the "
+                "background.\nWatch it again with: rbee models download --node %s -m %s\n"
+                "See what is there with: rbee models list --node %s\n",
+                model.c_str(), node.c_str(), node.c_str(), model.c_str(), node.c_str());
+  struct sigaction sa {};
+  sa.sa_handler = leave_download_running;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
 }
 
 // --node NAME for a command that names one node, with --name kept as a hidden old spelling.
@@ -213,6 +242,7 @@ void add_model_commands(CLI::App& app, invocation& inv) {
   download->callback([&inv, node, model] {
     inv.action = [node, model](context& c) {
       stream_printer p;
+      say_on_interrupt_that_the_download_goes_on(*node, *model);
       c.client.download_model(*node, *model, [&](const json& e) { return p(e); });
       return p.finish();
     };

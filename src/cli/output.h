@@ -28,6 +28,7 @@ class narration_printer {
   std::FILE* out_;
   bool tty_;
   bool bar_open_ = false;
+  int download_attempt_ = 1;  // the hive's attempt at the download being shown
   nlohmann::json bar_event_;  // the last progress event drawn, to finish its bar at 100 %
 };
 
