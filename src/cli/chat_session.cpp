@@ -183,7 +183,7 @@ std::string chat_help_text() {
          "names: " +
          params +
          ")\n"
-         "  /unset NAME       back to the model's default\n"
+         "  /unset NAME       back to the worker's default\n"
          "  /show             the model, node, settings and number of turns\n"
          "  /model NAME       talk to another model (the conversation is kept)\n"
          "  /clear            forget the conversation (the system prompt stays)\n"

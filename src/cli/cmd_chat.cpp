@@ -186,6 +186,7 @@ std::string delta_text(const json& chunk) {
 struct turn_result {
   outcome how = outcome::ok;
   std::string text;
+  std::string error_code;  // the queen's code when the answer failed
 };
 
 // One answer, streamed to stdout as it comes; stats on stderr when verbose.
@@ -216,13 +217,15 @@ turn_result answer(context& ctx, const json& body, bool verbose) {
         [&s] { return !s.stop; });
   });
   std::lock_guard lock(state->output);
-  turn_result r{interrupted ? outcome::interrupted : outcome::ok, state->text};
+  turn_result r{interrupted ? outcome::interrupted : outcome::ok, state->text, ""};
   // The answer ends with a newline, on a terminal or not, so nothing is glued to it.
   if (!r.text.empty() && r.text.back() != '\n') std::fputc('\n', stdout);
   std::fflush(stdout);
   if (interrupted) return r;
   if (report_failure(*state)) {
     r.how = outcome::failed;
+    if (state->http_failure) r.error_code = state->http_failure->code;
+    if (state->error) r.error_code = state->error->value("code", "");
     return r;
   }
   if (verbose && state->usage) {
@@ -293,6 +296,11 @@ class chat_loop {
     auto r = answer(ctx_, session_.request_body(text), verbose_);
     if (r.how == outcome::failed) {
       failed_ = true;
+      // The usual way a conversation becomes an invalid request: it outgrew the context.
+      if (r.error_code == "INVALID_REQUEST" && !session_.messages().empty()) {
+        std::fputs("If the conversation outgrew the model's context, /clear starts over.\n",
+                   stderr);
+      }
       return;
     }
     if (r.how == outcome::interrupted) std::fputs("(answer stopped)\n", stderr);

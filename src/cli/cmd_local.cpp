@@ -76,9 +76,10 @@ int cmd_install(bool system) {
     std::printf("  export PATH=\"%s:$PATH\"   # if it is not on your PATH yet\n", bin.c_str());
   if (system)
     std::printf("  sudo systemctl daemon-reload && sudo systemctl enable --now queen-rbee\n");
-  std::printf("  rbee infer --node localhost --model hf:ORG/REPO --prompt \"Hello\"\n");
   std::printf(
-      "  rbee setup add-node --name NAME --ssh-host HOST --ssh-user USER "
+      "  rbee run hf:ORG/REPO:FILE.gguf          # chat with a model (README: quickstart)\n");
+  std::printf(
+      "  rbee setup add-node --node NAME --ssh-host HOST --ssh-user USER "
       "--install-path ~/rbee   # more machines\n");
   return exit_ok;
 }
