@@ -131,8 +131,8 @@ void add_setup_commands(CLI::App& app, invocation& inv) {
   add->add_option("--ssh-user", spec->ssh_user, "SSH user")->required();
   add->add_option("--ssh-key", spec->ssh_key_path, "SSH private key (default: ssh's own choice)");
   add->add_option("--install-path", spec->install_path, "Where rbee lives on the node")->required();
-  add->add_option("--git-repo", spec->git_repo_url, "Git repository (for builds on the node)");
-  add->add_option("--git-branch", spec->git_branch, "Git branch");
+  // No --git-repo/--git-branch: `rbee setup install` copies the queen's own binaries; building
+  // on the node is not supported, so the CLI does not offer it.
   add->footer(
       "Example:\n"
       "  rbee setup add-node --node gpu1 --ssh-host 10.0.0.5 --ssh-user me --install-path ~/rbee");

@@ -22,6 +22,10 @@ TEST(CliArgs, UsageErrorsExitWith2) {
   EXPECT_EQ(run({"infer", "-m", "m", "-p", "p", "--temperature", "-1"}), exit_usage);
   EXPECT_EQ(run({"infer", "-m", "m", "-p", "p", "--backend", "tpu"}), exit_usage);
   EXPECT_EQ(run({"setup", "add-node", "--name", "x"}), exit_usage);  // missing host etc.
+  // Building on the node is not supported, so the option is not offered.
+  EXPECT_EQ(run({"setup", "add-node", "--node", "x", "--ssh-host", "h", "--ssh-user", "u",
+                 "--install-path", "/p", "--git-repo", "https://example.org/rbee.git"}),
+            exit_usage);
   EXPECT_EQ(run({"setup"}), exit_usage);
   EXPECT_EQ(run({"workers", "shutdown"}), exit_usage);
   EXPECT_EQ(run({"logs"}), exit_usage);
