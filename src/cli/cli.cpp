@@ -20,23 +20,30 @@ std::vector<CLI::App*> subcommands_of(CLI::App* app) {
   return app->get_subcommands([](CLI::App*) { return true; });
 }
 
-// A word where a subcommand belongs that names none ("rbee modles list"): the message that
-// says so and suggests the nearest name; "" when every such word names a subcommand.
-std::string unknown_command(CLI::App& app, const std::vector<std::string>& args) {
-  CLI::App* current = &app;
+// How far the words of a command line name commands: the command reached, and, for a word where
+// a subcommand belongs that names none ("rbee modles list"), a message that says so and suggests
+// the nearest name.
+struct command_walk {
+  CLI::App* reached = nullptr;
   std::string path = "rbee";
+  std::string unknown;  // "" when every such word names a subcommand
+};
+
+command_walk walk_commands(CLI::App& app, const std::vector<std::string>& args) {
+  command_walk walk;
+  walk.reached = &app;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& word = args[i];
     if (word == "--") break;
     if (!word.empty() && word[0] == '-') {
       // The global options take a value, as the next word unless written --opt=value.
-      if (current == &app && word.find('=') == std::string::npos &&
+      if (walk.reached == &app && word.find('=') == std::string::npos &&
           (word == "--queen-url" || word == "--api-key")) {
         ++i;
       }
       continue;
     }
-    auto subs = subcommands_of(current);
+    auto subs = subcommands_of(walk.reached);
     if (subs.empty()) break;  // the command itself: the rest are its arguments
     std::vector<std::string> names;
     CLI::App* next = nullptr;
@@ -45,15 +52,21 @@ std::string unknown_command(CLI::App& app, const std::vector<std::string>& args)
       if (sub->check_name(word)) next = sub;
     }
     if (next == nullptr) {
-      std::string message = "unknown command '" + word + "' for '" + path + "'.";
+      walk.unknown = "unknown command '" + word + "' for '" + walk.path + "'.";
       std::string near = nearest_name(word, names);
-      if (!near.empty()) message += " Did you mean '" + path + " " + near + "'?";
-      return message + "\nRun '" + path + " --help' for its commands.";
+      if (!near.empty()) walk.unknown += " Did you mean '" + walk.path + " " + near + "'?";
+      walk.unknown += "\nRun '" + walk.path + " --help' for its commands.";
+      return walk;
     }
-    current = next;
-    path += " " + word;
+    walk.reached = next;
+    walk.path += " " + word;
   }
-  return "";
+  return walk;
+}
+
+bool asks_for_help(const std::vector<std::string>& args) {
+  return std::find(args.begin(), args.end(), "--help") != args.end() ||
+         std::find(args.begin(), args.end(), "-h") != args.end();
 }
 
 // `rbee help [COMMAND...]` is `rbee [COMMAND...] --help`; `rbee` alone shows the help too.
@@ -135,8 +148,15 @@ int run(const std::vector<std::string>& given) {
   const bool bare = given.empty();
   const std::vector<std::string> args = help_as_flag(given);
   set_json_errors(std::find(args.begin(), args.end(), "--json") != args.end());
-  if (std::string unknown = unknown_command(app, args); !unknown.empty()) {
-    print_error(stderr, unknown, json(), "USAGE");
+  const command_walk walk = walk_commands(app, args);
+  if (!walk.unknown.empty()) {
+    print_error(stderr, walk.unknown, json(), "USAGE");
+    return exit_usage;
+  }
+  // "rbee setup": a group of commands without one of them shows the group's help.
+  if (walk.reached != &app && !subcommands_of(walk.reached).empty() && !asks_for_help(args)) {
+    print_error(stderr, "'" + walk.path + "' needs one of its commands", json(), "USAGE");
+    std::printf("%s", walk.reached->help(walk.path.substr(0, walk.path.rfind(' '))).c_str());
     return exit_usage;
   }
   std::vector<std::string> reversed(args.rbegin(), args.rend());

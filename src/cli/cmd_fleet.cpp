@@ -118,7 +118,8 @@ void add_setup_commands(CLI::App& app, invocation& inv) {
   setup->require_subcommand(1);
   setup->footer(
       "Examples:\n"
-      "  rbee setup add-node --node gpu1 --ssh-host 10.0.0.5 --ssh-user me --install-path ~/rbee\n"
+      "  rbee setup add-node --node gpu1 --ssh-host 10.0.0.5 --ssh-user me --install-path "
+      "/home/me/rbee\n"
       "  rbee setup install --node gpu1\n"
       "  rbee setup list-nodes");
 
@@ -130,12 +131,16 @@ void add_setup_commands(CLI::App& app, invocation& inv) {
       ->check(CLI::Range(1, 65535));
   add->add_option("--ssh-user", spec->ssh_user, "SSH user")->required();
   add->add_option("--ssh-key", spec->ssh_key_path, "SSH private key (default: ssh's own choice)");
-  add->add_option("--install-path", spec->install_path, "Where rbee lives on the node")->required();
+  add->add_option("--install-path", spec->install_path,
+                  "Where rbee lives on the node: an absolute path there (the local shell would "
+                  "expand ~ to this machine's home)")
+      ->required();
   // No --git-repo/--git-branch: `rbee setup install` copies the queen's own binaries; building
   // on the node is not supported, so the CLI does not offer it.
   add->footer(
       "Example:\n"
-      "  rbee setup add-node --node gpu1 --ssh-host 10.0.0.5 --ssh-user me --install-path ~/rbee");
+      "  rbee setup add-node --node gpu1 --ssh-host 10.0.0.5 --ssh-user me --install-path "
+      "/home/me/rbee");
   add->callback([&inv, spec] {
     require_node(spec->node_name);
     inv.action = [spec](context& c) { return add_node(c, *spec); };

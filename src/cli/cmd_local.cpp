@@ -119,7 +119,7 @@ int cmd_install(bool system, const std::string& root) {
       "  rbee run hf:ORG/REPO:FILE.gguf          # chat with a model (README: quickstart)\n");
   std::printf(
       "  rbee setup add-node --node NAME --ssh-host HOST --ssh-user USER "
-      "--install-path ~/rbee   # more machines\n");
+      "--install-path /home/me/rbee   # more machines\n");
   return exit_ok;
 }
 

@@ -102,6 +102,13 @@ TEST(CliHelp, HelpCommandAndBareRbeeShowTheHelp) {
   EXPECT_EQ(r.err.find("A subcommand is required"), std::string::npos) << r.err;
 }
 
+TEST(CliHelp, AGroupWithoutACommandShowsItsCommands) {
+  auto r = capture({"setup"});
+  EXPECT_EQ(r.code, exit_usage);
+  EXPECT_NE(r.out.find("add-node"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("'rbee setup' needs one of its commands"), std::string::npos) << r.err;
+}
+
 TEST(CliHelp, UnknownCommandsSuggestTheNearest) {
   auto r = capture({"modles", "list"});
   EXPECT_EQ(r.code, exit_usage);
