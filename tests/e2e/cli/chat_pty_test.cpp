@@ -175,6 +175,25 @@ TEST(ChatPty, HistoryGoesWithEachTurnAndSetAndClearChangeTheNextRequest) {
   const answer_stats again = say(chat, "Once upon a time");
   EXPECT_EQ(again.prompt_tokens, first.prompt_tokens) << chat.screen();
 
+  // A message of several lines is one turn: one answer, after the continuation prompts.
+  clear();
+  chat.mark();
+  const size_t block_start = chat.position();
+  chat.type("\"\"\"\rOnce upon\r");
+  ASSERT_TRUE(chat.wait_for(std::regex(R"(\.\.\. $)"), 10s)) << chat.screen();
+  chat.type("a time\r\"\"\"\r");
+  ASSERT_TRUE(chat.wait_for(stats_line, 60s)) << chat.screen();
+  ASSERT_TRUE(chat.wait_for(prompt_line, 10s)) << chat.screen();
+  const std::string block = chat.since(block_start);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(block, m, stats_line)) << block;
+  EXPECT_EQ(std::distance(std::sregex_iterator(block.begin(), block.end(), stats_line),
+                          std::sregex_iterator()),
+            1)
+      << block;
+  // The same words on two lines make a longer prompt than "Once upon a time" on one line.
+  EXPECT_GE(std::stoi(m[1]), first.prompt_tokens) << block;
+
   // An out-of-range value is refused with the contract's limits; the session goes on.
   chat.mark();
   chat.type("/set temperature 9\r");
