@@ -18,4 +18,7 @@ inline constexpr int exit_interrupted = 130;
 int run(const std::vector<std::string>& args);
 int run(int argc, char** argv);
 
+// Every command as the words that name it ({"models", "list"}), for the help tests.
+std::vector<std::vector<std::string>> command_paths();
+
 }  // namespace rbee::cli

@@ -1,8 +1,10 @@
 // The fleet through the queen: nodes (`rbee setup`), workers, model catalogs, logs and hives.
 
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <map>
@@ -115,27 +117,80 @@ int hive_verb(context& c, const std::string& verb, const std::string& node, bool
   return verb == "status" && !r.value("running", false) ? exit_error : exit_ok;
 }
 
+// What Ctrl+C during `rbee models download` prints: written by the signal handler, so it is
+// composed before the handler is installed.
+char download_detach_note[1024];
+
+extern "C" void leave_download_running(int) {
+  const size_t length = std::strlen(download_detach_note);
+  ssize_t ignored = ::write(STDERR_FILENO, download_detach_note, length);
+  (void)ignored;
+  ::_exit(exit_interrupted);
+}
+
+// Ctrl+C stops watching; the node's hive goes on downloading (another `rbee models download`
+// of the same model follows the running download instead of starting a second one).
+void say_on_interrupt_that_the_download_goes_on(const std::string& node, const std::string& model) {
+  std::snprintf(download_detach_note, sizeof download_detach_note,
+                "\nStopped watching. The download of %s continues on node '%s' in the "
+                "background.\nWatch it again with: rbee models download --node %s -m %s\n"
+                "See what is there with: rbee models list --node %s\n",
+                model.c_str(), node.c_str(), node.c_str(), model.c_str(), node.c_str());
+  struct sigaction sa {};
+  sa.sa_handler = leave_download_running;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+// --node NAME for a command that names one node, with --name kept as a hidden old spelling.
+void add_node_flag(CLI::App* cmd, std::string& node, const std::string& what) {
+  cmd->add_option("--node", node, what);
+  cmd->add_option("--name", node, "Old spelling of --node")->group("");
+}
+
+void require_node(const std::string& node) {
+  if (node.empty()) throw CLI::RequiredError("--node");
+}
+
 }  // namespace
 
 void add_setup_commands(CLI::App& app, invocation& inv) {
   auto* setup = app.add_subcommand("setup", "Manage nodes (SSH)");
   setup->require_subcommand(1);
+  setup->footer(
+      "Examples:\n"
+      "  rbee setup add-node --node gpu1 --ssh-host 10.0.0.5 --ssh-user me --install-path "
+      "/home/me/rbee\n"
+      "  rbee setup install --node gpu1\n"
+      "  rbee setup list-nodes");
 
   auto spec = std::make_shared<client::node_spec>();
   auto* add = setup->add_subcommand("add-node", "Register a node after testing SSH");
-  add->add_option("--name", spec->node_name, "Node name")->required();
+  add_node_flag(add, spec->node_name, "Name for the new node");
   add->add_option("--ssh-host", spec->ssh_host, "SSH host")->required();
-  add->add_option("--ssh-port", spec->ssh_port, "SSH port")->check(CLI::Range(1, 65535));
+  add->add_option("--ssh-port", spec->ssh_port, "SSH port (default: 22)")
+      ->check(CLI::Range(1, 65535));
   add->add_option("--ssh-user", spec->ssh_user, "SSH user")->required();
-  add->add_option("--ssh-key", spec->ssh_key_path, "SSH private key");
-  add->add_option("--install-path", spec->install_path, "Where rbee lives on the node")->required();
-  add->add_option("--git-repo", spec->git_repo_url, "Git repository (for builds on the node)");
-  add->add_option("--git-branch", spec->git_branch, "Git branch");
-  add->callback([&inv, spec] { inv.action = [spec](context& c) { return add_node(c, *spec); }; });
+  add->add_option("--ssh-key", spec->ssh_key_path, "SSH private key (default: ssh's own choice)");
+  add->add_option("--install-path", spec->install_path,
+                  "Where rbee lives on the node: an absolute path there (the local shell would "
+                  "expand ~ to this machine's home)")
+      ->required();
+  // No --git-repo/--git-branch: `rbee setup install` copies the queen's own binaries; building
+  // on the node is not supported, so the CLI does not offer it.
+  add->footer(
+      "Example:\n"
+      "  rbee setup add-node --node gpu1 --ssh-host 10.0.0.5 --ssh-user me --install-path "
+      "/home/me/rbee");
+  add->callback([&inv, spec] {
+    require_node(spec->node_name);
+    inv.action = [spec](context& c) { return add_node(c, *spec); };
+  });
 
   auto as_json = std::make_shared<bool>(false);
   auto* list = setup->add_subcommand("list-nodes", "List registered nodes");
   list->add_flag("--json", *as_json, "JSON output");
+  list->footer("Examples:\n  rbee setup list-nodes\n  rbee setup list-nodes --json");
   list->callback([&inv, as_json] {
     inv.action = [as_json](context& c) {
       return print_listing(c.client.list_nodes(), *as_json, "nodes",
@@ -145,15 +200,18 @@ void add_setup_commands(CLI::App& app, invocation& inv) {
 
   auto name = std::make_shared<std::string>();
   auto* remove = setup->add_subcommand("remove-node", "Forget a node");
-  remove->add_option("--name", *name, "Node name")->required();
+  add_node_flag(remove, *name, "Node to forget");
+  remove->footer("Example:\n  rbee setup remove-node --node gpu1");
   remove->callback([&inv, name] {
+    require_node(*name);
     inv.action = [name](context& c) {
       return print_message(c.client.remove_node(*name), "removed");
     };
   });
 
   auto* install = setup->add_subcommand("install", "Copy rbee-hive and the worker to a node");
-  install->add_option("--node", *name, "Node name")->required();
+  install->add_option("--node", *name, "Node to install on")->required();
+  install->footer("Example:\n  rbee setup install --node gpu1");
   install->callback([&inv, name] {
     inv.action = [name](context& c) {
       stream_printer p;
@@ -166,9 +224,13 @@ void add_setup_commands(CLI::App& app, invocation& inv) {
 void add_worker_commands(CLI::App& app, invocation& inv) {
   auto* workers = app.add_subcommand("workers", "Workers on all nodes");
   workers->require_subcommand(1);
+  workers->footer(
+      "Examples:\n  rbee workers list\n  rbee workers health --node gpu1\n"
+      "  rbee workers shutdown --worker w-1a2b");
   auto as_json = std::make_shared<bool>(false);
   auto* list = workers->add_subcommand("list", "List workers");
   list->add_flag("--json", *as_json, "JSON output");
+  list->footer("Examples:\n  rbee workers list\n  rbee workers list --json");
   list->callback([&inv, as_json] {
     inv.action = [as_json](context& c) {
       return print_listing(c.client.list_workers(), *as_json, "workers",
@@ -177,10 +239,11 @@ void add_worker_commands(CLI::App& app, invocation& inv) {
     };
   });
 
-  auto node = std::make_shared<std::string>();
+  auto node = std::make_shared<std::string>("localhost");
   auto* health = workers->add_subcommand("health", "Health of the workers on a node");
-  health->add_option("--node", *node, "Node name")->required();
+  health->add_option("--node", *node, "Node name (default: localhost)");
   health->add_flag("--json", *as_json, "JSON output");
+  health->footer("Examples:\n  rbee workers health\n  rbee workers health --node gpu1 --json");
   health->callback([&inv, node, as_json] {
     inv.action = [node, as_json](context& c) {
       return print_listing(
@@ -193,8 +256,11 @@ void add_worker_commands(CLI::App& app, invocation& inv) {
 
   auto id = std::make_shared<std::string>();
   auto* shutdown = workers->add_subcommand("shutdown", "Stop a worker");
-  shutdown->add_option("--id", *id, "Worker id")->required();
+  shutdown->add_option("--worker", *id, "Worker id (as `rbee workers list` shows it)");
+  shutdown->add_option("--id", *id, "Old spelling of --worker")->group("");
+  shutdown->footer("Example:\n  rbee workers shutdown --worker w-1a2b");
   shutdown->callback([&inv, id] {
+    if (id->empty()) throw CLI::RequiredError("--worker");
     inv.action = [id](context& c) { return print_message(c.client.shutdown_worker(*id), "done"); };
   });
 }
@@ -202,24 +268,36 @@ void add_worker_commands(CLI::App& app, invocation& inv) {
 void add_model_commands(CLI::App& app, invocation& inv) {
   auto* models = app.add_subcommand("models", "Model catalogs of the nodes");
   models->require_subcommand(1);
+  models->footer(
+      "Examples:\n"
+      "  rbee models download -m "
+      "hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:qwen2.5-0.5b-instruct-q4_k_m.gguf\n"
+      "  rbee models list --node gpu1");
   auto model = std::make_shared<std::string>();
   auto node = std::make_shared<std::string>("localhost");
   auto as_json = std::make_shared<bool>(false);
 
   auto* download = models->add_subcommand("download", "Download a model to a node");
-  download->add_option("--node", *node, "Node name (default localhost)");
-  download->add_option("-m,--model", *model, "Model reference")->required();
+  download->add_option("--node", *node, "Node name (default: localhost)");
+  download->add_option("-m,--model", *model, "Model reference (hf:ORG/REPO[:FILE])")->required();
+  download->footer(
+      "Example:\n"
+      "  rbee models download -m "
+      "hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:qwen2.5-0.5b-instruct-q4_k_m.gguf\n"
+      "Ctrl+C stops watching; the node's hive finishes the download in the background.");
   download->callback([&inv, node, model] {
     inv.action = [node, model](context& c) {
       stream_printer p;
+      say_on_interrupt_that_the_download_goes_on(*node, *model);
       c.client.download_model(*node, *model, [&](const json& e) { return p(e); });
       return p.finish();
     };
   });
 
   auto* list = models->add_subcommand("list", "List a node's models");
-  list->add_option("--node", *node, "Node name (default localhost)");
+  list->add_option("--node", *node, "Node name (default: localhost)");
   list->add_flag("--json", *as_json, "JSON output");
+  list->footer("Examples:\n  rbee models list\n  rbee models list --node gpu1 --json");
   list->callback([&inv, node, as_json] {
     inv.action = [node, as_json](context& c) {
       return print_listing(c.client.list_models(*node), *as_json, "models",
@@ -228,8 +306,9 @@ void add_model_commands(CLI::App& app, invocation& inv) {
   });
 
   auto* rm = models->add_subcommand("rm", "Remove a model from a node");
-  rm->add_option("--node", *node, "Node name (default localhost)");
+  rm->add_option("--node", *node, "Node name (default: localhost)");
   rm->add_option("-m,--model", *model, "Model id or reference")->required();
+  rm->footer("Example:\n  rbee models rm -m hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF --node gpu1");
   rm->callback([&inv, node, model] {
     inv.action = [node, model](context& c) {
       return print_message(c.client.remove_model(*node, *model), "");
@@ -255,6 +334,9 @@ void add_logs_command(CLI::App& app, invocation& inv) {
       ->check([](const std::string& text) {
         return seconds_in(text) ? std::string() : "expected a duration such as 30s, 15m, 2h or 1d";
       });
+  logs->footer(
+      "Examples:\n  rbee logs --node localhost --tail 100\n  rbee logs --node gpu1 --worker w-1a2b "
+      "--since 15m -f");
   logs->callback([&inv, o] {
     inv.action = [o](context& c) {
       client::queen_client::log_query q{
@@ -275,10 +357,13 @@ void add_hive_commands(CLI::App& app, invocation& inv) {
   auto as_json = std::make_shared<bool>(false);
   auto* hive = app.add_subcommand("hive", "Control a node's rbee-hive (through the queen)");
   hive->require_subcommand(1);
+  hive->footer("Examples:\n  rbee hive status\n  rbee hive start --node gpu1");
   for (const char* verb : {"start", "stop", "status"}) {
     auto* sub = hive->add_subcommand(verb, std::string(verb) + " a node's hive");
-    sub->add_option("--node", *node, "Node name (default localhost)");
+    sub->add_option("--node", *node, "Node name (default: localhost)");
     sub->add_flag("--json", *as_json, "JSON output");
+    sub->footer(std::string("Examples:\n  rbee hive ") + verb + "\n  rbee hive " + verb +
+                " --node gpu1 --json");
     sub->callback([&inv, node, as_json, v = std::string(verb)] {
       inv.action = [node, as_json, v](context& c) { return hive_verb(c, v, *node, *as_json); };
     });

@@ -101,7 +101,8 @@ class task_stream {
   // The outcome, printed once the stream ended.
   int report() {
     printer.close_bar();
-    if (tokens > 0 && !o_.json_output && is_tty(stdout)) std::fputc('\n', stdout);
+    // The text ends with a newline, on a terminal or in a pipe, so nothing is glued to it.
+    if (tokens > 0 && !o_.json_output && text.back() != '\n') std::fputc('\n', stdout);
     std::fflush(stdout);
     if (http_failure) {
       print_error(stderr, *http_failure);
@@ -109,16 +110,17 @@ class task_stream {
     }
     if (connection_failure) {
       print_error(stderr, "Cannot connect to queen-rbee: " + *connection_failure,
-                  {{"hint", "start it with `rbee queen start` or check RBEE_QUEEN_URL"}});
+                  {{"hint", "start it with `rbee queen start` or check RBEE_QUEEN_URL"}},
+                  "QUEEN_UNREACHABLE");
       return exit_error;
     }
     if (error_event) {
       print_error(stderr, error_event->value("message", "inference failed"),
-                  error_event->value("details", json()));
+                  error_event->value("details", json()), error_event->value("code", "ERROR"));
       return exit_error;
     }
     if (!end_event) {
-      print_error(stderr, "the stream ended before the task finished", json());
+      print_error(stderr, "the stream ended before the task finished", json(), "INTERNAL");
       return exit_error;
     }
     print_summary();
@@ -229,7 +231,7 @@ int cmd_infer(context& ctx, infer_options o) {
     o.prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }
   if (o.prompt.empty()) {
-    std::fprintf(stderr, "Error: the prompt is empty\n");
+    print_error(stderr, "the prompt is empty", json(), "USAGE");
     return exit_usage;
   }
   const json request = task_body(o);
@@ -286,20 +288,34 @@ void add_infer_command(CLI::App& app, invocation& inv) {
                    "Tokens to generate (default: until end of generation or the end of the "
                    "worker's context)")
       ->check(in(api::max_tokens_limits));
-  infer->add_option("--temperature", o->temperature, "Sampling temperature (0 = greedy)")
+  infer
+      ->add_option("--temperature", o->temperature,
+                   "Sampling temperature, 0 = greedy (default: the worker's, 0.8)")
       ->check(in(api::temperature_limits));
-  infer->add_option("--top-p", o->top_p, "Nucleus sampling")->check(in(api::top_p_limits));
-  infer->add_option("--top-k", o->top_k, "Top-k sampling (0 = off)")->check(in(api::top_k_limits));
-  infer->add_option("--min-p", o->min_p, "Min-p sampling")->check(in(api::min_p_limits));
-  infer->add_option("--repeat-penalty", o->repeat_penalty, "Repetition penalty (1 = off)")
+  infer->add_option("--top-p", o->top_p, "Nucleus sampling, 1 = off (default: 0.95)")
+      ->check(in(api::top_p_limits));
+  infer->add_option("--top-k", o->top_k, "Top-k sampling, 0 = off (default: 40)")
+      ->check(in(api::top_k_limits));
+  infer->add_option("--min-p", o->min_p, "Min-p sampling, 0 = off (default: 0.05)")
+      ->check(in(api::min_p_limits));
+  infer
+      ->add_option("--repeat-penalty", o->repeat_penalty,
+                   "Repetition penalty, 1 = off (default: 1)")
       ->check(in(api::repeat_penalty_limits));
-  infer->add_option("--seed", o->seed, "Random seed (same seed, same answer)")
+  infer->add_option("--seed", o->seed, "Random seed, same seed same answer (default: random)")
       ->check(in(api::seed_limits));
-  infer->add_option("--stop", o->stop, "Stop string (repeatable)");
-  infer->add_option("--backend", o->backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  infer->add_option("--device", o->device, "Device index");
+  infer->add_option("--stop", o->stop, "Stop string, repeatable (default: none)");
+  infer->add_option("--backend", o->backend, "cpu or cuda (default: any)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  infer->add_option("--device", o->device, "Device index (default: any)");
   infer->add_flag("--json", o->json_output, "Print the result as JSON");
   infer->add_flag("--ephemeral", o->ephemeral, "Stop what this command started when it exits");
+  infer->footer(
+      "Examples:\n"
+      "  rbee infer -m file:/models/llama.gguf -p \"Once upon a time\" --max-tokens 32\n"
+      "  echo \"Summarise: ...\" | rbee infer -m hf:ORG/REPO -p - --json\n"
+      "The prompt is sent as it is (no chat template); `rbee run` and `rbee chat` use the "
+      "model's.");
   infer->callback([&inv, o] {
     inv.start_queen_first = false;  // it starts the queen itself, after reading the prompt
     inv.action = [o](context& c) { return cmd_infer(c, *o); };

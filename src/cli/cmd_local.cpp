@@ -7,6 +7,7 @@
 #include "cli/command.h"
 #include "common/paths.h"
 #include "common/process.h"
+#include "common/secrets.h"
 
 namespace rbee::cli {
 
@@ -15,11 +16,38 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-// A systemd unit for one of the daemons installed in `bin`.
-std::string systemd_unit(std::string_view description, const fs::path& bin,
-                         std::string_view command) {
+// Where `rbee install` puts things. `--system` uses the machine's paths; `root` (a staging
+// directory, as DESTDIR) prefixes every file written while the units name the final paths.
+struct install_layout {
+  fs::path root;  // "" = the real file system
+  fs::path bin, config_file, units, state;
+
+  static install_layout for_user() {
+    return {{},
+            common::home_dir() / ".local" / "bin",
+            common::home_dir() / ".config" / "rbee" / "config.toml",
+            {},
+            {}};
+  }
+  static install_layout for_system(fs::path root) {
+    return {std::move(root), "/usr/local/bin", "/etc/rbee/config.toml", "/etc/systemd/system",
+            "/var/lib/rbee"};
+  }
+  // Where a final path is written now.
+  fs::path staged(const fs::path& p) const { return root.empty() ? p : root / p.relative_path(); }
+  // The hive's token, where the queen looks for the token of its `localhost` node's hive: the
+  // queen then uses the hive of this unit instead of starting one.
+  fs::path hive_token_file() const { return state / "secrets" / "hive-localhost.token"; }
+};
+
+// A systemd unit running `command` from the layout's bin with the shared state and config.
+std::string systemd_unit(const install_layout& l, std::string_view description,
+                         std::string_view command, const std::string& extra_env) {
   return "[Unit]\nDescription=" + std::string(description) +
-         "\nAfter=network-online.target\n\n[Service]\nExecStart=" + (bin / command).string() +
+         "\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\n"
+         "Environment=RBEE_HOME=" +
+         l.state.string() + "\nEnvironment=RBEE_CONFIG=" + l.config_file.string() + "\n" +
+         extra_env + "StateDirectory=rbee\nExecStart=" + (l.bin / command).string() +
          "\nRestart=on-failure\nKillSignal=SIGTERM\nTimeoutStopSec=45\n\n[Install]\n"
          "WantedBy=multi-user.target\n";
 }
@@ -34,11 +62,28 @@ std::string default_config_text() {
   return text;
 }
 
-int cmd_install(bool system) {
-  fs::path bin = system ? fs::path("/usr/local/bin") : common::home_dir() / ".local" / "bin";
-  fs::path config_file = system ? fs::path("/etc/rbee/config.toml")
-                                : common::home_dir() / ".config" / "rbee" / "config.toml";
+// The queen (on loopback unless queen.host says otherwise) and a hive that starts: it listens
+// beyond loopback, so it gets a token file, which the queen finds for its `localhost` node.
+void write_system_units(const install_layout& l) {
+  common::ensure_dir(l.staged(l.units));
+  common::ensure_dir(l.staged(l.hive_token_file().parent_path()), 0700);
+  const fs::path token = l.staged(l.hive_token_file());
+  if (!fs::exists(token)) common::write_secret_file(token, common::random_token());
+  const fs::path queen_unit = l.units / "queen-rbee.service";
+  const fs::path hive_unit = l.units / "rbee-hive.service";
+  std::ofstream(l.staged(queen_unit))
+      << systemd_unit(l, "rbee orchestrator (queen-rbee)", "queen-rbee", "");
+  std::ofstream(l.staged(hive_unit))
+      << systemd_unit(l, "rbee pool manager (rbee-hive)", "rbee-hive daemon",
+                      "Environment=RBEE_HIVE_TOKEN_FILE=" + l.hive_token_file().string() + "\n");
+  std::printf("Wrote %s and %s (hive token in %s)\n", queen_unit.c_str(), hive_unit.c_str(),
+              l.hive_token_file().c_str());
+}
+
+int cmd_install(bool system, const std::string& root) {
+  const install_layout l = system ? install_layout::for_system(root) : install_layout::for_user();
   fs::path source = common::self_executable_dir();
+  const fs::path bin = l.staged(l.bin);
   common::ensure_dir(bin);
   int copied = 0;
   for (const char* name : {"rbee", "queen-rbee", "rbee-hive", "llm-worker-rbee", "rbee-engine"}) {
@@ -54,6 +99,7 @@ int cmd_install(bool system) {
     std::printf("Installed %s\n", to.c_str());
     ++copied;
   }
+  const fs::path config_file = l.staged(l.config_file);
   common::ensure_dir(config_file.parent_path());
   if (!fs::exists(config_file)) {
     std::ofstream(config_file) << default_config_text();
@@ -61,25 +107,19 @@ int cmd_install(bool system) {
   } else {
     std::printf("Kept existing config %s\n", config_file.c_str());
   }
-  if (system) {
-    fs::path units = "/etc/systemd/system";
-    common::ensure_dir(units);
-    std::ofstream(units / "queen-rbee.service")
-        << systemd_unit("rbee orchestrator (queen-rbee)", bin, "queen-rbee");
-    std::ofstream(units / "rbee-hive.service")
-        << systemd_unit("rbee pool manager (rbee-hive)", bin, "rbee-hive daemon");
-    std::printf("Wrote %s and %s\n", (units / "queen-rbee.service").c_str(),
-                (units / "rbee-hive.service").c_str());
-  }
+  if (system) write_system_units(l);
   std::printf("\n%d binaries installed. Next steps:\n", copied);
-  if (!system)
-    std::printf("  export PATH=\"%s:$PATH\"   # if it is not on your PATH yet\n", bin.c_str());
-  if (system)
-    std::printf("  sudo systemctl daemon-reload && sudo systemctl enable --now queen-rbee\n");
-  std::printf("  rbee infer --node localhost --model hf:ORG/REPO --prompt \"Hello\"\n");
+  if (!system) {
+    std::printf("  export PATH=\"%s:$PATH\"   # if it is not on your PATH yet\n", l.bin.c_str());
+  } else {
+    std::printf(
+        "  sudo systemctl daemon-reload && sudo systemctl enable --now rbee-hive queen-rbee\n");
+  }
   std::printf(
-      "  rbee setup add-node --name NAME --ssh-host HOST --ssh-user USER "
-      "--install-path ~/rbee   # more machines\n");
+      "  rbee run hf:ORG/REPO:FILE.gguf          # chat with a model (README: quickstart)\n");
+  std::printf(
+      "  rbee setup add-node --node NAME --ssh-host HOST --ssh-user USER "
+      "--install-path /home/me/rbee   # more machines\n");
   return exit_ok;
 }
 
@@ -131,23 +171,35 @@ int cmd_config_show(const common::config& config, bool as_json) {
 
 void add_install_command(CLI::App& app, invocation& inv) {
   auto system = std::make_shared<bool>(false);
+  auto root = std::make_shared<std::string>();
   auto* install = app.add_subcommand("install", "Install rbee's binaries and a default config");
   install->add_flag("--system", *system,
-                    "Install to /usr/local/bin and /etc/rbee, with systemd units");
-  install->callback(
-      [&inv, system] { inv.local_action = [system] { return cmd_install(*system); }; });
+                    "Install to /usr/local/bin and /etc/rbee, with systemd units for queen-rbee "
+                    "and rbee-hive (default: ~/.local/bin and ~/.config/rbee)");
+  install->add_option("--root", *root, "With --system: write under this staging directory")
+      ->group("");
+  install->footer("Examples:\n  rbee install\n  sudo rbee install --system");
+  install->callback([&inv, system, root] {
+    if (!root->empty() && !*system) throw CLI::ValidationError("--root", "needs --system");
+    inv.local_action = [system, root] { return cmd_install(*system, *root); };
+  });
 }
 
 void add_config_commands(CLI::App& app, invocation& inv) {
   auto* config = app.add_subcommand("config", "Configuration keys and their values");
   config->require_subcommand(1);
+  config->footer("Examples:\n  rbee config keys\n  rbee config show --json");
   auto as_json = std::make_shared<bool>(false);
   auto* keys = config->add_subcommand("keys", "Every key, its env var and default");
   keys->add_flag("--json", *as_json, "JSON output");
+  keys->footer("Examples:\n  rbee config keys\n  rbee config keys --json");
   keys->callback(
       [&inv, as_json] { inv.local_action = [as_json] { return cmd_config_keys(*as_json); }; });
   auto* show = config->add_subcommand("show", "Effective values and their source");
   show->add_flag("--json", *as_json, "JSON output");
+  show->footer(
+      "Examples:\n  rbee config show\n  RBEE_QUEEN_URL=http://10.0.0.2:8080 rbee config show "
+      "--json");
   show->callback([&inv, as_json] {
     inv.local_action = [&inv, as_json] {
       return cmd_config_show(context::load(inv.global), *as_json);

@@ -96,20 +96,23 @@ int status(context& c, bool as_json) {
 void add_queen_commands(CLI::App& app, invocation& inv) {
   auto* queen = app.add_subcommand("queen", "Control queen-rbee");
   queen->require_subcommand(1);
+  queen->footer("Examples:\n  rbee queen start\n  rbee queen status --json\n  rbee queen stop");
   // These decide themselves whether a queen should run: none is started before them.
   auto use = [&inv](std::function<int(context&)> action) {
     inv.start_queen_first = false;
     inv.action = std::move(action);
   };
-  queen->add_subcommand("start", "Start queen-rbee in the background")->callback([use] {
-    use(start);
-  });
-  queen->add_subcommand("stop", "Stop queen-rbee (and the hives it started)")->callback([use] {
-    use(stop);
-  });
+  auto* qstart = queen->add_subcommand("start", "Start queen-rbee in the background");
+  qstart->footer(
+      "Examples:\n  rbee queen start\n  RBEE_QUEEN_URL=http://127.0.0.1:9000 rbee queen start");
+  qstart->callback([use] { use(start); });
+  auto* qstop = queen->add_subcommand("stop", "Stop queen-rbee (and the hives it started)");
+  qstop->footer("Example:\n  rbee queen stop");
+  qstop->callback([use] { use(stop); });
   auto as_json = std::make_shared<bool>(false);
   auto* qstatus = queen->add_subcommand("status", "Is queen-rbee running?");
   qstatus->add_flag("--json", *as_json, "JSON output");
+  qstatus->footer("Examples:\n  rbee queen status\n  rbee queen status --json");
   qstatus->callback([use, as_json] { use([as_json](context& c) { return status(c, *as_json); }); });
 }
 

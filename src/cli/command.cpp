@@ -89,7 +89,8 @@ bool stream_printer::operator()(const json& e) {
 int stream_printer::finish() {
   printer.close_bar();
   if (error) {
-    print_error(stderr, error->value("message", "failed"), error->value("details", json()));
+    print_error(stderr, error->value("message", "failed"), error->value("details", json()),
+                error->value("code", "ERROR"));
     return exit_error;
   }
   return exit_ok;

@@ -46,6 +46,7 @@ struct invocation {
 };
 
 void add_infer_command(CLI::App& app, invocation& inv);
+void add_chat_commands(CLI::App& app, invocation& inv);
 void add_setup_commands(CLI::App& app, invocation& inv);
 void add_worker_commands(CLI::App& app, invocation& inv);
 void add_model_commands(CLI::App& app, invocation& inv);

@@ -1,11 +1,19 @@
 #include "cli/output.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 namespace rbee::cli {
 
 using nlohmann::json;
+
+namespace {
+bool json_errors = false;
+}  // namespace
 
 narration_printer::narration_printer(std::FILE* out, bool tty) : out_(out), tty_(tty) {}
 
@@ -39,10 +47,13 @@ void narration_printer::draw_bar(const json& event, bool complete) {
   double fraction = total > 0 ? done / total : (complete ? 1.0 : 0.0);
   std::string label;
   if (download) {
+    const double speed_mbps = event.value("speed_mbps", 0.0);
     char buf[64];
-    std::snprintf(buf, sizeof buf, " %.1f/%.1f MB %.1f MB/s", done / 1e6, total / 1e6,
-                  event.value("speed_mbps", 0.0));
+    std::snprintf(buf, sizeof buf, " %.1f/%.1f MB %.1f MB/s", done / 1e6, total / 1e6, speed_mbps);
     label = "Downloading " + progress_bar(fraction) + buf;
+    if (!complete && speed_mbps > 0 && total > done) {
+      label += ", " + format_duration((total - done) / 1e6 / speed_mbps) + " left";
+    }
   } else {
     label = "Loading     " + progress_bar(fraction);
   }
@@ -54,6 +65,13 @@ void narration_printer::draw_bar(const json& event, bool complete) {
 void narration_printer::print(const json& event) {
   std::string action = event.value("action", "");
   std::string human = event.value("human", "");
+  if (action == "download_progress" && event.value("attempt", 1) > download_attempt_) {
+    // The hive lost the transfer and resumes it: a line of its own, also on a terminal.
+    download_attempt_ = event.value("attempt", 1);
+    close_bar();
+    std::fprintf(out_, "The transfer was interrupted; the hive resumes it (attempt %d)\n",
+                 download_attempt_);
+  }
   if (tty_ && (action == "download_progress" || action == "loading_progress")) {
     draw_bar(event, /*complete=*/false);
     std::fflush(out_);
@@ -71,12 +89,35 @@ void narration_printer::print(const json& event) {
   std::fflush(out_);
 }
 
-void print_error(std::FILE* out, const std::string& message, const json& details) {
-  std::fprintf(out, "Error: %s\n", message.c_str());
+void set_json_errors(bool on) {
+  json_errors = on;
+}
+
+bool use_colour(std::FILE* out) {
+  const char* no_colour = std::getenv("NO_COLOR");
+  const char* term = std::getenv("TERM");
+  if (no_colour != nullptr && no_colour[0] != '\0') return false;
+  if (term != nullptr && std::strcmp(term, "dumb") == 0) return false;
+  return ::isatty(::fileno(out)) == 1;
+}
+
+void print_error(std::FILE* out, const std::string& message, const json& details,
+                 std::string_view code) {
+  const bool colour = use_colour(out);
+  std::fprintf(out, "%sError:%s %s\n", colour ? "\x1b[1;31m" : "", colour ? "\x1b[0m" : "",
+               message.c_str());
   if (details.is_object() && details.contains("hint") && details["hint"].is_string()) {
-    std::fprintf(out, "Hint: %s\n", details["hint"].get<std::string>().c_str());
+    std::fprintf(out, "%sHint:%s %s\n", colour ? "\x1b[1m" : "", colour ? "\x1b[0m" : "",
+                 details["hint"].get<std::string>().c_str());
   }
   std::fflush(out);
+  if (json_errors) {
+    json error = {{"code", code},
+                  {"message", message},
+                  {"details", details.is_null() ? json::object() : details}};
+    std::printf("%s\n", json{{"error", error}}.dump(2).c_str());
+    std::fflush(stdout);
+  }
 }
 
 void print_error(std::FILE* out, const common::http_error& e) {
@@ -86,10 +127,54 @@ void print_error(std::FILE* out, const common::http_error& e) {
       details["hint"] =
           "set the API key with RBEE_API_KEY or `api_key` in ~/.config/rbee/config.toml";
     }
-    print_error(out, "Authentication failed: " + e.message, details);
+    print_error(out, "Authentication failed: " + e.message, details, e.code);
     return;
   }
-  print_error(out, e.message, e.details);
+  print_error(out, e.message, e.details, e.code);
+}
+
+std::string nearest_name(const std::string& word, const std::vector<std::string>& names) {
+  // Levenshtein distance, one row at a time.
+  auto distance = [](const std::string& a, const std::string& b) {
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+      size_t diagonal = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= b.size(); ++j) {
+        size_t above = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+        diagonal = above;
+      }
+    }
+    return row[b.size()];
+  };
+  std::string best;
+  size_t best_distance = 0;
+  for (const auto& name : names) {
+    size_t d = distance(word, name);
+    // A prefix ("mod" for "models") is a near miss too.
+    if (name.rfind(word, 0) == 0 && !word.empty()) d = std::min<size_t>(d, 1);
+    if (best.empty() || d < best_distance) {
+      best = name;
+      best_distance = d;
+    }
+  }
+  const size_t allowed = word.size() <= 3 ? 1 : std::max<size_t>(2, word.size() / 3);
+  return best_distance <= allowed ? best : "";
+}
+
+std::string format_duration(double seconds) {
+  long s = std::lround(std::max(0.0, seconds));
+  char buf[32];
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s % 3600) / 60);
+  } else if (s >= 60) {
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%lds", s);
+  }
+  return buf;
 }
 
 std::string format_table(const std::vector<std::string>& header,

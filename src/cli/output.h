@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -27,15 +28,29 @@ class narration_printer {
   std::FILE* out_;
   bool tty_;
   bool bar_open_ = false;
+  int download_attempt_ = 1;  // the hive's attempt at the download being shown
   nlohmann::json bar_event_;  // the last progress event drawn, to finish its bar at 100 %
 };
 
 // "[#####.....] 42%"
 std::string progress_bar(double fraction, int width = 30);
 
-// "Error: <message>" and, when the server gave one, "Hint: <hint>".
-void print_error(std::FILE* out, const std::string& message, const nlohmann::json& details);
+// "Error: <message>" and, when the server gave one, "Hint: <hint>"; coloured only on a terminal
+// without NO_COLOR. With json_errors on, the error is also printed on stdout as
+// {"error":{"code","message","details"}} for scripts that pass --json.
+void print_error(std::FILE* out, const std::string& message, const nlohmann::json& details,
+                 std::string_view code = "ERROR");
 void print_error(std::FILE* out, const common::http_error& e);
+void set_json_errors(bool on);
+
+// Whether out may carry colour: a terminal, NO_COLOR unset, TERM not "dumb".
+bool use_colour(std::FILE* out);
+
+// The closest of names to word when it looks like a typo of it (a small edit distance), else "".
+std::string nearest_name(const std::string& word, const std::vector<std::string>& names);
+
+// "1m05s", "42s", "2h03m": a remaining time for a progress bar.
+std::string format_duration(double seconds);
 
 // Fixed-width table (columns sized to their widest cell).
 std::string format_table(const std::vector<std::string>& header,

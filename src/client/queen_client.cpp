@@ -9,8 +9,10 @@ using nlohmann::json;
 
 queen_client::queen_client(client_config config) : config_(std::move(config)) {}
 
-common::http_client queen_client::client(std::chrono::milliseconds read_timeout) const {
+common::http_client queen_client::client(std::chrono::milliseconds read_timeout,
+                                         const std::function<bool()>& still_wanted) const {
   common::client_options o;
+  o.still_wanted = still_wanted;
   o.connect_timeout = config_.connect_timeout;
   o.read_timeout = read_timeout;
   if (config_.api_key) o.bearer_token = *config_.api_key;
@@ -29,8 +31,8 @@ json queen_client::expect_json(const common::http_response& res) const {
 }
 
 void queen_client::stream(const std::string& method, const std::string& path, const json& body,
-                          const event_fn& on_event) {
-  auto c = client(config_.read_timeout);
+                          const event_fn& on_event, const std::function<bool()>& still_wanted) {
+  auto c = client(config_.read_timeout, still_wanted);
   common::http_response err;
   auto handler = [&](const common::sse_event& ev) {
     if (ev.is_done()) return false;
@@ -90,13 +92,19 @@ json queen_client::shutdown_worker(const std::string& worker_id) {
       client(config_.read_timeout).post_json("/v2/workers/shutdown", {{"worker_id", worker_id}}));
 }
 
-void queen_client::run_task(const json& request, const event_fn& on_event) {
-  stream("POST", "/v2/tasks", request, on_event);
+void queen_client::run_task(const json& request, const event_fn& on_event,
+                            const std::function<bool()>& still_wanted) {
+  stream("POST", "/v2/tasks", request, on_event, still_wanted);
 }
 
 void queen_client::cancel_task(const std::string& task_id) {
   auto res = client(config_.connect_timeout).del("/v2/tasks/" + url_encode(task_id));
   res.throw_if_error();
+}
+
+void queen_client::chat_completion(const json& body, const event_fn& on_chunk,
+                                   const std::function<bool()>& still_wanted) {
+  stream("POST", "/v1/chat/completions", body, on_chunk, still_wanted);
 }
 
 void queen_client::download_model(const std::string& node, const std::string& model,

@@ -48,8 +48,15 @@ class queen_client {
   nlohmann::json shutdown_worker(const std::string& worker_id);
 
   // POST /v2/tasks: events (narration, token, end, error) until [DONE].
-  void run_task(const nlohmann::json& request, const event_fn& on_event);
+  void run_task(const nlohmann::json& request, const event_fn& on_event,
+                const std::function<bool()>& still_wanted = {});
   void cancel_task(const std::string& task_id);  // DELETE /v2/tasks/{id}
+
+  // POST /v1/chat/completions with stream: true: each OpenAI chunk (or {"error":...}) until
+  // [DONE]. still_wanted is asked whenever bytes arrive (keep-alives included): false leaves
+  // the stream, which the queen takes as a cancel.
+  void chat_completion(const nlohmann::json& body, const event_fn& on_chunk,
+                       const std::function<bool()>& still_wanted = {});
 
   void download_model(const std::string& node, const std::string& model, const event_fn& on_event);
   nlohmann::json list_models(const std::string& node);
@@ -73,10 +80,11 @@ class queen_client {
   void shutdown_queen();  // POST /v2/admin/shutdown
 
  private:
-  common::http_client client(std::chrono::milliseconds read_timeout) const;
+  common::http_client client(std::chrono::milliseconds read_timeout,
+                             const std::function<bool()>& still_wanted = {}) const;
   nlohmann::json expect_json(const common::http_response& res) const;
   void stream(const std::string& method, const std::string& path, const nlohmann::json& body,
-              const event_fn& on_event);
+              const event_fn& on_event, const std::function<bool()>& still_wanted = {});
 
   client_config config_;
 };

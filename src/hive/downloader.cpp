@@ -138,6 +138,39 @@ bool retryable_status(long status) {
   return status >= 500 || status == 408 || status == 429;
 }
 
+// A transfer error that trying again cannot get past: the host name does not resolve, the URL
+// is malformed, or the hub's TLS certificate is not trusted. Six tries of these only made the
+// user wait (31 s for a DNS failure).
+[[noreturn]] void throw_for_permanent(CURLcode rc, const std::string& url) {
+  const bool dns = rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY;
+  const bool tls = rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE;
+  throw http_error(
+      502, codes::DOWNLOAD_FAILED,
+      fmt::format("Cannot reach the hub for {}: {} (not retried)", url, curl_easy_strerror(rc)),
+      {{"url", url},
+       {"reason", dns   ? "dns"
+                  : tls ? "tls"
+                        : "bad_url"},
+       {"hint", dns   ? "check the node's DNS and network, and HF_ENDPOINT"
+                : tls ? "the hub's certificate is not trusted on this node; check HF_ENDPOINT "
+                        "and the system's CA certificates"
+                      : "check HF_ENDPOINT"}});
+}
+
+bool permanent(CURLcode rc) {
+  switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+      return true;
+    default:
+      return false;
+  }
+}
+
 // One transfer attempt's state, shared with the curl callbacks.
 struct transfer {
   FILE* out = nullptr;
@@ -304,6 +337,7 @@ std::vector<std::string> hub_client::list_files(const std::string& org, const st
       }
       throw_for_status(status, url);
     }
+    if (permanent(rc)) throw_for_permanent(rc, url);
     last_cause =
         rc == CURLE_HTTP_RETURNED_ERROR ? fmt::format("HTTP {}", status) : curl_easy_strerror(rc);
     spdlog::warn("listing {}/{} failed (attempt {}/{}): {}", org, repo, attempt, options_.attempts,
@@ -344,6 +378,7 @@ remote_file_info hub_client::head(const std::string& url, const std::atomic<bool
       return info;
     }
     if (rc == CURLE_HTTP_RETURNED_ERROR && !retryable_status(status)) throw_for_status(status, url);
+    if (permanent(rc)) throw_for_permanent(rc, url);
     last_cause =
         rc == CURLE_HTTP_RETURNED_ERROR ? fmt::format("HTTP {}", status) : curl_easy_strerror(rc);
     spdlog::warn("HEAD {} failed (attempt {}/{}): {}", url, attempt, options_.attempts, last_cause);
@@ -397,7 +432,8 @@ std::string hub_client::download(const std::string& url, const remote_file_info&
         on_progress({.bytes_downloaded = on_disk,
                      .bytes_total = t.progress.bytes_total,
                      .speed_mbps = 0,
-                     .attempt = attempt});
+                     .attempt = attempt,
+                     .retry_cause = last_cause});
       }
       if (on_disk > 0) {
         spdlog::info("resuming {} at byte {} (attempt {}/{})", url, on_disk, attempt,
@@ -433,6 +469,8 @@ std::string hub_client::download(const std::string& url, const remote_file_info&
     } else if (rc == CURLE_HTTP_RETURNED_ERROR && !retryable_status(status)) {
       remove_part();
       throw_for_status(status, url);
+    } else if (permanent(rc)) {
+      throw_for_permanent(rc, url);  // the part file stays for a later, working attempt
     } else if (t.stalled) {
       last_cause = fmt::format("no data for {} s", options_.stall_timeout.count());
     } else if (rc != CURLE_OK) {
@@ -447,7 +485,8 @@ std::string hub_client::download(const std::string& url, const remote_file_info&
           on_progress({.bytes_downloaded = size,
                        .bytes_total = size,
                        .speed_mbps = t.progress.speed_mbps,
-                       .attempt = attempt});
+                       .attempt = attempt,
+                       .retry_cause = {}});
         }
         std::string actual = sha256_file(part);
         if (!info.sha256.empty() && actual != info.sha256) {

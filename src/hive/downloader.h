@@ -9,8 +9,10 @@
 //   `attempts` tries with exponential backoff; receiving nothing for stall_timeout is a drop;
 //   renamed to <dest> only when complete and verified.
 // Errors are common::http_error: 404 -> MODEL_NOT_FOUND, 401/403 -> DOWNLOAD_FAILED naming
-// HF_TOKEN, checksum mismatch -> DOWNLOAD_FAILED (file deleted), retries exhausted ->
-// DOWNLOAD_FAILED (partial file deleted), disk full -> DISK_FULL.
+// HF_TOKEN, a host name that does not resolve / a bad URL / an untrusted certificate ->
+// DOWNLOAD_FAILED at once (details.reason dns, bad_url, tls: retrying cannot help), checksum
+// mismatch -> DOWNLOAD_FAILED (file deleted), retries exhausted -> DOWNLOAD_FAILED (partial file
+// deleted), disk full -> DISK_FULL.
 
 #include <atomic>
 #include <chrono>
@@ -43,6 +45,7 @@ struct download_progress {
   uint64_t bytes_total = 0;       // 0 when unknown
   double speed_mbps = 0;          // megabytes (10^6 B) per second over the current attempt
   int attempt = 1;
+  std::string retry_cause;  // why the previous attempt failed (attempt > 1)
 };
 
 using progress_callback = std::function<void(const download_progress&)>;

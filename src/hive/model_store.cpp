@@ -416,7 +416,10 @@ model_entry model_store::download_hf_file(download_job& job, const api::model_re
     job.narrate("The hub gave no SHA-256 for this file; it cannot be verified");
   common::ensure_dir(dest.parent_path());
   job.narrate(fmt::format("Downloading {} ({} bytes)", ref.file, info.size_bytes.value_or(0)));
-  job.set_progress({.bytes_downloaded = on_disk, .bytes_total = info.size_bytes.value_or(0)});
+  download_progress start;
+  start.bytes_downloaded = on_disk;
+  start.bytes_total = info.size_bytes.value_or(0);
+  job.set_progress(start);
 
   uint64_t last_bytes = on_disk;
   int last_attempt = 1;
@@ -425,8 +428,8 @@ model_entry model_store::download_hf_file(download_job& job, const api::model_re
       [&](const download_progress& p) {
         if (p.attempt != last_attempt) {
           last_attempt = p.attempt;
-          job.narrate(fmt::format("Connection lost; attempt {}/{} resumes the download", p.attempt,
-                                  hub_.options().attempts));
+          job.narrate(fmt::format("Transfer failed ({}); attempt {}/{} resumes the download",
+                                  p.retry_cause, p.attempt, hub_.options().attempts));
         }
         if (metrics_ && p.bytes_downloaded > last_bytes) {
           metrics_->counter_add("rbee_hive_download_bytes_total", "Bytes downloaded from the hub",

@@ -30,9 +30,10 @@ const std::set<std::string, std::less<>> shared_sampling = {"temperature",
                                                             "frequency_penalty",
                                                             "logit_bias"};
 
+// `node` is an rbee extension: the registered node to run on, as for /v2/tasks.
 const std::set<std::string, std::less<>> shared_other = {
-    "model", "max_tokens", "n",        "stream",      "stream_options",
-    "user",  "logprobs",   "priority", "service_tier"};
+    "model", "max_tokens", "n",        "stream",       "stream_options",
+    "user",  "logprobs",   "priority", "service_tier", "node"};
 
 const std::set<std::string, std::less<>> chat_only = {"messages",        "max_completion_tokens",
                                                       "top_logprobs",    "tools",
@@ -260,6 +261,7 @@ request parse_request(endpoint kind, const json& body) {
   }
   request r;
   json task = {{"model", body["model"]}};
+  if (body.contains("node")) task["node"] = body["node"];
   for (const auto& f : shared_sampling) {
     if (body.contains(f)) task[f] = body[f];
   }

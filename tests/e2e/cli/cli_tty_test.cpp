@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <regex>
 #include <string>
 
 #include "harness/hub_server.h"
@@ -81,6 +82,9 @@ TEST(CliTty, ProgressBarsRenderOnATerminalAndEndCleanly) {
   std::string download_done = final_line_at(screen, download);
   EXPECT_NE(download_done.find("100%"), std::string::npos) << download_done;
   EXPECT_NE(download_done.find("MB/s"), std::string::npos) << download_done;
+  // While it runs, the bar says how long is left.
+  EXPECT_TRUE(std::regex_search(screen.substr(download), std::regex(R"(MB/s, \d+s left)")))
+      << screen;
 
   size_t loading = screen.find("Loading     [");
   ASSERT_NE(loading, std::string::npos) << screen;

@@ -57,6 +57,10 @@ struct cli_result {
   // For `rbee infer --json`: whether the task went through a narration action ("hive_start",
   // "worker_spawn", ...). Tests check actions, not the narration's wording.
   bool took_step(const std::string& action) const;
+  // What `rbee infer` generated: stdout without the newline the CLI ends the text with.
+  std::string text() const {
+    return !out.empty() && out.back() == '\n' ? out.substr(0, out.size() - 1) : out;
+  }
 };
 
 // Runs binary (name in the bin dir, or a path) to completion. env is added to the test's

@@ -90,8 +90,10 @@ TEST_F(HiveDownload, ResumesWithRangeAfterADropAtFortyPercent) {
   EXPECT_EQ(models()[0]["sha256"], hub.sha256(test_repo, test_file));
   bool narrated_retry = false;
   for (const auto& e : events) {
+    // The retry says why: the cause curl gave for the dropped connection.
     narrated_retry |= e["stage"] == "narration" &&
-                      e["message"].get<std::string>().find("attempt 2/6") != std::string::npos;
+                      e["message"].get<std::string>().find("attempt 2/6") != std::string::npos &&
+                      e["message"].get<std::string>().find("partial file") != std::string::npos;
   }
   EXPECT_TRUE(narrated_retry);
 }
@@ -199,6 +201,16 @@ TEST_F(HiveDownload, HubNotFoundAndAuthErrors) {
   // Not retried: one HEAD each, no body requests.
   EXPECT_TRUE(hub.downloads(test_repo, test_file).empty());
   EXPECT_TRUE(models().empty());
+}
+
+TEST_F(HiveDownload, AHubThatDoesNotResolveFailsAtOnceWithoutRetries) {
+  start_hive({}, {{"HF_ENDPOINT", "http://rbee-test-hub.invalid"}});  // .invalid never resolves
+  auto events = download(test_ref);
+  ASSERT_EQ(last(events)["stage"], "error");
+  EXPECT_EQ(last(events)["code"], "DOWNLOAD_FAILED");
+  EXPECT_EQ(last(events)["details"]["reason"], "dns") << last(events).dump();
+  EXPECT_TRUE(last(events)["details"].contains("hint"));
+  EXPECT_EQ(hive->log_text().find("(attempt 1/"), std::string::npos) << hive->log_text();
 }
 
 TEST_F(HiveDownload, DiskFullBeforeAnyByte) {

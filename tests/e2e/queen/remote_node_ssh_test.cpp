@@ -90,7 +90,7 @@ TEST_F(RemoteNode, AddInstallInferRemove) {
                  "Once upon a time", "--max-tokens", "8", "--temperature", "0"},
                 env, "", 180s);
     ASSERT_EQ(infer.exit_code, 0) << infer.err << "\nqueen log:\n" << q.queen().log_text();
-    EXPECT_EQ(golden_continuation("Once upon a time").rfind(infer.out, 0), 0u) << infer.out;
+    EXPECT_EQ(golden_continuation("Once upon a time").rfind(infer.text(), 0), 0u) << infer.out;
     EXPECT_NE(infer.err.find("Starting rbee-hive on node 'workstation'"), std::string::npos);
     auto workers = run_cli("rbee", {"workers", "list", "--json"}, env);
     auto ws = nlohmann::json::parse(workers.out)["workers"];

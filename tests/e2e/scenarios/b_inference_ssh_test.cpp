@@ -124,7 +124,7 @@ TEST_F(Scenarios_B_Remote, S13_two_nodes) {
                    "--max-tokens", "4", "--temperature", "0", "--json"});
   ASSERT_EQ(ra.exit_code, 0) << ra.err;
   EXPECT_TRUE(ra.took_step("worker_selected") && !ra.took_step("worker_spawn")) << ra.out;
-  EXPECT_EQ(json::parse(ra.out)["text"], a.out);
+  EXPECT_EQ(json::parse(ra.out)["text"], a.text());
   auto rb = q.cli({"infer", "--model", synth_ref, "--prompt", "Once upon a time", "--max-tokens",
                    "4", "--temperature", "0", "--json"});
   ASSERT_EQ(rb.exit_code, 0) << rb.err;

@@ -87,7 +87,7 @@ TEST_F(Scenarios_E, S31_every_tensor_type_generates) {
   // Greedy text of the real model matches llama.cpp byte for byte.
   auto stories = q.infer(stories_ref(), {"--max-tokens", "16", "--temperature", "0"});
   ASSERT_EQ(stories.exit_code, 0) << stories.err << q.logs();
-  EXPECT_EQ(golden_continuation("Once upon a time").rfind(stories.out, 0), 0u) << stories.out;
+  EXPECT_EQ(golden_continuation("Once upon a time").rfind(stories.text(), 0), 0u) << stories.out;
   // Each tensor type of the synthetic model loads and generates exactly the tokens asked for.
   for (const char* type :
        {"f16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K_M", "Q5_K_M", "Q6_K"}) {

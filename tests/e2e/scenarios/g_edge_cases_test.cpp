@@ -27,7 +27,7 @@ TEST_F(Scenarios_G, S40_ec2_download_retry) {
   q.start();
   auto r = q.infer("hf:" + repo + ":" + file, {"--max-tokens", "6", "--temperature", "0"});
   ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
-  EXPECT_EQ(golden_continuation("Once upon a time").rfind(r.out, 0), 0u) << r.out;
+  EXPECT_EQ(golden_continuation("Once upon a time").rfind(r.text(), 0), 0u) << r.out;
   auto gets = hub.downloads(repo, file);
   ASSERT_EQ(gets.size(), 3u);
   EXPECT_TRUE(contains(gets[1].range, "bytes=")) << gets[1].range;
@@ -71,7 +71,7 @@ TEST_F(Scenarios_G, S42_ec4_worker_crash_mid_stream) {
   EXPECT_TRUE(eventually([&] { return q.workers().empty(); }, 10s)) << q.workers().dump();
   auto next = q.infer(stories_ref(), {"--max-tokens", "4", "--temperature", "0"});
   EXPECT_EQ(next.exit_code, 0) << next.err;
-  EXPECT_EQ(golden_continuation("Once upon a time").rfind(next.out, 0), 0u) << next.out;
+  EXPECT_EQ(golden_continuation("Once upon a time").rfind(next.text(), 0), 0u) << next.out;
 }
 
 TEST_F(Scenarios_G, S43_ec5_ctrl_c) {

@@ -142,7 +142,7 @@ TEST_F(Scenarios_H, S54_ephemeral_mode) {
                    env, "", 120s);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "Starting queen-rbee")) << r.err;
-  EXPECT_EQ(golden_continuation("Once upon a time").rfind(r.out, 0), 0u) << r.out;
+  EXPECT_EQ(golden_continuation("Once upon a time").rfind(r.text(), 0), 0u) << r.out;
   // Nothing is left running.
   bool none = eventually([&] { return pids_with_home(home.path()).empty(); }, 5s);
   EXPECT_TRUE(none) << pids_with_home(home.path()).size() << " processes left";

@@ -61,6 +61,15 @@ TEST(OpenAiRequest, ChatTemplateExtensionAndDeveloperRole) {
   EXPECT_EQ(body["messages"][0]["role"], "system");
 }
 
+TEST(OpenAiRequest, NodeExtensionPlacesTheTask) {
+  json messages = {{{"role", "user"}, {"content", "Hi"}}};
+  auto r = openai::parse_request(openai::endpoint::chat,
+                                 {{"model", "m"}, {"node", "gpu1"}, {"messages", messages}});
+  EXPECT_EQ(r.task.node, "gpu1");
+  r = openai::parse_request(openai::endpoint::chat, {{"model", "m"}, {"messages", messages}});
+  EXPECT_FALSE(r.task.node);
+}
+
 TEST(OpenAiRequest, CompletionSendsThePromptAsGiven) {
   auto r = openai::parse_request(openai::endpoint::completion,
                                  {{"model", "m"}, {"prompt", "Once upon a time"}});
