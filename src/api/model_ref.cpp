@@ -154,6 +154,17 @@ model_ref parse_model_ref(std::string_view text, std::string_view field) {
     return ref;
   }
   // A catalog alias: an id ("tinyllama-q4_k_m") or any name without path tricks.
+  if (text.starts_with('/') && has_gguf_extension(text)) {
+    reject(field, text,
+           "a local file is named with 'file:' (file:" + std::string(text) +
+               "); a hub repository with 'hf:' (hf:ORG/REPO)");
+  }
+  if (text.find('/') != std::string_view::npos && text.find("..") == std::string_view::npos &&
+      !text.starts_with('/') && split(text, '/').size() == 2) {
+    reject(field, text,
+           "a hub repository is named with 'hf:' (hf:" + std::string(text) +
+               "); a local file with 'file:/abs/path.gguf'");
+  }
   if (text.find("..") != std::string_view::npos || text.find('/') != std::string_view::npos) {
     reject(field, text, "aliases may not contain '/' or '..'");
   }

@@ -42,6 +42,32 @@ std::vector<std::string> node_row(const json& n) {
           ago(n.value("last_connected_unix", int64_t{0})), str(n, "install_path")};
 }
 
+std::string human_size(uint64_t bytes);
+
+// Measured memory where the hive has measured it, else the preflight's estimate ("~").
+std::string memory_text(const json& w) {
+  uint64_t used = w.value("memory_used_bytes", uint64_t{0});
+  if (used > 0) return human_size(used);
+  uint64_t estimate = w.value("memory_bytes", uint64_t{0});
+  return estimate > 0 ? "~" + human_size(estimate) : "-";
+}
+
+std::string speed_text(const json& w) {
+  double speed = w.value("tokens_per_second", 0.0);
+  if (speed <= 0) return "-";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f", speed);
+  return text;
+}
+
+// "in 4m 10s" for an idle worker that will unload; "-" while busy or loading.
+std::string unload_text(const json& w) {
+  int64_t at = w.value("unload_at_unix", int64_t{0});
+  if (at <= 0) return "-";
+  int64_t left = std::max<int64_t>(0, at - static_cast<int64_t>(std::time(nullptr)));
+  return "in " + std::to_string(left / 60) + "m " + std::to_string(left % 60) + "s";
+}
+
 std::vector<std::string> worker_row(const json& w) {
   std::string device = str(w, "device");
   return {str(w, "worker_id"),
@@ -50,7 +76,11 @@ std::vector<std::string> worker_row(const json& w) {
           str(w, "state"),
           str(w, "backend") + (device == "-" || device.empty() ? "" : ":" + device),
           str(w, "slots_busy") + "/" + str(w, "slots_total"),
-          str(w, "url")};
+          str(w, "ctx"),
+          memory_text(w),
+          speed_text(w),
+          str(w, "queue"),
+          unload_text(w)};
 }
 
 // 1536 -> "1.5 KiB", 3643968 -> "3.5 MiB".
@@ -228,16 +258,22 @@ void add_worker_commands(CLI::App& app, invocation& inv) {
       "Examples:\n  rbee workers list\n  rbee workers health --node gpu1\n"
       "  rbee workers shutdown --worker w-1a2b");
   auto as_json = std::make_shared<bool>(false);
-  auto* list = workers->add_subcommand("list", "List workers");
-  list->add_flag("--json", *as_json, "JSON output");
-  list->footer("Examples:\n  rbee workers list\n  rbee workers list --json");
-  list->callback([&inv, as_json] {
+  auto list_workers = [&inv, as_json] {
     inv.action = [as_json](context& c) {
       return print_listing(c.client.list_workers(), *as_json, "workers",
-                           {"WORKER", "NODE", "MODEL", "STATE", "BACKEND", "SLOTS", "URL"},
+                           {"WORKER", "NODE", "MODEL", "STATE", "DEVICE", "SLOTS", "CTX", "MEMORY",
+                            "TOK/S", "QUEUE", "UNLOADS"},
                            worker_row);
     };
-  });
+  };
+  auto* list = workers->add_subcommand("list", "List workers (also: rbee ps)");
+  list->add_flag("--json", *as_json, "JSON output");
+  list->footer("Examples:\n  rbee workers list\n  rbee workers list --json");
+  list->callback(list_workers);
+  auto* ps = app.add_subcommand("ps", "Running workers: device, slots, memory, speed, queue");
+  ps->add_flag("--json", *as_json, "JSON output");
+  ps->footer("Examples:\n  rbee ps\n  rbee ps --json");
+  ps->callback(list_workers);
 
   auto node = std::make_shared<std::string>("localhost");
   auto* health = workers->add_subcommand("health", "Health of the workers on a node");

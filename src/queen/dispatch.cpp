@@ -194,7 +194,8 @@ task_key dispatcher::key_for(const task_request& r) {
                .client = r.client,
                .priority = r.priority,
                .preferred_worker = {},
-               .max_replicas = settings_for(r.model).max_replicas};
+               .max_replicas = settings_for(r.model).max_replicas,
+               .full_devices = {}};
   if (uint64_t id = conversation_id(r)) {
     std::lock_guard lock(mutex_);
     if (auto it = conversation_worker_.find(id); it != conversation_worker_.end()) {
@@ -358,7 +359,9 @@ std::optional<lease> dispatcher::first_lease(const task_request& request, admiss
     adopted = adopted_hive_workers(*l, send);
     if (!adopted) placeholder.dismiss();
   }  // after an adoption it goes back here, and the scheduler decides again
-  return adopted ? scheduler_.acquire(key_for(request), cancelled) : l;
+  if (!adopted) return l;
+  refresh_view(request);  // the node's devices and catalog as its hive now reports them
+  return scheduler_.acquire(key_for(request), cancelled);
 }
 
 std::optional<lease> dispatcher::next_lease(const task_request& request,
@@ -391,6 +394,13 @@ bool dispatcher::adopted_hive_workers(const lease& l, const task_sink& sink) {
   auto node = nodes_.get(l.node);
   if (!node) return false;
   hives_.ensure_hive(*node, sink);
+  // Its devices too: the first placement on a node whose hive was not running could not know
+  // its GPUs.
+  try {
+    hives_.refresh_capabilities(l.node);
+  } catch (const std::exception& e) {
+    spdlog::warn("capabilities of {}: {}", l.node, e.what());
+  }
   try {
     hives_.refresh_workers(l.node);
   } catch (const std::exception& e) {
@@ -442,12 +452,29 @@ std::optional<worker_info> dispatcher::cold_start(const task_request& request, c
                  {{"node", l.node}, {"backend", spawn.backend}, {"device", l.device}}));
   auto started = steady::now();
   hive_client spawner(ep, 600s);  // spawn may download first
-  worker_info w = [&] {
+  auto spawn_once = [&] {
     try {
       return spawner.spawn_worker(spawn);
     } catch (const common::connection_error& e) {
       throw unavailable(common::codes::NODE_UNREACHABLE,
                         "Lost rbee-hive on '" + l.node + "': " + e.what(), 5, {{"node", l.node}});
+    }
+  };
+  worker_info w = [&] {
+    try {
+      return spawn_once();
+    } catch (const error& e) {
+      // The queen chose the GPU from the file's size; the hive's preflight knows the whole need.
+      // A GPU the client did not ask for that turns out too small leaves the model to the CPU.
+      if (e.code != common::codes::INSUFFICIENT_VRAM || !request.backend.empty()) throw;
+      sink(narration("queen-rbee", "placement_fallback",
+                     device_label(spawn.backend, l.device) + " on '" + l.node +
+                         "' is too small for " + request.model + " (" + e.message +
+                         "): on its CPU instead",
+                     {{"node", l.node}, {"backend", "cpu"}}));
+      spawn.backend = "cpu";
+      spawn.device = 0;
+      return spawn_once();
     }
   }();
   scheduler_.cold_spawned(l.placeholder_id, w);

@@ -77,15 +77,11 @@ json dashboard_routes::fleet_snapshot() const {
   json workers = json::array();
   for (const auto& w : s_.sched.workers()) {
     json entry = to_json(w);
-    entry["model_id"] = w.info.model_id;
-    entry["ctx"] = w.info.ctx;
-    entry["memory_bytes"] = w.info.memory_bytes;
-    entry["started_at_unix"] = w.info.started_at_unix;
-    entry["ready_at_unix"] = w.info.ready_at_unix;
-    entry["unload_at_unix"] = w.info.unload_at_unix;
-    entry["tokens_per_second"] =
-        s_.metrics.value("rbee_queen_worker_last_tokens_per_second",
-                         {{"worker", w.info.worker_id}, {"model", w.info.model_ref}});
+    entry["queue"] = s_.sched.queue_depth(w.info.model_ref);
+    // The queen's own measure is fresher than the hive's health checks.
+    double relayed = s_.metrics.value("rbee_queen_worker_last_tokens_per_second",
+                                      {{"worker", w.info.worker_id}, {"model", w.info.model_ref}});
+    if (relayed > 0) entry["tokens_per_second"] = relayed;
     workers.push_back(std::move(entry));
   }
   auto ttft = s_.metrics.histogram_total("rbee_queen_time_to_first_token_seconds");

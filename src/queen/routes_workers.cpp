@@ -53,7 +53,10 @@ void worker_routes::list_workers(const http_request&, http_response& res) {
   }
   json workers = json::array();
   for (const auto& w : s_.sched.workers()) {
-    if (!w.pending) workers.push_back(to_json(w));
+    if (w.pending) continue;
+    json entry = to_json(w);
+    entry["queue"] = s_.sched.queue_depth(w.info.model_ref);
+    workers.push_back(std::move(entry));
   }
   http_server::send_json(res, 200, {{"workers", workers}});
 }

@@ -33,7 +33,16 @@ nlohmann::json to_json(const worker_view& w) {
           {"backend", w.info.backend},
           {"device", w.info.device},
           {"slots_total", w.info.slots_total},
-          {"slots_busy", std::max(w.info.slots_busy, w.in_flight)}};
+          {"slots_busy", std::max(w.info.slots_busy, w.in_flight)},
+          {"model_id", w.info.model_id},
+          {"ctx", w.info.ctx},
+          {"memory_bytes", w.info.memory_bytes},
+          {"memory_used_bytes", w.info.memory_used_bytes},
+          {"tokens_per_second", w.info.tokens_per_second},
+          {"keep_alive_s", w.info.keep_alive_s},
+          {"started_at_unix", w.info.started_at_unix},
+          {"ready_at_unix", w.info.ready_at_unix},
+          {"unload_at_unix", w.in_flight > 0 ? 0 : w.info.unload_at_unix}};
 }
 
 std::string_view to_string(placement_policy p) {
@@ -44,6 +53,10 @@ std::optional<placement_policy> parse_placement_policy(std::string_view name) {
   if (name == "spread") return placement_policy::spread;
   if (name == "binpack") return placement_policy::binpack;
   return std::nullopt;
+}
+
+std::string device_id(const std::string& node, const std::string& backend, int device) {
+  return node + "/" + (backend == "cuda" ? "cuda:" + std::to_string(device) : backend);
 }
 
 namespace {
@@ -120,8 +133,11 @@ std::string place_reason(const candidate& c) {
 // were left out.
 struct candidate_search {
   std::vector<candidate> found;
+  // Devices the queen's view rules out (too little memory by its numbers, or a backend or
+  // device the node did not list): when nothing else may start, the hive's preflight on one of
+  // them gives the client the precise answer (507 with the sizes, 400 with the devices there).
+  std::vector<candidate> ruled_out;
   bool any_reachable = false;
-  bool memory_short = false;
 };
 
 candidate_search find_candidates(const task_key& key, const std::vector<worker_view>& workers,
@@ -144,8 +160,10 @@ candidate_search find_candidates(const task_key& key, const std::vector<worker_v
     if (key.backend.empty() || key.backend == "cpu") {
       devices.push_back({&n, "cpu", 0, n.ram_free_bytes});
     }
+    bool device_listed = false;
     for (auto& c : devices) {
       if (key.device && c.device != *key.device) continue;
+      device_listed = true;
       int on_device = 0;
       for (const auto& w : workers) {
         // A worker too small for the task does not hold the device against a larger one.
@@ -157,13 +175,17 @@ candidate_search find_candidates(const task_key& key, const std::vector<worker_v
       if (on_device >= options.max_workers_per_model) continue;
       // The weights and an eighth more for the cache and scratch of at least one slot.
       uint64_t needed = key.model_bytes + key.model_bytes / 8;
-      if (key.model_bytes > 0 && c.free_bytes && *c.free_bytes < needed) {
-        out.memory_short = true;
-        continue;
-      }
       c.cached = model_cached(n, key.model);
       c.load = load;
-      out.found.push_back(c);
+      bool refused = std::find(key.full_devices.begin(), key.full_devices.end(),
+                               device_id(n.node, c.backend, c.device)) != key.full_devices.end();
+      bool fits = !refused && (key.model_bytes == 0 || !c.free_bytes || *c.free_bytes >= needed);
+      (fits ? out.found : out.ruled_out).push_back(c);
+    }
+    if (!device_listed) {
+      out.ruled_out.push_back({&n, key.backend.empty() ? "cpu" : key.backend,
+                               key.device.value_or(0), std::nullopt, model_cached(n, key.model),
+                               load});
     }
   }
   return out;
@@ -212,16 +234,21 @@ decision decide(const task_key& key, const std::vector<worker_view>& workers,
   bool may_start = alive_count == 0 || (alive_count < replicas && !start_pending &&
                                         waiting >= options.replica_queue_threshold);
   auto search = find_candidates(key, workers, nodes, options);
-  if (may_start && !search.found.empty()) {
-    const candidate* target = &search.found.front();
-    for (const auto& c : search.found) {
+  // Only the first worker of a model goes where the view says it cannot: its hive then tells why.
+  const bool to_preflight = search.found.empty() && alive_count == 0;
+  const auto& pool = to_preflight ? search.ruled_out : search.found;
+  if (may_start && !pool.empty()) {
+    const candidate* target = &pool.front();
+    for (const auto& c : pool) {
       if (better_place(c, *target, options.policy)) target = &c;
     }
     d.kind = decision_kind::cold;
     d.node = target->node->node;
     d.backend = target->backend;
     d.device = target->device;
-    d.reason = place_reason(*target);
+    d.reason = to_preflight ? "on " + target->node->node + " " + target->label() +
+                                  ": nothing fits by the queen's view; the hive's preflight decides"
+                            : place_reason(*target);
     if (alive_count > 0) {
       d.reason += " (replica " + std::to_string(alive_count + 1) + " of " +
                   std::to_string(replicas) + ": " + std::to_string(waiting) + " tasks waiting)";
@@ -233,9 +260,7 @@ decision decide(const task_key& key, const std::vector<worker_view>& workers,
     return d;
   }
   d.kind = decision_kind::none;
-  if (search.memory_short) {
-    d.reason = "no node has enough free memory for " + key.model;
-  } else if (!search.any_reachable) {
+  if (!search.any_reachable) {
     d.reason = key.node ? "node '" + *key.node + "' is not reachable" : "no node is reachable";
   } else {
     d.reason = "no node may start a worker for " + key.model;
@@ -326,7 +351,22 @@ void scheduler::mark_unavailable(const std::string& worker_id) {
   pump_locked();
 }
 
-std::optional<lease> scheduler::place_locked(const task_key& key, decision& d) {
+void scheduler::mark_no_room(const std::string& node, const std::string& backend, int device,
+                             const std::string& model) {
+  std::lock_guard lock(mutex_);
+  no_room_[{model, device_id(node, backend, device)}] = clock_.now() + std::chrono::minutes(1);
+}
+
+std::optional<lease> scheduler::place_locked(const task_key& asked, decision& d) {
+  task_key key = asked;
+  for (auto it = no_room_.begin(); it != no_room_.end();) {
+    if (it->second <= clock_.now()) {
+      it = no_room_.erase(it);
+      continue;
+    }
+    if (it->first.first == key.model) key.full_devices.push_back(it->first.second);
+    ++it;
+  }
   std::vector<worker_view> view;
   view.reserve(workers_.size());
   for (const auto& [id, w] : workers_) view.push_back(w);

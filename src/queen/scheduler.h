@@ -28,6 +28,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <utility>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -81,7 +82,12 @@ struct task_key {
   int priority = 0;                 // lower goes first (0 interactive, 100 batch)
   std::string preferred_worker;     // the worker holding the conversation's prefix, if any
   int max_replicas = 0;             // the model's own cap; 0 = scheduler_options.max_replicas
+  // Devices ("node/backend:device") whose hive refused the model for lack of memory lately.
+  std::vector<std::string> full_devices;
 };
+
+// "workstation/cuda:1": a device in full_devices.
+std::string device_id(const std::string& node, const std::string& backend, int device);
 
 enum class placement_policy { spread, binpack };
 std::string_view to_string(placement_policy p);
@@ -157,6 +163,10 @@ class scheduler {
   void set_nodes(std::vector<node_capacity> nodes);
   // A worker that failed a dispatch is not offered again until a hive report lists it.
   void mark_unavailable(const std::string& worker_id);
+  // The hive's preflight refused `model` on this device for lack of memory: new workers of it
+  // go elsewhere for a minute (its memory may free up later).
+  void mark_no_room(const std::string& node, const std::string& backend, int device,
+                    const std::string& model);
 
   // Places a task at once or queues it (FIFO per model). Throws queen::error QUEUE_FULL (with
   // retry_after_s) when the queue is full, NODE_UNREACHABLE when no node can take it.
@@ -215,6 +225,8 @@ class scheduler {
   };
   std::map<std::string, claim> claimed_by_;  // by placeholder id
   std::map<std::string, int> client_slots_;  // slots each client holds now
+  // (model, device id) -> until when its hive's preflight is taken as "no room".
+  std::map<std::pair<std::string, std::string>, std::chrono::steady_clock::time_point> no_room_;
   uint64_t next_id_ = 1;
   uint64_t next_seq_ = 1;
 };

@@ -138,7 +138,25 @@ void task_runner::dispatch_and_relay(const task_request& request, admission& adm
                                      const std::function<bool()>& cancelled) {
   std::optional<lease> l = dispatch_.first_lease(request, admitted, send, cancelled);
   for (int attempt = 1; l; ++attempt) {
-    auto w = dispatch_.worker_for(request, *l, task.cancelled, send);
+    std::optional<worker_info> w;
+    try {
+      w = dispatch_.worker_for(request, *l, task.cancelled, send);
+    } catch (const error& e) {
+      // A device the queen chose whose hive has no room for the model: another may have.
+      bool no_room = e.code == common::codes::INSUFFICIENT_RAM ||
+                     e.code == common::codes::INSUFFICIENT_VRAM;
+      if (!no_room || l->kind != decision_kind::cold || request.node ||
+          attempt >= options_.max_dispatch_attempts) {
+        throw;
+      }
+      scheduler_.mark_no_room(l->node, l->backend, l->device, request.model);
+      send(narration("queen-rbee", "placement_retry",
+                     "'" + l->node + "' has no room for " + request.model + " (" + e.message +
+                         "); placing it elsewhere",
+                     {{"node", l->node}, {"code", e.code}}));
+      l = dispatch_.next_lease(request, cancelled);
+      continue;
+    }
     if (!w) return;
     {
       std::lock_guard lock(task.mutex);

@@ -550,20 +550,24 @@ inline bool have_cuda_device() {
 // preflight scenarios: on a GPU machine by capping what the hive counts as free; elsewhere the
 // hive reads the device from an `nvidia-smi` on its PATH that reports one (the driver's tool
 // stands in for hardware this machine lacks; the hive, queen and CLI are the real ones).
-inline void give_hive_a_nearly_full_gpu(scenario_queen& q) {
-  if (have_cuda_device()) {
-    q.set_env("RBEE_VRAM_LIMIT", "1000");
-    return;
-  }
+inline void give_hive_a_stand_in_gpu(scenario_queen& q, int free_mib) {
   auto dir = q.home().path() / "fake-driver";
   std::filesystem::create_directories(dir);
   auto tool = dir / "nvidia-smi";
   std::ofstream(tool) << "#!/bin/sh\n"
                       << "# index, name, memory.total [MiB], memory.free [MiB]\n"
-                      << "echo '0, NVIDIA Test GPU, 81559, 1'\n";
+                      << "echo '0, NVIDIA Test GPU, 81559, " << free_mib << "'\n";
   std::filesystem::permissions(tool, std::filesystem::perms::owner_all);
   const char* path = std::getenv("PATH");
   q.set_env("PATH", dir.string() + ":" + (path ? path : "/usr/bin:/bin"));
+}
+
+inline void give_hive_a_nearly_full_gpu(scenario_queen& q) {
+  if (have_cuda_device()) {
+    q.set_env("RBEE_VRAM_LIMIT", "1000");
+    return;
+  }
+  give_hive_a_stand_in_gpu(q, 1);
 }
 
 }  // namespace rbee::e2e::scenario

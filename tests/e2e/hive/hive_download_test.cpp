@@ -312,7 +312,7 @@ TEST_F(HiveDownload, BadInputGetsClearErrorsAndTheHiveKeepsServing) {
   auto wrong_type = post("/v1/workers/spawn", {{"model_ref", 42}});
   EXPECT_EQ(wrong_type.status, 400);
   EXPECT_EQ(wrong_type.json_body()["error"]["details"]["field"], "model_ref");
-  auto bad_slots = post("/v1/workers/spawn", {{"model_ref", test_ref}, {"slots", 0}});
+  auto bad_slots = post("/v1/workers/spawn", {{"model_ref", test_ref}, {"slots", 257}});
   EXPECT_EQ(bad_slots.json_body()["error"]["details"]["field"], "slots");
 
   auto unknown = post("/v1/workers/shutdown", {{"worker_id", "worker-doesnotexist"}});

@@ -130,3 +130,25 @@ TEST(ModelRef, TryParseGivesNothingForAMalformedStoredReference) {
 
 }  // namespace
 }  // namespace rbee::api
+
+namespace rbee::api {
+namespace {
+
+// A path or a repository typed without its scheme gets told which one to add.
+TEST(ModelRef, APathOrRepoWithoutSchemeGetsAHint) {
+  for (const auto& [typed, hint] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"/models/stories260K.gguf", "file:/models/stories260K.gguf"},
+           {"TheBloke/TinyLlama-GGUF", "hf:TheBloke/TinyLlama-GGUF"}}) {
+    try {
+      parse_model_ref(typed, "model");
+      ADD_FAILURE() << typed << " was accepted";
+    } catch (const common::http_error& e) {
+      EXPECT_NE(std::string(e.what()).find(hint), std::string::npos) << e.what();
+      EXPECT_EQ(e.details.value("field", ""), "model");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace rbee::api

@@ -115,12 +115,17 @@ TEST(Decide, ColdStartGoesToTheNodeWithMostFreeMemoryThatFits) {
   EXPECT_EQ(d.node, "big");
 }
 
-TEST(Decide, NothingFitsIsNoneWithAReason) {
+TEST(Decide, NothingFitsGoesToTheHivesPreflightForItsPreciseAnswer) {
   auto k = key("m");
   k.model_bytes = 10'000;
-  auto d = decide(k, {}, {node("a", true, 100)}, scheduler_options{});
-  EXPECT_EQ(d.kind, decision_kind::none);
-  EXPECT_NE(d.reason.find("memory"), std::string::npos);
+  auto d = decide(k, {}, {node("a", true, 100), node("b", true, 500)}, scheduler_options{});
+  EXPECT_EQ(d.kind, decision_kind::cold);
+  EXPECT_EQ(d.node, "b");
+  EXPECT_NE(d.reason.find("preflight"), std::string::npos) << d.reason;
+  // Only the first worker: with one running, the others wait for it.
+  std::vector<worker_view> workers = {view(make_worker("w1", "b", "m"), 1)};
+  EXPECT_EQ(decide(k, workers, {node("a", true, 100)}, scheduler_options{}, 5).kind,
+            decision_kind::wait);
 }
 
 TEST(Decide, NamedNodeIsRespected) {
@@ -137,7 +142,9 @@ TEST(Decide, BackendFilterExcludesOtherBackends) {
   auto k = key("m");
   k.backend = "cuda";
   auto cpu_only = decide(k, {view(w)}, {node("a", true, 1000)}, scheduler_options{});
-  EXPECT_EQ(cpu_only.kind, decision_kind::none) << "no CUDA device anywhere";
+  EXPECT_EQ(cpu_only.kind, decision_kind::cold) << "the hive tells which devices it has";
+  EXPECT_EQ(cpu_only.backend, "cuda");
+  EXPECT_NE(cpu_only.reason.find("preflight"), std::string::npos) << cpu_only.reason;
   auto with_gpu = node("a", true, 1000);
   with_gpu.gpus = {{.device = 1, .free_bytes = 5000}};
   auto d = decide(k, {view(w)}, {with_gpu}, scheduler_options{});

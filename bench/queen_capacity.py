@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""The queen's cost under load (a benchmark, not a test): aggregate tokens/s of 1, 8 and 32
+concurrent greedy streams sent straight to a worker with 32 slots, and through the queen to its
+own worker of the same binary, model, slots and threads (the queen's hive starts it with
+--slots-per-worker 32). Each level runs direct then through the queen, --rounds times, and the
+medians are compared.
+
+Usage: bench/queen_capacity.py [--bin-dir build/bin] [--model GGUF] [--tokens 128] [--rounds 3]
+Prints a markdown table on stdout; progress on stderr. Needs only Python's stdlib.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from queen_overhead import free_port, log, stream, wait_healthy  # noqa: E402
+
+LEVELS = (1, 8, 32)
+
+
+def aggregate(port, path, body, clients):
+    """Tokens/s of `clients` streams started together: all tokens over the wall time."""
+    counts, errors = [], []
+
+    def one():
+        try:
+            counts.append(stream(port, path, body)[1])
+        except Exception as e:  # noqa: BLE001 - every failure is counted and shown
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} streams failed: {errors[0]}")
+    return sum(counts) / wall
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bin-dir", default=os.path.join(root, "build", "bin"))
+    p.add_argument("--model", default=os.path.join(root, "..", "shared", "models", "stories260K.gguf"))
+    p.add_argument("--tokens", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    args = p.parse_args()
+    model = os.path.abspath(args.model)
+    home = tempfile.mkdtemp(prefix="rbee-capacity-bench-")
+    env = dict(os.environ, RBEE_HOME=home, RBEE_CONFIG=os.path.join(home, "config.toml"))
+    open(env["RBEE_CONFIG"], "w").close()
+    body = {"prompt": "Once upon a time", "max_tokens": args.tokens, "temperature": 0}
+    procs = []
+    try:
+        worker_port = free_port()
+        procs.append(subprocess.Popen(
+            [os.path.join(args.bin_dir, "llm-worker-rbee"), "--model", model, "--port", str(worker_port),
+             "--threads", str(args.threads), "--slots", "32"],
+            env=env, stdout=open(os.path.join(home, "worker.log"), "w"), stderr=subprocess.STDOUT))
+        wait_healthy(worker_port, "/v1/health")
+        queen_port = free_port()
+        procs.append(subprocess.Popen(
+            [os.path.join(args.bin_dir, "queen-rbee"), "--addr", f"127.0.0.1:{queen_port}",
+             "--hive-port", str(free_port()), "--slots-per-worker", "32", "--max-replicas", "1"],
+            env=env, stdout=open(os.path.join(home, "queen.log"), "w"), stderr=subprocess.STDOUT))
+        wait_healthy(queen_port, "/health")
+        task = dict(body, node="localhost", model=f"file:{model}")
+        log("cold start through the queen ...")
+        stream(queen_port, "/v2/tasks", task)
+        rows = []
+        for clients in LEVELS:
+            direct, queen = [], []
+            for r in range(args.rounds):
+                direct.append(aggregate(worker_port, "/v1/inference", body, clients))
+                queen.append(aggregate(queen_port, "/v2/tasks", task, clients))
+                log(f"{clients} streams, round {r + 1}: direct {direct[-1]:.0f} tok/s, "
+                    f"queen {queen[-1]:.0f} tok/s")
+            rows.append((clients, statistics.median(direct), statistics.median(queen)))
+        print(f"## Aggregate tokens/s, {os.path.basename(model)}, {args.tokens} tokens per stream, "
+              f"{args.threads} threads, median of {args.rounds}\n")
+        print("| streams | worker direct | through the queen | queen's cost |")
+        print("|---:|---:|---:|---:|")
+        for clients, d, q in rows:
+            print(f"| {clients} | {d:.0f} | {q:.0f} | {100 * (d - q) / d:+.1f} % |")
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

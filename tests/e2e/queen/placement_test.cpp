@@ -1,0 +1,47 @@
+// Placement on real binaries: a node whose hive lists a CUDA device with room gets the model on
+// that device, not on its CPU, when the request names no backend. Without a GPU the device comes
+// from a stand-in `nvidia-smi` on the hive's PATH (the hive, queen and CLI are the real ones); the
+// worker then cannot start on CUDA here, which the client hears as a clear error.
+#include <gtest/gtest.h>
+
+#include "harness/scenario_fixture.h"
+
+namespace rbee::e2e::scenario {
+namespace {
+
+class Placement : public local_node_test {};
+
+TEST_F(Placement, AGpuWithRoomIsChosenOverTheCpu) {
+  const bool real_gpu = have_cuda_device();
+  if (!real_gpu) give_hive_a_stand_in_gpu(q, 61 * 1024);
+  q.start();
+  auto r = q.cli({"infer", "--model", stories_ref(), "--prompt", "Once upon a time",
+                  "--max-tokens", "4", "--temperature", "0", "--json"});
+  EXPECT_TRUE(contains(r.err, "cuda:0")) << r.err << q.logs();
+  EXPECT_FALSE(contains(r.err, "cold start on localhost cpu")) << r.err;
+  if (real_gpu) {
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    auto ws = q.workers();
+    ASSERT_EQ(ws.size(), 1u) << ws.dump();
+    EXPECT_EQ(ws[0]["backend"], "cuda");
+  } else {
+    // This build's worker has no CUDA backend: the failed load is the client's error.
+    EXPECT_NE(r.exit_code, 0) << r.out;
+  }
+}
+
+TEST_F(Placement, AGpuWithoutRoomLeavesTheModelToTheCpu) {
+  if (have_cuda_device()) GTEST_SKIP() << "a real GPU has room for stories260K";
+  give_hive_a_stand_in_gpu(q, 1);
+  q.start();
+  auto r = q.cli({"infer", "--model", stories_ref(), "--prompt", "Once upon a time",
+                  "--max-tokens", "4", "--temperature", "0"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
+  EXPECT_TRUE(contains(r.err, "on its CPU instead")) << r.err;
+  auto ws = q.workers();
+  ASSERT_FALSE(ws.empty());
+  EXPECT_EQ(ws.back()["backend"], "cpu") << ws.dump();
+}
+
+}  // namespace
+}  // namespace rbee::e2e::scenario
