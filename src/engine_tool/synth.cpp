@@ -264,8 +264,8 @@ int synth(const synth_options& opts, std::ostream& log) {
                        bool is_output) {
     const tensor_type type = shape.size() == 1
                                  ? tensor_type::f32
-                                 : tensor_type_for(*kind, name, n_layer,
-                                                   sh->n_head / sh->n_head_kv, shape[0], is_output);
+                                 : tensor_type_for(*kind, name, n_layer, sh->n_head / sh->n_head_kv,
+                                                   shape[0], is_output);
     const int64_t n_cols = shape[0];
     int64_t n_rows = 1;
     for (size_t i = 1; i < shape.size(); ++i) n_rows *= shape[i];

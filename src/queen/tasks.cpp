@@ -143,8 +143,8 @@ void task_runner::dispatch_and_relay(const task_request& request, admission& adm
       w = dispatch_.worker_for(request, *l, task.cancelled, send);
     } catch (const error& e) {
       // A device the queen chose whose hive has no room for the model: another may have.
-      bool no_room = e.code == common::codes::INSUFFICIENT_RAM ||
-                     e.code == common::codes::INSUFFICIENT_VRAM;
+      bool no_room =
+          e.code == common::codes::INSUFFICIENT_RAM || e.code == common::codes::INSUFFICIENT_VRAM;
       if (!no_room || l->kind != decision_kind::cold || request.node ||
           attempt >= options_.max_dispatch_attempts) {
         throw;

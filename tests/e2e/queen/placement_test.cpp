@@ -15,8 +15,8 @@ TEST_F(Placement, AGpuWithRoomIsChosenOverTheCpu) {
   const bool real_gpu = have_cuda_device();
   if (!real_gpu) give_hive_a_stand_in_gpu(q, 61 * 1024);
   q.start();
-  auto r = q.cli({"infer", "--model", stories_ref(), "--prompt", "Once upon a time",
-                  "--max-tokens", "4", "--temperature", "0", "--json"});
+  auto r = q.cli({"infer", "--model", stories_ref(), "--prompt", "Once upon a time", "--max-tokens",
+                  "4", "--temperature", "0", "--json"});
   EXPECT_TRUE(contains(r.err, "cuda:0")) << r.err << q.logs();
   EXPECT_FALSE(contains(r.err, "cold start on localhost cpu")) << r.err;
   if (real_gpu) {
@@ -34,8 +34,8 @@ TEST_F(Placement, AGpuWithoutRoomLeavesTheModelToTheCpu) {
   if (have_cuda_device()) GTEST_SKIP() << "a real GPU has room for stories260K";
   give_hive_a_stand_in_gpu(q, 1);
   q.start();
-  auto r = q.cli({"infer", "--model", stories_ref(), "--prompt", "Once upon a time",
-                  "--max-tokens", "4", "--temperature", "0"});
+  auto r = q.cli({"infer", "--model", stories_ref(), "--prompt", "Once upon a time", "--max-tokens",
+                  "4", "--temperature", "0"});
   ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
   EXPECT_TRUE(contains(r.err, "on its CPU instead")) << r.err;
   auto ws = q.workers();

@@ -136,8 +136,7 @@ namespace {
 
 // A path or a repository typed without its scheme gets told which one to add.
 TEST(ModelRef, APathOrRepoWithoutSchemeGetsAHint) {
-  for (const auto& [typed, hint] :
-       std::vector<std::pair<std::string, std::string>>{
+  for (const auto& [typed, hint] : std::vector<std::pair<std::string, std::string>>{
            {"/models/stories260K.gguf", "file:/models/stories260K.gguf"},
            {"TheBloke/TinyLlama-GGUF", "hf:TheBloke/TinyLlama-GGUF"}}) {
     try {
