@@ -195,7 +195,8 @@ task_key dispatcher::key_for(const task_request& r) {
                .priority = r.priority,
                .preferred_worker = {},
                .max_replicas = settings_for(r.model).max_replicas,
-               .full_devices = {}};
+               .full_devices = {},
+               .same_file = names_of_same_file(r.model)};
   if (uint64_t id = conversation_id(r)) {
     std::lock_guard lock(mutex_);
     if (auto it = conversation_worker_.find(id); it != conversation_worker_.end()) {
@@ -215,6 +216,25 @@ void dispatcher::remember_conversation(const task_request& request, const std::s
     conversation_worker_.erase(conversation_worker_.begin());
   }
   conversation_worker_[id] = worker_id;
+}
+
+std::vector<std::string> dispatcher::names_of_same_file(const std::string& model) {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> hashes;
+  for (const auto& [node, view] : catalogs_) {
+    for (const auto& m : view.models) {
+      if (serves(m, model) && !m.sha256.empty()) hashes.push_back(m.sha256);
+    }
+  }
+  std::vector<std::string> names;
+  for (const auto& [node, view] : catalogs_) {
+    for (const auto& m : view.models) {
+      if (std::find(hashes.begin(), hashes.end(), m.sha256) == hashes.end()) continue;
+      names.push_back(m.reference);
+      names.push_back(m.id);
+    }
+  }
+  return names;
 }
 
 uint64_t dispatcher::known_model_bytes(const std::string& model) {
@@ -479,6 +499,7 @@ std::optional<worker_info> dispatcher::cold_start(const task_request& request, c
   }();
   scheduler_.cold_spawned(l.placeholder_id, w);
   guard.set(w.worker_id);
+  refresh_catalog(l.node);  // the spawn may have added the file: its names now serve the model
   hive_client poller(ep, 10s);
   w = wait_ready(poller, w, cancelled, sink);
   if (cancelled) return std::nullopt;

@@ -70,6 +70,8 @@ class dispatcher {
   void refresh_catalog(const std::string& node);
   // The size of the model's file from any node's catalog; 0 when no node has it.
   uint64_t known_model_bytes(const std::string& model);
+  // Every catalog name (reference, id) of a file with the model's content hash, on any node.
+  std::vector<std::string> names_of_same_file(const std::string& model);
   model_settings settings_for(const std::string& model);
   bool adopted_hive_workers(const lease& l, const task_sink& sink);
   std::optional<worker_info> cold_start(const task_request& request, const lease& l,

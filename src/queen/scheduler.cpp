@@ -59,11 +59,20 @@ std::string device_id(const std::string& node, const std::string& backend, int d
   return node + "/" + (backend == "cuda" ? "cuda:" + std::to_string(device) : backend);
 }
 
+bool serves_model(const task_key& key, const worker_info& w) {
+  // A worker of hf:ORG/REPO:FILE serves a task for hf:ORG/REPO.
+  if (api::reference_satisfied_by(key.model, w.model_ref)) return true;
+  auto named = [&](const std::string& name) {
+    return !name.empty() &&
+           std::find(key.same_file.begin(), key.same_file.end(), name) != key.same_file.end();
+  };
+  return named(w.model_ref) || named(w.model_id);
+}
+
 namespace {
 
 bool matches(const task_key& key, const worker_info& w) {
-  // A worker of hf:ORG/REPO:FILE serves a task for hf:ORG/REPO.
-  if (!api::reference_satisfied_by(key.model, w.model_ref)) return false;
+  if (!serves_model(key, w)) return false;
   if (key.node && w.node != *key.node) return false;
   if (!key.backend.empty() && w.backend != key.backend) return false;
   if (key.device && w.device != *key.device) return false;
@@ -170,7 +179,7 @@ candidate_search find_candidates(const task_key& key, const std::vector<worker_v
         bool here = w.info.node == n.node && w.info.backend == c.backend &&
                     w.info.device == c.device && alive(w) &&
                     effective_slots(w, options) >= key.slots;
-        if (here && api::reference_satisfied_by(key.model, w.info.model_ref)) ++on_device;
+        if (here && serves_model(key, w.info)) ++on_device;
       }
       if (on_device >= options.max_workers_per_model) continue;
       // The weights and an eighth more for the cache and scratch of at least one slot.

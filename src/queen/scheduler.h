@@ -84,7 +84,14 @@ struct task_key {
   int max_replicas = 0;             // the model's own cap; 0 = scheduler_options.max_replicas
   // Devices ("node/backend:device") whose hive refused the model for lack of memory lately.
   std::vector<std::string> full_devices;
+  // Other names of the same file (catalog references and ids of entries with its content
+  // hash, on any node): a worker started under any of them serves the task.
+  std::vector<std::string> same_file;
 };
+
+// Whether the worker serves the key's model: its reference satisfies the key's, or it is the
+// same file under another name.
+bool serves_model(const task_key& key, const worker_info& w);
 
 // "workstation/cuda:1": a device in full_devices.
 std::string device_id(const std::string& node, const std::string& backend, int device);

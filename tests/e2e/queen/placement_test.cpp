@@ -45,3 +45,29 @@ TEST_F(Placement, AGpuWithoutRoomLeavesTheModelToTheCpu) {
 
 }  // namespace
 }  // namespace rbee::e2e::scenario
+
+namespace rbee::e2e::scenario {
+namespace {
+
+// One file, one set of workers: the catalog id of a file and its file: reference are one model.
+TEST_F(Placement, AnAliasAndThePathOfOneFileShareTheirWorker) {
+  q.start();
+  auto first = q.infer(stories_ref(), {"--max-tokens", "2"});
+  ASSERT_EQ(first.exit_code, 0) << first.err << q.logs();
+  auto list = q.cli({"models", "list", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  std::string alias;
+  const auto listing = nlohmann::json::parse(list.out);
+  for (const auto& m : listing["models"]) {
+    if (m.value("file", "") == "stories260K.gguf") alias = m.value("id", "");
+  }
+  ASSERT_FALSE(alias.empty()) << list.out;
+  auto again = q.cli(
+      {"infer", "--model", alias, "--prompt", "Once upon a time", "--max-tokens", "2", "--json"});
+  ASSERT_EQ(again.exit_code, 0) << again.err << q.logs();
+  EXPECT_TRUE(again.took_step("worker_selected") && !again.took_step("worker_spawn")) << again.out;
+  EXPECT_EQ(q.workers().size(), 1u);
+}
+
+}  // namespace
+}  // namespace rbee::e2e::scenario

@@ -594,3 +594,21 @@ TEST(FairQueue, AClientAtItsLimitWaitsWithoutBlockingOthers) {
 
 }  // namespace
 }  // namespace rbee::queen
+
+namespace rbee::queen {
+namespace {
+
+TEST(ModelIdentity, AWorkerOfTheSameFileUnderAnotherNameServesTheTask) {
+  auto w = make_worker("w1", "a", "file:/models/stories260K.gguf");
+  w.model_id = "stories260k";
+  auto k = key("my-alias");
+  EXPECT_FALSE(serves_model(k, w)) << "without the catalog's word, names differ";
+  k.same_file = {"file:/models/stories260K.gguf", "stories260k"};
+  EXPECT_TRUE(serves_model(k, w));
+  auto d = decide(k, {view(w)}, {node("a", true, 1000)}, {});
+  EXPECT_EQ(d.kind, decision_kind::warm);
+  EXPECT_EQ(d.worker_id, "w1");
+}
+
+}  // namespace
+}  // namespace rbee::queen
