@@ -8,6 +8,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "common/errors.h"
@@ -26,7 +27,9 @@ using common::http_server;
 using common::json;
 namespace codes = common::codes;
 
-constexpr std::array<std::string_view, 2> supported_architectures = {"llama", "qwen2"};
+// The families the engine runs (engine/model.h), as GGUF files name them.
+constexpr std::array<std::string_view, 8> supported_architectures = {
+    "llama", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3"};
 
 bool valid_id(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
@@ -452,10 +455,11 @@ void hive_app::spawn_worker(const httplib::Request& req, httplib::Response& res)
     auto header = read_model_header(model.local_path);
     if (std::find(supported_architectures.begin(), supported_architectures.end(),
                   header.architecture) == supported_architectures.end()) {
-      throw http_error(422, codes::INVALID_MODEL,
-                       fmt::format("Unsupported architecture '{}' in {} (supported: llama, qwen2)",
-                                   header.architecture, model.file),
-                       {{"architecture", header.architecture}, {"model_id", model.id}});
+      throw http_error(
+          422, codes::INVALID_MODEL,
+          fmt::format("Unsupported architecture '{}' in {} (supported: {})", header.architecture,
+                      model.file, fmt::join(supported_architectures, ", ")),
+          {{"architecture", header.architecture}, {"model_id", model.id}});
     }
     const double correction = supervisor_->memory_correction(model.id);
     auto size = size_worker(header, caps, backend, device, ctx, slots, min_slots, config_.sizing,
