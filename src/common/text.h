@@ -20,4 +20,15 @@ std::optional<uint64_t> parse_u64(std::string_view s);
 // value.
 std::string url_encode(std::string_view value);
 
+// FNV-1a over pieces of text: a cheap stable id (not a cryptographic hash). Each piece ends with
+// a separator, so "ab"+"c" and "a"+"bc" differ.
+struct fnv1a {
+  uint64_t value = 14695981039346656037ull;
+  fnv1a& add(std::string_view text) {
+    for (unsigned char c : text) value = (value ^ c) * 1099511628211ull;
+    value = (value ^ 0xff) * 1099511628211ull;
+    return *this;
+  }
+};
+
 }  // namespace rbee::common

@@ -8,6 +8,7 @@
 #include "common/errors.h"
 #include "common/http_client.h"
 #include "common/sse.h"
+#include "common/text.h"
 #include "queen/narration.h"
 
 namespace rbee::queen {
@@ -51,15 +52,6 @@ class cold_guard {
   std::string id_;
   int slots_;
   std::string client_;
-};
-
-// FNV-1a over the pieces of a conversation's identity.
-struct fnv_hash {
-  uint64_t value = 14695981039346656037ull;
-  void add(std::string_view text) {
-    for (unsigned char c : text) value = (value ^ c) * 1099511628211ull;
-    value = (value ^ 0xff) * 1099511628211ull;  // a separator: "ab"+"c" differs from "a"+"bc"
-  }
 };
 
 // Why a worker left while loading, from the hive's exit record: the hive's code where it
@@ -154,7 +146,7 @@ uint64_t conversation_id(const task_request& request) {
   // The system prompt and the first user turn name a chat; a prompt's first 512 bytes name a
   // completion's document. Less than that is too little to tell two users apart.
   constexpr size_t identifying_bytes = 512;
-  fnv_hash h;
+  common::fnv1a h;
   h.add(request.model);
   const auto& messages = request.generation.messages;
   if (!messages.empty()) {
@@ -288,8 +280,11 @@ void dispatcher::refresh_view(const task_request& request) {
       if (d.contains(free_key) && d[free_key].is_number_unsigned())
         free = d[free_key].get<uint64_t>();
       if (backend == "cpu") c.ram_free_bytes = free;
-      if (backend == "cuda" && d.contains("device") && d["device"].is_number_unsigned()) {
-        c.gpus.push_back({.device = d["device"].get<int>(), .free_bytes = free});
+      // A hive's list is input: a device index beyond any real machine's is skipped.
+      if (backend == "cuda" && d.contains("device") && d["device"].is_number_unsigned() &&
+          d["device"].get<uint64_t>() <= 1024) {
+        c.gpus.push_back(
+            {.device = static_cast<int>(d["device"].get<uint64_t>()), .free_bytes = free});
       }
     }
     bool due = hives_.known_endpoint(n.node_name) && refresh_due(n.node_name);

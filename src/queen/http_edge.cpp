@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "common/text.h"
+
 namespace rbee::queen {
 
 common::http_error to_http_error(const error& e) {
@@ -68,9 +70,8 @@ std::string bearer_of(const httplib::Request& req) {
 std::string client_of(const httplib::Request& req) {
   std::string key = bearer_of(req);
   if (key.empty()) return "addr-" + req.remote_addr;
-  // FNV-1a: an id that tells keys apart in the queue and in logs without revealing them.
-  uint64_t hash = 14695981039346656037ull;
-  for (unsigned char c : key) hash = (hash ^ c) * 1099511628211ull;
+  // An id that tells keys apart in the queue and in logs without revealing them.
+  uint64_t hash = common::fnv1a().add(key).value;
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
   return "key-" + std::string(hex, 12);
