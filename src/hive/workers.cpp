@@ -76,15 +76,20 @@ uint64_t resident_bytes(int64_t pid) {
 // What a health answer tells about the worker's use: busy slots, speed and, on a GPU, the
 // device memory it holds (on the CPU its resident memory is read from /proc).
 void record_health(worker_info& w, const nlohmann::json& health) {
-  auto number = [&](const char* field) -> std::optional<double> {
+  // A worker's answer is input: values outside [0, limit] are ignored, never cast blindly.
+  auto number = [&](const char* field, double limit) -> std::optional<double> {
     auto it = health.find(field);
-    if (it == health.end() || !it->is_number() || it->get<double>() < 0) return std::nullopt;
-    return it->get<double>();
+    if (it == health.end() || !it->is_number()) return std::nullopt;
+    double v = it->get<double>();
+    if (!(v >= 0 && v <= limit)) return std::nullopt;
+    return v;
   };
-  if (auto busy = number("slots_busy")) w.slots_busy = static_cast<int>(*busy);
-  if (auto speed = number("tokens_per_second")) w.tokens_per_second = *speed;
+  if (auto busy = number("slots_busy", 1 << 16)) w.slots_busy = static_cast<int>(*busy);
+  if (auto speed = number("tokens_per_second", 1e9)) w.tokens_per_second = *speed;
   if (w.backend == "cuda") {
-    if (auto used = number("vram_used_bytes")) w.memory_used_bytes = static_cast<uint64_t>(*used);
+    if (auto used = number("vram_used_bytes", 1e15)) {
+      w.memory_used_bytes = static_cast<uint64_t>(*used);
+    }
   } else if (w.pid > 0) {
     w.memory_used_bytes = resident_bytes(w.pid);
   }
