@@ -21,18 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-std::optional<fs::path> find_in_path(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  if (!path) return std::nullopt;
-  std::stringstream ss(path);
-  std::string dir;
-  while (std::getline(ss, dir, ':')) {
-    fs::path candidate = fs::path(dir) / name;
-    if (!dir.empty() && ::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return std::nullopt;
-}
-
 const fs::path clients_dir = fs::path(RBEE_SOURCE_DIR) / ".test-clients/dashboard/node_modules";
 const fs::path script = fs::path(RBEE_SOURCE_DIR) / "tests/e2e/dashboard/dashboard.mjs";
 const fs::path screenshots = fs::path(RBEE_BIN_DIR).parent_path() / "test-artifacts/dashboard";

@@ -63,6 +63,20 @@ std::filesystem::path binary_path(const std::string& name) {
   return dir / name;
 }
 
+std::optional<std::filesystem::path> find_in_path(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  if (!path) return std::nullopt;
+  std::string_view rest = path;
+  while (!rest.empty()) {
+    auto colon = rest.find(':');
+    std::string dir(rest.substr(0, colon));
+    rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+    std::filesystem::path candidate = std::filesystem::path(dir) / name;
+    if (!dir.empty() && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return std::nullopt;
+}
+
 daemon_process::daemon_process(const std::string& binary, std::vector<std::string> args,
                                std::map<std::string, std::string> env,
                                std::filesystem::path log_path)

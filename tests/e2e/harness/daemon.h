@@ -15,6 +15,8 @@ namespace rbee::e2e {
 
 // Absolute path of a built binary: $RBEE_BIN_DIR (env) else the compile-time RBEE_BIN_DIR.
 std::filesystem::path binary_path(const std::string& name);
+// An executable on $PATH (node, chromium, ...); nullopt when there is none.
+std::optional<std::filesystem::path> find_in_path(const std::string& name);
 
 class daemon_process {
  public:
