@@ -118,45 +118,52 @@ bool supported(tensor_type t) {
   }
 }
 
+// The tensors of a model in one order, for the host's weights and the device's copies alike:
+// the upload pairs them by position. visit(tensor, layer) with layer -1 outside the layers;
+// the layers' expert vectors must already have their size.
+template <class Model, class Visit>
+void visit_tensors(Model& m, Visit visit) {
+  for (auto* p : {&m.tok_embd, &m.output_norm, &m.output, &m.rope_freqs, &m.rope_freqs_long}) {
+    visit(p, -1);
+  }
+  for (size_t i = 0; i < m.layers.size(); ++i) {
+    auto& l = m.layers[i];
+    const int layer = static_cast<int>(i);
+    for (auto* p : {&l.attn_norm,
+                    &l.wq,
+                    &l.wk,
+                    &l.wv,
+                    &l.wo,
+                    &l.bq,
+                    &l.bk,
+                    &l.bv,
+                    &l.ffn_norm,
+                    &l.ffn_gate,
+                    &l.ffn_up,
+                    &l.ffn_down,
+                    &l.attn_q_norm,
+                    &l.attn_k_norm,
+                    &l.attn_post_norm,
+                    &l.ffn_post_norm,
+                    &l.ffn_gate_inp,
+                    &l.ffn_gate_inp_shexp,
+                    &l.ffn_gate_shexp,
+                    &l.ffn_up_shexp,
+                    &l.ffn_down_shexp})
+      visit(p, layer);
+    for (size_t e = 0; e < l.expert_gate.size(); ++e)
+      for (auto* p : {&l.expert_gate[e], &l.expert_up[e], &l.expert_down[e]}) visit(p, layer);
+  }
+}
+
 // Every weight of a model with the layer it belongs to (-1: not in a layer).
 struct weight_ref {
   const weight* host;
   int layer;
 };
 std::vector<weight_ref> all_weights(const model_weights& w) {
-  std::vector<weight_ref> out{{&w.tok_embd, -1},
-                              {&w.output_norm, -1},
-                              {&w.output, -1},
-                              {&w.rope_freqs, -1},
-                              {&w.rope_freqs_long, -1}};
-  for (size_t i = 0; i < w.layers.size(); ++i) {
-    const layer_weights& l = w.layers[i];
-    for (const weight* p : {&l.attn_norm,
-                            &l.wq,
-                            &l.wk,
-                            &l.wv,
-                            &l.wo,
-                            &l.bq,
-                            &l.bk,
-                            &l.bv,
-                            &l.ffn_norm,
-                            &l.ffn_gate,
-                            &l.ffn_up,
-                            &l.ffn_down,
-                            &l.attn_q_norm,
-                            &l.attn_k_norm,
-                            &l.attn_post_norm,
-                            &l.ffn_post_norm,
-                            &l.ffn_gate_inp,
-                            &l.ffn_gate_inp_shexp,
-                            &l.ffn_gate_shexp,
-                            &l.ffn_up_shexp,
-                            &l.ffn_down_shexp})
-      out.push_back({p, static_cast<int>(i)});
-    for (size_t e = 0; e < l.expert_gate.size(); ++e)
-      for (const weight* p : {&l.expert_gate[e], &l.expert_up[e], &l.expert_down[e]})
-        out.push_back({p, static_cast<int>(i)});
-  }
+  std::vector<weight_ref> out;
+  visit_tensors(w, [&](const weight* p, int layer) { out.push_back({p, layer}); });
   return out;
 }
 
@@ -357,41 +364,15 @@ device_model_ptr upload(const model_weights& w, int device,
   dm->arena_bytes_ = std::max<uint64_t>(total, alignment);
   RBEE_CUDA_CHECK(cudaMalloc(&dm->arena_, dm->arena_bytes_));
 
-  std::vector<dweight*> targets{&dm->tok_embd, &dm->output_norm, &dm->output, &dm->rope_freqs,
-                                &dm->rope_freqs_long};
   dm->layers.resize(w.layers.size());
   for (size_t i = 0; i < dm->layers.size(); ++i) {
-    dlayer& l = dm->layers[i];
-    for (dweight* p : {&l.attn_norm,
-                       &l.wq,
-                       &l.wk,
-                       &l.wv,
-                       &l.wo,
-                       &l.bq,
-                       &l.bk,
-                       &l.bv,
-                       &l.ffn_norm,
-                       &l.ffn_gate,
-                       &l.ffn_up,
-                       &l.ffn_down,
-                       &l.attn_q_norm,
-                       &l.attn_k_norm,
-                       &l.attn_post_norm,
-                       &l.ffn_post_norm,
-                       &l.ffn_gate_inp,
-                       &l.ffn_gate_inp_shexp,
-                       &l.ffn_gate_shexp,
-                       &l.ffn_up_shexp,
-                       &l.ffn_down_shexp})
-      targets.push_back(p);
     const size_t n_expert = w.layers[i].expert_gate.size();
-    l.expert_gate.resize(n_expert);
-    l.expert_up.resize(n_expert);
-    l.expert_down.resize(n_expert);
-    for (size_t e = 0; e < n_expert; ++e)
-      for (dweight* p : {&l.expert_gate[e], &l.expert_up[e], &l.expert_down[e]})
-        targets.push_back(p);
+    dm->layers[i].expert_gate.resize(n_expert);
+    dm->layers[i].expert_up.resize(n_expert);
+    dm->layers[i].expert_down.resize(n_expert);
   }
+  std::vector<dweight*> targets;
+  visit_tensors(*dm, [&](dweight* p, int) { targets.push_back(p); });
   assert(targets.size() == refs.size());
 
   load_progress p;
