@@ -82,6 +82,8 @@ int main(int argc, char** argv) {
         *rbee::queen::parse_placement_policy(placement.empty() ? config.placement() : placement);
     options.replica_queue_threshold = static_cast<size_t>(config.replica_queue_threshold());
     options.max_slots_per_client = config.max_slots_per_client();
+    options.max_failovers = config.max_failovers();
+    options.stall_timeout = config.stall_timeout();
     for (const auto& [model, fields] : config.model_settings()) {
       auto field = [&](const char* name, int fallback) {
         auto it = fields.find(name);

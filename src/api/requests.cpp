@@ -1,11 +1,13 @@
 #include "api/requests.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "api/model_ref.h"
 #include "common/errors.h"
 #include "common/json.h"
 #include "common/secrets.h"
+#include "common/text.h"
 #include "structured/json_schema.h"
 
 namespace rbee::api {
@@ -359,13 +361,71 @@ inference_request inference_request::from_json(const json& body) {
     r.job_id = "job-" + common::random_token(8);
   }
   r.generation = generation_request::from_json(body);
+  r.resumable = common::optional_bool(body, "resumable", false);
+  if (common::present(body, "resume")) r.resume = resume_point::from_json(body["resume"]);
+  if ((r.resumable || r.resume) && r.generation.n != 1) {
+    throw common::invalid_request(r.resume ? "resume" : "resumable",
+                                  "resuming a generation needs n = 1");
+  }
   return r;
 }
 
 json inference_request::to_json() const {
   json body = {{"job_id", job_id}};
   generation.to_json(body);
+  if (resumable) body["resumable"] = true;
+  if (resume) body["resume"] = resume->to_json();
   return body;
+}
+
+namespace {
+
+std::vector<int32_t> token_ids(const json& value, const std::string& field) {
+  if (!value.is_array()) throw common::invalid_request(field, field + " must be an array");
+  if (value.size() > max_resume_tokens) {
+    throw common::invalid_request(
+        field, field + " holds more than " + std::to_string(max_resume_tokens) + " tokens");
+  }
+  std::vector<int32_t> ids;
+  ids.reserve(value.size());
+  for (const auto& id : value) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+        id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      throw common::invalid_request(field, field + " must hold token ids (integers >= 0)");
+    }
+    ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+  }
+  return ids;
+}
+
+}  // namespace
+
+resume_point resume_point::from_json(const json& value) {
+  if (!value.is_object()) throw common::invalid_request("resume", "resume must be an object");
+  resume_point r;
+  if (!value.contains("prompt_tokens")) {
+    throw common::invalid_request("resume.prompt_tokens", "resume.prompt_tokens is required");
+  }
+  r.prompt_tokens = token_ids(value["prompt_tokens"], "resume.prompt_tokens");
+  if (r.prompt_tokens.empty()) {
+    throw common::invalid_request("resume.prompt_tokens", "resume.prompt_tokens is empty");
+  }
+  if (value.contains("generated")) r.generated = token_ids(value["generated"], "resume.generated");
+  const auto state = common::optional_string(value, "rng_state", 16);
+  if (!state) throw common::invalid_request("resume.rng_state", "resume.rng_state is required");
+  auto parsed = common::parse_hex_u64(*state);
+  if (!parsed) {
+    throw common::invalid_request("resume.rng_state",
+                                  "resume.rng_state must be 1 to 16 hexadecimal digits");
+  }
+  r.rng_state = *parsed;
+  return r;
+}
+
+json resume_point::to_json() const {
+  return {{"prompt_tokens", prompt_tokens},
+          {"generated", generated},
+          {"rng_state", common::hex_u64(rng_state)}};
 }
 
 int priority_from_json(const json& body) {
@@ -413,7 +473,8 @@ json task_request::to_json() const {
 }
 
 inference_request task_request::for_worker() const {
-  return inference_request{.job_id = task_id, .generation = generation};
+  return inference_request{
+      .job_id = task_id, .generation = generation, .resumable = false, .resume = std::nullopt};
 }
 
 }  // namespace rbee::api

@@ -94,10 +94,34 @@ struct generation_request {
   void to_json(nlohmann::json& body) const;
 };
 
+// Tokens a resume point may carry: far beyond any context a worker loads.
+inline constexpr size_t max_resume_tokens = size_t{1} << 20;
+
+// Where a generation continues on another worker (worker failover, docs/failover.md): the
+// prompt's tokens as the first worker rendered them, the tokens it generated, and its sampler's
+// state after the last of them. JSON: {"prompt_tokens": [ids], "generated": [ids],
+// "rng_state": "<16 hex digits>"}.
+struct resume_point {
+  std::vector<int32_t> prompt_tokens;  // never empty
+  std::vector<int32_t> generated;
+  uint64_t rng_state = 0;
+
+  // 400 naming "resume", "resume.prompt_tokens", "resume.generated" or "resume.rng_state".
+  static resume_point from_json(const nlohmann::json& value);
+  nlohmann::json to_json() const;
+};
+
 // POST /v1/inference on a worker.
 struct inference_request {
   std::string job_id;  // from_json generates "job-<hex>" when the body has none
   generation_request generation;
+  // The worker reports where the generation could resume: the prompt's tokens in its started
+  // event, and on every token event the tokens since the last one with the sampler's state
+  // (api::resume_mark). One choice only (n = 1).
+  bool resumable = false;
+  // Continue from here: the prompt is these tokens (the messages are not rendered again) and
+  // the generated ones are replayed, not sent again. One choice only.
+  std::optional<resume_point> resume;
 
   static inference_request from_json(const nlohmann::json& body);
   nlohmann::json to_json() const;

@@ -1,7 +1,10 @@
 #include "api/stream_events.h"
 
 #include <array>
+#include <limits>
 #include <utility>
+
+#include "common/text.h"
 
 namespace rbee::api {
 
@@ -75,11 +78,45 @@ std::optional<event_type> parse_event_type(std::string_view name) {
   return std::nullopt;
 }
 
-nlohmann::json started_event(std::string_view job_id, std::string_view model, int64_t started_at) {
-  return {{"type", to_string(event_type::started)},
-          {"job_id", job_id},
-          {"model", model},
-          {"started_at", started_at}};
+nlohmann::json started_event(std::string_view job_id, std::string_view model, int64_t started_at,
+                             const std::vector<int32_t>* prompt_tokens) {
+  nlohmann::json e = {{"type", to_string(event_type::started)},
+                      {"job_id", job_id},
+                      {"model", model},
+                      {"started_at", started_at}};
+  if (prompt_tokens) e["prompt_tokens"] = *prompt_tokens;
+  return e;
+}
+
+std::string resume_mark_id(const resume_mark& mark) {
+  std::string id;
+  for (size_t i = 0; i < mark.tokens.size(); ++i) {
+    if (i > 0) id += ',';
+    id += std::to_string(mark.tokens[i]);
+  }
+  return id + ';' + common::hex_u64(mark.rng_state);
+}
+
+std::optional<resume_mark> parse_resume_mark(std::string_view id) {
+  const size_t semicolon = id.find(';');
+  if (semicolon == std::string_view::npos) return std::nullopt;
+  resume_mark mark;
+  auto state = common::parse_hex_u64(id.substr(semicolon + 1));
+  if (!state) return std::nullopt;
+  mark.rng_state = *state;
+  std::string_view list = id.substr(0, semicolon);
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    auto token = common::parse_u64(list.substr(0, comma));
+    if (!token || *token > static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
+      return std::nullopt;
+    }
+    mark.tokens.push_back(static_cast<int32_t>(*token));
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+    if (list.empty()) return std::nullopt;  // a trailing comma
+  }
+  return mark;
 }
 
 nlohmann::json narration_event(std::string_view actor, std::string_view action, std::string human,

@@ -20,8 +20,23 @@ std::string_view to_string(event_type t);
 // The type an SSE `event:` name (or a "type" value) names; nullopt for anything else.
 std::optional<event_type> parse_event_type(std::string_view name);
 
-// {"type":"started","job_id","model","started_at"}
-nlohmann::json started_event(std::string_view job_id, std::string_view model, int64_t started_at);
+// {"type":"started","job_id","model","started_at"[,"prompt_tokens"]}: the prompt's tokens when
+// the request was resumable (inference_request::resumable).
+nlohmann::json started_event(std::string_view job_id, std::string_view model, int64_t started_at,
+                             const std::vector<int32_t>* prompt_tokens = nullptr);
+
+// Where a resumable generation stands after a token event: the ids of the tokens generated
+// since the previous token event (text held back emits no event) and the sampler's state after
+// the last of them. The worker writes it as the event's SSE `id:` line, "17,4,902;<16 hex
+// digits>", so a relay reads it without parsing the event, and the queen's own clients never
+// see it.
+struct resume_mark {
+  std::vector<int32_t> tokens;
+  uint64_t rng_state = 0;
+};
+std::string resume_mark_id(const resume_mark& mark);
+// nullopt for anything but what resume_mark_id writes.
+std::optional<resume_mark> parse_resume_mark(std::string_view id);
 // {"type":"narration","actor","action","human", extra...}: the CLI prints `human` on stderr.
 // Extra fields (a progress event's) never override the narration's own.
 nlohmann::json narration_event(std::string_view actor, std::string_view action, std::string human,

@@ -140,6 +140,11 @@ class task_stream {
         std::lock_guard lock(mutex_);
         task_id_ = e["task_id"].get<std::string>();
       }
+      // A note mid-answer (a failover) starts on a line of its own on a shared terminal.
+      if (!o_.json_output && !text.empty() && text.back() != '\n' && is_tty(stdout) &&
+          is_tty(stderr)) {
+        std::fputc('\n', stderr);
+      }
       printer.print(e);
       note_step(e.value("action", ""));
     } else if (type == "token") {

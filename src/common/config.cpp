@@ -37,6 +37,12 @@ constexpr config_key keys[] = {
      "Tasks of a model waiting before the queen starts another replica."},
     {"queen.max_slots_per_client", "RBEE_MAX_SLOTS_PER_CLIENT", "0",
      "Slots one API key may hold at once (its other tasks wait); 0 = no limit."},
+    {"queen.max_failovers", "RBEE_MAX_FAILOVERS", "2",
+     "Times one answer may move to another worker after losing its worker mid-stream; 0 = "
+     "never (the answer ends with an error)."},
+    {"queen.stall_timeout_s", "RBEE_STALL_TIMEOUT", "30",
+     "Seconds without a byte or a token from a worker mid-answer before the queen takes it for "
+     "lost and moves the answer (keep it above the 5 s keep-alive)."},
     {"hive.host", "RBEE_HIVE_HOST", "0.0.0.0",
      "Address the hive listens on (loopback for the built-in localhost node)."},
     {"hive.port", "RBEE_HIVE_PORT", "9200", "Port the hive listens on."},
@@ -515,6 +521,14 @@ int config::replica_queue_threshold() const {
 }
 int config::max_slots_per_client() const {
   return static_cast<int>(in_range(*this, "queen.max_slots_per_client", 0, 1'000'000));
+}
+
+int config::max_failovers() const {
+  return static_cast<int>(in_range(*this, "queen.max_failovers", 0, 100));
+}
+
+std::chrono::seconds config::stall_timeout() const {
+  return std::chrono::seconds(in_range(*this, "queen.stall_timeout_s", 1, 86'400));
 }
 int config::worker_max_ctx() const {
   return static_cast<int>(in_range(*this, "worker.max_ctx", 64, 1 << 22));

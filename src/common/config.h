@@ -99,6 +99,8 @@ class config {
   int max_replicas() const;
   int replica_queue_threshold() const;
   int max_slots_per_client() const;
+  int max_failovers() const;
+  std::chrono::seconds stall_timeout() const;
   int worker_max_ctx() const;
   int worker_max_slots() const;
   int worker_max_slots_cpu() const;

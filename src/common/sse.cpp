@@ -45,6 +45,12 @@ std::string sse_frame(std::string_view event, const nlohmann::json& data) {
   return "event: " + std::string(event) + "\ndata: " + dump(data) + "\n\n";
 }
 
+std::string sse_frame_with_id(const nlohmann::json& data, std::string_view id) {
+  assert(id.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos &&
+         "sse_frame_with_id: one line of id");
+  return "id: " + std::string(id) + "\n" + sse_frame(data);
+}
+
 std::string sse_done_frame() {
   return "data: [DONE]\n\n";
 }

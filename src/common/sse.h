@@ -25,7 +25,9 @@ std::string sse_frame(const nlohmann::json& data);
 // The same for one line of already serialised JSON (a relayed event) and its event name.
 std::string sse_data_frame(std::string_view line, std::string_view event = {});
 std::string sse_frame(std::string_view event,
-                      const nlohmann::json& data);     // "event: e\ndata: ..\n\n"
+                      const nlohmann::json& data);  // "event: e\ndata: ..\n\n"
+// The same as sse_frame(data) with an `id:` line first (no CR, LF or NUL in id).
+std::string sse_frame_with_id(const nlohmann::json& data, std::string_view id);
 std::string sse_done_frame();                          // "data: [DONE]\n\n"
 std::string sse_comment_frame(std::string_view text);  // ": text\n\n" (keep-alive)
 

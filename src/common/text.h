@@ -16,6 +16,11 @@ std::string trim(std::string_view s);
 // (signs, other characters, empty, more than 19 digits).
 std::optional<uint64_t> parse_u64(std::string_view s);
 
+// 1 to 16 hexadecimal digits (either case), nothing else; nullopt otherwise.
+std::optional<uint64_t> parse_hex_u64(std::string_view s);
+// 16 lower-case hexadecimal digits.
+std::string hex_u64(uint64_t value);
+
 // Percent-encodes everything but RFC 3986 unreserved characters: one path segment or query
 // value.
 std::string url_encode(std::string_view value);

@@ -263,6 +263,14 @@ struct token_logprobs {
 // batch: on CUDA only the n_top pairs come back.
 void logprobs(context& ctx, int batch_index, token_id token, int n_top, token_logprobs& out);
 
+// What a sampler carries from one token to the next besides the history: the position of its
+// random generator. With the history (which holds the penalty windows) it is the whole state,
+// so a sampler restored from it on another worker continues as the saved one would have
+// (worker failover, docs/failover.md).
+struct sampler_state {
+  uint64_t rng = 0;
+};
+
 class sampler {
  public:
   sampler(const sampling_params& params, int n_vocab);
@@ -270,6 +278,8 @@ class sampler {
   // `allowed` tokens; the first n_prompt tokens of history are the prompt (see engine::sample).
   token_id sample(std::span<const float> logits, std::span<const token_id> history,
                   size_t n_prompt = 0, std::span<const uint64_t> allowed = {});
+  sampler_state state() const { return {.rng = rng_state_}; }
+  void restore(const sampler_state& state) { rng_state_ = state.rng; }
 
  private:
   friend token_id sample(context&, int, sampler&, std::span<const token_id>, size_t,

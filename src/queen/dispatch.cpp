@@ -188,7 +188,8 @@ task_key dispatcher::key_for(const task_request& r) {
                .preferred_worker = {},
                .max_replicas = settings_for(r.model).max_replicas,
                .full_devices = {},
-               .same_file = names_of_same_file(r.model)};
+               .same_file = names_of_same_file(r.model),
+               .avoid_workers = {}};
   if (uint64_t id = conversation_id(r)) {
     std::lock_guard lock(mutex_);
     if (auto it = conversation_worker_.find(id); it != conversation_worker_.end()) {
@@ -380,8 +381,12 @@ std::optional<lease> dispatcher::first_lease(const task_request& request, admiss
 }
 
 std::optional<lease> dispatcher::next_lease(const task_request& request,
-                                            const std::function<bool()>& cancelled) {
-  return scheduler_.acquire(key_for(request), cancelled);
+                                            const std::function<bool()>& cancelled,
+                                            const std::vector<std::string>& avoid_workers) {
+  refresh_view(request);  // a lost worker's node may be gone with it
+  task_key key = key_for(request);
+  key.avoid_workers = avoid_workers;
+  return scheduler_.acquire(key, cancelled);
 }
 
 std::optional<worker_info> dispatcher::worker_for(const task_request& request, const lease& l,

@@ -46,9 +46,11 @@ class dispatcher {
   // which also tells when the consumer left). nullopt when cancelled() became true.
   std::optional<lease> first_lease(const task_request& request, admission& admitted,
                                    const task_sink& send, const std::function<bool()>& cancelled);
-  // Another lease after a worker could not take the task; nullopt when cancelled.
+  // Another lease after a worker could not take the task, or was lost mid-answer (those in
+  // avoid_workers are not offered again); nullopt when cancelled.
   std::optional<lease> next_lease(const task_request& request,
-                                  const std::function<bool()>& cancelled);
+                                  const std::function<bool()>& cancelled,
+                                  const std::vector<std::string>& avoid_workers = {});
   // The worker for a lease: the warm one, or one started and loaded now. nullopt when the
   // task was cancelled meanwhile.
   std::optional<worker_info> worker_for(const task_request& request, const lease& l,

@@ -81,6 +81,8 @@ queen_app::queen_app(queen_options options)
   tasks_ =
       std::make_unique<task_runner>(task_runner_options{.loading_timeout = options_.loading_timeout,
                                                         .max_dispatch_attempts = 3,
+                                                        .max_failovers = options_.max_failovers,
+                                                        .stall_timeout = options_.stall_timeout,
                                                         .models = options_.models},
                                     *registry_, *hives_, *scheduler_, metrics_);
   server_ = std::make_unique<common::http_server>(server);

@@ -44,7 +44,9 @@ struct queen_options {
   placement_policy placement = placement_policy::spread;
   int max_replicas = 2;
   size_t replica_queue_threshold = 2;
-  int max_slots_per_client = 0;                  // 0 = no limit
+  int max_slots_per_client = 0;  // 0 = no limit
+  int max_failovers = 2;         // per task; 0 = none
+  std::chrono::milliseconds stall_timeout{std::chrono::seconds(30)};
   std::map<std::string, model_settings> models;  // per-model overrides ([models.<id>])
   std::chrono::milliseconds queue_timeout{std::chrono::minutes(5)};
   std::chrono::milliseconds loading_timeout{std::chrono::minutes(5)};

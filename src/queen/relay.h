@@ -20,13 +20,31 @@
 
 namespace rbee::queen {
 
+// What an answer needs to continue on another worker after losing its own mid-stream
+// (docs/failover.md): the prompt's tokens as its first worker rendered them, the tokens the
+// client has, and the sampler's state after the last of them. The relay keeps it current from
+// the worker's started event and its token events' resume marks (api/stream_events.h).
+struct resume_progress {
+  bool resumable = false;  // one choice, failover on: workers are asked for resume marks
+  std::vector<int32_t> prompt_tokens;
+  std::vector<int32_t> generated;
+  uint64_t rng_state = 0;
+  bool started_sent = false;  // the client has its started event: a later worker's is dropped
+  // When the last worker was lost: the next token observes the failover's latency.
+  std::optional<std::chrono::steady_clock::time_point> lost_at;
+
+  bool can_resume() const { return resumable && !prompt_tokens.empty() && !generated.empty(); }
+};
+
 struct relay_result {
   bool ended = false;  // the worker's end or error event reached the sink
   // The worker could not take the task and no token was sent: another worker may.
   std::optional<std::string> retry_reason;
-  // The worker refused the task, or was lost mid-answer (then worker_lost).
+  // The worker refused the task, or was lost mid-answer (then worker_lost). A lost worker's
+  // error is not sent: the answer may continue elsewhere.
   std::optional<error> failure;
   bool worker_lost = false;
+  std::string lost_reason;  // "connection_lost", "shutting_down" or "stalled"
 };
 
 class task_relay {
@@ -34,10 +52,13 @@ class task_relay {
   explicit task_relay(common::metrics_registry& metrics);
 
   // send takes every event but tokens when `tokens` is set; both return false once the
-  // consumer is gone. cancelled() is asked while the worker is silent.
+  // consumer is gone. cancelled() is asked while the worker is silent. A resumable task's
+  // progress is kept current, and a task with progress continues from it. A worker silent for
+  // stall_timeout after the task's first token is lost.
   relay_result run(const task_request& request, const worker_info& worker,
                    std::chrono::steady_clock::time_point accepted_at, const task_sink& send,
-                   const token_text_sink& tokens, const std::function<bool()>& cancelled);
+                   const token_text_sink& tokens, const std::function<bool()>& cancelled,
+                   resume_progress& progress, std::chrono::milliseconds stall_timeout);
 
  private:
   // When one answer's tokens came, for the per-model latency histograms.
@@ -52,6 +73,9 @@ class task_relay {
   void count_answer(const worker_info& w, std::string_view outcome);
   // Requests, prompt and generated tokens and decode speed of an answer's end event.
   void observe_end(const worker_info& w, const nlohmann::json& end);
+  // A token event's resume mark (its SSE id) into the progress; false when a resumable
+  // worker's event has none (the answer can then no longer move).
+  static bool record_mark(resume_progress& progress, const std::string& id);
 
   common::metrics_registry& metrics_;
 };

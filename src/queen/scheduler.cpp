@@ -71,8 +71,13 @@ bool serves_model(const task_key& key, const worker_info& w) {
 
 namespace {
 
+bool avoided(const task_key& key, const worker_info& w) {
+  return std::find(key.avoid_workers.begin(), key.avoid_workers.end(), w.worker_id) !=
+         key.avoid_workers.end();
+}
+
 bool matches(const task_key& key, const worker_info& w) {
-  if (!serves_model(key, w)) return false;
+  if (!serves_model(key, w) || avoided(key, w)) return false;
   if (key.node && w.node != *key.node) return false;
   if (!key.backend.empty() && w.backend != key.backend) return false;
   if (key.device && w.device != *key.device) return false;
@@ -179,7 +184,7 @@ candidate_search find_candidates(const task_key& key, const std::vector<worker_v
         bool here = w.info.node == n.node && w.info.backend == c.backend &&
                     w.info.device == c.device && alive(w) &&
                     effective_slots(w, options) >= key.slots;
-        if (here && serves_model(key, w.info)) ++on_device;
+        if (here && serves_model(key, w.info) && !avoided(key, w.info)) ++on_device;
       }
       if (on_device >= options.max_workers_per_model) continue;
       // The weights and an eighth more for the cache and scratch of at least one slot.

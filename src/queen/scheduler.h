@@ -87,6 +87,8 @@ struct task_key {
   // Other names of the same file (catalog references and ids of entries with its content
   // hash, on any node): a worker started under any of them serves the task.
   std::vector<std::string> same_file;
+  // Workers this task lost mid-answer: never offered to it again, nor counted as replicas.
+  std::vector<std::string> avoid_workers;
 };
 
 // Whether the worker serves the key's model: its reference satisfies the key's, or it is the

@@ -136,6 +136,9 @@ void task_runner::dispatch_and_relay(const task_request& request, admission& adm
                                      active_task& task, steady::time_point accepted_at,
                                      const task_sink& send, const token_text_sink& tokens,
                                      const std::function<bool()>& cancelled) {
+  resume_progress progress;
+  progress.resumable = request.generation.n == 1 && options_.max_failovers > 0;
+  std::vector<std::string> lost_workers;
   std::optional<lease> l = dispatch_.first_lease(request, admitted, send, cancelled);
   for (int attempt = 1; l; ++attempt) {
     std::optional<worker_info> w;
@@ -154,17 +157,25 @@ void task_runner::dispatch_and_relay(const task_request& request, admission& adm
                      "'" + l->node + "' has no room for " + request.model + " (" + e.message +
                          "); placing it elsewhere",
                      {{"node", l->node}, {"code", e.code}}));
-      l = dispatch_.next_lease(request, cancelled);
+      l = dispatch_.next_lease(request, cancelled, lost_workers);
       continue;
     }
     if (!w) return;
+    if (progress.lost_at) {
+      send(narration(
+          "queen-rbee", "failover_resume",
+          "Resuming the answer on worker " + w->worker_id + " on '" + w->node + "' after " +
+              std::to_string(progress.generated.size()) + " tokens",
+          {{"worker_id", w->worker_id}, {"node", w->node}, {"tokens", progress.generated.size()}}));
+    }
     {
       std::lock_guard lock(task.mutex);
       task.worker_url = w->url;
       task.worker_token = w->token;
       task.job_id = request.task_id;
     }
-    relay_result result = relay_.run(request, *w, accepted_at, send, tokens, cancelled);
+    relay_result result = relay_.run(request, *w, accepted_at, send, tokens, cancelled, progress,
+                                     options_.stall_timeout);
     {
       std::lock_guard lock(task.mutex);
       task.worker_url.clear();
@@ -172,6 +183,15 @@ void task_runner::dispatch_and_relay(const task_request& request, admission& adm
     scheduler_.release(w->worker_id, request.generation.n, request.client);
     if (result.retry_reason || result.worker_lost) scheduler_.mark_unavailable(w->worker_id);
     if (result.ended) dispatch_.remember_conversation(request, w->worker_id);
+    if (result.worker_lost && !cancelled()) {
+      if (!progress.can_resume() ||
+          lost_workers.size() >= static_cast<size_t>(options_.max_failovers))
+        throw *result.failure;
+      lost_workers.push_back(w->worker_id);
+      fail_over(request, *w, result, progress, send);
+      l = dispatch_.next_lease(request, cancelled, lost_workers);
+      continue;
+    }
     if (result.failure) throw *result.failure;
     if (!result.retry_reason) {
       if (cancelled()) {
@@ -191,8 +211,29 @@ void task_runner::dispatch_and_relay(const task_request& request, admission& adm
                    "Worker " + w->worker_id + " could not take the task (" + *result.retry_reason +
                        "); trying another",
                    {{"worker_id", w->worker_id}}));
-    l = dispatch_.next_lease(request, cancelled);
+    l = dispatch_.next_lease(request, cancelled, lost_workers);
   }
+}
+
+void task_runner::fail_over(const task_request& request, const worker_info& lost,
+                            const relay_result& result, resume_progress& progress,
+                            const task_sink& send) {
+  progress.lost_at = steady::now();
+  metrics_.counter_add(
+      "rbee_queen_failovers_total",
+      "Answers moved to another worker after losing theirs mid-stream", 1,
+      {{"model", request.model}, {"node", lost.node}, {"reason", result.lost_reason}});
+  spdlog::warn("task {}: worker {} on {} lost after {} tokens ({}: {}); failing over",
+               request.task_id, lost.worker_id, lost.node, progress.generated.size(),
+               result.lost_reason, result.failure ? result.failure->message : "");
+  send(narration("queen-rbee", "failover",
+                 "Worker " + lost.worker_id + " on '" + lost.node + "' was lost after " +
+                     std::to_string(progress.generated.size()) + " tokens (" + result.lost_reason +
+                     "); moving the answer to another worker",
+                 {{"worker_id", lost.worker_id},
+                  {"node", lost.node},
+                  {"reason", result.lost_reason},
+                  {"tokens", progress.generated.size()}}));
 }
 
 }  // namespace rbee::queen

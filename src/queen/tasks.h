@@ -29,7 +29,10 @@ namespace rbee::queen {
 
 struct task_runner_options {
   std::chrono::milliseconds loading_timeout{std::chrono::minutes(5)};
-  int max_dispatch_attempts = 3;                 // a dispatch that failed before any token moves on
+  int max_dispatch_attempts = 3;  // a dispatch that failed before any token moves on
+  int max_failovers = 2;  // an answer whose worker was lost mid-stream moves on (docs/failover.md)
+  // A worker silent this long mid-answer (no byte, or no token) is taken for lost.
+  std::chrono::milliseconds stall_timeout{std::chrono::seconds(30)};
   std::map<std::string, model_settings> models;  // per-model overrides
 };
 
@@ -65,6 +68,9 @@ class task_runner {
   void dispatch_and_relay(const task_request& request, admission& admitted, active_task& task,
                           std::chrono::steady_clock::time_point accepted_at, const task_sink& send,
                           const token_text_sink& tokens, const std::function<bool()>& cancelled);
+  // Narrates and counts the loss of a worker mid-answer before the answer moves on.
+  void fail_over(const task_request& request, const worker_info& lost, const relay_result& result,
+                 resume_progress& progress, const task_sink& send);
   void count_outcome(const char* outcome);
   void cancel_on_worker(active_task& task);
 

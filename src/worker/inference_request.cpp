@@ -68,6 +68,12 @@ inference_request parse_inference_request(const common::json& body, int n_ctx) {
             ? structured::json_object_grammar()
             : structured::json_schema_grammar(c.schema, {.strict = c.strict}));
   }
+  request.resume.report_marks = wire.resumable;
+  if (wire.resume) {
+    request.resume_prompt = std::move(wire.resume->prompt_tokens);
+    request.resume.generated = std::move(wire.resume->generated);
+    request.resume.sampler = engine::sampler_state{.rng = wire.resume->rng_state};
+  }
   return request;
 }
 
@@ -77,6 +83,15 @@ void check_against_worker(const inference_request& request, int n_vocab, int n_s
       throw common::invalid_request(
           "logit_bias", "logit_bias names token " + std::to_string(token) +
                             "; the model's vocabulary has " + std::to_string(n_vocab) + " tokens");
+    }
+  }
+  for (const auto* ids : {&request.resume_prompt, &request.resume.generated}) {
+    for (engine::token_id token : *ids) {
+      if (token >= n_vocab) {
+        throw common::invalid_request("resume", "resume names token " + std::to_string(token) +
+                                                    "; the model's vocabulary has " +
+                                                    std::to_string(n_vocab) + " tokens");
+      }
     }
   }
   if (request.n_choices > n_slots) {
@@ -90,6 +105,7 @@ void check_against_worker(const inference_request& request, int n_vocab, int n_s
 
 std::vector<engine::token_id> prompt_tokens(const engine::model& model,
                                             const inference_request& request) {
+  if (!request.resume_prompt.empty()) return request.resume_prompt;
   if (request.messages.empty()) {
     try {
       return engine::tokenize(model, request.prompt, /*add_bos=*/true, /*parse_special=*/true);
@@ -136,6 +152,14 @@ int resolve_max_tokens(const inference_request& request, int n_prompt_tokens, in
                                   {{"prompt_tokens", n_prompt_tokens}, {"n_ctx", n_ctx}});
   }
   int room = n_ctx - n_prompt_tokens;
+  const int max_tokens = request.max_tokens.value_or(room);
+  if (static_cast<int64_t>(request.resume.generated.size()) >= std::min(max_tokens, room)) {
+    throw common::invalid_request("resume.generated",
+                                  "resume.generated holds " +
+                                      std::to_string(request.resume.generated.size()) +
+                                      " tokens; nothing is left to generate of " +
+                                      std::to_string(std::min(max_tokens, room)));
+  }
   // No max_tokens: until end of generation or the end of the context, as the peers do.
   if (!request.max_tokens) return room;
   if (*request.max_tokens > room) {

@@ -7,7 +7,8 @@ namespace rbee::worker {
 
 job::job(std::string id, std::vector<engine::token_id> prompt_tokens, int max_tokens,
          engine::sampling_params sampling, std::vector<std::string> stop, int n_choices,
-         std::optional<int> n_logprobs, std::shared_ptr<const structured::grammar> grammar)
+         std::optional<int> n_logprobs, std::shared_ptr<const structured::grammar> grammar,
+         resume_options resume)
     : prompt_tokens(std::move(prompt_tokens)),
       max_tokens(max_tokens),
       sampling(std::move(sampling)),
@@ -15,8 +16,11 @@ job::job(std::string id, std::vector<engine::token_id> prompt_tokens, int max_to
       n_choices(n_choices),
       n_logprobs(n_logprobs),
       grammar(std::move(grammar)),
+      resume(std::move(resume)),
       id_(std::move(id)) {
   assert(n_choices >= 1 && "job: at least one choice");
+  assert((n_choices == 1 || (!this->resume.report_marks && this->resume.generated.empty())) &&
+         "job: only a single choice resumes");
 }
 
 std::optional<job_event> job::next_event(std::chrono::milliseconds timeout) {

@@ -29,6 +29,16 @@ struct token_event {
   int choice = 0;    // which of the job's n choices
   // When the job asked for them: the token's log-probability and its best alternatives.
   std::optional<api::token_logprobs_fields> logprobs;
+  // A resumable job's: the tokens since the previous event and the sampler after them.
+  std::optional<api::resume_mark> mark;
+};
+
+// Failover (docs/failover.md): a resumable job reports where it could continue; a resumed one
+// continues another worker's generation of the same prompt.
+struct resume_options {
+  bool report_marks = false;
+  std::vector<engine::token_id> generated;       // replayed, never sent again
+  std::optional<engine::sampler_state> sampler;  // after the last generated token
 };
 
 // Counts and timings: prompt_ms from admission to the first sampled token (prefill),
@@ -48,7 +58,7 @@ class job {
   job(std::string id, std::vector<engine::token_id> prompt_tokens, int max_tokens,
       engine::sampling_params sampling, std::vector<std::string> stop, int n_choices = 1,
       std::optional<int> n_logprobs = std::nullopt,
-      std::shared_ptr<const structured::grammar> grammar = nullptr);
+      std::shared_ptr<const structured::grammar> grammar = nullptr, resume_options resume = {});
 
   const std::string& id() const { return id_; }
 
@@ -79,6 +89,7 @@ class job {
   // Constrained decoding: tokens are masked to this grammar and each choice ends with the
   // document (null: free text).
   const std::shared_ptr<const structured::grammar> grammar;
+  const resume_options resume;  // one choice only
 
   // The inference thread's record of the running job (no other thread touches it).
   struct progress {

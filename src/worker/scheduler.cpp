@@ -174,12 +174,38 @@ void scheduler::admit(int slot_index, const std::shared_ptr<job>& j, int choice)
     s.constraint.emplace(j->grammar, *vocabulary_);
     s.allowed.assign(vocabulary_->mask_words(), 0);
   }
+  s.unreported.clear();
+  s.replay_error = replay(s);
   admission_order_.push_back(slot_index);
+}
+
+std::string scheduler::replay(slot& s) {
+  const resume_options& resume = s.j->resume;
+  if (resume.sampler) s.sampler->restore(*resume.sampler);
+  for (engine::token_id token : resume.generated) {
+    // The prefill covers them: the history is the prompt and these, decoded from position 0.
+    s.history.push_back(token);
+    ++s.n_generated;
+    s.stops->push(s.detok->push(token));
+    if (s.stops->matched()) return "a stop string ends among the resumed tokens";
+    if (s.constraint && (!s.constraint->accept(token) || s.constraint->finished())) {
+      return "the resumed tokens do not continue the constrained output";
+    }
+  }
+  return {};
 }
 
 void scheduler::step() {
   if (options_.debug_step_delay.count() > 0) std::this_thread::sleep_for(options_.debug_step_delay);
   // Cancellation (DELETE, client disconnect, drain) takes effect before the next decode.
+  failed_replays_.clear();
+  for (int index : admission_order_) {
+    if (!slots_[index].replay_error.empty()) failed_replays_.push_back(index);
+  }
+  for (int index : failed_replays_) {
+    slot& s = slots_[index];
+    fail(s, std::string(common::codes::INVALID_REQUEST), "resume: " + s.replay_error);
+  }
   cancelled_.clear();
   for (int index : admission_order_) {
     if (slots_[index].j->cancelled()) cancelled_.push_back(index);
@@ -200,10 +226,13 @@ void scheduler::step() {
   demand_.clear();
   for (int index : admission_order_) {
     const slot& s = slots_[index];
+    // The prefill is the history until generation starts: the prompt, and a resumed job's
+    // generated tokens after it.
     demand_.push_back(
         {.slot = index,
          .generating = s.generating,
-         .prompt_remaining = static_cast<int>(s.j->prompt_tokens.size()) - s.n_prompt_done});
+         .prompt_remaining =
+             s.generating ? 0 : static_cast<int>(s.history.size()) - s.n_prompt_done});
   }
   std::vector<planned_work> plan = plan_batch(demand_, options_.n_batch, options_.prefill_budget);
 
@@ -219,7 +248,7 @@ void scheduler::step() {
     }
     for (int k = 0; k < work.n_tokens; ++k) {
       bool last = work.prompt_done && k == work.n_tokens - 1;
-      batch_.push_back({.token = s.j->prompt_tokens[s.n_prompt_done + k],
+      batch_.push_back({.token = s.history[static_cast<size_t>(s.n_prompt_done + k)],
                         .pos = s.n_past + k,
                         .seq = work.slot,
                         .want_logits = last});
@@ -303,6 +332,7 @@ void scheduler::on_logits(slot& s, int slot_index, int batch_index) {
   ++s.n_generated;
   tokens_generated_.fetch_add(1);
   s.history.push_back(token);
+  if (s.j->resume.report_marks) s.unreported.push_back(token);
   std::optional<api::token_logprobs_fields> logprobs;
   if (s.j->n_logprobs) logprobs = logprobs_of(batch_index, token, *s.j->n_logprobs);
   std::string text = s.stops->push(s.detok->push(token));
@@ -348,10 +378,16 @@ void scheduler::emit(slot& s, std::string text,
                      std::optional<api::token_logprobs_fields> logprobs) {
   // With log-probabilities every token is an event, even one whose text is held back.
   if (text.empty() && !logprobs) return;
+  std::optional<api::resume_mark> mark;
+  if (s.j->resume.report_marks) {
+    mark = api::resume_mark{.tokens = s.unreported, .rng_state = s.sampler->state().rng};
+    s.unreported.clear();
+  }
   s.j->push(token_event{.text = std::move(text),
                         .index = std::max(0, s.n_generated - 1),
                         .choice = s.choice,
-                        .logprobs = std::move(logprobs)});
+                        .logprobs = std::move(logprobs),
+                        .mark = std::move(mark)});
 }
 
 void scheduler::finish(slot& s, int slot_index, stop_reason reason) {
@@ -399,6 +435,8 @@ std::shared_ptr<job> scheduler::release(slot& s, int slot_index) {
   s.stops.reset();
   s.constraint.reset();
   s.history.clear();
+  s.unreported.clear();
+  s.replay_error.clear();
   s.generating = false;
   s.awaiting_prompt = false;
   admission_order_.erase(std::find(admission_order_.begin(), admission_order_.end(), slot_index));

@@ -89,12 +89,19 @@ class scheduler {
     std::optional<engine::stop_matcher> stops;
     std::optional<structured::token_constraint> constraint;
     std::vector<uint64_t> allowed;  // the constraint's mask for the next choice
+    // A resumable job's tokens generated since its last event (reported with the next one).
+    std::vector<engine::token_id> unreported;
+    std::string replay_error;  // a resumed job whose tokens do not replay: failed next step
   };
 
   void run();
   bool admit_and_wait();  // false when the thread should exit
   void step();
   void admit(int slot_index, const std::shared_ptr<job>& j, int choice);
+  // A resumed job: its generated tokens through the detokenizer, stop strings and constraint,
+  // so the text they released and held is where the first worker had it. An error when they
+  // could not have been generated (a stop or the document ended among them).
+  std::string replay(slot& s);
   // The other choices of the job whose prompt slot `lead` just got its logits: copies of its
   // cache, each drawing its first token from those logits.
   void start_other_choices(slot& lead, int lead_index, int batch_index);
@@ -124,6 +131,7 @@ class scheduler {
   std::vector<engine::batch_entry> batch_;
   std::vector<slot_demand> demand_;
   std::vector<int> cancelled_;
+  std::vector<int> failed_replays_;
   std::vector<std::pair<int, int>> logits_slots_;  // (slot, its batch entry with logits)
   std::vector<int> other_choices_;
   engine::token_logprobs logprobs_;

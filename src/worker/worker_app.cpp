@@ -472,9 +472,11 @@ void worker_app::handle_inference(const httplib::Request& req, httplib::Response
   check_against_worker(request, engine::model_get_info(*model_).n_vocab, options_.slots);
   std::vector<engine::token_id> tokens = prompt_tokens(*model_, request);
   int max_tokens = resolve_max_tokens(request, static_cast<int>(tokens.size()), n_ctx_);
+  const bool report_marks = request.resume.report_marks;
   auto j = std::make_shared<job>(request.job_id, std::move(tokens), max_tokens,
                                  std::move(request.sampling), std::move(request.stop),
-                                 request.n_choices, request.n_logprobs, std::move(request.grammar));
+                                 request.n_choices, request.n_logprobs, std::move(request.grammar),
+                                 std::move(request.resume));
 
   switch (scheduler_->submit(j)) {
     case submit_result::accepted:
@@ -497,13 +499,17 @@ void worker_app::handle_inference(const httplib::Request& req, httplib::Response
     std::lock_guard lock(mutex_);
     ++active_streams_;
   }
-  spdlog::info("job {} accepted: {} prompt tokens, max_tokens {}", j->id(), j->prompt_tokens.size(),
-               max_tokens);
+  spdlog::info("job {} accepted: {} prompt tokens, max_tokens {}{}", j->id(),
+               j->prompt_tokens.size(), max_tokens,
+               j->resume.generated.empty()
+                   ? ""
+                   : ", resuming after " + std::to_string(j->resume.generated.size()) + " tokens");
 
   json started = api::started_event(j->id(), options_.model_ref,
                                     std::chrono::duration_cast<std::chrono::seconds>(
                                         std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
+                                        .count(),
+                                    report_marks ? &j->prompt_tokens : nullptr);
   common::serve_sse(res, [this, j, started = std::move(started)](common::sse_sink& sink) {
     struct stream_guard {
       worker_app* app;
@@ -525,7 +531,10 @@ void worker_app::handle_inference(const httplib::Request& req, httplib::Response
         continue;
       }
       bool last = !std::holds_alternative<token_event>(*event);
-      connected = sink.send(event_json(*event));
+      const auto* token = std::get_if<token_event>(&*event);
+      connected = token && token->mark ? sink.send_raw(common::sse_frame_with_id(
+                                             event_json(*event), api::resume_mark_id(*token->mark)))
+                                       : sink.send(event_json(*event));
       if (last) {
         if (const auto* end = std::get_if<end_event>(&*event)) {
           spdlog::info("job {} ended: {} ({} tokens, {:.1f} tok/s)", j->id(),

@@ -46,6 +46,34 @@ TEST(sampler, temperature_zero_is_argmax) {
   EXPECT_EQ(s.sample(logits, {}), 1);  // first of equal maxima
 }
 
+// Failover: a sampler restored from another's state, given the same history, draws the same
+// continuation as the saved one (random draws and the penalties' windows alike).
+TEST(sampler, restored_state_continues_the_saved_sampler) {
+  sampling_params p = plain();
+  p.repeat_penalty = 1.3f;
+  p.repeat_last_n = 8;
+  p.frequency_penalty = 0.5f;
+  p.seed = 1234;
+  const std::vector<float> logits = logits_of({0.2, 0.2, 0.2, 0.15, 0.15, 0.1});
+  const int n_vocab = static_cast<int>(logits.size());
+  const std::vector<token_id> prompt{1, 2};
+  auto continue_run = [&](sampler& s, std::vector<token_id> history, int n) {
+    for (int i = 0; i < n; ++i) history.push_back(s.sample(logits, history, prompt.size()));
+    return history;
+  };
+  sampler whole(p, n_vocab);
+  const auto uninterrupted = continue_run(whole, prompt, 60);
+
+  sampler first(p, n_vocab);
+  const auto half = continue_run(first, prompt, 25);
+  sampler second(p, n_vocab);
+  second.restore(first.state());
+  EXPECT_EQ(continue_run(second, half, 35), uninterrupted);
+
+  sampler unrestored(p, n_vocab);  // the seed's start, not the saved position
+  EXPECT_NE(continue_run(unrestored, half, 35), uninterrupted);
+}
+
 TEST(sampler, repeat_penalty_divides_positive_and_multiplies_negative_logits) {
   sampling_params p = plain();
   p.temperature = 0;
