@@ -365,7 +365,7 @@ void scheduler::mark_unavailable(const std::string& worker_id) {
   pump_locked();
 }
 
-void scheduler::mark_no_room(const std::string& node, const std::string& backend, int device,
+void scheduler::avoid_device(const std::string& node, const std::string& backend, int device,
                              const std::string& model) {
   std::lock_guard lock(mutex_);
   no_room_[{model, device_id(node, backend, device)}] = clock_.now() + std::chrono::minutes(1);

@@ -172,9 +172,10 @@ class scheduler {
   void set_nodes(std::vector<node_capacity> nodes);
   // A worker that failed a dispatch is not offered again until a hive report lists it.
   void mark_unavailable(const std::string& worker_id);
-  // The hive's preflight refused `model` on this device for lack of memory: new workers of it
-  // go elsewhere for a minute (its memory may free up later).
-  void mark_no_room(const std::string& node, const std::string& backend, int device,
+  // The hive's preflight refused `model` on this device for lack of memory, or its node could
+  // not be reached to start it: new workers of it go elsewhere for a minute (memory may free
+  // up, a node come back).
+  void avoid_device(const std::string& node, const std::string& backend, int device,
                     const std::string& model);
 
   // Places a task at once or queues it (FIFO per model). Throws queen::error QUEUE_FULL (with

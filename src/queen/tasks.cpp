@@ -145,17 +145,20 @@ void task_runner::dispatch_and_relay(const task_request& request, admission& adm
     try {
       w = dispatch_.worker_for(request, *l, task.cancelled, send);
     } catch (const error& e) {
-      // A device the queen chose whose hive has no room for the model: another may have.
+      // A device the queen chose whose hive has no room for the model, or a node it cannot
+      // reach (gone with a lost worker): another may take it.
       bool no_room =
           e.code == common::codes::INSUFFICIENT_RAM || e.code == common::codes::INSUFFICIENT_VRAM;
-      if (!no_room || l->kind != decision_kind::cold || request.node ||
+      bool unreachable = e.code == common::codes::NODE_UNREACHABLE;
+      if (!(no_room || unreachable) || l->kind != decision_kind::cold || request.node ||
           attempt >= options_.max_dispatch_attempts) {
         throw;
       }
-      scheduler_.mark_no_room(l->node, l->backend, l->device, request.model);
+      scheduler_.avoid_device(l->node, l->backend, l->device, request.model);
       send(narration("queen-rbee", "placement_retry",
-                     "'" + l->node + "' has no room for " + request.model + " (" + e.message +
-                         "); placing it elsewhere",
+                     "'" + l->node + "' " +
+                         (no_room ? "has no room for " : "cannot be reached to start ") +
+                         request.model + " (" + e.message + "); placing it elsewhere",
                      {{"node", l->node}, {"code", e.code}}));
       l = dispatch_.next_lease(request, cancelled, lost_workers);
       continue;
@@ -189,6 +192,7 @@ void task_runner::dispatch_and_relay(const task_request& request, admission& adm
         throw *result.failure;
       lost_workers.push_back(w->worker_id);
       fail_over(request, *w, result, progress, send);
+      attempt = 0;  // the move gets its own dispatch attempts
       l = dispatch_.next_lease(request, cancelled, lost_workers);
       continue;
     }

@@ -103,7 +103,6 @@ const kernel_table& kernels_for(isa level) {
 act_format act_format_of(tensor_type t) {
   switch (t) {
     case tensor_type::q4_0:
-      return act_format::q8_32s;
     case tensor_type::q4_1:
     case tensor_type::q5_0:
     case tensor_type::q5_1:
@@ -130,9 +129,6 @@ size_t act_row_bytes(act_format f, int64_t n) {
       break;
     case act_format::q8_32:
       bytes = n + (n / 32) * 8 + 64;  // + room to pad to whole block pairs
-      break;
-    case act_format::q8_32s:
-      bytes = static_cast<size_t>((n / 32 + 1) / 2) * (64 + 64 + 64);  // qs, corrections, scales
       break;
     case act_format::q8_k:
       bytes = n + (n / qk_k) * 4 + (n / 16) * 2;

@@ -16,14 +16,11 @@ namespace rbee::engine::cpu {
 //         32; sum = Σ qs of the block, used for the offset of q4_0/q5_0 and the min of q4_1/q5_1;
 //         also iq4_nl's)
 //  q8_k:  per token: int8 qs[n] | float d[n/256] | int16 bsums[n/16] (k-quant and iq4_xs weights)
-//  q8_32s: q4_0's: q8_32 at the scalar and AVX2 levels; the AVX-512 level adds per-lane
-//         offset corrections and spread scales so its decode kernel does less per block
-//         (kernels_avx512.cpp), hence the larger rows.
 // Each token gets act_row_bytes (a multiple of 64). That is the layout of the scalar and
 // AVX2 levels; a level may arrange a tile of tokens differently inside the same bytes (the
 // AVX-512 q8_32 kernels interleave tokens, see kernels_avx512.cpp): activations are only read
 // by kernels of the level that quantized them.
-enum class act_format { f32, q8_32, q8_32s, q8_k };
+enum class act_format { f32, q8_32, q8_k };
 
 act_format act_format_of(tensor_type t);
 size_t act_row_bytes(act_format f, int64_t n);
@@ -99,7 +96,6 @@ struct kernel_table {
   using quantize_fn = void (*)(const float* x, int64_t n, int64_t tok, int64_t n_tok, uint8_t* act,
                                size_t stride);
   quantize_fn quantize_q8_32 = nullptr;
-  quantize_fn quantize_q8_32s = nullptr;
   quantize_fn quantize_q8_k = nullptr;
   void (*f16_to_f32)(const fp16_t* x, float* y, int64_t n) = nullptr;
   void (*f32_to_f16)(const float* x, fp16_t* y, int64_t n) = nullptr;

@@ -76,62 +76,6 @@ void quantize_q8_32_grouped(const float* x, int64_t n, int64_t tok, int64_t n_to
   }
 }
 
-// q4_0's activations (act_format::q8_32s): signed, so the unsigned nibbles q multiply them
-// directly, and Σ x*(q - 8) = Σ x*q - 8 Σ x, whose second term depends on the activations
-// only. A group of T tokens (as above) holds
-//   s8    qs[np][T][64]     block pairs, as for q8_32 but not offset
-//   int32 corr[np][T][16]   -8 Σ x of each 4-byte lane, the start value of the lane's dot
-//   float d[np][T][16]      each lane's block scale (0 for the padding of an odd tail)
-// so a block pair costs one vpdpbusd, one conversion and two float operations per token.
-// That is for groups of one or two tokens (decode); larger groups, whose activations must stay
-// in L1 while a weight row passes over them, use the compact q8_32 layout above, and the
-// per-row correction is shared by the tokens.
-struct group_view_s {
-  const int8_t* qs;
-  const int32_t* corr;
-  const float* d;
-};
-inline group_view_s view_group_s(const uint8_t* base, int64_t n, int tile) {
-  const int64_t np = (n / 32 + 1) / 2;
-  const auto* corr = reinterpret_cast<const int32_t*>(base + tile * np * 64);
-  return {reinterpret_cast<const int8_t*>(base), corr,
-          reinterpret_cast<const float*>(corr + tile * np * 16)};
-}
-
-void quantize_q8_32s_grouped(const float* x, int64_t n, int64_t tok, int64_t n_tok, uint8_t* act,
-                             size_t stride) {
-  const int64_t t0 = tok / max_tile * max_tile;
-  const int tile = static_cast<int>(std::min<int64_t>(max_tile, n_tok - t0));
-  if (tile > 2) {
-    quantize_q8_32_grouped(x, n, tok, n_tok, act, stride);
-    return;
-  }
-  const int i = static_cast<int>(tok - t0);
-  uint8_t* base = act + t0 * stride;
-  const int64_t nb = n / 32, np = (nb + 1) / 2;
-  auto* corr = reinterpret_cast<int32_t*>(base + tile * np * 64);
-  auto* d = reinterpret_cast<float*>(corr + tile * np * 16);
-  for (int64_t b = 0; b < np * 2; ++b) {
-    const int64_t slot = b / 2 * tile + i, half = b % 2;
-    auto* qs = reinterpret_cast<__m256i*>(base + slot * 64 + half * 32);
-    auto* c = reinterpret_cast<__m256i*>(corr + slot * 16 + half * 8);
-    float* db_lanes = d + slot * 16 + half * 8;
-    if (b == nb) {  // padding of an odd tail
-      _mm256_storeu_si256(qs, _mm256_setzero_si256());
-      _mm256_storeu_si256(c, _mm256_setzero_si256());
-      _mm256_storeu_ps(db_lanes, _mm256_setzero_ps());
-      continue;
-    }
-    const float db = amax32(x + b * 32) / 127;
-    const float id = db ? 1 / db : 0;
-    const __m256i q = round_pack32(x + b * 32, _mm256_set1_ps(id));
-    _mm256_storeu_si256(qs, q);
-    const __m256i eight_sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), q);
-    _mm256_storeu_si256(c, _mm256_sub_epi32(_mm256_setzero_si256(), eight_sums));
-    _mm256_storeu_ps(db_lanes, _mm256_set1_ps(db));
-  }
-}
-
 inline __m512i nibbles2(const uint8_t* qs0, const uint8_t* qs1) {
   const __m256i v = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs1)),
                                      _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs0)));
@@ -260,13 +204,16 @@ inline void add_min_terms(const typename P::block* w, const group_view& g, int64
   }
 }
 
-// One weight row against a group of T tokens. With one or two tokens two accumulator sets
-// alternate between block pairs so decode is not limited by the FMA latency chain.
+// One weight row against a group of T tokens. Two accumulator sets alternate between block
+// pairs so decode is not limited by the FMA latency chain; every tile size uses both, so a
+// token's result does not depend on how many tokens share its batch (a seeded answer is the
+// same under any load, and a resumed one continues exactly: docs/failover.md).
+constexpr int n_sets = 2;
+
 template <class P, int T>
 void row_q8_32(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float* out) {
   const auto* w = reinterpret_cast<const typename P::block*>(wr);
   const group_view g = view_group(xs[0], n, T);
-  constexpr int n_sets = T <= 2 ? 2 : 1;
   __m512 acc[n_sets][T];
   for (auto& set : acc) {
     for (auto& a : set) a = _mm512_setzero_ps();
@@ -280,62 +227,11 @@ void row_q8_32(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float* ou
   if (nb % 2) pair_step<P, T, true>(w, full_pairs, g, acc[0]);
   for (int t = 0; t < T; ++t) {
     __m512 sum = acc[0][t];
-    if constexpr (n_sets == 2) sum = _mm512_add_ps(sum, acc[1][t]);
+    sum = _mm512_add_ps(sum, acc[1][t]);
     out[t] = _mm512_reduce_add_ps(sum);
   }
   add_min_terms<P, T>(w, g, nb, out);
 }
-
-// q4_0 block pair p against the T tokens of a q8_32s group. With `single` only block 2p is
-// real; the padding activations are 0, so whatever the second half multiplies adds nothing.
-template <int T, bool single>
-inline void q4_0s_step(const block_q4_0* w, int64_t p, const group_view_s& g, __m512* acc) {
-  const block_q4_0& w0 = w[2 * p];
-  const block_q4_0& w1 = single ? w0 : w[2 * p + 1];
-  const __m512i wv = nibbles2(w0.qs, w1.qs);
-  const __m512 dw = pair_scales(w0.d, w1.d);
-  for (int t = 0; t < T; ++t) {
-    const int64_t slot = p * T + t;
-    const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(g.corr + slot * 16), wv,
-                                            _mm512_loadu_si512(g.qs + slot * 64));
-    acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), dw),
-                             _mm512_loadu_ps(g.d + slot * 16), acc[t]);
-  }
-}
-
-template <int T>
-void row_q4_0s(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float* out) {
-  const auto* w = reinterpret_cast<const block_q4_0*>(wr);
-  const group_view_s g = view_group_s(xs[0], n, T);
-  constexpr int n_sets = T <= 2 ? 2 : 1;
-  __m512 acc[n_sets][T];
-  for (auto& set : acc) {
-    for (auto& a : set) a = _mm512_setzero_ps();
-  }
-  const int64_t nb = n / 32, full_pairs = nb / 2;
-  int64_t p = 0;
-  for (; p + n_sets <= full_pairs; p += n_sets) {
-    for (int s = 0; s < n_sets; ++s) q4_0s_step<T, false>(w, p + s, g, acc[s]);
-  }
-  for (; p < full_pairs; ++p) q4_0s_step<T, false>(w, p, g, acc[0]);
-  if (nb % 2) q4_0s_step<T, true>(w, full_pairs, g, acc[0]);
-  for (int t = 0; t < T; ++t) {
-    __m512 sum = acc[0][t];
-    if constexpr (n_sets == 2) sum = _mm512_add_ps(sum, acc[1][t]);
-    out[t] = _mm512_reduce_add_ps(sum);
-  }
-}
-
-template <int T>
-struct q4_0s_row {
-  static void run(const uint8_t* w, const uint8_t* const* xs, int64_t n, float* out) {
-    if constexpr (T <= 2) {
-      row_q4_0s<T>(w, xs, n, out);
-    } else {
-      row_q8_32<q4_0_w, T>(w, xs, n, out);
-    }
-  }
-};
 
 // ---- k-quants: the same sub-block arithmetic as the 256-bit kernels, 64 elements at a time.
 
@@ -660,8 +556,7 @@ template <class L, int T>
 void row_float_512(const uint8_t* w, const uint8_t* const* xs, int64_t n, float* out) {
   const float* x[T];
   for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const float*>(xs[t]);
-  constexpr int n_sets = T <= 2 ? 2 : 1;  // independent FMA chains for decode
-  __m512 acc[n_sets][T];
+  __m512 acc[n_sets][T];  // two FMA chains at every tile size, as in row_q8_32
   for (auto& set : acc) {
     for (auto& a : set) a = _mm512_setzero_ps();
   }
@@ -676,7 +571,7 @@ void row_float_512(const uint8_t* w, const uint8_t* const* xs, int64_t n, float*
   }
   for (int t = 0; t < T; ++t) {
     __m512 sum = acc[0][t];
-    if constexpr (n_sets == 2) sum = _mm512_add_ps(sum, acc[1][t]);
+    sum = _mm512_add_ps(sum, acc[1][t]);
     float s = _mm512_reduce_add_ps(sum);
     for (int64_t j = i; j < n; ++j) s += L::scalar::scalar(w, j) * x[t][j];
     out[t] = s;
@@ -729,8 +624,7 @@ void fill_avx512_kernels(kernel_table& t) {
   t.gemm[slot_f16] = avx512::gemm_tiled<avx512::float_rows_512<avx512::f16_load512>::row>;
   t.gemm[slot_bf16] = avx512::gemm_tiled<avx512::float_rows_512<avx512::bf16_load512>::row>;
 
-  t.quantize_q8_32s = avx512::quantize_q8_32s_grouped;
-  t.gemm[slot_q4_0] = avx512::gemm_tiled<avx512::q4_0s_row>;
+  t.gemm[slot_q4_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q4_0_w>::row>;
   t.gemm[slot_q4_1] = avx512::gemm_tiled<avx512::rows_512<avx512::q4_1_w>::row>;
   t.gemm[slot_q5_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_0_w>::row>;
   t.gemm[slot_q5_1] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_1_w>::row>;

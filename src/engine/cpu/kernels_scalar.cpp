@@ -393,7 +393,6 @@ void fill_scalar_kernels(kernel_table& t) {
   t.gemm[slot_iq4_nl] = gemm_rows<dot_iq4_nl>;
   t.gemm[slot_iq4_xs] = gemm_rows<dot_iq4_xs>;
   t.quantize_q8_32 = quantize_token_rows<quantize_q8_32>;
-  t.quantize_q8_32s = quantize_token_rows<quantize_q8_32>;
   t.quantize_q8_k = quantize_token_rows<quantize_q8_k>;
   t.f16_to_f32 = f16_to_f32_s;
   t.f32_to_f16 = f32_to_f16_s;

@@ -37,7 +37,7 @@ size_t matmul_scratch_bytes(tensor_type t, int64_t n_cols, int64_t n_tokens) {
 
 size_t matmul_scratch_bytes(std::span<const tensor_type> types, int64_t n_cols, int64_t n_tokens) {
   size_t bytes = 0;
-  for (const act_format f : {act_format::q8_32, act_format::q8_32s, act_format::q8_k}) {
+  for (const act_format f : {act_format::q8_32, act_format::q8_k}) {
     const bool used = std::any_of(types.begin(), types.end(),
                                   [&](tensor_type t) { return act_format_of(t) == f; });
     if (used) bytes += act_row_bytes(f, n_cols) * static_cast<size_t>(n_tokens);
@@ -79,7 +79,7 @@ void matmul_many(thread_pool& pool, std::span<const matmul_op> ops, int64_t n_co
   act_region regions[3];
   int n_regions = 0;
   auto* next = static_cast<uint8_t*>(scratch);
-  for (const act_format f : {act_format::q8_32, act_format::q8_32s, act_format::q8_k}) {
+  for (const act_format f : {act_format::q8_32, act_format::q8_k}) {
     const bool used = std::any_of(ops.begin(), ops.end(),
                                   [&](const matmul_op& op) { return act_format_of(op.type) == f; });
     if (!used) continue;
@@ -90,9 +90,7 @@ void matmul_many(thread_pool& pool, std::span<const matmul_op> ops, int64_t n_co
   if (n_regions > 0) {
     const auto quantize_token = [&](int task, int) {
       const act_region& r = regions[task / n_tokens];
-      const auto quantize = r.format == act_format::q8_32    ? k.quantize_q8_32
-                            : r.format == act_format::q8_32s ? k.quantize_q8_32s
-                                                             : k.quantize_q8_k;
+      const auto quantize = r.format == act_format::q8_32 ? k.quantize_q8_32 : k.quantize_q8_k;
       const int64_t tok = task % n_tokens;
       quantize(x + tok * n_cols, n_cols, tok, n_tokens, r.data, r.stride);
     };

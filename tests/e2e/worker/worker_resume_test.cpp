@@ -76,7 +76,11 @@ class WorkerResume : public ::testing::Test {
  protected:
   void SetUp() override {
     ignore_sigpipe();
-    worker_ = std::make_unique<worker_process>(home_, std::vector<std::string>{"--model", stories});
+    start(stories);
+  }
+  void start(const std::string& model) {
+    worker_.reset();
+    worker_ = std::make_unique<worker_process>(home_, std::vector<std::string>{"--model", model});
     worker_->wait_ready();
   }
   // Resumes `whole` after each of the given events and checks the continuation.
@@ -127,6 +131,24 @@ TEST_F(WorkerResume, ASampledStreamResumedFromAnyMarkContinuesByteForByte) {
   unrestored["resume"] = resume_after(whole, 49);
   unrestored["resume"]["rng_state"] = common::hex_u64(42);
   EXPECT_NE(run(client, unrestored).text(), whole.text_after(49));
+}
+
+// Random weights: near-uniform distributions make any difference between the resumed worker's
+// prefill and the first worker's one-token decode steps change a draw. Every weight type's CPU
+// kernel must give a token the same result whatever else shares its batch.
+TEST_F(WorkerResume, EveryWeightTypeResumesByteForByte) {
+  for (const char* type :
+       {"f16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K"}) {
+    SCOPED_TRACE(type);
+    start(shared_model(std::string("synth-tiny-") + type + ".gguf"));
+    auto client = worker_->client();
+    json body = sampled(300);
+    body["logit_bias"] = {{"2", -100}};
+    marked_stream whole = run(client, body);
+    ASSERT_EQ(whole.status, 200) << whole.error.body;
+    ASSERT_GT(whole.tokens.size(), 60u);
+    expect_continuations(body, whole, {0, 49, whole.tokens.size() - 2});
+  }
 }
 
 TEST_F(WorkerResume, AGreedyChatResumesToo) {
