@@ -11,7 +11,9 @@
 
 namespace rbee::engine::cuda::testing {
 
-enum class product_route { matvec, gemm };
+// matvec: the decode route; cublas: dequantize + cuBLAS; mma: the tensor-core kernel (fp16
+// activations); gemm: the prefill choice between the last two, as a context makes it.
+enum class product_route { matvec, cublas, mma, gemm };
 
 // y (n_tok, rows) = x (n_tok, cols) @ W^T, W (rows, cols) packed in `type`.
 std::vector<float> matmul(tensor_type type, std::span<const uint8_t> w, int64_t rows, int64_t cols,
