@@ -19,6 +19,7 @@ const std::map<std::string, backend_kind> backends{{"cpu", backend_kind::cpu},
 int main(int argc, char** argv) {
   namespace tool = rbee::engine_tool;
   CLI::App app{"rbee-engine: run, inspect, benchmark and make GGUF models"};
+  app.set_version_flag("--version", tool::version_text());
   app.require_subcommand(1);
 
   tool::generate_options gen;

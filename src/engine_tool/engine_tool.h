@@ -54,6 +54,10 @@ struct bench_options {
 // mask's share of the time is reported.
 int bench(const bench_options& opts, std::ostream& out, std::ostream& log);
 
+// `rbee-engine --version`: the tool and the backends of this build, with the CUDA kernels'
+// architectures ("rbee-engine 0.1.0 (cpu, cuda (sm 90))").
+std::string version_text();
+
 // Architecture, hyperparameters, tensor type counts, vocabulary and chat template family.
 int info(const std::string& model_path, std::ostream& out);
 

@@ -236,6 +236,15 @@ TEST_F(engine_tool, bench_table_looks_like_llama_bench) {
   EXPECT_NE(r.out.find("±"), std::string::npos) << r.out;
 }
 
+TEST_F(engine_tool, version_names_the_backends_of_the_build) {
+  const auto r = run({"--version"});
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out.rfind("rbee-engine ", 0), 0u) << r.out;
+  // A CUDA build names its kernels' architectures.
+  const bool cuda = r.out.find("cpu, cuda (sm ") != std::string::npos;
+  EXPECT_TRUE(cuda || r.out.find("cpu, no cuda") != std::string::npos) << r.out;
+}
+
 TEST_F(engine_tool, errors_exit_1_with_a_message) {
   EXPECT_EQ(run({"generate", "-m", path("missing.gguf"), "-p", "x"}).exit_code, 1);
   const std::string junk = path("junk.gguf");
