@@ -66,6 +66,12 @@ int main(int argc, char** argv) {
   b->add_option("--json-schema", bench.json_schema,
                 "Constrain the tg tokens to this JSON schema file (the document restarts when it "
                 "ends) and report the mask's cost per token");
+  b->add_option("--parallel", bench.parallel,
+                "Sequence counts, e.g. 1,8,32: instead of pp/tg, N sequences each prefill -p "
+                "tokens, then generate -n tokens together (aggregate t/s, as llama-batched-bench)")
+      ->delimiter(',');
+  b->add_option("-b,--batch-size", bench.n_batch, "Tokens per decode call of the --parallel test")
+      ->capture_default_str();
 
   std::string info_model;
   auto* i = app.add_subcommand("info", "Architecture, hyperparameters, tensor types, vocab");
