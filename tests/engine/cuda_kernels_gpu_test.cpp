@@ -168,50 +168,62 @@ std::vector<tensor_type> mma_types() {
   return out;
 }
 
-// The tensor-core product against the reference and against dequantize + cuBLAS, which sees
-// the same fp16 weights and activations (bf16: fp32 ones): the two differ by summation order
-// and, for bf16, the activations' fp16 rounding.
-void check_mma(tensor_type t, int64_t rows, int64_t cols, int n_tok, std::mt19937& rng) {
+// The tensor-core product with tiles of `tile` tokens (0: its own choice) against the
+// reference and, with against_cublas, against dequantize + cuBLAS, which sees the same fp16
+// weights and activations (bf16: fp32 ones): the two differ by summation order and, for
+// bf16, the activations' fp16 rounding.
+void check_mma(tensor_type t, int64_t rows, int64_t cols, int n_tok, int tile, bool against_cublas,
+               std::mt19937& rng) {
   const product_inputs p = random_product(t, rows, cols, n_tok, rng);
-  const auto y = testing::matmul(t, p.w, rows, cols, p.x, n_tok, testing::product_route::mma);
+  const auto y = testing::matmul(t, p.w, rows, cols, p.x, n_tok, testing::product_route::mma, tile);
   const double worst = reference_error(p, y, 0.02, "mma");
-  const auto via_cublas =
-      testing::matmul(t, p.w, rows, cols, p.x, n_tok, testing::product_route::cublas);
-  const double apart = worst_error(p, y, 5e-3, "mma vs cublas", [&](int64_t r, int tok) {
-    return via_cublas[static_cast<size_t>(tok * rows + r)];
-  });
-  std::printf("  %-6s mma    %4lld x %-5lld n_tok %3d: max error %.2e, from cuBLAS %.2e\n",
-              std::string(to_string(t)).c_str(), static_cast<long long>(rows),
+  double apart = 0;
+  if (against_cublas) {
+    const auto via_cublas =
+        testing::matmul(t, p.w, rows, cols, p.x, n_tok, testing::product_route::cublas);
+    apart = worst_error(p, y, 5e-3, "mma vs cublas", [&](int64_t r, int tok) {
+      return via_cublas[static_cast<size_t>(tok * rows + r)];
+    });
+  }
+  std::printf("  %-6s mma %3d %4lld x %-5lld n_tok %3d: max error %.2e, from cuBLAS %.2e\n",
+              std::string(to_string(t)).c_str(), tile, static_cast<long long>(rows),
               static_cast<long long>(cols), n_tok, worst, apart);
 }
 
-// Every tile shape (16, 32, 64 tokens per tile and more) on every type.
+const int mma_tiles[] = {16, 32, 64, 128};
+
+// Every batch size through every tile shape and the kernel's own choice, on every type.
 TEST(cuda_kernels, mma_matches_reference_for_every_type_and_batch) {
   RBEE_REQUIRE_GPU();
   std::mt19937 rng(12);
   for (tensor_type t : mma_types())
-    for (int n_tok : {9, 16, 33, 64, 128, 512}) check_mma(t, 96, 768, n_tok, rng);
+    for (int n_tok : {9, 16, 33, 64, 128, 512}) {
+      check_mma(t, 96, 768, n_tok, 0, true, rng);
+      for (int tile : mma_tiles) check_mma(t, 96, 768, n_tok, tile, false, rng);
+    }
 }
 
 // Rows that are no multiple of a tile, rows of a number of chunks that is no multiple of a
 // step (9 chunks of 32; K-quant rows are whole super-blocks of 8), bf16 rows of any length
-// (172: no multiple of 8 either), and token counts past a tile's end.
+// (172: no multiple of 8 either), and token counts past a tile's end, in every tile shape.
+// Small, so that compute-sanitizer can run it.
 TEST(cuda_kernels, mma_handles_odd_shapes) {
   RBEE_REQUIRE_GPU();
   std::mt19937 rng(13);
   for (tensor_type t : mma_types()) {
     const int64_t cols = traits_of(t).block_size == 256 ? 768 : t == tensor_type::bf16 ? 172 : 288;
-    for (int64_t rows : {1, 67, 130})
-      for (int n_tok : {9, 17, 47, 100}) check_mma(t, rows, cols, n_tok, rng);
+    for (int tile : mma_tiles)
+      for (int64_t rows : {1, 67, 130})
+        for (int n_tok : {9, 47, 100}) check_mma(t, rows, cols, n_tok, tile, false, rng);
   }
-  check_mma(tensor_type::bf16, 45, 200, 33, rng);
+  check_mma(tensor_type::bf16, 45, 200, 33, 32, false, rng);
 }
 
-// Enough row tiles x token tiles that the widest tile (128 x 128) fills the device.
+// A matrix big enough that the kernel's own choice is the widest tile (128 x 128).
 TEST(cuda_kernels, mma_wide_tiles_match_reference) {
   RBEE_REQUIRE_GPU();
   std::mt19937 rng(14);
-  for (tensor_type t : mma_types()) check_mma(t, 4227, 256, 512, rng);
+  for (tensor_type t : mma_types()) check_mma(t, 4227, 256, 512, 0, true, rng);
 }
 
 // gemm as a context calls it: the tensor-core route up to max_mma_tokens, cuBLAS above, with

@@ -43,7 +43,7 @@ struct tile_shape {
 
 // Per batch size (tokens per block tile): small batches are bound by reading the weights, so
 // their blocks cover few rows (more blocks in flight); big ones by the multiplies, so their
-// tiles are bigger (more products per decoded weight).
+// tiles are bigger (more products per decoded weight). launch_for_batch chooses.
 using tile_16 = tile_shape<32, 16, 128, 2, 1, 2, 4>;
 using tile_32 = tile_shape<64, 32, 64, 2, 2, 1, 4>;
 using tile_64 = tile_shape<64, 64, 64, 2, 2, 1, 3>;
@@ -221,22 +221,40 @@ void launch(const uint8_t* w, size_t row_bytes, int rows, int cols, const __half
   RBEE_CUDA_CHECK_LAUNCH();
 }
 
-// The biggest tile whose grid still gives every multiprocessor a block: a 4096-row matrix
-// has only 32 row tiles of 128.
+// The tile of tokens_per_tile tokens (16, 32, 64 or 128), or with 0 the biggest whose grid
+// still keeps the device busy (at least 3/4 of the multiprocessors get a block: a 4096-row
+// matrix has only 32 row tiles of 128) without leaving more than half a token tile empty;
+// else the smallest, which has the most blocks.
 template <tensor_type T>
 void launch_for_batch(const uint8_t* w, size_t row_bytes, int rows, int cols, const __half* x,
-                      int n_tok, float* y, cudaStream_t stream) {
-  const auto tiles = [&](int bm, int bn) {
-    return static_cast<int64_t>((rows + bm - 1) / bm) * ((n_tok + bn - 1) / bn);
-  };
-  if (n_tok <= 16)
-    launch<T, tile_16>(w, row_bytes, rows, cols, x, n_tok, y, stream);
-  else if (n_tok <= 32)
-    launch<T, tile_32>(w, row_bytes, rows, cols, x, n_tok, y, stream);
-  else if (n_tok <= 64 || tiles(tile_128::bm, tile_128::bn) < multiprocessor_count())
-    launch<T, tile_64>(w, row_bytes, rows, cols, x, n_tok, y, stream);
-  else
-    launch<T, tile_128>(w, row_bytes, rows, cols, x, n_tok, y, stream);
+                      int n_tok, float* y, int tokens_per_tile, cudaStream_t stream) {
+  if (tokens_per_tile == 0) {
+    const int64_t enough = multiprocessor_count() * 3 / 4;
+    const auto fills = [&](int bm, int bn) {
+      const int64_t tiles = static_cast<int64_t>((rows + bm - 1) / bm) * ((n_tok + bn - 1) / bn);
+      return n_tok > bn / 2 && tiles >= enough;
+    };
+    tokens_per_tile = fills(tile_128::bm, tile_128::bn) ? 128
+                      : fills(tile_64::bm, tile_64::bn) ? 64
+                      : fills(tile_32::bm, tile_32::bn) ? 32
+                                                        : 16;
+  }
+  switch (tokens_per_tile) {
+    case 16:
+      launch<T, tile_16>(w, row_bytes, rows, cols, x, n_tok, y, stream);
+      break;
+    case 32:
+      launch<T, tile_32>(w, row_bytes, rows, cols, x, n_tok, y, stream);
+      break;
+    case 64:
+      launch<T, tile_64>(w, row_bytes, rows, cols, x, n_tok, y, stream);
+      break;
+    case 128:
+      launch<T, tile_128>(w, row_bytes, rows, cols, x, n_tok, y, stream);
+      break;
+    default:
+      assert(false && "gemm_mma: tiles of 16, 32, 64 or 128 tokens");
+  }
 }
 
 __global__ void to_f16_kernel(const float* __restrict__ x, int64_t n, __half* __restrict__ out) {
@@ -257,15 +275,15 @@ void to_f16(const float* x, int64_t n, __half* out, cudaStream_t stream) {
 }
 
 void gemm_mma(tensor_type type, const void* w, int64_t rows, int64_t cols, const __half* x_f16,
-              int n_tok, float* y, cudaStream_t stream) {
+              int n_tok, float* y, cudaStream_t stream, int tokens_per_tile) {
   assert(mma_type(type) && n_tok >= 1 && "gemm_mma: an integer or bf16 weight type");
   const auto* wb = static_cast<const uint8_t*>(w);
   const size_t rb = row_size(type, cols);
   const int nr = static_cast<int>(rows), nc = static_cast<int>(cols);
   switch (type) {
-#define RBEE_T(T)                                                 \
-  case T:                                                         \
-    launch_for_batch<T>(wb, rb, nr, nc, x_f16, n_tok, y, stream); \
+#define RBEE_T(T)                                                                  \
+  case T:                                                                          \
+    launch_for_batch<T>(wb, rb, nr, nc, x_f16, n_tok, y, tokens_per_tile, stream); \
     break;
     RBEE_T(tensor_type::q4_0)
     RBEE_T(tensor_type::q4_1)

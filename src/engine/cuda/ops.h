@@ -73,9 +73,11 @@ void gemm(cublasHandle_t handle, tensor_type type, const void* w, int64_t rows, 
 // The weight types of the tensor-core product: the integer types and bf16.
 bool mma_type(tensor_type type);
 // y (n_tok, rows) = x (n_tok, cols) @ W^T on tensor cores, W read in its packed form (tiles
-// decoded to fp16 in shared memory), x_f16 the activations as fp16; any n_tok >= 1.
+// decoded to fp16 in shared memory), x_f16 the activations as fp16; any n_tok >= 1. Blocks
+// take tiles of tokens_per_tile tokens (16, 32, 64 or 128; 0: chosen for the batch, the
+// matrix and the device).
 void gemm_mma(tensor_type type, const void* w, int64_t rows, int64_t cols, const __half* x_f16,
-              int n_tok, float* y, cudaStream_t stream);
+              int n_tok, float* y, cudaStream_t stream, int tokens_per_tile = 0);
 // x (n,) fp32 -> out (n,) fp16.
 void to_f16(const float* x, int64_t n, __half* out, cudaStream_t stream);
 

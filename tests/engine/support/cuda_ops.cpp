@@ -69,7 +69,7 @@ class cublas_handle {
 }  // namespace
 
 std::vector<float> matmul(tensor_type type, std::span<const uint8_t> w, int64_t rows, int64_t cols,
-                          std::span<const float> x, int n_tok, product_route route) {
+                          std::span<const float> x, int n_tok, product_route route, int mma_tile) {
   device_weights dw(type, w, rows, cols);
   buffer dx(x), dy(static_cast<size_t>(rows) * n_tok * sizeof(float));
   if (route == product_route::matvec) {
@@ -83,7 +83,7 @@ std::vector<float> matmul(tensor_type type, std::span<const uint8_t> w, int64_t 
   if (route == product_route::mma) {
     buffer xh(x.size() * sizeof(__half));
     to_f16(dx.as<float>(), static_cast<int64_t>(x.size()), xh.as<__half>(), 0);
-    gemm_mma(type, dw.data(), rows, cols, xh.as<__half>(), n_tok, dy.as<float>(), 0);
+    gemm_mma(type, dw.data(), rows, cols, xh.as<__half>(), n_tok, dy.as<float>(), 0, mma_tile);
     return dy.download<float>(static_cast<size_t>(rows) * n_tok);
   }
   const cublas_handle handle;
