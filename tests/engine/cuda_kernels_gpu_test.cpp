@@ -90,13 +90,15 @@ double worst_error(const product_inputs& p, const std::vector<float>& y, double 
   if (y.size() != static_cast<size_t>(rows * p.n_tok)) return INFINITY;
   const size_t rb = row_size(p.type, cols);
   std::vector<float> wrow(static_cast<size_t>(cols));
+  std::vector<double> x_norms;
+  for (int tok = 0; tok < p.n_tok; ++tok) x_norms.push_back(norm(p.x.data() + tok * cols, cols));
   double worst = 0;
   for (int64_t r = 0; r < rows; ++r) {
     dequantize_row_reference(p.type, p.w.data() + r * rb, wrow.data(), cols);
     const double wn = norm(wrow.data(), cols);
     for (int tok = 0; tok < p.n_tok; ++tok) {
-      const float* xt = p.x.data() + tok * cols;
-      const double scale = wn * norm(xt, cols) / std::sqrt(static_cast<double>(cols));
+      const double scale =
+          wn * x_norms[static_cast<size_t>(tok)] / std::sqrt(static_cast<double>(cols));
       const float got = y[static_cast<size_t>(tok * rows + r)];
       const double ref = want(r, tok);
       const double err = std::abs(got - ref) / scale;
