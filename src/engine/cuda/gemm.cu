@@ -22,6 +22,10 @@ size_t align256(size_t n) {
   return (n + 255) / 256 * 256;
 }
 
+bool mma_route(tensor_type type, int n_tok) {
+  return mma_type(type) && n_tok <= max_mma_tokens;
+}
+
 }  // namespace
 
 size_t gemm_cublas_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, int n_tok) {
@@ -31,14 +35,6 @@ size_t gemm_cublas_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, i
   if (type == tensor_type::bf16) return align256(elems * 4);
   return align256(type == tensor_type::f16 ? 0 : elems * 2) + align256(x_elems * 2);
 }
-
-namespace {
-
-bool mma_route(tensor_type type, int n_tok) {
-  return mma_type(type) && n_tok <= max_mma_tokens;
-}
-
-}  // namespace
 
 size_t gemm_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, int n_tok) {
   // The fp16 activations of the tensor-core route; a context whose batches may exceed
