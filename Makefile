@@ -3,6 +3,12 @@
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+# CUDA architectures to compile for; empty: the GPUs of this machine, else every supported one
+# (cmake/cuda.cmake). CI (nvcc, no GPU) names a smaller set to keep its compile time down.
+CUDA_ARCHITECTURES ?=
+ifneq ($(CUDA_ARCHITECTURES),)
+CMAKE_FLAGS += -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHITECTURES)"
+endif
 
 .PHONY: all deps configure build test demo format format-check clean
 

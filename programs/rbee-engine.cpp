@@ -19,6 +19,7 @@ const std::map<std::string, backend_kind> backends{{"cpu", backend_kind::cpu},
 int main(int argc, char** argv) {
   namespace tool = rbee::engine_tool;
   CLI::App app{"rbee-engine: run, inspect, benchmark and make GGUF models"};
+  app.set_version_flag("--version", tool::version_text());
   app.require_subcommand(1);
 
   tool::generate_options gen;
@@ -65,6 +66,12 @@ int main(int argc, char** argv) {
   b->add_option("--json-schema", bench.json_schema,
                 "Constrain the tg tokens to this JSON schema file (the document restarts when it "
                 "ends) and report the mask's cost per token");
+  b->add_option("--parallel", bench.parallel,
+                "Sequence counts, e.g. 1,8,32: instead of pp/tg, N sequences each prefill -p "
+                "tokens, then generate -n tokens together (aggregate t/s, as llama-batched-bench)")
+      ->delimiter(',');
+  b->add_option("-b,--batch-size", bench.n_batch, "Tokens per decode call of the --parallel test")
+      ->capture_default_str();
 
   std::string info_model;
   auto* i = app.add_subcommand("info", "Architecture, hyperparameters, tensor types, vocab");

@@ -99,6 +99,9 @@ struct model_deleter {
 using model_ptr = std::unique_ptr<model, model_deleter>;
 
 model_ptr model_load(const std::string& path, const model_params& params);
+// The backends this build holds, for version reports: "cpu, cuda (sm 80-real 90-real)" (the
+// CUDA kernels' architectures) or "cpu, no cuda".
+std::string build_backends();
 const model_info& model_get_info(const model& m);
 // Device memory the model's weights hold (0 on the CPU backend).
 uint64_t model_device_bytes(const model& m);

@@ -21,6 +21,10 @@ backend_maker find_backend(backend_kind kind) {
 
 }  // namespace
 
+std::string build_backends() {
+  return "cpu, " + cuda::build_description();
+}
+
 model_ptr model_load(const std::string& path, const model_params& params) {
   if (params.n_threads < 0)
     throw engine_error(error_code::invalid_argument, "n_threads must not be negative");

@@ -9,4 +9,8 @@ backend_maker backend_entry() {
                      "this build has no CUDA backend (available backends: cpu)");
 }
 
+std::string build_description() {
+  return "no cuda";
+}
+
 }  // namespace rbee::engine::cuda

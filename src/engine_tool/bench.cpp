@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -80,18 +81,170 @@ structured::token_vocabulary constraint_vocabulary(const engine::model& m, int n
   return structured::token_vocabulary(engine::text_token_pieces(m), std::move(end_tokens));
 }
 
-}  // namespace
-
-int bench(const bench_options& opts, std::ostream& out, std::ostream& log) {
-  if (opts.n_prompt < 0 || opts.n_gen < 0 || opts.n_prompt + opts.n_gen == 0 ||
-      opts.repetitions < 1)
-    throw engine::engine_error(engine::error_code::invalid_argument,
-                               "bench needs -p >= 0, -n >= 0 (not both 0) and -r >= 1");
+engine::model_ptr load_model(const bench_options& opts) {
   engine::model_params mp = engine::model_default_params();
   mp.backend = opts.backend;
   mp.device = opts.device;
   mp.n_threads = opts.n_threads;
-  auto model = engine::model_load(opts.model, mp);
+  return engine::model_load(opts.model, mp);
+}
+
+std::string backend_name(const bench_options& opts) {
+  return opts.backend == engine::backend_kind::cpu ? "CPU" : "CUDA";
+}
+
+std::string model_type_of(const engine::model_info& mi) {
+  return fmt::format("{} {} {}", mi.architecture, size_label(mi.n_params), mi.quantization);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The batched test of one sequence count: seconds of each repetition's two phases.
+struct parallel_result {
+  int n_parallel = 0;
+  std::vector<double> pp_s, tg_s;
+  std::vector<double> pp_ts(int n_prompt) const { return rates(pp_s, n_prompt); }
+  std::vector<double> tg_ts(int n_gen) const { return rates(tg_s, n_gen); }
+
+ private:
+  std::vector<double> rates(const std::vector<double>& secs, int per_seq) const {
+    std::vector<double> out;
+    for (double t : secs) out.push_back(static_cast<double>(n_parallel) * per_seq / t);
+    return out;
+  }
+};
+
+void check_parallel_options(const bench_options& opts) {
+  if (opts.n_prompt < 1 || opts.n_gen < 1 || opts.repetitions < 1 || opts.n_batch < 1)
+    throw engine::engine_error(engine::error_code::invalid_argument,
+                               "bench --parallel needs -p >= 1, -n >= 1, -r >= 1 and -b >= 1");
+  for (int n : opts.parallel)
+    if (n < 1)
+      throw engine::engine_error(engine::error_code::invalid_argument,
+                                 fmt::format("bench --parallel: {} is not a sequence count", n));
+  if (!opts.json_schema.empty())
+    throw engine::engine_error(engine::error_code::invalid_argument,
+                               "bench: --json-schema applies to the tg test, not to --parallel");
+}
+
+void print_parallel(const bench_options& opts, const engine::model_info& mi,
+                    const std::vector<parallel_result>& results, std::ostream& out) {
+  const std::string model_type = model_type_of(mi);
+  if (opts.json) {
+    nlohmann::json arr = nlohmann::json::array();
+    for (const auto& r : results) {
+      const auto [pp, pp_sd] = mean_sd(r.pp_ts(opts.n_prompt));
+      const auto [tg, tg_sd] = mean_sd(r.tg_ts(opts.n_gen));
+      arr.push_back({{"model_filename", opts.model},
+                     {"model_type", model_type},
+                     {"backends", backend_name(opts)},
+                     {"n_parallel", r.n_parallel},
+                     {"n_prompt", opts.n_prompt},
+                     {"n_gen", opts.n_gen},
+                     {"n_batch", opts.n_batch},
+                     {"n_kv", r.n_parallel * (opts.n_prompt + opts.n_gen)},
+                     {"t_pp_s", mean_sd(r.pp_s).first},
+                     {"pp_avg_ts", pp},
+                     {"pp_stddev_ts", pp_sd},
+                     {"t_tg_s", mean_sd(r.tg_s).first},
+                     {"tg_avg_ts", tg},
+                     {"tg_stddev_ts", tg_sd}});
+    }
+    out << arr.dump(2) << "\n";
+    return;
+  }
+  fmt::print(out, "{} ({}), {}\n", model_type, human_size(mi.size_bytes), backend_name(opts));
+  fmt::print(out, "| {:>6} | {:>6} | {:>4} | {:>7} | {:>8} | {:>20} | {:>8} | {:>20} |\n", "PP",
+             "TG", "B", "N_KV", "T_PP s", "S_PP t/s", "T_TG s", "S_TG t/s");
+  out << "| -----: | -----: | ---: | ------: | -------: | -------------------: | -------: | "
+         "-------------------: |\n";
+  for (const auto& r : results) {
+    const auto [pp, pp_sd] = mean_sd(r.pp_ts(opts.n_prompt));
+    const auto [tg, tg_sd] = mean_sd(r.tg_ts(opts.n_gen));
+    fmt::print(out, "| {:>6} | {:>6} | {:>4} | {:>7} | {:>8.3f} | {:>20} | {:>8.3f} | {:>20} |\n",
+               opts.n_prompt, opts.n_gen, r.n_parallel, r.n_parallel * (opts.n_prompt + opts.n_gen),
+               mean_sd(r.pp_s).first, fmt::format("{:.2f} ± {:.2f}", pp, pp_sd),
+               mean_sd(r.tg_s).first, fmt::format("{:.2f} ± {:.2f}", tg, tg_sd));
+  }
+}
+
+int bench_parallel(const bench_options& opts, std::ostream& out, std::ostream& log) {
+  check_parallel_options(opts);
+  auto model = load_model(opts);
+  const auto& mi = engine::model_get_info(*model);
+  const int max_parallel = *std::max_element(opts.parallel.begin(), opts.parallel.end());
+  // One context for every count: each sequence holds its prompt and generated tokens.
+  engine::context_params cp = engine::context_default_params();
+  cp.n_ctx = opts.n_prompt + opts.n_gen;
+  cp.n_seq = max_parallel;
+  cp.n_batch = std::max(opts.n_batch, max_parallel);
+  cp.n_threads = opts.n_threads;
+  auto ctx = engine::context_create(*model, cp);
+
+  engine::rng gen(1234);
+  const auto random_token = [&] {
+    return static_cast<engine::token_id>(gen.next() % static_cast<uint64_t>(mi.n_vocab));
+  };
+  std::vector<engine::batch_entry> batch;
+  // n sequences' prompts, sequence after sequence, in decode calls of up to n_batch tokens;
+  // each sequence's last token wants logits.
+  const auto prefill = [&](int n) {
+    for (int s = 0; s < n; ++s) engine::sequence_clear(*ctx, s);
+    batch.clear();
+    for (int s = 0; s < n; ++s)
+      for (int i = 0; i < opts.n_prompt; ++i) {
+        batch.push_back({random_token(), i, s, i + 1 == opts.n_prompt});
+        if (static_cast<int>(batch.size()) == cp.n_batch) {
+          engine::decode(*ctx, batch);
+          batch.clear();
+        }
+      }
+    if (!batch.empty()) engine::decode(*ctx, batch);
+  };
+  // Steps first..first+steps-1 of n sequences together, one token each.
+  const auto generate = [&](int n, int first, int steps) {
+    for (int step = first; step < first + steps; ++step) {
+      batch.clear();
+      for (int s = 0; s < n; ++s) batch.push_back({random_token(), opts.n_prompt + step, s, true});
+      engine::decode(*ctx, batch);
+    }
+  };
+
+  std::vector<parallel_result> results;
+  for (int n : opts.parallel) {
+    parallel_result r;
+    r.n_parallel = n;
+    // Warm-up, as llama-batched-bench does: first-touch costs (a step shape's first use)
+    // stay out of the numbers.
+    prefill(n);
+    generate(n, 0, 1);
+    for (int rep = 0; rep < opts.repetitions; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      prefill(n);
+      r.pp_s.push_back(seconds_since(t0));
+      t0 = std::chrono::steady_clock::now();
+      generate(n, 0, opts.n_gen);
+      r.tg_s.push_back(seconds_since(t0));
+    }
+    fmt::print(log, "parallel {}: pp {:.2f} t/s, tg {:.2f} t/s\n", n,
+               mean_sd(r.pp_ts(opts.n_prompt)).first, mean_sd(r.tg_ts(opts.n_gen)).first);
+    results.push_back(std::move(r));
+  }
+  print_parallel(opts, mi, results, out);
+  return 0;
+}
+
+}  // namespace
+
+int bench(const bench_options& opts, std::ostream& out, std::ostream& log) {
+  if (!opts.parallel.empty()) return bench_parallel(opts, out, log);
+  if (opts.n_prompt < 0 || opts.n_gen < 0 || opts.n_prompt + opts.n_gen == 0 ||
+      opts.repetitions < 1)
+    throw engine::engine_error(engine::error_code::invalid_argument,
+                               "bench needs -p >= 0, -n >= 0 (not both 0) and -r >= 1");
+  auto model = load_model(opts);
   const auto& mi = engine::model_get_info(*model);
 
   // Like llama-bench: the context holds exactly the tokens of the test.
@@ -190,8 +343,7 @@ int bench(const bench_options& opts, std::ostream& out, std::ostream& log) {
                per_token / 1e3, 100.0 * per_token / tg_ns, documents, mi.n_vocab);
   }
 
-  const std::string model_type =
-      fmt::format("{} {} {}", mi.architecture, size_label(mi.n_params), mi.quantization);
+  const std::string model_type = model_type_of(mi);
   const std::string threads = std::to_string(n_threads);
   if (opts.json) {
     nlohmann::json arr = nlohmann::json::array();
@@ -202,7 +354,7 @@ int bench(const bench_options& opts, std::ostream& out, std::ostream& log) {
                      {"model_type", model_type},
                      {"model_size", mi.size_bytes},
                      {"model_n_params", mi.n_params},
-                     {"backends", opts.backend == engine::backend_kind::cpu ? "CPU" : "CUDA"},
+                     {"backends", backend_name(opts)},
                      {"n_threads", n_threads},
                      {"n_prompt", r.n_prompt},
                      {"n_gen", r.n_gen},
@@ -224,9 +376,8 @@ int bench(const bench_options& opts, std::ostream& out, std::ostream& log) {
   for (const auto& r : results) {
     const auto [mean, sd] = mean_sd(r.ts());
     fmt::print(out, "| {:<30} | {:>10} | {:>10} | {:<10} | {:>7} | {:>13} | {:>20} |\n", model_type,
-               human_size(mi.size_bytes), human_params(mi.n_params),
-               opts.backend == engine::backend_kind::cpu ? "CPU" : "CUDA", threads, r.test,
-               fmt::format("{:.2f} ± {:.2f}", mean, sd));
+               human_size(mi.size_bytes), human_params(mi.n_params), backend_name(opts), threads,
+               r.test, fmt::format("{:.2f} ± {:.2f}", mean, sd));
   }
   return 0;
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "engine/engine.h"
 
@@ -46,13 +47,24 @@ struct bench_options {
   engine::backend_kind backend = engine::backend_kind::cpu;
   int device = 0;
   bool json = false;
-  std::string json_schema;  // a JSON schema file: tg tokens are constrained to it
+  std::string json_schema;    // a JSON schema file: tg tokens are constrained to it
+  std::vector<int> parallel;  // sequence counts: the batched test instead of pp/tg
+  int n_batch = 512;          // the batched test's tokens per decode call
 };
 // llama-bench's pp/tg tests: pp = one batched prefill of n_prompt tokens, tg = n_gen
 // single-token decodes. The context holds n_prompt + n_gen positions only, as llama-bench's.
 // With json_schema, each tg token is masked to the schema first (structured/), and the
 // mask's share of the time is reported.
+// With `parallel`, llama-batched-bench's test instead, for each count N: N sequences of one
+// context each prefill n_prompt tokens (decode calls of up to n_batch tokens), then decode
+// n_gen steps of one token per sequence together; PP and TG are the aggregate tokens per
+// second of the two phases. TG steps compute every sequence's logits but feed random tokens
+// (no sampling), as llama-batched-bench does.
 int bench(const bench_options& opts, std::ostream& out, std::ostream& log);
+
+// `rbee-engine --version`: the tool and the backends of this build, with the CUDA kernels'
+// architectures ("rbee-engine 0.1.0 (cpu, cuda (sm 90))").
+std::string version_text();
 
 // Architecture, hyperparameters, tensor type counts, vocabulary and chat template family.
 int info(const std::string& model_path, std::ostream& out);

@@ -24,6 +24,10 @@ std::string chat_family_of(const std::string& chat_template) {
 
 }  // namespace
 
+std::string version_text() {
+  return fmt::format("rbee-engine {} ({})", RBEE_PROJECT_VERSION, engine::build_backends());
+}
+
 int info(const std::string& model_path, std::ostream& out) {
   const engine::model_info mi = engine::read_model_info(model_path);
   // The header again, for what model_info leaves out (tensor types, tokenizer).

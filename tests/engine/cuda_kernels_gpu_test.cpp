@@ -1,5 +1,6 @@
 // CUDA kernels against the CPU reference (engine/quant.h and plain loops): every weight type
-// through both product routes (packed matrix x vector for decode, cuBLAS for prefill), the
+// through the product routes (packed matrix x vector for decode; tensor cores on the packed
+// weights and dequantize + cuBLAS for prefill), the
 // dequantizers, norm, SwiGLU, q8 activations and rope + split attention, on fresh random
 // inputs. Skips without a GPU.
 #include <gtest/gtest.h>
@@ -50,37 +51,97 @@ double norm(const float* v, int64_t n) {
   return std::sqrt(s);
 }
 
-// Checks y (n_tok, rows) against dot_reference with an error bound relative to
-// |w_row| * |x| / sqrt(cols) (the size of a dot product of random vectors), so a layout
-// mistake (an error of the size of the result) always fails.
-void check_product(tensor_type t, int64_t rows, int64_t cols, int n_tok,
-                   testing::product_route route, std::mt19937& rng) {
-  const auto w = quantized(t, normal(rng, static_cast<size_t>(rows * cols), 0.02f), rows, cols);
-  const auto x = normal(rng, static_cast<size_t>(n_tok * cols), 1.0f);
-  const auto y = testing::matmul(t, w, rows, cols, x, n_tok, route);
-  ASSERT_EQ(y.size(), static_cast<size_t>(rows * n_tok));
-  const bool integer = t != tensor_type::f32 && t != tensor_type::f16 && t != tensor_type::bf16;
-  // q8 activations (decode) cost ~0.1 of a random dot's size at most; fp16 rounding of the
-  // activations and weights (prefill) less; float weights only summation order.
-  const double rel = route == testing::product_route::gemm ? 0.02 : (integer ? 0.05 : 1e-4);
+const char* route_name(testing::product_route route) {
+  switch (route) {
+    case testing::product_route::matvec:
+      return "matvec";
+    case testing::product_route::cublas:
+      return "cublas";
+    case testing::product_route::mma:
+      return "mma";
+    case testing::product_route::gemm:
+      return "gemm";
+  }
+  return "?";
+}
+
+// Random weights (rows, cols) packed in t and activations (n_tok, cols).
+struct product_inputs {
+  tensor_type type;
+  int64_t rows, cols;
+  int n_tok;
+  std::vector<uint8_t> w;
+  std::vector<float> x;
+};
+product_inputs random_product(tensor_type t, int64_t rows, int64_t cols, int n_tok,
+                              std::mt19937& rng) {
+  auto w = quantized(t, normal(rng, static_cast<size_t>(rows * cols), 0.02f), rows, cols);
+  return {t, rows, cols, n_tok, std::move(w), normal(rng, static_cast<size_t>(n_tok * cols), 1.0f)};
+}
+
+// The largest |y - want(row, token)| over the product, relative to |w_row| * |x| / sqrt(cols)
+// (the size of a dot product of random vectors), so a layout mistake (an error of the size of
+// the result) always shows. Fails at the first entry above `bound`.
+template <class Want>
+double worst_error(const product_inputs& p, const std::vector<float>& y, double bound,
+                   const char* what, Want want) {
+  const int64_t rows = p.rows, cols = p.cols;
+  EXPECT_EQ(y.size(), static_cast<size_t>(rows * p.n_tok));
+  if (y.size() != static_cast<size_t>(rows * p.n_tok)) return INFINITY;
+  const size_t rb = row_size(p.type, cols);
   std::vector<float> wrow(static_cast<size_t>(cols));
+  std::vector<double> x_norms;
+  for (int tok = 0; tok < p.n_tok; ++tok) x_norms.push_back(norm(p.x.data() + tok * cols, cols));
   double worst = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    dequantize_row_reference(t, w.data() + r * row_size(t, cols), wrow.data(), cols);
+    dequantize_row_reference(p.type, p.w.data() + r * rb, wrow.data(), cols);
     const double wn = norm(wrow.data(), cols);
-    for (int tok = 0; tok < n_tok; ++tok) {
-      const float* xt = x.data() + tok * cols;
-      const double ref = dot_reference(t, w.data() + r * row_size(t, cols), xt, cols);
-      const double scale = wn * norm(xt, cols) / std::sqrt(static_cast<double>(cols));
-      const double err = std::abs(y[static_cast<size_t>(tok * rows + r)] - ref) / scale;
+    for (int tok = 0; tok < p.n_tok; ++tok) {
+      const double scale =
+          wn * x_norms[static_cast<size_t>(tok)] / std::sqrt(static_cast<double>(cols));
+      const float got = y[static_cast<size_t>(tok * rows + r)];
+      const double ref = want(r, tok);
+      const double err = std::abs(got - ref) / scale;
       worst = std::max(worst, err);
-      ASSERT_LE(err, rel) << to_string(t) << " row " << r << " token " << tok << ": got "
-                          << y[static_cast<size_t>(tok * rows + r)] << ", want " << ref;
+      if (!(err <= bound)) {
+        ADD_FAILURE() << to_string(p.type) << " " << what << " (" << rows << " x " << cols << ", "
+                      << p.n_tok << " tokens) row " << r << " token " << tok << ": got " << got
+                      << ", want " << ref;
+        return worst;
+      }
     }
   }
-  std::printf("  %-5s %-6s n_tok %2d: max error %.2e of a dot's size\n",
-              std::string(to_string(t)).c_str(),
-              route == testing::product_route::gemm ? "gemm" : "matvec", n_tok, worst);
+  return worst;
+}
+
+double reference_error(const product_inputs& p, const std::vector<float>& y, double bound,
+                       const char* what) {
+  const size_t rb = row_size(p.type, p.cols);
+  return worst_error(p, y, bound, what, [&](int64_t r, int tok) {
+    return dot_reference(p.type, p.w.data() + r * rb, p.x.data() + tok * p.cols, p.cols);
+  });
+}
+
+bool integer_type(tensor_type t) {
+  return t != tensor_type::f32 && t != tensor_type::f16 && t != tensor_type::bf16;
+}
+
+// Error bounds, relative to a dot's size: q8 activations (decode) cost ~0.1 at most; fp16
+// rounding of the activations and weights (the prefill routes) less; float weights in the
+// decode route only summation order.
+double bound_of(tensor_type t, testing::product_route route) {
+  if (route != testing::product_route::matvec) return 0.02;
+  return integer_type(t) ? 0.05 : 1e-4;
+}
+
+void check_product(tensor_type t, int64_t rows, int64_t cols, int n_tok,
+                   testing::product_route route, std::mt19937& rng) {
+  const product_inputs p = random_product(t, rows, cols, n_tok, rng);
+  const auto y = testing::matmul(t, p.w, rows, cols, p.x, n_tok, route);
+  const double worst = reference_error(p, y, bound_of(t, route), route_name(route));
+  std::printf("  %-6s %-6s %4lld x %-5lld n_tok %3d: max error %.2e of a dot's size\n",
+              std::string(to_string(t)).c_str(), route_name(route), static_cast<long long>(rows),
+              static_cast<long long>(cols), n_tok, worst);
 }
 
 TEST(cuda_kernels, matvec_matches_reference_for_every_type) {
@@ -94,11 +155,86 @@ TEST(cuda_kernels, matvec_matches_reference_for_every_type) {
   }
 }
 
-TEST(cuda_kernels, gemm_matches_reference_for_every_type) {
+TEST(cuda_kernels, cublas_gemm_matches_reference_for_every_type) {
   RBEE_REQUIRE_GPU();
   std::mt19937 rng(2);
   for (tensor_type t : all_types)
-    for (int n_tok : {9, 40}) check_product(t, 96, 768, n_tok, testing::product_route::gemm, rng);
+    for (int n_tok : {9, 40}) check_product(t, 96, 768, n_tok, testing::product_route::cublas, rng);
+}
+
+// The weight types of the tensor-core route: all but f32 and f16 (cuBLAS's).
+std::vector<tensor_type> mma_types() {
+  std::vector<tensor_type> out;
+  for (tensor_type t : all_types)
+    if (t != tensor_type::f32 && t != tensor_type::f16) out.push_back(t);
+  return out;
+}
+
+// The tensor-core product with tiles of `tile` tokens (0: its own choice) against the
+// reference and, with against_cublas, against dequantize + cuBLAS, which sees the same fp16
+// weights and activations (bf16: fp32 ones): the two differ by summation order and, for
+// bf16, the activations' fp16 rounding.
+void check_mma(tensor_type t, int64_t rows, int64_t cols, int n_tok, int tile, bool against_cublas,
+               std::mt19937& rng) {
+  const product_inputs p = random_product(t, rows, cols, n_tok, rng);
+  const auto y = testing::matmul(t, p.w, rows, cols, p.x, n_tok, testing::product_route::mma, tile);
+  const double worst = reference_error(p, y, 0.02, "mma");
+  double apart = 0;
+  if (against_cublas) {
+    const auto via_cublas =
+        testing::matmul(t, p.w, rows, cols, p.x, n_tok, testing::product_route::cublas);
+    apart = worst_error(p, y, 5e-3, "mma vs cublas", [&](int64_t r, int tok) {
+      return via_cublas[static_cast<size_t>(tok * rows + r)];
+    });
+  }
+  std::printf("  %-6s mma %3d %4lld x %-5lld n_tok %3d: max error %.2e, from cuBLAS %.2e\n",
+              std::string(to_string(t)).c_str(), tile, static_cast<long long>(rows),
+              static_cast<long long>(cols), n_tok, worst, apart);
+}
+
+const int mma_tiles[] = {16, 32, 64, 128};
+
+// Every batch size through every tile shape and the kernel's own choice, on every type.
+TEST(cuda_kernels, mma_matches_reference_for_every_type_and_batch) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(12);
+  for (tensor_type t : mma_types())
+    for (int n_tok : {9, 16, 33, 64, 128, 512}) {
+      check_mma(t, 96, 768, n_tok, 0, true, rng);
+      for (int tile : mma_tiles) check_mma(t, 96, 768, n_tok, tile, false, rng);
+    }
+}
+
+// Rows that are no multiple of a tile, rows of a number of chunks that is no multiple of a
+// step (9 chunks of 32; K-quant rows are whole super-blocks of 8), bf16 rows of any length
+// (172: no multiple of 8 either), and token counts past a tile's end, in every tile shape.
+// Small, so that compute-sanitizer can run it.
+TEST(cuda_kernels, mma_handles_odd_shapes) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(13);
+  for (tensor_type t : mma_types()) {
+    const int64_t cols = traits_of(t).block_size == 256 ? 768 : t == tensor_type::bf16 ? 172 : 288;
+    for (int tile : mma_tiles)
+      for (int64_t rows : {1, 67, 130})
+        for (int n_tok : {9, 47, 100}) check_mma(t, rows, cols, n_tok, tile, false, rng);
+  }
+  check_mma(tensor_type::bf16, 45, 200, 33, 32, false, rng);
+}
+
+// A matrix big enough that the kernel's own choice is the widest tile (128 x 128).
+TEST(cuda_kernels, mma_wide_tiles_match_reference) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(14);
+  for (tensor_type t : mma_types()) check_mma(t, 4227, 256, 512, 0, true, rng);
+}
+
+// gemm as a context calls it: the tensor-core route up to max_mma_tokens, cuBLAS above, with
+// the scratch gemm_scratch_bytes asks for.
+TEST(cuda_kernels, gemm_routes_every_type_by_batch_size) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(15);
+  for (tensor_type t : all_types)
+    for (int n_tok : {9, 513}) check_product(t, 40, 256, n_tok, testing::product_route::gemm, rng);
 }
 
 // Rows whose length is not a multiple of 8 (stories260K's FFN of 172) take the scalar path.
@@ -107,7 +243,7 @@ TEST(cuda_kernels, float_matvec_handles_odd_row_lengths) {
   std::mt19937 rng(3);
   for (tensor_type t : {tensor_type::f32, tensor_type::f16, tensor_type::bf16})
     for (int n_tok : {1, 4}) check_product(t, 33, 172, n_tok, testing::product_route::matvec, rng);
-  check_product(tensor_type::f32, 33, 172, 12, testing::product_route::gemm, rng);
+  check_product(tensor_type::f32, 33, 172, 12, testing::product_route::cublas, rng);
 }
 
 TEST(cuda_kernels, dequantize_matches_reference_for_every_type) {

@@ -236,6 +236,53 @@ TEST_F(engine_tool, bench_table_looks_like_llama_bench) {
   EXPECT_NE(r.out.find("±"), std::string::npos) << r.out;
 }
 
+TEST_F(engine_tool, bench_parallel_reports_each_sequence_count) {
+  const auto r = run({"bench", "-m", models_dir + "/stories260K.gguf", "--parallel", "1,3,8", "-p",
+                      "12", "-n", "4", "-b", "16", "-r", "1", "-t", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0);
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 3u);
+  const int counts[] = {1, 3, 8};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(j[i]["n_parallel"], counts[i]);
+    EXPECT_EQ(j[i]["n_prompt"], 12);
+    EXPECT_EQ(j[i]["n_gen"], 4);
+    EXPECT_EQ(j[i]["n_kv"], counts[i] * 16);
+    EXPECT_GT(j[i]["pp_avg_ts"].get<double>(), 0);
+    EXPECT_GT(j[i]["tg_avg_ts"].get<double>(), 0);
+    // Aggregate rates: N sequences' tokens over the phase's time (one repetition).
+    EXPECT_NEAR(j[i]["pp_avg_ts"].get<double>() * j[i]["t_pp_s"].get<double>(), counts[i] * 12,
+                1e-6 * counts[i] * 12);
+    EXPECT_NEAR(j[i]["tg_avg_ts"].get<double>() * j[i]["t_tg_s"].get<double>(), counts[i] * 4,
+                1e-6 * counts[i] * 4);
+  }
+}
+
+TEST_F(engine_tool, bench_parallel_table_looks_like_llama_batched_bench) {
+  const auto r = run({"bench", "-m", models_dir + "/stories260K.gguf", "--parallel", "2,4", "-p",
+                      "8", "-n", "3", "-r", "1", "-t", "1"});
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("S_PP t/s"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("S_TG t/s"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("|      8 |      3 |    4 |      44 |"), std::string::npos) << r.out;
+}
+
+TEST_F(engine_tool, bench_parallel_rejects_bad_counts) {
+  const std::string m = models_dir + "/stories260K.gguf";
+  EXPECT_EQ(run({"bench", "-m", m, "--parallel", "0,4"}).exit_code, 1);
+  EXPECT_EQ(run({"bench", "-m", m, "--parallel", "2", "-n", "0"}).exit_code, 1);
+  EXPECT_EQ(run({"bench", "-m", m, "--parallel", "two"}).exit_code, 2);
+}
+
+TEST_F(engine_tool, version_names_the_backends_of_the_build) {
+  const auto r = run({"--version"});
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out.rfind("rbee-engine ", 0), 0u) << r.out;
+  // A CUDA build names its kernels' architectures.
+  const bool cuda = r.out.find("cpu, cuda (sm ") != std::string::npos;
+  EXPECT_TRUE(cuda || r.out.find("cpu, no cuda") != std::string::npos) << r.out;
+}
+
 TEST_F(engine_tool, errors_exit_1_with_a_message) {
   EXPECT_EQ(run({"generate", "-m", path("missing.gguf"), "-p", "x"}).exit_code, 1);
   const std::string junk = path("junk.gguf");

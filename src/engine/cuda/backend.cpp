@@ -621,8 +621,8 @@ void device_context::moe_ffn(const dlayer& l, q8_blocks xq, int n) {
                                   cudaMemcpyDeviceToDevice, stream_));
 }
 
-// y (n, rows) = x (n, cols) @ W^T: packed matrix x vector for decode-sized batches, cuBLAS
-// for prefill.
+// y (n, rows) = x (n, cols) @ W^T: packed matrix x vector for decode-sized batches; above,
+// gemm: the packed weights on tensor cores up to max_mma_tokens, cuBLAS beyond (gemm.cu).
 void device_context::mm(const dweight& w, const float* x, q8_blocks xq, int n, float* y) {
   if (n <= max_matvec_tokens)
     matvec(w.type, w.data, w.n_rows, w.n_cols, x, xq, n, y, stream_);

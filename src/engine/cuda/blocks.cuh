@@ -301,4 +301,11 @@ __device__ __forceinline__ float chunk_value(const chunk& c, int j) {
   return j < 16 ? c.sc0 * static_cast<float>(q) + c.mn : c.sc1 * static_cast<float>(q) + c.mn1;
 }
 
+// A decoded chunk as fp16 pairs (elements 2j, 2j + 1): the prefill products' weight tiles.
+__device__ __forceinline__ void chunk_to_half2(const chunk& c, __half2 (&h)[16]) {
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+    h[j] = __floats2half2_rn(chunk_value(c, 2 * j), chunk_value(c, 2 * j + 1));
+}
+
 }  // namespace rbee::engine::cuda

@@ -35,9 +35,7 @@ __global__ void dequant_q_kernel(const uint8_t* __restrict__ w, size_t row_bytes
   if constexpr (sizeof(O) == 2) {
     // 64 contiguous bytes per thread as four 16-byte stores.
     __align__(16) __half2 h[16];
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-      h[j] = __floats2half2_rn(chunk_value(c, 2 * j), chunk_value(c, 2 * j + 1));
+    chunk_to_half2(c, h);
     uint4* dst = reinterpret_cast<uint4*>(o);
     const uint4* src = reinterpret_cast<const uint4*>(h);
 #pragma unroll

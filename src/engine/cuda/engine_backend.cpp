@@ -78,4 +78,8 @@ backend_maker backend_entry() {
   return make_backend;
 }
 
+std::string build_description() {
+  return std::string("cuda (sm ") + RBEE_CUDA_ARCHITECTURES + ")";
+}
+
 }  // namespace rbee::engine::cuda

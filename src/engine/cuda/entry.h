@@ -1,11 +1,16 @@
 #pragma once
 // The CUDA backend as model_load sees it. A build with CUDA defines it in engine_backend.cpp;
 // a build without defines it in engine/no_cuda.cpp (CMake compiles one of the two).
+#include <string>
+
 #include "engine/backend.h"
 
 namespace rbee::engine::cuda {
 
 // The maker of CUDA backends; engine_error(backend_unavailable) when this build has none.
 backend_maker backend_entry();
+// The CUDA part of this build: "cuda (sm 80-real 90-real)", the architectures its kernels
+// were compiled for, or "no cuda".
+std::string build_description();
 
 }  // namespace rbee::engine::cuda

@@ -43,7 +43,7 @@ void repack(tensor_type type, const void* src, void* dst, int64_t rows, int64_t 
 // others (f32, f16, bf16) take fp32 activations.
 bool uses_q8(tensor_type type);
 
-// The matrix x vector route handles up to this many tokens; bigger batches use cuBLAS.
+// The matrix x vector route handles up to this many tokens; bigger batches use gemm.
 inline constexpr int max_matvec_tokens = 8;
 
 // y (n_tok, rows) = x (n_tok, cols) @ W^T with W (rows, cols) packed in `type`; x as fp32
@@ -61,12 +61,31 @@ void dequantize(tensor_type type, const void* w, int64_t rows, int64_t cols, voi
 void get_rows(tensor_type type, const void* w, int64_t cols, const int32_t* rows, int n, float* out,
               cudaStream_t stream);
 
-// Scratch bytes the prefill product needs for W (rows, cols) and n_tok tokens.
+// The prefill products. gemm: y (n_tok, rows) = x (n_tok, cols) @ W^T, fp32 accumulation,
+// through gemm_mma for weight types with mma_type() up to max_mma_tokens tokens, else through
+// gemm_cublas (gemm.cu says why).
+inline constexpr int max_mma_tokens = 512;
+// Scratch bytes gemm needs for W (rows, cols) and up to n_tok tokens.
 size_t gemm_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, int n_tok);
-// y (n_tok, rows) = x (n_tok, cols) @ W^T through cuBLAS: W dequantized whole into scratch
-// (fp16, or fp32 for f32/bf16 weights), fp32 accumulation.
 void gemm(cublasHandle_t handle, tensor_type type, const void* w, int64_t rows, int64_t cols,
           const float* x, int n_tok, float* y, void* scratch, cudaStream_t stream);
+
+// The weight types of the tensor-core product: the integer types and bf16.
+bool mma_type(tensor_type type);
+// y (n_tok, rows) = x (n_tok, cols) @ W^T on tensor cores, W read in its packed form (tiles
+// decoded to fp16 in shared memory), x_f16 the activations as fp16; any n_tok >= 1. Blocks
+// take tiles of tokens_per_tile tokens (16, 32, 64 or 128; 0: chosen for the batch, the
+// matrix and the device).
+void gemm_mma(tensor_type type, const void* w, int64_t rows, int64_t cols, const __half* x_f16,
+              int n_tok, float* y, cudaStream_t stream, int tokens_per_tile = 0);
+// x (n,) fp32 -> out (n,) fp16.
+void to_f16(const float* x, int64_t n, __half* out, cudaStream_t stream);
+
+// Through cuBLAS: W dequantized whole into scratch (fp16, or fp32 for bf16; f16 and f32
+// weights as they are), fp32 accumulation; scratch of gemm_cublas_scratch_bytes.
+size_t gemm_cublas_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, int n_tok);
+void gemm_cublas(cublasHandle_t handle, tensor_type type, const void* w, int64_t rows, int64_t cols,
+                 const float* x, int n_tok, float* y, void* scratch, cudaStream_t stream);
 
 // Widest row add_rmsnorm takes (the CUDA backend refuses models with a wider n_embd).
 inline constexpr int max_norm_width = 32768;

@@ -54,10 +54,22 @@ class device_weights {
   const uint8_t* data_ = nullptr;
 };
 
+class cublas_handle {
+ public:
+  cublas_handle() { RBEE_CUBLAS_CHECK(cublas().create(&h_)); }
+  ~cublas_handle() { cublas().destroy(h_); }
+  cublas_handle(const cublas_handle&) = delete;
+  cublas_handle& operator=(const cublas_handle&) = delete;
+  cublasHandle_t get() const { return h_; }
+
+ private:
+  cublasHandle_t h_ = nullptr;
+};
+
 }  // namespace
 
 std::vector<float> matmul(tensor_type type, std::span<const uint8_t> w, int64_t rows, int64_t cols,
-                          std::span<const float> x, int n_tok, product_route route) {
+                          std::span<const float> x, int n_tok, product_route route, int mma_tile) {
   device_weights dw(type, w, rows, cols);
   buffer dx(x), dy(static_cast<size_t>(rows) * n_tok * sizeof(float));
   if (route == product_route::matvec) {
@@ -68,14 +80,23 @@ std::vector<float> matmul(tensor_type type, std::span<const uint8_t> w, int64_t 
     matvec(type, dw.data(), rows, cols, dx.as<float>(), q, n_tok, dy.as<float>(), 0);
     return dy.download<float>(static_cast<size_t>(rows) * n_tok);
   }
-  cublasHandle_t handle = nullptr;
-  RBEE_CUBLAS_CHECK(cublas().create(&handle));
+  if (route == product_route::mma) {
+    buffer xh(x.size() * sizeof(__half));
+    to_f16(dx.as<float>(), static_cast<int64_t>(x.size()), xh.as<__half>(), 0);
+    gemm_mma(type, dw.data(), rows, cols, xh.as<__half>(), n_tok, dy.as<float>(), 0, mma_tile);
+    return dy.download<float>(static_cast<size_t>(rows) * n_tok);
+  }
+  const cublas_handle handle;
+  if (route == product_route::cublas) {
+    buffer scratch(gemm_cublas_scratch_bytes(type, rows, cols, n_tok));
+    gemm_cublas(handle.get(), type, dw.data(), rows, cols, dx.as<float>(), n_tok, dy.as<float>(),
+                scratch.as<void>(), 0);
+    return dy.download<float>(static_cast<size_t>(rows) * n_tok);
+  }
   buffer scratch(gemm_scratch_bytes(type, rows, cols, n_tok));
-  gemm(handle, type, dw.data(), rows, cols, dx.as<float>(), n_tok, dy.as<float>(),
+  gemm(handle.get(), type, dw.data(), rows, cols, dx.as<float>(), n_tok, dy.as<float>(),
        scratch.as<void>(), 0);
-  auto out = dy.download<float>(static_cast<size_t>(rows) * n_tok);
-  cublas().destroy(handle);
-  return out;
+  return dy.download<float>(static_cast<size_t>(rows) * n_tok);
 }
 
 std::vector<float> dequantize(tensor_type type, std::span<const uint8_t> w, int64_t rows,
