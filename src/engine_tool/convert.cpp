@@ -4,6 +4,8 @@
 // adjacent pairs, and Gemma's norms (which multiply by 1 + w) are stored with the 1 added.
 // The tokenizer is copied from another GGUF (--vocab-from): reading tokenizer.json is not
 // part of this command.
+#include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +16,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ostream.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/quant.h"
@@ -70,6 +73,9 @@ std::map<std::string, safetensor> read_safetensors_header(const std::string& pat
       t.file = path;
       t.dtype = v.at("dtype").get<std::string>();
       t.shape = v.at("shape").get<std::vector<int64_t>>();
+      if (std::any_of(t.shape.begin(), t.shape.end(), [](int64_t d) { return d < 0; }))
+        fail(error_code::file_corrupt,
+             fmt::format("{}: tensor {} has a negative size", path, name));
       const auto begin = v.at("data_offsets").at(0).get<uint64_t>();
       const auto end = v.at("data_offsets").at(1).get<uint64_t>();
       t.offset = 8 + len + begin;
@@ -91,20 +97,21 @@ int64_t n_elements(const std::vector<int64_t>& shape) {
   return n;
 }
 
-// The tensor's values as floats, outermost dimension first.
-std::vector<float> read_values(const safetensor& t) {
+// `count` values of the tensor from element `first` on (outermost dimension first) as floats.
+std::vector<float> read_elements(const safetensor& t, int64_t first, int64_t count) {
   const size_t element = t.dtype == "F32" ? 4 : 2;
-  const auto n = static_cast<size_t>(n_elements(t.shape));
-  if (t.n_bytes != n * element)
+  const int64_t n = n_elements(t.shape);
+  if (t.n_bytes != static_cast<uint64_t>(n) * element)
     fail(error_code::file_corrupt,
          fmt::format("{}: a tensor's size does not match its shape", t.file));
-  std::vector<uint8_t> raw(t.n_bytes);
+  assert(first >= 0 && count >= 0 && first + count <= n);
+  std::vector<uint8_t> raw(static_cast<size_t>(count) * element);
   std::ifstream in(t.file, std::ios::binary);
-  in.seekg(static_cast<std::streamoff>(t.offset));
+  in.seekg(static_cast<std::streamoff>(t.offset + static_cast<uint64_t>(first) * element));
   in.read(reinterpret_cast<char*>(raw.data()), static_cast<std::streamsize>(raw.size()));
   if (!in) fail(error_code::file_corrupt, fmt::format("{}: truncated tensor data", t.file));
-  std::vector<float> v(n);
-  for (size_t i = 0; i < n; ++i) {
+  std::vector<float> v(static_cast<size_t>(count));
+  for (size_t i = 0; i < v.size(); ++i) {
     if (t.dtype == "F32") {
       std::memcpy(&v[i], raw.data() + 4 * i, 4);
     } else {
@@ -114,6 +121,11 @@ std::vector<float> read_values(const safetensor& t) {
     }
   }
   return v;
+}
+
+// The tensor's values as floats, outermost dimension first.
+std::vector<float> read_values(const safetensor& t) {
+  return read_elements(t, 0, n_elements(t.shape));
 }
 
 // What the converter needs to know of a family.
@@ -183,25 +195,82 @@ std::string gguf_name(const std::string& hf, const family_rules& r) {
   return "";
 }
 
-// One expert's matrix in a mixture of experts: GGUF stacks the experts of a layer in one
-// tensor (ffn_gate_exps, ffn_up_exps, ffn_down_exps).
-struct expert_part {
-  std::string stacked_name;
-  size_t expert;
+// The experts' matrices of one kind and layer, which GGUF stacks into one tensor
+// (ffn_gate_exps, ffn_up_exps, ffn_down_exps): expert e's matrix is n_rows rows of n_cols
+// values from row first_row of its safetensors tensor.
+struct expert_slice {
+  const safetensor* tensor = nullptr;
+  int64_t first_row = 0;
 };
+struct stacked_experts {
+  int64_t n_rows = 0, n_cols = 0;
+  std::vector<expert_slice> slices;  // by expert
+};
+using expert_stacks = std::map<std::string, stacked_experts>;  // by GGUF name
 
-std::optional<expert_part> expert_part_of(const std::string& hf) {
+void set_slice(expert_stacks& stacks, const std::string& name, size_t expert, expert_slice slice,
+               int64_t n_rows, int64_t n_cols) {
+  // Far more experts than any model has: a corrupt name, not a size to allocate.
+  constexpr size_t max_experts = 4096;
+  if (expert >= max_experts)
+    fail(error_code::file_corrupt, fmt::format("{}: expert index {} is too large", name, expert));
+  stacked_experts& s = stacks[name];
+  if (s.slices.empty()) {
+    s.n_rows = n_rows;
+    s.n_cols = n_cols;
+  } else if (s.n_rows != n_rows || s.n_cols != n_cols) {
+    fail(error_code::file_corrupt, fmt::format("{}: the experts differ in shape", name));
+  }
+  if (s.slices.size() <= expert) s.slices.resize(expert + 1);
+  s.slices[expert] = slice;
+}
+
+// Adds `hf` to the stacks if it holds experts' matrices, in either layout transformers writes:
+// one 2-D parameter per expert and matrix (model.layers.L.block_sparse_moe.experts.E.w1,
+// ...mlp.experts.E.gate_proj), or, in transformers 5, one 3-D parameter per layer:
+// mlp.experts.gate_up_proj (n_expert, 2 n_ff, n_embd), each expert's gate rows before its up
+// rows, and mlp.experts.down_proj (n_expert, n_embd, n_ff).
+bool collect_experts(const std::string& hf, const safetensor& t, expert_stacks& stacks) {
   static const std::regex mixtral(
       R"(model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight)");
   static const std::regex qwen(
       R"(model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight)");
+  static const std::regex fused(R"(model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj))");
   static const std::map<std::string, std::string> kinds{
       {"w1", "ffn_gate_exps"},        {"w3", "ffn_up_exps"},      {"w2", "ffn_down_exps"},
       {"gate_proj", "ffn_gate_exps"}, {"up_proj", "ffn_up_exps"}, {"down_proj", "ffn_down_exps"}};
+  const auto stack_name = [](const std::string& layer, const std::string& kind) {
+    return "blk." + layer + "." + kind + ".weight";
+  };
   std::smatch m;
-  if (!std::regex_match(hf, m, mixtral) && !std::regex_match(hf, m, qwen)) return std::nullopt;
-  return expert_part{"blk." + m[1].str() + "." + kinds.at(m[3].str()) + ".weight",
-                     std::stoul(m[2].str())};
+  if (std::regex_match(hf, m, mixtral) || std::regex_match(hf, m, qwen)) {
+    if (t.shape.size() != 2)
+      fail(error_code::file_corrupt, fmt::format("tensor {} is not 2-D", hf));
+    set_slice(stacks, stack_name(m[1].str(), kinds.at(m[3].str())), std::stoul(m[2].str()), {&t, 0},
+              t.shape[0], t.shape[1]);
+    return true;
+  }
+  if (!std::regex_match(hf, m, fused)) return false;
+  const bool gate_up = m[2].str() == "gate_up_proj";
+  if (t.shape.size() != 3 || (gate_up && t.shape[1] % 2 != 0))
+    fail(error_code::file_corrupt,
+         fmt::format("tensor {} has shape [{}], expected {}", hf, fmt::join(t.shape, ", "),
+                     gate_up ? "(n_expert, 2 n_ff, n_embd)" : "(n_expert, n_embd, n_ff)"));
+  const int64_t n_expert = t.shape[0], n_rows = t.shape[1], n_cols = t.shape[2];
+  for (int64_t e = 0; e < n_expert; ++e) {
+    const auto expert = static_cast<size_t>(e);
+    if (!gate_up) {
+      set_slice(stacks, stack_name(m[1].str(), "ffn_down_exps"), expert, {&t, e * n_rows}, n_rows,
+                n_cols);
+    } else {
+      const int64_t n_ff = n_rows / 2;
+      set_slice(stacks, stack_name(m[1].str(), "ffn_gate_exps"), expert, {&t, e * n_rows}, n_ff,
+                n_cols);
+      set_slice(stacks, stack_name(m[1].str(), "ffn_up_exps"), expert, {&t, e * n_rows + n_ff},
+                n_ff, n_cols);
+    }
+  }
+  return true;
 }
 
 // Rows of a llama Q or K matrix (n_head heads of head_dim rows) from Hugging Face's order
@@ -417,30 +486,29 @@ void write_longrope(gguf::writer& w, const json& c) {
 }
 
 // The experts' matrices of one kind and layer as one tensor {cols, rows, n_expert}.
-void add_stacked_experts(gguf::writer& w, const std::string& name,
-                         const std::vector<const safetensor*>& parts, tensor_type type) {
-  for (size_t e = 0; e < parts.size(); ++e) {
-    if (!parts[e]) fail(error_code::file_corrupt, fmt::format("{}: expert {} is missing", name, e));
-    if (parts[e]->shape.size() != 2 || parts[e]->shape != parts[0]->shape)
-      fail(error_code::file_corrupt, fmt::format("{}: the experts differ in shape", name));
-    if (parts[e]->dtype != "F32" && parts[e]->dtype != "F16" && parts[e]->dtype != "BF16")
+void add_stacked_experts(gguf::writer& w, const std::string& name, const stacked_experts& s,
+                         tensor_type type) {
+  for (size_t e = 0; e < s.slices.size(); ++e) {
+    const safetensor* t = s.slices[e].tensor;
+    if (!t) fail(error_code::file_corrupt, fmt::format("{}: expert {} is missing", name, e));
+    if (t->dtype != "F32" && t->dtype != "F16" && t->dtype != "BF16")
       fail(error_code::unsupported_tensor_type,
-           fmt::format("{}: expert {} has dtype {} (F32, F16, BF16)", name, e, parts[e]->dtype));
+           fmt::format("{}: expert {} has dtype {} (F32, F16, BF16)", name, e, t->dtype));
   }
-  const int64_t n_rows = parts[0]->shape[0], n_cols = parts[0]->shape[1];
-  std::vector<safetensor> copies;
-  for (const safetensor* p : parts) copies.push_back(*p);
-  w.add_tensor_lazy(name, type, {n_cols, n_rows, static_cast<int64_t>(parts.size())},
-                    [copies, n_rows, n_cols, type](std::span<uint8_t> out) {
-                      const size_t row_bytes = engine::row_size(type, n_cols);
-                      size_t offset = 0;
-                      for (const safetensor& t : copies) {
-                        const std::vector<float> v = read_values(t);
-                        for (int64_t row = 0; row < n_rows; ++row, offset += row_bytes)
-                          engine::quantize_row(type, v.data() + row * n_cols, out.data() + offset,
-                                               n_cols);
-                      }
-                    });
+  std::vector<std::pair<safetensor, int64_t>> copies;  // each expert's tensor and first row
+  for (const expert_slice& slice : s.slices) copies.emplace_back(*slice.tensor, slice.first_row);
+  const int64_t n_rows = s.n_rows, n_cols = s.n_cols;
+  w.add_tensor_lazy(
+      name, type, {n_cols, n_rows, static_cast<int64_t>(copies.size())},
+      [copies, n_rows, n_cols, type](std::span<uint8_t> out) {
+        const size_t row_bytes = engine::row_size(type, n_cols);
+        size_t offset = 0;
+        for (const auto& [t, first_row] : copies) {
+          const std::vector<float> v = read_elements(t, first_row * n_cols, n_rows * n_cols);
+          for (int64_t row = 0; row < n_rows; ++row, offset += row_bytes)
+            engine::quantize_row(type, v.data() + row * n_cols, out.data() + offset, n_cols);
+        }
+      });
 }
 
 std::vector<std::string> safetensors_files(const std::string& dir) {
@@ -505,14 +573,9 @@ int convert(const convert_options& opts, std::ostream& log) {
   const auto n_head = config_value<int64_t>(config, "num_attention_heads");
   const auto n_head_kv = config_value_or<int64_t>(config, "num_key_value_heads", n_head);
   int n_written = 0;
-  std::map<std::string, std::vector<const safetensor*>> experts;  // stacked name -> by expert
+  expert_stacks experts;
   for (const auto& [hf, t] : tensors) {
-    if (const auto part = expert_part_of(hf)) {
-      auto& parts = experts[part->stacked_name];
-      if (parts.size() <= part->expert) parts.resize(part->expert + 1);
-      parts[part->expert] = &t;
-      continue;
-    }
+    if (collect_experts(hf, t, experts)) continue;
     const std::string name = gguf_name(hf, *rules);
     if (name.empty()) {
       fmt::print(log, "skipping {}\n", hf);
@@ -548,8 +611,8 @@ int convert(const convert_options& opts, std::ostream& log) {
         });
     ++n_written;
   }
-  for (const auto& [name, parts] : experts) {
-    add_stacked_experts(w, name, parts, *out_type);
+  for (const auto& [name, stack] : experts) {
+    add_stacked_experts(w, name, stack, *out_type);
     ++n_written;
   }
   w.write(opts.output);

@@ -113,8 +113,16 @@ std::vector<float> unpermute_rows(const std::vector<float>& w, int64_t n_head, i
   return out;
 }
 
+// How a checkpoint holds the experts' matrices: one parameter per expert and matrix (the
+// published Mixtral and Qwen MoE checkpoints), or transformers 5's one per layer, gate and up
+// fused: mlp.experts.gate_up_proj (n_expert, 2 n_ff, n_embd) and down_proj (n_expert, n_embd,
+// n_ff), with Mixtral's router under mlp.gate as well.
+enum class expert_layout { per_expert, fused };
+
 // Writes `src` as a transformers checkpoint (F32 safetensors) into `dir`.
-void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& dir) {
+void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& dir,
+                      expert_layout experts = expert_layout::per_expert) {
+  const bool fused = experts == expert_layout::fused;
   const bool gemma = hp.architecture.starts_with("gemma"), phi3 = hp.architecture == "phi3";
   nlohmann::json header = nlohmann::json::object();
   nlohmann::json rope_scaling;
@@ -141,6 +149,28 @@ void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& 
       header[name] = {
           {"dtype", "F32"}, {"shape", hf_shape}, {"data_offsets", {begin, data.size()}}};
     };
+    const std::string layer = t.name.substr(4, t.name.find('.', 4) - 4);
+    if (t.shape.size() == 3 && fused) {
+      const int64_t n_cols = t.shape[0], n_rows = t.shape[1], n_expert = t.shape[2];
+      if (t.name.ends_with("ffn_up_exps.weight")) continue;  // written with the gate's rows
+      if (t.name.ends_with("ffn_down_exps.weight")) {
+        put("model.layers." + layer + ".mlp.experts.down_proj", v.data(),
+            {n_expert, n_rows, n_cols});
+        continue;
+      }
+      const std::vector<float> up =
+          values_of(*src.find_tensor("blk." + layer + ".ffn_up_exps.weight"));
+      std::vector<float> gate_up;
+      const int64_t per_expert = n_rows * n_cols;
+      for (int64_t e = 0; e < n_expert; ++e) {
+        gate_up.insert(gate_up.end(), v.begin() + e * per_expert, v.begin() + (e + 1) * per_expert);
+        gate_up.insert(gate_up.end(), up.begin() + e * per_expert,
+                       up.begin() + (e + 1) * per_expert);
+      }
+      put("model.layers." + layer + ".mlp.experts.gate_up_proj", gate_up.data(),
+          {n_expert, 2 * n_rows, n_cols});
+      continue;
+    }
     if (t.shape.size() == 3) {  // stacked experts: one tensor per expert in transformers
       for (int64_t e = 0; e < t.shape[2]; ++e)
         put(hf_expert_name(t.name, e, hp.architecture == "llama"),
@@ -148,9 +178,9 @@ void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& 
       continue;
     }
     if (t.name.ends_with("ffn_gate_inp.weight")) {
-      const std::string layer = t.name.substr(4, t.name.find('.', 4) - 4);
       put("model.layers." + layer +
-              (hp.architecture == "llama" ? ".block_sparse_moe.gate.weight" : ".mlp.gate.weight"),
+              (hp.architecture == "llama" && !fused ? ".block_sparse_moe.gate.weight"
+                                                    : ".mlp.gate.weight"),
           v.data(), {t.shape[1], t.shape[0]});
       continue;
     }
@@ -205,19 +235,19 @@ void write_checkpoint(const gguf::file& src, const hparams& hp, const fs::path& 
   std::ofstream(dir / "config.json") << config.dump(2);
 }
 
-class convert_round_trip : public testing::TestWithParam<std::string> {};
-
-TEST_P(convert_round_trip, gives_back_the_synth_model) {
-  const std::string original = synth_model(GetParam());
+// Converts the synth model of `arch`, written as a checkpoint with the experts in `experts`'
+// layout, and checks that the conversion gives back its tensors and hyperparameters.
+void expect_round_trip(const std::string& arch, expert_layout experts) {
+  const std::string original = synth_model(arch);
   const auto src = gguf::file::open(original);
   const hparams hp = read_hparams(src);
-  const fs::path dir = temp_path(GetParam() + "-hf");
+  const fs::path dir = temp_path(arch + "-hf");
   fs::create_directories(dir);
-  write_checkpoint(src, hp, dir);
+  write_checkpoint(src, hp, dir, experts);
 
   engine_tool::convert_options opts;
   opts.input = dir.string();
-  opts.output = temp_path(GetParam() + "-converted.gguf").string();
+  opts.output = temp_path(arch + "-converted.gguf").string();
   opts.type = "f16";
   opts.vocab_from = original;
   std::ostringstream log;
@@ -246,9 +276,26 @@ TEST_P(convert_round_trip, gives_back_the_synth_model) {
   fs::remove(original);
 }
 
+class convert_round_trip : public testing::TestWithParam<std::string> {};
+
+TEST_P(convert_round_trip, gives_back_the_synth_model) {
+  expect_round_trip(GetParam(), expert_layout::per_expert);
+}
+
 INSTANTIATE_TEST_SUITE_P(synth_tiny, convert_round_trip,
                          testing::Values("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
                                          "mixtral", "qwen2moe", "qwen3moe"));
+
+class convert_fused_experts : public testing::TestWithParam<std::string> {};
+
+// transformers 5 keeps a layer's experts in two 3-D parameters: convert splits gate_up_proj
+// into ffn_gate_exps and ffn_up_exps and takes down_proj as ffn_down_exps.
+TEST_P(convert_fused_experts, gives_back_the_synth_model) {
+  expect_round_trip(GetParam(), expert_layout::fused);
+}
+
+INSTANTIATE_TEST_SUITE_P(synth_tiny, convert_fused_experts,
+                         testing::Values("mixtral", "qwen2moe", "qwen3moe"));
 
 // Newer transformers write the rotation as rope_parameters (per attention kind for gemma3).
 TEST(convert, reads_rope_parameters_as_newer_transformers_write_them) {
@@ -277,6 +324,48 @@ TEST(convert, reads_rope_parameters_as_newer_transformers_write_them) {
   fs::remove_all(dir);
   fs::remove(opts.output);
   fs::remove(original);
+}
+
+// A fused experts' parameter of another shape than transformers writes is a corrupt file.
+TEST(convert, refuses_fused_experts_of_the_wrong_shape) {
+  const fs::path dir = temp_path("bad-experts-hf");
+  fs::create_directories(dir);
+  const std::string vocab = synth_model("llama");
+  std::ofstream(dir / "config.json")
+      << nlohmann::json{{"model_type", "mixtral"}, {"hidden_size", 64},
+                        {"num_hidden_layers", 1},  {"num_attention_heads", 4},
+                        {"intermediate_size", 96}, {"rms_norm_eps", 1e-5},
+                        {"vocab_size", 512},       {"num_local_experts", 4},
+                        {"num_experts_per_tok", 2}}
+             .dump();
+  const auto write_experts = [&](const std::vector<int64_t>& shape) {
+    size_t n = 1;
+    for (const int64_t d : shape) n *= static_cast<size_t>(d);
+    const std::string header =
+        nlohmann::json{{"model.layers.0.mlp.experts.gate_up_proj",
+                        {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {0, 4 * n}}}}}
+            .dump();
+    std::ofstream out(dir / "model.safetensors", std::ios::binary);
+    for (int i = 0; i < 8; ++i) out.put(static_cast<char>(header.size() >> (8 * i)));
+    out << header << std::string(4 * n, '\0');
+  };
+  engine_tool::convert_options opts;
+  opts.input = dir.string();
+  opts.output = temp_path("bad-experts.gguf").string();
+  opts.vocab_from = vocab;
+  std::ostringstream log;
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{4, 191, 64}, {4, 192 * 64}}) {
+    write_experts(shape);
+    try {
+      engine_tool::convert(opts, log);
+      ADD_FAILURE() << "converted experts of shape " << shape.size() << "-D";
+    } catch (const engine_error& e) {
+      EXPECT_EQ(e.code, error_code::file_corrupt);
+      EXPECT_NE(std::string(e.what()).find("gate_up_proj"), std::string::npos) << e.what();
+    }
+  }
+  fs::remove_all(dir);
+  fs::remove(vocab);
 }
 
 TEST(convert, refuses_what_the_engine_would_compute_differently) {

@@ -53,6 +53,7 @@ struct dlayer {
   // Mixture of experts: the router and each expert's matrices (empty for a dense FFN).
   dweight ffn_gate_inp;
   std::vector<dweight> expert_gate, expert_up, expert_down;
+  expert_matrices experts_gate, experts_up, experts_down;  // the same, as strided arrays
   dweight ffn_gate_inp_shexp, ffn_gate_shexp, ffn_up_shexp, ffn_down_shexp;  // qwen2moe
   // wq|wk|wv and ffn_gate|ffn_up as one matrix when they lie back to back in the same type:
   // one product (one launch, one bigger grid) instead of three or two. Null otherwise.
@@ -71,6 +72,23 @@ dweight stacked(std::initializer_list<const dweight*> parts) {
     next += row_size(p->type, p->n_cols) * static_cast<size_t>(p->n_rows);
   }
   return s;
+}
+
+// A layer's experts of one kind as one strided array: visit_tensors uploads them one after
+// the other, each of the same type and size.
+expert_matrices strided(const std::vector<dweight>& experts) {
+  const dweight& first = experts.front();
+  const size_t stride = experts.size() > 1 ? static_cast<size_t>(experts[1].data - first.data) : 0;
+  for (size_t e = 0; e < experts.size(); ++e)
+    assert(experts[e].data == first.data + e * stride && experts[e].type == first.type &&
+           experts[e].n_rows == first.n_rows && experts[e].n_cols == first.n_cols &&
+           "strided: a layer's experts are not evenly spaced");
+  return {.type = first.type,
+          .w = first.data,
+          .stride = stride,
+          .row_bytes = row_size(first.type, first.n_cols),
+          .rows = first.n_rows,
+          .cols = first.n_cols};
 }
 
 void check_device(int device) {
@@ -120,7 +138,8 @@ bool supported(tensor_type t) {
 
 // The tensors of a model in one order, for the host's weights and the device's copies alike:
 // the upload pairs them by position. visit(tensor, layer) with layer -1 outside the layers;
-// the layers' expert vectors must already have their size.
+// the layers' expert vectors must already have their size. A layer's experts of one kind come
+// one after the other, so that their device copies lie a fixed stride apart (expert_matrices).
 template <class Model, class Visit>
 void visit_tensors(Model& m, Visit visit) {
   for (auto* p : {&m.tok_embd, &m.output_norm, &m.output, &m.rope_freqs, &m.rope_freqs_long}) {
@@ -151,8 +170,8 @@ void visit_tensors(Model& m, Visit visit) {
                     &l.ffn_up_shexp,
                     &l.ffn_down_shexp})
       visit(p, layer);
-    for (size_t e = 0; e < l.expert_gate.size(); ++e)
-      for (auto* p : {&l.expert_gate[e], &l.expert_up[e], &l.expert_down[e]}) visit(p, layer);
+    for (auto* experts : {&l.expert_gate, &l.expert_up, &l.expert_down})
+      for (auto& e : *experts) visit(&e, layer);
   }
 }
 
@@ -187,7 +206,12 @@ struct context_layout {
   size_t kv = 0;  // one of K or V: every layer's rows (hparams::cache_rows)
   size_t x = 0, qkv = 0, q = 0, ff = 0, logits = 0, q8 = 0, att_scratch = 0, att_counters = 0,
          gemm = 0, ints = 0, rope = 0, rope_table = 0;
-  size_t moe = 0;  // router logits or routing weights (n_batch, n_expert); 0 for a dense FFN
+  // Mixture of experts (0 for a dense FFN): the router logits (n_batch, n_expert); per (token,
+  // slot) pair (n_batch * n_used) one int32 or float array (expert ids, routing weights, the
+  // grouped order and each pair's place in it); where each expert's pairs start (n_expert + 1);
+  // the pairs' gate, up and SwiGLU rows (n_ff each); their input rows, then their output rows
+  // (n_embd); the q8 blocks of a decode's SwiGLU rows.
+  size_t moe = 0, moe_pairs = 0, moe_offsets = 0, moe_ff = 0, moe_rows = 0, moe_q8 = 0;
   // Sampling: the penalized tokens and the offsets (up to a vocabulary each), the allowed-token
   // bits of a constrained choice, scratch, the chosen token and the log-probabilities (the
   // token's, then the top pairs).
@@ -195,7 +219,7 @@ struct context_layout {
   size_t total() const {
     return 2 * kv + 4 * x + qkv + 2 * q + 3 * ff + logits + q8 + att_scratch + att_counters + gemm +
            ints + rope + rope_table + penalized + offsets + allowed + sample + token + logprobs +
-           2 * moe + (moe > 0 ? x : 0);
+           moe + (moe > 0 ? x : 0) + 4 * moe_pairs + moe_offsets + 3 * moe_ff + moe_rows + moe_q8;
   }
 };
 
@@ -205,6 +229,12 @@ size_t q8_blocks_max(const hparams& hp) {
       std::max({static_cast<size_t>(hp.n_embd), static_cast<size_t>(hp.n_head) * hp.head_dim,
                 static_cast<size_t>(hp.ffn_width())});
   return static_cast<size_t>(max_matvec_tokens) * (widest / 32 + 1);
+}
+
+// q8 blocks of the SwiGLU rows of a decode-sized batch's (token, slot) pairs.
+size_t moe_q8_blocks(const hparams& hp) {
+  return static_cast<size_t>(max_matvec_tokens) * static_cast<size_t>(hp.n_expert_used) *
+         (static_cast<size_t>(hp.n_ff) / 32 + 1);
 }
 
 // Halves of one of K or V before each layer's part of the cache, and the total at the end.
@@ -248,7 +278,15 @@ context_layout layout_of(const model_weights& w, int n_ctx, int n_seq, int n_bat
                                                  l.ffn_gate.n_cols, n_batch));
   }
   c.ints = align_up(4 * nb * sizeof(int32_t));
-  if (hp.n_expert > 0) c.moe = align_up(nb * static_cast<size_t>(hp.n_expert) * sizeof(float));
+  if (hp.n_expert > 0) {
+    const size_t n_pairs = nb * static_cast<size_t>(hp.n_expert_used);
+    c.moe = align_up(nb * static_cast<size_t>(hp.n_expert) * sizeof(float));
+    c.moe_pairs = align_up(n_pairs * sizeof(int32_t));
+    c.moe_offsets = align_up((static_cast<size_t>(hp.n_expert) + 1) * sizeof(int32_t));
+    c.moe_ff = align_up(n_pairs * static_cast<size_t>(hp.n_ff) * sizeof(float));
+    c.moe_rows = align_up(n_pairs * static_cast<size_t>(hp.n_embd) * sizeof(float));
+    c.moe_q8 = align_up(q8_bytes(moe_q8_blocks(hp)));
+  }
   c.rope = align_up(n_rope_sets * static_cast<size_t>(hp.n_rot / 2) * sizeof(double));
   c.rope_table = align_up(n_rope_sets * nb * static_cast<size_t>(hp.n_rot / 2) * sizeof(float2));
   c.penalized = align_up(static_cast<size_t>(hp.n_vocab) * sizeof(int32_t));
@@ -420,6 +458,11 @@ device_model_ptr upload(const model_weights& w, int device,
   for (auto& l : dm->layers) {
     l.wqkv = stacked({&l.wq, &l.wk, &l.wv});
     l.ffn_gate_up = stacked({&l.ffn_gate, &l.ffn_up});
+    if (!l.expert_gate.empty()) {
+      l.experts_gate = strided(l.expert_gate);
+      l.experts_up = strided(l.expert_up);
+      l.experts_down = strided(l.expert_down);
+    }
   }
   return dm;
 }
@@ -438,6 +481,7 @@ class device_context {
     cudaFreeHost(host_offsets_);
     cudaFreeHost(host_logprobs_);
     cudaFreeHost(host_allowed_);
+    cudaFreeHost(host_moe_offsets_);
   }
   device_context(const device_context&) = delete;
   device_context& operator=(const device_context&) = delete;
@@ -463,6 +507,7 @@ class device_context {
   uint64_t* host_allowed_ = nullptr;      // pinned staging of sampling_step::allowed
   int32_t* host_token_ = nullptr;         // pinned: the sampled token comes back here
   uint8_t* host_logprobs_ = nullptr;      // pinned: the log-probabilities come back here
+  int32_t* host_moe_offsets_ = nullptr;   // pinned: where each expert's pairs start (prefill)
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs_;  // (n, n_out, gather)
   std::vector<size_t> kv_offsets_;  // (n_layer + 1,) kv_layer_offsets: each layer's cache
 
@@ -482,10 +527,16 @@ class device_context {
   uint64_t* allowed_ = nullptr;
   void* sample_scratch_ = nullptr;
   uint8_t* logprobs_ = nullptr;  // logprobs_floats floats, then max_top_logprobs ids
-  // Mixture of experts: router logits and routing weights (n_batch, n_expert), and the sum
-  // of the experts' outputs (n_batch, n_embd).
-  float *moe_logits_ = nullptr, *moe_weights_ = nullptr, *moe_acc_ = nullptr;
+  // Mixture of experts (context_layout::moe...): router logits (n_batch, n_expert), the sum of
+  // the experts' outputs (n_batch, n_embd); per (token, slot) pair the expert, its weight, the
+  // order grouped by expert and each pair's place in it; the pairs' rows.
+  float *moe_logits_ = nullptr, *moe_acc_ = nullptr, *moe_weights_ = nullptr;
+  int32_t *moe_ids_ = nullptr, *moe_order_ = nullptr, *moe_row_of_ = nullptr;
+  int32_t* moe_offsets_ = nullptr;
+  float *moe_ff_ = nullptr, *moe_rows_ = nullptr;
+  q8_blocks moe_q8_;
   void moe_ffn(const dlayer& l, q8_blocks xq, int n);
+  void moe_experts_grouped(const dlayer& l, int n);
 };
 
 void device_context_deleter::operator()(device_context* c) const {
@@ -554,8 +605,16 @@ void device_context::init() {
   logprobs_ = static_cast<uint8_t*>(take(lay.logprobs));
   if (lay.moe > 0) {
     moe_logits_ = static_cast<float*>(take(lay.moe));
-    moe_weights_ = static_cast<float*>(take(lay.moe));
     moe_acc_ = static_cast<float*>(take(lay.x));
+    moe_ids_ = static_cast<int32_t*>(take(lay.moe_pairs));
+    moe_weights_ = static_cast<float*>(take(lay.moe_pairs));
+    moe_order_ = static_cast<int32_t*>(take(lay.moe_pairs));
+    moe_row_of_ = static_cast<int32_t*>(take(lay.moe_pairs));
+    moe_offsets_ = static_cast<int32_t*>(take(lay.moe_offsets));
+    moe_ff_ = static_cast<float*>(take(3 * lay.moe_ff));
+    moe_rows_ = static_cast<float*>(take(lay.moe_rows));
+    moe_q8_ = q8_view(take(lay.moe_q8), moe_q8_blocks(hp));
+    RBEE_CUDA_CHECK(cudaMallocHost(&host_moe_offsets_, lay.moe_offsets));
   }
   assert(cur == static_cast<uint8_t*>(arena_) + lay.total());
 
@@ -582,35 +641,39 @@ void device_context::init() {
 }
 
 // tmp_ (n, n_embd) = each token's weighted sum of its chosen experts' SwiGLU FFNs of xb_
-// (whose q8 blocks are xq), routed on the device. Every expert runs on every token, weighted
-// zero where not chosen: each expert's matrices are read once per step, but the products of
-// the experts a token did not choose are computed too.
+// (whose q8 blocks are xq), routed on the device; only the chosen experts' matrices are read,
+// each once per step for all the tokens that chose it (plus qwen2moe's shared expert).
 void device_context::moe_ffn(const dlayer& l, q8_blocks xq, int n) {
   const hparams& hp = m_.w_.hp;
-  const int d = hp.n_embd, ff = hp.n_ff;
+  const int d = hp.n_embd, ff = hp.n_ff, n_used = hp.n_expert_used;
   const int n_expert = static_cast<int>(l.expert_gate.size());
-  const bool small = n <= max_matvec_tokens;
+  const size_t n_pairs = static_cast<size_t>(n) * n_used;
   mm(l.ffn_gate_inp, xb_, xq, n, moe_logits_);
-  moe_route(moe_logits_, n, n_expert, hp.n_expert_used, hp.expert_weights_norm, moe_weights_,
+  moe_route(moe_logits_, n, n_expert, n_used, hp.expert_weights_norm, moe_ids_, moe_weights_,
             stream_);
-  float* up = hb_ + static_cast<size_t>(n) * ff;
-  const q8_blocks dq = small && uses_q8(l.expert_down[0].type) ? q8_ : q8_blocks{};
-  for (int e = 0; e < n_expert; ++e) {
-    const size_t i = static_cast<size_t>(e);
-    // The q8 blocks of xb_ share their buffer with those of the previous expert's down input.
-    if (xq && e > 0) quantize_q8(xb_, n, d, xq, stream_);
-    mm(l.expert_gate[i], xb_, xq, n, hb_);
-    mm(l.expert_up[i], xb_, xq, n, up);
-    silu_mul(hb_, up, ff, n, ff, hb2_, dq, stream_);
-    mm(l.expert_down[i], hb2_, dq, n, tmp_);
-    moe_accumulate(moe_acc_, tmp_, moe_weights_, n, d, n_expert, e, e == 0, stream_);
+  if (n <= max_matvec_tokens) {
+    // Pair p's rows: gate and up (n_ff), their SwiGLU, then its expert's output in moe_rows_.
+    float* gate = moe_ff_;
+    float* up = gate + n_pairs * ff;
+    float* act = up + n_pairs * ff;
+    moe_matvec({l.experts_gate, l.experts_up}, moe_ids_, n, n_used, n_used, xb_, xq, {gate, up},
+               stream_);
+    const q8_blocks aq = uses_q8(l.experts_down.type) ? moe_q8_ : q8_blocks{};
+    silu_mul(gate, up, ff, static_cast<int>(n_pairs), ff, act, aq, stream_);
+    moe_matvec({l.experts_down, {}}, moe_ids_, n, n_used, 1, act, aq, {moe_rows_, nullptr},
+               stream_);
+    moe_combine(moe_acc_, moe_rows_, moe_weights_, nullptr, n, n_used, d, stream_);
+  } else {
+    moe_experts_grouped(l, n);
+    moe_combine(moe_acc_, moe_rows_, moe_weights_, moe_row_of_, n, n_used, d, stream_);
   }
   if (l.ffn_gate_shexp) {
-    // qwen2moe's shared expert, on every token, gated by sigmoid(ffn_gate_inp_shexp . xb).
+    // qwen2moe's shared expert, on every token, gated by sigmoid(ffn_gate_inp_shexp . xb); xq
+    // still holds xb_'s q8 blocks (the experts' products quantize into moe_q8_).
     const int ffs = hp.n_ff_shared;
+    const bool small = n <= max_matvec_tokens;
     float* shared_up = hb_ + static_cast<size_t>(n) * ffs;
     const q8_blocks sdq = small && uses_q8(l.ffn_down_shexp.type) ? q8_ : q8_blocks{};
-    if (xq) quantize_q8(xb_, n, d, xq, stream_);
     mm(l.ffn_gate_shexp, xb_, xq, n, hb_);
     mm(l.ffn_up_shexp, xb_, xq, n, shared_up);
     silu_mul(hb_, shared_up, ffs, n, ffs, hb2_, sdq, stream_);
@@ -619,6 +682,41 @@ void device_context::moe_ffn(const dlayer& l, q8_blocks xq, int n) {
   }
   RBEE_CUDA_CHECK(cudaMemcpyAsync(tmp_, moe_acc_, static_cast<size_t>(n) * d * sizeof(float),
                                   cudaMemcpyDeviceToDevice, stream_));
+}
+
+// Larger batches (never captured in a graph): the pairs grouped by expert, then one cuBLAS
+// product per chosen expert and matrix over the rows of its pairs. How many pairs each expert
+// got sizes those products, so it is read back once per layer. moe_rows_ holds the gathered
+// input rows, then, expert by expert in the same places, the outputs (an expert's inputs are
+// all read before its outputs are written).
+void device_context::moe_experts_grouped(const dlayer& l, int n) {
+  const hparams& hp = m_.w_.hp;
+  const int d = hp.n_embd, ff = hp.n_ff, n_used = hp.n_expert_used;
+  const int n_expert = static_cast<int>(l.expert_gate.size());
+  const size_t n_pairs = static_cast<size_t>(n) * n_used;
+  moe_group(moe_ids_, n, n_used, n_expert, xb_, d, moe_offsets_, moe_order_, moe_row_of_, moe_rows_,
+            stream_);
+  RBEE_CUDA_CHECK(cudaMemcpyAsync(host_moe_offsets_, moe_offsets_,
+                                  (static_cast<size_t>(n_expert) + 1) * sizeof(int32_t),
+                                  cudaMemcpyDeviceToHost, stream_));
+  RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  float* gate = moe_ff_;
+  float* up = gate + n_pairs * ff;
+  float* act = up + n_pairs * ff;
+  const auto product = [&](const expert_matrices& m, int e, const float* x, float* y) {
+    const size_t first = static_cast<size_t>(host_moe_offsets_[e]);
+    const int count = host_moe_offsets_[e + 1] - host_moe_offsets_[e];
+    if (count == 0) return;
+    gemm(cublas_, m.type, m.w + static_cast<size_t>(e) * m.stride, m.rows, m.cols,
+         x + first * static_cast<size_t>(m.cols), count, y + first * static_cast<size_t>(m.rows),
+         gemm_scratch_, stream_);
+  };
+  for (int e = 0; e < n_expert; ++e) {
+    product(l.experts_gate, e, moe_rows_, gate);
+    product(l.experts_up, e, moe_rows_, up);
+  }
+  silu_mul(gate, up, ff, static_cast<int>(n_pairs), ff, act, {}, stream_);
+  for (int e = 0; e < n_expert; ++e) product(l.experts_down, e, act, moe_rows_);
 }
 
 // y (n, rows) = x (n, cols) @ W^T: packed matrix x vector for decode-sized batches; above,

@@ -1,6 +1,6 @@
-// Mixture of experts: adds one expert's output rows, each times its token's routing weight
-// for that expert (zero where the token did not choose it), into the layer's FFN output; and
-// qwen2moe's shared expert, each row times sigmoid(gate . x) of its token.
+// Mixture of experts: each token's FFN output as the sum of its chosen experts' rows times
+// their routing weights; and qwen2moe's shared expert, each row times sigmoid(gate . x) of its
+// token.
 #include "engine/cuda/check.h"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/launch.cuh"
@@ -9,14 +9,21 @@ namespace rbee::engine::cuda {
 
 namespace {
 
-__global__ void moe_accumulate_kernel(float* __restrict__ acc, const float* __restrict__ y,
-                                      const float* __restrict__ weights, int n, int64_t total,
-                                      int n_expert, int expert, bool first) {
+// One block per token: its row is the weighted sum of its pairs' rows.
+__global__ void moe_combine_kernel(float* __restrict__ acc, const float* __restrict__ y,
+                                   const float* __restrict__ weights,
+                                   const int32_t* __restrict__ row_of, int n_used, int n) {
   wait_for_previous_kernel();
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= total) return;
-  const float w = weights[i / n * n_expert + expert];
-  acc[i] = (first ? 0.0f : acc[i]) + w * y[i];
+  const size_t t = blockIdx.x;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    float sum = 0.0f;
+    for (int k = 0; k < n_used; ++k) {
+      const size_t pair = t * n_used + k;
+      const size_t row = row_of ? static_cast<size_t>(row_of[pair]) : pair;
+      sum += weights[pair] * y[row * n + i];
+    }
+    acc[t * n + i] = sum;
+  }
 }
 
 // One block per token: the gate's dot product with the token's x, then its scaled row.
@@ -39,11 +46,10 @@ void moe_add_shared(float* acc, const float* y, const float* x, const float* gat
   launch_dependent(moe_add_shared_kernel, n_tok, 256, 0, stream, acc, y, x, gate, n);
 }
 
-void moe_accumulate(float* acc, const float* y, const float* weights, int n_tok, int n,
-                    int n_expert, int expert, bool first, cudaStream_t stream) {
-  const int64_t total = static_cast<int64_t>(n_tok) * n;
-  launch_dependent(moe_accumulate_kernel, static_cast<unsigned>((total + 255) / 256), 256, 0,
-                   stream, acc, y, weights, n, total, n_expert, expert, first);
+void moe_combine(float* acc, const float* y, const float* weights, const int32_t* row_of, int n_tok,
+                 int n_used, int n, cudaStream_t stream) {
+  launch_dependent(moe_combine_kernel, static_cast<unsigned>(n_tok), 256, 0, stream, acc, y,
+                   weights, row_of, n_used, n);
 }
 
 }  // namespace rbee::engine::cuda

@@ -1,7 +1,7 @@
 // Mixture-of-experts routing on the device: each token's router logits -> softmax -> its
-// n_used most likely experts (lower index first on ties) with their probabilities
-// renormalised to sum 1 (kept as they are for qwen2moe), written as a dense row of weights (zero
-// for the experts not chosen), so the expert products need no host round trip.
+// n_used most likely experts (lower index first on ties) with their probabilities,
+// renormalised to sum 1 (kept as they are for qwen2moe), so the expert products need no host
+// round trip.
 #include <cassert>
 
 #include "engine/cuda/check.h"
@@ -12,41 +12,44 @@ namespace rbee::engine::cuda {
 
 namespace {
 
-// One thread per token: the rows are short (n_expert) and k is small.
-__global__ void moe_route_kernel(const float* __restrict__ logits, int n_tok, int n_expert,
-                                 int n_used, bool normalize, float* __restrict__ weights) {
+// One thread per token: the rows are short (n_expert) and n_used is small.
+__global__ void moe_route_kernel(float* __restrict__ logits, int n_tok, int n_expert, int n_used,
+                                 bool normalize, int32_t* __restrict__ ids,
+                                 float* __restrict__ weights) {
   wait_for_previous_kernel();
   const int t = blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= n_tok) return;
-  const float* l = logits + static_cast<size_t>(t) * n_expert;
-  float* w = weights + static_cast<size_t>(t) * n_expert;
+  float* p = logits + static_cast<size_t>(t) * n_expert;  // becomes exp(l - max), >= 0
   float max_logit = -INFINITY;
-  for (int e = 0; e < n_expert; ++e) max_logit = fmaxf(max_logit, l[e]);
+  for (int e = 0; e < n_expert; ++e) max_logit = fmaxf(max_logit, p[e]);
   float sum = 0.0f;
   for (int e = 0; e < n_expert; ++e) {
-    w[e] = expf(l[e] - max_logit);
-    sum += w[e];
+    p[e] = expf(p[e] - max_logit);
+    sum += p[e];
   }
-  // Chosen experts are marked by a negative weight (-p) until all are picked.
+  int32_t* id = ids + static_cast<size_t>(t) * n_used;
+  float* w = weights + static_cast<size_t>(t) * n_used;
   float total = 0.0f;
   for (int k = 0; k < n_used; ++k) {
     int best = -1;
     for (int e = 0; e < n_expert; ++e)
-      if (w[e] >= 0.0f && (best < 0 || w[e] > w[best])) best = e;
-    total += w[best] / sum;
-    w[best] = -w[best] / sum - 1.0f;  // -(p + 1): negative even for p == 0
+      if (p[e] >= 0.0f && (best < 0 || p[e] > p[best])) best = e;
+    id[k] = best;
+    w[k] = p[best] / sum;
+    total += w[k];
+    p[best] = -1.0f;  // chosen
   }
-  if (!normalize) total = 1.0f;
-  for (int e = 0; e < n_expert; ++e) w[e] = w[e] < 0.0f ? (-w[e] - 1.0f) / total : 0.0f;
+  if (normalize)
+    for (int k = 0; k < n_used; ++k) w[k] /= total;
 }
 
 }  // namespace
 
-void moe_route(const float* logits, int n_tok, int n_expert, int n_used, bool normalize,
+void moe_route(float* logits, int n_tok, int n_expert, int n_used, bool normalize, int32_t* ids,
                float* weights, cudaStream_t stream) {
   assert(n_used <= n_expert && "moe_route: more experts used than there are");
   launch_dependent(moe_route_kernel, (n_tok + 63) / 64, 64, 0, stream, logits, n_tok, n_expert,
-                   n_used, normalize, weights);
+                   n_used, normalize, ids, weights);
 }
 
 }  // namespace rbee::engine::cuda

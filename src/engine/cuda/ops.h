@@ -113,14 +113,43 @@ void scale(float* x, int64_t n, float s, cudaStream_t stream);
 // x (n,) = cap * tanh(x / cap) in place (gemma2's final logit soft cap).
 void softcap(float* x, int64_t n, float cap, cudaStream_t stream);
 
-// Mixture of experts: weights (n_tok, n_expert) = each token's softmax over its router logits
-// (n_tok, n_expert), kept for its n_used most likely experts (lower index first on ties) and
-// renormalised to sum 1 when `normalize`, zero elsewhere.
-void moe_route(const float* logits, int n_tok, int n_expert, int n_used, bool normalize,
+// Mixture of experts. A batch of n_tok tokens routes n_pairs = n_tok * n_used (token, slot)
+// pairs, pair p = t * n_used + k: the k-th expert token t chose.
+//
+// ids, weights (n_tok, n_used) = each token's n_used most likely experts (lower index first on
+// ties) by the softmax of its router logits (n_tok, n_expert), and their probabilities,
+// renormalised to sum 1 when `normalize`. The logits are overwritten (scratch).
+void moe_route(float* logits, int n_tok, int n_expert, int n_used, bool normalize, int32_t* ids,
                float* weights, cudaStream_t stream);
-// acc (n_tok, n) = (first ? 0 : acc) + weights[:, expert] * y, row by row.
-void moe_accumulate(float* acc, const float* y, const float* weights, int n_tok, int n,
-                    int n_expert, int expert, bool first, cudaStream_t stream);
+
+// One kind of the experts' matrices (gate, up or down) of a layer in device memory: expert e's
+// (rows, cols) matrix at w + e * stride, rows row_bytes apart.
+struct expert_matrices {
+  tensor_type type = tensor_type::f32;
+  const uint8_t* w = nullptr;
+  size_t stride = 0, row_bytes = 0;
+  int64_t rows = 0, cols = 0;
+};
+
+// Decode-sized batches (n_tok <= max_matvec_tokens): y[i] (n_pairs, rows) = pair p's expert
+// ids[p] times x row p / x_div (x_div n_used: the token's row; 1: the pair's own row), for
+// the one or two matrices given (y[1] for m[1]; m[1].w null: one). Grouped by expert: each
+// chosen expert's rows are read once for all the pairs routed to it, the others not at all.
+// x as fp32 rows (float types) or q8 blocks (integer types), as matvec.
+void moe_matvec(const expert_matrices (&m)[2], const int32_t* ids, int n_tok, int n_used, int x_div,
+                const float* x, q8_blocks xq, float* const (&y)[2], cudaStream_t stream);
+
+// Larger batches, grouped for one product per chosen expert: offsets (n_expert + 1) =
+// where each expert's pairs start in `order` (the pairs expert by expert, each expert's in pair
+// order), row_of (n_pairs) = each pair's place in order, and xg (n_pairs, n) = the x row of the
+// token of each pair of order.
+void moe_group(const int32_t* ids, int n_tok, int n_used, int n_expert, const float* x, int n,
+               int32_t* offsets, int32_t* order, int32_t* row_of, float* xg, cudaStream_t stream);
+
+// acc (n_tok, n) = sum over k of weights[t, k] * y[row_of[t * n_used + k]] (row_of null: the
+// pair's own row).
+void moe_combine(float* acc, const float* y, const float* weights, const int32_t* row_of, int n_tok,
+                 int n_used, int n, cudaStream_t stream);
 // qwen2moe's shared expert: acc (n_tok, n) += sigmoid(gate (n,) . x[t]) * y[t] per token t.
 void moe_add_shared(float* acc, const float* y, const float* x, const float* gate, int n_tok, int n,
                     cudaStream_t stream);

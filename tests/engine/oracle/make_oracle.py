@@ -10,12 +10,14 @@ positions and a greedy continuation with the top-2 gap of each step.
 
 The C++ test writes the same weights as config.json + model.safetensors, converts them with
 `rbee-engine convert --type f32`, runs the engine on the CPU and compares. The mixtures of
-experts need a transformers version whose experts are separate parameters
-(model.layers.N.block_sparse_moe.experts.E.w1, ...mlp.experts.E.gate_proj); versions that fuse
-them into one 3-D parameter are not read by `convert`.
+experts come out of transformers 5 with a layer's experts fused into two 3-D parameters
+(model.layers.N.mlp.experts.gate_up_proj and .down_proj, the router at mlp.gate); `convert`
+reads that layout as well as the older one parameter per expert. Their experts run through
+transformers' per-expert loop ("eager"), the readable definition, not its grouped kernels.
 
 Needs torch and transformers (the GPU machine has both; the CPU works too, only slower):
     python3 tests/engine/oracle/make_oracle.py [--out tests/engine/data/oracle] [--device cuda]
+        [--families mixtral qwen2moe qwen3moe]
 """
 import argparse
 import json
@@ -76,7 +78,8 @@ FAMILIES = {
         },
         tie_word_embeddings=False,
     ),
-    # Mixtures of experts: 4 experts, 2 per token, weights renormalised (llama.cpp's rule).
+    # Mixtures of experts: 4 experts, 2 per token; Mixtral and Qwen3-MoE renormalise the two
+    # weights, Qwen2-MoE keeps them and adds its shared expert, gated per token by a sigmoid.
     "mixtral": dict(
         model_type="mixtral",
         rope_theta=1000000.0,
@@ -127,6 +130,8 @@ FAMILIES = {
     ),
 }
 
+MIXTURES_OF_EXPERTS = ("mixtral", "qwen2moe", "qwen3moe")
+
 
 def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
@@ -172,9 +177,13 @@ def build(family, device):
     cfg.update(FAMILIES[family])
     model_type = cfg.pop("model_type")
     config = transformers.AutoConfig.for_model(model_type, **cfg)
-    # Eager attention: soft-capping and sliding windows as the model's reference code has them.
+    # Eager attention: soft-capping and sliding windows as the model's reference code has them;
+    # eager experts likewise (transformers 5 otherwise picks its grouped kernels).
+    implementations = dict(attn_implementation="eager")
+    if family in MIXTURES_OF_EXPERTS:
+        implementations["experts_implementation"] = "eager"
     model = transformers.AutoModelForCausalLM.from_config(
-        config, torch_dtype=torch.float32, attn_implementation="eager"
+        config, torch_dtype=torch.float32, **implementations
     )
     tensors = []
     state = {}
