@@ -168,6 +168,10 @@ struct cache_rows_of {
   uint8_t* v(int p) const {
     return (blocks ? cache->v_block(layer, blocks[p / kv_block_size], head) : v_ring) + offset(p);
   }
+  // Positions from p on whose rows follow p's in memory (to the end of its block or ring).
+  int run(int p) const {
+    return blocks ? kv_block_size - p % kv_block_size : ring_rows - p % ring_rows;
+  }
 };
 
 // Attention of batch entry `i`, query head `h`, over its sequence's cached positions 0..pos
@@ -184,15 +188,20 @@ void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thr
   const bool f16 = c.cache.f16();
   const int first = hp.layer_slides(layer) ? std::max(0, e.pos - hp.n_swa + 1) : 0;
   const int n = e.pos + 1 - first;
+  const size_t row_bytes = c.cache.row_bytes();
   float max_score = -INFINITY;
-  for (int t = 0; t < n; ++t) {
+  // Rows are found once per run of consecutive rows (a block, or a ring up to its wrap).
+  for (int t = 0; t < n;) {
+    const int end = t + std::min(n - t, rows.run(first + t));
     const uint8_t* k = rows.k(first + t);
-    float score = (f16 ? cpu::dot_f16(reinterpret_cast<const fp16_t*>(k), q, hd)
-                       : cpu::dot_f32(reinterpret_cast<const float*>(k), q, hd)) *
-                  scale;
-    if (cap > 0) score = softcap(score, cap);
-    scores[t] = score;
-    max_score = std::max(max_score, score);
+    for (; t < end; ++t, k += row_bytes) {
+      float score = (f16 ? cpu::dot_f16(reinterpret_cast<const fp16_t*>(k), q, hd)
+                         : cpu::dot_f32(reinterpret_cast<const float*>(k), q, hd)) *
+                    scale;
+      if (cap > 0) score = softcap(score, cap);
+      scores[t] = score;
+      max_score = std::max(max_score, score);
+    }
   }
   float sum = 0;
   for (int t = 0; t < n; ++t) {
@@ -202,13 +211,16 @@ void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thr
   float* out = b.att.data() + static_cast<size_t>(i) * q_dim + static_cast<size_t>(h) * hd;
   std::fill_n(out, hd, 0.0f);
   const float inv_sum = 1.0f / sum;
-  for (int t = 0; t < n; ++t) {
+  for (int t = 0; t < n;) {
+    const int end = t + std::min(n - t, rows.run(first + t));
     const uint8_t* v = rows.v(first + t);
-    const float p = scores[t] * inv_sum;
-    if (f16)
-      cpu::axpy_f16(p, reinterpret_cast<const fp16_t*>(v), out, hd);
-    else
-      cpu::axpy_f32(p, reinterpret_cast<const float*>(v), out, hd);
+    for (; t < end; ++t, v += row_bytes) {
+      const float p = scores[t] * inv_sum;
+      if (f16)
+        cpu::axpy_f16(p, reinterpret_cast<const fp16_t*>(v), out, hd);
+      else
+        cpu::axpy_f32(p, reinterpret_cast<const float*>(v), out, hd);
+    }
   }
 }
 
