@@ -60,6 +60,8 @@ inline std::string backend_name(const testing::TestParamInfo<backend_kind>& info
   return info.param == backend_kind::cpu ? "cpu" : "cuda";
 }
 class paged_kv_cache : public on_backend {};
+class prefix_cache : public on_backend {};
+
 // The CPU's AVX2 kernels compute a row of a batch exactly as a batch of one (batch_test).
 class isa_guard {
  public:
@@ -69,7 +71,6 @@ class isa_guard {
  private:
   cpu::isa saved_;
 };
-class prefix_cache : public on_backend {};
 
 #define RBEE_LOAD_OR_SKIP(m, file) \
   auto m = load(file);             \
