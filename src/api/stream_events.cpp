@@ -162,10 +162,15 @@ nlohmann::json end_event(const end_stats& stats) {
     choices.push_back(
         {{"index", c.index}, {"tokens_out", c.tokens_out}, {"stop_reason", to_string(c.reason)}});
   }
-  return {{"type", to_string(event_type::end)},     {"tokens_in", stats.tokens_in},
-          {"tokens_out", stats.tokens_out},         {"prompt_ms", stats.prompt_ms},
-          {"decode_ms", stats.decode_ms},           {"tokens_per_sec", stats.tokens_per_sec},
-          {"stop_reason", to_string(stats.reason)}, {"choices", choices}};
+  return {{"type", to_string(event_type::end)},
+          {"tokens_in", stats.tokens_in},
+          {"tokens_cached", stats.tokens_cached},
+          {"tokens_out", stats.tokens_out},
+          {"prompt_ms", stats.prompt_ms},
+          {"decode_ms", stats.decode_ms},
+          {"tokens_per_sec", stats.tokens_per_sec},
+          {"stop_reason", to_string(stats.reason)},
+          {"choices", choices}};
 }
 
 nlohmann::json error_event(std::string_view code, std::string_view message,

@@ -71,6 +71,7 @@ struct choice_end {
 
 struct end_stats {
   int64_t tokens_in = 0;
+  int64_t tokens_cached = 0;  // of tokens_in, those the worker's prefix cache already held
   int64_t tokens_out = 0;
   double prompt_ms = 0;
   double decode_ms = 0;
@@ -78,9 +79,10 @@ struct end_stats {
   stop_reason reason = stop_reason::eos;  // choice 0's
   std::vector<choice_end> choices;        // every choice, by index
 };
-// {"type":"end","tokens_in","tokens_out","prompt_ms","decode_ms","tokens_per_sec","stop_reason",
-//  "choices":[{"index","tokens_out","stop_reason"}]}: one per stream, after every choice
-// ended; tokens_out counts the tokens of all choices, stop_reason is choice 0's.
+// {"type":"end","tokens_in","tokens_cached","tokens_out","prompt_ms","decode_ms",
+//  "tokens_per_sec","stop_reason","choices":[{"index","tokens_out","stop_reason"}]}: one per
+// stream, after every choice ended; tokens_out counts the tokens of all choices, stop_reason
+// is choice 0's.
 nlohmann::json end_event(const end_stats& stats);
 // {"type":"error","code","message"[,"details"]}
 nlohmann::json error_event(std::string_view code, std::string_view message,

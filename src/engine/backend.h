@@ -13,23 +13,47 @@
 
 namespace rbee::engine {
 
+// Blocks of kv_block_size positions a sequence of n positions needs.
+inline int kv_blocks_for(int n) {
+  return (n + kv_block_size - 1) / kv_block_size;
+}
+// The blocks of a context's pool (context_params::n_kv_tokens); positive sizes.
+inline int64_t kv_pool_blocks(const context_params& p) {
+  return p.n_kv_tokens > 0 ? (int64_t{p.n_kv_tokens} + kv_block_size - 1) / kv_block_size
+                           : int64_t{p.n_seq} * kv_blocks_for(p.n_ctx);
+}
+
+// Where the paged KV cache keeps each sequence's positions (kv_blocks.h keeps the books):
+// position p of sequence s lives in row p % kv_block_size of pool block
+// blocks[s * max_blocks + p / kv_block_size]. Layers that slide over a window keep a ring
+// per sequence instead (hparams::cache_rows), outside the pool.
+struct kv_block_tables {
+  const int32_t* blocks = nullptr;  // (n_seq, max_blocks)
+  int max_blocks = 0;               // kv_blocks_for(n_ctx)
+  uint64_t version = 0;             // changes whenever an entry a decode reads changes
+};
+
 // A context on a backend: its KV cache, activations and the logits of the last decode.
 class backend_context {
  public:
   virtual ~backend_context() = default;
 
-  // Runs the forward pass of a checked batch; logits row r belongs to the r-th entry with
-  // want_logits. Throws engine_error only for what the device reports (out of memory, a
-  // failed call); does not allocate after the first call with a given number of rows.
-  virtual void decode(std::span<const batch_entry> batch) = 0;
+  // Runs the forward pass of a checked batch whose positions have their blocks in `tables`;
+  // logits row r belongs to the r-th entry with want_logits. Throws engine_error only for
+  // what the device reports (out of memory, a failed call); does not allocate after the
+  // first call with a given number of rows.
+  virtual void decode(std::span<const batch_entry> batch, const kv_block_tables& tables) = 0;
   // Logits row `row` of the last decode (n_vocab floats), valid until the next decode.
   virtual std::span<const float> logits(int row) const = 0;
   // The token choose_token picks from logits row `row` with `step`.
   virtual token_id sample(int row, const sampling_step& step) = 0;
   // compute_logprobs (token_choice.h) of logits row `row`; n_top <= min(20, n_vocab).
   virtual void logprobs(int row, token_id token, int n_top, token_logprobs& out) = 0;
-  // Copies the first n_pos cached positions of sequence src to sequence dst (src != dst).
-  virtual void copy_sequence(int src, int dst, int n_pos) = 0;
+  // Copies every row of pool block src to pool block dst (src != dst).
+  virtual void copy_block(int src, int dst) = 0;
+  // Copies the first n_pos positions of sequence src to sequence dst (src != dst) in the
+  // sliding-window layers' rings; nothing on models without such layers.
+  virtual void copy_ring_layers(int src, int dst, int n_pos) = 0;
   // Device memory the context holds (0 on the CPU).
   virtual uint64_t device_bytes() const = 0;
 };
@@ -38,8 +62,8 @@ class backend {
  public:
   virtual ~backend() = default;
 
-  // params are checked (positive sizes, n_threads resolved); engine_error(out_of_memory)
-  // when the host or device cannot hold the context.
+  // params are checked (positive sizes, n_threads resolved, kv_pool_blocks fits an int);
+  // engine_error(out_of_memory) when the host or device cannot hold the context.
   virtual std::unique_ptr<backend_context> create_context(const context_params& params) = 0;
   // Device memory the model's weights hold (0 on the CPU).
   virtual uint64_t device_bytes() const = 0;

@@ -24,6 +24,8 @@ std::string_view to_string(error_code code) {
       return "OUT_OF_MEMORY";
     case error_code::context_overflow:
       return "CONTEXT_OVERFLOW";
+    case error_code::kv_cache_full:
+      return "KV_CACHE_FULL";
     case error_code::invalid_argument:
       return "INVALID_ARGUMENT";
     case error_code::chat_template_unknown:

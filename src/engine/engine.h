@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/kv_block_size.h"
 #include "engine/sampling_knobs.h"
 
 namespace rbee::engine {
@@ -30,6 +31,7 @@ enum class error_code {
   backend_unavailable,  // message lists the backends/devices that exist
   out_of_memory,        // host RAM or device VRAM (message says which)
   context_overflow,     // prompt + generation longer than the context
+  kv_cache_full,        // the context's KV block pool cannot hold a batch's new positions
   invalid_argument,
   chat_template_unknown,
 };
@@ -169,12 +171,24 @@ std::string apply_chat_template(const model& m, std::span<const chat_message> me
                                 bool add_assistant_prompt, std::string_view template_override = {});
 
 // ---- contexts: KV cache + batched decode of several sequences ----
+// The KV cache is paged (docs/kv-cache.md): positions live in blocks of kv_block_size from one
+// pool per context, taken as a sequence grows and given back when it is cleared. Full blocks
+// are also a prefix cache: a block keeps its keys and values after its sequence is cleared
+// and a later sequence whose tokens start the same way reuses it (sequence_reuse_prefix),
+// until the pool needs it for new positions (least recently used first). Sliding-window
+// layers (gemma2/3) keep a ring of their window per sequence outside the pool. The size of a
+// block is kv_block_size (engine/kv_block_size.h).
+
 struct context_params {
   int n_ctx = 2048;   // positions per sequence
   int n_seq = 1;      // independent sequences (the worker's slots)
   int n_batch = 512;  // max tokens per decode call
   int n_threads = 0;  // 0: model's default
   bool kv_f16 = true;
+  // Positions the KV block pool holds for all sequences together (rounded up to whole
+  // blocks). 0: enough for every sequence to fill its n_ctx at once, so decode never finds
+  // the pool full; less bounds the memory by the tokens in use instead of n_seq x n_ctx.
+  int n_kv_tokens = 0;
 };
 context_params context_default_params();
 
@@ -198,17 +212,36 @@ struct batch_entry {
 // Runs the forward pass for all entries (any mix of prefill and decode across sequences).
 // The whole batch is checked before any work: pos >= n_ctx throws
 // engine_error(context_overflow); positions that do not continue their sequence's cache, an
-// unknown seq or token, or more than n_batch entries throw engine_error(invalid_argument).
+// unknown seq or token, or more than n_batch entries throw engine_error(invalid_argument);
+// new positions that need more blocks than the pool has free or cached throw
+// engine_error(kv_cache_full) (possible only with n_kv_tokens below n_seq x n_ctx).
 // Does not allocate after the first call with a given number of want_logits entries.
 void decode(context& ctx, std::span<const batch_entry> batch);
 // Logits (n_vocab floats) of the i-th entry of the last batch that had want_logits set. On
 // the CUDA backend they stay on the device until asked for here.
 std::span<const float> logits(const context& ctx, int batch_index);
-// Forgets sequence `seq` (its positions restart at 0).
+// Forgets sequence `seq` (its positions restart at 0). Its full blocks stay in the prefix
+// cache; the others return to the pool.
 void sequence_clear(context& ctx, int seq);
 // Gives sequence `dst` the cache of sequence `src` (a shared prompt prefilled once): dst's
 // positions then continue where src's do and its own are forgotten. src == dst is a no-op.
+// Full blocks are shared, the partial last one copied: engine_error(kv_cache_full) when no
+// block is left for that copy.
 void sequence_copy(context& ctx, int src, int dst);
+// Starts the empty sequence `seq` with the cached blocks of the longest prefix of `prompt`
+// that a sequence of this context computed before (whole blocks, identical tokens from
+// position 0; shared, never copied) and returns how many positions it now holds: a multiple
+// of kv_block_size, always less than prompt.size() so that the caller decodes at least the
+// last prompt token (from that position on) and gets its logits. 0 when nothing is cached,
+// and always on models with sliding-window layers (their rings are not shared).
+int sequence_reuse_prefix(context& ctx, int seq, std::span<const token_id> prompt);
+// The block pool of a context, in blocks of kv_block_size positions.
+struct kv_cache_stats {
+  int n_blocks = 0;  // the pool
+  int n_used = 0;    // held by sequences
+  int n_cached = 0;  // held by no sequence, kept for prefix reuse (reclaimed when needed)
+};
+kv_cache_stats context_kv_stats(const context& ctx);
 int context_n_ctx(const context& ctx);
 // Device memory the context holds: KV cache, activations and scratch (0 on the CPU backend).
 uint64_t context_device_bytes(const context& ctx);

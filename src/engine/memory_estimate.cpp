@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "engine/kv_block_size.h"
+
 namespace rbee::engine {
 
 namespace {
@@ -19,9 +21,13 @@ memory_needs estimate_memory(const model_shape& s, int n_ctx, int n_seq, bool on
   const uint64_t q_dim = s.n_head * head_dim, kv_dim = s.n_head_kv * head_dim;
   const uint64_t swa_layers = s.n_swa > 0 ? std::min(s.n_swa_layers, s.n_layer) : 0;
   const uint64_t swa_rows = std::min(ctx, s.n_swa + batch - 1);
+  // The default block pool: every sequence's context in whole blocks (engine.h's n_kv_tokens).
+  const uint64_t block = kv_block_size;
+  const uint64_t paged_rows = (ctx + block - 1) / block * block;
   memory_needs m;
   m.weights = s.weight_bytes;
-  m.kv_cache = 2 * seqs * kv_dim * 2 * ((s.n_layer - swa_layers) * ctx + swa_layers * swa_rows);
+  m.kv_cache =
+      2 * seqs * kv_dim * 2 * ((s.n_layer - swa_layers) * paged_rows + swa_layers * swa_rows);
   if (!on_gpu) {
     // The CPU pass's activations, one logits row per sequence, and the process around them.
     m.scratch = batch * 4 * (3 * s.n_embd + 2 * s.n_ff + 2 * kv_dim) + seqs * s.n_vocab * 4 +

@@ -17,8 +17,10 @@ struct model_shape {
 
 struct memory_needs {
   uint64_t weights = 0;
-  uint64_t kv_cache = 0;  // f16 K and V of every layer, position (ring slot) and sequence
-  uint64_t scratch = 0;   // activations, logits and the runtime's share
+  // f16 K and V of every layer, position and sequence: the default block pool (each
+  // sequence's context in whole blocks of kv_block_size), and a sliding layer's ring slots
+  uint64_t kv_cache = 0;
+  uint64_t scratch = 0;  // activations, logits and the runtime's share
   uint64_t total() const { return weights + kv_cache + scratch; }
 };
 

@@ -66,6 +66,7 @@ struct collector {
   int n = 1;  // choices asked for
   std::map<int, choice_state> choices;
   int prompt_tokens = 0;
+  int cached_tokens = 0;  // of prompt_tokens, those the worker's prefix cache held
   bool ended = false;
   nlohmann::json error;  // the task's error event, when it failed
 
@@ -73,7 +74,8 @@ struct collector {
   int completion_tokens() const;
 };
 
-nlohmann::json usage(int prompt_tokens, int completion_tokens);
+// {"prompt_tokens","completion_tokens","total_tokens","prompt_tokens_details":{"cached_tokens"}}
+nlohmann::json usage(int prompt_tokens, int completion_tokens, int cached_tokens = 0);
 
 // "rbee-<version>": which build answered (OpenAI's system_fingerprint).
 const std::string& system_fingerprint();
@@ -97,7 +99,8 @@ nlohmann::json tool_calls_json(const std::vector<api::tool_call>& calls, bool st
 nlohmann::json chunk(const response_meta& meta, int index, const nlohmann::json& delta_or_text,
                      const nlohmann::json& finish_reason);
 // The usage chunk: its own chunk with no choices (stream_options.include_usage).
-nlohmann::json usage_chunk(const response_meta& meta, int prompt_tokens, int completion_tokens);
+nlohmann::json usage_chunk(const response_meta& meta, int prompt_tokens, int completion_tokens,
+                           int cached_tokens = 0);
 
 // Logprobs in each endpoint's shape.
 nlohmann::json chat_logprobs(const std::vector<token_logprob>& lps);

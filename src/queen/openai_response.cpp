@@ -40,6 +40,7 @@ void collector::on_event(const json& event) {
       choice.completion_tokens = ended_choice.value("tokens_out", 0);
     }
     prompt_tokens = event.value("tokens_in", 0);
+    cached_tokens = event.value("tokens_cached", 0);
     ended = true;
   } else if (type == "error") {
     error = event;
@@ -71,10 +72,11 @@ int collector::completion_tokens() const {
   return total;
 }
 
-json usage(int prompt_tokens, int completion_tokens) {
+json usage(int prompt_tokens, int completion_tokens, int cached_tokens) {
   return {{"prompt_tokens", prompt_tokens},
           {"completion_tokens", completion_tokens},
-          {"total_tokens", prompt_tokens + completion_tokens}};
+          {"total_tokens", prompt_tokens + completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", cached_tokens}}}};
 }
 
 const std::string& system_fingerprint() {
@@ -136,7 +138,7 @@ json response(const response_meta& meta, const request& r, const collector& c) {
   }
   json out = envelope(meta, false);
   out["choices"] = std::move(choices);
-  out["usage"] = usage(c.prompt_tokens, c.completion_tokens());
+  out["usage"] = usage(c.prompt_tokens, c.completion_tokens(), c.cached_tokens);
   return out;
 }
 
@@ -153,10 +155,11 @@ json chunk(const response_meta& meta, int index, const json& delta_or_text,
   return out;
 }
 
-json usage_chunk(const response_meta& meta, int prompt_tokens, int completion_tokens) {
+json usage_chunk(const response_meta& meta, int prompt_tokens, int completion_tokens,
+                 int cached_tokens) {
   json out = envelope(meta, true);
   out["choices"] = json::array();
-  out["usage"] = usage(prompt_tokens, completion_tokens);
+  out["usage"] = usage(prompt_tokens, completion_tokens, cached_tokens);
   return out;
 }
 

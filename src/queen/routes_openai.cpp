@@ -212,8 +212,8 @@ void openai_routes::stream_chunks(const openai::response_meta& meta, const opena
           if (!send_all(streamer(ended).on_end(ended))) return false;
         }
         if (!r.include_usage) return true;
-        return sink.send(
-            openai::usage_chunk(meta, e.value("tokens_in", 0), e.value("tokens_out", 0)));
+        return sink.send(openai::usage_chunk(
+            meta, e.value("tokens_in", 0), e.value("tokens_out", 0), e.value("tokens_cached", 0)));
       }
       if (type == "error") return sink.send(openai_error_of(e));
       return sink.connected();  // narration is not part of the OpenAI stream

@@ -95,6 +95,7 @@ class job {
   struct progress {
     std::vector<api::choice_end> choices;  // (n_choices,) filled as each choice ends
     int choices_open = 0;
+    int tokens_cached = 0;  // prompt positions the prefix cache held at admission
     std::chrono::steady_clock::time_point t_admitted, t_first_token;
   } run;
 

@@ -156,9 +156,13 @@ void scheduler::admit(int slot_index, const std::shared_ptr<job>& j, int choice)
   s.j = j;
   s.choice = choice;
   // Choices after the first share choice 0's prefill: no prompt of their own to decode.
+  // Choice 0 starts from the longest cached prefix of its prompt.
   s.awaiting_prompt = choice > 0;
-  s.n_prompt_done = choice > 0 ? static_cast<int>(j->prompt_tokens.size()) : 0;
-  s.n_past = 0;
+  const int cached =
+      choice > 0 ? 0 : engine::sequence_reuse_prefix(ctx_, slot_index, j->prompt_tokens);
+  if (choice == 0) j->run.tokens_cached = cached;
+  s.n_prompt_done = choice > 0 ? static_cast<int>(j->prompt_tokens.size()) : cached;
+  s.n_past = cached;
   s.n_generated = 0;
   s.generating = false;
   s.history.assign(j->prompt_tokens.begin(), j->prompt_tokens.end());
@@ -403,6 +407,7 @@ void scheduler::finish(slot& s, int slot_index, stop_reason reason) {
   bool sampled = run.t_first_token != std::chrono::steady_clock::time_point{};
   end_event end;
   end.tokens_in = static_cast<int>(j->prompt_tokens.size());
+  end.tokens_cached = run.tokens_cached;
   for (const auto& c : run.choices) end.tokens_out += c.tokens_out;
   end.prompt_ms = ms_between(run.t_admitted, sampled ? run.t_first_token : now);
   end.decode_ms = sampled ? ms_between(run.t_first_token, now) : 0.0;

@@ -4,6 +4,9 @@
 // token of every generating slot plus a chunk of pending prompt tokens, see batch_planner.h),
 // samples, and pushes events to each job's channel. HTTP handlers only submit, cancel and
 // drain job channels; they never touch the engine.
+// A job's prompt starts from the longest prefix the context's prefix cache holds (whole KV
+// blocks computed for an earlier or a running job, engine::sequence_reuse_prefix); only the
+// rest is prefilled, and the end event reports the cached part as tokens_cached.
 // A job of n choices takes n slots: choice 0's slot prefills the prompt; when its last prompt
 // token's logits arrive, the other choices get a copy of its cache (engine::sequence_copy) and
 // draw their first token from the same logits, then every choice decodes on its own. The job

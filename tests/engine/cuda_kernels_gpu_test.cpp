@@ -377,17 +377,22 @@ TEST(cuda_kernels, rope_and_split_attention_match_reference) {
                                            {8, 4, 32, 600, false, 10000.0f},
                                            {4, 1, 128, 600, true, 1000000.0f},
                                            {2, 2, 64, 300, true, 10000.0f}};
-  for (const auto& c : cases) {
-    const int n_tok = c.n_ctx;
-    const auto q = normal(rng, static_cast<size_t>(n_tok * c.n_head * c.head_dim), 1.0f);
-    const auto k = normal(rng, static_cast<size_t>(n_tok * c.n_head_kv * c.head_dim), 1.0f);
-    const auto v = normal(rng, k.size(), 1.0f);
-    const auto got = testing::rope_attention(c, q, k, v, n_tok);
-    const auto want = attention_reference(c, q, k, v, n_tok);
-    // K and V are stored as fp16 (relative rounding 2^-11).
-    for (size_t i = 0; i < want.size(); ++i)
-      ASSERT_NEAR(got[i], want[i], 1e-2 * (1 + std::abs(want[i])))
-          << "head_dim " << c.head_dim << " at " << i;
+  // Each case on a contiguous cache and on a paged one whose blocks run backwards.
+  for (const auto& contiguous : cases) {
+    for (const bool paged : {false, true}) {
+      testing::attention_case c = contiguous;
+      c.paged = paged;
+      const int n_tok = c.n_ctx;
+      const auto q = normal(rng, static_cast<size_t>(n_tok * c.n_head * c.head_dim), 1.0f);
+      const auto k = normal(rng, static_cast<size_t>(n_tok * c.n_head_kv * c.head_dim), 1.0f);
+      const auto v = normal(rng, k.size(), 1.0f);
+      const auto got = testing::rope_attention(c, q, k, v, n_tok);
+      const auto want = attention_reference(c, q, k, v, n_tok);
+      // K and V are stored as fp16 (relative rounding 2^-11).
+      for (size_t i = 0; i < want.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], 1e-2 * (1 + std::abs(want[i])))
+            << "head_dim " << c.head_dim << (paged ? " paged" : "") << " at " << i;
+    }
   }
 }
 

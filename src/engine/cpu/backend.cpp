@@ -52,6 +52,7 @@ struct cpu_state {
   const model* m;
   context_params params;
   kv_cache cache;
+  kv_block_tables tables;  // of the batch being decoded
   cpu::thread_pool pool;
   buffers buf;
   std::vector<uint8_t> matmul_scratch;
@@ -138,8 +139,43 @@ void store_row(const kv_cache& cache, const float* src, int n, uint8_t* dst) {
     std::copy_n(src, n, reinterpret_cast<float*>(dst));
 }
 
+// The cache row of position p of a sequence in a layer: in the block its table names, or in
+// row p % rows of a sliding layer's ring.
+struct cache_rows_of {
+  uint8_t *k_ring = nullptr, *v_ring = nullptr;  // a ring layer's (seq, head) rows
+  int ring_rows = 0;
+  const int32_t* blocks = nullptr;  // a paged layer: the sequence's block table
+  kv_cache* cache = nullptr;
+  int layer = 0, head = 0;
+
+  cache_rows_of(cpu_state& c, int l, int seq, int kv_head)
+      : cache(&c.cache), layer(l), head(kv_head) {
+    if (c.cache.paged(l)) {
+      blocks =
+          c.tables.blocks + static_cast<size_t>(seq) * static_cast<size_t>(c.tables.max_blocks);
+    } else {
+      k_ring = c.cache.k_ring(l, seq, kv_head);
+      v_ring = c.cache.v_ring(l, seq, kv_head);
+      ring_rows = c.cache.ring_rows(l);
+    }
+  }
+  size_t offset(int p) const {
+    return static_cast<size_t>(blocks ? p % kv_block_size : p % ring_rows) * cache->row_bytes();
+  }
+  uint8_t* k(int p) const {
+    return (blocks ? cache->k_block(layer, blocks[p / kv_block_size], head) : k_ring) + offset(p);
+  }
+  uint8_t* v(int p) const {
+    return (blocks ? cache->v_block(layer, blocks[p / kv_block_size], head) : v_ring) + offset(p);
+  }
+  // Positions from p on whose rows follow p's in memory (to the end of its block or ring).
+  int run(int p) const {
+    return blocks ? kv_block_size - p % kv_block_size : ring_rows - p % ring_rows;
+  }
+};
+
 // Attention of batch entry `i`, query head `h`, over its sequence's cached positions 0..pos
-// (the n_swa latest on a sliding layer); position t lives in row t % rows of the layer.
+// (the n_swa latest on a sliding layer).
 void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thread) {
   const hparams& hp = c.m->hp;
   const int hd = hp.head_dim, kvh = h / (hp.n_head / hp.n_head_kv);
@@ -147,23 +183,25 @@ void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thr
   buffers& b = c.buf;
   const float* q = b.q.data() + static_cast<size_t>(i) * q_dim + static_cast<size_t>(h) * hd;
   float* scores = b.scores.data() + static_cast<size_t>(thread) * c.params.n_ctx;
-  const size_t row_bytes = static_cast<size_t>(hd) * c.cache.element_bytes();
-  const uint8_t* keys = c.cache.k(layer, e.seq, kvh);
-  const uint8_t* values = c.cache.v(layer, e.seq, kvh);
+  const cache_rows_of rows(c, layer, e.seq, kvh);
   const float scale = hp.attn_scale, cap = hp.attn_softcap;
   const bool f16 = c.cache.f16();
   const int first = hp.layer_slides(layer) ? std::max(0, e.pos - hp.n_swa + 1) : 0;
-  const int n = e.pos + 1 - first, rows = c.cache.rows(layer);
-  const auto row_of = [&](int t) { return static_cast<size_t>((first + t) % rows) * row_bytes; };
+  const int n = e.pos + 1 - first;
+  const size_t row_bytes = c.cache.row_bytes();
   float max_score = -INFINITY;
-  for (int t = 0; t < n; ++t) {
-    const uint8_t* k = keys + row_of(t);
-    float score = (f16 ? cpu::dot_f16(reinterpret_cast<const fp16_t*>(k), q, hd)
-                       : cpu::dot_f32(reinterpret_cast<const float*>(k), q, hd)) *
-                  scale;
-    if (cap > 0) score = softcap(score, cap);
-    scores[t] = score;
-    max_score = std::max(max_score, score);
+  // Rows are found once per run of consecutive rows (a block, or a ring up to its wrap).
+  for (int t = 0; t < n;) {
+    const int end = t + std::min(n - t, rows.run(first + t));
+    const uint8_t* k = rows.k(first + t);
+    for (; t < end; ++t, k += row_bytes) {
+      float score = (f16 ? cpu::dot_f16(reinterpret_cast<const fp16_t*>(k), q, hd)
+                         : cpu::dot_f32(reinterpret_cast<const float*>(k), q, hd)) *
+                    scale;
+      if (cap > 0) score = softcap(score, cap);
+      scores[t] = score;
+      max_score = std::max(max_score, score);
+    }
   }
   float sum = 0;
   for (int t = 0; t < n; ++t) {
@@ -173,13 +211,16 @@ void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thr
   float* out = b.att.data() + static_cast<size_t>(i) * q_dim + static_cast<size_t>(h) * hd;
   std::fill_n(out, hd, 0.0f);
   const float inv_sum = 1.0f / sum;
-  for (int t = 0; t < n; ++t) {
-    const uint8_t* v = values + row_of(t);
-    const float p = scores[t] * inv_sum;
-    if (f16)
-      cpu::axpy_f16(p, reinterpret_cast<const fp16_t*>(v), out, hd);
-    else
-      cpu::axpy_f32(p, reinterpret_cast<const float*>(v), out, hd);
+  for (int t = 0; t < n;) {
+    const int end = t + std::min(n - t, rows.run(first + t));
+    const uint8_t* v = rows.v(first + t);
+    for (; t < end; ++t, v += row_bytes) {
+      const float p = scores[t] * inv_sum;
+      if (f16)
+        cpu::axpy_f16(p, reinterpret_cast<const fp16_t*>(v), out, hd);
+      else
+        cpu::axpy_f32(p, reinterpret_cast<const float*>(v), out, hd);
+    }
   }
 }
 
@@ -330,7 +371,6 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
     // RoPE, then this layer's K/V of every entry into the cache before any attention, so
     // entries of one sequence in this batch see each other causally.
     const size_t rope_base = static_cast<size_t>(hp.rope_set(l)) * nb * half;
-    const int rows = c.cache.rows(l);
     for (int i = 0; i < n; ++i) {
       const batch_entry& e = batch[static_cast<size_t>(i)];
       const float* cs = b.rope_cos.data() + rope_base + static_cast<size_t>(i) * half;
@@ -342,9 +382,9 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
         float* k = b.k.data() + static_cast<size_t>(i) * kv_dim + static_cast<size_t>(h) * hd;
         const float* v = b.v.data() + static_cast<size_t>(i) * kv_dim + static_cast<size_t>(h) * hd;
         apply_rope(k, cs, sn, hp.n_rot, hp.rope);
-        const size_t off = static_cast<size_t>(e.pos % rows) * hd * c.cache.element_bytes();
-        store_row(c.cache, k, hd, c.cache.k(l, e.seq, h) + off);
-        store_row(c.cache, v, hd, c.cache.v(l, e.seq, h) + off);
+        const cache_rows_of rows(c, l, e.seq, h);
+        store_row(c.cache, k, hd, rows.k(e.pos));
+        store_row(c.cache, v, hd, rows.v(e.pos));
       }
     }
     // Threads split (entry, head) pairs; short attention runs on this thread, since waking
@@ -389,10 +429,11 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
       c.logits[j] = softcap(c.logits[j], hp.final_softcap);
 }
 
-std::vector<int> layer_cache_rows(const hparams& hp, const context_params& params) {
+// Per layer: the rows of a sliding layer's ring, 0 for a layer in the block pool.
+std::vector<int> layer_ring_rows(const hparams& hp, const context_params& params) {
   std::vector<int> rows;
   for (int l = 0; l < hp.n_layer; ++l)
-    rows.push_back(hp.cache_rows(l, params.n_ctx, params.n_batch));
+    rows.push_back(hp.layer_slides(l) ? hp.cache_rows(l, params.n_ctx, params.n_batch) : 0);
   return rows;
 }
 
@@ -409,7 +450,8 @@ class cpu_context final : public backend_context {
  public:
   cpu_context(const model& m, const context_params& params);
 
-  void decode(std::span<const batch_entry> batch) override {
+  void decode(std::span<const batch_entry> batch, const kv_block_tables& tables) override {
+    s_.tables = tables;
     // Logit rows first: the only buffer that may grow (on the first batch of a given size).
     int n_out = 0;
     for (size_t i = 0; i < batch.size(); ++i)
@@ -427,15 +469,27 @@ class cpu_context final : public backend_context {
   void logprobs(int row, token_id token, int n_top, token_logprobs& out) override {
     compute_logprobs(logits(row), token, n_top, candidates_, out);
   }
-  void copy_sequence(int src, int dst, int n_pos) override {
+  void copy_block(int src, int dst) override {
+    const hparams& hp = s_.m->hp;
+    const size_t bytes = kv_block_size * s_.cache.row_bytes();
+    for (int l = 0; l < hp.n_layer; ++l) {
+      if (!s_.cache.paged(l)) continue;
+      for (int h = 0; h < hp.n_head_kv; ++h) {
+        std::copy_n(s_.cache.k_block(l, src, h), bytes, s_.cache.k_block(l, dst, h));
+        std::copy_n(s_.cache.v_block(l, src, h), bytes, s_.cache.v_block(l, dst, h));
+      }
+    }
+  }
+  void copy_ring_layers(int src, int dst, int n_pos) override {
     const hparams& hp = s_.m->hp;
     for (int l = 0; l < hp.n_layer; ++l) {
+      if (s_.cache.paged(l)) continue;
       // A ring holds every position it can: the first n_pos rows, or all of them.
-      const size_t bytes = static_cast<size_t>(std::min(n_pos, s_.cache.rows(l))) *
-                           static_cast<size_t>(hp.head_dim) * s_.cache.element_bytes();
+      const size_t bytes =
+          static_cast<size_t>(std::min(n_pos, s_.cache.ring_rows(l))) * s_.cache.row_bytes();
       for (int h = 0; h < hp.n_head_kv; ++h) {
-        std::copy_n(s_.cache.k(l, src, h), bytes, s_.cache.k(l, dst, h));
-        std::copy_n(s_.cache.v(l, src, h), bytes, s_.cache.v(l, dst, h));
+        std::copy_n(s_.cache.k_ring(l, src, h), bytes, s_.cache.k_ring(l, dst, h));
+        std::copy_n(s_.cache.v_ring(l, src, h), bytes, s_.cache.v_ring(l, dst, h));
       }
     }
   }
@@ -449,8 +503,9 @@ class cpu_context final : public backend_context {
 cpu_context::cpu_context(const model& m, const context_params& params)
     : s_{.m = &m,
          .params = params,
-         .cache = kv_cache(layer_cache_rows(m.hp, params), m.hp.n_head_kv, m.hp.head_dim,
-                           params.n_seq, params.kv_f16),
+         .cache = kv_cache(layer_ring_rows(m.hp, params), m.hp.n_head_kv, m.hp.head_dim,
+                           params.n_seq, static_cast<int>(kv_pool_blocks(params)), params.kv_f16),
+         .tables = {},
          .pool = cpu::thread_pool(params.n_threads),
          .buf = {},
          .matmul_scratch = {},
@@ -549,7 +604,8 @@ class cpu_backend final : public backend {
     } catch (const std::bad_alloc&) {
       throw engine_error(error_code::out_of_memory,
                          str("host RAM: cannot allocate a context of ", params.n_ctx,
-                             " positions x ", params.n_seq, " sequences"));
+                             " positions x ", params.n_seq, " sequences (a KV pool of ",
+                             kv_pool_blocks(params) * kv_block_size, " positions)"));
     }
   }
   uint64_t device_bytes() const override { return 0; }

@@ -1,10 +1,11 @@
 #pragma once
-// The CPU backend's KV cache: keys and values of every layer, sequence and KV head, F16
-// (default) or F32. How many positions each sequence holds is the context's record
-// (context.cpp), not the cache's.
-// Layout [layer][seq][kv_head][row][head_dim] keeps one head's history contiguous, so the
-// attention of one (sequence, head) walks memory in order. A layer holds n_ctx rows, or
-// fewer when it only looks back a sliding window: position p then lives in row p % rows.
+// The CPU backend's KV cache: keys and values of every layer and KV head, F16 (default) or
+// F32. Which positions a sequence holds, and in which blocks, is the context's record
+// (context.cpp, kv_blocks.h), not the cache's.
+// A full-attention layer keeps the pool's blocks: [layer][block][kv_head][row][head_dim], so
+// one head's kv_block_size rows of a block are contiguous. A layer that only looks back a
+// sliding window keeps a ring per sequence instead, [layer][seq][kv_head][row][head_dim],
+// position p in row p % rows.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -15,26 +16,34 @@ namespace rbee::engine {
 
 class kv_cache {
  public:
-  // layer_rows: the rows each layer keeps per (sequence, head).
-  kv_cache(std::span<const int> layer_rows, int n_head_kv, int head_dim, int n_seq, bool f16);
+  // ring_rows: per layer, the rows of its ring per (sequence, head), or 0 for a layer that
+  // keeps n_blocks blocks of kv_block_size rows per head.
+  kv_cache(std::span<const int> ring_rows, int n_head_kv, int head_dim, int n_seq, int n_blocks,
+           bool f16);
 
-  static uint64_t bytes_needed(std::span<const int> layer_rows, int kv_dim, int n_seq, bool f16);
+  static uint64_t bytes_needed(std::span<const int> ring_rows, int kv_dim, int n_seq, int n_blocks,
+                               bool f16);
 
   bool f16() const { return f16_; }
-  int n_seq() const { return n_seq_; }
-  int rows(int layer) const { return layer_rows_[static_cast<size_t>(layer)]; }
+  bool paged(int layer) const { return ring_rows_[static_cast<size_t>(layer)] == 0; }
+  int ring_rows(int layer) const { return ring_rows_[static_cast<size_t>(layer)]; }
   size_t element_bytes() const { return f16_ ? 2 : 4; }
+  size_t row_bytes() const { return static_cast<size_t>(head_dim_) * element_bytes(); }
 
-  // The first of rows(layer) rows of head_dim elements for (layer, seq, head).
-  uint8_t* k(int layer, int seq, int head) { return data_.get() + offset(0, layer, seq, head); }
-  uint8_t* v(int layer, int seq, int head) { return data_.get() + offset(1, layer, seq, head); }
+  // A paged layer: the kv_block_size rows of head_dim elements of (layer, block, head).
+  uint8_t* k_block(int layer, int block, int head) { return at(0, layer, block, head); }
+  uint8_t* v_block(int layer, int block, int head) { return at(1, layer, block, head); }
+  // A ring layer: the first of ring_rows(layer) rows of (layer, seq, head).
+  uint8_t* k_ring(int layer, int seq, int head) { return at(0, layer, seq, head); }
+  uint8_t* v_ring(int layer, int seq, int head) { return at(1, layer, seq, head); }
 
  private:
-  size_t offset(int kv, int layer, int seq, int head) const;
+  // (layer, unit, head) with unit a block of a paged layer or a sequence of a ring layer.
+  uint8_t* at(int kv, int layer, int unit, int head);
 
-  std::vector<int> layer_rows_;
+  std::vector<int> ring_rows_;
   std::vector<size_t> layer_start_;  // (n_layer + 1,) element offsets of each layer's K
-  int n_head_kv_, head_dim_, n_seq_;
+  int n_head_kv_, head_dim_, n_seq_, n_blocks_;
   bool f16_;
   std::unique_ptr<uint8_t[]> data_;
 };

@@ -2,8 +2,10 @@
 // (flash-decoding): block (split, head, token) handles attention_split positions and writes
 // its partial max, sum and weighted values; the last block of a (token, head) to finish
 // combines them, so one launch does both. Blocks past a token's position exit at once, so
-// the grid depends only on the cache rows (graph-friendly). A sliding-window layer's cache is
-// a ring (position p in row p % rows) of which a query reads its window.
+// the grid depends only on the cache rows (graph-friendly). A full-attention layer's cache is
+// paged: a split finds the pool blocks of its positions in the sequence's block table. A
+// sliding-window layer's cache is a ring (position p in row p % rows) of which a query reads
+// its window.
 #include <cassert>
 #include <cmath>
 
@@ -17,6 +19,8 @@ namespace {
 
 constexpr int threads = 128;
 constexpr int warps = threads / 32;
+// Pool blocks one split's positions touch at most (a window need not start at a block).
+constexpr int split_blocks = attention_split / kv_block_size + 1;
 
 int n_splits(int n_ctx) {
   return (n_ctx + attention_split - 1) / attention_split;
@@ -58,6 +62,7 @@ __global__ void __launch_bounds__(threads)
   float* o_s = dyn + hd;
   __shared__ float scores[attention_split];
   __shared__ float red[32];
+  __shared__ int32_t blocks[split_blocks];
   wait_for_previous_kernel();
   const int sp = blockIdx.x, h = blockIdx.y, t = blockIdx.z, nsp = gridDim.x;
   const int first = s.window > 0 ? max(0, pos[t] - s.window + 1) : 0;
@@ -66,12 +71,25 @@ __global__ void __launch_bounds__(threads)
   if (len <= 0) return;
   float* out = part + ((static_cast<size_t>(t) * n_head + h) * nsp + sp) * (hd + 2);
   const int kvh = h / (n_head / s.n_head_kv);
+  const bool paged = s.block_table != nullptr;
+  const int first_block = (first + start) / kv_block_size;
   const size_t head_base =
-      (static_cast<size_t>(seq[t]) * s.n_head_kv + kvh) * s.rows * static_cast<size_t>(hd);
-  // Row of the i-th position of this split.
+      paged ? static_cast<size_t>(kvh) * kv_block_size * hd
+            : (static_cast<size_t>(seq[t]) * s.n_head_kv + kvh) * s.rows * static_cast<size_t>(hd);
+  // Element offset of the i-th position of this split from head_base: in its pool block, or
+  // in the ring.
   const auto row = [&](int i) {
-    return static_cast<size_t>((first + start + i) % s.rows) * static_cast<size_t>(hd);
+    const int p = first + start + i;
+    if (!paged) return static_cast<size_t>(p % s.rows) * static_cast<size_t>(hd);
+    const size_t block = static_cast<size_t>(blocks[p / kv_block_size - first_block]);
+    return (block * s.n_head_kv * kv_block_size + p % kv_block_size) * static_cast<size_t>(hd);
   };
+  if (paged) {
+    const int last_block = (first + start + len - 1) / kv_block_size;
+    const int32_t* table = s.block_table + static_cast<size_t>(seq[t]) * s.max_blocks;
+    for (int b = threadIdx.x; b <= last_block - first_block; b += threads)
+      blocks[b] = table[first_block + b];
+  }
   const __half* keys = k_cache + head_base;
   const __half* values = v_cache + head_base;
   const float* qt = q + (static_cast<size_t>(t) * n_head + h) * hd;

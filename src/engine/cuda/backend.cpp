@@ -203,7 +203,8 @@ constexpr size_t logprobs_floats = 1 + max_top_logprobs;
 
 // Sizes of a context's device buffers (bytes, each aligned).
 struct context_layout {
-  size_t kv = 0;  // one of K or V: every layer's rows (hparams::cache_rows)
+  size_t kv = 0;      // one of K or V: the pool's blocks and the rings (kv_layer_offsets)
+  size_t tables = 0;  // the block tables (n_seq, kv_blocks_for(n_ctx))
   size_t x = 0, qkv = 0, q = 0, ff = 0, logits = 0, q8 = 0, att_scratch = 0, att_counters = 0,
          gemm = 0, ints = 0, rope = 0, rope_table = 0;
   // Mixture of experts (0 for a dense FFN): the router logits (n_batch, n_expert); per (token,
@@ -217,9 +218,10 @@ struct context_layout {
   // token's, then the top pairs).
   size_t penalized = 0, offsets = 0, allowed = 0, sample = 0, token = 0, logprobs = 0;
   size_t total() const {
-    return 2 * kv + 4 * x + qkv + 2 * q + 3 * ff + logits + q8 + att_scratch + att_counters + gemm +
-           ints + rope + rope_table + penalized + offsets + allowed + sample + token + logprobs +
-           moe + (moe > 0 ? x : 0) + 4 * moe_pairs + moe_offsets + 3 * moe_ff + moe_rows + moe_q8;
+    return 2 * kv + tables + 4 * x + qkv + 2 * q + 3 * ff + logits + q8 + att_scratch +
+           att_counters + gemm + ints + rope + rope_table + penalized + offsets + allowed + sample +
+           token + logprobs + moe + (moe > 0 ? x : 0) + 4 * moe_pairs + moe_offsets + 3 * moe_ff +
+           moe_rows + moe_q8;
   }
 };
 
@@ -237,25 +239,33 @@ size_t moe_q8_blocks(const hparams& hp) {
          (static_cast<size_t>(hp.n_ff) / 32 + 1);
 }
 
-// Halves of one of K or V before each layer's part of the cache, and the total at the end.
-std::vector<size_t> kv_layer_offsets(const hparams& hp, int n_ctx, int n_seq, int n_batch) {
+// Halves of one of K or V before each layer's part of the cache, and the total at the end:
+// a full-attention layer holds the pool's blocks, a sliding layer a ring per sequence.
+std::vector<size_t> kv_layer_offsets(const hparams& hp, const context_params& p) {
   const size_t kv_dim = static_cast<size_t>(hp.n_head_kv) * hp.head_dim;
+  const size_t pool_rows = static_cast<size_t>(kv_pool_blocks(p)) * kv_block_size;
   std::vector<size_t> offsets{0};
-  for (int l = 0; l < hp.n_layer; ++l)
-    offsets.push_back(offsets.back() + static_cast<size_t>(n_seq) *
-                                           static_cast<size_t>(hp.cache_rows(l, n_ctx, n_batch)) *
-                                           kv_dim);
+  for (int l = 0; l < hp.n_layer; ++l) {
+    const size_t rows = hp.layer_slides(l)
+                            ? static_cast<size_t>(p.n_seq) *
+                                  static_cast<size_t>(hp.cache_rows(l, p.n_ctx, p.n_batch))
+                            : pool_rows;
+    offsets.push_back(offsets.back() + rows * kv_dim);
+  }
   return offsets;
 }
 
-context_layout layout_of(const model_weights& w, int n_ctx, int n_seq, int n_batch) {
+context_layout layout_of(const model_weights& w, const context_params& p) {
   const hparams& hp = w.hp;
+  const int n_ctx = p.n_ctx, n_batch = p.n_batch;
   const size_t nb = static_cast<size_t>(n_batch);
   const size_t q_dim = static_cast<size_t>(hp.n_head) * hp.head_dim;
   const size_t kv_dim = static_cast<size_t>(hp.n_head_kv) * hp.head_dim;
   const size_t n_rope_sets = static_cast<size_t>(hp.n_rope_sets());
   context_layout c;
-  c.kv = align_up(kv_layer_offsets(hp, n_ctx, n_seq, n_batch).back() * 2);
+  c.kv = align_up(kv_layer_offsets(hp, p).back() * 2);
+  c.tables = align_up(static_cast<size_t>(p.n_seq) * static_cast<size_t>(kv_blocks_for(n_ctx)) *
+                      sizeof(int32_t));
   c.x = align_up(nb * hp.n_embd * 4);
   c.q = align_up(nb * q_dim * 4);
   c.qkv = align_up(nb * (q_dim + 2 * kv_dim) * 4);
@@ -357,7 +367,11 @@ model_weights weights_of(const model& m) {
 }
 
 uint64_t vram_required(const model_weights& w, int n_ctx, int n_seq, int n_batch) {
-  return weight_bytes(w) + layout_of(w, n_ctx, n_seq, n_batch).total() + runtime_margin;
+  context_params p = context_default_params();
+  p.n_ctx = n_ctx;
+  p.n_seq = n_seq;
+  p.n_batch = n_batch;
+  return weight_bytes(w) + layout_of(w, p).total() + runtime_margin;
 }
 
 class device_model {
@@ -482,6 +496,7 @@ class device_context {
     cudaFreeHost(host_logprobs_);
     cudaFreeHost(host_allowed_);
     cudaFreeHost(host_moe_offsets_);
+    cudaFreeHost(host_tables_);
   }
   device_context(const device_context&) = delete;
   device_context& operator=(const device_context&) = delete;
@@ -490,7 +505,9 @@ class device_context {
   void decode(std::span<const batch_entry> batch);
   token_id sample(int row, const sampling_step& step);
   void logprobs(int row, token_id token, int n_top, token_logprobs& out);
-  void copy_sequence(int src, int dst, int n_pos);
+  void set_block_tables(const kv_block_tables& tables);
+  void copy_block(int src, int dst);
+  void copy_ring_layers(int src, int dst, int n_pos);
   void forward(int n, int n_out, bool gather);
   void mm(const dweight& w, const float* x, q8_blocks xq, int n, float* y);
 
@@ -510,9 +527,14 @@ class device_context {
   int32_t* host_moe_offsets_ = nullptr;   // pinned: where each expert's pairs start (prefill)
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs_;  // (n, n_out, gather)
   std::vector<size_t> kv_offsets_;  // (n_layer + 1,) kv_layer_offsets: each layer's cache
+  int max_blocks_ = 0;              // the block tables' stride: kv_blocks_for(n_ctx)
+  int32_t* host_tables_ = nullptr;  // pinned: the block tables last uploaded
+  uint64_t tables_version_ = 0;     // their kv_block_tables::version
+  bool engine_tables_ = false;      // set_block_tables was called (else the identity tables)
 
   // Device buffers (rows = tokens).
   __half *k_cache_ = nullptr, *v_cache_ = nullptr;
+  int32_t* block_tables_ = nullptr;  // (n_seq, max_blocks_)
   float *x_ = nullptr, *xb_ = nullptr, *tmp_ = nullptr, *out_ = nullptr, *att_ = nullptr;
   float *qkv_ = nullptr, *q_ = nullptr, *hb_ = nullptr, *hb2_ = nullptr;
   float *logits_ = nullptr, *att_scratch_ = nullptr;
@@ -553,8 +575,9 @@ void device_context::init() {
     throw engine_error(
         error_code::unsupported_architecture,
         str("CUDA backend: n_embd ", hp.n_embd, " above ", max_norm_width, " is not supported"));
-  const context_layout lay = layout_of(w, params_.n_ctx, params_.n_seq, params_.n_batch);
-  kv_offsets_ = kv_layer_offsets(hp, params_.n_ctx, params_.n_seq, params_.n_batch);
+  const context_layout lay = layout_of(w, params_);
+  kv_offsets_ = kv_layer_offsets(hp, params_);
+  max_blocks_ = kv_blocks_for(params_.n_ctx);
   require_vram(lay.total() + runtime_margin / 2, m_.device_);
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
   RBEE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -567,6 +590,7 @@ void device_context::init() {
   RBEE_CUDA_CHECK(cudaMallocHost(&host_offsets_, lay.offsets));
   RBEE_CUDA_CHECK(cudaMallocHost(&host_logprobs_, lay.logprobs));
   RBEE_CUDA_CHECK(cudaMallocHost(&host_allowed_, lay.allowed));
+  RBEE_CUDA_CHECK(cudaMallocHost(&host_tables_, lay.tables));
   auto* cur = static_cast<uint8_t*>(arena_);
   auto take = [&cur](size_t bytes) {
     void* p = cur;
@@ -575,6 +599,7 @@ void device_context::init() {
   };
   k_cache_ = static_cast<__half*>(take(lay.kv));
   v_cache_ = static_cast<__half*>(take(lay.kv));
+  block_tables_ = static_cast<int32_t*>(take(lay.tables));
   x_ = static_cast<float*>(take(lay.x));
   xb_ = static_cast<float*>(take(lay.x));
   tmp_ = static_cast<float*>(take(lay.x));
@@ -617,6 +642,15 @@ void device_context::init() {
     RBEE_CUDA_CHECK(cudaMallocHost(&host_moe_offsets_, lay.moe_offsets));
   }
   assert(cur == static_cast<uint8_t*>(arena_) + lay.total());
+
+  // Until the engine's context gives its tables, sequence s owns blocks [s * max_blocks,
+  // (s + 1) * max_blocks) (as far as the pool has them): contexts used directly (tests,
+  // benchmarks) decode like an unpaged cache.
+  const size_t n_entries = static_cast<size_t>(params_.n_seq) * static_cast<size_t>(max_blocks_);
+  const size_t n_blocks = static_cast<size_t>(kv_pool_blocks(params_));
+  for (size_t i = 0; i < n_entries; ++i) host_tables_[i] = static_cast<int32_t>(i % n_blocks);
+  RBEE_CUDA_CHECK(
+      cudaMemcpy(block_tables_, host_tables_, n_entries * sizeof(int32_t), cudaMemcpyHostToDevice));
 
   // The rotation frequencies (rope_inverse_frequencies), once; the factors are read back
   // from the device, since the host weights need not outlive the upload.
@@ -756,6 +790,8 @@ void device_context::forward(int n, int n_out, bool gather) {
     const int rows = hp.cache_rows(layer, params_.n_ctx, params_.n_batch);
     __half* k_layer = k_cache_ + kv_offsets_[li];
     __half* v_layer = v_cache_ + kv_offsets_[li];
+    // Full-attention layers live in the block pool; sliding ones in their rings.
+    const int32_t* tables = hp.layer_slides(layer) ? nullptr : block_tables_;
     const rope_args ra{hp.n_head,
                        hp.n_head_kv,
                        hd,
@@ -763,7 +799,9 @@ void device_context::forward(int n, int n_out, bool gather) {
                        hp.rope == rope_style::halves,
                        rope_cos_sin_ + static_cast<size_t>(hp.rope_set(layer)) * nb * half,
                        rows,
-                       params_.n_seq};
+                       params_.n_seq,
+                       tables,
+                       max_blocks_};
     // The previous layer's FFN output joins the residual here, fused with this norm.
     q8_blocks xq = q8_for({&l.wq, &l.wk, &l.wv});
     add_rmsnorm(x_, li == 0 ? nullptr : tmp_, l.attn_norm.f32(), n, d, hp.rms_eps, xb_, xq,
@@ -802,7 +840,9 @@ void device_context::forward(int n, int n_out, bool gather) {
                                 .rows = rows,
                                 .window = hp.layer_slides(layer) ? hp.n_swa : 0,
                                 .scale = hp.attn_scale,
-                                .softcap = hp.attn_softcap};
+                                .softcap = hp.attn_softcap,
+                                .block_table = tables,
+                                .max_blocks = max_blocks_};
     attention(q_, k_layer, v_layer, pos_, seq_, n, shape, att_scratch_, att_counters_, att_,
               fused_q ? aq : q8_blocks{}, stream_);
     if (aq && !fused_q) quantize_q8(att_, n, hp.n_head * hd, aq, stream_);
@@ -962,12 +1002,46 @@ void device_context::logprobs(int row, token_id token, int n_top, token_logprobs
     out.top[static_cast<size_t>(j)] = {.token = host_ids[j], .logprob = host_values[1 + j]};
 }
 
-// Per layer, K and V: the sequence's n_kv_head rows of n_pos positions (all of a ring's rows
-// when it holds fewer), a layer's rows apart.
-void device_context::copy_sequence(int src, int dst, int n_pos) {
+// Uploaded on the stream, ahead of the next forward pass (a replayed graph reads them too).
+// The previous upload is done: every decode ends with a synchronisation.
+void device_context::set_block_tables(const kv_block_tables& tables) {
+  if (engine_tables_ && tables.version == tables_version_) return;
+  assert(tables.max_blocks == max_blocks_ && "set_block_tables: tables of another shape");
+  const size_t n_entries = static_cast<size_t>(params_.n_seq) * static_cast<size_t>(max_blocks_);
+  std::copy_n(tables.blocks, n_entries, host_tables_);
+  RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
+  RBEE_CUDA_CHECK(cudaMemcpyAsync(block_tables_, host_tables_, n_entries * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, stream_));
+  tables_version_ = tables.version;
+  engine_tables_ = true;
+}
+
+// Per full-attention layer, K and V: the block's rows of every KV head lie together.
+void device_context::copy_block(int src, int dst) {
+  const hparams& hp = m_.w_.hp;
+  const size_t block_halves =
+      static_cast<size_t>(hp.n_head_kv) * kv_block_size * static_cast<size_t>(hp.head_dim);
+  RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
+  for (int l = 0; l < hp.n_layer; ++l) {
+    if (hp.layer_slides(l)) continue;
+    for (__half* cache : {k_cache_, v_cache_}) {
+      __half* layer = cache + kv_offsets_[static_cast<size_t>(l)];
+      RBEE_CUDA_CHECK(cudaMemcpyAsync(layer + static_cast<size_t>(dst) * block_halves,
+                                      layer + static_cast<size_t>(src) * block_halves,
+                                      block_halves * sizeof(__half), cudaMemcpyDeviceToDevice,
+                                      stream_));
+    }
+  }
+  RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+// Per sliding layer, K and V: the sequence's n_kv_head rows of n_pos positions (all of a
+// ring's rows when it holds fewer), a layer's rows apart.
+void device_context::copy_ring_layers(int src, int dst, int n_pos) {
   const hparams& hp = m_.w_.hp;
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
   for (int l = 0; l < hp.n_layer; ++l) {
+    if (!hp.layer_slides(l)) continue;
     const int rows = hp.cache_rows(l, params_.n_ctx, params_.n_batch);
     const size_t head_rows = static_cast<size_t>(rows) * hp.head_dim;  // halves per head
     const size_t seq_stride = static_cast<size_t>(hp.n_head_kv) * head_rows;
@@ -1011,7 +1085,27 @@ void logprobs(device_context& c, int row, token_id token, int n_top, token_logpr
 }
 
 void copy_sequence(device_context& c, int src, int dst, int n_pos) {
-  if (n_pos > 0) c.copy_sequence(src, dst, n_pos);
+  if (n_pos <= 0) return;
+  // The blocks dst's table names receive src's positions.
+  const size_t stride = static_cast<size_t>(c.max_blocks_);
+  for (int i = 0; i < kv_blocks_for(n_pos); ++i) {
+    const int32_t from = c.host_tables_[static_cast<size_t>(src) * stride + static_cast<size_t>(i)];
+    const int32_t to = c.host_tables_[static_cast<size_t>(dst) * stride + static_cast<size_t>(i)];
+    if (from != to) c.copy_block(from, to);
+  }
+  c.copy_ring_layers(src, dst, n_pos);
+}
+
+void set_block_tables(device_context& c, const kv_block_tables& tables) {
+  c.set_block_tables(tables);
+}
+
+void copy_block(device_context& c, int src, int dst) {
+  c.copy_block(src, dst);
+}
+
+void copy_ring_layers(device_context& c, int src, int dst, int n_pos) {
+  if (n_pos > 0) c.copy_ring_layers(src, dst, n_pos);
 }
 
 uint64_t device_bytes(const device_model& m) {

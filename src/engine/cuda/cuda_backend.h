@@ -44,8 +44,8 @@ struct model_weights {
 };
 model_weights weights_of(const model& m);
 
-// Device bytes for the weights, an n_seq x n_ctx f16 KV cache and the scratch of a context
-// with batches of up to n_batch tokens.
+// Device bytes for the weights, an n_seq x n_ctx f16 KV cache (the default block pool) and the
+// scratch of a context with batches of up to n_batch tokens.
 uint64_t vram_required(const model_weights& w, int n_ctx, int n_seq, int n_batch = 512);
 
 class device_model;
@@ -67,7 +67,10 @@ struct device_context_deleter {
 using device_context_ptr = std::unique_ptr<device_context, device_context_deleter>;
 
 // The context keeps a reference to the model: the model must outlive it. Sizes in params
-// are positive (the engine's context checks them).
+// are positive (the engine's context checks them). The KV cache's full-attention layers hold
+// kv_pool_blocks(params) blocks (backend.h); until set_block_tables gives other tables,
+// sequence s owns blocks [s * max_blocks, (s + 1) * max_blocks) of a default-sized pool, as
+// an unpaged cache would (kernel tests and benchmarks use contexts this way).
 device_context_ptr create_context(device_model& m, const context_params& params);
 
 // Runs the forward pass of all entries (any mix of prefill and decode across sequences); the
@@ -84,7 +87,16 @@ token_id sample(device_context& c, int row, const sampling_step& step);
 // compute_logprobs (token_choice.h) on the device from logits row `row`; only the n_top pairs
 // and the token's log-probability come back.
 void logprobs(device_context& c, int row, token_id token, int n_top, token_logprobs& out);
-// Copies the first n_pos cached positions of sequence src to sequence dst.
+// The block tables of the paged layers (backend.h), uploaded for the next decode when their
+// version differs from the last ones given.
+void set_block_tables(device_context& c, const kv_block_tables& tables);
+// Copies every row of pool block src to block dst in every full-attention layer.
+void copy_block(device_context& c, int src, int dst);
+// Copies the first n_pos positions of sequence src to sequence dst in the sliding layers'
+// rings (nothing on models without them).
+void copy_ring_layers(device_context& c, int src, int dst, int n_pos);
+// Copies the first n_pos cached positions of sequence src into the blocks of dst's table
+// and into its rings.
 void copy_sequence(device_context& c, int src, int dst, int n_pos);
 int n_vocab(const device_context& c);
 // Device bytes a model's weights and a context's buffers hold (as allocated; the CUDA

@@ -17,7 +17,8 @@ class cuda_context final : public backend_context {
         logits_(static_cast<size_t>(params.n_seq) * static_cast<size_t>(n_vocab(*ctx_))),
         on_host_(static_cast<size_t>(params.n_batch), 0) {}
 
-  void decode(std::span<const batch_entry> batch) override {
+  void decode(std::span<const batch_entry> batch, const kv_block_tables& tables) override {
+    set_block_tables(*ctx_, tables);
     cuda::decode(*ctx_, batch);
     std::fill(on_host_.begin(), on_host_.end(), 0);
     // The only host buffer that may grow (on the first batch with this many logits rows).
@@ -41,8 +42,9 @@ class cuda_context final : public backend_context {
   void logprobs(int row, token_id token, int n_top, token_logprobs& out) override {
     cuda::logprobs(*ctx_, row, token, n_top, out);
   }
-  void copy_sequence(int src, int dst, int n_pos) override {
-    cuda::copy_sequence(*ctx_, src, dst, n_pos);
+  void copy_block(int src, int dst) override { cuda::copy_block(*ctx_, src, dst); }
+  void copy_ring_layers(int src, int dst, int n_pos) override {
+    cuda::copy_ring_layers(*ctx_, src, dst, n_pos);
   }
   uint64_t device_bytes() const override { return cuda::device_bytes(*ctx_); }
 

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "engine/kv_block_size.h"
 #include "engine/sampling_knobs.h"
 #include "engine/tensor_types.h"
 
@@ -168,14 +169,20 @@ struct rope_args {
   int n_head, n_head_kv, head_dim, n_rot;
   bool halves;            // qwen2's NeoX style, else llama's adjacent pairs
   const float2* cos_sin;  // rope_table of the batch
-  int n_ctx;              // cache rows per (seq, kv head) of this layer
+  int n_ctx;              // cache rows per (seq, kv head) of a ring layer
   int n_seq;
+  // A paged layer: the block tables (n_seq, max_blocks) of the KV pool (engine/backend.h);
+  // null for a ring layer.
+  const int32_t* block_table = nullptr;
+  int max_blocks = 0;
 };
 // Per token i of the batch (position pos[i], sequence seq[i]): adds the biases (when not
 // null) to q, k, v, rotates q into q_out (n_tok, n_head*head_dim) and k, and stores k and v
-// into this layer's fp16 caches laid out [seq][kv_head][n_ctx][head_dim], position p in row
-// p % n_ctx (a sliding-window layer's ring). Rows of q are q_stride floats apart, rows of k
-// and v kv_stride.
+// into this layer's fp16 caches. A paged layer's cache is laid out
+// [block][kv_head][kv_block_size][head_dim], position p in row p % kv_block_size of block
+// block_table[seq * max_blocks + p / kv_block_size]; a ring layer's (a sliding window's)
+// [seq][kv_head][n_ctx][head_dim], position p in row p % n_ctx. Rows of q are q_stride floats
+// apart, rows of k and v kv_stride.
 void rope_store(const rope_args& a, const float* q, int q_stride, const float* k, const float* v,
                 int kv_stride, const float* bq, const float* bk, const float* bv,
                 const int32_t* pos, const int32_t* seq, int n_tok, float* q_out, __half* k_cache,
@@ -189,15 +196,18 @@ size_t attention_scratch_floats(int n_tok, int n_head, int head_dim, int n_ctx);
 
 struct attention_shape {
   int n_head, n_head_kv, head_dim;
-  int rows;       // cache rows per (seq, kv head) of this layer: position p lives in row p % rows
+  int rows;       // positions a sequence holds at most in this layer (a ring layer: its rows)
   int window;     // a query sees the `window` latest positions, its own included; 0: all
   float scale;    // of the scores q . k
   float softcap;  // scores become softcap * tanh(scores / softcap); 0: none
+  // A paged layer: the block tables as in rope_args; null: a ring, position p in row p % rows.
+  const int32_t* block_table = nullptr;
+  int max_blocks = 0;
 };
 // out (n_tok, n_head*head_dim): causal attention of each token over its sequence's cached
-// positions (0..pos[i], or the window's) (GQA), long contexts split across blocks, then
-// combined; q8 blocks of out too when out_q is set. head_dim at most 256; scratch sized for
-// at least s.rows positions.
+// positions (0..pos[i], or the window's) (GQA) in the cache layout rope_store writes, long
+// contexts split across blocks, then combined; q8 blocks of out too when out_q is set.
+// head_dim at most 256; scratch sized for at least s.rows positions.
 void attention(const float* q, const __half* k_cache, const __half* v_cache, const int32_t* pos,
                const int32_t* seq, int n_tok, const attention_shape& s, float* scratch,
                int* counters, float* out, q8_blocks out_q, cudaStream_t stream);

@@ -1,6 +1,7 @@
 // Rotary embeddings. The cos/sin of every (token, pair) angle are computed once per forward
 // pass (in double, as the CPU does); each layer then adds the Q/K/V biases, rotates q and k
-// and stores k and v into the cache in one kernel with a block per (token, head).
+// and stores k and v into the cache (a paged layer's block or a sliding layer's ring) in one
+// kernel with a block per (token, head).
 #include "engine/cuda/check.h"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/launch.cuh"
@@ -39,8 +40,16 @@ __global__ void __launch_bounds__(threads)
   const float* in = is_q ? q + static_cast<size_t>(t) * q_stride + h * hd
                          : k + static_cast<size_t>(t) * kv_stride + h * hd;
   const float* bias = is_q ? (bq ? bq + h * hd : nullptr) : (bk ? bk + h * hd : nullptr);
-  // Cache rows: [seq][kv_head][n_ctx][head_dim]; a sliding layer's ring wraps.
-  const size_t row = (static_cast<size_t>(seq[t]) * a.n_head_kv + h) * a.n_ctx + pos[t] % a.n_ctx;
+  // Cache rows: a paged layer's [block][kv_head][kv_block_size][head_dim] through the
+  // sequence's block table, or a ring layer's [seq][kv_head][n_ctx][head_dim] that wraps.
+  size_t row;
+  if (a.block_table) {
+    const int32_t block =
+        a.block_table[static_cast<size_t>(seq[t]) * a.max_blocks + pos[t] / kv_block_size];
+    row = (static_cast<size_t>(block) * a.n_head_kv + h) * kv_block_size + pos[t] % kv_block_size;
+  } else {
+    row = (static_cast<size_t>(seq[t]) * a.n_head_kv + h) * a.n_ctx + pos[t] % a.n_ctx;
+  }
   float* qo = q_out + static_cast<size_t>(t) * a.n_head * hd + h * hd;
   __half* ko = k_cache + row * hd;
   auto put = [&](int d, float x) {

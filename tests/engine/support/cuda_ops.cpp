@@ -159,7 +159,14 @@ std::vector<float> rope_attention(const attention_case& c, std::span<const float
   for (int i = 0; i < n_tok; ++i) pos[static_cast<size_t>(i)] = i;
   buffer dq(q), dk(k), dv(v), df{std::span<const double>(inv_freq)},
       dpos{std::span<const int32_t>(pos)}, dseq{std::span<const int32_t>(seq)};
-  const size_t cache = static_cast<size_t>(c.n_ctx) * kv_dim;
+  // Paged: two blocks more than the sequence needs, taken from the end of the pool back.
+  const int max_blocks = (c.n_ctx + kv_block_size - 1) / kv_block_size;
+  const int n_pool = max_blocks + 2;
+  std::vector<int32_t> blocks(static_cast<size_t>(max_blocks));
+  for (int i = 0; i < max_blocks; ++i) blocks[static_cast<size_t>(i)] = n_pool - 1 - i;
+  buffer dblocks{std::span<const int32_t>(blocks)};
+  const int32_t* block_table = c.paged ? dblocks.as<int32_t>() : nullptr;
+  const size_t cache = static_cast<size_t>(c.paged ? n_pool * kv_block_size : c.n_ctx) * kv_dim;
   buffer kc(cache * 2), vc(cache * 2), out(static_cast<size_t>(n_tok) * q_dim * sizeof(float));
   buffer scratch(attention_scratch_floats(n_tok, c.n_head, hd, c.n_ctx) * sizeof(float));
   const size_t counter_bytes = static_cast<size_t>(n_tok) * c.n_head * sizeof(int);
@@ -174,7 +181,8 @@ std::vector<float> rope_attention(const attention_case& c, std::span<const float
     const int32_t* sq = dseq.as<int32_t>() + first;
     const size_t qo = static_cast<size_t>(first) * q_dim, ko = static_cast<size_t>(first) * kv_dim;
     rope_table(df.as<double>(), 1.0f, 1.0f, hd, p, n, table.as<float2>(), 0);
-    const rope_args ra{c.n_head, c.n_head_kv, hd, hd, c.halves, table.as<float2>(), c.n_ctx, 1};
+    const rope_args ra{c.n_head,           c.n_head_kv, hd, hd,          c.halves,
+                       table.as<float2>(), c.n_ctx,     1,  block_table, max_blocks};
     rope_store(ra, dq.as<float>() + qo, q_dim, dk.as<float>() + ko, dv.as<float>() + ko, kv_dim,
                nullptr, nullptr, nullptr, p, sq, n, q_out.as<float>() + qo, kc.as<__half>(),
                vc.as<__half>(), 0);
@@ -184,7 +192,9 @@ std::vector<float> rope_attention(const attention_case& c, std::span<const float
                                 .rows = c.n_ctx,
                                 .window = 0,
                                 .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
-                                .softcap = 0.0f};
+                                .softcap = 0.0f,
+                                .block_table = block_table,
+                                .max_blocks = max_blocks};
     attention(q_out.as<float>() + qo, kc.as<__half>(), vc.as<__half>(), p, sq, n, shape,
               scratch.as<float>(), counters.as<int>(), out.as<float>() + qo, {}, 0);
   };

@@ -38,11 +38,13 @@ std::vector<float> quantize_q8_roundtrip(std::span<const float> x);
 // One layer's attention of n_tok tokens of one sequence at positions 0.. (q, k, v rows as
 // the projections give them; rope_freqs none, adjacent pairs or halves), starting from an
 // empty cache: the first half as one batch, then one token per call. Returns the attention
-// output (n_tok, n_head*head_dim).
+// output (n_tok, n_head*head_dim). `paged`: the cache is a pool of blocks that the
+// sequence's block table names in reverse order (else one contiguous ring of n_ctx rows).
 struct attention_case {
   int n_head, n_head_kv, head_dim, n_ctx;
   bool halves;
   float freq_base;
+  bool paged = false;
 };
 std::vector<float> rope_attention(const attention_case& c, std::span<const float> q,
                                   std::span<const float> k, std::span<const float> v, int n_tok);

@@ -35,6 +35,7 @@ TEST(StreamEvents, LogprobsCarryTextAndExactBytes) {
 TEST(StreamEvents, TheEndEventListsEveryChoice) {
   end_stats stats;
   stats.tokens_in = 4;
+  stats.tokens_cached = 3;
   stats.tokens_out = 7;
   stats.reason = stop_reason::max_tokens;
   stats.choices = {{.index = 0, .tokens_out = 5, .reason = stop_reason::max_tokens},
@@ -42,6 +43,7 @@ TEST(StreamEvents, TheEndEventListsEveryChoice) {
   const json e = end_event(stats);
   EXPECT_EQ(e["stop_reason"], "max_tokens");
   EXPECT_EQ(e["tokens_out"], 7);
+  EXPECT_EQ(e["tokens_cached"], 3);
   EXPECT_EQ(e["choices"][1], (json{{"index", 1}, {"tokens_out", 2}, {"stop_reason", "eos"}}));
 }
 

@@ -156,7 +156,11 @@ TEST(OpenAiResponse, CollectsTextUsageAndFinishReason) {
   c.on_event({{"type", "narration"}, {"human", "x"}});
   c.on_event({{"type", "token"}, {"t", "Once"}, {"i", 0}});
   c.on_event({{"type", "token"}, {"t", " upon"}, {"i", 1}});
-  c.on_event({{"type", "end"}, {"tokens_in", 5}, {"tokens_out", 2}, {"stop_reason", "max_tokens"}});
+  c.on_event({{"type", "end"},
+              {"tokens_in", 5},
+              {"tokens_cached", 3},
+              {"tokens_out", 2},
+              {"stop_reason", "max_tokens"}});
   openai::request r;
   auto chat = openai::response(meta_of(openai::endpoint::chat), r, c);
   EXPECT_EQ(chat["object"], "chat.completion");
@@ -168,6 +172,7 @@ TEST(OpenAiResponse, CollectsTextUsageAndFinishReason) {
   EXPECT_EQ(chat["usage"]["prompt_tokens"], 5);
   EXPECT_EQ(chat["usage"]["completion_tokens"], 2);
   EXPECT_EQ(chat["usage"]["total_tokens"], 7);
+  EXPECT_EQ(chat["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
   auto text = openai::response(meta_of(openai::endpoint::completion), r, c);
   EXPECT_EQ(text["object"], "text_completion");
   EXPECT_EQ(text["choices"][0]["text"], "Once upon");
@@ -178,11 +183,12 @@ TEST(OpenAiResponse, CollectsTextUsageAndFinishReason) {
 }
 
 TEST(OpenAiResponse, UsageIsItsOwnChunkWithNoChoices) {
-  auto u = openai::usage_chunk(meta_of(openai::endpoint::chat), 5, 3);
+  auto u = openai::usage_chunk(meta_of(openai::endpoint::chat), 5, 3, 4);
   EXPECT_EQ(u["object"], "chat.completion.chunk");
   EXPECT_TRUE(u["choices"].is_array());
   EXPECT_TRUE(u["choices"].empty());
   EXPECT_EQ(u["usage"]["total_tokens"], 8);
+  EXPECT_EQ(u["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
   auto c = openai::chunk(meta_of(openai::endpoint::chat), 1, {{"content", "x"}}, nullptr);
   EXPECT_EQ(c["choices"][0]["index"], 1);
   EXPECT_EQ(c["system_fingerprint"], openai::system_fingerprint());
