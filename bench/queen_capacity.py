@@ -6,6 +6,7 @@ own worker of the same binary, model, slots and threads (the queen's hive starts
 medians are compared.
 
 Usage: bench/queen_capacity.py [--bin-dir build/bin] [--model GGUF] [--tokens 128] [--rounds 3]
+                               [--backend cpu|cuda] [--levels 1,8,32] [--slots 32]
 Prints a markdown table on stdout; progress on stderr. Needs only Python's stdlib.
 """
 import argparse
@@ -19,8 +20,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from queen_overhead import free_port, log, stream, wait_healthy  # noqa: E402
-
-LEVELS = (1, 8, 32)
 
 
 def aggregate(port, path, body, clients):
@@ -53,10 +52,15 @@ def main():
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--backend", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--levels", default="1,8,32", help="concurrent streams to measure")
+    p.add_argument("--slots", type=int, default=32, help="slots of both workers")
     args = p.parse_args()
     model = os.path.abspath(args.model)
     home = tempfile.mkdtemp(prefix="rbee-capacity-bench-")
-    env = dict(os.environ, RBEE_HOME=home, RBEE_CONFIG=os.path.join(home, "config.toml"))
+    # The queen's hive sizes its worker's slots up to these; the queen caps them at --slots.
+    env = dict(os.environ, RBEE_HOME=home, RBEE_CONFIG=os.path.join(home, "config.toml"),
+               RBEE_WORKER_MAX_SLOTS=str(args.slots), RBEE_WORKER_MAX_SLOTS_CPU=str(args.slots))
     open(env["RBEE_CONFIG"], "w").close()
     body = {"prompt": "Once upon a time", "max_tokens": args.tokens, "temperature": 0}
     procs = []
@@ -64,20 +68,21 @@ def main():
         worker_port = free_port()
         procs.append(subprocess.Popen(
             [os.path.join(args.bin_dir, "llm-worker-rbee"), "--model", model, "--port", str(worker_port),
-             "--threads", str(args.threads), "--slots", "32"],
+             "--threads", str(args.threads), "--slots", str(args.slots), "--backend", args.backend],
             env=env, stdout=open(os.path.join(home, "worker.log"), "w"), stderr=subprocess.STDOUT))
         wait_healthy(worker_port, "/v1/health")
         queen_port = free_port()
         procs.append(subprocess.Popen(
             [os.path.join(args.bin_dir, "queen-rbee"), "--addr", f"127.0.0.1:{queen_port}",
-             "--hive-port", str(free_port()), "--slots-per-worker", "32", "--max-replicas", "1"],
+             "--hive-port", str(free_port()), "--slots-per-worker", str(args.slots),
+             "--max-replicas", "1"],
             env=env, stdout=open(os.path.join(home, "queen.log"), "w"), stderr=subprocess.STDOUT))
         wait_healthy(queen_port, "/health")
-        task = dict(body, node="localhost", model=f"file:{model}")
+        task = dict(body, node="localhost", model=f"file:{model}", backend=args.backend)
         log("cold start through the queen ...")
         stream(queen_port, "/v2/tasks", task)
         rows = []
-        for clients in LEVELS:
+        for clients in (int(n) for n in args.levels.split(",")):
             direct, queen = [], []
             for r in range(args.rounds):
                 direct.append(aggregate(worker_port, "/v1/inference", body, clients))
@@ -85,8 +90,9 @@ def main():
                 log(f"{clients} streams, round {r + 1}: direct {direct[-1]:.0f} tok/s, "
                     f"queen {queen[-1]:.0f} tok/s")
             rows.append((clients, statistics.median(direct), statistics.median(queen)))
-        print(f"## Aggregate tokens/s, {os.path.basename(model)}, {args.tokens} tokens per stream, "
-              f"{args.threads} threads, median of {args.rounds}\n")
+        print(f"## Aggregate tokens/s, {os.path.basename(model)} on {args.backend}, {args.tokens} "
+              f"tokens per stream, {args.slots} slots, {args.threads} threads, median of "
+              f"{args.rounds}\n")
         print("| streams | worker direct | through the queen | queen's cost |")
         print("|---:|---:|---:|---:|")
         for clients, d, q in rows:

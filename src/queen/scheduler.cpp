@@ -136,10 +136,13 @@ bool better_place(const candidate& a, const candidate& b, placement_policy polic
   return a.load < b.load;
 }
 
-std::string place_reason(const candidate& c) {
+std::string place_reason(const candidate& c, const task_key& key) {
   std::string reason = "on " + c.node->node + " " + c.label();
   reason += c.free_bytes ? ": " + human_bytes(*c.free_bytes) + " free" : ": memory unknown";
-  reason += c.cached ? ", model cached" : ", model to download";
+  // A file: reference names a path on the node: nothing is downloaded.
+  reason += c.cached                           ? ", model cached"
+            : key.model.rfind("file:", 0) == 0 ? ", model file on the node"
+                                               : ", model to download";
   return reason;
 }
 
@@ -262,7 +265,7 @@ decision decide(const task_key& key, const std::vector<worker_view>& workers,
     d.device = target->device;
     d.reason = to_preflight ? "on " + target->node->node + " " + target->label() +
                                   ": nothing fits by the queen's view; the hive's preflight decides"
-                            : place_reason(*target);
+                            : place_reason(*target, key);
     if (alive_count > 0) {
       d.reason += " (replica " + std::to_string(alive_count + 1) + " of " +
                   std::to_string(replicas) + ": " + std::to_string(waiting) + " tasks waiting)";

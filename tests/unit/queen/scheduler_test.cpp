@@ -441,6 +441,14 @@ struct placement_case {
   const char* reason;  // the narrated reason, exactly
 };
 
+// A file: reference is a path on the node: the reason must not promise a download.
+TEST(Placement, AFileReferenceIsNotCalledADownload) {
+  auto k = key("file:/models/stories260K.gguf");
+  auto d = decide(k, {}, {fleet_node("workstation", 16 * gib, {{0, 61 * gib}})}, {});
+  ASSERT_EQ(d.kind, decision_kind::cold);
+  EXPECT_EQ(d.reason, "on workstation cuda:0: 61 GiB free, model file on the node");
+}
+
 TEST(Placement, ATableOfFleets) {
   auto busy = [](const char* node, int in_flight) {
     auto w = make_worker(std::string("other-") + node, node, "other-model");
