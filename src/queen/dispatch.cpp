@@ -135,6 +135,8 @@ void ensure_model(hive_client& hive, const std::string& model, const task_sink& 
     } else if (e.stage == stage::error) {
       failure = error(e.code, e.message, {{"node", node}, {"model", model}});
       return false;
+    } else if (e.stage == stage::narration && !e.message.empty()) {
+      sink(narration("rbee-hive", "download_note", e.message, {{"node", node}}));
     }
     return true;
   });

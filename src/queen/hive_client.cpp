@@ -52,6 +52,7 @@ download_event parse_download_event(const json& e) {
   ev.stage = name == "downloading" ? stage::downloading
              : name == "complete"  ? stage::complete
              : name == "error"     ? stage::error
+             : name == "narration" ? stage::narration
                                    : stage::other;
   ev.bytes_downloaded = number_or<uint64_t>(e, "bytes_downloaded", 0);
   ev.bytes_total = number_or<uint64_t>(e, "bytes_total", 0);
@@ -59,7 +60,7 @@ download_event parse_download_event(const json& e) {
   ev.attempt = int_or(e, "attempt", 0);
   ev.local_path = str_or(e, "local_path");
   ev.code = str_or(e, "code", std::string(common::codes::DOWNLOAD_FAILED));
-  ev.message = str_or(e, "message", "download failed");
+  ev.message = str_or(e, "message", ev.stage == stage::narration ? "" : "download failed");
   return ev;
 }
 

@@ -57,7 +57,7 @@ using catalog_model = api::model_entry;
 
 // One event of a download's progress stream.
 struct download_event {
-  enum class stage_kind { downloading, complete, error, other };
+  enum class stage_kind { downloading, complete, error, narration, other };
   stage_kind stage = stage_kind::other;
   uint64_t bytes_downloaded = 0;
   uint64_t bytes_total = 0;
@@ -65,7 +65,7 @@ struct download_event {
   int attempt = 0;
   std::string local_path;  // complete
   std::string code;        // error
-  std::string message;     // error
+  std::string message;     // error, narration (the hive's words: a retry and its cause)
 };
 
 struct hive_capabilities {
