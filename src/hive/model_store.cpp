@@ -17,6 +17,18 @@ namespace {
 using common::http_error;
 namespace codes = common::codes;
 
+// "1.2 GiB", "38.4 MiB", "900 B": where a resumed transfer starts again, for people.
+std::string human_size(uint64_t bytes) {
+  constexpr const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (value >= 1024 && unit + 1 < std::size(units)) {
+    value /= 1024;
+    ++unit;
+  }
+  return unit == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", value, units[unit]);
+}
+
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -428,8 +440,11 @@ model_entry model_store::download_hf_file(download_job& job, const api::model_re
       [&](const download_progress& p) {
         if (p.attempt != last_attempt) {
           last_attempt = p.attempt;
-          job.narrate(fmt::format("Transfer failed ({}); attempt {}/{} resumes the download",
-                                  p.retry_cause, p.attempt, hub_.options().attempts));
+          job.narrate(fmt::format("Transfer failed ({}); {} (attempt {}/{})", p.retry_cause,
+                                  p.bytes_downloaded > 0
+                                      ? "resuming at " + human_size(p.bytes_downloaded)
+                                      : std::string("starting again"),
+                                  p.attempt, hub_.options().attempts));
         }
         if (metrics_ && p.bytes_downloaded > last_bytes) {
           metrics_->counter_add("rbee_hive_download_bytes_total", "Bytes downloaded from the hub",

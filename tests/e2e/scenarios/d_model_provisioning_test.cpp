@@ -124,7 +124,7 @@ TEST_F(Scenarios_D, S24_download_interrupted_resumes) {
   EXPECT_EQ(slurp(local), slurp(stories_path()));
 }
 
-// A download a task starts says why it resumed, as `rbee models download` does.
+// The hive's notes reach the CLI: a resumed transfer says why it failed and where it resumes.
 TEST_F(Scenarios_D, S24_a_task_download_narrates_why_it_resumed) {
   hub.set_fault(repo, file, {.drop_at_byte = model_size() * 4 / 10, .drop_attempts = 1});
   q.start();
@@ -132,7 +132,7 @@ TEST_F(Scenarios_D, S24_a_task_download_narrates_why_it_resumed) {
       {"infer", "--model", ref, "--prompt", "Once upon a time", "--max-tokens", "2", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
   EXPECT_TRUE(r.took_step("download_note")) << r.out;
-  EXPECT_TRUE(contains(r.err, "resumes the download")) << r.err;
+  EXPECT_TRUE(contains(r.err, "resuming at ")) << r.err;
 }
 
 TEST_F(Scenarios_D, S25_download_keeps_failing) {
