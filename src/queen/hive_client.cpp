@@ -156,8 +156,10 @@ void hive_client::remove_model(const std::string& model) {
   if (!res.ok()) throw error_from_response(res);
 }
 
-std::string hive_client::start_download(const std::string& model_ref) {
-  auto body = body_of(http_.post_json("/v1/models/download", {{"model_ref", model_ref}}));
+std::string hive_client::start_download(const std::string& model_ref, const api::hub_access& hub) {
+  json request = {{"model_ref", model_ref}};
+  if (!hub.empty()) request["hub"] = hub.to_json();
+  auto body = body_of(http_.post_json("/v1/models/download", request));
   std::string id = str_or(body, "download_id");
   if (id.empty()) throw internal("hive returned no download_id");
   return id;

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/hub_access.h"
 #include "api/model_entry.h"
 #include "common/http_client.h"
 #include "queen/errors.h"
@@ -102,8 +103,9 @@ class hive_client {
 
   std::vector<catalog_model> list_models();
   void remove_model(const std::string& model);
-  // Starts a download; returns its id for follow_download.
-  std::string start_download(const std::string& model_ref);
+  // Starts a download from the request's hub (empty: the hive's own); returns its id for
+  // follow_download.
+  std::string start_download(const std::string& model_ref, const api::hub_access& hub = {});
   // Streams the download's events until on_event returns false or the stream ends.
   void follow_download(const std::string& download_id,
                        const std::function<bool(const download_event&)>& on_event);
