@@ -43,6 +43,37 @@ ssh_target target_of(const node_record& n) {
   return ssh_target{n.ssh_host, n.ssh_port, n.ssh_user, n.ssh_key_path};
 }
 
+// What the node said about itself, for events and errors.
+json platform_json(const node_platform& p) {
+  return {{"os", p.os_name},
+          {"kernel", p.kernel},
+          {"machine", p.machine},
+          {"glibc", p.glibc ? json(p.glibc->to_string()) : json()}};
+}
+
+// One file to place on a node.
+struct file_to_install {
+  std::filesystem::path local;
+  std::string remote;
+  const char* mode;  // chmod's
+};
+
+// Copies each file beside its old version, then renames them all in one command: a running
+// hive keeps its files intact, and a copy cut short leaves the old installation whole.
+void install_files(ssh_runner& ssh, const ssh_target& target, const ssh_options& options,
+                   const std::vector<file_to_install>& files) {
+  std::vector<std::string> renames = {"sh", "-c",
+                                      "while [ $# -gt 0 ]; do chmod \"$1\" \"$2.rbee-new\" && "
+                                      "mv -f \"$2.rbee-new\" \"$2\" || exit 1; shift 2; done",
+                                      "sh"};
+  for (const auto& file : files) {
+    auto copied = ssh.copy(target, file.local.string(), file.remote + ".rbee-new");
+    if (!copied.ok()) throw ssh_error(diagnose_ssh(copied, target));
+    renames.insert(renames.end(), {file.mode, file.remote});
+  }
+  run_ssh(ssh, target, options, remote_command(renames));
+}
+
 }  // namespace
 
 void registry_routes::add_to(route_table& routes) {
@@ -148,9 +179,9 @@ void registry_routes::install_binaries(const node_record& n, common::sse_sink& s
     sink.send(narration("queen-rbee", action, std::move(human), std::move(fields)));
   };
   validate_install_path(n.install_path);  // rows saved before paths were checked
-  const std::vector<const char*> binaries = {"rbee-hive", "llm-worker-rbee"};
+  const std::vector<std::string> binaries = {"rbee-hive", "llm-worker-rbee"};
   std::vector<std::filesystem::path> programs;
-  for (const char* binary : binaries)
+  for (const auto& binary : binaries)
     programs.push_back(std::filesystem::path(s_.bin_dir) / binary);
   runtime_bundle bundle;
   try {
@@ -158,53 +189,39 @@ void registry_routes::install_binaries(const node_record& n, common::sse_sink& s
   } catch (const std::runtime_error& e) {
     throw internal(std::string("cannot gather the files to install: ") + e.what());
   }
+
+  // Nothing is copied to a node that cannot run it.
   step("install_probe", "Checking the system of " + n.ssh_host + " (OS, CPU, glibc)");
   auto probe = run_ssh(s_.ssh, target, s_.ssh_config, platform_probe_command(bundle.interpreter));
   const node_platform platform = parse_platform_probe(probe.out);
-  const json found = {{"os", platform.os_name},
-                      {"kernel", platform.kernel},
-                      {"machine", platform.machine},
-                      {"glibc", platform.glibc ? json(platform.glibc->to_string()) : json()}};
   if (auto mismatch = platform_mismatch(platform, bundle); !mismatch.empty()) {
     throw error(common::codes::UNSUPPORTED_PLATFORM,
                 "Cannot install on '" + n.node_name + "': " + mismatch,
                 {{"node", n.node_name},
-                 {"found", found},
+                 {"found", platform_json(platform)},
                  {"needs", {{"machine", bundle.machine}, {"glibc", bundle.glibc.to_string()}}}});
   }
   step("install_platform",
        "Found " + describe(platform) + " (rbee needs " + bundle.machine + ", glibc " +
            bundle.glibc.to_string() + " or newer)",
-       {{"found", found}});
+       {{"found", platform_json(platform)}});
 
   step("install_mkdir", "Creating " + n.install_path + " on " + n.ssh_host);
   const std::string lib_dir = n.install_path + "/lib";
   run_ssh(s_.ssh, target, s_.ssh_config, remote_command({"mkdir", "-p", n.install_path, lib_dir}));
-  // Each file goes beside the old one, then all are renamed: a running hive keeps its files
-  // intact, and a copy cut short leaves the old installation whole.
-  std::vector<std::string> renames = {"sh", "-c",
-                                      "while [ $# -gt 0 ]; do chmod \"$1\" \"$2.rbee-new\" && "
-                                      "mv -f \"$2.rbee-new\" \"$2\" || exit 1; shift 2; done",
-                                      "sh"};
-  auto copy = [&](const std::filesystem::path& local, const std::string& final_path,
-                  const char* mode) {
-    auto copied = s_.ssh.copy(target, local.string(), final_path + ".rbee-new");
-    if (!copied.ok()) throw ssh_error(diagnose_ssh(copied, target));
-    renames.insert(renames.end(), {mode, final_path});
-  };
-  step("install_copy",
-       "Copying " + std::to_string(bundle.libraries.size()) + " libraries (" +
-           std::to_string(bundle.library_bytes / 1000000) + " MB) to " + n.ssh_host + ":" + lib_dir,
-       {{"libraries", bundle.libraries.size()}});
+  std::vector<file_to_install> files;
   for (const auto& library : bundle.libraries) {
-    copy(library, lib_dir + "/" + library.filename().string(), "644");
+    files.push_back({library, lib_dir + "/" + library.filename().string(), "644"});
   }
   for (size_t i = 0; i < binaries.size(); ++i) {
-    step("install_copy",
-         std::string("Copying ") + binaries[i] + " to " + n.ssh_host + ":" + n.install_path);
-    copy(programs[i], n.install_path + "/" + binaries[i], "755");
+    files.push_back({programs[i], n.install_path + "/" + binaries[i], "755"});
   }
-  run_ssh(s_.ssh, target, s_.ssh_config, remote_command(renames));
+  step("install_copy",
+       "Copying rbee-hive, llm-worker-rbee and " + std::to_string(bundle.libraries.size()) +
+           " libraries (" + std::to_string(bundle.library_bytes / 1000000) + " MB) to " +
+           n.ssh_host + ":" + n.install_path,
+       {{"libraries", bundle.libraries.size()}});
+  install_files(s_.ssh, target, s_.ssh_config, files);
   step("install_verify", "Verifying rbee-hive --version on " + n.ssh_host);
   auto out = run_ssh(s_.ssh, target, s_.ssh_config,
                      remote_command({n.install_path + "/rbee-hive", "--version"}));
