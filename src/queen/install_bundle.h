@@ -9,6 +9,7 @@
 // path, and a glibc at least as new as the newest symbol version the shipped files need.
 
 #include <compare>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>

@@ -2,9 +2,11 @@
 // a minimal root over SSH (glibc, a shell and a few tools, another distribution's
 // /etc/os-release, no apt, none of the libraries rbee's programs link). The install copies the
 // hive and the worker with their libraries, and the node then serves a request; a node whose
-// CPU the binaries were not built for is refused before anything is copied.
+// CPU the binaries were not built for is refused before anything is copied. The hive there
+// downloads with the caller's hub settings, as a local one does.
 #include <gtest/gtest.h>
 
+#include "harness/hub_server.h"
 #include "harness/scenario_fixture.h"
 
 namespace rbee::e2e::scenario {
@@ -69,6 +71,45 @@ TEST(InstallPortable, ANodeOfAnotherCpuIsRefusedBeforeAnythingIsCopied) {
   EXPECT_TRUE(contains(r.err, "built for x86_64")) << r.err;
   EXPECT_FALSE(fs::exists(root.outside(hosts.install_path("arm")))) << "nothing is copied";
   EXPECT_TRUE(hosts.stop_all());
+}
+
+// The caller's hub settings reach the hive of a remote node too: the queen starts that hive
+// without any, and the request's HF_ENDPOINT and HF_TOKEN are what it downloads with.
+TEST(InstallPortable, ARemoteHiveDownloadsWithTheCallersHubAndToken) {
+  if (auto why = scenario_hosts::unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
+  minimal_root root("hub", fedora_release);
+  scenario_hosts hosts({"hub"}, {{"hub", &root}});
+  hosts.queen().start();
+  hub_server hub;
+  hub.add_file("rbee-test/stories", "stories260K.gguf", stories_path());
+  const std::string secret = "hf_remote_secret_77c2";
+  hub.require_token(secret);
+  hub.start(hosts.host("hub").peer_address());  // reachable from the node's link
+  ASSERT_EQ(hosts.add_and_install("hub").exit_code, 0) << hosts.queen().queen_log();
+
+  auto env = hosts.queen().env();
+  env["HF_ENDPOINT"] = hub.url();
+  env["HF_TOKEN"] = secret;
+  auto r = run_cli(
+      "rbee",
+      {"models", "download", "--node", "hub", "-m", "hf:rbee-test/stories:stories260K.gguf"}, env,
+      "", 120s);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << hosts.queen().logs();
+  auto gets = hub.downloads("rbee-test/stories", "stories260K.gguf");
+  ASSERT_FALSE(gets.empty());
+  EXPECT_EQ(gets.back().authorization, "Bearer " + secret);
+  EXPECT_FALSE(contains(r.out + r.err, secret));
+  EXPECT_TRUE(hosts.stop_all());
+  // Nothing on the node keeps it either (the hive's log and catalog are under the install path).
+  size_t checked = 0;
+  for (const auto& entry :
+       fs::recursive_directory_iterator(root.outside(hosts.install_path("hub")))) {
+    if (entry.is_regular_file() && entry.path().parent_path().filename() != "lib") {
+      ++checked;
+      EXPECT_FALSE(contains(slurp(entry.path()), secret)) << entry.path();
+    }
+  }
+  EXPECT_GT(checked, 3u);
 }
 
 }  // namespace
