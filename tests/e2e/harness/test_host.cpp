@@ -17,6 +17,8 @@ namespace {
 
 // Owner pid files of live test namespaces, so a later run can clean up after a crash.
 const fs::path owners_dir = "/run/rbee-test-hosts";
+// Minimal roots of test hosts (not under /tmp: sshd chroots only below root-owned directories).
+const fs::path roots_dir = "/run/rbee-test-roots";
 constexpr int first_index = 1;
 constexpr int last_index = 250;
 
@@ -86,7 +88,7 @@ void copy_into(const fs::path& root, const fs::path& file) {
 }  // namespace
 
 minimal_root::minimal_root(const std::string& name, const std::string& os_release)
-    : path_(fs::path("/run/rbee-test-roots") / (name + "-" + std::to_string(getpid()))) {
+    : path_(roots_dir / (name + "-" + std::to_string(getpid()))) {
   fs::remove_all(path_);
   fs::create_directories(path_);
   // sshd chroots only into directories that root alone may write, up to /.
@@ -167,12 +169,18 @@ std::string ssh_test_host::unavailable_reason() {
 
 void remove_stale_test_hosts() {
   std::error_code ec;
-  if (!fs::is_directory(owners_dir, ec)) return;
   for (const auto& entry : fs::directory_iterator(owners_dir, ec)) {
     std::ifstream in(entry.path());
     pid_t owner = 0;
     in >> owner;
     if (!pid_alive(owner)) delete_namespace(std::stoi(entry.path().filename().string()));
+  }
+  // Minimal roots are named <name>-<owner pid>.
+  for (const auto& entry : fs::directory_iterator(roots_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const std::string owner = name.substr(name.rfind('-') + 1);
+    if (owner.empty() || owner.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (!pid_alive(std::stoi(owner))) fs::remove_all(entry.path(), ec);
   }
 }
 

@@ -84,7 +84,8 @@ class ssh_test_host {
   std::optional<common::child_process> sshd_;
 };
 
-// Removes test namespaces left behind by runs that died (their owner process is gone).
+// Removes test namespaces and minimal roots left behind by runs that died (their owner process
+// is gone).
 void remove_stale_test_hosts();
 
 }  // namespace rbee::e2e
