@@ -459,6 +459,7 @@ task_request task_request::from_json(const json& body) {
   }
   r.device = device_from_json(body);
   r.priority = priority_from_json(body);
+  r.hub = hub_access::from_json(body);
   return r;
 }
 

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/hub_access.h"
 #include "api/sampling.h"
 
 namespace rbee::api {
@@ -145,8 +146,11 @@ struct task_request {
   int priority = 0;
   // Who asked: set by the queen's edge from the caller's API key (never read from a body).
   std::string client;
+  // The hub a download for this task uses ("hub": the caller's HF_ENDPOINT and HF_TOKEN).
+  hub_access hub;
 
   static task_request from_json(const nlohmann::json& body);
+  // Leaves the hub out: the token goes to the hive by its own request only (queen/hive_client).
   nlohmann::json to_json() const;
   // The worker's request for this task: the job is named after the task.
   inference_request for_worker() const;

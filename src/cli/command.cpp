@@ -15,8 +15,28 @@ namespace rbee::cli {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
+namespace {
+
+// HF_ENDPOINT and HF_TOKEN as this command was given them (environment or config file): the
+// hive that downloads a model for it uses them instead of its own. Defaults are not sent.
+api::hub_access hub_of(const common::config& config) {
+  auto given = [&](const char* key) {
+    auto source = config.source(key);
+    return source == common::config_source::env || source == common::config_source::file ||
+           source == common::config_source::flag;
+  };
+  api::hub_access hub;
+  if (given("hf.endpoint")) hub.endpoint = config.hf_endpoint();
+  if (given("hf.token")) hub.token = config.hf_token().value_or("");
+  return hub;
+}
+
+}  // namespace
+
 context::context(const global_options& g)
-    : config(load(g)), client(client::client_config{config.queen_url(), config.api_key()}) {}
+    : config(load(g)),
+      client(client::client_config{
+          .queen_url = config.queen_url(), .api_key = config.api_key(), .hub = hub_of(config)}) {}
 
 common::config context::load(const global_options& g) {
   std::map<std::string, std::string> overrides;

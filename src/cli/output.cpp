@@ -65,12 +65,13 @@ void narration_printer::draw_bar(const json& event, bool complete) {
 void narration_printer::print(const json& event) {
   std::string action = event.value("action", "");
   std::string human = event.value("human", "");
-  if (action == "download_progress" && event.value("attempt", 1) > download_attempt_) {
-    // The hive lost the transfer and resumes it: a line of its own, also on a terminal.
-    download_attempt_ = event.value("attempt", 1);
-    close_bar();
-    std::fprintf(out_, "The transfer was interrupted; the hive resumes it (attempt %d)\n",
-                 download_attempt_);
+  if (action == "download_note" && bar_open_) {
+    // The hive's word during a download (a dropped transfer and why it resumes, the check at
+    // the end) goes above the bar, which keeps running and still ends at 100 %.
+    std::fprintf(out_, "\r\x1b[K%s\n", human.c_str());
+    draw_bar(bar_event_, /*complete=*/false);
+    std::fflush(out_);
+    return;
   }
   if (tty_ && (action == "download_progress" || action == "loading_progress")) {
     draw_bar(event, /*complete=*/false);

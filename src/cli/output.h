@@ -14,7 +14,8 @@
 namespace rbee::cli {
 
 // One line per phase; download/loading progress as a bar redrawn in place when stderr is a
-// terminal, plain lines otherwise.
+// terminal, plain lines otherwise. The hive's notes during a download (download_note: why a
+// transfer resumes) are printed above a running bar, which is then drawn again.
 class narration_printer {
  public:
   explicit narration_printer(std::FILE* out, bool tty);
@@ -28,7 +29,6 @@ class narration_printer {
   std::FILE* out_;
   bool tty_;
   bool bar_open_ = false;
-  int download_attempt_ = 1;  // the hive's attempt at the download being shown
   nlohmann::json bar_event_;  // the last progress event drawn, to finish its bar at 100 %
 };
 

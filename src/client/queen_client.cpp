@@ -94,7 +94,9 @@ json queen_client::shutdown_worker(const std::string& worker_id) {
 
 void queen_client::run_task(const json& request, const event_fn& on_event,
                             const std::function<bool()>& still_wanted) {
-  stream("POST", "/v2/tasks", request, on_event, still_wanted);
+  json body = request;
+  if (!config_.hub.empty()) body["hub"] = config_.hub.to_json();
+  stream("POST", "/v2/tasks", body, on_event, still_wanted);
 }
 
 void queen_client::cancel_task(const std::string& task_id) {
@@ -109,7 +111,9 @@ void queen_client::chat_completion(const json& body, const event_fn& on_chunk,
 
 void queen_client::download_model(const std::string& node, const std::string& model,
                                   const event_fn& on_event) {
-  stream("POST", "/v2/models/download", {{"node", node}, {"model", model}}, on_event);
+  json body = {{"node", node}, {"model", model}};
+  if (!config_.hub.empty()) body["hub"] = config_.hub.to_json();
+  stream("POST", "/v2/models/download", body, on_event);
 }
 
 json queen_client::list_models(const std::string& node) {

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/hub_access.h"
 #include "api/node_spec.h"
 
 #include "common/errors.h"
@@ -22,6 +23,8 @@ struct client_config {
   std::optional<std::string> api_key;
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds read_timeout{std::chrono::minutes(10)};
+  // Sent with tasks and downloads: the hive that downloads the model uses this hub.
+  api::hub_access hub;
 };
 
 using api::node_spec;
@@ -47,7 +50,8 @@ class queen_client {
   nlohmann::json workers_health(const std::string& node);
   nlohmann::json shutdown_worker(const std::string& worker_id);
 
-  // POST /v2/tasks: events (narration, token, end, error) until [DONE].
+  // POST /v2/tasks: events (narration, token, end, error) until [DONE]. The config's hub is
+  // added to the request.
   void run_task(const nlohmann::json& request, const event_fn& on_event,
                 const std::function<bool()>& still_wanted = {});
   void cancel_task(const std::string& task_id);  // DELETE /v2/tasks/{id}

@@ -363,7 +363,7 @@ void hive_app::remove_model(const httplib::Request& req, httplib::Response& res)
 void hive_app::start_download(const httplib::Request& req, httplib::Response& res) {
   auto body = common::parse_body(req.body);
   auto ref = api::parse_model_ref(common::require_string(body, "model_ref", 1024));
-  auto job = store_->start_download(ref);
+  auto job = store_->start_download(ref, api::hub_access::from_json(body));
   auto snap = job->get();
   json out = {
       {"download_id", job->id()}, {"model_ref", ref.canonical()}, {"stage", to_string(snap.stage)}};

@@ -17,6 +17,18 @@ namespace {
 using common::http_error;
 namespace codes = common::codes;
 
+// "1.2 GiB", "38.4 MiB", "900 B": where a resumed transfer starts again, for people.
+std::string human_size(uint64_t bytes) {
+  constexpr const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (value >= 1024 && unit + 1 < std::size(units)) {
+    value /= 1024;
+    ++unit;
+  }
+  return unit == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", value, units[unit]);
+}
+
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -155,7 +167,7 @@ void download_job::fail(common::http_error error) {
 
 model_store::model_store(catalog& cat, model_store_options options,
                          common::metrics_registry* metrics)
-    : catalog_(cat), options_(std::move(options)), hub_(options_.download), metrics_(metrics) {
+    : catalog_(cat), options_(std::move(options)), metrics_(metrics) {
   if (!options_.disk_free) {
     throw std::invalid_argument("model_store needs a disk_free probe");
   }
@@ -229,7 +241,15 @@ model_entry model_store::ensure(const api::model_ref& ref,
   }
 }
 
-std::shared_ptr<download_job> model_store::start_download(const api::model_ref& ref) {
+hub_client model_store::hub_for(const api::hub_access& hub) const {
+  download_options options = options_.download;
+  if (!hub.endpoint.empty()) options.hf_endpoint = hub.endpoint;
+  if (!hub.token.empty()) options.hf_token = hub.token;
+  return hub_client(std::move(options));
+}
+
+std::shared_ptr<download_job> model_store::start_download(const api::model_ref& ref,
+                                                          const api::hub_access& hub) {
   if (ref.kind == api::ref_kind::alias || ref.kind == api::ref_kind::local_file) {
     // Nothing to download: the job is finished at once, with the entry or the error.
     std::shared_ptr<download_job> job;
@@ -267,7 +287,8 @@ std::shared_ptr<download_job> model_store::start_download(const api::model_ref& 
         ++it;
       }
     }
-    threads_.emplace_back(job, std::jthread([this, job, ref] { run_job(job, ref); }));
+    threads_.emplace_back(
+        job, std::jthread([this, job, ref, client = hub_for(hub)] { run_job(job, ref, client); }));
   }
   return job;
 }
@@ -303,13 +324,14 @@ size_t model_store::job_count() {
   return jobs_.size();
 }
 
-void model_store::run_job(const std::shared_ptr<download_job>& job, api::model_ref ref) {
+void model_store::run_job(const std::shared_ptr<download_job>& job, api::model_ref ref,
+                          hub_client hub) {
   std::optional<model_entry> entry;
   std::optional<http_error> error;
   try {
     if (ref.kind == api::ref_kind::hf_repo) {
       job->narrate(fmt::format("Listing files of {}/{} on the hub", ref.org, ref.repo));
-      auto files = hub_.list_files(ref.org, ref.repo, &job->cancel);
+      auto files = hub.list_files(ref.org, ref.repo, &job->cancel);
       // The listing is untrusted: names that could leave the models directory are never used.
       auto unsafe = unsafe_gguf_names(files);
       if (!unsafe.empty()) {
@@ -354,7 +376,7 @@ void model_store::run_job(const std::shared_ptr<download_job>& job, api::model_r
       }
     }
     if (!entry) entry = lookup(ref);
-    if (!entry) entry = download_hf_file(*job, ref);
+    if (!entry) entry = download_hf_file(*job, ref, hub);
   } catch (const http_error& e) {
     spdlog::warn("download {} ({}) failed: {}", job->id(), job->reference(), e.what());
     error = e;
@@ -379,8 +401,9 @@ void model_store::run_job(const std::shared_ptr<download_job>& job, api::model_r
   }
 }
 
-model_entry model_store::download_hf_file(download_job& job, const api::model_ref& ref) {
-  std::string url = hub_.file_url(ref.org, ref.repo, ref.file);
+model_entry model_store::download_hf_file(download_job& job, const api::model_ref& ref,
+                                          hub_client& hub) {
+  std::string url = hub.file_url(ref.org, ref.repo, ref.file);
   std::filesystem::path dest = options_.models_dir / ref.relative_store_path();
   if (!is_inside_dir(options_.models_dir, dest)) {
     throw http_error(502, codes::DOWNLOAD_FAILED,
@@ -389,7 +412,7 @@ model_entry model_store::download_hf_file(download_job& job, const api::model_re
                      {{"path", dest.string()}, {"models_dir", options_.models_dir.string()}});
   }
   job.narrate(fmt::format("Checking {}", url));
-  remote_file_info info = hub_.head(url, &job.cancel);
+  remote_file_info info = hub.head(url, &job.cancel);
 
   // Disk space before any byte: what is still missing must fit.
   std::filesystem::path part = dest;
@@ -423,13 +446,16 @@ model_entry model_store::download_hf_file(download_job& job, const api::model_re
 
   uint64_t last_bytes = on_disk;
   int last_attempt = 1;
-  std::string sha = hub_.download(
+  std::string sha = hub.download(
       url, info, dest,
       [&](const download_progress& p) {
         if (p.attempt != last_attempt) {
           last_attempt = p.attempt;
-          job.narrate(fmt::format("Transfer failed ({}); attempt {}/{} resumes the download",
-                                  p.retry_cause, p.attempt, hub_.options().attempts));
+          job.narrate(fmt::format("Transfer failed ({}); {} (attempt {}/{})", p.retry_cause,
+                                  p.bytes_downloaded > 0
+                                      ? "resuming at " + human_size(p.bytes_downloaded)
+                                      : std::string("starting again"),
+                                  p.attempt, hub.options().attempts));
         }
         if (metrics_ && p.bytes_downloaded > last_bytes) {
           metrics_->counter_add("rbee_hive_download_bytes_total", "Bytes downloaded from the hub",

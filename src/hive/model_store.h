@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/hub_access.h"
 #include "api/model_ref.h"
 #include "common/errors.h"
 #include "common/metrics.h"
@@ -88,9 +89,11 @@ class model_store {
   // file: references are checked and added to the catalog in place. Throws http_error.
   model_entry ensure(const api::model_ref& ref,
                      const std::function<void(const std::string&)>& narrate = {});
-  // Starts (or joins) the download for ref; a reference already available gives a job that
-  // is complete at once.
-  std::shared_ptr<download_job> start_download(const api::model_ref& ref);
+  // Starts (or joins) the download for ref, from the request's hub where it names one (else
+  // the hive's HF_ENDPOINT and HF_TOKEN); a reference already available gives a job that is
+  // complete at once. A download that runs already is joined whatever hub it uses.
+  std::shared_ptr<download_job> start_download(const api::model_ref& ref,
+                                               const api::hub_access& hub = {});
   // The job with this id while it is remembered: running jobs always, finished ones until
   // max_remembered_jobs newer ones push them out (oldest first).
   std::shared_ptr<download_job> find_job(const std::string& id);
@@ -104,15 +107,16 @@ class model_store {
   model_entry remove(const std::string& id);
 
  private:
-  void run_job(const std::shared_ptr<download_job>& job, api::model_ref ref);
-  model_entry download_hf_file(download_job& job, const api::model_ref& ref);
+  void run_job(const std::shared_ptr<download_job>& job, api::model_ref ref, hub_client hub);
+  model_entry download_hf_file(download_job& job, const api::model_ref& ref, hub_client& hub);
+  // The hive's download settings with the request's hub in place of its own.
+  hub_client hub_for(const api::hub_access& hub) const;
   model_entry add_local_file(const api::model_ref& ref);
   // Adds a new job (under mutex_) and forgets the oldest finished ones beyond the bound.
   void remember_job(std::shared_ptr<download_job> job);
 
   catalog& catalog_;
   model_store_options options_;
-  hub_client hub_;
   common::metrics_registry* metrics_;
   std::mutex mutex_;
   std::deque<std::shared_ptr<download_job>> jobs_;  // in creation order

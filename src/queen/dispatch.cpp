@@ -85,7 +85,8 @@ std::string percent_text(int percent) {
 
 }  // namespace
 
-void ensure_model(hive_client& hive, const std::string& model, const task_sink& sink) {
+void ensure_model(hive_client& hive, const std::string& model, const api::hub_access& hub,
+                  const task_sink& sink) {
   // Local files need no download: the hive registers them when the worker is spawned.
   if (model.rfind("file:", 0) == 0) return;
   const std::string& node = hive.endpoint().node;
@@ -104,7 +105,7 @@ void ensure_model(hive_client& hive, const std::string& model, const task_sink& 
   }
   sink(narration("rbee-hive", "download_start", "Downloading " + model + " on '" + node + "'",
                  {{"node", node}}));
-  const std::string id = hive.start_download(model);
+  const std::string id = hive.start_download(model, hub);
   std::optional<error> failure;
   bool complete = false;
   int last_percent = -1;
@@ -135,6 +136,8 @@ void ensure_model(hive_client& hive, const std::string& model, const task_sink& 
     } else if (e.stage == stage::error) {
       failure = error(e.code, e.message, {{"node", node}, {"model", model}});
       return false;
+    } else if (e.stage == stage::narration && !e.message.empty()) {
+      sink(narration("rbee-hive", "download_note", e.message, {{"node", node}}));
     }
     return true;
   });
@@ -451,7 +454,7 @@ std::optional<worker_info> dispatcher::cold_start(const task_request& request, c
   }
   if (cancelled) return std::nullopt;
   hive_client catalog(ep, 120s);
-  ensure_model(catalog, request.model, sink);
+  ensure_model(catalog, request.model, request.hub, sink);
   if (cancelled) return std::nullopt;
 
   // Slots: the model's setting, else the queen's cap, else as many as fit on the device (the

@@ -30,9 +30,11 @@ struct model_settings {
   int max_replicas = 0;   // workers across the fleet
 };
 
-// Makes sure the model is in the catalog of the hive's node, downloading it with progress
-// narration when it is not (file: references are left to the hive).
-void ensure_model(hive_client& hive, const std::string& model, const task_sink& sink);
+// Makes sure the model is in the catalog of the hive's node, downloading it from `hub` (the
+// caller's; empty: the hive's own) with progress narration when it is not (file: references
+// are left to the hive).
+void ensure_model(hive_client& hive, const std::string& model, const api::hub_access& hub,
+                  const task_sink& sink);
 
 class dispatcher {
  public:

@@ -52,6 +52,7 @@ download_event parse_download_event(const json& e) {
   ev.stage = name == "downloading" ? stage::downloading
              : name == "complete"  ? stage::complete
              : name == "error"     ? stage::error
+             : name == "narration" ? stage::narration
                                    : stage::other;
   ev.bytes_downloaded = number_or<uint64_t>(e, "bytes_downloaded", 0);
   ev.bytes_total = number_or<uint64_t>(e, "bytes_total", 0);
@@ -59,7 +60,7 @@ download_event parse_download_event(const json& e) {
   ev.attempt = int_or(e, "attempt", 0);
   ev.local_path = str_or(e, "local_path");
   ev.code = str_or(e, "code", std::string(common::codes::DOWNLOAD_FAILED));
-  ev.message = str_or(e, "message", "download failed");
+  ev.message = str_or(e, "message", ev.stage == stage::narration ? "" : "download failed");
   return ev;
 }
 
@@ -155,8 +156,10 @@ void hive_client::remove_model(const std::string& model) {
   if (!res.ok()) throw error_from_response(res);
 }
 
-std::string hive_client::start_download(const std::string& model_ref) {
-  auto body = body_of(http_.post_json("/v1/models/download", {{"model_ref", model_ref}}));
+std::string hive_client::start_download(const std::string& model_ref, const api::hub_access& hub) {
+  json request = {{"model_ref", model_ref}};
+  if (!hub.empty()) request["hub"] = hub.to_json();
+  auto body = body_of(http_.post_json("/v1/models/download", request));
   std::string id = str_or(body, "download_id");
   if (id.empty()) throw internal("hive returned no download_id");
   return id;

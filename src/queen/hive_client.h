@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/hub_access.h"
 #include "api/model_entry.h"
 #include "common/http_client.h"
 #include "queen/errors.h"
@@ -57,7 +58,7 @@ using catalog_model = api::model_entry;
 
 // One event of a download's progress stream.
 struct download_event {
-  enum class stage_kind { downloading, complete, error, other };
+  enum class stage_kind { downloading, complete, error, narration, other };
   stage_kind stage = stage_kind::other;
   uint64_t bytes_downloaded = 0;
   uint64_t bytes_total = 0;
@@ -65,7 +66,7 @@ struct download_event {
   int attempt = 0;
   std::string local_path;  // complete
   std::string code;        // error
-  std::string message;     // error
+  std::string message;     // error, narration (the hive's words: a retry and its cause)
 };
 
 struct hive_capabilities {
@@ -102,8 +103,9 @@ class hive_client {
 
   std::vector<catalog_model> list_models();
   void remove_model(const std::string& model);
-  // Starts a download; returns its id for follow_download.
-  std::string start_download(const std::string& model_ref);
+  // Starts a download from the request's hub (empty: the hive's own); returns its id for
+  // follow_download.
+  std::string start_download(const std::string& model_ref, const api::hub_access& hub = {});
   // Streams the download's events until on_event returns false or the stream ends.
   void follow_download(const std::string& download_id,
                        const std::function<bool(const download_event&)>& on_event);

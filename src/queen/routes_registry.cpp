@@ -5,6 +5,7 @@
 #include "common/json.h"
 #include "common/paths.h"
 #include "common/version.h"
+#include "queen/install_bundle.h"
 #include "queen/narration.h"
 #include "queen/routes.h"
 
@@ -40,6 +41,37 @@ void validate_ssh_fields(const node_record& n) {
 
 ssh_target target_of(const node_record& n) {
   return ssh_target{n.ssh_host, n.ssh_port, n.ssh_user, n.ssh_key_path};
+}
+
+// What the node said about itself, for events and errors.
+json platform_json(const node_platform& p) {
+  return {{"os", p.os_name},
+          {"kernel", p.kernel},
+          {"machine", p.machine},
+          {"glibc", p.glibc ? json(p.glibc->to_string()) : json()}};
+}
+
+// One file to place on a node.
+struct file_to_install {
+  std::filesystem::path local;
+  std::string remote;
+  const char* mode;  // chmod's
+};
+
+// Copies each file beside its old version, then renames them all in one command: a running
+// hive keeps its files intact, and a copy cut short leaves the old installation whole.
+void install_files(ssh_runner& ssh, const ssh_target& target, const ssh_options& options,
+                   const std::vector<file_to_install>& files) {
+  std::vector<std::string> renames = {"sh", "-c",
+                                      "while [ $# -gt 0 ]; do chmod \"$1\" \"$2.rbee-new\" && "
+                                      "mv -f \"$2.rbee-new\" \"$2\" || exit 1; shift 2; done",
+                                      "sh"};
+  for (const auto& file : files) {
+    auto copied = ssh.copy(target, file.local.string(), file.remote + ".rbee-new");
+    if (!copied.ok()) throw ssh_error(diagnose_ssh(copied, target));
+    renames.insert(renames.end(), {file.mode, file.remote});
+  }
+  run_ssh(ssh, target, options, remote_command(renames));
 }
 
 }  // namespace
@@ -142,25 +174,54 @@ void registry_routes::install_node(const http_request& req, http_response& res) 
 
 void registry_routes::install_binaries(const node_record& n, common::sse_sink& sink) {
   const ssh_target target = target_of(n);
-  auto step = [&](const char* action, std::string human) {
-    sink.send(narration("queen-rbee", action, std::move(human), {{"node", n.node_name}}));
+  auto step = [&](const char* action, std::string human, json fields = json::object()) {
+    fields["node"] = n.node_name;
+    sink.send(narration("queen-rbee", action, std::move(human), std::move(fields)));
   };
   validate_install_path(n.install_path);  // rows saved before paths were checked
-  step("install_mkdir", "Creating " + n.install_path + " on " + n.ssh_host);
-  run_ssh(s_.ssh, target, s_.ssh_config, remote_command({"mkdir", "-p", n.install_path}));
-  for (const char* binary : {"rbee-hive", "llm-worker-rbee"}) {
-    auto local = std::filesystem::path(s_.bin_dir) / binary;
-    step("install_copy",
-         std::string("Copying ") + binary + " to " + n.ssh_host + ":" + n.install_path);
-    // Beside the old binary, then renamed: a running hive keeps its file intact.
-    std::string final_path = n.install_path + "/" + binary;
-    std::string temp_path = final_path + ".rbee-new";
-    auto copied = s_.ssh.copy(target, local.string(), temp_path);
-    if (!copied.ok()) throw ssh_error(diagnose_ssh(copied, target));
-    run_ssh(s_.ssh, target, s_.ssh_config,
-            remote_command({"sh", "-c", "chmod 755 \"$1\" && mv -f \"$1\" \"$2\"", "sh", temp_path,
-                            final_path}));
+  const std::vector<std::string> binaries = {"rbee-hive", "llm-worker-rbee"};
+  std::vector<std::filesystem::path> programs;
+  for (const auto& binary : binaries)
+    programs.push_back(std::filesystem::path(s_.bin_dir) / binary);
+  runtime_bundle bundle;
+  try {
+    bundle = collect_runtime_bundle(programs);
+  } catch (const std::runtime_error& e) {
+    throw internal(std::string("cannot gather the files to install: ") + e.what());
   }
+
+  // Nothing is copied to a node that cannot run it.
+  step("install_probe", "Checking the system of " + n.ssh_host + " (OS, CPU, glibc)");
+  auto probe = run_ssh(s_.ssh, target, s_.ssh_config, platform_probe_command(bundle.interpreter));
+  const node_platform platform = parse_platform_probe(probe.out);
+  if (auto mismatch = platform_mismatch(platform, bundle); !mismatch.empty()) {
+    throw error(common::codes::UNSUPPORTED_PLATFORM,
+                "Cannot install on '" + n.node_name + "': " + mismatch,
+                {{"node", n.node_name},
+                 {"found", platform_json(platform)},
+                 {"needs", {{"machine", bundle.machine}, {"glibc", bundle.glibc.to_string()}}}});
+  }
+  step("install_platform",
+       "Found " + describe(platform) + " (rbee needs " + bundle.machine + ", glibc " +
+           bundle.glibc.to_string() + " or newer)",
+       {{"found", platform_json(platform)}});
+
+  step("install_mkdir", "Creating " + n.install_path + " on " + n.ssh_host);
+  const std::string lib_dir = n.install_path + "/lib";
+  run_ssh(s_.ssh, target, s_.ssh_config, remote_command({"mkdir", "-p", n.install_path, lib_dir}));
+  std::vector<file_to_install> files;
+  for (const auto& library : bundle.libraries) {
+    files.push_back({library, lib_dir + "/" + library.filename().string(), "644"});
+  }
+  for (size_t i = 0; i < binaries.size(); ++i) {
+    files.push_back({programs[i], n.install_path + "/" + binaries[i], "755"});
+  }
+  step("install_copy",
+       "Copying rbee-hive, llm-worker-rbee and " + std::to_string(bundle.libraries.size()) +
+           " libraries (" + std::to_string(bundle.library_bytes / 1000000) + " MB) to " +
+           n.ssh_host + ":" + n.install_path,
+       {{"libraries", bundle.libraries.size()}});
+  install_files(s_.ssh, target, s_.ssh_config, files);
   step("install_verify", "Verifying rbee-hive --version on " + n.ssh_host);
   auto out = run_ssh(s_.ssh, target, s_.ssh_config,
                      remote_command({n.install_path + "/rbee-hive", "--version"}));

@@ -98,11 +98,12 @@ void worker_routes::download_model(const http_request& req, http_response& res) 
   auto body = common::parse_body(req.body);
   auto node = node_or_404(s_.nodes, common::string_or(body, "node", localhost_node, 64));
   auto model = common::require_string(body, "model", 2048);
-  serve_sse(res, [this, node, model](common::sse_sink& sink) {
+  auto hub = api::hub_access::from_json(body);
+  serve_sse(res, [this, node, model, hub](common::sse_sink& sink) {
     auto send = [&sink](const json& e) { return sink.send(e); };
     try {
       hive_client hive(s_.hives.ensure_hive(node, send), 120s);
-      ensure_model(hive, model, send);
+      ensure_model(hive, model, hub, send);
     } catch (const error& e) {
       sink.send(error_event(e));
     }

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <regex>
 #include <string>
+#include <vector>
 
 #include "harness/hub_server.h"
 #include "queen/queen_fixture.h"
@@ -32,27 +33,20 @@ std::string quote(const std::string& s) {
 }
 
 // What a terminal finally shows of the redrawn line holding `pos`: the text after the last
-// carriage return before its end (the terminal turns "\n" into "\r\n", which is skipped).
+// carriage return before its end (the terminal turns "\n" into "\r\n", which is skipped),
+// less the erase-line code that may start it.
 std::string final_line_at(const std::string& text, size_t pos) {
   size_t end = text.find('\n', pos);
   if (end == std::string::npos) end = text.size();
   if (end > pos && text[end - 1] == '\r') --end;
-  size_t start = text.rfind('\r', end - 1);
-  return text.substr(start + 1, end - start - 1);
+  size_t start = text.rfind('\r', end - 1) + 1;
+  if (text.compare(start, 3, "\x1b[K") == 0) start += 3;
+  return text.substr(start, end - start);
 }
 
-TEST(CliTty, ProgressBarsRenderOnATerminalAndEndCleanly) {
-  if (!have_hive_and_worker()) GTEST_SKIP() << "rbee-hive / llm-worker-rbee are not built";
-  if (!std::filesystem::exists("/usr/bin/script")) GTEST_SKIP() << "util-linux script missing";
-  hub_server hub;
-  hub.add_file(hub_repo, hub_file, std::string(RBEE_SHARED_MODELS_DIR) + "/" + hub_file);
-  hub_fault slow;
-  slow.chunk_delay = std::chrono::milliseconds(20);
-  hub.set_fault(hub_repo, hub_file, slow);
-  hub.start();
-
-  queen_fixture q;
-  q.start({}, {{"HF_ENDPOINT", hub.url()}});
+// `rbee infer` of the hub model with a terminal on stdin/stdout/stderr (`script` copies what
+// the terminal shows to its stdout).
+cli_result infer_on_a_terminal(queen_fixture& q, const hub_server& hub) {
   std::string command = binary_path("rbee").string();
   const std::vector<std::string> args = {"infer",
                                          "--node",
@@ -69,17 +63,32 @@ TEST(CliTty, ProgressBarsRenderOnATerminalAndEndCleanly) {
   }
   auto env = q.env();
   env["HF_ENDPOINT"] = hub.url();
-  // `script` gives the command a terminal on stdin/stdout/stderr and copies what it shows.
-  auto r = run_cli("/usr/bin/script", {"-qefc", command, "/dev/null"}, env, "",
-                   std::chrono::seconds(120));
+  return run_cli("/usr/bin/script", {"-qefc", command, "/dev/null"}, env, "",
+                 std::chrono::seconds(120));
+}
+
+TEST(CliTty, ProgressBarsRenderOnATerminalAndEndCleanly) {
+  if (!have_hive_and_worker()) GTEST_SKIP() << "rbee-hive / llm-worker-rbee are not built";
+  if (!std::filesystem::exists("/usr/bin/script")) GTEST_SKIP() << "util-linux script missing";
+  hub_server hub;
+  hub.add_file(hub_repo, hub_file, std::string(RBEE_SHARED_MODELS_DIR) + "/" + hub_file);
+  hub_fault slow;
+  slow.chunk_delay = std::chrono::milliseconds(20);
+  hub.set_fault(hub_repo, hub_file, slow);
+  hub.start();
+
+  queen_fixture q;
+  q.start({}, {{"HF_ENDPOINT", hub.url()}});
+  auto r = infer_on_a_terminal(q, hub);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const std::string& screen = r.out;
 
   size_t download = screen.find("Downloading [");
   ASSERT_NE(download, std::string::npos) << screen;
-  // Redrawn in place: several frames of the same line, the last one full and closed.
+  // Redrawn in place: several frames of the same line, the last one full and closed (the
+  // hive's notes print above the bar, which is then drawn again on the next line).
   EXPECT_GE(std::count(screen.begin() + download, screen.end(), '\r'), 3) << screen;
-  std::string download_done = final_line_at(screen, download);
+  std::string download_done = final_line_at(screen, screen.rfind("Downloading ["));
   EXPECT_NE(download_done.find("100%"), std::string::npos) << download_done;
   EXPECT_NE(download_done.find("MB/s"), std::string::npos) << download_done;
   // While it runs, the bar says how long is left.
@@ -102,6 +111,47 @@ TEST(CliTty, ProgressBarsRenderOnATerminalAndEndCleanly) {
   ASSERT_EQ(plain.exit_code, 0) << plain.err;
   EXPECT_EQ(plain.err.find('\r'), std::string::npos) << plain.err;
   EXPECT_EQ(plain.err.find("\x1b[K"), std::string::npos) << plain.err;
+}
+
+// A transfer the hub drops is resumed by the hive; the CLI prints why above the running bar,
+// which goes on from where it was and still ends at 100 %.
+TEST(CliTty, AResumedDownloadSaysWhyAboveTheBar) {
+  if (!have_hive_and_worker()) GTEST_SKIP() << "rbee-hive / llm-worker-rbee are not built";
+  if (!std::filesystem::exists("/usr/bin/script")) GTEST_SKIP() << "util-linux script missing";
+  const std::string model_path = std::string(RBEE_SHARED_MODELS_DIR) + "/" + hub_file;
+  hub_server hub;
+  hub.add_file(hub_repo, hub_file, model_path);
+  hub_fault dropped;
+  dropped.chunk_delay = std::chrono::milliseconds(20);
+  dropped.drop_at_byte = std::filesystem::file_size(model_path) / 2;
+  dropped.drop_attempts = 1;
+  hub.set_fault(hub_repo, hub_file, dropped);
+  hub.start();
+
+  queen_fixture q;
+  q.start({}, {{"HF_ENDPOINT", hub.url()}, {"RBEE_DOWNLOAD_BACKOFF_MS", "50"}});
+  auto r = infer_on_a_terminal(q, hub);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string& screen = r.out;
+
+  size_t note = screen.find("Transfer failed (");
+  ASSERT_NE(note, std::string::npos) << screen;
+  // The note is a line of its own (the bar was cleared before it), with the cause and where
+  // the transfer starts again.
+  std::string note_line = final_line_at(screen, note);
+  EXPECT_EQ(note_line.rfind("Transfer failed (", 0), 0u) << note_line;
+  EXPECT_NE(note_line.find("resuming at "), std::string::npos) << note_line;
+  EXPECT_EQ(note_line.find("Downloading ["), std::string::npos) << note_line;
+  // The bar is drawn again below the note and ends at 100 %; no cut-off bar stays behind.
+  ASSERT_NE(screen.find("Downloading [", note), std::string::npos) << screen;
+  std::vector<std::string> bars_shown;
+  for (size_t line = 0; line < screen.size(); line = screen.find('\n', line) + 1) {
+    std::string shown = final_line_at(screen, line);
+    if (shown.rfind("Downloading [", 0) == 0) bars_shown.push_back(shown);
+    if (screen.find('\n', line) == std::string::npos) break;
+  }
+  ASSERT_EQ(bars_shown.size(), 1u) << screen;
+  EXPECT_NE(bars_shown[0].find("100%"), std::string::npos) << bars_shown[0];
 }
 
 }  // namespace

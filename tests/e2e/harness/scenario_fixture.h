@@ -406,11 +406,15 @@ class scenario_hosts {
  public:
   static std::string unavailable_reason() { return ssh_test_host::unavailable_reason(); }
 
-  explicit scenario_hosts(const std::vector<std::string>& names) {
+  // A host named in `roots` sees only that root file system over SSH.
+  explicit scenario_hosts(const std::vector<std::string>& names,
+                          const std::map<std::string, const minimal_root*>& roots = {}) {
     remove_stale_test_hosts();
     key_ = ssh_identity::generate(dir_.path(), "id_test");
     for (const auto& n : names) {
-      hosts_.push_back(std::make_unique<ssh_test_host>(n, dir_.path() / ("host-" + n), key_));
+      auto root = roots.find(n);
+      hosts_.push_back(std::make_unique<ssh_test_host>(
+          n, dir_.path() / ("host-" + n), key_, root == roots.end() ? nullptr : root->second));
       auto& h = *hosts_.back();
       h.exec({"/usr/sbin/ip", "route", "add", "default", "via", h.peer_address()});
     }

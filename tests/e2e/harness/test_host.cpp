@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -16,6 +17,8 @@ namespace {
 
 // Owner pid files of live test namespaces, so a later run can clean up after a crash.
 const fs::path owners_dir = "/run/rbee-test-hosts";
+// Minimal roots of test hosts (not under /tmp: sshd chroots only below root-owned directories).
+const fs::path roots_dir = "/run/rbee-test-roots";
 constexpr int first_index = 1;
 constexpr int last_index = 250;
 
@@ -51,7 +54,102 @@ void delete_namespace(int index) {
   fs::remove(owners_dir / std::to_string(index), ignored);
 }
 
+// The files a program loads, as ldd lists them: "name => /path (0x...)" and the loader's
+// "/lib64/ld-linux-x86-64.so.2 (0x...)".
+std::vector<fs::path> loaded_files(const fs::path& program) {
+  common::process_spec spec;
+  spec.executable = "/usr/bin/ldd";
+  spec.args = {program.string()};
+  auto listed = common::run_captured(spec, std::chrono::seconds(30));
+  if (listed.exit_code != 0) throw std::runtime_error("ldd " + program.string() + " failed");
+  std::vector<fs::path> files;
+  std::istringstream lines(listed.out);
+  for (std::string line; std::getline(lines, line);) {
+    size_t slash = line.find('/');
+    if (slash == std::string::npos) continue;  // the vdso
+    files.emplace_back(line.substr(slash, line.find(" (", slash) - slash));
+  }
+  return files;
+}
+
+// Where `file` lies in a root laid out like this machine's: its directory with symlinks
+// resolved (/bin -> /usr/bin on a merged /usr), its own name kept (sh, not dash).
+fs::path same_place(const fs::path& root, const fs::path& file) {
+  return root / fs::canonical(file.parent_path()).relative_path() / file.filename();
+}
+
+void copy_into(const fs::path& root, const fs::path& file) {
+  fs::path target = same_place(root, file);
+  fs::create_directories(target.parent_path());
+  fs::copy_file(fs::canonical(file), target, fs::copy_options::overwrite_existing);
+  fs::permissions(target, fs::status(fs::canonical(file)).permissions());
+}
+
 }  // namespace
+
+minimal_root::minimal_root(const std::string& name, const std::string& os_release)
+    : path_(roots_dir / (name + "-" + std::to_string(getpid()))) {
+  fs::remove_all(path_);
+  fs::create_directories(path_);
+  // sshd chroots only into directories that root alone may write, up to /.
+  constexpr auto rwxr_xr_x = fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                             fs::perms::others_read | fs::perms::others_exec;
+  fs::permissions(path_.parent_path(), rwxr_xr_x);
+  fs::permissions(path_, rwxr_xr_x);
+  // The top-level links of a merged /usr, as on this machine.
+  for (const char* top : {"bin", "lib", "lib64", "sbin"}) {
+    fs::path here = fs::path("/") / top;
+    if (fs::is_symlink(here)) fs::create_directory_symlink(fs::read_symlink(here), path_ / top);
+  }
+  for (const char* dir : {"dev", "proc", "root", "etc", "usr/local/bin", "var"}) {
+    fs::create_directories(path_ / dir);
+  }
+  fs::create_directories(path_ / "tmp");
+  fs::permissions(path_ / "tmp", fs::perms::all | fs::perms::sticky_bit);
+  std::ofstream(path_ / "etc/os-release") << os_release;
+  std::ofstream(path_ / "etc/passwd") << "root:x:0:0:root:/root:/bin/bash\n";
+  std::ofstream(path_ / "etc/group") << "root:x:0:\n";
+  for (const char* program :
+       {"/bin/bash", "/bin/sh", "/bin/mkdir", "/bin/cat", "/bin/chmod", "/bin/mv", "/bin/rm",
+        "/bin/uname", "/usr/bin/nohup", "/usr/bin/setsid"}) {
+    add_program(program);
+  }
+  // The rest of glibc, as any glibc system has it (the tools above load only part of it).
+  for (const auto& file : loaded_files("/bin/sh")) {
+    if (file.filename() != "libc.so.6") continue;
+    for (const char* library :
+         {"libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1", "libresolv.so.2"}) {
+      if (fs::exists(file.parent_path() / library)) copy_into(path_, file.parent_path() / library);
+    }
+  }
+}
+
+minimal_root::~minimal_root() {
+  std::error_code ignored;
+  fs::remove_all(path_, ignored);
+}
+
+fs::path minimal_root::outside(const fs::path& inside) const {
+  return path_ / inside.relative_path();
+}
+
+void minimal_root::add_program(const fs::path& program) {
+  copy_into(path_, program);
+  for (const auto& file : loaded_files(program)) copy_into(path_, file);
+}
+
+void minimal_root::add_file(const fs::path& file) {
+  fs::create_directories(outside(file).parent_path());
+  fs::copy_file(file, outside(file), fs::copy_options::overwrite_existing);
+}
+
+void minimal_root::add_script(const fs::path& inside, const std::string& text) {
+  fs::create_directories(outside(inside).parent_path());
+  std::ofstream(outside(inside)) << text;
+  fs::permissions(outside(inside), fs::perms::owner_all | fs::perms::group_read |
+                                       fs::perms::group_exec | fs::perms::others_read |
+                                       fs::perms::others_exec);
+}
 
 ssh_identity ssh_identity::generate(const fs::path& dir, const std::string& name) {
   ssh_identity id{dir / name, dir / (name + ".pub")};
@@ -71,17 +169,23 @@ std::string ssh_test_host::unavailable_reason() {
 
 void remove_stale_test_hosts() {
   std::error_code ec;
-  if (!fs::is_directory(owners_dir, ec)) return;
   for (const auto& entry : fs::directory_iterator(owners_dir, ec)) {
     std::ifstream in(entry.path());
     pid_t owner = 0;
     in >> owner;
     if (!pid_alive(owner)) delete_namespace(std::stoi(entry.path().filename().string()));
   }
+  // Minimal roots are named <name>-<owner pid>.
+  for (const auto& entry : fs::directory_iterator(roots_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const std::string owner = name.substr(name.rfind('-') + 1);
+    if (owner.empty() || owner.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (!pid_alive(std::stoi(owner))) fs::remove_all(entry.path(), ec);
+  }
 }
 
 ssh_test_host::ssh_test_host(std::string name, const fs::path& work_dir,
-                             const ssh_identity& authorized)
+                             const ssh_identity& authorized, const minimal_root* root)
     : name_(std::move(name)), work_dir_(work_dir) {
   fs::create_directories(work_dir_);
   fs::create_directories(owners_dir);
@@ -124,10 +228,26 @@ ssh_test_host::ssh_test_host(std::string name, const fs::path& work_dir,
                         << "StrictModes no\n"
                         << "AcceptEnv RBEE_*\n"
                         << "Subsystem sftp /usr/lib/openssh/sftp-server\n";
+  if (root)
+    std::ofstream(config, std::ios::app) << "ChrootDirectory " << root->path().string() << "\n";
 
   common::process_spec spec;
   spec.executable = "/usr/sbin/ip";
   spec.args = {"netns", "exec", netns_, "/usr/sbin/sshd", "-D", "-e", "-f", config.string()};
+  if (root) {
+    // `ip netns exec` runs in a mount namespace of its own (a slave of this one): the mounts
+    // made there never show in this machine's mount table, and end with the host's processes.
+    spec.args = {"netns",
+                 "exec",
+                 netns_,
+                 "/bin/sh",
+                 "-c",
+                 "mount --rbind /dev \"$1/dev\" && mount -t proc proc \"$1/proc\" && "
+                 "exec /usr/sbin/sshd -D -e -f \"$2\"",
+                 "sh",
+                 root->path().string(),
+                 config.string()};
+  }
   spec.log_path = (work_dir_ / "sshd.log").string();
   spec.kill_with_parent = true;
   sshd_ = common::child_process::spawn(spec);

@@ -25,14 +25,42 @@ struct ssh_identity {
   static ssh_identity generate(const std::filesystem::path& dir, const std::string& name);
 };
 
+// A root file system for a test host that is not this machine's system: glibc, the shells and
+// tools the queen runs over SSH (bash, sh, mkdir, cat, chmod, mv, rm, uname, nohup, setsid) with
+// the few libraries they load (none of the ones rbee's programs link beside glibc), an
+// /etc/os-release of another distribution, and no package manager. It lives under /run,
+// because sshd refuses a chroot below a world-writable directory such as /tmp; the destructor
+// removes it.
+class minimal_root {
+ public:
+  minimal_root(const std::string& name, const std::string& os_release);
+  ~minimal_root();
+  minimal_root(const minimal_root&) = delete;
+  minimal_root& operator=(const minimal_root&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+  // Where a path of the host's view lies on this machine.
+  std::filesystem::path outside(const std::filesystem::path& inside) const;
+  // Copies a file of this machine into the root, at the same path.
+  void add_file(const std::filesystem::path& file);
+  // An executable script at `inside` (e.g. a stand-in /usr/local/bin/uname).
+  void add_script(const std::filesystem::path& inside, const std::string& text);
+
+ private:
+  void add_program(const std::filesystem::path& program);
+  std::filesystem::path path_;
+};
+
 class ssh_test_host {
  public:
   // Empty when test hosts can be made here, else the reason (not root, no sshd, no ip).
   static std::string unavailable_reason();
 
-  // Creates the namespace, the veth pair and sshd; `work_dir` holds its keys and logs.
+  // Creates the namespace, the veth pair and sshd; `work_dir` holds its keys and logs. With a
+  // root, SSH sessions run chrooted into it (sshd's ChrootDirectory, with /dev and /proc
+  // mounted there in the namespace's own mount table): the host sees only that file system.
   ssh_test_host(std::string name, const std::filesystem::path& work_dir,
-                const ssh_identity& authorized);
+                const ssh_identity& authorized, const minimal_root* root = nullptr);
   ~ssh_test_host();
   ssh_test_host(const ssh_test_host&) = delete;
   ssh_test_host& operator=(const ssh_test_host&) = delete;
@@ -56,7 +84,8 @@ class ssh_test_host {
   std::optional<common::child_process> sshd_;
 };
 
-// Removes test namespaces left behind by runs that died (their owner process is gone).
+// Removes test namespaces and minimal roots left behind by runs that died (their owner process
+// is gone).
 void remove_stale_test_hosts();
 
 }  // namespace rbee::e2e

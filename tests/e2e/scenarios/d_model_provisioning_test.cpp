@@ -124,6 +124,17 @@ TEST_F(Scenarios_D, S24_download_interrupted_resumes) {
   EXPECT_EQ(slurp(local), slurp(stories_path()));
 }
 
+// The hive's notes reach the CLI: a resumed transfer says why it failed and where it resumes.
+TEST_F(Scenarios_D, S24_a_task_download_narrates_why_it_resumed) {
+  hub.set_fault(repo, file, {.drop_at_byte = model_size() * 4 / 10, .drop_attempts = 1});
+  q.start();
+  auto r = q.cli(
+      {"infer", "--model", ref, "--prompt", "Once upon a time", "--max-tokens", "2", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
+  EXPECT_TRUE(r.took_step("download_note")) << r.out;
+  EXPECT_TRUE(contains(r.err, "resuming at ")) << r.err;
+}
+
 TEST_F(Scenarios_D, S25_download_keeps_failing) {
   hub.set_fault(repo, file, {.drop_at_byte = model_size() / 3, .drop_attempts = 0});
   q.start();
