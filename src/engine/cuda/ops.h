@@ -64,8 +64,11 @@ void get_rows(tensor_type type, const void* w, int64_t cols, const int32_t* rows
 
 // The prefill products. gemm: y (n_tok, rows) = x (n_tok, cols) @ W^T, fp32 accumulation,
 // through gemm_mma for weight types with mma_type() up to max_mma_tokens tokens, else through
-// gemm_cublas (gemm.cu says why).
-inline constexpr int max_mma_tokens = 512;
+// gemm_cublas (gemm.cu says why). Measured on an H200 with a 7B Q4_0 shape (rbee-engine bench
+// --parallel, one run beside the other): the packed tensor-core route gives 1.46x cuBLAS's
+// aggregate decode at 16 sequences and 1.21x at 32, but 0.91x at 64 and 0.79x at 128, and
+// half of cuBLAS's pp512: above 32 tokens the whole-matrix dequantization is amortised.
+inline constexpr int max_mma_tokens = 32;
 // Scratch bytes gemm needs for W (rows, cols) and up to n_tok tokens.
 size_t gemm_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, int n_tok);
 void gemm(cublasHandle_t handle, tensor_type type, const void* w, int64_t rows, int64_t cols,
