@@ -8,11 +8,28 @@
 
 #include "harness/hub_server.h"
 #include "harness/scenario_fixture.h"
+#include "queen/install_bundle.h"
 
 namespace rbee::e2e::scenario {
 namespace {
 
 namespace fs = std::filesystem;
+
+// The floor docs/cli.md and the README state for a build on Debian 12: the libstdc++ shipped
+// beside the hive and the worker (libcpp-httplib, spdlog and fmt load it) needs glibc 2.36.
+const char* const documented_glibc_floor = "2.36";
+
+// The newest glibc the installed programs and libraries need, read from the copied files.
+queen::glibc_version newest_glibc_needed(const fs::path& install) {
+  std::vector<fs::path> files = {install / "rbee-hive", install / "llm-worker-rbee"};
+  for (const auto& entry : fs::directory_iterator(install / "lib")) files.push_back(entry.path());
+  queen::glibc_version newest;
+  for (const auto& file : files) {
+    auto glibc = queen::read_elf_requirements(file).glibc;
+    if (glibc && *glibc > newest) newest = *glibc;
+  }
+  return newest;
+}
 
 const char* const fedora_release =
     "NAME=\"Fedora Linux\"\nVERSION_ID=40\nID=fedora\n"
@@ -37,6 +54,10 @@ TEST(InstallPortable, ANodeWithoutDebiansLibrariesRunsTheInstalledHiveAndWorker)
   const fs::path install = hosts.install_path("fedora");
   EXPECT_TRUE(fs::exists(root.outside(install / "lib/libstdc++.so.6")));
   EXPECT_FALSE(fs::exists(root.outside(install / "lib/libc.so.6")));  // glibc is the node's
+  // What the install says the node needs is what the copied files need, and the docs say it.
+  auto needed = newest_glibc_needed(root.outside(install)).to_string();
+  EXPECT_EQ(needed, documented_glibc_floor) << "the newest glibc the shipped files need";
+  EXPECT_TRUE(contains(installed.err, "glibc " + needed + " or newer)")) << installed.err;
 
   auto& q = hosts.queen();
   auto r = q.infer(stories_ref(), {"--max-tokens", "4"}, "fedora");
