@@ -6,7 +6,7 @@ own worker of the same binary, model, slots and threads (the queen's hive starts
 medians are compared.
 
 Usage: bench/queen_capacity.py [--bin-dir build/bin] [--model GGUF] [--tokens 128] [--rounds 3]
-                               [--backend cpu|cuda] [--levels 1,8,32] [--slots 32]
+                               [--backend cpu|cuda] [--levels 1,8,32] [--slots 32] [--ctx 2048]
 Prints a markdown table on stdout; progress on stderr. Needs only Python's stdlib.
 """
 import argparse
@@ -55,12 +55,14 @@ def main():
     p.add_argument("--backend", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--levels", default="1,8,32", help="concurrent streams to measure")
     p.add_argument("--slots", type=int, default=32, help="slots of both workers")
+    p.add_argument("--ctx", type=int, default=2048, help="context per slot of both workers")
     args = p.parse_args()
     model = os.path.abspath(args.model)
     home = tempfile.mkdtemp(prefix="rbee-capacity-bench-")
     # The queen's hive sizes its worker's slots up to these; the queen caps them at --slots.
     env = dict(os.environ, RBEE_HOME=home, RBEE_CONFIG=os.path.join(home, "config.toml"),
-               RBEE_WORKER_MAX_SLOTS=str(args.slots), RBEE_WORKER_MAX_SLOTS_CPU=str(args.slots))
+               RBEE_WORKER_MAX_SLOTS=str(args.slots), RBEE_WORKER_MAX_SLOTS_CPU=str(args.slots),
+               RBEE_WORKER_MAX_CTX=str(args.ctx))
     open(env["RBEE_CONFIG"], "w").close()
     body = {"prompt": "Once upon a time", "max_tokens": args.tokens, "temperature": 0}
     procs = []
@@ -68,7 +70,8 @@ def main():
         worker_port = free_port()
         procs.append(subprocess.Popen(
             [os.path.join(args.bin_dir, "llm-worker-rbee"), "--model", model, "--port", str(worker_port),
-             "--threads", str(args.threads), "--slots", str(args.slots), "--backend", args.backend],
+             "--threads", str(args.threads), "--slots", str(args.slots), "--backend", args.backend,
+             "--ctx", str(args.ctx)],
             env=env, stdout=open(os.path.join(home, "worker.log"), "w"), stderr=subprocess.STDOUT))
         wait_healthy(worker_port, "/v1/health")
         queen_port = free_port()
