@@ -460,6 +460,13 @@ task_request task_request::from_json(const json& body) {
   r.device = device_from_json(body);
   r.priority = priority_from_json(body);
   r.hub = hub_access::from_json(body);
+  auto sized = [&](std::string_view field, int64_t min, int64_t max) -> std::optional<int> {
+    auto value = common::optional_int(body, field, min, max);
+    return value ? std::optional<int>(static_cast<int>(*value)) : std::nullopt;
+  };
+  r.worker = {.ctx = sized("ctx", 256, 1 << 20),
+              .slots = sized("slots", 1, 256),
+              .keep_alive_s = sized("keep_alive_s", 0, 7 * 24 * 3600)};
   return r;
 }
 
@@ -470,6 +477,9 @@ json task_request::to_json() const {
   if (!backend.empty()) body["backend"] = backend;
   if (device) body["device"] = *device;
   if (priority != 0) body["priority"] = priority;
+  if (worker.ctx) body["ctx"] = *worker.ctx;
+  if (worker.slots) body["slots"] = *worker.slots;
+  if (worker.keep_alive_s) body["keep_alive_s"] = *worker.keep_alive_s;
   return body;
 }
 

@@ -134,6 +134,15 @@ inline constexpr int batch_priority = 100;
 // A body's "priority" (absent: interactive). Throws 400 naming the field.
 int priority_from_json(const nlohmann::json& body);
 
+// The size of a worker a task starts, when it starts one (as Ollama's num_ctx and keep_alive):
+// over the model's [models.<id>] settings and the hive's own sizing. A warm worker serves the
+// task as it is.
+struct worker_overrides {
+  std::optional<int> ctx;           // "ctx": positions per slot, [256, 1048576]
+  std::optional<int> slots;         // "slots": [1, 256]
+  std::optional<int> keep_alive_s;  // "keep_alive_s": idle seconds before it unloads, [0, 604800]
+};
+
 struct task_request {
   std::string task_id;  // assigned by from_json: "task-<hex>"
   std::optional<std::string> node;
@@ -148,6 +157,7 @@ struct task_request {
   std::string client;
   // The hub a download for this task uses ("hub": the caller's HF_ENDPOINT and HF_TOKEN).
   hub_access hub;
+  worker_overrides worker;
 
   static task_request from_json(const nlohmann::json& body);
   // Leaves the hub out: the token goes to the hive by its own request only (queen/hive_client).

@@ -107,7 +107,9 @@ std::optional<resume_mark> parse_resume_mark(std::string_view id) {
   std::string_view list = id.substr(0, semicolon);
   while (!list.empty()) {
     const size_t comma = list.find(',');
-    auto token = common::parse_u64(list.substr(0, comma));
+    const std::string_view digits = list.substr(0, comma);
+    if (digits.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+    auto token = common::parse_u64(digits);
     if (!token || *token > static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
       return std::nullopt;
     }

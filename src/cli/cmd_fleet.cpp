@@ -107,16 +107,6 @@ std::vector<std::string> model_row(const json& m) {
           ago(m.value("downloaded_at_unix", int64_t{0}))};
 }
 
-// "30s", "15m", "2h", "1d" in seconds; nullopt for anything else.
-std::optional<int64_t> seconds_in(const std::string& text) {
-  if (text.size() < 2) return std::nullopt;
-  auto number = common::parse_u64(std::string_view(text).substr(0, text.size() - 1));
-  const std::map<char, int64_t> unit = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
-  auto u = unit.find(text.back());
-  if (!number || u == unit.end() || *number > 3650 * 86400) return std::nullopt;
-  return static_cast<int64_t>(*number) * u->second;
-}
-
 // Lines that fit on the terminal (leaving one for the prompt); 50 when stdout is no terminal.
 uint64_t screen_rows() {
   winsize size{};

@@ -37,6 +37,10 @@ struct infer_options {
   std::vector<std::string> stop;
   std::string backend;
   std::string device;
+  // The size of a worker this task starts (api::worker_overrides).
+  std::optional<int> ctx;
+  std::optional<int> slots;
+  std::string keep_alive;  // "30s", "15m", "2h", "1d"
   bool json_output = false;
   bool ephemeral = false;
 };
@@ -58,6 +62,9 @@ json task_body(const infer_options& o) {
   if (o.seed) request["seed"] = *o.seed;
   if (!o.backend.empty()) request["backend"] = o.backend;
   if (!o.device.empty()) request["device"] = o.device;
+  if (o.ctx) request["ctx"] = *o.ctx;
+  if (o.slots) request["slots"] = *o.slots;
+  if (!o.keep_alive.empty()) request["keep_alive_s"] = *seconds_in(o.keep_alive);
   return request;
 }
 
@@ -313,6 +320,18 @@ void add_infer_command(CLI::App& app, invocation& inv) {
   infer->add_option("--backend", o->backend, "cpu or cuda (default: any)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   infer->add_option("--device", o->device, "Device index (default: any)");
+  infer->add_option("--ctx", o->ctx, "Context per slot of a worker this starts (default: sized)")
+      ->check(CLI::Range(256, 1 << 20));
+  infer->add_option("--slots", o->slots, "Slots of a worker this starts (default: sized)")
+      ->check(CLI::Range(1, 256));
+  infer
+      ->add_option("--keep-alive", o->keep_alive,
+                   "Idle time before a worker this starts unloads: 30s, 15m, 2h, 1d (default: 5m)")
+      ->check([](const std::string& text) {
+        return seconds_in(text) && *seconds_in(text) <= 7 * 86400
+                   ? std::string()
+                   : "expected a duration such as 30s, 15m, 2h or 1d, at most 7d";
+      });
   infer->add_flag("--json", o->json_output, "Print the result as JSON");
   infer->add_flag("--ephemeral", o->ephemeral, "Stop what this command started when it exits");
   infer->footer(

@@ -6,6 +6,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+
+#include "common/text.h"
 
 namespace rbee::cli {
 
@@ -88,6 +91,16 @@ void narration_printer::print(const json& event) {
   close_bar();
   if (!human.empty()) std::fprintf(out_, "%s\n", human.c_str());
   std::fflush(out_);
+}
+
+// "30s", "15m", "2h", "1d" in seconds; nullopt for anything else.
+std::optional<int64_t> seconds_in(const std::string& text) {
+  if (text.size() < 2) return std::nullopt;
+  auto number = common::parse_u64(std::string_view(text).substr(0, text.size() - 1));
+  const std::map<char, int64_t> unit = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+  auto u = unit.find(text.back());
+  if (!number || u == unit.end() || *number > 3650 * 86400) return std::nullopt;
+  return static_cast<int64_t>(*number) * u->second;
 }
 
 void set_json_errors(bool on) {

@@ -2,7 +2,9 @@
 // What the CLI prints: narration lines and progress bars on stderr, errors with the server's
 // hint, and tables for listings.
 
+#include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,6 +53,8 @@ std::string nearest_name(const std::string& word, const std::vector<std::string>
 
 // "1m05s", "42s", "2h03m": a remaining time for a progress bar.
 std::string format_duration(double seconds);
+// "30s", "15m", "2h", "1d" in seconds; nullopt for anything else.
+std::optional<int64_t> seconds_in(const std::string& text);
 
 // Fixed-width table (columns sized to their widest cell).
 std::string format_table(const std::vector<std::string>& header,

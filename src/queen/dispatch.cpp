@@ -457,9 +457,13 @@ std::optional<worker_info> dispatcher::cold_start(const task_request& request, c
   ensure_model(catalog, request.model, request.hub, sink);
   if (cancelled) return std::nullopt;
 
-  // Slots: the model's setting, else the queen's cap, else as many as fit on the device (the
-  // hive sizes them); never fewer than the task's choices.
-  const auto settings = settings_for(request.model);
+  // Slots: the request's, else the model's setting, else the queen's cap, else as many as fit
+  // on the device (the hive sizes them); never fewer than the task's choices.
+  auto settings = settings_for(request.model);
+  const api::worker_overrides& asked = request.worker;
+  if (asked.ctx) settings.ctx = *asked.ctx;
+  if (asked.slots) settings.slots = *asked.slots;
+  if (asked.keep_alive_s) settings.keep_alive_s = *asked.keep_alive_s;
   int slots = settings.slots > 0 ? settings.slots : scheduler_.options().max_slots_per_worker;
   if (slots > 0) slots = std::max(slots, request.generation.n);
   spawn_request spawn{.model_ref = request.model,

@@ -69,5 +69,27 @@ TEST_F(Placement, AnAliasAndThePathOfOneFileShareTheirWorker) {
   EXPECT_EQ(q.workers().size(), 1u);
 }
 
+// The command line sizes the worker a task starts (as Ollama's num_ctx and keep_alive); a warm
+// worker then serves later tasks as it is.
+TEST_F(Placement, TheCommandLineSizesTheWorkerATaskStarts) {
+  q.start();
+  auto r = q.infer(stories_ref(),
+                   {"--max-tokens", "2", "--ctx", "512", "--slots", "2", "--keep-alive", "90s"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
+  auto workers = q.workers();
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0]["ctx"], 512) << workers[0].dump();
+  EXPECT_EQ(workers[0]["slots_total"], 2) << workers[0].dump();
+  EXPECT_EQ(workers[0]["keep_alive_s"], 90) << workers[0].dump();
+
+  auto bad = q.cli({"infer", "--model", stories_ref(), "--prompt", "x", "--keep-alive", "5x"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(contains(bad.err, "expected a duration")) << bad.err;
+  auto refused =
+      q.run_task(nlohmann::json{{"model", stories_ref()}, {"prompt", "x"}, {"slots", 0}});
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_EQ(refused.error.json_body()["error"]["details"]["field"], "slots") << refused.error.body;
+}
+
 }  // namespace
 }  // namespace rbee::e2e::scenario

@@ -295,5 +295,60 @@ TEST(TaskRequest, MalformedToolsAndToolMessagesAreNamed) {
   EXPECT_EQ(rejected_field(prompt_with_tools), "tools");
 }
 
+TEST(TaskRequest, ASizeForTheWorkerItStartsIsChecked) {
+  const json base = {{"model", "hf:org/repo"}, {"prompt", "x"}};
+  json body = base;
+  body.update({{"ctx", 4096}, {"slots", 4}, {"keep_alive_s", 600}});
+  const auto r = task_request::from_json(body);
+  EXPECT_EQ(r.worker.ctx, 4096);
+  EXPECT_EQ(r.worker.slots, 4);
+  EXPECT_EQ(r.worker.keep_alive_s, 600);
+  EXPECT_EQ(task_request::from_json(r.to_json()).worker.slots, 4);
+  EXPECT_FALSE(task_request::from_json(base).worker.ctx);
+  for (const auto& [field, value] : std::vector<std::pair<std::string, json>>{
+           {"ctx", 100}, {"ctx", "big"}, {"slots", 0}, {"slots", 1000}, {"keep_alive_s", -1}}) {
+    json bad = base;
+    bad[field] = value;
+    EXPECT_EQ(rejected_field(bad), field) << bad.dump();
+  }
+}
+
+// Failover: the resume point a worker takes, and what it refuses.
+TEST(InferenceRequest, AResumePointRoundTripsAndIsChecked) {
+  json body = {{"prompt", "x"},
+               {"resumable", true},
+               {"resume", {{"prompt_tokens", {1, 2}}, {"generated", {3}}, {"rng_state", "0a"}}}};
+  auto r = inference_request::from_json(body);
+  EXPECT_TRUE(r.resumable);
+  ASSERT_TRUE(r.resume);
+  EXPECT_EQ(r.resume->prompt_tokens, (std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(r.resume->generated, (std::vector<int32_t>{3}));
+  EXPECT_EQ(r.resume->rng_state, 10u);
+  EXPECT_EQ(inference_request::from_json(r.to_json()).resume->rng_state, 10u);
+  auto field_of = [](const json& b) -> std::string {
+    try {
+      inference_request::from_json(b);
+    } catch (const common::http_error& e) {
+      return e.details.value("field", "");
+    }
+    return "<accepted>";
+  };
+  json bad = body;
+  bad["resume"]["rng_state"] = "xyz";
+  EXPECT_EQ(field_of(bad), "resume.rng_state");
+  bad = body;
+  bad["resume"]["prompt_tokens"] = json::array();
+  EXPECT_EQ(field_of(bad), "resume.prompt_tokens");
+  bad = body;
+  bad["resume"]["generated"] = {1.5};
+  EXPECT_EQ(field_of(bad), "resume.generated");
+  bad = body;
+  bad["resume"] = "now";
+  EXPECT_EQ(field_of(bad), "resume");
+  bad = body;
+  bad["n"] = 2;
+  EXPECT_EQ(field_of(bad), "resume");
+}
+
 }  // namespace
 }  // namespace rbee::api

@@ -47,5 +47,22 @@ TEST(StreamEvents, TheEndEventListsEveryChoice) {
   EXPECT_EQ(e["choices"][1], (json{{"index", 1}, {"tokens_out", 2}, {"stop_reason", "eos"}}));
 }
 
+// Failover: a token event's SSE id says where the generation could resume.
+TEST(StreamEvents, ResumeMarksRoundTripAndRefuseAnythingElse) {
+  const resume_mark mark{.tokens = {1934, 0, 29892}, .rng_state = 0x3f1c9a0d5e7b2468};
+  EXPECT_EQ(resume_mark_id(mark), "1934,0,29892;3f1c9a0d5e7b2468");
+  auto back = parse_resume_mark(resume_mark_id(mark));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->tokens, mark.tokens);
+  EXPECT_EQ(back->rng_state, mark.rng_state);
+  for (const char* bad : {"", "12", "12;", ";zz", "1,,2;00", "1,2,;00", "-1;00",
+                          "1;00000000000000000", "4294967296;00", "1 ;00"}) {
+    EXPECT_FALSE(parse_resume_mark(bad)) << bad;
+  }
+  EXPECT_EQ(started_event("job-1", "m", 5, nullptr).count("prompt_tokens"), 0u);
+  const std::vector<int32_t> prompt{1, 2};
+  EXPECT_EQ(started_event("job-1", "m", 5, &prompt)["prompt_tokens"], json::array({1, 2}));
+}
+
 }  // namespace
 }  // namespace rbee::api
