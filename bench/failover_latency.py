@@ -82,7 +82,7 @@ def workers(port):
 
 def two_workers(port, model):
     """Two ready workers: a second task arrives while the first holds the only slot."""
-    warm = {"node": "localhost", "model": model, "prompt": "Once", "max_tokens": 400,
+    warm = {"node": "localhost", "model": model, "prompt": "Once", "max_tokens": 1500,
             "temperature": 0, "logit_bias": {"2": -100}}
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
