@@ -308,4 +308,32 @@ __device__ __forceinline__ void chunk_to_half2(const chunk& c, __half2 (&h)[16])
     h[j] = __floats2half2_rn(chunk_value(c, 2 * j), chunk_value(c, 2 * j + 1));
 }
 
+// Chunk c of a weight row against q8 activation block b (ops.h: q8_blocks): the dot product of
+// the 32 elements, the minimums included (per half for split_min types).
+template <tensor_type T>
+__device__ __forceinline__ float chunk_dot_q8(const chunk& c, const q8_blocks& x, size_t b) {
+  const int4* xq = reinterpret_cast<const int4*>(x.qs + 32 * b);
+  const int4 x0 = xq[0], x1 = xq[1];
+  const float2 ds = reinterpret_cast<const float2*>(x.ds)[b];
+  int s0 = __dp4a(c.q[0], x0.x, 0);
+  s0 = __dp4a(c.q[1], x0.y, s0);
+  s0 = __dp4a(c.q[2], x0.z, s0);
+  s0 = __dp4a(c.q[3], x0.w, s0);
+  int s1 = __dp4a(c.q[4], x1.x, 0);
+  s1 = __dp4a(c.q[5], x1.y, s1);
+  s1 = __dp4a(c.q[6], x1.z, s1);
+  s1 = __dp4a(c.q[7], x1.w, s1);
+  const float scaled = c.sc0 * static_cast<float>(s0) + c.sc1 * static_cast<float>(s1);
+  if constexpr (block_traits<T>::split_min) {
+    // A minimum per half: the halves' activation sums, in units of ds.x.
+    constexpr int ones = 0x01010101;
+    const int h0 =
+        __dp4a(ones, x0.w, __dp4a(ones, x0.z, __dp4a(ones, x0.y, __dp4a(ones, x0.x, 0))));
+    const int h1 =
+        __dp4a(ones, x1.w, __dp4a(ones, x1.z, __dp4a(ones, x1.y, __dp4a(ones, x1.x, 0))));
+    return ds.x * (scaled + c.mn * static_cast<float>(h0) + c.mn1 * static_cast<float>(h1));
+  }
+  return ds.x * scaled + c.mn * ds.y;
+}
+
 }  // namespace rbee::engine::cuda

@@ -57,30 +57,7 @@ __global__ void __launch_bounds__(32 * warps_per_block)
     for (int t = 0; t < NT; ++t) {
       if (t < n_tok) {
         const size_t b = static_cast<size_t>(pairs[t] / x_div) * n_chunks + u;
-        const int4* xq = reinterpret_cast<const int4*>(x.qs + 32 * b);
-        const int4 x0 = xq[0], x1 = xq[1];
-        const float2 ds = reinterpret_cast<const float2*>(x.ds)[b];
-        int s0 = __dp4a(c.q[0], x0.x, 0);
-        s0 = __dp4a(c.q[1], x0.y, s0);
-        s0 = __dp4a(c.q[2], x0.z, s0);
-        s0 = __dp4a(c.q[3], x0.w, s0);
-        int s1 = __dp4a(c.q[4], x1.x, 0);
-        s1 = __dp4a(c.q[5], x1.y, s1);
-        s1 = __dp4a(c.q[6], x1.z, s1);
-        s1 = __dp4a(c.q[7], x1.w, s1);
-        const float scaled = c.sc0 * static_cast<float>(s0) + c.sc1 * static_cast<float>(s1);
-        if constexpr (block_traits<T>::split_min) {
-          // A minimum per half: the halves' activation sums, in units of ds.x.
-          constexpr int ones = 0x01010101;
-          const int h0 =
-              __dp4a(ones, x0.w, __dp4a(ones, x0.z, __dp4a(ones, x0.y, __dp4a(ones, x0.x, 0))));
-          const int h1 =
-              __dp4a(ones, x1.w, __dp4a(ones, x1.z, __dp4a(ones, x1.y, __dp4a(ones, x1.x, 0))));
-          acc[t] +=
-              ds.x * (scaled + c.mn * static_cast<float>(h0) + c.mn1 * static_cast<float>(h1));
-        } else {
-          acc[t] += ds.x * scaled + c.mn * ds.y;
-        }
+        acc[t] += chunk_dot_q8<T>(c, x, b);
       }
     }
   }
