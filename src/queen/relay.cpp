@@ -62,7 +62,11 @@ void task_relay::observe_end(const worker_info& w, const json& end) {
 
 bool task_relay::record_mark(resume_progress& progress, const std::string& id) {
   auto mark = api::parse_resume_mark(id);
-  if (!mark || mark->tokens.empty()) return false;
+  // A worker's word: a progress no resume point could carry ends the answer's failover.
+  if (!mark || mark->tokens.empty() ||
+      progress.generated.size() + mark->tokens.size() > api::max_resume_tokens) {
+    return false;
+  }
   progress.generated.insert(progress.generated.end(), mark->tokens.begin(), mark->tokens.end());
   progress.rng_state = mark->rng_state;
   return true;
