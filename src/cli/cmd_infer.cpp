@@ -148,10 +148,8 @@ class task_stream {
         task_id_ = e["task_id"].get<std::string>();
       }
       // A note mid-answer (a failover) starts on a line of its own on a shared terminal.
-      if (!o_.json_output && !text.empty() && text.back() != '\n' && is_tty(stdout) &&
-          is_tty(stderr)) {
-        std::fputc('\n', stderr);
-      }
+      if (answer_line_open_ && is_tty(stdout) && is_tty(stderr)) std::fputc('\n', stderr);
+      answer_line_open_ = false;
       printer.print(e);
       note_step(e.value("action", ""));
     } else if (type == "token") {
@@ -165,6 +163,7 @@ class task_stream {
       if (!o_.json_output) {
         std::fwrite(t.data(), 1, t.size(), stdout);
         std::fflush(stdout);
+        if (!t.empty()) answer_line_open_ = t.back() != '\n';
       }
     } else if (type == "end") {
       end_event = e;
@@ -210,6 +209,7 @@ class task_stream {
   std::vector<std::string> steps_;
   std::optional<json> end_event;
   std::optional<json> error_event;
+  bool answer_line_open_ = false;  // stdout's last answer text did not end its line
   std::optional<common::http_error> http_failure;
   std::optional<std::string> connection_failure;
   std::string text;
