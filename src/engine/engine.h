@@ -113,6 +113,10 @@ uint64_t model_device_bytes(const model& m);
 // not). parse_special: recognise special-token text such as "<|im_start|>" in the input.
 std::vector<token_id> tokenize(const model& m, std::string_view text, bool add_bos,
                                bool parse_special = false);
+// tokenize with the vocabulary of a GGUF file alone, weights or not (llama.cpp's
+// vocabulary-only files): the file's header is read, no tensor.
+std::vector<token_id> tokenize_file(const std::string& path, std::string_view text, bool add_bos,
+                                    bool parse_special = false);
 // Raw bytes of one token's piece (may be an incomplete UTF-8 sequence).
 std::string token_to_piece(const model& m, token_id token);
 bool token_is_end_of_generation(const model& m, token_id token);

@@ -318,6 +318,12 @@ model_info read_model_info(const std::string& path) {
   return read_info(file, path);
 }
 
+std::vector<token_id> tokenize_file(const std::string& path, std::string_view text, bool add_bos,
+                                    bool parse_special) {
+  const vocab v = vocab::from_gguf(open_file(path));
+  return v.tokenize(text, add_bos && v.add_bos_default(), parse_special);
+}
+
 uint64_t estimate_memory_bytes(const model_info& info, int n_ctx, int n_seq, backend_kind backend) {
   const auto u = [](int v) { return static_cast<uint64_t>(std::max(v, 0)); };
   const model_shape shape{.weight_bytes = info.size_bytes,

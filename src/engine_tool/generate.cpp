@@ -85,8 +85,7 @@ int generate(const generate_options& opts, std::ostream& out, std::ostream& log)
 }
 
 int tokenize(const tokenize_options& opts, std::ostream& out) {
-  auto model = load(opts.model, engine::backend_kind::cpu, 0, 1);
-  const auto ids = engine::tokenize(*model, opts.text, opts.add_bos, opts.parse_special);
+  const auto ids = engine::tokenize_file(opts.model, opts.text, opts.add_bos, opts.parse_special);
   fmt::print(out, "{}\n", fmt::join(ids, " "));
   return 0;
 }

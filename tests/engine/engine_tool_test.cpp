@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include <gtest/gtest.h>
@@ -85,6 +86,30 @@ TEST_F(engine_tool, tokenize_prints_the_ids) {
   const auto no_bos = run(
       {"tokenize", "-m", models_dir + "/stories260K.gguf", "-p", "Once upon a time", "--no-bos"});
   EXPECT_EQ(no_bos.out, "403 407 261 378\n");
+}
+
+// llama.cpp's tokenizer test files hold a vocabulary and no tensor; their .inp/.out pairs are
+// the texts and the ids the reference tokenizer gives them (no BOS).
+TEST_F(engine_tool, tokenize_reads_vocabulary_only_files) {
+  const std::string file = models_dir + "/tokenizer/ggml-vocab-llama-spm.gguf";
+  const std::string separator = "\n__ggml_vocab_test__\n";
+  std::ifstream inp(file + ".inp"), out(file + ".out");
+  ASSERT_TRUE(inp && out);
+  const std::string texts((std::istreambuf_iterator<char>(inp)), std::istreambuf_iterator<char>());
+  int checked = 0;
+  size_t start = 0;
+  for (std::string ids; checked < 12 && std::getline(out, ids);) {
+    const size_t end = texts.find(separator, start);
+    ASSERT_NE(end, std::string::npos);
+    const std::string text = texts.substr(start, end - start);
+    start = end + separator.size();
+    if (text.empty() || text.front() == '-') continue;  // not an option value
+    const auto r = run({"tokenize", "-m", file, "-p", text, "--no-bos"});
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_EQ(r.out, ids.substr(ids.find_first_not_of(' ')) + "\n") << "text: '" << text << "'";
+    ++checked;
+  }
+  EXPECT_EQ(checked, 12);
 }
 
 TEST_F(engine_tool, synth_tiny_then_info_and_generate) {
