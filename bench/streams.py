@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Concurrent streams beside llama.cpp's server (a benchmark, not a test): N greedy streams
+started together against llm-worker-rbee (--slots N) and llama-server (-np N), same model,
+prompts, threads and tokens, the two measured in alternation. Each stream has its own prompt
+of --prompt-words words (no prefix shared between streams). Reports the aggregate tokens/s (all
+tokens over the wall time) and the time to first token (p50, p90) of each level.
+
+Usage: bench/streams.py --llama-server PATH [--bin-dir build/bin] [--model GGUF]
+                        [--backend cpu|cuda] [--levels 4] [--tokens 128] [--prompt-words 16]
+                        [--threads 2] [--ctx 512] [--rounds 3] [--worker-arg=--prefill-chunk=512]
+The model defaults to a TinyLlama-shape Q4_0 file made with `rbee-engine synth` (random
+weights; EOS is banned in both servers so every stream runs its full length). On CUDA both
+servers hold every layer on the GPU (llama-server -ngl 99 -fa). Prints a markdown table on
+stdout; progress on stderr. Needs only Python's stdlib.
+"""
+import argparse
+import http.client
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from queen_overhead import free_port, log, wait_healthy  # noqa: E402
+
+EOS = 2  # the Llama vocabulary's end of sequence, which synth's models use
+
+
+def one_stream(port, path, body, is_token):
+    """Streams one request: (token events, seconds to the first)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    t0 = time.perf_counter()
+    c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    r = c.getresponse()
+    if r.status != 200:
+        raise RuntimeError(f"HTTP {r.status}: {r.read()[:300]!r}")
+    n, ttft = 0, None
+    for raw in r:
+        line = raw.strip()
+        if not line.startswith(b"data: ") or line[6:] == b"[DONE]":
+            continue
+        event = json.loads(line[6:])
+        if is_token(event):
+            n += 1
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+        if event.get("stop") is True or event.get("type") in ("end", "error"):
+            break
+    return n, ttft
+
+
+def run_level(port, path, bodies, is_token):
+    """All bodies at once: (aggregate tok/s, tokens, sorted first-token times)."""
+    results = []
+
+    def one(body):
+        results.append(one_stream(port, path, body, is_token))
+
+    threads = [threading.Thread(target=one, args=(b,)) for b in bodies]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if len(results) != len(bodies) or any(ttft is None for _, ttft in results):
+        raise RuntimeError("a stream failed or produced no token")
+    tokens = sum(n for n, _ in results)
+    return tokens / wall, tokens, sorted(ttft for _, ttft in results)
+
+
+def percentile(sorted_values, q):
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def prompts(n, words):
+    """n distinct prompts of `words` short words each."""
+    rng = random.Random(11)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return [f"Story {i}: " + " ".join("".join(rng.choice(letters) for _ in range(rng.randint(2, 6)))
+                                      for _ in range(words)) for i in range(n)]
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--llama-server", required=True)
+    p.add_argument("--bin-dir", default=os.path.join(root, "build", "bin"))
+    p.add_argument("--model", default="")
+    p.add_argument("--backend", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--levels", default="4", help="concurrent streams to measure, e.g. 1,8,64")
+    p.add_argument("--tokens", type=int, default=128)
+    p.add_argument("--prompt-words", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ctx", type=int, default=512, help="context per stream in both servers")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--worker-arg", action="append", default=[],
+                   help="an extra llm-worker-rbee argument (repeatable)")
+    args = p.parse_args()
+    levels = [int(n) for n in args.levels.split(",")]
+    slots = max(levels)
+    work = tempfile.mkdtemp(prefix="rbee-streams-")
+    model = args.model
+    if not model:
+        model = os.path.join(work, "tinyllama-q4_0.gguf")
+        log("synthesising a TinyLlama-shape Q4_0 model ...")
+        subprocess.run([os.path.join(args.bin_dir, "rbee-engine"), "synth", "--shape", "tinyllama",
+                        "--type", "q4_0", "-o", model], check=True, stdout=subprocess.DEVNULL)
+    gpu = ["-ngl", "99", "-fa"] if args.backend == "cuda" else []
+    procs = []
+    try:
+        env = dict(os.environ, RBEE_HOME=work)
+        rbee_port = free_port()
+        procs.append(subprocess.Popen(
+            [os.path.join(args.bin_dir, "llm-worker-rbee"), "--model", model, "--port", str(rbee_port),
+             "--threads", str(args.threads), "--slots", str(slots), "--ctx", str(args.ctx),
+             "--backend", args.backend] + args.worker_arg,
+            env=env, stdout=open(os.path.join(work, "worker.log"), "w"), stderr=subprocess.STDOUT))
+        llama_port = free_port()
+        procs.append(subprocess.Popen(
+            [args.llama_server, "-m", model, "--port", str(llama_port), "-t", str(args.threads),
+             "-np", str(slots), "-c", str(args.ctx * slots), "--no-webui"] + gpu,
+            stdout=open(os.path.join(work, "llama-server.log"), "w"), stderr=subprocess.STDOUT))
+        wait_healthy(rbee_port, "/v1/health", timeout=300)
+        wait_healthy(llama_port, "/health", timeout=300)
+        rbee_token = lambda e: e.get("type") == "token"  # noqa: E731
+        llama_token = lambda e: bool(e.get("content")) or e.get("stop") is False  # noqa: E731
+        texts = prompts(slots, args.prompt_words)
+        rows = []
+        for level in levels:
+            rbee_bodies = [{"prompt": t, "max_tokens": args.tokens, "temperature": 0,
+                            "logit_bias": {str(EOS): -100}} for t in texts[:level]]
+            llama_bodies = [{"prompt": t, "n_predict": args.tokens, "temperature": 0,
+                             "ignore_eos": True, "stream": True, "cache_prompt": False}
+                            for t in texts[:level]]
+            rbee, llama = [], []
+            for r in range(args.rounds):
+                rbee.append(run_level(rbee_port, "/v1/inference", rbee_bodies, rbee_token))
+                llama.append(run_level(llama_port, "/completion", llama_bodies, llama_token))
+                log(f"{level} streams, round {r + 1}: rbee {rbee[-1][0]:.1f} tok/s "
+                    f"(TTFT p50 {percentile(rbee[-1][2], 0.5) * 1000:.0f} ms), llama-server "
+                    f"{llama[-1][0]:.1f} tok/s (TTFT p50 {percentile(llama[-1][2], 0.5) * 1000:.0f} ms)")
+            for name, runs in (("llm-worker-rbee", rbee), ("llama-server", llama)):
+                rate = statistics.median(x[0] for x in runs)
+                p50 = statistics.median(percentile(x[2], 0.5) for x in runs)
+                p90 = statistics.median(percentile(x[2], 0.9) for x in runs)
+                rows.append((level, name, rate, p50, p90))
+        print(f"## Concurrent greedy streams of {args.tokens} tokens, prompts of "
+              f"{args.prompt_words} words, {os.path.basename(model)} on {args.backend}, "
+              f"{args.threads} threads, median of {args.rounds}\n")
+        print("| streams | server | aggregate tok/s | TTFT p50 | TTFT p90 |")
+        print("|---:|---|---:|---:|---:|")
+        for level, name, rate, p50, p90 in rows:
+            print(f"| {level} | {name} | {rate:.1f} | {p50 * 1000:.0f} ms | {p90 * 1000:.0f} ms |")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()
