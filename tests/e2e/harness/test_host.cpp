@@ -117,9 +117,8 @@ minimal_root::minimal_root(const std::string& name, const std::string& os_releas
 }
 
 void minimal_root::add_glibc_tools() {
-  for (const char* program :
-       {"/bin/bash", "/bin/sh", "/bin/mkdir", "/bin/cat", "/bin/chmod", "/bin/mv", "/bin/rm",
-        "/bin/uname", "/usr/bin/nohup", "/usr/bin/setsid"}) {
+  for (const char* program : {"/bin/bash", "/bin/sh", "/bin/mkdir", "/bin/cat", "/bin/chmod",
+                              "/bin/mv", "/bin/rm", "/bin/uname", "/usr/bin/setsid"}) {
     add_program(program);
   }
   // The rest of glibc, as any glibc system has it (the tools above load only part of it).
