@@ -256,7 +256,7 @@ std::string glibc_version::to_string() const {
 
 std::optional<glibc_version> parse_glibc_version(std::string_view text) {
   // Bounded digit counts: the node's loader banner is the node's text.
-  static const std::regex pattern(R"((?:GLIBC_|version )(\d{1,6})\.(\d{1,6}))");
+  static const std::regex pattern(R"(version (\d{1,6})\.(\d{1,6}))");
   std::match_results<std::string_view::const_iterator> m;
   if (!std::regex_search(text.begin(), text.end(), m, pattern)) return std::nullopt;
   return glibc_version{std::stoi(m[1].str()), std::stoi(m[2].str())};

@@ -30,8 +30,8 @@ struct glibc_version {
   std::string to_string() const;
 };
 
-// "2.36" out of "GLIBC_2.36" or out of the loader's banner
-// ("ld.so (Debian GLIBC 2.36-9) stable release version 2.36."); nullopt when there is none.
+// "2.36" out of a glibc loader's banner (its --version:
+// "ld.so (Debian GLIBC 2.36-9) stable release version 2.36."); nullopt when there is none.
 std::optional<glibc_version> parse_glibc_version(std::string_view text);
 
 struct kernel_version {
