@@ -9,6 +9,7 @@ packages=(
   libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libsqlite3-dev sqlite3 libcurl4-openssl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
   openssh-client openssh-server iproute2 procps python3 curl jq tmux bsdextrautils time
+  busybox-static  # the portable install test's node without any libc
   chromium  # the dashboard's browser tests (driven by puppeteer-core)
 )
 

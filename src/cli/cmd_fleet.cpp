@@ -231,8 +231,8 @@ void add_setup_commands(CLI::App& app, invocation& inv) {
 
   auto* install = setup->add_subcommand(
       "install",
-      "Check a node's OS, CPU and glibc, then copy rbee-hive and the worker with their libraries "
-      "there");
+      "Check a node's OS, CPU and kernel, then copy rbee-hive and the worker there with their "
+      "libraries and their own glibc");
   install->add_option("--node", *name, "Node to install on")->required();
   install->footer("Example:\n  rbee setup install --node gpu1");
   install->callback([&inv, name] {

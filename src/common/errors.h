@@ -29,7 +29,7 @@ inline constexpr std::string_view INSUFFICIENT_RAM = "INSUFFICIENT_RAM";
 inline constexpr std::string_view INSUFFICIENT_VRAM = "INSUFFICIENT_VRAM";
 inline constexpr std::string_view DISK_FULL = "DISK_FULL";
 inline constexpr std::string_view VERSION_MISMATCH = "VERSION_MISMATCH";
-// `rbee setup install`: the node's OS, CPU or glibc cannot run the binaries this queen has.
+// `rbee setup install`: the node's OS, CPU or kernel cannot run the binaries this queen has.
 inline constexpr std::string_view UNSUPPORTED_PLATFORM = "UNSUPPORTED_PLATFORM";
 inline constexpr std::string_view LOADING_TIMEOUT = "LOADING_TIMEOUT";
 inline constexpr std::string_view INTERNAL = "INTERNAL";

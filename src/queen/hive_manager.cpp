@@ -27,8 +27,9 @@ std::string str_or(const json& j, const char* key) {
 // ($1..$8) quoted by remote_command, and the secrets arrive on stdin (line 1 the node token,
 // line 2 the Hugging Face token or empty), never in an argv. The hive keeps its state under
 // the install path ($7 as RBEE_HOME), not in the SSH user's ~/.rbee, and gets the queen's hub
-// ($8 as HF_ENDPOINT, when set). It gets its own session (setsid where it exists) so the end
-// of the SSH session cannot take it down.
+// ($8 as HF_ENDPOINT, when set). It gets its own session (setsid where it exists) and ignores
+// SIGHUP (the shell's trap, as nohup would, which a node may lack: busybox's often has none),
+// so the end of the SSH session cannot take it down.
 constexpr const char* remote_start_script =
     "umask 077; mkdir -p \"$1\" \"$7\" || exit 1; "
     "IFS= read -r node_token; IFS= read -r hf_token; "
@@ -36,7 +37,8 @@ constexpr const char* remote_start_script =
     "if [ -n \"$hf_token\" ]; then HF_TOKEN=\"$hf_token\"; export HF_TOKEN; fi; "
     "if [ -n \"$8\" ]; then HF_ENDPOINT=\"$8\"; export HF_ENDPOINT; fi; "
     "detach=; command -v setsid >/dev/null 2>&1 && detach=setsid; "
-    "RBEE_HOME=\"$7\" RBEE_HIVE_TOKEN_FILE=\"$1/hive.token\" $detach nohup \"$2/rbee-hive\" daemon "
+    "trap '' HUP; "
+    "RBEE_HOME=\"$7\" RBEE_HIVE_TOKEN_FILE=\"$1/hive.token\" $detach \"$2/rbee-hive\" daemon "
     "--addr \"$3\" --queen-url \"$4\" --node-name \"$5\" --advertise-host \"$6\" > \"$1/hive.log\" "
     "2>&1 < /dev/null & "
     "echo $! > \"$1/hive.pid\"";

@@ -3,9 +3,11 @@
 #include <elf.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <regex>
 #include <set>
 #include <stdexcept>
@@ -32,20 +34,37 @@ class elf_image {
     }
   }
 
-  template <typename T>
-  T at(uint64_t offset) const {
-    if (offset > bytes_.size() || bytes_.size() - offset < sizeof(T)) {
+  void check_range(uint64_t offset, uint64_t size) const {
+    if (offset > bytes_.size() || bytes_.size() - offset < size) {
       throw std::runtime_error(name_ + " is cut short (offset " + std::to_string(offset) + ")");
     }
+  }
+
+  template <typename T>
+  T at(uint64_t offset) const {
+    check_range(offset, sizeof(T));
     T value;
     std::memcpy(&value, bytes_.data() + offset, sizeof(T));
     return value;
   }
 
-  std::string string_at(uint64_t offset) const {
+  // The NUL-terminated string at `offset`, read no further than `limit` bytes.
+  std::string string_at(uint64_t offset, uint64_t limit = UINT64_MAX) const {
     if (offset >= bytes_.size()) throw std::runtime_error(name_ + " has a string out of bounds");
     const char* start = bytes_.data() + offset;
-    return std::string(start, strnlen(start, bytes_.size() - offset));
+    return std::string(start, strnlen(start, std::min(limit, bytes_.size() - offset)));
+  }
+
+  // Replaces the bytes at `offset` with `text`; the range must be in the file.
+  void overwrite(uint64_t offset, std::string_view text) {
+    check_range(offset, text.size());
+    std::copy(text.begin(), text.end(), bytes_.begin() + static_cast<std::ptrdiff_t>(offset));
+  }
+
+  void save(const fs::path& file) const {
+    std::ofstream out(file, std::ios::binary | std::ios::trunc);
+    out.write(bytes_.data(), static_cast<std::streamsize>(bytes_.size()));
+    if (!out.flush()) throw std::runtime_error("cannot write " + file.string());
   }
 
  private:
@@ -68,32 +87,55 @@ std::string machine_name(uint16_t machine) {
   }
 }
 
-// The newest GLIBC_2.x named by the version needs (.gnu.version_r) of the file.
-std::optional<glibc_version> newest_glibc_needed(const elf_image& elf, const Elf64_Ehdr& header) {
-  std::optional<glibc_version> newest;
-  for (uint16_t i = 0; i < header.e_shnum; ++i) {
-    auto section = elf.at<Elf64_Shdr>(header.e_shoff + uint64_t{i} * header.e_shentsize);
-    if (section.sh_type != SHT_GNU_verneed) continue;
-    auto strings =
-        elf.at<Elf64_Shdr>(header.e_shoff + uint64_t{section.sh_link} * header.e_shentsize);
-    uint64_t need_at = section.sh_offset;
-    for (uint64_t n = 0; n < section.sh_info; ++n) {
-      auto need = elf.at<Elf64_Verneed>(need_at);
-      uint64_t aux_at = need_at + need.vn_aux;
-      for (uint16_t a = 0; a < need.vn_cnt; ++a) {
-        auto aux = elf.at<Elf64_Vernaux>(aux_at);
-        auto name = elf.string_at(strings.sh_offset + aux.vna_name);
-        if (name.starts_with("GLIBC_")) {
-          auto version = parse_glibc_version(name);
-          if (version && (!newest || *version > *newest)) newest = version;
-        }
-        aux_at += aux.vna_next;
+// The first program header of `type`, with its contents checked to lie in the file.
+std::optional<Elf64_Phdr> find_segment(const elf_image& elf, uint32_t type) {
+  auto header = elf.at<Elf64_Ehdr>(0);
+  for (uint16_t i = 0; i < header.e_phnum; ++i) {
+    auto segment = elf.at<Elf64_Phdr>(header.e_phoff + uint64_t{i} * header.e_phentsize);
+    if (segment.p_type != type) continue;
+    elf.check_range(segment.p_offset, segment.p_filesz);
+    return segment;
+  }
+  return std::nullopt;
+}
+
+uint64_t align_up(uint64_t value, uint64_t alignment) {
+  return (value + alignment - 1) / alignment * alignment;
+}
+
+// The Linux version of the file's NT_GNU_ABI_TAG note ("for GNU/Linux 3.2.0"): the oldest
+// kernel its glibc supports. Notes are padded to the segment's alignment (4, or 8 for the
+// segment of .note.gnu.property).
+std::optional<kernel_version> abi_tag_kernel(const elf_image& elf) {
+  auto header = elf.at<Elf64_Ehdr>(0);
+  for (uint16_t i = 0; i < header.e_phnum; ++i) {
+    auto segment = elf.at<Elf64_Phdr>(header.e_phoff + uint64_t{i} * header.e_phentsize);
+    if (segment.p_type != PT_NOTE) continue;
+    elf.check_range(segment.p_offset, segment.p_filesz);
+    const uint64_t alignment = segment.p_align == 8 ? 8 : 4;
+    const uint64_t end = segment.p_offset + segment.p_filesz;
+    for (uint64_t at = segment.p_offset; end - at >= sizeof(Elf64_Nhdr);) {
+      auto note = elf.at<Elf64_Nhdr>(at);
+      const uint64_t name_at = at + sizeof(Elf64_Nhdr);
+      const uint64_t desc_at = name_at + align_up(note.n_namesz, alignment);
+      const uint64_t next = desc_at + align_up(note.n_descsz, alignment);
+      if (next > end) break;
+      if (note.n_type == NT_GNU_ABI_TAG && note.n_namesz == 4 && note.n_descsz >= 16 &&
+          elf.string_at(name_at, 4) == "GNU" && elf.at<uint32_t>(desc_at) == ELF_NOTE_OS_LINUX) {
+        auto word = [&](int n) { return static_cast<int>(elf.at<uint32_t>(desc_at + 4 * n)); };
+        return kernel_version{word(1), word(2), word(3)};
       }
-      need_at += need.vn_next;
+      at = next;
     }
   }
-  return newest;
+  return std::nullopt;
 }
+
+// glibc's libraries that programs link: all of them ship from the loader's directory, also
+// those the programs do not load, since a library of the node (the GPU driver's) may.
+constexpr std::array<std::string_view, 9> glibc_linked_libraries = {
+    "libc.so.6",  "libm.so.6",      "libmvec.so.1", "libpthread.so.0", "libdl.so.2",
+    "librt.so.1", "libresolv.so.2", "libutil.so.1", "libanl.so.1"};
 
 std::string unquote(std::string value) {
   if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') &&
@@ -110,10 +152,101 @@ constexpr size_t max_probe_value = 200;
 // and only the first of each key counts), then os-release as it is. `read` takes the loader's
 // first line without needing head(1).
 constexpr const char* probe_script =
-    "echo \"kernel=$(uname -s)\"; echo \"machine=$(uname -m)\"; "
+    "echo \"kernel=$(uname -s)\"; echo \"release=$(uname -r)\"; echo \"machine=$(uname -m)\"; "
     "if [ -x \"$1\" ]; then \"$1\" --version 2>/dev/null | { IFS= read -r line; "
     "echo \"loader=$line\"; }; fi; "
     "if [ -r /etc/os-release ]; then cat /etc/os-release; fi";
+
+// Runs this machine's loader with `args`; its standard output.
+std::string run_loader(const std::string& loader, const std::vector<std::string>& args,
+                       const std::string& what) {
+  common::process_spec spec;
+  spec.executable = loader;
+  spec.args = args;
+  auto ran = common::run_captured(spec, std::chrono::seconds(30));
+  if (ran.exit_code != 0) throw std::runtime_error("the loader cannot " + what + ": " + ran.err);
+  return ran.out;
+}
+
+// What collect_runtime_bundle gathers as it reads the files.
+class bundle_builder {
+ public:
+  void add_program(const fs::path& program) {
+    auto needs = read_elf_requirements(program);
+    if (needs.interpreter.empty()) {
+      throw std::runtime_error(program.string() + " has no ELF interpreter");
+    }
+    const std::string interpreter = fs::path(needs.interpreter).lexically_normal().string();
+    if (!bundle_.interpreter.empty() && interpreter != bundle_.interpreter) {
+      throw std::runtime_error(program.string() + " uses the loader " + interpreter +
+                               ", another program " + bundle_.interpreter);
+    }
+    bundle_.interpreter_room = bundle_.interpreter.empty()
+                                   ? needs.interpreter_room
+                                   : std::min(bundle_.interpreter_room, needs.interpreter_room);
+    bundle_.interpreter = interpreter;
+    bundle_.machine = needs.machine;
+    need_kernel(needs);
+    auto listing = run_loader(needs.interpreter, {"--list", program.string()},
+                              "list the libraries of " + program.string());
+    for (const auto& [name, path] : parse_loader_listing(listing)) {
+      if (is_node_provided(name)) continue;
+      if (is_glibc(name)) {
+        glibc_loaded_.emplace(name, path);
+      } else if (shipped_.insert(name).second) {
+        // Copied under the name the programs ask for, whatever symlink the path is.
+        ship(path);
+      }
+    }
+  }
+
+  // glibc ships whole from the loader's directory, so that the loader, libc and the rest are
+  // of one glibc; a glibc library the programs load from elsewhere is refused.
+  runtime_bundle finish() {
+    bundle_.loader = fs::canonical(bundle_.interpreter);
+    bundle_.loader_name = fs::path(bundle_.interpreter).filename().string();
+    const fs::path glibc_dir = bundle_.loader.parent_path();
+    std::set<std::string> names;
+    for (auto name : glibc_linked_libraries) names.emplace(name);
+    for (const auto& [name, path] : glibc_loaded_) {
+      if (name == bundle_.loader_name) continue;
+      if (fs::canonical(path).parent_path() != glibc_dir) {
+        throw std::runtime_error(name + " (" + path.string() +
+                                 ") is not of the glibc of the loader " + bundle_.interpreter +
+                                 " (" + glibc_dir.string() + ")");
+      }
+      names.insert(name);
+    }
+    if (!fs::exists(glibc_dir / "libc.so.6")) {
+      throw std::runtime_error("there is no libc.so.6 beside the loader in " + glibc_dir.string());
+    }
+    for (const auto& name : names) {
+      if (fs::exists(glibc_dir / name)) ship(glibc_dir / name);
+    }
+    need_kernel(read_elf_requirements(bundle_.loader));
+    bundle_.library_bytes += fs::file_size(bundle_.loader);
+    bundle_.glibc = parse_glibc_version(
+        run_loader(bundle_.loader.string(), {"--version"}, "print its version"));
+    return std::move(bundle_);
+  }
+
+ private:
+  void need_kernel(const elf_requirements& needs) {
+    if (needs.oldest_kernel && *needs.oldest_kernel > bundle_.oldest_kernel) {
+      bundle_.oldest_kernel = *needs.oldest_kernel;
+    }
+  }
+
+  void ship(const fs::path& library) {
+    need_kernel(read_elf_requirements(library));
+    bundle_.libraries.push_back(library);
+    bundle_.library_bytes += fs::file_size(library);
+  }
+
+  runtime_bundle bundle_;
+  std::set<std::string> shipped_;
+  std::map<std::string, fs::path> glibc_loaded_;
+};
 
 }  // namespace
 
@@ -122,10 +255,23 @@ std::string glibc_version::to_string() const {
 }
 
 std::optional<glibc_version> parse_glibc_version(std::string_view text) {
-  static const std::regex pattern(R"((?:GLIBC_|version )(\d+)\.(\d+))");
+  // Bounded digit counts: the node's loader banner is the node's text.
+  static const std::regex pattern(R"(version (\d{1,6})\.(\d{1,6}))");
   std::match_results<std::string_view::const_iterator> m;
   if (!std::regex_search(text.begin(), text.end(), m, pattern)) return std::nullopt;
   return glibc_version{std::stoi(m[1].str()), std::stoi(m[2].str())};
+}
+
+std::string kernel_version::to_string() const {
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+}
+
+std::optional<kernel_version> parse_kernel_release(std::string_view release) {
+  static const std::regex pattern(R"(^(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?)");
+  std::match_results<std::string_view::const_iterator> m;
+  if (!std::regex_search(release.begin(), release.end(), m, pattern)) return std::nullopt;
+  return kernel_version{std::stoi(m[1].str()), std::stoi(m[2].str()),
+                        m[3].matched ? std::stoi(m[3].str()) : 0};
 }
 
 elf_requirements read_elf_requirements(const fs::path& file) {
@@ -133,31 +279,43 @@ elf_requirements read_elf_requirements(const fs::path& file) {
   auto header = elf.at<Elf64_Ehdr>(0);
   elf_requirements out;
   out.machine = machine_name(header.e_machine);
-  for (uint16_t i = 0; i < header.e_phnum; ++i) {
-    auto segment = elf.at<Elf64_Phdr>(header.e_phoff + uint64_t{i} * header.e_phentsize);
-    if (segment.p_type == PT_INTERP) out.interpreter = elf.string_at(segment.p_offset);
+  if (auto interp = find_segment(elf, PT_INTERP); interp && interp->p_filesz > 0) {
+    out.interpreter = elf.string_at(interp->p_offset, interp->p_filesz);
+    out.interpreter_room = interp->p_filesz - 1;
   }
-  out.glibc = newest_glibc_needed(elf, header);
+  out.oldest_kernel = abi_tag_kernel(elf);
   return out;
 }
 
+void write_with_interpreter(const fs::path& program, const std::string& interpreter,
+                            const fs::path& copy) {
+  elf_image elf(program);
+  auto interp = find_segment(elf, PT_INTERP);
+  if (!interp || interp->p_filesz == 0) {
+    throw std::runtime_error(program.string() + " has no ELF interpreter (PT_INTERP) to rewrite");
+  }
+  if (interpreter.size() >= interp->p_filesz) {
+    throw std::runtime_error("the loader path " + interpreter + " (" +
+                             std::to_string(interpreter.size()) + " characters) does not fit the " +
+                             std::to_string(interp->p_filesz - 1) + " that " + program.string() +
+                             " has room for");
+  }
+  std::string slot = interpreter;
+  slot.resize(interp->p_filesz, '\0');
+  elf.overwrite(interp->p_offset, slot);
+  elf.save(copy);
+}
+
+bool is_glibc(std::string_view soname) {
+  static const std::set<std::string_view> others = {
+      "libnsl.so.1", "libthread_db.so.1", "libBrokenLocale.so.1", "libc_malloc_debug.so.0"};
+  return std::find(glibc_linked_libraries.begin(), glibc_linked_libraries.end(), soname) !=
+             glibc_linked_libraries.end() ||
+         others.contains(soname) || soname.starts_with("ld-linux") || soname.starts_with("libnss_");
+}
+
 bool is_node_provided(std::string_view soname) {
-  static const std::set<std::string_view> glibc = {"libc.so.6",
-                                                   "libm.so.6",
-                                                   "libmvec.so.1",
-                                                   "libpthread.so.0",
-                                                   "libdl.so.2",
-                                                   "librt.so.1",
-                                                   "libresolv.so.2",
-                                                   "libutil.so.1",
-                                                   "libanl.so.1",
-                                                   "libnsl.so.1",
-                                                   "libthread_db.so.1",
-                                                   "libBrokenLocale.so.1",
-                                                   "libc_malloc_debug.so.0"};
-  return glibc.contains(soname) || soname.starts_with("ld-linux") ||
-         soname.starts_with("libnss_") || soname.starts_with("libcuda.so") ||
-         soname.starts_with("libnvidia-");
+  return soname.starts_with("libcuda.so") || soname.starts_with("libnvidia-");
 }
 
 std::vector<std::pair<std::string, fs::path>> parse_loader_listing(std::string_view listing) {
@@ -183,34 +341,21 @@ std::vector<std::pair<std::string, fs::path>> parse_loader_listing(std::string_v
 }
 
 runtime_bundle collect_runtime_bundle(const std::vector<fs::path>& programs) {
-  runtime_bundle bundle;
-  std::set<std::string> shipped;
-  auto need_glibc = [&](const std::optional<glibc_version>& v) {
-    if (v && *v > bundle.glibc) bundle.glibc = *v;
-  };
-  for (const auto& program : programs) {
-    auto needs = read_elf_requirements(program);
-    bundle.machine = needs.machine;
-    bundle.interpreter = needs.interpreter;
-    need_glibc(needs.glibc);
-    if (needs.interpreter.empty()) throw std::runtime_error(program.string() + " has no loader");
-    common::process_spec spec;
-    spec.executable = needs.interpreter;
-    spec.args = {"--list", program.string()};
-    auto listed = common::run_captured(spec, std::chrono::seconds(30));
-    if (listed.exit_code != 0) {
-      throw std::runtime_error("the loader cannot list the libraries of " + program.string() +
-                               ": " + listed.err);
-    }
-    for (const auto& [name, path] : parse_loader_listing(listed.out)) {
-      if (is_node_provided(name) || !shipped.insert(name).second) continue;
-      need_glibc(read_elf_requirements(path).glibc);
-      // Copied under the name the programs ask for, whatever symlink the path is.
-      bundle.libraries.push_back(path);
-      bundle.library_bytes += fs::file_size(path);
-    }
+  bundle_builder builder;
+  for (const auto& program : programs) builder.add_program(program);
+  return builder.finish();
+}
+
+std::string installed_interpreter(const runtime_bundle& bundle, const std::string& install_path) {
+  std::string path = install_path + "/lib/" + bundle.loader_name;
+  if (path.size() > bundle.interpreter_room) {
+    throw std::runtime_error(
+        "the installed programs' loader path " + path + " (" + std::to_string(path.size()) +
+        " characters) does not fit their ELF interpreter, which has room for " +
+        std::to_string(bundle.interpreter_room) +
+        " (rbee's build leaves room for any install path on x86_64 and aarch64 only)");
   }
-  return bundle;
+  return path;
 }
 
 std::string platform_probe_command(const std::string& interpreter) {
@@ -232,11 +377,9 @@ node_platform parse_platform_probe(std::string_view output) {
     std::string key = line.substr(0, eq), value = unquote(line.substr(eq + 1));
     if (!seen.insert(key).second) continue;
     if (key == "kernel") p.kernel = value;
+    if (key == "release") p.release = value;
     if (key == "machine") p.machine = value;
-    if (key == "loader") {
-      p.has_loader = true;
-      p.glibc = parse_glibc_version(value);
-    }
+    if (key == "loader") p.glibc = parse_glibc_version(value);
     if (key == "NAME") name = value;
     if (key == "PRETTY_NAME") pretty_name = value;
   }
@@ -245,8 +388,9 @@ node_platform parse_platform_probe(std::string_view output) {
 }
 
 std::string describe(const node_platform& p) {
-  return p.os_name + ", " + (p.kernel.empty() ? "unknown kernel" : p.kernel) + " " +
-         (p.machine.empty() ? "unknown CPU" : p.machine) + ", " +
+  std::string kernel = p.kernel.empty() ? "unknown kernel" : p.kernel;
+  if (!p.release.empty()) kernel += " " + p.release;
+  return p.os_name + ", " + kernel + " " + (p.machine.empty() ? "unknown CPU" : p.machine) + ", " +
          (p.glibc ? "glibc " + p.glibc->to_string() : std::string("no glibc"));
 }
 
@@ -257,14 +401,14 @@ std::string platform_mismatch(const node_platform& p, const runtime_bundle& bund
     return found + "rbee's binaries here are built for " + bundle.machine +
            " (install from a queen built on a " + p.machine + " machine)";
   }
-  if (!p.has_loader || !p.glibc) {
-    return found + "rbee's binaries need glibc " + bundle.glibc.to_string() +
-           " or newer, with its loader at " + bundle.interpreter +
-           " (a musl system such as Alpine has none)";
+  const std::string needed = "rbee's binaries need Linux " + bundle.oldest_kernel.to_string() +
+                             " or newer (the oldest kernel the glibc they bring supports)";
+  auto release = parse_kernel_release(p.release);
+  if (!release) {
+    return found + "its kernel release '" + p.release + "' does not start with a version; " +
+           needed;
   }
-  if (*p.glibc < bundle.glibc) {
-    return found + "rbee's binaries need glibc " + bundle.glibc.to_string() + " or newer";
-  }
+  if (*release < bundle.oldest_kernel) return found + needed;
   return {};
 }
 

@@ -1,5 +1,9 @@
 // Nodes (the registry) and their hives.
 
+#include <stdlib.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 
 #include "common/json.h"
@@ -47,9 +51,33 @@ ssh_target target_of(const node_record& n) {
 json platform_json(const node_platform& p) {
   return {{"os", p.os_name},
           {"kernel", p.kernel},
+          {"release", p.release},
           {"machine", p.machine},
           {"glibc", p.glibc ? json(p.glibc->to_string()) : json()}};
 }
+
+// A directory of the queen's own for the programs' copies the node gets; removed with them.
+class scratch_dir {
+ public:
+  scratch_dir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "rbee-install-XXXXXX").string();
+    if (!mkdtemp(pattern.data())) {
+      throw internal("cannot create a temporary directory in " +
+                     std::filesystem::temp_directory_path().string() + ": " + std::strerror(errno));
+    }
+    path_ = pattern;
+  }
+  ~scratch_dir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  scratch_dir(const scratch_dir&) = delete;
+  scratch_dir& operator=(const scratch_dir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
 
 // One file to place on a node.
 struct file_to_install {
@@ -189,22 +217,43 @@ void registry_routes::install_binaries(const node_record& n, common::sse_sink& s
   } catch (const std::runtime_error& e) {
     throw internal(std::string("cannot gather the files to install: ") + e.what());
   }
+  std::string interpreter;
+  try {
+    interpreter = installed_interpreter(bundle, n.install_path);
+  } catch (const std::runtime_error& e) {
+    throw error(common::codes::UNSUPPORTED_PLATFORM,
+                "Cannot install on '" + n.node_name + "': " + e.what(),
+                {{"node", n.node_name}, {"install_path", n.install_path}});
+  }
+  const std::string needs_text = "Linux " + bundle.oldest_kernel.to_string() + " or newer on " +
+                                 bundle.machine + "; it brings its own glibc" +
+                                 (bundle.glibc ? " " + bundle.glibc->to_string() : "");
 
   // Nothing is copied to a node that cannot run it.
-  step("install_probe", "Checking the system of " + n.ssh_host + " (OS, CPU, glibc)");
+  step("install_probe", "Checking the system of " + n.ssh_host + " (OS, CPU, kernel)");
   auto probe = run_ssh(s_.ssh, target, s_.ssh_config, platform_probe_command(bundle.interpreter));
   const node_platform platform = parse_platform_probe(probe.out);
   if (auto mismatch = platform_mismatch(platform, bundle); !mismatch.empty()) {
-    throw error(common::codes::UNSUPPORTED_PLATFORM,
-                "Cannot install on '" + n.node_name + "': " + mismatch,
-                {{"node", n.node_name},
-                 {"found", platform_json(platform)},
-                 {"needs", {{"machine", bundle.machine}, {"glibc", bundle.glibc.to_string()}}}});
+    throw error(
+        common::codes::UNSUPPORTED_PLATFORM, "Cannot install on '" + n.node_name + "': " + mismatch,
+        {{"node", n.node_name},
+         {"found", platform_json(platform)},
+         {"needs", {{"machine", bundle.machine}, {"kernel", bundle.oldest_kernel.to_string()}}}});
   }
-  step("install_platform",
-       "Found " + describe(platform) + " (rbee needs " + bundle.machine + ", glibc " +
-           bundle.glibc.to_string() + " or newer)",
+  step("install_platform", "Found " + describe(platform) + " (rbee needs " + needs_text + ")",
        {{"found", platform_json(platform)}});
+
+  // The node gets copies whose ELF interpreter is the shipped loader.
+  scratch_dir scratch;
+  std::vector<std::filesystem::path> copies;
+  for (size_t i = 0; i < binaries.size(); ++i) {
+    copies.push_back(scratch.path() / binaries[i]);
+    try {
+      write_with_interpreter(programs[i], interpreter, copies.back());
+    } catch (const std::runtime_error& e) {
+      throw internal(std::string("cannot prepare the programs to install: ") + e.what());
+    }
+  }
 
   step("install_mkdir", "Creating " + n.install_path + " on " + n.ssh_host);
   const std::string lib_dir = n.install_path + "/lib";
@@ -213,13 +262,15 @@ void registry_routes::install_binaries(const node_record& n, common::sse_sink& s
   for (const auto& library : bundle.libraries) {
     files.push_back({library, lib_dir + "/" + library.filename().string(), "644"});
   }
+  files.push_back({bundle.loader, lib_dir + "/" + bundle.loader_name, "755"});
   for (size_t i = 0; i < binaries.size(); ++i) {
-    files.push_back({programs[i], n.install_path + "/" + binaries[i], "755"});
+    files.push_back({copies[i], n.install_path + "/" + binaries[i], "755"});
   }
   step("install_copy",
-       "Copying rbee-hive, llm-worker-rbee and " + std::to_string(bundle.libraries.size()) +
-           " libraries (" + std::to_string(bundle.library_bytes / 1000000) + " MB) to " +
-           n.ssh_host + ":" + n.install_path,
+       "Copying rbee-hive, llm-worker-rbee, glibc's loader and " +
+           std::to_string(bundle.libraries.size()) + " libraries (" +
+           std::to_string(bundle.library_bytes / 1000000) + " MB) to " + n.ssh_host + ":" +
+           n.install_path,
        {{"libraries", bundle.libraries.size()}});
   install_files(s_.ssh, target, s_.ssh_config, files);
   step("install_verify", "Verifying rbee-hive --version on " + n.ssh_host);

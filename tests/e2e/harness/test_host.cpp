@@ -87,7 +87,7 @@ void copy_into(const fs::path& root, const fs::path& file) {
 
 }  // namespace
 
-minimal_root::minimal_root(const std::string& name, const std::string& os_release)
+minimal_root::minimal_root(const std::string& name, const std::string& os_release, programs kind)
     : path_(roots_dir / (name + "-" + std::to_string(getpid()))) {
   fs::remove_all(path_);
   fs::create_directories(path_);
@@ -101,7 +101,7 @@ minimal_root::minimal_root(const std::string& name, const std::string& os_releas
     fs::path here = fs::path("/") / top;
     if (fs::is_symlink(here)) fs::create_directory_symlink(fs::read_symlink(here), path_ / top);
   }
-  for (const char* dir : {"dev", "proc", "root", "etc", "usr/local/bin", "var"}) {
+  for (const char* dir : {"dev", "proc", "root", "etc", "usr/bin", "usr/local/bin", "var"}) {
     fs::create_directories(path_ / dir);
   }
   fs::create_directories(path_ / "tmp");
@@ -109,9 +109,16 @@ minimal_root::minimal_root(const std::string& name, const std::string& os_releas
   std::ofstream(path_ / "etc/os-release") << os_release;
   std::ofstream(path_ / "etc/passwd") << "root:x:0:0:root:/root:/bin/bash\n";
   std::ofstream(path_ / "etc/group") << "root:x:0:\n";
-  for (const char* program :
-       {"/bin/bash", "/bin/sh", "/bin/mkdir", "/bin/cat", "/bin/chmod", "/bin/mv", "/bin/rm",
-        "/bin/uname", "/usr/bin/nohup", "/usr/bin/setsid"}) {
+  if (kind == programs::busybox) {
+    add_busybox();
+  } else {
+    add_glibc_tools();
+  }
+}
+
+void minimal_root::add_glibc_tools() {
+  for (const char* program : {"/bin/bash", "/bin/sh", "/bin/mkdir", "/bin/cat", "/bin/chmod",
+                              "/bin/mv", "/bin/rm", "/bin/uname", "/usr/bin/setsid"}) {
     add_program(program);
   }
   // The rest of glibc, as any glibc system has it (the tools above load only part of it).
@@ -122,6 +129,23 @@ minimal_root::minimal_root(const std::string& name, const std::string& os_releas
       if (fs::exists(file.parent_path() / library)) copy_into(path_, file.parent_path() / library);
     }
   }
+}
+
+// Debian's busybox-static (scripts/install-deps.sh) with the applets the queen runs as links
+// to it. It has no nohup (the hive's start does without) and no bash: sshd runs commands with
+// the test user's login shell of this machine (/bin/bash), here a script handing them to sh.
+void minimal_root::add_busybox() {
+  const fs::path busybox = "/bin/busybox";
+  if (!fs::exists(busybox)) {
+    throw std::runtime_error("the busybox root needs " + busybox.string() +
+                             " (apt-get install busybox-static)");
+  }
+  copy_into(path_, busybox);
+  const fs::path inside = fs::canonical(busybox.parent_path()) / busybox.filename();
+  for (const char* applet : {"sh", "uname", "cat", "mkdir", "chmod", "mv", "rm", "setsid"}) {
+    fs::create_symlink(inside, same_place(path_, fs::path("/bin") / applet));
+  }
+  add_script("/bin/bash", "#!/bin/sh\nexec /bin/sh \"$@\"\n");
 }
 
 minimal_root::~minimal_root() {

@@ -25,15 +25,18 @@ struct ssh_identity {
   static ssh_identity generate(const std::filesystem::path& dir, const std::string& name);
 };
 
-// A root file system for a test host that is not this machine's system: glibc, the shells and
-// tools the queen runs over SSH (bash, sh, mkdir, cat, chmod, mv, rm, uname, nohup, setsid) with
-// the few libraries they load (none of the ones rbee's programs link beside glibc), an
-// /etc/os-release of another distribution, and no package manager. It lives under /run,
-// because sshd refuses a chroot below a world-writable directory such as /tmp; the destructor
-// removes it.
+// A root file system for a test host that is not this machine's system: the shells and tools
+// the queen runs over SSH (sh, mkdir, cat, chmod, mv, rm, uname, setsid; bash, the test user's
+// login shell), an /etc/os-release of another distribution, and no package manager. Its
+// programs are either this machine's (glibc_tools: with glibc and the few libraries they load,
+// none of the ones rbee's programs link beside glibc) or busybox's (busybox: Debian's statically
+// linked busybox and nothing else, so no libc at all). It lives under /run, because sshd refuses
+// a chroot below a world-writable directory such as /tmp; the destructor removes it.
 class minimal_root {
  public:
-  minimal_root(const std::string& name, const std::string& os_release);
+  enum class programs { glibc_tools, busybox };
+  minimal_root(const std::string& name, const std::string& os_release,
+               programs kind = programs::glibc_tools);
   ~minimal_root();
   minimal_root(const minimal_root&) = delete;
   minimal_root& operator=(const minimal_root&) = delete;
@@ -48,6 +51,8 @@ class minimal_root {
 
  private:
   void add_program(const std::filesystem::path& program);
+  void add_glibc_tools();
+  void add_busybox();
   std::filesystem::path path_;
 };
 
