@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <vector>
 
@@ -16,6 +17,7 @@
 
 #if RBEE_HAVE_CUDA
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/ops.h"
 #include "support/cuda_ops.h"
 
 namespace rbee::engine::cuda {
@@ -392,6 +394,87 @@ TEST(cuda_kernels, rope_and_split_attention_match_reference) {
       for (size_t i = 0; i < want.size(); ++i)
         ASSERT_NEAR(got[i], want[i], 1e-2 * (1 + std::abs(want[i])))
             << "head_dim " << c.head_dim << (paged ? " paged" : "") << " at " << i;
+    }
+  }
+}
+
+// Flash attention (prefill on tensor cores) against the plain causal reference: the first
+// half of each sequence's positions as one batch through flash_attention, the rest decoded
+// one at a time by the split kernel over the cache the batch wrote.
+TEST(cuda_kernels, rope_and_flash_attention_match_reference) {
+  RBEE_REQUIRE_GPU();
+  std::mt19937 rng(18);
+  // Head sizes of Qwen2 (64), Phi-3 (96), Llama (128) and Gemma (256); 300 and 200 positions
+  // leave the last tile of 64 rows part full.
+  const testing::attention_case cases[] = {{8, 2, 64, 300, false, 10000.0f},
+                                           {4, 4, 96, 300, true, 10000.0f},
+                                           {4, 1, 128, 600, true, 1000000.0f},
+                                           {2, 1, 256, 200, true, 10000.0f}};
+  for (const auto& contiguous : cases) {
+    if (!flash_attention_supported(contiguous.head_dim)) GTEST_SKIP() << "needs compute 8.0";
+    for (const bool paged : {false, true}) {
+      testing::attention_case c = contiguous;
+      c.paged = paged;
+      c.flash = true;
+      const int n_tok = c.n_ctx;
+      const auto q = normal(rng, static_cast<size_t>(n_tok * c.n_head * c.head_dim), 1.0f);
+      const auto k = normal(rng, static_cast<size_t>(n_tok * c.n_head_kv * c.head_dim), 1.0f);
+      const auto v = normal(rng, k.size(), 1.0f);
+      const auto got = testing::rope_attention(c, q, k, v, n_tok);
+      const auto want = attention_reference(c, q, k, v, n_tok);
+      // K, V, the queries and the softmax weights as fp16 (relative rounding 2^-11 each).
+      double worst = 0;
+      for (size_t i = 0; i < want.size(); ++i) {
+        worst = std::max(worst,
+                         static_cast<double>(std::abs(got[i] - want[i]) / (1 + std::abs(want[i]))));
+        ASSERT_NEAR(got[i], want[i], 1e-2 * (1 + std::abs(want[i])))
+            << "head_dim " << c.head_dim << (paged ? " paged" : "") << " at " << i;
+      }
+      std::printf("flash attention head_dim %d%s: max error %.2e\n", c.head_dim,
+                  paged ? " paged" : "", worst);
+    }
+  }
+}
+
+// Flash attention against the split kernel on the same caches and queries, in batches a
+// server makes: several sequences (each its own tiles; a long one cut into tiles of 64 rows,
+// single rows of decoding ones among them) at positions deep into their contexts, GQA,
+// sliding windows and Gemma's soft-capping, paged and ring caches.
+TEST(cuda_kernels, flash_attention_matches_split_attention_on_mixed_batches) {
+  RBEE_REQUIRE_GPU();
+  struct mixed_case {
+    testing::attention_case shape;
+    int window;
+    float softcap;
+  };
+  const mixed_case cases[] = {{{8, 2, 64, 1024, false, 10000.0f}, 0, 0.0f},
+                              {{8, 8, 96, 1024, false, 10000.0f}, 0, 0.0f},
+                              {{8, 2, 128, 1024, false, 10000.0f}, 0, 0.0f},
+                              {{8, 2, 128, 1024, false, 10000.0f}, 100, 0.0f},
+                              {{4, 2, 256, 1024, false, 10000.0f}, 200, 50.0f},
+                              {{4, 4, 80, 1024, false, 10000.0f}, 0, 30.0f}};
+  // Histories and rows per sequence: a prefill chunk deep into its context (not tile-aligned),
+  // two decoding sequences, a prompt from position 0, another chunk.
+  const int history[] = {700, 900, 5, 0, 300};
+  const int rows[] = {150, 1, 1, 77, 64};
+  uint32_t seed = 40;
+  for (const auto& mc : cases) {
+    if (!flash_attention_supported(mc.shape.head_dim)) GTEST_SKIP() << "needs compute 8.0";
+    for (const bool paged : {false, true}) {
+      testing::attention_case c = mc.shape;
+      c.paged = paged;
+      const auto got =
+          testing::split_and_flash_attention(c, history, rows, mc.window, mc.softcap, ++seed);
+      double worst = 0;
+      for (size_t i = 0; i < got.split.size(); ++i) {
+        const double want = got.split[i];
+        worst = std::max(worst, std::abs(got.flash[i] - want) / (1 + std::abs(want)));
+        ASSERT_NEAR(got.flash[i], want, 5e-3 * (1 + std::abs(want)))
+            << "head_dim " << c.head_dim << " window " << mc.window << " softcap " << mc.softcap
+            << (paged ? " paged" : "") << " at " << i;
+      }
+      std::printf("flash vs split head_dim %d window %d softcap %g%s: max error %.2e\n", c.head_dim,
+                  mc.window, mc.softcap, paged ? " paged" : "", worst);
     }
   }
 }

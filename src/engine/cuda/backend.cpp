@@ -287,7 +287,8 @@ context_layout layout_of(const model_weights& w, const context_params& p) {
     c.gemm = std::max(c.gemm, gemm_scratch_bytes(l.ffn_gate.type, 2 * l.ffn_gate.n_rows,
                                                  l.ffn_gate.n_cols, n_batch));
   }
-  c.ints = align_up(4 * nb * sizeof(int32_t));
+  // tokens, positions, sequences, logits rows, then the attention tiles (two ints each).
+  c.ints = align_up(6 * nb * sizeof(int32_t));
   if (hp.n_expert > 0) {
     const size_t n_pairs = nb * static_cast<size_t>(hp.n_expert_used);
     c.moe = align_up(nb * static_cast<size_t>(hp.n_expert) * sizeof(float));
@@ -542,6 +543,9 @@ class device_context {
   q8_blocks q8_;
   void* gemm_scratch_ = nullptr;
   int32_t *tokens_ = nullptr, *pos_ = nullptr, *seq_ = nullptr, *out_rows_ = nullptr;
+  attention_tile* tiles_ = nullptr;  // the batch's attention_tiles, for flash attention
+  int n_tiles_ = 0, widest_tile_ = 0;
+  bool flash_ = false;              // flash_attention_supported for the model's head size
   double* inv_freq_ = nullptr;      // (n_rope_sets, n_rot/2)
   float2* rope_cos_sin_ = nullptr;  // (n_rope_sets, n_batch, n_rot/2) rope_table of the batch
   int32_t *penalized_ = nullptr, *token_ = nullptr;
@@ -620,6 +624,8 @@ void device_context::init() {
   pos_ = tokens_ + nb;
   seq_ = tokens_ + 2 * nb;
   out_rows_ = tokens_ + 3 * nb;
+  tiles_ = reinterpret_cast<attention_tile*>(tokens_ + 4 * nb);
+  flash_ = flash_attention_supported(hp.head_dim);
   inv_freq_ = static_cast<double*>(take(lay.rope));
   rope_cos_sin_ = static_cast<float2*>(take(lay.rope_table));
   penalized_ = static_cast<int32_t*>(take(lay.penalized));
@@ -777,6 +783,9 @@ void device_context::forward(int n, int n_out, bool gather) {
     return {};
   };
   const size_t half = static_cast<size_t>(hp.n_rot / 2), nb = static_cast<size_t>(params_.n_batch);
+  // Prefill runs (a tile of at least one product's 16 rows) on tensor cores; decode-sized
+  // batches, which graphs capture, keep the split kernel that spreads a query over the context.
+  const bool use_flash = flash_ && !small && widest_tile_ >= 16;
 
   get_rows(m_.tok_embd.type, m_.tok_embd.data, d, tokens_, n, x_, stream_);
   if (hp.embd_scale != 1.0f) scale(x_, static_cast<int64_t>(n) * d, hp.embd_scale, stream_);
@@ -843,8 +852,12 @@ void device_context::forward(int n, int n_out, bool gather) {
                                 .softcap = hp.attn_softcap,
                                 .block_table = tables,
                                 .max_blocks = max_blocks_};
-    attention(q_, k_layer, v_layer, pos_, seq_, n, shape, att_scratch_, att_counters_, att_,
-              fused_q ? aq : q8_blocks{}, stream_);
+    if (use_flash) {
+      flash_attention(q_, k_layer, v_layer, pos_, seq_, tiles_, n_tiles_, shape, att_, stream_);
+    } else {
+      attention(q_, k_layer, v_layer, pos_, seq_, n, shape, att_scratch_, att_counters_, att_,
+                fused_q ? aq : q8_blocks{}, stream_);
+    }
     if (aq && !fused_q) quantize_q8(att_, n, hp.n_head * hd, aq, stream_);
     mm(l.wo, att_, aq, n, tmp_);
     if (l.attn_post_norm)
@@ -911,8 +924,12 @@ void device_context::decode(std::span<const batch_entry> batch) {
     identity = identity && e.want_logits;
   }
   const bool gather = !identity;
+  auto* host_tiles = reinterpret_cast<attention_tile*>(host_ints_ + 4 * nb);
+  n_tiles_ = attention_tiles(host_ints_ + 2 * nb, n, host_tiles);
+  widest_tile_ = 0;
+  for (int i = 0; i < n_tiles_; ++i) widest_tile_ = std::max(widest_tile_, host_tiles[i].n_rows);
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
-  RBEE_CUDA_CHECK(cudaMemcpyAsync(tokens_, host_ints_, 4 * nb * sizeof(int32_t),
+  RBEE_CUDA_CHECK(cudaMemcpyAsync(tokens_, host_ints_, 6 * nb * sizeof(int32_t),
                                   cudaMemcpyHostToDevice, stream_));
   if (use_graphs_ && n <= max_matvec_tokens) {
     const auto key = std::make_tuple(n, n_out, gather);

@@ -215,6 +215,25 @@ void attention(const float* q, const __half* k_cache, const __half* v_cache, con
                const int32_t* seq, int n_tok, const attention_shape& s, float* scratch,
                int* counters, float* out, q8_blocks out_q, cudaStream_t stream);
 
+// Prefill attention on tensor cores (flash_attention.cu): the same result as attention() for
+// batches whose rows come in runs of one sequence, each key and value row read once per tile
+// of up to flash_tile_rows rows instead of once per row. Queries and softmax weights are
+// rounded to half for the products.
+inline constexpr int flash_tile_rows = 64;
+struct attention_tile {
+  int32_t first_row, n_rows;  // consecutive batch rows of one sequence
+};
+// Writes the tiles of a batch of n rows whose sequences are `seq` (runs of equal ids, cut
+// every flash_tile_rows rows) to `tiles` (room for n); returns how many.
+int attention_tiles(const int32_t* seq, int n, attention_tile* tiles);
+// Whether flash_attention has a kernel for this head size on the current device (compute
+// capability 8.0 or newer).
+bool flash_attention_supported(int head_dim);
+// out (n_tok, n_head*head_dim) for the rows of the n_tiles tiles (device), as attention().
+void flash_attention(const float* q, const __half* k_cache, const __half* v_cache,
+                     const int32_t* pos, const int32_t* seq, const attention_tile* tiles,
+                     int n_tiles, const attention_shape& s, float* out, cudaStream_t stream);
+
 // Sampling (sample.cu): one choice of engine.h's sampler from a logits row of n entries.
 // Device scratch bytes for rows of n entries.
 size_t sample_scratch_bytes(int n);

@@ -3,6 +3,7 @@
 
 #include <bit>
 #include <cmath>
+#include <random>
 
 #include "engine/cuda/check.h"
 #include "engine/cuda/cublas_api.h"
@@ -195,12 +196,78 @@ std::vector<float> rope_attention(const attention_case& c, std::span<const float
                                 .softcap = 0.0f,
                                 .block_table = block_table,
                                 .max_blocks = max_blocks};
+    if (c.flash && n > 1) {
+      std::vector<attention_tile> tiles(static_cast<size_t>(n));
+      const int n_tiles = attention_tiles(seq.data() + first, n, tiles.data());
+      buffer dtiles{std::span<const attention_tile>(tiles.data(), static_cast<size_t>(n_tiles))};
+      flash_attention(q_out.as<float>() + qo, kc.as<__half>(), vc.as<__half>(), p, sq,
+                      dtiles.as<attention_tile>(), n_tiles, shape, out.as<float>() + qo, 0);
+      RBEE_CUDA_CHECK(cudaDeviceSynchronize());
+      return;
+    }
     attention(q_out.as<float>() + qo, kc.as<__half>(), vc.as<__half>(), p, sq, n, shape,
               scratch.as<float>(), counters.as<int>(), out.as<float>() + qo, {}, 0);
   };
   step(0, n_tok / 2);
   for (int t = n_tok / 2; t < n_tok; ++t) step(t, 1);
   return out.download<float>(static_cast<size_t>(n_tok) * q_dim);
+}
+
+attention_pair split_and_flash_attention(const attention_case& c, std::span<const int> history,
+                                         std::span<const int> rows, int window, float softcap,
+                                         uint32_t seed) {
+  const int hd = c.head_dim, n_seq = static_cast<int>(rows.size());
+  const size_t kv_dim = static_cast<size_t>(c.n_head_kv) * hd;
+  const int max_blocks = (c.n_ctx + kv_block_size - 1) / kv_block_size;
+  // Sequence s's block b is pool block (s + 1) * max_blocks - 1 - b.
+  std::vector<int32_t> blocks(static_cast<size_t>(n_seq) * max_blocks);
+  for (int s = 0; s < n_seq; ++s)
+    for (int b = 0; b < max_blocks; ++b)
+      blocks[static_cast<size_t>(s * max_blocks + b)] = (s + 1) * max_blocks - 1 - b;
+  const size_t cache_rows =
+      static_cast<size_t>(n_seq) * (c.paged ? max_blocks * kv_block_size : c.n_ctx);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<__half> k(cache_rows * kv_dim), v(k.size());
+  for (auto& x : k) x = __float2half(normal(rng));
+  for (auto& x : v) x = __float2half(normal(rng));
+  std::vector<int32_t> pos, seq;
+  for (int s = 0; s < n_seq; ++s)
+    for (int j = 0; j < rows[static_cast<size_t>(s)]; ++j) {
+      pos.push_back(history[static_cast<size_t>(s)] + j);
+      seq.push_back(s);
+    }
+  const int n = static_cast<int>(pos.size());
+  std::vector<float> q(static_cast<size_t>(n) * c.n_head * hd);
+  for (auto& x : q) x = normal(rng);
+  std::vector<attention_tile> tiles(static_cast<size_t>(n));
+  const int n_tiles = attention_tiles(seq.data(), n, tiles.data());
+  buffer dq{std::span<const float>(q)}, dk{std::span<const __half>(k)},
+      dv{std::span<const __half>(v)}, dpos{std::span<const int32_t>(pos)},
+      dseq{std::span<const int32_t>(seq)}, dblocks{std::span<const int32_t>(blocks)},
+      dtiles{std::span<const attention_tile>(tiles.data(), static_cast<size_t>(n_tiles))};
+  const attention_shape shape{.n_head = c.n_head,
+                              .n_head_kv = c.n_head_kv,
+                              .head_dim = hd,
+                              .rows = c.n_ctx,
+                              .window = window,
+                              .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
+                              .softcap = softcap,
+                              .block_table = c.paged ? dblocks.as<int32_t>() : nullptr,
+                              .max_blocks = max_blocks};
+  const size_t out_floats = q.size();
+  buffer split_out(out_floats * sizeof(float)), flash_out(out_floats * sizeof(float));
+  buffer scratch(attention_scratch_floats(n, c.n_head, hd, c.n_ctx) * sizeof(float));
+  const size_t counter_bytes = static_cast<size_t>(n) * c.n_head * sizeof(int);
+  buffer counters(counter_bytes);
+  RBEE_CUDA_CHECK(cudaMemset(counters.as<void>(), 0, counter_bytes));
+  attention(dq.as<float>(), dk.as<__half>(), dv.as<__half>(), dpos.as<int32_t>(),
+            dseq.as<int32_t>(), n, shape, scratch.as<float>(), counters.as<int>(),
+            split_out.as<float>(), {}, 0);
+  flash_attention(dq.as<float>(), dk.as<__half>(), dv.as<__half>(), dpos.as<int32_t>(),
+                  dseq.as<int32_t>(), dtiles.as<attention_tile>(), n_tiles, shape,
+                  flash_out.as<float>(), 0);
+  return {split_out.download<float>(out_floats), flash_out.download<float>(out_floats)};
 }
 
 token_id sample(std::span<const float> logits, const sampling_step& a) {

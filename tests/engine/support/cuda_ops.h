@@ -45,9 +45,21 @@ struct attention_case {
   bool halves;
   float freq_base;
   bool paged = false;
+  bool flash = false;  // the first half's batch through flash_attention
 };
 std::vector<float> rope_attention(const attention_case& c, std::span<const float> q,
                                   std::span<const float> k, std::span<const float> v, int n_tok);
+
+// One batch's attention by the split kernel and by flash attention, over caches of random
+// fp16 keys and values (c.n_ctx positions per sequence, paged in reverse block order or rings)
+// and random queries from `seed`: sequence i contributes rows[i] consecutive rows at positions
+// history[i], history[i] + 1, ... `window` and `softcap` as in attention_shape.
+struct attention_pair {
+  std::vector<float> split, flash;
+};
+attention_pair split_and_flash_attention(const attention_case& c, std::span<const int> history,
+                                         std::span<const int> rows, int window, float softcap,
+                                         uint32_t seed);
 
 // The device's sampling choice from one logits row, as a context makes it.
 token_id sample(std::span<const float> logits, const sampling_step& step);
