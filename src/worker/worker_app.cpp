@@ -100,6 +100,10 @@ std::pair<std::string, std::string> split_callback_url(const std::string& url) {
 
 }  // namespace
 
+int default_prefill_chunk(engine::backend_kind backend) {
+  return backend == engine::backend_kind::cuda ? 512 : 128;
+}
+
 worker_app::worker_app(worker_options options)
     : options_(std::move(options)),
       server_(common::server_options{
@@ -243,7 +247,9 @@ void worker_app::load_model() {
         *model, *ctx,
         scheduler_options{.n_slots = options_.slots,
                           .n_batch = cparams.n_batch,
-                          .prefill_budget = options_.prefill_chunk,
+                          .prefill_budget = options_.prefill_chunk > 0
+                                                ? options_.prefill_chunk
+                                                : default_prefill_chunk(options_.backend),
                           .debug_step_delay = options_.debug_step_delay});
     sched->start();
 

@@ -33,9 +33,9 @@ struct worker_options {
   std::string host = "127.0.0.1";
   int port = 8001;  // 0: ephemeral
   int slots = 1;
-  int n_ctx = 0;      // 0: the model's training context, at most default_n_ctx_cap
-  int n_threads = 0;  // 0: engine default
-  int prefill_chunk = 128;
+  int n_ctx = 0;             // 0: the model's training context, at most default_n_ctx_cap
+  int n_threads = 0;         // 0: engine default
+  int prefill_chunk = 0;     // 0: default_prefill_chunk(backend)
   std::string callback_url;  // hive's /v1/workers/ready (or its base URL); empty: no callback
   std::string api_token;     // required by every non-public endpoint when set
   std::string hive_token;    // sent with the ready callback
@@ -60,6 +60,11 @@ struct load_status {
   std::string error_message;
   uint64_t version = 0;  // bumped on every change
 };
+
+// Prompt tokens a decode step takes by default: on the CPU a 512-token chunk would hold
+// the running answers for seconds, so 128; on CUDA 512 (measured on an H200 with a 7B Q4_0:
+// at 8 concurrent streams the time to first token halves against 128, tokens/s rise 7 %).
+int default_prefill_chunk(engine::backend_kind backend);
 
 class worker_app {
  public:

@@ -61,8 +61,9 @@ int worker_main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--threads", o.n_threads, "CPU threads (0: one per physical core)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--prefill-chunk", o.prefill_chunk, "Prompt tokens per decode step")
-      ->check(CLI::Range(1, 4096))
+  app.add_option("--prefill-chunk", o.prefill_chunk,
+                 "Prompt tokens per decode step (0: 512 on CUDA, 128 on the CPU)")
+      ->check(CLI::Range(0, 4096))
       ->capture_default_str();
   app.add_option("--callback-url", o.callback_url,
                  "Hive URL to POST /v1/workers/ready to once loaded (implies --die-with-parent)");
