@@ -7,8 +7,10 @@
 
 namespace rbee::engine::cpu {
 
-// Reads every weight page now (reporting progress), so the first decode does not wait for
-// the disk.
-std::unique_ptr<backend> make_backend(const model& m, const model_params& params);
+// Reads every weight page of the part now (reporting progress), so the first decode does not
+// wait for the disk. The host is device 0: a layer split on the CPU (tests, and a model that
+// is checked against its split) names it once per part.
+std::unique_ptr<backend> make_backend(const model& m, const model_params& params,
+                                      const backend_part& part);
 
 }  // namespace rbee::engine::cpu
