@@ -57,7 +57,10 @@ constexpr uint64_t gpu_part_bytes = 512ull << 20;
 
 std::vector<layer_part> plan_parts(const model& m, const model_params& p,
                                    const std::vector<split_device>& devices) {
-  if (p.split != split_mode::layer) return {{.device = p.device, .layers = {0, m.hp.n_layer}}};
+  if (p.split != split_mode::layer) {
+    const int device = p.devices.empty() ? p.device : p.devices.front();  // one device named
+    return {{.device = device, .layers = {0, m.hp.n_layer}}};
+  }
   const uint64_t part_bytes = p.backend == backend_kind::cuda ? gpu_part_bytes : 0;
   return plan_layer_split(split_costs_of(m, p.split_kv_positions, part_bytes), devices,
                           p.tensor_split);
@@ -75,9 +78,11 @@ model_ptr model_load(const std::string& path, const model_params& params) {
   // Before the file is read: a missing backend or device is the answer whatever it holds.
   const backend_maker make_backend = find_backend(params.backend);
   check_split_params(params);
+  // Every device named must exist; a split without a list is on `device` alone.
   std::vector<split_device> devices;
-  if (params.split == split_mode::layer)
-    for (const int d : params.devices.empty() ? std::vector<int>{params.device} : params.devices)
+  const bool listed = !params.devices.empty();
+  if (listed || params.split == split_mode::layer)
+    for (const int d : listed ? params.devices : std::vector<int>{params.device})
       devices.push_back(device_of(params.backend, d));
   model_ptr m = open_model(path, params.n_threads);
   const std::vector<layer_part> parts = plan_parts(*m, params, devices);

@@ -50,6 +50,17 @@ TEST(split_settings, refused_with_a_clear_error) {
   EXPECT_EQ(load_error(mp), error_code::invalid_argument);
 }
 
+TEST(split_settings, one_device_named_without_a_split_is_that_device) {
+  model_params mp = model_default_params();
+  mp.n_threads = 1;
+  mp.devices = {1};  // the CPU has only device 0: a named device is not ignored
+  EXPECT_EQ(load_error(mp), error_code::backend_unavailable);
+  mp.devices = {0};
+  const auto m = model_load(models_dir() + "/stories260K.gguf", mp);
+  ASSERT_EQ(model_get_parts(*m).size(), 1u);
+  EXPECT_EQ(model_get_parts(*m)[0].device, 0);
+}
+
 TEST(split_settings, split_modes_have_names) {
   for (const split_mode m : {split_mode::none, split_mode::layer, split_mode::tensor})
     EXPECT_EQ(split_mode_from_string(to_string(m)), m);

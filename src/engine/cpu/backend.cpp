@@ -645,11 +645,6 @@ class cpu_backend final : public backend {
 
 std::unique_ptr<backend> cpu::make_backend(const model& m, const model_params& params,
                                            const backend_part& part) {
-  if (part.device != 0)
-    throw engine_error(error_code::invalid_argument,
-                       str("device ", part.device,
-                           " does not exist: the cpu backend has one "
-                           "device, 0 (a layer split on the CPU names it once per part)"));
   read_weights_in(m, part.layers, params.on_progress);
   return std::make_unique<cpu_backend>(m, part.layers);
 }

@@ -1153,7 +1153,9 @@ activations residual(device_context& c) {
 void copy_activations(const activations& from, const activations& to, size_t n) {
   const size_t bytes = n * sizeof(float);
   RBEE_CUDA_CHECK(cudaSetDevice(to.device));
-  if (from.device >= 0)
+  if (from.device == to.device)
+    RBEE_CUDA_CHECK(cudaMemcpy(to.data, from.data, bytes, cudaMemcpyDeviceToDevice));
+  else if (from.device >= 0)
     RBEE_CUDA_CHECK(cudaMemcpyPeer(to.data, to.device, from.data, from.device, bytes));
   else
     RBEE_CUDA_CHECK(cudaMemcpy(to.data, from.data, bytes, cudaMemcpyHostToDevice));
