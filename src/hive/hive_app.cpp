@@ -453,7 +453,14 @@ void hive_app::spawn_worker(const httplib::Request& req, httplib::Response& res)
     // A layer split is sized on its devices' memory together; each must exist.
     const auto caps = pooled_for_split(probe_->probe(), backend, devices);
     check_backend(caps, backend, device);
-    for (const int d : devices) check_backend(caps, backend, d);
+    for (const int d : devices) {
+      try {
+        check_backend(caps, backend, d);
+      } catch (http_error& e) {
+        e.details["field"] = "devices";  // the request's list names it, not "device"
+        throw;
+      }
+    }
 
     std::vector<std::string> narration;
     auto model = store_->ensure(ref, [&](const std::string& m) { narration.push_back(m); });

@@ -98,9 +98,11 @@ TEST_F(Placement, TheCommandLineSizesTheWorkerATaskStarts) {
 TEST_F(Placement, TheCommandLineSplitsTheWorkerATaskStartsAcrossDevices) {
   q.start();
   auto missing = q.cli({"infer", "--model", stories_ref(), "--prompt", "x", "--backend", "cpu",
-                        "--devices", "0,1", "--split", "layer"});
+                        "--devices", "0,1", "--split", "layer", "--json"});
   EXPECT_NE(missing.exit_code, 0);
-  EXPECT_TRUE(contains(missing.err, "Device not available")) << missing.err;
+  const auto error = nlohmann::json::parse(missing.out)["error"];
+  EXPECT_EQ(error["code"], "BACKEND_UNAVAILABLE") << missing.out;
+  EXPECT_EQ(error["details"]["field"], "devices") << missing.out;
   auto r = q.infer(stories_ref(), {"--max-tokens", "4", "--backend", "cpu", "--devices", "0,0",
                                    "--split", "layer"});
   ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
