@@ -444,7 +444,8 @@ device_model_ptr upload(const model_weights& w, int device,
   assert(targets.size() == refs.size());
 
   load_progress p;
-  p.layers_total = static_cast<int>(w.layers.size());
+  // Layers count in the whole model's numbers: the parts of a split load one after the other.
+  p.layers_total = w.hp.n_layer;
   p.bytes_total = total;
   for (const auto& r : refs) p.tensors_total += *r.host ? 1 : 0;
   std::unordered_map<const uint8_t*, const uint8_t*> uploaded;  // tied weights share
@@ -482,7 +483,7 @@ device_model_ptr upload(const model_weights& w, int device,
     ++p.tensors_loaded;
     const bool last_of_layer =
         refs[i].layer >= 0 && (i + 1 == refs.size() || refs[i + 1].layer != refs[i].layer);
-    if (last_of_layer) p.layers_loaded = refs[i].layer + 1;
+    if (last_of_layer) p.layers_loaded = w.first_layer + refs[i].layer + 1;
     if (progress) progress(p);
   }
   for (auto& l : dm->layers) {
