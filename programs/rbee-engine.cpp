@@ -13,6 +13,21 @@ using rbee::engine::backend_kind;
 
 const std::map<std::string, backend_kind> backends{{"cpu", backend_kind::cpu},
                                                    {"cuda", backend_kind::cuda}};
+// --devices, --split and --tensor-split (docs/multi-gpu.md).
+void add_split_options(CLI::App* cmd, rbee::engine_tool::device_split& s) {
+  cmd->add_option("--devices", s.devices,
+                  "Devices of a split, in layer order, e.g. 0,1 (a device may repeat: two parts "
+                  "on it; the CPU is device 0)")
+      ->delimiter(',');
+  cmd->add_option_function<std::string>(
+         "--split",
+         [&s](const std::string& mode) { s.split = rbee::engine::split_mode_from_string(mode); },
+         "none, or layer: consecutive layers on each device (tensor is not built yet)")
+      ->check(CLI::IsMember({"none", "layer", "tensor"}));
+  cmd->add_option("--tensor-split", s.tensor_split,
+                  "Each device's share of the layers, e.g. 3,1 (default: by free memory)")
+      ->delimiter(',');
+}
 
 }  // namespace
 
@@ -40,6 +55,7 @@ int main(int argc, char** argv) {
   g->add_option("--backend", gen.backend, "cpu or cuda")
       ->transform(CLI::CheckedTransformer(backends, CLI::ignore_case));
   g->add_option("--device", gen.device, "CUDA device index");
+  add_split_options(g, gen.split);
 
   tool::tokenize_options tok;
   bool no_bos = false;
@@ -62,6 +78,7 @@ int main(int argc, char** argv) {
   b->add_option("--backend", bench.backend, "cpu or cuda")
       ->transform(CLI::CheckedTransformer(backends, CLI::ignore_case));
   b->add_option("--device", bench.device, "CUDA device index");
+  add_split_options(b, bench.split);
   b->add_flag("--json", bench.json, "JSON output");
   b->add_option("--json-schema", bench.json_schema,
                 "Constrain the tg tokens to this JSON schema file (the document restarts when it "

@@ -442,6 +442,33 @@ int priority_from_json(const json& body) {
       "priority", "priority must be \"interactive\", \"batch\" or an integer in [-1000, 1000]");
 }
 
+std::vector<int> split_devices_from_json(const json& body) {
+  const std::string split = common::string_or(body, "split", "", 16);
+  if (split == "tensor")
+    throw common::invalid_request(
+        "split", "split \"tensor\" (tensor parallelism) is not built yet; use \"layer\"");
+  if (!split.empty() && split != "layer" && split != "none")
+    throw common::invalid_request("split", "split must be \"layer\" or \"none\"");
+  if (!common::present(body, "devices")) {
+    if (split == "layer") throw common::invalid_request("devices", "split \"layer\" needs devices");
+    return {};
+  }
+  const json& list = body["devices"];
+  if (!list.is_array() || list.empty() || list.size() > max_split_devices)
+    throw common::invalid_request("devices", "devices must be an array of 1 to " +
+                                                 std::to_string(max_split_devices) +
+                                                 " device indices, such as [0, 1]");
+  std::vector<int> devices;
+  for (const json& d : list) {
+    if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > 4096)
+      throw common::invalid_request(
+          "devices", "devices must hold device indices such as 0, not " + d.dump().substr(0, 64));
+    devices.push_back(d.get<int>());
+  }
+  if (split != "layer") throw common::invalid_request("split", "devices need split \"layer\"");
+  return devices;
+}
+
 task_request task_request::from_json(const json& body) {
   require_object(body);
   task_request r;
@@ -466,7 +493,8 @@ task_request task_request::from_json(const json& body) {
   };
   r.worker = {.ctx = sized("ctx", 256, 1 << 20),
               .slots = sized("slots", 1, 256),
-              .keep_alive_s = sized("keep_alive_s", 0, 7 * 24 * 3600)};
+              .keep_alive_s = sized("keep_alive_s", 0, 7 * 24 * 3600),
+              .devices = split_devices_from_json(body)};
   return r;
 }
 
@@ -480,6 +508,10 @@ json task_request::to_json() const {
   if (worker.ctx) body["ctx"] = *worker.ctx;
   if (worker.slots) body["slots"] = *worker.slots;
   if (worker.keep_alive_s) body["keep_alive_s"] = *worker.keep_alive_s;
+  if (!worker.devices.empty()) {
+    body["devices"] = worker.devices;
+    body["split"] = "layer";
+  }
   return body;
 }
 

@@ -5,6 +5,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "api/requests.h"
 #include "common/errors.h"
 #include "common/json.h"
 
@@ -67,6 +68,7 @@ nlohmann::json worker_record::to_json(bool include_token) const {
                       {"url", url},
                       {"backend", backend},
                       {"device", device},
+                      {"devices", devices.empty() ? std::vector<int>{device} : devices},
                       {"port", port},
                       {"pid", pid},
                       {"slots_total", slots_total},
@@ -94,6 +96,17 @@ worker_record worker_record::from_json(const nlohmann::json& j) {
   w.token = text_or(j, "token");
   w.backend = text_or(j, "backend", "cpu");
   w.device = integer_or<int>(j, "device", 0);
+  if (common::present(j, "devices")) {
+    const nlohmann::json& list = j["devices"];
+    if (!list.is_array() || list.size() > max_split_devices)
+      throw common::invalid_request("devices", "devices must be an array of device indices");
+    for (const auto& d : list) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > 4096)
+        throw common::invalid_request("devices", "devices must hold device indices");
+      w.devices.push_back(d.get<int>());
+    }
+    if (w.devices.size() == 1 && w.devices[0] == w.device) w.devices.clear();  // one device
+  }
   w.port = integer_or<int>(j, "port", 0);
   w.pid = integer_or<int64_t>(j, "pid", -1);
   const std::string state = text_or(j, "state", "loading");

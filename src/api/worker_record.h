@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -32,6 +33,7 @@ struct worker_record {
   std::string token;      // the worker's bearer token; only to authenticated callers
   std::string backend = "cpu";
   int device = 0;
+  std::vector<int> devices;  // a layer split's devices, in layer order; empty: `device` alone
   int port = 0;
   int64_t pid = -1;
   worker_state state = worker_state::loading;

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 
+#include "api/requests.h"
 #include "api/sampling.h"
 #include "cli/cli.h"
 #include "cli/command.h"
@@ -41,6 +42,9 @@ struct infer_options {
   std::optional<int> ctx;
   std::optional<int> slots;
   std::string keep_alive;  // "30s", "15m", "2h", "1d"
+  // A worker this starts split by layers across these devices (docs/multi-gpu.md).
+  std::vector<int> devices;
+  std::string split;
   bool json_output = false;
   bool ephemeral = false;
 };
@@ -65,6 +69,8 @@ json task_body(const infer_options& o) {
   if (o.ctx) request["ctx"] = *o.ctx;
   if (o.slots) request["slots"] = *o.slots;
   if (!o.keep_alive.empty()) request["keep_alive_s"] = *seconds_in(o.keep_alive);
+  if (!o.devices.empty()) request["devices"] = o.devices;
+  if (!o.split.empty()) request["split"] = o.split;
   return request;
 }
 
@@ -247,6 +253,13 @@ int cmd_infer(context& ctx, infer_options o) {
     return exit_usage;
   }
   const json request = task_body(o);
+  try {
+    api::split_devices_from_json(request);  // the contract's check, before any daemon
+  } catch (const common::http_error& e) {
+    print_error(stderr, "--" + e.details.value("field", std::string("devices")) + ": " + e.message,
+                json(), "USAGE");
+    return exit_usage;
+  }
 
   // Signals are taken synchronously by this thread (sigtimedwait) while another streams.
   sigset_t signals;
@@ -332,6 +345,17 @@ void add_infer_command(CLI::App& app, invocation& inv) {
                    ? std::string()
                    : "expected a duration such as 30s, 15m, 2h or 1d, at most 7d";
       });
+  infer
+      ->add_option("--devices", o->devices,
+                   "Split a worker this starts by layers across these devices, e.g. 0,1 "
+                   "(with --split layer; default: one device)")
+      ->delimiter(',')
+      ->check(CLI::NonNegativeNumber);
+  infer
+      ->add_option("--split", o->split,
+                   "How a worker this starts uses --devices: layer (tensor is not built yet; "
+                   "default: none)")
+      ->check(CLI::IsMember({"none", "layer", "tensor"}));
   infer->add_flag("--json", o->json_output, "Print the result as JSON");
   infer->add_flag("--ephemeral", o->ephemeral, "Stop what this command started when it exits");
   infer->footer(

@@ -3,7 +3,10 @@
 // context.cpp) asks of the CPU (cpu/backend.h) and CUDA (cuda/engine_backend.cpp) backends.
 // The context checks every batch and records the sequence positions (batch.h) before a
 // backend sees it, so backends get only valid batches and keep no positions of their own.
-// Which backend a model gets is decided in one place, model_load (model_load.cpp).
+// Which backend a model gets is decided in one place, model_load (model_load.cpp). A model
+// split by layers across devices (docs/multi-gpu.md) is a composition of such backends, one
+// part per device (split_backend.h), each running its range of the layers.
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -33,6 +36,21 @@ struct kv_block_tables {
   uint64_t version = 0;             // changes whenever an entry a decode reads changes
 };
 
+// The layers one part of a model runs, [first, end): the part with first 0 embeds the
+// tokens, the part with end n_layer computes the logits, and each other part hands its
+// residual stream to the next. The whole model is the one part [0, n_layer).
+struct layer_range {
+  int first = 0;
+  int end = 0;
+};
+
+// Where a context keeps the residual stream of the batch it decodes: n_batch rows of n_embd
+// floats, in host memory (device -1) or on CUDA device `device`.
+struct activations {
+  float* data = nullptr;
+  int device = -1;
+};
+
 // A context on a backend: its KV cache, activations and the logits of the last decode.
 class backend_context {
  public:
@@ -56,6 +74,9 @@ class backend_context {
   virtual void copy_ring_layers(int src, int dst, int n_pos) = 0;
   // Device memory the context holds (0 on the CPU).
   virtual uint64_t device_bytes() const = 0;
+  // The residual stream: a part that does not start at layer 0 reads the batch's rows from
+  // here on decode; a part that does not end at the last layer leaves its output here.
+  virtual activations residual() = 0;
 };
 
 class backend {
@@ -67,9 +88,20 @@ class backend {
   virtual std::unique_ptr<backend_context> create_context(const context_params& params) = 0;
   // Device memory the model's weights hold (0 on the CPU).
   virtual uint64_t device_bytes() const = 0;
+  // Copies n floats of residual stream from another part's context into one of this
+  // backend's contexts (a peer copy between devices, or staged through the host).
+  virtual void copy_activations(const activations& from, const activations& to, size_t n) = 0;
 };
 
-// Makes the backend of a loaded model (weights uploaded or read in, progress reported).
-using backend_maker = std::unique_ptr<backend> (*)(const model& m, const model_params& params);
+// The device and layers of one part (the whole model: model_params::device, [0, n_layer)).
+struct backend_part {
+  int device = 0;
+  layer_range layers;
+};
+
+// Makes the backend of a loaded model's part (its weights uploaded or read in, progress
+// reported).
+using backend_maker = std::unique_ptr<backend> (*)(const model& m, const model_params& params,
+                                                   const backend_part& part);
 
 }  // namespace rbee::engine

@@ -34,6 +34,26 @@ std::string_view to_string(error_code code) {
   return "UNKNOWN";
 }
 
+std::string_view to_string(split_mode mode) {
+  switch (mode) {
+    case split_mode::none:
+      return "none";
+    case split_mode::layer:
+      return "layer";
+    case split_mode::tensor:
+      return "tensor";
+  }
+  return "none";
+}
+
+split_mode split_mode_from_string(std::string_view name) {
+  for (const split_mode mode : {split_mode::none, split_mode::layer, split_mode::tensor})
+    if (name == to_string(mode)) return mode;
+  throw engine_error(
+      error_code::invalid_argument,
+      std::string("split mode '").append(name).append("' is not one of none, layer, tensor"));
+}
+
 std::vector<token_id> tokenize(const model& m, std::string_view text, bool add_bos,
                                bool parse_special) {
   // Vocabularies that never take a BOS (Qwen2) say so; add_bos cannot force one on them.

@@ -54,9 +54,27 @@ struct load_progress {
   uint64_t bytes_total = 0;
 };
 
+// How a model uses several devices (docs/multi-gpu.md). layer: consecutive layers on each
+// device, activations handed from one to the next. tensor (every layer's heads and FFN
+// across the devices) is not built yet: model_load refuses it.
+enum class split_mode { none, layer, tensor };
+std::string_view to_string(split_mode mode);
+// "none", "layer", "tensor"; engine_error(invalid_argument) naming the choices otherwise.
+split_mode split_mode_from_string(std::string_view name);
+
 struct model_params {
   backend_kind backend = backend_kind::cpu;
-  int device = 0;                                         // CUDA device index
+  int device = 0;  // CUDA device index
+  // split layer: a part on each of these devices, in this order (a device named twice holds
+  // two parts; the CPU is device 0); empty: `device` alone. Several devices need a split.
+  std::vector<int> devices;
+  split_mode split = split_mode::none;
+  // Each device's share of the layers, one per device (llama.cpp's -ts); empty: in
+  // proportion to each device's free memory (equal shares on the CPU).
+  std::vector<float> tensor_split;
+  // Positions of KV cache (n_seq x n_ctx of the contexts to come) the layer split counts on
+  // each device for its layers when it checks that they fit; 0: the weights only.
+  int64_t split_kv_positions = 0;
   int n_threads = 0;                                      // 0: one per physical core
   std::function<void(const load_progress&)> on_progress;  // called from the loading thread
 };
@@ -105,6 +123,14 @@ model_ptr model_load(const std::string& path, const model_params& params);
 // CUDA kernels' architectures) or "cpu, no cuda".
 std::string build_backends();
 const model_info& model_get_info(const model& m);
+// The layers a model runs on each device, in layer order: one part [0, n_layer) on one device,
+// or the parts of a layer split.
+struct model_part {
+  int device = 0;
+  int first_layer = 0;
+  int end_layer = 0;  // one past its last layer
+};
+const std::vector<model_part>& model_get_parts(const model& m);
 // Device memory the model's weights hold (0 on the CPU backend).
 uint64_t model_device_bytes(const model& m);
 

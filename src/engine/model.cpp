@@ -499,4 +499,8 @@ uint64_t model_device_bytes(const model& m) {
   return m.backend->device_bytes();
 }
 
+const std::vector<model_part>& model_get_parts(const model& m) {
+  return m.parts;
+}
+
 }  // namespace rbee::engine

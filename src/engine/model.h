@@ -200,4 +200,5 @@ struct rbee::engine::model {
   std::vector<weight_slot> weight_slots;  // every weight above, in load order
   std::unique_ptr<engine::vocab> vocab;
   std::unique_ptr<engine::backend> backend;  // set by model_load
+  std::vector<model_part> parts;             // set by model_load
 };

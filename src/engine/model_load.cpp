@@ -1,8 +1,11 @@
 // model_load: the one place that picks a model's backend. The CPU backend is always built;
-// the CUDA entry comes from cuda/ or, in a build without CUDA, from no_cuda.cpp.
+// the CUDA entry comes from cuda/ or, in a build without CUDA, from no_cuda.cpp. A layer
+// split (docs/multi-gpu.md) makes one backend per part and composes them (split_backend.h).
 #include "engine/cpu/backend.h"
 #include "engine/cuda/entry.h"
+#include "engine/layer_split.h"
 #include "engine/model.h"
+#include "engine/split_backend.h"
 
 namespace rbee::engine {
 
@@ -19,6 +22,50 @@ backend_maker find_backend(backend_kind kind) {
   throw engine_error(error_code::invalid_argument, "unknown backend kind");
 }
 
+// The split settings alone, before the file is read.
+void check_split_params(const model_params& p) {
+  if (p.split == split_mode::tensor)
+    throw engine_error(error_code::invalid_argument,
+                       "split tensor (tensor parallelism over NCCL) is not built yet; use split "
+                       "layer (docs/multi-gpu.md)");
+  if (p.split == split_mode::none && p.devices.size() > 1)
+    throw engine_error(error_code::invalid_argument,
+                       str(p.devices.size(), " devices need a split mode: split layer"));
+  if (p.split == split_mode::none && !p.tensor_split.empty())
+    throw engine_error(error_code::invalid_argument, "tensor_split needs split layer");
+  for (const int d : p.devices)
+    if (d < 0)
+      throw engine_error(error_code::invalid_argument,
+                         str("device ", d, ": device indices must not be negative"));
+}
+
+// A device of the split with its free memory; engine_error(backend_unavailable) listing the
+// devices that exist when there is no such device.
+split_device device_of(backend_kind kind, int ordinal) {
+  if (kind == backend_kind::cuda)
+    return {.ordinal = ordinal, .free_bytes = cuda::free_bytes(ordinal)};
+  if (ordinal != 0)
+    throw engine_error(error_code::backend_unavailable,
+                       str("device ", ordinal,
+                           " does not exist: the cpu backend has one device, "
+                           "0 (a layer split on the CPU names it once per part)"));
+  return {.ordinal = 0, .free_bytes = 0};  // host RAM: the weights stay mapped from the file
+}
+
+// Scratch and runtime each part of a split holds on a GPU beside its layers.
+constexpr uint64_t gpu_part_bytes = 512ull << 20;
+
+std::vector<layer_part> plan_parts(const model& m, const model_params& p,
+                                   const std::vector<split_device>& devices) {
+  if (p.split != split_mode::layer) {
+    const int device = p.devices.empty() ? p.device : p.devices.front();  // one device named
+    return {{.device = device, .layers = {0, m.hp.n_layer}}};
+  }
+  const uint64_t part_bytes = p.backend == backend_kind::cuda ? gpu_part_bytes : 0;
+  return plan_layer_split(split_costs_of(m, p.split_kv_positions, part_bytes), devices,
+                          p.tensor_split);
+}
+
 }  // namespace
 
 std::string build_backends() {
@@ -28,10 +75,25 @@ std::string build_backends() {
 model_ptr model_load(const std::string& path, const model_params& params) {
   if (params.n_threads < 0)
     throw engine_error(error_code::invalid_argument, "n_threads must not be negative");
-  // Before the file is read: a missing backend is the answer whatever the file holds.
+  // Before the file is read: a missing backend or device is the answer whatever it holds.
   const backend_maker make_backend = find_backend(params.backend);
+  check_split_params(params);
+  // Every device named must exist; a split without a list is on `device` alone.
+  std::vector<split_device> devices;
+  const bool listed = !params.devices.empty();
+  if (listed || params.split == split_mode::layer)
+    for (const int d : listed ? params.devices : std::vector<int>{params.device})
+      devices.push_back(device_of(params.backend, d));
   model_ptr m = open_model(path, params.n_threads);
-  m->backend = make_backend(*m, params);
+  const std::vector<layer_part> parts = plan_parts(*m, params, devices);
+  std::vector<std::unique_ptr<backend>> backends;
+  for (const layer_part& p : parts) {
+    backends.push_back(make_backend(*m, params, {.device = p.device, .layers = p.layers}));
+    m->parts.push_back(
+        {.device = p.device, .first_layer = p.layers.first, .end_layer = p.layers.end});
+  }
+  m->backend = backends.size() == 1 ? std::move(backends.front())
+                                    : make_split_backend(std::move(backends), m->hp.n_embd);
   return m;
 }
 

@@ -86,11 +86,15 @@ engine::model_ptr load_model(const bench_options& opts) {
   mp.backend = opts.backend;
   mp.device = opts.device;
   mp.n_threads = opts.n_threads;
+  apply(opts.split, mp);
   return engine::model_load(opts.model, mp);
 }
 
+// "CUDA", or "CUDA x2 (layer split)" for a model in parts on two devices.
 std::string backend_name(const bench_options& opts) {
-  return opts.backend == engine::backend_kind::cpu ? "CPU" : "CUDA";
+  const std::string name = opts.backend == engine::backend_kind::cpu ? "CPU" : "CUDA";
+  if (opts.split.split != engine::split_mode::layer) return name;
+  return fmt::format("{} x{} (layer split)", name, std::max<size_t>(1, opts.split.devices.size()));
 }
 
 std::string model_type_of(const engine::model_info& mi) {

@@ -11,6 +11,18 @@
 
 namespace rbee::engine_tool {
 
+// Several devices (docs/multi-gpu.md): --devices 0,1 --split layer [--tensor-split 3,1].
+struct device_split {
+  std::vector<int> devices;
+  engine::split_mode split = engine::split_mode::none;
+  std::vector<float> tensor_split;
+};
+// Sets the model parameters of a split (devices, mode, shares).
+void apply(const device_split& s, engine::model_params& mp);
+// "layer split: cuda:0 layers 0-3, cuda:1 layers 4-7" for a model in several parts; empty
+// for one part.
+std::string describe_parts(const engine::model& m, engine::backend_kind backend);
+
 struct generate_options {
   std::string model;
   std::string prompt;
@@ -25,6 +37,7 @@ struct generate_options {
   int n_ctx = 0;  // 0: prompt + n_predict
   engine::backend_kind backend = engine::backend_kind::cpu;
   int device = 0;
+  device_split split;
 };
 // Prints only the continuation, flushed token by token; stops at end of generation.
 int generate(const generate_options& opts, std::ostream& out, std::ostream& log);
@@ -46,6 +59,7 @@ struct bench_options {
   int repetitions = 3;
   engine::backend_kind backend = engine::backend_kind::cpu;
   int device = 0;
+  device_split split;
   bool json = false;
   std::string json_schema;    // a JSON schema file: tg tokens are constrained to it
   std::vector<int> parallel;  // sequence counts: the batched test instead of pp/tg

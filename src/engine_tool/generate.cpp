@@ -9,22 +9,41 @@ namespace rbee::engine_tool {
 
 namespace {
 
-engine::model_ptr load(const std::string& path, engine::backend_kind backend, int device,
-                       int n_threads) {
+engine::model_ptr load(const generate_options& opts) {
   engine::model_params mp = engine::model_default_params();
-  mp.backend = backend;
-  mp.device = device;
-  mp.n_threads = n_threads;
-  return engine::model_load(path, mp);
+  mp.backend = opts.backend;
+  mp.device = opts.device;
+  mp.n_threads = opts.n_threads;
+  apply(opts.split, mp);
+  return engine::model_load(opts.model, mp);
 }
 
 }  // namespace
+
+void apply(const device_split& s, engine::model_params& mp) {
+  mp.devices = s.devices;
+  mp.split = s.split;
+  mp.tensor_split = s.tensor_split;
+}
+
+std::string describe_parts(const engine::model& m, engine::backend_kind backend) {
+  const auto& parts = engine::model_get_parts(m);
+  if (parts.size() < 2) return {};
+  std::string text = "layer split:";
+  for (const auto& p : parts)
+    text += fmt::format("{} {}:{} layers {}-{}", &p == &parts.front() ? "" : ",",
+                        backend == engine::backend_kind::cpu ? "cpu" : "cuda", p.device,
+                        p.first_layer, p.end_layer - 1);
+  return text;
+}
 
 int generate(const generate_options& opts, std::ostream& out, std::ostream& log) {
   if (opts.n_predict < 0)
     throw engine::engine_error(engine::error_code::invalid_argument, "-n must not be negative");
   const auto t0 = std::chrono::steady_clock::now();
-  auto model = load(opts.model, opts.backend, opts.device, opts.n_threads);
+  auto model = load(opts);
+  if (const std::string parts = describe_parts(*model, opts.backend); !parts.empty())
+    fmt::print(log, "{}\n", parts);
   const auto& mi = engine::model_get_info(*model);
   const std::vector<engine::token_id> prompt = engine::tokenize(*model, opts.prompt, true);
   if (prompt.empty())

@@ -11,6 +11,7 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include "api/requests.h"
 #include "common/errors.h"
 #include "common/json.h"
 #include "common/paths.h"
@@ -436,6 +437,8 @@ void hive_app::spawn_worker(const httplib::Request& req, httplib::Response& res)
     auto ref = api::parse_model_ref(ref_text);
     std::string backend = common::string_or(body, "backend", "cpu", 32);
     int device = static_cast<int>(common::int_in_range(body, "device", 0, 0, 1024));
+    const std::vector<int> devices = api::split_devices_from_json(body);
+    if (!devices.empty()) device = devices.front();
     int slots = static_cast<int>(common::int_in_range(body, "slots", 0, 0, 256));
     int min_slots = static_cast<int>(common::int_in_range(body, "min_slots", 1, 1, 256));
     int ctx = static_cast<int>(common::int_in_range(body, "ctx", 0, 0, 1 << 22));
@@ -447,8 +450,17 @@ void hive_app::spawn_worker(const httplib::Request& req, httplib::Response& res)
       throw common::unavailable(codes::NODE_UNREACHABLE, "the hive is shutting down", 5);
     }
 
-    auto caps = probe_->probe();
+    // A layer split is sized on its devices' memory together; each must exist.
+    const auto caps = pooled_for_split(probe_->probe(), backend, devices);
     check_backend(caps, backend, device);
+    for (const int d : devices) {
+      try {
+        check_backend(caps, backend, d);
+      } catch (http_error& e) {
+        e.details["field"] = "devices";  // the request's list names it, not "device"
+        throw;
+      }
+    }
 
     std::vector<std::string> narration;
     auto model = store_->ensure(ref, [&](const std::string& m) { narration.push_back(m); });
@@ -477,6 +489,7 @@ void hive_app::spawn_worker(const httplib::Request& req, httplib::Response& res)
          .model_path = model.local_path,
          .backend = backend,
          .device = device,
+         .devices = devices,
          .slots = size.slots,
          .ctx = size.ctx,
          .memory_bytes = size.estimate.total(),

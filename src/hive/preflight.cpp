@@ -1,5 +1,7 @@
 #include "hive/preflight.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "common/errors.h"
@@ -50,6 +52,19 @@ void check_backend(const capabilities& caps, const std::string& backend, int dev
   throw common::http_error(400, common::codes::BACKEND_UNAVAILABLE,
                            fmt::format("Device not available. Available: {}", list),
                            {{"requested", wanted}, {"available", names}});
+}
+
+capabilities pooled_for_split(const capabilities& caps, const std::string& backend,
+                              const std::vector<int>& devices) {
+  capabilities pooled = caps;
+  if (backend != "cuda" || devices.empty()) return pooled;
+  uint64_t total = 0;
+  for (const auto& g : caps.gpus)
+    if (std::find(devices.begin(), devices.end(), g.index) != devices.end())
+      total += g.vram_free_bytes;
+  for (auto& g : pooled.gpus)
+    if (g.index == devices.front()) g.vram_free_bytes = total;
+  return pooled;
 }
 
 uint64_t free_bytes_of(const capabilities& caps, const std::string& backend, int device) {

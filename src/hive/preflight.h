@@ -43,6 +43,12 @@ worker_size size_worker(const gguf::header_summary& model, const capabilities& c
                         int requested_slots, int min_slots, const sizing_limits& limits,
                         double memory_correction = 1.0);
 
+// A layer split's devices as one for sizing: caps with the first GPU of `devices` holding the
+// free memory of all of them (a GPU named twice counts once). The engine's plan then checks
+// each device's part when the worker loads (docs/multi-gpu.md). The CPU's caps are unchanged.
+capabilities pooled_for_split(const capabilities& caps, const std::string& backend,
+                              const std::vector<int>& devices);
+
 // The free memory of the backend's device (RAM for the CPU).
 uint64_t free_bytes_of(const capabilities& caps, const std::string& backend, int device);
 

@@ -185,6 +185,7 @@ worker_info worker_supervisor::spawn(const spawn_request& request) {
     info.model_path = request.model_path;
     info.backend = request.backend;
     info.device = request.device;
+    info.devices = request.devices;
     info.slots_total = request.slots;
     info.ctx = request.ctx;
     info.memory_bytes = request.memory_bytes;
@@ -209,6 +210,10 @@ worker_info worker_supervisor::spawn(const spawn_request& request) {
                  "--host",      options_.bind_host,
                  "--slots",     std::to_string(info.slots_total)};
     if (info.ctx > 0) spec.args.insert(spec.args.end(), {"--ctx", std::to_string(info.ctx)});
+    if (!info.devices.empty())
+      spec.args.insert(
+          spec.args.end(),
+          {"--devices", fmt::format("{}", fmt::join(info.devices, ",")), "--split", "layer"});
     spec.args.insert(spec.args.end(), {"--callback-url", options_.callback_url});
     if (options_.threads_per_worker > 0) {
       spec.args.insert(spec.args.end(), {"--threads", std::to_string(options_.threads_per_worker)});

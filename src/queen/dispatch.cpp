@@ -180,19 +180,21 @@ dispatcher::dispatcher(std::chrono::milliseconds loading_timeout, registry& node
       settings_(std::move(settings)) {}
 
 task_key dispatcher::key_for(const task_request& r) {
-  task_key key{.model = r.model,
-               .node = r.node,
-               .backend = r.backend,
-               .device = r.device,
-               .model_bytes = known_model_bytes(r.model),
-               .slots = r.generation.n,
-               .client = r.client,
-               .priority = r.priority,
-               .preferred_worker = {},
-               .max_replicas = settings_for(r.model).max_replicas,
-               .full_devices = {},
-               .same_file = names_of_same_file(r.model),
-               .avoid_workers = {}};
+  task_key key{
+      .model = r.model,
+      .node = r.node,
+      .backend = r.backend,
+      .device = r.worker.devices.empty() ? r.device : std::optional(r.worker.devices.front()),
+      .devices = r.worker.devices,
+      .model_bytes = known_model_bytes(r.model),
+      .slots = r.generation.n,
+      .client = r.client,
+      .priority = r.priority,
+      .preferred_worker = {},
+      .max_replicas = settings_for(r.model).max_replicas,
+      .full_devices = {},
+      .same_file = names_of_same_file(r.model),
+      .avoid_workers = {}};
   if (uint64_t id = conversation_id(r)) {
     std::lock_guard lock(mutex_);
     if (auto it = conversation_worker_.find(id); it != conversation_worker_.end()) {
@@ -472,7 +474,8 @@ std::optional<worker_info> dispatcher::cold_start(const task_request& request, c
                       .slots = slots,
                       .min_slots = request.generation.n,
                       .ctx = settings.ctx,
-                      .keep_alive_s = settings.keep_alive_s};
+                      .keep_alive_s = settings.keep_alive_s,
+                      .devices = request.worker.devices};
   sink(narration("rbee-hive", "worker_spawn",
                  "Starting a worker for " + request.model + " on '" + l.node + "' (" +
                      device_label(spawn.backend, l.device) + ")",
@@ -493,7 +496,9 @@ std::optional<worker_info> dispatcher::cold_start(const task_request& request, c
     } catch (const error& e) {
       // The queen chose the GPU from the file's size; the hive's preflight knows the whole need.
       // A GPU the client did not ask for that turns out too small leaves the model to the CPU.
-      if (e.code != common::codes::INSUFFICIENT_VRAM || !request.backend.empty()) throw;
+      if (e.code != common::codes::INSUFFICIENT_VRAM || !request.backend.empty() ||
+          !spawn.devices.empty())
+        throw;
       sink(narration("queen-rbee", "placement_fallback",
                      device_label(spawn.backend, l.device) + " on '" + l.node +
                          "' is too small for " + request.model + " (" + e.message +

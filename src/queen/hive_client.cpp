@@ -125,11 +125,16 @@ worker_info hive_client::spawn_worker(const spawn_request& request) {
   if (request.slots > 0) body["slots"] = request.slots;
   if (request.ctx > 0) body["ctx"] = request.ctx;
   if (request.keep_alive_s >= 0) body["keep_alive_s"] = request.keep_alive_s;
+  if (!request.devices.empty()) {
+    body["devices"] = request.devices;
+    body["split"] = "layer";
+  }
   worker_info w =
       parse_hive_worker(body_of(http_.post_json("/v1/workers/spawn", body)), endpoint_.node);
   if (w.model_ref.empty()) w.model_ref = request.model_ref;
   w.backend = request.backend;
   w.device = request.device.value_or(0);
+  w.devices = request.devices;
   return w;
 }
 

@@ -32,6 +32,7 @@ nlohmann::json to_json(const worker_view& w) {
           {"url", w.info.url},
           {"backend", w.info.backend},
           {"device", w.info.device},
+          {"devices", w.info.devices.empty() ? std::vector<int>{w.info.device} : w.info.devices},
           {"slots_total", w.info.slots_total},
           {"slots_busy", std::max(w.info.slots_busy, w.in_flight)},
           {"model_id", w.info.model_id},
@@ -81,6 +82,7 @@ bool matches(const task_key& key, const worker_info& w) {
   if (key.node && w.node != *key.node) return false;
   if (!key.backend.empty() && w.backend != key.backend) return false;
   if (key.device && w.device != *key.device) return false;
+  if (!key.devices.empty() && w.devices != key.devices) return false;
   return true;
 }
 

@@ -75,7 +75,8 @@ struct task_key {
   std::string model;
   std::optional<std::string> node;  // nullopt = the scheduler picks
   std::string backend;              // "" = any
-  std::optional<int> device;        // nullopt = any
+  std::optional<int> device;        // nullopt = any (a split: its first device)
+  std::vector<int> devices;         // a forced layer split: only a worker on these serves
   uint64_t model_bytes = 0;         // 0 = unknown
   int slots = 1;                    // slots of one worker the task holds (its n choices)
   std::string client;               // who asked (an API key's id); fairness and limits

@@ -46,6 +46,21 @@ std::string load_error_code(engine::error_code code, engine::backend_kind backen
   }
 }
 
+// The devices a loaded model holds, in layer order, and for a layer split each part's layers
+// [first, end): {"devices": [0, 1], "split": "layer", "parts": [{"device", "layers"}]}.
+json placement_json(const engine::model& m) {
+  const auto& parts = engine::model_get_parts(m);
+  json devices = json::array();
+  for (const auto& p : parts) devices.push_back(p.device);
+  json body = {{"devices", devices}};
+  if (parts.size() < 2) return body;
+  body["split"] = "layer";
+  body["parts"] = json::array();
+  for (const auto& p : parts)
+    body["parts"].push_back({{"device", p.device}, {"layers", {p.first_layer, p.end_layer}}});
+  return body;
+}
+
 std::string_view backend_name(engine::backend_kind backend) {
   return backend == engine::backend_kind::cpu ? "cpu" : "cuda";
 }
@@ -219,6 +234,12 @@ void worker_app::load_model() {
     engine::model_params params = engine::model_default_params();
     params.backend = options_.backend;
     params.device = options_.device;
+    params.devices = options_.devices;
+    params.split = options_.split;
+    params.tensor_split = options_.tensor_split;
+    // The split checks each device holds its layers' KV cache at the largest context.
+    params.split_kv_positions =
+        int64_t{options_.n_ctx > 0 ? options_.n_ctx : default_n_ctx_cap} * options_.slots;
     params.n_threads = options_.n_threads;
     params.on_progress = [&](const engine::load_progress& p) {
       {
@@ -293,6 +314,10 @@ void worker_app::notify_hive() {
                {"model_ref", options_.model_ref},
                {"backend", backend_name(options_.backend)},
                {"device", options_.device}};
+  {
+    std::lock_guard lock(mutex_);
+    if (model_) body.update(placement_json(*model_));
+  }
   try {
     common::client_options copts;
     copts.bearer_token = options_.hive_token;
@@ -387,6 +412,10 @@ void worker_app::register_routes() {
       body["slots_total"] = stats.slots_total;
       body["idle_ms"] = stats.idle_ms;
       body["tokens_per_second"] = stats.last_tokens_per_sec;
+      {
+        std::lock_guard lock(mutex_);
+        if (model_) body.update(placement_json(*model_));
+      }
       if (options_.backend == engine::backend_kind::cuda) {
         std::lock_guard lock(mutex_);
         body["vram_used_bytes"] = vram_used_bytes_;

@@ -30,6 +30,10 @@ struct worker_options {
   std::string model_ref;  // what the hive asked for, reported back verbatim
   engine::backend_kind backend = engine::backend_kind::cpu;
   int device = 0;
+  // A layer split (docs/multi-gpu.md): a part of the model on each device, in layer order.
+  std::vector<int> devices;
+  engine::split_mode split = engine::split_mode::none;
+  std::vector<float> tensor_split;  // each device's share of the layers; empty: by free memory
   std::string host = "127.0.0.1";
   int port = 8001;  // 0: ephemeral
   int slots = 1;

@@ -1,7 +1,9 @@
 // The CPU backend: the fast forward pass of the llama family (llama, qwen2, qwen3, gemma2,
 // gemma3), batched prefill and decode of several sequences in one call. The families differ
 // in what hparams (model.h) records: Q/K/V biases, per-head Q/K norms, post norms, the FFN's
-// activation, soft caps, sliding-window layers and which pairs the rotation turns.
+// activation, soft caps, sliding-window layers and which pairs the rotation turns. A part of
+// a layer-split model (backend.h: layer_range) runs only its layers and keeps only their KV
+// cache.
 #include "engine/cpu/backend.h"
 
 #include <unistd.h>
@@ -51,7 +53,8 @@ struct buffers {
 struct cpu_state {
   const model* m;
   context_params params;
-  kv_cache cache;
+  layer_range layers;
+  kv_cache cache;          // of `layers` only: cache layer l - layers.first holds layer l
   kv_block_tables tables;  // of the batch being decoded
   cpu::thread_pool pool;
   buffers buf;
@@ -146,17 +149,17 @@ struct cache_rows_of {
   int ring_rows = 0;
   const int32_t* blocks = nullptr;  // a paged layer: the sequence's block table
   kv_cache* cache = nullptr;
-  int layer = 0, head = 0;
+  int layer = 0, head = 0;  // the cache's layer index
 
   cache_rows_of(cpu_state& c, int l, int seq, int kv_head)
-      : cache(&c.cache), layer(l), head(kv_head) {
-    if (c.cache.paged(l)) {
+      : cache(&c.cache), layer(l - c.layers.first), head(kv_head) {
+    if (c.cache.paged(layer)) {
       blocks =
           c.tables.blocks + static_cast<size_t>(seq) * static_cast<size_t>(c.tables.max_blocks);
     } else {
-      k_ring = c.cache.k_ring(l, seq, kv_head);
-      v_ring = c.cache.v_ring(l, seq, kv_head);
-      ring_rows = c.cache.ring_rows(l);
+      k_ring = c.cache.k_ring(layer, seq, kv_head);
+      v_ring = c.cache.v_ring(layer, seq, kv_head);
+      ring_rows = c.cache.ring_rows(layer);
     }
   }
   size_t offset(int p) const {
@@ -334,7 +337,9 @@ void ensure_logits(cpu_state& c, int n_outputs) {
   if (c.logits.size() < need) c.logits.resize(need);
 }
 
-// The forward pass of a checked batch whose logits rows are buf.out_rows[0, n_out).
+// The forward pass of a checked batch through the part's layers: from the token embeddings
+// (first part) or the residual stream buf.x the part before left, to the logits rows
+// buf.out_rows[0, n_out) (last part) or the residual stream for the next part.
 void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
   const model& m = *c.m;
   const hparams& hp = m.hp;
@@ -344,18 +349,20 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
   const int ff = hp.n_ff, half = hp.n_rot / 2;
 
   // token_embd (n_vocab, d)[token] * embd_scale -> x (n, d)
-  for (int i = 0; i < n; ++i)
-    cpu::dequantize_row(m.tok_embd.type, m.tok_embd.row(batch[static_cast<size_t>(i)].token),
-                        b.x.data() + static_cast<size_t>(i) * d, d);
-  if (hp.embd_scale != 1.0f)
-    for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] *= hp.embd_scale;
+  if (c.layers.first == 0) {
+    for (int i = 0; i < n; ++i)
+      cpu::dequantize_row(m.tok_embd.type, m.tok_embd.row(batch[static_cast<size_t>(i)].token),
+                          b.x.data() + static_cast<size_t>(i) * d, d);
+    if (hp.embd_scale != 1.0f)
+      for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] *= hp.embd_scale;
+  }
   prepare_rope(c, batch);
   // Multiply-adds of this batch's attention per layer: each entry reads pos + 1 cached rows.
   int64_t attention_work = 0;
   for (const auto& e : batch) attention_work += int64_t{e.pos + 1} * hp.n_head * hd * 2;
   const size_t nb = static_cast<size_t>(c.params.n_batch);
 
-  for (int l = 0; l < hp.n_layer; ++l) {
+  for (int l = c.layers.first; l < c.layers.end; ++l) {
     const layer_weights& w = m.layers[static_cast<size_t>(l)];
     rmsnorm_rows(b.x.data(), w.attn_norm, n, d, hp.rms_eps, b.xb.data());
     matmul_many(c, {{&w.wq, b.q.data()}, {&w.wk, b.k.data()}, {&w.wv, b.v.data()}}, b.xb.data(), n);
@@ -419,7 +426,7 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
     for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.xb[j];
   }
 
-  if (n_out == 0) return;
+  if (n_out == 0 || c.layers.end < hp.n_layer) return;
   for (int r = 0; r < n_out; ++r)
     rmsnorm_rows(b.x.data() + static_cast<size_t>(b.out_rows[static_cast<size_t>(r)]) * d,
                  m.output_norm, 1, d, hp.rms_eps, b.out.data() + static_cast<size_t>(r) * d);
@@ -429,10 +436,11 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
       c.logits[j] = softcap(c.logits[j], hp.final_softcap);
 }
 
-// Per layer: the rows of a sliding layer's ring, 0 for a layer in the block pool.
-std::vector<int> layer_ring_rows(const hparams& hp, const context_params& params) {
+// Per layer of the part: the rows of a sliding layer's ring, 0 for a layer in the block pool.
+std::vector<int> layer_ring_rows(const hparams& hp, const context_params& params,
+                                 layer_range layers) {
   std::vector<int> rows;
-  for (int l = 0; l < hp.n_layer; ++l)
+  for (int l = layers.first; l < layers.end; ++l)
     rows.push_back(hp.layer_slides(l) ? hp.cache_rows(l, params.n_ctx, params.n_batch) : 0);
   return rows;
 }
@@ -448,7 +456,7 @@ std::vector<std::vector<double>> rope_tables(const model& m, int n_ctx) {
 // Throws std::bad_alloc when host RAM cannot hold the context (the backend reports it).
 class cpu_context final : public backend_context {
  public:
-  cpu_context(const model& m, const context_params& params);
+  cpu_context(const model& m, const context_params& params, layer_range layers);
 
   void decode(std::span<const batch_entry> batch, const kv_block_tables& tables) override {
     s_.tables = tables;
@@ -456,7 +464,7 @@ class cpu_context final : public backend_context {
     int n_out = 0;
     for (size_t i = 0; i < batch.size(); ++i)
       if (batch[i].want_logits) s_.buf.out_rows[static_cast<size_t>(n_out++)] = static_cast<int>(i);
-    ensure_logits(s_, n_out);
+    if (s_.layers.end == s_.m->hp.n_layer) ensure_logits(s_, n_out);
     forward(s_, batch, n_out);
   }
   std::span<const float> logits(int row) const override {
@@ -472,7 +480,7 @@ class cpu_context final : public backend_context {
   void copy_block(int src, int dst) override {
     const hparams& hp = s_.m->hp;
     const size_t bytes = kv_block_size * s_.cache.row_bytes();
-    for (int l = 0; l < hp.n_layer; ++l) {
+    for (int l = 0; l < n_cache_layers(); ++l) {
       if (!s_.cache.paged(l)) continue;
       for (int h = 0; h < hp.n_head_kv; ++h) {
         std::copy_n(s_.cache.k_block(l, src, h), bytes, s_.cache.k_block(l, dst, h));
@@ -482,7 +490,7 @@ class cpu_context final : public backend_context {
   }
   void copy_ring_layers(int src, int dst, int n_pos) override {
     const hparams& hp = s_.m->hp;
-    for (int l = 0; l < hp.n_layer; ++l) {
+    for (int l = 0; l < n_cache_layers(); ++l) {
       if (s_.cache.paged(l)) continue;
       // A ring holds every position it can: the first n_pos rows, or all of them.
       const size_t bytes =
@@ -494,16 +502,20 @@ class cpu_context final : public backend_context {
     }
   }
   uint64_t device_bytes() const override { return 0; }
+  activations residual() override { return {.data = s_.buf.x.data(), .device = -1}; }
 
  private:
+  int n_cache_layers() const { return s_.layers.end - s_.layers.first; }
+
   cpu_state s_;
   sampling_candidates candidates_;  // (n_vocab,) reserved: sampling does not allocate
 };
 
-cpu_context::cpu_context(const model& m, const context_params& params)
+cpu_context::cpu_context(const model& m, const context_params& params, layer_range layers)
     : s_{.m = &m,
          .params = params,
-         .cache = kv_cache(layer_ring_rows(m.hp, params), m.hp.n_head_kv, m.hp.head_dim,
+         .layers = layers,
+         .cache = kv_cache(layer_ring_rows(m.hp, params, layers), m.hp.n_head_kv, m.hp.head_dim,
                            params.n_seq, static_cast<int>(kv_pool_blocks(params)), params.kv_f16),
          .tables = {},
          .pool = cpu::thread_pool(params.n_threads),
@@ -562,14 +574,24 @@ cpu_context::cpu_context(const model& m, const context_params& params)
     }
   }
   s_.matmul_scratch.resize(scratch + 64);
-  ensure_logits(s_, params.n_seq);
+  if (layers.end == hp.n_layer) ensure_logits(s_, params.n_seq);
   candidates_.reserve(static_cast<size_t>(hp.n_vocab));
 }
 
-// Touches every page so the file is read now (with progress) rather than during the first
-// decode; the pages stay in the mapping, shared with the page cache.
-void read_weights_in(const model& m, const std::function<void(const load_progress&)>& on_progress) {
-  const auto& slots = m.weight_slots;
+// Whether a part reads a weight in: its layers', and the others (embeddings, output, rope
+// factors) on the first and the last part.
+bool part_holds(const weight_slot& slot, layer_range layers, int n_layer) {
+  if (slot.layer >= 0) return slot.layer >= layers.first && slot.layer < layers.end;
+  return layers.first == 0 || layers.end == n_layer;
+}
+
+// Touches every page of the part's weights so the file is read now (with progress) rather
+// than during the first decode; the pages stay in the mapping, shared with the page cache.
+void read_weights_in(const model& m, layer_range layers,
+                     const std::function<void(const load_progress&)>& on_progress) {
+  std::vector<weight_slot> slots;
+  for (const weight_slot& s : m.weight_slots)
+    if (part_holds(s, layers, m.hp.n_layer)) slots.push_back(s);
   load_progress progress;
   progress.tensors_total = static_cast<int>(slots.size());
   progress.layers_total = m.hp.n_layer;
@@ -596,11 +618,11 @@ void read_weights_in(const model& m, const std::function<void(const load_progres
 
 class cpu_backend final : public backend {
  public:
-  explicit cpu_backend(const model& m) : m_(m) {}
+  cpu_backend(const model& m, layer_range layers) : m_(m), layers_(layers) {}
 
   std::unique_ptr<backend_context> create_context(const context_params& params) override {
     try {
-      return std::make_unique<cpu_context>(m_, params);
+      return std::make_unique<cpu_context>(m_, params, layers_);
     } catch (const std::bad_alloc&) {
       throw engine_error(error_code::out_of_memory,
                          str("host RAM: cannot allocate a context of ", params.n_ctx,
@@ -609,16 +631,22 @@ class cpu_backend final : public backend {
     }
   }
   uint64_t device_bytes() const override { return 0; }
+  void copy_activations(const activations& from, const activations& to, size_t n) override {
+    assert(from.device == -1 && to.device == -1 && "CPU parts hand over host memory");
+    std::copy_n(from.data, n, to.data);
+  }
 
  private:
   const model& m_;
+  layer_range layers_;
 };
 
 }  // namespace
 
-std::unique_ptr<backend> cpu::make_backend(const model& m, const model_params& params) {
-  read_weights_in(m, params.on_progress);
-  return std::make_unique<cpu_backend>(m);
+std::unique_ptr<backend> cpu::make_backend(const model& m, const model_params& params,
+                                           const backend_part& part) {
+  read_weights_in(m, part.layers, params.on_progress);
+  return std::make_unique<cpu_backend>(m, part.layers);
 }
 
 }  // namespace rbee::engine

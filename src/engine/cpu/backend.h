@@ -7,8 +7,9 @@
 
 namespace rbee::engine::cpu {
 
-// Reads every weight page now (reporting progress), so the first decode does not wait for
-// the disk.
-std::unique_ptr<backend> make_backend(const model& m, const model_params& params);
+// Reads every weight page of the part now (reporting progress), so the first decode does not
+// wait for the disk. The host is device 0 (model_load checks the devices a split names).
+std::unique_ptr<backend> make_backend(const model& m, const model_params& params,
+                                      const backend_part& part);
 
 }  // namespace rbee::engine::cpu

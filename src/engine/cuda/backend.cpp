@@ -241,11 +241,14 @@ size_t moe_q8_blocks(const hparams& hp) {
 
 // Halves of one of K or V before each layer's part of the cache, and the total at the end:
 // a full-attention layer holds the pool's blocks, a sliding layer a ring per sequence.
-std::vector<size_t> kv_layer_offsets(const hparams& hp, const context_params& p) {
+// Only the layers of the weights' part have a cache.
+std::vector<size_t> kv_layer_offsets(const model_weights& w, const context_params& p) {
+  const hparams& hp = w.hp;
   const size_t kv_dim = static_cast<size_t>(hp.n_head_kv) * hp.head_dim;
   const size_t pool_rows = static_cast<size_t>(kv_pool_blocks(p)) * kv_block_size;
   std::vector<size_t> offsets{0};
-  for (int l = 0; l < hp.n_layer; ++l) {
+  const int end = w.first_layer + static_cast<int>(w.layers.size());
+  for (int l = w.first_layer; l < end; ++l) {
     const size_t rows = hp.layer_slides(l)
                             ? static_cast<size_t>(p.n_seq) *
                                   static_cast<size_t>(hp.cache_rows(l, p.n_ctx, p.n_batch))
@@ -263,14 +266,14 @@ context_layout layout_of(const model_weights& w, const context_params& p) {
   const size_t kv_dim = static_cast<size_t>(hp.n_head_kv) * hp.head_dim;
   const size_t n_rope_sets = static_cast<size_t>(hp.n_rope_sets());
   context_layout c;
-  c.kv = align_up(kv_layer_offsets(hp, p).back() * 2);
+  c.kv = align_up(kv_layer_offsets(w, p).back() * 2);
   c.tables = align_up(static_cast<size_t>(p.n_seq) * static_cast<size_t>(kv_blocks_for(n_ctx)) *
                       sizeof(int32_t));
   c.x = align_up(nb * hp.n_embd * 4);
   c.q = align_up(nb * q_dim * 4);
   c.qkv = align_up(nb * (q_dim + 2 * kv_dim) * 4);
   c.ff = align_up(nb * hp.ffn_width() * 4);
-  c.logits = align_up(nb * hp.n_vocab * 4);
+  c.logits = w.output ? align_up(nb * hp.n_vocab * 4) : 0;  // the last part's
   c.q8 = align_up(q8_bytes(q8_blocks_max(hp)));
   c.att_scratch =
       align_up(attention_scratch_floats(n_batch, hp.n_head, hp.head_dim, n_ctx) * sizeof(float));
@@ -364,7 +367,20 @@ std::string available_backends() {
 }
 
 model_weights weights_of(const model& m) {
-  return {m.hp, m.tok_embd, m.output_norm, m.output, m.rope_freqs, m.layers, m.rope_freqs_long};
+  return weights_of(m, {0, m.hp.n_layer});
+}
+
+model_weights weights_of(const model& m, layer_range layers) {
+  const bool first = layers.first == 0, last = layers.end == m.hp.n_layer;
+  return {.hp = m.hp,
+          .tok_embd = first ? m.tok_embd : weight{},
+          .output_norm = last ? m.output_norm : weight{},
+          .output = last ? m.output : weight{},
+          .rope_freqs = m.rope_freqs,
+          .layers = std::vector<layer_weights>(m.layers.begin() + layers.first,
+                                               m.layers.begin() + layers.end),
+          .rope_freqs_long = m.rope_freqs_long,
+          .first_layer = layers.first};
 }
 
 uint64_t vram_required(const model_weights& w, int n_ctx, int n_seq, int n_batch) {
@@ -429,7 +445,8 @@ device_model_ptr upload(const model_weights& w, int device,
   assert(targets.size() == refs.size());
 
   load_progress p;
-  p.layers_total = static_cast<int>(w.layers.size());
+  // Layers count in the whole model's numbers: the parts of a split load one after the other.
+  p.layers_total = w.hp.n_layer;
   p.bytes_total = total;
   for (const auto& r : refs) p.tensors_total += *r.host ? 1 : 0;
   std::unordered_map<const uint8_t*, const uint8_t*> uploaded;  // tied weights share
@@ -467,7 +484,7 @@ device_model_ptr upload(const model_weights& w, int device,
     ++p.tensors_loaded;
     const bool last_of_layer =
         refs[i].layer >= 0 && (i + 1 == refs.size() || refs[i + 1].layer != refs[i].layer);
-    if (last_of_layer) p.layers_loaded = refs[i].layer + 1;
+    if (last_of_layer) p.layers_loaded = w.first_layer + refs[i].layer + 1;
     if (progress) progress(p);
   }
   for (auto& l : dm->layers) {
@@ -527,7 +544,7 @@ class device_context {
   uint8_t* host_logprobs_ = nullptr;      // pinned: the log-probabilities come back here
   int32_t* host_moe_offsets_ = nullptr;   // pinned: where each expert's pairs start (prefill)
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs_;  // (n, n_out, gather)
-  std::vector<size_t> kv_offsets_;  // (n_layer + 1,) kv_layer_offsets: each layer's cache
+  std::vector<size_t> kv_offsets_;  // (part's layers + 1,) kv_layer_offsets: each one's cache
   int max_blocks_ = 0;              // the block tables' stride: kv_blocks_for(n_ctx)
   int32_t* host_tables_ = nullptr;  // pinned: the block tables last uploaded
   uint64_t tables_version_ = 0;     // their kv_block_tables::version
@@ -580,7 +597,7 @@ void device_context::init() {
         error_code::unsupported_architecture,
         str("CUDA backend: n_embd ", hp.n_embd, " above ", max_norm_width, " is not supported"));
   const context_layout lay = layout_of(w, params_);
-  kv_offsets_ = kv_layer_offsets(hp, params_);
+  kv_offsets_ = kv_layer_offsets(w, params_);
   max_blocks_ = kv_blocks_for(params_.n_ctx);
   require_vram(lay.total() + runtime_margin / 2, m_.device_);
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
@@ -787,15 +804,18 @@ void device_context::forward(int n, int n_out, bool gather) {
   // batches, which graphs capture, keep the split kernel that spreads a query over the context.
   const bool use_flash = flash_ && !small && widest_tile_ >= 16;
 
-  get_rows(m_.tok_embd.type, m_.tok_embd.data, d, tokens_, n, x_, stream_);
-  if (hp.embd_scale != 1.0f) scale(x_, static_cast<int64_t>(n) * d, hp.embd_scale, stream_);
+  // A part after the first starts from the residual stream the part before left in x_.
+  if (m_.tok_embd) {
+    get_rows(m_.tok_embd.type, m_.tok_embd.data, d, tokens_, n, x_, stream_);
+    if (hp.embd_scale != 1.0f) scale(x_, static_cast<int64_t>(n) * d, hp.embd_scale, stream_);
+  }
   for (int set = 0; set < hp.n_rope_sets(); ++set)
     rope_table(inv_freq_ + static_cast<size_t>(set) * half, hp.rope_of_set(set).freq_scale,
                hp.rope_attn_factor, hp.n_rot, pos_, n,
                rope_cos_sin_ + static_cast<size_t>(set) * nb * half, stream_);
   for (size_t li = 0; li < m_.layers.size(); ++li) {
     const dlayer& l = m_.layers[li];
-    const int layer = static_cast<int>(li);
+    const int layer = m_.w_.first_layer + static_cast<int>(li);
     const int rows = hp.cache_rows(layer, params_.n_ctx, params_.n_batch);
     __half* k_layer = k_cache_ + kv_offsets_[li];
     __half* v_layer = v_cache_ + kv_offsets_[li];
@@ -892,6 +912,12 @@ void device_context::forward(int n, int n_out, bool gather) {
     mm(l.ffn_down, hb2_, dq, n, tmp_);
     if (l.ffn_post_norm)
       add_rmsnorm(tmp_, nullptr, l.ffn_post_norm.f32(), n, d, hp.rms_eps, tmp_, {}, stream_);
+  }
+  if (!m_.output) {
+    // A part before the last: its last FFN output joins the residual stream for the next
+    // part (the norm this computes into xb_ is not used).
+    add_rmsnorm(x_, tmp_, m_.layers.back().ffn_norm.f32(), n, d, hp.rms_eps, xb_, {}, stream_);
+    return;
   }
   add_rmsnorm(x_, tmp_, m_.output_norm.f32(), n, d, hp.rms_eps, xb_, {}, stream_);
   if (n_out == 0) return;
@@ -1039,10 +1065,10 @@ void device_context::copy_block(int src, int dst) {
   const size_t block_halves =
       static_cast<size_t>(hp.n_head_kv) * kv_block_size * static_cast<size_t>(hp.head_dim);
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
-  for (int l = 0; l < hp.n_layer; ++l) {
-    if (hp.layer_slides(l)) continue;
+  for (size_t li = 0; li < m_.layers.size(); ++li) {
+    if (hp.layer_slides(m_.w_.first_layer + static_cast<int>(li))) continue;
     for (__half* cache : {k_cache_, v_cache_}) {
-      __half* layer = cache + kv_offsets_[static_cast<size_t>(l)];
+      __half* layer = cache + kv_offsets_[li];
       RBEE_CUDA_CHECK(cudaMemcpyAsync(layer + static_cast<size_t>(dst) * block_halves,
                                       layer + static_cast<size_t>(src) * block_halves,
                                       block_halves * sizeof(__half), cudaMemcpyDeviceToDevice,
@@ -1057,14 +1083,15 @@ void device_context::copy_block(int src, int dst) {
 void device_context::copy_ring_layers(int src, int dst, int n_pos) {
   const hparams& hp = m_.w_.hp;
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
-  for (int l = 0; l < hp.n_layer; ++l) {
+  for (size_t li = 0; li < m_.layers.size(); ++li) {
+    const int l = m_.w_.first_layer + static_cast<int>(li);
     if (!hp.layer_slides(l)) continue;
     const int rows = hp.cache_rows(l, params_.n_ctx, params_.n_batch);
     const size_t head_rows = static_cast<size_t>(rows) * hp.head_dim;  // halves per head
     const size_t seq_stride = static_cast<size_t>(hp.n_head_kv) * head_rows;
     const size_t width = static_cast<size_t>(std::min(n_pos, rows)) * hp.head_dim * sizeof(__half);
     for (__half* cache : {k_cache_, v_cache_}) {
-      __half* layer = cache + kv_offsets_[static_cast<size_t>(l)];
+      __half* layer = cache + kv_offsets_[li];
       RBEE_CUDA_CHECK(cudaMemcpy2DAsync(
           layer + static_cast<size_t>(dst) * seq_stride, head_rows * sizeof(__half),
           layer + static_cast<size_t>(src) * seq_stride, head_rows * sizeof(__half), width,
@@ -1135,6 +1162,23 @@ uint64_t device_bytes(const device_context& c) {
 
 int n_vocab(const device_context& c) {
   return c.m_.w_.hp.n_vocab;
+}
+
+activations residual(device_context& c) {
+  return {.data = c.x_, .device = c.m_.device_};
+}
+
+void copy_activations(const activations& from, const activations& to, size_t n) {
+  const size_t bytes = n * sizeof(float);
+  RBEE_CUDA_CHECK(cudaSetDevice(to.device));
+  if (from.device == to.device)
+    RBEE_CUDA_CHECK(cudaMemcpy(to.data, from.data, bytes, cudaMemcpyDeviceToDevice));
+  else if (from.device >= 0)
+    RBEE_CUDA_CHECK(cudaMemcpyPeer(to.data, to.device, from.data, from.device, bytes));
+  else
+    RBEE_CUDA_CHECK(cudaMemcpy(to.data, from.data, bytes, cudaMemcpyHostToDevice));
+  // The next part's stream does not wait on the default stream the copy ran on.
+  RBEE_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 void set_use_graphs(device_context& c, bool on) {

@@ -36,13 +36,19 @@ std::string available_backends();
 
 // What the forward pass reads: hyperparameters and host views of the weights. A loaded
 // model gives one (weights_of); benchmarks may build one from synthetic host buffers.
+// layers[i] is the model's layer first_layer + i: a part of a layer split (backend.h) holds
+// only its range, without tok_embd unless it is the first part and without output_norm and
+// output unless it is the last; it starts from the residual stream of the part before and
+// leaves its own for the next (residual).
 struct model_weights {
   hparams hp;
   weight tok_embd, output_norm, output, rope_freqs;
   std::vector<layer_weights> layers;
   weight rope_freqs_long;  // phi3's factors beyond its original context
+  int first_layer = 0;
 };
 model_weights weights_of(const model& m);
+model_weights weights_of(const model& m, layer_range layers);
 
 // Device bytes for the weights, an n_seq x n_ctx f16 KV cache (the default block pool) and the
 // scratch of a context with batches of up to n_batch tokens.
@@ -103,6 +109,13 @@ int n_vocab(const device_context& c);
 // runtime's and cuBLAS's own share is not included).
 uint64_t device_bytes(const device_model& m);
 uint64_t device_bytes(const device_context& c);
+
+// The residual stream of the context's batch (backend.h: activations) on its device.
+activations residual(device_context& c);
+// Copies n floats of residual stream to a device from another device (a peer copy, direct
+// where the devices can reach each other, else staged by the runtime through the host) or
+// from host memory. Returns when the copy is done.
+void copy_activations(const activations& from, const activations& to, size_t n);
 
 // Single-token decode steps are recorded once per batch size as CUDA graphs and replayed;
 // off, every step launches its kernels (for comparison in tests and benchmarks).

@@ -1,8 +1,11 @@
 // The CUDA backend behind the engine's backend interface (backend.h): the device model and
 // contexts of cuda_backend.h, with the logits rows copied to the host when first asked for.
+// A part of a layer split (docs/multi-gpu.md) is the device model of its layers.
 #include <algorithm>
+#include <set>
 #include <vector>
 
+#include "engine/cuda/check.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/entry.h"
 
@@ -47,6 +50,7 @@ class cuda_context final : public backend_context {
     cuda::copy_ring_layers(*ctx_, src, dst, n_pos);
   }
   uint64_t device_bytes() const override { return cuda::device_bytes(*ctx_); }
+  activations residual() override { return cuda::residual(*ctx_); }
 
  private:
   device_context_ptr ctx_;
@@ -63,21 +67,51 @@ class cuda_backend final : public backend {
     return std::make_unique<cuda_context>(cuda::create_context(*m_, params), params);
   }
   uint64_t device_bytes() const override { return cuda::device_bytes(*m_); }
+  void copy_activations(const activations& from, const activations& to, size_t n) override {
+    if (from.device >= 0 && from.device != to.device && peers_tried_.insert(from.device).second)
+      enable_peer_access(to.device, from.device);
+    cuda::copy_activations(from, to, n);
+  }
 
  private:
+  // Lets `device` read `peer`'s memory directly where the hardware allows (NVLink, PCIe
+  // P2P); without it peer copies are staged through the host by the runtime.
+  static void enable_peer_access(int device, int peer) {
+    int can = 0;
+    if (cudaDeviceCanAccessPeer(&can, device, peer) != cudaSuccess || !can) return;
+    RBEE_CUDA_CHECK(cudaSetDevice(device));
+    const cudaError_t err = cudaDeviceEnablePeerAccess(peer, 0);
+    if (err == cudaErrorPeerAccessAlreadyEnabled) {
+      (void)cudaGetLastError();  // enabled before (another model of this process)
+      return;
+    }
+    RBEE_CUDA_CHECK(err);
+  }
+
   device_model_ptr m_;
+  std::set<int> peers_tried_;  // devices whose residual streams came here
 };
 
-std::unique_ptr<backend> make_backend(const model& m, const model_params& params) {
-  if (params.device < 0)
+std::unique_ptr<backend> make_backend(const model& m, const model_params& params,
+                                      const backend_part& part) {
+  if (part.device < 0)
     throw engine_error(error_code::invalid_argument, "CUDA device index must not be negative");
-  return std::make_unique<cuda_backend>(upload(m, params.device, params.on_progress));
+  return std::make_unique<cuda_backend>(
+      upload(weights_of(m, part.layers), part.device, params.on_progress));
 }
 
 }  // namespace
 
 backend_maker backend_entry() {
   return make_backend;
+}
+
+uint64_t free_bytes(int device) {
+  for (const device_info& d : devices())
+    if (d.index == device) return d.vram_free;
+  throw engine_error(
+      error_code::backend_unavailable,
+      str("Device cuda:", device, " not available. Available: ", available_backends()));
 }
 
 std::string build_description() {

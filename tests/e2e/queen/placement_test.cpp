@@ -91,5 +91,34 @@ TEST_F(Placement, TheCommandLineSizesTheWorkerATaskStarts) {
   EXPECT_EQ(refused.error.json_body()["error"]["details"]["field"], "slots") << refused.error.body;
 }
 
+// `rbee infer --devices 0,0 --split layer` reaches the worker through the queen and the hive
+// (two parts on the host: the CPU is device 0, named once per part); the worker's record names
+// its devices, a task forcing the same devices takes it warm, and a device the node lacks or a
+// split that is not built is refused.
+TEST_F(Placement, TheCommandLineSplitsTheWorkerATaskStartsAcrossDevices) {
+  q.start();
+  auto missing = q.cli({"infer", "--model", stories_ref(), "--prompt", "x", "--backend", "cpu",
+                        "--devices", "0,1", "--split", "layer", "--json"});
+  EXPECT_NE(missing.exit_code, 0);
+  const auto error = nlohmann::json::parse(missing.out)["error"];
+  EXPECT_EQ(error["code"], "BACKEND_UNAVAILABLE") << missing.out;
+  EXPECT_EQ(error["details"]["field"], "devices") << missing.out;
+  auto r = q.infer(stories_ref(), {"--max-tokens", "4", "--backend", "cpu", "--devices", "0,0",
+                                   "--split", "layer"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
+  auto workers = q.workers();
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0]["devices"], nlohmann::json::array({0, 0})) << workers[0].dump();
+  auto again = q.infer(stories_ref(), {"--max-tokens", "2", "--backend", "cpu", "--devices", "0,0",
+                                       "--split", "layer", "--json"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_TRUE(again.took_step("worker_selected") && !again.took_step("worker_spawn")) << again.out;
+
+  auto refused = q.run_task(nlohmann::json{
+      {"model", stories_ref()}, {"prompt", "x"}, {"devices", {0, 1}}, {"split", "tensor"}});
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_EQ(refused.error.json_body()["error"]["details"]["field"], "split") << refused.error.body;
+}
+
 }  // namespace
 }  // namespace rbee::e2e::scenario

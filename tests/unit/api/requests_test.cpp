@@ -313,6 +313,33 @@ TEST(TaskRequest, ASizeForTheWorkerItStartsIsChecked) {
   }
 }
 
+TEST(TaskRequest, ALayerSplitAcrossDevicesIsCheckedAndRoundTrips) {
+  const json base = {{"model", "hf:org/repo"}, {"prompt", "x"}};
+  json body = base;
+  body.update({{"devices", {0, 1}}, {"split", "layer"}});
+  const auto r = task_request::from_json(body);
+  EXPECT_EQ(r.worker.devices, (std::vector<int>{0, 1}));
+  EXPECT_EQ(task_request::from_json(r.to_json()).worker.devices, (std::vector<int>{0, 1}));
+  EXPECT_TRUE(task_request::from_json(base).worker.devices.empty());
+  json none = base;
+  none["split"] = "none";
+  EXPECT_TRUE(task_request::from_json(none).worker.devices.empty());
+  for (const auto& [field, extra] : std::vector<std::pair<std::string, json>>{
+           {"split", {{"devices", {0, 1}}}},                       // devices without a split
+           {"split", {{"devices", {0, 1}}, {"split", "tensor"}}},  // not built yet
+           {"split", {{"devices", {0, 1}}, {"split", "row"}}},     // no such mode
+           {"devices", {{"split", "layer"}}},                      // a split without devices
+           {"devices", {{"devices", json::array()}, {"split", "layer"}}},
+           {"devices", {{"devices", {0, -1}}, {"split", "layer"}}},
+           {"devices", {{"devices", {0, "1"}}, {"split", "layer"}}},
+           {"devices", {{"devices", "0,1"}, {"split", "layer"}}},
+           {"devices", {{"devices", std::vector<int>(17, 0)}, {"split", "layer"}}}}) {
+    json bad = base;
+    bad.update(extra);
+    EXPECT_EQ(rejected_field(bad), field) << bad.dump();
+  }
+}
+
 // Failover: the resume point a worker takes, and what it refuses.
 TEST(InferenceRequest, AResumePointRoundTripsAndIsChecked) {
   json body = {{"prompt", "x"},

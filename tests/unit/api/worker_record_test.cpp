@@ -42,6 +42,12 @@ TEST(WorkerRecord, WhatAHiveWritesTheQueenReadsBack) {
   auto back = worker_record::from_json(w.to_json(/*include_token=*/true));
   EXPECT_EQ(back.to_json(true), w.to_json(true));
   EXPECT_FALSE(w.to_json(/*include_token=*/false).contains("token"));
+  EXPECT_EQ(w.to_json(false)["devices"], nlohmann::json::array({1}));
+  EXPECT_TRUE(back.devices.empty()) << "one device is no split";
+
+  w.devices = {1, 0};  // a layer split, in layer order
+  back = worker_record::from_json(w.to_json(true));
+  EXPECT_EQ(back.devices, (std::vector<int>{1, 0}));
 }
 
 TEST(WorkerRecord, UntrustedRecordsAreCheckedFieldByField) {
@@ -50,6 +56,10 @@ TEST(WorkerRecord, UntrustedRecordsAreCheckedFieldByField) {
   EXPECT_THROW(worker_record::from_json({{"worker_id", "w"}, {"device", "gpu"}}),
                common::http_error);
   EXPECT_THROW(worker_record::from_json({{"worker_id", "w"}, {"slots_total", 1e12}}),
+               common::http_error);
+  EXPECT_THROW(worker_record::from_json({{"worker_id", "w"}, {"devices", {0, -1}}}),
+               common::http_error);
+  EXPECT_THROW(worker_record::from_json({{"worker_id", "w"}, {"devices", "0,1"}}),
                common::http_error);
   auto minimal = worker_record::from_json({{"worker_id", "w"}});
   EXPECT_EQ(minimal.state, worker_state::loading);

@@ -21,6 +21,14 @@ TEST(CliArgs, UsageErrorsExitWith2) {
   EXPECT_EQ(run({"infer", "-m", "m", "-p", "p", "--max-tokens", "zero"}), exit_usage);
   EXPECT_EQ(run({"infer", "-m", "m", "-p", "p", "--temperature", "-1"}), exit_usage);
   EXPECT_EQ(run({"infer", "-m", "m", "-p", "p", "--backend", "tpu"}), exit_usage);
+  // A layer split, checked against the contract before any daemon is touched.
+  EXPECT_EQ(run({"infer", "-m", "m", "-p", "p", "--devices", "0,x", "--split", "layer"}),
+            exit_usage);
+  EXPECT_EQ(run({"infer", "-m", "m", "-p", "p", "--devices", "0,1"}), exit_usage);  // no split
+  EXPECT_EQ(run({"infer", "-m", "m", "-p", "p", "--devices", "0,1", "--split", "tensor"}),
+            exit_usage);
+  EXPECT_EQ(run({"infer", "-m", "m", "-p", "p", "--split", "layer"}), exit_usage);  // no devices
+  EXPECT_EQ(run({"infer", "-m", "m", "-p", "p", "--devices", "0,1", "--split", "row"}), exit_usage);
   EXPECT_EQ(run({"setup", "add-node", "--name", "x"}), exit_usage);  // missing host etc.
   // Building on the node is not supported, so the option is not offered.
   EXPECT_EQ(run({"setup", "add-node", "--node", "x", "--ssh-host", "h", "--ssh-user", "u",

@@ -109,6 +109,21 @@ TEST(Preflight, InsufficientVramIsCheckedOnTheChosenDevice) {
   }
 }
 
+TEST(Preflight, ALayerSplitIsSizedOnItsDevicesTogether) {
+  auto caps = node_with(64 * 1024 * mib, {{0, "a", 8192 * mib, 3000 * mib},
+                                          {1, "b", 8192 * mib, 4000 * mib},
+                                          {2, "c", 8192 * mib, 5000 * mib}});
+  const auto pooled = pooled_for_split(caps, "cuda", {1, 0});
+  EXPECT_EQ(free_bytes_of(pooled, "cuda", 1), 7000 * mib);  // the first device holds the sum
+  EXPECT_EQ(free_bytes_of(pooled, "cuda", 2), 5000 * mib);  // others are unchanged
+  // A device named twice (two parts on it) counts once.
+  EXPECT_EQ(free_bytes_of(pooled_for_split(caps, "cuda", {0, 0}), "cuda", 0), 3000 * mib);
+  EXPECT_EQ(free_bytes_of(pooled_for_split(caps, "cpu", {0, 0}), "cpu", 0), 64 * 1024 * mib);
+  auto e = estimate_memory(model_7b_like(), 2048, 1, true);
+  EXPECT_THROW(check_fits(caps, "cuda", 0, e), common::http_error);
+  EXPECT_NO_THROW(check_fits(pooled_for_split(caps, "cuda", {0, 1}), "cuda", 0, e));
+}
+
 TEST(Preflight, InjectedGpuProbeFeedsTheCheck) {
   // The probe interface is what tests use to stand in for NVML.
   auto gpus = std::make_shared<static_gpu_probe>(

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -64,6 +65,7 @@ spawn_request request() {
           .model_path = "/m.gguf",
           .backend = "cpu",
           .device = 0,
+          .devices = {},
           .slots = 2,
           .ctx = 512,
           .memory_bytes = 1,
@@ -116,6 +118,26 @@ TEST(Workers, SpawnPassesArgumentsAndKeepsSecretsOutOfArgv) {
   EXPECT_EQ(sup.find(info.worker_id)->to_json(false).count("token"), 0u);
   EXPECT_EQ(sup.find(info.worker_id)->to_json(true)["token"], info.token);
   EXPECT_THROW(sup.mark_ready("worker-unknown"), common::http_error);
+}
+
+TEST(Workers, ASplitWorkerGetsItsDevicesAndKeepsThemInItsRecord) {
+  shell_launcher launcher("sleep 30");
+  worker_supervisor sup(options(), launcher);
+  auto split = request();
+  split.backend = "cuda";
+  split.devices = {1, 0};
+  const auto info = sup.spawn(split);
+  EXPECT_EQ(info.devices, (std::vector<int>{1, 0}));
+  EXPECT_EQ(info.to_json(false)["devices"], nlohmann::json::array({1, 0}));
+  ASSERT_EQ(launcher.specs.size(), 1u);
+  const auto& args = launcher.specs[0].args;
+  const auto devices = std::find(args.begin(), args.end(), "--devices");
+  ASSERT_NE(devices, args.end());
+  ASSERT_LT(devices + 3, args.end());
+  EXPECT_EQ(*(devices + 1), "1,0");
+  EXPECT_EQ(*(devices + 2), "--split");
+  EXPECT_EQ(*(devices + 3), "layer");
+  EXPECT_EQ(sup.spawn(request()).to_json(false)["devices"], nlohmann::json::array({0}));
 }
 
 TEST(Workers, CrashIsNoticedRemovedAndAnnounced) {

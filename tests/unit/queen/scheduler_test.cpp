@@ -153,6 +153,25 @@ TEST(Decide, BackendFilterExcludesOtherBackends) {
   EXPECT_EQ(d.device, 1);
 }
 
+TEST(Decide, AForcedLayerSplitTakesOnlyAWorkerOnTheSameDevices) {
+  auto single = make_worker("w1", "a", "m");
+  single.backend = "cuda";
+  auto split = make_worker("w2", "a", "m");
+  split.backend = "cuda";
+  split.devices = {0, 1};
+  auto k = key("m");
+  k.devices = {0, 1};
+  k.device = 0;
+  auto d = decide(k, {view(single), view(split)}, {node("a", true, 1000)}, scheduler_options{});
+  EXPECT_EQ(d.kind, decision_kind::warm);
+  EXPECT_EQ(d.worker_id, "w2");
+  auto cold = decide(k, {view(single)}, {node("a", true, 1000)}, scheduler_options{});
+  EXPECT_NE(cold.kind, decision_kind::warm) << "the single-device worker does not serve it";
+  // A task that forces nothing takes the split worker as it is.
+  EXPECT_EQ(decide(key("m"), {view(split)}, {node("a", true, 1000)}, scheduler_options{}).kind,
+            decision_kind::warm);
+}
+
 class SchedulerTest : public ::testing::Test {
  protected:
   common::manual_clock clock;

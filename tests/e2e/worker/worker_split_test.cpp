@@ -1,0 +1,84 @@
+// llm-worker-rbee with its model split by layers (--devices 0,0 --split layer: two parts on
+// the host, docs/multi-gpu.md): it reports the devices and layers it holds and answers as the
+// unsplit worker does; split settings it cannot run are a load error naming the problem.
+#include <signal.h>
+
+#include <thread>
+
+#include "worker_fixture.h"
+
+namespace rbee::e2e::worker_test {
+namespace {
+
+class WorkerSplit : public ::testing::Test {
+ protected:
+  void SetUp() override { ignore_sigpipe(); }
+
+  // Polls /v1/ready until the worker reports its load error; the last answer.
+  static json wait_for_error_state(common::http_client& client) {
+    json ready;
+    auto deadline = steady::now() + std::chrono::seconds(10);
+    while (steady::now() < deadline) {
+      auto r = client.get("/v1/ready");
+      if (!r.ok()) break;
+      ready = r.json_body();
+      if (ready["state"] == "error") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return ready;
+  }
+
+  temp_home home_;
+};
+
+TEST_F(WorkerSplit, ReportsItsPartsAndAnswersAsTheWholeModel) {
+  std::string whole_text;
+  {
+    worker_process whole(home_, {"--model", stories, "--threads", "1"});
+    whole.wait_ready();
+    auto client = whole.client();
+    const json health = client.get("/v1/health").json_body();
+    EXPECT_EQ(health["devices"], json::array({0})) << health.dump();
+    EXPECT_FALSE(health.contains("parts"));
+    const stream_result r = infer(client, greedy("Once upon a time", 24));
+    ASSERT_EQ(r.status, 200);
+    whole_text = r.text;
+  }
+  worker_process split(home_, {"--model", stories, "--threads", "1", "--devices", "0,0", "--split",
+                               "layer", "--tensor-split", "2,3"});
+  split.wait_ready();
+  auto client = split.client();
+  const json health = client.get("/v1/health").json_body();
+  EXPECT_EQ(health["devices"], json::array({0, 0})) << health.dump();
+  EXPECT_EQ(health["split"], "layer");
+  ASSERT_EQ(health["parts"].size(), 2u) << health.dump();
+  // stories260K has 5 layers: 2 and 3 of them.
+  EXPECT_EQ(health["parts"][0]["layers"], json::array({0, 2})) << health.dump();
+  EXPECT_EQ(health["parts"][1]["layers"], json::array({2, 5})) << health.dump();
+  const stream_result r = infer(client, greedy("Once upon a time", 24));
+  ASSERT_EQ(r.status, 200);
+  EXPECT_FALSE(whole_text.empty());
+  EXPECT_EQ(r.text, whole_text);
+}
+
+TEST_F(WorkerSplit, ADeviceThatDoesNotExistIsABackendError) {
+  worker_process worker(home_, {"--model", stories, "--devices", "0,1", "--split", "layer"});
+  auto client = worker.client();
+  const json ready = wait_for_error_state(client);
+  ASSERT_EQ(ready["state"], "error") << ready.dump();
+  EXPECT_EQ(ready["error"]["code"], "BACKEND_UNAVAILABLE");
+  EXPECT_NE(ready["error"].value("message", "").find("device 1"), std::string::npos)
+      << ready.dump();
+}
+
+TEST_F(WorkerSplit, TensorParallelismIsRefusedAsNotBuilt) {
+  worker_process worker(home_, {"--model", stories, "--devices", "0,0", "--split", "tensor"});
+  auto client = worker.client();
+  const json ready = wait_for_error_state(client);
+  ASSERT_EQ(ready["state"], "error") << ready.dump();
+  EXPECT_NE(ready["error"].value("message", "").find("not built yet"), std::string::npos)
+      << ready.dump();
+}
+
+}  // namespace
+}  // namespace rbee::e2e::worker_test

@@ -1,0 +1,188 @@
+#pragma once
+// A model split by layers into parts (docs/multi-gpu.md) against the same model in one part,
+// for one backend per test binary (split_model_test: the CPU, parts on the host;
+// split_model_gpu_test: CUDA, two parts on device 0): through prefill, batched decode of
+// several sequences, a copied sequence (each part copies its own layers' blocks), sampling on
+// the last part and the rings of sliding-window layers. A backend this machine lacks skips.
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine_tool/engine_tool.h"
+
+namespace rbee::engine::split_cases {
+
+inline std::string models_dir() {
+  const char* env = std::getenv("RBEE_SHARED_MODELS_DIR");
+  return env && *env ? env : RBEE_SHARED_MODELS_DIR;
+}
+
+inline std::string synth_gemma2_path() {
+  return (std::filesystem::temp_directory_path() /
+          ("rbee-split-test-" + std::to_string(::getpid()) + "-gemma2.gguf"))
+      .string();
+}
+
+// A tiny random gemma2 (sliding-window layers with ring caches), written once per process.
+inline std::string synth_gemma2() {
+  const std::string path = synth_gemma2_path();
+  if (!std::filesystem::exists(path)) {
+    engine_tool::synth_options opts;
+    opts.arch = "gemma2";
+    opts.output = path;
+    opts.n_threads = 1;
+    std::ostringstream log;
+    engine_tool::synth(opts, log);
+  }
+  return path;
+}
+
+class synth_model_cleanup : public testing::Environment {
+ public:
+  void TearDown() override { std::filesystem::remove(synth_gemma2_path()); }
+};
+
+inline token_id argmax(std::span<const float> v) {
+  return static_cast<token_id>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+class split_model : public testing::TestWithParam<backend_kind> {
+ protected:
+  // The model whole (no devices) or split across `devices`; null when this machine has no
+  // such backend.
+  model_ptr load(const std::string& path, std::vector<int> devices = {},
+                 std::vector<float> tensor_split = {}) {
+    model_params mp = model_default_params();
+    mp.n_threads = 2;
+    mp.backend = GetParam();
+    if (!devices.empty()) {
+      mp.split = split_mode::layer;
+      mp.devices = std::move(devices);
+      mp.tensor_split = std::move(tensor_split);
+    }
+    try {
+      return model_load(path, mp);
+    } catch (const engine_error& e) {
+      if (e.code != error_code::backend_unavailable) throw;
+      return nullptr;
+    }
+  }
+
+  // The CPU parts run the same kernels on the same rows: the same bits. CUDA's too, but a
+  // relative bound keeps the GPU test about the hand-over, not about which cuBLAS algorithm
+  // a context's run picks (as kv_cache_cases.h).
+  void expect_same(std::span<const float> got, std::span<const float> want, size_t entry) const {
+    ASSERT_EQ(got.size(), want.size());
+    if (GetParam() == backend_kind::cpu) {
+      ASSERT_TRUE(std::equal(got.begin(), got.end(), want.begin(),
+                             [](float a, float b) {
+                               return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b);
+                             }))
+          << "logits of batch entry " << entry << " differ";
+      return;
+    }
+    double err = 0, mag = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      err = std::max(err, std::abs(static_cast<double>(got[i]) - want[i]));
+      mag = std::max(mag, std::abs(static_cast<double>(want[i])));
+    }
+    ASSERT_LE(err, 1e-5 * mag) << "logits of batch entry " << entry;
+  }
+
+  void expect_same_decode(context& whole, context& split, std::span<const batch_entry> batch) {
+    decode(whole, batch);
+    decode(split, batch);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!batch[i].want_logits) continue;
+      expect_same(logits(split, static_cast<int>(i)), logits(whole, static_cast<int>(i)), i);
+      if (testing::Test::HasFatalFailure()) return;
+    }
+  }
+
+  // A prompt prefilled on sequence 0 (logits at every position), copied to sequence 1, then
+  // greedy decode of both together, past the synth models' sliding window (32) so that the
+  // rings wrap: the split must give the whole model's logits and the same greedy tokens,
+  // chosen on the host and by the backend's sampler.
+  void expect_split_matches(const std::string& path, std::vector<int> devices,
+                            std::vector<float> tensor_split = {}) {
+    const auto whole_model = load(path);
+    if (!whole_model) GTEST_SKIP() << "no such backend here";
+    const size_t n_parts = devices.size();
+    const auto split_model = load(path, std::move(devices), std::move(tensor_split));
+    ASSERT_EQ(model_get_parts(*split_model).size(), n_parts);
+    context_params cp = context_default_params();
+    cp.n_ctx = 96;
+    cp.n_seq = 2;
+    cp.n_batch = 32;
+    auto whole = context_create(*whole_model, cp);
+    auto split = context_create(*split_model, cp);
+    const int n_vocab = model_get_info(*whole_model).n_vocab;
+    std::vector<batch_entry> batch;
+    for (int i = 0; i < 21; ++i)  // not a whole block: the copy copies the partial one
+      batch.push_back({static_cast<token_id>(1 + (i * 37) % (n_vocab - 1)), i, 0, true});
+    ASSERT_NO_FATAL_FAILURE(expect_same_decode(*whole, *split, batch));
+    sequence_copy(*whole, 0, 1);
+    sequence_copy(*split, 0, 1);
+    sampling_params greedy = sampling_default_params();
+    greedy.temperature = 0;
+    sampler whole_sampler(greedy, n_vocab), split_sampler(greedy, n_vocab);
+    token_id next[2] = {argmax(logits(*whole, 20)), 5};
+    for (int step = 0; step < 40; ++step) {
+      const int pos = 21 + step;
+      const std::vector<batch_entry> both{{next[0], pos, 0, true}, {next[1], pos, 1, true}};
+      ASSERT_NO_FATAL_FAILURE(expect_same_decode(*whole, *split, both));
+      for (int s = 0; s < 2; ++s) {
+        next[s] = argmax(logits(*whole, s));
+        ASSERT_EQ(argmax(logits(*split, s)), next[s]) << "greedy token of sequence " << s;
+      }
+      ASSERT_EQ(sample(*split, 0, split_sampler, {}), sample(*whole, 0, whole_sampler, {}));
+    }
+  }
+};
+
+inline std::string backend_name(const testing::TestParamInfo<backend_kind>& info) {
+  return info.param == backend_kind::cpu ? "cpu" : "cuda";
+}
+
+TEST_P(split_model, stories260k_in_two_parts) {
+  expect_split_matches(models_dir() + "/stories260K.gguf", {0, 0});
+}
+
+TEST_P(split_model, stories260k_in_three_uneven_parts) {
+  expect_split_matches(models_dir() + "/stories260K.gguf", {0, 0, 0}, {1, 2, 1});
+}
+
+TEST_P(split_model, quantized_synth_tiny_in_two_parts) {
+  expect_split_matches(models_dir() + "/synth-tiny-Q4_0.gguf", {0, 0}, {3, 1});
+}
+
+TEST_P(split_model, sliding_window_rings_split_with_their_layers) {
+  expect_split_matches(synth_gemma2(), {0, 0});
+}
+
+TEST_P(split_model, parts_report_their_devices_and_layers) {
+  const auto m = load(models_dir() + "/stories260K.gguf", {0, 0}, {1, 1});
+  if (!m) GTEST_SKIP() << "no such backend here";
+  const int n_layer = model_get_info(*m).n_layer;
+  const auto& parts = model_get_parts(*m);
+  ASSERT_EQ(parts.size(), 2u);
+  EXPECT_EQ(parts[0].first_layer, 0);
+  EXPECT_EQ(parts[0].end_layer, parts[1].first_layer);
+  EXPECT_EQ(parts[1].end_layer, n_layer);
+  EXPECT_EQ(parts[0].device, 0);
+  const auto whole = load(models_dir() + "/stories260K.gguf");
+  ASSERT_EQ(model_get_parts(*whole).size(), 1u);
+  EXPECT_EQ(model_get_parts(*whole)[0].end_layer, n_layer);
+}
+
+}  // namespace rbee::engine::split_cases
