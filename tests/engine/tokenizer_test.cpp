@@ -297,6 +297,43 @@ TEST(tokenizer, long_prompt_is_fast) {
   }
 }
 
+// Gemma's SentencePiece vocabularies set tokenizer.ggml.add_space_prefix to false: no space is
+// put in front of the text, so "Hello" is not "▁Hello", and a text that starts with a space
+// tokenizes as the text without it does under a vocabulary that adds the prefix. Checked on
+// llama.cpp's SentencePiece test vocabulary with the flag turned off, over its test texts.
+TEST(tokenizer, spm_without_a_space_prefix_tokenizes_as_gemma_does) {
+  const std::string source = models_dir + "/tokenizer/ggml-vocab-llama-spm.gguf";
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("rbee_vocab_no_prefix_" + std::to_string(::getpid()) + ".gguf"))
+                               .string();
+  gguf::writer w;
+  const gguf::file original = gguf::file::open(source);
+  for (const auto& e : original.metadata()) w.set(e);
+  w.set_bool("tokenizer.ggml.add_space_prefix", false);
+  w.write(path);
+  const vocab with_prefix = load_vocab(source);
+  const vocab no_prefix = load_vocab(path);
+  std::filesystem::remove(path);
+  ASSERT_FALSE(no_prefix.add_space_prefix());
+
+  const auto hello = no_prefix.tokenize("Hello world", false, false);
+  ASSERT_FALSE(hello.empty());
+  EXPECT_EQ(no_prefix.token_text(hello.front()).rfind("\xe2\x96\x81", 0), std::string::npos)
+      << "the first piece has no space mark: " << no_prefix.token_text(hello.front());
+  EXPECT_EQ(no_prefix.detokenize(hello, /*strip_space_prefix=*/true), "Hello world");
+  int compared = 0;
+  for (const auto& c : read_vectors(source)) {
+    if (c.text.empty()) continue;
+    EXPECT_EQ(ids_to_string(no_prefix.tokenize(" " + c.text, false, false)),
+              ids_to_string(with_prefix.tokenize(c.text, false, false)))
+        << "text: '" << c.text << "'";
+    const auto ids = no_prefix.tokenize(c.text, false, false);
+    EXPECT_EQ(no_prefix.detokenize(ids, true), c.text);
+    ++compared;
+  }
+  EXPECT_GE(compared, 40);
+}
+
 // ---- bad metadata: graceful engine_error, never a crash ----
 
 class tokenizer_metadata : public testing::Test {
