@@ -52,8 +52,13 @@ void narration_printer::draw_bar(const json& event, bool complete) {
   if (download) {
     const double speed_mbps = event.value("speed_mbps", 0.0);
     char buf[64];
-    std::snprintf(buf, sizeof buf, " %.1f/%.1f MB %.1f MB/s", done / 1e6, total / 1e6, speed_mbps);
+    std::snprintf(buf, sizeof buf, " %.1f/%.1f MB", done / 1e6, total / 1e6);
     label = "Downloading " + progress_bar(fraction) + buf;
+    // A file that arrives before the hive's first speed report has none: no "0.0 MB/s".
+    if (speed_mbps > 0) {
+      std::snprintf(buf, sizeof buf, " %.1f MB/s", speed_mbps);
+      label += buf;
+    }
     if (!complete && speed_mbps > 0 && total > done) {
       label += ", " + format_duration((total - done) / 1e6 / speed_mbps) + " left";
     }

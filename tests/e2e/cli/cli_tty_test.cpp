@@ -67,6 +67,25 @@ cli_result infer_on_a_terminal(queen_fixture& q, const hub_server& hub) {
                  std::chrono::seconds(120));
 }
 
+// A download over before the hive's first speed report (a local mirror) ends its bar at 100 %
+// without claiming 0.0 MB/s.
+TEST(CliTty, AFastDownloadsBarShowsNoSpeedItDoesNotKnow) {
+  if (!have_hive_and_worker()) GTEST_SKIP() << "rbee-hive / llm-worker-rbee are not built";
+  if (!std::filesystem::exists("/usr/bin/script")) GTEST_SKIP() << "util-linux script missing";
+  hub_server hub;
+  hub.add_file(hub_repo, hub_file, std::string(RBEE_SHARED_MODELS_DIR) + "/" + hub_file);
+  hub.start();
+  queen_fixture q;
+  q.start({}, {{"HF_ENDPOINT", hub.url()}});
+  auto r = infer_on_a_terminal(q, hub);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const size_t download = r.out.rfind("Downloading [");
+  ASSERT_NE(download, std::string::npos) << r.out;
+  const std::string done = final_line_at(r.out, download);
+  EXPECT_NE(done.find("100%"), std::string::npos) << done;
+  EXPECT_EQ(done.find(" 0.0 MB/s"), std::string::npos) << done;
+}
+
 TEST(CliTty, ProgressBarsRenderOnATerminalAndEndCleanly) {
   if (!have_hive_and_worker()) GTEST_SKIP() << "rbee-hive / llm-worker-rbee are not built";
   if (!std::filesystem::exists("/usr/bin/script")) GTEST_SKIP() << "util-linux script missing";
