@@ -25,7 +25,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from queen_overhead import free_port, log, wait_healthy  # noqa: E402
+from queen_overhead import free_port, log, stop_processes, wait_healthy  # noqa: E402
 
 
 def pid_of_worker(worker_id):
@@ -172,11 +172,7 @@ def main():
     finally:
         for pid in stopped:
             os.kill(pid, signal.SIGKILL)
-        queen.terminate()
-        try:
-            queen.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            queen.kill()
+        stop_processes([queen])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from queen_overhead import free_port, log, wait_healthy  # noqa: E402
+from queen_overhead import free_port, log, stop_processes, wait_healthy  # noqa: E402
 
 
 def first_token(port, prompt):
@@ -104,11 +104,7 @@ def main():
         print(f"\nmedian: first {mc * 1000:.1f} ms, again {mw * 1000:.1f} ms: the repeat costs "
               f"{100 * mw / mc:.1f} % of the first", flush=True)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_processes([worker])
 
 
 if __name__ == "__main__":

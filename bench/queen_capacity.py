@@ -19,7 +19,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from queen_overhead import free_port, log, stream, wait_healthy  # noqa: E402
+from queen_overhead import free_port, log, stop_processes, stream, wait_healthy  # noqa: E402
 
 
 def aggregate(port, path, body, clients):
@@ -101,13 +101,7 @@ def main():
         for clients, d, q in rows:
             print(f"| {clients} | {d:.0f} | {q:.0f} | {100 * (d - q) / d:+.1f} % |")
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
 
 
 if __name__ == "__main__":

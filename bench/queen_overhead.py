@@ -53,6 +53,17 @@ def wait_healthy(port, path, timeout=60.0):
     raise RuntimeError(f"nothing healthy on port {port}{path} after {timeout} s")
 
 
+def stop_processes(procs, timeout=40):
+    """SIGTERM to each (last started first), then SIGKILL to any still running after timeout."""
+    for proc in reversed(procs):
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def stream(port, path, body, headers=None):
     """POSTs body and reads the SSE stream; returns (ttft_s, n_tokens, decode_s) or raises."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -193,13 +204,7 @@ def main():
         for e in errors[:5]:
             log("error:", e)
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
         subprocess.run(["rm", "-rf", home], check=False)
 
 

@@ -26,7 +26,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from queen_overhead import free_port, log, wait_healthy  # noqa: E402
+from queen_overhead import free_port, log, stop_processes, wait_healthy  # noqa: E402
 
 EOS = 2  # the Llama vocabulary's end of sequence, which synth's models use
 
@@ -170,13 +170,7 @@ def main():
         for level, name, rate, p50, p90 in rows:
             print(f"| {level} | {name} | {rate:.1f} | {p50 * 1000:.0f} ms | {p90 * 1000:.0f} ms |")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
 
 
 if __name__ == "__main__":

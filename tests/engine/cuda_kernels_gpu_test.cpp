@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "engine/engine.h"
@@ -370,6 +371,36 @@ std::vector<float> attention_reference(const testing::attention_case& c, std::ve
   return out;
 }
 
+// Each case on a contiguous cache and on a paged one whose blocks run backwards, against the
+// plain causal reference; the worst relative error is printed. `flash`: the first half's batch
+// through flash attention. The caches hold K and V as fp16 (relative rounding 2^-11); flash
+// attention rounds the queries and the softmax weights too.
+void check_rope_attention(std::span<const testing::attention_case> cases, bool flash,
+                          std::mt19937& rng) {
+  for (const auto& contiguous : cases) {
+    for (const bool paged : {false, true}) {
+      testing::attention_case c = contiguous;
+      c.paged = paged;
+      c.flash = flash;
+      const int n_tok = c.n_ctx;
+      const auto q = normal(rng, static_cast<size_t>(n_tok * c.n_head * c.head_dim), 1.0f);
+      const auto k = normal(rng, static_cast<size_t>(n_tok * c.n_head_kv * c.head_dim), 1.0f);
+      const auto v = normal(rng, k.size(), 1.0f);
+      const auto got = testing::rope_attention(c, q, k, v, n_tok);
+      const auto want = attention_reference(c, q, k, v, n_tok);
+      double worst = 0;
+      for (size_t i = 0; i < want.size(); ++i) {
+        worst = std::max(worst,
+                         static_cast<double>(std::abs(got[i] - want[i]) / (1 + std::abs(want[i]))));
+        ASSERT_NEAR(got[i], want[i], 1e-2 * (1 + std::abs(want[i])))
+            << "head_dim " << c.head_dim << (paged ? " paged" : "") << " at " << i;
+      }
+      std::printf("%s attention head_dim %d%s: max error %.2e\n", flash ? "flash" : "split",
+                  c.head_dim, paged ? " paged" : "", worst);
+    }
+  }
+}
+
 TEST(cuda_kernels, rope_and_split_attention_match_reference) {
   RBEE_REQUIRE_GPU();
   std::mt19937 rng(8);
@@ -379,30 +410,15 @@ TEST(cuda_kernels, rope_and_split_attention_match_reference) {
                                            {8, 4, 32, 600, false, 10000.0f},
                                            {4, 1, 128, 600, true, 1000000.0f},
                                            {2, 2, 64, 300, true, 10000.0f}};
-  // Each case on a contiguous cache and on a paged one whose blocks run backwards.
-  for (const auto& contiguous : cases) {
-    for (const bool paged : {false, true}) {
-      testing::attention_case c = contiguous;
-      c.paged = paged;
-      const int n_tok = c.n_ctx;
-      const auto q = normal(rng, static_cast<size_t>(n_tok * c.n_head * c.head_dim), 1.0f);
-      const auto k = normal(rng, static_cast<size_t>(n_tok * c.n_head_kv * c.head_dim), 1.0f);
-      const auto v = normal(rng, k.size(), 1.0f);
-      const auto got = testing::rope_attention(c, q, k, v, n_tok);
-      const auto want = attention_reference(c, q, k, v, n_tok);
-      // K and V are stored as fp16 (relative rounding 2^-11).
-      for (size_t i = 0; i < want.size(); ++i)
-        ASSERT_NEAR(got[i], want[i], 1e-2 * (1 + std::abs(want[i])))
-            << "head_dim " << c.head_dim << (paged ? " paged" : "") << " at " << i;
-    }
-  }
+  check_rope_attention(cases, /*flash=*/false, rng);
 }
 
-// Flash attention (prefill on tensor cores) against the plain causal reference: the first
-// half of each sequence's positions as one batch through flash_attention, the rest decoded
-// one at a time by the split kernel over the cache the batch wrote.
+// Flash attention (prefill on tensor cores): the first half of each sequence's positions as
+// one batch through flash_attention, the rest decoded one at a time by the split kernel over
+// the cache the batch wrote.
 TEST(cuda_kernels, rope_and_flash_attention_match_reference) {
   RBEE_REQUIRE_GPU();
+  if (!flash_attention_supported(64)) GTEST_SKIP() << "needs compute capability 8.0";
   std::mt19937 rng(18);
   // Head sizes of Qwen2 (64), Phi-3 (96), Llama (128) and Gemma (256); 300 and 200 positions
   // leave the last tile of 64 rows part full.
@@ -410,30 +426,7 @@ TEST(cuda_kernels, rope_and_flash_attention_match_reference) {
                                            {4, 4, 96, 300, true, 10000.0f},
                                            {4, 1, 128, 600, true, 1000000.0f},
                                            {2, 1, 256, 200, true, 10000.0f}};
-  for (const auto& contiguous : cases) {
-    if (!flash_attention_supported(contiguous.head_dim)) GTEST_SKIP() << "needs compute 8.0";
-    for (const bool paged : {false, true}) {
-      testing::attention_case c = contiguous;
-      c.paged = paged;
-      c.flash = true;
-      const int n_tok = c.n_ctx;
-      const auto q = normal(rng, static_cast<size_t>(n_tok * c.n_head * c.head_dim), 1.0f);
-      const auto k = normal(rng, static_cast<size_t>(n_tok * c.n_head_kv * c.head_dim), 1.0f);
-      const auto v = normal(rng, k.size(), 1.0f);
-      const auto got = testing::rope_attention(c, q, k, v, n_tok);
-      const auto want = attention_reference(c, q, k, v, n_tok);
-      // K, V, the queries and the softmax weights as fp16 (relative rounding 2^-11 each).
-      double worst = 0;
-      for (size_t i = 0; i < want.size(); ++i) {
-        worst = std::max(worst,
-                         static_cast<double>(std::abs(got[i] - want[i]) / (1 + std::abs(want[i]))));
-        ASSERT_NEAR(got[i], want[i], 1e-2 * (1 + std::abs(want[i])))
-            << "head_dim " << c.head_dim << (paged ? " paged" : "") << " at " << i;
-      }
-      std::printf("flash attention head_dim %d%s: max error %.2e\n", c.head_dim,
-                  paged ? " paged" : "", worst);
-    }
-  }
+  check_rope_attention(cases, /*flash=*/true, rng);
 }
 
 // Flash attention against the split kernel on the same caches and queries, in batches a

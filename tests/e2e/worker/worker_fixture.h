@@ -123,6 +123,21 @@ class worker_process {
   std::unique_ptr<daemon_process> process_;
 };
 
+// Polls /v1/ready until the worker reports its load error (or stops answering); the last
+// answer.
+inline json wait_for_error_state(common::http_client& client) {
+  json ready;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = client.get("/v1/ready");
+    if (!r.ok()) break;
+    ready = r.json_body();
+    if (ready["state"] == "error") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return ready;
+}
+
 inline json greedy(const std::string& prompt, int max_tokens) {
   return {
       {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}, {"repeat_penalty", 1.0}};

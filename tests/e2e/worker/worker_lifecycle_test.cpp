@@ -29,21 +29,6 @@ class WorkerLifecycle : public ::testing::Test {
     return -1;
   }
 
-  // Polls /v1/ready until the worker reports its load error (or stops answering); the last
-  // answer.
-  static json wait_for_error_state(common::http_client& client) {
-    json ready;
-    auto deadline = steady::now() + std::chrono::seconds(10);
-    while (steady::now() < deadline) {
-      auto r = client.get("/v1/ready");
-      if (!r.ok()) break;
-      ready = r.json_body();
-      if (ready["state"] == "error") break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return ready;
-  }
-
   temp_home home_;
 };
 
