@@ -114,6 +114,12 @@ uint64_t free_bytes(int device) {
       str("Device cuda:", device, " not available. Available: ", available_backends()));
 }
 
+std::unique_ptr<communicator> make_communicator(const std::vector<int>&) {
+  throw engine_error(error_code::invalid_argument,
+                     "split tensor is not built for the CUDA backend yet; use split layer "
+                     "(docs/multi-gpu.md)");
+}
+
 std::string build_description() {
   return std::string("cuda (sm ") + RBEE_CUDA_ARCHITECTURES + ")";
 }
