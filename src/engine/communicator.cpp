@@ -1,20 +1,39 @@
 #include "engine/communicator.h"
 
 #include <algorithm>
-#include <condition_variable>
-#include <mutex>
 #include <vector>
 
 #include "engine/engine.h"
 
 namespace rbee::engine {
 
+void rank_barrier::wait() {
+  std::unique_lock lock(mutex_);
+  const uint64_t round = round_;
+  if (++arrived_ == n_ranks_) {
+    arrived_ = 0;
+    ++round_;
+    arrived_cv_.notify_all();
+  } else {
+    arrived_cv_.wait(lock, [&] { return round_ != round || aborted_; });
+  }
+  if (aborted_)
+    throw engine_error(error_code::backend_unavailable,
+                       "tensor split: another part of the model failed; reload the model");
+}
+
+void rank_barrier::abort() {
+  std::lock_guard lock(mutex_);
+  aborted_ = true;
+  arrived_cv_.notify_all();
+}
+
 namespace {
 
 class host_communicator final : public communicator {
  public:
   explicit host_communicator(int n_ranks)
-      : n_ranks_(n_ranks),
+      : barrier_(n_ranks),
         data_(static_cast<size_t>(n_ranks)),
         sums_(static_cast<size_t>(n_ranks)) {}
 
@@ -26,45 +45,20 @@ class host_communicator final : public communicator {
     data_[r] = data;
     std::vector<float>& sum = sums_[r];
     if (sum.size() < n) sum.resize(n);
-    wait_for_all();  // every part is written
+    barrier_.wait();  // every part is written
     std::copy_n(data_[0], n, sum.begin());
     for (size_t q = 1; q < data_.size(); ++q)
       for (size_t i = 0; i < n; ++i) sum[i] += data_[q][i];
-    wait_for_all();  // no rank reads the parts any more
+    barrier_.wait();  // no rank reads the parts any more
     std::copy_n(sum.begin(), n, data);
   }
 
-  void abort() override {
-    std::lock_guard lock(mutex_);
-    aborted_ = true;
-    arrived_cv_.notify_all();
-  }
+  void abort() override { barrier_.abort(); }
 
  private:
-  // A barrier that a failed rank can break (abort).
-  void wait_for_all() {
-    std::unique_lock lock(mutex_);
-    const uint64_t round = round_;
-    if (++arrived_ == n_ranks_) {
-      arrived_ = 0;
-      ++round_;
-      arrived_cv_.notify_all();
-    } else {
-      arrived_cv_.wait(lock, [&] { return round_ != round || aborted_; });
-    }
-    if (aborted_)
-      throw engine_error(error_code::backend_unavailable,
-                         "tensor split: another part of the model failed; reload the model");
-  }
-
-  int n_ranks_;
+  rank_barrier barrier_;
   std::vector<float*> data_;              // each rank's part, set before the first barrier
   std::vector<std::vector<float>> sums_;  // each rank's own scratch
-  std::mutex mutex_;
-  std::condition_variable arrived_cv_;
-  int arrived_ = 0;
-  uint64_t round_ = 0;
-  bool aborted_ = false;
 };
 
 }  // namespace

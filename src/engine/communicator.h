@@ -5,8 +5,11 @@
 // the whole product. An all-reduce adds them, so each part continues with the same residual
 // stream. The host communicator here serves parts on the CPU; the CUDA backend has its own
 // for parts on GPUs.
+#include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <mutex>
 
 namespace rbee::engine {
 
@@ -22,6 +25,24 @@ class communicator {
   // A rank that failed calls this so that the others stop waiting for it: every wait, now
   // and later, throws.
   virtual void abort() = 0;
+};
+
+// A barrier of n ranks that a failed rank can break: communicators wait on it.
+class rank_barrier {
+ public:
+  explicit rank_barrier(int n_ranks) : n_ranks_(n_ranks) {}
+  // Returns when every rank has arrived; engine_error(backend_unavailable) once broken.
+  void wait();
+  // Every wait, now and later, throws.
+  void abort();
+
+ private:
+  int n_ranks_;
+  std::mutex mutex_;
+  std::condition_variable arrived_cv_;
+  int arrived_ = 0;
+  uint64_t round_ = 0;
+  bool aborted_ = false;
 };
 
 // For ranks whose data is in host memory; sums in rank order.

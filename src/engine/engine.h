@@ -56,8 +56,8 @@ struct load_progress {
 
 // How a model uses several devices (docs/multi-gpu.md). layer: consecutive layers on each
 // device, activations handed from one to the next. tensor: a slice of every layer's heads and
-// FFN rows on each device, partial sums joined after the attention output and the FFN (the
-// CPU backend so far; CUDA refuses it).
+// FFN rows on each device, partial sums joined after the attention output and the FFN (on
+// the host, on one GPU, or across GPUs with NCCL loaded at run time).
 enum class split_mode { none, layer, tensor };
 std::string_view to_string(split_mode mode);
 // "none", "layer", "tensor"; engine_error(invalid_argument) naming the choices otherwise.
