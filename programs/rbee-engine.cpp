@@ -16,13 +16,14 @@ const std::map<std::string, backend_kind> backends{{"cpu", backend_kind::cpu},
 // --devices, --split and --tensor-split (docs/multi-gpu.md).
 void add_split_options(CLI::App* cmd, rbee::engine_tool::device_split& s) {
   cmd->add_option("--devices", s.devices,
-                  "Devices of a split, in layer order, e.g. 0,1 (a device may repeat: two parts "
+                  "Devices of a split, in part order, e.g. 0,1 (a device may repeat: two parts "
                   "on it; the CPU is device 0)")
       ->delimiter(',');
   cmd->add_option_function<std::string>(
          "--split",
          [&s](const std::string& mode) { s.split = rbee::engine::split_mode_from_string(mode); },
-         "none, or layer: consecutive layers on each device (tensor is not built yet)")
+         "none; layer: consecutive layers on each device; tensor: a slice of every layer's "
+         "heads and FFN on each device")
       ->check(CLI::IsMember({"none", "layer", "tensor"}));
   cmd->add_option("--tensor-split", s.tensor_split,
                   "Each device's share of the layers, e.g. 3,1 (default: by free memory)")

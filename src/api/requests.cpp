@@ -444,13 +444,11 @@ int priority_from_json(const json& body) {
 
 std::vector<int> split_devices_from_json(const json& body) {
   const std::string split = common::string_or(body, "split", "", 16);
-  if (split == "tensor")
-    throw common::invalid_request(
-        "split", "split \"tensor\" (tensor parallelism) is not built yet; use \"layer\"");
-  if (!split.empty() && split != "layer" && split != "none")
-    throw common::invalid_request("split", "split must be \"layer\" or \"none\"");
+  const bool splits = split == "layer" || split == "tensor";
+  if (!split.empty() && !splits && split != "none")
+    throw common::invalid_request("split", "split must be \"layer\", \"tensor\" or \"none\"");
   if (!common::present(body, "devices")) {
-    if (split == "layer") throw common::invalid_request("devices", "split \"layer\" needs devices");
+    if (splits) throw common::invalid_request("devices", "split \"" + split + "\" needs devices");
     return {};
   }
   const json& list = body["devices"];
@@ -465,8 +463,12 @@ std::vector<int> split_devices_from_json(const json& body) {
           "devices", "devices must hold device indices such as 0, not " + d.dump().substr(0, 64));
     devices.push_back(d.get<int>());
   }
-  if (split != "layer") throw common::invalid_request("split", "devices need split \"layer\"");
+  if (!splits) throw common::invalid_request("split", "devices need split \"layer\" or \"tensor\"");
   return devices;
+}
+
+std::string split_mode_from_json(const json& body) {
+  return common::string_or(body, "split", "", 16);
 }
 
 task_request task_request::from_json(const json& body) {
@@ -494,7 +496,9 @@ task_request task_request::from_json(const json& body) {
   r.worker = {.ctx = sized("ctx", 256, 1 << 20),
               .slots = sized("slots", 1, 256),
               .keep_alive_s = sized("keep_alive_s", 0, 7 * 24 * 3600),
-              .devices = split_devices_from_json(body)};
+              .devices = split_devices_from_json(body),
+              .split = {}};
+  if (!r.worker.devices.empty()) r.worker.split = split_mode_from_json(body);
   return r;
 }
 
@@ -510,7 +514,7 @@ json task_request::to_json() const {
   if (worker.keep_alive_s) body["keep_alive_s"] = *worker.keep_alive_s;
   if (!worker.devices.empty()) {
     body["devices"] = worker.devices;
-    body["split"] = "layer";
+    body["split"] = worker.split;
   }
   return body;
 }

@@ -137,20 +137,23 @@ int priority_from_json(const nlohmann::json& body);
 // The size of a worker a task starts, when it starts one (as Ollama's num_ctx and keep_alive):
 // over the model's [models.<id>] settings and the hive's own sizing. A warm worker serves the
 // task as it is.
-// A worker forced onto several devices (docs/multi-gpu.md) splits its model by layers:
-// "devices" [0, 1] (up to max_split_devices indices of the task's backend, in layer order) with
-// "split": "layer"; "tensor" is refused as not built yet. A warm worker serves such a task only
-// when it holds the same devices.
+// A worker forced onto several devices (docs/multi-gpu.md) splits its model by layers or by
+// tensors: "devices" [0, 1] (up to max_split_devices indices of the task's backend, in part
+// order) with "split": "layer" or "tensor". A warm worker serves such a task only when it
+// holds the same devices with the same split.
 inline constexpr size_t max_split_devices = 16;
 // The "devices" and "split" fields of a body (a task; a hive's spawn request): the devices of
-// a forced layer split, empty when the body asks for none. Throws 400 naming the field.
+// a forced split, empty when the body asks for none. Throws 400 naming the field.
 std::vector<int> split_devices_from_json(const nlohmann::json& body);
+// The "split" of a body whose split_devices_from_json has devices: "layer" or "tensor".
+std::string split_mode_from_json(const nlohmann::json& body);
 
 struct worker_overrides {
   std::optional<int> ctx;           // "ctx": positions per slot, [256, 1048576]
   std::optional<int> slots;         // "slots": [1, 256]
   std::optional<int> keep_alive_s;  // "keep_alive_s": idle seconds before it unloads, [0, 604800]
-  std::vector<int> devices;         // "devices": a layer split's devices; empty: one device
+  std::vector<int> devices;         // "devices": a split's devices; empty: one device
+  std::string split;                // "split" of the devices: "layer" or "tensor"
 };
 
 struct task_request {

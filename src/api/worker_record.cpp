@@ -81,6 +81,7 @@ nlohmann::json worker_record::to_json(bool include_token) const {
                       {"started_at_unix", started_at_unix},
                       {"ready_at_unix", ready_at_unix},
                       {"unload_at_unix", unload_at_unix}};
+  if (!devices.empty()) j["split"] = split;
   if (include_token) j["token"] = token;
   return j;
 }
@@ -106,6 +107,8 @@ worker_record worker_record::from_json(const nlohmann::json& j) {
       w.devices.push_back(d.get<int>());
     }
     if (w.devices.size() == 1 && w.devices[0] == w.device) w.devices.clear();  // one device
+    // Records from before tensor splits name none: theirs were layer splits.
+    if (!w.devices.empty()) w.split = text_or(j, "split", "layer");
   }
   w.port = integer_or<int>(j, "port", 0);
   w.pid = integer_or<int64_t>(j, "pid", -1);

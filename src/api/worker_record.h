@@ -33,7 +33,8 @@ struct worker_record {
   std::string token;      // the worker's bearer token; only to authenticated callers
   std::string backend = "cpu";
   int device = 0;
-  std::vector<int> devices;  // a layer split's devices, in layer order; empty: `device` alone
+  std::vector<int> devices;  // a split's devices, in part order; empty: `device` alone
+  std::string split;         // with devices: "layer" or "tensor"
   int port = 0;
   int64_t pid = -1;
   worker_state state = worker_state::loading;

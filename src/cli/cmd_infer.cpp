@@ -347,14 +347,14 @@ void add_infer_command(CLI::App& app, invocation& inv) {
       });
   infer
       ->add_option("--devices", o->devices,
-                   "Split a worker this starts by layers across these devices, e.g. 0,1 "
-                   "(with --split layer; default: one device)")
+                   "Split a worker this starts across these devices, e.g. 0,1 (with --split "
+                   "layer or tensor; default: one device)")
       ->delimiter(',')
       ->check(CLI::NonNegativeNumber);
   infer
       ->add_option("--split", o->split,
-                   "How a worker this starts uses --devices: layer (tensor is not built yet; "
-                   "default: none)")
+                   "How a worker this starts uses --devices: layer (consecutive layers on "
+                   "each) or tensor (a slice of every layer on each); default: none")
       ->check(CLI::IsMember({"none", "layer", "tensor"}));
   infer->add_flag("--json", o->json_output, "Print the result as JSON");
   infer->add_flag("--ephemeral", o->ephemeral, "Stop what this command started when it exits");

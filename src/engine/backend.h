@@ -5,7 +5,8 @@
 // backend sees it, so backends get only valid batches and keep no positions of their own.
 // Which backend a model gets is decided in one place, model_load (model_load.cpp). A model
 // split by layers across devices (docs/multi-gpu.md) is a composition of such backends, one
-// part per device (split_backend.h), each running its range of the layers.
+// part per device (split_backend.h), each running its range of the layers; a tensor-parallel
+// model likewise (tensor_split.h), each part running its slice of every layer.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -93,10 +94,22 @@ class backend {
   virtual void copy_activations(const activations& from, const activations& to, size_t n) = 0;
 };
 
+class communicator;
+
+// A part's place in a tensor-parallel model (tensor_split.h): its weights are its rank's
+// slice of every layer, and after the attention output and the FFN down projection it adds
+// the other ranks' partial sums through `comm` before the residual add. Only rank 0 computes
+// the logits. comm null: not tensor-parallel.
+struct tensor_rank {
+  communicator* comm = nullptr;
+  int rank = 0;
+};
+
 // The device and layers of one part (the whole model: model_params::device, [0, n_layer)).
 struct backend_part {
   int device = 0;
   layer_range layers;
+  tensor_rank tensor;
 };
 
 // Makes the backend of a loaded model's part (its weights uploaded or read in, progress

@@ -55,8 +55,9 @@ struct load_progress {
 };
 
 // How a model uses several devices (docs/multi-gpu.md). layer: consecutive layers on each
-// device, activations handed from one to the next. tensor (every layer's heads and FFN
-// across the devices) is not built yet: model_load refuses it.
+// device, activations handed from one to the next. tensor: a slice of every layer's heads and
+// FFN rows on each device, partial sums joined after the attention output and the FFN (on
+// the host, on one GPU, or across GPUs with NCCL loaded at run time).
 enum class split_mode { none, layer, tensor };
 std::string_view to_string(split_mode mode);
 // "none", "layer", "tensor"; engine_error(invalid_argument) naming the choices otherwise.
@@ -65,12 +66,12 @@ split_mode split_mode_from_string(std::string_view name);
 struct model_params {
   backend_kind backend = backend_kind::cpu;
   int device = 0;  // CUDA device index
-  // split layer: a part on each of these devices, in this order (a device named twice holds
+  // A split's parts, one on each of these devices, in this order (a device named twice holds
   // two parts; the CPU is device 0); empty: `device` alone. Several devices need a split.
   std::vector<int> devices;
   split_mode split = split_mode::none;
-  // Each device's share of the layers, one per device (llama.cpp's -ts); empty: in
-  // proportion to each device's free memory (equal shares on the CPU).
+  // split layer: each device's share of the layers, one per device (llama.cpp's -ts); empty:
+  // in proportion to each device's free memory (equal shares on the CPU).
   std::vector<float> tensor_split;
   // Positions of KV cache (n_seq x n_ctx of the contexts to come) the layer split counts on
   // each device for its layers when it checks that they fit; 0: the weights only.
@@ -124,7 +125,8 @@ model_ptr model_load(const std::string& path, const model_params& params);
 std::string build_backends();
 const model_info& model_get_info(const model& m);
 // The layers a model runs on each device, in layer order: one part [0, n_layer) on one device,
-// or the parts of a layer split.
+// the parts of a layer split, or the parts of a tensor split (each [0, n_layer): a slice of
+// every layer).
 struct model_part {
   int device = 0;
   int first_layer = 0;

@@ -199,6 +199,11 @@ struct rbee::engine::model {
   std::vector<layer_weights> layers;
   std::vector<weight_slot> weight_slots;  // every weight above, in load order
   std::unique_ptr<engine::vocab> vocab;
+  // A part of a tensor-parallel model (tensor_split.h): its column slices, copied out of the
+  // file's mapping.
+  std::vector<std::vector<uint8_t>> owned_weights;
+  // A tensor-parallel model: its parts, whose weights its backend reads (so they outlive it).
+  std::vector<model_ptr> tensor_parts;
   std::unique_ptr<engine::backend> backend;  // set by model_load
   std::vector<model_part> parts;             // set by model_load
 };

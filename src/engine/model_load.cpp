@@ -1,11 +1,13 @@
 // model_load: the one place that picks a model's backend. The CPU backend is always built;
 // the CUDA entry comes from cuda/ or, in a build without CUDA, from no_cuda.cpp. A layer
-// split (docs/multi-gpu.md) makes one backend per part and composes them (split_backend.h).
+// split (docs/multi-gpu.md) makes one backend per part and composes them (split_backend.h);
+// a tensor split likewise, one backend per slice of every layer (tensor_split.h).
 #include "engine/cpu/backend.h"
 #include "engine/cuda/entry.h"
 #include "engine/layer_split.h"
 #include "engine/model.h"
 #include "engine/split_backend.h"
+#include "engine/tensor_split.h"
 
 namespace rbee::engine {
 
@@ -24,15 +26,13 @@ backend_maker find_backend(backend_kind kind) {
 
 // The split settings alone, before the file is read.
 void check_split_params(const model_params& p) {
-  if (p.split == split_mode::tensor)
-    throw engine_error(error_code::invalid_argument,
-                       "split tensor (tensor parallelism over NCCL) is not built yet; use split "
-                       "layer (docs/multi-gpu.md)");
   if (p.split == split_mode::none && p.devices.size() > 1)
     throw engine_error(error_code::invalid_argument,
-                       str(p.devices.size(), " devices need a split mode: split layer"));
-  if (p.split == split_mode::none && !p.tensor_split.empty())
-    throw engine_error(error_code::invalid_argument, "tensor_split needs split layer");
+                       str(p.devices.size(), " devices need a split mode: split layer or tensor"));
+  if (p.split != split_mode::layer && !p.tensor_split.empty())
+    throw engine_error(error_code::invalid_argument,
+                       "tensor_split needs split layer (split tensor gives every device an "
+                       "equal slice of each layer)");
   for (const int d : p.devices)
     if (d < 0)
       throw engine_error(error_code::invalid_argument,
@@ -66,6 +66,30 @@ std::vector<layer_part> plan_parts(const model& m, const model_params& p,
                           p.tensor_split);
 }
 
+// A tensor-parallel model: one part per device, each a slice of every layer with a backend
+// of its own, joined by a communicator.
+void load_tensor_parts(model& m, const model_params& params, backend_maker make_backend,
+                       const std::vector<split_device>& devices) {
+  const int n_parts = static_cast<int>(devices.size());
+  check_tensor_split(m, n_parts);
+  std::vector<int> ordinals;
+  for (const split_device& d : devices) ordinals.push_back(d.ordinal);
+  std::unique_ptr<communicator> comm = params.backend == backend_kind::cuda
+                                           ? cuda::make_communicator(ordinals)
+                                           : make_host_communicator(n_parts);
+  std::vector<std::unique_ptr<backend>> backends;
+  for (int r = 0; r < n_parts; ++r) {
+    m.tensor_parts.push_back(make_tensor_part(m, r, n_parts));
+    const int device = devices[static_cast<size_t>(r)].ordinal;
+    backends.push_back(make_backend(*m.tensor_parts.back(), params,
+                                    {.device = device,
+                                     .layers = {0, m.hp.n_layer},
+                                     .tensor = {.comm = comm.get(), .rank = r}}));
+    m.parts.push_back({.device = device, .first_layer = 0, .end_layer = m.hp.n_layer});
+  }
+  m.backend = make_tensor_split_backend(std::move(backends), std::move(comm));
+}
+
 }  // namespace
 
 std::string build_backends() {
@@ -81,14 +105,19 @@ model_ptr model_load(const std::string& path, const model_params& params) {
   // Every device named must exist; a split without a list is on `device` alone.
   std::vector<split_device> devices;
   const bool listed = !params.devices.empty();
-  if (listed || params.split == split_mode::layer)
+  if (listed || params.split != split_mode::none)
     for (const int d : listed ? params.devices : std::vector<int>{params.device})
       devices.push_back(device_of(params.backend, d));
   model_ptr m = open_model(path, params.n_threads);
+  if (params.split == split_mode::tensor) {
+    load_tensor_parts(*m, params, make_backend, devices);
+    return m;
+  }
   const std::vector<layer_part> parts = plan_parts(*m, params, devices);
   std::vector<std::unique_ptr<backend>> backends;
   for (const layer_part& p : parts) {
-    backends.push_back(make_backend(*m, params, {.device = p.device, .layers = p.layers}));
+    backends.push_back(
+        make_backend(*m, params, {.device = p.device, .layers = p.layers, .tensor = {}}));
     m->parts.push_back(
         {.device = p.device, .first_layer = p.layers.first, .end_layer = p.layers.end});
   }

@@ -17,6 +17,11 @@ uint64_t free_bytes(int device) {
                          "backends: cpu)"));
 }
 
+std::unique_ptr<communicator> make_communicator(const std::vector<int>&) {
+  throw engine_error(error_code::backend_unavailable,
+                     "this build has no CUDA backend (available backends: cpu)");
+}
+
 std::string build_description() {
   return "no cuda";
 }

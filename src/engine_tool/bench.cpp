@@ -90,11 +90,13 @@ engine::model_ptr load_model(const bench_options& opts) {
   return engine::model_load(opts.model, mp);
 }
 
-// "CUDA", or "CUDA x2 (layer split)" for a model in parts on two devices.
+// "CUDA", or "CUDA x2 (layer split)" / "CUDA x2 (tensor split)" for a model in parts on two
+// devices.
 std::string backend_name(const bench_options& opts) {
   const std::string name = opts.backend == engine::backend_kind::cpu ? "CPU" : "CUDA";
-  if (opts.split.split != engine::split_mode::layer) return name;
-  return fmt::format("{} x{} (layer split)", name, std::max<size_t>(1, opts.split.devices.size()));
+  if (opts.split.split == engine::split_mode::none) return name;
+  return fmt::format("{} x{} ({} split)", name, std::max<size_t>(1, opts.split.devices.size()),
+                     engine::to_string(opts.split.split));
 }
 
 std::string model_type_of(const engine::model_info& mi) {

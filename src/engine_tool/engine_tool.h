@@ -11,7 +11,8 @@
 
 namespace rbee::engine_tool {
 
-// Several devices (docs/multi-gpu.md): --devices 0,1 --split layer [--tensor-split 3,1].
+// Several devices (docs/multi-gpu.md): --devices 0,1 --split layer [--tensor-split 3,1], or
+// --devices 0,1 --split tensor.
 struct device_split {
   std::vector<int> devices;
   engine::split_mode split = engine::split_mode::none;
@@ -19,8 +20,8 @@ struct device_split {
 };
 // Sets the model parameters of a split (devices, mode, shares).
 void apply(const device_split& s, engine::model_params& mp);
-// "layer split: cuda:0 layers 0-3, cuda:1 layers 4-7" for a model in several parts; empty
-// for one part.
+// "layer split: cuda:0 layers 0-3, cuda:1 layers 4-7" or "tensor split: 2 parts of every
+// layer on cuda:0, cuda:1" for a model in several parts; empty for one part.
 std::string describe_parts(const engine::model& m, engine::backend_kind backend);
 
 struct generate_options {

@@ -29,11 +29,15 @@ void apply(const device_split& s, engine::model_params& mp) {
 std::string describe_parts(const engine::model& m, engine::backend_kind backend) {
   const auto& parts = engine::model_get_parts(m);
   if (parts.size() < 2) return {};
-  std::string text = "layer split:";
-  for (const auto& p : parts)
-    text += fmt::format("{} {}:{} layers {}-{}", &p == &parts.front() ? "" : ",",
-                        backend == engine::backend_kind::cpu ? "cpu" : "cuda", p.device,
-                        p.first_layer, p.end_layer - 1);
+  const char* device_kind = backend == engine::backend_kind::cpu ? "cpu" : "cuda";
+  // A tensor split's parts each run every layer: a slice of each.
+  const bool tensor = parts[0].end_layer == parts[1].end_layer;
+  std::string text = tensor ? fmt::format("tensor split: {} parts of every layer on", parts.size())
+                            : "layer split:";
+  for (const auto& p : parts) {
+    text += fmt::format("{} {}:{}", &p == &parts.front() ? "" : ",", device_kind, p.device);
+    if (!tensor) text += fmt::format(" layers {}-{}", p.first_layer, p.end_layer - 1);
+  }
   return text;
 }
 

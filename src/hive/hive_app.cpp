@@ -490,6 +490,7 @@ void hive_app::spawn_worker(const httplib::Request& req, httplib::Response& res)
          .backend = backend,
          .device = device,
          .devices = devices,
+         .split = devices.empty() ? std::string() : api::split_mode_from_json(body),
          .slots = size.slots,
          .ctx = size.ctx,
          .memory_bytes = size.estimate.total(),

@@ -186,6 +186,7 @@ worker_info worker_supervisor::spawn(const spawn_request& request) {
     info.backend = request.backend;
     info.device = request.device;
     info.devices = request.devices;
+    info.split = request.split;
     info.slots_total = request.slots;
     info.ctx = request.ctx;
     info.memory_bytes = request.memory_bytes;
@@ -213,7 +214,7 @@ worker_info worker_supervisor::spawn(const spawn_request& request) {
     if (!info.devices.empty())
       spec.args.insert(
           spec.args.end(),
-          {"--devices", fmt::format("{}", fmt::join(info.devices, ",")), "--split", "layer"});
+          {"--devices", fmt::format("{}", fmt::join(info.devices, ",")), "--split", info.split});
     spec.args.insert(spec.args.end(), {"--callback-url", options_.callback_url});
     if (options_.threads_per_worker > 0) {
       spec.args.insert(spec.args.end(), {"--threads", std::to_string(options_.threads_per_worker)});

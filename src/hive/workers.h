@@ -71,7 +71,8 @@ struct spawn_request {
   std::string model_path;
   std::string backend;
   int device = 0;
-  std::vector<int> devices;  // a layer split's devices (docs/multi-gpu.md); empty: `device`
+  std::vector<int> devices;  // a split's devices (docs/multi-gpu.md); empty: `device`
+  std::string split;         // with devices: "layer" or "tensor"
   int slots = 1;
   int ctx = 0;
   uint64_t memory_bytes = 0;

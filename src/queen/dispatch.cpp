@@ -186,6 +186,7 @@ task_key dispatcher::key_for(const task_request& r) {
       .backend = r.backend,
       .device = r.worker.devices.empty() ? r.device : std::optional(r.worker.devices.front()),
       .devices = r.worker.devices,
+      .split = r.worker.split,
       .model_bytes = known_model_bytes(r.model),
       .slots = r.generation.n,
       .client = r.client,
@@ -475,7 +476,8 @@ std::optional<worker_info> dispatcher::cold_start(const task_request& request, c
                       .min_slots = request.generation.n,
                       .ctx = settings.ctx,
                       .keep_alive_s = settings.keep_alive_s,
-                      .devices = request.worker.devices};
+                      .devices = request.worker.devices,
+                      .split = request.worker.split};
   sink(narration("rbee-hive", "worker_spawn",
                  "Starting a worker for " + request.model + " on '" + l.node + "' (" +
                      device_label(spawn.backend, l.device) + ")",

@@ -127,7 +127,7 @@ worker_info hive_client::spawn_worker(const spawn_request& request) {
   if (request.keep_alive_s >= 0) body["keep_alive_s"] = request.keep_alive_s;
   if (!request.devices.empty()) {
     body["devices"] = request.devices;
-    body["split"] = "layer";
+    body["split"] = request.split;
   }
   worker_info w =
       parse_hive_worker(body_of(http_.post_json("/v1/workers/spawn", body)), endpoint_.node);
@@ -135,6 +135,7 @@ worker_info hive_client::spawn_worker(const spawn_request& request) {
   w.backend = request.backend;
   w.device = request.device.value_or(0);
   w.devices = request.devices;
+  w.split = request.split;
   return w;
 }
 

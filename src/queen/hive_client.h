@@ -51,7 +51,8 @@ struct spawn_request {
   int min_slots = 1;          // fewer is a failure (the task's n choices)
   int ctx = 0;                // context per slot; 0 = the hive's default
   int keep_alive_s = -1;      // idle seconds before the hive unloads it; -1 = the hive's default
-  std::vector<int> devices;   // a layer split across these devices (docs/multi-gpu.md); empty: none
+  std::vector<int> devices;   // a split across these devices (docs/multi-gpu.md); empty: none
+  std::string split;          // with devices: "layer" or "tensor"
 };
 
 // One model of a hive's catalog, as the contract defines it.

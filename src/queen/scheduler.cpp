@@ -25,25 +25,28 @@ std::string_view to_string(decision_kind k) {
 }
 
 nlohmann::json to_json(const worker_view& w) {
-  return {{"worker_id", w.info.worker_id},
-          {"node", w.info.node},
-          {"model_ref", w.info.model_ref},
-          {"state", w.pending ? "spawning" : to_string(w.info.state)},
-          {"url", w.info.url},
-          {"backend", w.info.backend},
-          {"device", w.info.device},
-          {"devices", w.info.devices.empty() ? std::vector<int>{w.info.device} : w.info.devices},
-          {"slots_total", w.info.slots_total},
-          {"slots_busy", std::max(w.info.slots_busy, w.in_flight)},
-          {"model_id", w.info.model_id},
-          {"ctx", w.info.ctx},
-          {"memory_bytes", w.info.memory_bytes},
-          {"memory_used_bytes", w.info.memory_used_bytes},
-          {"tokens_per_second", w.info.tokens_per_second},
-          {"keep_alive_s", w.info.keep_alive_s},
-          {"started_at_unix", w.info.started_at_unix},
-          {"ready_at_unix", w.info.ready_at_unix},
-          {"unload_at_unix", w.in_flight > 0 ? 0 : w.info.unload_at_unix}};
+  nlohmann::json j = {
+      {"worker_id", w.info.worker_id},
+      {"node", w.info.node},
+      {"model_ref", w.info.model_ref},
+      {"state", w.pending ? "spawning" : to_string(w.info.state)},
+      {"url", w.info.url},
+      {"backend", w.info.backend},
+      {"device", w.info.device},
+      {"devices", w.info.devices.empty() ? std::vector<int>{w.info.device} : w.info.devices},
+      {"slots_total", w.info.slots_total},
+      {"slots_busy", std::max(w.info.slots_busy, w.in_flight)},
+      {"model_id", w.info.model_id},
+      {"ctx", w.info.ctx},
+      {"memory_bytes", w.info.memory_bytes},
+      {"memory_used_bytes", w.info.memory_used_bytes},
+      {"tokens_per_second", w.info.tokens_per_second},
+      {"keep_alive_s", w.info.keep_alive_s},
+      {"started_at_unix", w.info.started_at_unix},
+      {"ready_at_unix", w.info.ready_at_unix},
+      {"unload_at_unix", w.in_flight > 0 ? 0 : w.info.unload_at_unix}};
+  if (!w.info.devices.empty()) j["split"] = w.info.split;  // "layer" or "tensor"
+  return j;
 }
 
 std::string_view to_string(placement_policy p) {
@@ -82,7 +85,7 @@ bool matches(const task_key& key, const worker_info& w) {
   if (key.node && w.node != *key.node) return false;
   if (!key.backend.empty() && w.backend != key.backend) return false;
   if (key.device && w.device != *key.device) return false;
-  if (!key.devices.empty() && w.devices != key.devices) return false;
+  if (!key.devices.empty() && (w.devices != key.devices || w.split != key.split)) return false;
   return true;
 }
 

@@ -76,7 +76,8 @@ struct task_key {
   std::optional<std::string> node;  // nullopt = the scheduler picks
   std::string backend;              // "" = any
   std::optional<int> device;        // nullopt = any (a split: its first device)
-  std::vector<int> devices;         // a forced layer split: only a worker on these serves
+  std::vector<int> devices;         // a forced split: only a worker on these serves
+  std::string split;                // with devices: "layer" or "tensor", as the worker's
   uint64_t model_bytes = 0;         // 0 = unknown
   int slots = 1;                    // slots of one worker the task holds (its n choices)
   std::string client;               // who asked (an API key's id); fairness and limits

@@ -46,15 +46,16 @@ std::string load_error_code(engine::error_code code, engine::backend_kind backen
   }
 }
 
-// The devices a loaded model holds, in layer order, and for a layer split each part's layers
-// [first, end): {"devices": [0, 1], "split": "layer", "parts": [{"device", "layers"}]}.
+// The devices a loaded model holds, in part order, and for a split each part's layers
+// [first, end): {"devices": [0, 1], "split": "layer", "parts": [{"device", "layers"}]}. The
+// parts of a tensor split each run every layer (a slice of each): "split": "tensor".
 json placement_json(const engine::model& m) {
   const auto& parts = engine::model_get_parts(m);
   json devices = json::array();
   for (const auto& p : parts) devices.push_back(p.device);
   json body = {{"devices", devices}};
   if (parts.size() < 2) return body;
-  body["split"] = "layer";
+  body["split"] = parts[0].end_layer == parts[1].end_layer ? "tensor" : "layer";
   body["parts"] = json::array();
   for (const auto& p : parts)
     body["parts"].push_back({{"device", p.device}, {"layers", {p.first_layer, p.end_layer}}});

@@ -50,13 +50,14 @@ int worker_main(int argc, char** argv) {
   app.add_option("--model-ref", o.model_ref, "Model reference reported back (default file:<path>)");
   app.add_option("--backend", backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--device", o.device, "CUDA device index")->check(CLI::NonNegativeNumber);
-  app.add_option("--devices", o.devices, "Devices of a layer split, in layer order, e.g. 0,1")
+  app.add_option("--devices", o.devices, "Devices of a split, in part order, e.g. 0,1")
       ->delimiter(',')
       ->check(CLI::NonNegativeNumber);
   app.add_option_function<std::string>(
          "--split",
          [&o](const std::string& mode) { o.split = engine::split_mode_from_string(mode); },
-         "none, or layer: consecutive layers on each of --devices (tensor is not built yet)")
+         "none; layer: consecutive layers on each of --devices; tensor: a slice of every "
+         "layer's heads and FFN on each")
       ->check(CLI::IsMember({"none", "layer", "tensor"}));
   app.add_option("--tensor-split", o.tensor_split,
                  "Each device's share of the layers, e.g. 3,1 (default: by free memory)")

@@ -90,14 +90,28 @@ TEST_F(engine_tool, generate_split_by_layers_prints_the_golden_text) {
   EXPECT_EQ(r.out, c["continuation"].get<std::string>());
 }
 
+// Two slices of every layer on the host: the same greedy text as the whole model.
+TEST_F(engine_tool, generate_split_by_tensors_prints_the_golden_text) {
+  std::ifstream in(models_dir + "/golden-stories260K.json");
+  ASSERT_TRUE(in);
+  const auto c = nlohmann::json::parse(in)["cases"].at(0);
+  const auto r =
+      run({"generate", "-m", models_dir + "/stories260K.gguf", "-p", c["prompt"].get<std::string>(),
+           "-n", std::to_string(c["n_predict"].get<int>()), "--threads", "2", "--devices", "0,0",
+           "--split", "tensor"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, c["continuation"].get<std::string>());
+}
+
 TEST_F(engine_tool, split_options_that_cannot_run_are_refused) {
   const std::string model = models_dir + "/stories260K.gguf";
   // Not a split mode at all: a usage error.
   EXPECT_EQ(run({"generate", "-m", model, "-p", "a", "--split", "row"}).exit_code, 2);
-  // Valid flags the engine refuses: tensor parallelism, a device the CPU lacks, bad ratios.
-  EXPECT_EQ(
-      run({"generate", "-m", model, "-p", "a", "--devices", "0,0", "--split", "tensor"}).exit_code,
-      1);
+  // Valid flags the engine refuses: heads that do not divide, a device the CPU lacks, bad
+  // ratios.
+  EXPECT_EQ(run({"generate", "-m", model, "-p", "a", "--devices", "0,0,0", "--split", "tensor"})
+                .exit_code,
+            1);
   EXPECT_EQ(
       run({"generate", "-m", model, "-p", "a", "--devices", "0,1", "--split", "layer"}).exit_code,
       1);

@@ -3,7 +3,8 @@
 // in what hparams (model.h) records: Q/K/V biases, per-head Q/K norms, post norms, the FFN's
 // activation, soft caps, sliding-window layers and which pairs the rotation turns. A part of
 // a layer-split model (backend.h: layer_range) runs only its layers and keeps only their KV
-// cache.
+// cache. A part of a tensor-parallel model (tensor_split.h) runs its slice of every layer and
+// joins its partial sums with the other parts' (communicator.h).
 #include "engine/cpu/backend.h"
 
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/communicator.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/kv_cache.h"
 #include "engine/model.h"
@@ -54,6 +56,7 @@ struct cpu_state {
   const model* m;
   context_params params;
   layer_range layers;
+  tensor_rank tensor;      // a tensor-parallel part's rank (comm null otherwise)
   kv_cache cache;          // of `layers` only: cache layer l - layers.first holds layer l
   kv_block_tables tables;  // of the batch being decoded
   cpu::thread_pool pool;
@@ -329,6 +332,19 @@ void moe_ffn(cpu_state& c, const layer_weights& w, int n) {
   if (w.ffn_gate_shexp) add_shared_expert(c, w, n);
 }
 
+// A tensor-parallel part's product of its slice (n rows of n_embd) becomes the whole
+// product: the sum over the parts.
+void join_partial_sums(cpu_state& c, float* rows, int n) {
+  if (c.tensor.comm)
+    c.tensor.comm->all_reduce_sum(c.tensor.rank, rows,
+                                  static_cast<size_t>(n) * static_cast<size_t>(c.m->hp.n_embd));
+}
+
+// Whether the part computes logits: the last part of a layer split, rank 0 of a tensor split.
+bool computes_logits(const cpu_state& c) {
+  return c.layers.end == c.m->hp.n_layer && (!c.tensor.comm || c.tensor.rank == 0);
+}
+
 // Below this many multiply-adds per layer, attention runs without the thread pool.
 constexpr int64_t parallel_attention_work = 1 << 18;
 
@@ -406,6 +422,7 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
       c.pool.run(n * hp.n_head, attend_task);
     }
     matmul(c, w.wo, b.att.data(), n, b.xb.data());
+    join_partial_sums(c, b.xb.data(), n);
     if (w.attn_post_norm)
       rmsnorm_rows(b.xb.data(), w.attn_post_norm, n, d, hp.rms_eps, b.xb.data());
     for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.xb[j];
@@ -422,11 +439,12 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
     else
       gelu_mul(b.hb.data(), b.hb2.data(), b.hb.data(), static_cast<int64_t>(n) * ff);
     matmul(c, w.ffn_down, b.hb.data(), n, b.xb.data());
+    join_partial_sums(c, b.xb.data(), n);
     if (w.ffn_post_norm) rmsnorm_rows(b.xb.data(), w.ffn_post_norm, n, d, hp.rms_eps, b.xb.data());
     for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) b.x[j] += b.xb[j];
   }
 
-  if (n_out == 0 || c.layers.end < hp.n_layer) return;
+  if (n_out == 0 || !computes_logits(c)) return;
   for (int r = 0; r < n_out; ++r)
     rmsnorm_rows(b.x.data() + static_cast<size_t>(b.out_rows[static_cast<size_t>(r)]) * d,
                  m.output_norm, 1, d, hp.rms_eps, b.out.data() + static_cast<size_t>(r) * d);
@@ -456,7 +474,7 @@ std::vector<std::vector<double>> rope_tables(const model& m, int n_ctx) {
 // Throws std::bad_alloc when host RAM cannot hold the context (the backend reports it).
 class cpu_context final : public backend_context {
  public:
-  cpu_context(const model& m, const context_params& params, layer_range layers);
+  cpu_context(const model& m, const context_params& params, const backend_part& part);
 
   void decode(std::span<const batch_entry> batch, const kv_block_tables& tables) override {
     s_.tables = tables;
@@ -464,7 +482,7 @@ class cpu_context final : public backend_context {
     int n_out = 0;
     for (size_t i = 0; i < batch.size(); ++i)
       if (batch[i].want_logits) s_.buf.out_rows[static_cast<size_t>(n_out++)] = static_cast<int>(i);
-    if (s_.layers.end == s_.m->hp.n_layer) ensure_logits(s_, n_out);
+    if (computes_logits(s_)) ensure_logits(s_, n_out);
     forward(s_, batch, n_out);
   }
   std::span<const float> logits(int row) const override {
@@ -511,12 +529,14 @@ class cpu_context final : public backend_context {
   sampling_candidates candidates_;  // (n_vocab,) reserved: sampling does not allocate
 };
 
-cpu_context::cpu_context(const model& m, const context_params& params, layer_range layers)
+cpu_context::cpu_context(const model& m, const context_params& params, const backend_part& part)
     : s_{.m = &m,
          .params = params,
-         .layers = layers,
-         .cache = kv_cache(layer_ring_rows(m.hp, params, layers), m.hp.n_head_kv, m.hp.head_dim,
-                           params.n_seq, static_cast<int>(kv_pool_blocks(params)), params.kv_f16),
+         .layers = part.layers,
+         .tensor = part.tensor,
+         .cache =
+             kv_cache(layer_ring_rows(m.hp, params, part.layers), m.hp.n_head_kv, m.hp.head_dim,
+                      params.n_seq, static_cast<int>(kv_pool_blocks(params)), params.kv_f16),
          .tables = {},
          .pool = cpu::thread_pool(params.n_threads),
          .buf = {},
@@ -574,7 +594,7 @@ cpu_context::cpu_context(const model& m, const context_params& params, layer_ran
     }
   }
   s_.matmul_scratch.resize(scratch + 64);
-  if (layers.end == hp.n_layer) ensure_logits(s_, params.n_seq);
+  if (computes_logits(s_)) ensure_logits(s_, params.n_seq);
   candidates_.reserve(static_cast<size_t>(hp.n_vocab));
 }
 
@@ -618,11 +638,11 @@ void read_weights_in(const model& m, layer_range layers,
 
 class cpu_backend final : public backend {
  public:
-  cpu_backend(const model& m, layer_range layers) : m_(m), layers_(layers) {}
+  cpu_backend(const model& m, const backend_part& part) : m_(m), part_(part) {}
 
   std::unique_ptr<backend_context> create_context(const context_params& params) override {
     try {
-      return std::make_unique<cpu_context>(m_, params, layers_);
+      return std::make_unique<cpu_context>(m_, params, part_);
     } catch (const std::bad_alloc&) {
       throw engine_error(error_code::out_of_memory,
                          str("host RAM: cannot allocate a context of ", params.n_ctx,
@@ -638,7 +658,7 @@ class cpu_backend final : public backend {
 
  private:
   const model& m_;
-  layer_range layers_;
+  backend_part part_;
 };
 
 }  // namespace
@@ -646,7 +666,7 @@ class cpu_backend final : public backend {
 std::unique_ptr<backend> cpu::make_backend(const model& m, const model_params& params,
                                            const backend_part& part) {
   read_weights_in(m, part.layers, params.on_progress);
-  return std::make_unique<cpu_backend>(m, part.layers);
+  return std::make_unique<cpu_backend>(m, part);
 }
 
 }  // namespace rbee::engine

@@ -9,6 +9,7 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "engine/communicator.h"
 #include "engine/cuda/check.h"
 #include "engine/cuda/cublas_api.h"
 #include "engine/cuda/cuda_backend.h"
@@ -380,7 +381,8 @@ model_weights weights_of(const model& m, layer_range layers) {
           .layers = std::vector<layer_weights>(m.layers.begin() + layers.first,
                                                m.layers.begin() + layers.end),
           .rope_freqs_long = m.rope_freqs_long,
-          .first_layer = layers.first};
+          .first_layer = layers.first,
+          .tensor = {}};
 }
 
 uint64_t vram_required(const model_weights& w, int n_ctx, int n_seq, int n_batch) {
@@ -527,6 +529,7 @@ class device_context {
   void copy_block(int src, int dst);
   void copy_ring_layers(int src, int dst, int n_pos);
   void forward(int n, int n_out, bool gather);
+  void join_partial_sums(float* rows, int n);
   void mm(const dweight& w, const float* x, q8_blocks xq, int n, float* y);
 
   device_model& m_;
@@ -600,6 +603,9 @@ void device_context::init() {
   kv_offsets_ = kv_layer_offsets(w, params_);
   max_blocks_ = kv_blocks_for(params_.n_ctx);
   require_vram(lay.total() + runtime_margin / 2, m_.device_);
+  // A tensor-parallel part waits on the host for the other parts' sums in mid-pass, which a
+  // graph cannot hold.
+  if (w.tensor.comm) use_graphs_ = false;
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
   RBEE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   RBEE_CUBLAS_CHECK(cublas().create(&cublas_));
@@ -785,8 +791,20 @@ void device_context::mm(const dweight& w, const float* x, q8_blocks xq, int n, f
     gemm(cublas_, w.type, w.data, w.n_rows, w.n_cols, x, n, y, gemm_scratch_, stream_);
 }
 
+// A tensor-parallel part's product of its slice (n rows of n_embd in `rows`) becomes the
+// whole product, the sum over the parts: the communicator reads the rows once this part's
+// stream has written them, and returns with the sum in place.
+void device_context::join_partial_sums(float* rows, int n) {
+  const tensor_rank& t = m_.w_.tensor;
+  if (!t.comm) return;
+  RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  t.comm->all_reduce_sum(t.rank, rows,
+                         static_cast<size_t>(n) * static_cast<size_t>(m_.w_.hp.n_embd));
+}
+
 // Enqueues the whole forward pass of the batch already on the device (tokens_, pos_, seq_,
-// out_rows_); no host synchronisation, so it can be captured into a graph.
+// out_rows_); no host synchronisation, so it can be captured into a graph, except in a
+// tensor-parallel part (join_partial_sums), whose passes are not captured.
 void device_context::forward(int n, int n_out, bool gather) {
   const hparams& hp = m_.w_.hp;
   const int d = hp.n_embd, hd = hp.head_dim, ff = hp.n_ff;
@@ -880,6 +898,7 @@ void device_context::forward(int n, int n_out, bool gather) {
     }
     if (aq && !fused_q) quantize_q8(att_, n, hp.n_head * hd, aq, stream_);
     mm(l.wo, att_, aq, n, tmp_);
+    join_partial_sums(tmp_, n);
     if (l.attn_post_norm)
       add_rmsnorm(tmp_, nullptr, l.attn_post_norm.f32(), n, d, hp.rms_eps, tmp_, {}, stream_);
     const bool moe = !l.expert_gate.empty();
@@ -910,6 +929,7 @@ void device_context::forward(int n, int n_out, bool gather) {
     else
       gelu_mul(hb_, up, ff_stride, n, ff, hb2_, dq, stream_);
     mm(l.ffn_down, hb2_, dq, n, tmp_);
+    join_partial_sums(tmp_, n);
     if (l.ffn_post_norm)
       add_rmsnorm(tmp_, nullptr, l.ffn_post_norm.f32(), n, d, hp.rms_eps, tmp_, {}, stream_);
   }
@@ -1182,7 +1202,7 @@ void copy_activations(const activations& from, const activations& to, size_t n) 
 }
 
 void set_use_graphs(device_context& c, bool on) {
-  c.use_graphs_ = on;
+  c.use_graphs_ = on && !c.m_.w_.tensor.comm;
 }
 
 }  // namespace rbee::engine::cuda

@@ -39,13 +39,17 @@ std::string available_backends();
 // layers[i] is the model's layer first_layer + i: a part of a layer split (backend.h) holds
 // only its range, without tok_embd unless it is the first part and without output_norm and
 // output unless it is the last; it starts from the residual stream of the part before and
-// leaves its own for the next (residual).
+// leaves its own for the next (residual). A part of a tensor split holds a slice of every
+// layer (hparams counting its heads and FFN rows) and tensor names its communicator.
 struct model_weights {
   hparams hp;
   weight tok_embd, output_norm, output, rope_freqs;
   std::vector<layer_weights> layers;
   weight rope_freqs_long;  // phi3's factors beyond its original context
   int first_layer = 0;
+  // A tensor-parallel part (tensor_split.h): it joins its partial sums through tensor.comm
+  // after attn_output and ffn_down (single-token steps then run without CUDA graphs).
+  tensor_rank tensor;
 };
 model_weights weights_of(const model& m);
 model_weights weights_of(const model& m, layer_range layers);

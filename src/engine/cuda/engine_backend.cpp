@@ -1,11 +1,14 @@
 // The CUDA backend behind the engine's backend interface (backend.h): the device model and
 // contexts of cuda_backend.h, with the logits rows copied to the host when first asked for.
-// A part of a layer split (docs/multi-gpu.md) is the device model of its layers.
+// A part of a layer split (docs/multi-gpu.md) is the device model of its layers; a part of a
+// tensor split the device model of its slice of every layer, joined by a communicator
+// (communicators.h).
 #include <algorithm>
 #include <set>
 #include <vector>
 
 #include "engine/cuda/check.h"
+#include "engine/cuda/communicators.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/entry.h"
 
@@ -96,8 +99,12 @@ std::unique_ptr<backend> make_backend(const model& m, const model_params& params
                                       const backend_part& part) {
   if (part.device < 0)
     throw engine_error(error_code::invalid_argument, "CUDA device index must not be negative");
-  return std::make_unique<cuda_backend>(
-      upload(weights_of(m, part.layers), part.device, params.on_progress));
+  model_weights w = weights_of(m, part.layers);
+  w.tensor = part.tensor;
+  if (part.tensor.comm && part.tensor.rank > 0) {
+    w.output_norm = w.output = weight{};  // rank 0 of a tensor split computes the logits
+  }
+  return std::make_unique<cuda_backend>(upload(w, part.device, params.on_progress));
 }
 
 }  // namespace
@@ -112,6 +119,18 @@ uint64_t free_bytes(int device) {
   throw engine_error(
       error_code::backend_unavailable,
       str("Device cuda:", device, " not available. Available: ", available_backends()));
+}
+
+std::unique_ptr<communicator> make_communicator(const std::vector<int>& devices) {
+  const int n_ranks = static_cast<int>(devices.size());
+  if (std::all_of(devices.begin(), devices.end(), [&](int d) { return d == devices[0]; }))
+    return make_same_device_communicator(devices[0], n_ranks);
+  // NCCL gives each GPU one rank.
+  if (std::set<int>(devices.begin(), devices.end()).size() != devices.size())
+    throw engine_error(error_code::invalid_argument,
+                       "tensor split: put the parts either all on one GPU or each on a GPU of "
+                       "its own (NCCL gives a GPU one part)");
+  return make_nccl_communicator(devices);
 }
 
 std::string build_description() {

@@ -112,6 +112,8 @@ void gelu_mul(const float* gate, const float* up, int in_stride, int n_rows, int
 void head_rmsnorm(float* x, int row_stride, int n_tok, int n_heads, int head_dim, const float* w,
                   float eps, cudaStream_t stream);
 
+// y (n,) += x (tensor parallelism: one part's partial sums onto another's).
+void add(float* y, const float* x, int64_t n, cudaStream_t stream);
 // x (n,) *= s in place (gemma's embedding scale).
 void scale(float* x, int64_t n, float s, cudaStream_t stream);
 // x (n,) = cap * tanh(x / cap) in place (gemma2's final logit soft cap).

@@ -93,8 +93,8 @@ TEST_F(Placement, TheCommandLineSizesTheWorkerATaskStarts) {
 
 // `rbee infer --devices 0,0 --split layer` reaches the worker through the queen and the hive
 // (two parts on the host: the CPU is device 0, named once per part); the worker's record names
-// its devices, a task forcing the same devices takes it warm, and a device the node lacks or a
-// split that is not built is refused.
+// its devices, a task forcing the same devices takes it warm, and a device the node lacks or
+// an unknown split is refused.
 TEST_F(Placement, TheCommandLineSplitsTheWorkerATaskStartsAcrossDevices) {
   q.start();
   auto missing = q.cli({"infer", "--model", stories_ref(), "--prompt", "x", "--backend", "cpu",
@@ -115,9 +115,22 @@ TEST_F(Placement, TheCommandLineSplitsTheWorkerATaskStartsAcrossDevices) {
   EXPECT_TRUE(again.took_step("worker_selected") && !again.took_step("worker_spawn")) << again.out;
 
   auto refused = q.run_task(nlohmann::json{
-      {"model", stories_ref()}, {"prompt", "x"}, {"devices", {0, 1}}, {"split", "tensor"}});
+      {"model", stories_ref()}, {"prompt", "x"}, {"devices", {0, 1}}, {"split", "row"}});
   EXPECT_EQ(refused.status, 400);
   EXPECT_EQ(refused.error.json_body()["error"]["details"]["field"], "split") << refused.error.body;
+}
+
+// `rbee infer --devices 0,0 --split tensor`: the worker the task starts holds a slice of
+// every layer on each part, and its record says so.
+TEST_F(Placement, TheCommandLineSplitsTheWorkerATaskStartsByTensors) {
+  q.start();
+  auto r = q.infer(stories_ref(), {"--max-tokens", "4", "--backend", "cpu", "--devices", "0,0",
+                                   "--split", "tensor"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << q.logs();
+  auto workers = q.workers();
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0]["devices"], nlohmann::json::array({0, 0})) << workers[0].dump();
+  EXPECT_EQ(workers[0]["split"], "tensor") << workers[0].dump();
 }
 
 }  // namespace

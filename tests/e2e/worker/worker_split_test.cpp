@@ -1,6 +1,7 @@
-// llm-worker-rbee with its model split by layers (--devices 0,0 --split layer: two parts on
-// the host, docs/multi-gpu.md): it reports the devices and layers it holds and answers as the
-// unsplit worker does; split settings it cannot run are a load error naming the problem.
+// llm-worker-rbee with its model split by layers or by tensors (--devices 0,0 --split layer or
+// tensor: two parts on the host, docs/multi-gpu.md): it reports the devices and layers it
+// holds and answers as the unsplit worker does; split settings it cannot run are a load error
+// naming the problem.
 #include <signal.h>
 
 #include <thread>
@@ -57,12 +58,41 @@ TEST_F(WorkerSplit, ADeviceThatDoesNotExistIsABackendError) {
       << ready.dump();
 }
 
-TEST_F(WorkerSplit, TensorParallelismIsRefusedAsNotBuilt) {
-  worker_process worker(home_, {"--model", stories, "--devices", "0,0", "--split", "tensor"});
+// Two slices of every layer on the host: every part runs all 5 layers; the greedy text is
+// the whole model's.
+TEST_F(WorkerSplit, SplitByTensorsReportsItsPartsAndAnswersAsTheWholeModel) {
+  std::string whole_text;
+  {
+    worker_process whole(home_, {"--model", stories, "--threads", "1"});
+    whole.wait_ready();
+    auto client = whole.client();
+    const stream_result r = infer(client, greedy("Once upon a time", 24));
+    ASSERT_EQ(r.status, 200);
+    whole_text = r.text;
+  }
+  worker_process split(
+      home_, {"--model", stories, "--threads", "2", "--devices", "0,0", "--split", "tensor"});
+  split.wait_ready();
+  auto client = split.client();
+  const json health = client.get("/v1/health").json_body();
+  EXPECT_EQ(health["devices"], json::array({0, 0})) << health.dump();
+  EXPECT_EQ(health["split"], "tensor");
+  ASSERT_EQ(health["parts"].size(), 2u) << health.dump();
+  for (const json& part : health["parts"])
+    EXPECT_EQ(part["layers"], json::array({0, 5})) << health.dump();
+  const stream_result r = infer(client, greedy("Once upon a time", 24));
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.text, whole_text);
+}
+
+// stories260K's 8 heads do not divide into 3 parts.
+TEST_F(WorkerSplit, HeadsThatDoNotDivideAreALoadError) {
+  worker_process worker(home_, {"--model", stories, "--devices", "0,0,0", "--split", "tensor"});
   auto client = worker.client();
   const json ready = wait_for_error_state(client);
   ASSERT_EQ(ready["state"], "error") << ready.dump();
-  EXPECT_NE(ready["error"].value("message", "").find("not built yet"), std::string::npos)
+  EXPECT_EQ(ready["error"]["code"], "MODEL_LOAD_FAILED");
+  EXPECT_NE(ready["error"].value("message", "").find("do not divide into 3"), std::string::npos)
       << ready.dump();
 }
 

@@ -320,15 +320,20 @@ TEST(TaskRequest, ALayerSplitAcrossDevicesIsCheckedAndRoundTrips) {
   const auto r = task_request::from_json(body);
   EXPECT_EQ(r.worker.devices, (std::vector<int>{0, 1}));
   EXPECT_EQ(task_request::from_json(r.to_json()).worker.devices, (std::vector<int>{0, 1}));
+  EXPECT_EQ(task_request::from_json(r.to_json()).worker.split, "layer");
+  json tensor = base;
+  tensor.update({{"devices", {0, 1}}, {"split", "tensor"}});
+  EXPECT_EQ(task_request::from_json(tensor).worker.split, "tensor");
+  EXPECT_EQ(task_request::from_json(task_request::from_json(tensor).to_json()).worker.split,
+            "tensor");
   EXPECT_TRUE(task_request::from_json(base).worker.devices.empty());
   json none = base;
   none["split"] = "none";
   EXPECT_TRUE(task_request::from_json(none).worker.devices.empty());
   for (const auto& [field, extra] : std::vector<std::pair<std::string, json>>{
-           {"split", {{"devices", {0, 1}}}},                       // devices without a split
-           {"split", {{"devices", {0, 1}}, {"split", "tensor"}}},  // not built yet
-           {"split", {{"devices", {0, 1}}, {"split", "row"}}},     // no such mode
-           {"devices", {{"split", "layer"}}},                      // a split without devices
+           {"split", {{"devices", {0, 1}}}},                    // devices without a split
+           {"split", {{"devices", {0, 1}}, {"split", "row"}}},  // no such mode
+           {"devices", {{"split", "layer"}}},                   // a split without devices
            {"devices", {{"devices", json::array()}, {"split", "layer"}}},
            {"devices", {{"devices", {0, -1}}, {"split", "layer"}}},
            {"devices", {{"devices", {0, "1"}}, {"split", "layer"}}},

@@ -46,8 +46,15 @@ TEST(WorkerRecord, WhatAHiveWritesTheQueenReadsBack) {
   EXPECT_TRUE(back.devices.empty()) << "one device is no split";
 
   w.devices = {1, 0};  // a layer split, in layer order
+  w.split = "layer";
   back = worker_record::from_json(w.to_json(true));
   EXPECT_EQ(back.devices, (std::vector<int>{1, 0}));
+  EXPECT_EQ(back.split, "layer");
+  w.split = "tensor";
+  EXPECT_EQ(worker_record::from_json(w.to_json(true)).split, "tensor");
+  nlohmann::json older = w.to_json(true);
+  older.erase("split");
+  EXPECT_EQ(worker_record::from_json(older).split, "layer") << "records before tensor splits";
 }
 
 TEST(WorkerRecord, UntrustedRecordsAreCheckedFieldByField) {

@@ -66,6 +66,7 @@ spawn_request request() {
           .backend = "cpu",
           .device = 0,
           .devices = {},
+          .split = {},
           .slots = 2,
           .ctx = 512,
           .memory_bytes = 1,
@@ -126,6 +127,7 @@ TEST(Workers, ASplitWorkerGetsItsDevicesAndKeepsThemInItsRecord) {
   auto split = request();
   split.backend = "cuda";
   split.devices = {1, 0};
+  split.split = "layer";
   const auto info = sup.spawn(split);
   EXPECT_EQ(info.devices, (std::vector<int>{1, 0}));
   EXPECT_EQ(info.to_json(false)["devices"], nlohmann::json::array({1, 0}));
@@ -137,6 +139,10 @@ TEST(Workers, ASplitWorkerGetsItsDevicesAndKeepsThemInItsRecord) {
   EXPECT_EQ(*(devices + 1), "1,0");
   EXPECT_EQ(*(devices + 2), "--split");
   EXPECT_EQ(*(devices + 3), "layer");
+  split.split = "tensor";
+  EXPECT_EQ(sup.spawn(split).to_json(false)["split"], "tensor");
+  const auto& tensor_args = launcher.specs.back().args;
+  EXPECT_NE(std::find(tensor_args.begin(), tensor_args.end(), "tensor"), tensor_args.end());
   EXPECT_EQ(sup.spawn(request()).to_json(false)["devices"], nlohmann::json::array({0}));
 }
 

@@ -159,14 +159,21 @@ TEST(Decide, AForcedLayerSplitTakesOnlyAWorkerOnTheSameDevices) {
   auto split = make_worker("w2", "a", "m");
   split.backend = "cuda";
   split.devices = {0, 1};
+  split.split = "layer";
   auto k = key("m");
   k.devices = {0, 1};
+  k.split = "layer";
   k.device = 0;
   auto d = decide(k, {view(single), view(split)}, {node("a", true, 1000)}, scheduler_options{});
   EXPECT_EQ(d.kind, decision_kind::warm);
   EXPECT_EQ(d.worker_id, "w2");
   auto cold = decide(k, {view(single)}, {node("a", true, 1000)}, scheduler_options{});
   EXPECT_NE(cold.kind, decision_kind::warm) << "the single-device worker does not serve it";
+  auto tensor = k;
+  tensor.split = "tensor";
+  EXPECT_NE(decide(tensor, {view(split)}, {node("a", true, 1000)}, scheduler_options{}).kind,
+            decision_kind::warm)
+      << "a layer split on the same devices does not serve a tensor split";
   // A task that forces nothing takes the split worker as it is.
   EXPECT_EQ(decide(key("m"), {view(split)}, {node("a", true, 1000)}, scheduler_options{}).kind,
             decision_kind::warm);
