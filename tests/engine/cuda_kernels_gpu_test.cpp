@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <random>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "engine/engine.h"
@@ -399,6 +400,26 @@ void check_rope_attention(std::span<const testing::attention_case> cases, bool f
                   c.head_dim, paged ? " paged" : "", worst);
     }
   }
+}
+
+// Host code, no device needed: a batch's rows become tiles of consecutive rows of one
+// sequence, at most flash_tile_rows each; a sequence that comes back later in the batch starts
+// a new tile.
+TEST(cuda_host, attention_tiles_cut_runs_of_one_sequence) {
+  std::vector<int32_t> seq;
+  for (const auto& [id, rows] :
+       std::vector<std::pair<int32_t, int>>{{0, 150}, {1, 1}, {2, 1}, {3, 77}, {0, 2}, {4, 64}})
+    seq.insert(seq.end(), static_cast<size_t>(rows), id);
+  std::vector<attention_tile> tiles(seq.size());
+  const int n = attention_tiles(seq.data(), static_cast<int>(seq.size()), tiles.data());
+  const std::vector<std::pair<int, int>> want = {
+      {0, 64}, {64, 64}, {128, 22}, {150, 1}, {151, 1}, {152, 64}, {216, 13}, {229, 2}, {231, 64}};
+  ASSERT_EQ(n, static_cast<int>(want.size()));
+  for (int i = 0; i < n; ++i) {
+    EXPECT_EQ(tiles[static_cast<size_t>(i)].first_row, want[static_cast<size_t>(i)].first) << i;
+    EXPECT_EQ(tiles[static_cast<size_t>(i)].n_rows, want[static_cast<size_t>(i)].second) << i;
+  }
+  EXPECT_EQ(attention_tiles(seq.data(), 0, tiles.data()), 0);
 }
 
 TEST(cuda_kernels, rope_and_split_attention_match_reference) {
