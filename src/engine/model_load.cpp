@@ -66,6 +66,24 @@ std::vector<layer_part> plan_parts(const model& m, const model_params& p,
                           p.tensor_split);
 }
 
+// Every part of a tensor split loads a slice of every layer, one part after the other: part r's
+// progress is reported as the r-th share of the whole load, so a loading bar runs once from 0
+// to all layers, not once per part. The parts' slices are about the same size.
+model_params part_progress(const model_params& params, int r, int n_parts) {
+  model_params p = params;
+  if (!params.on_progress) return p;
+  p.on_progress = [on_progress = params.on_progress, r, n_parts](const load_progress& part) {
+    load_progress whole = part;
+    whole.layers_loaded = (r * part.layers_total + part.layers_loaded) / n_parts;
+    whole.tensors_loaded = r * part.tensors_total + part.tensors_loaded;
+    whole.tensors_total = n_parts * part.tensors_total;
+    whole.bytes_loaded = static_cast<uint64_t>(r) * part.bytes_total + part.bytes_loaded;
+    whole.bytes_total = static_cast<uint64_t>(n_parts) * part.bytes_total;
+    on_progress(whole);
+  };
+  return p;
+}
+
 // A tensor-parallel model: one part per device, each a slice of every layer with a backend
 // of its own, joined by a communicator.
 void load_tensor_parts(model& m, const model_params& params, backend_maker make_backend,
@@ -81,7 +99,7 @@ void load_tensor_parts(model& m, const model_params& params, backend_maker make_
   for (int r = 0; r < n_parts; ++r) {
     m.tensor_parts.push_back(make_tensor_part(m, r, n_parts));
     const int device = devices[static_cast<size_t>(r)].ordinal;
-    backends.push_back(make_backend(*m.tensor_parts.back(), params,
+    backends.push_back(make_backend(*m.tensor_parts.back(), part_progress(params, r, n_parts),
                                     {.device = device,
                                      .layers = {0, m.hp.n_layer},
                                      .tensor = {.comm = comm.get(), .rank = r}}));

@@ -52,6 +52,31 @@ TEST(tensor_split_settings, ratios_belong_to_the_layer_split) {
 
 // (1e8 + 1) - 1e8 is 0 in float, 1 + (1e8 - 1e8) is 1: every rank adds in rank order, so
 // every rank gets 0, round after round.
+// A tensor split loads every layer once per part; its progress still runs once, in order, from
+// 0 to all layers (a worker's loading bar).
+TEST(tensor_split_settings, load_progress_runs_once_over_the_whole_model) {
+  std::vector<load_progress> seen;
+  model_params mp = model_default_params();
+  mp.n_threads = 1;
+  mp.split = split_mode::tensor;
+  mp.devices = {0, 0};
+  mp.on_progress = [&](const load_progress& p) { seen.push_back(p); };
+  const model_ptr m = model_load(models_dir() + "/stories260K.gguf", mp);
+  ASSERT_FALSE(seen.empty());
+  const int n_layer = model_get_info(*m).n_layer;
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i].layers_total, n_layer);
+    EXPECT_LE(seen[i].layers_loaded, n_layer);
+    EXPECT_LE(seen[i].bytes_loaded, seen[i].bytes_total);
+    if (i > 0) {
+      EXPECT_GE(seen[i].layers_loaded, seen[i - 1].layers_loaded) << "at report " << i;
+      EXPECT_GE(seen[i].bytes_loaded, seen[i - 1].bytes_loaded) << "at report " << i;
+    }
+  }
+  EXPECT_EQ(seen.back().layers_loaded, n_layer);
+  EXPECT_EQ(seen.back().tensors_loaded, seen.back().tensors_total);
+}
+
 TEST(host_communicator, every_rank_gets_the_same_sum_in_rank_order) {
   constexpr int n_ranks = 3;
   const auto comm = make_host_communicator(n_ranks);
