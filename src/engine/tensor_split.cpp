@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "engine/model.h"
+#include "engine/parts_backend.h"
 
 namespace rbee::engine {
 
@@ -134,48 +135,32 @@ class part_threads {
   std::vector<std::thread> threads_;
 };
 
-class tensor_split_context final : public backend_context {
+// The parts decode together, each on its thread, joining their sums through the communicator;
+// the first one holds the logits.
+class tensor_split_context final : public parts_context {
  public:
   tensor_split_context(std::vector<std::unique_ptr<backend_context>> parts, communicator& comm,
                        std::mutex& decode_mutex)
-      : parts_(std::move(parts)), threads_(parts_.size(), comm), decode_mutex_(decode_mutex) {}
+      : parts_context(std::move(parts), 0),
+        threads_(parts_.size(), comm),
+        decode_mutex_(decode_mutex) {}
 
   void decode(std::span<const batch_entry> batch, const kv_block_tables& tables) override {
     std::lock_guard lock(decode_mutex_);
     threads_.run([&](size_t p) { parts_[p]->decode(batch, tables); });
   }
-  std::span<const float> logits(int row) const override { return parts_.front()->logits(row); }
-  token_id sample(int row, const sampling_step& step) override {
-    return parts_.front()->sample(row, step);
-  }
-  void logprobs(int row, token_id token, int n_top, token_logprobs& out) override {
-    parts_.front()->logprobs(row, token, n_top, out);
-  }
-  // Each part caches the keys and values of its own heads.
-  void copy_block(int src, int dst) override {
-    for (auto& p : parts_) p->copy_block(src, dst);
-  }
-  void copy_ring_layers(int src, int dst, int n_pos) override {
-    for (auto& p : parts_) p->copy_ring_layers(src, dst, n_pos);
-  }
-  uint64_t device_bytes() const override {
-    uint64_t bytes = 0;
-    for (const auto& p : parts_) bytes += p->device_bytes();
-    return bytes;
-  }
-  activations residual() override { return parts_.front()->residual(); }
 
  private:
-  std::vector<std::unique_ptr<backend_context>> parts_;
   part_threads threads_;
   std::mutex& decode_mutex_;  // the backend's
 };
 
-class tensor_split_backend final : public backend {
+class tensor_split_backend final : public parts_backend {
  public:
   tensor_split_backend(std::vector<std::unique_ptr<backend>> parts,
                        std::unique_ptr<communicator> comm)
-      : comm_(std::move(comm)), parts_(std::move(parts)) {}
+      : parts_backend(std::move(parts)), comm_(std::move(comm)) {}
+  ~tensor_split_backend() override { parts_.clear(); }  // before the communicator they hold
 
   // The host's threads are shared among the parts (each runs on its own thread besides).
   std::unique_ptr<backend_context> create_context(const context_params& params) override {
@@ -185,18 +170,9 @@ class tensor_split_backend final : public backend {
     for (auto& p : parts_) contexts.push_back(p->create_context(part_params));
     return std::make_unique<tensor_split_context>(std::move(contexts), *comm_, decode_mutex_);
   }
-  uint64_t device_bytes() const override {
-    uint64_t bytes = 0;
-    for (const auto& p : parts_) bytes += p->device_bytes();
-    return bytes;
-  }
-  void copy_activations(const activations& from, const activations& to, size_t n) override {
-    parts_.front()->copy_activations(from, to, n);
-  }
 
  private:
-  std::unique_ptr<communicator> comm_;  // outlives the parts, which hold it
-  std::vector<std::unique_ptr<backend>> parts_;
+  std::unique_ptr<communicator> comm_;
   std::mutex decode_mutex_;
 };
 
