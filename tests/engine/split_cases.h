@@ -70,10 +70,7 @@ class split_model : public testing::TestWithParam<backend_kind> {
     }
   }
 
-  // A prompt prefilled on sequence 0 (logits at every position), copied to sequence 1, then
-  // greedy decode of both together, past the synth models' sliding window (32) so that the
-  // rings wrap: the split must give the whole model's logits and the same greedy tokens,
-  // chosen on the host and by the backend's sampler.
+  // run_split_scenario (split_test_models.h): the split gives the whole model's logits.
   void expect_split_matches(const std::string& path, std::vector<int> devices,
                             std::vector<float> tensor_split = {}) {
     const auto whole_model = load(path);
@@ -85,29 +82,10 @@ class split_model : public testing::TestWithParam<backend_kind> {
     cp.n_ctx = 96;
     cp.n_seq = 2;
     cp.n_batch = 32;
-    auto whole = context_create(*whole_model, cp);
-    auto split = context_create(*split_model, cp);
-    const int n_vocab = model_get_info(*whole_model).n_vocab;
-    std::vector<batch_entry> batch;
-    for (int i = 0; i < 21; ++i)  // not a whole block: the copy copies the partial one
-      batch.push_back({static_cast<token_id>(1 + (i * 37) % (n_vocab - 1)), i, 0, true});
-    ASSERT_NO_FATAL_FAILURE(expect_same_decode(*whole, *split, batch));
-    sequence_copy(*whole, 0, 1);
-    sequence_copy(*split, 0, 1);
-    sampling_params greedy = sampling_default_params();
-    greedy.temperature = 0;
-    sampler whole_sampler(greedy, n_vocab), split_sampler(greedy, n_vocab);
-    token_id next[2] = {argmax(logits(*whole, 20)), 5};
-    for (int step = 0; step < 40; ++step) {
-      const int pos = 21 + step;
-      const std::vector<batch_entry> both{{next[0], pos, 0, true}, {next[1], pos, 1, true}};
-      ASSERT_NO_FATAL_FAILURE(expect_same_decode(*whole, *split, both));
-      for (int s = 0; s < 2; ++s) {
-        next[s] = argmax(logits(*whole, s));
-        ASSERT_EQ(argmax(logits(*split, s)), next[s]) << "greedy token of sequence " << s;
-      }
-      ASSERT_EQ(sample(*split, 0, split_sampler, {}), sample(*whole, 0, whole_sampler, {}));
-    }
+    run_split_scenario(*whole_model, *split_model, cp,
+                       [this](context& whole, context& split, std::span<const batch_entry> b) {
+                         expect_same_decode(whole, split, b);
+                       });
   }
 };
 

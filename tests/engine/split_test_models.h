@@ -8,8 +8,11 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <span>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "engine/engine.h"
 #include "engine_tool/engine_tool.h"
@@ -48,6 +51,39 @@ class synth_model_cleanup : public testing::Environment {
 
 inline token_id argmax(std::span<const float> v) {
   return static_cast<token_id>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+// What both split tests run against the whole model: a prompt prefilled on sequence 0 (logits
+// at every position), copied to sequence 1, then greedy decode of both together past the synth
+// models' sliding window (32), so the rings wrap. `expect_decode(whole, split, batch)` decodes
+// the batch in both and compares their logits; the split must follow the whole model's greedy
+// tokens, chosen on the host and by the backend's sampler.
+inline void run_split_scenario(
+    model& whole_model, model& split_model, const context_params& cp,
+    const std::function<void(context&, context&, std::span<const batch_entry>)>& expect_decode) {
+  auto whole = context_create(whole_model, cp);
+  auto split = context_create(split_model, cp);
+  const int n_vocab = model_get_info(whole_model).n_vocab;
+  std::vector<batch_entry> batch;
+  for (int i = 0; i < 21; ++i)  // not a whole block: the copy copies the partial one
+    batch.push_back({static_cast<token_id>(1 + (i * 37) % (n_vocab - 1)), i, 0, true});
+  ASSERT_NO_FATAL_FAILURE(expect_decode(*whole, *split, batch));
+  sequence_copy(*whole, 0, 1);
+  sequence_copy(*split, 0, 1);
+  sampling_params greedy = sampling_default_params();
+  greedy.temperature = 0;
+  sampler whole_sampler(greedy, n_vocab), split_sampler(greedy, n_vocab);
+  token_id next[2] = {argmax(logits(*whole, 20)), 5};
+  for (int step = 0; step < 40; ++step) {
+    const int pos = 21 + step;
+    const std::vector<batch_entry> both{{next[0], pos, 0, true}, {next[1], pos, 1, true}};
+    ASSERT_NO_FATAL_FAILURE(expect_decode(*whole, *split, both));
+    for (int s = 0; s < 2; ++s) {
+      next[s] = argmax(logits(*whole, s));
+      ASSERT_EQ(argmax(logits(*split, s)), next[s]) << "greedy token of sequence " << s;
+    }
+    ASSERT_EQ(sample(*split, 0, split_sampler, {}), sample(*whole, 0, whole_sampler, {}));
+  }
 }
 
 }  // namespace rbee::engine::split_cases

@@ -21,6 +21,7 @@ namespace rbee::engine::tensor_split_cases {
 
 using split_cases::argmax;
 using split_cases::models_dir;
+using split_cases::run_split_scenario;
 using split_cases::synth_gemma2;
 
 // The weights of a case: f32 (products of floats), or quantized (the CPU and CUDA products
@@ -86,9 +87,8 @@ class tensor_split_model : public testing::TestWithParam<backend_kind> {
     }
   }
 
-  // A prompt prefilled on sequence 0 (logits at every position), copied to sequence 1, then
-  // greedy decode of both together past the synth models' sliding window (32): the split
-  // must follow the whole model's greedy tokens, chosen on the host and by the sampler.
+  // run_split_scenario (split_test_models.h): the split's logits within the bound of its
+  // weights and backend.
   void expect_split_matches(const std::string& path, std::vector<int> devices, weights w) {
     bound_ = bound_for(GetParam(), w);
     expect_split_matches_with(path, std::move(devices));
@@ -106,29 +106,10 @@ class tensor_split_model : public testing::TestWithParam<backend_kind> {
     cp.n_seq = 2;
     cp.n_batch = 32;
     cp.kv_f16 = bound_.kv_f16;
-    auto whole = context_create(*whole_model, cp);
-    auto split = context_create(*split_model, cp);
-    const int n_vocab = model_get_info(*whole_model).n_vocab;
-    std::vector<batch_entry> batch;
-    for (int i = 0; i < 21; ++i)
-      batch.push_back({static_cast<token_id>(1 + (i * 37) % (n_vocab - 1)), i, 0, true});
-    ASSERT_NO_FATAL_FAILURE(expect_close_decode(*whole, *split, batch));
-    sequence_copy(*whole, 0, 1);
-    sequence_copy(*split, 0, 1);
-    sampling_params greedy = sampling_default_params();
-    greedy.temperature = 0;
-    sampler whole_sampler(greedy, n_vocab), split_sampler(greedy, n_vocab);
-    token_id next[2] = {argmax(logits(*whole, 20)), 5};
-    for (int step = 0; step < 40; ++step) {
-      const int pos = 21 + step;
-      const std::vector<batch_entry> both{{next[0], pos, 0, true}, {next[1], pos, 1, true}};
-      ASSERT_NO_FATAL_FAILURE(expect_close_decode(*whole, *split, both));
-      for (int s = 0; s < 2; ++s) {
-        next[s] = argmax(logits(*whole, s));
-        ASSERT_EQ(argmax(logits(*split, s)), next[s]) << "greedy token of sequence " << s;
-      }
-      ASSERT_EQ(sample(*split, 0, split_sampler, {}), sample(*whole, 0, whole_sampler, {}));
-    }
+    run_split_scenario(*whole_model, *split_model, cp,
+                       [this](context& whole, context& split, std::span<const batch_entry> b) {
+                         expect_close_decode(whole, split, b);
+                       });
     std::printf("largest logit difference / largest logit: %.3g (bound %.3g, %s KV cache)\n",
                 worst_, bound_.relative, bound_.kv_f16 ? "f16" : "f32");
   }
