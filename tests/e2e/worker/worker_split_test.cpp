@@ -15,22 +15,27 @@ class WorkerSplit : public ::testing::Test {
  protected:
   void SetUp() override { ignore_sigpipe(); }
 
-  temp_home home_;
-};
-
-TEST_F(WorkerSplit, ReportsItsPartsAndAnswersAsTheWholeModel) {
-  std::string whole_text;
-  {
+  // The greedy answer to the split tests' prompt from a worker of the whole model, which also
+  // reports its one device and no parts.
+  std::string whole_model_text() {
     worker_process whole(home_, {"--model", stories, "--threads", "1"});
     whole.wait_ready();
     auto client = whole.client();
     const json health = client.get("/v1/health").json_body();
     EXPECT_EQ(health["devices"], json::array({0})) << health.dump();
     EXPECT_FALSE(health.contains("parts"));
-    const stream_result r = infer(client, greedy("Once upon a time", 24));
-    ASSERT_EQ(r.status, 200);
-    whole_text = r.text;
+    const stream_result r = infer(client, greedy(prompt, 24));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_FALSE(r.text.empty());
+    return r.text;
   }
+
+  static constexpr const char* prompt = "Once upon a time";
+  temp_home home_;
+};
+
+TEST_F(WorkerSplit, ReportsItsPartsAndAnswersAsTheWholeModel) {
+  const std::string whole_text = whole_model_text();
   worker_process split(home_, {"--model", stories, "--threads", "1", "--devices", "0,0", "--split",
                                "layer", "--tensor-split", "2,3"});
   split.wait_ready();
@@ -42,9 +47,8 @@ TEST_F(WorkerSplit, ReportsItsPartsAndAnswersAsTheWholeModel) {
   // stories260K has 5 layers: 2 and 3 of them.
   EXPECT_EQ(health["parts"][0]["layers"], json::array({0, 2})) << health.dump();
   EXPECT_EQ(health["parts"][1]["layers"], json::array({2, 5})) << health.dump();
-  const stream_result r = infer(client, greedy("Once upon a time", 24));
+  const stream_result r = infer(client, greedy(prompt, 24));
   ASSERT_EQ(r.status, 200);
-  EXPECT_FALSE(whole_text.empty());
   EXPECT_EQ(r.text, whole_text);
 }
 
@@ -61,15 +65,7 @@ TEST_F(WorkerSplit, ADeviceThatDoesNotExistIsABackendError) {
 // Two slices of every layer on the host: every part runs all 5 layers; the greedy text is
 // the whole model's.
 TEST_F(WorkerSplit, SplitByTensorsReportsItsPartsAndAnswersAsTheWholeModel) {
-  std::string whole_text;
-  {
-    worker_process whole(home_, {"--model", stories, "--threads", "1"});
-    whole.wait_ready();
-    auto client = whole.client();
-    const stream_result r = infer(client, greedy("Once upon a time", 24));
-    ASSERT_EQ(r.status, 200);
-    whole_text = r.text;
-  }
+  const std::string whole_text = whole_model_text();
   worker_process split(
       home_, {"--model", stories, "--threads", "2", "--devices", "0,0", "--split", "tensor"});
   split.wait_ready();
@@ -80,7 +76,7 @@ TEST_F(WorkerSplit, SplitByTensorsReportsItsPartsAndAnswersAsTheWholeModel) {
   ASSERT_EQ(health["parts"].size(), 2u) << health.dump();
   for (const json& part : health["parts"])
     EXPECT_EQ(part["layers"], json::array({0, 5})) << health.dump();
-  const stream_result r = infer(client, greedy("Once upon a time", 24));
+  const stream_result r = infer(client, greedy(prompt, 24));
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.text, whole_text);
 }
