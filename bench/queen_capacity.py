@@ -15,32 +15,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from queen_overhead import free_port, log, stop_processes, stream, wait_healthy  # noqa: E402
+from queen_overhead import free_port, log, run_together, stop_processes, stream, wait_healthy  # noqa: E402
 
 
 def aggregate(port, path, body, clients):
     """Tokens/s of `clients` streams started together: all tokens over the wall time."""
-    counts, errors = [], []
-
-    def one():
-        try:
-            counts.append(stream(port, path, body)[1])
-        except Exception as e:  # noqa: BLE001 - every failure is counted and shown
-            errors.append(str(e))
-
-    threads = [threading.Thread(target=one) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise RuntimeError(f"{len(errors)} streams failed: {errors[0]}")
+    counts, wall = run_together([lambda: stream(port, path, body)[1]] * clients)
     return sum(counts) / wall
 
 

@@ -53,6 +53,29 @@ def wait_healthy(port, path, timeout=60.0):
     raise RuntimeError(f"nothing healthy on port {port}{path} after {timeout} s")
 
 
+def run_together(jobs):
+    """Starts every job (a callable) on its own thread at once: (their results, wall seconds).
+    Raises naming how many failed and the first failure."""
+    results, errors = [], []
+
+    def one(job):
+        try:
+            results.append(job())
+        except Exception as e:  # noqa: BLE001 - every failure is counted and shown
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=one, args=(job,)) for job in jobs]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {len(jobs)} failed: {errors[0]}")
+    return results, wall
+
+
 def stop_processes(procs, timeout=40):
     """SIGTERM to each (last started first), then SIGKILL to any still running after timeout."""
     for proc in reversed(procs):

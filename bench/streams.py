@@ -22,11 +22,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from queen_overhead import free_port, log, stop_processes, wait_healthy  # noqa: E402
+from queen_overhead import free_port, log, run_together, stop_processes, wait_healthy  # noqa: E402
 
 EOS = 2  # the Llama vocabulary's end of sequence, which synth's models use
 
@@ -56,23 +55,11 @@ def one_stream(port, path, body, is_token):
 
 def run_level(port, path, bodies, is_token):
     """All bodies at once: (aggregate tok/s, tokens, sorted first-token times)."""
-    results, errors = [], []
-
-    def one(body):
-        try:
-            results.append(one_stream(port, path, body, is_token))
-        except Exception as e:  # noqa: BLE001 - every failure is counted and shown
-            errors.append(str(e))
-
-    threads = [threading.Thread(target=one, args=(b,)) for b in bodies]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise RuntimeError(f"{len(errors)} of {len(bodies)} streams on port {port} failed: {errors[0]}")
+    try:
+        results, wall = run_together(
+            [lambda b=b: one_stream(port, path, b, is_token) for b in bodies])
+    except RuntimeError as e:
+        raise RuntimeError(f"streams on port {port}: {e}") from e
     if any(ttft is None for _, ttft in results):
         raise RuntimeError(f"a stream on port {port} produced no token")
     tokens = sum(n for n, _ in results)
