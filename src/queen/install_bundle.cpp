@@ -145,6 +145,14 @@ std::string unquote(std::string value) {
   return value;
 }
 
+// What the node printed, fit for a terminal and a log line: its control characters (an escape
+// sequence in os-release, a carriage return) become '?'.
+std::string printable(std::string value) {
+  for (char& c : value)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return value;
+}
+
 // The node prints what it likes; a line longer than this is not a platform description.
 constexpr size_t max_probe_value = 200;
 
@@ -374,7 +382,7 @@ node_platform parse_platform_probe(std::string_view output) {
     start = end + 1;
     size_t eq = line.find('=');
     if (eq == std::string::npos) continue;
-    std::string key = line.substr(0, eq), value = unquote(line.substr(eq + 1));
+    std::string key = line.substr(0, eq), value = printable(unquote(line.substr(eq + 1)));
     if (!seen.insert(key).second) continue;
     if (key == "kernel") p.kernel = value;
     if (key == "release") p.release = value;

@@ -309,6 +309,16 @@ TEST(InstallBundle, ReadsTheNodesProbeAndSaysWhatItFound) {
   EXPECT_EQ(platform_mismatch(musl, x86_bundle()), "");
 }
 
+// What a node prints reaches the user's terminal: an escape sequence in its os-release does not.
+TEST(InstallBundle, TheNodesWordsReachTheTerminalWithoutControlCharacters) {
+  auto p = probe(
+      "kernel=Linux\nrelease=6.1\x1b[2J\nmachine=x86_64\n"
+      "PRETTY_NAME=\"Evil\x1b]0;owned\x07 OS\r\"\n");
+  EXPECT_EQ(p.os_name, "Evil?]0;owned? OS?");
+  EXPECT_EQ(p.release, "6.1?[2J");
+  EXPECT_EQ(describe(p).find('\x1b'), std::string::npos);
+}
+
 TEST(InstallBundle, RefusesAnotherCpuAnOldKernelAndAnotherSystem) {
   auto arm = probe("kernel=Linux\nrelease=6.1.0\nmachine=aarch64\nNAME=Ubuntu\n");
   EXPECT_NE(platform_mismatch(arm, x86_bundle()).find("aarch64"), std::string::npos);
