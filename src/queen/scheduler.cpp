@@ -159,6 +159,9 @@ struct candidate_search {
   // device the node did not list): when nothing else may start, the hive's preflight on one of
   // them gives the client the precise answer (507 with the sizes, 400 with the devices there).
   std::vector<candidate> ruled_out;
+  // Devices left out because they hold as many workers of the model as a device may, by name
+  // (when nothing may start, they are why).
+  std::vector<std::string> held;
   bool any_reachable = false;
 };
 
@@ -187,14 +190,21 @@ candidate_search find_candidates(const task_key& key, const std::vector<worker_v
       if (key.device && c.device != *key.device) continue;
       device_listed = true;
       int on_device = 0;
+      std::string holders;
       for (const auto& w : workers) {
         // A worker too small for the task does not hold the device against a larger one.
         bool here = w.info.node == n.node && w.info.backend == c.backend &&
                     w.info.device == c.device && alive(w) &&
                     effective_slots(w, options) >= key.slots;
-        if (here && serves_model(key, w.info) && !avoided(key, w.info)) ++on_device;
+        if (here && serves_model(key, w.info) && !avoided(key, w.info)) {
+          ++on_device;
+          holders += (holders.empty() ? "" : ", ") + w.info.worker_id;
+        }
       }
-      if (on_device >= options.max_workers_per_model) continue;
+      if (on_device >= options.max_workers_per_model) {
+        out.held.push_back(n.node + " " + c.label() + " (" + holders + ")");
+        continue;
+      }
       // The weights and an eighth more for the cache and scratch of at least one slot.
       uint64_t needed = key.model_bytes + key.model_bytes / 8;
       c.cached = model_cached(n, key.model);
@@ -284,6 +294,15 @@ decision decide(const task_key& key, const std::vector<worker_view>& workers,
   d.kind = decision_kind::none;
   if (!search.any_reachable) {
     d.reason = key.node ? "node '" + *key.node + "' is not reachable" : "no node is reachable";
+  } else if (!search.held.empty()) {
+    // Workers of the model that cannot take this task (another split or devices, too few
+    // slots for it) hold every device it may use.
+    std::string held;
+    for (const auto& h : search.held) held += (held.empty() ? "" : "; ") + h;
+    d.reason = "every device that may run " + key.model +
+               " already holds a worker of it that cannot take this task: " + held +
+               "; stop one (rbee workers shutdown --worker ID) or start the queen with a "
+               "higher --max-workers-per-model";
   } else {
     d.reason = "no node may start a worker for " + key.model;
   }

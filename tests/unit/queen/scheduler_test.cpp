@@ -128,6 +128,19 @@ TEST(Decide, NothingFitsGoesToTheHivesPreflightForItsPreciseAnswer) {
             decision_kind::wait);
 }
 
+// A worker of the model on the only device, loaded without the split a task asks for, keeps
+// the device: the reason names it and what to do, rather than "no node may start a worker".
+TEST(Decide, ADeviceHeldByAnotherWorkerOfTheModelIsNamed) {
+  auto whole = make_worker("w-whole", "a", "m", worker_state::idle, 4);
+  task_key k = key("m");
+  k.devices = {0, 0};
+  k.split = "tensor";
+  auto d = decide(k, {view(whole)}, {node("a", true, 1000)}, scheduler_options{});
+  EXPECT_EQ(d.kind, decision_kind::none);
+  EXPECT_NE(d.reason.find("a cpu (w-whole)"), std::string::npos) << d.reason;
+  EXPECT_NE(d.reason.find("--max-workers-per-model"), std::string::npos) << d.reason;
+}
+
 TEST(Decide, NamedNodeIsRespected) {
   std::vector<worker_view> workers = {view(make_worker("w1", "a", "m"))};
   auto d = decide(key("m", "b"), workers, {node("a", true, 1000), node("b", true, 10)},
