@@ -68,19 +68,23 @@ std::string unload_text(const json& w) {
   return "in " + std::to_string(left / 60) + "m " + std::to_string(left % 60) + "s";
 }
 
-std::vector<std::string> worker_row(const json& w) {
+// "cuda:1"; a worker split across devices: "cuda:0,1 layer".
+std::string device_text(const json& w) {
+  const json devices = w.value("devices", json::array());
+  if (w.contains("split") && devices.is_array() && devices.size() > 1) {
+    std::string list;
+    for (const auto& d : devices) list += (list.empty() ? "" : ",") + d.dump();
+    return str(w, "backend") + ":" + list + " " + str(w, "split");
+  }
   std::string device = str(w, "device");
-  return {str(w, "worker_id"),
-          str(w, "node"),
-          str(w, "model_ref"),
-          str(w, "state"),
-          str(w, "backend") + (device == "-" || device.empty() ? "" : ":" + device),
-          str(w, "slots_busy") + "/" + str(w, "slots_total"),
-          str(w, "ctx"),
-          memory_text(w),
-          speed_text(w),
-          str(w, "queue"),
-          unload_text(w)};
+  return str(w, "backend") + (device == "-" || device.empty() ? "" : ":" + device);
+}
+
+std::vector<std::string> worker_row(const json& w) {
+  return {str(w, "worker_id"), str(w, "node"), str(w, "model_ref"),
+          str(w, "state"),     device_text(w), str(w, "slots_busy") + "/" + str(w, "slots_total"),
+          str(w, "ctx"),       memory_text(w), speed_text(w),
+          str(w, "queue"),     unload_text(w)};
 }
 
 // 1536 -> "1.5 KiB", 3643968 -> "3.5 MiB".

@@ -131,6 +131,9 @@ TEST_F(Placement, TheCommandLineSplitsTheWorkerATaskStartsByTensors) {
   ASSERT_EQ(workers.size(), 1u);
   EXPECT_EQ(workers[0]["devices"], nlohmann::json::array({0, 0})) << workers[0].dump();
   EXPECT_EQ(workers[0]["split"], "tensor") << workers[0].dump();
+  auto list = q.cli({"workers", "list"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("cpu:0,0 tensor"), std::string::npos) << list.out;
 }
 
 }  // namespace
