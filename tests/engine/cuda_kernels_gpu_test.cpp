@@ -63,6 +63,8 @@ const char* route_name(testing::product_route route) {
       return "cublas";
     case testing::product_route::mma:
       return "mma";
+    case testing::product_route::pipelined:
+      return "pipelined";
     case testing::product_route::gemm:
       return "gemm";
   }
@@ -131,7 +133,7 @@ bool integer_type(tensor_type t) {
 }
 
 // Error bounds, relative to a dot's size: q8 activations (decode) cost ~0.1 at most; fp16
-// rounding of the activations and weights (the prefill routes) less; float weights in the
+// rounding of the activations and weights (the batched routes) less; float weights in the
 // decode route only summation order.
 double bound_of(tensor_type t, testing::product_route route) {
   if (route != testing::product_route::matvec) return 0.02;
@@ -232,13 +234,73 @@ TEST(cuda_kernels, mma_wide_tiles_match_reference) {
   for (tensor_type t : mma_types()) check_mma(t, 4227, 256, 512, 0, true, rng);
 }
 
-// gemm as a context calls it: the tensor-core route up to max_mma_tokens, cuBLAS above, with
-// the scratch gemm_scratch_bytes asks for.
+// The pipelined tensor-core product with tile shape `tile` against the reference and against
+// dequantize + cuBLAS, which sees the same fp16 weights and activations: the two differ by
+// the order of the fp32 sums only.
+void check_pipelined(tensor_type t, int64_t rows, int64_t cols, int n_tok, gemm_tile tile,
+                     std::mt19937& rng) {
+  const product_inputs p = random_product(t, rows, cols, n_tok, rng);
+  const auto route = testing::product_route::pipelined;
+  const auto y = testing::matmul(t, p.w, rows, cols, p.x, n_tok, route, static_cast<int>(tile));
+  const double worst = reference_error(p, y, bound_of(t, route), "pipelined");
+  const auto via_cublas =
+      testing::matmul(t, p.w, rows, cols, p.x, n_tok, testing::product_route::cublas);
+  const double apart = worst_error(p, y, 1e-4, "pipelined vs cublas", [&](int64_t r, int tok) {
+    return via_cublas[static_cast<size_t>(tok * rows + r)];
+  });
+  std::printf("  %-6s pipelined %d %4lld x %-5lld n_tok %3d: max error %.2e, from cuBLAS %.2e\n",
+              std::string(to_string(t)).c_str(), static_cast<int>(tile),
+              static_cast<long long>(rows), static_cast<long long>(cols), n_tok, worst, apart);
+}
+
+std::vector<tensor_type> integer_types() {
+  std::vector<tensor_type> out;
+  for (tensor_type t : all_types)
+    if (integer_type(t)) out.push_back(t);
+  return out;
+}
+
+const gemm_tile pipelined_tiles[] = {gemm_tile::chosen, gemm_tile::rows64_tokens32,
+                                     gemm_tile::rows64_tokens64};
+
+// Every integer type and tile shape; rows no multiple of a tile (67, 130), token counts past
+// a tile's end, and rows of several steps (768 columns: 3 steps of 256).
+TEST(cuda_kernels, pipelined_matches_reference_and_cublas) {
+  RBEE_REQUIRE_GPU();
+  if (!gemm_pipelined_supported(tensor_type::q4_0, 256)) GTEST_SKIP() << "needs compute 8.0";
+  std::mt19937 rng(16);
+  for (tensor_type t : integer_types())
+    for (gemm_tile tile : pipelined_tiles)
+      for (int64_t rows : {67, 130})
+        for (int n_tok : {9, 47, 100}) check_pipelined(t, rows, 768, n_tok, tile, rng);
+}
+
+// Small, for compute-sanitizer: each way of copying a step's raw blocks (16-byte copies for
+// q4_0, 4-byte ones for q2_k, plain 2-byte loads for q3_k and q6_k's scale) in every tile.
+TEST(cuda_kernels, pipelined_copies_every_block_layout) {
+  RBEE_REQUIRE_GPU();
+  if (!gemm_pipelined_supported(tensor_type::q4_0, 256)) GTEST_SKIP() << "needs compute 8.0";
+  std::mt19937 rng(18);
+  for (tensor_type t : {tensor_type::q4_0, tensor_type::q2_k, tensor_type::q3_k, tensor_type::q6_k})
+    for (gemm_tile tile : pipelined_tiles) check_pipelined(t, 67, 512, 40, tile, rng);
+}
+
+// A matrix big enough for the 64-token tiles by the kernel's own choice, 512 tokens.
+TEST(cuda_kernels, pipelined_wide_tiles_match_reference) {
+  RBEE_REQUIRE_GPU();
+  if (!gemm_pipelined_supported(tensor_type::q4_0, 256)) GTEST_SKIP() << "needs compute 8.0";
+  std::mt19937 rng(17);
+  for (tensor_type t : integer_types()) check_pipelined(t, 4227, 256, 512, gemm_tile::chosen, rng);
+}
+
+// gemm as a context calls it: the tensor-core routes up to their batch sizes, cuBLAS above,
+// with the scratch gemm_scratch_bytes asks for.
 TEST(cuda_kernels, gemm_routes_every_type_by_batch_size) {
   RBEE_REQUIRE_GPU();
   std::mt19937 rng(15);
   for (tensor_type t : all_types)
-    for (int n_tok : {9, 513}) check_product(t, 40, 256, n_tok, testing::product_route::gemm, rng);
+    for (int n_tok : {9, 40, 513})
+      check_product(t, 40, 256, n_tok, testing::product_route::gemm, rng);
 }
 
 // Rows whose length is not a multiple of 8 (stories260K's FFN of 172) take the scalar path.

@@ -599,6 +599,7 @@ void device_context::init() {
     throw engine_error(
         error_code::unsupported_architecture,
         str("CUDA backend: n_embd ", hp.n_embd, " above ", max_norm_width, " is not supported"));
+  RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));  // the products' routes depend on the device
   const context_layout lay = layout_of(w, params_);
   kv_offsets_ = kv_layer_offsets(w, params_);
   max_blocks_ = kv_blocks_for(params_.n_ctx);
@@ -606,7 +607,6 @@ void device_context::init() {
   // A tensor-parallel part waits on the host for the other parts' sums in mid-pass, which a
   // graph cannot hold.
   if (w.tensor.comm) use_graphs_ = false;
-  RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
   RBEE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   RBEE_CUBLAS_CHECK(cublas().create(&cublas_));
   arena_bytes_ = lay.total();
@@ -783,7 +783,7 @@ void device_context::moe_experts_grouped(const dlayer& l, int n) {
 }
 
 // y (n, rows) = x (n, cols) @ W^T: packed matrix x vector for decode-sized batches; above,
-// gemm: the packed weights on tensor cores up to max_mma_tokens, cuBLAS beyond (gemm.cu).
+// gemm: the packed weights on tensor cores up to max_q8_tokens, cuBLAS beyond (gemm.cu).
 void device_context::mm(const dweight& w, const float* x, q8_blocks xq, int n, float* y) {
   if (n <= max_matvec_tokens)
     matvec(w.type, w.data, w.n_rows, w.n_cols, x, xq, n, y, stream_);

@@ -1,9 +1,11 @@
-// Prefill products: the tensor-core kernel (gemm_mma.cu) for integer and bf16 weights up to
-// max_mma_tokens tokens; cuBLAS for the rest: f16 weights (read as they are, no scratch: its
-// tuned kernels are the better path), f32 weights (kept in full precision through sgemm) and
-// batches above max_mma_tokens, where the multiplies dominate, the whole-matrix dequantization
-// to fp16 scratch (or fp32 for bf16) is shared by that many tokens, and cuBLAS's kernels outrun
-// WMMA. fp32 accumulation always.
+// Batched products. Integer weights go to gemm_pipelined (tensor cores, the packed weights
+// read as they are) up to max_pipelined_tokens tokens where the device and the row length
+// allow; bf16 weights and integer rows that are no whole 256-column steps (or an
+// older device) to the fp16 tensor-core kernel (gemm_mma.cu) up to max_mma_tokens; the rest
+// to cuBLAS: f16 weights (read as they are, no scratch: its tuned kernels are the better
+// path), f32 weights (kept in full precision through sgemm) and the batches beyond, where the
+// whole-matrix dequantization to fp16 scratch (or fp32 for bf16) is shared by that many
+// tokens. fp32 accumulation always.
 #include <algorithm>
 
 #include "engine/cuda/check.h"
@@ -22,8 +24,16 @@ size_t align256(size_t n) {
   return (n + 255) / 256 * 256;
 }
 
+bool pipelined_route(tensor_type type, int64_t cols, int n_tok) {
+  return n_tok <= max_pipelined_tokens && gemm_pipelined_supported(type, cols);
+}
+
 bool mma_route(tensor_type type, int n_tok) {
   return mma_type(type) && n_tok <= max_mma_tokens;
+}
+
+size_t f16_bytes(int64_t cols, int n_tok) {
+  return align256(static_cast<size_t>(n_tok) * static_cast<size_t>(cols) * 2);
 }
 
 }  // namespace
@@ -37,22 +47,35 @@ size_t gemm_cublas_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, i
 }
 
 size_t gemm_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, int n_tok) {
-  // The fp16 activations of the tensor-core route; a context whose batches may exceed
-  // max_mma_tokens holds enough for both routes.
-  const size_t mma_bytes = align256(static_cast<size_t>(std::min(n_tok, max_mma_tokens)) *
-                                    static_cast<size_t>(cols) * 2);
-  if (mma_route(type, n_tok)) return mma_bytes;
-  const size_t bytes = gemm_cublas_scratch_bytes(type, rows, cols, n_tok);
-  return mma_type(type) ? std::max(bytes, mma_bytes) : bytes;
+  // Enough for every route a batch of up to n_tok tokens takes on this device.
+  size_t bytes = 0;
+  int below_cublas = 0;  // batches up to this size stay off cuBLAS
+  if (gemm_pipelined_supported(type, cols)) {
+    bytes = f16_bytes(cols, std::min(n_tok, max_pipelined_tokens)) + gemm_pipelined_parts_bytes();
+    below_cublas = max_pipelined_tokens;
+  } else if (mma_type(type)) {
+    bytes = f16_bytes(cols, std::min(n_tok, max_mma_tokens));
+    below_cublas = max_mma_tokens;
+  }
+  if (n_tok > below_cublas)
+    bytes = std::max(bytes, gemm_cublas_scratch_bytes(type, rows, cols, n_tok));
+  return bytes;
 }
 
 void gemm(cublasHandle_t handle, tensor_type type, const void* w, int64_t rows, int64_t cols,
           const float* x, int n_tok, float* y, void* scratch, cudaStream_t stream) {
-  if (mma_route(type, n_tok)) {
+  const bool pipelined = pipelined_route(type, cols, n_tok);
+  if (pipelined || mma_route(type, n_tok)) {
     // The activations once as fp16 for all row tiles of the product.
     auto* xh = static_cast<__half*>(scratch);
     to_f16(x, static_cast<int64_t>(n_tok) * cols, xh, stream);
-    gemm_mma(type, w, rows, cols, xh, n_tok, y, stream);
+    if (pipelined) {
+      auto* parts =
+          reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + f16_bytes(cols, n_tok));
+      gemm_pipelined(type, w, rows, cols, xh, n_tok, y, parts, stream);
+    } else {
+      gemm_mma(type, w, rows, cols, xh, n_tok, y, stream);
+    }
   } else {
     gemm_cublas(handle, type, w, rows, cols, x, n_tok, y, scratch, stream);
   }

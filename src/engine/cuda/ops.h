@@ -62,12 +62,12 @@ void dequantize(tensor_type type, const void* w, int64_t rows, int64_t cols, voi
 void get_rows(tensor_type type, const void* w, int64_t cols, const int32_t* rows, int n, float* out,
               cudaStream_t stream);
 
-// The prefill products. gemm: y (n_tok, rows) = x (n_tok, cols) @ W^T, fp32 accumulation,
-// through gemm_mma for weight types with mma_type() up to max_mma_tokens tokens, else through
-// gemm_cublas (gemm.cu says why). Measured on an H200 with a 7B Q4_0 shape (rbee-engine bench
-// --parallel, one run beside the other): the packed tensor-core route gives 1.46x cuBLAS's
-// aggregate decode at 16 sequences and 1.21x at 32, but 0.91x at 64 and 0.79x at 128, and
-// half of cuBLAS's pp512: above 32 tokens the whole-matrix dequantization is amortised.
+// The batched products. gemm: y (n_tok, rows) = x (n_tok, cols) @ W^T, fp32 accumulation,
+// through gemm_pipelined for the integer types up to max_pipelined_tokens tokens where
+// gemm_pipelined_supported, else through gemm_mma for weight types with mma_type() up to
+// max_mma_tokens tokens (bf16; integer rows that are no whole steps; older devices), else
+// through gemm_cublas (gemm.cu says why). The WMMA kernel's cut at 32 is measured as the one
+// above: 1.46x cuBLAS's aggregate decode at 16 sequences, 1.21x at 32, 0.91x at 64.
 inline constexpr int max_mma_tokens = 32;
 // Scratch bytes gemm needs for W (rows, cols) and up to n_tok tokens.
 size_t gemm_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, int n_tok);
@@ -82,6 +82,24 @@ bool mma_type(tensor_type type);
 // matrix and the device).
 void gemm_mma(tensor_type type, const void* w, int64_t rows, int64_t cols, const __half* x_f16,
               int n_tok, float* y, cudaStream_t stream, int tokens_per_tile = 0);
+// Integer weights on tensor cores through a pipeline of packed blocks decoded in shared
+// memory (gemm_pipelined.cu): rows of whole 256-column steps, compute capability 8.0 and up.
+// The cut at 64 tokens is measured on an H200, 7B Q4_0 shape, rbee-engine bench --parallel
+// beside the previous route (WMMA to 32, then dequantization + cuBLAS) in one run: aggregate
+// decode 1.11x at 16 sequences, 1.30x at 32, 1.19x at 48, 1.17x at 64, but 0.82x at 96 and
+// 0.84x at 128, and 0.44x of cuBLAS's pp512: there the dequantization is amortised and
+// cuBLAS's Hopper kernels outrun mma.sync.
+inline constexpr int max_pipelined_tokens = 64;
+bool gemm_pipelined_supported(tensor_type type, int64_t cols);
+// The block tiles of gemm_pipelined: weight rows x tokens, or the launcher's choice.
+enum class gemm_tile { chosen, rows64_tokens32, rows64_tokens64 };
+// y (n_tok, rows) = x (n_tok, cols) @ W^T with x_f16 the activations as fp16; any n_tok >= 1.
+// A product of few tiles is cut into column parts whose sums meet in `parts`, scratch of
+// gemm_pipelined_parts_bytes() (added in a fixed order: the result does not depend on timing).
+size_t gemm_pipelined_parts_bytes();
+void gemm_pipelined(tensor_type type, const void* w, int64_t rows, int64_t cols,
+                    const __half* x_f16, int n_tok, float* y, float* parts, cudaStream_t stream,
+                    gemm_tile shape = gemm_tile::chosen);
 // x (n,) fp32 -> out (n,) fp16.
 void to_f16(const float* x, int64_t n, __half* out, cudaStream_t stream);
 

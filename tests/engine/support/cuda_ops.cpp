@@ -70,7 +70,7 @@ class cublas_handle {
 }  // namespace
 
 std::vector<float> matmul(tensor_type type, std::span<const uint8_t> w, int64_t rows, int64_t cols,
-                          std::span<const float> x, int n_tok, product_route route, int mma_tile) {
+                          std::span<const float> x, int n_tok, product_route route, int tile) {
   device_weights dw(type, w, rows, cols);
   buffer dx(x), dy(static_cast<size_t>(rows) * n_tok * sizeof(float));
   if (route == product_route::matvec) {
@@ -81,10 +81,16 @@ std::vector<float> matmul(tensor_type type, std::span<const uint8_t> w, int64_t 
     matvec(type, dw.data(), rows, cols, dx.as<float>(), q, n_tok, dy.as<float>(), 0);
     return dy.download<float>(static_cast<size_t>(rows) * n_tok);
   }
-  if (route == product_route::mma) {
+  if (route == product_route::pipelined || route == product_route::mma) {
     buffer xh(x.size() * sizeof(__half));
     to_f16(dx.as<float>(), static_cast<int64_t>(x.size()), xh.as<__half>(), 0);
-    gemm_mma(type, dw.data(), rows, cols, xh.as<__half>(), n_tok, dy.as<float>(), 0, mma_tile);
+    if (route == product_route::pipelined) {
+      buffer parts(gemm_pipelined_parts_bytes());
+      gemm_pipelined(type, dw.data(), rows, cols, xh.as<__half>(), n_tok, dy.as<float>(),
+                     parts.as<float>(), 0, static_cast<gemm_tile>(tile));
+    } else {
+      gemm_mma(type, dw.data(), rows, cols, xh.as<__half>(), n_tok, dy.as<float>(), 0, tile);
+    }
     return dy.download<float>(static_cast<size_t>(rows) * n_tok);
   }
   const cublas_handle handle;

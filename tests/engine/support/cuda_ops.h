@@ -11,15 +11,15 @@
 
 namespace rbee::engine::cuda::testing {
 
-// matvec: the decode route; cublas: dequantize + cuBLAS; mma: the tensor-core kernel (fp16
-// activations); gemm: the prefill choice between the last two, as a context makes it.
-enum class product_route { matvec, cublas, mma, gemm };
+// matvec: the decode route; cublas: dequantize + cuBLAS; mma: the WMMA tensor-core kernel;
+// pipelined: the pipelined tensor-core kernel; gemm: the batched products' choice among the
+// last three, as a context makes it.
+enum class product_route { matvec, cublas, mma, pipelined, gemm };
 
-// y (n_tok, rows) = x (n_tok, cols) @ W^T, W (rows, cols) packed in `type`; mma_tile: the
-// tensor-core route's tokens per tile (gemm_mma's tokens_per_tile; 0: its own choice).
+// y (n_tok, rows) = x (n_tok, cols) @ W^T, W (rows, cols) packed in `type`; tile: the
+// tensor-core routes' tile (mma: tokens per tile; pipelined: a gemm_tile; 0: their choice).
 std::vector<float> matmul(tensor_type type, std::span<const uint8_t> w, int64_t rows, int64_t cols,
-                          std::span<const float> x, int n_tok, product_route route,
-                          int mma_tile = 0);
+                          std::span<const float> x, int n_tok, product_route route, int tile = 0);
 
 // Rows `ids` of W (rows, cols) as fp32 (the embedding lookup), or all rows as fp16 -> fp32
 // when ids is empty (the prefill dequantization).
