@@ -8,6 +8,8 @@
 // activations is one dp4a sequence per half plus mn * sum(x) (per half for split_min).
 // Layouts are ggml's (tensor_types.h), except Q4_0, Q8_0 and Q6_K rows, which are repacked
 // on the device (ops.h: each field of all blocks together) for 16-byte loads.
+#include <type_traits>
+
 #include "engine/cuda/common.cuh"
 
 namespace rbee::engine::cuda {
@@ -134,6 +136,34 @@ __device__ __forceinline__ void load_words(const uint8_t* p, uint32_t (&w)[N / 4
   } else {
 #pragma unroll
     for (int i = 0; i < N / 4; ++i) w[i] = load_u32_a2(p + 4 * i);
+  }
+}
+
+// Calls f(std::integral_constant<tensor_type, T>{}) for the integer type `type` and returns
+// true; false for the other types. The one list of the types decode_chunk knows, for every
+// launcher of a kernel templated on it.
+template <class F>
+bool with_integer_type(tensor_type type, F&& f) {
+  switch (type) {
+#define RBEE_T(T)                                             \
+  case tensor_type::T:                                        \
+    f(std::integral_constant<tensor_type, tensor_type::T>{}); \
+    return true;
+    RBEE_T(q4_0)
+    RBEE_T(q4_1)
+    RBEE_T(q5_0)
+    RBEE_T(q5_1)
+    RBEE_T(q8_0)
+    RBEE_T(q4_k)
+    RBEE_T(q5_k)
+    RBEE_T(q6_k)
+    RBEE_T(q2_k)
+    RBEE_T(q3_k)
+    RBEE_T(iq4_nl)
+    RBEE_T(iq4_xs)
+#undef RBEE_T
+    default:
+      return false;
   }
 }
 

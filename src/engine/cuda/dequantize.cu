@@ -75,34 +75,23 @@ void launch(tensor_type type, const void* w, int64_t cols, const int32_t* rows, 
   const int64_t n_q = n_rows * (cols / 32), n_f = n_rows * cols;
   const unsigned grid_q = static_cast<unsigned>((n_q + threads - 1) / threads);
   const unsigned grid_f = static_cast<unsigned>((n_f + threads - 1) / threads);
-  switch (type) {
-#define RBEE_Q(T)                                                                            \
-  case T:                                                                                    \
-    dequant_q_kernel<T, O><<<grid_q, threads, 0, stream>>>(wb, rb, cols, rows, n_rows, out); \
-    break;
-    RBEE_Q(tensor_type::q4_0)
-    RBEE_Q(tensor_type::q4_1)
-    RBEE_Q(tensor_type::q5_0)
-    RBEE_Q(tensor_type::q5_1)
-    RBEE_Q(tensor_type::q8_0)
-    RBEE_Q(tensor_type::q4_k)
-    RBEE_Q(tensor_type::q5_k)
-    RBEE_Q(tensor_type::q6_k)
-    RBEE_Q(tensor_type::q2_k)
-    RBEE_Q(tensor_type::q3_k)
-    RBEE_Q(tensor_type::iq4_nl)
-    RBEE_Q(tensor_type::iq4_xs)
-#undef RBEE_Q
+  const bool integer = with_integer_type(type, [&](auto t) {
+    dequant_q_kernel<decltype(t)::value, O>
+        <<<grid_q, threads, 0, stream>>>(wb, rb, cols, rows, n_rows, out);
+  });
+  if (!integer) {
+    switch (type) {
 #define RBEE_F(T)                                                                            \
   case T:                                                                                    \
     dequant_f_kernel<T, O><<<grid_f, threads, 0, stream>>>(wb, rb, cols, rows, n_rows, out); \
     break;
-    RBEE_F(tensor_type::f32)
-    RBEE_F(tensor_type::f16)
-    RBEE_F(tensor_type::bf16)
+      RBEE_F(tensor_type::f32)
+      RBEE_F(tensor_type::f16)
+      RBEE_F(tensor_type::bf16)
 #undef RBEE_F
-    default:
-      assert(false && "dequantize: tensor type without a CUDA kernel");
+      default:
+        assert(false && "dequantize: tensor type without a CUDA kernel");
+    }
   }
   RBEE_CUDA_CHECK_LAUNCH();
 }

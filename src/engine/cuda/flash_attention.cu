@@ -11,6 +11,7 @@
 
 #include "engine/cuda/check.h"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/tensor_core.cuh"
 
 namespace rbee::engine::cuda {
 
@@ -29,33 +30,6 @@ struct flash_shape {
   static constexpr int shared_bytes = (bq + 2 * bk) * ld * 2;
   static_assert(HD % 16 == 0 && bk % 16 == 0);
 };
-
-__device__ __forceinline__ uint32_t shared_address(const __half* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// Four 8x8 half matrices from shared memory; lanes 8i..8i+7 give the row addresses of the
-// i-th, whose fragment lands in r[i]. trans: each lane gets a column pair instead of a row pair.
-__device__ __forceinline__ void load_matrices(uint32_t (&r)[4], const __half* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(row)));
-}
-__device__ __forceinline__ void load_matrices_transposed(uint32_t (&r)[4], const __half* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(row)));
-}
-
-// c (16x8 floats) += a (16x16 halves) . b (16x8 halves).
-__device__ __forceinline__ void mma_16x8x16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                            uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 __device__ __forceinline__ uint32_t pack_halves(float lo, float hi) {
   const __half2 h = __floats2half2_rn(lo, hi);

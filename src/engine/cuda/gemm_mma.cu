@@ -9,6 +9,7 @@
 
 #include "engine/cuda/blocks.cuh"
 #include "engine/cuda/check.h"
+#include "engine/cuda/launch.cuh"
 
 namespace rbee::engine::cuda {
 
@@ -205,13 +206,6 @@ __global__ void __launch_bounds__(S::threads, S::min_blocks)
     }
 }
 
-int multiprocessor_count() {
-  int device = 0, n = 0;
-  RBEE_CUDA_CHECK(cudaGetDevice(&device));
-  RBEE_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-  return n;
-}
-
 template <tensor_type T, class S>
 void launch(const uint8_t* w, size_t row_bytes, int rows, int cols, const __half* x, int n_tok,
             float* y, cudaStream_t stream) {
@@ -280,28 +274,10 @@ void gemm_mma(tensor_type type, const void* w, int64_t rows, int64_t cols, const
   const auto* wb = static_cast<const uint8_t*>(w);
   const size_t rb = row_size(type, cols);
   const int nr = static_cast<int>(rows), nc = static_cast<int>(cols);
-  switch (type) {
-#define RBEE_T(T)                                                                  \
-  case T:                                                                          \
-    launch_for_batch<T>(wb, rb, nr, nc, x_f16, n_tok, y, tokens_per_tile, stream); \
-    break;
-    RBEE_T(tensor_type::q4_0)
-    RBEE_T(tensor_type::q4_1)
-    RBEE_T(tensor_type::q5_0)
-    RBEE_T(tensor_type::q5_1)
-    RBEE_T(tensor_type::q8_0)
-    RBEE_T(tensor_type::q4_k)
-    RBEE_T(tensor_type::q5_k)
-    RBEE_T(tensor_type::q6_k)
-    RBEE_T(tensor_type::q2_k)
-    RBEE_T(tensor_type::q3_k)
-    RBEE_T(tensor_type::iq4_nl)
-    RBEE_T(tensor_type::iq4_xs)
-    RBEE_T(tensor_type::bf16)
-#undef RBEE_T
-    default:
-      assert(false && "gemm_mma: tensor type without a tensor-core kernel");
-  }
+  const auto run = [&](auto t) {
+    launch_for_batch<decltype(t)::value>(wb, rb, nr, nc, x_f16, n_tok, y, tokens_per_tile, stream);
+  };
+  if (!with_integer_type(type, run)) run(std::integral_constant<tensor_type, tensor_type::bf16>{});
 }
 
 }  // namespace rbee::engine::cuda

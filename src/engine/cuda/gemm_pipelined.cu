@@ -13,6 +13,8 @@
 
 #include "engine/cuda/blocks.cuh"
 #include "engine/cuda/check.h"
+#include "engine/cuda/launch.cuh"
+#include "engine/cuda/tensor_core.cuh"
 
 namespace rbee::engine::cuda {
 
@@ -94,10 +96,6 @@ struct pipeline_shared {
   static constexpr size_t bytes = raw + act + w_h;
 };
 
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
 // cp.async of 16 or 4 bytes; with `fill` false the destination gets zeros and src is not read.
 __device__ __forceinline__ void copy16(void* dst, const void* src, bool fill) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)),
@@ -176,27 +174,8 @@ __device__ __forceinline__ void decode_step(const uint8_t* raw, __half* w_h) {
   }
 }
 
-// Four 8x8 half matrices from shared memory; lanes 8i..8i+7 give the row addresses of the
-// i-th, whose fragment (lane l: row l/4, halves 2(l%4), 2(l%4) + 1) lands in r[i].
-__device__ __forceinline__ void load_matrices(uint32_t (&r)[4], const __half* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_address(row)));
-}
-
-// c (16x8 floats) += a (16x16 halves) . b (16x8 halves).
-__device__ __forceinline__ void mma_16x8x16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                            uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Fragment layout (PTX m16n8k16): lane l = 4g + t holds A rows g and g + 8, B column (token)
-// g, and of C tokens 2t, 2t + 1 of rows g and g + 8: C's element e is row g + 8 (e / 2),
-// token 2t + e % 2. ldmatrix gives A's four 8x8 pieces and two tokens' B pieces at once.
+// ldmatrix gives A's four 8x8 pieces and two 8-token B fragments at once (tensor_core.cuh:
+// the fragment layout; B's columns are tokens).
 template <class S>
 __device__ __forceinline__ void multiply_step(const __half* w_h, const __half* act, int wm, int wn,
                                               float (&acc)[S::frags_m][S::frags_n][4]) {
@@ -297,13 +276,6 @@ __global__ void sum_parts_kernel(const float* __restrict__ parts, int n_parts, i
   y[i] = sum;
 }
 
-int multiprocessor_count() {
-  int device = 0, n = 0;
-  RBEE_CUDA_CHECK(cudaGetDevice(&device));
-  RBEE_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-  return n;
-}
-
 // How a product is cut: its tile shape, and into how many column parts (each part_steps
 // steps) so that a grid of few tiles still gives every multiprocessor two blocks. Parts times
 // tiles stays within two blocks per multiprocessor: parts_scratch_floats bounds their sums.
@@ -396,27 +368,11 @@ void gemm_pipelined(tensor_type type, const void* w, int64_t rows, int64_t cols,
   const auto* wb = static_cast<const uint8_t*>(w);
   const size_t rb = row_size(type, cols);
   const int nr = static_cast<int>(rows), nc = static_cast<int>(cols);
-  switch (type) {
-#define RBEE_T(T)                                                               \
-  case T:                                                                       \
-    launch_for_batch<T>(wb, rb, nr, nc, x_f16, n_tok, shape, parts, y, stream); \
-    break;
-    RBEE_T(tensor_type::q4_0)
-    RBEE_T(tensor_type::q4_1)
-    RBEE_T(tensor_type::q5_0)
-    RBEE_T(tensor_type::q5_1)
-    RBEE_T(tensor_type::q8_0)
-    RBEE_T(tensor_type::q4_k)
-    RBEE_T(tensor_type::q5_k)
-    RBEE_T(tensor_type::q6_k)
-    RBEE_T(tensor_type::q2_k)
-    RBEE_T(tensor_type::q3_k)
-    RBEE_T(tensor_type::iq4_nl)
-    RBEE_T(tensor_type::iq4_xs)
-#undef RBEE_T
-    default:
-      assert(false && "gemm_pipelined: an integer weight type");
-  }
+  const bool known = with_integer_type(type, [&](auto t) {
+    launch_for_batch<decltype(t)::value>(wb, rb, nr, nc, x_f16, n_tok, shape, parts, y, stream);
+  });
+  assert(known && "gemm_pipelined: an integer weight type");
+  (void)known;
 }
 
 }  // namespace rbee::engine::cuda

@@ -23,6 +23,13 @@ inline bool dependent_launch_supported() {
   return major[device].load(std::memory_order_relaxed) >= 9;
 }
 
+inline int multiprocessor_count() {
+  int device = 0, n = 0;
+  RBEE_CUDA_CHECK(cudaGetDevice(&device));
+  RBEE_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+  return n;
+}
+
 template <class... Params, class... Args>
 void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
                       cudaStream_t stream, Args... args) {

@@ -135,25 +135,12 @@ void launch(tensor_type type, const void* w, int64_t rows, int64_t cols, const f
   const size_t rb = row_size(type, cols);
   const int nr = static_cast<int>(rows), nc = static_cast<int>(cols), nch = nc / 32;
   const bool vec = cols % 8 == 0;
+  const bool integer = with_integer_type(type, [&](auto t) {
+    launch_dependent(matvec_q_kernel<decltype(t)::value, NT>, grid, block, 0, stream, wb, rb, nch,
+                     xq, n_tok, y, nr);
+  });
+  if (integer) return;
   switch (type) {
-#define RBEE_Q(T)                                                                               \
-  case T:                                                                                       \
-    launch_dependent(matvec_q_kernel<T, NT>, grid, block, 0, stream, wb, rb, nch, xq, n_tok, y, \
-                     nr);                                                                       \
-    break;
-    RBEE_Q(tensor_type::q4_0)
-    RBEE_Q(tensor_type::q4_1)
-    RBEE_Q(tensor_type::q5_0)
-    RBEE_Q(tensor_type::q5_1)
-    RBEE_Q(tensor_type::q8_0)
-    RBEE_Q(tensor_type::q4_k)
-    RBEE_Q(tensor_type::q5_k)
-    RBEE_Q(tensor_type::q6_k)
-    RBEE_Q(tensor_type::q2_k)
-    RBEE_Q(tensor_type::q3_k)
-    RBEE_Q(tensor_type::iq4_nl)
-    RBEE_Q(tensor_type::iq4_xs)
-#undef RBEE_Q
 #define RBEE_F(T)                                                                                  \
   case T:                                                                                          \
     if (vec)                                                                                       \

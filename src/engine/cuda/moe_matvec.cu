@@ -119,25 +119,12 @@ void launch(const expert_matrices (&m)[2], const int32_t* ids, int n_pairs, int 
   const dim3 block(32, warps_per_block);
   const dim3 grid(static_cast<unsigned>((m[0].rows + warps_per_block - 1) / warps_per_block),
                   static_cast<unsigned>(n_pairs), static_cast<unsigned>(n_mats));
+  const bool integer = with_integer_type(m[0].type, [&](auto t) {
+    launch_dependent(moe_matvec_q_kernel<decltype(t)::value, NT>, grid, block, 0, stream, m[0],
+                     m[1], y[0], y[1], ids, n_pairs, x_div, xq);
+  });
+  if (integer) return;
   switch (m[0].type) {
-#define RBEE_Q(T)                                                                                \
-  case T:                                                                                        \
-    launch_dependent(moe_matvec_q_kernel<T, NT>, grid, block, 0, stream, m[0], m[1], y[0], y[1], \
-                     ids, n_pairs, x_div, xq);                                                   \
-    break;
-    RBEE_Q(tensor_type::q4_0)
-    RBEE_Q(tensor_type::q4_1)
-    RBEE_Q(tensor_type::q5_0)
-    RBEE_Q(tensor_type::q5_1)
-    RBEE_Q(tensor_type::q8_0)
-    RBEE_Q(tensor_type::q4_k)
-    RBEE_Q(tensor_type::q5_k)
-    RBEE_Q(tensor_type::q6_k)
-    RBEE_Q(tensor_type::q2_k)
-    RBEE_Q(tensor_type::q3_k)
-    RBEE_Q(tensor_type::iq4_nl)
-    RBEE_Q(tensor_type::iq4_xs)
-#undef RBEE_Q
 #define RBEE_F(T)                                                                                \
   case T:                                                                                        \
     launch_dependent(moe_matvec_f_kernel<T, NT>, grid, block, 0, stream, m[0], m[1], y[0], y[1], \
