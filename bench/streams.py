@@ -30,12 +30,26 @@ from queen_overhead import free_port, log, run_together, stop_processes, wait_he
 EOS = 2  # the Llama vocabulary's end of sequence, which synth's models use
 
 
+def send(port, path, body, attempts=3):
+    """The response to one request. A connection reset before any answer (a server's accept
+    queue overflowing when 128 streams connect at once: llama-server) is tried again after
+    50 ms, up to `attempts` times; the caller's clock keeps running."""
+    for attempt in range(attempts):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        try:
+            c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            return c.getresponse()
+        except ConnectionResetError:
+            c.close()
+            if attempt + 1 == attempts:
+                raise
+            time.sleep(0.05)
+
+
 def one_stream(port, path, body, is_token):
     """Streams one request: (token events, seconds to the first)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     t0 = time.perf_counter()
-    c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-    r = c.getresponse()
+    r = send(port, path, body)
     if r.status != 200:
         raise RuntimeError(f"HTTP {r.status}: {r.read()[:300]!r}")
     n, ttft = 0, None
