@@ -174,8 +174,9 @@ __device__ __forceinline__ void decode_step(const uint8_t* raw, __half* w_h) {
   }
 }
 
-// ldmatrix gives A's four 8x8 pieces and two 8-token B fragments at once (tensor_core.cuh:
-// the fragment layout; B's columns are tokens).
+// One step's products: each warp's frags_m x frags_n fragments over the step's 256 columns,
+// 16 at a time. ldmatrix gives A's four 8x8 pieces and two 8-token B fragments at once
+// (tensor_core.cuh: the fragment layout; B's columns are tokens).
 template <class S>
 __device__ __forceinline__ void multiply_step(const __half* w_h, const __half* act, int wm, int wn,
                                               float (&acc)[S::frags_m][S::frags_n][4]) {
