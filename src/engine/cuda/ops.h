@@ -66,8 +66,9 @@ void get_rows(tensor_type type, const void* w, int64_t cols, const int32_t* rows
 // through gemm_pipelined for the integer types up to max_pipelined_tokens tokens where
 // gemm_pipelined_supported, else through gemm_mma for weight types with mma_type() up to
 // max_mma_tokens tokens (bf16; integer rows that are no whole steps; older devices), else
-// through gemm_cublas (gemm.cu says why). The WMMA kernel's cut at 32 is measured as the one
-// above: 1.46x cuBLAS's aggregate decode at 16 sequences, 1.21x at 32, 0.91x at 64.
+// through gemm_cublas (gemm.cu says why). The WMMA kernel's cut at 32 is measured as
+// max_pipelined_tokens is (below): 1.46x cuBLAS's aggregate decode at 16 sequences, 1.21x at
+// 32, 0.91x at 64.
 inline constexpr int max_mma_tokens = 32;
 // Scratch bytes gemm needs for W (rows, cols) and up to n_tok tokens.
 size_t gemm_scratch_bytes(tensor_type type, int64_t rows, int64_t cols, int n_tok);
