@@ -442,16 +442,7 @@ int priority_from_json(const json& body) {
       "priority", "priority must be \"interactive\", \"batch\" or an integer in [-1000, 1000]");
 }
 
-std::vector<int> split_devices_from_json(const json& body) {
-  const std::string split = common::string_or(body, "split", "", 16);
-  const bool splits = split == "layer" || split == "tensor";
-  if (!split.empty() && !splits && split != "none")
-    throw common::invalid_request("split", "split must be \"layer\", \"tensor\" or \"none\"");
-  if (!common::present(body, "devices")) {
-    if (splits) throw common::invalid_request("devices", "split \"" + split + "\" needs devices");
-    return {};
-  }
-  const json& list = body["devices"];
+std::vector<int> device_indices_from_json(const json& list) {
   if (!list.is_array() || list.empty() || list.size() > max_split_devices)
     throw common::invalid_request("devices", "devices must be an array of 1 to " +
                                                  std::to_string(max_split_devices) +
@@ -463,12 +454,21 @@ std::vector<int> split_devices_from_json(const json& body) {
           "devices", "devices must hold device indices such as 0, not " + d.dump().substr(0, 64));
     devices.push_back(d.get<int>());
   }
-  if (!splits) throw common::invalid_request("split", "devices need split \"layer\" or \"tensor\"");
   return devices;
 }
 
-std::string split_mode_from_json(const json& body) {
-  return common::string_or(body, "split", "", 16);
+device_split device_split_from_json(const json& body) {
+  const std::string split = common::string_or(body, "split", "", 16);
+  const bool splits = split == "layer" || split == "tensor";
+  if (!split.empty() && !splits && split != "none")
+    throw common::invalid_request("split", "split must be \"layer\", \"tensor\" or \"none\"");
+  if (!common::present(body, "devices")) {
+    if (splits) throw common::invalid_request("devices", "split \"" + split + "\" needs devices");
+    return {};
+  }
+  std::vector<int> devices = device_indices_from_json(body["devices"]);
+  if (!splits) throw common::invalid_request("split", "devices need split \"layer\" or \"tensor\"");
+  return {std::move(devices), split};
 }
 
 task_request task_request::from_json(const json& body) {
@@ -496,9 +496,11 @@ task_request task_request::from_json(const json& body) {
   r.worker = {.ctx = sized("ctx", 256, 1 << 20),
               .slots = sized("slots", 1, 256),
               .keep_alive_s = sized("keep_alive_s", 0, 7 * 24 * 3600),
-              .devices = split_devices_from_json(body),
+              .devices = {},
               .split = {}};
-  if (!r.worker.devices.empty()) r.worker.split = split_mode_from_json(body);
+  device_split forced = device_split_from_json(body);
+  r.worker.devices = std::move(forced.devices);
+  r.worker.split = std::move(forced.split);
   return r;
 }
 

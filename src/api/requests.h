@@ -142,11 +142,15 @@ int priority_from_json(const nlohmann::json& body);
 // order) with "split": "layer" or "tensor". A warm worker serves such a task only when it
 // holds the same devices with the same split.
 inline constexpr size_t max_split_devices = 16;
-// The "devices" and "split" fields of a body (a task; a hive's spawn request): the devices of
-// a forced split, empty when the body asks for none. Throws 400 naming the field.
-std::vector<int> split_devices_from_json(const nlohmann::json& body);
-// The "split" of a body whose split_devices_from_json has devices: "layer" or "tensor".
-std::string split_mode_from_json(const nlohmann::json& body);
+struct device_split {
+  std::vector<int> devices;  // empty: the body asks for no split
+  std::string split;         // with devices: "layer" or "tensor"
+};
+// The "devices" and "split" fields of a body (a task; a hive's spawn request). Throws 400
+// naming the field.
+device_split device_split_from_json(const nlohmann::json& body);
+// A "devices" list: 1 to max_split_devices device indices. Throws 400 naming "devices".
+std::vector<int> device_indices_from_json(const nlohmann::json& list);
 
 struct worker_overrides {
   std::optional<int> ctx;           // "ctx": positions per slot, [256, 1048576]

@@ -98,17 +98,12 @@ worker_record worker_record::from_json(const nlohmann::json& j) {
   w.backend = text_or(j, "backend", "cpu");
   w.device = integer_or<int>(j, "device", 0);
   if (common::present(j, "devices")) {
-    const nlohmann::json& list = j["devices"];
-    if (!list.is_array() || list.size() > max_split_devices)
-      throw common::invalid_request("devices", "devices must be an array of device indices");
-    for (const auto& d : list) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > 4096)
-        throw common::invalid_request("devices", "devices must hold device indices");
-      w.devices.push_back(d.get<int>());
-    }
+    w.devices = device_indices_from_json(j["devices"]);
     if (w.devices.size() == 1 && w.devices[0] == w.device) w.devices.clear();  // one device
     // Records from before tensor splits name none: theirs were layer splits.
     if (!w.devices.empty()) w.split = text_or(j, "split", "layer");
+    if (!w.devices.empty() && w.split != "layer" && w.split != "tensor")
+      throw common::invalid_request("split", "a worker's split must be \"layer\" or \"tensor\"");
   }
   w.port = integer_or<int>(j, "port", 0);
   w.pid = integer_or<int64_t>(j, "pid", -1);

@@ -254,7 +254,7 @@ int cmd_infer(context& ctx, infer_options o) {
   }
   const json request = task_body(o);
   try {
-    api::split_devices_from_json(request);  // the contract's check, before any daemon
+    api::device_split_from_json(request);  // the contract's check, before any daemon
   } catch (const common::http_error& e) {
     print_error(stderr, "--" + e.details.value("field", std::string("devices")) + ": " + e.message,
                 json(), "USAGE");

@@ -437,7 +437,8 @@ void hive_app::spawn_worker(const httplib::Request& req, httplib::Response& res)
     auto ref = api::parse_model_ref(ref_text);
     std::string backend = common::string_or(body, "backend", "cpu", 32);
     int device = static_cast<int>(common::int_in_range(body, "device", 0, 0, 1024));
-    const std::vector<int> devices = api::split_devices_from_json(body);
+    const api::device_split forced = api::device_split_from_json(body);
+    const std::vector<int>& devices = forced.devices;
     if (!devices.empty()) device = devices.front();
     int slots = static_cast<int>(common::int_in_range(body, "slots", 0, 0, 256));
     int min_slots = static_cast<int>(common::int_in_range(body, "min_slots", 1, 1, 256));
@@ -490,7 +491,7 @@ void hive_app::spawn_worker(const httplib::Request& req, httplib::Response& res)
          .backend = backend,
          .device = device,
          .devices = devices,
-         .split = devices.empty() ? std::string() : api::split_mode_from_json(body),
+         .split = forced.split,
          .slots = size.slots,
          .ctx = size.ctx,
          .memory_bytes = size.estimate.total(),

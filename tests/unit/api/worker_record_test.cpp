@@ -68,6 +68,10 @@ TEST(WorkerRecord, UntrustedRecordsAreCheckedFieldByField) {
                common::http_error);
   EXPECT_THROW(worker_record::from_json({{"worker_id", "w"}, {"devices", "0,1"}}),
                common::http_error);
+  EXPECT_THROW(
+      worker_record::from_json({{"worker_id", "w"}, {"devices", {0, 1}}, {"split", "\u001b[2J"}}),
+      common::http_error)
+      << "a split the queen would compare and print";
   auto minimal = worker_record::from_json({{"worker_id", "w"}});
   EXPECT_EQ(minimal.state, worker_state::loading);
   EXPECT_EQ(minimal.backend, "cpu");
