@@ -19,24 +19,11 @@ namespace rbee::engine::split_cases {
 
 class split_model : public testing::TestWithParam<backend_kind> {
  protected:
-  // The model whole (no devices) or split across `devices`; null when this machine has no
-  // such backend.
+  // The model whole (no devices) or split by layers across `devices`.
   model_ptr load(const std::string& path, std::vector<int> devices = {},
                  std::vector<float> tensor_split = {}) {
-    model_params mp = model_default_params();
-    mp.n_threads = 2;
-    mp.backend = GetParam();
-    if (!devices.empty()) {
-      mp.split = split_mode::layer;
-      mp.devices = std::move(devices);
-      mp.tensor_split = std::move(tensor_split);
-    }
-    try {
-      return model_load(path, mp);
-    } catch (const engine_error& e) {
-      if (e.code != error_code::backend_unavailable) throw;
-      return nullptr;
-    }
+    return load_model(path, GetParam(), split_mode::layer, std::move(devices),
+                      std::move(tensor_split));
   }
 
   // The CPU parts run the same kernels on the same rows: the same bits. CUDA's too, but a

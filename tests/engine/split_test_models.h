@@ -49,6 +49,26 @@ class synth_model_cleanup : public testing::Environment {
   void TearDown() override { std::filesystem::remove(synth_gemma2_path()); }
 };
 
+// The model on `backend`, whole (no devices) or split `mode` across `devices`; null when this
+// machine has no such backend.
+inline model_ptr load_model(const std::string& path, backend_kind backend, split_mode mode,
+                            std::vector<int> devices = {}, std::vector<float> tensor_split = {}) {
+  model_params mp = model_default_params();
+  mp.n_threads = 2;
+  mp.backend = backend;
+  if (!devices.empty()) {
+    mp.split = mode;
+    mp.devices = std::move(devices);
+    mp.tensor_split = std::move(tensor_split);
+  }
+  try {
+    return model_load(path, mp);
+  } catch (const engine_error& e) {
+    if (e.code != error_code::backend_unavailable) throw;
+    return nullptr;
+  }
+}
+
 inline token_id argmax(std::span<const float> v) {
   return static_cast<token_id>(std::max_element(v.begin(), v.end()) - v.begin());
 }

@@ -20,6 +20,7 @@
 namespace rbee::engine::tensor_split_cases {
 
 using split_cases::argmax;
+using split_cases::load_model;
 using split_cases::models_dir;
 using split_cases::run_split_scenario;
 using split_cases::synth_gemma2;
@@ -47,22 +48,9 @@ inline bound bound_for(backend_kind backend, weights w) {
 
 class tensor_split_model : public testing::TestWithParam<backend_kind> {
  protected:
-  // The model whole, or split by tensors across `devices`; null when this machine has no
-  // such backend.
+  // The model whole, or split by tensors across `devices`.
   model_ptr load(const std::string& path, std::vector<int> devices = {}) {
-    model_params mp = model_default_params();
-    mp.n_threads = 2;
-    mp.backend = GetParam();
-    if (!devices.empty()) {
-      mp.split = split_mode::tensor;
-      mp.devices = std::move(devices);
-    }
-    try {
-      return model_load(path, mp);
-    } catch (const engine_error& e) {
-      if (e.code != error_code::backend_unavailable) throw;
-      return nullptr;
-    }
+    return load_model(path, GetParam(), split_mode::tensor, std::move(devices));
   }
 
   void expect_close(std::span<const float> got, std::span<const float> want, size_t entry) {

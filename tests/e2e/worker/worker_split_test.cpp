@@ -30,6 +30,17 @@ class WorkerSplit : public ::testing::Test {
     return r.text;
   }
 
+  // A worker started with `args` ends in the error state with `code`, its message naming
+  // `names`.
+  void expect_load_error(std::vector<std::string> args, const char* code, const char* names) {
+    worker_process worker(home_, std::move(args));
+    auto client = worker.client();
+    const json ready = wait_for_error_state(client);
+    ASSERT_EQ(ready["state"], "error") << ready.dump();
+    EXPECT_EQ(ready["error"]["code"], code);
+    EXPECT_NE(ready["error"].value("message", "").find(names), std::string::npos) << ready.dump();
+  }
+
   static constexpr const char* prompt = "Once upon a time";
   temp_home home_;
 };
@@ -53,13 +64,8 @@ TEST_F(WorkerSplit, ReportsItsPartsAndAnswersAsTheWholeModel) {
 }
 
 TEST_F(WorkerSplit, ADeviceThatDoesNotExistIsABackendError) {
-  worker_process worker(home_, {"--model", stories, "--devices", "0,1", "--split", "layer"});
-  auto client = worker.client();
-  const json ready = wait_for_error_state(client);
-  ASSERT_EQ(ready["state"], "error") << ready.dump();
-  EXPECT_EQ(ready["error"]["code"], "BACKEND_UNAVAILABLE");
-  EXPECT_NE(ready["error"].value("message", "").find("device 1"), std::string::npos)
-      << ready.dump();
+  expect_load_error({"--model", stories, "--devices", "0,1", "--split", "layer"},
+                    "BACKEND_UNAVAILABLE", "device 1");
 }
 
 // Two slices of every layer on the host: every part runs all 5 layers; the greedy text is
@@ -83,13 +89,8 @@ TEST_F(WorkerSplit, SplitByTensorsReportsItsPartsAndAnswersAsTheWholeModel) {
 
 // stories260K's 8 heads do not divide into 3 parts.
 TEST_F(WorkerSplit, HeadsThatDoNotDivideAreALoadError) {
-  worker_process worker(home_, {"--model", stories, "--devices", "0,0,0", "--split", "tensor"});
-  auto client = worker.client();
-  const json ready = wait_for_error_state(client);
-  ASSERT_EQ(ready["state"], "error") << ready.dump();
-  EXPECT_EQ(ready["error"]["code"], "MODEL_LOAD_FAILED");
-  EXPECT_NE(ready["error"].value("message", "").find("do not divide into 3"), std::string::npos)
-      << ready.dump();
+  expect_load_error({"--model", stories, "--devices", "0,0,0", "--split", "tensor"},
+                    "MODEL_LOAD_FAILED", "do not divide into 3");
 }
 
 }  // namespace
