@@ -53,9 +53,9 @@ def wait_healthy(port, path, timeout=60.0):
     raise RuntimeError(f"nothing healthy on port {port}{path} after {timeout} s")
 
 
-def run_together(jobs):
-    """Starts every job (a callable) on its own thread at once: (their results, wall seconds).
-    Raises naming how many failed and the first failure."""
+def run_all(jobs):
+    """Starts every job (a callable) on its own thread at once: (their results, the failures'
+    messages, wall seconds)."""
     results, errors = [], []
 
     def one(job):
@@ -70,7 +70,12 @@ def run_together(jobs):
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
+    return results, errors, time.perf_counter() - t0
+
+
+def run_together(jobs):
+    """run_all, raising naming how many failed and the first failure: (results, wall seconds)."""
+    results, errors, wall = run_all(jobs)
     if errors:
         raise RuntimeError(f"{len(errors)} of {len(jobs)} failed: {errors[0]}")
     return results, wall
@@ -186,15 +191,8 @@ def main():
         print(f"| queen hop | {q_ttft - d_ttft:+.2f} ms | {100 * (q_tps - d_tps) / d_tps:+.1f} % |\n")
 
         # Many clients at once, /health polled meanwhile.
-        errors, latencies, done = [], [], threading.Event()
-
+        latencies, done = [], threading.Event()
         load_task = dict(task, max_tokens=args.load_tokens)
-
-        def client():
-            try:
-                stream(queen_port, "/v2/tasks", load_task)
-            except Exception as e:  # noqa: BLE001 - every failure is counted and shown
-                errors.append(str(e))
 
         def poll_health():
             while not done.is_set():
@@ -207,13 +205,8 @@ def main():
 
         poller = threading.Thread(target=poll_health)
         poller.start()
-        clients = [threading.Thread(target=client) for _ in range(args.clients)]
-        t0 = time.perf_counter()
-        for t in clients:
-            t.start()
-        for t in clients:
-            t.join()
-        wall = time.perf_counter() - t0
+        _, errors, wall = run_all(
+            [lambda: stream(queen_port, "/v2/tasks", load_task)] * args.clients)
         done.set()
         poller.join()
         latencies.sort()
