@@ -1,5 +1,6 @@
 // y += x elementwise: a tensor-parallel part adds another part's partial sums to its own
-// (device_communicator.cpp).
+// (device_communicator.cpp); a layer-split part before the last adds its last FFN output to
+// the residual stream it hands on.
 #include "engine/cuda/check.h"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/launch.cuh"

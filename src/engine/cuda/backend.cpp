@@ -783,7 +783,7 @@ void device_context::moe_experts_grouped(const dlayer& l, int n) {
 }
 
 // y (n, rows) = x (n, cols) @ W^T: packed matrix x vector for decode-sized batches; above,
-// gemm: the packed weights on tensor cores up to max_q8_tokens, cuBLAS beyond (gemm.cu).
+// gemm: the packed weights on tensor cores up to max_pipelined_tokens, cuBLAS beyond (gemm.cu).
 void device_context::mm(const dweight& w, const float* x, q8_blocks xq, int n, float* y) {
   if (n <= max_matvec_tokens)
     matvec(w.type, w.data, w.n_rows, w.n_cols, x, xq, n, y, stream_);
@@ -934,9 +934,8 @@ void device_context::forward(int n, int n_out, bool gather) {
       add_rmsnorm(tmp_, nullptr, l.ffn_post_norm.f32(), n, d, hp.rms_eps, tmp_, {}, stream_);
   }
   if (!m_.output) {
-    // A part before the last: its last FFN output joins the residual stream for the next
-    // part (the norm this computes into xb_ is not used).
-    add_rmsnorm(x_, tmp_, m_.layers.back().ffn_norm.f32(), n, d, hp.rms_eps, xb_, {}, stream_);
+    // A part before the last: its last FFN output joins the residual stream for the next part.
+    add(x_, tmp_, static_cast<int64_t>(n) * d, stream_);
     return;
   }
   add_rmsnorm(x_, tmp_, m_.output_norm.f32(), n, d, hp.rms_eps, xb_, {}, stream_);
