@@ -94,6 +94,11 @@ try {
   await page.click('#tabs [data-tab="fleet"]');
   await page.waitForFunction((m) => [...document.querySelectorAll('#workers tbody tr')]
     .some((tr) => tr.textContent.includes(m) && tr.textContent.includes('localhost')), { timeout: 30000 }, model);
+  // The table may still hold the row drawn while the worker loaded: its state catches up at
+  // the page's next refresh.
+  await page.waitForFunction(() => ['idle', 'busy'].includes(
+    document.querySelector('#workers tbody tr td .badge')?.textContent), { timeout: 15000 })
+    .catch(() => {});
   const state = await page.$eval('#workers tbody tr td .badge', (el) => el.textContent);
   assert.ok(['idle', 'busy'].includes(state), `worker state ${state}`);
   // Once the answer is done the slot is free again and the charts hold its tokens.
