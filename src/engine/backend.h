@@ -64,8 +64,9 @@ class backend_context {
   virtual void decode(std::span<const batch_entry> batch, const kv_block_tables& tables) = 0;
   // Logits row `row` of the last decode (n_vocab floats), valid until the next decode.
   virtual std::span<const float> logits(int row) const = 0;
-  // The token choose_token picks from logits row `row` with `step`.
-  virtual token_id sample(int row, const sampling_step& step) = 0;
+  // tokens[i] = the token choose_token picks from logits row rows[i] with steps[i].
+  virtual void sample(std::span<const int> rows, std::span<const sampling_step> steps,
+                      std::span<token_id> tokens) = 0;
   // compute_logprobs (token_choice.h) of logits row `row`; n_top <= min(20, n_vocab).
   virtual void logprobs(int row, token_id token, int n_top, token_logprobs& out) = 0;
   // Copies every row of pool block src to pool block dst (src != dst).

@@ -20,6 +20,9 @@ struct rbee::engine::context {
   std::vector<int> seq_len;     // (n_seq,) positions filled in each sequence
   std::vector<int> next_len;    // (n_seq,) seq_len after the batch being decoded
   std::vector<int> logits_row;  // (n_batch,) logits row of each entry of the last batch, or -1
+  // Scratch of a batched sample call (kept to avoid allocating per step).
+  std::vector<int> sample_rows;
+  std::vector<sampling_step> sample_steps;
 };
 
 namespace rbee::engine {
@@ -77,7 +80,7 @@ context_ptr context_create(model& m, const context_params& p) {
   context_params params = p;
   params.n_threads = p.n_threads > 0 ? p.n_threads : m.n_threads;
   const size_t n_seq = static_cast<size_t>(params.n_seq);
-  return context_ptr(new context{
+  context_ptr ctx(new context{
       .m = &m,
       .params = params,
       .compute = m.backend->create_context(params),
@@ -86,7 +89,13 @@ context_ptr context_create(model& m, const context_params& p) {
       .prefix_cache = !has_sliding_layers(m.hp),
       .seq_len = std::vector<int>(n_seq, 0),
       .next_len = std::vector<int>(n_seq, 0),
-      .logits_row = std::vector<int>(static_cast<size_t>(params.n_batch), -1)});
+      .logits_row = std::vector<int>(static_cast<size_t>(params.n_batch), -1),
+      .sample_rows = {},
+      .sample_steps = {}});
+  // Sampling allocates nothing per step either: a batch has at most n_batch logits rows.
+  ctx->sample_rows.reserve(static_cast<size_t>(params.n_batch));
+  ctx->sample_steps.reserve(static_cast<size_t>(params.n_batch));
+  return ctx;
 }
 
 void context_deleter::operator()(context* c) const {
@@ -138,8 +147,29 @@ std::span<const float> logits(const context& ctx, int batch_index) {
 
 token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history,
                 size_t n_prompt, std::span<const uint64_t> allowed) {
-  const int row = logits_row_of(ctx, batch_index);
-  return ctx.compute->sample(row, s.next_step(history, n_prompt, ctx.m->hp.n_vocab, allowed));
+  const sample_request request{.batch_index = batch_index,
+                               .s = &s,
+                               .history = history,
+                               .n_prompt = n_prompt,
+                               .allowed = allowed};
+  token_id token = 0;
+  sample(ctx, std::span(&request, 1), std::span(&token, 1));
+  return token;
+}
+
+void sample(context& ctx, std::span<const sample_request> requests, std::span<token_id> tokens) {
+  assert(tokens.size() == requests.size() && "sample: one token per request");
+  ctx.sample_rows.clear();
+  ctx.sample_steps.clear();
+  for (const sample_request& r : requests) {
+    // A step's spans point into its sampler: a sampler twice would overwrite its first step.
+    assert(
+        std::none_of(requests.begin(), &r, [&](const sample_request& e) { return e.s == r.s; }) &&
+        "sample: a sampler appears twice in one call");
+    ctx.sample_rows.push_back(logits_row_of(ctx, r.batch_index));
+    ctx.sample_steps.push_back(r.s->next_step(r.history, r.n_prompt, ctx.m->hp.n_vocab, r.allowed));
+  }
+  ctx.compute->sample(ctx.sample_rows, ctx.sample_steps, tokens);
 }
 
 void logprobs(context& ctx, int batch_index, token_id token, int n_top, token_logprobs& out) {

@@ -313,6 +313,18 @@ struct sampling_step;  // engine/token_choice.h
 // sampler::sample(logits(ctx, i), history, n_prompt, allowed).
 token_id sample(context& ctx, int batch_index, sampler& s, std::span<const token_id> history,
                 size_t n_prompt = 0, std::span<const uint64_t> allowed = {});
+// One row of a batched choice: engine::sample's arguments.
+struct sample_request {
+  int batch_index = 0;
+  sampler* s = nullptr;
+  std::span<const token_id> history;
+  size_t n_prompt = 0;
+  std::span<const uint64_t> allowed;
+};
+// tokens[i] = engine::sample(ctx, requests[i]...), for requests with distinct samplers: the
+// same choices, made together. On CUDA that is one device round trip for all the rows
+// instead of one each (a decode step of many sequences samples them all at once).
+void sample(context& ctx, std::span<const sample_request> requests, std::span<token_id> tokens);
 // ---- log-probabilities ----
 inline constexpr int max_top_logprobs = 20;
 struct token_logprob {
@@ -350,8 +362,7 @@ class sampler {
   void restore(const sampler_state& state) { rng_state_ = state.rng; }
 
  private:
-  friend token_id sample(context&, int, sampler&, std::span<const token_id>, size_t,
-                         std::span<const uint64_t>);
+  friend void sample(context&, std::span<const sample_request>, std::span<token_id>);
   // The next choice resolved for a backend: the knobs, the distinct tokens of the
   // repeat-penalty window into penalized_ (in order of first appearance, none when the
   // penalty is off), the additive terms into offsets_ (one per distinct token), the allowed

@@ -16,8 +16,9 @@ class parts_context : public backend_context {
       : parts_(std::move(parts)), output_(output) {}
 
   std::span<const float> logits(int row) const override { return parts_[output_]->logits(row); }
-  token_id sample(int row, const sampling_step& step) override {
-    return parts_[output_]->sample(row, step);
+  void sample(std::span<const int> rows, std::span<const sampling_step> steps,
+              std::span<token_id> tokens) override {
+    parts_[output_]->sample(rows, steps, tokens);
   }
   void logprobs(int row, token_id token, int n_top, token_logprobs& out) override {
     parts_[output_]->logprobs(row, token, n_top, out);

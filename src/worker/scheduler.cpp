@@ -276,12 +276,14 @@ void scheduler::step() {
     s.n_past += work.n_tokens;
     if (!work.generating) s.n_prompt_done += work.n_tokens;
   }
+  choosing_.clear();
   for (auto [slot_index, batch_index] : logits_slots_) {
     slot& s = slots_[slot_index];
     if (!s.j) continue;  // its job failed as a whole
     if (!s.generating && s.j->n_choices > 1) start_other_choices(s, slot_index, batch_index);
-    if (s.j) on_logits(s, slot_index, batch_index);
+    if (s.j) choosing_.emplace_back(slot_index, batch_index);
   }
+  choose_tokens();
 }
 
 void scheduler::start_other_choices(slot& lead, int lead_index, int batch_index) {
@@ -301,23 +303,47 @@ void scheduler::start_other_choices(slot& lead, int lead_index, int batch_index)
     }
     s.awaiting_prompt = false;
     s.n_past = lead.n_past;
-    on_logits(s, index, batch_index);
+    choosing_.emplace_back(index, batch_index);
   }
 }
 
-void scheduler::on_logits(slot& s, int slot_index, int batch_index) {
-  std::span<const uint64_t> allowed;
-  if (s.constraint) {
-    if (s.constraint->fill_allowed(s.allowed) == 0) {
+void scheduler::choose_tokens() {
+  // Constraints first: a job that fails here releases all its slots, whose histories and
+  // masks the requests would point into.
+  for (auto [slot_index, batch_index] : choosing_) {
+    slot& s = slots_[slot_index];
+    if (s.j && s.constraint && s.constraint->fill_allowed(s.allowed) == 0)
       fail(s, std::string(common::codes::INTERNAL),
            "no token of this model's vocabulary continues the constrained output");
-      return;
-    }
-    allowed = s.allowed;
   }
-  const size_t n_prompt = s.j->prompt_tokens.size();
-  engine::token_id token =
-      engine::sample(ctx_, batch_index, *s.sampler, s.history, n_prompt, allowed);
+  std::erase_if(choosing_, [&](const std::pair<int, int>& c) { return !slots_[c.first].j; });
+  requests_.clear();
+  for (auto [slot_index, batch_index] : choosing_) {
+    slot& s = slots_[slot_index];
+    requests_.push_back({.batch_index = batch_index,
+                         .s = &*s.sampler,
+                         .history = s.history,
+                         .n_prompt = s.j->prompt_tokens.size(),
+                         .allowed = s.constraint ? std::span<const uint64_t>(s.allowed)
+                                                 : std::span<const uint64_t>()});
+  }
+  chosen_.resize(requests_.size());
+  try {
+    engine::sample(ctx_, requests_, chosen_);
+  } catch (const std::exception& e) {
+    for (auto [slot_index, batch_index] : choosing_)
+      if (slots_[slot_index].j)
+        fail(slots_[slot_index], std::string(common::codes::INTERNAL), e.what());
+    return;
+  }
+  for (size_t i = 0; i < choosing_.size(); ++i) {
+    auto [slot_index, batch_index] = choosing_[i];
+    slot& s = slots_[slot_index];
+    if (s.j) on_token(s, slot_index, batch_index, chosen_[i]);
+  }
+}
+
+void scheduler::on_token(slot& s, int slot_index, int batch_index, engine::token_id token) {
   job::progress& run = s.j->run;
   if (run.t_first_token == std::chrono::steady_clock::time_point{}) {
     run.t_first_token = std::chrono::steady_clock::now();

@@ -2,8 +2,9 @@
 // The slot scheduler: ONE inference thread owns the engine context (n_seq = slots) and every
 // slot. Each step it admits submitted jobs into free slots, builds one decode batch (the next
 // token of every generating slot plus a chunk of pending prompt tokens, see batch_planner.h),
-// samples, and pushes events to each job's channel. HTTP handlers only submit, cancel and
-// drain job channels; they never touch the engine.
+// samples every slot's next token together (one device round trip), and pushes events to each
+// job's channel. HTTP handlers only submit, cancel and drain job channels; they never touch
+// the engine.
 // A job's prompt starts from the longest prefix the context's prefix cache holds (whole KV
 // blocks computed for an earlier or a running job, engine::sequence_reuse_prefix); only the
 // rest is prefilled, and the end event reports the cached part as tokens_cached.
@@ -106,9 +107,12 @@ class scheduler {
   // could not have been generated (a stop or the document ended among them).
   std::string replay(slot& s);
   // The other choices of the job whose prompt slot `lead` just got its logits: copies of its
-  // cache, each drawing its first token from those logits.
+  // cache, each to draw its first token from those logits (added to choosing_).
   void start_other_choices(slot& lead, int lead_index, int batch_index);
-  void on_logits(slot& s, int slot_index, int batch_index);
+  // Samples the next token of every slot in choosing_ at once, then hands each to on_token.
+  void choose_tokens();
+  // A slot's sampled token: its text, its end, its constraint's step.
+  void on_token(slot& s, int slot_index, int batch_index, engine::token_id token);
   api::token_logprobs_fields logprobs_of(int batch_index, engine::token_id token, int n_top);
   void emit(slot& s, std::string text, std::optional<api::token_logprobs_fields> logprobs = {});
   // Ends one choice; the job's end event goes out with its last.
@@ -137,6 +141,9 @@ class scheduler {
   std::vector<int> failed_replays_;
   std::vector<std::pair<int, int>> logits_slots_;  // (slot, its batch entry with logits)
   std::vector<int> other_choices_;
+  std::vector<std::pair<int, int>> choosing_;  // (slot, batch entry) sampled this step
+  std::vector<engine::sample_request> requests_;
+  std::vector<engine::token_id> chosen_;
   engine::token_logprobs logprobs_;
 
   mutable std::mutex mutex_;

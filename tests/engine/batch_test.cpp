@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "batched_sampling_case.h"
 #include "engine/cpu/kernels.h"
 #include "engine/engine.h"
 
@@ -194,6 +195,11 @@ TEST(decode_loop, does_not_allocate_after_the_first_batch_of_a_size) {
     decode(*ctx, two);
   }
   EXPECT_EQ(allocations.load() - before, 0);
+}
+
+TEST(sampling, many_rows_at_once_match_the_host_sampler_row_by_row) {
+  auto m = load("synth-tiny-Q8_0.gguf");
+  expect_batched_choices_match_the_host(*m);
 }
 
 // n > 1 choices share one prefill: a copied sequence continues exactly as the original.

@@ -32,6 +32,14 @@ namespace {
 #define RBEE_REQUIRE_GPU() \
   if (device_count() == 0) GTEST_SKIP() << "no CUDA device"
 
+// The greedy choice from logits row `row`, made on the device.
+token_id argmax_on_device(device_context& c, int row) {
+  const sampling_step greedy{};
+  token_id token = -1;
+  sample(c, std::span(&row, 1), std::span(&greedy, 1), std::span(&token, 1));
+  return token;
+}
+
 // The GPU machine gets copies of the few models it needs; the environment names them.
 std::string models_dir() {
   const char* env = std::getenv("RBEE_SHARED_MODELS_DIR");
@@ -95,7 +103,7 @@ std::vector<token_id> greedy_cuda(const model& m, device_model& dm,
   int pos = static_cast<int>(prompt.size());
   for (int i = 0; i < n_predict; ++i) {
     decode(*ctx, batch);
-    const token_id next = sample(*ctx, 0, sampling_step{});  // argmax on the device
+    const token_id next = argmax_on_device(*ctx, 0);
     if (token_is_end_of_generation(m, next)) break;
     out.push_back(next);
     batch.assign(1, {next, pos++, 0, true});
@@ -392,7 +400,7 @@ TEST(cuda_bench, synthetic_shapes_pp512_tg128) {
       for (int i = 0; i < n_gen; ++i) {
         const batch_entry e{token, start + i, 0, true};
         decode(*ctx, std::span(&e, 1));
-        token = sample(*ctx, 0, sampling_step{});
+        token = argmax_on_device(*ctx, 0);
       }
       copy_logits(*ctx, 0, l.data());
       return n_gen / std::chrono::duration<double>(clock::now() - t0).count();

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "batched_sampling_case.h"
 #include "engine/engine.h"
 #include "engine/token_choice.h"
 #if RBEE_HAVE_CUDA
@@ -190,6 +191,14 @@ TEST(engine_api_on_cuda, device_sampling_matches_the_cpu_sampler) {
       batch.assign(1, {got, static_cast<int32_t>(history.size() - 1), 0, true});
     }
   }
+}
+
+// A step's rows sampled together on the device (bringing tokens back in several copies when
+// their penalties and masks do not fit one staging) make the CPU sampler's choices.
+TEST(engine_api_on_cuda, batched_sampling_matches_the_cpu_sampler) {
+  auto m = load_on_gpu("synth-tiny-Q8_0.gguf");
+  if (!m) GTEST_SKIP() << "no CUDA device";
+  expect_batched_choices_match_the_host(*m);
 }
 
 // OpenAI's penalties and logit_bias, and the log-probabilities: the device makes the CPU

@@ -493,8 +493,10 @@ class cpu_context final : public backend_context {
     const size_t n_vocab = static_cast<size_t>(s_.m->hp.n_vocab);
     return {s_.logits.data() + static_cast<size_t>(row) * n_vocab, n_vocab};
   }
-  token_id sample(int row, const sampling_step& step) override {
-    return choose_token(logits(row), step, candidates_);
+  void sample(std::span<const int> rows, std::span<const sampling_step> steps,
+              std::span<token_id> tokens) override {
+    for (size_t i = 0; i < rows.size(); ++i)
+      tokens[i] = choose_token(logits(rows[i]), steps[i], candidates_);
   }
   void logprobs(int row, token_id token, int n_top, token_logprobs& out) override {
     compute_logprobs(logits(row), token, n_top, candidates_, out);

@@ -215,8 +215,8 @@ struct context_layout {
   // (n_embd); the q8 blocks of a decode's SwiGLU rows.
   size_t moe = 0, moe_pairs = 0, moe_offsets = 0, moe_ff = 0, moe_rows = 0, moe_q8 = 0;
   // Sampling: the penalized tokens and the offsets (up to a vocabulary each), the allowed-token
-  // bits of a constrained choice, scratch, the chosen token and the log-probabilities (the
-  // token's, then the top pairs).
+  // bits of a constrained choice, scratch, the chosen tokens (one per batch row) and the
+  // log-probabilities (the token's, then the top pairs).
   size_t penalized = 0, offsets = 0, allowed = 0, sample = 0, token = 0, logprobs = 0;
   size_t total() const {
     return 2 * kv + tables + 4 * x + qkv + 2 * q + 3 * ff + logits + q8 + att_scratch +
@@ -308,7 +308,7 @@ context_layout layout_of(const model_weights& w, const context_params& p) {
   c.allowed = align_up((static_cast<size_t>(hp.n_vocab) + 63) / 64 * sizeof(uint64_t));
   c.sample = align_up(sample_scratch_bytes(hp.n_vocab));
   c.offsets = align_up(static_cast<size_t>(hp.n_vocab) * sizeof(token_offset));
-  c.token = align_up(sizeof(int32_t));
+  c.token = align_up(nb * sizeof(int32_t));
   c.logprobs = align_up(logprobs_floats * sizeof(float) + max_top_logprobs * sizeof(int32_t));
   return c;
 }
@@ -523,7 +523,8 @@ class device_context {
 
   void init();
   void decode(std::span<const batch_entry> batch);
-  token_id sample(int row, const sampling_step& step);
+  void sample(std::span<const int> rows, std::span<const sampling_step> steps,
+              std::span<token_id> tokens);
   void logprobs(int row, token_id token, int n_top, token_logprobs& out);
   void set_block_tables(const kv_block_tables& tables);
   void copy_block(int src, int dst);
@@ -543,7 +544,7 @@ class device_context {
   int32_t* host_penalized_ = nullptr;     // pinned staging of sampling_step::penalized (n_vocab)
   token_offset* host_offsets_ = nullptr;  // pinned staging of sampling_step::offsets (n_vocab)
   uint64_t* host_allowed_ = nullptr;      // pinned staging of sampling_step::allowed
-  int32_t* host_token_ = nullptr;         // pinned: the sampled token comes back here
+  int32_t* host_token_ = nullptr;         // pinned: the sampled tokens come back here
   uint8_t* host_logprobs_ = nullptr;      // pinned: the log-probabilities come back here
   int32_t* host_moe_offsets_ = nullptr;   // pinned: where each expert's pairs start (prefill)
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs_;  // (n, n_out, gather)
@@ -611,7 +612,7 @@ void device_context::init() {
   RBEE_CUBLAS_CHECK(cublas().create(&cublas_));
   arena_bytes_ = lay.total();
   RBEE_CUDA_CHECK(cudaMalloc(&arena_, arena_bytes_));
-  RBEE_CUDA_CHECK(cudaMallocHost(&host_ints_, lay.ints + sizeof(int32_t)));
+  RBEE_CUDA_CHECK(cudaMallocHost(&host_ints_, lay.ints + lay.token));
   host_token_ = host_ints_ + lay.ints / sizeof(int32_t);
   RBEE_CUDA_CHECK(cudaMallocHost(&host_penalized_, lay.penalized));
   RBEE_CUDA_CHECK(cudaMallocHost(&host_offsets_, lay.offsets));
@@ -1004,39 +1005,74 @@ void device_context::decode(std::span<const batch_entry> batch) {
   RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-token_id device_context::sample(int row, const sampling_step& a) {
+void device_context::sample(std::span<const int> rows, std::span<const sampling_step> steps,
+                            std::span<token_id> tokens) {
   const int n_vocab = m_.w_.hp.n_vocab;
-  const int n_pen = a.knobs.repeat_penalty != 1.0f ? static_cast<int>(a.penalized.size()) : 0;
-  assert(n_pen <= n_vocab && "sample: more penalized tokens than the vocabulary has");
+  const size_t mask_words = (static_cast<size_t>(n_vocab) + 63) / 64;
+  assert(rows.size() == steps.size() && rows.size() == tokens.size() &&
+         rows.size() <= static_cast<size_t>(params_.n_batch) &&
+         "sample: one step and one token per row, at most n_batch rows");
   RBEE_CUDA_CHECK(cudaSetDevice(m_.device_));
-  if (n_pen > 0) {
-    std::copy(a.penalized.begin(), a.penalized.end(), host_penalized_);
-    RBEE_CUDA_CHECK(cudaMemcpyAsync(penalized_, host_penalized_, n_pen * sizeof(int32_t),
-                                    cudaMemcpyHostToDevice, stream_));
+  // Each row's penalties, offsets and mask are staged after the previous rows' and uploaded
+  // as it is launched; the staging holds one row's worst case, so when the next row does not
+  // fit, the rows so far come back first (the host staging is free again after that copy).
+  size_t first = 0;                          // the first row whose token is not back yet
+  size_t pen_used = 0, off_used = 0;         // staged penalized tokens and offsets
+  bool mask_used = false;                    // a mask is staged (room for one)
+  const auto bring_back = [&](size_t end) {  // the tokens of rows [first, end)
+    if (end == first) return;
+    RBEE_CUDA_CHECK(cudaMemcpyAsync(host_token_ + first, token_ + first,
+                                    (end - first) * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                    stream_));
+    RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::copy(host_token_ + first, host_token_ + end,
+              tokens.begin() + static_cast<ptrdiff_t>(first));
+    first = end;
+    pen_used = off_used = 0;
+    mask_used = false;
+  };
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const sampling_step& a = steps[i];
+    const size_t n_pen = a.knobs.repeat_penalty != 1.0f ? a.penalized.size() : 0;
+    const size_t n_off = a.offsets.size();
+    assert(n_pen <= static_cast<size_t>(n_vocab) && n_off <= static_cast<size_t>(n_vocab) &&
+           "sample: more penalized tokens or offsets than the vocabulary has");
+    if (pen_used + n_pen > static_cast<size_t>(n_vocab) ||
+        off_used + n_off > static_cast<size_t>(n_vocab) || (mask_used && !a.allowed.empty()))
+      bring_back(i);
+    int32_t* penalized = penalized_ + pen_used;
+    if (n_pen > 0) {
+      std::copy(a.penalized.begin(), a.penalized.begin() + static_cast<ptrdiff_t>(n_pen),
+                host_penalized_ + pen_used);
+      RBEE_CUDA_CHECK(cudaMemcpyAsync(penalized, host_penalized_ + pen_used,
+                                      n_pen * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+      pen_used += n_pen;
+    }
+    token_offset* offsets = offsets_ + off_used;
+    if (n_off > 0) {
+      std::copy(a.offsets.begin(), a.offsets.end(), host_offsets_ + off_used);
+      RBEE_CUDA_CHECK(cudaMemcpyAsync(offsets, host_offsets_ + off_used,
+                                      n_off * sizeof(token_offset), cudaMemcpyHostToDevice,
+                                      stream_));
+      off_used += n_off;
+    }
+    int n_allowed = n_vocab;
+    if (!a.allowed.empty()) {
+      assert(a.allowed.size() == mask_words && "sample: the mask must have a bit per token");
+      n_allowed = 0;
+      for (const uint64_t word : a.allowed) n_allowed += std::popcount(word);
+      assert(n_allowed > 0 && "sample: the constraint allows no token");
+      std::copy(a.allowed.begin(), a.allowed.end(), host_allowed_);
+      RBEE_CUDA_CHECK(cudaMemcpyAsync(allowed_, host_allowed_, mask_words * sizeof(uint64_t),
+                                      cudaMemcpyHostToDevice, stream_));
+      mask_used = true;
+    }
+    sample_row(logits_ + static_cast<size_t>(rows[i]) * n_vocab, n_vocab,
+               a.allowed.empty() ? nullptr : allowed_, n_allowed, penalized,
+               static_cast<int>(n_pen), offsets, static_cast<int>(n_off), a.knobs, sample_scratch_,
+               token_ + i, stream_);
   }
-  const int n_off = static_cast<int>(a.offsets.size());
-  assert(n_off <= n_vocab && "sample: more offsets than the vocabulary has");
-  if (n_off > 0) {
-    std::copy(a.offsets.begin(), a.offsets.end(), host_offsets_);
-    RBEE_CUDA_CHECK(cudaMemcpyAsync(offsets_, host_offsets_, n_off * sizeof(token_offset),
-                                    cudaMemcpyHostToDevice, stream_));
-  }
-  int n_allowed = n_vocab;
-  if (!a.allowed.empty()) {
-    n_allowed = 0;
-    for (const uint64_t word : a.allowed) n_allowed += std::popcount(word);
-    assert(n_allowed > 0 && "sample: the constraint allows no token");
-    std::copy(a.allowed.begin(), a.allowed.end(), host_allowed_);
-    RBEE_CUDA_CHECK(cudaMemcpyAsync(allowed_, host_allowed_, a.allowed.size_bytes(),
-                                    cudaMemcpyHostToDevice, stream_));
-  }
-  sample_row(logits_ + static_cast<size_t>(row) * n_vocab, n_vocab,
-             a.allowed.empty() ? nullptr : allowed_, n_allowed, penalized_, n_pen, offsets_, n_off,
-             a.knobs, sample_scratch_, token_, stream_);
-  RBEE_CUDA_CHECK(
-      cudaMemcpyAsync(host_token_, token_, sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
-  RBEE_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  return *host_token_;
+  bring_back(rows.size());
 }
 
 void device_context::logprobs(int row, token_id token, int n_top, token_logprobs& out) {
@@ -1139,8 +1175,9 @@ void copy_logits(device_context& c, int row, float* out) {
   RBEE_CUDA_CHECK(cudaStreamSynchronize(c.stream_));
 }
 
-token_id sample(device_context& c, int row, const sampling_step& step) {
-  return c.sample(row, step);
+void sample(device_context& c, std::span<const int> rows, std::span<const sampling_step> steps,
+            std::span<token_id> tokens) {
+  c.sample(rows, steps, tokens);
 }
 
 void logprobs(device_context& c, int row, token_id token, int n_top, token_logprobs& out) {

@@ -91,9 +91,11 @@ void decode(device_context& c, std::span<const batch_entry> batch);
 // Copies logits row `row` of the last decode (n_vocab floats) to `out`.
 void copy_logits(device_context& c, int row, float* out);
 
-// choose_token's choice (token_choice.h), made on the device from logits row `row`. Only the
-// token comes back.
-token_id sample(device_context& c, int row, const sampling_step& step);
+// choose_token's choices (token_choice.h), tokens[i] made on the device from logits row
+// rows[i] with steps[i]. Only the tokens come back, in one copy for as many rows as the
+// staging of their penalties, offsets and masks holds (each row's worst case fits alone).
+void sample(device_context& c, std::span<const int> rows, std::span<const sampling_step> steps,
+            std::span<token_id> tokens);
 // compute_logprobs (token_choice.h) on the device from logits row `row`; only the n_top pairs
 // and the token's log-probability come back.
 void logprobs(device_context& c, int row, token_id token, int n_top, token_logprobs& out);

@@ -42,8 +42,9 @@ class cuda_context final : public backend_context {
     }
     return {out, nv};
   }
-  token_id sample(int row, const sampling_step& step) override {
-    return cuda::sample(*ctx_, row, step);
+  void sample(std::span<const int> rows, std::span<const sampling_step> steps,
+              std::span<token_id> tokens) override {
+    cuda::sample(*ctx_, rows, steps, tokens);
   }
   void logprobs(int row, token_id token, int n_top, token_logprobs& out) override {
     cuda::logprobs(*ctx_, row, token, n_top, out);
