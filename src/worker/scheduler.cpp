@@ -15,6 +15,11 @@ double ms_between(std::chrono::steady_clock::time_point a,
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
+uint64_t ns_between(std::chrono::steady_clock::time_point a,
+                    std::chrono::steady_clock::time_point b) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
+}
+
 // The constraint's view of the vocabulary: text pieces, and the end-of-generation tokens
 // that may close a complete document.
 structured::token_vocabulary constraint_vocabulary(const engine::model& model) {
@@ -116,6 +121,11 @@ scheduler_stats scheduler::stats() const {
   s.tokens_generated = tokens_generated_.load();
   s.jobs_finished = jobs_finished_.load();
   s.last_tokens_per_sec = last_tokens_per_sec_.load();
+  s.steps = steps_.load();
+  s.plan_s = static_cast<double>(plan_ns_.load()) * 1e-9;
+  s.forward_s = static_cast<double>(forward_ns_.load()) * 1e-9;
+  s.sample_s = static_cast<double>(sample_ns_.load()) * 1e-9;
+  s.emit_s = static_cast<double>(emit_ns_.load()) * 1e-9;
   return s;
 }
 
@@ -201,6 +211,7 @@ std::string scheduler::replay(slot& s) {
 
 void scheduler::step() {
   if (options_.debug_step_delay.count() > 0) std::this_thread::sleep_for(options_.debug_step_delay);
+  const auto t_start = std::chrono::steady_clock::now();
   // Cancellation (DELETE, client disconnect, drain) takes effect before the next decode.
   failed_replays_.clear();
   for (int index : admission_order_) {
@@ -261,8 +272,12 @@ void scheduler::step() {
       logits_slots_.emplace_back(work.slot, static_cast<int>(batch_.size()) - 1);
   }
 
+  const auto t_planned = std::chrono::steady_clock::now();
+  plan_ns_.fetch_add(ns_between(t_start, t_planned));
+  steps_.fetch_add(1);
   try {
     engine::decode(ctx_, batch_);
+    forward_ns_.fetch_add(ns_between(t_planned, std::chrono::steady_clock::now()));
   } catch (const std::exception& e) {
     // Only the jobs in this batch are affected; the worker keeps serving.
     for (const auto& work : plan)
@@ -328,6 +343,7 @@ void scheduler::choose_tokens() {
                                                  : std::span<const uint64_t>()});
   }
   chosen_.resize(requests_.size());
+  const auto t_start = std::chrono::steady_clock::now();
   try {
     engine::sample(ctx_, requests_, chosen_);
   } catch (const std::exception& e) {
@@ -336,11 +352,14 @@ void scheduler::choose_tokens() {
         fail(slots_[slot_index], std::string(common::codes::INTERNAL), e.what());
     return;
   }
+  const auto t_sampled = std::chrono::steady_clock::now();
+  sample_ns_.fetch_add(ns_between(t_start, t_sampled));
   for (size_t i = 0; i < choosing_.size(); ++i) {
     auto [slot_index, batch_index] = choosing_[i];
     slot& s = slots_[slot_index];
     if (s.j) on_token(s, slot_index, batch_index, chosen_[i]);
   }
+  emit_ns_.fetch_add(ns_between(t_sampled, std::chrono::steady_clock::now()));
 }
 
 void scheduler::on_token(slot& s, int slot_index, int batch_index, engine::token_id token) {

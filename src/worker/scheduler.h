@@ -50,6 +50,11 @@ struct scheduler_stats {
   uint64_t tokens_generated = 0;
   uint64_t jobs_finished = 0;
   double last_tokens_per_sec = 0;  // of the most recently finished stream
+  // Where the inference thread's time went over all decode steps (seconds): cancellations
+  // and the batch plan, the forward pass, the sampling of the step's tokens, and their
+  // events (detokenizing, stop strings, constraints, pushing to the job channels).
+  uint64_t steps = 0;
+  double plan_s = 0, forward_s = 0, sample_s = 0, emit_s = 0;
   // Milliseconds since the last job ended (since start() before the first); 0 while any job
   // is admitted or waiting. The hive's idle timeout counts from this, so a worker used
   // between two of its health checks is not taken for idle.
@@ -158,6 +163,8 @@ class scheduler {
   std::atomic<uint64_t> tokens_generated_{0};
   std::atomic<uint64_t> jobs_finished_{0};
   std::atomic<double> last_tokens_per_sec_{0};
+  // scheduler_stats' step phases, in nanoseconds.
+  std::atomic<uint64_t> steps_{0}, plan_ns_{0}, forward_ns_{0}, sample_ns_{0}, emit_ns_{0};
 };
 
 }  // namespace rbee::worker

@@ -385,10 +385,22 @@ std::string worker_app::render_metrics() {
                      "Decode speed of the most recently finished stream",
                      stats.last_tokens_per_sec);
   {
+    // The scheduler keeps totals; the registry's counters take what grew since last time.
     std::lock_guard lock(mutex_);
     metrics_.counter_add("rbee_worker_tokens_generated_total", "Tokens generated",
-                         static_cast<double>(stats.tokens_generated - tokens_reported_));
-    tokens_reported_ = stats.tokens_generated;
+                         static_cast<double>(stats.tokens_generated - reported_.tokens_generated));
+    metrics_.counter_add("rbee_worker_decode_steps_total", "Decode steps of the inference thread",
+                         static_cast<double>(stats.steps - reported_.steps));
+    const std::pair<const char*, double> phases[] = {
+        {"plan", stats.plan_s - reported_.plan_s},
+        {"forward", stats.forward_s - reported_.forward_s},
+        {"sample", stats.sample_s - reported_.sample_s},
+        {"emit", stats.emit_s - reported_.emit_s}};
+    for (const auto& [phase, seconds] : phases)
+      metrics_.counter_add("rbee_worker_step_seconds_total",
+                           "Time of the inference thread's decode steps by phase", seconds,
+                           {{"phase", phase}});
+    reported_ = stats;
   }
   return metrics_.render();
 }

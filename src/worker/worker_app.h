@@ -113,7 +113,7 @@ class worker_app {
   bool stop_requested_ = false;
   std::chrono::steady_clock::time_point error_at_;
   int active_streams_ = 0;
-  uint64_t tokens_reported_ = 0;
+  scheduler_stats reported_;      // the counters' values at the last scrape
   uint64_t vram_used_bytes_ = 0;  // device memory held once loaded (CUDA backend)
 
   // Set once by the loading thread before the state leaves `loading`; read-only afterwards.

@@ -239,6 +239,38 @@ TEST_F(WorkerStream, ClientDisconnectFreesTheSlot) {
   }
 }
 
+// The value of a metric's series in Prometheus text (the line that starts with `series `), or
+// -1 when absent.
+double metric_value(const std::string& text, const std::string& series) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  return -1;
+}
+
+// /metrics says where the inference thread's time goes: steps, and seconds per phase.
+TEST_F(WorkerStream, MetricsSplitTheDecodeStepsIntoPhases) {
+  worker_process worker(home_, {"--model", stories, "--slots", "2"});
+  worker.wait_ready();
+  auto client = worker.client();
+  stream_result r = infer(client, greedy("Once upon a time", 12));
+  ASSERT_EQ(r.status, 200) << r.error.body;
+  ASSERT_EQ(r.end.value("tokens_out", 0), 12) << r.end.dump();
+  auto metrics = client.get("/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  // Each token after the first needs a step of its own; the first comes with the prompt's.
+  EXPECT_GE(metric_value(metrics.body, "rbee_worker_decode_steps_total"), 12) << metrics.body;
+  for (const char* phase : {"plan", "forward", "sample", "emit"}) {
+    const double seconds = metric_value(
+        metrics.body, std::string("rbee_worker_step_seconds_total{phase=\"") + phase + "\"}");
+    EXPECT_GT(seconds, 0) << phase << "\n" << metrics.body;
+  }
+  // Counters only grow: a second scrape after another answer reads more steps.
+  const double steps = metric_value(metrics.body, "rbee_worker_decode_steps_total");
+  ASSERT_EQ(infer(client, greedy("The cat", 4)).status, 200);
+  EXPECT_GE(metric_value(client.get("/metrics").body, "rbee_worker_decode_steps_total"), steps + 4);
+}
+
 // n choices, log-probabilities and logit_bias over HTTP (docs/sampling.md): every token event
 // names its choice and carries its log-probability; one end event lists each choice.
 TEST_F(WorkerStream, ChoicesAndLogprobsTravelOnTheStream) {
