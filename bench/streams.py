@@ -3,7 +3,8 @@
 started together against llm-worker-rbee (--slots N) and llama-server (-np N), same model,
 prompts, threads and tokens, the two measured in alternation. Each stream has its own prompt
 of --prompt-words words (no prefix shared between streams). Reports the aggregate tokens/s (all
-tokens over the wall time) and the time to first token (p50, p90) of each level.
+tokens over the wall time) and the time to first token (p50, p90) of each level, and where the worker's decode steps went (its /metrics: milliseconds per
+step of planning, the forward pass, sampling and emitting events).
 
 Usage: bench/streams.py --llama-server PATH [--bin-dir build/bin] [--model GGUF]
                         [--backend cpu|cuda] [--levels 4] [--tokens 128] [--prompt-words 16]
@@ -80,6 +81,24 @@ def run_level(port, path, bodies, is_token):
     return tokens / wall, tokens, sorted(ttft for _, ttft in results)
 
 
+PHASES = ("plan", "forward", "sample", "emit")
+
+
+def step_totals(port):
+    """The worker's decode steps and its seconds per step phase so far (its /metrics)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    totals = dict.fromkeys(("steps",) + PHASES, 0.0)
+    for line in text.splitlines():
+        if line.startswith("rbee_worker_decode_steps_total "):
+            totals["steps"] = float(line.split()[-1])
+        for phase in PHASES:
+            if line.startswith(f'rbee_worker_step_seconds_total{{phase="{phase}"}} '):
+                totals[phase] = float(line.split()[-1])
+    return totals
+
+
 def percentile(sorted_values, q):
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
@@ -144,7 +163,7 @@ def main():
         run_level(rbee_port, "/v1/inference", [{"prompt": warm_up, "max_tokens": 4}], rbee_token)
         run_level(llama_port, "/completion", [{"prompt": warm_up, "n_predict": 4, "stream": True}],
                   llama_token)
-        rows = []
+        rows, steps = [], []
         for level in levels:
             rbee_bodies = [{"prompt": t, "max_tokens": args.tokens, "temperature": 0,
                             "logit_bias": {str(EOS): -100}} for t in texts[:level]]
@@ -153,7 +172,11 @@ def main():
                             for t in texts[:level]]
             rbee, llama = [], []
             for r in range(args.rounds):
+                before = step_totals(rbee_port)
                 rbee.append(run_level(rbee_port, "/v1/inference", rbee_bodies, rbee_token))
+                after = step_totals(rbee_port)
+                steps.append((level, after["steps"] - before["steps"],
+                              [after[p] - before[p] for p in PHASES]))
                 llama.append(run_level(llama_port, "/completion", llama_bodies, llama_token))
                 log(f"{level} streams, round {r + 1}: rbee {rbee[-1][0]:.1f} tok/s "
                     f"(TTFT p50 {percentile(rbee[-1][2], 0.5) * 1000:.0f} ms), llama-server "
@@ -170,6 +193,14 @@ def main():
         print("|---:|---|---:|---:|---:|")
         for level, name, rate, p50, p90 in rows:
             print(f"| {level} | {name} | {rate:.1f} | {p50 * 1000:.0f} ms | {p90 * 1000:.0f} ms |")
+        print("\n### Where llm-worker-rbee's decode steps went (its /metrics, all rounds)\n")
+        print("| streams | steps | ms/step: " + " | ".join(PHASES) + " |")
+        print("|---:|---:|" + "---:|" * len(PHASES))
+        for level in levels:
+            mine = [x for x in steps if x[0] == level]
+            n = sum(x[1] for x in mine)
+            per = [sum(x[2][i] for x in mine) * 1000 / max(n, 1) for i in range(len(PHASES))]
+            print(f"| {level} | {n:.0f} | " + " | ".join(f"{v:.2f}" for v in per) + " |")
     finally:
         stop_processes(procs)
 
