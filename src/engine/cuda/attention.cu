@@ -95,28 +95,51 @@ __global__ void __launch_bounds__(threads)
   const float* qt = q + (static_cast<size_t>(t) * n_head + h) * hd;
   for (int d = threadIdx.x; d < hd; d += threads) q_s[d] = qt[d];
   __syncthreads();
-  // Scores: one position per thread, the key read in 16-byte vectors where rows allow.
+  // Scores. Rows of whole 16-byte vectors (hd % 8 == 0): a group of 8 lanes per position,
+  // each lane a vector at a time, so a group reads its key row in coalesced pieces; otherwise
+  // one position per thread.
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const auto finish_score = [&](float dot) {
+    const float score = dot * s.scale;
+    return s.softcap > 0.0f ? s.softcap * tanhf(score / s.softcap) : score;
+  };
   float m = -INFINITY;
-  for (int i = threadIdx.x; i < len; i += threads) {
-    const __half* key = keys + row(i);
-    float dot = 0.0f;
-    if (hd % 8 == 0) {
-      for (int d = 0; d < hd; d += 8) {
-        const uint4 raw = *reinterpret_cast<const uint4*>(key + d);
-        const __half2* k2 = reinterpret_cast<const __half2*>(&raw);
+  if (hd % 8 == 0) {
+    const int member = lane % 8;
+    // Whole warps take every pass (len is the block's), so the shuffles see all lanes.
+    for (int pass = 0; pass < len; pass += threads / 8) {
+      const int i = pass + threadIdx.x / 8;
+      float dot = 0.0f;
+      if (i < len) {
+        const __half* key = keys + row(i);
+        for (int d = 8 * member; d < hd; d += 64) {
+          const uint4 raw = *reinterpret_cast<const uint4*>(key + d);
+          const __half2* k2 = reinterpret_cast<const __half2*>(&raw);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float2 kf = __half22float2(k2[j]);
-          dot += q_s[d + 2 * j] * kf.x + q_s[d + 2 * j + 1] * kf.y;
+          for (int j = 0; j < 4; ++j) {
+            const float2 kf = __half22float2(k2[j]);
+            dot += q_s[d + 2 * j] * kf.x + q_s[d + 2 * j + 1] * kf.y;
+          }
         }
       }
-    } else {
-      for (int d = 0; d < hd; ++d) dot += q_s[d] * __half2float(key[d]);
+      dot += __shfl_xor_sync(0xffffffffu, dot, 4);
+      dot += __shfl_xor_sync(0xffffffffu, dot, 2);
+      dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+      if (i < len && member == 0) {
+        const float score = finish_score(dot);
+        scores[i] = score;
+        m = fmaxf(m, score);
+      }
     }
-    float score = dot * s.scale;
-    if (s.softcap > 0.0f) score = s.softcap * tanhf(score / s.softcap);
-    scores[i] = score;
-    m = fmaxf(m, score);
+  } else {
+    for (int i = threadIdx.x; i < len; i += threads) {
+      const __half* key = keys + row(i);
+      float dot = 0.0f;
+      for (int d = 0; d < hd; ++d) dot += q_s[d] * __half2float(key[d]);
+      const float score = finish_score(dot);
+      scores[i] = score;
+      m = fmaxf(m, score);
+    }
   }
   m = block_max(m, red);
   float l = 0.0f;
@@ -126,26 +149,49 @@ __global__ void __launch_bounds__(threads)
     l += p;
   }
   l = block_sum(l, red);  // its barriers also publish scores
-  // Weighted values: warps split the positions, lanes the dimensions (coalesced rows).
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  constexpr int max_per_lane = 8;  // head_dim up to 256
-  float acc[max_per_lane];
-#pragma unroll
-  for (int j = 0; j < max_per_lane; ++j) acc[j] = 0.0f;
+  // Weighted values: warps split the positions, lanes the dimensions (coalesced rows), four
+  // at a time in 8-byte vectors where rows allow (hd % 4 == 0).
+  if (hd % 4 == 0) {
+    float acc[2][4] = {};  // dimensions 4 * lane + 128 * j .. + 3: head_dim up to 256
 #pragma unroll 4
-  for (int i = warp; i < len; i += warps) {
-    const __half* value = values + row(i);
-    const float p = scores[i];
+    for (int i = warp; i < len; i += warps) {
+      const __half* value = values + row(i);
+      const float p = scores[i];
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int d = 4 * lane + 128 * j;
+        if (d < hd) {
+          const uint2 raw = *reinterpret_cast<const uint2*>(value + d);
+          const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+          const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+          acc[j][0] += p * a.x, acc[j][1] += p * a.y, acc[j][2] += p * b.x, acc[j][3] += p * b.y;
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int d = 4 * lane + 128 * j;
+      if (d < hd)
+        for (int e = 0; e < 4; ++e) o_s[warp * hd + d + e] = acc[j][e];
+    }
+  } else {
+    constexpr int max_per_lane = 8;  // head_dim up to 256
+    float acc[max_per_lane] = {};
+#pragma unroll 4
+    for (int i = warp; i < len; i += warps) {
+      const __half* value = values + row(i);
+      const float p = scores[i];
+#pragma unroll
+      for (int j = 0; j < max_per_lane; ++j) {
+        const int d = lane + 32 * j;
+        if (d < hd) acc[j] += p * __half2float(value[d]);
+      }
+    }
 #pragma unroll
     for (int j = 0; j < max_per_lane; ++j) {
       const int d = lane + 32 * j;
-      if (d < hd) acc[j] += p * __half2float(value[d]);
+      if (d < hd) o_s[warp * hd + d] = acc[j];
     }
-  }
-#pragma unroll
-  for (int j = 0; j < max_per_lane; ++j) {
-    const int d = lane + 32 * j;
-    if (d < hd) o_s[warp * hd + d] = acc[j];
   }
   __syncthreads();
   for (int d = threadIdx.x; d < hd; d += threads) {
