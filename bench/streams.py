@@ -2,9 +2,10 @@
 """Concurrent streams beside llama.cpp's server (a benchmark, not a test): N greedy streams
 started together against llm-worker-rbee (--slots N) and llama-server (-np N), same model,
 prompts, threads and tokens, the two measured in alternation. Each stream has its own prompt
-of --prompt-words words (no prefix shared between streams). Reports the aggregate tokens/s (all
-tokens over the wall time) and the time to first token (p50, p90) of each level, and where the worker's decode steps went (its /metrics: milliseconds per
-step of planning, the forward pass, sampling and emitting events).
+of --prompt-words words (no prefix shared between streams, levels or rounds). Reports the
+aggregate tokens/s (all tokens over the wall time) and the time to first token (p50, p90) of
+each level, and where the worker's decode steps went (its /metrics: milliseconds per step of
+planning, the forward pass, sampling and emitting events).
 
 Usage: bench/streams.py --llama-server PATH [--bin-dir build/bin] [--model GGUF]
                         [--backend cpu|cuda] [--levels 4] [--tokens 128] [--prompt-words 16]
@@ -156,7 +157,10 @@ def main():
         wait_healthy(llama_port, "/health", timeout=300)
         rbee_token = lambda e: e.get("type") == "token"  # noqa: E731
         llama_token = lambda e: bool(e.get("content")) or e.get("stop") is False  # noqa: E731
-        texts = prompts(slots + 1, args.prompt_words)
+        # Every level and round gets prompts of its own: the worker's prefix cache would
+        # otherwise serve a prompt it saw in an earlier level or round (llama-server is run
+        # with cache_prompt off).
+        texts = prompts(sum(levels) * args.rounds + 1, args.prompt_words)
         # One request each first, with a prompt no level sends: lazy set-up (kernel modules,
         # cuBLAS) is not the first level's cost.
         warm_up = texts.pop()
@@ -165,13 +169,14 @@ def main():
                   llama_token)
         rows, steps = [], []
         for level in levels:
-            rbee_bodies = [{"prompt": t, "max_tokens": args.tokens, "temperature": 0,
-                            "logit_bias": {str(EOS): -100}} for t in texts[:level]]
-            llama_bodies = [{"prompt": t, "n_predict": args.tokens, "temperature": 0,
-                             "ignore_eos": True, "stream": True, "cache_prompt": False}
-                            for t in texts[:level]]
             rbee, llama = [], []
             for r in range(args.rounds):
+                mine, texts = texts[:level], texts[level:]
+                rbee_bodies = [{"prompt": t, "max_tokens": args.tokens, "temperature": 0,
+                                "logit_bias": {str(EOS): -100}} for t in mine]
+                llama_bodies = [{"prompt": t, "n_predict": args.tokens, "temperature": 0,
+                                 "ignore_eos": True, "stream": True, "cache_prompt": False}
+                                for t in mine]
                 before = step_totals(rbee_port)
                 rbee.append(run_level(rbee_port, "/v1/inference", rbee_bodies, rbee_token))
                 after = step_totals(rbee_port)
