@@ -278,17 +278,37 @@ __global__ void sum_parts_kernel(const float* __restrict__ parts, int n_parts, i
 }
 
 // How a product is cut: its tile shape, and into how many column parts (each part_steps
-// steps) so that a grid of few tiles still gives every multiprocessor two blocks. Parts times
-// tiles stays within two blocks per multiprocessor: parts_scratch_floats bounds their sums.
+// steps). With several parts, parts times tiles stays within max_part_blocks, which bounds
+// their sums' scratch (gemm_pipelined_parts_bytes).
 struct pipeline_plan {
   gemm_tile shape;
   int parts, part_steps;
 };
 constexpr int max_parts = 8;
+int64_t max_part_blocks() {  // two waves of two blocks per multiprocessor
+  return 4 * static_cast<int64_t>(multiprocessor_count());
+}
 
 template <class S>
 int64_t tiles_of(int rows, int n_tok) {
   return static_cast<int64_t>((rows + S::bm - 1) / S::bm) * ((n_tok + S::bn - 1) / S::bn);
+}
+
+// The column parts that finish soonest: a grid runs in waves of `slots` blocks, each block as
+// long as its steps, so a last wave left part empty wastes the rest of it. Cutting the columns
+// into more parts makes shorter blocks that fill the waves better, at the cost of summing the
+// parts (counted as a step each). Fewest parts among equals.
+int parts_for(int64_t tiles, int steps, int64_t slots) {
+  int best = 1;
+  int64_t best_cost = 0;
+  for (int parts = 1;
+       parts <= std::min(steps, max_parts) && (parts == 1 || tiles * parts <= max_part_blocks());
+       ++parts) {
+    const int64_t waves = (tiles * parts + slots - 1) / slots;
+    const int64_t cost = waves * ((steps + parts - 1) / parts) + (parts > 1 ? parts : 0);
+    if (parts == 1 || cost < best_cost) best = parts, best_cost = cost;
+  }
+  return best;
 }
 
 // The tile shape `shape`, or with gemm_tile::chosen the biggest whose grid still gives most
@@ -301,14 +321,15 @@ pipeline_plan plan_for(int rows, int cols, int n_tok, gemm_tile shape) {
     shape = fills(tiles_of<tile_64x64>(rows, n_tok), tile_64x64::bn) ? gemm_tile::rows64_tokens64
                                                                      : gemm_tile::rows64_tokens32;
   }
-  const int64_t tiles = shape == gemm_tile::rows64_tokens64 ? tiles_of<tile_64x64>(rows, n_tok)
-                                                            : tiles_of<tile_64x32>(rows, n_tok);
+  const bool wide = shape == gemm_tile::rows64_tokens64;
+  const int64_t tiles =
+      wide ? tiles_of<tile_64x64>(rows, n_tok) : tiles_of<tile_64x32>(rows, n_tok);
+  const int64_t slots =
+      static_cast<int64_t>(sms) * (wide ? tile_64x64::min_blocks : tile_64x32::min_blocks);
   const int steps = cols / step_cols;
-  const int64_t room = 2 * static_cast<int64_t>(sms) / tiles;
-  int parts = static_cast<int>(std::clamp<int64_t>(room, 1, std::min(steps, max_parts)));
+  const int parts = parts_for(tiles, steps, slots);
   const int part_steps = (steps + parts - 1) / parts;
-  parts = (steps + part_steps - 1) / part_steps;  // none empty
-  return {shape, parts, part_steps};
+  return {shape, (steps + part_steps - 1) / part_steps, part_steps};  // no part empty
 }
 
 template <tensor_type T, class S>
@@ -356,9 +377,8 @@ bool gemm_pipelined_supported(tensor_type type, int64_t cols) {
 }
 
 size_t gemm_pipelined_parts_bytes() {
-  // Parts x tiles <= 2 blocks per multiprocessor, each of at most 64 x 64 outputs.
-  return 2 * static_cast<size_t>(multiprocessor_count()) * tile_64x64::bm * tile_64x64::bn *
-         sizeof(float);
+  // Parts x tiles <= max_part_blocks, each of at most 64 x 64 outputs.
+  return static_cast<size_t>(max_part_blocks()) * tile_64x64::bm * tile_64x64::bn * sizeof(float);
 }
 
 void gemm_pipelined(tensor_type type, const void* w, int64_t rows, int64_t cols,
