@@ -96,8 +96,8 @@ bool gemm_pipelined_supported(tensor_type type, int64_t cols);
 enum class gemm_tile { chosen, rows64_tokens32, rows64_tokens64 };
 // y (n_tok, rows) = x (n_tok, cols) @ W^T with x_f16 the activations as fp16; any n_tok >= 1.
 // A product whose tiles fill the device's waves of blocks badly is cut into column parts whose
-// sums meet in `parts`, scratch of
-// gemm_pipelined_parts_bytes() (added in a fixed order: the result does not depend on timing).
+// sums meet in `parts`, scratch of gemm_pipelined_parts_bytes() (added in a fixed order: the
+// result does not depend on timing).
 size_t gemm_pipelined_parts_bytes();
 void gemm_pipelined(tensor_type type, const void* w, int64_t rows, int64_t cols,
                     const __half* x_f16, int n_tok, float* y, float* parts, cudaStream_t stream,
