@@ -5,6 +5,7 @@
 // masks together exceed one row's staging, so a CUDA call brings tokens back more than once.
 #include <gtest/gtest.h>
 
+#include <span>
 #include <vector>
 
 #include "engine/engine.h"
@@ -32,41 +33,55 @@ inline void expect_batched_choices_match_the_host(model& m) {
   std::vector<uint64_t> few((static_cast<size_t>(n_vocab) + 63) / 64, 0);
   few[0] = 0b1011000;  // tokens 3, 4 and 6
 
-  std::vector<sampling_params> params(n_rows, sampling_default_params());
-  std::vector<std::vector<token_id>> histories(n_rows, short_history);
-  std::vector<std::span<const uint64_t>> masks(n_rows);
-  params[0].temperature = 0.0f;
-  params[1].seed = 3;  // the defaults: top-k 40, top-p 0.95, min-p 0.05
-  params[2].temperature = 0.0f;
-  params[2].repeat_penalty = 1.5f;
-  params[2].repeat_last_n = -1;
-  histories[2] = wide;
-  params[3].repeat_penalty = 1.3f;
-  params[3].repeat_last_n = -1;
-  params[3].seed = 4;
-  histories[3] = wide;
-  params[4].temperature = 0.0f;
-  masks[4] = evens;
-  params[5].temperature = 0.9f;
-  params[5].seed = 5;
-  masks[5] = few;
-  params[6].temperature = 0.0f;
-  params[6].presence_penalty = 1.5f;
-  params[6].frequency_penalty = 0.5f;
-  params[6].logit_bias = {{3, -100.0f}, {17, 3.0f}};
-  histories[6] = wide;
-  params[7].temperature = 1.2f;
-  params[7].top_k = 0;
-  params[7].seed = 6;
-  params[7].frequency_penalty = 1.0f;
-  histories[7] = wide;
-  params[8].temperature = 0.0f;
-  params[9].temperature = 1.0f;
-  params[9].seed = 9;
-  params[9].logit_bias = {{100, 5.0f}, {200, -100.0f}};
+  // One row per sequence: what it exercises, its knobs (from the defaults: top-k 40, top-p
+  // 0.95, min-p 0.05), its history and its mask.
+  struct row_case {
+    const char* what;
+    void (*knobs)(sampling_params&);
+    const std::vector<token_id>& history;
+    std::span<const uint64_t> mask;
+  };
+  const row_case rows[n_rows] = {
+      {"greedy", [](sampling_params& p) { p.temperature = 0.0f; }, short_history, {}},
+      {"seeded draw", [](sampling_params& p) { p.seed = 3; }, short_history, {}},
+      {"greedy, repeat penalty over a wide window",
+       [](sampling_params& p) {
+         p.temperature = 0.0f, p.repeat_penalty = 1.5f, p.repeat_last_n = -1;
+       },
+       wide,
+       {}},
+      {"draw, repeat penalty over a wide window",
+       [](sampling_params& p) { p.repeat_penalty = 1.3f, p.repeat_last_n = -1, p.seed = 4; },
+       wide,
+       {}},
+      {"greedy, masked", [](sampling_params& p) { p.temperature = 0.0f; }, short_history, evens},
+      {"draw among three tokens", [](sampling_params& p) { p.temperature = 0.9f, p.seed = 5; },
+       short_history, few},
+      {"greedy, OpenAI penalties and bias",
+       [](sampling_params& p) {
+         p.temperature = 0.0f, p.presence_penalty = 1.5f, p.frequency_penalty = 0.5f;
+         p.logit_bias = {{3, -100.0f}, {17, 3.0f}};
+       },
+       wide,
+       {}},
+      {"draw, no top-k, frequency penalty",
+       [](sampling_params& p) {
+         p.temperature = 1.2f, p.top_k = 0, p.seed = 6, p.frequency_penalty = 1.0f;
+       },
+       wide,
+       {}},
+      {"greedy again", [](sampling_params& p) { p.temperature = 0.0f; }, short_history, {}},
+      {"draw with bias",
+       [](sampling_params& p) {
+         p.temperature = 1.0f, p.seed = 9, p.logit_bias = {{100, 5.0f}, {200, -100.0f}};
+       },
+       short_history,
+       {}}};
 
   std::vector<sampler> batched, one_by_one;
-  for (const sampling_params& p : params) {
+  for (const row_case& r : rows) {
+    sampling_params p = sampling_default_params();
+    r.knobs(p);
     batched.emplace_back(p, n_vocab);
     one_by_one.emplace_back(p, n_vocab);
   }
@@ -76,16 +91,16 @@ inline void expect_batched_choices_match_the_host(model& m) {
     for (int s = 0; s < n_rows; ++s)
       requests.push_back({.batch_index = 3 * s + 2,
                           .s = &batched[static_cast<size_t>(s)],
-                          .history = histories[static_cast<size_t>(s)],
+                          .history = rows[s].history,
                           .n_prompt = 2,
-                          .allowed = masks[static_cast<size_t>(s)]});
+                          .allowed = rows[s].mask});
     std::vector<token_id> got(n_rows, -1);
     sample(*ctx, requests, got);
     for (int s = 0; s < n_rows; ++s) {
       const size_t i = static_cast<size_t>(s);
       const token_id want =
-          one_by_one[i].sample(logits(*ctx, 3 * s + 2), histories[i], 2, masks[i]);
-      EXPECT_EQ(got[i], want) << "row " << s << " step " << step;
+          one_by_one[i].sample(logits(*ctx, 3 * s + 2), rows[s].history, 2, rows[s].mask);
+      EXPECT_EQ(got[i], want) << "row " << s << " (" << rows[s].what << ") step " << step;
     }
   }
 }
