@@ -495,11 +495,12 @@ TEST(cuda_kernels, rope_and_split_attention_match_reference) {
   RBEE_REQUIRE_GPU();
   std::mt19937 rng(8);
   // Head sizes of stories260K (8), synth-tiny (32) and 7B (128); 600 positions span three
-  // splits of the context.
-  const testing::attention_case cases[] = {{8, 4, 8, 64, false, 10000.0f},
-                                           {8, 4, 32, 600, false, 10000.0f},
-                                           {4, 1, 128, 600, true, 1000000.0f},
-                                           {2, 2, 64, 300, true, 10000.0f}};
+  // splits of the context. Sizes that are not whole 16-byte rows take the kernel's other
+  // paths: 12 (keys one position per thread) and 6 (values too).
+  const testing::attention_case cases[] = {
+      {8, 4, 8, 64, false, 10000.0f},     {8, 4, 32, 600, false, 10000.0f},
+      {4, 1, 128, 600, true, 1000000.0f}, {2, 2, 64, 300, true, 10000.0f},
+      {4, 2, 12, 300, false, 10000.0f},   {4, 2, 6, 200, true, 10000.0f}};
   check_rope_attention(cases, /*flash=*/false, rng);
 }
 
