@@ -2,9 +2,9 @@
 // The slot scheduler: ONE inference thread owns the engine context (n_seq = slots) and every
 // slot. Each step it admits submitted jobs into free slots, builds one decode batch (the next
 // token of every generating slot plus a chunk of pending prompt tokens, see batch_planner.h),
-// samples every slot's next token together (one device round trip), and pushes events to each
-// job's channel. HTTP handlers only submit, cancel and drain job channels; they never touch
-// the engine.
+// samples every slot's next token together (on CUDA, one device round trip), and pushes events
+// to each job's channel. HTTP handlers only submit, cancel and drain job channels; they never
+// touch the engine.
 // A job's prompt starts from the longest prefix the context's prefix cache holds (whole KV
 // blocks computed for an earlier or a running job, engine::sequence_reuse_prefix); only the
 // rest is prefilled, and the end event reports the cached part as tokens_cached.
