@@ -133,13 +133,18 @@ try {
 
   step('a phone-width screen gets the fleet in one column');
   await page.click('#tabs [data-tab="fleet"]');
+  // Switching isMobile makes puppeteer reload the page: the fleet is drawn again from the
+  // event feed's first snapshot, so wait for the worker's row before measuring or clicking.
+  const workerRowDrawn = () => visible('#workers tbody tr button.quiet');
   await page.setViewport({ width: 390, height: 844, isMobile: true });
+  await workerRowDrawn();
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `no sideways scrolling at phone width (overflow ${overflow}px)`);
   await page.screenshot({ path: `${shots}/fleet-phone.png`, fullPage: true });
 
   step('the log view tails the worker');
   await page.setViewport({ width: 1280, height: 900 });
+  await workerRowDrawn();
   await page.click('#workers tbody tr button.quiet');
   await visible('#tab-logs');
   await page.waitForFunction(() => document.querySelector('#log-lines').textContent.includes('llm-worker-rbee'),
