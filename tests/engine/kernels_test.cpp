@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/cpu/dispatch.h"
 #include "engine/cpu/kernels.h"
+#include "engine/kv_block_size.h"
 #include "engine/quant.h"
 
 namespace rbee::engine::cpu {
@@ -298,27 +300,13 @@ TEST(cpu_helpers, match_plain_formulas_at_every_level) {
   std::vector<fp16_t> a16(n);
   for (int64_t i = 0; i < n; ++i) a16[i] = fp32_to_fp16(a[i]);
 
-  double dot = 0, dot16 = 0, ss = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    dot += a[i] * b[i];
-    dot16 += fp16_to_fp32(a16[i]) * b[i];
-    ss += a[i] * a[i];
-  }
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += a[i] * a[i];
   const double inv_rms = 1 / std::sqrt(ss / n + 1e-5);
 
   for (const isa level : levels()) {
     const isa_scope scope(level);
     SCOPED_TRACE(std::string(to_string(level)));
-    EXPECT_NEAR(dot_f32(a.data(), b.data(), n), dot, 1e-4);
-    EXPECT_NEAR(dot_f16(a16.data(), b.data(), n), dot16, 1e-4);
-
-    std::vector<float> y = b;
-    axpy_f32(0.5f, a.data(), y.data(), n);
-    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(y[i], b[i] + 0.5f * a[i], 1e-5);
-    y = b;
-    axpy_f16(-2.0f, a16.data(), y.data(), n);
-    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(y[i], b[i] - 2 * fp16_to_fp32(a16[i]), 1e-5);
-
     std::vector<float> out(n);
     rmsnorm(a.data(), w.data(), out.data(), n, 1e-5f);
     for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(out[i], a[i] * inv_rms * w[i], 1e-4);
@@ -341,6 +329,70 @@ TEST(cpu_helpers, match_plain_formulas_at_every_level) {
     std::vector<float> back(n);
     f16_to_f32(h.data(), back.data(), n);
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(back[i], fp16_to_fp32(a16[i]));
+  }
+}
+
+// The attention tile kernels (dispatch.h) of f16 and f32 caches against the plain formulas:
+// query head counts that fill the kernels' head groups and leave tails, head sizes that are
+// and are not whole vectors, part-tiles of values and a score stride wider than the rows.
+TEST(cpu_attention_tiles, match_plain_formulas_at_every_level) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937 rng(seed);
+  for (const int hd : {64, 8, 12, 6}) {
+    for (const int n_q : {1, 3, 4, 7, 8, 9, 13}) {
+      SCOPED_TRACE(::testing::Message() << "head size " << hd << ", " << n_q << " query heads");
+      const int n_rows = 11;
+      const int64_t p_stride = 19;
+      const std::vector<float> q = random_activations(rng, int64_t{n_q} * hd);
+      const std::vector<float> keys = random_activations(rng, int64_t{hd} * kv_block_size);
+      const std::vector<float> values = random_activations(rng, int64_t{n_rows} * hd);
+      const std::vector<float> p = random_activations(rng, n_q * p_stride);
+      const std::vector<float> out0 = random_activations(rng, int64_t{n_q} * hd);
+      for (const bool f16 : {true, false}) {
+        // The cache's elements, and the values the kernels see (rounded to fp16 or not).
+        std::vector<uint8_t> k_bytes(keys.size() * (f16 ? 2 : 4)),
+            v_bytes(values.size() * (f16 ? 2 : 4));
+        const auto store = [&](const std::vector<float>& from, std::vector<uint8_t>& to) {
+          std::vector<float> seen(from.size());
+          for (size_t i = 0; i < from.size(); ++i) {
+            if (f16) {
+              const fp16_t h = fp32_to_fp16(from[i]);
+              reinterpret_cast<fp16_t*>(to.data())[i] = h;
+              seen[i] = fp16_to_fp32(h);
+            } else {
+              reinterpret_cast<float*>(to.data())[i] = seen[i] = from[i];
+            }
+          }
+          return seen;
+        };
+        const std::vector<float> k_seen = store(keys, k_bytes), v_seen = store(values, v_bytes);
+        for (const isa level : levels()) {
+          const isa_scope scope(level);
+          SCOPED_TRACE(std::string(to_string(level)) + (f16 ? " f16" : " f32"));
+          const kernel_table& kt = active_kernels();
+          std::vector<float> scores(static_cast<size_t>(n_q) * kv_block_size);
+          (f16 ? kt.tile_scores_f16 : kt.tile_scores_f32)(k_bytes.data(), q.data(), n_q, hd,
+                                                          scores.data());
+          std::vector<float> out = out0;
+          (f16 ? kt.weighted_rows_f16 : kt.weighted_rows_f32)(
+              p.data(), p_stride, n_q, v_bytes.data(), n_rows, hd, out.data());
+          for (int g = 0; g < n_q; ++g) {
+            for (int j = 0; j < kv_block_size; ++j) {
+              double want = 0;
+              for (int d = 0; d < hd; ++d) want += q[g * hd + d] * k_seen[d * kv_block_size + j];
+              ASSERT_NEAR(scores[g * kv_block_size + j], want, 1e-4 * hd)
+                  << "score " << g << "," << j;
+            }
+            for (int d = 0; d < hd; ++d) {
+              double want = out0[g * hd + d];
+              for (int j = 0; j < n_rows; ++j) want += p[g * p_stride + j] * v_seen[j * hd + d];
+              ASSERT_NEAR(out[g * hd + d], want, 1e-4 * n_rows) << "output " << g << "," << d;
+            }
+          }
+        }
+      }
+    }
   }
 }
 

@@ -22,6 +22,7 @@
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/kv_cache.h"
 #include "engine/model.h"
+#include "engine/quant.h"
 
 namespace rbee::engine {
 
@@ -29,16 +30,19 @@ namespace {
 
 // Each buffer's shape in comments: (rows, cols), rows are tokens of the batch.
 struct buffers {
-  std::vector<float> x;       // (n_batch, n_embd) residual stream
-  std::vector<float> xb;      // (n_batch, n_embd) normalised / projected
-  std::vector<float> q;       // (n_batch, n_head*head_dim)
-  std::vector<float> k;       // (n_batch, n_head_kv*head_dim)
-  std::vector<float> v;       // (n_batch, n_head_kv*head_dim)
-  std::vector<float> att;     // (n_batch, n_head*head_dim) attention output
-  std::vector<float> hb;      // (n_batch, n_ff) gate
-  std::vector<float> hb2;     // (n_batch, n_ff) up
-  std::vector<float> out;     // (n_batch, n_embd) final-normalised rows that want logits
-  std::vector<float> scores;  // (n_threads, n_ctx) attention scores of one (token, head)
+  std::vector<float> x;    // (n_batch, n_embd) residual stream
+  std::vector<float> xb;   // (n_batch, n_embd) normalised / projected
+  std::vector<float> q;    // (n_batch, n_head*head_dim)
+  std::vector<float> k;    // (n_batch, n_head_kv*head_dim)
+  std::vector<float> v;    // (n_batch, n_head_kv*head_dim)
+  std::vector<float> att;  // (n_batch, n_head*head_dim) attention output
+  std::vector<float> hb;   // (n_batch, n_ff) gate
+  std::vector<float> hb2;  // (n_batch, n_ff) up
+  std::vector<float> out;  // (n_batch, n_embd) final-normalised rows that want logits
+  // Per thread: the attention scores of one task's query heads over their positions, and of
+  // one tile.
+  std::vector<float> scores, tile_scores;
+  size_t scores_per_thread = 0, tile_scores_per_thread = 0;
   std::vector<float> rope_cos, rope_sin;  // (n_rope_sets, n_batch, n_rot/2)
   std::vector<int> out_rows;              // (n_batch,) batch index of each logits row
   // Mixture of experts: router probabilities, each expert's tokens and their weights, and
@@ -139,15 +143,27 @@ void add_bias(float* y, const weight& b, int n_rows, int n) {
     for (int i = 0; i < n; ++i) y[static_cast<size_t>(r) * n + i] += bias[i];
 }
 
-void store_row(const kv_cache& cache, const float* src, int n, uint8_t* dst) {
+void store_value(const kv_cache& cache, const float* src, int n, uint8_t* dst) {
   if (cache.f16())
     cpu::f32_to_f16(src, reinterpret_cast<fp16_t*>(dst), n);
   else
     std::copy_n(src, n, reinterpret_cast<float*>(dst));
 }
 
-// The cache row of position p of a sequence in a layer: in the block its table names, or in
-// row p % rows of a sliding layer's ring.
+// A key goes into column `column` of its tile, whose elements are stored by column (kv_cache.h).
+void store_key(const kv_cache& cache, const float* src, int n, uint8_t* tile, int column) {
+  for (int d = 0; d < n; ++d) {
+    const size_t at = static_cast<size_t>(d) * kv_block_size + static_cast<size_t>(column);
+    if (cache.f16())
+      reinterpret_cast<fp16_t*>(tile)[at] = fp32_to_fp16(src[d]);
+    else
+      reinterpret_cast<float*>(tile)[at] = src[d];
+  }
+}
+
+// Where position p of a sequence lives in a layer: in the block its table names, or in row
+// p % rows of a sliding layer's ring. Either way positions come in tiles of kv_block_size
+// (a ring's rows are a multiple of it): keys by column in the tile, values by row.
 struct cache_rows_of {
   uint8_t *k_ring = nullptr, *v_ring = nullptr;  // a ring layer's (seq, head) rows
   int ring_rows = 0;
@@ -166,72 +182,63 @@ struct cache_rows_of {
       ring_rows = c.cache.ring_rows(layer);
     }
   }
-  size_t offset(int p) const {
-    return static_cast<size_t>(blocks ? p % kv_block_size : p % ring_rows) * cache->row_bytes();
+  // Bytes from the start of the block or ring to the tile that holds p.
+  size_t tile_offset(int p) const {
+    return blocks ? 0 : static_cast<size_t>(p % ring_rows / kv_block_size) * tile_bytes();
   }
-  uint8_t* k(int p) const {
-    return (blocks ? cache->k_block(layer, blocks[p / kv_block_size], head) : k_ring) + offset(p);
+  size_t tile_bytes() const { return kv_block_size * cache->row_bytes(); }
+  static int column(int p) { return p % kv_block_size; }
+  uint8_t* k_tile(int p) const {
+    return (blocks ? cache->k_block(layer, blocks[p / kv_block_size], head) : k_ring) +
+           tile_offset(p);
   }
   uint8_t* v(int p) const {
-    return (blocks ? cache->v_block(layer, blocks[p / kv_block_size], head) : v_ring) + offset(p);
-  }
-  // Positions from p on whose rows follow p's in memory (to the end of its block or ring).
-  int run(int p) const {
-    return blocks ? kv_block_size - p % kv_block_size : ring_rows - p % ring_rows;
+    return (blocks ? cache->v_block(layer, blocks[p / kv_block_size], head) : v_ring) +
+           tile_offset(p) + static_cast<size_t>(column(p)) * cache->row_bytes();
   }
 };
 
-// Attention of batch entry `i`, query head `h`, over its sequence's cached positions 0..pos
-// (the n_swa latest on a sliding layer).
-void attend(cpu_state& c, int layer, const batch_entry& e, int i, int h, int thread) {
+// Attention of batch entry `i`, query heads [h0, h0 + n_q) of KV head kvh, over its sequence's
+// cached positions 0..pos (the n_swa latest on a sliding layer), one tile at a time: the heads
+// share each key and value the tile kernels load.
+void attend(cpu_state& c, int layer, const batch_entry& e, int i, int kvh, int h0, int n_q,
+            int thread) {
   const hparams& hp = c.m->hp;
-  const int hd = hp.head_dim, kvh = h / (hp.n_head / hp.n_head_kv);
-  const int q_dim = hp.n_head * hd;
+  const int hd = hp.head_dim, q_dim = hp.n_head * hd;
   buffers& b = c.buf;
-  const float* q = b.q.data() + static_cast<size_t>(i) * q_dim + static_cast<size_t>(h) * hd;
-  float* scores = b.scores.data() + static_cast<size_t>(thread) * c.params.n_ctx;
-  const cache_rows_of rows(c, layer, e.seq, kvh);
-  const float scale = hp.attn_scale, cap = hp.attn_softcap;
-  const bool f16 = c.cache.f16();
+  const float* q = b.q.data() + static_cast<size_t>(i) * q_dim + static_cast<size_t>(h0) * hd;
   const int first = hp.layer_slides(layer) ? std::max(0, e.pos - hp.n_swa + 1) : 0;
   const int n = e.pos + 1 - first;
-  const size_t row_bytes = c.cache.row_bytes();
-  // The row kernels once per call: looked up per cached row, the dispatch cost a tenth of
-  // the worker's time with short heads (perf, 64 streams of stories260K).
+  // Head g's scores at [g * n, g * n + n); the tile's at tile_scores.
+  float* scores = b.scores.data() + static_cast<size_t>(thread) * b.scores_per_thread;
+  float* tile_scores =
+      b.tile_scores.data() + static_cast<size_t>(thread) * b.tile_scores_per_thread;
+  const cache_rows_of rows(c, layer, e.seq, kvh);
+  const float scale = hp.attn_scale, cap = hp.attn_softcap;
+  // The kernels once per call: looked up per cached row, the dispatch cost a tenth of the
+  // worker's time with short heads (perf, 64 streams of stories260K).
   const cpu::kernel_table& kt = cpu::active_kernels();
-  float max_score = -INFINITY;
-  // Rows are found once per run of consecutive rows (a block, or a ring up to its wrap).
-  for (int t = 0; t < n;) {
-    const int end = t + std::min(n - t, rows.run(first + t));
-    const uint8_t* k = rows.k(first + t);
-    for (; t < end; ++t, k += row_bytes) {
-      float score = (f16 ? kt.dot_f16(reinterpret_cast<const fp16_t*>(k), q, hd)
-                         : kt.dot_f32(reinterpret_cast<const float*>(k), q, hd)) *
-                    scale;
-      if (cap > 0) score = softcap(score, cap);
-      scores[t] = score;
-      max_score = std::max(max_score, score);
+  const auto tile_scores_of = c.cache.f16() ? kt.tile_scores_f16 : kt.tile_scores_f32;
+  const auto weighted_rows = c.cache.f16() ? kt.weighted_rows_f16 : kt.weighted_rows_f32;
+  // The positions of [t, n) that share t's tile.
+  const auto run = [&](int t) {
+    return std::min(n - t, kv_block_size - cache_rows_of::column(first + t));
+  };
+  for (int t = 0; t < n; t += run(t)) {
+    tile_scores_of(rows.k_tile(first + t), q, n_q, hd, tile_scores);
+    const int col = cache_rows_of::column(first + t), len = run(t);
+    for (int g = 0; g < n_q; ++g) {
+      for (int j = 0; j < len; ++j) {
+        const float s = tile_scores[g * kv_block_size + col + j] * scale;
+        scores[static_cast<size_t>(g) * n + t + j] = cap > 0 ? softcap(s, cap) : s;
+      }
     }
   }
-  float sum = 0;
-  for (int t = 0; t < n; ++t) {
-    scores[t] = std::exp(scores[t] - max_score);
-    sum += scores[t];
-  }
-  float* out = b.att.data() + static_cast<size_t>(i) * q_dim + static_cast<size_t>(h) * hd;
-  std::fill_n(out, hd, 0.0f);
-  const float inv_sum = 1.0f / sum;
-  for (int t = 0; t < n;) {
-    const int end = t + std::min(n - t, rows.run(first + t));
-    const uint8_t* v = rows.v(first + t);
-    for (; t < end; ++t, v += row_bytes) {
-      const float p = scores[t] * inv_sum;
-      if (f16)
-        kt.axpy_f16(p, reinterpret_cast<const fp16_t*>(v), out, hd);
-      else
-        kt.axpy_f32(p, reinterpret_cast<const float*>(v), out, hd);
-    }
-  }
+  for (int g = 0; g < n_q; ++g) kt.softmax(scores + static_cast<size_t>(g) * n, n);
+  float* out = b.att.data() + static_cast<size_t>(i) * q_dim + static_cast<size_t>(h0) * hd;
+  std::fill_n(out, static_cast<size_t>(n_q) * hd, 0.0f);
+  for (int t = 0; t < n; t += run(t))
+    weighted_rows(scores + t, n, n_q, rows.v(first + t), run(t), hd, out);
 }
 
 // The cos/sin of every (rope set, entry, pair) angle, once per batch.
@@ -352,6 +359,19 @@ bool computes_logits(const cpu_state& c) {
 // Below this many multiply-adds per layer, attention runs without the thread pool.
 constexpr int64_t parallel_attention_work = 1 << 18;
 
+// How the query heads of each KV head are shared out: in `groups` tasks of `heads` heads.
+// All of them in one task reads each key and value once; a batch of fewer (entry, KV head)
+// pairs than twice the threads splits them so that every thread has work.
+struct attention_split {
+  int groups = 1, heads = 1;
+};
+attention_split split_attention(const hparams& hp, int n_entries, int n_threads) {
+  const int per_kv = hp.n_head / hp.n_head_kv, pairs = n_entries * hp.n_head_kv;
+  const int groups = n_threads > 1 ? std::clamp((2 * n_threads + pairs - 1) / pairs, 1, per_kv) : 1;
+  const int heads = (per_kv + groups - 1) / groups;
+  return {(per_kv + heads - 1) / heads, heads};
+}
+
 void ensure_logits(cpu_state& c, int n_outputs) {
   const size_t need = static_cast<size_t>(n_outputs) * static_cast<size_t>(c.m->hp.n_vocab);
   if (c.logits.size() < need) c.logits.resize(need);
@@ -410,20 +430,27 @@ void forward(cpu_state& c, std::span<const batch_entry> batch, int n_out) {
         const float* v = b.v.data() + static_cast<size_t>(i) * kv_dim + static_cast<size_t>(h) * hd;
         apply_rope(k, cs, sn, hp.n_rot, hp.rope);
         const cache_rows_of rows(c, l, e.seq, h);
-        store_row(c.cache, k, hd, rows.k(e.pos));
-        store_row(c.cache, v, hd, rows.v(e.pos));
+        store_key(c.cache, k, hd, rows.k_tile(e.pos), cache_rows_of::column(e.pos));
+        store_value(c.cache, v, hd, rows.v(e.pos));
       }
     }
-    // Threads split (entry, head) pairs; short attention runs on this thread, since waking
-    // the pool would cost more than the work.
+    // Threads split (entry, KV head, group of its query heads); short attention runs on this
+    // thread, since waking the pool would cost more than the work.
+    const bool parallel = attention_work >= parallel_attention_work;
+    const attention_split split = split_attention(hp, n, parallel ? c.pool.size() : 1);
     const auto attend_task = [&](int task, int thread) {
-      const int i = task / hp.n_head, h = task % hp.n_head;
-      attend(c, l, batch[static_cast<size_t>(i)], i, h, thread);
+      const int group = task % split.groups, kvh = task / split.groups % hp.n_head_kv;
+      const int i = task / split.groups / hp.n_head_kv;
+      const int g0 = group * split.heads;
+      const int n_q = std::min(split.heads, hp.n_head / hp.n_head_kv - g0);
+      attend(c, l, batch[static_cast<size_t>(i)], i, kvh, kvh * (hp.n_head / hp.n_head_kv) + g0,
+             n_q, thread);
     };
-    if (attention_work < parallel_attention_work) {
-      for (int task = 0; task < n * hp.n_head; ++task) attend_task(task, 0);
+    const int n_tasks = n * hp.n_head_kv * split.groups;
+    if (parallel) {
+      c.pool.run(n_tasks, attend_task);
     } else {
-      c.pool.run(n * hp.n_head, attend_task);
+      for (int task = 0; task < n_tasks; ++task) attend_task(task, 0);
     }
     matmul(c, w.wo, b.att.data(), n, b.xb.data());
     join_partial_sums(c, b.xb.data(), n);
@@ -463,7 +490,10 @@ std::vector<int> layer_ring_rows(const hparams& hp, const context_params& params
                                  layer_range layers) {
   std::vector<int> rows;
   for (int l = layers.first; l < layers.end; ++l)
-    rows.push_back(hp.layer_slides(l) ? hp.cache_rows(l, params.n_ctx, params.n_batch) : 0);
+    rows.push_back(hp.layer_slides(l)
+                       ? (hp.cache_rows(l, params.n_ctx, params.n_batch) + kv_block_size - 1) /
+                             kv_block_size * kv_block_size
+                       : 0);
   return rows;
 }
 
@@ -516,9 +546,10 @@ class cpu_context final : public backend_context {
     const hparams& hp = s_.m->hp;
     for (int l = 0; l < n_cache_layers(); ++l) {
       if (s_.cache.paged(l)) continue;
-      // A ring holds every position it can: the first n_pos rows, or all of them.
+      // A ring holds every position it can: the tiles of the first n_pos rows, or all of them.
+      const int rows = std::min(n_pos, s_.cache.ring_rows(l));
       const size_t bytes =
-          static_cast<size_t>(std::min(n_pos, s_.cache.ring_rows(l))) * s_.cache.row_bytes();
+          static_cast<size_t>(kv_blocks_for(rows)) * kv_block_size * s_.cache.row_bytes();
       for (int h = 0; h < hp.n_head_kv; ++h) {
         std::copy_n(s_.cache.k_ring(l, src, h), bytes, s_.cache.k_ring(l, dst, h));
         std::copy_n(s_.cache.v_ring(l, src, h), bytes, s_.cache.v_ring(l, dst, h));
@@ -577,7 +608,11 @@ cpu_context::cpu_context(const model& m, const context_params& params, const bac
     b.ye.resize(nb * d);
     b.moe_out.resize(nb * d);
   }
-  b.scores.resize(nt * static_cast<size_t>(params.n_ctx));
+  const size_t heads_per_kv = static_cast<size_t>(hp.n_head / hp.n_head_kv);
+  b.scores_per_thread = heads_per_kv * static_cast<size_t>(params.n_ctx);
+  b.tile_scores_per_thread = heads_per_kv * kv_block_size;
+  b.scores.resize(nt * b.scores_per_thread);
+  b.tile_scores.resize(nt * b.tile_scores_per_thread);
   const size_t n_sets = static_cast<size_t>(hp.n_rope_sets());
   b.rope_cos.resize(n_sets * nb * static_cast<size_t>(hp.n_rot / 2));
   b.rope_sin.resize(n_sets * nb * static_cast<size_t>(hp.n_rot / 2));

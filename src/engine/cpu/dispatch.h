@@ -99,10 +99,19 @@ struct kernel_table {
   quantize_fn quantize_q8_k = nullptr;
   void (*f16_to_f32)(const fp16_t* x, float* y, int64_t n) = nullptr;
   void (*f32_to_f16)(const float* x, fp16_t* y, int64_t n) = nullptr;
-  float (*dot_f32)(const float* a, const float* b, int64_t n) = nullptr;
-  float (*dot_f16)(const fp16_t* a, const float* b, int64_t n) = nullptr;
-  void (*axpy_f32)(float a, const float* x, float* y, int64_t n) = nullptr;
-  void (*axpy_f16)(float a, const fp16_t* x, float* y, int64_t n) = nullptr;
+  // Attention over one tile of the KV cache (kv_cache.h), for n_q query heads that share a
+  // KV head, with elements of the cache's type (f16 or f32; the _f16/_f32 entries):
+  // tile_scores: keys stored by column (element d of the tile's position j at
+  //   k[d * kv_block_size + j]), q (n_q, hd) -> scores[g * kv_block_size + j] = q[g] . key j.
+  // weighted_rows: values stored by row (v (n_rows, hd)) ->
+  //   out[g * hd + d] += sum over j < n_rows of p[g * p_stride + j] * v[j * hd + d], j in order.
+  using tile_scores_fn = void (*)(const uint8_t* k, const float* q, int n_q, int hd, float* scores);
+  using weighted_rows_fn = void (*)(const float* p, int64_t p_stride, int n_q, const uint8_t* v,
+                                    int n_rows, int hd, float* out);
+  tile_scores_fn tile_scores_f16 = nullptr;
+  tile_scores_fn tile_scores_f32 = nullptr;
+  weighted_rows_fn weighted_rows_f16 = nullptr;
+  weighted_rows_fn weighted_rows_f32 = nullptr;
   void (*rmsnorm)(const float* x, const float* w, float* out, int64_t n, float eps) = nullptr;
   void (*softmax)(float* x, int64_t n) = nullptr;
   void (*silu_mul)(const float* g, const float* u, float* out, int64_t n) = nullptr;

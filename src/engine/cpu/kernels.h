@@ -121,11 +121,6 @@ void rmsnorm(const float* x, const float* weight, float* out, int64_t n, float e
 void softmax(float* x, int64_t n);
 // out = silu(gate) * up   (out may alias gate or up)
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
-float dot_f32(const float* a, const float* b, int64_t n);
-float dot_f16(const fp16_t* a, const float* b, int64_t n);
-// y += a * x
-void axpy_f32(float a, const float* x, float* y, int64_t n);
-void axpy_f16(float a, const fp16_t* x, float* y, int64_t n);
 // Conversions for the KV cache.
 void f32_to_f16(const float* x, fp16_t* y, int64_t n);
 void f16_to_f32(const fp16_t* x, float* y, int64_t n);

@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "engine/cpu/dispatch.h"
+#include "engine/kv_block_size.h"
 
 #define RBEE_SIMD_AVX512 0
 #define RBEE_SIMD_TILE 4

@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "engine/cpu/dispatch.h"
+#include "engine/kv_block_size.h"
 
 #define RBEE_SIMD_AVX512 1
 #define RBEE_SIMD_TILE 8

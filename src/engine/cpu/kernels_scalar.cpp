@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "engine/cpu/dispatch.h"
+#include "engine/kv_block_size.h"
 #include "engine/quant.h"
 
 namespace rbee::engine::cpu {
@@ -337,21 +338,32 @@ void f16_to_f32_s(const fp16_t* x, float* y, int64_t n) {
 void f32_to_f16_s(const float* x, fp16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(x[i]);
 }
-float dot_f32_s(const float* a, const float* b, int64_t n) {
-  float s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
+// Element i of a KV cache row or tile of fp32 or fp16 values.
+float cache_f32(const uint8_t* p, int64_t i) {
+  return reinterpret_cast<const float*>(p)[i];
 }
-float dot_f16_s(const fp16_t* a, const float* b, int64_t n) {
-  float s = 0;
-  for (int64_t i = 0; i < n; ++i) s += fp16_to_fp32(a[i]) * b[i];
-  return s;
+float cache_f16(const uint8_t* p, int64_t i) {
+  return fp16_to_fp32(reinterpret_cast<const fp16_t*>(p)[i]);
 }
-void axpy_f32_s(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+
+template <float (*element)(const uint8_t*, int64_t)>
+void tile_scores_s(const uint8_t* k, const float* q, int n_q, int hd, float* scores) {
+  for (int g = 0; g < n_q; ++g) {
+    for (int j = 0; j < kv_block_size; ++j) {
+      float s = 0;
+      for (int d = 0; d < hd; ++d) s += q[g * hd + d] * element(k, d * kv_block_size + j);
+      scores[g * kv_block_size + j] = s;
+    }
+  }
 }
-void axpy_f16_s(float a, const fp16_t* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * fp16_to_fp32(x[i]);
+
+template <float (*element)(const uint8_t*, int64_t)>
+void weighted_rows_s(const float* p, int64_t p_stride, int n_q, const uint8_t* v, int n_rows,
+                     int hd, float* out) {
+  for (int g = 0; g < n_q; ++g)
+    for (int j = 0; j < n_rows; ++j)
+      for (int d = 0; d < hd; ++d)
+        out[g * hd + d] += p[g * p_stride + j] * element(v, int64_t{j} * hd + d);
 }
 void rmsnorm_s(const float* x, const float* w, float* out, int64_t n, float eps) {
   double ss = 0;
@@ -396,10 +408,10 @@ void fill_scalar_kernels(kernel_table& t) {
   t.quantize_q8_k = quantize_token_rows<quantize_q8_k>;
   t.f16_to_f32 = f16_to_f32_s;
   t.f32_to_f16 = f32_to_f16_s;
-  t.dot_f32 = dot_f32_s;
-  t.dot_f16 = dot_f16_s;
-  t.axpy_f32 = axpy_f32_s;
-  t.axpy_f16 = axpy_f16_s;
+  t.tile_scores_f16 = tile_scores_s<cache_f16>;
+  t.tile_scores_f32 = tile_scores_s<cache_f32>;
+  t.weighted_rows_f16 = weighted_rows_s<cache_f16>;
+  t.weighted_rows_f32 = weighted_rows_s<cache_f32>;
   t.rmsnorm = rmsnorm_s;
   t.softmax = softmax_s;
   t.silu_mul = silu_mul_s;

@@ -24,7 +24,8 @@ kv_cache::kv_cache(std::span<const int> ring_rows, int n_head_kv, int head_dim, 
       n_seq_(n_seq),
       n_blocks_(n_blocks),
       f16_(f16),
-      // Not zeroed: a position is always written before it is read.
+      // Not zeroed: a position is written before it is used. The attention kernels read whole
+      // tiles, and keep the results of written positions only.
       data_(std::make_unique_for_overwrite<uint8_t[]>(
           bytes_needed(ring_rows, n_head_kv * head_dim, n_seq, n_blocks, f16))) {
   layer_start_.push_back(0);

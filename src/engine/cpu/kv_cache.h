@@ -2,10 +2,12 @@
 // The CPU backend's KV cache: keys and values of every layer and KV head, F16 (default) or
 // F32. Which positions a sequence holds, and in which blocks, is the context's record
 // (context.cpp, kv_blocks.h), not the cache's.
-// A full-attention layer keeps the pool's blocks: [layer][block][kv_head][row][head_dim], so
-// one head's kv_block_size rows of a block are contiguous. A layer that only looks back a
-// sliding window keeps a ring per sequence instead, [layer][seq][kv_head][row][head_dim],
-// position p in row p % rows.
+// A full-attention layer keeps the pool's blocks: [layer][block][kv_head] tiles of
+// kv_block_size rows of head_dim elements. A layer that only looks back a sliding window keeps a
+// ring per sequence instead, [layer][seq][kv_head][tile] with rows a multiple of kv_block_size,
+// position p in row p % rows. Within a tile, values are stored by row ([row][head_dim]) and keys
+// by column ([head_dim][row]), so that the attention kernels (cpu/dispatch.h) multiply a query
+// element with the keys of a tile's positions in one vector.
 #include <cstddef>
 #include <cstdint>
 #include <memory>

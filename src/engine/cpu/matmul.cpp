@@ -159,18 +159,6 @@ void softmax(float* x, int64_t n) {
 void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
   active_kernels().silu_mul(gate, up, out, n);
 }
-float dot_f32(const float* a, const float* b, int64_t n) {
-  return active_kernels().dot_f32(a, b, n);
-}
-float dot_f16(const fp16_t* a, const float* b, int64_t n) {
-  return active_kernels().dot_f16(a, b, n);
-}
-void axpy_f32(float a, const float* x, float* y, int64_t n) {
-  active_kernels().axpy_f32(a, x, y, n);
-}
-void axpy_f16(float a, const fp16_t* x, float* y, int64_t n) {
-  active_kernels().axpy_f16(a, x, y, n);
-}
 void f32_to_f16(const float* x, fp16_t* y, int64_t n) {
   active_kernels().f32_to_f16(x, y, n);
 }
