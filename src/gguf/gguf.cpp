@@ -583,6 +583,12 @@ file file::open(const std::string& path) {
   return f;
 }
 
+bool file::maps(const void* p, size_t n) const {
+  const auto* b = static_cast<const uint8_t*>(p);
+  return mapping_ && b >= bytes_.data() && n <= bytes_.size() &&
+         b - bytes_.data() <= static_cast<std::ptrdiff_t>(bytes_.size() - n);
+}
+
 const metadata_entry* file::find(std::string_view key) const {
   for (const metadata_entry& e : metadata_) {
     if (e.key == key) return &e;

@@ -97,6 +97,10 @@ class file {
   const std::vector<metadata_entry>& metadata() const { return metadata_; }
   const std::vector<tensor_info>& tensors() const { return tensors_; }
 
+  // Whether the n bytes at p lie in the mapping open() made (not in bytes given to parse()):
+  // pages a reader may drop from memory, to be read back from the file if touched again.
+  bool maps(const void* p, size_t n) const;
+
   const metadata_entry* find(std::string_view key) const;
   const tensor_info* find_tensor(std::string_view name) const;
 

@@ -7,6 +7,7 @@
 // joins its partial sums with the other parts' (communicator.h).
 #include "engine/cpu/backend.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <cmath>
 #include <initializer_list>
 #include <new>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -56,9 +58,37 @@ struct buffers {
   std::vector<float> moe_out;        // (n_batch, n_embd) weighted sum over the chosen experts
 };
 
+// The backend's copies of weights in a layout its kernels read faster than the file's
+// (cpu::weight_layout), found by the model's weight they stand for.
+class repacked_weights {
+ public:
+  struct view {
+    const void* data;
+    cpu::weight_layout layout;
+  };
+  view of(const weight& w) const {
+    const auto it = copies_.find(&w);
+    if (it == copies_.end()) return {w.data, cpu::weight_layout::gguf};
+    return {it->second.get(), cpu::weight_layout::rows16};
+  }
+  // Reads w in: repacked when the kernels prefer that for its type (true), else left as is.
+  bool add(const weight& w) {
+    if (cpu::preferred_layout(w.type) != cpu::weight_layout::rows16) return false;
+    const size_t bytes = static_cast<size_t>(w.n_rows) * w.row_bytes();
+    auto copy = std::make_unique_for_overwrite<uint8_t[]>(bytes);
+    cpu::repack_rows16(w.type, w.data, w.n_rows, w.n_cols, copy.get());
+    copies_.emplace(&w, std::move(copy));
+    return true;
+  }
+
+ private:
+  std::unordered_map<const weight*, std::unique_ptr<uint8_t[]>> copies_;
+};
+
 // What the forward pass reads and writes.
 struct cpu_state {
   const model* m;
+  const repacked_weights* repacked;
   context_params params;
   layer_range layers;
   tensor_rank tensor;      // a tensor-parallel part's rank (comm null otherwise)
@@ -76,7 +106,8 @@ void matmul(cpu_state& c, const weight& w, const float* x, int n_tokens, float* 
   // The kernels want 64-byte aligned scratch; the buffer has 64 bytes of slack for that.
   auto addr = reinterpret_cast<uintptr_t>(c.matmul_scratch.data());
   void* scratch = c.matmul_scratch.data() + ((64 - addr % 64) % 64);
-  cpu::matmul(c.pool, w.type, w.data, w.n_rows, w.n_cols, x, n_tokens, y, scratch);
+  const repacked_weights::view v = c.repacked->of(w);
+  cpu::matmul(c.pool, w.type, v.data, w.n_rows, w.n_cols, x, n_tokens, y, scratch, v.layout);
 }
 
 // Several weights of the same input width on one x, in one pool run (see cpu::matmul_many).
@@ -86,7 +117,8 @@ void matmul_many(cpu_state& c, std::initializer_list<std::pair<const weight*, fl
   size_t n = 0;
   for (const auto& [w, y] : ws) {
     assert(w->n_cols == ws.begin()->first->n_cols && "matmul_many: weights differ in width");
-    ops[n++] = {w->type, w->data, w->n_rows, y};
+    const repacked_weights::view v = c.repacked->of(*w);
+    ops[n++] = {w->type, v.data, w->n_rows, y, v.layout};
   }
   auto addr = reinterpret_cast<uintptr_t>(c.matmul_scratch.data());
   void* scratch = c.matmul_scratch.data() + ((64 - addr % 64) % 64);
@@ -508,7 +540,8 @@ std::vector<std::vector<double>> rope_tables(const model& m, int n_ctx) {
 // Throws std::bad_alloc when host RAM cannot hold the context (the backend reports it).
 class cpu_context final : public backend_context {
  public:
-  cpu_context(const model& m, const context_params& params, const backend_part& part);
+  cpu_context(const model& m, const repacked_weights& repacked, const context_params& params,
+              const backend_part& part);
 
   void decode(std::span<const batch_entry> batch, const kv_block_tables& tables) override {
     s_.tables = tables;
@@ -566,8 +599,10 @@ class cpu_context final : public backend_context {
   sampling_candidates candidates_;  // (n_vocab,) reserved: sampling does not allocate
 };
 
-cpu_context::cpu_context(const model& m, const context_params& params, const backend_part& part)
+cpu_context::cpu_context(const model& m, const repacked_weights& repacked,
+                         const context_params& params, const backend_part& part)
     : s_{.m = &m,
+         .repacked = &repacked,
          .params = params,
          .layers = part.layers,
          .tensor = part.tensor,
@@ -646,10 +681,21 @@ bool part_holds(const weight_slot& slot, layer_range layers, int n_layer) {
   return layers.first == 0 || layers.end == n_layer;
 }
 
-// Touches every page of the part's weights so the file is read now (with progress) rather
-// than during the first decode; the pages stay in the mapping, shared with the page cache.
+// Lets the kernel take back the whole pages of a read-only file mapping in [p, p + n); they
+// are read from the file again if touched.
+void drop_pages(const uint8_t* p, size_t n, size_t page) {
+  const auto first = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (end > first) ::madvise(reinterpret_cast<void*>(first), end - first, MADV_DONTNEED);
+}
+
+// Reads the part's weights in now (with progress) rather than during the first decode: those
+// the kernels prefer in another layout into `repacked`; of the others every page is touched,
+// and stays in the mapping, shared with the page cache. The token embeddings are read by rows,
+// as in the file.
 void read_weights_in(const model& m, layer_range layers,
-                     const std::function<void(const load_progress&)>& on_progress) {
+                     const std::function<void(const load_progress&)>& on_progress,
+                     repacked_weights& repacked) {
   std::vector<weight_slot> slots;
   for (const weight_slot& s : m.weight_slots)
     if (part_holds(s, layers, m.hp.n_layer)) slots.push_back(s);
@@ -664,9 +710,14 @@ void read_weights_in(const model& m, layer_range layers,
     const weight& w = *slots[i].w;
     if (w) {
       const size_t n = static_cast<size_t>(w.n_rows) * w.row_bytes();
-      uint8_t acc = 0;
-      for (size_t off = 0; off < n; off += static_cast<size_t>(page)) acc ^= w.data[off];
-      sink = sink ^ acc;
+      if (&w != &m.tok_embd && repacked.add(w)) {
+        // The copy is what the kernels read: the file's pages need not stay in this process.
+        if (m.file.maps(w.data, n)) drop_pages(w.data, n, static_cast<size_t>(page));
+      } else {
+        uint8_t acc = 0;
+        for (size_t off = 0; off < n; off += static_cast<size_t>(page)) acc ^= w.data[off];
+        sink = sink ^ acc;
+      }
       progress.bytes_loaded += n;
     }
     progress.tensors_loaded = static_cast<int>(i + 1);
@@ -679,11 +730,12 @@ void read_weights_in(const model& m, layer_range layers,
 
 class cpu_backend final : public backend {
  public:
-  cpu_backend(const model& m, const backend_part& part) : m_(m), part_(part) {}
+  cpu_backend(const model& m, const backend_part& part, repacked_weights repacked)
+      : m_(m), part_(part), repacked_(std::move(repacked)) {}
 
   std::unique_ptr<backend_context> create_context(const context_params& params) override {
     try {
-      return std::make_unique<cpu_context>(m_, params, part_);
+      return std::make_unique<cpu_context>(m_, repacked_, params, part_);
     } catch (const std::bad_alloc&) {
       throw engine_error(error_code::out_of_memory,
                          str("host RAM: cannot allocate a context of ", params.n_ctx,
@@ -700,14 +752,16 @@ class cpu_backend final : public backend {
  private:
   const model& m_;
   backend_part part_;
+  repacked_weights repacked_;
 };
 
 }  // namespace
 
 std::unique_ptr<backend> cpu::make_backend(const model& m, const model_params& params,
                                            const backend_part& part) {
-  read_weights_in(m, part.layers, params.on_progress);
-  return std::make_unique<cpu_backend>(m, part);
+  repacked_weights repacked;
+  read_weights_in(m, part.layers, params.on_progress, repacked);
+  return std::make_unique<cpu_backend>(m, part, std::move(repacked));
 }
 
 }  // namespace rbee::engine

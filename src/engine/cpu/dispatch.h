@@ -90,8 +90,31 @@ enum weight_slot {
 };
 int weight_slot_of(tensor_type t);  // -1 when matmul does not support t
 
+// A block of 32 columns of a group of 16 q4_0 rows in the rows16 layout (kernels.h): the
+// rows' scales, then four registers of 64 bytes; in register k, row r's bytes 4r..4r+3 hold
+// the row's quants 8k..8k+3 (low nibbles) and 8k+4..8k+7 (high nibbles). The quants are those
+// of block_q4_0 (value = d * (q - 8)); element j of a block_q4_0 is qs[j] & 15 for j < 16,
+// qs[j - 16] >> 4 after.
+inline constexpr int rows16 = 16;
+struct q4_0_rows16_block {
+  fp16_t d[rows16];
+  uint8_t qs[4][64];
+};
+static_assert(sizeof(q4_0_rows16_block) == rows16 * sizeof(block_q4_0),
+              "a repacked group takes the bytes of its rows");
+// Quant j (0..31) of row r of a rows16 block.
+inline int rows16_quant(const q4_0_rows16_block& b, int r, int j) {
+  const uint8_t byte = b.qs[j / 8][4 * r + j % 4];
+  return j % 8 < 4 ? byte & 15 : byte >> 4;
+}
+
 struct kernel_table {
   gemm_fn gemm[n_weight_slots] = {};
+  // Weights in the rows16 layout (kernels.h); null for types that have none.
+  gemm_fn gemm_rows16[n_weight_slots] = {};
+  // Whether this level's rows16 kernels are its fastest (the others are there so that weights
+  // repacked at one level still multiply at another).
+  bool prefers_rows16 = false;
   // Token `tok` of n_tok (fp32 row x, n values) into `act`, act_row_bytes = stride per token.
   using quantize_fn = void (*)(const float* x, int64_t n, int64_t tok, int64_t n_tok, uint8_t* act,
                                size_t stride);

@@ -82,6 +82,18 @@ class thread_pool {
 
 // ---------------------------------------------------------------- matmul
 
+// How a weight's rows lie in memory for matmul.
+//  gguf:   row after row, as in the file.
+//  rows16: repacked at load (repack_rows16) for kernels that give each row of a group of 16
+//          a vector lane: block by block, the group's 16 scales, then its quants interleaved
+//          (dispatch.h: q4_0_rows16_block). Rows past the last whole group stay as in the file,
+//          after the groups; the weight keeps its size. For q4_0 only.
+enum class weight_layout { gguf, rows16 };
+// The layout matmul reads fastest at the active level for weights of type t.
+weight_layout preferred_layout(tensor_type t);
+// The n_rows rows of type t at src (the file's layout) into dst in the rows16 layout.
+void repack_rows16(tensor_type t, const void* src, int64_t n_rows, int64_t n_cols, void* dst);
+
 // Bytes of scratch matmul needs for this weight type and activation shape (0 for f32/f16/bf16).
 size_t matmul_scratch_bytes(tensor_type t, int64_t n_cols, int64_t n_tokens);
 // Whether matmul supports weights of type t (every type but q8_1 and q8_k, which are
@@ -90,7 +102,8 @@ bool matmul_supports(tensor_type t);
 // Y (n_tokens, n_rows) = X (n_tokens, n_cols) · W^T; see the top of this file.
 // n_cols must be a multiple of t's block size.
 void matmul(thread_pool& pool, tensor_type t, const void* w, int64_t n_rows, int64_t n_cols,
-            const float* x, int64_t n_tokens, float* y, void* scratch);
+            const float* x, int64_t n_tokens, float* y, void* scratch,
+            weight_layout layout = weight_layout::gguf);
 
 // One weight of matmul_many: y (n_tokens, n_rows) = X · W^T.
 struct matmul_op {
@@ -98,6 +111,7 @@ struct matmul_op {
   const void* w;
   int64_t n_rows;
   float* y;
+  weight_layout layout = weight_layout::gguf;
 };
 // At most this many weights share one matmul_many call.
 inline constexpr int max_matmul_ops = 4;

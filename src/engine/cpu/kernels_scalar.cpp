@@ -332,6 +332,31 @@ void gemm_rows(const gemm_args& a) {
   }
 }
 
+// q4_0 in the rows16 layout (kernels.h), with dot_q4_0's arithmetic: the same results.
+void gemm_rows16_q4_0(const gemm_args& a) {
+  const int64_t nb = a.n / 32, groups = a.n_rows / rows16;
+  for (int64_t g = 0; g < groups; ++g) {
+    const auto* w = reinterpret_cast<const q4_0_rows16_block*>(a.w + g * rows16 * a.w_stride);
+    for (int64_t t = 0; t < a.n_tok; ++t) {
+      const act_q8_32 x = view_q8_32(a.x + t * a.x_stride, a.n);
+      for (int r = 0; r < rows16; ++r) {
+        float sum = 0;
+        for (int64_t b = 0; b < nb; ++b) {
+          int s = 0;
+          for (int j = 0; j < 32; ++j) s += rows16_quant(w[b], r, j) * x.qs[b * 32 + j];
+          sum += fp16_to_fp32(w[b].d[r]) * x.d[b] * (s - 8 * x.sum[b]);
+        }
+        a.y[t * a.y_stride + g * rows16 + r] = sum;
+      }
+    }
+  }
+  gemm_args tail = a;
+  tail.w += groups * rows16 * a.w_stride;
+  tail.n_rows -= groups * rows16;
+  tail.y += groups * rows16;
+  gemm_rows<dot_q4_0>(tail);
+}
+
 void f16_to_f32_s(const fp16_t* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = fp16_to_fp32(x[i]);
 }
@@ -393,6 +418,7 @@ void fill_scalar_kernels(kernel_table& t) {
   t.gemm[slot_f16] = gemm_rows<dot_f16_row>;
   t.gemm[slot_bf16] = gemm_rows<dot_bf16_row>;
   t.gemm[slot_q4_0] = gemm_rows<dot_q4_0>;
+  t.gemm_rows16[slot_q4_0] = gemm_rows16_q4_0;
   t.gemm[slot_q4_1] = gemm_rows<dot_q4_1>;
   t.gemm[slot_q5_0] = gemm_rows<dot_q5_0>;
   t.gemm[slot_q5_1] = gemm_rows<dot_q5_1>;

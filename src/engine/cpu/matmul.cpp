@@ -12,12 +12,12 @@ namespace rbee::engine::cpu {
 namespace {
 
 // Rows per task: a few tasks per thread so a thread slowed by other load is balanced out,
-// and a multiple of 8 so prefill tiles stay whole.
+// and a multiple of 16 so that repacked groups of rows (weight_layout::rows16) stay whole.
 int64_t rows_per_task(int64_t n_rows, int n_threads) {
   const int64_t target_tasks = n_threads == 1 ? 1 : int64_t{n_threads} * 6;
   int64_t chunk = (n_rows + target_tasks - 1) / target_tasks;
-  chunk = (chunk + 7) / 8 * 8;
-  return std::max<int64_t>(chunk, 8);
+  chunk = (chunk + rows16 - 1) / rows16 * rows16;
+  return std::max<int64_t>(chunk, rows16);
 }
 
 // Below this many multiply-adds a matmul runs on the calling thread: handing work to the pool
@@ -45,9 +45,43 @@ size_t matmul_scratch_bytes(std::span<const tensor_type> types, int64_t n_cols, 
   return bytes;
 }
 
+weight_layout preferred_layout(tensor_type t) {
+  const kernel_table& k = active_kernels();
+  const int slot = weight_slot_of(t);
+  return slot >= 0 && k.prefers_rows16 && k.gemm_rows16[slot] ? weight_layout::rows16
+                                                              : weight_layout::gguf;
+}
+
+void repack_rows16([[maybe_unused]] tensor_type t, const void* src, int64_t n_rows, int64_t n_cols,
+                   void* dst) {
+  assert(t == tensor_type::q4_0 && n_cols % 32 == 0 && "rows16 holds q4_0 rows");
+  const int64_t nb = n_cols / 32, groups = n_rows / rows16;
+  const auto* in = static_cast<const block_q4_0*>(src);
+  auto* out = static_cast<q4_0_rows16_block*>(dst);
+  // Element j of a file block.
+  const auto quant = [](const block_q4_0& b, int j) {
+    return j < 16 ? b.qs[j] & 15 : b.qs[j - 16] >> 4;
+  };
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t b = 0; b < nb; ++b) {
+      q4_0_rows16_block& o = out[g * nb + b];
+      for (int r = 0; r < rows16; ++r) {
+        const block_q4_0& blk = in[(g * rows16 + r) * nb + b];
+        o.d[r] = blk.d;
+        for (int k = 0; k < 4; ++k)
+          for (int i = 0; i < 4; ++i)
+            o.qs[k][4 * r + i] =
+                static_cast<uint8_t>(quant(blk, 8 * k + i) | quant(blk, 8 * k + 4 + i) << 4);
+      }
+    }
+  }
+  std::copy_n(in + groups * rows16 * nb, (n_rows - groups * rows16) * nb,
+              reinterpret_cast<block_q4_0*>(out + groups * nb));
+}
+
 void matmul(thread_pool& pool, tensor_type t, const void* w, int64_t n_rows, int64_t n_cols,
-            const float* x, int64_t n_tokens, float* y, void* scratch) {
-  const matmul_op op{t, w, n_rows, y};
+            const float* x, int64_t n_tokens, float* y, void* scratch, weight_layout layout) {
+  const matmul_op op{t, w, n_rows, y, layout};
   matmul_many(pool, std::span<const matmul_op>(&op, 1), n_cols, x, n_tokens, scratch);
 }
 
@@ -133,7 +167,12 @@ void matmul_many(thread_pool& pool, std::span<const matmul_op> ops, int64_t n_co
     a.n_rows = std::min(chunk, op.n_rows - r0);
     a.w = static_cast<const uint8_t*>(op.w) + r0 * a.w_stride;
     a.y = op.y + r0;
-    k.gemm[slots[i]](a);
+    if (op.layout == weight_layout::rows16) {
+      assert(k.gemm_rows16[slots[i]] && "rows16 weights of a type without rows16 kernels");
+      k.gemm_rows16[slots[i]](a);
+    } else {
+      k.gemm[slots[i]](a);
+    }
   };
   if (parallel) {
     pool.run(n_tasks, gemm_task);

@@ -140,6 +140,26 @@ TEST(GgufShared, Stories260KTensors) {
   EXPECT_EQ(std::memcmp(data, before.data(), before.size()), 0);
 }
 
+// maps(): the tensors of an opened file lie in its mapping, nothing outside it does, and bytes
+// given to parse() are the caller's, never the file's to drop.
+TEST(GgufShared, MapsOnlyWhatOpenMapped) {
+  const fs::path path = models_dir / "stories260K.gguf";
+  const file f = file::open(path);
+  const tensor_info& t = *f.find_tensor("output_norm.weight");
+  EXPECT_TRUE(f.maps(t.data, t.n_bytes));
+  const tensor_info& last = f.tensors().back();
+  const uint8_t* end = last.data + last.n_bytes;
+  EXPECT_TRUE(f.maps(last.data, static_cast<size_t>(end - last.data)));
+  EXPECT_FALSE(f.maps(last.data, static_cast<size_t>(end - last.data) + f.size_bytes()));
+  const uint8_t outside = 0;
+  EXPECT_FALSE(f.maps(&outside, 1));
+
+  std::ifstream in(path, std::ios::binary);
+  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), {});
+  const file parsed = file::parse(bytes);
+  EXPECT_FALSE(parsed.maps(parsed.find_tensor("output_norm.weight")->data, 4));
+}
+
 struct synth_case {
   const char* file;
   std::map<tensor_type, int> types;
