@@ -252,56 +252,57 @@ TEST(cpu_matmul, matmul_many_matches_one_matmul_per_weight) {
   }
 }
 
-// q4_0 weights repacked in groups of 16 rows (weight_layout::rows16) at every level: against
-// the reference, and against the file layout's kernel of the same level (exactly at the
+// q4_0 and q8_0 weights repacked in groups of 16 rows (weight_layout::rows16) at every level:
+// against the reference, and against the file layout's kernel of the same level (exactly at the
 // scalar level, whose rows16 kernel keeps that kernel's arithmetic). Row counts with and
 // without a partial group, odd block counts (the activations' padding), token counts that fill
 // tiles and leave tails, and a pool that splits the rows between its threads.
-TEST(cpu_matmul, repacked_rows16_q4_0_match_the_file_layout) {
+TEST(cpu_matmul, repacked_rows16_weights_match_the_file_layout) {
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937 rng(seed);
   thread_pool pool(2);
-  const tensor_type t = tensor_type::q4_0;
   struct shape {
     int64_t rows, cols, tokens;
   };
   const shape shapes[] = {{16, 256, 1}, {48, 96, 8}, {37, 512, 11}, {5, 64, 3}, {1000, 512, 2}};
   for (const isa level : levels()) {
     const isa_scope scope(level);
-    for (const shape& s : shapes) {
-      SCOPED_TRACE(::testing::Message() << to_string(level) << " " << s.rows << "x" << s.cols
-                                        << ", " << s.tokens << " tokens");
-      const weights w = random_weights(rng, t, s.rows, s.cols);
-      std::vector<uint8_t> packed(w.bytes.size());
-      repack_rows16(t, w.bytes.data(), s.rows, s.cols, packed.data());
-      const std::vector<float> x = random_activations(rng, s.cols * s.tokens);
-      std::vector<uint8_t> scratch(matmul_scratch_bytes(t, s.cols, s.tokens) + 64);
-      std::vector<float> y_file(s.rows * s.tokens), y_rows16(s.rows * s.tokens, NAN);
-      matmul(pool, t, w.bytes.data(), s.rows, s.cols, x.data(), s.tokens, y_file.data(),
-             scratch.data());
-      matmul(pool, t, packed.data(), s.rows, s.cols, x.data(), s.tokens, y_rows16.data(),
-             scratch.data(), weight_layout::rows16);
-      if (level == isa::scalar) {
-        EXPECT_EQ(y_rows16, y_file);
-        continue;
-      }
-      double num = 0, den = 0;
-      for (int64_t tok = 0; tok < s.tokens; ++tok) {
-        for (int64_t r = 0; r < s.rows; ++r) {
-          const double want = dot_reference(t, w.bytes.data() + r * row_size(t, s.cols),
-                                            x.data() + tok * s.cols, s.cols);
-          const double got = y_rows16[tok * s.rows + r];
-          ASSERT_TRUE(std::isfinite(got)) << "row " << r << " token " << tok;
-          // Both layouts multiply the same int8 activations: only float rounding differs.
-          ASSERT_NEAR(got, y_file[tok * s.rows + r], 1e-4 * (1 + std::fabs(want)))
-              << "row " << r << " token " << tok;
-          num += (got - want) * (got - want);
-          den += want * want;
+    for (const tensor_type t : {tensor_type::q4_0, tensor_type::q8_0})
+      for (const shape& s : shapes) {
+        SCOPED_TRACE(::testing::Message()
+                     << to_string(level) << " " << to_string(t) << " " << s.rows << "x" << s.cols
+                     << ", " << s.tokens << " tokens");
+        const weights w = random_weights(rng, t, s.rows, s.cols);
+        std::vector<uint8_t> packed(w.bytes.size());
+        repack_rows16(t, w.bytes.data(), s.rows, s.cols, packed.data());
+        const std::vector<float> x = random_activations(rng, s.cols * s.tokens);
+        std::vector<uint8_t> scratch(matmul_scratch_bytes(t, s.cols, s.tokens) + 64);
+        std::vector<float> y_file(s.rows * s.tokens), y_rows16(s.rows * s.tokens, NAN);
+        matmul(pool, t, w.bytes.data(), s.rows, s.cols, x.data(), s.tokens, y_file.data(),
+               scratch.data());
+        matmul(pool, t, packed.data(), s.rows, s.cols, x.data(), s.tokens, y_rows16.data(),
+               scratch.data(), weight_layout::rows16);
+        if (level == isa::scalar) {
+          EXPECT_EQ(y_rows16, y_file);
+          continue;
         }
+        double num = 0, den = 0;
+        for (int64_t tok = 0; tok < s.tokens; ++tok) {
+          for (int64_t r = 0; r < s.rows; ++r) {
+            const double want = dot_reference(t, w.bytes.data() + r * row_size(t, s.cols),
+                                              x.data() + tok * s.cols, s.cols);
+            const double got = y_rows16[tok * s.rows + r];
+            ASSERT_TRUE(std::isfinite(got)) << "row " << r << " token " << tok;
+            // Both layouts multiply the same int8 activations: only float rounding differs.
+            ASSERT_NEAR(got, y_file[tok * s.rows + r], 1e-4 * (1 + std::fabs(want)))
+                << "row " << r << " token " << tok;
+            num += (got - want) * (got - want);
+            den += want * want;
+          }
+        }
+        EXPECT_LT(std::sqrt(num / den), bound_for(t));
       }
-      EXPECT_LT(std::sqrt(num / den), bound_for(t));
-    }
   }
 }
 

@@ -107,6 +107,17 @@ inline int rows16_quant(const q4_0_rows16_block& b, int r, int j) {
   const uint8_t byte = b.qs[j / 8][4 * r + j % 4];
   return j % 8 < 4 ? byte & 15 : byte >> 4;
 }
+// q8_0 likewise, with eight registers: in register k, row r's bytes 4r..4r+3 are its quants
+// 4k..4k+3 (value = d * q).
+struct q8_0_rows16_block {
+  fp16_t d[rows16];
+  int8_t qs[8][64];
+};
+static_assert(sizeof(q8_0_rows16_block) == rows16 * sizeof(block_q8_0),
+              "a repacked group takes the bytes of its rows");
+inline int rows16_quant(const q8_0_rows16_block& b, int r, int j) {
+  return b.qs[j / 4][4 * r + j % 4];
+}
 
 struct kernel_table {
   gemm_fn gemm[n_weight_slots] = {};

@@ -224,40 +224,54 @@ void row_q8_32(const uint8_t* wr, const uint8_t* const* xs, int64_t n, float* ou
   add_min_terms<P, T>(w, g, nb, out);
 }
 
-// ---- q4_0 in the rows16 layout (kernels.h, dispatch.h): each of a group's 16 rows has a
-// vector lane, so a block's dot products need no horizontal sums and one conversion and one
-// multiply-add scale them for all 16 rows. Per block: the group's quants are unpacked once for
-// the tile's tokens; per token, 8 vpdpbusd take 4 activation bytes each, broadcast.
+// ---- q4_0 and q8_0 in the rows16 layout (kernels.h, dispatch.h): each of a group's 16 rows
+// has a vector lane, so a block's dot products need no horizontal sums and one conversion and
+// one multiply-add scale them for all 16 rows. Per block: the group's quants are unpacked once
+// for the tile's tokens; per token, 8 vpdpbusd take 4 activation bytes each, broadcast.
 
-// The quants of block b of a group, signed (q - 8), as 8 registers of 4 quants per row, and
-// -128 Σ of them per row (activations are stored as x + 128).
+// The signed quants of a group's block as 8 registers of 4 quants per row, and -128 Σ of them
+// per row (activations are stored as x + 128).
 struct rows16_quants {
   __m512i q[8];
   __m512i neg_corr;
 };
-inline rows16_quants unpack_rows16(const q4_0_rows16_block& b) {
-  const __m512i low = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);
-  rows16_quants u;
+inline void add_correction(rows16_quants& u) {
   __m512i corr = _mm512_setzero_si512();
-  for (int k = 0; k < 4; ++k) {
-    const __m512i packed = _mm512_loadu_si512(b.qs[k]);
-    u.q[2 * k] = _mm512_sub_epi8(_mm512_and_si512(packed, low), eight);
-    u.q[2 * k + 1] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(packed, 4), low), eight);
-    corr = _mm512_dpbusd_epi32(corr, _mm512_set1_epi8(-128), u.q[2 * k]);
-    corr = _mm512_dpbusd_epi32(corr, _mm512_set1_epi8(-128), u.q[2 * k + 1]);
-  }
+  for (const __m512i& q : u.q) corr = _mm512_dpbusd_epi32(corr, _mm512_set1_epi8(-128), q);
   u.neg_corr = _mm512_sub_epi32(_mm512_setzero_si512(), corr);
-  return u;
 }
+struct q4_0_rows16 {
+  using block = q4_0_rows16_block;
+  static rows16_quants unpack(const block& b) {
+    const __m512i low = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);
+    rows16_quants u;
+    for (int k = 0; k < 4; ++k) {
+      const __m512i packed = _mm512_loadu_si512(b.qs[k]);
+      u.q[2 * k] = _mm512_sub_epi8(_mm512_and_si512(packed, low), eight);
+      u.q[2 * k + 1] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(packed, 4), low), eight);
+    }
+    add_correction(u);
+    return u;
+  }
+};
+struct q8_0_rows16 {
+  using block = q8_0_rows16_block;
+  static rows16_quants unpack(const block& b) {
+    rows16_quants u;
+    for (int k = 0; k < 8; ++k) u.q[k] = _mm512_loadu_si512(b.qs[k]);
+    add_correction(u);
+    return u;
+  }
+};
 
 // y[t * y_stride + r] for the group's 16 rows r and the T tokens of activation group g.
-template <int T>
-void rows16_q4_0_tile(const q4_0_rows16_block* w, const group_view& g, int64_t nb, float* y,
-                      int64_t y_stride) {
+template <class P, int T>
+void rows16_tile(const typename P::block* w, const group_view& g, int64_t nb, float* y,
+                 int64_t y_stride) {
   __m512 acc[T];
   for (auto& a : acc) a = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    const rows16_quants u = unpack_rows16(w[b]);
+    const rows16_quants u = P::unpack(w[b]);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].d)));
     const int64_t p = b / 2, half = b % 2;
     for (int t = 0; t < T; ++t) {
@@ -275,21 +289,20 @@ void rows16_q4_0_tile(const q4_0_rows16_block* w, const group_view& g, int64_t n
   for (int t = 0; t < T; ++t) _mm512_storeu_ps(y + t * y_stride, acc[t]);
 }
 
-template <int T>
-void rows16_q4_0_run(int nt, const q4_0_rows16_block* w, const group_view& g, int64_t nb, float* y,
-                     int64_t y_stride) {
+template <class P, int T>
+void rows16_run(int nt, const typename P::block* w, const group_view& g, int64_t nb, float* y,
+                int64_t y_stride) {
   if (nt == T) {
-    rows16_q4_0_tile<T>(w, g, nb, y, y_stride);
+    rows16_tile<P, T>(w, g, nb, y, y_stride);
   } else if constexpr (T > 1) {
-    rows16_q4_0_run<T - 1>(nt, w, g, nb, y, y_stride);
+    rows16_run<P, T - 1>(nt, w, g, nb, y, y_stride);
   }
 }
 
-void gemm_tiled_q4_0(const gemm_args& a);
-
 // Groups are taken in blocks that stay in L2 while every token tile passes over them (as
-// gemm_tiled); rows past the last whole group go to the file layout's kernel.
-void gemm_rows16_q4_0(const gemm_args& a) {
+// gemm_tiled); rows past the last whole group go to the file layout's kernel, file_gemm.
+template <class P, gemm_fn file_gemm>
+void gemm_rows16(const gemm_args& a) {
   const int64_t nb = a.n / 32, groups = a.n_rows / rows16;
   const size_t group_bytes = rows16 * a.w_stride;
   const int64_t group_block = std::max<int64_t>(1, (256 << 10) / static_cast<int64_t>(group_bytes));
@@ -299,8 +312,8 @@ void gemm_rows16_q4_0(const gemm_args& a) {
       const int nt = static_cast<int>(std::min<int64_t>(max_tile, a.n_tok - t0));
       const group_view x = view_group(a.x + t0 * a.x_stride, a.n, nt);
       for (int64_t gi = g0; gi < g1; ++gi) {
-        const auto* w = reinterpret_cast<const q4_0_rows16_block*>(a.w + gi * group_bytes);
-        rows16_q4_0_run<max_tile>(nt, w, x, nb, a.y + t0 * a.y_stride + gi * rows16, a.y_stride);
+        const auto* w = reinterpret_cast<const typename P::block*>(a.w + gi * group_bytes);
+        rows16_run<P, max_tile>(nt, w, x, nb, a.y + t0 * a.y_stride + gi * rows16, a.y_stride);
       }
     }
   }
@@ -308,7 +321,7 @@ void gemm_rows16_q4_0(const gemm_args& a) {
   tail.w += groups * group_bytes;
   tail.n_rows -= groups * rows16;
   tail.y += groups * rows16;
-  if (tail.n_rows > 0) gemm_tiled_q4_0(tail);
+  if (tail.n_rows > 0) file_gemm(tail);
 }
 
 // ---- k-quants: the same sub-block arithmetic as the 256-bit kernels, 64 elements at a time.
@@ -684,10 +697,6 @@ struct rows_512 {
   };
 };
 
-void gemm_tiled_q4_0(const gemm_args& a) {
-  gemm_tiled<rows_512<q4_0_w>::row>(a);
-}
-
 }  // namespace
 }  // namespace avx512
 
@@ -698,13 +707,18 @@ void fill_avx512_kernels(kernel_table& t) {
   t.gemm[slot_f16] = avx512::gemm_tiled<avx512::float_rows_512<avx512::f16_load512>::row>;
   t.gemm[slot_bf16] = avx512::gemm_tiled<avx512::float_rows_512<avx512::bf16_load512>::row>;
 
-  t.gemm[slot_q4_0] = avx512::gemm_tiled_q4_0;
-  t.gemm_rows16[slot_q4_0] = avx512::gemm_rows16_q4_0;
-  t.prefers_rows16 = true;
+  t.gemm[slot_q4_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q4_0_w>::row>;
   t.gemm[slot_q4_1] = avx512::gemm_tiled<avx512::rows_512<avx512::q4_1_w>::row>;
   t.gemm[slot_q5_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_0_w>::row>;
   t.gemm[slot_q5_1] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_1_w>::row>;
   t.gemm[slot_q8_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q8_0_w>::row>;
+  t.gemm_rows16[slot_q4_0] =
+      avx512::gemm_rows16<avx512::q4_0_rows16,
+                          avx512::gemm_tiled<avx512::rows_512<avx512::q4_0_w>::row>>;
+  t.gemm_rows16[slot_q8_0] =
+      avx512::gemm_rows16<avx512::q8_0_rows16,
+                          avx512::gemm_tiled<avx512::rows_512<avx512::q8_0_w>::row>>;
+  t.prefers_rows16 = true;
   t.gemm[slot_iq4_nl] = avx512::gemm_tiled<avx512::rows_512<avx512::iq4_nl_w>::row>;
   t.gemm[slot_q4_k] = avx512::gemm_tiled<avx512::qk_affine_rows_512<false>::row, 4>;
   t.gemm[slot_q5_k] = avx512::gemm_tiled<avx512::qk_affine_rows_512<true>::row, 4>;

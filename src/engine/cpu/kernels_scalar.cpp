@@ -332,20 +332,29 @@ void gemm_rows(const gemm_args& a) {
   }
 }
 
-// q4_0 in the rows16 layout (kernels.h), with dot_q4_0's arithmetic: the same results.
-void gemm_rows16_q4_0(const gemm_args& a) {
+// Row r of a rows16 block against an activation block, with dot_q4_0's and dot_q8_0's
+// arithmetic: the same results as the file layout.
+float rows16_block_dot(const q4_0_rows16_block& w, int r, const act_q8_32& x, int64_t b) {
+  int s = 0;
+  for (int j = 0; j < 32; ++j) s += rows16_quant(w, r, j) * x.qs[b * 32 + j];
+  return fp16_to_fp32(w.d[r]) * x.d[b] * (s - 8 * x.sum[b]);
+}
+float rows16_block_dot(const q8_0_rows16_block& w, int r, const act_q8_32& x, int64_t b) {
+  int s = 0;
+  for (int j = 0; j < 32; ++j) s += rows16_quant(w, r, j) * x.qs[b * 32 + j];
+  return fp16_to_fp32(w.d[r]) * x.d[b] * s;
+}
+
+template <class GroupBlock, float (*file_dot)(const uint8_t*, const uint8_t*, int64_t)>
+void gemm_rows16(const gemm_args& a) {
   const int64_t nb = a.n / 32, groups = a.n_rows / rows16;
   for (int64_t g = 0; g < groups; ++g) {
-    const auto* w = reinterpret_cast<const q4_0_rows16_block*>(a.w + g * rows16 * a.w_stride);
+    const auto* w = reinterpret_cast<const GroupBlock*>(a.w + g * rows16 * a.w_stride);
     for (int64_t t = 0; t < a.n_tok; ++t) {
       const act_q8_32 x = view_q8_32(a.x + t * a.x_stride, a.n);
       for (int r = 0; r < rows16; ++r) {
         float sum = 0;
-        for (int64_t b = 0; b < nb; ++b) {
-          int s = 0;
-          for (int j = 0; j < 32; ++j) s += rows16_quant(w[b], r, j) * x.qs[b * 32 + j];
-          sum += fp16_to_fp32(w[b].d[r]) * x.d[b] * (s - 8 * x.sum[b]);
-        }
+        for (int64_t b = 0; b < nb; ++b) sum += rows16_block_dot(w[b], r, x, b);
         a.y[t * a.y_stride + g * rows16 + r] = sum;
       }
     }
@@ -354,7 +363,7 @@ void gemm_rows16_q4_0(const gemm_args& a) {
   tail.w += groups * rows16 * a.w_stride;
   tail.n_rows -= groups * rows16;
   tail.y += groups * rows16;
-  gemm_rows<dot_q4_0>(tail);
+  gemm_rows<file_dot>(tail);
 }
 
 void f16_to_f32_s(const fp16_t* x, float* y, int64_t n) {
@@ -418,7 +427,8 @@ void fill_scalar_kernels(kernel_table& t) {
   t.gemm[slot_f16] = gemm_rows<dot_f16_row>;
   t.gemm[slot_bf16] = gemm_rows<dot_bf16_row>;
   t.gemm[slot_q4_0] = gemm_rows<dot_q4_0>;
-  t.gemm_rows16[slot_q4_0] = gemm_rows16_q4_0;
+  t.gemm_rows16[slot_q4_0] = gemm_rows16<q4_0_rows16_block, dot_q4_0>;
+  t.gemm_rows16[slot_q8_0] = gemm_rows16<q8_0_rows16_block, dot_q8_0>;
   t.gemm[slot_q4_1] = gemm_rows<dot_q4_1>;
   t.gemm[slot_q5_0] = gemm_rows<dot_q5_0>;
   t.gemm[slot_q5_1] = gemm_rows<dot_q5_1>;

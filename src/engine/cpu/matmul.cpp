@@ -52,31 +52,51 @@ weight_layout preferred_layout(tensor_type t) {
                                                               : weight_layout::gguf;
 }
 
-void repack_rows16([[maybe_unused]] tensor_type t, const void* src, int64_t n_rows, int64_t n_cols,
-                   void* dst) {
-  assert(t == tensor_type::q4_0 && n_cols % 32 == 0 && "rows16 holds q4_0 rows");
-  const int64_t nb = n_cols / 32, groups = n_rows / rows16;
-  const auto* in = static_cast<const block_q4_0*>(src);
-  auto* out = static_cast<q4_0_rows16_block*>(dst);
-  // Element j of a file block.
-  const auto quant = [](const block_q4_0& b, int j) {
-    return j < 16 ? b.qs[j] & 15 : b.qs[j - 16] >> 4;
-  };
+namespace {
+
+// Element j of a file block.
+int file_quant(const block_q4_0& b, int j) {
+  return j < 16 ? b.qs[j] & 15 : b.qs[j - 16] >> 4;
+}
+int file_quant(const block_q8_0& b, int j) {
+  return b.qs[j];
+}
+void set_rows16_quant(q4_0_rows16_block& o, int r, int j, int q) {
+  uint8_t& byte = o.qs[j / 8][4 * r + j % 4];
+  byte = static_cast<uint8_t>(j % 8 < 4 ? (byte & 0xf0) | q : (byte & 0x0f) | q << 4);
+}
+void set_rows16_quant(q8_0_rows16_block& o, int r, int j, int q) {
+  o.qs[j / 4][4 * r + j % 4] = static_cast<int8_t>(q);
+}
+
+template <class FileBlock, class GroupBlock>
+void repack(const void* src, int64_t n_rows, int64_t nb, void* dst) {
+  const int64_t groups = n_rows / rows16;
+  const auto* in = static_cast<const FileBlock*>(src);
+  auto* out = static_cast<GroupBlock*>(dst);
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t b = 0; b < nb; ++b) {
-      q4_0_rows16_block& o = out[g * nb + b];
+      GroupBlock& o = out[g * nb + b];
       for (int r = 0; r < rows16; ++r) {
-        const block_q4_0& blk = in[(g * rows16 + r) * nb + b];
+        const FileBlock& blk = in[(g * rows16 + r) * nb + b];
         o.d[r] = blk.d;
-        for (int k = 0; k < 4; ++k)
-          for (int i = 0; i < 4; ++i)
-            o.qs[k][4 * r + i] =
-                static_cast<uint8_t>(quant(blk, 8 * k + i) | quant(blk, 8 * k + 4 + i) << 4);
+        for (int j = 0; j < 32; ++j) set_rows16_quant(o, r, j, file_quant(blk, j));
       }
     }
   }
   std::copy_n(in + groups * rows16 * nb, (n_rows - groups * rows16) * nb,
-              reinterpret_cast<block_q4_0*>(out + groups * nb));
+              reinterpret_cast<FileBlock*>(out + groups * nb));
+}
+
+}  // namespace
+
+void repack_rows16(tensor_type t, const void* src, int64_t n_rows, int64_t n_cols, void* dst) {
+  assert((t == tensor_type::q4_0 || t == tensor_type::q8_0) && n_cols % 32 == 0 &&
+         "rows16 holds q4_0 and q8_0 rows");
+  if (t == tensor_type::q4_0)
+    repack<block_q4_0, q4_0_rows16_block>(src, n_rows, n_cols / 32, dst);
+  else
+    repack<block_q8_0, q8_0_rows16_block>(src, n_rows, n_cols / 32, dst);
 }
 
 void matmul(thread_pool& pool, tensor_type t, const void* w, int64_t n_rows, int64_t n_cols,
