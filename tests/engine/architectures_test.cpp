@@ -53,7 +53,6 @@ model_ptr load(const std::string& path) {
   return model_load(path, mp);
 }
 
-// Tokens of a long prompt without a tokenizer: distinct, spread over the vocabulary.
 // Removes this process's synth models when the tests end.
 class synth_models_cleanup : public testing::Environment {
  public:
@@ -66,6 +65,7 @@ class synth_models_cleanup : public testing::Environment {
 };
 const auto* const cleanup = testing::AddGlobalTestEnvironment(new synth_models_cleanup);
 
+// Tokens of a long prompt without a tokenizer: distinct, spread over the vocabulary.
 token_id prompt_token(int i) {
   return static_cast<token_id>(3 + (i * 37) % 500);
 }
