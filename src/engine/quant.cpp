@@ -153,17 +153,6 @@ void quantize_q8_1(const float* x, block_q8_1* y, int64_t nb) {
 
 // ---------------------------------------------------------------- k-quants
 
-// Scale and min (6 bits each) of sub-block j from the 12-byte packed k-quant scales.
-void scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
-  if (j < 4) {
-    sc = q[j] & 63;
-    m = q[j + 4] & 63;
-  } else {
-    sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
-    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
 void pack_scale_min_k4(const uint8_t* ls, const uint8_t* lm, uint8_t* scales) {
   std::memset(scales, 0, k_scale_size);
   for (int j = 0; j < 8; ++j) {
@@ -1109,6 +1098,16 @@ float dot_reference(tensor_type type, const void* w_row, const float* x, int64_t
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(w[i]) * x[i];
   return static_cast<float>(sum);
+}
+
+void scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
+  if (j < 4) {
+    sc = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
 }
 
 }  // namespace rbee::engine

@@ -27,6 +27,10 @@ void quantize_row(tensor_type type, const float* src, void* dst, int64_t n);
 // Whether quantize_row supports `type` (all types of tensor_type do).
 bool can_quantize(tensor_type type);
 
+// Scale and min (6 bits each) of sub-block j (0..7) from the 12 packed scale bytes of a
+// q4_k or q5_k block.
+void scale_min_k4(int j, const uint8_t* scales, uint8_t& sc, uint8_t& m);
+
 // Dequantize-then-dot in double precision: the oracle for the fast matmul kernels.
 float dot_reference(tensor_type type, const void* w_row, const float* x, int64_t n);
 

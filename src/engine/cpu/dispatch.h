@@ -119,6 +119,31 @@ inline int rows16_quant(const q8_0_rows16_block& b, int r, int j) {
   return b.qs[j / 4][4 * r + j % 4];
 }
 
+// q4_k: a super-block of 256 columns of a group of 16 rows: each row's d and dmin; its 6-bit
+// scales and mins as 16 sets of 16 rows (the scale of sub-block j is set j, its min set 8 + j):
+// the low 4 bits of row r in nibble r % 2 of byte r / 2, the high 2 bits in bits 2r and 2r + 1
+// of a word; then each sub-block's 32 quants as a q4_0_rows16_block's (value of quant q of
+// sub-block j: d * scale_j * q - dmin * min_j, as in block_q4_k).
+struct q4_k_rows16_block {
+  fp16_t d[rows16];
+  fp16_t dmin[rows16];
+  uint8_t set_low[16][rows16 / 2];
+  uint32_t set_high[16];
+  uint8_t qs[8][4][64];
+};
+static_assert(sizeof(q4_k_rows16_block) == rows16 * sizeof(block_q4_k),
+              "a repacked group takes the bytes of its rows");
+// Set `set` (0..15) of row r.
+inline int rows16_set(const q4_k_rows16_block& b, int set, int r) {
+  const int low = b.set_low[set][r / 2] >> 4 * (r % 2) & 15;
+  return low | (b.set_high[set] >> 2 * r & 3) << 4;
+}
+// Quant l (0..31) of sub-block j of row r.
+inline int rows16_quant(const q4_k_rows16_block& b, int r, int j, int l) {
+  const uint8_t byte = b.qs[j][l / 8][4 * r + l % 4];
+  return l % 8 < 4 ? byte & 15 : byte >> 4;
+}
+
 struct kernel_table {
   gemm_fn gemm[n_weight_slots] = {};
   // Weights in the rows16 layout (kernels.h); null for types that have none.

@@ -86,8 +86,9 @@ class thread_pool {
 //  gguf:   row after row, as in the file.
 //  rows16: repacked at load (repack_rows16) for kernels that give each row of a group of 16
 //          a vector lane: block by block, the group's 16 scales, then its quants interleaved
-//          (dispatch.h: q4_0_rows16_block, q8_0_rows16_block). Rows past the last whole group
-//          stay as in the file, after the groups; the weight keeps its size. For q4_0 and q8_0.
+//          (dispatch.h: q4_0_rows16_block, q8_0_rows16_block, q4_k_rows16_block). Rows past
+//          the last whole group stay as in the file, after the groups; the weight keeps its
+//          size. For q4_0, q8_0 and q4_k.
 enum class weight_layout { gguf, rows16 };
 // The layout matmul reads fastest at the active level for weights of type t.
 weight_layout preferred_layout(tensor_type t);

@@ -135,16 +135,6 @@ float dot_q8_0(const uint8_t* wr, const uint8_t* xr, int64_t n) {
   return sum;
 }
 
-void scale_min_k4(int j, const uint8_t* q, int& sc, int& m) {
-  if (j < 4) {
-    sc = q[j] & 63;
-    m = q[j + 4] & 63;
-  } else {
-    sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
-    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
 // q4_k and q5_k: sub-block j of 32 has value d*sc_j*q - dmin*m_j.
 template <bool five>
 float dot_qk_affine(const uint8_t* wr, size_t block_bytes, const uint8_t* xr, int64_t n) {
@@ -162,7 +152,7 @@ float dot_qk_affine(const uint8_t* wr, size_t block_bytes, const uint8_t* xr, in
     const int16_t* bs = a.bsums + b * (qk_k / 16);
     int isum = 0, msum = 0;
     for (int j = 0; j < 8; ++j) {
-      int sc, m;
+      uint8_t sc, m;
       scale_min_k4(j, scales, sc, m);
       const int shift = (j & 1) * 4;
       int s = 0;
@@ -366,6 +356,38 @@ void gemm_rows16(const gemm_args& a) {
   gemm_rows<file_dot>(tail);
 }
 
+// q4_k in the rows16 layout, with dot_qk_affine's arithmetic: the same results.
+void gemm_rows16_q4_k(const gemm_args& a) {
+  const int64_t nb = a.n / qk_k, groups = a.n_rows / rows16;
+  for (int64_t g = 0; g < groups; ++g) {
+    const auto* w = reinterpret_cast<const q4_k_rows16_block*>(a.w + g * rows16 * a.w_stride);
+    for (int64_t t = 0; t < a.n_tok; ++t) {
+      const act_q8_k x = view_q8_k(a.x + t * a.x_stride, a.n);
+      for (int r = 0; r < rows16; ++r) {
+        float sum = 0;
+        for (int64_t b = 0; b < nb; ++b) {
+          const int16_t* bs = x.bsums + b * (qk_k / 16);
+          int isum = 0, msum = 0;
+          for (int j = 0; j < 8; ++j) {
+            int s = 0;
+            for (int l = 0; l < 32; ++l)
+              s += rows16_quant(w[b], r, j, l) * x.qs[b * qk_k + j * 32 + l];
+            isum += rows16_set(w[b], j, r) * s;
+            msum += rows16_set(w[b], 8 + j, r) * (bs[2 * j] + bs[2 * j + 1]);
+          }
+          sum += x.d[b] * (fp16_to_fp32(w[b].d[r]) * isum - fp16_to_fp32(w[b].dmin[r]) * msum);
+        }
+        a.y[t * a.y_stride + g * rows16 + r] = sum;
+      }
+    }
+  }
+  gemm_args tail = a;
+  tail.w += groups * rows16 * a.w_stride;
+  tail.n_rows -= groups * rows16;
+  tail.y += groups * rows16;
+  gemm_rows<dot_q4_k>(tail);
+}
+
 void f16_to_f32_s(const fp16_t* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = fp16_to_fp32(x[i]);
 }
@@ -429,6 +451,7 @@ void fill_scalar_kernels(kernel_table& t) {
   t.gemm[slot_q4_0] = gemm_rows<dot_q4_0>;
   t.gemm_rows16[slot_q4_0] = gemm_rows16<q4_0_rows16_block, dot_q4_0>;
   t.gemm_rows16[slot_q8_0] = gemm_rows16<q8_0_rows16_block, dot_q8_0>;
+  t.gemm_rows16[slot_q4_k] = gemm_rows16_q4_k;
   t.gemm[slot_q4_1] = gemm_rows<dot_q4_1>;
   t.gemm[slot_q5_0] = gemm_rows<dot_q5_0>;
   t.gemm[slot_q5_1] = gemm_rows<dot_q5_1>;

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <utility>
 
 #include "engine/cpu/dispatch.h"
 #include "engine/quant.h"
@@ -88,15 +90,54 @@ void repack(const void* src, int64_t n_rows, int64_t nb, void* dst) {
               reinterpret_cast<FileBlock*>(out + groups * nb));
 }
 
+// q4_k: one super-block of 16 rows (see q4_k_rows16_block).
+void repack_q4_k_group(const block_q4_k* rows, int64_t nb, q4_k_rows16_block& o) {
+  std::memset(&o, 0, sizeof o);
+  for (int r = 0; r < rows16; ++r) {
+    const block_q4_k& blk = rows[r * nb];
+    o.d[r] = blk.d;
+    o.dmin[r] = blk.dmin;
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, m;
+      scale_min_k4(j, blk.scales, sc, m);
+      for (const auto& [set, v] : {std::pair{j, sc}, std::pair{8 + j, m}}) {
+        o.set_low[set][r / 2] |= static_cast<uint8_t>((v & 15) << 4 * (r % 2));
+        o.set_high[set] |= static_cast<uint32_t>(v >> 4) << 2 * r;
+      }
+      for (int l = 0; l < 32; ++l) {
+        const int q = blk.qs[j / 2 * 32 + l] >> 4 * (j % 2) & 15;
+        uint8_t& byte = o.qs[j][l / 8][4 * r + l % 4];
+        byte = static_cast<uint8_t>(l % 8 < 4 ? (byte & 0xf0) | q : (byte & 0x0f) | q << 4);
+      }
+    }
+  }
+}
+
+void repack_q4_k(const void* src, int64_t n_rows, int64_t nb, void* dst) {
+  const int64_t groups = n_rows / rows16;
+  const auto* in = static_cast<const block_q4_k*>(src);
+  auto* out = static_cast<q4_k_rows16_block*>(dst);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t b = 0; b < nb; ++b)
+      repack_q4_k_group(in + g * rows16 * nb + b, nb, out[g * nb + b]);
+  std::copy_n(in + groups * rows16 * nb, (n_rows - groups * rows16) * nb,
+              reinterpret_cast<block_q4_k*>(out + groups * nb));
+}
+
 }  // namespace
 
 void repack_rows16(tensor_type t, const void* src, int64_t n_rows, int64_t n_cols, void* dst) {
-  assert((t == tensor_type::q4_0 || t == tensor_type::q8_0) && n_cols % 32 == 0 &&
-         "rows16 holds q4_0 and q8_0 rows");
-  if (t == tensor_type::q4_0)
-    repack<block_q4_0, q4_0_rows16_block>(src, n_rows, n_cols / 32, dst);
-  else
-    repack<block_q8_0, q8_0_rows16_block>(src, n_rows, n_cols / 32, dst);
+  assert(n_cols % traits_of(t).block_size == 0 && "whole blocks");
+  switch (t) {
+    case tensor_type::q4_0:
+      return repack<block_q4_0, q4_0_rows16_block>(src, n_rows, n_cols / 32, dst);
+    case tensor_type::q8_0:
+      return repack<block_q8_0, q8_0_rows16_block>(src, n_rows, n_cols / 32, dst);
+    case tensor_type::q4_k:
+      return repack_q4_k(src, n_rows, n_cols / qk_k, dst);
+    default:
+      assert(false && "rows16 holds q4_0, q8_0 and q4_k rows");
+  }
 }
 
 void matmul(thread_pool& pool, tensor_type t, const void* w, int64_t n_rows, int64_t n_cols,
