@@ -307,41 +307,6 @@ void rows16_tile(const typename P::block* w, const group_view& g, int64_t nb, fl
   for (int t = 0; t < T; ++t) _mm512_storeu_ps(y + t * y_stride, acc[t]);
 }
 
-template <class P, int T>
-void rows16_run(int nt, const typename P::block* w, const group_view& g, int64_t nb, float* y,
-                int64_t y_stride) {
-  if (nt == T) {
-    rows16_tile<P, T>(w, g, nb, y, y_stride);
-  } else if constexpr (T > 1) {
-    rows16_run<P, T - 1>(nt, w, g, nb, y, y_stride);
-  }
-}
-
-// Groups are taken in blocks that stay in L2 while every token tile passes over them (as
-// gemm_tiled); rows past the last whole group go to the file layout's kernel, file_gemm.
-template <class P, gemm_fn file_gemm>
-void gemm_rows16(const gemm_args& a) {
-  const int64_t nb = a.n / 32, groups = a.n_rows / rows16;
-  const size_t group_bytes = rows16 * a.w_stride;
-  const int64_t group_block = std::max<int64_t>(1, (256 << 10) / static_cast<int64_t>(group_bytes));
-  for (int64_t g0 = 0; g0 < groups; g0 += group_block) {
-    const int64_t g1 = std::min(groups, g0 + group_block);
-    for (int64_t t0 = 0; t0 < a.n_tok; t0 += max_tile) {
-      const int nt = static_cast<int>(std::min<int64_t>(max_tile, a.n_tok - t0));
-      const group_view x = view_group(a.x + t0 * a.x_stride, a.n, nt);
-      for (int64_t gi = g0; gi < g1; ++gi) {
-        const auto* w = reinterpret_cast<const typename P::block*>(a.w + gi * group_bytes);
-        rows16_run<P, max_tile>(nt, w, x, nb, a.y + t0 * a.y_stride + gi * rows16, a.y_stride);
-      }
-    }
-  }
-  gemm_args tail = a;
-  tail.w += groups * group_bytes;
-  tail.n_rows -= groups * rows16;
-  tail.y += groups * rows16;
-  if (tail.n_rows > 0) file_gemm(tail);
-}
-
 // q4_k in the rows16 layout: a sub-block's quants are unsigned (0..15) and the q8_k
 // activations signed, so vpdpbusd takes them as they are. Per super-block, each token's
 // sub-block dot products are weighted by the rows' scales in integers, and the mins by the
@@ -421,32 +386,63 @@ void rows16_q4_k_tile(const q4_k_rows16_block* w, const act_q8_k* a, int64_t nb,
   for (int t = 0; t < T; ++t) _mm512_storeu_ps(y + t * y_stride, acc[t]);
 }
 
-template <int T>
-void rows16_q4_k_run(int nt, const q4_k_rows16_block* w, const act_q8_k* a, int64_t nb, float* y,
-                     int64_t y_stride) {
+// The layouts' tile kernels and the activations they read, for gemm_rows16: q8_32 activations
+// as the quantizer grouped them (q4_0, q8_0), q8_k activations one row per token (q4_k).
+template <class Unpack>
+struct q8_32_rows16 {
+  using block = typename Unpack::block;
+  static constexpr int columns = 32;
+  using acts = group_view;
+  static acts view(const gemm_args& a, int64_t t0, int nt) {
+    return view_group(a.x + t0 * a.x_stride, a.n, nt);
+  }
+  template <int T>
+  static void tile(const block* w, const acts& x, int64_t nb, float* y, int64_t y_stride) {
+    rows16_tile<Unpack, T>(w, x, nb, y, y_stride);
+  }
+};
+struct q4_k_rows16 {
+  using block = q4_k_rows16_block;
+  static constexpr int columns = qk_k;
+  struct acts {
+    act_q8_k token[max_tile];
+  };
+  static acts view(const gemm_args& a, int64_t t0, int nt) {
+    acts x{};
+    for (int t = 0; t < nt; ++t) x.token[t] = view_q8_k(a.x + (t0 + t) * a.x_stride, a.n);
+    return x;
+  }
+  template <int T>
+  static void tile(const block* w, const acts& x, int64_t nb, float* y, int64_t y_stride) {
+    rows16_q4_k_tile<T>(w, x.token, nb, y, y_stride);
+  }
+};
+
+template <class P, int T>
+void rows16_run(int nt, const typename P::block* w, const typename P::acts& x, int64_t nb, float* y,
+                int64_t y_stride) {
   if (nt == T) {
-    rows16_q4_k_tile<T>(w, a, nb, y, y_stride);
+    P::template tile<T>(w, x, nb, y, y_stride);
   } else if constexpr (T > 1) {
-    rows16_q4_k_run<T - 1>(nt, w, a, nb, y, y_stride);
+    rows16_run<P, T - 1>(nt, w, x, nb, y, y_stride);
   }
 }
 
-// As gemm_rows16, with q8_k activations (one row per token).
-template <gemm_fn file_gemm>
-void gemm_rows16_q4_k(const gemm_args& a) {
-  constexpr int tile = max_tile;
-  const int64_t nb = a.n / qk_k, groups = a.n_rows / rows16;
+// Groups are taken in blocks that stay in L2 while every token tile passes over them (as
+// gemm_tiled); rows past the last whole group go to the file layout's kernel, file_gemm.
+template <class P, gemm_fn file_gemm>
+void gemm_rows16(const gemm_args& a) {
+  const int64_t nb = a.n / P::columns, groups = a.n_rows / rows16;
   const size_t group_bytes = rows16 * a.w_stride;
   const int64_t group_block = std::max<int64_t>(1, (256 << 10) / static_cast<int64_t>(group_bytes));
   for (int64_t g0 = 0; g0 < groups; g0 += group_block) {
     const int64_t g1 = std::min(groups, g0 + group_block);
-    for (int64_t t0 = 0; t0 < a.n_tok; t0 += tile) {
-      const int nt = static_cast<int>(std::min<int64_t>(tile, a.n_tok - t0));
-      act_q8_k x[tile];
-      for (int t = 0; t < nt; ++t) x[t] = view_q8_k(a.x + (t0 + t) * a.x_stride, a.n);
+    for (int64_t t0 = 0; t0 < a.n_tok; t0 += max_tile) {
+      const int nt = static_cast<int>(std::min<int64_t>(max_tile, a.n_tok - t0));
+      const typename P::acts x = P::view(a, t0, nt);
       for (int64_t gi = g0; gi < g1; ++gi) {
-        const auto* w = reinterpret_cast<const q4_k_rows16_block*>(a.w + gi * group_bytes);
-        rows16_q4_k_run<tile>(nt, w, x, nb, a.y + t0 * a.y_stride + gi * rows16, a.y_stride);
+        const auto* w = reinterpret_cast<const typename P::block*>(a.w + gi * group_bytes);
+        rows16_run<P, max_tile>(nt, w, x, nb, a.y + t0 * a.y_stride + gi * rows16, a.y_stride);
       }
     }
   }
@@ -845,22 +841,22 @@ void fill_avx512_kernels(kernel_table& t) {
   t.gemm[slot_q5_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_0_w>::row>;
   t.gemm[slot_q5_1] = avx512::gemm_tiled<avx512::rows_512<avx512::q5_1_w>::row>;
   t.gemm[slot_q8_0] = avx512::gemm_tiled<avx512::rows_512<avx512::q8_0_w>::row>;
-  t.gemm_rows16[slot_q4_0] =
-      avx512::gemm_rows16<avx512::q4_0_rows16,
-                          avx512::gemm_tiled<avx512::rows_512<avx512::q4_0_w>::row>>;
-  t.gemm_rows16[slot_q8_0] =
-      avx512::gemm_rows16<avx512::q8_0_rows16,
-                          avx512::gemm_tiled<avx512::rows_512<avx512::q8_0_w>::row>>;
-  t.prefers_rows16 = true;
   t.gemm[slot_iq4_nl] = avx512::gemm_tiled<avx512::rows_512<avx512::iq4_nl_w>::row>;
   t.gemm[slot_q4_k] = avx512::gemm_tiled<avx512::qk_affine_rows_512<false>::row, 4>;
-  t.gemm_rows16[slot_q4_k] =
-      avx512::gemm_rows16_q4_k<avx512::gemm_tiled<avx512::qk_affine_rows_512<false>::row, 4>>;
   t.gemm[slot_q5_k] = avx512::gemm_tiled<avx512::qk_affine_rows_512<true>::row, 4>;
   t.gemm[slot_q6_k] = avx512::gemm_tiled<avx512::q6_k_row_512, 4>;
   t.gemm[slot_q2_k] = avx512::gemm_tiled<avx512::q2_k_row_512, 4>;
   t.gemm[slot_q3_k] = avx512::gemm_tiled<avx512::q3_k_row_512, 4>;
   t.gemm[slot_iq4_xs] = avx512::gemm_tiled<avx512::iq4_xs_row_512, 4>;
+
+  using avx512::gemm_rows16, avx512::gemm_tiled, avx512::q8_32_rows16, avx512::rows_512;
+  t.gemm_rows16[slot_q4_0] =
+      gemm_rows16<q8_32_rows16<avx512::q4_0_rows16>, gemm_tiled<rows_512<avx512::q4_0_w>::row>>;
+  t.gemm_rows16[slot_q8_0] =
+      gemm_rows16<q8_32_rows16<avx512::q8_0_rows16>, gemm_tiled<rows_512<avx512::q8_0_w>::row>>;
+  t.gemm_rows16[slot_q4_k] =
+      gemm_rows16<avx512::q4_k_rows16, gemm_tiled<avx512::qk_affine_rows_512<false>::row, 4>>;
+  t.prefers_rows16 = true;
 }
 
 }  // namespace rbee::engine::cpu

@@ -322,8 +322,8 @@ void gemm_rows(const gemm_args& a) {
   }
 }
 
-// Row r of a rows16 block against an activation block, with dot_q4_0's and dot_q8_0's
-// arithmetic: the same results as the file layout.
+// Row r of a rows16 block against block b of a token's activations, with dot_q4_0's,
+// dot_q8_0's and dot_qk_affine's arithmetic: the same results as the file layout.
 float rows16_block_dot(const q4_0_rows16_block& w, int r, const act_q8_32& x, int64_t b) {
   int s = 0;
   for (int j = 0; j < 32; ++j) s += rows16_quant(w, r, j) * x.qs[b * 32 + j];
@@ -334,14 +334,28 @@ float rows16_block_dot(const q8_0_rows16_block& w, int r, const act_q8_32& x, in
   for (int j = 0; j < 32; ++j) s += rows16_quant(w, r, j) * x.qs[b * 32 + j];
   return fp16_to_fp32(w.d[r]) * x.d[b] * s;
 }
+float rows16_block_dot(const q4_k_rows16_block& w, int r, const act_q8_k& x, int64_t b) {
+  const int16_t* bs = x.bsums + b * (qk_k / 16);
+  int isum = 0, msum = 0;
+  for (int j = 0; j < 8; ++j) {
+    int s = 0;
+    for (int l = 0; l < 32; ++l) s += rows16_quant(w, r, j, l) * x.qs[b * qk_k + j * 32 + l];
+    isum += rows16_set(w, j, r) * s;
+    msum += rows16_set(w, 8 + j, r) * (bs[2 * j] + bs[2 * j + 1]);
+  }
+  return x.d[b] * (fp16_to_fp32(w.d[r]) * isum - fp16_to_fp32(w.dmin[r]) * msum);
+}
 
-template <class GroupBlock, float (*file_dot)(const uint8_t*, const uint8_t*, int64_t)>
+// Weights in the rows16 layout of GroupBlock (blocks of `columns`), activations as `view`
+// reads them; rows past the last whole group go to the file layout's file_dot.
+template <class GroupBlock, int columns, auto view,
+          float (*file_dot)(const uint8_t*, const uint8_t*, int64_t)>
 void gemm_rows16(const gemm_args& a) {
-  const int64_t nb = a.n / 32, groups = a.n_rows / rows16;
+  const int64_t nb = a.n / columns, groups = a.n_rows / rows16;
   for (int64_t g = 0; g < groups; ++g) {
     const auto* w = reinterpret_cast<const GroupBlock*>(a.w + g * rows16 * a.w_stride);
     for (int64_t t = 0; t < a.n_tok; ++t) {
-      const act_q8_32 x = view_q8_32(a.x + t * a.x_stride, a.n);
+      const auto x = view(a.x + t * a.x_stride, a.n);
       for (int r = 0; r < rows16; ++r) {
         float sum = 0;
         for (int64_t b = 0; b < nb; ++b) sum += rows16_block_dot(w[b], r, x, b);
@@ -354,38 +368,6 @@ void gemm_rows16(const gemm_args& a) {
   tail.n_rows -= groups * rows16;
   tail.y += groups * rows16;
   gemm_rows<file_dot>(tail);
-}
-
-// q4_k in the rows16 layout, with dot_qk_affine's arithmetic: the same results.
-void gemm_rows16_q4_k(const gemm_args& a) {
-  const int64_t nb = a.n / qk_k, groups = a.n_rows / rows16;
-  for (int64_t g = 0; g < groups; ++g) {
-    const auto* w = reinterpret_cast<const q4_k_rows16_block*>(a.w + g * rows16 * a.w_stride);
-    for (int64_t t = 0; t < a.n_tok; ++t) {
-      const act_q8_k x = view_q8_k(a.x + t * a.x_stride, a.n);
-      for (int r = 0; r < rows16; ++r) {
-        float sum = 0;
-        for (int64_t b = 0; b < nb; ++b) {
-          const int16_t* bs = x.bsums + b * (qk_k / 16);
-          int isum = 0, msum = 0;
-          for (int j = 0; j < 8; ++j) {
-            int s = 0;
-            for (int l = 0; l < 32; ++l)
-              s += rows16_quant(w[b], r, j, l) * x.qs[b * qk_k + j * 32 + l];
-            isum += rows16_set(w[b], j, r) * s;
-            msum += rows16_set(w[b], 8 + j, r) * (bs[2 * j] + bs[2 * j + 1]);
-          }
-          sum += x.d[b] * (fp16_to_fp32(w[b].d[r]) * isum - fp16_to_fp32(w[b].dmin[r]) * msum);
-        }
-        a.y[t * a.y_stride + g * rows16 + r] = sum;
-      }
-    }
-  }
-  gemm_args tail = a;
-  tail.w += groups * rows16 * a.w_stride;
-  tail.n_rows -= groups * rows16;
-  tail.y += groups * rows16;
-  gemm_rows<dot_q4_k>(tail);
 }
 
 void f16_to_f32_s(const fp16_t* x, float* y, int64_t n) {
@@ -449,9 +431,9 @@ void fill_scalar_kernels(kernel_table& t) {
   t.gemm[slot_f16] = gemm_rows<dot_f16_row>;
   t.gemm[slot_bf16] = gemm_rows<dot_bf16_row>;
   t.gemm[slot_q4_0] = gemm_rows<dot_q4_0>;
-  t.gemm_rows16[slot_q4_0] = gemm_rows16<q4_0_rows16_block, dot_q4_0>;
-  t.gemm_rows16[slot_q8_0] = gemm_rows16<q8_0_rows16_block, dot_q8_0>;
-  t.gemm_rows16[slot_q4_k] = gemm_rows16_q4_k;
+  t.gemm_rows16[slot_q4_0] = gemm_rows16<q4_0_rows16_block, 32, view_q8_32, dot_q4_0>;
+  t.gemm_rows16[slot_q8_0] = gemm_rows16<q8_0_rows16_block, 32, view_q8_32, dot_q8_0>;
+  t.gemm_rows16[slot_q4_k] = gemm_rows16<q4_k_rows16_block, qk_k, view_q8_k, dot_q4_k>;
   t.gemm[slot_q4_1] = gemm_rows<dot_q4_1>;
   t.gemm[slot_q5_0] = gemm_rows<dot_q5_0>;
   t.gemm[slot_q5_1] = gemm_rows<dot_q5_1>;
