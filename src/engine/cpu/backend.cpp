@@ -15,6 +15,7 @@
 #include <cmath>
 #include <initializer_list>
 #include <new>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -72,11 +73,25 @@ class repacked_weights {
     return {it->second.get(), cpu::weight_layout::rows16};
   }
   // Reads w in: repacked when the kernels prefer that for its type (true), else left as is.
-  bool add(const weight& w) {
+  // n_threads share the groups of rows out.
+  bool add(const weight& w, int n_threads) {
     if (cpu::preferred_layout(w.type) != cpu::weight_layout::rows16) return false;
-    const size_t bytes = static_cast<size_t>(w.n_rows) * w.row_bytes();
-    auto copy = std::make_unique_for_overwrite<uint8_t[]>(bytes);
-    cpu::repack_rows16(w.type, w.data, w.n_rows, w.n_cols, copy.get());
+    const size_t row_bytes = w.row_bytes();
+    auto copy =
+        std::make_unique_for_overwrite<uint8_t[]>(static_cast<size_t>(w.n_rows) * row_bytes);
+    const int64_t groups = w.n_rows / cpu::rows16;
+    const int n = static_cast<int>(std::clamp<int64_t>(n_threads, 1, std::max<int64_t>(groups, 1)));
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i) {
+      // Whole groups each; the last range also takes the rows past the last group.
+      const int64_t r0 = groups * i / n * cpu::rows16;
+      const int64_t r1 = i + 1 == n ? w.n_rows : groups * (i + 1) / n * cpu::rows16;
+      const size_t at = static_cast<size_t>(r0) * row_bytes;
+      threads.emplace_back([&w, r0, r1, at, out = copy.get() + at] {
+        cpu::repack_rows16(w.type, w.data + at, r1 - r0, w.n_cols, out);
+      });
+    }
+    for (std::thread& t : threads) t.join();
     copies_.emplace(&w, std::move(copy));
     return true;
   }
@@ -710,7 +725,7 @@ void read_weights_in(const model& m, layer_range layers,
     const weight& w = *slots[i].w;
     if (w) {
       const size_t n = static_cast<size_t>(w.n_rows) * w.row_bytes();
-      if (&w != &m.tok_embd && repacked.add(w)) {
+      if (&w != &m.tok_embd && repacked.add(w, m.n_threads)) {
         // The copy is what the kernels read: the file's pages need not stay in this process.
         if (m.file.maps(w.data, n)) drop_pages(w.data, n, static_cast<size_t>(page));
       } else {

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <utility>
 
 #include "engine/cpu/dispatch.h"
 #include "engine/quant.h"
@@ -56,19 +55,19 @@ weight_layout preferred_layout(tensor_type t) {
 
 namespace {
 
-// Element j of a file block.
-int file_quant(const block_q4_0& b, int j) {
-  return j < 16 ? b.qs[j] & 15 : b.qs[j - 16] >> 4;
+// Row r of a group's block from the file's block: every byte written once, never read first
+// (reading fresh pages first maps the zero page, and each write then copies it).
+void set_rows16_row(q4_0_rows16_block& o, int r, const block_q4_0& b) {
+  // Element j of the file's block: the low nibbles of qs hold 0..15, the high ones 16..31.
+  const auto quant = [&](int j) { return j < 16 ? b.qs[j] & 15 : b.qs[j - 16] >> 4; };
+  o.d[r] = b.d;
+  for (int k = 0; k < 4; ++k)
+    for (int i = 0; i < 4; ++i)
+      o.qs[k][4 * r + i] = static_cast<uint8_t>(quant(8 * k + i) | quant(8 * k + 4 + i) << 4);
 }
-int file_quant(const block_q8_0& b, int j) {
-  return b.qs[j];
-}
-void set_rows16_quant(q4_0_rows16_block& o, int r, int j, int q) {
-  uint8_t& byte = o.qs[j / 8][4 * r + j % 4];
-  byte = static_cast<uint8_t>(j % 8 < 4 ? (byte & 0xf0) | q : (byte & 0x0f) | q << 4);
-}
-void set_rows16_quant(q8_0_rows16_block& o, int r, int j, int q) {
-  o.qs[j / 4][4 * r + j % 4] = static_cast<int8_t>(q);
+void set_rows16_row(q8_0_rows16_block& o, int r, const block_q8_0& b) {
+  o.d[r] = b.d;
+  for (int k = 0; k < 8; ++k) std::memcpy(&o.qs[k][4 * r], b.qs + 4 * k, 4);
 }
 
 template <class FileBlock, class GroupBlock>
@@ -79,11 +78,7 @@ void repack(const void* src, int64_t n_rows, int64_t nb, void* dst) {
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t b = 0; b < nb; ++b) {
       GroupBlock& o = out[g * nb + b];
-      for (int r = 0; r < rows16; ++r) {
-        const FileBlock& blk = in[(g * rows16 + r) * nb + b];
-        o.d[r] = blk.d;
-        for (int j = 0; j < 32; ++j) set_rows16_quant(o, r, j, file_quant(blk, j));
-      }
+      for (int r = 0; r < rows16; ++r) set_rows16_row(o, r, in[(g * rows16 + r) * nb + b]);
     }
   }
   std::copy_n(in + groups * rows16 * nb, (n_rows - groups * rows16) * nb,
@@ -100,15 +95,19 @@ void repack_q4_k_group(const block_q4_k* rows, int64_t nb, q4_k_rows16_block& o)
     for (int j = 0; j < 8; ++j) {
       uint8_t sc, m;
       scale_min_k4(j, blk.scales, sc, m);
-      for (const auto& [set, v] : {std::pair{j, sc}, std::pair{8 + j, m}}) {
+      const auto add_to_set = [&](int set, uint8_t v) {
         o.set_low[set][r / 2] |= static_cast<uint8_t>((v & 15) << 4 * (r % 2));
         o.set_high[set] |= static_cast<uint32_t>(v >> 4) << 2 * r;
-      }
-      for (int l = 0; l < 32; ++l) {
-        const int q = blk.qs[j / 2 * 32 + l] >> 4 * (j % 2) & 15;
-        uint8_t& byte = o.qs[j][l / 8][4 * r + l % 4];
-        byte = static_cast<uint8_t>(l % 8 < 4 ? (byte & 0xf0) | q : (byte & 0x0f) | q << 4);
-      }
+      };
+      add_to_set(j, sc);
+      add_to_set(8 + j, m);
+      // Sub-block j's quants: the low (even j) or high (odd j) nibbles of 32 file bytes.
+      const uint8_t* q = blk.qs + j / 2 * 32;
+      const int shift = 4 * (j % 2);
+      for (int k = 0; k < 4; ++k)
+        for (int i = 0; i < 4; ++i)
+          o.qs[j][k][4 * r + i] = static_cast<uint8_t>((q[8 * k + i] >> shift & 15) |
+                                                       (q[8 * k + 4 + i] >> shift & 15) << 4);
     }
   }
 }
