@@ -14,9 +14,9 @@
 #include <cassert>
 #include <cmath>
 #include <initializer_list>
+#include <map>
 #include <new>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -60,7 +60,9 @@ struct buffers {
 };
 
 // The backend's copies of weights in a layout its kernels read faster than the file's
-// (cpu::weight_layout), found by the model's weight they stand for.
+// (cpu::weight_layout). The model multiplies by rows of the weights the file holds, too: an
+// expert's rows of the stacked experts, the Q, K and V rows of a fused QKV weight. Such a view
+// reads the copy where its rows are whole groups of it.
 class repacked_weights {
  public:
   struct view {
@@ -68,16 +70,26 @@ class repacked_weights {
     cpu::weight_layout layout;
   };
   view of(const weight& w) const {
-    const auto it = copies_.find(&w);
-    if (it == copies_.end()) return {w.data, cpu::weight_layout::gguf};
-    return {it->second.get(), cpu::weight_layout::rows16};
+    auto it = copies_.upper_bound(w.data);
+    if (it == copies_.begin()) return {w.data, cpu::weight_layout::gguf};
+    const copy& c = (--it)->second;
+    const auto offset = static_cast<size_t>(w.data - it->first);
+    const size_t row_bytes = w.row_bytes();
+    if (offset >= c.n_rows * row_bytes || row_bytes != c.row_bytes || offset % row_bytes != 0)
+      return {w.data, cpu::weight_layout::gguf};
+    const auto first = static_cast<int64_t>(offset / row_bytes);
+    // The rows past the last group keep the file's layout: a view may end there, not in a group.
+    const bool whole_groups =
+        first % cpu::rows16 == 0 && (w.n_rows % cpu::rows16 == 0 || first + w.n_rows == c.n_rows);
+    if (!whole_groups) return {w.data, cpu::weight_layout::gguf};
+    return {c.data.get() + offset, cpu::weight_layout::rows16};
   }
   // Reads w in: repacked when the kernels prefer that for its type (true), else left as is.
   // n_threads share the groups of rows out.
   bool add(const weight& w, int n_threads) {
     if (cpu::preferred_layout(w.type) != cpu::weight_layout::rows16) return false;
     const size_t row_bytes = w.row_bytes();
-    auto copy =
+    auto data =
         std::make_unique_for_overwrite<uint8_t[]>(static_cast<size_t>(w.n_rows) * row_bytes);
     const int64_t groups = w.n_rows / cpu::rows16;
     const int n = static_cast<int>(std::clamp<int64_t>(n_threads, 1, std::max<int64_t>(groups, 1)));
@@ -87,17 +99,22 @@ class repacked_weights {
       const int64_t r0 = groups * i / n * cpu::rows16;
       const int64_t r1 = i + 1 == n ? w.n_rows : groups * (i + 1) / n * cpu::rows16;
       const size_t at = static_cast<size_t>(r0) * row_bytes;
-      threads.emplace_back([&w, r0, r1, at, out = copy.get() + at] {
+      threads.emplace_back([&w, r0, r1, at, out = data.get() + at] {
         cpu::repack_rows16(w.type, w.data + at, r1 - r0, w.n_cols, out);
       });
     }
     for (std::thread& t : threads) t.join();
-    copies_.emplace(&w, std::move(copy));
+    copies_.emplace(w.data, copy{std::move(data), w.n_rows, row_bytes});
     return true;
   }
 
  private:
-  std::unordered_map<const weight*, std::unique_ptr<uint8_t[]>> copies_;
+  struct copy {
+    std::unique_ptr<uint8_t[]> data;
+    int64_t n_rows;
+    size_t row_bytes;
+  };
+  std::map<const uint8_t*, copy> copies_;  // by the file's bytes they stand for
 };
 
 // What the forward pass reads and writes.
