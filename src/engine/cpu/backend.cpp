@@ -723,8 +723,7 @@ void drop_pages(const uint8_t* p, size_t n, size_t page) {
 
 // Reads the part's weights in now (with progress) rather than during the first decode: those
 // the kernels prefer in another layout into `repacked`; of the others every page is touched,
-// and stays in the mapping, shared with the page cache. The token embeddings are read by rows,
-// as in the file.
+// and stays in the mapping, shared with the page cache.
 void read_weights_in(const model& m, layer_range layers,
                      const std::function<void(const load_progress&)>& on_progress,
                      repacked_weights& repacked) {
@@ -742,7 +741,10 @@ void read_weights_in(const model& m, layer_range layers,
     const weight& w = *slots[i].w;
     if (w) {
       const size_t n = static_cast<size_t>(w.n_rows) * w.row_bytes();
-      if (&w != &m.tok_embd && repacked.add(w, m.n_threads)) {
+      // The part multiplies by its layers' weights, and by the output when it is the last.
+      const bool multiplied =
+          slots[i].layer >= 0 || (&w == &m.output && layers.end == m.hp.n_layer);
+      if (multiplied && repacked.add(w, m.n_threads)) {
         // The copy is what the kernels read: the file's pages need not stay in this process.
         if (m.file.maps(w.data, n)) drop_pages(w.data, n, static_cast<size_t>(page));
       } else {
