@@ -790,6 +790,83 @@ void row_float_512(const uint8_t* w, const uint8_t* const* xs, int64_t n, float*
   }
 }
 
+// ---- attention tiles (dispatch.h) on 512-bit vectors: a tile's 16 positions are one vector.
+// Each head's sums run in the same order whatever the number of heads a call takes, so a
+// token's attention does not depend on how its batch split the heads (split_attention).
+static_assert(kv_block_size == 16, "a tile's positions are one 512-bit vector");
+
+// Two chains per head (even and odd elements), joined at the end: one chain would wait on
+// each multiply-add when a call takes few heads.
+template <class L, int G>
+void tile_scores_512(const uint8_t* k, const float* q, int hd, float* scores) {
+  __m512 even[G], odd[G];
+  for (int g = 0; g < G; ++g) even[g] = odd[g] = _mm512_setzero_ps();
+  int d = 0;
+  for (; d + 2 <= hd; d += 2) {
+    const __m512 k0 = L::load(k, d * kv_block_size), k1 = L::load(k, (d + 1) * kv_block_size);
+    for (int g = 0; g < G; ++g) {
+      even[g] = _mm512_fmadd_ps(_mm512_set1_ps(q[g * hd + d]), k0, even[g]);
+      odd[g] = _mm512_fmadd_ps(_mm512_set1_ps(q[g * hd + d + 1]), k1, odd[g]);
+    }
+  }
+  if (d < hd) {
+    const __m512 k0 = L::load(k, d * kv_block_size);
+    for (int g = 0; g < G; ++g)
+      even[g] = _mm512_fmadd_ps(_mm512_set1_ps(q[g * hd + d]), k0, even[g]);
+  }
+  for (int g = 0; g < G; ++g)
+    _mm512_storeu_ps(scores + g * kv_block_size, _mm512_add_ps(even[g], odd[g]));
+}
+
+template <class L>
+void tile_scores_v512(const uint8_t* k, const float* q, int n_q, int hd, float* scores) {
+  in_head_groups<8>(n_q, [&]<int G>(int g0) {
+    tile_scores_512<L, G>(k, q + g0 * hd, hd, scores + g0 * kv_block_size);
+  });
+}
+
+// C vectors of 16 output elements of G heads stay in registers over all rows (C larger for
+// fewer heads, so that enough independent sums run); each value vector is loaded once.
+template <class L, int G, int C>
+void weighted_chunks_512(const float* p, int64_t p_stride, const uint8_t* v, int n_rows, int hd,
+                         int d0, float* out) {
+  __m512 acc[G][C];
+  for (int g = 0; g < G; ++g)
+    for (int c = 0; c < C; ++c) acc[g][c] = _mm512_loadu_ps(out + g * hd + d0 + 16 * c);
+  for (int j = 0; j < n_rows; ++j) {
+    __m512 vj[C];
+    for (int c = 0; c < C; ++c) vj[c] = L::load(v, int64_t{j} * hd + d0 + 16 * c);
+    for (int g = 0; g < G; ++g) {
+      const __m512 pj = _mm512_set1_ps(p[g * p_stride + j]);
+      for (int c = 0; c < C; ++c) acc[g][c] = _mm512_fmadd_ps(pj, vj[c], acc[g][c]);
+    }
+  }
+  for (int g = 0; g < G; ++g)
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + g * hd + d0 + 16 * c, acc[g][c]);
+}
+
+template <class L, int G>
+void weighted_rows_512(const float* p, int64_t p_stride, const uint8_t* v, int n_rows, int hd,
+                       float* out) {
+  constexpr int chunks = std::max(1, 8 / G);
+  int d = 0;
+  for (; d + 16 * chunks <= hd; d += 16 * chunks)
+    weighted_chunks_512<L, G, chunks>(p, p_stride, v, n_rows, hd, d, out);
+  for (; d + 16 <= hd; d += 16) weighted_chunks_512<L, G, 1>(p, p_stride, v, n_rows, hd, d, out);
+  for (; d < hd; ++d)
+    for (int g = 0; g < G; ++g)
+      for (int j = 0; j < n_rows; ++j)
+        out[g * hd + d] += p[g * p_stride + j] * L::scalar::scalar(v, int64_t{j} * hd + d);
+}
+
+template <class L>
+void weighted_rows_v512(const float* p, int64_t p_stride, int n_q, const uint8_t* v, int n_rows,
+                        int hd, float* out) {
+  in_head_groups<8>(n_q, [&]<int G>(int g0) {
+    weighted_rows_512<L, G>(p + g0 * p_stride, p_stride, v, n_rows, hd, out + g0 * hd);
+  });
+}
+
 template <class L>
 struct float_rows_512 {
   template <int T>
@@ -832,6 +909,10 @@ struct rows_512 {
 void fill_avx512_kernels(kernel_table& t) {
   avx512::fill_table(t);
   t.quantize_q8_32 = avx512::quantize_q8_32_grouped;
+  t.tile_scores_f16 = avx512::tile_scores_v512<avx512::f16_load512>;
+  t.tile_scores_f32 = avx512::tile_scores_v512<avx512::f32_load512>;
+  t.weighted_rows_f16 = avx512::weighted_rows_v512<avx512::f16_load512>;
+  t.weighted_rows_f32 = avx512::weighted_rows_v512<avx512::f32_load512>;
   t.gemm[slot_f32] = avx512::gemm_tiled<avx512::float_rows_512<avx512::f32_load512>::row>;
   t.gemm[slot_f16] = avx512::gemm_tiled<avx512::float_rows_512<avx512::f16_load512>::row>;
   t.gemm[slot_bf16] = avx512::gemm_tiled<avx512::float_rows_512<avx512::bf16_load512>::row>;
