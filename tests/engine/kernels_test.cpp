@@ -396,12 +396,13 @@ TEST(cpu_helpers, match_plain_formulas_at_every_level) {
 
 // The attention tile kernels (dispatch.h) of f16 and f32 caches against the plain formulas:
 // query head counts that fill the kernels' head groups and leave tails, head sizes that are
-// and are not whole vectors, part-tiles of values and a score stride wider than the rows.
+// and are not whole vectors (80: five 512-bit vectors; 5: odd), part-tiles of values and a
+// score stride wider than the rows.
 TEST(cpu_attention_tiles, match_plain_formulas_at_every_level) {
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937 rng(seed);
-  for (const int hd : {64, 8, 12, 6}) {
+  for (const int hd : {64, 8, 12, 6, 80, 5}) {
     for (const int n_q : {1, 3, 4, 7, 8, 9, 13}) {
       SCOPED_TRACE(::testing::Message() << "head size " << hd << ", " << n_q << " query heads");
       const int n_rows = 11;
