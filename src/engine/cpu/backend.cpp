@@ -42,10 +42,9 @@ struct buffers {
   std::vector<float> hb;   // (n_batch, n_ff) gate
   std::vector<float> hb2;  // (n_batch, n_ff) up
   std::vector<float> out;  // (n_batch, n_embd) final-normalised rows that want logits
-  // Per thread: the attention scores of one task's query heads over their positions, and of
-  // one tile.
+  // Per thread: the attention scores of one task's query heads (at most n_head / n_head_kv)
+  // over their positions (n_ctx), and over one tile (kv_block_size).
   std::vector<float> scores, tile_scores;
-  size_t scores_per_thread = 0, tile_scores_per_thread = 0;
   std::vector<float> rope_cos, rope_sin;  // (n_rope_sets, n_batch, n_rot/2)
   std::vector<int> out_rows;              // (n_batch,) batch index of each logits row
   // Mixture of experts: router probabilities, each expert's tokens and their weights, and
@@ -274,9 +273,11 @@ void attend(cpu_state& c, int layer, const batch_entry& e, int i, int kvh, int h
   const int first = hp.layer_slides(layer) ? std::max(0, e.pos - hp.n_swa + 1) : 0;
   const int n = e.pos + 1 - first;
   // Head g's scores at [g * n, g * n + n); the tile's at tile_scores.
-  float* scores = b.scores.data() + static_cast<size_t>(thread) * b.scores_per_thread;
+  const size_t heads_per_kv = static_cast<size_t>(hp.n_head / hp.n_head_kv);
+  float* scores = b.scores.data() +
+                  static_cast<size_t>(thread) * heads_per_kv * static_cast<size_t>(c.params.n_ctx);
   float* tile_scores =
-      b.tile_scores.data() + static_cast<size_t>(thread) * b.tile_scores_per_thread;
+      b.tile_scores.data() + static_cast<size_t>(thread) * heads_per_kv * kv_block_size;
   const cache_rows_of rows(c, layer, e.seq, kvh);
   const float scale = hp.attn_scale, cap = hp.attn_softcap;
   // The kernels once per call: looked up per cached row, the dispatch cost a tenth of the
@@ -555,8 +556,8 @@ std::vector<int> layer_ring_rows(const hparams& hp, const context_params& params
   std::vector<int> rows;
   for (int l = layers.first; l < layers.end; ++l)
     rows.push_back(hp.layer_slides(l)
-                       ? (hp.cache_rows(l, params.n_ctx, params.n_batch) + kv_block_size - 1) /
-                             kv_block_size * kv_block_size
+                       ? kv_blocks_for(hp.cache_rows(l, params.n_ctx, params.n_batch)) *
+                             kv_block_size
                        : 0);
   return rows;
 }
@@ -676,10 +677,8 @@ cpu_context::cpu_context(const model& m, const repacked_weights& repacked,
     b.moe_out.resize(nb * d);
   }
   const size_t heads_per_kv = static_cast<size_t>(hp.n_head / hp.n_head_kv);
-  b.scores_per_thread = heads_per_kv * static_cast<size_t>(params.n_ctx);
-  b.tile_scores_per_thread = heads_per_kv * kv_block_size;
-  b.scores.resize(nt * b.scores_per_thread);
-  b.tile_scores.resize(nt * b.tile_scores_per_thread);
+  b.scores.resize(nt * heads_per_kv * static_cast<size_t>(params.n_ctx));
+  b.tile_scores.resize(nt * heads_per_kv * kv_block_size);
   const size_t n_sets = static_cast<size_t>(hp.n_rope_sets());
   b.rope_cos.resize(n_sets * nb * static_cast<size_t>(hp.n_rot / 2));
   b.rope_sin.resize(n_sets * nb * static_cast<size_t>(hp.n_rot / 2));
