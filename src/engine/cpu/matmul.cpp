@@ -70,23 +70,15 @@ void set_rows16_row(q8_0_rows16_block& o, int r, const block_q8_0& b) {
   for (int k = 0; k < 8; ++k) std::memcpy(&o.qs[k][4 * r], b.qs + 4 * k, 4);
 }
 
-template <class FileBlock, class GroupBlock>
-void repack(const void* src, int64_t n_rows, int64_t nb, void* dst) {
-  const int64_t groups = n_rows / rows16;
-  const auto* in = static_cast<const FileBlock*>(src);
-  auto* out = static_cast<GroupBlock*>(dst);
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t b = 0; b < nb; ++b) {
-      GroupBlock& o = out[g * nb + b];
-      for (int r = 0; r < rows16; ++r) set_rows16_row(o, r, in[(g * rows16 + r) * nb + b]);
-    }
-  }
-  std::copy_n(in + groups * rows16 * nb, (n_rows - groups * rows16) * nb,
-              reinterpret_cast<FileBlock*>(out + groups * nb));
+// One block of a group: `rows` points at the group's first row's block, each next row's block
+// lies nb blocks (a row) further.
+template <class GroupBlock, class FileBlock>
+void fill_group(GroupBlock& o, const FileBlock* rows, int64_t nb) {
+  for (int r = 0; r < rows16; ++r) set_rows16_row(o, r, rows[r * nb]);
 }
-
-// q4_k: one super-block of 16 rows (see q4_k_rows16_block).
-void repack_q4_k_group(const block_q4_k* rows, int64_t nb, q4_k_rows16_block& o) {
+// q4_k: a super-block of 16 rows, whose scale and min sets (q4_k_rows16_block) gather bits of
+// every row.
+void fill_group(q4_k_rows16_block& o, const block_q4_k* rows, int64_t nb) {
   std::memset(&o, 0, sizeof o);
   for (int r = 0; r < rows16; ++r) {
     const block_q4_k& blk = rows[r * nb];
@@ -112,15 +104,15 @@ void repack_q4_k_group(const block_q4_k* rows, int64_t nb, q4_k_rows16_block& o)
   }
 }
 
-void repack_q4_k(const void* src, int64_t n_rows, int64_t nb, void* dst) {
+template <class FileBlock, class GroupBlock>
+void repack(const void* src, int64_t n_rows, int64_t nb, void* dst) {
   const int64_t groups = n_rows / rows16;
-  const auto* in = static_cast<const block_q4_k*>(src);
-  auto* out = static_cast<q4_k_rows16_block*>(dst);
+  const auto* in = static_cast<const FileBlock*>(src);
+  auto* out = static_cast<GroupBlock*>(dst);
   for (int64_t g = 0; g < groups; ++g)
-    for (int64_t b = 0; b < nb; ++b)
-      repack_q4_k_group(in + g * rows16 * nb + b, nb, out[g * nb + b]);
+    for (int64_t b = 0; b < nb; ++b) fill_group(out[g * nb + b], in + g * rows16 * nb + b, nb);
   std::copy_n(in + groups * rows16 * nb, (n_rows - groups * rows16) * nb,
-              reinterpret_cast<block_q4_k*>(out + groups * nb));
+              reinterpret_cast<FileBlock*>(out + groups * nb));
 }
 
 }  // namespace
@@ -133,7 +125,7 @@ void repack_rows16(tensor_type t, const void* src, int64_t n_rows, int64_t n_col
     case tensor_type::q8_0:
       return repack<block_q8_0, q8_0_rows16_block>(src, n_rows, n_cols / 32, dst);
     case tensor_type::q4_k:
-      return repack_q4_k(src, n_rows, n_cols / qk_k, dst);
+      return repack<block_q4_k, q4_k_rows16_block>(src, n_rows, n_cols / qk_k, dst);
     default:
       assert(false && "rows16 holds q4_0, q8_0 and q4_k rows");
   }
