@@ -271,6 +271,13 @@ struct q8_0_rows16 {
   }
 };
 
+// Asks for the cache lines of the `bytes` bytes at `at` (an address, as an integer: it may lie
+// past the weights' end, where a prefetch does nothing).
+inline void prefetch(uintptr_t at, size_t bytes) {
+  for (size_t line = 0; line < bytes; line += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(at + line), _MM_HINT_T0);
+}
+
 // y[t * y_stride + r] for the group's 16 rows r and the T tokens of activation group g.
 template <class P, int T>
 void rows16_tile(const typename P::block* w, const group_view& g, int64_t nb, float* y,
@@ -280,8 +287,7 @@ void rows16_tile(const typename P::block* w, const group_view& g, int64_t nb, fl
   for (int64_t b = 0; b < nb; ++b) {
     // Four blocks ahead (2 KB of q8_0): measured best for a single token's decode, which waits
     // on the weights; 2, 8 and 16 were slower.
-    for (size_t line = 0; line < sizeof(w[b]); line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(&w[b + 4]) + line, _MM_HINT_T0);
+    prefetch(reinterpret_cast<uintptr_t>(w) + (b + 4) * sizeof(*w), sizeof(*w));
     const rows16_quants u = P::unpack(w[b]);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].d)));
     const int64_t p = b / 2, half = b % 2;
@@ -336,8 +342,7 @@ void rows16_q4_k_tile(const q4_k_rows16_block* w, const act_q8_k* a, int64_t nb,
     const q4_k_rows16_block& blk = w[b];
     // The next super-block (2.3 KB, as rows16_tile's distance): without it a single token's
     // decode ran 30 % slower than the file layout's kernel.
-    for (size_t line = 0; line < sizeof(blk); line += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(&w[b + 1]) + line, _MM_HINT_T0);
+    prefetch(reinterpret_cast<uintptr_t>(w) + (b + 1) * sizeof(*w), sizeof(*w));
     __m512i isum[T];
     for (auto& v : isum) v = _mm512_setzero_si512();
     for (int j = 0; j < 8; ++j) {
