@@ -80,14 +80,16 @@ const tensor_type all_types[] = {tensor_type::f32,  tensor_type::f16,  tensor_ty
                                  tensor_type::q2_k, tensor_type::q3_k, tensor_type::q4_k,
                                  tensor_type::q5_k, tensor_type::q6_k, tensor_type::iq4_xs};
 
+// A product of `rows` weight rows of `cols` columns with `tokens` activation rows.
+struct shape {
+  int64_t rows, cols, tokens;
+};
+
 TEST(cpu_matmul, matches_reference_for_every_type_level_and_shape) {
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937 rng(seed);
   thread_pool pool(2);
-  struct shape {
-    int64_t rows, cols, tokens;
-  };
   // Odd block counts (96, 800 columns) only for the 32-element types.
   const shape shapes[] = {{37, 256, 1}, {64, 512, 3}, {24, 768, 8}, {19, 1024, 17},
                           {8, 256, 9},  {33, 96, 5},  {6, 800, 10}, {40, 800, 1}};
@@ -252,7 +254,7 @@ TEST(cpu_matmul, matmul_many_matches_one_matmul_per_weight) {
   }
 }
 
-// q4_0 and q8_0 weights repacked in groups of 16 rows (weight_layout::rows16) at every level:
+// q4_0, q8_0 and q4_k weights repacked in groups of 16 rows (weight_layout::rows16) at every level:
 // against the reference, and against the file layout's kernel of the same level (exactly at the
 // scalar level, whose rows16 kernel keeps that kernel's arithmetic). Row counts with and
 // without a partial group, odd block counts (the activations' padding), token counts that fill
@@ -262,9 +264,6 @@ TEST(cpu_matmul, repacked_rows16_weights_match_the_file_layout) {
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937 rng(seed);
   thread_pool pool(2);
-  struct shape {
-    int64_t rows, cols, tokens;
-  };
   // Odd block counts (96 columns) only for the 32-column types.
   const shape shapes[] = {{16, 256, 1}, {48, 96, 8},  {37, 512, 11},
                           {5, 64, 3},   {48, 768, 8}, {1000, 512, 2}};
